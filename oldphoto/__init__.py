@@ -1,0 +1,3 @@
+"""oldphoto: batch restoration of scanned old photographs."""
+
+__version__ = "0.1.0"

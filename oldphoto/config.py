@@ -1,0 +1,60 @@
+"""Run settings as frozen dataclasses; the CLI options map onto these fields one to one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+FORMATS = ("keep", "png", "tiff", "jpeg")
+TILE_SIZES = (128, 256)
+UPSCALE_FACTORS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    size: int = 256  # tile edge in input pixels; 128 or 256
+    overlap: int = 32  # pixels shared by neighbouring tiles, blended with a feathered ramp
+    batch_size: int = 8  # tiles per forward pass (halved automatically on CUDA out-of-memory)
+
+    def __post_init__(self) -> None:
+        if self.size not in TILE_SIZES:
+            raise ValueError(f"tile size must be one of {TILE_SIZES}, got {self.size}")
+        if not 0 <= self.overlap <= self.size // 2:
+            raise ValueError(f"overlap must be in [0, {self.size // 2}], got {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    only_mask: bool = False  # write defect masks and overlays only; never change pixels
+    colorize: bool = False  # add colour to grayscale photos (colour inputs are left as they are)
+    upscale: int = 1  # 1 (off), 2 or 4
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    tile: TileConfig = field(default_factory=TileConfig)
+    format: str = "keep"  # keep | png | tiff | jpeg
+    overwrite: bool = False  # False: skip outputs already complete with the same settings
+    jobs: int = 2  # threads for decoding/encoding files alongside the model
+    max_pixels: int = 400_000_000  # refuse images larger than this (guards against decompression bombs)
+    mask_threshold: float | None = None  # None: the threshold stored with the detector weights
+    mask_dilate: int = 1  # grow the mask by this many pixels before restoration (covers scratch edges)
+    jpeg_quality: int = 95  # when writing JPEG
+
+    def __post_init__(self) -> None:
+        if self.upscale not in UPSCALE_FACTORS:
+            raise ValueError(f"upscale must be one of {UPSCALE_FACTORS}, got {self.upscale}")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        if self.mask_threshold is not None and not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask threshold must be in (0, 1), got {self.mask_threshold}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg quality must be in [1, 100], got {self.jpeg_quality}")
+
+    def output_settings(self) -> dict:
+        """The settings that change output pixels; used to decide whether an existing output is current."""
+        d = asdict(self)
+        for k in ("device", "overwrite", "jobs", "max_pixels"):
+            d.pop(k)
+        d["tile"].pop("batch_size")
+        return d

@@ -1,0 +1,22 @@
+"""Exceptions with one-line messages that name the file and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OldPhotoError(Exception):
+    """Base class for every error oldphoto raises on purpose."""
+
+
+class ImageError(OldPhotoError):
+    """A single input or output file cannot be processed; the batch goes on."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+class WeightsError(OldPhotoError):
+    """A model file is missing, corrupt or does not match its manifest."""

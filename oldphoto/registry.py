@@ -1,0 +1,91 @@
+"""Versioned model weights: entries from weights/MANIFEST.json, checked against their sha256 on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .archs import build
+from .errors import WeightsError
+
+
+def weights_dir() -> Path:
+    """The folder holding MANIFEST.json: the repo's weights/ (editable install) or the packaged copy."""
+    repo = Path(__file__).resolve().parent.parent / "weights"
+    if (repo / "MANIFEST.json").is_file():
+        return repo
+    try:
+        packaged = Path(str(resources.files("oldphoto.weights_data")))
+    except ModuleNotFoundError as e:
+        raise WeightsError(f"no weights folder found (looked in {repo})") from e
+    if not (packaged / "MANIFEST.json").is_file():
+        raise WeightsError(f"no MANIFEST.json in {repo} or {packaged}")
+    return packaged
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str  # e.g. "detector-v1"
+    arch: str  # key in oldphoto.archs.ARCHS
+    arch_kwargs: dict[str, Any]
+    file: str  # file name inside the weights folder
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)  # threshold, metrics, training command, data recipe
+
+    @property
+    def path(self) -> Path:
+        return weights_dir() / self.file
+
+
+def _read_manifest(folder: Path) -> dict[str, WeightsEntry]:
+    data = json.loads((folder / "MANIFEST.json").read_text())
+    return {
+        name: WeightsEntry(name=name, arch=e["arch"], arch_kwargs=dict(e.get("arch_kwargs", {})),
+                           file=e["file"], sha256=e["sha256"], meta=dict(e.get("meta", {})))
+        for name, e in data["models"].items()
+    }
+
+
+@lru_cache(maxsize=None)
+def entries() -> dict[str, WeightsEntry]:
+    return _read_manifest(weights_dir())
+
+
+def get(name: str) -> WeightsEntry:
+    table = entries()
+    if name not in table:
+        raise WeightsError(f"unknown model {name!r}; known: {', '.join(sorted(table)) or 'none'}")
+    return table[name]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_entry(entry: WeightsEntry, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Build the architecture, verify the file's sha256, load the state dict strictly, eval mode."""
+    path = entry.path
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file missing for model {entry.name!r}")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise WeightsError(f"{path}: sha256 {digest[:12]}… does not match the manifest ({entry.sha256[:12]}…)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build(entry.arch, **entry.arch_kwargs)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    return load_entry(get(name), device)
