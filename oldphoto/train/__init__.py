@@ -1,0 +1,20 @@
+"""Training and evaluation (degradation synthesis, losses, loops). Never imported by inference code.
+
+The CLI imports these lazily by name: each module defines Config + run(cfg, log), and EvalConfig + evaluate(cfg, log).
+"""
+
+TRAINERS = {
+    "detector": "oldphoto.train.detector",
+    "vae1": "oldphoto.train.vae",
+    "vae2": "oldphoto.train.vae",
+    "mapping": "oldphoto.train.mapping",
+    "colorize": "oldphoto.train.colorize",
+    "upscale": "oldphoto.train.upscale",
+}
+
+EVALUATORS = {
+    "detector": "oldphoto.train.detector",
+    "restore": "oldphoto.train.evaluate_restore",
+    "colorize": "oldphoto.train.colorize",
+    "upscale": "oldphoto.train.upscale",
+}
