@@ -1,0 +1,49 @@
+"""Image quality metrics on (B, C, H, W) float tensors in [0, 1]; one value per image."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"expected two (B, C, H, W) tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, shape (B,). Identical images give +inf."""
+    _check(x, y)
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(max_val**2 / mse)).float()
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    r = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0, size: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) with an 11x11 Gaussian window, valid region only; shape (B,).
+
+    Channels are averaged. Images smaller than the window are compared with a window of their size.
+    """
+    _check(x, y)
+    b, c, h, w = x.shape
+    size = min(size, h, w)
+    x, y = x.double(), y.double()
+    win = _gaussian_window(size, sigma, c, x.device, x.dtype)
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+
+    def blur(t):
+        return F.conv2d(t, win, groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).float()
