@@ -1,0 +1,93 @@
+"""Small U-Net that finds scratches, dust and tears on the luminance of a photo.
+
+Input (B, 1 or 3, H, W) float in [0, 1]; output logits (B, 1, H, W) (sigmoid gives the defect probability).
+Any H, W: the input is padded (replicate) to a multiple of 2**(levels-1) and the output cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops.color import luma
+from . import register
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    # Replicate padding, not zeros: a zero border looks like a dark line at every tile edge, and the engine
+    # blends overlapping tiles, so the response must not depend on where the tile starts.
+    return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="replicate", bias=False)
+
+
+class ConvBlock(nn.Sequential):
+    """n x (3x3 conv -> BatchNorm -> ReLU). (B, cin, H, W) -> (B, cout, H, W)."""
+
+    def __init__(self, cin: int, cout: int, n: int = 2):
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers += [_conv(cin if i == 0 else cout, cout), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class Up(nn.Module):
+    """Coarse decoder features -> finer level: 1x1 projection at the coarse size (cheap), upsample x2, add the skip,
+    then 3x3 convs. Adding instead of concatenating halves the cost of the fine, expensive levels."""
+
+    def __init__(self, c_coarse: int, c_fine: int, n: int):
+        super().__init__()
+        self.proj = nn.Conv2d(c_coarse, c_fine, 1, bias=False)
+        self.block = ConvBlock(c_fine, c_fine, n)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(self.proj(coarse), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.block(up + skip)
+
+
+@register("unet_detector")
+class UNetDetector(nn.Module):
+    """U-Net on luminance mapped to [-1, 1]; full-resolution features so 1-px scratches survive.
+
+    channels: feature width per level, finest first (the finest level runs at full resolution).
+    blocks: 3x3 convs per encoder level (the decoder uses one fewer at full resolution where it is costliest).
+    """
+
+    def __init__(self, channels: tuple[int, ...] | list[int] = (16, 32, 64, 96), blocks: int = 2):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(f"channels needs >= 2 positive widths, got {channels}")
+        self.channels = channels
+        self.enc = nn.ModuleList(
+            [ConvBlock(1 if i == 0 else channels[i - 1], c, blocks) for i, c in enumerate(channels)]
+        )
+        self.dec = nn.ModuleList(
+            [Up(channels[i + 1], channels[i], 1 if i == 0 else blocks) for i in range(len(channels) - 1)]
+        )
+        self.head = nn.Conv2d(channels[0], 1, 1)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1|3, H, W) float in [0, 1] -> logits (B, 1, H, W)."""
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"expected (B, 1 or 3, H, W) in [0, 1], got shape {tuple(x.shape)}")
+        if x.shape[1] == 3:
+            x = luma(x)  # gamma-encoded Rec. 601 luma: scratches show as they look on the print
+        x = x * 2 - 1
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.enc):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for i in reversed(range(len(self.dec))):
+            x = self.dec[i](x, skips[i])
+        return self.head(x)[..., :h, :w]

@@ -1,0 +1,726 @@
+"""Command line: `oldphoto restore | synth | train | eval`. The only module that prints (click + rich).
+
+Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
+start (output folder locked by a live run, weights missing, unreadable state file); 2 usage error (bad option
+value, missing input, --out equal to or inside an input folder); 130 stopped by Ctrl-C (143 by SIGTERM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import io
+import json
+import os
+import re
+import signal
+import threading
+import time
+import tokenize
+import types
+import typing
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TaskID,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .config import FORMATS, TILE_SIZES, RestoreConfig, TileConfig
+from .errors import ImageError, OldPhotoError
+from .lock import LockHeld, OutputLock
+from .report import FileResult, Report
+from .state import Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
+from .walk import Found, OutputClaims, discover, out_base
+
+_DEFAULT = RestoreConfig()
+_DEFAULT_TILE = TileConfig()
+
+
+class RunError(click.ClickException):
+    """The run cannot start or go on; printed as one "error: ..." line, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="oldphoto", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Restore scanned old photographs (defect detection, latent-space restoration, colorize, upscale)."""
+
+
+def main() -> None:
+    cli(prog_name="oldphoto")
+
+
+# --------------------------------------------------------------------------------------------------- display
+
+class _RateColumn(ProgressColumn):
+    """Items per second of a task (files or tiles), from rich's moving speed estimate."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.2f} {self.unit}/s", style="progress.data.speed")
+
+
+class QuietDisplay:
+    """--quiet: nothing but one line per error, on stderr."""
+
+    def start(self, report: Report, todo: int, skipped: int) -> None:
+        pass
+
+    def event(self, ev: Any) -> None:
+        pass
+
+    def file_done(self, result: FileResult) -> None:
+        pass
+
+    def note(self, msg: str) -> None:
+        pass
+
+    def error(self, path: str | Path, reason: str) -> None:
+        click.echo(f"error: {path}: {reason}", err=True)
+
+    def close(self) -> None:
+        pass
+
+    def summary(self, report: Report) -> None:
+        pass
+
+
+class PlainDisplay(QuietDisplay):
+    """Not a terminal (cron, pipes): plain one-line messages on stderr, a summary table on stdout."""
+
+    def __init__(self) -> None:
+        self._done = 0
+        self._todo = 0
+
+    def _line(self, msg: str) -> None:
+        click.echo(msg, err=True)
+
+    def start(self, report: Report, todo: int, skipped: int) -> None:
+        self._todo = todo
+        self._line(f"oldphoto {__version__}: {len(report.results)} image(s), {todo} to do, {skipped} up to date; "
+                   f"out: {report.out_dir}; device: {report.device}")
+
+    def note(self, msg: str) -> None:
+        self._line(msg)
+
+    def file_done(self, result: FileResult) -> None:
+        if result.status != "done":
+            return
+        self._done += 1
+        secs = sum(result.seconds.values())
+        self._line(f"[{self._done}/{self._todo}] done {result.relative} ({result.width}x{result.height}, "
+                   f"{result.megapixels:.2f} MP, {secs:.1f} s)")
+
+    def summary(self, report: Report) -> None:
+        t = report.totals()
+        table = Table(title=f"oldphoto {__version__} - {report.out_dir}", title_justify="left")
+        for col in ("status", "files"):
+            table.add_column(col, justify="right" if col == "files" else "left")
+        for status in ("done", "skipped", "failed", "interrupted", "pending"):
+            if t[status] or status in ("done", "skipped", "failed"):
+                table.add_row(status, str(t[status]))
+        table.add_row("megapixels", f"{t['megapixels']:.2f}")
+        table.add_row("seconds", f"{t['seconds']['wall']:.1f}")
+        console = Console(highlight=False)
+        console.print(table)
+        failed = [r for r in report.results if r.status == "failed"]
+        for r in failed[:20]:
+            console.print(Text(f"failed: {r.source}: {r.error}"))
+        if len(failed) > 20:
+            console.print(Text(f"... and {len(failed) - 20} more failures (see the report)"))
+
+
+class RichDisplay(PlainDisplay):
+    """A terminal: a files bar and one tiles bar per file in flight, with rates and ETA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console = Console(stderr=True, highlight=False)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                                 BarColumn(), MofNCompleteColumn(), _RateColumn("{task.fields[unit]}"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
+        self._files: TaskID | None = None
+        self._tiles: dict[Path, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def _line(self, msg: str) -> None:
+        self.progress.console.print(Text(msg))
+
+    def start(self, report: Report, todo: int, skipped: int) -> None:
+        super().start(report, todo, skipped)
+        self.progress.start()
+        self._files = self.progress.add_task("files", total=todo, unit="files")
+
+    def event(self, ev: Any) -> None:
+        with self._lock:  # events arrive from worker threads
+            task = self._tiles.get(ev.path)
+            if ev.kind == "file_start" and task is None:
+                self._tiles[ev.path] = self.progress.add_task(f"  {ev.path.name}", total=None, unit="tiles")
+            elif ev.kind == "tiles" and task is not None:
+                self.progress.update(task, total=ev.total or None, completed=ev.done)
+            elif ev.kind == "file_done" and task is not None:
+                self.progress.remove_task(self._tiles.pop(ev.path))
+
+    def file_done(self, result: FileResult) -> None:
+        with self._lock:
+            task = self._tiles.pop(Path(result.source), None)
+            if task is not None:
+                self.progress.remove_task(task)
+            if self._files is not None and result.status in ("done", "failed"):
+                self.progress.advance(self._files)
+        super().file_done(result)
+
+    def error(self, path: str | Path, reason: str) -> None:
+        self.console.print(Text(f"error: {path}: {reason}", style="red"))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _make_display(quiet: bool) -> QuietDisplay:
+    if quiet:
+        return QuietDisplay()
+    return RichDisplay() if Console(stderr=True).is_terminal else PlainDisplay()
+
+
+# --------------------------------------------------------------------------------------------------- restore
+
+def _check_device(ctx, param, value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
+    """The scans are masters: outputs never go into an input folder (nor replace it)."""
+    out_r = out.resolve()
+    for inp in inputs:
+        if not inp.is_dir():
+            continue
+        in_r = inp.resolve()
+        if out_r == in_r:
+            raise click.UsageError(f"--out {out} is the input folder {inp}; write the restorations elsewhere")
+        if in_r in out_r.parents:
+            raise click.UsageError(f"--out {out} is inside the input folder {inp}; choose an output folder "
+                                   f"outside the scans so restorations never mix with the originals")
+
+
+class _StopFlag:
+    """First Ctrl-C (or SIGTERM): finish cleanly after abandoning the files in flight. Second: stop waiting."""
+
+    def __init__(self, display: QuietDisplay):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._display = display
+        self._old: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.event.set()
+        self._display.note("stopping: abandoning the file(s) in progress; press Ctrl-C again to quit at once")
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. when embedded)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+
+@dataclasses.dataclass
+class _Job:
+    index: int  # position in the report
+    found: Found
+    decision: Decision
+
+
+def _short(e: BaseException) -> str:
+    """One-line reason for a failed file."""
+    if isinstance(e, ImageError):
+        return e.reason
+    if isinstance(e, OSError) and e.strerror:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{e.strerror}{where}"
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _rel_str(rel: Path) -> str:
+    return rel.as_posix()
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; the input tree is mirrored under it.")
+@click.option("--only-mask", is_flag=True, help="Write defect masks and overlays only.")
+@click.option("--colorize", is_flag=True, help="Add colour to grayscale photos.")
+@click.option("--upscale", type=click.Choice(["1", "2", "4"]), default=str(_DEFAULT.upscale), show_default=True)
+@click.option("--device", default=_DEFAULT.device, show_default=True, callback=_check_device,
+              help="auto | cpu | cuda | cuda:N")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULT_TILE.batch_size, show_default=True,
+              help="Tiles per forward pass.")
+@click.option("--tile", type=click.Choice([str(t) for t in TILE_SIZES]), default=str(_DEFAULT_TILE.size),
+              show_default=True)
+@click.option("--overlap", type=click.IntRange(min=0), default=_DEFAULT_TILE.overlap, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=_DEFAULT.format, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Redo every file, replacing existing outputs.")
+@click.option("--jobs", type=click.IntRange(min=1), default=_DEFAULT.jobs, show_default=True,
+              help="Files in flight: the next file is read and decoded while the current one is on the model.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report file [default: OUT/report.json].")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULT.max_pixels, show_default=True)
+@click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Defect probability threshold [default: the detector's].")
+@click.option("--mask-dilate", type=click.IntRange(min=0), default=_DEFAULT.mask_dilate, show_default=True)
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_DEFAULT.jpeg_quality, show_default=True)
+@click.pass_context
+def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
+            device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
+            report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
+            mask_dilate: int, jpeg_quality: int) -> None:
+    """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
+    try:
+        cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
+                            tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
+                            overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
+                            mask_dilate=mask_dilate, jpeg_quality=jpeg_quality)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    _check_out(out, inputs)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    display = _make_display(quiet)
+    code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+    ctx.exit(code)
+
+
+def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
+                 display: QuietDisplay) -> int:
+    from . import pipeline  # lazy: torch and the models are only needed here
+
+    t0 = time.monotonic()
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=dataclasses.asdict(cfg),
+                    started=now_iso())
+    try:
+        lock = OutputLock(out)
+        lock.acquire()
+    except LockHeld as e:
+        raise RunError(str(e)) from None
+    stop = _StopFlag(display)
+    state: RunState | None = None
+    try:
+        if lock.took_over is not None:
+            display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
+        try:
+            dev = pipeline.resolve_device(cfg.device)
+        except OldPhotoError as e:
+            raise click.UsageError(str(e)) from None  # e.g. --device cuda on a machine without CUDA
+        try:
+            models = pipeline.load_models(cfg, dev)
+            state = RunState.open(out)
+        except (OldPhotoError, StateError) as e:
+            raise RunError(str(e)) from None
+        report.device = str(dev)
+        report.models = models.describe()
+        report.fingerprint = fp = fingerprint(cfg.output_settings(), report.models)
+        if state.dropped_torn_line:
+            display.note("note: the previous run stopped while saving its state; its last file will be redone")
+
+        jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline)
+        skipped = sum(r.status == "skipped" for r in report.results)
+        display.start(report, len(jobs), skipped)
+        stop.install()
+        try:
+            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline)
+        except KeyboardInterrupt:
+            report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
+    finally:
+        stop.restore()
+        display.close()
+        report.finished = now_iso()
+        report.wall_seconds = time.monotonic() - t0
+        try:
+            if state is not None:
+                state.close()
+        finally:
+            try:
+                report.write(report_path)
+            finally:
+                lock.release()
+    display.summary(report)
+    if report.interrupted:
+        return 128 + (stop.signum or signal.SIGINT)
+    return 1 if any(r.status == "failed" for r in report.results) else 0
+
+
+def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, report: Report,
+          display: QuietDisplay, pipeline: types.ModuleType) -> list[_Job]:
+    """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
+    settled here, before any model runs."""
+    disc = discover(inputs)
+    for p in disc.ignored:
+        display.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
+    claims = OutputClaims(f.src for f in disc.found)
+    jobs: list[_Job] = []
+    for found in disc.found:
+        result = FileResult(source=str(found.src), relative=_rel_str(found.rel))
+        report.results.append(result)
+        try:
+            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
+            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg)
+            claims.claim(found.src, planned)
+            rel = _rel_str(found.rel)
+            if cfg.overwrite:
+                decision = Decision("run", "overwrite")
+            else:
+                decision = state.decide(rel, found.src, fp)
+                if decision.action == "conflict":
+                    raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
+                if decision.action == "run":
+                    for p in planned:
+                        if p.exists() and state.owner_of(p) != rel:
+                            raise ImageError(found.src, f"{p} already exists and was not made from this file "
+                                                        f"by oldphoto; use --overwrite to replace it")
+        except ImageError as e:
+            result.status, result.error = "failed", e.reason
+            display.error(found.src, e.reason)
+            continue
+        except OSError as e:  # e.g. the source vanished or became unreadable since the walk
+            result.status, result.error = "failed", _short(e)
+            display.error(found.src, result.error)
+            continue
+        if decision.action == "skip":
+            _fill_skipped(result, state, rel, decision)
+        else:
+            if decision.reason not in ("new", "overwrite"):
+                result.notes.append(f"redone: {decision.reason}")
+            jobs.append(_Job(len(report.results) - 1, found, decision))
+    for problem in disc.problems:
+        report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
+                                         error=problem.reason))
+        display.error(problem.path, problem.reason)
+    return jobs
+
+
+def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
+    rec = decision.refreshed or state.records[rel]
+    if decision.refreshed is not None:
+        state.record(rel, decision.refreshed)  # same content, new mtime: remember it so we hash only once
+        result.notes.append("source touched but unchanged (same sha256)")
+    result.status = "skipped"
+    result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
+    result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
+    result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
+
+
+def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, state: RunState, report: Report,
+             display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType) -> None:
+    """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
+    the model work of another; results are recorded in the main thread as files finish."""
+
+    def work(job: _Job):
+        # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
+        sid = SourceId.of(job.found.src, with_hash=True)
+        outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
+                                        on_event=display.event, should_stop=stop)
+        return sid, outcome
+
+    pending = list(jobs)
+    running: dict[Future, _Job] = {}
+    pool = ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="oldphoto-file")
+    try:
+        while pending or running:
+            while pending and len(running) < cfg.jobs and not stop():
+                job = pending.pop(0)
+                running[pool.submit(work, job)] = job
+            if not running:
+                break  # stopped with files left: they stay "pending"
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                _collect(fut, running.pop(fut), out, fp, state, report, display)
+        if stop():
+            report.interrupted = True
+    except KeyboardInterrupt:
+        for job in running.values():
+            report.results[job.index].status = "interrupted"
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _collect(fut: Future, job: _Job, out: Path, fp: str, state: RunState, report: Report,
+             display: QuietDisplay) -> None:
+    result = report.results[job.index]
+    src = job.found.src
+    try:
+        sid, outcome = fut.result()
+    except KeyboardInterrupt:  # the pipeline's answer to should_stop(): nothing was written
+        result.status = "interrupted"
+        display.file_done(result)
+        return
+    except Exception as e:  # noqa: BLE001 - one bad file must not end the batch; recorded and printed
+        result.status, result.error = "failed", _short(e)
+        display.error(src, result.error)
+        display.file_done(result)
+        return
+    result.status = "done"
+    result.outputs = [str(p) for p in outcome.outputs]
+    result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
+    result.seconds = {k: round(v, 4) for k, v in outcome.seconds.items()}
+    result.mask_coverage = outcome.mask_coverage
+    result.notes.extend(outcome.notes)
+    result.sha256 = sid.sha256
+    state.record(result.relative, Record(
+        source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp,
+        outputs=state.outputs_record(outcome.outputs), width=outcome.width, height=outcome.height,
+        megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso()))
+    display.file_done(result)
+
+
+# --------------------------------------------------------------------------------------------------- synth
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=click.IntRange(min=16), default=512, show_default=True, help="Edge in pixels.")
+def synth(out: Path, count: int, seed: int, size: int) -> None:
+    """Write COUNT synthetic degraded examples with their defect masks (and clean originals) into OUT."""
+    synth_mod = _import_train_module("oldphoto.train.synth")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = synth_mod.write_examples(out, count, seed, size)
+    except OldPhotoError as e:
+        raise RunError(str(e)) from None
+    for p in paths:
+        click.echo(str(p))
+    click.echo(f"wrote {len(paths)} file(s) to {out}", err=True)
+
+
+# --------------------------------------------------------------------------------------------------- train / eval
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+_NONE = {"none", "null", ""}
+
+
+def _import_train_module(path: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as e:
+        raise RunError(f"{path} cannot be imported ({e}); is that part of oldphoto installed?") from None
+
+
+def _convert(value: str, tp: Any, key: str) -> Any:
+    """`value` as the field type `tp`: int, float, bool, str, Path, Literal, X | None, tuple/list of those."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and value.strip().lower() in _NONE:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except click.BadParameter as e:
+                errors.append(e.message)
+        raise click.BadParameter("; ".join(errors), param_hint=f"--set {key}")
+    if origin is typing.Literal:
+        for option in args:
+            if str(option) == value:
+                return option
+        raise click.BadParameter(f"expected one of {', '.join(map(str, args))}, got {value!r}",
+                                 param_hint=f"--set {key}")
+    if origin in (tuple, list):
+        parts = [p.strip() for p in value.strip().strip("()[]").split(",") if p.strip()]
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(parts) != len(args):
+                raise click.BadParameter(f"expected {len(args)} comma-separated values, got {value!r}",
+                                         param_hint=f"--set {key}")
+            items = [_convert(p, a, key) for p, a in zip(parts, args)]
+        else:
+            elem = args[0] if args else str
+            items = [_convert(p, elem, key) for p in parts]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        v = value.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+        raise click.BadParameter(f"expected true or false, got {value!r}", param_hint=f"--set {key}")
+    if tp in (int, float):
+        try:
+            return tp(value)
+        except ValueError:
+            raise click.BadParameter(f"expected {tp.__name__}, got {value!r}", param_hint=f"--set {key}") from None
+    if tp is str:
+        return value
+    if isinstance(tp, type) and issubclass(tp, Path):
+        return Path(value).expanduser()
+    raise click.BadParameter(f"a field of type {tp} cannot be set from the command line", param_hint=f"--set {key}")
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Trailing `# comment` of each field line in the class source (the project's config convention)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments: dict[str, str] = {}
+    lines = source.splitlines()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                m = re.match(r"\s*(\w+)\s*:", lines[tok.start[0] - 1])
+                if m and tok.start[1] > m.end():
+                    comments.setdefault(m.group(1), tok.string.lstrip("#").strip())
+    except tokenize.TokenError:
+        return comments
+    return comments
+
+
+def _config_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return "(required)"
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "").replace("pathlib.", "")
+
+
+def build_config(cls: type, pairs: tuple[str, ...], defaults: dict[str, Any] | None = None) -> Any:
+    """An instance of the dataclass `cls` from "key=value" strings, each typed by its field."""
+    fields = dict((f.name, tp) for f, tp in _config_fields(cls))
+    values: dict[str, Any] = dict(defaults or {})
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        if key not in fields:
+            raise click.UsageError(f"unknown key {key!r} for {cls.__module__}.{cls.__qualname__}; "
+                                   f"valid keys: {', '.join(fields)}")
+        values[key] = _convert(value, fields[key], key)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise click.UsageError(f"invalid settings: {e}") from None
+
+
+def _describe_config(cls: type) -> str:
+    comments = _field_comments(cls)
+    rows = []
+    for f, tp in _config_fields(cls):
+        note = f.metadata.get("help") or comments.get(f.name, "")
+        rows.append((f.name, _type_name(tp), repr(_field_default(f)), note))
+    w = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
+    lines = [f"{cls.__module__}.{cls.__qualname__} (set with --set KEY=VALUE):"]
+    for name, tp, default, note in rows:
+        lines.append((f"  {name:<{w[0]}}  {tp:<{w[1]}}  = {default:<{w[2]}}" + (f"  # {note}" if note else "")).rstrip())
+    return "\n".join(lines)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item") and callable(o.item):  # numpy / torch scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    return str(o)
+
+
+def _log(msg: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {msg}", err=True)
+
+
+def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_config: bool) -> None:
+    from . import train  # the name tables only; the modules themselves are imported below, on demand
+
+    table = train.TRAINERS if kind == "train" else train.EVALUATORS
+    if name not in table:
+        raise click.UsageError(f"unknown {kind} target {name!r}; choose one of: {', '.join(table)}")
+    module = _import_train_module(table[name])
+    cls_name, fn_name = ("Config", "run") if kind == "train" else ("EvalConfig", "evaluate")
+    cls, fn = getattr(module, cls_name, None), getattr(module, fn_name, None)
+    if cls is None or fn is None:
+        raise RunError(f"{module.__name__} defines no {cls_name} / {fn_name}()")
+    if help_config:
+        click.echo(_describe_config(cls))
+        return
+    defaults = {}
+    field_names = {f.name for f in dataclasses.fields(cls)}
+    # Names that share a module (vae1 / vae2) are told apart by the config's `which` field.
+    if "which" in field_names and list(table.values()).count(table[name]) > 1:
+        defaults["which"] = name
+    cfg = build_config(cls, pairs, defaults)
+    _log(f"oldphoto {__version__} {kind} {name}: {cfg}")
+    try:
+        result = fn(cfg, _log)
+    except OldPhotoError as e:
+        raise RunError(str(e)) from None
+    click.echo(json.dumps(result, indent=2, default=_jsonable))
+
+
+_SET_HELP = "Set a config field, typed by the field (repeatable); see --help-config."
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--help-config", is_flag=True, help="List the config fields with their defaults and exit.")
+def train(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
+    """Train model NAME (detector, vae1, vae2, mapping, colorize, upscale); prints the result as JSON."""
+    _run_training_command("train", name, pairs, help_config)
+
+
+@cli.command(name="eval")
+@click.argument("name")
+@click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--help-config", is_flag=True, help="List the config fields with their defaults and exit.")
+def eval_(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
+    """Evaluate NAME (detector, restore, colorize, upscale) on the held-out set; prints metrics as JSON."""
+    _run_training_command("eval", name, pairs, help_config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Atomic output files: write to a hidden temp file in the target folder, fsync, then os.replace.
+
+Either the complete new file appears under its name or nothing changes; the temp file is removed on any
+error, KeyboardInterrupt included. Every byte goes through os.write, the one place a full disk shows up.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TEMP_MARK = ".oldphoto-tmp-"  # temp files are named ".NAME.oldphoto-tmp-<random>"
+
+
+def temp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}"
+
+
+class FdStream(io.RawIOBase):
+    """Unbuffered, seekable, readable binary stream over a file descriptor it does not own.
+
+    It has no usable fileno() on purpose: Pillow then writes through write() instead of its C encoder
+    writing to the descriptor directly, so every write is seen (and failures are raised) here.
+    """
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self._fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+        return done
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.read(self._fd, len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return os.lseek(self._fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self._fd, 0, io.SEEK_CUR)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # some file systems cannot fsync a folder
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[FdStream]:
+    """Yield a stream for the new content of `path`; on normal exit it replaces `path` atomically.
+
+    Raises OSError (cannot create, write, fsync or rename); the caller names the file in its error.
+    """
+    path = Path(path)
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    done = False
+    try:
+        yield FdStream(fd)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+        done = True
+        _fsync_dir(path.parent)  # make the rename itself durable
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not done:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass

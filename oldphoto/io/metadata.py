@@ -1,0 +1,143 @@
+"""What a photo carries besides pixels (EXIF, ICC, XMP, IPTC, resolution, TIFF tags, PNG text), and the
+EXIF/TIFF directory oldphoto writes for a derivative: the source's tags, edited for upright pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from . import tiff_ifd as T
+
+DESCRIPTIVE_TAGS: dict[int, str] = {
+    269: "DocumentName", 270: "ImageDescription", 271: "Make", 272: "Model", 285: "PageName",
+    305: "Software", 306: "DateTime", 315: "Artist", 316: "HostComputer", 33432: "Copyright",
+}
+X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 282, 283, 296
+RESOLUTION_TAGS = (X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT)
+ORIENTATION, SOFTWARE = 274, 305
+PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION = 40962, 40963
+
+# Tags describing how the file that held them stored its pixels; never carried into another file.
+LAYOUT_TAGS = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323, 324,
+    325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 532,
+})
+YCBCR_TAGS = frozenset({529, 531})  # JPEG EXIF convention; meaningless in an RGB TIFF
+
+# PNG text keys with a TIFF/EXIF equivalent, used when the output cannot hold PNG text.
+PNG_TEXT_TO_TAG = {"Description": 270, "Author": 315, "Copyright": 33432}
+
+_INCH, _CM = 2, 3
+
+
+@dataclass
+class Metadata:
+    """Everything oldphoto keeps from a file besides pixels. All fields optional."""
+
+    exif: bytes | None = None  # EXIF block: TIFF structure without the b"Exif\0\0" prefix
+    icc: bytes | None = None  # ICC profile, byte for byte
+    xmp: bytes | None = None  # XMP packet as stored
+    iptc: bytes | None = None  # IPTC-IIM records (JPEG APP13 resource 0x0404 / TIFF tag 33723)
+    dpi: tuple[float, float] | None = None  # dots per inch (x, y); None when the file gives no absolute unit
+    # descriptive TIFF tags (DESCRIPTIVE_TAGS and X/YResolution, ResolutionUnit): str for ASCII,
+    # (num, den) for rationals, int for shorts. From IFD0 of a TIFF, else from IFD0 of the EXIF block.
+    tiff_tags: dict[int, object] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)  # PNG tEXt/zTXt/iTXt by keyword; JPEG COM as "Comment"
+    png_chunks: dict[str, bytes] = field(default_factory=dict)  # gAMA, cHRM, sRGB, cICP: PNG-only colour info
+
+
+def tags_from_ifd(ifd: T.Ifd) -> dict[int, object]:
+    """Descriptive and resolution tags of a directory as Python values (see Metadata.tiff_tags)."""
+    out: dict[int, object] = {}
+    for tag, e in ifd.entries.items():
+        if tag in DESCRIPTIVE_TAGS and e.type == T.ASCII:
+            out[tag] = e.text()
+        elif tag in (X_RESOLUTION, Y_RESOLUTION) and e.type == T.RATIONAL and e.count == 1:
+            out[tag] = e.rationals()[0]
+        elif tag == RESOLUTION_UNIT and e.type in (T.SHORT, T.LONG) and e.count == 1:
+            out[tag] = e.ints()[0]
+    return out
+
+
+def tag_entry(tag: int, value: object) -> T.Entry:
+    """A Metadata.tiff_tags value as a TIFF entry."""
+    if isinstance(value, str):
+        return T.ascii_entry(tag, value)
+    if isinstance(value, bool):
+        raise TypeError(f"TIFF tag {tag}: bool is not a TIFF value")
+    if isinstance(value, int):
+        return T.short_entry(tag, value) if tag == RESOLUTION_UNIT else T.int_entry(tag, value)
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return T.rational_entry(tag, *value)
+    if isinstance(value, bytes):
+        return T.bytes_entry(tag, T.UNDEFINED, value)
+    raise TypeError(f"TIFF tag {tag}: unsupported value {value!r} (use str, int, (num, den) or bytes)")
+
+
+def dpi_from_tags(tags: dict[int, object]) -> tuple[float, float] | None:
+    """Dots per inch from X/YResolution + ResolutionUnit (default inch); None without an absolute unit."""
+    x, y = tags.get(X_RESOLUTION), tags.get(Y_RESOLUTION)
+    unit = tags.get(RESOLUTION_UNIT, _INCH)
+    if not (isinstance(x, tuple) and isinstance(y, tuple)) or unit not in (_INCH, _CM) or not x[1] or not y[1]:
+        return None
+    scale = 2.54 if unit == _CM else 1.0
+    return (x[0] / x[1] * scale, y[0] / y[1] * scale)
+
+
+def _resolution_entries(dpi: tuple[float, float], source: dict[int, object]) -> list[T.Entry]:
+    # keep the source's exact rationals and unit when they still say the same thing (not after upscaling)
+    old = dpi_from_tags(source)
+    if old is not None and all(abs(a - b) <= 1e-6 * max(1.0, b) for a, b in zip(old, dpi)):
+        unit = source.get(RESOLUTION_UNIT, _INCH)
+        return [T.rational_entry(X_RESOLUTION, *source[X_RESOLUTION]),
+                T.rational_entry(Y_RESOLUTION, *source[Y_RESOLUTION]), T.short_entry(RESOLUTION_UNIT, unit)]
+    out = []
+    for tag, v in zip((X_RESOLUTION, Y_RESOLUTION), dpi):
+        f = Fraction(v).limit_denominator(1000)
+        out.append(T.rational_entry(tag, f.numerator, f.denominator))
+    return out + [T.short_entry(RESOLUTION_UNIT, _INCH)]
+
+
+def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
+                for_tiff: bool) -> tuple[T.Ifd, str, list[str]]:
+    """IFD0 (with Exif/GPS sub-directories) to write with an upright `width` x `height` derivative.
+
+    Starts from the source EXIF; Metadata.tiff_tags override it; Orientation becomes 1, Software becomes
+    `software`, PixelX/YDimension follow the output size, resolution follows meta.dpi. Returns
+    (ifd, byte order to write the EXIF block in, notes about what was left out).
+    """
+    notes: list[str] = []
+    ifd, order = T.Ifd(), "<"
+    if meta.exif:
+        try:
+            ifd, order, has_thumbnail = T.parse_exif(meta.exif)
+        except T.IfdError as e:
+            notes.append(f"EXIF block not written: it is malformed ({e})")
+        else:
+            if has_thumbnail:
+                notes.append("EXIF thumbnail dropped: it shows the unrestored image")
+    source_resolution = {t: meta.tiff_tags[t] for t in RESOLUTION_TAGS if t in meta.tiff_tags}
+    if not source_resolution:
+        source_resolution = {t: v for t, v in tags_from_ifd(ifd).items() if t in RESOLUTION_TAGS}
+    drop = LAYOUT_TAGS | YCBCR_TAGS if for_tiff else LAYOUT_TAGS
+    for tag in list(ifd.entries):
+        if tag in drop or tag in RESOLUTION_TAGS:
+            del ifd.entries[tag]
+    for tag, value in meta.tiff_tags.items():
+        if tag not in RESOLUTION_TAGS:
+            ifd.entries[tag] = tag_entry(tag, value)
+    for key, tag in PNG_TEXT_TO_TAG.items():
+        if key in meta.text and tag not in ifd.entries:
+            ifd.entries[tag] = T.ascii_entry(tag, meta.text[key])
+    if meta.dpi is not None:
+        for e in _resolution_entries(meta.dpi, source_resolution):
+            ifd.entries[e.tag] = e
+    ifd.entries[ORIENTATION] = T.short_entry(ORIENTATION, 1)  # pixels are stored upright
+    ifd.entries[SOFTWARE] = T.ascii_entry(SOFTWARE, software)
+    exif = ifd.children.get(T.EXIF_IFD)
+    if exif is not None:
+        for tag, value in ((PIXEL_X_DIMENSION, width), (PIXEL_Y_DIMENSION, height)):
+            if tag in exif.entries:
+                exif.entries[tag] = T.int_entry(tag, value)
+    return ifd, order, notes

@@ -1,0 +1,244 @@
+"""PNG at chunk level: metadata reading, 16-bit decoding, and a streaming encoder.
+
+Pillow turns 16-bit RGB(A) PNGs into 8 bits, so 16-bit files are decoded with libpng (imagecodecs) and
+written by `write_png`, which filters and deflates a band of rows at a time (no copy of the whole image).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import imagecodecs
+import numpy as np
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+XMP_KEY = "XML:com.adobe.xmp"
+COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only PNG readers understand
+_MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
+_IDAT_SIZE = 1 << 20
+_BAND_BYTES = 1 << 20  # raw bytes per encoded band of rows
+_METERS_PER_INCH = 0.0254
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    width: int
+    height: int
+    bit_depth: int  # 1, 2, 4, 8, 16
+    color_type: int  # 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA
+    interlace: int
+
+
+@dataclass
+class PngChunks:
+    """Everything oldphoto reads from a PNG besides the pixel data."""
+
+    header: PngHeader
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt, first occurrence wins
+    phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre)
+    trns: bytes | None = None
+    color: dict[str, bytes] = field(default_factory=dict)
+    frames: int = 1  # from acTL: an animated PNG has more than one
+
+
+def read_header(head: bytes) -> PngHeader:
+    """The IHDR fields from the first 33 bytes of the file."""
+    if len(head) < 33 or not head.startswith(SIGNATURE):
+        raise ValueError("file ends inside the PNG header")
+    length, ctype = struct.unpack(">I4s", head[8:16])
+    if ctype != b"IHDR" or length != 13:
+        raise ValueError(f"first chunk is {ctype!r}, not IHDR")
+    w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    if w == 0 or h == 0:
+        raise ValueError(f"header gives an empty image ({w} x {h})")
+    return PngHeader(w, h, depth, color, interlace)
+
+
+def _inflate(data: bytes, what: str) -> bytes:
+    d = zlib.decompressobj()
+    out = d.decompress(data, _MAX_INFLATE)
+    if d.unconsumed_tail:
+        raise ValueError(f"{what} inflates to more than {_MAX_INFLATE >> 20} MiB")
+    return out
+
+
+def _text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
+    """(keyword, text as bytes: latin-1 for tEXt/zTXt, UTF-8 for iTXt)."""
+    key, _, rest = data.partition(b"\0")
+    if ctype == b"tEXt":
+        return key.decode("latin-1"), rest
+    if ctype == b"zTXt":
+        return key.decode("latin-1"), _inflate(rest[1:], "zTXt chunk")
+    compressed = rest[0]
+    _lang, _, rest = rest[2:].partition(b"\0")
+    _translated, _, text = rest.partition(b"\0")
+    return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text
+
+
+def read_chunks(fh) -> PngChunks:
+    """Walk the chunks of an open PNG (skipping pixel data) up to IEND; ValueError when it is truncated."""
+    size = fh.seek(0, 2)
+    fh.seek(0)
+    head = fh.read(33)
+    info = PngChunks(read_header(head))
+    pos = 33
+    while True:
+        hdr = fh.read(8)
+        if len(hdr) < 8:
+            raise ValueError(f"truncated: file ends at byte {size} before the IEND chunk")
+        length, ctype = struct.unpack(">I4s", hdr)
+        end = pos + 8 + length + 4
+        if end > size:
+            raise ValueError(f"truncated: {ctype.decode('latin-1')} chunk at byte {pos} ends past the file's "
+                             f"{size} bytes")
+        if ctype in (b"IDAT", b"fdAT"):
+            fh.seek(length + 4, 1)  # pixel data: the decoder checks it
+        else:
+            data = fh.read(length)
+            (crc,) = struct.unpack(">I", fh.read(4))
+            if zlib.crc32(data, zlib.crc32(ctype)) != crc:
+                raise ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
+            _take(info, ctype, data)
+        pos = end
+        if ctype == b"IEND":
+            return info
+
+
+def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
+    name = ctype.decode("latin-1")
+    if ctype == b"iCCP" and info.icc is None:
+        _, _, rest = data.partition(b"\0")
+        info.icc = _inflate(rest[1:], "iCCP chunk")
+    elif ctype == b"eXIf" and info.exif is None:
+        info.exif = data
+    elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+        key, value = _text(ctype, data)
+        if key == XMP_KEY:
+            info.xmp = info.xmp or value
+        elif key not in info.text:
+            info.text[key] = value.decode("utf-8" if ctype == b"iTXt" else "latin-1", "replace")
+    elif ctype == b"pHYs" and len(data) == 9:
+        info.phys = struct.unpack(">IIB", data)
+    elif ctype == b"tRNS":
+        info.trns = data
+    elif ctype == b"acTL" and len(data) == 8:
+        info.frames = struct.unpack(">II", data)[0]
+    elif name in COLOR_CHUNKS:
+        info.color[name] = data
+
+
+def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | None:
+    if phys is None or phys[2] != 1:
+        return None  # unit 0 only gives the pixel aspect ratio
+    return (phys[0] * _METERS_PER_INCH, phys[1] * _METERS_PER_INCH)
+
+
+def decode16(data: bytes, header: PngHeader, trns: bytes | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a 16-bit gray/RGB(A) PNG -> (pixels (H, W, C) uint16, alpha (H, W) uint16 or None).
+
+    Pixels and alpha are views into one decoded array (no extra copy). A tRNS colour key becomes alpha.
+    """
+    arr = imagecodecs.png_decode(data)
+    if arr.dtype != np.uint16:
+        raise ValueError(f"16-bit PNG decoded as {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    c = arr.shape[2]
+    if c in (2, 4):
+        return arr[:, :, : c - 1], arr[:, :, c - 1]
+    if trns is not None and len(trns) == 2 * c:
+        key = np.array(struct.unpack(f">{c}H", trns), np.uint16)
+        alpha = np.where((arr == key).all(axis=2), np.uint16(0), np.uint16(65535))
+        return arr, alpha
+    return arr, None
+
+
+def chunk(ctype: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(ctype)))
+
+
+def text_chunk(key: str, value: str) -> bytes:
+    """tEXt when the value is Latin-1, else iTXt (UTF-8)."""
+    k = key.encode("latin-1")
+    if not 1 <= len(k) <= 79:
+        raise ValueError(f"PNG text keyword must be 1-79 bytes, got {key!r}")
+    try:
+        return chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return chunk(b"iTXt", k + b"\0\0\0\0\0" + value.encode("utf-8"))
+
+
+def xmp_chunk(xmp: bytes) -> bytes:
+    return chunk(b"iTXt", XMP_KEY.encode() + b"\0\0\0\0\0" + xmp)  # uncompressed, as the XMP spec asks
+
+
+def iccp_chunk(icc: bytes) -> bytes:
+    return chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
+
+
+def phys_chunk(dpi: tuple[float, float]) -> bytes:
+    x, y = (round(d / _METERS_PER_INCH) for d in dpi)
+    return chunk(b"pHYs", struct.pack(">IIB", x, y, 1))
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _filter_rows(band: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
+    """band (rows, N) uint8, prev (N,) the row above -> (rows, 1 + N): per row the filter (None, Sub, Up,
+    Average, Paeth) with the smallest sum of absolute residuals, the heuristic libpng uses."""
+    x = band.astype(np.int16)
+    b = np.vstack([prev[None], band[:-1]]).astype(np.int16)
+    a = np.zeros_like(x)
+    a[:, bpp:] = x[:, :-bpp]
+    c = np.zeros_like(x)
+    c[:, bpp:] = b[:, :-bpp]
+    residuals = np.stack([x, x - a, x - b, x - ((a + b) >> 1), x - _paeth(a, b, c)]).astype(np.uint8)
+    score = np.abs(residuals.view(np.int8).astype(np.int16)).sum(axis=2, dtype=np.int64)
+    best = score.argmin(axis=0)
+    out = np.empty((band.shape[0], band.shape[1] + 1), np.uint8)
+    out[:, 0] = best
+    out[:, 1:] = residuals[best, np.arange(band.shape[0])]
+    return out
+
+
+def write_png(out, pixels: np.ndarray, alpha: np.ndarray | None, chunks: list[bytes], level: int = 6) -> None:
+    """Encode pixels (H, W, 1|3) uint8|uint16 and optional alpha (H, W) into the binary stream `out`.
+
+    `chunks`: complete metadata chunks (see chunk()) placed between IHDR and the image data.
+    """
+    h, w, c = pixels.shape
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    channels = c + (alpha is not None)
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    out.write(SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)))
+    for ch in chunks:
+        out.write(ch)
+    bpp = channels * depth // 8
+    rows = max(1, _BAND_BYTES // (w * bpp))
+    comp = zlib.compressobj(level)
+    pending = bytearray()
+    prev = np.zeros(w * bpp, np.uint8)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        parts = [pixels[y0:y1]] + ([alpha[y0:y1, :, None]] if alpha is not None else [])
+        band = np.concatenate(parts, axis=2) if len(parts) > 1 else np.ascontiguousarray(pixels[y0:y1])
+        if depth == 16:
+            band = band.astype(">u2")  # PNG samples are big-endian
+        raw = band.reshape(y1 - y0, -1).view(np.uint8)
+        pending += comp.compress(_filter_rows(raw, prev, bpp))
+        prev = raw[-1].copy()
+        while len(pending) >= _IDAT_SIZE:
+            out.write(chunk(b"IDAT", bytes(pending[:_IDAT_SIZE])))
+            del pending[:_IDAT_SIZE]
+    pending += comp.flush()
+    if pending:
+        out.write(chunk(b"IDAT", bytes(pending)))
+    out.write(chunk(b"IEND", b""))

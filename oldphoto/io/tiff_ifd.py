@@ -1,0 +1,235 @@
+"""Raw TIFF directories (IFDs): read them from a file or an EXIF block, edit them, serialise them.
+
+Values stay raw bytes tagged with their TIFF type, so tags oldphoto knows nothing about (maker-specific,
+newer EXIF versions) survive byte for byte; piexif drops tags missing from its table, hence this module.
+Entry data is held little-endian; big-endian sources are swapped on read and swapped back on write.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED = 1, 2, 3, 4, 5, 7
+LONG8, IFD8 = 16, 18
+TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+_SWAP_UNIT = {3: 2, 4: 4, 5: 4, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}  # rationals: 2 x 4
+
+EXIF_IFD, GPS_IFD, INTEROP_IFD = 34665, 34853, 40965
+SUB_IFD_TAGS = (EXIF_IFD, GPS_IFD, INTEROP_IFD)
+
+_MAX_ENTRIES = 4096  # real directories hold a few hundred at most; more means garbage offsets
+_MAX_VALUE_BYTES = 256 << 20  # one tag value (ICC, XMP, maker notes are far smaller)
+_MAX_DEPTH = 3  # IFD0 -> Exif -> Interop
+
+
+class IfdError(ValueError):
+    """The bytes do not hold a readable TIFF directory."""
+
+
+def _swap(typ: int, data: bytes) -> bytes:
+    unit = _SWAP_UNIT.get(typ)
+    if unit is None or not data:
+        return data
+    return np.frombuffer(data, dtype=f"<u{unit}").byteswap().tobytes()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tag: `data` is count * TYPE_SIZE[type] bytes, little-endian."""
+
+    tag: int
+    type: int
+    count: int
+    data: bytes
+
+    def ints(self) -> tuple[int, ...]:
+        fmt = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 13: "I", 16: "Q", 17: "q", 18: "Q"}.get(self.type)
+        if fmt is None:
+            raise IfdError(f"tag {self.tag} has type {self.type}, not an integer type")
+        return struct.unpack(f"<{self.count}{fmt}", self.data)
+
+    def rationals(self) -> tuple[tuple[int, int], ...]:
+        if self.type not in (RATIONAL, 10):
+            raise IfdError(f"tag {self.tag} has type {self.type}, not a rational")
+        v = struct.unpack(f"<{2 * self.count}{'I' if self.type == RATIONAL else 'i'}", self.data)
+        return tuple(zip(v[0::2], v[1::2]))
+
+    def text(self) -> str:
+        """ASCII value without trailing NULs; undecodable bytes survive a round trip via surrogateescape."""
+        return self.data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+
+
+def ascii_entry(tag: int, text: str) -> Entry:
+    data = text.encode("utf-8", "surrogateescape") + b"\0"
+    return Entry(tag, ASCII, len(data), data)
+
+
+def short_entry(tag: int, value: int) -> Entry:
+    return Entry(tag, SHORT, 1, struct.pack("<H", value))
+
+
+def long_entry(tag: int, value: int) -> Entry:
+    return Entry(tag, LONG, 1, struct.pack("<I", value))
+
+
+def int_entry(tag: int, value: int) -> Entry:
+    """SHORT when it fits, else LONG (TIFF readers accept either for size-like tags)."""
+    return short_entry(tag, value) if 0 <= value < 65536 else long_entry(tag, value)
+
+
+def rational_entry(tag: int, num: int, den: int) -> Entry:
+    return Entry(tag, RATIONAL, 1, struct.pack("<II", num, den))
+
+
+def bytes_entry(tag: int, typ: int, data: bytes) -> Entry:
+    """BYTE or UNDEFINED blob (ICC, XMP, IPTC)."""
+    return Entry(tag, typ, len(data), bytes(data))
+
+
+@dataclass
+class Ifd:
+    """A directory: plain entries plus sub-directories keyed by their pointer tag (Exif, GPS, Interop)."""
+
+    entries: dict[int, Entry] = field(default_factory=dict)
+    children: dict[int, Ifd] = field(default_factory=dict)
+
+    def copy(self) -> Ifd:
+        return Ifd(dict(self.entries), {t: c.copy() for t, c in self.children.items()})
+
+    def __bool__(self) -> bool:
+        return bool(self.entries) or any(self.children.values())
+
+
+ReadAt = Callable[[int, int], bytes]
+
+
+def bytes_reader(blob: bytes) -> ReadAt:
+    def read_at(offset: int, size: int) -> bytes:
+        if offset < 0 or offset + size > len(blob):
+            raise IfdError(f"offset {offset}+{size} is outside the {len(blob)}-byte block")
+        return blob[offset : offset + size]
+
+    return read_at
+
+
+def file_reader(fh) -> ReadAt:
+    """`fh`: binary file opened for reading; short reads mean a truncated file."""
+
+    def read_at(offset: int, size: int) -> bytes:
+        fh.seek(offset)
+        data = fh.read(size)
+        if len(data) != size:
+            raise IfdError(f"file ends before byte {offset + size} (truncated)")
+        return data
+
+    return read_at
+
+
+def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted: set[int] | None = None,
+             follow: tuple[int, ...] = SUB_IFD_TAGS, _depth: int = 0) -> tuple[Ifd, int]:
+    """Read the directory at `offset`; returns it and the next directory's offset (0 = none).
+
+    `wanted`: load only these tags' values (pointer tags in `follow` are always loaded and followed);
+    None loads every tag. Entries of unknown types are skipped, as the TIFF spec tells readers to.
+    """
+    if _depth > _MAX_DEPTH:
+        raise IfdError("sub-directories nested too deep (pointer loop?)")
+    cnt_fmt, off_fmt, entry_size = ("Q", "Q", 20) if bigtiff else ("H", "I", 12)
+    head = read_at(offset, 8 if bigtiff else 2)
+    (n,) = struct.unpack(order + cnt_fmt, head)
+    if n > _MAX_ENTRIES:
+        raise IfdError(f"directory at byte {offset} claims {n} entries")
+    body = read_at(offset + len(head), n * entry_size + (8 if bigtiff else 4))
+    ifd = Ifd()
+    field_size = entry_size - 4 - (8 if bigtiff else 4)
+    for i in range(n):
+        raw = body[i * entry_size : (i + 1) * entry_size]
+        tag, typ = struct.unpack(order + "HH", raw[:4])
+        (count,) = struct.unpack(order + off_fmt, raw[4 : 4 + field_size])
+        value_field = raw[4 + field_size :]
+        if typ not in TYPE_SIZE or (wanted is not None and tag not in wanted and tag not in follow):
+            continue
+        size = count * TYPE_SIZE[typ]
+        if size > _MAX_VALUE_BYTES:
+            raise IfdError(f"tag {tag} claims {size} bytes")
+        if size <= field_size:
+            data = value_field[:size]
+        else:
+            (where,) = struct.unpack(order + off_fmt, value_field)
+            data = read_at(where, size)
+        entry = Entry(tag, typ, count, _swap(typ, data) if order == ">" else data)
+        if tag in follow and count == 1 and typ in (LONG, 13, LONG8, IFD8):
+            child, _ = read_ifd(read_at, entry.ints()[0], order, bigtiff, follow=follow, _depth=_depth + 1)
+            ifd.children[tag] = child
+        else:
+            ifd.entries[tag] = entry
+    (next_offset,) = struct.unpack(order + off_fmt, body[-(8 if bigtiff else 4) :])
+    return ifd, next_offset
+
+
+def serialize(ifd: Ifd, order: str, bigtiff: bool, base: int) -> bytes:
+    """Bytes of `ifd` (then its values, then its sub-directories) to be placed at file offset `base`.
+
+    `base` must be even. The next-directory offset is 0 (oldphoto writes single-image files).
+    """
+    if base % 2:
+        raise ValueError(f"directory offset must be even, got {base}")
+    cnt_fmt, off_fmt, entry_size = ("Q", "Q", 20) if bigtiff else ("H", "I", 12)
+    field_size = entry_size - 4 - (8 if bigtiff else 4)
+    children = {t: c for t, c in ifd.children.items() if c}
+    # a pointer entry without its directory would dangle: pointers are always regenerated
+    tags = sorted((set(ifd.entries) - set(SUB_IFD_TAGS)) | set(children))
+    head_len = (8 if bigtiff else 2) + len(tags) * entry_size + (8 if bigtiff else 4)
+    values = bytearray()
+    fields: dict[int, tuple[int, int, bytes]] = {}
+    for tag in tags:
+        if tag in children:
+            continue
+        e = ifd.entries[tag]
+        data = _swap(e.type, e.data) if order == ">" else e.data
+        if len(data) <= field_size:
+            fields[tag] = (e.type, e.count, data.ljust(field_size, b"\0"))
+        else:
+            fields[tag] = (e.type, e.count, struct.pack(order + off_fmt, base + head_len + len(values)))
+            values += data
+            if len(values) % 2:
+                values += b"\0"  # TIFF values start on word boundaries
+    tail = bytearray()
+    for tag in sorted(children):
+        where = base + head_len + len(values) + len(tail)
+        fields[tag] = (IFD8 if bigtiff else LONG, 1, struct.pack(order + off_fmt, where))
+        tail += serialize(children[tag], order, bigtiff, where)
+    out = bytearray(struct.pack(order + cnt_fmt, len(tags)))
+    for tag in tags:
+        typ, count, value = fields[tag]
+        out += struct.pack(order + "HH" + off_fmt, tag, typ, count) + value
+    out += struct.pack(order + off_fmt, 0)
+    return bytes(out + values + tail)
+
+
+def parse_exif(blob: bytes) -> tuple[Ifd, str, bool]:
+    """EXIF block (TIFF structure, optional b"Exif\\0\\0" prefix) -> (IFD0 with children, byte order, has IFD1).
+
+    IFD1 (the embedded thumbnail) is not returned: it shows the unrestored, possibly unrotated image.
+    """
+    if blob.startswith(b"Exif\0\0"):
+        blob = blob[6:]
+    if blob[:4] == b"II*\0":
+        order = "<"
+    elif blob[:4] == b"MM\0*":
+        order = ">"
+    else:
+        raise IfdError(f"EXIF block does not start with a TIFF header (starts with {blob[:4]!r})")
+    (first,) = struct.unpack(order + "I", blob[4:8])
+    ifd0, next_offset = read_ifd(bytes_reader(blob), first, order, False)
+    return ifd0, order, next_offset != 0
+
+
+def build_exif(ifd0: Ifd, order: str = "<") -> bytes:
+    """Standalone EXIF block (TIFF header + IFD0 + sub-IFDs), no b"Exif\\0\\0" prefix."""
+    header = (b"II*\0" if order == "<" else b"MM\0*") + struct.pack(order + "I", 8)
+    return header + serialize(ifd0, order, False, 8)

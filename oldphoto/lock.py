@@ -1,0 +1,164 @@
+"""One writer per output folder: a lock file created with O_CREAT|O_EXCL that names its owner.
+
+The lock holds JSON {"pid", "host", "started"}. A lock left by a process that is gone (same host, pid not
+alive, or the pid now belongs to a process started after the lock was written) is stale and taken over.
+A lock from another host cannot be checked and is respected; the error says which host holds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OldPhotoError
+
+LOCK_NAME = ".oldphoto.lock"
+
+
+class LockHeld(OldPhotoError):
+    """Another live run owns the output folder."""
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    pid: int
+    host: str
+    started: float  # seconds since the epoch
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return f"pid {self.pid} on {self.host}, started {when}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 probes without sending anything)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time (epoch seconds) of a live process from /proc, or None where /proc is not available."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    # fields[0] is the state (field 3 of the stat line); starttime is field 22, in clock ticks after boot.
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _read_owner(path: Path) -> LockOwner | None:
+    """The lock's owner, or None when the file is empty or unreadable JSON (a crash between create and write)."""
+    try:
+        data = json.loads(path.read_text() or "null")
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return LockOwner(int(data["pid"]), str(data["host"]), float(data["started"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def is_stale(owner: LockOwner | None, lock_mtime: float, host: str | None = None) -> bool:
+    """A lock is stale when its owner is on this host and no longer running.
+
+    An unreadable lock is stale once it is older than a minute (a fresh one may still be being written).
+    """
+    host = host or socket.gethostname()
+    if owner is None:
+        return time.time() - lock_mtime > 60
+    if owner.host != host:
+        return False
+    if not pid_alive(owner.pid):
+        return True
+    started = process_start_time(owner.pid)
+    # pid reuse: the process now holding the pid began after the lock was written (2 s clock slack).
+    return started is not None and started > owner.started + 2
+
+
+class OutputLock:
+    """Exclusive lock on an output folder; use as a context manager. Raises LockHeld when a live run has it."""
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / LOCK_NAME
+        self.owner = LockOwner(os.getpid(), socket.gethostname(), time.time())
+        self.took_over: LockOwner | None = None  # the stale owner replaced, for the log
+        self._held = False
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, json.dumps(self.owner.__dict__).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def acquire(self) -> None:
+        if self._try_create():
+            self._held = True
+            return
+        # Takeovers are serialised by an flock on the folder itself, so two runs that both find the same
+        # stale lock cannot both delete it and each believe they hold the new one.
+        guard = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            # Re-read under the guard: another run may have replaced the stale lock meanwhile.
+            try:
+                mtime = self.path.stat().st_mtime
+                owner = _read_owner(self.path)
+            except FileNotFoundError:  # released between our create attempt and now
+                if self._try_create():
+                    self._held = True
+                    return
+                raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment") from None
+            if not is_stale(owner, mtime, self.owner.host):
+                holder = owner.describe() if owner else "a run that is still starting"
+                raise LockHeld(f"{self.path.parent}: output folder is in use by {holder} "
+                               f"(lock file {self.path}; delete it only if that run is gone)")
+            self.path.unlink()
+            if not self._try_create():
+                raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment")
+            self._held = True
+            self.took_over = owner
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+            os.close(guard)
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        # Only remove our own lock (never one a later run created after declaring ours stale).
+        current = _read_owner(self.path) if self.path.exists() else None
+        if current == self.owner:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass  # removed by hand while we ran: the goal (no lock) holds
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

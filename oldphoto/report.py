@@ -1,0 +1,97 @@
+"""The run report (report.json): one entry per input image, totals, settings, models and timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__
+
+# done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
+# ("interrupted") and the files it never reached ("pending").
+STATUSES = ("done", "skipped", "failed", "interrupted", "pending")
+
+
+@dataclass
+class FileResult:
+    source: str  # path of the input image as found
+    relative: str  # path mirrored under the output folder (POSIX separators)
+    status: str = "pending"  # one of STATUSES
+    error: str | None = None  # one line, for failed files
+    outputs: list[str] = field(default_factory=list)
+    width: int | None = None  # input pixels
+    height: int | None = None
+    megapixels: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: read, detect, restore, ..., write
+    mask_coverage: float | None = None  # percent of pixels marked as defect
+    notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB", why a file was redone
+    sha256: str | None = None  # of the source, when it was read in full
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+@dataclass
+class Report:
+    out_dir: str
+    inputs: list[str]  # as given on the command line
+    settings: dict  # the full RestoreConfig as a dict
+    started: str  # ISO 8601
+    finished: str | None = None
+    wall_seconds: float = 0.0
+    fingerprint: str | None = None  # of the output settings + models, as kept in the state file
+    models: dict = field(default_factory=dict)  # {stage: {"name", "sha256"}}
+    device: str | None = None
+    interrupted: bool = False
+    results: list[FileResult] = field(default_factory=list)
+    version: str = __version__
+
+    def totals(self) -> dict:
+        """Counts per status, summed stage seconds, and megapixels of the files done in this run."""
+        counts = {s: 0 for s in STATUSES}
+        stage_seconds: dict[str, float] = {}
+        megapixels = 0.0
+        for r in self.results:
+            counts[r.status] += 1
+            if r.status == "done":
+                megapixels += r.megapixels or 0.0
+                for stage, s in r.seconds.items():
+                    stage_seconds[stage] = stage_seconds.get(stage, 0.0) + s
+        return {
+            "files": len(self.results),
+            **counts,
+            "megapixels": round(megapixels, 4),
+            "seconds": {"wall": round(self.wall_seconds, 3), **{k: round(v, 3) for k, v in stage_seconds.items()}},
+            "megapixels_per_second": round(megapixels / self.wall_seconds, 4) if self.wall_seconds > 0 else None,
+        }
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        results = d.pop("results")
+        return {"oldphoto_version": d.pop("version"), **d, "totals": self.totals(), "files": results}
+
+    def write(self, path: Path) -> None:
+        """Write the report as JSON atomically (temp file in the same folder, fsync, os.replace)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; the file is meant to be read by others
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2, default=str)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def load(path: Path) -> dict:
+    """The report as plain JSON data (for tools and tests)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,140 @@
+"""What the pipeline expects of a stage, and the device helpers it runs them with (device choice, AMP, OOM).
+
+Stage contracts (tensors float32 unless noted, on the pipeline's device):
+- DetectorStage:  tiles (B, 3, T, T) in [0, 1] -> defect probability (B, 1, T, T) in [0, 1]; `.threshold`.
+- RestorerStage:  tiles (B, 3, T, T) in [0, 1], mask (B, 1, T, T) in {0, 1} (1 = defect) -> (B, 3, T, T) in [0, 1].
+- UpscalerStage:  tiles (B, 3, T, T) in [0, 1] -> (B, 3, sT, sT) in [0, 1]; `.scale` = s.
+- ColorizerStage: L (1, 1, h, w) CIE L* in [0, 100] at work resolution (long side <= `.work_size`)
+                  -> ab (1, 2, h, w) CIE a*, b* (roughly [-128, 127]).
+Optional attributes read for reports: `.entry` (a registry WeightsEntry) or `.entries` (several, e.g. the
+restorer's three networks); `.amp` (False keeps a stage in float32 under CUDA autocast; default True).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from typing import Iterator, Protocol, runtime_checkable
+
+import torch
+
+from ..errors import OldPhotoError
+
+
+@runtime_checkable
+class DetectorStage(Protocol):
+    threshold: float
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class RestorerStage(Protocol):
+    def __call__(self, tiles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class UpscalerStage(Protocol):
+    scale: int
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ColorizerStage(Protocol):
+    work_size: int
+
+    def __call__(self, lightness: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_output(name: str, out: object, shape: tuple[int, ...]) -> torch.Tensor:
+    """Raise ValueError naming the stage when its output is not a tensor of `shape`; returns it as float32."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} stage returned {got}, expected {tuple(shape)}")
+    return out.float()
+
+
+_DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cpu'; 'cuda' / 'cuda:N' (must exist). Raises OldPhotoError."""
+    spec = str(spec).strip().lower()
+    if not _DEVICE_SPEC.match(spec):
+        raise OldPhotoError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OldPhotoError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OldPhotoError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OLDPHOTO_THREADS")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (respects affinity / container limits where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure_cpu_threads() -> int:
+    """Let torch use every usable core unless the user set a thread count in the environment; returns it."""
+    if any(os.environ.get(k) for k in _THREAD_ENV):
+        return torch.get_num_threads()
+    n = usable_cpus()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA (convs and matmuls in half, reductions/softmax kept in float32 by torch); no-op on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def run_stage(stage, device: torch.device, *inputs: torch.Tensor) -> torch.Tensor:
+    """Call a stage under autocast when it allows it (`.amp`, default True); result in float32."""
+    with autocast(device, bool(getattr(stage, "amp", True))):
+        out = stage(*inputs)
+    return out.float() if isinstance(out, torch.Tensor) else out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator out-of-memory error (the kind worth retrying with smaller batches)."""
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached accelerator memory back after an OOM so the retry starts clean."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels so wall-clock timings per stage are true on CUDA (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], key: str, device: torch.device) -> Iterator[None]:
+    """Add the wall time of the block (device work included) to seconds[key]."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        synchronize(device)
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0

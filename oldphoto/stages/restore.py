@@ -1,0 +1,68 @@
+"""Restorer stage: latent-space restoration G_Y(T(E_RX(x), m)) of a batch of tiles (Wan et al. 2020).
+
+(B, 3, T, T) float in [0, 1] + defect mask (B, 1, T, T) in [0, 1] (1 = defect) -> (B, 3, T, T) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import registry
+from ..registry import WeightsEntry
+
+MULTIPLE = 4  # the latent grid is 1/4 of the tile
+
+
+class Restorer:
+    """Wraps the three networks: encoder E_RX of VAE1, mapping T, decoder G_Y of VAE2.
+
+    `entries` lists the registry entries (VAE1, mapping, VAE2) for the report. A tile whose three channels are
+    equal (a grayscale scan fed as RGB) comes back gray: the networks' small colour drift is averaged away, so
+    the stage never invents colour.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, mapping: torch.nn.Module, decoder: torch.nn.Module,
+                 entries: tuple[WeightsEntry, ...] = ()):
+        self.encoder = encoder.eval()
+        self.mapping = mapping.eval()
+        self.decoder = decoder.eval()
+        self.entries = list(entries)
+
+    @classmethod
+    def from_registry(cls, vae1: str, mapping: str, vae2: str, device: str | torch.device = "cpu") -> "Restorer":
+        """Load weights: `vae1` and `vae2` are "vae" entries (their encoder / decoder are used), `mapping` a "mapping"."""
+        e1, em, e2 = registry.get(vae1), registry.get(mapping), registry.get(vae2)
+        return cls(registry.load_entry(e1, device).encoder, registry.load_entry(em, device),
+                   registry.load_entry(e2, device).decoder, (e1, em, e2))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mapping.parameters()).device
+
+    def __call__(self, tiles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tiles (B, 3, T, T) float [0, 1], mask (B, 1, T, T) [0, 1] -> restored (B, 3, T, T) [0, 1], tiles' device.
+
+        Any H, W work (padded by reflection to a multiple of 4 and cropped back); square tiles are the usual case.
+        """
+        if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[1] != 3 or not tiles.is_floating_point():
+            shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
+            raise ValueError(f"Restorer: expected float tiles (B, 3, H, W) in [0, 1], got {shape}")
+        b, _, h, w = tiles.shape
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (b, 1, h, w):
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"Restorer: expected mask {(b, 1, h, w)} for tiles {tuple(tiles.shape)}, got {shape}")
+        with torch.inference_mode():
+            x = tiles.to(self.device, torch.float32)
+            m = mask.to(self.device, torch.float32)
+            ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
+            if ph or pw:
+                # reflection needs pad < size; tiles this small are not worth restoring anyway, replicate then
+                mode = "reflect" if ph < h and pw < w else "replicate"
+                x, m = F.pad(x, (0, pw, 0, ph), mode=mode), F.pad(m, (0, pw, 0, ph), mode=mode)
+            mu, _ = self.encoder(x)
+            y = self.decoder(self.mapping(mu, m))[:, :, :h, :w].float().clamp(0, 1)
+            gray = (tiles.amax(1) - tiles.amin(1)).flatten(1).amax(1) <= 1e-6  # (B,) channels identical
+            if bool(gray.any()):
+                y = torch.where(gray.to(y.device).view(b, 1, 1, 1), y.mean(1, keepdim=True).expand_as(y), y)
+            return y.to(tiles.device)

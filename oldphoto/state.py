@@ -1,0 +1,223 @@
+"""What earlier runs produced in an output folder, so a rerun (e.g. from cron) only does new work.
+
+The state is a JSON-lines file at the output root: a header line, then one record per finished file keyed
+by its relative path; a later line for the same path replaces an earlier one. Records are appended (and
+fsynced) as files finish, so a crash loses at most the file being written; the file is rewritten compactly
+(temp file + os.replace) when a run opens and closes it. A torn last line (crash mid-append) is dropped.
+
+A file is skipped when its source is unchanged (size + mtime_ns; sha256 when the mtime alone moved), its
+settings fingerprint (output settings + model sha256s) is the same, and every recorded output still exists
+with its recorded size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import IO, Iterable
+
+from .errors import OldPhotoError
+
+STATE_NAME = ".oldphoto-state.jsonl"
+STATE_FORMAT = 1
+
+
+class StateError(OldPhotoError):
+    """The state file exists but cannot be understood."""
+
+
+def fingerprint(settings: dict, models: dict) -> str:
+    """sha256 of the settings that change output pixels and the models (names + weight sha256s) used."""
+    blob = json.dumps({"settings": settings, "models": models}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceId:
+    size: int
+    mtime_ns: int
+    sha256: str | None = None  # filled when the file has been read in full anyway
+
+    @classmethod
+    def of(cls, path: Path, with_hash: bool = False) -> "SourceId":
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, sha256_of(path) if with_hash else None)
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    path: str  # relative to the output folder, POSIX separators
+    size: int
+
+
+@dataclass(frozen=True)
+class Record:
+    source: str  # absolute path of the source when it was processed
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    fingerprint: str
+    outputs: tuple[OutputRecord, ...]
+    width: int = 0
+    height: int = 0
+    megapixels: float = 0.0
+    mask_coverage: float | None = None  # percent
+    finished: str = ""  # ISO 8601, local time with offset
+
+    def to_json(self, rel: str) -> str:
+        d = asdict(self)
+        d["outputs"] = [asdict(o) for o in self.outputs]
+        return json.dumps({"rel": rel, **d}, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        d = dict(d)
+        d.pop("rel", None)
+        d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"])) for o in d["outputs"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "skip" | "run" | "conflict"
+    reason: str  # e.g. "up to date", "new", "settings changed", "source changed", "output missing: a.png"
+    refreshed: Record | None = None  # for a skip after a hash check: the record with the new mtime
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class RunState:
+    """Records of one output folder. Use `open` to load it for a run and `close` to compact it."""
+
+    out_dir: Path
+    records: dict[str, Record] = field(default_factory=dict)
+    dropped_torn_line: bool = False  # the previous run died while appending
+    _journal: IO[str] | None = field(default=None, repr=False)
+    _owners: dict[str, str] | None = field(default=None, repr=False)  # output path -> rel, built on demand
+
+    @property
+    def path(self) -> Path:
+        return self.out_dir / STATE_NAME
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "RunState":
+        state = cls(Path(out_dir))
+        if not state.path.exists():
+            return state
+        text = state.path.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        if lines and lines[-1] != "":
+            state.dropped_torn_line = True  # no newline: the append never completed
+        body = lines[:-1]
+        for n, line in enumerate(body, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise StateError(f"{state.path}: line {n} is not valid JSON ({e.msg}); delete the file and "
+                                 f"rerun with --overwrite to rebuild it") from None
+            if n == 1:
+                if d.get("oldphoto_state") != STATE_FORMAT:
+                    raise StateError(f"{state.path}: unknown state format {d.get('oldphoto_state')!r} "
+                                     f"(expected {STATE_FORMAT})")
+                continue
+            try:
+                state.records[str(d["rel"])] = Record.from_dict(d)
+            except (KeyError, TypeError, ValueError) as e:
+                raise StateError(f"{state.path}: line {n} is not a valid record ({e})") from None
+        return state
+
+    @classmethod
+    def open(cls, out_dir: Path) -> "RunState":
+        """Load, rewrite compactly, and keep the file open for appending records during the run."""
+        state = cls.load(out_dir)
+        state.compact()
+        state._journal = open(state.path, "a", encoding="utf-8")
+        return state
+
+    def compact(self) -> None:
+        """Rewrite the file with one line per record, atomically."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_NAME}.", suffix=".tmp", dir=self.out_dir)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; the file is meant to be read by others
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"oldphoto_state": STATE_FORMAT}) + "\n")
+                for rel in sorted(self.records):
+                    f.write(self.records[rel].to_json(rel) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self.compact()
+
+    def record(self, rel: str, record: Record) -> None:
+        """Remember a finished file; durable once this returns."""
+        if self._journal is None:
+            raise RuntimeError("RunState.record called on a state that was not opened for a run")
+        self.records[rel] = record
+        self._owners = None
+        self._journal.write(record.to_json(rel) + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+
+    def owner_of(self, output: Path) -> str | None:
+        """Relative source path whose record lists this output, if any."""
+        if self._owners is None:
+            self._owners = {o.path: rel for rel, rec in self.records.items() for o in rec.outputs}
+        return self._owners.get(self._rel_out(output))
+
+    def _rel_out(self, output: Path) -> str:
+        return Path(os.path.relpath(os.path.abspath(output), os.path.abspath(self.out_dir))).as_posix()
+
+    def outputs_record(self, outputs: Iterable[Path]) -> tuple[OutputRecord, ...]:
+        return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
+
+    def decide(self, rel: str, src: Path, fp: str) -> Decision:
+        """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp`."""
+        rec = self.records.get(rel)
+        if rec is None:
+            return Decision("run", "new")
+        now = SourceId.of(src)
+        same_path = os.path.abspath(src) == rec.source
+        refreshed = None
+        if (now.size, now.mtime_ns) != (rec.size, rec.mtime_ns):
+            # Size equal but mtime moved (a copy, a touch): the content decides, read once to hash it.
+            same_content = now.size == rec.size and rec.sha256 is not None and sha256_of(src) == rec.sha256
+            if not same_content:
+                if not same_path:
+                    return Decision("conflict", f"the existing outputs were made from another file, {rec.source}")
+                return Decision("run", "source changed")
+            refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
+        if rec.fingerprint != fp:
+            return Decision("run", "settings changed")
+        for o in rec.outputs:
+            p = self.out_dir / o.path
+            if not p.is_file():
+                return Decision("run", f"output missing: {o.path}")
+            if p.stat().st_size != o.size:
+                return Decision("run", f"output changed: {o.path}")
+        return Decision("skip", "up to date", refreshed)

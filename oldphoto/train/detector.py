@@ -1,0 +1,364 @@
+"""Defect detector training, evaluation and export.
+
+run(cfg, log): trains the `unet_detector` on synthetic defects (full `degrade()`: defects on top of blur, noise,
+fading), resumable from `cfg.out/ckpt.pt`; keeps the best validation checkpoint in `cfg.out/best.pt`.
+evaluate(cfg, log): pixel precision / recall / F1 / IoU and F1 with 1-px tolerance on a fixed held-out set, for
+the learned detector and for the classical top-hat/black-hat baseline (both tuned on the same set).
+export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entry with threshold and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from .. import registry
+from ..archs import build
+from ..ops.masks import tophat_response
+from . import data, degrade
+from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
+from .mask_metrics import ThresholdSweep
+from .run_files import JsonlLog, atomic_torch_save, export_weights, rng_state, save_grid, set_rng_state
+
+ARCH = "unet_detector"
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # probability thresholds swept on validation
+CLASSICAL_SIZES = (3, 5, 7, 9, 13, 17)  # top-hat element edges tried for the baseline
+CLASSICAL_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(1, 41))  # luma differences tried for the baseline
+
+
+@dataclass(frozen=True)
+class Config:
+    out: str = "runs/detector"  # run folder: ckpt.pt, best.pt, log.jsonl, config.json, samples/
+    corpus: str = ""  # folder of clean photos ("": data.corpus_dir()); split into train/validation by split_seed
+    split_seed: int = 0  # photo-level split (the same seed must be used by evaluate)
+    seed: int = 1  # training randomness (crops, degradations, init)
+    base: int = 12  # channels at full resolution; level i has min(base * 2**i, max_width)
+    levels: int = 5  # U-Net levels (the coarsest runs at 1/2**(levels-1))
+    max_width: int = 128  # channel cap for the coarse levels (keeps the weights small)
+    blocks: int = 2  # 3x3 convs per level
+    balance: str = "hed"  # class balance of the cross-entropy: "hed" | "paper" | "none"
+    dice_weight: float = 0.0  # weight of a soft-Dice term added to the cross-entropy (0: off)
+    focal_weight: float = 0.0  # weight of a focal term added to the cross-entropy (0: off)
+    crop: int = 128  # training crop edge in pixels
+    batch: int = 8  # crops per step
+    scale_min: float = 0.25  # crops are taken at a random zoom in [scale_min, scale_max] of the photo held at
+    scale_max: float = 1.0  # <= 1536 px (1: full detail; small: wide views where defects are relatively large)
+    p_invert: float = 0.15  # chance to invert a degraded crop (negatives; swaps the polarity of every defect)
+    p_gray: float = 0.3  # chance to feed a gray version (luminance is what the net sees anyway; adds variety)
+    lr: float = 2e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-4
+    warmup: int = 200  # linear warm-up steps
+    steps: int = 20000  # total steps
+    decay_steps: int = 0  # the last decay_steps before `steps` go down linearly to lr/50 (0: constant lr)
+    val_every: int = 500  # steps between validations (and sample grids)
+    val_count: int = 64  # validation crops used during training (the first of the fixed set)
+    val_size: int = 256  # validation crop edge
+    ckpt_minutes: float = 5.0  # wall minutes between checkpoints
+    max_minutes: float = 0.0  # stop after this many wall minutes in this process (0: no limit)
+    threads: int = 1  # torch CPU threads (other jobs share the machine)
+
+    def arch_kwargs(self) -> dict:
+        return {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)], "blocks": self.blocks}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    weights: str = "detector-v1"  # registry name to evaluate (ignored when `run` is set)
+    run: str = ""  # evaluate this run folder's best.pt instead of registered weights
+    corpus: str = ""  # "" : data.corpus_dir()
+    split_seed: int = 0  # must match the training split, so the photos were never seen
+    count: int = 160  # validation crops (several scales, see data.validation_set)
+    size: int = 256  # crop edge
+    seed: int = 1234  # fixes the validation crops and their degradations
+    batch: int = 8
+    threads: int = 2
+    out: str = ""  # write the result as JSON here ("" : do not write)
+
+
+# ------------------------------------------------------------------ data
+
+def _split(corpus: str, split_seed: int) -> tuple[list[Path], list[Path]]:
+    root = Path(corpus).expanduser() if corpus else data.corpus_dir()
+    return data.split_corpus(root, seed=split_seed)
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) float in [0, 1] -> (C, H, W) float32."""
+    if img.ndim == 2:
+        img = img[..., None]
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+
+
+def _augment(img: np.ndarray, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+    """Photometric changes that keep the mask valid: inversion (negatives, swaps every defect's polarity), gray."""
+    if rng.random() < cfg.p_invert:
+        img = 1.0 - img
+    if rng.random() < cfg.p_gray:
+        img = data.to_gray(img)
+    return img
+
+
+def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch: degraded crops (B, 3, S, S) in [0, 1] and their defect masks (B, 1, S, S) in {0, 1}."""
+    xs, ys = [], []
+    dcfg = degrade.DegradeConfig()
+    for _ in range(cfg.batch):
+        clean = pool.random_crop(rng, cfg.crop, scale_range=(cfg.scale_min, cfg.scale_max))
+        d = degrade.degrade(clean, rng, dcfg)
+        k = int(rng.integers(4))  # the pool never flips upside down; defects run every way, so rotate
+        xs.append(_to_tensor(np.rot90(_augment(d.image, rng, cfg), k)))
+        ys.append(_to_tensor(np.rot90(d.mask, k)))
+    return torch.stack(xs), torch.stack(ys)
+
+
+def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed held-out set: images (N, 3, S, S) and masks (N, 1, S, S), from photos training never sees."""
+    _, val_paths = _split(corpus, split_seed)
+    items = data.validation_set(val_paths, count, size, seed)
+    return torch.stack([_to_tensor(x) for x, _, _ in items]), torch.stack([_to_tensor(m) for _, _, m in items])
+
+
+# ------------------------------------------------------------------ losses and metrics
+
+def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
+    """Loss terms for (B, 1, H, W) logits vs target masks; "total" is what is minimised."""
+    terms = {"bce": balanced_bce(logits, target, cfg.balance)}
+    total = terms["bce"]
+    if cfg.dice_weight > 0:
+        terms["dice"] = soft_dice_loss(logits, target)
+        total = total + cfg.dice_weight * terms["dice"]
+    if cfg.focal_weight > 0:
+        terms["focal"] = focal_loss(logits, target)
+        total = total + cfg.focal_weight * terms["focal"]
+    terms["total"] = total
+    return terms
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """(N, 3, H, W) in [0, 1] -> probabilities (N, 1, H, W), in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([torch.sigmoid(model(images[i:i + batch])) for i in range(0, len(images), batch)])
+    model.train(was_training)
+    return out
+
+
+def score_learned(prob: torch.Tensor, masks: torch.Tensor) -> dict:
+    """Metrics of the learned detector at the threshold maximising F1 (1 px tolerance) on this set."""
+    sweep = ThresholdSweep(THRESHOLDS, tolerance=1)
+    sweep.add(prob, masks)
+    best = sweep.best("f1_tol")
+    best["best_exact_f1"] = float(sweep.table()["f1"].max())
+    return best
+
+
+def score_classical(images: torch.Tensor, masks: torch.Tensor, batch: int = 16) -> dict:
+    """The top-hat/black-hat baseline with its element size and threshold tuned on this set (max F1, 1 px tol)."""
+    best: dict | None = None
+    for size in CLASSICAL_SIZES:
+        sweep = ThresholdSweep(CLASSICAL_THRESHOLDS, tolerance=1)
+        for i in range(0, len(images), batch):
+            sweep.add(tophat_response(images[i:i + batch], size), masks[i:i + batch])
+        cand = sweep.best("f1_tol")
+        cand["size"] = size
+        if best is None or cand["f1_tol"] > best["f1_tol"]:
+            best = cand
+    assert best is not None
+    return best
+
+
+# ------------------------------------------------------------------ schedule
+
+def _lr_at(step: int, cfg: Config) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    start = cfg.steps - cfg.decay_steps
+    if cfg.decay_steps > 0 and step >= start:
+        frac = min(1.0, (step - start) / cfg.decay_steps)
+        return cfg.lr * (1 - frac * (1 - 1 / 50))
+    return cfg.lr
+
+
+# ------------------------------------------------------------------ training
+
+def run(cfg: Config, log: Callable[[str], None]) -> dict:
+    """Train (or resume) the detector; returns {"step", "best": validation metrics, "out"}."""
+    if cfg.balance not in BALANCE_MODES:
+        raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = build(ARCH, **cfg.arch_kwargs())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    step, best, wall0 = 0, None, 0.0
+    ckpt_path = out / "ckpt.pt"
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        set_rng_state(rng, ck["rng"])
+        step, best, wall0 = ck["step"], ck["best"], ck["wall"]
+        log(f"resumed from {ckpt_path} at step {step}")
+    dcfg = degrade.DegradeConfig()
+    (out / "config.json").write_text(json.dumps(
+        {"config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": " ".join(sys.argv),
+         "degrade": asdict(dcfg)}, indent=1))
+
+    train_paths, _ = _split(cfg.corpus, cfg.split_seed)
+    pool = data.PhotoPool(train_paths)
+    val_x, val_y = load_validation(cfg.corpus, cfg.split_seed, cfg.val_count, cfg.val_size, EvalConfig.seed)
+    jlog = JsonlLog(out / "log.jsonl")
+    t_start = t_ckpt = time.monotonic()
+
+    def save_ckpt() -> None:
+        atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng),
+                           "step": step, "best": best, "wall": wall0 + time.monotonic() - t_start,
+                           "config": asdict(cfg)}, ckpt_path)
+
+    model.train()
+    try:
+        while step < cfg.steps:
+            if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
+                log(f"time limit reached at step {step}")
+                break
+            t0 = time.monotonic()
+            lr = _lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = sample_batch(pool, rng, cfg)
+            t_data = time.monotonic() - t0
+            terms = detector_loss(model(x), y, cfg)
+            if not torch.isfinite(terms["total"]):  # checked before the update, so the saved state stays sane
+                raise FloatingPointError(f"loss is {terms['total'].item()} at step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            step += 1
+            jlog.write({"step": step, "lr": lr, "sec": round(time.monotonic() - t0, 3), "sec_data": round(t_data, 3),
+                        "defect_share": round(float(y.mean()), 4),
+                        **{k: round(v.item(), 5) for k, v in terms.items()}})
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                prob = predict(model, val_x)
+                m = score_learned(prob, val_y)
+                jlog.write({"step": step, "val": m})
+                log(f"step {step} loss {terms['total'].item():.4f} val F1(tol) {m['f1_tol']:.3f} "
+                    f"F1 {m['f1']:.3f} IoU {m['iou']:.3f} @ {m['threshold']:.2f}")
+                save_grid(out / "samples" / f"step{step:06d}.png",
+                          [val_x[:4], val_y[:4].expand(-1, 3, -1, -1), prob[:4].expand(-1, 3, -1, -1)])
+                if best is None or m["f1_tol"] > best["f1_tol"]:
+                    best = dict(m, step=step)
+                    atomic_torch_save({"model": model.state_dict(), "step": step, "val": best, "config": asdict(cfg),
+                                       "arch_kwargs": cfg.arch_kwargs(),
+                                       "wall": wall0 + time.monotonic() - t_start}, out / "best.pt")
+            if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
+                save_ckpt()
+                t_ckpt = time.monotonic()
+    finally:
+        save_ckpt()
+    return {"step": step, "best": best, "out": str(out)}
+
+
+# ------------------------------------------------------------------ evaluation
+
+def _load_best(run_dir: Path) -> tuple[nn.Module, dict]:
+    path = Path(run_dir) / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = build(ARCH, **ck["arch_kwargs"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
+
+
+def evaluate_model(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, batch: int = 8) -> dict:
+    """Learned detector vs classical baseline on (N, 3, H, W) images / (N, 1, H, W) masks.
+
+    Returns {"learned": metrics at its tuned threshold, "classical": metrics at its tuned size and threshold,
+    "learned_seconds_per_mp": inference speed, "defect_share": share of defect pixels in the set}.
+    """
+    t0 = time.perf_counter()
+    prob = predict(model, images, batch)
+    sec_per_mp = (time.perf_counter() - t0) / (images[:, 0].numel() / 1e6)
+    return {
+        "learned": score_learned(prob, masks),
+        "classical": score_classical(images, masks),
+        "learned_seconds_per_mp": round(sec_per_mp, 3),
+        "defect_share": round(float((masks > 0.5).float().mean()), 5),
+        "crops": len(images),
+        "crop_size": images.shape[-1],
+    }
+
+
+def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
+    """Evaluate registered weights (or a run's best.pt) and the classical baseline on the fixed held-out set."""
+    torch.set_num_threads(cfg.threads)
+    if cfg.run:
+        model, _ = _load_best(Path(cfg.run))
+        what = f"{cfg.run}/best.pt"
+    else:
+        model = registry.load(cfg.weights)
+        what = cfg.weights
+    images, masks = load_validation(cfg.corpus, cfg.split_seed, cfg.count, cfg.size, cfg.seed)
+    res = evaluate_model(model, images, masks, cfg.batch)
+    res["evaluated"] = what
+    res["eval_config"] = asdict(cfg)
+    for k in ("learned", "classical"):
+        m = res[k]
+        log(f"{k:9s} F1(1px tol) {m['f1_tol']:.3f}  F1 {m['f1']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
+            f"IoU {m['iou']:.3f}  threshold {m['threshold']:.2f}" + (f"  size {m['size']}" if "size" in m else ""))
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps(res, indent=1))
+    return res
+
+
+# ------------------------------------------------------------------ export
+
+def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
+           eval_cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Best checkpoint of `run_dir` -> `<weights>/<name>.pt` (float32 state_dict) + its MANIFEST.json entry.
+
+    Re-evaluates on the fixed held-out set to store the tuned threshold and both detectors' metrics in the meta.
+    Safe while the run is training: the loop replaces best.pt atomically and it is read once here.
+    """
+    run_dir = Path(run_dir)
+    model, ck = _load_best(run_dir)
+    tcfg = ck["config"]
+    ecfg = eval_cfg or EvalConfig(run=str(run_dir), corpus=tcfg["corpus"], split_seed=tcfg["split_seed"])
+    images, masks = load_validation(ecfg.corpus, ecfg.split_seed, ecfg.count, ecfg.size, ecfg.seed)
+    res = evaluate_model(model, images, masks, ecfg.batch)
+    if log is not None:
+        log(f"export {name}: learned F1(tol) {res['learned']['f1_tol']:.3f} vs classical {res['classical']['f1_tol']:.3f}")
+    info_path = run_dir / "config.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    train_paths, val_paths = _split(tcfg["corpus"], tcfg["split_seed"])
+    meta = {
+        "threshold": res["learned"]["threshold"],
+        "threshold_rule": "maximises F1 with 1 px tolerance on the validation set",
+        "metrics": res,
+        "command": info.get("command", ""),
+        "config": tcfg,
+        "data": {"corpus": str(train_paths[0].parent) if train_paths else tcfg["corpus"],
+                 "split_seed": tcfg["split_seed"], "train_photos": len(train_paths),
+                 "validation_photos": [p.name for p in val_paths],
+                 "degrade": info.get("degrade", {}), "validation": asdict(ecfg)},
+        "seed": tcfg["seed"],
+        "steps": ck["step"],
+        "wall_seconds": round(ck["wall"], 1),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    return export_weights(model.state_dict(), name, ARCH, ck["arch_kwargs"], meta,
+                          Path(weights_dir) if weights_dir is not None else None)

@@ -1,0 +1,119 @@
+"""Files of a training run (runs/<name>/): atomic checkpoints, log.jsonl, sample grids, and weights export.
+
+Everything written here can be read while a training job is writing: files are replaced atomically
+(temp file in the same folder + os.replace), so a reader sees the old or the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import registry
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(file object) on a temp file beside `path`, fsync, then replace `path` with it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, lambda f: f.write((json.dumps(data, indent=1, sort_keys=True) + "\n").encode()))
+
+
+class JsonlLog:
+    """Appends one JSON object per line; each record gets the wall-clock time."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 1), **record}) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def save_grid(path: Path, columns: list[torch.Tensor]) -> None:
+    """Write a PNG: each (B, 3, H, W) [0, 1] tensor of `columns` is one column, the batch runs down the rows."""
+    if not columns or any(c.shape != columns[0].shape or c.dim() != 4 for c in columns):
+        raise ValueError(f"save_grid: need equal (B, 3, H, W) tensors, got {[tuple(c.shape) for c in columns]}")
+    grid = torch.cat([torch.cat(list(c.detach().float().cpu().clamp(0, 1)), dim=1) for c in columns], dim=2)
+    pixels = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    atomic_write_bytes(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+
+
+@contextmanager
+def _manifest_lock(folder: Path):
+    # Several trainers may export at once; the read-modify-write of MANIFEST.json must not interleave.
+    # The lock file lives outside the folder (MANIFEST.json itself is replaced, so it cannot carry the lock).
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"oldphoto-manifest-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def export_weights(state_dict: dict[str, torch.Tensor], name: str, arch: str, arch_kwargs: dict, meta: dict,
+                   weights: Path | None = None) -> Path:
+    """Write weights/<name>.pt (float32 state dict) and add or replace its MANIFEST.json entry; returns the file.
+
+    The model is built and loaded strictly first, so a state dict that does not fit the arch is never published.
+    """
+    model = registry.build(arch, **arch_kwargs)
+    model.load_state_dict(state_dict, strict=True)
+    folder = Path(weights) if weights is not None else registry.weights_dir()
+    clean = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
+             for k, v in state_dict.items()}
+    path = folder / f"{name}.pt"
+    atomic_torch_save(clean, path)
+    digest = registry.sha256_file(path)
+    with _manifest_lock(folder):
+        manifest_path = folder / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+        manifest.setdefault("models", {})[name] = {
+            "arch": arch, "arch_kwargs": arch_kwargs, "file": path.name, "sha256": digest, "meta": meta}
+        atomic_write_json(manifest_path, manifest)
+    registry.entries.cache_clear()
+    return path

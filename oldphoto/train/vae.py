@@ -1,0 +1,282 @@
+"""Training of the two VAEs: VAE1 (E_RX, G_RX) on degraded photos X (and real old photos R when given),
+VAE2 (E_Y, G_Y) on clean photos Y.
+
+Loss per batch: w_l1 · L1(G(z), input) + beta_kl · KL(q(z|input) || N(0, I)) + w_gan · LSGAN(patch discriminator)
+after gan_start steps; VAE1 with real old photos adds w_latent_adv · LSGAN of a latent discriminator that tells
+Z_R from Z_X (the encoder learns to fool it, pulling the two domains together). Without `real_old` the latent
+discriminator is not built at all and X is the only domain (synthetic, from degrade()).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..archs import build
+from ..ops.color import luma
+from .data import PhotoPool, corpus_dir, list_photos, split_corpus, to_gray, validation_set
+from .degrade import DegradeConfig
+from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
+from .metrics import psnr, ssim
+from .pairs import crop_batch, pair_batch, stack_triples
+from .run_files import JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, save_grid, set_rng_state
+
+WHICH = ("vae1", "vae2")
+
+
+@dataclass(frozen=True)
+class Config:
+    which: str = "vae2"  # "vae1": degraded photos X (+ real old photos R); "vae2": clean photos Y
+    out: str = ""  # run folder; "" -> runs/<which>
+    corpus: str = ""  # folder of clean photos; "" -> data.corpus_dir()
+    real_old: str = ""  # folder of real old photos for VAE1's latent discriminator; "" -> none (skipped)
+    split_seed: int = 0  # data.split_corpus seed: validation photos are never trained on
+    val_fraction: float = 0.15  # share of corpus photos held out for validation
+    seed: int = 0  # crops, degradations and initialisation
+    steps: int = 100_000  # upper bound on optimisation steps
+    minutes: float = 35.0  # wall-clock budget over all resumes (0: steps only); the lr decays over it
+    crop: int = 128  # training crop edge (multiple of 8)
+    batch: int = 8  # crops per step
+    gray_share: float = 0.45  # VAE2: share of gray crops (the degradation makes p_bw + p_toned = 0.45 gray)
+    lr: float = 5e-4  # Adam learning rate at the start
+    lr_final: float = 0.05  # lr at the end of the budget, as a fraction of lr (cosine decay)
+    beta_kl: float = 1e-3  # KL weight; small so that reconstructions stay sharp
+    w_l1: float = 10.0  # reconstruction L1 weight (α of the paper)
+    w_gan: float = 0.05  # image LSGAN weight for the decoder
+    gan_start: int = 800  # steps of pure reconstruction before the image GAN starts
+    w_latent_adv: float = 0.1  # VAE1 + real_old only: latent domain-confusion weight
+    latent: int = 64  # latent channels at 1/4 resolution
+    width: int = 64  # channels at 1/4 resolution
+    half_width: int = 32  # channels at 1/2 resolution
+    blocks: int = 2  # residual blocks at 1/4 resolution in the encoder and in the decoder
+    disc_width: int = 32  # patch discriminator base width
+    val_n: int = 12  # validation crops (fixed; from validation photos)
+    val_size: int = 256  # validation crop edge
+    val_seed: int = 1234  # validation crop and degradation seed
+    val_every: int = 200  # steps between validations
+    log_every: int = 20  # steps between log.jsonl records
+    ckpt_minutes: float = 3.0  # minutes between checkpoints
+    threads: int = 1  # torch threads (the machine is shared)
+
+    def __post_init__(self) -> None:
+        if self.which not in WHICH:
+            raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
+        if self.crop % 8 or self.val_size % 8:
+            raise ValueError(f"crop and val_size must be multiples of 8, got {self.crop} and {self.val_size}")
+        if self.batch < 1 or self.steps < 0 or self.minutes < 0:
+            raise ValueError(f"batch >= 1, steps >= 0, minutes >= 0 required, got {self.batch}, {self.steps}, {self.minutes}")
+
+    @property
+    def arch_kwargs(self) -> dict:
+        return {"latent": self.latent, "width": self.width, "half_width": self.half_width, "blocks": self.blocks}
+
+    def run_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.which}")
+
+
+def cosine_lr(base: float, final_fraction: float, progress: float) -> float:
+    """Cosine decay from base (progress 0) to base * final_fraction (progress >= 1)."""
+    p = min(max(progress, 0.0), 1.0)
+    return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def start_run_dir(out: Path, cfg_dict: dict, arch_keys: tuple[str, ...]) -> None:
+    """Create the run folder with config.json, or check that a resumed run keeps the same architecture."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())["config"]
+        changed = [k for k in arch_keys if old.get(k) != cfg_dict.get(k)]
+        if changed:
+            raise ValueError(f"{out}: cannot resume with a different architecture ({', '.join(changed)} changed)")
+    atomic_write_json(cfg_path, {"config": cfg_dict, "command": " ".join(sys.argv)})
+
+
+def _images_for(cfg: Config, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x if cfg.which == "vae1" else y
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, images: torch.Tensor, chunk: int = 4) -> tuple[dict, torch.Tensor]:
+    """Reconstruction quality on (N, 3, H, W) [0, 1] images: PSNR (RGB and luma) and SSIM (luma), means."""
+    was_training = model.training
+    model.eval()
+    recon = torch.cat([model(images[i:i + chunk])[0] for i in range(0, len(images), chunk)])
+    model.train(was_training)
+    ly, lr_ = luma(images), luma(recon)
+    metrics = {"psnr_rgb": float(psnr(recon, images).mean()), "psnr_y": float(psnr(lr_, ly).mean()),
+               "ssim_y": float(ssim(lr_, ly).mean())}
+    return metrics, recon
+
+
+def run(cfg: Config, log: Callable[[str], None]) -> dict:
+    """Train (or resume) the VAE in cfg.run_dir(); returns the last validation metrics and counters."""
+    torch.set_num_threads(cfg.threads)
+    out = cfg.run_dir()
+    start_run_dir(out, asdict(cfg), ("which", "latent", "width", "half_width", "blocks", "disc_width"))
+    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
+    train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    pool = PhotoPool(train_paths)
+    real_pool = PhotoPool(list_photos(Path(cfg.real_old).expanduser())) if cfg.which == "vae1" and cfg.real_old else None
+    if cfg.real_old and cfg.which != "vae1":
+        log(f"real_old={cfg.real_old} ignored: only VAE1 sees real old photos")
+    x_val, y_val, _ = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
+    val_images = _images_for(cfg, x_val, y_val)
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build("vae", **cfg.arch_kwargs)
+    disc = build("patch_discriminator", width=cfg.disc_width)
+    ldisc = build("latent_discriminator", latent=cfg.latent) if real_pool is not None else None
+    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    d_params = list(disc.parameters()) + (list(ldisc.parameters()) if ldisc is not None else [])
+    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=(0.5, 0.999))
+    step, elapsed, best = 0, 0.0, -math.inf
+    ckpt_path = out / "ckpt.pt"
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        disc.load_state_dict(ck["disc"])
+        if ldisc is not None and ck.get("ldisc") is not None:
+            ldisc.load_state_dict(ck["ldisc"])
+        opt_g.load_state_dict(ck["opt_g"])
+        if ck.get("opt_d") is not None and len(ck["opt_d"]["param_groups"][0]["params"]) == len(d_params):
+            opt_d.load_state_dict(ck["opt_d"])
+        set_rng_state(rng, ck["rng"])
+        step, elapsed, best = ck["step"], ck["elapsed"], ck["best"]
+        log(f"resumed {out} at step {step} ({elapsed / 60:.1f} min trained)")
+    logf = JsonlLog(out / "log.jsonl")
+
+    def checkpoint() -> None:
+        atomic_torch_save({"model": model.state_dict(), "disc": disc.state_dict(),
+                           "ldisc": ldisc.state_dict() if ldisc is not None else None,
+                           "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(rng),
+                           "step": step, "elapsed": elapsed, "best": best}, ckpt_path)
+
+    def validation() -> dict:
+        nonlocal best
+        metrics, recon = validate(model, val_images)
+        save_grid(out / "samples" / f"step{step:06d}.png", [val_images[:4], recon[:4]])
+        if metrics["psnr_rgb"] > best:
+            best = metrics["psnr_rgb"]
+            atomic_torch_save({"state_dict": model.state_dict(), "step": step, "elapsed": elapsed,
+                               "metrics": metrics}, out / "best.pt")
+        logf.write({"step": step, "val": metrics})
+        log(f"{cfg.which} step {step}: val PSNR {metrics['psnr_rgb']:.2f} dB (luma {metrics['psnr_y']:.2f}, "
+            f"SSIM {metrics['ssim_y']:.3f})")
+        return metrics
+
+    budget = cfg.minutes * 60
+    model.train()
+    sums: dict[str, float] = {}
+    last_ckpt = time.monotonic()
+    metrics: dict = {}
+    while step < cfg.steps and (budget == 0 or elapsed < budget):
+        t0 = time.monotonic()
+        progress = elapsed / budget if budget else step / max(cfg.steps, 1)
+        for group in opt_g.param_groups + opt_d.param_groups:
+            group["lr"] = cosine_lr(cfg.lr, cfg.lr_final, progress)
+        if cfg.which == "vae1":
+            images = pair_batch(pool, rng, cfg.batch, cfg.crop)[0]
+        else:
+            crops = [pool.random_crop(rng, cfg.crop) for _ in range(cfg.batch)]
+            crops = [to_gray(c) if rng.random() < cfg.gray_share else c for c in crops]
+            images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+        real = crop_batch(real_pool, rng, max(cfg.batch // 2, 1), cfg.crop) if real_pool is not None else None
+        if real is not None:
+            images = torch.cat([images, real])
+        use_gan = cfg.w_gan > 0 and step >= cfg.gan_start
+
+        recon, mu, logvar = model(images)
+        parts = {"l1": F.l1_loss(recon, images), "kl": kl_normal(mu, logvar)}
+        loss = cfg.w_l1 * parts["l1"] + cfg.beta_kl * parts["kl"]
+        if use_gan:
+            parts["g_gan"] = lsgan_g_loss(disc(recon))
+            loss = loss + cfg.w_gan * parts["g_gan"]
+        if ldisc is not None:
+            n_x = len(images) - len(real)
+            z_x, z_r = mu[:n_x], mu[n_x:]
+            # the encoder is rewarded for swapping the discriminator's labels: Z_X and Z_R become indistinguishable
+            parts["g_latent"] = 0.5 * (lsgan_g_loss(ldisc(z_x)) + ldisc(z_r).pow(2).mean())
+            loss = loss + cfg.w_latent_adv * parts["g_latent"]
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+
+        if use_gan or ldisc is not None:
+            d_loss = torch.zeros(())
+            if use_gan:
+                parts["d_gan"] = lsgan_d_loss(disc(images), disc(recon.detach()))
+                d_loss = d_loss + parts["d_gan"]
+            if ldisc is not None:
+                parts["d_latent"] = lsgan_d_loss(ldisc(z_r.detach()), ldisc(z_x.detach()))
+                d_loss = d_loss + parts["d_latent"]
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+        if not all(math.isfinite(float(v.detach())) for v in parts.values()):
+            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {({k: float(v) for k, v in parts.items()})}")
+        step += 1
+        elapsed += time.monotonic() - t0
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if step % cfg.log_every == 0:
+            logf.write({"step": step, "elapsed": round(elapsed, 1), "lr": opt_g.param_groups[0]["lr"],
+                        **{k: v / cfg.log_every for k, v in sums.items()}})
+            sums = {}
+        if step % cfg.val_every == 0:
+            metrics = validation()
+        if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.monotonic()
+    if step % cfg.val_every or not metrics:
+        metrics = validation()
+    checkpoint()
+    return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_rgb": best}
+
+
+def data_recipe(cfg_dict: dict) -> dict:
+    """The data description stored with exported weights (corpus, split, degradation, real photos)."""
+    corpus = Path(cfg_dict["corpus"]).expanduser() if cfg_dict.get("corpus") else corpus_dir()
+    train, val = split_corpus(corpus, cfg_dict["val_fraction"], cfg_dict["split_seed"])
+    return {
+        "corpus": str(corpus), "train_photos": len(train), "validation_photos": sorted(p.name for p in val),
+        "split_seed": cfg_dict["split_seed"], "val_fraction": cfg_dict["val_fraction"],
+        "degradation": "oldphoto.train.degrade.degrade with DegradeConfig() defaults",
+        "degrade_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(DegradeConfig()).items()},
+        "real_old": cfg_dict.get("real_old") or "none: no real old photos were available; X is synthetic from "
+                                                "degrade() only and the latent discriminator was not used",
+    }
+
+
+def export(run_dir: str | Path, name: str, weights: Path | None = None) -> Path:
+    """Publish the best validated VAE of run_dir as weights/<name>.pt (+ MANIFEST.json entry); safe while training.
+
+    Arch "vae" (encoder + decoder; discriminators are not exported). Meta: command, config, data recipe, seed,
+    steps, wall time, validation metrics on the fixed held-out crops.
+    """
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "config.json").read_text())
+    cfg = info["config"]
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    ckpt_log = JsonlLog(run_dir / "log.jsonl").read()
+    total_steps = max((r["step"] for r in ckpt_log), default=best["step"])
+    meta = {
+        "role": "VAE1 (E_RX, G_RX): degraded/old photos" if cfg["which"] == "vae1" else "VAE2 (E_Y, G_Y): clean photos",
+        "command": info["command"], "config": cfg, "data": data_recipe(cfg), "seed": cfg["seed"],
+        "steps": int(best["step"]), "steps_run_total": int(total_steps), "wall_minutes": round(best["elapsed"] / 60, 1),
+        "validation": {"crops": cfg["val_n"], "size": cfg["val_size"], "seed": cfg["val_seed"],
+                       "images": "degraded x" if cfg["which"] == "vae1" else "clean y", **best["metrics"]},
+    }
+    arch_kwargs = {k: cfg[k] for k in ("latent", "width", "half_width", "blocks")}
+    return export_weights(best["state_dict"], name, "vae", arch_kwargs, meta, weights)

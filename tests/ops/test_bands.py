@@ -1,0 +1,80 @@
+"""Band-wise whole-image operations give the same result as the whole-image versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oldphoto.ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
+from oldphoto.ops.masks import dilate
+
+
+def _bands(n: int, sizes):
+    i = 0
+    k = 0
+    while i < n:
+        step = sizes[k % len(sizes)]
+        yield i, min(n, i + step)
+        i += step
+        k += 1
+
+
+def test_shrink_size_keeps_aspect_and_never_grows():
+    assert shrink_size(1000, 2000, 512) == (256, 512)
+    assert shrink_size(100, 50, 512) == (100, 50)
+    assert shrink_size(3, 5000, 512) == (1, 512)
+
+
+@pytest.mark.parametrize("h,w,oh,ow", [(64, 96, 16, 24), (70, 45, 13, 7), (5, 5, 5, 5), (31, 1, 4, 1)])
+def test_box_shrinker_matches_area_average(h, w, oh, ow):
+    rng = np.random.default_rng(1)
+    img = rng.random((h, w, 2)).astype(np.float32)
+    s = BoxShrinker(h, w, 2, oh, ow)
+    for a, b in _bands(h, [7, 3, 11]):
+        s.add(img[a:b])
+    got = s.result()
+    assert got.shape == (2, oh, ow)
+    # reference: mean over the pixels of each bin, bin of index i = i * out // in
+    rb = (np.arange(h) * oh) // h
+    cb = (np.arange(w) * ow) // w
+    want = np.zeros((2, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            want[:, i, j] = img[rb == i][:, cb == j].mean(axis=(0, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if h % oh == 0 and w % ow == 0:  # integer factors: same as torch's area pooling
+        ref = F.adaptive_avg_pool2d(torch.from_numpy(img).permute(2, 0, 1)[None], (oh, ow))[0]
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-6)
+
+
+def test_box_shrinker_refuses_missing_rows():
+    s = BoxShrinker(10, 10, 1, 5, 5)
+    s.add(np.zeros((4, 10, 1)))
+    with pytest.raises(ValueError, match="4 of 10"):
+        s.result()
+    with pytest.raises(ValueError, match=r"\(3, 9, 1\)"):
+        s.add(np.zeros((3, 9, 1)))
+
+
+@pytest.mark.parametrize("size", [(40, 70), (37, 51), (8, 8), (100, 9)])
+def test_resize_rows_matches_interpolate(size):
+    torch.manual_seed(0)
+    small = torch.rand(2, 8, 9)
+    ref = F.interpolate(small[None], size, mode="bilinear", align_corners=False)[0]
+    parts = [resize_rows(small, *size, a, b) for a, b in _bands(size[0], [5, 1, 13])]
+    torch.testing.assert_close(torch.cat(parts, dim=1), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+@pytest.mark.parametrize("band", [1, 4, 25])
+def test_row_dilator_matches_whole_mask_dilation(radius, band):
+    rng = np.random.default_rng(radius * 10 + band)
+    mask = rng.random((53, 41)) < 0.02
+    d = RowDilator(41, radius)
+    parts = [d.push(mask[a:b]) for a, b in _bands(53, [band])] + [d.finish()]
+    got = np.concatenate(parts)
+    want = dilate(torch.from_numpy(mask).float()[None, None], radius)[0, 0].numpy() > 0.5
+    assert got.shape == mask.shape
+    np.testing.assert_array_equal(got, want)

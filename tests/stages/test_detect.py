@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from oldphoto.archs import build
+from oldphoto.stages.detect import Detector
+
+
+def _detector(threshold=0.4):
+    torch.manual_seed(0)
+    return Detector(build("unet_detector", channels=(4, 8, 8), blocks=1), threshold)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_probabilities_per_tile_any_batch(batch):
+    det = _detector()
+    tiles = torch.rand(batch, 3, 32, 32)
+    prob = det(tiles)
+    assert prob.shape == (batch, 1, 32, 32)
+    assert prob.dtype == torch.float32
+    assert (prob >= 0).all() and (prob <= 1).all()
+    assert not prob.requires_grad
+
+
+def test_each_tile_is_independent_of_its_batch():
+    det = _detector()
+    tiles = torch.rand(4, 3, 32, 32)
+    assert torch.allclose(det(tiles)[2:3], det(tiles[2:3]), atol=1e-6)
+
+
+def test_threshold_and_binarize():
+    det = _detector(0.4)
+    assert det.threshold == 0.4 and det.entry is None
+    prob = torch.tensor([0.1, 0.4, 0.41, 0.9]).view(1, 1, 2, 2)
+    assert det.binarize(prob).flatten().tolist() == [0, 0, 1, 1]
+    assert det.binarize(prob, 0.05).sum() == 4
+
+
+def test_bad_inputs_are_refused_with_their_shape():
+    det = _detector()
+    with pytest.raises(ValueError, match=r"\(3, 32, 32\)"):
+        det(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="dtype"):
+        det(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="threshold"):
+        Detector(build("unet_detector", channels=(4, 8), blocks=1), 1.5)

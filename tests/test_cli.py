@@ -1,0 +1,481 @@
+"""The command line with click's CliRunner. Most tests replace the models and process_file with a fast fake
+that writes recognisable bytes; test_cli_end_to_end.py runs the real pipeline."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import oldphoto.pipeline as pipeline
+from oldphoto import __version__
+from oldphoto.cli import cli
+from oldphoto.errors import ImageError, WeightsError
+from oldphoto.lock import LOCK_NAME
+from oldphoto.state import STATE_NAME
+
+
+class FakeModels:
+    def describe(self):
+        return {"restorer": {"name": "fake-restorer", "sha256": "ab" * 32}}
+
+
+class FakePipeline:
+    """Writes b"restored:" + the source bytes to each output; sources starting with b"BAD" fail."""
+
+    def __init__(self):
+        self.calls: list[Path] = []
+        self.before_write = None  # hook(src, should_stop) run before the outputs are written
+        self.lock = threading.Lock()
+
+    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None):
+        with self.lock:
+            self.calls.append(Path(src))
+        data = Path(src).read_bytes()
+        if data.startswith(b"BAD"):
+            raise ImageError(src, "not a decodable image")
+        on_event(pipeline.Event("file_start", src, 0, 2))
+        on_event(pipeline.Event("tiles", src, 1, 2))
+        if self.before_write is not None:
+            self.before_write(Path(src), should_stop)
+        outputs = pipeline.output_paths(out_base, Path(src).suffix, cfg)
+        for o in outputs:
+            o.parent.mkdir(parents=True, exist_ok=True)
+            o.write_bytes(b"restored:" + data)
+        on_event(pipeline.Event("tiles", src, 2, 2))
+        on_event(pipeline.Event("file_done", src, 2, 2))
+        return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"])
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    fp = FakePipeline()
+    monkeypatch.setattr(pipeline, "load_models", lambda cfg, device: FakeModels())
+    monkeypatch.setattr(pipeline, "process_file", fp.process_file)
+    return fp
+
+
+def run(*args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+def put(path: Path, data: bytes = b"JPEGDATA") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def scans(tmp_path: Path) -> Path:
+    root = tmp_path / "scans"
+    put(root / "a.jpg", b"A-photo")
+    put(root / "album 1" / "b.PNG", b"B-photo")
+    put(root / "album 1" / "deep" / "c.tif", b"C-photo")
+    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "a.xmp", "a.json", "notes.txt", ".hidden/x.jpg",
+                 "album 1/._b.PNG", "album 1/scan.bmp"):
+        put(root / junk, b"junk")
+    return root
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"oldphoto {__version__}"
+
+
+def test_tree_is_mirrored_and_junk_skipped(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    assert r.exit_code == 0, r.output
+    assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg", "album 1/b.PNG", "album 1/deep/c.tif"])
+    assert (out / "album 1/deep/c.tif").read_bytes() == b"restored:C-photo"
+    assert [p.name for p in fake.calls] == ["a.jpg", "b.PNG", "c.tif"]  # sorted walk, junk never opened
+    assert not any(name in r.output for name in ("Thumbs", "DS_Store", "desktop", "xmp", "notes", "bmp"))
+    # not a terminal: plain log lines on stderr, the summary table on stdout
+    assert "[3/3] done album 1/deep/c.tif (40x30" in r.stderr
+    assert "done" in r.stdout and "skipped" in r.stdout
+
+
+def test_bad_file_fails_alone(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    put(root / "broken.jpg", b"BAD bytes")
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {root / 'broken.jpg'}: not a decodable image"]
+    statuses = {f["relative"]: (f["status"], f["error"]) for f in report_of(out)["files"]}
+    assert statuses == {"a.jpg": ("done", None), "album 1/b.PNG": ("done", None),
+                        "album 1/deep/c.tif": ("done", None), "broken.jpg": ("failed", "not a decodable image")}
+    assert not (out / "broken.jpg").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tile", "300"], "'300' is not one of"),
+    (["--upscale", "3"], "'3' is not one of"),
+    (["--overlap", "200"], "overlap must be in [0, 128]"),
+    (["--device", "gpu"], "expected auto, cpu, cuda or cuda:N"),
+    (["--jpeg-quality", "0"], "0<=x" if False else "1<=x<=100"),
+    (["--mask-threshold", "1.5"], "0<x<1"),
+    (["--jobs", "0"], "x>=1"),
+    (["--format", "gif"], "'gif' is not one of"),
+])
+def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):
+    src = put(tmp_path / "a.jpg")
+    r = run("restore", src, "--out", tmp_path / "out", *extra)
+    assert r.exit_code == 2 and message in r.output
+    assert fake.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_missing_input_and_missing_out_are_usage_errors(tmp_path, fake):
+    r = run("restore", tmp_path / "nope.jpg", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = run("restore", put(tmp_path / "a.jpg"))
+    assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_unavailable_cuda_device_is_a_usage_error(tmp_path, fake, monkeypatch):
+    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: False)
+    r = run("restore", put(tmp_path / "a.jpg"), "--out", tmp_path / "out", "--device", "cuda:1")
+    assert r.exit_code == 2 and "CUDA is not available" in r.output
+    assert not (tmp_path / "out" / LOCK_NAME).exists()
+
+
+def test_out_equal_to_or_inside_an_input_folder_is_refused(tmp_path, fake):
+    root = scans(tmp_path)
+    before = tree(root)
+    r = run("restore", root, "--out", root)
+    assert r.exit_code == 2 and "is the input folder" in r.output
+    r = run("restore", root, "--out", root / "album 1" / "restored")
+    assert r.exit_code == 2 and "is inside the input folder" in r.output
+    assert tree(root) == before and fake.calls == []
+    # an input folder inside --out is fine, as long as no output lands on an input
+    r = run("restore", root / "album 1", "--out", root)
+    assert r.exit_code == 0, r.output
+    assert (root / "b.PNG").read_bytes() == b"restored:B-photo"
+
+
+def test_output_that_would_replace_an_input_is_refused(tmp_path, fake):
+    src = put(tmp_path / "a.jpg", b"original")
+    r = run("restore", src, "--out", tmp_path)
+    assert r.exit_code == 1 and "would overwrite an input file" in r.stderr
+    assert src.read_bytes() == b"original"
+
+
+def test_originals_are_never_modified(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    old = time.time() - 86400
+    for p in root.rglob("*"):
+        os.utime(p, (old, old))
+
+    def snapshot():
+        return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+                for p in root.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    assert run("restore", root, "--out", out, "--format", "png").exit_code == 0
+    assert run("restore", root, "--out", out, "--overwrite").exit_code == 0
+    assert snapshot() == before
+
+
+def test_rerun_skips_then_redoes_what_changed(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    assert len(fake.calls) == 3
+
+    fake.calls.clear()
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 0 and fake.calls == []
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped"] * 3
+    assert report_of(out)["files"][0]["width"] == 40  # details of skipped files come from the state
+
+    put(root / "a.jpg", b"A-photo, rescanned")
+    (out / "album 1/b.PNG").unlink()
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 0 and sorted(p.name for p in fake.calls) == ["a.jpg", "b.PNG"]
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["a.jpg"]["notes"][0] == "redone: source changed"
+    assert files["album 1/b.PNG"]["notes"][0] == "redone: output missing: album 1/b.PNG"
+    assert files["album 1/deep/c.tif"]["status"] == "skipped"
+    assert (out / "a.jpg").read_bytes() == b"restored:A-photo, rescanned"
+
+    fake.calls.clear()
+    assert run("restore", root, "--out", out, "--jpeg-quality", "80").exit_code == 0
+    assert len(fake.calls) == 3  # settings changed: everything redone
+    fake.calls.clear()
+    assert run("restore", root, "--out", out, "--jpeg-quality", "80", "--jobs", "1", "--device", "cpu").exit_code == 0
+    assert fake.calls == []  # jobs and device do not change pixels
+
+
+def test_overwrite_redoes_everything(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    fake.calls.clear()
+    r = run("restore", root, "--out", out, "--overwrite")
+    assert r.exit_code == 0 and len(fake.calls) == 3
+    assert {f["status"] for f in report_of(out)["files"]} == {"done"}
+
+
+def test_existing_output_not_made_by_oldphoto_is_kept(tmp_path, fake):
+    src = put(tmp_path / "in" / "a.jpg", b"A")
+    out = tmp_path / "out"
+    put(out / "a.jpg", b"someone's edit")
+    r = run("restore", src, "--out", out)
+    assert r.exit_code == 1 and "already exists and was not made from this file" in r.stderr
+    assert (out / "a.jpg").read_bytes() == b"someone's edit"
+    assert run("restore", src, "--out", out, "--overwrite").exit_code == 0
+    assert (out / "a.jpg").read_bytes() == b"restored:A"
+
+
+def test_two_inputs_with_the_same_output_second_fails(tmp_path, fake):
+    one = put(tmp_path / "one" / "x.jpg", b"first")
+    two = put(tmp_path / "two" / "x.jpg", b"second")
+    out = tmp_path / "out"
+    r = run("restore", tmp_path / "one", tmp_path / "two", "--out", out)
+    assert r.exit_code == 1
+    assert f"error: {two}: output {out / 'x.jpg'} is already produced from {one}" in r.stderr
+    assert (out / "x.jpg").read_bytes() == b"restored:first"
+    # same folder, a.jpg and a.png: distinct with --format keep, the same file with --format png
+    put(tmp_path / "mixed" / "a.jpg")
+    put(tmp_path / "mixed" / "a.png")
+    assert run("restore", tmp_path / "mixed", "--out", tmp_path / "o2").exit_code == 0
+    r = run("restore", tmp_path / "mixed", "--out", tmp_path / "o3", "--format", "png")
+    assert r.exit_code == 1 and "a.png: output" in r.stderr and "already produced from" in r.stderr
+
+
+def test_only_mask_outputs_are_tracked(tmp_path, fake):
+    src = put(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    assert run("restore", src, "--out", out, "--only-mask").exit_code == 0
+    assert (out / "a.mask.png").exists() and (out / "a.overlay.jpg").exists()
+    fake.calls.clear()
+    assert run("restore", src, "--out", out, "--only-mask").exit_code == 0 and fake.calls == []
+
+
+def test_report_content(tmp_path, fake):
+    root = scans(tmp_path)
+    put(root / "broken.jpg", b"BAD")
+    out, rep = tmp_path / "out", tmp_path / "reports" / "run.json"
+    r = run("restore", root, "--out", out, "--report", rep, "--jpeg-quality", "90")
+    assert r.exit_code == 1 and rep.exists() and not (out / "report.json").exists()
+    d = json.loads(rep.read_text())
+    assert d["oldphoto_version"] == __version__ and d["out_dir"] == str(out) and d["inputs"] == [str(root)]
+    assert d["settings"]["jpeg_quality"] == 90 and d["settings"]["tile"]["size"] == 256
+    assert d["models"] == {"restorer": {"name": "fake-restorer", "sha256": "ab" * 32}}
+    assert d["device"] == "cpu" and len(d["fingerprint"]) == 64
+    assert d["started"] <= d["finished"] and d["interrupted"] is False
+    t = d["totals"]
+    assert (t["files"], t["done"], t["skipped"], t["failed"]) == (4, 3, 0, 1)
+    assert t["megapixels"] == pytest.approx(0.0036) and t["seconds"]["restore"] == pytest.approx(0.06)
+    a = d["files"][0]
+    assert a["source"] == str(root / "a.jpg") and a["relative"] == "a.jpg" and a["outputs"] == [str(out / "a.jpg")]
+    assert (a["width"], a["height"], a["megapixels"], a["mask_coverage"]) == (40, 30, 0.0012, 2.5)
+    assert a["seconds"] == {"read": 0.01, "restore": 0.02} and a["notes"] == ["fake note"]
+    assert a["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
+
+
+def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    r = run("restore", root, "--out", out, "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    put(root / "z.jpg", b"BAD")
+    r = run("restore", root, "--out", out, "-q")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr == f"error: {root / 'z.jpg'}: not a decodable image\n"
+
+
+def test_lock_held_by_a_live_run_is_refused(tmp_path, fake):
+    src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
+    out.mkdir()
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (out / LOCK_NAME).write_text(json.dumps(lock))
+    r = run("restore", src, "--out", out, "--quiet")
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
+    assert fake.calls == [] and tree(out) == [LOCK_NAME]
+    assert json.loads((out / LOCK_NAME).read_text()) == lock
+
+
+def test_stale_lock_is_taken_over_and_released(tmp_path, fake):
+    src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
+    out.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": 1.0}))
+    r = run("restore", src, "--out", out)
+    assert r.exit_code == 0 and f"took over a stale lock left by pid {child.pid}" in r.stderr
+    assert not (out / LOCK_NAME).exists() and (out / "a.jpg").exists()
+
+
+def test_run_error_releases_the_lock(tmp_path, monkeypatch):
+    def no_weights(cfg, device):
+        raise WeightsError("weights/detector-v1.pt: weights file missing for model 'detector-v1'")
+
+    monkeypatch.setattr(pipeline, "load_models", no_weights)
+    out = tmp_path / "out"
+    r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
+    assert r.exit_code == 1 and r.stderr.startswith("error: weights/detector-v1.pt: weights file missing")
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_first_ctrl_c_abandons_the_current_file_and_writes_the_report(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+
+    def interrupt_on_b(src, should_stop):
+        if src.name == "b.PNG":
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs in the main thread
+            if should_stop():
+                raise KeyboardInterrupt("stop requested")  # what the real pipeline does
+
+    fake.before_write = interrupt_on_b
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    assert r.exit_code == 130, r.output
+    assert "stopping" in r.stderr
+    d = report_of(out)
+    assert d["interrupted"] is True
+    assert [f["status"] for f in d["files"]] == ["done", "interrupted", "pending"]
+    assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])  # nothing partial, lock released
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # the next run picks up where this one stopped
+    fake.before_write = None
+    fake.calls.clear()
+    assert run("restore", root, "--out", out).exit_code == 0
+    assert [p.name for p in fake.calls] == ["b.PNG", "c.tif"]
+
+
+def test_jobs_keep_several_files_in_flight(tmp_path, fake):
+    root = tmp_path / "in"
+    for i in range(4):
+        put(root / f"{i}.jpg", f"photo {i}".encode())
+    barrier = threading.Barrier(2, timeout=10)
+
+    def meet(src, should_stop):
+        if src.name in ("0.jpg", "1.jpg"):
+            barrier.wait()  # only passes when two files are processed at the same time
+
+    fake.before_write = meet
+    r = run("restore", root, "--out", tmp_path / "out", "--jobs", 2)
+    assert r.exit_code == 0, r.output
+    assert [f["relative"] for f in report_of(tmp_path / "out")["files"]] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+
+
+def test_explicit_non_image_is_noted_not_failed(tmp_path, fake):
+    r = run("restore", put(tmp_path / "a.jpg"), put(tmp_path / "notes.txt"), "--out", tmp_path / "out")
+    assert r.exit_code == 0 and "notes.txt: not a supported image type" in r.stderr
+
+
+# ------------------------------------------------------------------------------------- train / eval / synth
+
+TOY = types.ModuleType("oldphoto_toy_trainer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    out: Path = Path("runs/toy")  # run folder
+    steps: int = 10  # optimisation steps
+    lr: float = 1e-3  # learning rate
+    crop: tuple[int, int] = (64, 64)  # crop height, width
+    sizes: tuple[int, ...] = (1, 2)  # any number of sizes
+    amp: bool = False  # mixed precision
+    which: str = "vae1"  # which model
+    real_old: Path | None = None  # optional folder
+    balance: str = "hed"
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+
+def toy_run(cfg, log):
+    log(f"training {cfg.which} for {cfg.steps} steps")
+    return {"steps": cfg.steps, "lr": cfg.lr, "crop": cfg.crop, "sizes": cfg.sizes, "amp": cfg.amp,
+            "which": cfg.which, "out": cfg.out, "real_old": cfg.real_old}
+
+
+TOY.Config, TOY.run, TOY.EvalConfig, TOY.evaluate = ToyConfig, toy_run, ToyConfig, toy_run
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    import oldphoto.train as train
+
+    monkeypatch.setitem(sys.modules, TOY.__name__, TOY)
+    monkeypatch.setitem(train.TRAINERS, "toy1", TOY.__name__)
+    monkeypatch.setitem(train.TRAINERS, "toy2", TOY.__name__)
+    monkeypatch.setitem(train.EVALUATORS, "toy", TOY.__name__)
+
+
+def test_train_builds_typed_config_from_set_pairs(toy):
+    r = run("train", "toy2", "--set", "steps=5", "--set", "lr=0.5", "--set", "crop=32,48", "--set", "sizes=(3,4,5)",
+            "--set", "amp=yes", "--set", "out=~/x", "--set", "real-old=/data/old")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"steps": 5, "lr": 0.5, "crop": [32, 48], "sizes": [3, 4, 5], "amp": True,
+                                    "which": "toy2", "out": str(Path("~/x").expanduser()), "real_old": "/data/old"}
+    assert "training toy2 for 5 steps" in r.stderr  # log lines go to stderr, the result to stdout
+    r = run("eval", "toy", "--set", "real_old=none", "--set", "which=vae2")
+    assert json.loads(r.stdout)["real_old"] is None and json.loads(r.stdout)["which"] == "vae2"
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("nope=1", "unknown key 'nope'"),
+    ("steps=many", "expected int, got 'many'"),
+    ("amp=maybe", "expected true or false"),
+    ("crop=1,2,3", "expected 2 comma-separated values"),
+    ("steps", "expected KEY=VALUE"),
+    ("steps=-1", "steps must be >= 0"),
+])
+def test_bad_set_pairs_are_usage_errors(toy, pair, message):
+    r = run("train", "toy1", "--set", pair)
+    assert r.exit_code == 2 and message in r.output
+    if "unknown key" in message:
+        assert "valid keys: out, steps, lr, crop, sizes, amp, which, real_old, balance" in r.output
+
+
+def test_unknown_target_is_a_usage_error(toy):
+    r = run("eval", "nothing")
+    assert r.exit_code == 2 and "choose one of:" in r.output and "toy" in r.output
+
+
+def test_help_config_lists_fields_defaults_and_comments(toy):
+    r = run("train", "toy1", "--help-config")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert any(line.split() == ["steps", "int", "=", "10", "#", "optimisation", "steps"] for line in lines)
+    assert any(line.startswith("  crop") and "(64, 64)" in line and "# crop height, width" in line for line in lines)
+    assert any(line.split() == ["balance", "str", "=", "'hed'"] for line in lines)  # no comment: none shown
+
+
+def test_synth_writes_examples_from_the_corpus(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(corpus / f"p{i:02d}.jpg")
+    monkeypatch.setenv("OLDPHOTO_CORPUS", str(corpus))
+    out = tmp_path / "synth"
+    r = run("synth", out, "--count", 2, "--seed", 3, "--size", 32)
+    assert r.exit_code == 0, r.output
+    written = sorted(Path(p).name for p in r.stdout.split())
+    assert written == sorted(f"synth_3_{k:04d}{s}" for k in range(2) for s in (".png", ".mask.png", ".clean.png"))
+    assert all(Image.open(out / n).size == (32, 32) for n in written)

@@ -1,0 +1,95 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from oldphoto.lock import LOCK_NAME, LockHeld, OutputLock, pid_alive, process_start_time
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not pid_alive(child.pid)
+    return child.pid
+
+
+def write_lock(folder, pid, host=None, started=None):
+    (folder / LOCK_NAME).write_text(json.dumps(
+        {"pid": pid, "host": host or socket.gethostname(), "started": time.time() if started is None else started}))
+
+
+def test_lock_file_names_its_owner_and_is_removed_on_release(tmp_path):
+    with OutputLock(tmp_path) as lock:
+        data = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert data["pid"] == os.getpid() and data["host"] == socket.gethostname()
+        assert abs(data["started"] - time.time()) < 60
+        assert lock.took_over is None
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_second_lock_on_same_folder_is_refused(tmp_path):
+    with OutputLock(tmp_path):
+        with pytest.raises(LockHeld, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+            OutputLock(tmp_path).acquire()
+    OutputLock(tmp_path).acquire()  # free again after release
+
+
+def test_lock_of_a_live_process_is_respected(tmp_path):
+    write_lock(tmp_path, os.getpid())
+    with pytest.raises(LockHeld, match="in use by"):
+        OutputLock(tmp_path).acquire()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    pid = dead_pid()
+    write_lock(tmp_path, pid)
+    with OutputLock(tmp_path) as lock:
+        assert lock.took_over is not None and lock.took_over.pid == pid
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_lock_from_another_host_is_not_judged(tmp_path):
+    write_lock(tmp_path, dead_pid(), host="some-other-host.example")
+    with pytest.raises(LockHeld, match="some-other-host.example"):
+        OutputLock(tmp_path).acquire()
+
+
+@pytest.mark.skipif(process_start_time(os.getpid()) is None, reason="needs /proc")
+def test_reused_pid_makes_the_lock_stale(tmp_path):
+    # The lock claims our pid, but was written long before this process started: the pid was reused.
+    write_lock(tmp_path, os.getpid(), started=process_start_time(os.getpid()) - 3600)
+    with OutputLock(tmp_path) as lock:
+        assert lock.took_over is not None
+
+
+def test_empty_lock_is_stale_only_when_old(tmp_path):
+    path = tmp_path / LOCK_NAME
+    path.write_text("")
+    with pytest.raises(LockHeld, match="still starting"):
+        OutputLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    with OutputLock(tmp_path) as lock:
+        assert lock.took_over is None  # nothing readable to report, but the lock is ours now
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_released_on_keyboard_interrupt(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with OutputLock(tmp_path):
+            raise KeyboardInterrupt
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
+    lock = OutputLock(tmp_path)
+    lock.acquire()
+    write_lock(tmp_path, 12345, host="other")  # someone replaced it meanwhile
+    lock.release()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == "other"

@@ -1,0 +1,399 @@
+"""The engine end to end on real files, with small stand-in stages (identity, nearest upscaling, a tiny random
+conv net, a brightness "detector", a constant colorizer) so results can be predicted exactly."""
+
+from __future__ import annotations
+
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from oldphoto import pipeline
+from oldphoto.config import RestoreConfig, TileConfig
+from oldphoto.errors import ImageError, OldPhotoError
+from oldphoto.ops.color import rgb_to_lab
+from oldphoto.ops.masks import dilate
+from oldphoto.ops.tiling import merge, split
+from oldphoto.pipeline import Event, Models, output_paths, process_file, resolve_device
+from oldphoto.registry import WeightsEntry
+
+# ------------------------------------------------------------------------------------------ stand-in stages
+
+
+class Identity:
+    def __call__(self, x, mask):
+        return x.clone()
+
+
+class Nearest:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, x):
+        return F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+class BrightDetector:
+    """Probability 1 where the red channel is above 0.9: a per-pixel rule, so the merged mask is exact."""
+
+    threshold = 0.5
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, x):
+        self.batches.append(x.shape[0])
+        return (x[:, :1] > 0.9).float()
+
+
+class ConvNet:
+    """A tiny random 3x3 conv net: spatial context, so tiles really differ at their borders."""
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.randn(8, 3, 3, 3, generator=g) * 0.3
+        self.w2 = torch.randn(3, 8, 3, 3, generator=g) * 0.3
+
+    def __call__(self, x, mask):
+        h = torch.tanh(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.w1))
+        return (x + 0.2 * F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), self.w2)).clamp(0, 1)
+
+
+class ConstantColour:
+    work_size = 32
+
+    def __init__(self, a=25.0, b=-15.0):
+        self.ab = (a, b)
+        self.seen = None
+
+    def __call__(self, lightness):
+        self.seen = tuple(lightness.shape)
+        n, _, h, w = lightness.shape
+        return torch.tensor(self.ab).view(1, 2, 1, 1).expand(n, 2, h, w).clone()
+
+
+class Boom:
+    def __call__(self, x, mask):
+        raise RuntimeError("stand-in stage failed on purpose")
+
+
+class OutOfMemoryAbove:
+    """Identity that raises the CUDA out-of-memory error for batches above `batch` or tiles above `tile`."""
+
+    def __init__(self, batch=99, tile=9999):
+        self.batch, self.tile, self.calls = batch, tile, []
+
+    def __call__(self, x, mask):
+        self.calls.append(tuple(x.shape))
+        if x.shape[0] > self.batch or x.shape[-1] > self.tile:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return x.clone()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def cfg(**kw) -> RestoreConfig:
+    tile = kw.pop("tile", TileConfig(size=128, overlap=32, batch_size=3))
+    return RestoreConfig(device="cpu", tile=tile, **kw)
+
+
+def random_image(h, w, c, dtype, seed=0) -> np.ndarray:
+    top = np.iinfo(dtype).max
+    return np.random.default_rng(seed).integers(0, top + 1, size=(h, w, c), dtype=np.int64).astype(dtype)
+
+
+def write_tiff(path: Path, pixels: np.ndarray) -> Path:
+    photometric = "rgb" if pixels.shape[2] == 3 else "minisblack"
+    tifffile.imwrite(path, pixels if pixels.shape[2] == 3 else pixels[..., 0], photometric=photometric)
+    return path
+
+
+def write_png(path: Path, pixels: np.ndarray, alpha: np.ndarray | None = None, dpi=None) -> Path:
+    if alpha is not None:
+        img = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
+    elif pixels.shape[2] == 1:
+        img = Image.fromarray(pixels[..., 0], "L")
+    else:
+        img = Image.fromarray(pixels, "RGB")
+    img.save(path, dpi=dpi) if dpi else img.save(path)
+    return path
+
+
+def read_any(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        a = tifffile.imread(path)
+    else:
+        a = np.asarray(Image.open(path))
+    return a if a.ndim == 3 else a[..., None]
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+def test_identity_reproduces_uint16_rgb_exactly(tmp_path):
+    img = random_image(203, 301, 3, np.uint16, seed=1)
+    src = write_tiff(tmp_path / "scan.tif", img)
+    out = process_file(src, tmp_path / "out" / "scan", cfg(), Models(restorer=Identity()))
+    assert out.outputs == [tmp_path / "out" / "scan.tif"]
+    got = read_any(out.outputs[0])
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, img)
+    assert (out.width, out.height) == (301, 203)
+    assert out.megapixels == pytest.approx(301 * 203 / 1e6)
+    assert out.mask_coverage is None
+    assert set(pipeline.STAGE_KEYS) <= set(out.seconds)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 300), (90, 60)])
+def test_identity_reproduces_uint8_gray_exactly(tmp_path, h, w):
+    img = random_image(h, w, 1, np.uint8, seed=h + w)
+    src = write_png(tmp_path / "g.png", img)
+    out = process_file(src, tmp_path / "g_out", cfg(), Models(restorer=Identity()))
+    got = read_any(out.outputs[0])
+    assert got.shape == (h, w, 1) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, img)
+
+
+def _defect_photo(h=150, w=170, seed=2):
+    img = (random_image(h, w, 3, np.uint8, seed) // 2).astype(np.uint8)  # everything below 0.5 ...
+    img[40, 10:160, 0] = 255  # ... except a horizontal scratch and a dot that the detector flags
+    img[100:103, 80, 0] = 250
+    return img
+
+
+def test_only_mask_writes_mask_and_overlay_without_touching_pixels(tmp_path):
+    img = _defect_photo()
+    src = write_png(tmp_path / "photo.png", img, dpi=(300, 300))
+    before = src.read_bytes()
+    det = BrightDetector()
+    out = process_file(src, tmp_path / "o" / "photo", cfg(only_mask=True, mask_dilate=1), Models(detector=det))
+    mask_path, overlay_path = out.outputs
+    assert (mask_path.name, overlay_path.name) == ("photo.mask.png", "photo.overlay.jpg")
+    assert src.read_bytes() == before
+
+    with Image.open(mask_path) as m:
+        assert m.mode == "L" and m.size == (170, 150)
+        mask = np.asarray(m)
+    truth = torch.from_numpy(img[..., 0] > 0.9 * 255).float()[None, None]
+    want = dilate(truth, 1)[0, 0].numpy() > 0
+    np.testing.assert_array_equal(mask == 255, want)
+    assert set(np.unique(mask)) == {0, 255}
+    assert out.mask_coverage == pytest.approx(100 * want.mean())
+
+    with Image.open(overlay_path) as o:
+        assert o.mode == "RGB" and o.size == (170, 150)
+        overlay = np.asarray(o).astype(int)
+    red, other = overlay[want], overlay[~want]
+    assert red[:, 0].mean() > red[:, 1].mean() + 80  # defects tinted red
+    assert np.abs(other - img[~want].astype(int)).mean() < 6  # the rest is the photo (JPEG-close)
+
+
+def test_upscale_with_nearest_standin_is_exact_and_keeps_alpha(tmp_path):
+    img = random_image(77, 130, 3, np.uint8, seed=4)
+    alpha = random_image(77, 130, 1, np.uint8, seed=5)[..., 0]
+    src = write_png(tmp_path / "a.png", img, alpha, dpi=(150, 150))
+    out = process_file(src, tmp_path / "a_x2", cfg(upscale=2), Models(restorer=Identity(), upscaler=Nearest(2)))
+    with Image.open(out.outputs[0]) as im:
+        assert im.mode == "RGBA" and im.size == (260, 154)
+        dpi = im.info.get("dpi")
+        got = np.asarray(im)
+    up = lambda a: a.repeat(2, axis=0).repeat(2, axis=1)  # noqa: E731
+    np.testing.assert_array_equal(got[..., :3], up(img))
+    np.testing.assert_array_equal(got[..., 3], up(alpha))
+    assert dpi is not None and round(dpi[0]) == 300
+
+
+def test_alpha_kept_untouched_without_upscale(tmp_path):
+    img = random_image(64, 40, 3, np.uint8, seed=6)
+    alpha = random_image(64, 40, 1, np.uint8, seed=7)[..., 0]
+    src = write_png(tmp_path / "b.png", img, alpha)
+    out = process_file(src, tmp_path / "b", cfg(), Models(restorer=ConvNet()))
+    got = np.asarray(Image.open(out.outputs[0]))
+    np.testing.assert_array_equal(got[..., 3], alpha)
+
+
+def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path):
+    # The streamed, batched, band-by-band result equals split -> net -> merge on the whole image at once.
+    img = random_image(260, 330, 3, np.uint16, seed=8)
+    src = write_tiff(tmp_path / "c.tif", img)
+    net = ConvNet(seed=3)
+    tile, overlap = 128, 32
+    x = torch.from_numpy(img.astype(np.float32) / 65535).permute(2, 0, 1)
+    tiles, boxes = split(x, tile, overlap)
+    ref = merge(net(tiles, None), boxes, (260, 330), tile, overlap).clamp(0, 1)
+    ref = np.rint(ref.permute(1, 2, 0).numpy() * 65535).astype(np.int64)
+    outs = []
+    for batch in (1, 4, 64):
+        t = TileConfig(size=tile, overlap=overlap, batch_size=batch)
+        res = process_file(src, tmp_path / f"c{batch}", cfg(tile=t), Models(restorer=net))
+        outs.append(read_any(res.outputs[0]).astype(np.int64))
+    for got in outs:
+        assert np.abs(got - ref).max() <= 1  # float32 streaming vs float64 merge: at most one rounding step
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_should_stop_abandons_without_output(tmp_path):
+    src = write_tiff(tmp_path / "d.tif", random_image(300, 200, 3, np.uint8, seed=9))
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 1  # let one band through, then ask to stop
+
+    out_dir = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        process_file(src, out_dir / "d", cfg(), Models(restorer=Identity()), should_stop=stop)
+    assert files_in(out_dir) == [] if out_dir.exists() else True
+
+
+def test_stage_error_propagates_and_leaves_nothing(tmp_path):
+    src = write_tiff(tmp_path / "e.tif", random_image(50, 50, 3, np.uint8))
+    with pytest.raises(RuntimeError, match="on purpose"):
+        process_file(src, tmp_path / "out" / "e", cfg(), Models(restorer=Boom()))
+    assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == []
+
+
+def test_stage_with_wrong_output_shape_is_named(tmp_path):
+    src = write_tiff(tmp_path / "f.tif", random_image(50, 50, 3, np.uint8))
+    bad = lambda x, m: x[:, :1]  # noqa: E731
+    with pytest.raises(ValueError, match=r"restorer stage returned \(1, 1, 128, 128\)"):
+        process_file(src, tmp_path / "f", cfg(tile=TileConfig(128, 32, 1)), Models(restorer=bad))
+
+
+def test_out_of_memory_halves_batch_then_tile(tmp_path):
+    img = random_image(140, 300, 3, np.uint16, seed=10)
+    src = write_tiff(tmp_path / "g.tif", img)
+    stage = OutOfMemoryAbove(batch=1, tile=64)
+    t = TileConfig(size=256, overlap=32, batch_size=8)
+    res = process_file(src, tmp_path / "g", cfg(tile=t), Models(restorer=stage))
+    np.testing.assert_array_equal(read_any(res.outputs[0]), img)
+    assert any("batch size reduced to 1" in n for n in res.notes)
+    assert any("tile size reduced to 128" in n for n in res.notes)
+    assert any("tile size reduced to 64" in n for n in res.notes)
+    assert all(b <= 1 and t <= 64 for b, _, t, _ in stage.calls[-3:])
+
+
+def test_out_of_memory_at_smallest_tile_is_an_image_error(tmp_path):
+    src = write_tiff(tmp_path / "h.tif", random_image(40, 40, 3, np.uint8))
+    with pytest.raises(ImageError, match="h.tif"):
+        process_file(src, tmp_path / "h", cfg(), Models(restorer=OutOfMemoryAbove(batch=0)))
+
+
+def test_colorize_gray_keeps_lightness_and_takes_chroma(tmp_path):
+    yy, xx = np.mgrid[0:90, 0:120]
+    gray = ((yy + xx) * 65535 // 210).astype(np.uint16)[..., None]
+    src = write_tiff(tmp_path / "bw.tif", gray)
+    col = ConstantColour(25.0, -15.0)
+    res = process_file(src, tmp_path / "bw_c", cfg(colorize=True), Models(restorer=Identity(), colorizer=col))
+    assert col.seen == (1, 1, 24, 32)  # long side shrunk to the work size
+    got = read_any(res.outputs[0])
+    assert got.shape == (90, 120, 3) and got.dtype == np.uint16
+    lab = rgb_to_lab(torch.from_numpy(got.astype(np.float32) / 65535).permute(2, 0, 1))
+    want_l = rgb_to_lab(torch.from_numpy(np.repeat(gray, 3, 2).astype(np.float32) / 65535).permute(2, 0, 1))[0]
+    inside = (want_l > 30) & (want_l < 80)  # away from black/white, where the colour is clipped by the gamut
+    assert (lab[0] - want_l)[inside].abs().max() < 0.5
+    assert (lab[1][inside] - 25).abs().max() < 1.0 and (lab[2][inside] + 15).abs().max() < 1.0
+
+
+def test_colorize_skips_colour_photos(tmp_path):
+    img = random_image(40, 50, 3, np.uint8, seed=11)
+    src = write_png(tmp_path / "c.png", img)
+    res = process_file(src, tmp_path / "c_out", cfg(colorize=True),
+                       Models(restorer=Identity(), colorizer=ConstantColour()))
+    np.testing.assert_array_equal(read_any(res.outputs[0]), img)
+    assert any("colorize skipped" in n for n in res.notes)
+
+
+def test_events_count_every_tile(tmp_path):
+    src = write_tiff(tmp_path / "ev.tif", random_image(200, 250, 3, np.uint8))
+    events: list[Event] = []
+    process_file(src, tmp_path / "ev", cfg(), Models(restorer=Identity()), on_event=events.append)
+    assert events[0].kind == "file_start" and events[-1].kind == "file_done"
+    total = events[0].total
+    assert total == 4  # 2 x 2 tiles of 128 for 200 x 250
+    tiles = [e.done for e in events if e.kind == "tiles"]
+    assert tiles == sorted(tiles) and tiles[-1] == total
+    assert events[-1].done == total
+
+
+def test_bad_input_is_an_image_error(tmp_path):
+    src = tmp_path / "broken.png"
+    src.write_bytes(b"this is not a png")
+    with pytest.raises(ImageError, match="broken.png"):
+        process_file(src, tmp_path / "x", cfg(), Models(restorer=Identity()))
+
+
+def test_missing_models_are_refused(tmp_path):
+    src = write_png(tmp_path / "m.png", random_image(10, 10, 3, np.uint8))
+    with pytest.raises(OldPhotoError, match="detector"):
+        process_file(src, tmp_path / "m", cfg(only_mask=True), Models())
+    with pytest.raises(OldPhotoError, match="upscaler"):
+        process_file(src, tmp_path / "m", cfg(upscale=2), Models(restorer=Identity()))
+
+
+def test_memory_stays_bounded_by_tiles_not_image(tmp_path):
+    # 1200 x 2400 gray: a float32 RGB copy of the image would be 35 MB; numpy allocations stay far below.
+    h, w = 1200, 2400
+    img = np.tile(np.arange(w, dtype=np.uint16)[None, :, None], (h, 1, 1))
+    src = write_tiff(tmp_path / "big.tif", img)
+    tracemalloc.start()
+    try:
+        process_file(src, tmp_path / "big", cfg(tile=TileConfig(128, 16, 4)), Models(restorer=Identity()))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    image_bytes = h * w * 2
+    assert peak < 3 * image_bytes + 12e6, f"peak numpy allocations {peak / 1e6:.1f} MB"
+
+
+def test_output_paths():
+    base = Path("/o/sub/photo.v2")
+    assert output_paths(base, ".JPG", cfg()) == [Path("/o/sub/photo.v2.JPG")]
+    assert output_paths(base, "TIFF", cfg()) == [Path("/o/sub/photo.v2.tif")]
+    assert output_paths(base, ".tiff", cfg(format="png")) == [Path("/o/sub/photo.v2.png")]
+    assert output_paths(base, ".png", cfg(format="jpeg")) == [Path("/o/sub/photo.v2.jpg")]
+    assert output_paths(base, ".png", cfg(only_mask=True)) == [Path("/o/sub/photo.v2.mask.png"),
+                                                               Path("/o/sub/photo.v2.overlay.jpg")]
+    with pytest.raises(ValueError, match="BMP"):
+        output_paths(base, "BMP", cfg())
+
+
+@dataclass
+class _Staged:
+    entry: WeightsEntry | None = None
+    entries: list | None = None
+    scale: int = 2
+
+
+def test_describe_names_weights():
+    e = lambda n: WeightsEntry(n, "x", {}, n + ".pt", n[0] * 64)  # noqa: E731
+    models = Models(detector=_Staged(entry=e("detector-v1")),
+                    restorer=_Staged(entries=[e("vae1-v1"), e("mapping-v1"), e("vae2-v1")]),
+                    upscaler=_Staged(entry=e("upscaler-v1")))
+    d = models.describe()
+    assert d["detector"] == {"name": "detector-v1", "sha256": "d" * 64}
+    assert d["restorer"]["name"] == "vae1-v1+mapping-v1+vae2-v1"
+    assert [p["name"] for p in d["restorer"]["parts"]] == ["vae1-v1", "mapping-v1", "vae2-v1"]
+    assert d["upscaler"]["scale"] == 2 and "colorizer" not in d
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(OldPhotoError, match="tpu"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(OldPhotoError, match="not available"):
+            resolve_device("cuda:0")

@@ -1,0 +1,125 @@
+import os
+import stat
+
+import pytest
+
+from oldphoto.config import RestoreConfig
+from oldphoto.state import STATE_NAME, Record, RunState, SourceId, StateError, fingerprint, sha256_of
+
+MODELS = {"restorer": {"name": "r-v1", "sha256": "ab" * 32}}
+
+
+def setup_done(tmp_path, content=b"photo-1"):
+    """A source, its output and an open state that recorded it with the default settings."""
+    src = tmp_path / "in" / "a.jpg"
+    src.parent.mkdir()
+    src.write_bytes(content)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.jpg").write_bytes(b"restored")
+    fp = fingerprint(RestoreConfig().output_settings(), MODELS)
+    state = RunState.open(out)
+    sid = SourceId.of(src, with_hash=True)
+    state.record("a.jpg", Record(str(src), sid.size, sid.mtime_ns, sid.sha256, fp,
+                                 state.outputs_record([out / "a.jpg"]), 40, 30, 0.0012, 1.5, "t"))
+    return src, out, fp, state
+
+
+def test_fingerprint_follows_output_settings_and_models():
+    base = fingerprint(RestoreConfig().output_settings(), MODELS)
+    assert base == fingerprint(RestoreConfig(jobs=7, device="cpu", overwrite=True).output_settings(), MODELS)
+    assert base != fingerprint(RestoreConfig(jpeg_quality=80).output_settings(), MODELS)
+    assert base != fingerprint(RestoreConfig().output_settings(), {"restorer": {"name": "r-v1", "sha256": "cd" * 32}})
+
+
+def test_unchanged_file_is_skipped_after_reload(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    state.close()
+    again = RunState.load(out)
+    d = again.decide("a.jpg", src, fp)
+    assert (d.action, d.reason, d.refreshed) == ("skip", "up to date", None)
+    assert again.records["a.jpg"].width == 40 and again.records["a.jpg"].sha256 == sha256_of(src)
+    assert again.owner_of(out / "a.jpg") == "a.jpg" and again.owner_of(out / "b.jpg") is None
+    assert RunState.load(out).decide("b.jpg", src, fp).reason == "new"
+
+
+def test_record_is_durable_before_close(tmp_path):
+    src, out, fp, _state = setup_done(tmp_path)  # never closed: as if the run had crashed
+    assert RunState.load(out).decide("a.jpg", src, fp).action == "skip"
+
+
+def test_changed_source_settings_or_outputs_are_redone(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    other_fp = fingerprint(RestoreConfig(format="png").output_settings(), MODELS)
+    assert state.decide("a.jpg", src, other_fp).reason == "settings changed"
+
+    (out / "a.jpg").write_bytes(b"edited by hand, longer")
+    assert state.decide("a.jpg", src, fp).reason == "output changed: a.jpg"
+    (out / "a.jpg").unlink()
+    assert state.decide("a.jpg", src, fp).reason == "output missing: a.jpg"
+    (out / "a.jpg").write_bytes(b"restored")
+
+    src.write_bytes(b"photo-2")  # same size, new content
+    os.utime(src, ns=(1, 1))
+    assert state.decide("a.jpg", src, fp).reason == "source changed"
+    src.write_bytes(b"a longer photo")
+    assert state.decide("a.jpg", src, fp).reason == "source changed"
+
+
+def test_touched_source_with_same_content_is_skipped_and_refreshed(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    os.utime(src, ns=(10**18, 10**18))
+    d = state.decide("a.jpg", src, fp)
+    assert d.action == "skip" and d.refreshed.mtime_ns == 10**18
+
+
+def test_same_relative_path_from_another_source_is_a_conflict(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    other = tmp_path / "other" / "a.jpg"
+    other.parent.mkdir()
+    other.write_bytes(b"a different photo")
+    d = state.decide("a.jpg", other, fp)
+    assert d.action == "conflict" and str(src) in d.reason
+    copy = tmp_path / "copy" / "a.jpg"  # the same photo, moved: its content identifies it
+    copy.parent.mkdir()
+    copy.write_bytes(src.read_bytes())
+    d = state.decide("a.jpg", copy, fp)
+    assert d.action == "skip" and d.refreshed.source == str(copy)
+
+
+def test_torn_last_line_is_dropped_and_corruption_is_refused(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    state.close()
+    path = out / STATE_NAME
+    good = path.read_text()
+    path.write_text(good + '{"rel": "b.jpg", "sou')  # the append of b.jpg never completed
+    st = RunState.load(out)
+    assert st.dropped_torn_line and set(st.records) == {"a.jpg"}
+
+    path.write_text(good + "not json\n" + good.splitlines()[1] + "\n")
+    with pytest.raises(StateError, match=f"{STATE_NAME}: line 3 is not valid JSON"):
+        RunState.load(out)
+    path.write_text('{"oldphoto_state": 99}\n')
+    with pytest.raises(StateError, match="unknown state format"):
+        RunState.load(out)
+
+
+def test_later_lines_win_and_compaction_keeps_one_line_each(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    rec = state.records["a.jpg"]
+    for w in (41, 42, 43):
+        state.record("a.jpg", Record(**{**rec.__dict__, "width": w}))
+    assert len((out / STATE_NAME).read_text().splitlines()) == 5  # header + 4 appends
+    assert RunState.load(out).records["a.jpg"].width == 43
+    state.close()
+    lines = (out / STATE_NAME).read_text().splitlines()
+    assert len(lines) == 2 and '"width": 43' in lines[1]
+    assert stat.S_IMODE((out / STATE_NAME).stat().st_mode) == 0o644
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_record_needs_an_open_state(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    loaded = RunState.load(out)
+    with pytest.raises(RuntimeError, match="not opened"):
+        loaded.record("a.jpg", state.records["a.jpg"])

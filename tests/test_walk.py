@@ -1,0 +1,99 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from oldphoto.errors import ImageError
+from oldphoto.walk import OutputClaims, discover, is_image_name, out_base
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def rels(disc) -> list[str]:
+    return [f.rel.as_posix() for f in disc.found]
+
+
+def test_walk_keeps_images_skips_hidden_system_and_sidecar_files(tmp_path):
+    root = tmp_path / "scans"
+    for name in ["b.jpg", "a.PNG", "sub/c.TIFF", "sub/deep/d.tif", "sub/e.webp", "f.JPEG",
+                 ".hidden.jpg", ".DS_Store", "._a.jpg", "Thumbs.db", "desktop.ini", "a.xmp", "a.json",
+                 "notes.txt", "g.bmp", "h.jpg.xmp", ".git/x.jpg", "sub/.cache/y.png", "noext"]:
+        touch(root / name)
+    disc = discover([root])
+    assert rels(disc) == ["a.PNG", "b.jpg", "f.JPEG", "sub/c.TIFF", "sub/deep/d.tif", "sub/e.webp"]
+    assert all(f.src == root / f.rel for f in disc.found)
+    assert disc.problems == [] and disc.ignored == []
+
+
+def test_walk_is_sorted_and_deterministic(tmp_path):
+    root = tmp_path / "in"
+    names = ["z/1.jpg", "a.jpg", "B.jpg", "m/n/o.png", "m/a.png", "a0.jpg"]
+    for n in reversed(names):
+        touch(root / n)
+    first = rels(discover([root]))
+    assert first == sorted(first, key=lambda r: tuple(r.split("/")))
+    assert first == rels(discover([root]))
+
+
+def test_symlink_loop_does_not_hang_and_links_are_followed_once(tmp_path):
+    root = tmp_path / "in"
+    touch(root / "a/x.jpg")
+    os.symlink(root, root / "a" / "loop")  # a/loop -> in (an ancestor)
+    os.symlink(root / "a", root / "again")  # second route to a folder already walked
+    outside = tmp_path / "elsewhere"
+    touch(outside / "y.png")
+    os.symlink(outside, root / "linked")
+    os.symlink(tmp_path / "missing.jpg", root / "dangling.jpg")
+    disc = discover([root])
+    assert sorted(rels(disc)) == ["a/x.jpg", "linked/y.png"]
+
+
+def test_file_inputs_and_duplicates(tmp_path):
+    a = touch(tmp_path / "a.jpg")
+    note = touch(tmp_path / "readme.txt")
+    hidden = touch(tmp_path / ".explicit.png")
+    disc = discover([a, note, a, hidden])
+    assert rels(disc) == ["a.jpg", ".explicit.png"]  # asked for by name: kept even though hidden
+    assert disc.ignored == [note]
+
+
+def test_missing_input_is_a_problem_not_a_crash(tmp_path):
+    disc = discover([tmp_path / "nope"])
+    assert disc.found == [] and len(disc.problems) == 1
+    assert "nope" in str(disc.problems[0]) and "no such" in disc.problems[0].reason
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list any folder")
+def test_unreadable_folder_is_reported(tmp_path):
+    root = tmp_path / "in"
+    touch(root / "ok.jpg")
+    locked = root / "locked"
+    touch(locked / "x.jpg")
+    locked.chmod(0)
+    try:
+        disc = discover([root])
+    finally:
+        locked.chmod(0o755)
+    assert rels(disc) == ["ok.jpg"]
+    assert [p.path for p in disc.problems] == [locked]
+
+
+def test_names_and_formats():
+    assert is_image_name("X.JpEg") and is_image_name("a.b.tif") and not is_image_name("a.tif.xmp")
+    assert out_base(Path("/o"), Path("s/a.b.jpg")) == Path("/o/s/a.b")
+
+
+def test_output_claims_refuse_second_owner_and_inputs(tmp_path):
+    a, b = tmp_path / "in/a.jpg", tmp_path / "in/a.png"
+    claims = OutputClaims([a, b])
+    claims.claim(a, [tmp_path / "out/a.png"])
+    with pytest.raises(ImageError) as e:
+        claims.claim(b, [tmp_path / "out/A.png"])  # differs only by case: same file on SMB/macOS
+    assert str(e.value).startswith(str(b)) and "already produced from" in str(e.value)
+    with pytest.raises(ImageError, match="would overwrite an input"):
+        claims.claim(a, [b])
+    claims.claim(b, [tmp_path / "out/b.png"])  # a refused claim reserved nothing

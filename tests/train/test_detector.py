@@ -1,0 +1,122 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oldphoto import registry
+from oldphoto.archs import build
+from oldphoto.errors import WeightsError
+from oldphoto.train import detector as D
+
+
+def _photo(rng, h, w):
+    """A smooth synthetic 'photo': gradients and a few soft discs."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.3 + 0.4 * xx, 0.2 + 0.5 * yy, 0.5 + 0.3 * xx * yy], -1)
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0, 1, 3) * [1, 1, 0.3]
+        img += 0.2 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (r + 0.05) ** 2))[..., None] * rng.uniform(-1, 1, 3)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(_photo(rng, 120, 160)).save(root / f"p{i}.png")
+    return root
+
+
+def _cfg(corpus, out, steps):
+    return D.Config(out=str(out), corpus=str(corpus), base=4, levels=2, blocks=1, crop=32, batch=2, steps=steps,
+                    val_every=2, val_count=2, val_size=32, warmup=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "det"
+    first = D.run(_cfg(corpus, out, 3), lambda m: None)
+    return out, first
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32) * 0.3 + 0.35
+    y = torch.zeros(4, 1, 32, 32)
+    for i, col in enumerate((4, 11, 19, 27)):
+        y[i, :, :, col] = 1
+        x[i, :, :, col] = 0.95 if i % 2 else 0.05  # bright and dark scratches
+    model = build(D.ARCH, channels=(8, 16), blocks=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    cfg = D.Config(dice_weight=0.5)
+    losses = []
+    for _ in range(30):
+        terms = D.detector_loss(model(x), y, cfg)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        losses.append(terms["total"].item())
+    assert set(terms) == {"bce", "dice", "total"}
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_run_writes_logs_checkpoints_and_samples(tiny_run):
+    out, res = tiny_run
+    assert res["step"] == 3
+    for name in ("ckpt.pt", "best.pt", "config.json", "log.jsonl"):
+        assert (out / name).is_file(), name
+    assert (out / "samples" / "step000002.png").is_file()
+    recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "total" in r] == [1, 2, 3]
+    assert any("val" in r and 0 <= r["val"]["f1_tol"] <= 1 for r in recs)
+
+
+def test_resume_continues_the_step_count(tiny_run, corpus):
+    out, _ = tiny_run
+    messages = []
+    res = D.run(_cfg(corpus, out, 5), messages.append)
+    assert res["step"] == 5
+    assert any("resumed" in m and "step 3" in m for m in messages)
+    recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "total" in r] == [1, 2, 3, 4, 5]
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 5
+
+
+def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, tmp_path, monkeypatch):
+    out, _ = tiny_run
+    wdir = tmp_path / "weights"
+    path = D.export(out, "det-test", weights_dir=wdir, eval_cfg=D.EvalConfig(corpus=str(corpus), count=2, size=32))
+    entry = json.loads((wdir / "MANIFEST.json").read_text())["models"]["det-test"]
+    assert entry["arch"] == D.ARCH and entry["file"] == path.name
+    meta = entry["meta"]
+    assert 0 < meta["threshold"] < 1
+    assert {"learned", "classical"} <= set(meta["metrics"]) and "size" in meta["metrics"]["classical"]
+    assert meta["config"]["base"] == 4 and meta["steps"] >= 2 and meta["data"]["split_seed"] == 0
+
+    monkeypatch.setattr(registry, "weights_dir", lambda: wdir)
+    registry.entries.cache_clear()
+    try:
+        loaded = registry.load("det-test")
+        model, _ = D._load_best(out)
+        x = torch.rand(1, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), model(x), atol=1e-6)
+        path.write_bytes(path.read_bytes() + b"\0")
+        with pytest.raises(WeightsError, match="sha256"):
+            registry.load("det-test")
+    finally:
+        registry.entries.cache_clear()
+
+
+def test_classical_baseline_finds_clear_scratches():
+    x = torch.full((2, 3, 48, 48), 0.5)
+    y = torch.zeros(2, 1, 48, 48)
+    x[0, :, 20, :] = 0.9
+    y[0, :, 20, :] = 1
+    x[1, :, :, 30:32] = 0.1
+    y[1, :, :, 30:32] = 1
+    best = D.score_classical(x, y)
+    assert best["f1_tol"] > 0.95 and best["size"] >= 3

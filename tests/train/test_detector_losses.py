@@ -1,0 +1,49 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oldphoto.train.losses import balanced_bce, focal_loss, soft_dice_loss
+
+
+def _case():
+    target = torch.zeros(1, 1, 10, 10)
+    target[..., 0, :] = 1  # 10 % defect pixels
+    logits = torch.zeros(1, 1, 10, 10)  # p = 0.5 everywhere: every pixel costs log 2
+    logits[..., 5:, :] = 2.0  # intact pixels wrongly leaning to "defect": cost softplus(2)
+    return logits, target
+
+
+def test_hed_weights_defects_by_intact_share_and_paper_the_other_way():
+    logits, target = _case()
+    a = 0.1
+    c_pos, c_neg_0, c_neg_2 = math.log(2), math.log(2), F.softplus(torch.tensor(2.0)).item()
+    neg = 40 * c_neg_0 + 50 * c_neg_2
+    hed = ((1 - a) * 10 * c_pos + a * neg) / ((1 - a) * 10 + a * 90)
+    paper = (a * 10 * c_pos + (1 - a) * neg) / (a * 10 + (1 - a) * 90)
+    assert balanced_bce(logits, target, "hed").item() == pytest.approx(hed, rel=1e-5)
+    assert balanced_bce(logits, target, "paper").item() == pytest.approx(paper, rel=1e-5)
+    assert balanced_bce(logits, target, "none").item() == pytest.approx((10 * c_pos + neg) / 100, rel=1e-5)
+
+
+def test_clean_image_still_penalises_false_alarms_under_hed():
+    target = torch.zeros(1, 1, 8, 8)
+    assert balanced_bce(torch.full((1, 1, 8, 8), 3.0), target, "hed") > balanced_bce(
+        torch.full((1, 1, 8, 8), -3.0), target, "hed")
+
+
+def test_dice_and_focal_are_small_for_good_predictions():
+    _, target = _case()
+    good = target * 20 - 10
+    assert soft_dice_loss(good, target).item() < 1e-3
+    assert soft_dice_loss(-good, target).item() > 0.9
+    bce = F.binary_cross_entropy_with_logits(good * 0.1, target)
+    assert focal_loss(good * 0.1, target).item() < bce.item()
+
+
+def test_losses_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(1, 1, 4, 4\) and \(1, 1, 4, 5\)"):
+        balanced_bce(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+    with pytest.raises(ValueError, match="mode"):
+        balanced_bce(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), "median")
