@@ -65,15 +65,12 @@ def main() -> None:
 # --------------------------------------------------------------------------------------------------- display
 
 class _RateColumn(ProgressColumn):
-    """Items per second of a task (files or tiles), from rich's moving speed estimate."""
-
-    def __init__(self, unit: str):
-        super().__init__()
-        self.unit = unit
+    """Items per second of a task, in the unit stored in the task's fields (files, tiles)."""
 
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.2f} {self.unit}/s", style="progress.data.speed")
+        unit = task.fields.get("unit", "")
+        return Text("" if speed is None else f"{speed:.2f} {unit}/s", style="progress.data.speed")
 
 
 class QuietDisplay:
@@ -129,14 +126,20 @@ class PlainDisplay(QuietDisplay):
 
     def summary(self, report: Report) -> None:
         t = report.totals()
-        table = Table(title=f"oldphoto {__version__} - {report.out_dir}", title_justify="left")
-        for col in ("status", "files"):
-            table.add_column(col, justify="right" if col == "files" else "left")
-        for status in ("done", "skipped", "failed", "interrupted", "pending"):
-            if t[status] or status in ("done", "skipped", "failed"):
-                table.add_row(status, str(t[status]))
-        table.add_row("megapixels", f"{t['megapixels']:.2f}")
-        table.add_row("seconds", f"{t['seconds']['wall']:.1f}")
+        table = Table(title=f"oldphoto {__version__}: {report.out_dir}", title_justify="left")
+        table.add_column("status")
+        for col in ("files", "megapixels", "seconds"):
+            table.add_column(col, justify="right")
+        done = [r for r in report.results if r.status == "done"]
+        table.add_row("done", str(t["done"]), f"{t['megapixels']:.2f}",
+                      f"{sum(sum(r.seconds.values()) for r in done):.1f}")
+        for status in ("skipped", "failed", "interrupted", "pending"):
+            if t[status] or status != "pending" and status != "interrupted":
+                table.add_row(status, str(t[status]), "", "")
+        rate = t["megapixels_per_second"]
+        table.add_section()
+        table.add_row("run", str(t["files"]), f"{rate:.3f}/s" if rate is not None else "",
+                      f"{t['seconds']['wall']:.1f}")
         console = Console(highlight=False)
         console.print(table)
         failed = [r for r in report.results if r.status == "failed"]
@@ -153,7 +156,7 @@ class RichDisplay(PlainDisplay):
         super().__init__()
         self.console = Console(stderr=True, highlight=False)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
-                                 BarColumn(), MofNCompleteColumn(), _RateColumn("{task.fields[unit]}"),
+                                 BarColumn(), MofNCompleteColumn(), _RateColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                  console=self.console, transient=False)
         self._files: TaskID | None = None
@@ -201,12 +204,6 @@ def _make_display(quiet: bool) -> QuietDisplay:
 
 
 # --------------------------------------------------------------------------------------------------- restore
-
-def _check_device(ctx, param, value: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
-    return value
-
 
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
     """The scans are masters: outputs never go into an input folder (nor replace it)."""
@@ -257,7 +254,6 @@ class _StopFlag:
 class _Job:
     index: int  # position in the report
     found: Found
-    decision: Decision
 
 
 def _short(e: BaseException) -> str:
@@ -281,8 +277,7 @@ def _rel_str(rel: Path) -> str:
 @click.option("--only-mask", is_flag=True, help="Write defect masks and overlays only.")
 @click.option("--colorize", is_flag=True, help="Add colour to grayscale photos.")
 @click.option("--upscale", type=click.Choice(["1", "2", "4"]), default=str(_DEFAULT.upscale), show_default=True)
-@click.option("--device", default=_DEFAULT.device, show_default=True, callback=_check_device,
-              help="auto | cpu | cuda | cuda:N")
+@click.option("--device", default=_DEFAULT.device, show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULT_TILE.batch_size, show_default=True,
               help="Tiles per forward pass.")
 @click.option("--tile", type=click.Choice([str(t) for t in TILE_SIZES]), default=str(_DEFAULT_TILE.size),
@@ -314,10 +309,6 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
     display = _make_display(quiet)
     code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
     ctx.exit(code)
@@ -330,39 +321,46 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     t0 = time.monotonic()
     report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=dataclasses.asdict(cfg),
                     started=now_iso())
+    # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
     try:
+        dev = pipeline.resolve_device(cfg.device)
+    except OldPhotoError as e:
+        raise click.UsageError(str(e)) from None  # e.g. --device cuda on a machine without CUDA
+    try:
+        models = pipeline.load_models(cfg, dev)
+    except OldPhotoError as e:
+        raise RunError(str(e)) from None
+    report.device = str(dev)
+    report.models = models.describe()
+    report.fingerprint = fp = fingerprint(cfg.output_settings(), report.models)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
         lock.acquire()
     except LockHeld as e:
         raise RunError(str(e)) from None
+    except OSError as e:
+        raise RunError(f"{out}: cannot create or lock the output folder ({e.strerror or e})") from None
     stop = _StopFlag(display)
     state: RunState | None = None
     try:
         if lock.took_over is not None:
             display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
         try:
-            dev = pipeline.resolve_device(cfg.device)
-        except OldPhotoError as e:
-            raise click.UsageError(str(e)) from None  # e.g. --device cuda on a machine without CUDA
-        try:
-            models = pipeline.load_models(cfg, dev)
             state = RunState.open(out)
-        except (OldPhotoError, StateError) as e:
+        except StateError as e:
             raise RunError(str(e)) from None
-        report.device = str(dev)
-        report.models = models.describe()
-        report.fingerprint = fp = fingerprint(cfg.output_settings(), report.models)
         if state.dropped_torn_line:
             display.note("note: the previous run stopped while saving its state; its last file will be redone")
-
-        jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline)
-        skipped = sum(r.status == "skipped" for r in report.results)
-        display.start(report, len(jobs), skipped)
         stop.install()
         try:
+            jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline, stop)
+            display.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
             _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline)
         except KeyboardInterrupt:
             report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
+        if stop():
+            report.interrupted = True
     finally:
         stop.restore()
         display.close()
@@ -374,6 +372,8 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         finally:
             try:
                 report.write(report_path)
+            except OSError as e:
+                raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
                 lock.release()
     display.summary(report)
@@ -383,9 +383,9 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, report: Report,
-          display: QuietDisplay, pipeline: types.ModuleType) -> list[_Job]:
+          display: QuietDisplay, pipeline: types.ModuleType, stop: _StopFlag) -> list[_Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
-    settled here, before any model runs."""
+    settled here, before any model runs. After a stop request the remaining files are left "pending"."""
     disc = discover(inputs)
     for p in disc.ignored:
         display.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
@@ -394,6 +394,8 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
     for found in disc.found:
         result = FileResult(source=str(found.src), relative=_rel_str(found.rel))
         report.results.append(result)
+        if stop():
+            continue
         try:
             # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
             planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg)
@@ -423,7 +425,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
         else:
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
-            jobs.append(_Job(len(report.results) - 1, found, decision))
+            jobs.append(_Job(len(report.results) - 1, found))
     for problem in disc.problems:
         report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
                                          error=problem.reason))
@@ -467,8 +469,6 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in finished:
                 _collect(fut, running.pop(fut), out, fp, state, report, display)
-        if stop():
-            report.interrupted = True
     except KeyboardInterrupt:
         for job in running.values():
             report.results[job.index].status = "interrupted"
@@ -653,7 +653,8 @@ def _describe_config(cls: type) -> str:
     w = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
     lines = [f"{cls.__module__}.{cls.__qualname__} (set with --set KEY=VALUE):"]
     for name, tp, default, note in rows:
-        lines.append((f"  {name:<{w[0]}}  {tp:<{w[1]}}  = {default:<{w[2]}}" + (f"  # {note}" if note else "")).rstrip())
+        line = f"  {name:<{w[0]}}  {tp:<{w[1]}}  = {default:<{w[2]}}" + (f"  # {note}" if note else "")
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 

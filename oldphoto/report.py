@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .io.atomic import atomic_output
 
 # done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
 # ("interrupted") and the files it never reached ("pending").
@@ -77,19 +76,10 @@ class Report:
     def write(self, path: Path) -> None:
         """Write the report as JSON atomically (temp file in the same folder, fsync, os.replace)."""
         path = Path(path)
+        data = (json.dumps(self.to_dict(), indent=2, default=str) + "\n").encode()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; the file is meant to be read by others
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2, default=str)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as f:
+            f.write(data)
 
 
 def load(path: Path) -> dict:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Iterable
 
 from .errors import OldPhotoError
+from .io import read_source_sha256
+from .io.atomic import atomic_output
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -37,14 +38,6 @@ def fingerprint(settings: dict, models: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class SourceId:
     size: int
@@ -54,7 +47,7 @@ class SourceId:
     @classmethod
     def of(cls, path: Path, with_hash: bool = False) -> "SourceId":
         st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns, sha256_of(path) if with_hash else None)
+        return cls(st.st_size, st.st_mtime_ns, read_source_sha256(path) if with_hash else None)
 
 
 @dataclass(frozen=True)
@@ -154,19 +147,10 @@ class RunState:
 
     def compact(self) -> None:
         """Rewrite the file with one line per record, atomically."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_NAME}.", suffix=".tmp", dir=self.out_dir)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; the file is meant to be read by others
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"oldphoto_state": STATE_FORMAT}) + "\n")
-                for rel in sorted(self.records):
-                    f.write(self.records[rel].to_json(rel) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        lines = [json.dumps({"oldphoto_state": STATE_FORMAT})]
+        lines += [self.records[rel].to_json(rel) for rel in sorted(self.records)]
+        with atomic_output(self.path) as f:
+            f.write(("\n".join(lines) + "\n").encode("utf-8"))
 
     def close(self) -> None:
         if self._journal is not None:
@@ -206,7 +190,7 @@ class RunState:
         refreshed = None
         if (now.size, now.mtime_ns) != (rec.size, rec.mtime_ns):
             # Size equal but mtime moved (a copy, a touch): the content decides, read once to hash it.
-            same_content = now.size == rec.size and rec.sha256 is not None and sha256_of(src) == rec.sha256
+            same_content = now.size == rec.size and rec.sha256 is not None and read_source_sha256(src) == rec.sha256
             if not same_content:
                 if not same_path:
                     return Decision("conflict", f"the existing outputs were made from another file, {rec.source}")

@@ -1,5 +1,6 @@
 """The command line with click's CliRunner. Most tests replace the models and process_file with a fast fake
-that writes recognisable bytes; test_cli_end_to_end.py runs the real pipeline."""
+that writes recognisable bytes; the end-to-end tests at the bottom run the real pipeline and io on real
+image files with stand-in models (identity restorer, a bright-pixel detector)."""
 
 import dataclasses
 import hashlib
@@ -129,8 +130,8 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--tile", "300"], "'300' is not one of"),
     (["--upscale", "3"], "'3' is not one of"),
     (["--overlap", "200"], "overlap must be in [0, 128]"),
-    (["--device", "gpu"], "expected auto, cpu, cuda or cuda:N"),
-    (["--jpeg-quality", "0"], "0<=x" if False else "1<=x<=100"),
+    (["--device", "gpu"], "unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
+    (["--jpeg-quality", "0"], "1<=x<=100"),
     (["--mask-threshold", "1.5"], "0<x<1"),
     (["--jobs", "0"], "x>=1"),
     (["--format", "gif"], "'gif' is not one of"),
@@ -330,15 +331,19 @@ def test_run_error_releases_the_lock(tmp_path, monkeypatch):
     out = tmp_path / "out"
     r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
     assert r.exit_code == 1 and r.stderr.startswith("error: weights/detector-v1.pt: weights file missing")
-    assert not (out / LOCK_NAME).exists()
+    assert not out.exists()  # a run that cannot start leaves no trace
 
 
-def test_first_ctrl_c_abandons_the_current_file_and_writes_the_report(tmp_path, fake):
+@pytest.mark.parametrize("signum, presses, code", [(signal.SIGINT, 1, 130), (signal.SIGTERM, 1, 143),
+                                                    (signal.SIGINT, 2, 130)])
+def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, fake, signum, presses, code):
     root, out = scans(tmp_path), tmp_path / "out"
 
     def interrupt_on_b(src, should_stop):
         if src.name == "b.PNG":
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(presses):
+                os.kill(os.getpid(), signum)
+                time.sleep(0.2)
             deadline = time.monotonic() + 10
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(0.01)  # the handler runs in the main thread
@@ -347,18 +352,19 @@ def test_first_ctrl_c_abandons_the_current_file_and_writes_the_report(tmp_path, 
 
     fake.before_write = interrupt_on_b
     r = run("restore", root, "--out", out, "--jobs", 1)
-    assert r.exit_code == 130, r.output
+    assert r.exit_code == code, r.output
     assert "stopping" in r.stderr
     d = report_of(out)
     assert d["interrupted"] is True
     assert [f["status"] for f in d["files"]] == ["done", "interrupted", "pending"]
     assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])  # nothing partial, lock released
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     # the next run picks up where this one stopped
     fake.before_write = None
     fake.calls.clear()
     assert run("restore", root, "--out", out).exit_code == 0
-    assert [p.name for p in fake.calls] == ["b.PNG", "c.tif"]
+    assert sorted(p.name for p in fake.calls) == ["b.PNG", "c.tif"]
 
 
 def test_jobs_keep_several_files_in_flight(tmp_path, fake):
@@ -375,6 +381,18 @@ def test_jobs_keep_several_files_in_flight(tmp_path, fake):
     r = run("restore", root, "--out", tmp_path / "out", "--jobs", 2)
     assert r.exit_code == 0, r.output
     assert [f["relative"] for f in report_of(tmp_path / "out")["files"]] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+
+
+def test_terminal_gets_progress_bars_and_summary(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich treats the captured stream as a terminal
+    monkeypatch.setenv("COLUMNS", "120")
+    root = scans(tmp_path)
+    put(root / "z.jpg", b"BAD")
+    r = run("restore", root, "--out", tmp_path / "out")
+    assert r.exit_code == 1
+    assert "files" in r.stderr and "4/4" in r.stderr and "files/s" in r.stderr and "ETA" in r.stderr
+    assert f"error: {root / 'z.jpg'}: not a decodable image" in r.stderr
+    assert "megapixels" in r.stdout and f"failed: {root / 'z.jpg'}: not a decodable image" in r.stdout
 
 
 def test_explicit_non_image_is_noted_not_failed(tmp_path, fake):
@@ -479,3 +497,89 @@ def test_synth_writes_examples_from_the_corpus(tmp_path, monkeypatch):
     written = sorted(Path(p).name for p in r.stdout.split())
     assert written == sorted(f"synth_3_{k:04d}{s}" for k in range(2) for s in (".png", ".mask.png", ".clean.png"))
     assert all(Image.open(out / n).size == (32, 32) for n in written)
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+
+class IdentityRestorer:
+    def __call__(self, tiles, mask):
+        return tiles.clone()
+
+
+class WhiteDetector:
+    """Probability 1 where all channels are above 0.98 (the "scratches" painted below)."""
+
+    threshold = 0.5
+
+    def __call__(self, tiles):
+        return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
+
+
+@pytest.fixture
+def stand_in_models(monkeypatch):
+    def load(cfg, device):
+        return pipeline.Models(detector=WhiteDetector(), restorer=None if cfg.only_mask else IdentityRestorer())
+
+    monkeypatch.setattr(pipeline, "load_models", load)
+
+
+def real_scans(tmp_path):
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "scans"
+    (root / "box 2").mkdir(parents=True)
+    rgb16 = rng.integers(0, 60000, (70, 90, 3), dtype=np.uint16)
+    rgb16[10:12, :, :] = 65535  # a bright horizontal scratch
+    tifffile.imwrite(root / "box 2" / "portrait.tif", rgb16, photometric="rgb")
+    gray8 = rng.integers(0, 240, (50, 40), dtype=np.uint8)
+    gray8[:, 5] = 255
+    Image.fromarray(gray8, "L").save(root / "street.png")
+    (root / "Thumbs.db").write_bytes(b"\0" * 64)
+    (root / "street.xmp").write_text("<x/>")
+    (root / "torn.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root, rgb16, gray8
+
+
+def test_end_to_end_with_the_real_pipeline(tmp_path, stand_in_models):
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    root, rgb16, gray8 = real_scans(tmp_path)
+    out = tmp_path / "out"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    r = run("restore", root, "--out", out, "--tile", 128, "--overlap", 16, "--device", "cpu")
+    assert r.exit_code == 1, r.output  # torn.jpg fails alone
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert sorted(files) == ["box 2/portrait.tif", "street.png", "torn.jpg"]
+    assert files["torn.jpg"]["status"] == "failed" and f"error: {root / 'torn.jpg'}: " in r.stderr
+    for rel, (w, h) in {"box 2/portrait.tif": (90, 70), "street.png": (40, 50)}.items():
+        f = files[rel]
+        assert f["status"] == "done" and (f["width"], f["height"]) == (w, h) and f["outputs"] == [str(out / rel)]
+        assert f["mask_coverage"] > 0 and f["seconds"]
+    # the identity restorer gives back the input exactly, bit depth and layout kept
+    assert np.array_equal(tifffile.imread(out / "box 2" / "portrait.tif"), rgb16)
+    assert np.array_equal(np.asarray(Image.open(out / "street.png")), gray8)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()} == before
+
+    r = run("restore", root, "--out", out, "--tile", 128, "--overlap", 16, "-q")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1  # only torn.jpg again
+    assert [files["status"] for files in report_of(out)["files"]] == ["skipped", "skipped", "failed"]
+
+
+def test_end_to_end_only_mask(tmp_path, stand_in_models):
+    import numpy as np
+    from PIL import Image
+
+    root, rgb16, gray8 = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "masks"
+    r = run("restore", root, "--out", out, "--only-mask", "--mask-dilate", 0, "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    mask = np.asarray(Image.open(out / "box 2" / "portrait.mask.png"))
+    assert mask.shape == (70, 90) and np.array_equal(mask == 255, (rgb16 == 65535).all(axis=2))
+    assert (out / "street.overlay.jpg").exists()

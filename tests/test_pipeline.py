@@ -253,16 +253,22 @@ def test_should_stop_abandons_without_output(tmp_path):
         return len(calls) > 1  # let one band through, then ask to stop
 
     out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    events: list[Event] = []
     with pytest.raises(KeyboardInterrupt):
-        process_file(src, out_dir / "d", cfg(), Models(restorer=Identity()), should_stop=stop)
-    assert files_in(out_dir) == [] if out_dir.exists() else True
+        process_file(src, out_dir / "d", cfg(), Models(restorer=Identity()), on_event=events.append,
+                     should_stop=stop)
+    assert len(calls) == 2
+    assert 0 < events[-1].done < events[-1].total  # it stopped between bands, not at the end
+    assert files_in(out_dir) == []
 
 
 def test_stage_error_propagates_and_leaves_nothing(tmp_path):
     src = write_tiff(tmp_path / "e.tif", random_image(50, 50, 3, np.uint8))
+    (tmp_path / "out").mkdir()
     with pytest.raises(RuntimeError, match="on purpose"):
         process_file(src, tmp_path / "out" / "e", cfg(), Models(restorer=Boom()))
-    assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == []
+    assert files_in(tmp_path / "out") == []
 
 
 def test_stage_with_wrong_output_shape_is_named(tmp_path):
@@ -322,7 +328,7 @@ def test_events_count_every_tile(tmp_path):
     process_file(src, tmp_path / "ev", cfg(), Models(restorer=Identity()), on_event=events.append)
     assert events[0].kind == "file_start" and events[-1].kind == "file_done"
     total = events[0].total
-    assert total == 4  # 2 x 2 tiles of 128 for 200 x 250
+    assert total == 2 * 3  # tiles of 128 overlapping >= 32: 2 rows for 200 px, 3 columns for 250 px
     tiles = [e.done for e in events if e.kind == "tiles"]
     assert tiles == sorted(tiles) and tiles[-1] == total
     assert events[-1].done == total
@@ -397,3 +403,120 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(OldPhotoError, match="not available"):
             resolve_device("cuda:0")
+
+
+def test_real_stage_wrappers_run_end_to_end(tmp_path):
+    # The project's own stage classes (random small networks) plugged into the engine: contracts fit.
+    from oldphoto.archs import build
+    from oldphoto.stages.colorize import Colorizer
+    from oldphoto.stages.detect import Detector
+    from oldphoto.stages.restore import Restorer
+    from oldphoto.stages.upscale import Upscaler
+
+    torch.manual_seed(0)
+    det = Detector(build("unet_detector", channels=(4, 8, 8), blocks=1), 0.5)
+    restorer = Restorer(build("vae_encoder", latent=8, width=16, half_width=8, blocks=1),
+                        build("mapping", latent=8, width=16, blocks_pre=1, blocks_post=1),
+                        build("vae_decoder", latent=8, width=16, half_width=8, blocks=1))
+    upscaler = Upscaler(build("upscaler", channels=8, layers=2, scales=(2, 4)), 2)
+    colorizer = Colorizer(build("colorizer_unet", channels=(4, 8, 8), blocks=1), 64)
+    gray = random_image(90, 70, 1, np.uint16, seed=12)
+    src = write_tiff(tmp_path / "bw.tif", gray)
+    models = Models(detector=det, restorer=restorer, upscaler=upscaler, colorizer=colorizer)
+    res = process_file(src, tmp_path / "out" / "bw", cfg(colorize=True, upscale=2), models)
+    got = read_any(res.outputs[0])
+    assert got.shape == (180, 140, 3) and got.dtype == np.uint16
+    assert 0.0 <= res.mask_coverage <= 100.0
+    assert res.seconds["detect"] > 0 and res.seconds["restore"] > 0 and res.seconds["upscale"] > 0
+    assert res.seconds["colorize"] > 0
+
+    res = process_file(src, tmp_path / "out" / "bw", cfg(only_mask=True), Models(detector=det))
+    with Image.open(res.outputs[0]) as m:
+        assert m.size == (70, 90) and m.mode == "L"
+
+
+def test_never_overwrites_its_own_input(tmp_path):
+    img = random_image(20, 30, 3, np.uint8)
+    src = write_png(tmp_path / "same.png", img)
+    before = src.read_bytes()
+    with pytest.raises(ImageError, match="would overwrite the input"):
+        process_file(src, tmp_path / "same", cfg(), Models(restorer=ConvNet()))
+    assert src.read_bytes() == before
+
+
+def test_output_records_provenance(tmp_path):
+    import hashlib
+
+    from oldphoto import io as oio
+
+    src = write_tiff(tmp_path / "p.tif", random_image(30, 40, 3, np.uint16, seed=13))
+    res = process_file(src, tmp_path / "out" / "p", cfg(), Models(restorer=Identity()))
+    xmp = oio.read(res.outputs[0], 10**6).meta.xmp.decode()
+    assert hashlib.sha256(src.read_bytes()).hexdigest() in xmp
+    assert "p.tif" in xmp and "oldphoto" in xmp
+    assert "mask_dilate" in xmp and "Identity" in xmp  # settings and models of the run
+
+
+def test_load_models_loads_what_the_config_needs(tmp_path, monkeypatch):
+    import json
+
+    from oldphoto import registry
+    from oldphoto.archs import build
+    from oldphoto.pipeline import WEIGHT_NAMES, load_models
+
+    vae = {"latent": 8, "width": 16, "half_width": 8, "blocks": 1}
+    specs = {
+        WEIGHT_NAMES["detector"]: ("unet_detector", {"channels": [4, 8, 8], "blocks": 1}, {"threshold": 0.3}),
+        WEIGHT_NAMES["vae1"]: ("vae", vae, {}),
+        WEIGHT_NAMES["vae2"]: ("vae", vae, {}),
+        WEIGHT_NAMES["mapping"]: ("mapping", {"latent": 8, "width": 16, "blocks_pre": 1, "blocks_post": 1}, {}),
+        WEIGHT_NAMES["colorizer"]: ("colorizer_unet", {"channels": [4, 8, 8], "blocks": 1}, {"work_size": 64}),
+        WEIGHT_NAMES["upscaler"]: ("upscaler", {"channels": 8, "layers": 2, "scales": [2, 4]}, {}),
+    }
+    manifest = {"models": {}}
+    for name, (arch, kwargs, meta) in specs.items():
+        torch.manual_seed(0)
+        f = tmp_path / f"{name}.pt"
+        torch.save(build(arch, **kwargs).state_dict(), f)
+        manifest["models"][name] = {"arch": arch, "arch_kwargs": kwargs, "file": f.name,
+                                    "sha256": registry.sha256_file(f), "meta": meta}
+    (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
+    registry.entries.cache_clear()
+    threads = torch.get_num_threads()
+    try:
+        only = load_models(cfg(only_mask=True), "cpu")
+        assert only.detector.threshold == 0.3
+        assert (only.restorer, only.colorizer, only.upscaler) == (None, None, None)
+        full = load_models(cfg(colorize=True, upscale=4), "cpu")
+        d = full.describe()
+    finally:
+        registry.entries.cache_clear()
+        torch.set_num_threads(threads)
+    assert full.upscaler.scale == 4 and full.colorizer.work_size == 64
+    assert d["restorer"]["name"] == "+".join(WEIGHT_NAMES[k] for k in ("vae1", "mapping", "vae2"))
+    assert d["detector"]["sha256"] == manifest["models"][WEIGHT_NAMES["detector"]]["sha256"]
+    src = write_png(tmp_path / "ld.png", random_image(40, 60, 1, np.uint8))
+    res = process_file(src, tmp_path / "out" / "ld", cfg(colorize=True, upscale=4), full)
+    assert read_any(res.outputs[0]).shape == (160, 240, 3)
+
+
+def test_failed_second_output_removes_the_first(tmp_path, monkeypatch):
+    from oldphoto import io as oio
+
+    src = write_png(tmp_path / "two.png", _defect_photo())
+    real_write = oio.write
+    calls = []
+
+    def failing_second(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise ImageError(path, "disk full (simulated)")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(oio, "write", failing_second)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ImageError, match="disk full"):
+        process_file(src, tmp_path / "out" / "two", cfg(only_mask=True), Models(detector=BrightDetector()))
+    assert [p.name for p in calls] == ["two.mask.png", "two.overlay.jpg"]
+    assert files_in(tmp_path / "out") == []

@@ -1,4 +1,5 @@
 import json
+import os
 import stat
 
 import pytest
@@ -45,7 +46,7 @@ def test_write_is_atomic_json_with_every_field(tmp_path):
     assert first["mask_coverage"] == 1.25 and first["notes"] == ["CMYK converted to RGB"]
     assert d["files"][3]["error"] == "truncated JPEG" and d["totals"]["failed"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]  # no temp file left
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~current_umask()
 
 
 def test_failed_write_leaves_the_old_report_untouched(tmp_path):
@@ -67,3 +68,9 @@ class _Unserialisable:
 def test_unknown_status_is_refused():
     with pytest.raises(ValueError, match="status must be one of"):
         FileResult("/a", "a", "finished")
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -17,7 +17,8 @@ class Mapping(nn.Module):
 
     Local branch: residual blocks on [z, latent mask] (mask max-pooled to the latent grid, binarised at 0.5).
     Global branch: partial non-local attention whose result is fused under the mask (defect cells take the fused
-    value, intact cells keep the local features), then more residual blocks refine both. `use_global = False` switches the global branch off (ablation; not saved).
+    value, intact cells keep the local features), then more residual blocks refine both.
+    `use_global = False` switches the global branch off (ablation; not saved).
     """
 
     def __init__(self, latent: int = 64, width: int = 64, blocks_pre: int = 2, blocks_post: int = 2,

@@ -33,7 +33,8 @@ class PartialNonLocal(nn.Module):
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or m.dim() != 4 or m.shape[1] != 1 or m.shape[0] != x.shape[0] or m.shape[2:] != x.shape[2:]:
-            raise ValueError(f"expected features (B, C, h, w) and mask (B, 1, h, w), got {tuple(x.shape)} and {tuple(m.shape)}")
+            raise ValueError(f"expected features (B, C, h, w) and mask (B, 1, h, w), "
+                             f"got {tuple(x.shape)} and {tuple(m.shape)}")
         b, c, h, w = x.shape
         out = x.new_zeros(b, c, h * w)
         defect = m.flatten(1) > 0.5  # (B, hw)

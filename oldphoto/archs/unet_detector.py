@@ -52,7 +52,7 @@ class UNetDetector(nn.Module):
     blocks: 3x3 convs per encoder level (the decoder uses one fewer at full resolution where it is costliest).
     """
 
-    def __init__(self, channels: tuple[int, ...] | list[int] = (16, 32, 64, 96), blocks: int = 2):
+    def __init__(self, channels: tuple[int, ...] | list[int] = (12, 24, 48, 96, 128), blocks: int = 2):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) < 2 or min(channels) < 1:

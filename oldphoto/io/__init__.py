@@ -1,0 +1,20 @@
+"""Image I/O for oldphoto: read photos upright with their metadata, write derivatives atomically.
+
+Public API (see docs/ARCHITECTURE.md):
+    probe(path) -> ImageInfo                      header only
+    read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
+    write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
+    provenance_xmp(...) / read_source_sha256(path)
+    allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large
+"""
+
+from .buffers import allocate
+from .metadata import Metadata
+from .provenance import provenance_xmp, read_source_sha256
+from .reader import FORMATS, ImageInfo, Picture, probe, read, sniff, upright
+from .writer import WRITE_FORMATS, to_uint8, write
+
+__all__ = [
+    "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "allocate", "probe", "provenance_xmp",
+    "read", "read_source_sha256", "sniff", "to_uint8", "upright", "write",
+]

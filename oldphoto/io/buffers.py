@@ -14,16 +14,17 @@ DISK_THRESHOLD = 256 << 20  # bytes; larger buffers are memory-mapped temp files
 
 
 def allocate(shape: tuple[int, ...], dtype, tmp_dir: str | Path | None = None,
-             threshold: int = DISK_THRESHOLD) -> np.ndarray:
-    """Uninitialised array of `shape`/`dtype`: a plain ndarray up to `threshold` bytes, else a np.memmap
-    on an already-unlinked temp file in `tmp_dir` (default: the system temp folder), freed with the array.
+             threshold: int | None = None) -> np.ndarray:
+    """Uninitialised array of `shape`/`dtype`: a plain ndarray up to `threshold` bytes (default
+    DISK_THRESHOLD), else a np.memmap on an already-unlinked temp file in `tmp_dir` (default: the system
+    temp folder), freed with the array.
 
     Disk space is reserved up front (posix_fallocate), so a full disk raises OSError here instead of a
     SIGBUS while pixels are written.
     """
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes <= threshold:
+    if nbytes <= (DISK_THRESHOLD if threshold is None else threshold):
         return np.empty(shape, dtype)
     folder = str(tmp_dir) if tmp_dir is not None else tempfile.gettempdir()
     with tempfile.TemporaryFile(dir=folder, prefix=".oldphoto-buffer-") as f:

@@ -125,7 +125,7 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
         if tag in drop or tag in RESOLUTION_TAGS:
             del ifd.entries[tag]
     for tag, value in meta.tiff_tags.items():
-        if tag not in RESOLUTION_TAGS:
+        if tag not in RESOLUTION_TAGS and tag not in LAYOUT_TAGS and tag not in T.SUB_IFD_TAGS:
             ifd.entries[tag] = tag_entry(tag, value)
     for key, tag in PNG_TEXT_TO_TAG.items():
         if key in meta.text and tag not in ifd.entries:

@@ -17,8 +17,8 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEY = "XML:com.adobe.xmp"
 COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only PNG readers understand
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
-_IDAT_SIZE = 1 << 20
-_BAND_BYTES = 1 << 20  # raw bytes per encoded band of rows
+_IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
+_BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
 _METERS_PER_INCH = 0.0254
 
 
@@ -80,8 +80,11 @@ def _text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
     return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text
 
 
-def read_chunks(fh) -> PngChunks:
-    """Walk the chunks of an open PNG (skipping pixel data) up to IEND; ValueError when it is truncated."""
+def read_chunks(fh, header_only: bool = False) -> PngChunks:
+    """Walk the chunks of an open PNG (skipping pixel data) up to IEND; ValueError when it is truncated.
+
+    header_only: stop at the first IDAT (what probe() needs; chunks after the pixel data are not seen).
+    """
     size = fh.seek(0, 2)
     fh.seek(0)
     head = fh.read(33)
@@ -92,6 +95,8 @@ def read_chunks(fh) -> PngChunks:
         if len(hdr) < 8:
             raise ValueError(f"truncated: file ends at byte {size} before the IEND chunk")
         length, ctype = struct.unpack(">I4s", hdr)
+        if ctype == b"IDAT" and header_only:
+            return info
         end = pos + 8 + length + 4
         if end > size:
             raise ValueError(f"truncated: {ctype.decode('latin-1')} chunk at byte {pos} ends past the file's "
@@ -133,21 +138,29 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
 
 
 def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | None:
+    """Dots per inch from pHYs; a whole number when one maps to the same pixels per metre (300 dpi is
+    stored as 11811 px/m, which would read back as 299.9994)."""
     if phys is None or phys[2] != 1:
         return None  # unit 0 only gives the pixel aspect ratio
-    return (phys[0] * _METERS_PER_INCH, phys[1] * _METERS_PER_INCH)
+
+    def dpi(ppm: int) -> float:
+        whole = round(ppm * _METERS_PER_INCH)
+        return float(whole) if round(whole / _METERS_PER_INCH) == ppm else ppm * _METERS_PER_INCH
+
+    return (dpi(phys[0]), dpi(phys[1]))
 
 
-def decode16(data: bytes, header: PngHeader, trns: bytes | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode a 16-bit gray/RGB(A) PNG -> (pixels (H, W, C) uint16, alpha (H, W) uint16 or None).
+def decode16(data, header: PngHeader, trns: bytes | None, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a 16-bit gray/RGB(A) PNG into `out` -> (pixels (H, W, C) uint16, alpha (H, W) uint16 or None).
 
-    Pixels and alpha are views into one decoded array (no extra copy). A tRNS colour key becomes alpha.
+    data: the file's bytes (any buffer, e.g. a memory map of the file). out: (H, W, samples) uint16 buffer.
+    Pixels and alpha are views into `out` (no extra copy). A tRNS colour key becomes alpha.
     """
-    arr = imagecodecs.png_decode(data)
-    if arr.dtype != np.uint16:
-        raise ValueError(f"16-bit PNG decoded as {arr.dtype}")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
+    expected = (header.height, header.width, {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type])
+    if out.shape != expected or out.dtype != np.uint16:
+        raise ValueError(f"output buffer must be {expected} uint16, got {out.shape} {out.dtype}")
+    arr = imagecodecs.png_decode(data, out=out[:, :, 0] if expected[2] == 1 else out)
+    arr = arr.reshape(expected)
     c = arr.shape[2]
     if c in (2, 4):
         return arr[:, :, : c - 1], arr[:, :, c - 1]

@@ -30,7 +30,8 @@ class IfdError(ValueError):
     """The bytes do not hold a readable TIFF directory."""
 
 
-def _swap(typ: int, data: bytes) -> bytes:
+def swap_order(typ: int, data: bytes) -> bytes:
+    """Values of TIFF type `typ` with every item byte-swapped (BYTE, ASCII, UNDEFINED unchanged)."""
     unit = _SWAP_UNIT.get(typ)
     if unit is None or not data:
         return data
@@ -161,7 +162,7 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
         else:
             (where,) = struct.unpack(order + off_fmt, value_field)
             data = read_at(where, size)
-        entry = Entry(tag, typ, count, _swap(typ, data) if order == ">" else data)
+        entry = Entry(tag, typ, count, swap_order(typ, data) if order == ">" else data)
         if tag in follow and count == 1 and typ in (LONG, 13, LONG8, IFD8):
             child, _ = read_ifd(read_at, entry.ints()[0], order, bigtiff, follow=follow, _depth=_depth + 1)
             ifd.children[tag] = child
@@ -190,7 +191,7 @@ def serialize(ifd: Ifd, order: str, bigtiff: bool, base: int) -> bytes:
         if tag in children:
             continue
         e = ifd.entries[tag]
-        data = _swap(e.type, e.data) if order == ">" else e.data
+        data = swap_order(e.type, e.data) if order == ">" else e.data
         if len(data) <= field_size:
             fields[tag] = (e.type, e.count, data.ljust(field_size, b"\0"))
         else:

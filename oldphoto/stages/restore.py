@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import registry
+from ..errors import WeightsError
 from ..registry import WeightsEntry
 
 MULTIPLE = 4  # the latent grid is 1/4 of the tile
@@ -31,8 +32,17 @@ class Restorer:
 
     @classmethod
     def from_registry(cls, vae1: str, mapping: str, vae2: str, device: str | torch.device = "cpu") -> "Restorer":
-        """Load weights: `vae1` and `vae2` are "vae" entries (their encoder / decoder are used), `mapping` a "mapping"."""
+        """Load weights: `vae1` and `vae2` are "vae" entries (their encoder / decoder are used), `mapping` a "mapping".
+
+        The mapping only works with the VAEs it was trained with: their sha256 recorded in the mapping's meta must
+        match the entries given (WeightsError otherwise).
+        """
         e1, em, e2 = registry.get(vae1), registry.get(mapping), registry.get(vae2)
+        for key, entry in (("vae1", e1), ("vae2", e2)):
+            trained_with = em.meta.get(key, {}).get("sha256")
+            if trained_with is not None and trained_with != entry.sha256:
+                raise WeightsError(f"{mapping} was trained with {key} weights {trained_with[:12]}… but {entry.name} is "
+                                   f"{entry.sha256[:12]}…; re-export the mapping run (it publishes its own VAEs)")
         return cls(registry.load_entry(e1, device).encoder, registry.load_entry(em, device),
                    registry.load_entry(e2, device).decoder, (e1, em, e2))
 
@@ -45,7 +55,8 @@ class Restorer:
 
         Any H, W work (padded by reflection to a multiple of 4 and cropped back); square tiles are the usual case.
         """
-        if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[1] != 3 or not tiles.is_floating_point():
+        ok = isinstance(tiles, torch.Tensor) and tiles.dim() == 4 and tiles.shape[1] == 3
+        if not ok or not tiles.is_floating_point():
             shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
             raise ValueError(f"Restorer: expected float tiles (B, 3, H, W) in [0, 1], got {shape}")
         b, _, h, w = tiles.shape

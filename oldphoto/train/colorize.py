@@ -303,7 +303,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                 pred = predict_ab(model, val_lab[:, :1])
                 m = score(pred, val_lab)
                 jlog.write({"step": step, "val": m})
-                log(f"step {step} loss {float(terms['total']):.4f} val ab err {m['ab_err']:.2f} "
+                log(f"step {step} loss {float(terms['total'].detach()):.4f} val ab err {m['ab_err']:.2f} "
                     f"(gray {m['gray_ab_err']:.2f}, ratio {m['ab_err_ratio']:.3f}) colourfulness "
                     f"{m['colorfulness']:.1f}/{m['colorfulness_true']:.1f}")
                 n = min(6, len(val_lab))

@@ -69,20 +69,22 @@ class Canvas:
         self.img = Image.new("L", (w * SS, h * SS), 0)
         self.draw = ImageDraw.Draw(self.img)
 
-    def polyline(self, pts: np.ndarray, width: float, opac: np.ndarray | float) -> None:
-        """Points (N, 2) as (x, y) in image pixels; `opac` per segment (N-1,) or one value."""
+    def polyline(self, pts: np.ndarray, width: float | np.ndarray, opac: float | np.ndarray) -> None:
+        """Points (N, 2) as (x, y) in image pixels; `width` (px) and `opac` per segment (N-1,) or one value."""
         p = pts * SS
-        wpx = max(1, round(width * SS))
-        if np.isscalar(opac):
+        if np.isscalar(width) and np.isscalar(opac):
+            wpx = max(1, round(width * SS))
             self.draw.line([tuple(q) for q in p.tolist()], fill=int(opac * 255), width=wpx, joint="curve")
             return
-        fills = (np.asarray(opac) * 255).astype(int).tolist()
+        n = len(p) - 1
+        fills = (np.broadcast_to(np.asarray(opac, dtype=np.float64), (n,)) * 255).astype(int).tolist()
+        wpxs = np.maximum(1, np.round(np.broadcast_to(np.asarray(width, dtype=np.float64), (n,)) * SS)).astype(int)
         pl = p.tolist()
-        r = wpx / 2
-        for i, f in enumerate(fills):
+        for i, (f, wpx) in enumerate(zip(fills, wpxs.tolist())):
             self.draw.line([tuple(pl[i]), tuple(pl[i + 1])], fill=f, width=wpx)
             if wpx > 3:  # round joints so wide segments leave no notches
                 x, y = pl[i + 1]
+                r = wpx / 2
                 self.draw.ellipse([x - r, y - r, x + r, y + r], fill=f)
 
     def polygon(self, pts: np.ndarray, opac: float) -> None:
@@ -145,10 +147,11 @@ def scratches(img, alpha, rng, cfg: "DegradeConfig", u: float):
         turn = rng.uniform(0.0, 0.01) if straight else rng.uniform(0.03, 0.2)
         pts = random_walk(rng, h, w, length, step=max(3.0, length / 40), turn=turn, angle=angle)
         opac = _profile(rng, len(pts) - 1, _u(rng, cfg.scratch_opacity), rng.uniform(0, 0.9))
+        widths = width * (1 + rng.uniform(0, 0.5) * (_profile(rng, len(pts) - 1, 1.0, 1.0) - 0.5))  # +-25% at most
         key = (bright, soft)
         if key not in canv:
             canv[key] = Canvas(h, w)
-        canv[key].polyline(pts, width, opac)
+        canv[key].polyline(pts, widths, opac)
     for (bright, soft), c in canv.items():
         a = c.opacity(soften=0.25 * at_scale(cfg.scratch_width, u) + 0.3 if soft else 0.0)
         composite(img, alpha, a, _paper(rng) if bright else _dark(rng))

@@ -10,17 +10,17 @@ export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entr
 from __future__ import annotations
 
 import json
-import os
+import signal
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 
 from .. import registry
 from ..archs import build
@@ -51,12 +51,13 @@ class Config:
     focal_weight: float = 0.0  # weight of a focal term added to the cross-entropy (0: off)
     crop: int = 128  # training crop edge in pixels
     batch: int = 8  # crops per step
-    scale_min: float = 0.25  # crops are taken at a random zoom in [scale_min, scale_max] of the photo held at
-    scale_max: float = 1.0  # <= 1536 px (1: full detail; small: wide views where defects are relatively large)
+    scale_min: float = 0.25  # smallest zoom of a crop, relative to the photo held at <= 1536 px (wide views)
+    scale_max: float = 1.0  # largest zoom (1: full detail)
     p_invert: float = 0.15  # chance to invert a degraded crop (negatives; swaps the polarity of every defect)
-    p_gray: float = 0.3  # chance to feed a gray version (luminance is what the net sees anyway; adds variety)
+    p_gamma: float = 0.3  # chance of a random tone curve (gamma in gamma_range) on the degraded crop
+    gamma_range: tuple[float, float] = (0.6, 1.6)  # log-uniform; other scanners and prints, other mid-tones
     lr: float = 2e-3  # AdamW peak learning rate
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
     warmup: int = 200  # linear warm-up steps
     steps: int = 20000  # total steps
     decay_steps: int = 0  # the last decay_steps before `steps` go down linearly to lr/50 (0: constant lr)
@@ -100,11 +101,13 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def _augment(img: np.ndarray, rng: np.random.Generator, cfg: Config) -> np.ndarray:
-    """Photometric changes that keep the mask valid: inversion (negatives, swaps every defect's polarity), gray."""
+    """Photometric changes that keep the mask valid: inversion (negatives: every defect's polarity swaps) and a
+    monotonic tone curve."""
     if rng.random() < cfg.p_invert:
         img = 1.0 - img
-    if rng.random() < cfg.p_gray:
-        img = data.to_gray(img)
+    if rng.random() < cfg.p_gamma:
+        lo, hi = cfg.gamma_range
+        img = np.power(img, np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
     return img
 
 
@@ -196,7 +199,22 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the detector; returns {"step", "best": validation metrics, "out"}."""
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    stop = {"signal": None}
+    handler_before = None
+    if threading.current_thread() is threading.main_thread():
+        # `kill PID` (SIGTERM) ends a background run cleanly: finish the step, write the checkpoint, return.
+        handler_before = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    try:
+        return _train(cfg, log, lambda: stop["signal"] is not None)
+    finally:
+        torch.set_num_threads(threads_before)
+        if handler_before is not None:
+            signal.signal(signal.SIGTERM, handler_before)
+
+
+def _train(cfg: Config, log: Callable[[str], None], should_stop: Callable[[], bool]) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -233,6 +251,9 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         while step < cfg.steps:
             if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
                 log(f"time limit reached at step {step}")
+                break
+            if should_stop():
+                log(f"stopped by SIGTERM at step {step}")
                 break
             t0 = time.monotonic()
             lr = _lr_at(step, cfg)
@@ -304,7 +325,15 @@ def evaluate_model(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
 
 def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """Evaluate registered weights (or a run's best.pt) and the classical baseline on the fixed held-out set."""
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return _evaluate(cfg, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     if cfg.run:
         model, _ = _load_best(Path(cfg.run))
         what = f"{cfg.run}/best.pt"

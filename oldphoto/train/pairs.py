@@ -28,4 +28,5 @@ def pair_batch(pool: PhotoPool, rng: np.random.Generator, batch: int, size: int,
 
 def crop_batch(pool: PhotoPool, rng: np.random.Generator, batch: int, size: int) -> torch.Tensor:
     """`batch` random crops (B, 3, S, S) [0, 1] of the pool's photos, untouched (e.g. real old photos)."""
-    return torch.from_numpy(np.stack([pool.random_crop(rng, size) for _ in range(batch)])).permute(0, 3, 1, 2).contiguous()
+    crops = np.stack([pool.random_crop(rng, size) for _ in range(batch)])
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -117,3 +119,47 @@ def export_weights(state_dict: dict[str, torch.Tensor], name: str, arch: str, ar
         atomic_write_json(manifest_path, manifest)
     registry.entries.cache_clear()
     return path
+
+
+def command_line() -> str:
+    """The command that started this process (python -c scripts are named as such)."""
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("oldphoto", "cli.py", "__main__.py")) else sys.argv
+    prog = "oldphoto" if argv is not sys.argv else "python"
+    return " ".join([prog, *argv])
+
+
+def cosine_lr(base: float, final_fraction: float, progress: float) -> float:
+    """Cosine decay from base (progress 0) to base * final_fraction (progress >= 1)."""
+    p = min(max(progress, 0.0), 1.0)
+    return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def start_run_dir(out: Path, cfg_dict: dict, arch_keys: tuple[str, ...]) -> None:
+    """Create the run folder with config.json, or check that a resumed run keeps the same architecture."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())["config"]
+        changed = [k for k in arch_keys if old.get(k) != cfg_dict.get(k)]
+        if changed:
+            raise ValueError(f"{out}: cannot resume with a different architecture ({', '.join(changed)} changed)")
+    atomic_write_json(cfg_path, {"config": cfg_dict, "command": command_line()})
+
+
+def cli_equivalent(target: str, cfg_dict: dict, defaults: dict, skip: tuple[str, ...] = ("which",)) -> str:
+    """`oldphoto train TARGET --set k=v ...` for the fields of cfg_dict that differ from the defaults."""
+    sets = [f"--set {k}={v}" for k, v in cfg_dict.items() if k not in skip and defaults.get(k) != v]
+    return " ".join(["oldphoto train", target, *sets])
+
+
+def update_meta(name: str, key: str, value: Any, weights: Path | None = None) -> None:
+    """Set meta[key] = value in the MANIFEST.json entry `name` (which must exist); the weights are not touched."""
+    folder = Path(weights) if weights is not None else registry.weights_dir()
+    with _manifest_lock(folder):
+        manifest_path = folder / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text())
+        if name not in manifest.get("models", {}):
+            raise KeyError(f"{manifest_path}: no entry {name!r} to update")
+        manifest["models"][name].setdefault("meta", {})[key] = value
+        atomic_write_json(manifest_path, manifest)
+    registry.entries.cache_clear()

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +27,8 @@ from .degrade import DegradeConfig
 from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import crop_batch, pair_batch, stack_triples
-from .run_files import JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, save_grid, set_rng_state
+from .run_files import (JsonlLog, atomic_torch_save, cli_equivalent, cosine_lr, export_weights, rng_state, save_grid,
+                        set_rng_state, start_run_dir)
 
 WHICH = ("vae1", "vae2")
 
@@ -43,7 +43,7 @@ class Config:
     val_fraction: float = 0.15  # share of corpus photos held out for validation
     seed: int = 0  # crops, degradations and initialisation
     steps: int = 100_000  # upper bound on optimisation steps
-    minutes: float = 35.0  # wall-clock budget over all resumes (0: steps only); the lr decays over it
+    minutes: float = 35.0  # wall-clock budget over all resumes; the lr decays over it (0: steps only, constant lr)
     crop: int = 128  # training crop edge (multiple of 8)
     batch: int = 8  # crops per step
     gray_share: float = 0.45  # VAE2: share of gray crops (the degradation makes p_bw + p_toned = 0.45 gray)
@@ -73,7 +73,8 @@ class Config:
         if self.crop % 8 or self.val_size % 8:
             raise ValueError(f"crop and val_size must be multiples of 8, got {self.crop} and {self.val_size}")
         if self.batch < 1 or self.steps < 0 or self.minutes < 0:
-            raise ValueError(f"batch >= 1, steps >= 0, minutes >= 0 required, got {self.batch}, {self.steps}, {self.minutes}")
+            raise ValueError(f"batch >= 1, steps >= 0, minutes >= 0 required, "
+                             f"got {self.batch}, {self.steps}, {self.minutes}")
 
     @property
     def arch_kwargs(self) -> dict:
@@ -81,24 +82,6 @@ class Config:
 
     def run_dir(self) -> Path:
         return Path(self.out or f"runs/{self.which}")
-
-
-def cosine_lr(base: float, final_fraction: float, progress: float) -> float:
-    """Cosine decay from base (progress 0) to base * final_fraction (progress >= 1)."""
-    p = min(max(progress, 0.0), 1.0)
-    return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-def start_run_dir(out: Path, cfg_dict: dict, arch_keys: tuple[str, ...]) -> None:
-    """Create the run folder with config.json, or check that a resumed run keeps the same architecture."""
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
-    if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())["config"]
-        changed = [k for k in arch_keys if old.get(k) != cfg_dict.get(k)]
-        if changed:
-            raise ValueError(f"{out}: cannot resume with a different architecture ({', '.join(changed)} changed)")
-    atomic_write_json(cfg_path, {"config": cfg_dict, "command": " ".join(sys.argv)})
 
 
 def _images_for(cfg: Config, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -118,6 +101,39 @@ def validate(model: torch.nn.Module, images: torch.Tensor, chunk: int = 4) -> tu
     return metrics, recon
 
 
+def train_step(cfg: Config, model, disc, ldisc, opt_g, opt_d, images: torch.Tensor, real: torch.Tensor | None,
+               use_gan: bool) -> dict[str, float]:
+    """One optimisation step on images (B, 3, S, S) [0, 1] (real old photos, if any, appended at the end and also
+    given as `real`); updates the VAE, then the discriminators. Returns each loss term as a float."""
+    recon, mu, logvar = model(images)
+    parts = {"l1": F.l1_loss(recon, images), "kl": kl_normal(mu, logvar)}
+    loss = cfg.w_l1 * parts["l1"] + cfg.beta_kl * parts["kl"]
+    if use_gan:
+        parts["g_gan"] = lsgan_g_loss(disc(recon))
+        loss = loss + cfg.w_gan * parts["g_gan"]
+    if ldisc is not None and real is not None:
+        n_x = len(images) - len(real)
+        z_x, z_r = mu[:n_x], mu[n_x:]
+        # the encoder is rewarded for swapping the discriminator's labels: Z_X and Z_R become indistinguishable
+        parts["g_latent"] = 0.5 * (lsgan_g_loss(ldisc(z_x)) + ldisc(z_r).pow(2).mean())
+        loss = loss + cfg.w_latent_adv * parts["g_latent"]
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    if use_gan or (ldisc is not None and real is not None):
+        d_loss = torch.zeros(())
+        if use_gan:
+            parts["d_gan"] = lsgan_d_loss(disc(images), disc(recon.detach()))
+            d_loss = d_loss + parts["d_gan"]
+        if ldisc is not None and real is not None:
+            parts["d_latent"] = lsgan_d_loss(ldisc(z_r.detach()), ldisc(z_x.detach()))
+            d_loss = d_loss + parts["d_latent"]
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+    return {k: float(v.detach()) for k, v in parts.items()}
+
+
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the VAE in cfg.run_dir(); returns the last validation metrics and counters."""
     torch.set_num_threads(cfg.threads)
@@ -126,7 +142,9 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     pool = PhotoPool(train_paths)
-    real_pool = PhotoPool(list_photos(Path(cfg.real_old).expanduser())) if cfg.which == "vae1" and cfg.real_old else None
+    real_pool = None
+    if cfg.which == "vae1" and cfg.real_old:
+        real_pool = PhotoPool(list_photos(Path(cfg.real_old).expanduser()))
     if cfg.real_old and cfg.which != "vae1":
         log(f"real_old={cfg.real_old} ignored: only VAE1 sees real old photos")
     x_val, y_val, _ = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
@@ -182,9 +200,9 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     metrics: dict = {}
     while step < cfg.steps and (budget == 0 or elapsed < budget):
         t0 = time.monotonic()
-        progress = elapsed / budget if budget else step / max(cfg.steps, 1)
+        lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
         for group in opt_g.param_groups + opt_d.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, cfg.lr_final, progress)
+            group["lr"] = lr
         if cfg.which == "vae1":
             images = pair_batch(pool, rng, cfg.batch, cfg.crop)[0]
         else:
@@ -195,43 +213,15 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         if real is not None:
             images = torch.cat([images, real])
         use_gan = cfg.w_gan > 0 and step >= cfg.gan_start
-
-        recon, mu, logvar = model(images)
-        parts = {"l1": F.l1_loss(recon, images), "kl": kl_normal(mu, logvar)}
-        loss = cfg.w_l1 * parts["l1"] + cfg.beta_kl * parts["kl"]
-        if use_gan:
-            parts["g_gan"] = lsgan_g_loss(disc(recon))
-            loss = loss + cfg.w_gan * parts["g_gan"]
-        if ldisc is not None:
-            n_x = len(images) - len(real)
-            z_x, z_r = mu[:n_x], mu[n_x:]
-            # the encoder is rewarded for swapping the discriminator's labels: Z_X and Z_R become indistinguishable
-            parts["g_latent"] = 0.5 * (lsgan_g_loss(ldisc(z_x)) + ldisc(z_r).pow(2).mean())
-            loss = loss + cfg.w_latent_adv * parts["g_latent"]
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-
-        if use_gan or ldisc is not None:
-            d_loss = torch.zeros(())
-            if use_gan:
-                parts["d_gan"] = lsgan_d_loss(disc(images), disc(recon.detach()))
-                d_loss = d_loss + parts["d_gan"]
-            if ldisc is not None:
-                parts["d_latent"] = lsgan_d_loss(ldisc(z_r.detach()), ldisc(z_x.detach()))
-                d_loss = d_loss + parts["d_latent"]
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-        if not all(math.isfinite(float(v.detach())) for v in parts.values()):
-            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {({k: float(v) for k, v in parts.items()})}")
+        values = train_step(cfg, model, disc, ldisc, opt_g, opt_d, images, real, use_gan)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {values}")
         step += 1
         elapsed += time.monotonic() - t0
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
         if step % cfg.log_every == 0:
-            logf.write({"step": step, "elapsed": round(elapsed, 1), "lr": opt_g.param_groups[0]["lr"],
+            logf.write({"step": step, "elapsed": round(elapsed, 1), "lr": lr,
                         **{k: v / cfg.log_every for k, v in sums.items()}})
             sums = {}
         if step % cfg.val_every == 0:
@@ -273,10 +263,15 @@ def export(run_dir: str | Path, name: str, weights: Path | None = None) -> Path:
     total_steps = max((r["step"] for r in ckpt_log), default=best["step"])
     meta = {
         "role": "VAE1 (E_RX, G_RX): degraded/old photos" if cfg["which"] == "vae1" else "VAE2 (E_Y, G_Y): clean photos",
-        "command": info["command"], "config": cfg, "data": data_recipe(cfg), "seed": cfg["seed"],
+        "command": info["command"], "cli_equivalent": cli_equivalent(cfg["which"], cfg, _defaults()), "config": cfg,
+        "data": data_recipe(cfg), "seed": cfg["seed"],
         "steps": int(best["step"]), "steps_run_total": int(total_steps), "wall_minutes": round(best["elapsed"] / 60, 1),
         "validation": {"crops": cfg["val_n"], "size": cfg["val_size"], "seed": cfg["val_seed"],
                        "images": "degraded x" if cfg["which"] == "vae1" else "clean y", **best["metrics"]},
     }
     arch_kwargs = {k: cfg[k] for k in ("latent", "width", "half_width", "blocks")}
     return export_weights(best["state_dict"], name, "vae", arch_kwargs, meta, weights)
+
+
+def _defaults() -> dict:
+    return {f.name: f.default for f in fields(Config)}

@@ -11,6 +11,15 @@ from oldphoto.errors import WeightsError
 from oldphoto.train import detector as D
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Other jobs share the 2 cores; a second OpenMP thread then spins and makes tiny nets 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _photo(rng, h, w):
     """A smooth synthetic 'photo': gradients and a few soft discs."""
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)

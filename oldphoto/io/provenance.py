@@ -1,0 +1,207 @@
+"""Provenance of a derivative, recorded in XMP as archives expect: the source's packet is kept and gets
+an xmpMM:History event (action, softwareAgent, when, parameters), xmpMM:DerivedFrom (source file name and
+its XMP ids), new Document/Instance ids, and the source's SHA-256 (oldphoto:SourceSHA256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+from ..errors import ImageError
+
+OLDPHOTO_NS = "urn:oldphoto:xmp:1.0/"
+NS = {
+    "x": "adobe:ns:meta/",
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "xmp": "http://ns.adobe.com/xap/1.0/",
+    "xmpMM": "http://ns.adobe.com/xap/1.0/mm/",
+    "stEvt": "http://ns.adobe.com/xap/1.0/sType/ResourceEvent#",
+    "stRef": "http://ns.adobe.com/xap/1.0/sType/ResourceRef#",
+    "oldphoto": OLDPHOTO_NS,
+}
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+_PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
+_PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
+
+
+def _q(prefix: str, local: str) -> str:
+    return f"{{{NS[prefix]}}}{local}"
+
+
+def read_source_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (constant memory). Raises ImageError if it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk_size):
+                h.update(block)
+    except OSError as e:
+        raise ImageError(path, f"cannot read for checksum: {e.strerror or e}") from e
+    return h.hexdigest()
+
+
+def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
+    """(root element, {namespace uri: prefix as the packet wrote it})."""
+    body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise ImageError(source_name, "XMP packet declares a DTD or entities; refused")
+    try:
+        root = ET.fromstring(body)
+        prefixes: dict[str, str] = {}
+        for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
+            prefixes.setdefault(uri, prefix)
+    except ET.ParseError as e:
+        raise ImageError(source_name, f"XMP packet is not well-formed XML ({e})") from e
+    return root, prefixes
+
+
+def _pop_simple(descriptions: list[ET.Element], prop: str) -> str | None:
+    """Remove a simple property (attribute or element form) from every rdf:Description; return its first value."""
+    found = None
+    for d in descriptions:
+        if prop in d.attrib:
+            value = d.attrib.pop(prop)
+            found = found or value
+        for child in d.findall(prop):
+            found = found or (child.text or "").strip() or None
+            d.remove(child)
+    return found
+
+
+def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrib)
+    el.text = text
+    el.tail = "\n"
+    return el
+
+
+def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256: str, software: str,
+                   action: str = "derived", parameters: Mapping[str, object] | None = None,
+                   models: Mapping[str, object] | None = None, when: datetime | None = None) -> bytes:
+    """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
+
+    source_xmp: the source's packet (kept: every other property survives) or None.
+    action: "derived" when pixels changed (restoration), "converted" for a format change only.
+    parameters / models: settings and model names + weight SHA-256, stored as JSON in stEvt:parameters.
+    Raises ImageError(source_name, ...) when the source packet is not well-formed XML.
+    """
+    if not action or not action.isidentifier():
+        raise ValueError(f"action must be a word such as 'derived' or 'converted', got {action!r}")
+    when = when or datetime.now(timezone.utc)
+    if when.tzinfo is None:
+        raise ValueError("when must carry a time zone")
+    if source_xmp:
+        root, prefixes = _parse(source_xmp, source_name)
+    else:
+        root, prefixes = ET.Element(_q("x", "xmpmeta")), {}
+    if root.tag == _q("rdf", "RDF"):
+        wrapper = ET.Element(_q("x", "xmpmeta"))
+        wrapper.append(root)
+        root = wrapper
+    if root.tag != _q("x", "xmpmeta"):
+        raise ImageError(source_name, f"XMP packet root is {root.tag}, not x:xmpmeta or rdf:RDF")
+    rdf = root.find(_q("rdf", "RDF"))
+    if rdf is None:
+        rdf = ET.SubElement(root, _q("rdf", "RDF"))
+    descriptions = rdf.findall(_q("rdf", "Description"))
+    if not descriptions:
+        descriptions = [ET.SubElement(rdf, _q("rdf", "Description"), {_q("rdf", "about"): ""})]
+    target = descriptions[0]
+
+    source_instance = _pop_simple(descriptions, _q("xmpMM", "InstanceID"))
+    source_document = _pop_simple(descriptions, _q("xmpMM", "DocumentID"))
+    original = _pop_simple(descriptions, _q("xmpMM", "OriginalDocumentID")) or source_document
+    for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256")):
+        _pop_simple(descriptions, prop)
+    for d in descriptions:  # the source's own DerivedFrom describes its parent, not ours
+        for old in d.findall(_q("xmpMM", "DerivedFrom")):
+            d.remove(old)
+    history = next((h for d in descriptions for h in d.findall(_q("xmpMM", "History"))), None)
+
+    stamp = when.isoformat(timespec="seconds")
+    instance = f"xmp.iid:{uuid.uuid4()}"
+    _add(target, _q("xmpMM", "DocumentID"), f"xmp.did:{uuid.uuid4()}")
+    _add(target, _q("xmpMM", "InstanceID"), instance)
+    if original:
+        _add(target, _q("xmpMM", "OriginalDocumentID"), original)
+    _add(target, _q("xmp", "MetadataDate"), stamp)
+    derived = _add(target, _q("xmpMM", "DerivedFrom"), **{_q("rdf", "parseType"): "Resource"})
+    _add(derived, _q("stRef", "filePath"), source_name)
+    if source_document:
+        _add(derived, _q("stRef", "documentID"), source_document)
+    if source_instance:
+        _add(derived, _q("stRef", "instanceID"), source_instance)
+    _add(target, _q("oldphoto", "SourceFile"), source_name)
+    _add(target, _q("oldphoto", "SourceSHA256"), source_sha256)
+
+    if history is None:
+        history = _add(target, _q("xmpMM", "History"))
+    seq = history.find(_q("rdf", "Seq"))
+    if seq is None:
+        seq = _add(history, _q("rdf", "Seq"))
+    event = _add(seq, _q("rdf", "li"), **{_q("rdf", "parseType"): "Resource"})
+    _add(event, _q("stEvt", "action"), action)
+    _add(event, _q("stEvt", "instanceID"), instance)
+    _add(event, _q("stEvt", "when"), stamp)
+    _add(event, _q("stEvt", "softwareAgent"), software)
+    settings = {"settings": dict(parameters or {}), "models": dict(models or {})}
+    _add(event, _q("stEvt", "parameters"),
+         json.dumps(settings, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":")))
+    if action == "derived":
+        _add(event, _q("stEvt", "changed"), "/")  # the whole image changed
+
+    body = _serialize(root, prefixes)
+    return (f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{_PADDING}<?xpacket end="w"?>').encode()
+
+
+def _serialize(root: ET.Element, source_prefixes: dict[str, str]) -> str:
+    """XML text with the packet's own prefixes kept (ElementTree would rename them ns0, ns1 ...)."""
+    used: set[str] = set()
+    for el in root.iter():
+        for name in (el.tag, *el.attrib):
+            if name.startswith("{"):
+                used.add(name[1 : name.index("}")])
+    used.discard(_XML_NS)
+    prefixes: dict[str, str] = {}
+    taken: set[str] = set()
+    preferred = {uri: p for p, uri in NS.items()}
+    for uri in sorted(used, key=lambda u: (u not in source_prefixes, u)):
+        p = source_prefixes.get(uri) or preferred.get(uri) or "ns"
+        base, n = p, 1
+        while p in taken or not p:
+            p, n = f"{base or 'ns'}{n}", n + 1
+        prefixes[uri] = p
+        taken.add(p)
+
+    def qname(name: str) -> str:
+        if not name.startswith("{"):
+            return name
+        uri, local = name[1:].split("}", 1)
+        return f"xml:{local}" if uri == _XML_NS else f"{prefixes[uri]}:{local}"
+
+    out: list[str] = []
+
+    def emit(el: ET.Element, top: bool) -> None:
+        attrs = [f"xmlns:{p}={quoteattr(u)}" for u, p in prefixes.items()] if top else []
+        attrs += [f"{qname(k)}={quoteattr(v)}" for k, v in el.attrib.items()]
+        out.append(f"<{qname(el.tag)}" + "".join(" " + a for a in attrs))
+        if len(el) == 0 and not el.text:
+            out.append("/>")
+        else:
+            out.append(">" + escape(el.text or ""))
+            for child in el:
+                emit(child, False)
+            out.append(f"</{qname(el.tag)}>")
+        out.append(escape(el.tail or ""))
+
+    emit(root, True)
+    return "".join(out).strip()

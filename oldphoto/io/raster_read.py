@@ -1,0 +1,206 @@
+"""JPEG, PNG and WebP input: Pillow for 8-bit data, libpng (png.decode16) for 16-bit PNG.
+
+Pillow's plugin classes are used directly: Image.open would apply Pillow's own global pixel limit, while
+oldphoto checks its max_pixels itself before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+from . import png
+from . import tiff_ifd as T
+from .buffers import allocate
+from .cmyk import CmykConverter
+from .iptc import IPTC_RESOURCE, PNG_IPTC_KEY, from_png_text
+from .metadata import ORIENTATION, Metadata, dpi_from_tags, tags_from_ifd
+
+_OPENERS = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
+            "WEBP": WebPImagePlugin.WebPImageFile}
+# Pillow mode -> (mode each band is converted to, colour channels, alpha, note)
+_MODES = {
+    "1": ("L", 1, False, "1-bit converted to 8-bit gray"),
+    "L": (None, 1, False, None),
+    "LA": (None, 1, True, None),
+    "P": ("RGB", 3, False, "palette converted to RGB"),
+    "PA": ("RGBA", 3, True, "palette converted to RGB"),
+    "RGB": (None, 3, False, None),
+    "RGBA": (None, 3, True, None),
+    "CMYK": (None, 3, False, None),  # converted by CmykConverter
+    "I;16": (None, 1, False, None),
+}
+_TRANSPARENT = {"L": "LA", "RGB": "RGBA", "P": "RGBA", "1": "LA"}  # modes whose tRNS colour key means alpha
+_PNG16 = {0: (1, False, "I;16"), 2: (3, False, "RGB;16"), 4: (1, True, "LA;16"), 6: (3, True, "RGBA;16")}
+_BAND_BYTES = 16 << 20
+
+
+@dataclass
+class RasterPlan:
+    """What reading will produce, known from the header alone (same fields as TiffPlan)."""
+
+    fh: object
+    format: str
+    width: int
+    height: int
+    channels: int
+    dtype: np.dtype
+    alpha: bool
+    source_mode: str
+    orientation: int
+    meta: Metadata
+    image: Image.Image | None  # None for 16-bit PNG
+    convert_to: str | None
+    png_chunks: png.PngChunks | None = None  # 16-bit PNG: header and tRNS for the decoder
+    pages: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def decode(self, tmp_dir, allow_mmap: bool) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
+        notes = list(self.notes)
+        if self.image is None:
+            header = self.png_chunks.header
+            out = allocate((header.height, header.width, {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type]), np.uint16,
+                           tmp_dir)
+            with mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy of the file
+                pixels, alpha = png.decode16(data, header, self.png_chunks.trns, out)
+            return pixels, alpha, self.meta, notes
+        pixels, alpha = self._decode_pillow(tmp_dir, notes)
+        return pixels, alpha, self.meta, notes
+
+    def _decode_pillow(self, tmp_dir, notes: list[str]):
+        im = self.image
+        im.load()
+        w, h = im.size
+        pixels = allocate((h, w, self.channels), self.dtype, tmp_dir)
+        alpha = allocate((h, w), self.dtype, tmp_dir) if self.alpha else None
+        cmyk = CmykConverter(self.meta.icc, np.uint8) if im.mode == "CMYK" else None
+        step = max(1, _BAND_BYTES // (w * 4 * self.dtype.itemsize))
+        for y0 in range(0, h, step):
+            y1 = min(h, y0 + step)
+            part = im.crop((0, y0, w, y1))
+            if self.convert_to is not None:
+                part = part.convert(self.convert_to)
+            arr = np.asarray(part)
+            if cmyk is not None:
+                arr = cmyk(arr)
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
+            pixels[y0:y1] = arr[:, :, : self.channels]
+            if alpha is not None:
+                alpha[y0:y1] = arr[:, :, self.channels]
+        im.close()  # free Pillow's copy before the caller makes its own (e.g. for orientation)
+        if cmyk is not None:
+            notes.extend(cmyk.notes)
+            self.meta.icc = cmyk.icc_out
+        return pixels, alpha
+
+
+def _exif_fields(blob: bytes | None, notes: list[str]) -> tuple[bytes | None, dict[int, object], int]:
+    """(EXIF block without prefix or None if unusable, descriptive tags, orientation)."""
+    if not blob:
+        return None, {}, 1
+    blob = blob[6:] if blob.startswith(b"Exif\0\0") else blob
+    try:
+        ifd0, _, _ = T.parse_exif(blob)
+    except T.IfdError as e:
+        notes.append(f"EXIF block is malformed and was not kept ({e})")
+        return None, {}, 1
+    orientation = ifd0.entries[ORIENTATION].ints()[0] if ORIENTATION in ifd0.entries else 1
+    if not 1 <= orientation <= 8:
+        notes.append(f"invalid orientation {orientation} ignored")
+        orientation = 1
+    return blob, tags_from_ifd(ifd0), orientation
+
+
+def _check_riff_size(fh) -> None:
+    size = fh.seek(0, 2)
+    fh.seek(4)
+    (declared,) = struct.unpack("<I", fh.read(4))
+    if declared + 8 > size:
+        raise ValueError(f"truncated: the RIFF header gives {declared + 8} bytes but the file has {size}")
+
+
+def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
+    """pHYs, or the EXIF resolution when it agrees with pHYs (it is exact; pHYs is rounded to px/m)."""
+    from_phys, from_exif = png.dpi_from_phys(phys), dpi_from_tags(tags)
+    if from_exif is None:
+        return from_phys
+    if from_phys is None or png.phys_chunk(from_phys) == png.phys_chunk(from_exif):
+        return from_exif
+    return from_phys
+
+
+def _comment(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool = False) -> RasterPlan:
+    """What read() will produce; header_only (for probe) skips what lies after a PNG's pixel data."""
+    notes: list[str] = []
+    if fmt == "PNG":
+        fh.seek(0)
+        header = png.read_header(fh.read(33))
+        check_size(header.width, header.height)
+        chunks = png.read_chunks(fh, header_only)
+        if chunks.frames > 1:
+            raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
+        exif, tags, orientation = _exif_fields(chunks.exif, notes)
+        text = dict(chunks.text)
+        iptc = None
+        if PNG_IPTC_KEY in text:
+            iptc = from_png_text(text.pop(PNG_IPTC_KEY)) or None
+        meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, tiff_tags=tags, text=text,
+                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
+        if header.bit_depth == 16:
+            channels, alpha, mode = _PNG16[header.color_type]
+            alpha = alpha or (chunks.trns is not None and header.color_type in (0, 2))
+            return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
+                              orientation, meta, None, None, png_chunks=chunks, notes=notes)
+        fh.seek(0)
+        im = PngImagePlugin.PngImageFile(fh)
+    else:
+        if fmt == "WEBP":
+            _check_riff_size(fh)
+        fh.seek(0)
+        im = _OPENERS[fmt](fh)
+        check_size(*im.size)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise ValueError(f"animated {fmt} with {frames} frames is not supported")
+        info = im.info
+        exif, tags, orientation = _exif_fields(info.get("exif"), notes)
+        iptc = _iptc_from_info(info.get("photoshop"))
+        text = {"Comment": _comment(info["comment"])} if info.get("comment") else {}
+        dpi = info.get("dpi")
+        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
+                        tiff_tags=tags, text=text,
+                        dpi=tuple(float(d) for d in dpi) if dpi and all(dpi) else dpi_from_tags(tags))
+    mode = im.mode
+    if mode not in _MODES:
+        raise ValueError(f"unsupported pixel mode {mode!r}")
+    convert_to, channels, alpha, note = _MODES[mode]
+    if mode in _TRANSPARENT and im.info.get("transparency") is not None:
+        convert_to, alpha = _TRANSPARENT[mode], True
+        channels = 1 if convert_to == "LA" else 3
+    if note:
+        notes.append(note)
+    dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
+    return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
+                      convert_to, notes=notes)
+
+
+def _iptc_from_info(resources: dict | None) -> bytes | None:
+    """IPTC from Pillow's parsed APP13 resources ({id: bytes})."""
+    if not resources:
+        return None
+    return resources.get(IPTC_RESOURCE) or None

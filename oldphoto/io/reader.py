@@ -1,0 +1,173 @@
+"""Read photos: probe(path) for the header only, read(path, max_pixels) for upright pixels + metadata.
+
+Every failure caused by the file raises ImageError(path, reason); the image size is checked against
+max_pixels before any pixel buffer is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ..errors import ImageError
+from . import raster_read, tiff_read
+from .buffers import allocate
+from .metadata import Metadata
+from .tiff_ifd import IfdError
+
+FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # "JPEG" | "PNG" | "TIFF" | "WEBP"
+    width: int  # upright (after EXIF/TIFF orientation)
+    height: int
+    channels: int  # colour channels read() returns: 1 (gray) or 3 (RGB)
+    dtype: np.dtype  # uint8 or uint16
+    pages: int  # images in the file (TIFF previews included)
+    alpha: bool = False
+    orientation: int = 1  # EXIF/TIFF orientation stored in the file (1-8)
+    source_mode: str = ""  # e.g. "RGB", "I;16", "P", "CMYK", "RGBA;16"
+
+
+@dataclass
+class Picture:
+    pixels: np.ndarray  # (H, W, C) uint8|uint16, C in {1, 3}, upright; may be a np.memmap
+    alpha: np.ndarray | None  # (H, W), same dtype as pixels; straight (not premultiplied)
+    format: str  # "JPEG" | "PNG" | "TIFF" | "WEBP"
+    meta: Metadata
+    source_mode: str  # e.g. "RGB", "L", "I;16", "P", "CMYK", "RGBA" (informational)
+    orientation: int = 1  # orientation found in the file, already applied to pixels
+    notes: list[str] = field(default_factory=list)  # conversions made on read, e.g. "CMYK converted to RGB"
+
+
+def sniff(head: bytes) -> str | None:
+    """Format from the first 12 bytes, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+# What decoders raise on damaged or unsupported files (imagecodecs errors are RuntimeErrors).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error,
+                  RuntimeError, tifffile.TiffFileError, Image.DecompressionBombError, IfdError)
+
+
+@contextmanager
+def _decoding(path: Path, fmt: str) -> Iterator[None]:
+    try:
+        yield
+    except MemoryError as e:
+        raise ImageError(path, f"not enough memory to decode this {fmt}") from e
+    except _DECODE_ERRORS as e:
+        reason = str(e) or type(e).__name__
+        raise ImageError(path, f"cannot read {fmt}: {reason}") from e
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[object, str]]:
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise ImageError(path, f"cannot open: {e.strerror or e}") from e
+    with fh:
+        try:
+            head = fh.read(16)
+        except OSError as e:  # e.g. a folder opened on some systems, or an I/O error
+            raise ImageError(path, f"cannot read: {e.strerror or e}") from e
+        if not head:
+            raise ImageError(path, "empty file (0 bytes)")
+        fmt = sniff(head)
+        if fmt is None:
+            raise ImageError(path, f"not a JPEG, PNG, TIFF or WebP image (file starts with {head[:8]!r})")
+        yield fh, fmt
+
+
+def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = False):
+    def check_size(w: int, h: int) -> None:
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageError(path, f"{w} x {h} pixels ({w * h / 1e6:.1f} MP) exceeds the limit of "
+                                   f"{max_pixels / 1e6:.1f} MP")
+
+    with _decoding(path, fmt):
+        if fmt == "TIFF":
+            try:
+                return tiff_read.plan(fh, check_size)
+            except tiff_read.UnsupportedTiff as e:
+                raise ImageError(path, str(e)) from e
+        return raster_read.plan(fh, fmt, check_size, header_only)
+
+
+def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:
+    return (h, w) if orientation >= 5 else (w, h)
+
+
+def probe(path: str | Path) -> ImageInfo:
+    """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded."""
+    path = Path(path)
+    with _opened(path) as (fh, fmt):
+        pl = _plan(fh, fmt, path, None, header_only=True)
+        w, h = _upright_shape(pl.width, pl.height, pl.orientation)
+        return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
+
+
+def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None,
+         allow_mmap: bool = True) -> Picture:
+    """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.
+
+    max_pixels: refuse images with more pixels (checked on the header, before decoding).
+    tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate).
+    allow_mmap: uncompressed TIFFs may be returned as a copy-on-write map of the file itself.
+    Raises ImageError naming the file and the reason.
+    """
+    path = Path(path)
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    with _opened(path) as (fh, fmt):
+        pl = _plan(fh, fmt, path, max_pixels)
+        with _decoding(path, fmt):
+            pixels, alpha, meta, notes = pl.decode(tmp_dir, allow_mmap)
+    if pl.orientation != 1:
+        pixels = upright(pixels, pl.orientation, tmp_dir)
+        alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
+        notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
+    if alpha is not None and alpha.shape != pixels.shape[:2]:
+        raise ImageError(path, f"alpha {alpha.shape} does not match pixels {pixels.shape}")
+    return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)
+
+
+def upright(a: np.ndarray, orientation: int, tmp_dir=None) -> np.ndarray:
+    """Apply EXIF orientation 1-8 to a (H, W, ...) array: the result displays as the file was meant to."""
+    views = {
+        1: lambda x: x,
+        2: lambda x: x[:, ::-1],  # mirrored left-right
+        3: lambda x: x[::-1, ::-1],  # rotated 180
+        4: lambda x: x[::-1],  # mirrored top-bottom
+        5: lambda x: x.swapaxes(0, 1),  # transposed
+        6: lambda x: x.swapaxes(0, 1)[:, ::-1],  # stored rotated 90 counter-clockwise
+        7: lambda x: x.swapaxes(0, 1)[::-1, ::-1],  # transversed
+        8: lambda x: x.swapaxes(0, 1)[::-1],  # stored rotated 90 clockwise
+    }
+    if orientation not in views:
+        raise ValueError(f"orientation must be 1-8, got {orientation}")
+    view = views[orientation](a)
+    if orientation == 1:
+        return a
+    out = allocate(view.shape, a.dtype, tmp_dir)
+    out[...] = view
+    return out

@@ -1,0 +1,301 @@
+"""TIFF input (tifffile): choose the page, check the layout from the header, decode into gray/RGB + alpha.
+
+Handles 1/2/4/8/16-bit gray (MinIsBlack/MinIsWhite), RGB, palette, CMYK, JPEG-compressed YCbCr, alpha
+(associated alpha is un-premultiplied), planar or interleaved, strips or tiles, classic or BigTIFF, any
+compression tifffile + imagecodecs decode (LZW, Deflate, JPEG, PackBits ...).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tifffile
+
+from . import tiff_ifd as T
+from .buffers import allocate
+from .cmyk import CmykConverter
+from .metadata import DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, dpi_from_tags, tags_from_ifd
+
+_MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
+_ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
+_ICC, _XMP, _IPTC = 34675, 700, 33723
+_PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITULab", 32803: "CFA",
+                      32844: "LogL", 32845: "LogLuv", 34892: "LinearRaw"}
+_BAND_BYTES = 16 << 20  # conversions run over bands of rows of about this size
+_READ_BYTES = 1 << 20  # compressed bytes tifffile reads (and decodes) per pass: bounds its scratch memory
+
+
+class UnsupportedTiff(ValueError):
+    """The file is a valid TIFF that oldphoto does not handle; the message says why."""
+
+
+def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
+    # flagged reduced-resolution, or an unflagged thumbnail: at most half the size, same aspect ratio
+    if p.subfiletype & 1:
+        return True
+    small = p.imagewidth * 2 <= main.imagewidth and p.imagelength * 2 <= main.imagelength
+    expected_height = p.imagewidth * main.imagelength / main.imagewidth
+    return small and abs(p.imagelength - expected_height) <= max(1.0, 0.05 * expected_height)
+
+
+def choose_page(tif: tifffile.TiffFile) -> tuple[int, int]:
+    """(index of the page to read, number of pages); refuses files with more than one real image."""
+    pages = list(tif.pages)
+    if not pages:
+        raise UnsupportedTiff("TIFF has no image directory")
+    full = [i for i, p in enumerate(pages) if not p.subfiletype & 1] or [0]
+    main = max(full, key=lambda i: pages[i].imagewidth * pages[i].imagelength)
+    if any(i != main and not _is_preview(p, pages[main]) for i, p in enumerate(pages)):
+        raise UnsupportedTiff(f"multi-page TIFF with {len(pages)} pages is not supported; split it first")
+    return main, len(pages)
+
+
+@dataclass
+class TiffPlan:
+    """What reading will produce, known from the header alone."""
+
+    tif: tifffile.TiffFile
+    fh: io.BufferedReader
+    index: int
+    pages: int
+    width: int  # as stored (before orientation)
+    height: int
+    channels: int  # 1 or 3 after conversion
+    dtype: np.dtype
+    alpha: bool
+    source_mode: str
+    orientation: int
+    ifd0: T.Ifd = field(repr=False)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def page(self) -> tifffile.TiffPage:
+        return self.tif.pages[self.index]
+
+    def decode(self, tmp_dir, allow_mmap: bool) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
+        meta, notes = self._metadata()
+        pixels, alpha, icc_after = _decode_pixels(self, tmp_dir, allow_mmap, meta.icc, notes)
+        meta.icc = icc_after
+        return pixels, alpha, meta, self.notes + notes
+
+    def _metadata(self) -> tuple[Metadata, list[str]]:
+        notes: list[str] = []
+        order, big = self.tif.byteorder, self.tif.is_bigtiff
+        e = self.ifd0.entries
+        meta = Metadata(icc=_raw(e.get(_ICC), order), xmp=_raw(e.get(_XMP), order),
+                        iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
+        meta.dpi = dpi_from_tags(meta.tiff_tags)
+        children = {}
+        for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
+            if tag in e:
+                try:
+                    children[tag], _ = T.read_ifd(T.file_reader(self.fh), e[tag].ints()[0], order, big)
+                except T.IfdError as err:
+                    notes.append(f"{name} directory is unreadable and was not kept ({err})")
+        if children:
+            keep = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION}
+            ifd0 = T.Ifd({t: v for t, v in e.items() if t in keep}, children)
+            meta.exif = T.build_exif(ifd0, order)
+        return meta, notes
+
+
+def _raw(entry: T.Entry | None, order: str) -> bytes | None:
+    """A blob tag's bytes as in the file (some writers store IPTC as LONG, which byte order would scramble)."""
+    if entry is None:
+        return None
+    return entry.data if order == "<" else T.swap_order(entry.type, entry.data)
+
+
+def _check_first_directory(fh) -> None:
+    """A truncated file often loses its directory (many writers put it last): say so plainly."""
+    size = fh.seek(0, 2)
+    fh.seek(0)
+    head = fh.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    if head[2:4] in (b"+\0", b"\0+"):
+        offset = struct.unpack(order + "Q", head[8:16])[0] if len(head) >= 16 else size
+    else:
+        offset = struct.unpack(order + "I", head[4:8])[0] if len(head) >= 8 else size
+    if offset + 2 > size:
+        raise ValueError(f"truncated: the image directory at byte {offset} is past the end of the file "
+                         f"({size} bytes)")
+
+
+def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
+    _check_first_directory(fh)
+    fh.seek(0)  # tifffile takes the current position as the start of the file
+    tif = tifffile.TiffFile(fh)
+    index, pages = choose_page(tif)
+    p = tif.pages[index]
+    check_size(p.imagewidth, p.imagelength)
+    wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC, T.EXIF_IFD, T.GPS_IFD}
+    ifd0, _ = T.read_ifd(T.file_reader(fh), p.offset, tif.byteorder, tif.is_bigtiff, wanted=wanted, follow=())
+    notes: list[str] = []
+    orientation = ifd0.entries[ORIENTATION].ints()[0] if ORIENTATION in ifd0.entries else 1
+    if not 1 <= orientation <= 8:
+        notes.append(f"invalid orientation {orientation} ignored")
+        orientation = 1
+    if pages > 1:
+        notes.append(f"read page {index + 1}; the other {pages - 1} page(s) are previews")
+    channels, dtype, alpha, mode = _layout(p, notes)
+    return TiffPlan(tif, fh, index, pages, p.imagewidth, p.imagelength, channels, dtype, alpha, mode,
+                    orientation, ifd0, notes)
+
+
+def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool, str]:
+    """(channels, dtype, has alpha, source mode) read() will produce; UnsupportedTiff otherwise."""
+    photometric, bits, spp = int(p.photometric), p.bitspersample, p.samplesperpixel
+    extras = tuple(int(x) for x in p.extrasamples)
+    colour = spp - len(extras)
+    if p.imagedepth > 1:
+        raise UnsupportedTiff(f"volumetric TIFF (depth {p.imagedepth}) is not supported")
+    if int(p.sampleformat) != 1:
+        kind = {2: "signed integer", 3: "floating point"}.get(int(p.sampleformat), f"format {int(p.sampleformat)}")
+        raise UnsupportedTiff(f"unsupported sample format: {bits}-bit {kind}")
+    if len(extras) > 1:
+        raise UnsupportedTiff(f"{spp} samples per pixel ({len(extras)} extra samples) is not supported")
+    alpha = len(extras) == 1
+    if alpha and extras[0] not in (_ASSOC_ALPHA, _UNASSOC_ALPHA):
+        notes.append("extra sample of unspecified meaning kept as alpha")
+    a = "A" if alpha else ""
+    if photometric in (_MINISBLACK, _MINISWHITE) and colour == 1:
+        if bits not in (1, 2, 4, 8, 16):
+            raise UnsupportedTiff(f"unsupported bit depth: {bits}-bit gray")
+        if photometric == _MINISWHITE:
+            notes.append("MinIsWhite gray inverted to MinIsBlack")
+        if bits < 8:
+            notes.append(f"{bits}-bit gray converted to 8-bit")
+        if bits == 16:
+            return 1, np.dtype(np.uint16), alpha, f"L{a};16" if alpha else "I;16"
+        return 1, np.dtype(np.uint8), alpha, "1" if bits == 1 and not alpha else f"L{a}"
+    if photometric == _PALETTE and colour == 1:
+        if bits > 16 or alpha:
+            raise UnsupportedTiff(f"unsupported palette layout ({bits}-bit, {spp} samples)")
+        notes.append("palette converted to RGB")
+        cmap = p.colormap
+        eight = cmap is not None and not np.any(np.asarray(cmap) % 257)
+        return 3, np.dtype(np.uint8 if eight else np.uint16), False, "P"
+    if bits not in (8, 16):
+        raise UnsupportedTiff(f"unsupported bit depth: {bits} bits per sample")
+    dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
+    suffix = ";16" if bits == 16 else ""
+    if photometric == _RGB and colour == 3:
+        return 3, dtype, alpha, f"RGB{a}{suffix}"
+    if photometric == _YCBCR and colour == 3:
+        if int(p.compression) not in (7, 34892):
+            raise UnsupportedTiff("YCbCr TIFF without JPEG compression is not supported")
+        return 3, dtype, alpha, "YCbCr"
+    if photometric == _SEPARATED and colour == 4:
+        inkset = p.tags.valueof(332, 1)
+        if inkset != 1:
+            raise UnsupportedTiff(f"separated TIFF with ink set {inkset} (not CMYK) is not supported")
+        return 3, dtype, alpha, f"CMYK{suffix}"
+    name = _PHOTOMETRIC_NAMES.get(photometric, f"photometric {photometric}")
+    raise UnsupportedTiff(f"unsupported colour layout: {name} with {colour} colour sample(s)")
+
+
+def _check_data_in_file(plan_: TiffPlan) -> None:
+    p, size = plan_.page, plan_.tif.filehandle.size
+    ends = [o + n for o, n in zip(p.dataoffsets, p.databytecounts) if n]
+    if not ends:
+        raise ValueError("TIFF page has no image data")
+    if max(ends) > size:
+        raise ValueError(f"truncated: image data runs to byte {max(ends)} but the file has {size} bytes")
+
+
+def _bands(height: int, row_bytes: int):
+    step = max(1, _BAND_BYTES // max(1, row_bytes))
+    for y0 in range(0, height, step):
+        yield slice(y0, min(height, y0 + step))
+
+
+def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, notes: list[str]):
+    """-> (pixels (H, W, C), alpha (H, W) or None, ICC profile valid for the returned pixels)."""
+    _check_data_in_file(pl)
+    p = pl.page
+    photometric, h, w = int(p.photometric), p.imagelength, p.imagewidth
+    native = p.bitspersample == 8 or pl.tif.byteorder == ("<" if sys.byteorder == "little" else ">")
+    if allow_mmap and native and p.is_memmappable and photometric in (_MINISBLACK, _RGB) \
+            and p.bitspersample in (8, 16) and int(p.planarconfig) == 1 \
+            and not (pl.alpha and int(p.extrasamples[0]) == _ASSOC_ALPHA):
+        # copy-on-write map of the file: no decoding, no RAM for pixels; writes never reach the source
+        spp = p.samplesperpixel
+        arr = np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0], shape=(h, w, spp))
+        return _split(arr, pl.alpha) + (icc,)
+    raw = allocate(p.shape, p.dtype, tmp_dir)
+    p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
+    if int(p.planarconfig) == 2 and raw.ndim == 3:  # (S, H, W) -> (H, W, S)
+        inter = allocate((h, w, raw.shape[0]), raw.dtype, tmp_dir)
+        for rows in _bands(h, w * raw.shape[0] * raw.itemsize):
+            inter[rows] = np.moveaxis(raw[:, rows], 0, 2)
+        raw = inter
+    if raw.ndim == 2:
+        raw = raw[:, :, None]
+    if photometric in (_MINISBLACK, _MINISWHITE):
+        return _gray(raw, p.bitspersample, photometric == _MINISWHITE, pl, tmp_dir) + (icc,)
+    if photometric == _PALETTE:
+        return _palette(raw, p.colormap, pl.dtype, tmp_dir), None, icc
+    pixels, alpha = _split(raw, pl.alpha)
+    if photometric == _SEPARATED:
+        pixels, icc = _cmyk_to_rgb(pixels, icc, tmp_dir, notes)
+    if alpha is not None and int(p.extrasamples[0]) == _ASSOC_ALPHA:
+        _unpremultiply(pixels, alpha)
+        notes.append("associated (premultiplied) alpha converted to straight alpha")
+    return pixels, alpha, icc
+
+
+def _split(arr: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    if has_alpha:
+        return arr[:, :, :-1], arr[:, :, -1]
+    return arr, None
+
+
+def _gray(raw, bits: int, inverted: bool, pl: TiffPlan, tmp_dir):
+    pixels, alpha = _split(raw, pl.alpha)
+    if bits in (8, 16):
+        if inverted:
+            top = np.iinfo(pixels.dtype).max
+            for rows in _bands(raw.shape[0], raw.shape[1] * raw.itemsize):
+                np.subtract(top, pixels[rows], out=pixels[rows])
+        return pixels, alpha
+    out = allocate(pixels.shape, np.uint8, tmp_dir)
+    levels = (np.arange(1 << bits) * 255 // ((1 << bits) - 1)).astype(np.uint8)  # 1-bit: bools -> 0/255
+    lut = levels[::-1] if inverted else levels
+    for rows in _bands(raw.shape[0], raw.shape[1]):
+        out[rows] = lut[pixels[rows].astype(np.intp)]
+    if alpha is not None:
+        alpha = levels[alpha.astype(np.intp)]  # alpha is never inverted
+    return out, alpha
+
+
+def _palette(raw, colormap, dtype: np.dtype, tmp_dir) -> np.ndarray:
+    lut = np.asarray(colormap).T  # (entries, 3) uint16
+    lut = (lut // 257).astype(np.uint8) if dtype == np.uint8 else lut.astype(np.uint16)
+    out = allocate((raw.shape[0], raw.shape[1], 3), dtype, tmp_dir)
+    for rows in _bands(raw.shape[0], raw.shape[1] * 3 * dtype.itemsize):
+        idx = np.minimum(raw[rows, :, 0].astype(np.intp), len(lut) - 1)
+        out[rows] = lut[idx]
+    return out
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None, tmp_dir, notes: list[str]):
+    """-> (RGB pixels, ICC profile valid for them)."""
+    convert = CmykConverter(icc, cmyk.dtype)
+    out = allocate(cmyk.shape[:2] + (3,), cmyk.dtype, tmp_dir)
+    for rows in _bands(cmyk.shape[0], cmyk.shape[1] * 4 * cmyk.itemsize):
+        out[rows] = convert(cmyk[rows])
+    notes.extend(convert.notes)
+    return out, convert.icc_out
+
+
+def _unpremultiply(pixels: np.ndarray, alpha: np.ndarray) -> None:
+    top = float(np.iinfo(pixels.dtype).max)
+    for rows in _bands(pixels.shape[0], pixels.shape[1] * pixels.shape[2] * 4):
+        a = alpha[rows].astype(np.float32)[..., None]
+        straight = np.where(a > 0, pixels[rows] * (top / np.maximum(a, 1.0)), 0.0)
+        pixels[rows] = np.rint(np.clip(straight, 0, top)).astype(pixels.dtype)

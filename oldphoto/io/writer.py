@@ -1,0 +1,212 @@
+"""Write derivatives atomically with the source's metadata, in JPEG, PNG, TIFF or WebP.
+
+What each format holds (anything else is reported in the returned notes, never dropped silently):
+  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, <= 65504 bytes;
+        no Extended XMP), IPTC (APP13 Photoshop resource), DPI (JFIF), text "Comment" (COM).
+  PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
+        "Raw profile type iptc", as ExifTool/ImageMagick), DPI (pHYs), all text, gAMA/cHRM/sRGB/cICP.
+  TIFF  8/16-bit gray/RGB + alpha, Deflate. EXIF and GPS as sub-directories, descriptive tags in IFD0,
+        ICC (34675), XMP (700), IPTC (33723), resolution tags. PNG text only as Description/Author/Copyright.
+  WEBP  8-bit RGB(A) (gray is stored as RGB), <= 16383 px a side. EXIF, ICC, XMP; DPI only inside EXIF.
+        No IPTC. Lossy at jpeg_quality, lossless when jpeg_quality is 100.
+Everywhere: EXIF Orientation = 1 (pixels are upright), Software = `software`, PixelX/YDimension = the
+output size, EXIF thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their
+internal offsets may no longer hold).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .. import __version__
+from ..errors import ImageError
+from . import png
+from . import tiff_ifd as T
+from .atomic import atomic_output
+from .iptc import PNG_IPTC_KEY, jpeg_app13, png_text
+from .metadata import PNG_TEXT_TO_TAG, Metadata, output_ifd0
+from .tiff_write import write_tiff
+
+WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+_JPEG_SEGMENT = 65533
+_BAND_BYTES = 1 << 20  # input bytes converted per step (uint32 scratch is twice that)
+
+
+def _check_arrays(pixels: np.ndarray, alpha: np.ndarray | None) -> None:
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+        raise ValueError(f"pixels must be (H, W, 1|3), got shape {getattr(pixels, 'shape', type(pixels))}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
+    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        raise ValueError(f"pixels must not be empty, got shape {pixels.shape}")
+    if alpha is not None and (alpha.shape != pixels.shape[:2] or alpha.dtype != pixels.dtype):
+        raise ValueError(f"alpha must be {pixels.shape[:2]} {pixels.dtype}, got {alpha.shape} {alpha.dtype}")
+
+
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 as round(x / 257) (exact inverse of x * 257), a band at a time; uint8 unchanged."""
+    if a.dtype == np.uint8:
+        return a
+    out = np.empty(a.shape, np.uint8)
+    step = max(1, _BAND_BYTES // max(1, a[:1].nbytes))
+    for y0 in range(0, a.shape[0], step):
+        band = a[y0 : y0 + step].astype(np.uint32)
+        band += 128
+        band //= 257
+        out[y0 : y0 + step] = band
+    return out
+
+
+def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, meta: Metadata | None,
+          *, jpeg_quality: int = 95, software: str = f"oldphoto {__version__}",
+          provenance_xmp: bytes | None = None, deflate_level: int = 6) -> list[str]:
+    """Write pixels (H, W, 1|3) uint8|uint16 and optional alpha (H, W) to `path` as `fmt`, atomically.
+
+    meta: the source's metadata (None: none). provenance_xmp: XMP packet replacing meta.xmp (see
+    provenance.provenance_xmp). jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib
+    level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could not hold
+    (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
+    behind and an existing file at `path` is unchanged.
+    """
+    if not 0 <= deflate_level <= 9:
+        raise ValueError(f"deflate_level must be in [0, 9], got {deflate_level}")
+    path = Path(path)
+    fmt = fmt.upper()
+    if fmt not in WRITE_FORMATS:
+        raise ValueError(f"format must be one of {WRITE_FORMATS}, got {fmt!r}")
+    _check_arrays(pixels, alpha)
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+    meta = meta if meta is not None else Metadata()
+    xmp = provenance_xmp if provenance_xmp is not None else meta.xmp
+    h, w = pixels.shape[:2]
+    if fmt in _MAX_SIDE and max(h, w) > _MAX_SIDE[fmt]:
+        raise ImageError(path, f"{fmt} cannot hold {w} x {h} pixels (at most {_MAX_SIDE[fmt]} a side)")
+    notes = _not_carried(meta, fmt)
+    stored_channels = 3 if fmt == "WEBP" else pixels.shape[2]
+    if meta.icc and not _icc_fits(meta.icc, stored_channels):
+        notes.append(f"ICC profile ({meta.icc[16:20].decode('latin-1').strip()}) dropped: it does not "
+                     f"describe {'gray' if stored_channels == 1 else 'RGB'} pixels")
+        meta = dataclasses.replace(meta, icc=None)
+    ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
+    notes += ifd_notes
+    try:
+        with atomic_output(path) as out:
+            if fmt == "TIFF":
+                _write_tiff(out, pixels, alpha, meta, xmp, ifd0, deflate_level)
+            elif fmt == "PNG":
+                _write_png(out, pixels, alpha, meta, xmp, T.build_exif(ifd0, order), deflate_level)
+            else:
+                if pixels.dtype == np.uint16:
+                    notes.append(f"16-bit reduced to 8-bit: {fmt} holds 8 bits per sample")
+                pixels8 = to_uint8(pixels)
+                if fmt == "JPEG":
+                    if alpha is not None:
+                        notes.append("alpha dropped: JPEG has no transparency")
+                    _write_jpeg(out, pixels8, meta, xmp, T.build_exif(ifd0, order), jpeg_quality, notes)
+                else:
+                    _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp,
+                                T.build_exif(ifd0, order), jpeg_quality, notes)
+    except OSError as e:
+        raise ImageError(path, f"cannot write {fmt}: {e.strerror or e}") from e
+    return notes
+
+
+def _icc_fits(icc: bytes, channels: int) -> bool:
+    """Does the profile's colour space (header bytes 16-19) match gray (1) or RGB (3) pixels?"""
+    space = icc[16:20]
+    return space == (b"GRAY" if channels == 1 else b"RGB ")
+
+
+def _not_carried(meta: Metadata, fmt: str) -> list[str]:
+    notes = []
+    text = dict(meta.text)
+    if fmt == "PNG":
+        return notes
+    if fmt == "JPEG":
+        text.pop("Comment", None)
+    else:
+        text = {k: v for k, v in text.items() if k not in PNG_TEXT_TO_TAG}
+    if text:
+        notes.append(f"text field(s) {', '.join(sorted(text))} not written: {fmt} has no place for them")
+    if meta.png_chunks:
+        notes.append(f"PNG colour chunk(s) {', '.join(sorted(meta.png_chunks))} not written: PNG-only")
+    if fmt == "WEBP" and meta.iptc:
+        notes.append("IPTC-IIM not written: WEBP cannot hold it (XMP carries IPTC Core)")
+    return notes
+
+
+def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.Ifd, level: int) -> None:
+    for tag, typ, blob in ((34675, T.UNDEFINED, meta.icc), (700, T.BYTE, xmp), (33723, T.UNDEFINED, meta.iptc)):
+        if blob:
+            ifd0.entries[tag] = T.bytes_entry(tag, typ, blob)
+    write_tiff(out, pixels, alpha, ifd0, level)
+
+
+def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: bytes, level: int) -> None:
+    chunks = []
+    if meta.icc:
+        chunks.append(png.iccp_chunk(meta.icc))  # iCCP overrides gAMA/cHRM/sRGB, which must not coexist
+    else:
+        chunks += [png.chunk(name.encode(), data) for name, data in meta.png_chunks.items()]
+    if meta.dpi:
+        chunks.append(png.phys_chunk(meta.dpi))
+    chunks.append(png.chunk(b"eXIf", exif))
+    if xmp:
+        chunks.append(png.xmp_chunk(xmp))
+    if meta.iptc:
+        chunks.append(png.text_chunk(PNG_IPTC_KEY, png_text(meta.iptc)))
+    chunks += [png.text_chunk(k, v) for k, v in meta.text.items() if k not in (png.XMP_KEY, PNG_IPTC_KEY)]
+    png.write_png(out, pixels, alpha, chunks, level)
+
+
+def _pil(pixels8: np.ndarray, alpha8: np.ndarray | None = None) -> Image.Image:
+    if alpha8 is not None:
+        rgb = np.repeat(pixels8, 3, axis=2) if pixels8.shape[2] == 1 else pixels8
+        return Image.fromarray(np.concatenate([rgb, alpha8[:, :, None]], axis=2), "RGBA")
+    if pixels8.shape[2] == 1:
+        return Image.fromarray(pixels8[:, :, 0], "L")
+    return Image.fromarray(np.ascontiguousarray(pixels8), "RGB")
+
+
+def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, notes: list[str]) -> None:
+    kwargs: dict = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}  # 4:4:4 for archive quality
+    if len(exif) + 6 <= _JPEG_SEGMENT:
+        kwargs["exif"] = b"Exif\0\0" + exif
+    else:
+        notes.append(f"EXIF block of {len(exif)} bytes not written: larger than one JPEG segment")
+    if meta.icc:
+        kwargs["icc_profile"] = meta.icc
+    if xmp:
+        if len(xmp) + 29 <= _JPEG_SEGMENT:
+            kwargs["xmp"] = xmp
+        else:
+            notes.append(f"XMP packet of {len(xmp)} bytes not written: Extended XMP is not supported")
+    if meta.iptc:
+        try:
+            kwargs["extra"] = jpeg_app13(meta.iptc)
+        except ValueError as e:
+            notes.append(f"IPTC not written: {e}")
+    if meta.dpi:
+        kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
+    if "Comment" in meta.text:
+        kwargs["comment"] = meta.text["Comment"].encode("utf-8")
+    _pil(pixels8).save(out, "JPEG", **kwargs)
+
+
+def _write_webp(out, pixels8, alpha8, meta: Metadata, xmp, exif: bytes, quality: int, notes: list[str]) -> None:
+    if pixels8.shape[2] == 1:
+        notes.append("gray stored as RGB: WEBP has no gray mode")
+        if alpha8 is None:
+            pixels8 = np.repeat(pixels8, 3, axis=2)
+    kwargs: dict = {"exif": exif, "lossless": quality == 100, "quality": quality, "exact": True}
+    if meta.icc:
+        kwargs["icc_profile"] = meta.icc
+    if xmp:
+        kwargs["xmp"] = xmp
+    _pil(pixels8, alpha8).save(out, "WEBP", **kwargs)

@@ -1,0 +1,301 @@
+"""The band-by-band passes over one photo that pipeline.process_file composes.
+
+- TiledPass.restore / .detect_only: the tile grid, one row of tiles (a band) at a time, batches of tiles
+  through detect -> restore -> upscale on the device, merged with feathering straight into the output
+  buffer; merged defect probabilities are thresholded and dilated on the fly (coverage, --only-mask).
+  CUDA out-of-memory halves the batch, then the tile.
+- TiledPass.colorize: one global colorizer call on a shrunk lightness image, its chroma upsampled and
+  recombined with the full-resolution lightness band by band.
+- overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
+
+Memory: the input stays in its integer dtype; float copies exist only for a batch of tiles, one output
+tile row (RowMerger) and bands of about BAND_PIXELS pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import io as oio
+from .config import RestoreConfig
+from .errors import ImageError
+from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
+from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
+from .ops.masks import dilate
+from .ops.tiling import RowMerger, grid, mirror_index, padded_size
+from .stages.base import check_output, release_memory, run_stage, timed
+
+MIN_TILE = 64  # smallest tile tried after CUDA out-of-memory at batch size 1
+BAND_PIXELS = 1 << 20  # pixels per band in the whole-image passes (colorize, overlay, alpha, gray check)
+OVERLAY_TINT = (255, 0, 0)  # defects shown in red on the overlay
+OVERLAY_OPACITY = 0.6
+GRAY_SPREAD = 0.02  # an RGB pixel is gray when its channels differ by at most 2% of full scale ...
+GRAY_SHARE = 0.999  # ... and an RGB photo is grayscale when that holds for 99.9% of its pixels
+
+_CPU = torch.device("cpu")
+
+
+def check_stop(stop: Callable[[], bool]) -> None:
+    """Abandon the file (KeyboardInterrupt) when the caller asked to stop."""
+    if stop():
+        raise KeyboardInterrupt("stop requested; file abandoned")
+
+
+class _OutOfMemoryAtBatchOne(Exception):
+    """The device cannot hold even one tile of the current size; the caller retries with a smaller tile."""
+
+
+@dataclass
+class TiledPass:
+    """State of one photo's processing shared by its passes.
+
+    models: an object with detector / restorer / upscaler / colorizer attributes (pipeline.Models).
+    progress(kind, done, total): kind "file_start" once the tile count is known, then "tiles" per batch.
+    seconds: per-stage wall time, added to in place.
+    """
+
+    src: Path
+    cfg: RestoreConfig
+    models: object
+    device: torch.device
+    seconds: dict[str, float]
+    notes: list[str]
+    progress: Callable[[str, int, int], None]
+    stop: Callable[[], bool]
+    done: int = 0
+    total: int = 0
+    started: bool = False
+
+    @property
+    def threshold(self) -> float:
+        """Defect probability threshold: the config's, else the detector's own (tuned on validation)."""
+        if self.cfg.mask_threshold is not None:
+            return float(self.cfg.mask_threshold)
+        return float(self.models.detector.threshold)
+
+    def detect_only(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
+        """pixels (H, W, C) uint -> mask (H, W) uint8 (255 = defect, dilated by cfg.mask_dilate), coverage %."""
+        h, w, _ = pixels.shape
+        mask = oio.allocate((h, w), np.uint8)
+        coverage = self._tiled(pixels, out=None, mask_out=mask, colorize=False)
+        return mask, coverage
+
+    def restore(self, pixels: np.ndarray, colorize: bool) -> tuple[np.ndarray, float | None]:
+        """pixels (H, W, C) uint -> output (sH, sW, C') same dtype, and mask coverage % (None without detector).
+
+        C' is 3 for colour input or when colorizing (gray then fills all three channels), else 1.
+        """
+        h, w, c = pixels.shape
+        s = self.cfg.upscale
+        out = oio.allocate((s * h, s * w, 3 if (c == 3 or colorize) else 1), pixels.dtype)
+        coverage = self._tiled(pixels, out=out, mask_out=None, colorize=colorize)
+        return out, coverage
+
+    def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
+        """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""
+        tile, overlap = self.cfg.tile.size, self.cfg.tile.overlap
+        while True:
+            try:
+                return self._grid(pixels, out, mask_out, colorize, tile, overlap)
+            except _OutOfMemoryAtBatchOne:
+                if tile // 2 < MIN_TILE:
+                    raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
+                                               "per batch") from None
+                tile, overlap = tile // 2, overlap // 2
+                self.notes.append(f"out of device memory: tile size reduced to {tile}")
+
+    def _grid(self, pixels, out, mask_out, colorize, tile, overlap) -> float | None:
+        h, w, c = pixels.shape
+        cfg, models = self.cfg, self.models
+        ys = grid(padded_size(h, tile), tile, overlap)
+        xs = grid(padded_size(w, tile), tile, overlap)
+        self.total, self.done = len(ys) * len(xs), 0
+        # A retry with a smaller tile restarts the count: reported as progress, not as a new file.
+        self.progress("tiles" if self.started else "file_start", 0, self.total)
+        self.started = True
+        rows_idx = mirror_index(h, padded_size(h, tile))
+        cols_idx = mirror_index(w, padded_size(w, tile)) if w < tile else None
+        image_merger = None if out is None else RowMerger(w, 3, tile, overlap, cfg.upscale, height=h)
+        has_mask = models.detector is not None
+        mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h) if has_mask else None
+        sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=self.threshold if has_mask else 0.0,
+                     dilator=RowDilator(w, cfg.mask_dilate) if has_mask else None)
+        batch = cfg.tile.batch_size
+
+        with torch.inference_mode():
+            for y in ys:
+                check_stop(self.stop)
+                band = pixels[y: y + tile] if y + tile <= h else pixels[rows_idx[y: y + tile]]  # (T, W, C)
+                if cols_idx is not None:
+                    band = band[:, cols_idx]
+                i = 0
+                while i < len(xs):
+                    xb = xs[i: i + batch]
+                    try:
+                        img, prob = self._batch(band, xb, tile, only_mask=out is None)
+                    except torch.OutOfMemoryError as exc:
+                        release_memory(self.device)
+                        if len(xb) == 1:
+                            raise _OutOfMemoryAtBatchOne() from exc
+                        batch = max(1, len(xb) // 2)
+                        self.notes.append(f"out of device memory: batch size reduced to {batch}")
+                        continue
+                    with timed(self.seconds, "tiling", _CPU):
+                        if image_merger is not None:
+                            sink.image(image_merger.add(img, y, xb))
+                        if mask_merger is not None:
+                            sink.mask(mask_merger.add(prob, y, xb))
+                    i += len(xb)
+                    self.done += len(xb)
+                    self.progress("tiles", self.done, self.total)
+            with timed(self.seconds, "tiling", _CPU):
+                if image_merger is not None:
+                    sink.image(image_merger.finish())
+                if mask_merger is not None:
+                    sink.mask(mask_merger.finish())
+                    sink.mask_done()
+        return sink.coverage(h * w) if has_mask else None
+
+    def _batch(self, band: np.ndarray, xb: list[int], tile: int, only_mask: bool):
+        """Tiles at x starts xb of a band (T, W', C) uint -> (output (n, 3, sT, sT) or None, prob (n, 1, T, T) or None),
+        float32 on the CPU."""
+        n, dev, models, s = len(xb), self.device, self.models, self.cfg.upscale
+        with timed(self.seconds, "tiling", _CPU):
+            stack = np.stack([band[:, x: x + tile] for x in xb])  # (n, T, T, C) integer: a copy of n tiles only
+            x = torch.from_numpy(to_float(stack)).permute(0, 3, 1, 2)
+            if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
+                x = x.expand(-1, 3, -1, -1)
+            x = x.contiguous().to(dev)
+        prob = None
+        if models.detector is not None:
+            with timed(self.seconds, "detect", dev):
+                prob = check_output("detector", run_stage(models.detector, dev, x), (n, 1, tile, tile)).clamp(0, 1)
+        if only_mask:
+            return None, prob.cpu()
+        y = x
+        if models.restorer is not None:
+            mask = (prob > self.threshold).float() if prob is not None else torch.zeros_like(x[:, :1])
+            mask = dilate(mask, self.cfg.mask_dilate)
+            with timed(self.seconds, "restore", dev):
+                y = check_output("restorer", run_stage(models.restorer, dev, y, mask), (n, 3, tile, tile))
+        if s > 1:
+            with timed(self.seconds, "upscale", dev):
+                y = check_output("upscaler", run_stage(models.upscaler, dev, y), (n, 3, s * tile, s * tile))
+        return y.clamp(0, 1).cpu(), (prob.cpu() if prob is not None else None)
+
+    def colorize(self, out: np.ndarray) -> None:
+        """Replace the chroma of `out` (H, W, 3) uint in place with the colorizer's, keeping its lightness.
+
+        The colorizer sees CIE L* (1, 1, h, w) in [0, 100] of the area-averaged image with the long side at
+        most its work_size; its ab (1, 2, h, w) is bilinearly upsampled band by band.
+        """
+        h, w, _ = out.shape
+        colorizer = self.models.colorizer
+        rows = max(1, BAND_PIXELS // w)
+        sh, sw = shrink_size(h, w, int(getattr(colorizer, "work_size", 512)))
+        with torch.inference_mode():
+            with timed(self.seconds, "colorize", _CPU):
+                shrinker = BoxShrinker(h, w, 3, sh, sw)
+                for a in range(0, h, rows):
+                    shrinker.add(to_float(out[a: a + rows]))
+                lightness = rgb_to_lab(torch.from_numpy(shrinker.result())[None])[:, :1]
+            with timed(self.seconds, "colorize", self.device):
+                ab = run_stage(colorizer, self.device, lightness.to(self.device))
+                ab = check_output("colorizer", ab, (1, 2, sh, sw))[0].cpu()
+            with timed(self.seconds, "colorize", _CPU):
+                for a in range(0, h, rows):
+                    check_stop(self.stop)
+                    b = min(h, a + rows)
+                    lab = rgb_to_lab(torch.from_numpy(to_float(out[a:b])).permute(2, 0, 1))
+                    lab = torch.cat([lab[:1], resize_rows(ab, h, w, a, b)])
+                    out[a:b] = from_float(lab_to_rgb(lab).permute(1, 2, 0), out.dtype)
+
+
+class _Sink:
+    """Takes merged rows in order: image rows into the output buffer; mask rows thresholded, dilated, counted."""
+
+    def __init__(self, out, mask_out, colorize: bool, gray: bool, threshold: float, dilator: RowDilator | None):
+        self.out, self.mask_out, self.colorize, self.gray = out, mask_out, colorize, gray
+        self.threshold, self.dilator = threshold, dilator
+        self.image_rows = 0
+        self.mask_rows = 0
+        self.defects = 0
+
+    def image(self, rows: np.ndarray) -> None:
+        """rows (m, sW, 3) float32 in [0, 1]."""
+        if rows.shape[0] == 0:
+            return
+        if self.gray:  # collapse the three network channels of a gray photo back to one
+            rows = rows.mean(axis=2, keepdims=True)
+            if self.colorize:
+                rows = np.repeat(rows, 3, axis=2)
+        a = self.image_rows
+        self.out[a: a + rows.shape[0]] = from_float(rows, self.out.dtype)
+        self.image_rows += rows.shape[0]
+
+    def mask(self, rows: np.ndarray) -> None:
+        """rows (m, W, 1) float32 merged defect probabilities."""
+        if rows.shape[0]:
+            self._store(self.dilator.push(rows[..., 0] > self.threshold))
+
+    def mask_done(self) -> None:
+        self._store(self.dilator.finish())
+
+    def _store(self, grown: np.ndarray) -> None:
+        self.defects += int(grown.sum())
+        if self.mask_out is not None and grown.shape[0]:
+            a = self.mask_rows
+            self.mask_out[a: a + grown.shape[0]] = grown.astype(np.uint8) * np.uint8(255)
+        self.mask_rows += grown.shape[0]
+
+    def coverage(self, pixels: int) -> float:
+        return 100.0 * self.defects / pixels
+
+
+def is_near_gray(pixels: np.ndarray) -> bool:
+    """True when an (H, W, 3) photo's channels are (nearly) equal: a black-and-white print scanned in RGB."""
+    h, w, _ = pixels.shape
+    limit = int(GRAY_SPREAD * np.iinfo(pixels.dtype).max)
+    rows = max(1, BAND_PIXELS // w)
+    colourful = 0
+    allowed = (1.0 - GRAY_SHARE) * h * w
+    for a in range(0, h, rows):
+        band = pixels[a: a + rows].astype(np.int32)
+        colourful += int((band.max(axis=2) - band.min(axis=2) > limit).sum())
+        if colourful > allowed:
+            return False
+    return True
+
+
+def overlay(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """pixels (H, W, C) uint, mask (H, W) uint8 -> 8-bit RGB (H, W, 3) with defects (mask > 0) tinted red."""
+    h, w, _ = pixels.shape
+    out = oio.allocate((h, w, 3), np.uint8)
+    tint = np.array(OVERLAY_TINT, dtype=np.float32)
+    rows = max(1, BAND_PIXELS // w)
+    for a in range(0, h, rows):
+        band = to_float(pixels[a: a + rows]) * 255.0
+        if band.shape[2] == 1:
+            band = np.repeat(band, 3, axis=2)
+        hit = mask[a: a + rows] > 0
+        band[hit] = band[hit] * (1.0 - OVERLAY_OPACITY) + tint * OVERLAY_OPACITY
+        out[a: a + rows] = np.rint(band).clip(0, 255).astype(np.uint8)
+    return out
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """Alpha (H, W) -> (sH, sW), nearest neighbour: transparency is carried, never invented."""
+    if scale == 1:
+        return alpha
+    h, w = alpha.shape
+    out = oio.allocate((scale * h, scale * w), alpha.dtype)
+    rows = max(1, BAND_PIXELS // (w * scale * scale))
+    for a in range(0, h, rows):
+        band = np.repeat(np.repeat(alpha[a: a + rows], scale, axis=0), scale, axis=1)
+        out[scale * a: scale * a + band.shape[0]] = band
+    return out

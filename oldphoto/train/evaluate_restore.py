@@ -1,0 +1,180 @@
+"""Evaluation of latent restoration on fixed held-out crops (`oldphoto eval restore`).
+
+Validation photos (data.split_corpus) are never trained on; `n` crops of `size` px with the full degrade()
+recipe and a fixed seed. Compared against the clean target y, on Rec. 601 luma (PSNR, SSIM) and RGB (PSNR):
+  degraded     the input x itself
+  baseline     classical mask + push-pull/diffusion inpainting + bilateral denoise + contrast stretch
+  baseline_no_stretch   the same without the stretch (stronger on this data; targets use the stronger one)
+  vae2_ceiling G_Y(E_Y(y)): what the decoder can render at best
+  full         G_Y(T(E_RX(x), m)) with the detector's mask (ground truth when no detector is registered)
+  full_gt_mask the same with the ground-truth mask
+  no_global    full, with the partial non-local branch switched off (same weights)
+  no_mask      full, with an all-zero mask
+Results go to <out>/results.json and, with `record`, into the mapping's manifest entry (meta["evaluation"]).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import registry
+from ..ops.masks import dilate
+from ..stages.detect import Detector
+from ..stages.restore import Restorer
+from .baseline import BaselineConfig, classical_restore
+from .data import corpus_dir, split_corpus, validation_set
+from .mapping import quality
+from .pairs import stack_triples
+from .run_files import atomic_write_json, save_grid, update_meta
+
+TARGETS = {"gain_over_degraded_db": 5.0, "gain_over_baseline_db": 2.0, "ssim_y": 0.85}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n: int = 48  # validation crops
+    size: int = 256  # crop edge (a multiple of 4)
+    seed: int = 4321  # crop and degradation seed (fixed: every evaluation sees the same pairs)
+    corpus: str = ""  # folder of clean photos; "" -> data.corpus_dir()
+    split_seed: int = 0  # must match training: validation photos are never trained on
+    val_fraction: float = 0.15  # likewise
+    vae1: str = "vae1-v1"  # registry names
+    mapping: str = "mapping-v1"
+    vae2: str = "vae2-v1"
+    detector: str = "detector-v1"  # "" or not registered -> the ground-truth mask is used (and said so)
+    mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
+    batch: int = 8  # tiles per forward pass
+    threads: int = 2  # torch threads
+    cost_tile: int = 256  # speed measurement: tile edge ...
+    cost_batch: int = 8  # ... and tiles per forward pass
+    out: str = "runs/eval_restore"  # results.json and a sample grid
+    record: bool = True  # also store the results in the mapping's MANIFEST.json entry
+
+
+def _batched(fn: Callable, batch: int, *tensors: torch.Tensor) -> torch.Tensor:
+    n = len(tensors[0])
+    return torch.cat([fn(*(t[i:i + batch] for t in tensors)) for i in range(0, n, batch)])
+
+
+def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, repeats: int = 3,
+         defect_share: float = 0.05) -> dict:
+    """Speed and size of the restore stage (E_RX + T + G_Y, no detector) on random tiles with a scratch-like mask.
+
+    Returns parameters per network, GMAC per megapixel (torch's FLOP counter / 2: convolutions and matmuls,
+    attention included) and megapixels per second (best of `repeats`, wall time and process CPU time).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(batch, 3, tile, tile, generator=gen)
+        mask = torch.zeros(batch, 1, tile, tile)
+        rows = max(1, int(defect_share * tile))
+        mask[:, :, tile // 3: tile // 3 + rows // 2] = 1  # a horizontal band and a vertical scratch
+        mask[:, :, :, tile // 2: tile // 2 + rows - rows // 2] = 1
+        with FlopCounterMode(display=False) as counter:
+            restorer(x, mask)
+        megapixels = batch * tile * tile / 1e6
+        walls, cpus = [], []
+        restorer(x, mask)  # warm-up (oneDNN primitive creation)
+        for _ in range(repeats):
+            w0, c0 = time.perf_counter(), time.process_time()
+            restorer(x, mask)
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+    finally:
+        torch.set_num_threads(before)
+    nets = {"encoder": restorer.encoder, "mapping": restorer.mapping, "decoder": restorer.decoder}
+    params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
+    return {"params": params, "params_total": sum(params.values()),
+            "gmac_per_megapixel": round(counter.get_total_flops() / 2 / 1e9 / megapixels, 2),
+            "megapixel_per_s_wall": round(megapixels / min(walls), 3),
+            "cpu_seconds_per_megapixel": round(min(cpus) / megapixels, 3),
+            "tile": tile, "batch": batch, "threads": threads,
+            "mask_coverage_percent": round(100 * float(mask.mean()), 1)}
+
+
+def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
+    """Run every variant on the fixed held-out crops; returns {variant: metrics, ...} plus gains and targets."""
+    torch.set_num_threads(cfg.threads)
+    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
+    _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    x, y, m_gt = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
+    log(f"restore eval: {cfg.n} crops of {cfg.size} px from {len(val_paths)} validation photos")
+
+    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+    vae2 = registry.load(cfg.vae2)
+    if cfg.detector and cfg.detector in registry.entries():
+        detector = Detector.from_registry(cfg.detector)
+        prob = _batched(detector, cfg.batch, x)
+        mask = dilate(detector.binarize(prob), cfg.mask_dilate)
+        mask_source = f"detector {cfg.detector} (threshold {detector.threshold}, dilate {cfg.mask_dilate})"
+    else:
+        mask = m_gt
+        mask_source = "ground truth (no detector registered)"
+    log(f"mask: {mask_source}")
+
+    results: dict = {"degraded": quality(x, y)}
+    base_cfg = BaselineConfig()
+    t0 = time.perf_counter()
+    results["baseline"] = quality(_batched(lambda t: classical_restore(t, base_cfg)[0], cfg.batch, x), y)
+    baseline_seconds = time.perf_counter() - t0
+    no_stretch = BaselineConfig(stretch=False)
+    results["baseline_no_stretch"] = quality(_batched(lambda t: classical_restore(t, no_stretch)[0], cfg.batch, x), y)
+    with torch.no_grad():
+        results["vae2_ceiling"] = quality(_batched(lambda t: vae2(t)[0], cfg.batch, y), y)
+    t0 = time.perf_counter()
+    full = _batched(restorer, cfg.batch, x, mask)
+    restore_seconds = time.perf_counter() - t0
+    results["full"] = quality(full, y)
+    results["full_gt_mask"] = quality(_batched(restorer, cfg.batch, x, m_gt), y)
+    restorer.mapping.use_global = False
+    try:
+        results["no_global"] = quality(_batched(restorer, cfg.batch, x, mask), y)
+    finally:
+        restorer.mapping.use_global = True
+    results["no_mask"] = quality(_batched(restorer, cfg.batch, x, torch.zeros_like(mask)), y)
+
+    best_baseline = max(results["baseline"]["psnr_y"], results["baseline_no_stretch"]["psnr_y"])
+    gains = {"gain_over_degraded_db": results["full"]["psnr_y"] - results["degraded"]["psnr_y"],
+             "gain_over_baseline_db": results["full"]["psnr_y"] - best_baseline}
+    met = {"gain_over_degraded_db": gains["gain_over_degraded_db"] >= TARGETS["gain_over_degraded_db"],
+           "gain_over_baseline_db": gains["gain_over_baseline_db"] >= TARGETS["gain_over_baseline_db"],
+           "ssim_y": results["full"]["ssim_y"] >= TARGETS["ssim_y"]}
+    megapixels = cfg.n * cfg.size * cfg.size / 1e6
+    summary = {
+        "variants": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in results.items()},
+        "gains": {k: round(v, 3) for k, v in gains.items()}, "targets": TARGETS, "targets_met": met,
+        "mask": mask_source, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
+        "gt_mask_coverage_percent": round(100 * float(m_gt.mean()), 2),
+        "data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "split_seed": cfg.split_seed,
+                 "validation_photos": sorted(p.name for p in val_paths),
+                 "degradation": "oldphoto.train.degrade.degrade, DegradeConfig() defaults"},
+        "metrics": "PSNR/SSIM (oldphoto.train.metrics; SSIM Gaussian 11x11 sigma 1.5) on Rec. 601 luma; PSNR on RGB",
+        "ablations": "no_global and no_mask reuse the trained weights (switched off at inference, not retrained)",
+        "baseline_config": asdict(base_cfg),
+        "seconds": {"restore": round(restore_seconds, 2), "baseline": round(baseline_seconds, 2),
+                    "restore_megapixel_per_s": round(megapixels / restore_seconds, 3), "threads": cfg.threads,
+                    "note": "wall time on a shared machine"},
+        "cost": cost(restorer, cfg.cost_tile, cfg.cost_batch, cfg.threads),
+        "weights": {e.name: e.sha256 for e in restorer.entries},
+        "config": asdict(cfg),
+    }
+    out = Path(cfg.out)
+    atomic_write_json(out / "results.json", summary)
+    save_grid(out / "samples.png", [x[:6], mask[:6].expand(-1, 3, -1, -1),
+                                    _batched(lambda t: classical_restore(t, base_cfg)[0], cfg.batch, x[:6]),
+                                    full[:6], y[:6]])
+    if cfg.record:
+        update_meta(cfg.mapping, "evaluation", summary)
+    for k, v in results.items():
+        log(f"{k:20s} PSNR luma {v['psnr_y']:6.2f} dB  SSIM luma {v['ssim_y']:.3f}  PSNR RGB {v['psnr_rgb']:6.2f} dB")
+    log(f"gains: {summary['gains']}; targets met: {met}")
+    return summary

@@ -1,0 +1,351 @@
+"""Training of the latent mapping T on synthetic pairs (x, y, m) with both VAEs frozen.
+
+Loss: lambda_latent · L1(T(z_x, m), z_y) + w_image · L1(G_Y(T(z_x, m)), y) + w_gan · LSGAN + lambda_fm · feature
+matching, with z_x = E_RX(x) and z_y = E_Y(y) (posterior means) and a latent discriminator telling T(z_x) from
+z_y. The image term (through the frozen decoder G_Y) is our addition to the paper's loss: it weighs latent errors
+by what they do to pixels. The VAEs are copied into the run's checkpoint when it starts, so T always matches the
+exact encoder and decoder it was trained with; export publishes all three together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import registry
+from ..archs import build
+from ..ops.color import luma
+from ..ops.masks import dilate
+from .data import PhotoPool, corpus_dir, split_corpus, validation_set
+from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
+from .metrics import psnr, ssim
+from .pairs import pair_batch, stack_triples
+from .run_files import (JsonlLog, atomic_torch_save, cli_equivalent, cosine_lr, export_weights, rng_state, save_grid,
+                        set_rng_state, start_run_dir, update_meta)
+from .vae import Config as VAEConfig
+from .vae import data_recipe
+
+
+@dataclass(frozen=True)
+class Config:
+    out: str = "runs/mapping"  # run folder
+    vae1: str = "runs/vae1"  # VAE1: a vae run folder (its best.pt) or a registry name; copied at the start
+    vae2: str = "runs/vae2"  # VAE2: likewise
+    corpus: str = ""  # folder of clean photos; "" -> data.corpus_dir()
+    split_seed: int = 0  # data.split_corpus seed (keep the VAEs' split: validation photos are never trained on)
+    val_fraction: float = 0.15  # share of corpus photos held out for validation
+    seed: int = 0  # crops, degradations and initialisation
+    steps: int = 1_000_000  # upper bound on optimisation steps
+    minutes: float = 0.0  # wall-clock budget over all resumes (0: until `steps` or stopped; lr stays constant)
+    crop: int = 128  # training crop edge (multiple of 8)
+    batch: int = 8  # pairs per step
+    buffer: int = 256  # encoded pairs kept and reused (0: a fresh batch every step)
+    fresh: int = 2  # new pairs entering the buffer per step
+    lr: float = 2e-4  # Adam lr (paper), betas (0.5, 0.999)
+    lr_final: float = 0.1  # with a minutes budget: final lr as a fraction of lr (cosine decay)
+    lambda_latent: float = 60.0  # λ1: latent L1 weight (paper)
+    w_image: float = 60.0  # image L1 through the frozen G_Y (0 = the paper's loss)
+    w_gan: float = 1.0  # latent LSGAN weight for T
+    lambda_fm: float = 10.0  # λ2: feature matching weight (paper)
+    gan_start: int = 500  # steps before the GAN and feature-matching terms start
+    mask_dilate_max: int = 2  # the training mask is grown by 0..this many pixels (detector masks are fatter)
+    width: int = 64  # mapping channels
+    blocks_pre: int = 2  # residual blocks before the global branch
+    blocks_post: int = 2  # residual blocks after the fusion
+    disc_width: int = 64  # latent discriminator width
+    val_n: int = 12  # validation pairs (fixed; from validation photos)
+    val_size: int = 256  # validation crop edge
+    val_seed: int = 1234  # validation crop and degradation seed
+    val_every: int = 200  # steps between validations
+    log_every: int = 20  # steps between log.jsonl records
+    ckpt_minutes: float = 3.0  # minutes between checkpoints
+    threads: int = 1  # torch threads (the machine is shared)
+
+    def __post_init__(self) -> None:
+        if self.crop % 8 or self.val_size % 8:
+            raise ValueError(f"crop and val_size must be multiples of 8, got {self.crop} and {self.val_size}")
+        if self.batch < 1 or self.steps < 0 or self.minutes < 0 or self.mask_dilate_max < 0:
+            raise ValueError(f"batch >= 1 and steps, minutes, mask_dilate_max >= 0 required, got {self}")
+
+
+def load_vae(ref: str) -> tuple[torch.nn.Module, dict]:
+    """A VAE from a run folder (its best.pt) or a registry name -> (model in eval mode, {arch_kwargs, source})."""
+    run = Path(ref).expanduser()
+    if (run / "best.pt").is_file():
+        cfg = json.loads((run / "config.json").read_text())["config"]
+        best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+        kwargs = {k: cfg[k] for k in ("latent", "width", "half_width", "blocks")}
+        model = build("vae", **kwargs)
+        model.load_state_dict(best["state_dict"])
+        source = {"run": str(run), "step": int(best["step"]), "metrics": best["metrics"]}
+    else:
+        entry = registry.get(ref)  # raises WeightsError naming the known models
+        model, kwargs = registry.load_entry(entry), entry.arch_kwargs
+        source = {"registry": ref, "sha256": entry.sha256}
+    return model.eval(), {"arch_kwargs": dict(kwargs), "source": source}
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+@torch.no_grad()
+def restore_batch(vae1, mapping, vae2, x: torch.Tensor, m: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+    """G_Y(T(E_RX(x), m)) for (N, 3, H, W) [0, 1] images and (N, 1, H, W) masks, in chunks."""
+    out = [vae2.decoder(mapping(vae1.encoder(x[i:i + chunk])[0], m[i:i + chunk])) for i in range(0, len(x), chunk)]
+    return torch.cat(out)
+
+
+def quality(pred: torch.Tensor, target: torch.Tensor) -> dict:
+    """Means over the batch: PSNR on RGB, PSNR and SSIM on Rec. 601 luma (all (N, 3, H, W) [0, 1])."""
+    lp, lt = luma(pred.clamp(0, 1)), luma(target)
+    return {"psnr_rgb": float(psnr(pred.clamp(0, 1), target).mean()), "psnr_y": float(psnr(lp, lt).mean()),
+            "ssim_y": float(ssim(lp, lt).mean())}
+
+
+@torch.no_grad()
+def encode_pairs(vae1, vae2, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, m) -> (z_x = E_RX(x), z_y = E_Y(y), y, m): the frozen encoders' posterior means."""
+    return vae1.encoder(x)[0], vae2.encoder(y)[0], y, m
+
+
+class PairBuffer:
+    """A rotating store of encoded pairs (z_x, z_y, y, m): each step replaces `fresh` random entries with new
+    pairs and samples a batch from all of them. On 2 shared CPU cores the degradation synthesis and the two
+    frozen encoders would otherwise cost as much as the training step itself; each pair is now used about
+    capacity * batch / (fresh * capacity) = batch / fresh times, while the store keeps turning over.
+    """
+
+    def __init__(self, capacity: int, make: Callable[[int], tuple], rng: np.random.Generator, chunk: int = 8):
+        self.capacity, self.make, self.rng, self.chunk = capacity, make, rng, chunk
+        self.items: list[torch.Tensor] = []
+
+    def _fill(self) -> None:
+        parts = [self.make(min(self.chunk, self.capacity - i)) for i in range(0, self.capacity, self.chunk)]
+        self.items = [torch.cat(t) for t in zip(*parts)]
+
+    def refresh(self, fresh: int) -> None:
+        if not self.items:
+            self._fill()
+            return
+        if fresh > 0:
+            slots = torch.from_numpy(self.rng.choice(self.capacity, min(fresh, self.capacity), replace=False))
+            for store, new in zip(self.items, self.make(len(slots))):
+                store[slots] = new
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, ...]:
+        idx = torch.from_numpy(self.rng.choice(self.capacity, min(batch, self.capacity), replace=False))
+        return tuple(store[idx] for store in self.items)
+
+
+def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Tensor, z_y: torch.Tensor,
+               y: torch.Tensor, m: torch.Tensor, use_gan: bool) -> dict[str, float]:
+    """One step on a batch: latents z_x = E_RX(x), z_y = E_Y(y) (B, latent, S/4, S/4), clean y (B, 3, S, S) [0, 1],
+    mask m (B, 1, S, S) {0, 1}; updates T, then the latent discriminator. The decoder G_Y is frozen (gradients
+    only flow through it into T). Returns each loss term as a float."""
+    z_hat = mapping(z_x, m)
+    parts = {"latent_l1": F.l1_loss(z_hat, z_y)}
+    loss = cfg.lambda_latent * parts["latent_l1"]
+    if cfg.w_image > 0:
+        parts["image_l1"] = F.l1_loss(decoder(z_hat), y)
+        loss = loss + cfg.w_image * parts["image_l1"]
+    if use_gan:
+        fake_feats = disc.features(z_hat)
+        with torch.no_grad():
+            real_feats = disc.features(z_y)
+        parts["g_gan"] = lsgan_g_loss(fake_feats[-1])
+        parts["fm"] = feature_matching(real_feats, fake_feats)
+        loss = loss + cfg.w_gan * parts["g_gan"] + cfg.lambda_fm * parts["fm"]
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    if use_gan:
+        parts["d_gan"] = lsgan_d_loss(disc(z_y), disc(z_hat.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        parts["d_gan"].backward()
+        opt_d.step()
+    return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def run(cfg: Config, log: Callable[[str], None]) -> dict:
+    """Train (or resume) the mapping in cfg.out; returns the last validation metrics and counters."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    start_run_dir(out, asdict(cfg), ("width", "blocks_pre", "blocks_post", "disc_width"))
+    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
+    train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    pool = PhotoPool(train_paths)
+    x_val, y_val, m_val = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
+
+    ckpt_path = out / "ckpt.pt"
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
+    if ck is None:
+        vae1, info1 = load_vae(cfg.vae1)
+        vae2, info2 = load_vae(cfg.vae2)
+    else:  # the frozen VAEs travel with the checkpoint: T stays matched to them whatever happens to the sources
+        info1, info2 = ck["vae1_info"], ck["vae2_info"]
+        vae1, vae2 = build("vae", **info1["arch_kwargs"]), build("vae", **info2["arch_kwargs"])
+        vae1.load_state_dict(ck["vae1"])
+        vae2.load_state_dict(ck["vae2"])
+    vae1, vae2 = freeze(vae1), freeze(vae2)
+    latent = info1["arch_kwargs"]["latent"]
+    if info2["arch_kwargs"]["latent"] != latent:
+        raise ValueError(f"VAE1 has {latent} latent channels but VAE2 has {info2['arch_kwargs']['latent']}")
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    mapping = build("mapping", latent=latent, width=cfg.width, blocks_pre=cfg.blocks_pre, blocks_post=cfg.blocks_post)
+    disc = build("latent_discriminator", latent=latent, width=cfg.disc_width)
+    opt_g = torch.optim.Adam(mapping.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    step, elapsed, best = 0, 0.0, -math.inf
+    if ck is not None:
+        mapping.load_state_dict(ck["mapping"])
+        disc.load_state_dict(ck["disc"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        set_rng_state(rng, ck["rng"])
+        step, elapsed, best = ck["step"], ck["elapsed"], ck["best"]
+        log(f"resumed {out} at step {step} ({elapsed / 60:.1f} min trained)")
+    logf = JsonlLog(out / "log.jsonl")
+
+    def checkpoint() -> None:
+        atomic_torch_save({"mapping": mapping.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                           "opt_d": opt_d.state_dict(), "rng": rng_state(rng), "step": step, "elapsed": elapsed,
+                           "best": best, "vae1": vae1.state_dict(), "vae2": vae2.state_dict(),
+                           "vae1_info": info1, "vae2_info": info2}, ckpt_path)
+
+    if ck is None:
+        checkpoint()  # pins the VAE copies before the first step
+
+    def validation() -> dict:
+        nonlocal best
+        mapping.eval()
+        pred = restore_batch(vae1, mapping, vae2, x_val, m_val)
+        mapping.train()
+        metrics = quality(pred, y_val)
+        save_grid(out / "samples" / f"step{step:06d}.png",
+                  [x_val[:4], m_val[:4].expand(-1, 3, -1, -1), pred[:4].clamp(0, 1), y_val[:4]])
+        if metrics["psnr_y"] > best:
+            best = metrics["psnr_y"]
+            atomic_torch_save({"state_dict": mapping.state_dict(), "step": step, "elapsed": elapsed,
+                               "metrics": metrics, "vae1": vae1.state_dict(), "vae2": vae2.state_dict(),
+                               "vae1_info": info1, "vae2_info": info2}, out / "best.pt")
+        logf.write({"step": step, "val": metrics})
+        log(f"mapping step {step}: val PSNR luma {metrics['psnr_y']:.2f} dB, SSIM {metrics['ssim_y']:.3f}, "
+            f"RGB {metrics['psnr_rgb']:.2f} dB")
+        return metrics
+
+    buffer = PairBuffer(cfg.buffer, lambda k: encode_pairs(vae1, vae2, *pair_batch(pool, rng, k, cfg.crop)), rng)
+    budget = cfg.minutes * 60
+    mapping.train()
+    disc.train()
+    sums: dict[str, float] = {}
+    last_ckpt = time.monotonic()
+    metrics: dict = {}
+    while step < cfg.steps and (budget == 0 or elapsed < budget):
+        t0 = time.monotonic()
+        lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
+        for group in opt_g.param_groups + opt_d.param_groups:
+            group["lr"] = lr
+        if buffer.capacity:
+            buffer.refresh(cfg.fresh)
+            z_x, z_y, y, m = buffer.sample(cfg.batch)
+        else:
+            z_x, z_y, y, m = encode_pairs(vae1, vae2, *pair_batch(pool, rng, cfg.batch, cfg.crop))
+        m = dilate(m, int(rng.integers(cfg.mask_dilate_max + 1)))
+        use_gan = step >= cfg.gan_start and (cfg.w_gan > 0 or cfg.lambda_fm > 0)
+        values = train_step(cfg, mapping, disc, vae2.decoder, opt_g, opt_d, z_x, z_y, y, m, use_gan)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {values}")
+        step += 1
+        elapsed += time.monotonic() - t0
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if step % cfg.log_every == 0:
+            logf.write({"step": step, "elapsed": round(elapsed, 1), "lr": lr,
+                        **{k: v / cfg.log_every for k, v in sums.items()}})
+            sums = {}
+        if step % cfg.val_every == 0:
+            metrics = validation()
+        if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.monotonic()
+    if step % cfg.val_every or not metrics:
+        metrics = validation()
+    checkpoint()
+    return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_y": best}
+
+
+def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1-v1", vae2_name: str = "vae2-v1",
+           weights: Path | None = None) -> Path:
+    """Publish the best validated mapping of run_dir as weights/<name>.pt, together with the exact VAEs it was
+    trained with (as vae1_name / vae2_name, arch "vae"); safe while training. Returns the mapping's file.
+
+    The mapping's meta records both VAEs' sha256, which Restorer.from_registry checks. A previous evaluation in
+    the meta is kept only when the published weights did not change.
+    """
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "config.json").read_text())
+    cfg = info["config"]
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    vae_paths = {}
+    for key, vname in (("vae1", vae1_name), ("vae2", vae2_name)):
+        vinfo = best[f"{key}_info"]
+        vmeta = {"role": "VAE1 (E_RX, G_RX): degraded/old photos" if key == "vae1" else "VAE2 (E_Y, G_Y): clean photos",
+                 "published_with": name, "source": vinfo["source"]}
+        src_run = Path(vinfo["source"].get("run", ""))
+        if vinfo["source"].get("run") and (src_run / "config.json").is_file():
+            vcfg = json.loads((src_run / "config.json").read_text())
+            vmeta.update({"command": vcfg["command"], "config": vcfg["config"], "data": data_recipe(vcfg["config"]),
+                          "seed": vcfg["config"]["seed"], "steps": vinfo["source"]["step"],
+                          "validation": vinfo["source"]["metrics"]})
+            vmeta["cli_equivalent"] = cli_equivalent(key, vcfg["config"], _vae_defaults())
+        elif vinfo["source"].get("registry"):
+            old = registry.get(vinfo["source"]["registry"]).meta
+            vmeta = {**old, **vmeta}
+        vae_paths[key] = export_weights(best[key], vname, "vae", vinfo["arch_kwargs"], vmeta, weights)
+    folder = Path(weights) if weights is not None else registry.weights_dir()
+    previous = _manifest_entry(folder, name)
+    meta = {
+        "role": "mapping T: VAE1 latent + defect mask -> VAE2 latent",
+        "command": info["command"], "cli_equivalent": cli_equivalent("mapping", cfg, _defaults()), "config": cfg,
+        "data": data_recipe(cfg), "seed": cfg["seed"], "steps": int(best["step"]),
+        "wall_minutes": round(best["elapsed"] / 60, 1),
+        "vae1": {"name": vae1_name, "sha256": registry.sha256_file(vae_paths["vae1"])},
+        "vae2": {"name": vae2_name, "sha256": registry.sha256_file(vae_paths["vae2"])},
+        "loss": "lambda_latent*L1(T(z_x),z_y) + w_image*L1(G_Y(T(z_x)),y) + w_gan*LSGAN + lambda_fm*FM (latent D)",
+        "validation": {"pairs": cfg["val_n"], "size": cfg["val_size"], "seed": cfg["val_seed"],
+                       "mask": "ground truth", **best["metrics"]},
+    }
+    arch_kwargs = {"latent": best["vae1_info"]["arch_kwargs"]["latent"], "width": cfg["width"],
+                   "blocks_pre": cfg["blocks_pre"], "blocks_post": cfg["blocks_post"]}
+    path = export_weights(best["state_dict"], name, "mapping", arch_kwargs, meta, weights)
+    digest = registry.sha256_file(path)
+    if previous and previous.get("sha256") == digest and "evaluation" in previous.get("meta", {}):
+        update_meta(name, "evaluation", previous["meta"]["evaluation"], weights)
+    return path
+
+
+def _defaults() -> dict:
+    return {f.name: f.default for f in fields(Config)}
+
+
+def _vae_defaults() -> dict:
+    return {f.name: f.default for f in fields(VAEConfig)}
+
+
+def _manifest_entry(folder: Path, name: str) -> dict | None:
+    path = folder / "MANIFEST.json"
+    return json.loads(path.read_text()).get("models", {}).get(name) if path.is_file() else None

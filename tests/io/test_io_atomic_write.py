@@ -1,0 +1,110 @@
+"""Writes are atomic: a failure (read-only folder, full disk, Ctrl-C) leaves no partial or temp file, and an
+existing output stays as it was."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from io_samples import gradient
+from oldphoto.errors import ImageError
+from oldphoto.io import atomic, read, write
+
+FORMATS = ["JPEG", "PNG", "TIFF", "WEBP"]
+PX = gradient(48, 64, 3, np.uint16)
+
+
+def _only(folder, *names):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_success_replaces_and_leaves_no_temp(tmp_path, fmt):
+    target = tmp_path / "out.img"
+    target.write_bytes(b"old content")
+    write(target, PX, None, fmt, None)
+    _only(tmp_path, "out.img")
+    assert read(target, 10_000).format == fmt
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_disk_full_leaves_nothing_behind(tmp_path, monkeypatch, fmt):
+    target = tmp_path / "out.img"
+    target.write_bytes(b"old content")
+    calls = []
+    fail_at = 1 if fmt in ("JPEG", "WEBP") else 3  # Pillow writes a small JPEG/WebP in one go
+
+    def full_disk(fd, data):
+        calls.append(len(data))
+        if len(calls) >= fail_at:  # PNG/TIFF: part-way, after some bytes reached the temp file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    real_write = os.write
+    monkeypatch.setattr(atomic.os, "write", full_disk)
+    with pytest.raises(ImageError) as info:
+        write(target, PX, None, fmt, None)
+    monkeypatch.undo()
+    assert str(target) in str(info.value) and "No space left on device" in str(info.value)
+    _only(tmp_path, "out.img")
+    assert target.read_bytes() == b"old content"
+
+
+def test_keyboard_interrupt_removes_the_temp_file(tmp_path, monkeypatch):
+    seen = []
+
+    def interrupted(fd, data):
+        seen.append(os.listdir(tmp_path))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path / "out.tif", PX, None, "TIFF", None)
+    monkeypatch.undo()
+    assert any(n.startswith(".out.tif.oldphoto-tmp-") for n in seen[0])  # the temp file existed mid-write
+    _only(tmp_path)
+
+
+def test_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writing (see the simulated case)")
+        with pytest.raises(ImageError, match="Permission denied"):
+            write(folder / "x.png", PX, None, "PNG", None)
+        _only(folder)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_permission_denied_simulated(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if atomic.TEMP_MARK in str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.os, "open", denied)
+    with pytest.raises(ImageError) as info:
+        write(tmp_path / "x.png", PX, None, "PNG", None)
+    assert "x.png" in str(info.value) and "Permission denied" in str(info.value)
+    _only(tmp_path)
+
+
+def test_missing_output_folder(tmp_path):
+    with pytest.raises(ImageError, match="No such file or directory"):
+        write(tmp_path / "nope" / "x.png", PX, None, "PNG", None)
+    _only(tmp_path)
+
+
+def test_format_too_small_for_image_is_refused_before_writing(tmp_path):
+    wide = np.zeros((2, 16_384, 3), np.uint8)
+    with pytest.raises(ImageError, match="WEBP cannot hold 16384 x 2 pixels"):
+        write(tmp_path / "x.webp", wide, None, "WEBP", None)
+    _only(tmp_path)

@@ -1,0 +1,190 @@
+"""Every bad input fails alone with ImageError naming the file and the reason."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from io_samples import gradient, long_, short, tiff_structure
+from oldphoto.errors import ImageError
+from oldphoto.io import probe, read, write
+
+EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
+
+
+def _fails(path, *words, max_pixels=10**6):
+    with pytest.raises(ImageError) as info:
+        read(path, max_pixels)
+    msg = str(info.value)
+    assert str(path) in msg and "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    _fails(tmp_path / "empty.jpg", "empty file")
+    with pytest.raises(ImageError, match="empty file"):
+        probe(tmp_path / "empty.jpg")
+
+
+def test_text_file_named_jpg(tmp_path):
+    (tmp_path / "notes.jpg").write_text("hello, this is not a photo\n")
+    _fails(tmp_path / "notes.jpg", "not a JPEG, PNG, TIFF or WebP", "hello")
+
+
+def test_missing_file_and_folder_named_like_an_image(tmp_path):
+    _fails(tmp_path / "missing.png", "cannot open", "No such file")
+    (tmp_path / "folder.jpg").mkdir()
+    _fails(tmp_path / "folder.jpg", "cannot", "directory")
+
+
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "locked.png"
+    write(path, gradient(4, 4, 3, np.uint8), None, "PNG", None)
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: permissions do not stop reading (see the folder case above)")
+        _fails(path, "cannot open", "Permission denied")
+    finally:
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("fmt,dtype", [("JPEG", np.uint8), ("WEBP", np.uint8), ("PNG", np.uint8),
+                                       ("PNG", np.uint16), ("TIFF", np.uint8), ("TIFF", np.uint16)])
+def test_truncated_files(tmp_path, fmt, dtype):
+    full = tmp_path / f"full.{EXT[fmt]}"
+    write(full, gradient(64, 80, 3, dtype), None, fmt, None, jpeg_quality=90)
+    data = full.read_bytes()
+    for keep in (0.5, 0.97):
+        cut = tmp_path / f"cut.{EXT[fmt]}"
+        cut.write_bytes(data[: int(len(data) * keep)])
+        _fails(cut, "cannot read", "truncated")
+
+
+def test_truncated_tiff_written_by_tifffile(tmp_path):
+    px = gradient(64, 80, 3, np.uint16)
+    for comp in (None, "lzw"):
+        tifffile.imwrite(tmp_path / "t.tif", px, photometric="rgb", compression=comp, rowsperstrip=8)
+        data = (tmp_path / "t.tif").read_bytes()
+        (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+        _fails(tmp_path / "cut.tif", "truncated", "image data runs to byte")
+
+
+def _png_header_only(w, h):
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _no_big_allocation(fn):
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "JPEG"])
+def test_huge_header_is_refused_before_decoding(tmp_path, fmt):
+    path = tmp_path / f"bomb.{EXT[fmt]}"
+    if fmt == "PNG":
+        path.write_bytes(_png_header_only(100_000, 100_000))
+        size = "100000 x 100000"
+    elif fmt == "TIFF":
+        ifd0 = [long_(256, 100_000), long_(257, 100_000), short(258, 8, 8, 8), short(259, 8), short(262, 2),
+                short(277, 3), long_(278, 100_000)]
+        path.write_bytes(tiff_structure("<", ifd0, strip=zlib.compress(b"\0" * 1000)))
+        size = "100000 x 100000"
+    else:  # JPEG sides stop at 65535: patch the frame header of a small JPEG
+        Image.fromarray(gradient(16, 16, 3, np.uint8)).save(path, quality=90)
+        data = bytearray(path.read_bytes())
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5 : sof + 9] = struct.pack(">HH", 60_000, 60_000)
+        path.write_bytes(bytes(data))
+        size = "60000 x 60000"
+
+    def attempt():
+        with pytest.raises(ImageError) as info:
+            read(path, max_pixels=400_000_000)
+        assert size in str(info.value) and "exceeds the limit of 400.0 MP" in str(info.value)
+
+    _no_big_allocation(attempt)
+    info = probe(path)  # the header itself is fine to report
+    assert (info.width, info.height) == tuple(int(s) for s in size.split(" x "))
+
+
+def test_unsupported_tiff_layouts(tmp_path):
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "f.tif", rng.random((8, 8)).astype(np.float32))
+    _fails(tmp_path / "f.tif", "32-bit floating point")
+    tifffile.imwrite(tmp_path / "i.tif", rng.integers(0, 9, (8, 8)).astype(np.uint32))
+    _fails(tmp_path / "i.tif", "32")
+    tifffile.imwrite(tmp_path / "lab.tif", rng.integers(0, 255, (8, 8, 3)).astype(np.uint8), photometric="cielab")
+    _fails(tmp_path / "lab.tif", "unsupported colour layout", "CIELab")
+    tifffile.imwrite(tmp_path / "x.tif", rng.integers(0, 255, (8, 8, 6)).astype(np.uint8), photometric="rgb",
+                     extrasamples=["unassalpha", "unspecified", "unspecified"])
+    _fails(tmp_path / "x.tif", "6 samples per pixel")
+
+
+def test_multipage_tiff_is_refused_but_previews_are_fine(tmp_path):
+    px = gradient(40, 60, 3, np.uint8)
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as t:
+        for _ in range(3):
+            t.write(px, photometric="rgb")
+    msg = _fails(tmp_path / "pages.tif", "multi-page TIFF with 3 pages is not supported; split it first")
+    assert msg.count("\n") == 0
+    with tifffile.TiffWriter(tmp_path / "preview.tif") as t:
+        t.write(px, photometric="rgb")
+        t.write(px[::4, ::4], photometric="rgb", subfiletype=1)  # flagged reduced resolution
+        t.write(px[::8, ::8], photometric="rgb")  # unflagged thumbnail
+    pic = read(tmp_path / "preview.tif", 10_000)
+    np.testing.assert_array_equal(pic.pixels, px)
+    assert probe(tmp_path / "preview.tif").pages == 3
+
+
+def test_animations_are_refused(tmp_path):
+    frames = [Image.fromarray(gradient(16, 16, 3, np.uint8, seed=i)) for i in range(3)]
+    frames[0].save(tmp_path / "a.png", save_all=True, append_images=frames[1:])
+    _fails(tmp_path / "a.png", "animated PNG with 3 frames")
+    frames[0].save(tmp_path / "a.webp", save_all=True, append_images=frames[1:], lossless=True)
+    _fails(tmp_path / "a.webp", "animated WEBP with 3 frames")
+
+
+def test_corrupt_png_chunk(tmp_path):
+    path = tmp_path / "x.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    data = bytearray(path.read_bytes())
+    pos = data.index(b"eXIf") + 8
+    data[pos] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _fails(path, "CRC mismatch")
+
+
+def test_one_bad_file_does_not_affect_the_next(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    write(tmp_path / "good.png", gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    _fails(tmp_path / "bad.png", "cannot read PNG")
+    assert read(tmp_path / "good.png", 100).pixels.shape == (8, 8, 3)
+
+
+def test_probe_reads_the_header_only(tmp_path):
+    write(tmp_path / "x.png", gradient(64, 80, 3, np.uint16), None, "PNG", None)
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # pixel data cut short
+    info = probe(tmp_path / "cut.png")
+    assert (info.format, info.width, info.height, info.dtype, info.source_mode) == ("PNG", 80, 64,
+                                                                                    np.dtype(np.uint16), "RGB;16")
+    _fails(tmp_path / "cut.png", "truncated")

@@ -1,0 +1,127 @@
+"""Low-level containers: raw TIFF directories, PNG chunks and filters, IPTC wrappers."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import imagecodecs
+import numpy as np
+import piexif
+import pytest
+
+from io_samples import EXIF_SUB, GPS_SUB, IPTC, ascii_, gradient, rich_exif, short, tiff_structure
+from oldphoto.io import iptc, png
+from oldphoto.io import tiff_ifd as T
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_exif_parse_and_rebuild_keep_every_entry_byte_for_byte(order):
+    blob = rich_exif(order)
+    ifd0, got_order, has_thumb = T.parse_exif(blob)
+    assert got_order == order and not has_thumb
+    exif = ifd0.children[T.EXIF_IFD]
+    assert {e[0] for e in EXIF_SUB} == set(exif.entries)
+    assert {e[0] for e in GPS_SUB} == set(ifd0.children[T.GPS_IFD].entries)
+    assert exif.entries[36867].text() == "1952:07:14 15:30:00"
+    assert exif.entries[33434].rationals() == ((1, 125),)
+    assert exif.entries[40962].ints() == (999,)
+    for out_order in ("<", ">"):
+        rebuilt = T.build_exif(ifd0, out_order)
+        again, o, _ = T.parse_exif(b"Exif\0\0" + rebuilt)
+        assert o == out_order
+        assert again.entries == ifd0.entries
+        assert again.children[T.EXIF_IFD].entries == exif.entries
+        d = piexif.load(b"Exif\0\0" + rebuilt)  # independent reader agrees
+        assert d["Exif"][36867] == b"1952:07:14 15:30:00" and d["0th"][271] == b"Epson"
+
+
+def test_bigtiff_directory_roundtrip():
+    ifd = T.Ifd({270: T.ascii_entry(270, "a longer description than eight bytes"), 274: T.short_entry(274, 3)},
+                {T.EXIF_IFD: T.Ifd({36867: T.ascii_entry(36867, "1952:07:14 15:30:00")})})
+    blob = T.serialize(ifd, "<", True, 16)
+    back, nxt = T.read_ifd(T.bytes_reader(b"\0" * 16 + blob), 16, "<", True)
+    assert nxt == 0 and back.entries == ifd.entries
+    assert back.children[T.EXIF_IFD].entries == ifd.children[T.EXIF_IFD].entries
+
+
+def test_garbage_is_rejected():
+    with pytest.raises(T.IfdError, match="TIFF header"):
+        T.parse_exif(b"JUNKJUNKJUNK")
+    with pytest.raises(T.IfdError, match="outside"):
+        T.parse_exif(b"II*\0" + struct.pack("<I", 5000))
+    looping = bytearray(tiff_structure("<", [ascii_(271, "x")], [short(1, 1)]))
+    pos = looping.index(struct.pack("<HHI", 34665, 4, 1))
+    looping[pos + 8 : pos + 12] = struct.pack("<I", 8)  # Exif pointer back to IFD0: a cycle
+    with pytest.raises(T.IfdError, match="nested too deep"):
+        T.parse_exif(bytes(looping))
+
+
+def test_entry_values():
+    assert T.int_entry(1, 70000).type == T.LONG and T.int_entry(1, 7).type == T.SHORT
+    assert T.rational_entry(282, 300, 1).rationals() == ((300, 1),)
+    e = T.ascii_entry(270, "caf\udce9")  # undecodable bytes survive through surrogateescape
+    assert e.data == b"caf\xe9\0" and e.text() == "caf\udce9"
+    assert T.swap_order(T.SHORT, b"\x01\x02\x03\x04") == b"\x02\x01\x04\x03"
+    assert T.swap_order(T.RATIONAL, struct.pack("<II", 1, 2)) == struct.pack(">II", 1, 2)
+    assert T.swap_order(T.UNDEFINED, b"\x01\x02") == b"\x01\x02"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png_encoder_all_filters_decode_in_libpng(dtype, channels):
+    # a mix of flat, noisy and gradient rows makes the row filter choice vary
+    px = gradient(40, 23, 3, dtype)
+    px[5:10] = 0
+    px[20:25] = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, (5, 23, 3))
+    colour = px[:, :, :1] if channels in (1, 2) else px
+    alpha = px[:, :, 2] if channels in (2, 4) else None
+    buf = io.BytesIO()
+    png.write_png(buf, colour, alpha, [])
+    data = buf.getvalue()
+    decoded = imagecodecs.png_decode(data).reshape(40, 23, channels)
+    np.testing.assert_array_equal(decoded[:, :, : colour.shape[2]], colour)
+    if alpha is not None:
+        np.testing.assert_array_equal(decoded[:, :, -1], alpha)
+    raw = imagecodecs.zlib_decode(b"".join(_chunks(data, b"IDAT")))
+    row = 1 + 23 * channels * np.dtype(dtype).itemsize
+    filters = {raw[i * row] for i in range(40)}
+    assert len(filters) >= 2  # adaptive, not a single fixed filter
+
+
+def _chunks(data: bytes, ctype: bytes):
+    pos = 8
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == ctype:
+            yield data[pos + 8 : pos + 8 + n]
+        pos += 12 + n
+
+
+def test_png_chunk_reader_collects_metadata():
+    buf = io.BytesIO()
+    chunks = [png.iccp_chunk(b"icc-bytes" * 50), png.phys_chunk((300.0, 150.0)), png.chunk(b"eXIf", b"II*\0x"),
+              png.xmp_chunk(b"<x/>"), png.text_chunk("Title", "Été"), png.text_chunk("Comment", "日本"),
+              png.chunk(b"gAMA", struct.pack(">I", 45455))]
+    png.write_png(buf, np.zeros((3, 4, 3), np.uint8), None, chunks)
+    buf.seek(0)
+    info = png.read_chunks(buf)
+    assert info.icc == b"icc-bytes" * 50 and info.exif == b"II*\0x" and info.xmp == b"<x/>"
+    assert info.text == {"Title": "Été", "Comment": "日本"}
+    assert png.dpi_from_phys(info.phys) == (300.0, 150.0)
+    assert info.color == {"gAMA": struct.pack(">I", 45455)}
+    assert (info.header.width, info.header.height, info.header.bit_depth) == (4, 3, 8)
+
+
+def test_iptc_wrappers_roundtrip():
+    text = iptc.png_text(IPTC)
+    assert text.startswith("\niptc\n") and iptc.from_png_text(text) == IPTC
+    segment = iptc.jpeg_app13(IPTC)
+    assert segment[:2] == b"\xff\xed" and struct.unpack(">H", segment[2:4])[0] == len(segment) - 2
+    payload = segment[4:]
+    assert payload.startswith(b"Photoshop 3.0\0")
+    assert iptc.photoshop_resources(payload[14:]) == {iptc.IPTC_RESOURCE: IPTC}
+    with pytest.raises(ValueError, match="does not fit"):
+        iptc.jpeg_app13(b"\x1c" * 70000)
+    with pytest.raises(ValueError, match="says 9 bytes"):
+        iptc.from_png_text("\niptc\n       9\n1c02\n")

@@ -1,0 +1,71 @@
+"""Memory: reading needs about the decoded size (not a multiple of it), writing streams bands, and large
+buffers go to disk. Measured with tracemalloc, which sees numpy, Pillow-independent Python and
+imagecodecs allocations made through numpy/bytes."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import tifffile
+
+from io_samples import gradient
+from oldphoto.io import buffers, read, write
+
+H, W = 1500, 1200  # 10.8 MB as 16-bit RGB
+
+
+@pytest.fixture(scope="module")
+def px():
+    return gradient(H, W, 3, np.uint16)
+
+
+def _peak(fn):
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["oldphoto-deflate", "lzw", "png16"])
+def test_reading_16bit_rgb_needs_at_most_1_5x(tmp_path, px, kind):
+    if kind == "oldphoto-deflate":
+        path = tmp_path / "x.tif"
+        write(path, px, None, "TIFF", None)
+    elif kind == "lzw":
+        path = tmp_path / "x.tif"
+        tifffile.imwrite(path, px, photometric="rgb", compression="lzw", rowsperstrip=16)
+    else:
+        path = tmp_path / "x.png"
+        write(path, px, None, "PNG", None)
+    pic, peak = _peak(lambda: read(path, 10**8))
+    np.testing.assert_array_equal(pic.pixels, px)
+    assert peak <= 1.5 * px.nbytes, f"{peak / px.nbytes:.2f}x"
+
+
+def test_uncompressed_tiff_is_mapped_not_read(tmp_path, px):
+    tifffile.imwrite(tmp_path / "u.tif", px, photometric="rgb")
+    pic, peak = _peak(lambda: read(tmp_path / "u.tif", 10**8))
+    assert isinstance(pic.pixels, np.memmap) or isinstance(pic.pixels.base, np.memmap)
+    assert peak < 0.1 * px.nbytes
+    pic.pixels[0, 0] = 0  # copy-on-write: allowed, and the source file is untouched
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "u.tif")[0, 0], px[0, 0])
+
+
+def test_large_buffers_go_to_disk(tmp_path, px, monkeypatch):
+    write(tmp_path / "x.tif", px, None, "TIFF", None)
+    monkeypatch.setattr(buffers, "DISK_THRESHOLD", 1 << 20)
+    pic, peak = _peak(lambda: read(tmp_path / "x.tif", 10**8, tmp_dir=tmp_path))
+    assert isinstance(pic.pixels.base, np.memmap) or isinstance(pic.pixels, np.memmap)
+    assert peak < 0.5 * px.nbytes
+    np.testing.assert_array_equal(pic.pixels, px)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG"])
+def test_writing_streams_without_a_full_copy(tmp_path, px, fmt):
+    alpha = px[:, :, 0].copy()
+    _, peak = _peak(lambda: write(tmp_path / f"x.{fmt}", px, alpha, fmt, None))
+    assert peak < 0.5 * px.nbytes, f"{peak / px.nbytes:.2f}x"

@@ -1,0 +1,229 @@
+"""EXIF, ICC, XMP, IPTC, DPI, TIFF tags and PNG text survive read -> write -> read, within and across formats."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import piexif
+import pytest
+import tifffile
+from PIL import Image, ImageOps
+
+from io_samples import (IPTC, SRGB_ICC, XMP, ascii_, gradient, long_, rational, rich_exif, short,
+                        tiff_structure, undefined)
+from oldphoto import __version__
+from oldphoto.io import Metadata, read, upright, write
+from oldphoto.io import tiff_ifd as T
+
+FORMATS = ["JPEG", "PNG", "TIFF", "WEBP"]
+EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
+SOFTWARE = f"oldphoto {__version__}"
+
+
+def _roundtrip(tmp_path, meta, fmt, name="out", px=None):
+    px = gradient(24, 36, 3, np.uint8) if px is None else px
+    path = tmp_path / f"{name}.{EXT[fmt]}"
+    notes = write(path, px, None, fmt, meta)
+    return read(path, max_pixels=10_000), notes, path
+
+
+def _check_exif(blob: bytes, width: int, height: int) -> None:
+    # piexif parses independently of oldphoto; tags it does not know are checked raw
+    d = piexif.load(b"Exif\0\0" + blob)
+    assert d["0th"][piexif.ImageIFD.Orientation] == 1
+    assert d["0th"][piexif.ImageIFD.Software] == SOFTWARE.encode()
+    assert d["0th"][piexif.ImageIFD.Make] == b"Epson"
+    assert d["0th"][piexif.ImageIFD.Artist] == b"Jane Doe"
+    assert d["Exif"][piexif.ExifIFD.DateTimeOriginal] == b"1952:07:14 15:30:00"
+    assert d["Exif"][piexif.ExifIFD.ExposureTime] == (1, 125)
+    assert d["Exif"][piexif.ExifIFD.OffsetTime] == b"+01:00"
+    assert d["Exif"][piexif.ExifIFD.ExifVersion] == b"0232"
+    assert (d["Exif"][piexif.ExifIFD.PixelXDimension], d["Exif"][piexif.ExifIFD.PixelYDimension]) == (width, height)
+    assert d["GPS"][piexif.GPSIFD.GPSLatitude] == ((45, 1), (45, 1), (1234, 100))
+    assert d["GPS"][piexif.GPSIFD.GPSLongitudeRef] == b"E"
+    assert d["GPS"][piexif.GPSIFD.GPSVersionID] == (2, 3, 0, 0)
+    ifd0, _, _ = T.parse_exif(blob)
+    assert ifd0.children[T.EXIF_IFD].entries[42080].data == b"\x00\x01"  # CompositeImage: piexif drops it
+    assert ifd0.entries[285].text() == "Album 3, page 12"  # PageName: piexif drops it too
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_everything_survives_the_same_format(tmp_path, rich_meta, fmt):
+    pic, notes, _ = _roundtrip(tmp_path, rich_meta, fmt)
+    m = pic.meta
+    assert m.icc == SRGB_ICC
+    assert m.xmp == XMP
+    assert m.dpi == pytest.approx((600.0, 600.0), abs=1e-6)
+    _check_exif(m.exif, 36, 24)
+    assert m.tiff_tags[270] == "Grandmother at the bakery, 1952"
+    assert m.tiff_tags[269] == "Box 4" and m.tiff_tags[316] == "scanner-pc"
+    assert m.tiff_tags[33432] == "(c) City Museum" and m.tiff_tags[306] == "2019:03:02 10:11:12"
+    assert m.tiff_tags[305] == SOFTWARE
+    if fmt == "WEBP":
+        assert m.iptc is None and any("IPTC" in n for n in notes)
+    else:
+        assert m.iptc == IPTC
+        assert notes == []
+    again, _, _ = _roundtrip(tmp_path, m, fmt, name="again")  # a second generation changes nothing
+    assert (again.meta.exif, again.meta.icc, again.meta.xmp, again.meta.iptc, again.meta.tiff_tags) == \
+        (m.exif, m.icc, m.xmp, m.iptc, m.tiff_tags)
+
+
+@pytest.mark.parametrize("src", FORMATS)
+@pytest.mark.parametrize("dst", FORMATS)
+def test_metadata_is_carried_across_formats(tmp_path, rich_meta, src, dst):
+    first, _, _ = _roundtrip(tmp_path, rich_meta, src, name="first")
+    second, _, _ = _roundtrip(tmp_path, first.meta, dst, name="second")
+    m = second.meta
+    assert m.icc == SRGB_ICC and m.xmp == XMP
+    assert m.iptc == (None if "WEBP" in (src, dst) else IPTC)
+    _check_exif(m.exif, 36, 24)
+    assert m.dpi == pytest.approx((600.0, 600.0), abs=1e-6)
+    assert {t: m.tiff_tags[t] for t in (269, 270, 271, 315, 316)} == {
+        269: "Box 4", 270: "Grandmother at the bakery, 1952", 271: "Epson", 315: "Jane Doe", 316: "scanner-pc"}
+
+
+def test_tiff_output_has_real_exif_gps_and_tiff_tags(tmp_path, rich_meta):
+    _, _, path = _roundtrip(tmp_path, rich_meta, "TIFF")
+    with tifffile.TiffFile(path) as t:
+        tags = t.pages[0].tags
+        assert tags["ImageDescription"].value == "Grandmother at the bakery, 1952"
+        assert tags["Software"].value == SOFTWARE
+        assert tags["InterColorProfile"].value == SRGB_ICC
+        assert bytes(tags["XMP"].value) == XMP
+        assert tags["ExifTag"].value["DateTimeOriginal"] == "1952:07:14 15:30:00"
+        assert tags["GPSTag"].value["GPSLatitudeRef"] == "N"
+        assert tags["XResolution"].value == (600, 1) and int(tags["ResolutionUnit"].value) == 2
+    exif = Image.open(path).getexif()  # Pillow reads the same sub-directories
+    assert exif.get_ifd(0x8769)[36867] == "1952:07:14 15:30:00"
+
+
+def _be_tiff(path, px: np.ndarray) -> None:
+    """Big-endian 16-bit RGB TIFF with EXIF, GPS, ICC, XMP, IPTC stored as LONG, resolution in cm."""
+    h, w, _ = px.shape
+    iptc = IPTC + b"\0" * (-len(IPTC) % 4)
+    ifd0 = [long_(256, w), long_(257, h), short(258, 16, 16, 16), short(259, 1), short(262, 2), short(277, 3),
+            long_(278, h), short(284, 1), ascii_(270, "Portrait, Lyon"), ascii_(271, "Epson"),
+            ascii_(315, "Jane Doe"), ascii_(285, "Album 3, page 12"), rational(282, (2362, 10)),
+            rational(283, (2362, 10)), short(296, 3), undefined(34675, SRGB_ICC), (700, 1, len(XMP), XMP),
+            (33723, 4, len(iptc) // 4, struct.unpack(f">{len(iptc) // 4}I", iptc)), short(274, 6)]
+    exif = [ascii_(36867, "1952:07:14 15:30:00"), rational(33434, (1, 125)), undefined(42080, b"\x00\x01")]
+    gps = [ascii_(1, "N"), rational(2, (45, 1), (45, 1), (1234, 100))]
+    path.write_bytes(tiff_structure(">", ifd0, exif, gps, strip=px.astype(">u2").tobytes()))
+
+
+def test_big_endian_tiff_input(tmp_path):
+    px = gradient(10, 14, 3, np.uint16)
+    _be_tiff(tmp_path / "be.tif", px)
+    pic = read(tmp_path / "be.tif", 10_000)
+    np.testing.assert_array_equal(pic.pixels, np.rot90(px, -1))  # orientation 6
+    m = pic.meta
+    assert m.icc == SRGB_ICC and m.xmp == XMP
+    assert m.iptc == IPTC + b"\0\0"  # the bytes as stored, not scrambled by the LONG type
+    assert m.tiff_tags[282] == (2362, 10) and m.tiff_tags[296] == 3
+    assert m.dpi == pytest.approx((236.2 * 2.54,) * 2)
+    d = piexif.load(b"Exif\0\0" + m.exif)
+    assert d["Exif"][piexif.ExifIFD.DateTimeOriginal] == b"1952:07:14 15:30:00"
+    assert d["GPS"][piexif.GPSIFD.GPSLatitude] == ((45, 1), (45, 1), (1234, 100))
+    assert m.exif[:2] == b"MM"  # kept in the source's byte order
+    write(tmp_path / "o.tif", pic.pixels, None, "TIFF", m)
+    with tifffile.TiffFile(tmp_path / "o.tif") as t:  # resolution kept exactly, in its unit
+        tags = t.pages[0].tags
+        assert tags["XResolution"].value == (2362, 10) and int(tags["ResolutionUnit"].value) == 3
+        assert "Orientation" not in tags or tags["Orientation"].value == 1
+        assert tags["ExifTag"].value["DateTimeOriginal"] == "1952:07:14 15:30:00"
+    back = read(tmp_path / "o.tif", 10_000)
+    assert back.orientation == 1
+    np.testing.assert_array_equal(back.pixels, pic.pixels)
+    assert T.parse_exif(back.meta.exif)[0].children[T.EXIF_IFD].entries[42080].data == b"\x00\x01"
+
+
+def test_jpeg_orientation_6_comes_back_upright_and_is_written_as_1(tmp_path):
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:10, :20] = (250, 10, 10)  # red block top-left as stored
+    Image.fromarray(stored).save(tmp_path / "o6.jpg", quality=100, subsampling=0, exif=b"Exif\0\0" + rich_exif(
+        orientation=6))
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o6.jpg")))  # what viewers display
+    pic = read(tmp_path / "o6.jpg", 10_000)
+    assert pic.orientation == 6 and pic.pixels.shape == (60, 40, 3)
+    np.testing.assert_array_equal(pic.pixels, shown)
+    assert pic.pixels[:10, -10:, 0].min() > 200  # rotated clockwise: the block is now top-right
+    write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta, jpeg_quality=100)
+    assert piexif.load(str(tmp_path / "out.jpg"))["0th"][piexif.ImageIFD.Orientation] == 1
+    out = Image.open(tmp_path / "out.jpg")
+    redisplayed = np.asarray(ImageOps.exif_transpose(out))
+    assert redisplayed.shape == shown.shape
+    assert np.abs(redisplayed.astype(int) - shown.astype(int)).mean() < 2  # displays the same
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_matches_pillow_for_every_orientation(orientation):
+    a = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[274] = orientation
+    im.info["exif"] = exif.tobytes()
+    want = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal(upright(a, orientation), want)
+
+
+def test_exif_thumbnail_is_dropped_with_a_note(tmp_path):
+    thumb = Image.new("RGB", (8, 8), "white")
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG")
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Epson"}, "1st": {piexif.ImageIFD.Compression: 6},
+                        "thumbnail": buf.getvalue()})
+    notes = write(tmp_path / "t.jpg", gradient(8, 8, 3, np.uint8), None, "JPEG", Metadata(exif=exif[6:]))
+    assert any("thumbnail dropped" in n for n in notes)
+    assert piexif.load(str(tmp_path / "t.jpg"))["thumbnail"] is None
+
+
+def test_changed_dpi_replaces_the_source_resolution(tmp_path, rich_meta):
+    rich_meta.tiff_tags.update({282: (600, 1), 283: (600, 1), 296: 2})
+    rich_meta.dpi = (1200.0, 1200.0)  # e.g. after a 2x upscale of the same print
+    for fmt in FORMATS:
+        pic, _, _ = _roundtrip(tmp_path, rich_meta, fmt)
+        assert pic.meta.dpi == pytest.approx((1200.0, 1200.0))
+        assert pic.meta.tiff_tags[282] == (1200, 1)
+
+
+def test_png_text_and_colour_chunks(tmp_path):
+    meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
+                    png_chunks={"gAMA": struct.pack(">I", 45455)})
+    pic, notes, path = _roundtrip(tmp_path, meta, "PNG")
+    assert notes == [] and pic.meta.text == meta.text and pic.meta.png_chunks == meta.png_chunks
+    assert Image.open(path).info["Title"] == "Picnic"  # standard chunks other readers see
+    tif, notes, _ = _roundtrip(tmp_path, pic.meta, "TIFF")
+    assert tif.meta.tiff_tags[315] == "Jane Doe"  # Author has a TIFF home: Artist
+    assert any("Comment, Title" in n for n in notes) and any("gAMA" in n for n in notes)
+    jpg, notes, _ = _roundtrip(tmp_path, pic.meta, "JPEG")
+    assert jpg.meta.text == {"Comment": "Ünïcode ok"}  # COM marker
+
+
+def test_malformed_exif_is_reported_not_fatal(tmp_path):
+    path = tmp_path / "x.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    data = path.read_bytes()
+    bad = b"XX*\0garbage"
+    chunk = struct.pack(">I", len(bad)) + b"eXIf" + bad + struct.pack(">I", zlib.crc32(b"eXIf" + bad))
+    pos = data.index(b"eXIf") - 4
+    (length,) = struct.unpack(">I", data[pos : pos + 4])
+    path.write_bytes(data[:pos] + chunk + data[pos + 12 + length :])
+    pic = read(path, 10_000)
+    assert pic.meta.exif is None
+    assert any("EXIF block is malformed" in n for n in pic.notes)
+
+
+def test_icc_profile_must_match_the_pixels(tmp_path):
+    gray_icc = b"\0" * 16 + b"GRAY" + b"\0" * 108  # header is all the writer looks at
+    notes = write(tmp_path / "rgb.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(icc=gray_icc))
+    assert any("ICC profile (GRAY) dropped" in n for n in notes)
+    assert read(tmp_path / "rgb.png", 100).meta.icc is None
+    for fmt in ("PNG", "TIFF", "JPEG"):
+        assert write(tmp_path / f"g.{EXT[fmt]}", gradient(8, 8, 1, np.uint8), None, fmt, Metadata(icc=gray_icc)) == []
+        assert read(tmp_path / f"g.{EXT[fmt]}", 100).meta.icc == gray_icc
+    notes = write(tmp_path / "g.webp", gradient(8, 8, 1, np.uint8), None, "WEBP", Metadata(icc=gray_icc))
+    assert any("dropped" in n for n in notes)  # WebP stores gray as RGB

@@ -1,0 +1,144 @@
+"""Provenance XMP: valid XML, merged into the source packet without losing anything, carried by every format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from io_samples import XMP, gradient
+from oldphoto.errors import ImageError
+from oldphoto.io import Metadata, provenance_xmp, read, read_source_sha256, write
+
+NS = {
+    "x": "adobe:ns:meta/",
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "xmp": "http://ns.adobe.com/xap/1.0/",
+    "xmpMM": "http://ns.adobe.com/xap/1.0/mm/",
+    "stEvt": "http://ns.adobe.com/xap/1.0/sType/ResourceEvent#",
+    "stRef": "http://ns.adobe.com/xap/1.0/sType/ResourceRef#",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "photoshop": "http://ns.adobe.com/photoshop/1.0/",
+    "oldphoto": "urn:oldphoto:xmp:1.0/",
+}
+WHEN = datetime(2026, 11, 22, 10, 30, tzinfo=timezone.utc)
+SHA = "ab" * 32
+MODELS = {"detector": {"name": "detector-v1", "sha256": "cd" * 32}, "restorer": {"name": "mapping-v1"}}
+
+
+def _build(source, **kw):
+    args = dict(source_name="scan_0042.tif", source_sha256=SHA, software="oldphoto 0.1.0",
+                parameters={"upscale": 2, "tile": 256}, models=MODELS, when=WHEN)
+    args.update(kw)
+    return provenance_xmp(source, **args)
+
+
+def _events(root):
+    return root.findall(".//xmpMM:History/rdf:Seq/rdf:li", NS)
+
+
+def test_fresh_packet_is_valid_xml_with_history(tmp_path):
+    packet = _build(None)
+    assert packet.startswith(b"<?xpacket begin=") and packet.rstrip().endswith(b'<?xpacket end="w"?>')
+    root = ET.fromstring(packet)
+    assert root.tag == "{adobe:ns:meta/}xmpmeta"
+    (event,) = _events(root)
+    assert event.find("stEvt:action", NS).text == "derived"
+    assert event.find("stEvt:softwareAgent", NS).text == "oldphoto 0.1.0"
+    assert event.find("stEvt:when", NS).text == "2026-11-22T10:30:00+00:00"
+    params = json.loads(event.find("stEvt:parameters", NS).text)
+    assert params == {"settings": {"upscale": 2, "tile": 256}, "models": MODELS}
+    assert root.find(".//oldphoto:SourceSHA256", NS).text == SHA
+    assert root.find(".//xmpMM:DerivedFrom/stRef:filePath", NS).text == "scan_0042.tif"
+    instance = root.find(".//xmpMM:InstanceID", NS).text
+    assert instance.startswith("xmp.iid:") and event.find("stEvt:instanceID", NS).text == instance
+
+
+def test_merge_keeps_source_properties_and_prefixes():
+    packet = _build(XMP)
+    root = ET.fromstring(packet)
+    assert root.find(".//dc:title/rdf:Alt/rdf:li", NS).text == "Grandmother & the bakery"
+    desc = root.find(".//rdf:Description", NS)
+    assert desc.get(f"{{{NS['photoshop']}}}City") == "Lyon"
+    assert b"photoshop:City=" in packet and b"<dc:title>" in packet  # the source's prefixes, not ns0/ns1
+    assert root.find(".//oldphoto:SourceFile", NS).text == "scan_0042.tif"
+
+
+def test_history_is_appended_and_ids_chain():
+    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+              b'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#" '
+              b'xmpMM:DocumentID="xmp.did:scan" xmpMM:InstanceID="xmp.iid:scan-1">'
+              b'<xmpMM:History><rdf:Seq><rdf:li rdf:parseType="Resource"><stEvt:action>created</stEvt:action>'
+              b'<stEvt:softwareAgent>EPSON Scan</stEvt:softwareAgent></rdf:li></rdf:Seq></xmpMM:History>'
+              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    first = _build(source)
+    root = ET.fromstring(first)
+    assert [e.find("stEvt:action", NS).text for e in _events(root)] == ["created", "derived"]
+    assert root.find(".//xmpMM:DerivedFrom/stRef:documentID", NS).text == "xmp.did:scan"
+    assert root.find(".//xmpMM:DerivedFrom/stRef:instanceID", NS).text == "xmp.iid:scan-1"
+    assert root.find(".//xmpMM:OriginalDocumentID", NS).text == "xmp.did:scan"
+    assert len(root.findall(".//xmpMM:DocumentID", NS)) == 1  # replaced, not duplicated
+    assert root.find(".//xmpMM:DocumentID", NS).text != "xmp.did:scan"
+    second = ET.fromstring(_build(first, source_name="out.png", action="converted"))
+    assert [e.find("stEvt:action", NS).text for e in _events(second)] == ["created", "derived", "converted"]
+    assert len(second.findall(".//xmpMM:DerivedFrom", NS)) == 1
+    assert second.find(".//xmpMM:OriginalDocumentID", NS).text == "xmp.did:scan"
+
+
+def test_bare_rdf_packet_is_wrapped():
+    bare = (b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+            b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:rights>CC BY</dc:rights></rdf:Description></rdf:RDF>')
+    root = ET.fromstring(_build(bare))
+    assert root.tag == "{adobe:ns:meta/}xmpmeta"
+    assert root.find(".//dc:rights", NS).text == "CC BY"
+
+
+def test_bad_packets_are_refused_with_the_file_name():
+    with pytest.raises(ImageError, match="scan_0042.tif: XMP packet is not well-formed"):
+        _build(b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF>")
+    with pytest.raises(ImageError, match="DTD"):
+        _build(b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>')
+    with pytest.raises(ValueError, match="time zone"):
+        _build(None, when=datetime(2026, 1, 1))
+
+
+def test_text_is_escaped():
+    packet = _build(None, source_name='a<b>&"c".tif', parameters={"note": "x < y & z"})
+    root = ET.fromstring(packet)
+    assert root.find(".//oldphoto:SourceFile", NS).text == 'a<b>&"c".tif'
+    assert json.loads(_events(root)[0].find("stEvt:parameters", NS).text)["settings"]["note"] == "x < y & z"
+
+
+@pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("TIFF", "tif"), ("WEBP", "webp")])
+def test_writer_stores_the_provenance_packet(tmp_path, fmt, ext):
+    packet = _build(XMP)
+    write(tmp_path / f"x.{ext}", gradient(8, 8, 3, np.uint8), None, fmt, Metadata(xmp=XMP), provenance_xmp=packet)
+    assert read(tmp_path / f"x.{ext}", 100).meta.xmp == packet
+
+
+def test_source_sha256_streams(tmp_path):
+    data = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 17)
+    (tmp_path / "f.bin").write_bytes(data)
+    assert read_source_sha256(tmp_path / "f.bin", chunk_size=65536) == hashlib.sha256(data).hexdigest()
+    with pytest.raises(ImageError, match="missing.tif"):
+        read_source_sha256(tmp_path / "missing.tif")
+
+
+def test_properties_spread_over_several_descriptions_are_replaced_once():
+    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+              b'xmpMM:InstanceID="xmp.iid:a"/>'
+              b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+              b'xmpMM:InstanceID="xmp.iid:b"><xmpMM:DocumentID>xmp.did:d</xmpMM:DocumentID></rdf:Description>'
+              b'</rdf:RDF></x:xmpmeta>')
+    root = ET.fromstring(_build(source))
+    ids = [d.get(f"{{{NS['xmpMM']}}}InstanceID") for d in root.iter(f"{{{NS['rdf']}}}Description")]
+    assert ids == [None, None]  # attribute forms removed everywhere
+    assert len(root.findall(".//xmpMM:InstanceID", NS)) == 1
+    assert root.find(".//xmpMM:DerivedFrom/stRef:instanceID", NS).text == "xmp.iid:a"
+    assert root.find(".//xmpMM:DerivedFrom/stRef:documentID", NS).text == "xmp.did:d"

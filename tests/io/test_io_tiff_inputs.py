@@ -1,0 +1,132 @@
+"""TIFF layouts archives produce: compressions, bit depths, photometric interpretations, planar/tiled, BigTIFF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from io_samples import gradient
+from oldphoto.io import probe, read
+
+RGB16 = gradient(20, 30, 3, np.uint16, seed=4)
+GRAY8 = gradient(20, 30, 1, np.uint8, seed=5)[:, :, 0]
+
+
+def _read(path, **kw):
+    return read(path, max_pixels=10_000, **kw)
+
+
+@pytest.mark.parametrize("compression", [None, "lzw", "zlib", "adobe_deflate", "packbits", "zstd"])
+@pytest.mark.parametrize("bigtiff", [False, True])
+def test_lossless_compressions_are_exact(tmp_path, compression, bigtiff):
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, RGB16, photometric="rgb", compression=compression, bigtiff=bigtiff, rowsperstrip=7)
+    pic = _read(path, allow_mmap=False)
+    assert pic.source_mode == "RGB;16" and pic.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(pic.pixels, RGB16)
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_planar_and_tiled_layouts(tmp_path, byteorder):
+    tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(RGB16, 2, 0), photometric="rgb", planarconfig="separate",
+                     byteorder=byteorder)
+    np.testing.assert_array_equal(_read(tmp_path / "p.tif").pixels, RGB16)
+    tifffile.imwrite(tmp_path / "t.tif", RGB16, photometric="rgb", tile=(16, 16), compression="zlib",
+                     byteorder=byteorder)
+    np.testing.assert_array_equal(_read(tmp_path / "t.tif").pixels, RGB16)
+    tifffile.imwrite(tmp_path / "u.tif", RGB16, photometric="rgb", byteorder=byteorder)
+    pic = _read(tmp_path / "u.tif")  # uncompressed: mapped when the byte order is native
+    assert pic.pixels.dtype == np.uint16  # native uint16 either way
+    np.testing.assert_array_equal(pic.pixels, RGB16)
+
+
+def test_jpeg_compressed_tiff(tmp_path):
+    rgb8 = (RGB16 // 257).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "j.tif", rgb8, photometric="rgb", compression="jpeg")  # stored as YCbCr JPEG
+    pic = _read(tmp_path / "j.tif")
+    assert pic.source_mode == "YCbCr" and pic.pixels.shape == (20, 30, 3)
+    assert np.abs(pic.pixels.astype(int) - rgb8.astype(int)).mean() < 4
+
+
+def test_gray_variants(tmp_path):
+    tifffile.imwrite(tmp_path / "g.tif", GRAY8, photometric="minisblack")
+    np.testing.assert_array_equal(_read(tmp_path / "g.tif").pixels[:, :, 0], GRAY8)
+    tifffile.imwrite(tmp_path / "w.tif", GRAY8, photometric="miniswhite")
+    pic = _read(tmp_path / "w.tif")
+    np.testing.assert_array_equal(pic.pixels[:, :, 0], 255 - GRAY8)
+    assert any("MinIsWhite" in n for n in pic.notes)
+    bits = GRAY8 > 128
+    tifffile.imwrite(tmp_path / "b.tif", bits, photometric="miniswhite")
+    pic = _read(tmp_path / "b.tif")
+    assert pic.source_mode == "1" and pic.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pic.pixels[:, :, 0], np.where(bits, 0, 255))  # MinIsWhite: 1 = black
+    tifffile.imwrite(tmp_path / "4.tif", GRAY8 // 16, photometric="minisblack", bitspersample=4)
+    np.testing.assert_array_equal(_read(tmp_path / "4.tif").pixels[:, :, 0], (GRAY8 // 16) * 17)
+    g16 = RGB16[:, :, 0]
+    tifffile.imwrite(tmp_path / "16.tif", np.stack([g16, RGB16[:, :, 1]], axis=2), photometric="minisblack",
+                     extrasamples=["unassalpha"], planarconfig="contig")
+    pic = _read(tmp_path / "16.tif")
+    assert pic.source_mode == "LA;16"
+    np.testing.assert_array_equal(pic.pixels[:, :, 0], g16)
+    np.testing.assert_array_equal(pic.alpha, RGB16[:, :, 1])
+
+
+def test_palette_tiff(tmp_path):
+    idx = (GRAY8 % 8).astype(np.uint8)
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[:, :8] = np.array([[i * 30, 255 - i * 30, i * 10] for i in range(8)]).T * 257
+    tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+    pic = _read(tmp_path / "p.tif")
+    assert pic.source_mode == "P" and pic.pixels.dtype == np.uint8 and "palette converted to RGB" in pic.notes
+    np.testing.assert_array_equal(pic.pixels[:, :, 1], 255 - idx.astype(int) * 30)
+    cmap[0, 1] = 1000  # not a multiple of 257: a genuinely 16-bit palette
+    tifffile.imwrite(tmp_path / "p16.tif", idx, photometric="palette", colormap=cmap)
+    pic = _read(tmp_path / "p16.tif")
+    assert pic.pixels.dtype == np.uint16 and pic.pixels[idx == 1][0, 0] == 1000
+
+
+def test_cmyk_tiff_and_jpeg(tmp_path):
+    cmyk = np.random.default_rng(0).integers(0, 256, (20, 30, 4)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
+    pic = _read(tmp_path / "c.tif")
+    assert pic.source_mode == "CMYK" and pic.pixels.shape == (20, 30, 3)
+    f = cmyk.astype(float) / 255
+    want = np.rint((1 - f[:, :, :3]) * (1 - f[:, :, 3:]) * 255)
+    np.testing.assert_array_equal(pic.pixels, want.astype(np.uint8))
+    assert any("CMYK converted to RGB" in n for n in pic.notes)
+    Image.fromarray(cmyk, "CMYK").save(tmp_path / "c.jpg", quality=100)
+    pic = _read(tmp_path / "c.jpg")
+    assert pic.source_mode == "CMYK" and pic.pixels.shape == (20, 30, 3)
+    decoded = np.asarray(Image.open(tmp_path / "c.jpg")).astype(float) / 255
+    want = np.rint((1 - decoded[:, :, :3]) * (1 - decoded[:, :, 3:]) * 255)
+    np.testing.assert_array_equal(pic.pixels, want.astype(np.uint8))
+    cmyk16 = (cmyk.astype(np.uint16) * 257)
+    tifffile.imwrite(tmp_path / "c16.tif", cmyk16, photometric="separated")
+    pic = _read(tmp_path / "c16.tif")
+    assert pic.pixels.dtype == np.uint16 and pic.source_mode == "CMYK;16"
+    f16 = cmyk16.astype(np.float64) / 65535
+    want16 = np.rint((1 - f16[:, :, :3]) * (1 - f16[:, :, 3:]) * 65535).astype(np.uint16)
+    assert np.abs(pic.pixels.astype(int) - want16).max() <= 1  # float32 arithmetic in the reader
+
+
+def test_associated_alpha_is_unpremultiplied(tmp_path):
+    straight = np.full((4, 4, 3), 200, np.uint8)
+    alpha = np.array([0, 64, 128, 255], np.uint8)[None, :].repeat(4, 0)
+    premult = np.rint(straight * (alpha[:, :, None] / 255.0)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", np.concatenate([premult, alpha[:, :, None]], 2), photometric="rgb",
+                     extrasamples=["assocalpha"])
+    pic = _read(tmp_path / "a.tif")
+    np.testing.assert_array_equal(pic.alpha, alpha)
+    assert np.abs(pic.pixels[:, 1:].astype(int) - 200).max() <= 2  # straight colour back (rounding aside)
+    assert (pic.pixels[:, 0] == 0).all()  # fully transparent: no colour to recover
+
+
+def test_probe_reports_upright_size_and_layout(tmp_path):
+    tifffile.imwrite(tmp_path / "o.tif", RGB16, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+    info = probe(tmp_path / "o.tif")
+    assert (info.format, info.width, info.height, info.orientation) == ("TIFF", 20, 30, 6)
+    assert (info.channels, info.dtype, info.pages, info.source_mode) == (3, np.dtype(np.uint16), 1, "RGB;16")
+    pic = _read(tmp_path / "o.tif")
+    np.testing.assert_array_equal(pic.pixels, np.rot90(RGB16, -1))

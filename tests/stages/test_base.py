@@ -1,0 +1,85 @@
+"""Stage contracts and device helpers: the real stage wrappers satisfy the protocols the pipeline relies on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oldphoto.archs import build
+from oldphoto.stages.base import (
+    ColorizerStage,
+    DetectorStage,
+    RestorerStage,
+    UpscalerStage,
+    check_output,
+    configure_cpu_threads,
+    run_stage,
+    timed,
+    usable_cpus,
+)
+from oldphoto.stages.colorize import Colorizer
+from oldphoto.stages.detect import Detector
+from oldphoto.stages.restore import Restorer
+from oldphoto.stages.upscale import Upscaler
+
+
+def small_stages():
+    torch.manual_seed(0)
+    det = Detector(build("unet_detector", channels=(4, 8, 8), blocks=1), 0.5)
+    enc = build("vae_encoder", latent=8, width=16, half_width=8, blocks=1)
+    dec = build("vae_decoder", latent=8, width=16, half_width=8, blocks=1)
+    mapping = build("mapping", latent=8, width=16, blocks_pre=1, blocks_post=1)
+    restorer = Restorer(enc, mapping, dec)
+    upscaler = Upscaler(build("upscaler", channels=8, layers=2, scales=(2, 4)), 2)
+    colorizer = Colorizer(build("colorizer_unet", channels=(4, 8, 8), blocks=1), 64)
+    return det, restorer, upscaler, colorizer
+
+
+def test_real_stage_wrappers_satisfy_the_protocols():
+    det, restorer, upscaler, colorizer = small_stages()
+    assert isinstance(det, DetectorStage)
+    assert isinstance(restorer, RestorerStage)
+    assert isinstance(upscaler, UpscalerStage)
+    assert isinstance(colorizer, ColorizerStage)
+    assert not isinstance(restorer, UpscalerStage)  # no .scale
+    x = torch.rand(2, 3, 32, 32)
+    prob = run_stage(det, torch.device("cpu"), x)
+    assert prob.shape == (2, 1, 32, 32) and prob.dtype == torch.float32
+    assert run_stage(restorer, torch.device("cpu"), x, (prob > 0.5).float()).shape == (2, 3, 32, 32)
+    assert run_stage(upscaler, torch.device("cpu"), x).shape == (2, 3, 64, 64)
+    assert run_stage(colorizer, torch.device("cpu"), torch.rand(1, 1, 24, 40) * 100).shape == (1, 2, 24, 40)
+
+
+def test_check_output_names_stage_and_shape():
+    assert check_output("detector", torch.zeros(2, 1, 8, 8, dtype=torch.float16), (2, 1, 8, 8)).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"upscaler stage returned \(2, 3, 8, 8\), expected \(2, 3, 16, 16\)"):
+        check_output("upscaler", torch.zeros(2, 3, 8, 8), (2, 3, 16, 16))
+    with pytest.raises(ValueError, match="returned tuple"):
+        check_output("restorer", (torch.zeros(1),), (1,))
+
+
+def test_cpu_threads_follow_the_machine_unless_the_user_set_them(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OLDPHOTO_THREADS"):
+            monkeypatch.delenv(key, raising=False)
+        torch.set_num_threads(1)
+        assert configure_cpu_threads() == usable_cpus() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert configure_cpu_threads() == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_timed_accumulates_and_keeps_time_on_errors():
+    seconds: dict[str, float] = {}
+    for _ in range(2):
+        with timed(seconds, "detect", torch.device("cpu")):
+            torch.ones(10).sum()
+    assert seconds["detect"] > 0
+    first = seconds["detect"]
+    with pytest.raises(RuntimeError):
+        with timed(seconds, "detect", torch.device("cpu")):
+            raise RuntimeError("x")
+    assert seconds["detect"] >= first
