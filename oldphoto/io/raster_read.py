@@ -162,6 +162,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
         if header.bit_depth == 16:
+            if header.color_type not in _PNG16:
+                raise ValueError(f"invalid PNG: colour type {header.color_type} cannot have 16 bits")
             channels, alpha, mode = _PNG16[header.color_type]
             alpha = alpha or (chunks.trns is not None and header.color_type in (0, 2))
             return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
