@@ -218,7 +218,7 @@ def test_alpha_kept_untouched_without_upscale(tmp_path):
     img = random_image(64, 40, 3, np.uint8, seed=6)
     alpha = random_image(64, 40, 1, np.uint8, seed=7)[..., 0]
     src = write_png(tmp_path / "b.png", img, alpha)
-    out = process_file(src, tmp_path / "b", cfg(), Models(restorer=ConvNet()))
+    out = process_file(src, tmp_path / "out" / "b", cfg(), Models(restorer=ConvNet()))
     got = np.asarray(Image.open(out.outputs[0]))
     np.testing.assert_array_equal(got[..., 3], alpha)
 
@@ -275,7 +275,7 @@ def test_stage_with_wrong_output_shape_is_named(tmp_path):
     src = write_tiff(tmp_path / "f.tif", random_image(50, 50, 3, np.uint8))
     bad = lambda x, m: x[:, :1]  # noqa: E731
     with pytest.raises(ValueError, match=r"restorer stage returned \(1, 1, 128, 128\)"):
-        process_file(src, tmp_path / "f", cfg(tile=TileConfig(128, 32, 1)), Models(restorer=bad))
+        process_file(src, tmp_path / "out" / "f", cfg(tile=TileConfig(128, 32, 1)), Models(restorer=bad))
 
 
 def test_out_of_memory_halves_batch_then_tile(tmp_path):
@@ -283,7 +283,7 @@ def test_out_of_memory_halves_batch_then_tile(tmp_path):
     src = write_tiff(tmp_path / "g.tif", img)
     stage = OutOfMemoryAbove(batch=1, tile=64)
     t = TileConfig(size=256, overlap=32, batch_size=8)
-    res = process_file(src, tmp_path / "g", cfg(tile=t), Models(restorer=stage))
+    res = process_file(src, tmp_path / "out" / "g", cfg(tile=t), Models(restorer=stage))
     np.testing.assert_array_equal(read_any(res.outputs[0]), img)
     assert any("batch size reduced to 1" in n for n in res.notes)
     assert any("tile size reduced to 128" in n for n in res.notes)
@@ -294,7 +294,7 @@ def test_out_of_memory_halves_batch_then_tile(tmp_path):
 def test_out_of_memory_at_smallest_tile_is_an_image_error(tmp_path):
     src = write_tiff(tmp_path / "h.tif", random_image(40, 40, 3, np.uint8))
     with pytest.raises(ImageError, match="h.tif"):
-        process_file(src, tmp_path / "h", cfg(), Models(restorer=OutOfMemoryAbove(batch=0)))
+        process_file(src, tmp_path / "out" / "h", cfg(), Models(restorer=OutOfMemoryAbove(batch=0)))
 
 
 def test_colorize_gray_keeps_lightness_and_takes_chroma(tmp_path):
@@ -325,7 +325,7 @@ def test_colorize_skips_colour_photos(tmp_path):
 def test_events_count_every_tile(tmp_path):
     src = write_tiff(tmp_path / "ev.tif", random_image(200, 250, 3, np.uint8))
     events: list[Event] = []
-    process_file(src, tmp_path / "ev", cfg(), Models(restorer=Identity()), on_event=events.append)
+    process_file(src, tmp_path / "out" / "ev", cfg(), Models(restorer=Identity()), on_event=events.append)
     assert events[0].kind == "file_start" and events[-1].kind == "file_done"
     total = events[0].total
     assert total == 2 * 3  # tiles of 128 overlapping >= 32: 2 rows for 200 px, 3 columns for 250 px
@@ -356,7 +356,7 @@ def test_memory_stays_bounded_by_tiles_not_image(tmp_path):
     src = write_tiff(tmp_path / "big.tif", img)
     tracemalloc.start()
     try:
-        process_file(src, tmp_path / "big", cfg(tile=TileConfig(128, 16, 4)), Models(restorer=Identity()))
+        process_file(src, tmp_path / "out" / "big", cfg(tile=TileConfig(128, 16, 4)), Models(restorer=Identity()))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -76,7 +76,7 @@ def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, 
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(batch, 3, tile, tile, generator=gen)
         mask = torch.zeros(batch, 1, tile, tile)
-        rows = max(1, int(defect_share * tile))
+        rows = round(defect_share * tile)
         mask[:, :, tile // 3: tile // 3 + rows // 2] = 1  # a horizontal band and a vertical scratch
         mask[:, :, :, tile // 2: tile // 2 + rows - rows // 2] = 1
         with FlopCounterMode(display=False) as counter:

@@ -167,8 +167,10 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         if ldisc is not None and ck.get("ldisc") is not None:
             ldisc.load_state_dict(ck["ldisc"])
         opt_g.load_state_dict(ck["opt_g"])
-        if ck.get("opt_d") is not None and len(ck["opt_d"]["param_groups"][0]["params"]) == len(d_params):
+        if len(ck["opt_d"]["param_groups"][0]["params"]) == len(d_params):
             opt_d.load_state_dict(ck["opt_d"])
+        else:  # real_old was switched on or off: the latent discriminator joins or leaves, its optimiser restarts
+            log("discriminator set changed since the checkpoint: discriminator optimiser state restarted")
         set_rng_state(rng, ck["rng"])
         step, elapsed, best = ck["step"], ck["elapsed"], ck["best"]
         log(f"resumed {out} at step {step} ({elapsed / 60:.1f} min trained)")
