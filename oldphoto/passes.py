@@ -227,16 +227,17 @@ class _Sink:
         self.defects = 0
 
     def image(self, rows: np.ndarray) -> None:
-        """rows (m, sW, 3) float32 in [0, 1]."""
-        if rows.shape[0] == 0:
-            return
-        if self.gray:  # collapse the three network channels of a gray photo back to one
-            rows = rows.mean(axis=2, keepdims=True)
-            if self.colorize:
-                rows = np.repeat(rows, 3, axis=2)
-        a = self.image_rows
-        self.out[a: a + rows.shape[0]] = from_float(rows, self.out.dtype)
-        self.image_rows += rows.shape[0]
+        """rows (m, sW, 3) float32 in [0, 1]; converted in slices so temporaries stay ~BAND_PIXELS (x4 upscaling)."""
+        step = max(1, BAND_PIXELS // max(1, rows.shape[1]))
+        for i in range(0, rows.shape[0], step):
+            part = rows[i: i + step]
+            if self.gray:  # collapse the three network channels of a gray photo back to one
+                part = part.mean(axis=2, keepdims=True)
+                if self.colorize:
+                    part = np.repeat(part, 3, axis=2)
+            a = self.image_rows
+            self.out[a: a + part.shape[0]] = from_float(part, self.out.dtype)
+            self.image_rows += part.shape[0]
 
     def mask(self, rows: np.ndarray) -> None:
         """rows (m, W, 1) float32 merged defect probabilities."""

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from ..ops.masks import downsample_mask
 from . import register
+from .global_context import GlobalContext
 from .partial_nonlocal import PartialNonLocal
 from .res_block import ResBlock
 
@@ -17,12 +18,13 @@ class Mapping(nn.Module):
 
     Local branch: residual blocks on [z, latent mask] (mask max-pooled to the latent grid, binarised at 0.5).
     Global branch: partial non-local attention whose result is fused under the mask (defect cells take the fused
-    value, intact cells keep the local features), then more residual blocks refine both.
+    value, intact cells keep the local features). With `context`, statistics of the intact cells then modulate
+    every cell's features (tile-wide tone: fading, casts), and more residual blocks refine everything.
     `use_global = False` switches the global branch off (ablation; not saved).
     """
 
     def __init__(self, latent: int = 64, width: int = 64, blocks_pre: int = 2, blocks_post: int = 2,
-                 factor: int = 4):
+                 factor: int = 4, context: bool = False):
         super().__init__()
         self.latent, self.factor = latent, factor
         self.use_global = True
@@ -30,6 +32,7 @@ class Mapping(nn.Module):
         self.pre = nn.Sequential(*[ResBlock(width) for _ in range(blocks_pre)])
         self.attention = PartialNonLocal(width)
         self.fuse = nn.Conv2d(2 * width + 1, width, 1)
+        self.context = GlobalContext(width) if context else None
         self.post = nn.Sequential(*[ResBlock(width) for _ in range(blocks_post)])
         self.conv_out = nn.Conv2d(width, latent, 3, padding=1)
         self.skip = nn.Conv2d(latent, latent, 1)  # the two latent spaces differ, but mostly by a per-cell map
@@ -49,4 +52,7 @@ class Mapping(nn.Module):
             g = self.attention(f, m)
             fused = self.fuse(torch.cat([g, f, m], 1))
             f = f + m * (fused - f)
+        if self.context is not None:
+            gamma, beta = self.context(f, m)
+            f = f * (1 + gamma) + beta
         return self.conv_out(self.post(f)) + self.skip(z)

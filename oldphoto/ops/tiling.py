@@ -167,8 +167,8 @@ def merge(tiles: torch.Tensor, boxes: list[tuple[int, int]], size: tuple[int, in
 class RowMerger:
     """Streaming `merge`: takes tiles one row of tiles at a time and returns output rows as soon as final.
 
-    Holds one accumulator of sT output rows by the padded output width (plus the previous row's overlap),
-    never the whole image. Tiles must come in raster order: all tiles of a tile row (in one or several
+    Holds one float32 accumulator of sT output rows x the padded output width (the current tile row, into
+    which the previous row's overlap has already been added), never the whole image. Tiles must come in raster order: all tiles of a tile row (in one or several
     `add` calls, any x order) before any tile of the next row; `finish` returns the last rows.
     The concatenation of everything returned equals `merge` on the same tiles, as (sH, sW, C).
 
@@ -258,12 +258,15 @@ class RowMerger:
     def _emit(self, count: int) -> np.ndarray:
         """Normalise and return the first `count` accumulator rows, shift the rest up; crops padding."""
         sw = self.scale * self.width
-        rows = self._acc[:, :count, :sw] / (self._norm_y[self._top: self._top + count, None] * self._norm_x[None, :sw])
+        first = self._top
+        keep = max(0, min(count, self.scale * self.height - first))  # rows past the image are padding
+        rows = np.empty((keep, sw, self.channels), dtype=np.float32)  # the only copy: written channel by channel
+        for c in range(self.channels):
+            np.divide(self._acc[c, :keep, :sw], self._norm_x[None, :sw], out=rows[:, :, c])
+        rows /= self._norm_y[first: first + keep, None, None]
         if count:
             self._acc[:, :-count] = self._acc[:, count:]
             self._acc[:, -count:] = 0.0
-        first = self._top
         self._top += count
-        keep = max(0, min(count, self.scale * self.height - first))
         self._emitted += keep
-        return np.ascontiguousarray(rows[:, :keep].transpose(1, 2, 0))
+        return rows

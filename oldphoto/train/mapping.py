@@ -60,6 +60,8 @@ class Config:
     width: int = 64  # mapping channels
     blocks_pre: int = 2  # residual blocks before the global branch
     blocks_post: int = 2  # residual blocks after the fusion
+    context: bool = True  # tile-wide feature statistics modulate the features (global tone: fading, casts)
+    init_from: str = ""  # a mapping run folder whose best weights start a new run (modules it lacks start fresh)
     disc_width: int = 64  # latent discriminator width
     val_n: int = 12  # validation pairs (fixed; from validation photos)
     val_size: int = 256  # validation crop edge
@@ -178,11 +180,21 @@ def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Ten
     return {k: float(v.detach()) for k, v in parts.items()}
 
 
+def warm_start(mapping: torch.nn.Module, run_dir: Path, log: Callable[[str], None]) -> None:
+    """Load another mapping run's best weights into `mapping`; only whole modules it lacks may stay fresh."""
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
+    result = mapping.load_state_dict(state, strict=False)
+    if result.unexpected_keys or any(not k.startswith("context.") for k in result.missing_keys):
+        raise ValueError(f"{run_dir}/best.pt does not fit this mapping: missing {result.missing_keys}, "
+                         f"unexpected {result.unexpected_keys}")
+    log(f"started from {run_dir}/best.pt" + (f" (fresh: {', '.join(result.missing_keys)})" if result.missing_keys else ""))
+
+
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the mapping in cfg.out; returns the last validation metrics and counters."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    start_run_dir(out, asdict(cfg), ("width", "blocks_pre", "blocks_post", "disc_width"))
+    start_run_dir(out, asdict(cfg), ("width", "blocks_pre", "blocks_post", "disc_width", "context"))
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     pool = PhotoPool(train_paths)
@@ -205,7 +217,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    mapping = build("mapping", latent=latent, width=cfg.width, blocks_pre=cfg.blocks_pre, blocks_post=cfg.blocks_post)
+    mapping = build("mapping", latent=latent, width=cfg.width, blocks_pre=cfg.blocks_pre, blocks_post=cfg.blocks_post,
+                    context=cfg.context)
     disc = build("latent_discriminator", latent=latent, width=cfg.disc_width)
     opt_g = torch.optim.Adam(mapping.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
@@ -218,6 +231,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         set_rng_state(rng, ck["rng"])
         step, elapsed, best = ck["step"], ck["elapsed"], ck["best"]
         log(f"resumed {out} at step {step} ({elapsed / 60:.1f} min trained)")
+    elif cfg.init_from:
+        warm_start(mapping, Path(cfg.init_from), log)
     logf = JsonlLog(out / "log.jsonl")
 
     def checkpoint() -> None:
@@ -330,7 +345,8 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
                        "mask": "ground truth", **best["metrics"]},
     }
     arch_kwargs = {"latent": best["vae1_info"]["arch_kwargs"]["latent"], "width": cfg["width"],
-                   "blocks_pre": cfg["blocks_pre"], "blocks_post": cfg["blocks_post"]}
+                   "blocks_pre": cfg["blocks_pre"], "blocks_post": cfg["blocks_post"],
+                   "context": cfg.get("context", False)}
     path = export_weights(best["state_dict"], name, "mapping", arch_kwargs, meta, weights)
     digest = registry.sha256_file(path)
     if previous and previous.get("sha256") == digest and "evaluation" in previous.get("meta", {}):

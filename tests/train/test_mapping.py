@@ -100,6 +100,11 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
     records = mapping.JsonlLog(tmp_path / "map" / "log.jsonl").read()
     assert [r["step"] for r in records if "latent_l1" in r] == [1, 2, 3]
     assert any("val" in r for r in records)
+    # warm start: a run's weights fit the same mapping; a mapping without the context module is refused
+    small = dict(latent=8, width=16, blocks_pre=1, blocks_post=1)
+    mapping.warm_start(build("mapping", **small, context=True), tmp_path / "map", msgs.append)
+    with pytest.raises(ValueError, match="unexpected"):
+        mapping.warm_start(build("mapping", **small, context=False), tmp_path / "map", msgs.append)
 
     weights = tmp_path / "weights"
     weights.mkdir()
