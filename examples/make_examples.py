@@ -10,7 +10,6 @@ format it is meant to exercise (JPEG + EXIF, 16-bit TIFF + ICC, grayscale PNG, r
 from __future__ import annotations
 
 import argparse
-import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,8 +71,8 @@ def make(corpus: Path, out: Path) -> list[Path]:
         d = degrade(clean, np.random.default_rng(seed), replace(DegradeConfig(), **over))
         path = out / name
         if name == "faded_colour_print.jpg":
-            Image.fromarray(u8(d.image)).save(path, quality=88, icc_profile=icc, dpi=(600, 600),
-                                              exif=exif_bytes("Aitzol Berasategi", "oldphoto example: faded colour print"))
+            exif = exif_bytes("Aitzol Berasategi", "oldphoto example: faded colour print")
+            Image.fromarray(u8(d.image)).save(path, quality=88, icc_profile=icc, dpi=(600, 600), exif=exif)
         elif name == "sepia_print_16bit.tif":
             px = (np.clip(d.image, 0, 1) * 65535 + 0.5).astype(np.uint16)
             tifffile.imwrite(path, px, photometric="rgb", compression="zlib", predictor=True, iccprofile=icc,
@@ -84,13 +83,11 @@ def make(corpus: Path, out: Path) -> list[Path]:
             gray = u8(d.image.mean(axis=2))
             Image.fromarray(gray, "L").save(path, optimize=True, dpi=(600, 600))
         elif name == "rotated_scan.jpg":
-            # stored rotated 90 degrees clockwise; EXIF Orientation 6 tells viewers to turn it back upright
+            # stored turned 90 degrees counter-clockwise; EXIF Orientation 6 tells readers to turn it clockwise
             stored = np.ascontiguousarray(np.rot90(u8(d.image), k=1))
-            buf = io.BytesIO()
-            Image.fromarray(stored).save(buf, "JPEG", quality=85,
-                                         exif=exif_bytes("Plasma wallpaper artists (KDE)", "oldphoto example: "
-                                                         "rotated scan", orientation=6))
-            path.write_bytes(buf.getvalue())
+            exif = exif_bytes("unknown (KDE Plasma wallpaper BytheWater)", "oldphoto example: rotated scan",
+                              orientation=6)
+            Image.fromarray(stored).save(path, "JPEG", quality=85, exif=exif)
         written.append(path)
     return written
 
