@@ -4,7 +4,9 @@ Loss: lambda_latent · L1(T(z_x, m), z_y) + w_image · L1(G_Y(T(z_x, m)), y) + w
 matching, with z_x = E_RX(x) and z_y = E_Y(y) (posterior means) and a latent discriminator telling T(z_x) from
 z_y. The image term (through the frozen decoder G_Y) is our addition to the paper's loss: it weighs latent errors
 by what they do to pixels. The VAEs are copied into the run's checkpoint when it starts, so T always matches the
-exact encoder and decoder it was trained with; export publishes all three together.
+exact encoder and decoder it was trained with; export publishes all three together. Pairs are synthesised on
+the fly and kept encoded in a rotating buffer (PairBuffer); `init_from` warm-starts a new run (e.g. one that
+adds the context module) from another run's best weights.
 """
 
 from __future__ import annotations
