@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
-from .. import registry
 from ..archs import build
 from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
@@ -46,6 +46,7 @@ class Config:
     levels: int = 5  # U-Net levels (the coarsest runs at 1/2**(levels-1))
     max_width: int = 160  # channel cap for the coarse levels (keeps the weights small)
     blocks: int = 2  # 3x3 convs per level
+    in_stride: int = 2  # the network's finest level runs at 1/in_stride of the work resolution
     work_size: int = 512  # long side photos are held at, = the working resolution stored for inference
     crop: int = 160  # training crop edge, px at up to work_size
     scale_min: float = 0.4  # crops come from the photo rescaled by [scale_min, 1] (down to whole-scene views)
@@ -67,7 +68,7 @@ class Config:
 
     def arch_kwargs(self) -> dict:
         return {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)],
-                "blocks": self.blocks, "ab_scale": 100.0}
+                "blocks": self.blocks, "ab_scale": 100.0, "in_stride": self.in_stride}
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,6 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
 
 def square_views(paths: list[Path], size: int, max_side: int) -> torch.Tensor:
     """Centre squares of the photos resized to size x size: (N, 3, size, size) in [0, 1] (fixed validation set)."""
-    from PIL import Image  # only the validation set needs Pillow here
-
     out = []
     for p in sorted(paths):
         img = data.load_photo(p, max_side)
@@ -346,8 +345,10 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         lab = rgb_to_lab(rgb)
         pred = colorizer(lab[:, :1])
         m = score(pred, lab)
-        errs.append(m["ab_err"]), grays.append(m["gray_ab_err"])
-        cfs.append(m["colorfulness"]), cf_trues.append(m["colorfulness_true"])
+        errs.append(m["ab_err"])
+        grays.append(m["gray_ab_err"])
+        cfs.append(m["colorfulness"])
+        cf_trues.append(m["colorfulness_true"])
         per_photo.append({"photo": p.name, **{k: round(v, 3) for k, v in m.items()}})
         log(f"{p.name}: ab err {m['ab_err']:.2f} (gray {m['gray_ab_err']:.2f}) colourfulness "
             f"{m['colorfulness']:.1f} / {m['colorfulness_true']:.1f}")

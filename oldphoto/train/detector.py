@@ -231,8 +231,9 @@ def _train(cfg: Config, log: Callable[[str], None], should_stop: Callable[[], bo
         step, best, wall0 = ck["step"], ck["best"], ck["wall"]
         log(f"resumed from {ckpt_path} at step {step}")
     dcfg = degrade.DegradeConfig()
+    command = " ".join(sys.argv)  # this process's command; a resumed run's best.pt may come from an earlier one
     (out / "config.json").write_text(json.dumps(
-        {"config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": " ".join(sys.argv),
+        {"config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": command,
          "degrade": asdict(dcfg)}, indent=1))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
@@ -282,7 +283,7 @@ def _train(cfg: Config, log: Callable[[str], None], should_stop: Callable[[], bo
                 if best is None or m["f1_tol"] > best["f1_tol"]:
                     best = dict(m, step=step)
                     atomic_torch_save({"model": model.state_dict(), "step": step, "val": best, "config": asdict(cfg),
-                                       "arch_kwargs": cfg.arch_kwargs(),
+                                       "arch_kwargs": cfg.arch_kwargs(), "command": command,
                                        "wall": wall0 + time.monotonic() - t_start}, out / "best.pt")
             if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
                 save_ckpt()
@@ -378,7 +379,7 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
         "threshold": res["learned"]["threshold"],
         "threshold_rule": "maximises F1 with 1 px tolerance on the validation set",
         "metrics": res,
-        "command": info.get("command", ""),
+        "command": ck.get("command", info.get("command", "")),
         "config": tcfg,
         "data": {"corpus": str(train_paths[0].parent) if train_paths else tcfg["corpus"],
                  "split_seed": tcfg["split_seed"], "train_photos": len(train_paths),

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import registry
 from ..archs import build
 from ..archs.upscaler import macs_per_input_pixel
 from ..ops.color import luma
@@ -144,8 +145,7 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config
     return _to_batch(hrs), inputs
 
 
-def validation_pairs(paths: list[Path], count: int, crop: int, scales: tuple[int, ...], seed: int
-                     ) -> dict:
+def validation_pairs(paths: list[Path], count: int, crop: int, scales: tuple[int, ...], seed: int) -> dict:
     """Fixed held-out set: {"hr": (N, 3, S, S), (variant, s): small inputs (N, 3, S/s, S/s)} for variant in
     ("clean", "degraded"). The same arguments always give the same tensors."""
     pool = data.PhotoPool(sorted(paths))
@@ -326,8 +326,6 @@ def _load_model(cfg: EvalConfig) -> tuple[torch.nn.Module, dict]:
         model = build(ARCH, **ck["arch_kwargs"])
         model.load_state_dict(ck["model"])
         return model.eval(), {"run": str(cfg.run), "step": ck["step"]}
-    from .. import registry
-
     entry = registry.get(cfg.weights)
     return registry.load_entry(entry), {"weights": cfg.weights, "sha256": entry.sha256}
 

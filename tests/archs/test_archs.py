@@ -38,7 +38,7 @@ SMALL_KWARGS: dict[str, tuple[dict, object, object]] = {
     "latent_discriminator": ({"latent": 8, "width": 8}, lambda h, w: (torch.randn(2, 8, h // 4, w // 4),),
                              lambda h, w: (2, 1, h // 8, w // 8)),
     # optional stages: chroma from lightness (Lab units), compact super-resolution (x2 head by default)
-    "colorizer_unet": ({"channels": (4, 8, 8), "blocks": 1}, lambda h, w: (torch.rand(2, 1, h, w) * 100,),
+    "colorizer_unet": ({"channels": (4, 8, 8), "blocks": 1, "in_stride": 2}, lambda h, w: (torch.rand(2, 1, h, w) * 100,),
                        lambda h, w: (2, 2, h, w)),
     "upscaler": ({"channels": 8, "layers": 2, "scales": (2, 4)}, lambda h, w: (torch.rand(2, 3, h, w),),
                  lambda h, w: (2, 3, 2 * h, 2 * w)),
