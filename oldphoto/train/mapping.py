@@ -26,11 +26,12 @@ from .. import registry
 from ..archs import build
 from ..ops.color import luma
 from ..ops.masks import dilate
+from ..stages.detect import Detector
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
-from .run_files import (JsonlLog, atomic_torch_save, cli_equivalent, cosine_lr, export_weights, rng_state, save_grid,
+from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, cli_equivalent, cosine_lr, export_weights, rng_state, save_grid,
                         set_rng_state, start_run_dir, update_meta)
 from .vae import Config as VAEConfig
 from .vae import data_recipe
@@ -51,6 +52,10 @@ class Config:
     batch: int = 8  # pairs per step
     buffer: int = 256  # encoded pairs kept and reused (0: a fresh batch every step)
     fresh: int = 2  # new pairs entering the buffer per step
+    detector: str = ""  # registry name of a defect detector whose masks replace the ground truth for a share of
+    #                     the samples, as at inference; "" -> ground-truth masks only
+    detector_share: float = 0.5  # share of samples trained with the detector's mask
+    detector_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     lr: float = 2e-4  # Adam lr (paper), betas (0.5, 0.999)
     lr_final: float = 0.1  # with a minutes budget: final lr as a fraction of lr (cosine decay)
     lambda_latent: float = 60.0  # λ1: latent L1 weight (paper)
@@ -63,7 +68,8 @@ class Config:
     blocks_pre: int = 2  # residual blocks before the global branch
     blocks_post: int = 2  # residual blocks after the fusion
     context: bool = True  # tile-wide feature statistics modulate the features (global tone: fading, casts)
-    init_from: str = ""  # a mapping run folder whose best weights start a new run (modules it lacks start fresh)
+    init_from: str = ""  # a mapping run folder (its best.pt) or weights file that starts a new run (the modules it
+    #                      lacks start fresh)
     disc_width: int = 64  # latent discriminator width
     val_n: int = 12  # validation pairs (fixed; from validation photos)
     val_size: int = 256  # validation crop edge
@@ -118,10 +124,11 @@ def quality(pred: torch.Tensor, target: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def encode_pairs(vae1, vae2, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x, y, m) -> (z_x = E_RX(x), z_y = E_Y(y), y, m): the frozen encoders' posterior means."""
-    return vae1.encoder(x)[0], vae2.encoder(y)[0], y, m
+def encode_pairs(vae1, vae2, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, detect=None
+                 ) -> tuple[torch.Tensor, ...]:
+    """(x, y, m) -> (z_x = E_RX(x), z_y = E_Y(y), y, m, m_detected): the frozen encoders' posterior means, and
+    the mask `detect(x)` gives ((B, 1, H, W) {0, 1}; the ground truth again when detect is None)."""
+    return vae1.encoder(x)[0], vae2.encoder(y)[0], y, m, (m if detect is None else detect(x))
 
 
 class PairBuffer:
@@ -182,14 +189,19 @@ def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Ten
     return {k: float(v.detach()) for k, v in parts.items()}
 
 
-def warm_start(mapping: torch.nn.Module, run_dir: Path, log: Callable[[str], None]) -> None:
-    """Load another mapping run's best weights into `mapping`; only whole modules it lacks may stay fresh."""
-    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
+def warm_start(mapping: torch.nn.Module, source: Path, log: Callable[[str], None]) -> None:
+    """Load a mapping run's best weights (source = run folder) or a weights file (e.g. weights/mapping-v1.pt)
+    into `mapping`; only whole modules the source lacks (the context module) may stay fresh."""
+    source = Path(source)
+    if source.is_dir():
+        state = torch.load(source / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
+    else:
+        state = torch.load(source, map_location="cpu", weights_only=True)
     result = mapping.load_state_dict(state, strict=False)
     if result.unexpected_keys or any(not k.startswith("context.") for k in result.missing_keys):
-        raise ValueError(f"{run_dir}/best.pt does not fit this mapping: missing {result.missing_keys}, "
+        raise ValueError(f"{source} does not fit this mapping: missing {result.missing_keys}, "
                          f"unexpected {result.unexpected_keys}")
-    log(f"started from {run_dir}/best.pt" + (f" (fresh: {', '.join(result.missing_keys)})" if result.missing_keys else ""))
+    log(f"started from {source}" + (f" (fresh: {', '.join(result.missing_keys)})" if result.missing_keys else ""))
 
 
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
@@ -264,7 +276,16 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
             f"RGB {metrics['psnr_rgb']:.2f} dB")
         return metrics
 
-    buffer = PairBuffer(cfg.buffer, lambda k: encode_pairs(vae1, vae2, *pair_batch(pool, rng, k, cfg.crop)), rng)
+    detect = None
+    if cfg.detector:
+        detector = Detector.from_registry(cfg.detector)
+        detect = lambda x: dilate(detector.binarize(detector(x)), cfg.detector_dilate)  # noqa: E731
+        log(f"masks: {cfg.detector} (threshold {detector.threshold}) for {cfg.detector_share:.0%} of the samples")
+        if not (out / "detector.json").is_file():  # the detector the run started with, for the weights' meta
+            atomic_write_json(out / "detector.json", {"name": cfg.detector, "sha256": detector.entry.sha256,
+                                                      "threshold": detector.threshold})
+    buffer = PairBuffer(cfg.buffer, lambda k: encode_pairs(vae1, vae2, *pair_batch(pool, rng, k, cfg.crop), detect),
+                        rng)
     budget = cfg.minutes * 60
     mapping.train()
     disc.train()
@@ -278,10 +299,14 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
             group["lr"] = lr
         if buffer.capacity:
             buffer.refresh(cfg.fresh)
-            z_x, z_y, y, m = buffer.sample(cfg.batch)
+            z_x, z_y, y, m, m_det = buffer.sample(cfg.batch)
         else:
-            z_x, z_y, y, m = encode_pairs(vae1, vae2, *pair_batch(pool, rng, cfg.batch, cfg.crop))
+            z_x, z_y, y, m, m_det = encode_pairs(vae1, vae2, *pair_batch(pool, rng, cfg.batch, cfg.crop), detect)
         m = dilate(m, int(rng.integers(cfg.mask_dilate_max + 1)))
+        if detect is not None:
+            # the detector's masks miss some defects and mark intact detail: T must cope with both
+            use_det = torch.from_numpy(rng.random(len(m)) < cfg.detector_share).view(-1, 1, 1, 1)
+            m = torch.where(use_det, m_det, m)
         use_gan = step >= cfg.gan_start and (cfg.w_gan > 0 or cfg.lambda_fm > 0)
         values = train_step(cfg, mapping, disc, vae2.decoder, opt_g, opt_d, z_x, z_y, y, m, use_gan)
         if not all(math.isfinite(v) for v in values.values()):
@@ -306,9 +331,12 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
 
 def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1-v1", vae2_name: str = "vae2-v1",
-           weights: Path | None = None) -> Path:
-    """Publish the best validated mapping of run_dir as weights/<name>.pt, together with the exact VAEs it was
-    trained with (as vae1_name / vae2_name, arch "vae"); safe while training. Returns the mapping's file.
+           weights: Path | None = None, checkpoint: str = "best") -> Path:
+    """Publish the mapping of run_dir as weights/<name>.pt, together with the exact VAEs it was trained with
+    (as vae1_name / vae2_name, arch "vae"); safe while training. Returns the mapping's file.
+
+    checkpoint "best": best.pt (best validation PSNR so far); "last": the latest ckpt.pt, with the metrics of the
+    validation logged at its step (the run's last validation when it ended normally).
 
     The mapping's meta records both VAEs' sha256, which Restorer.from_registry checks. A previous evaluation in
     the meta is kept only when the published weights did not change.
@@ -316,7 +344,7 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "config.json").read_text())
     cfg = info["config"]
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    best = _load_checkpoint(run_dir, checkpoint)
     vae_paths = {}
     for key, vname in (("vae1", vae1_name), ("vae2", vae2_name)):
         vinfo = best[f"{key}_info"]
@@ -343,6 +371,9 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
         "vae1": {"name": vae1_name, "sha256": registry.sha256_file(vae_paths["vae1"])},
         "vae2": {"name": vae2_name, "sha256": registry.sha256_file(vae_paths["vae2"])},
         "loss": "lambda_latent*L1(T(z_x),z_y) + w_image*L1(G_Y(T(z_x)),y) + w_gan*LSGAN + lambda_fm*FM (latent D)",
+        "checkpoint": checkpoint,
+        "training_masks": (json.loads((run_dir / "detector.json").read_text()) if (run_dir / "detector.json").is_file()
+                           else "ground truth only"),
         "validation": {"pairs": cfg["val_n"], "size": cfg["val_size"], "seed": cfg["val_seed"],
                        "mask": "ground truth", **best["metrics"]},
     }
@@ -354,6 +385,18 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
     if previous and previous.get("sha256") == digest and "evaluation" in previous.get("meta", {}):
         update_meta(name, "evaluation", previous["meta"]["evaluation"], weights)
     return path
+
+
+def _load_checkpoint(run_dir: Path, which: str) -> dict:
+    """best.pt as it is, or ckpt.pt reshaped like it (state_dict, step, elapsed, metrics, VAE copies)."""
+    if which == "best":
+        return torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    if which != "last":
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
+    ck = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+    logged = [r["val"] for r in JsonlLog(run_dir / "log.jsonl").read() if "val" in r and r["step"] == ck["step"]]
+    return {"state_dict": ck["mapping"], "step": ck["step"], "elapsed": ck["elapsed"],
+            "metrics": logged[-1] if logged else {}, **{k: ck[k] for k in ("vae1", "vae2", "vae1_info", "vae2_info")}}
 
 
 def _defaults() -> dict:

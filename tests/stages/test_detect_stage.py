@@ -52,3 +52,31 @@ def test_bad_inputs_are_refused_with_their_shape():
         det(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="threshold"):
         Detector(build("unet_detector", channels=(4, 8), blocks=1), 1.5)
+
+
+def test_same_probabilities_as_the_plain_model():
+    torch.manual_seed(0)
+    model = build("unet_detector", channels=(4, 8, 8), blocks=1).eval()
+    tiles = torch.rand(2, 3, 40, 40)
+    with torch.no_grad():
+        want = torch.sigmoid(model(tiles))
+    assert torch.allclose(Detector(model, 0.5)(tiles), want, atol=1e-5)
+
+
+def test_from_registry_takes_the_tuned_threshold_from_the_meta(tmp_path, monkeypatch):
+    from oldphoto import registry
+    from oldphoto.train.run_files import export_weights
+
+    torch.manual_seed(0)
+    kwargs = {"channels": [4, 8], "blocks": 1}
+    export_weights(build("unet_detector", **kwargs).state_dict(), "det-tiny", "unet_detector", kwargs,
+                   {"threshold": 0.35}, tmp_path)
+    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
+    registry.entries.cache_clear()
+    try:
+        det = Detector.from_registry("det-tiny")
+        assert det.threshold == 0.35 and det.entry.name == "det-tiny" and len(det.entry.sha256) == 64
+        assert Detector.from_registry("det-tiny", threshold=0.6).threshold == 0.6
+        assert det(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
+    finally:
+        registry.entries.cache_clear()

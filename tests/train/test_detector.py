@@ -129,3 +129,17 @@ def test_classical_baseline_finds_clear_scratches():
     y[1, :, :, 30:32] = 1
     best = D.score_classical(x, y)
     assert best["f1_tol"] > 0.95 and best["size"] >= 3
+
+
+def test_validation_curve_and_notes_reach_the_manifest(tiny_run, corpus, tmp_path):
+    out, _ = tiny_run
+    curve = D.validation_curve(out)
+    assert 2 in curve and all(0 <= v <= 1 for v in curve.values())
+    (out / "notes.json").write_text(json.dumps({"loss_comparison": {"hed": curve}}))
+    try:
+        D.export(out, "det-notes", weights_dir=tmp_path, eval_cfg=D.EvalConfig(corpus=str(corpus), count=2, size=32))
+    finally:
+        (out / "notes.json").unlink()
+    meta = json.loads((tmp_path / "MANIFEST.json").read_text())["models"]["det-notes"]["meta"]
+    assert meta["notes"]["loss_comparison"]["hed"] == {str(k): v for k, v in curve.items()}
+    assert meta["history"] and meta["history"][0]["from_step"] == 0

@@ -63,7 +63,7 @@ def test_train_step_lowers_loss_on_fixed_batch():
     m[:, :, 8:12] = 1
     x = torch.where(m > 0, torch.ones_like(y), y * 0.7 + 0.1)
     frozen = [p.clone() for p in vae1.parameters()] + [p.clone() for p in vae2.parameters()]
-    z_x, z_y, y, m = mapping.encode_pairs(vae1, vae2, x, y, m)
+    z_x, z_y, y, m, _ = mapping.encode_pairs(vae1, vae2, x, y, m)
     first = mapping.train_step(cfg, t, disc, vae2.decoder, opt_g, opt_d, z_x, z_y, y, m, use_gan=False)
     for _ in range(25):
         last = mapping.train_step(cfg, t, disc, vae2.decoder, opt_g, opt_d, z_x, z_y, y, m, use_gan=False)
@@ -109,6 +109,10 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "MANIFEST.json").write_text(json.dumps({"models": {}}))
+    mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights, checkpoint="last")
+    models = json.loads((weights / "MANIFEST.json").read_text())["models"]
+    assert models["map-t"]["meta"]["steps"] == 3 and models["map-t"]["meta"]["checkpoint"] == "last"
+    assert "psnr_y" in models["map-t"]["meta"]["validation"]
     mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
     models = json.loads((weights / "MANIFEST.json").read_text())["models"]
     assert set(models) == {"map-t", "v1-t", "v2-t"}
@@ -135,5 +139,28 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
         export_weights(other.state_dict(), "v2-t", "vae", models["v2-t"]["arch_kwargs"], {}, weights)
         with pytest.raises(WeightsError, match="trained with vae2"):
             Restorer.from_registry("v1-t", "map-t", "v2-t")
+    finally:
+        registry.entries.cache_clear()
+
+
+def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "MANIFEST.json").write_text(json.dumps({"models": {}}))
+    kwargs = {"channels": (4, 8, 8), "blocks": 1}
+    export_weights(build("unet_detector", **kwargs).state_dict(), "det-t", "unet_detector", kwargs,
+                   {"threshold": 0.5}, weights)
+    monkeypatch.setattr(registry, "weights_dir", lambda: weights)
+    registry.entries.cache_clear()
+    try:
+        msgs = []
+        cfg = mapping.Config(**MAP_TINY, corpus=str(vae_runs / "corpus"), out=str(tmp_path / "map"), steps=2,
+                             vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"), detector="det-t")
+        assert mapping.run(cfg, msgs.append)["step"] == 2
+        assert any("det-t" in m for m in msgs)
+        saved = json.loads((tmp_path / "map" / "detector.json").read_text())
+        assert saved["sha256"] == registry.get("det-t").sha256
+        mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
+        assert registry.get("map-t").meta["training_masks"]["name"] == "det-t"
     finally:
         registry.entries.cache_clear()
