@@ -453,7 +453,7 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
         # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
         sid = SourceId.of(job.found.src, with_hash=True)
         outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
-                                        on_event=display.event, should_stop=stop)
+                                        on_event=display.event, should_stop=stop, source_sha256=sid.sha256)
         return sid, outcome
 
     pending = list(jobs)

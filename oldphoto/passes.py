@@ -14,6 +14,8 @@ tile row (RowMerger) and bands of about BAND_PIXELS pixels.
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +33,10 @@ from .ops.tiling import RowMerger, grid, mirror_index, padded_size
 from .stages.base import check_output, release_memory, run_stage, timed
 
 MIN_TILE = 64  # smallest tile tried after CUDA out-of-memory at batch size 1
+# Files in flight (--jobs) take turns on the networks: torch already spreads one pass over every core, so two
+# concurrent passes would only oversubscribe the CPU (or GPU memory) and double the activations held; reading,
+# decoding, encoding and writing of the other files still overlap with the pass.
+MODEL_LOCK = threading.Lock()
 BAND_PIXELS = 1 << 20  # pixels per band in the whole-image passes (colorize, overlay, alpha, gray check)
 OVERLAY_TINT = (255, 0, 0)  # defects shown in red on the overlay
 OVERLAY_OPACITY = 0.6
@@ -98,6 +104,10 @@ class TiledPass:
 
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
         """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""
+        with MODEL_LOCK:
+            return self._tiled_unlocked(pixels, out, mask_out, colorize)
+
+    def _tiled_unlocked(self, pixels, out, mask_out, colorize) -> float | None:
         tile, overlap = self.cfg.tile.size, self.cfg.tile.overlap
         while True:
             try:
@@ -128,31 +138,49 @@ class TiledPass:
         batch = cfg.tile.batch_size
 
         with torch.inference_mode():
+            # Tiles queue up in raster order and go through the networks `batch` at a time, across tile rows, so a
+            # narrow image (one or two tiles a row) still fills its batches; results reach the mergers in order.
+            queue: list[tuple[int, int, np.ndarray]] = []  # (y, x, tile (T, T, C) integer)
+
+            def run_queue(final: bool) -> None:
+                nonlocal batch
+                while len(queue) >= batch or (final and queue):
+                    part = queue[:batch]
+                    try:
+                        img, prob = self._batch(np.stack([t for _, _, t in part]), tile, only_mask=out is None)
+                    except torch.OutOfMemoryError as exc:
+                        release_memory(self.device)
+                        if len(part) == 1:
+                            raise _OutOfMemoryAtBatchOne() from exc
+                        batch = max(1, len(part) // 2)
+                        self.notes.append(f"out of device memory: batch size reduced to {batch}")
+                        continue
+                    del queue[:len(part)]
+                    with timed(self.seconds, "tiling", _CPU):
+                        a = 0
+                        while a < len(part):  # one merger call per tile row in this batch
+                            y = part[a][0]
+                            b = a
+                            while b < len(part) and part[b][0] == y:
+                                b += 1
+                            xb = [x for _, x, _ in part[a:b]]
+                            if image_merger is not None:
+                                sink.image(image_merger.add(img[a:b], y, xb))
+                            if mask_merger is not None:
+                                sink.mask(mask_merger.add(prob[a:b], y, xb))
+                            a = b
+                    self.done += len(part)
+                    self.progress("tiles", self.done, self.total)
+
             for y in ys:
                 check_stop(self.stop)
                 band = pixels[y: y + tile] if y + tile <= h else pixels[rows_idx[y: y + tile]]  # (T, W, C)
                 if cols_idx is not None:
                     band = band[:, cols_idx]
-                i = 0
-                while i < len(xs):
-                    xb = xs[i: i + batch]
-                    try:
-                        img, prob = self._batch(band, xb, tile, only_mask=out is None)
-                    except torch.OutOfMemoryError as exc:
-                        release_memory(self.device)
-                        if len(xb) == 1:
-                            raise _OutOfMemoryAtBatchOne() from exc
-                        batch = max(1, len(xb) // 2)
-                        self.notes.append(f"out of device memory: batch size reduced to {batch}")
-                        continue
-                    with timed(self.seconds, "tiling", _CPU):
-                        if image_merger is not None:
-                            sink.image(image_merger.add(img, y, xb))
-                        if mask_merger is not None:
-                            sink.mask(mask_merger.add(prob, y, xb))
-                    i += len(xb)
-                    self.done += len(xb)
-                    self.progress("tiles", self.done, self.total)
+                # copies of this row's tiles only, so the band (and the memory map behind it) can go
+                queue.extend((y, x, np.array(band[:, x: x + tile])) for x in xs)
+                run_queue(final=False)
+            run_queue(final=True)
             with timed(self.seconds, "tiling", _CPU):
                 if image_merger is not None:
                     sink.image(image_merger.finish())
@@ -161,12 +189,10 @@ class TiledPass:
                     sink.mask_done()
         return sink.coverage(h * w) if has_mask else None
 
-    def _batch(self, band: np.ndarray, xb: list[int], tile: int, only_mask: bool):
-        """Tiles at x starts xb of a band (T, W', C) uint -> (output (n, 3, sT, sT) or None, prob (n, 1, T, T) or None),
-        float32 on the CPU."""
-        n, dev, models, s = len(xb), self.device, self.models, self.cfg.upscale
+    def _batch(self, stack: np.ndarray, tile: int, only_mask: bool):
+        """Tiles (n, T, T, C) uint -> (output (n, 3, sT, sT) or None, prob (n, 1, T, T) or None), float32 on the CPU."""
+        n, dev, models, s = len(stack), self.device, self.models, self.cfg.upscale
         with timed(self.seconds, "tiling", _CPU):
-            stack = np.stack([band[:, x: x + tile] for x in xb])  # (n, T, T, C) integer: a copy of n tiles only
             x = torch.from_numpy(to_float(stack)).permute(0, 3, 1, 2)
             if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
                 x = x.expand(-1, 3, -1, -1)
@@ -198,7 +224,7 @@ class TiledPass:
         colorizer = self.models.colorizer
         rows = max(1, BAND_PIXELS // w)
         sh, sw = shrink_size(h, w, int(getattr(colorizer, "work_size", 512)))
-        with torch.inference_mode():
+        with torch.inference_mode(), MODEL_LOCK:
             with timed(self.seconds, "colorize", _CPU):
                 shrinker = BoxShrinker(h, w, 3, sh, sw)
                 for a in range(0, h, rows):

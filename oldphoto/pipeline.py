@@ -170,8 +170,10 @@ def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Pa
 
 def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                  on_event: Callable[[Event], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> FileOutcome:
+                 should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None) -> FileOutcome:
     """Restore one photo (or write its defect mask with cfg.only_mask) and write the outputs atomically.
+
+    source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
 
     Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
     true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
@@ -186,7 +188,8 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 
     with timed(seconds, "read", cpu):
         pic = oio.read(src, cfg.max_pixels)
-        source_sha256 = oio.read_source_sha256(src)
+        if source_sha256 is None:
+            source_sha256 = oio.read_source_sha256(src)
     pixels = _check_pixels(src, pic.pixels)
     height, width, channels = pixels.shape
     notes = _source_notes(pic)

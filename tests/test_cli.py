@@ -39,7 +39,7 @@ class FakePipeline:
         self.before_write = None  # hook(src, should_stop) run before the outputs are written
         self.lock = threading.Lock()
 
-    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None):
+    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None):
         with self.lock:
             self.calls.append(Path(src))
         data = Path(src).read_bytes()
@@ -583,3 +583,21 @@ def test_end_to_end_only_mask(tmp_path, stand_in_models):
     mask = np.asarray(Image.open(out / "box 2" / "portrait.mask.png"))
     assert mask.shape == (70, 90) and np.array_equal(mask == 255, (rgb16 == 65535).all(axis=2))
     assert (out / "street.overlay.jpg").exists()
+
+
+def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_models):
+    import numpy as np
+
+    root, rgb16, gray8 = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "box 2").write_bytes(b"")  # a file where the output folder must go: as unwritable as it gets for root
+    r = run("restore", root, "--out", out, "--tile", 128, "--overlap", 16, "-q")
+    assert r.exit_code == 1
+    errors = r.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: {root / 'box 2' / 'portrait.tif'}: ")
+    files = {f["relative"]: f["status"] for f in report_of(out)["files"]}
+    assert files == {"box 2/portrait.tif": "failed", "street.png": "done"}
+    assert (out / "street.png").is_file() and (out / "box 2").read_bytes() == b""
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp") or ".tmp" in p.name] == []

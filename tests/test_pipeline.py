@@ -256,8 +256,9 @@ def test_should_stop_abandons_without_output(tmp_path):
     out_dir.mkdir()
     events: list[Event] = []
     with pytest.raises(KeyboardInterrupt):
-        process_file(src, out_dir / "d", cfg(), Models(restorer=Identity()), on_event=events.append,
-                     should_stop=stop)
+        # batch 1: every tile row runs before the next is read (larger batches span rows)
+        process_file(src, out_dir / "d", cfg(tile=TileConfig(128, 32, 1)), Models(restorer=Identity()),
+                     on_event=events.append, should_stop=stop)
     assert len(calls) == 2
     assert 0 < events[-1].done < events[-1].total  # it stopped between bands, not at the end
     assert files_in(out_dir) == []
@@ -520,3 +521,17 @@ def test_failed_second_output_removes_the_first(tmp_path, monkeypatch):
         process_file(src, tmp_path / "out" / "two", cfg(only_mask=True), Models(detector=BrightDetector()))
     assert [p.name for p in calls] == ["two.mask.png", "two.overlay.jpg"]
     assert files_in(tmp_path / "out") == []
+
+
+def test_batches_span_tile_rows_of_a_narrow_image(tmp_path):
+    img = random_image(610, 90, 3, np.uint8, seed=12)  # one tile per row: 7 rows at tile 128, overlap 32
+    src = write_tiff(tmp_path / "narrow.tif", img)
+    sizes = []
+
+    def stage(x, m):
+        sizes.append(len(x))
+        return x
+
+    res = process_file(src, tmp_path / "out" / "narrow", cfg(tile=TileConfig(128, 32, 4)), Models(restorer=stage))
+    np.testing.assert_array_equal(read_any(res.outputs[0]), img)
+    assert sizes == [4, 3]  # not seven batches of one tile

@@ -88,7 +88,18 @@ def usable_cpus() -> int:
 
 
 def configure_cpu_threads() -> int:
-    """Let torch use every usable core unless the user set a thread count in the environment; returns it."""
+    """Let torch use every usable core unless the user set a thread count in the environment (OLDPHOTO_THREADS
+    is applied here; OMP_NUM_THREADS / MKL_NUM_THREADS are read by torch itself); returns the count in use."""
+    own = os.environ.get("OLDPHOTO_THREADS", "").strip()
+    if own:
+        try:
+            n = int(own)
+        except ValueError:
+            raise OldPhotoError(f"OLDPHOTO_THREADS must be a positive integer, got {own!r}") from None
+        if n < 1:
+            raise OldPhotoError(f"OLDPHOTO_THREADS must be a positive integer, got {own!r}")
+        torch.set_num_threads(n)
+        return n
     if any(os.environ.get(k) for k in _THREAD_ENV):
         return torch.get_num_threads()
     n = usable_cpus()

@@ -9,9 +9,11 @@ The recipe follows the physical order with random order inside each step:
 With probability p_damage_after_scan the damage is painted last instead (sharp defects on a soft scan), which
 some other generators do; the models should not depend on either order.
 
-Mask rule: a pixel is a defect when the union opacity of the structured defects that changed it by more than
-visible_delta, carried through any later blur or resampling like the image, exceeds mask_threshold.
-So faint texture overlays and defects that vanished in a strong blur are not in the mask.
+Mask rule: a pixel is a defect when the structured defects changed it visibly: their change to the pixel (max
+over channels, counted where their union opacity exceeds mask_threshold), carried through any later blur or
+resampling like the image, exceeds visible_delta. So the mask is what a viewer sees as damage: faint texture
+overlays, defects that vanished in a strong blur and defects the colour of what they cover are not in it, while
+a low-opacity line that stands out on a dark area is.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class DegradeConfig:
     p_jpeg: float = 0.5  # JPEG round trip
     jpeg_quality: tuple[int, int] = (30, 95)  # Pillow quality, inclusive
     # ---- mask rule
-    visible_delta: float = 0.04  # a defect pixel must change some channel by more than this
-    mask_threshold: float = 0.2  # defect opacity above which a pixel is in the mask
+    visible_delta: float = 0.06  # a mask pixel was changed by the defects by more than this (~15/255), after blur
+    mask_threshold: float = 0.02  # defect opacity below which a pixel's change is not counted (soft fringes)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -162,7 +164,7 @@ def degrade(clean: np.ndarray, rng: np.random.Generator, cfg: DegradeConfig = De
     if alpha is None:
         mask = np.zeros(x.shape[:2], np.float32)
     else:
-        mask = (alpha > cfg.mask_threshold).astype(np.float32)
+        mask = (alpha > cfg.visible_delta).astype(np.float32)
     return Degraded(image=np.clip(x, 0, 1).astype(np.float32, copy=False), mask=mask, gray=bool(gray))
 
 
@@ -175,4 +177,4 @@ def structured_defects(img: np.ndarray, rng: np.random.Generator, cfg: DegradeCo
     """
     x = _check(img, "image")
     out, alpha = damage(x, rng, cfg)
-    return out, (alpha > cfg.mask_threshold).astype(np.float32)
+    return out, (alpha > cfg.visible_delta).astype(np.float32)

@@ -323,7 +323,7 @@ def age_print(x: np.ndarray, rng: np.random.Generator, cfg: "DegradeConfig") -> 
 def scan(x: np.ndarray, alpha: np.ndarray | None, rng: np.random.Generator, cfg: "DegradeConfig"
          ) -> tuple[np.ndarray, np.ndarray | None]:
     """Scanning of the print: blur, noise, down-and-up sampling and JPEG, each with its probability, in random
-    order. `alpha` (H, W), the defect opacity, goes through the same blurs and resampling as the image so the
+    order. `alpha` (H, W), the defects' visible change, goes through the same blurs and resampling as the image so the
     mask keeps matching what is visible; it is returned alongside (None stays None)."""
 
     def spatial(op, img, a):

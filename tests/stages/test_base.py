@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from oldphoto.archs import build
+from oldphoto.errors import OldPhotoError
 from oldphoto.stages.base import (
     ColorizerStage,
     DetectorStage,
@@ -68,6 +69,11 @@ def test_cpu_threads_follow_the_machine_unless_the_user_set_them(monkeypatch):
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         torch.set_num_threads(1)
         assert configure_cpu_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("OLDPHOTO_THREADS", "3")  # oldphoto's own variable is applied, not just respected
+        assert configure_cpu_threads() == 3 == torch.get_num_threads()
+        monkeypatch.setenv("OLDPHOTO_THREADS", "many")
+        with pytest.raises(OldPhotoError, match="OLDPHOTO_THREADS"):
+            configure_cpu_threads()
     finally:
         torch.set_num_threads(before)
 
