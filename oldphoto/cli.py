@@ -723,5 +723,28 @@ def eval_(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
     _run_training_command("eval", name, pairs, help_config)
 
 
+@cli.command()
+@click.argument("name")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--as", "weights_name", required=True, metavar="WEIGHTS",
+              help="Registry name to publish under, e.g. detector-v2 (weights/WEIGHTS.pt + MANIFEST.json entry).")
+def export(name: str, run_dir: Path, weights_name: str) -> None:
+    """Publish the best checkpoint of training run RUN_DIR of model NAME into weights/ (sha256, config, data
+    recipe and validation metrics go into weights/MANIFEST.json). A mapping run also publishes the two VAEs it
+    was trained with, as vae1-v1 / vae2-v1."""
+    from . import train
+
+    if name not in train.TRAINERS or name in ("vae1", "vae2"):
+        choices = [n for n in train.TRAINERS if n not in ("vae1", "vae2")]
+        raise click.UsageError(f"unknown export target {name!r}; choose one of: {', '.join(choices)} "
+                               "(VAEs are published with their mapping)")
+    module = _import_train_module(train.TRAINERS[name])
+    try:
+        path = module.export(run_dir, weights_name)
+    except (OldPhotoError, OSError, KeyError, ValueError) as e:
+        raise RunError(f"{run_dir}: cannot export: {e}") from None
+    click.echo(str(path))
+
+
 if __name__ == "__main__":
     main()

@@ -428,7 +428,14 @@ def toy_run(cfg, log):
             "which": cfg.which, "out": cfg.out, "real_old": cfg.real_old}
 
 
+def toy_export(run_dir, name):
+    if not (Path(run_dir) / "best.pt").is_file():
+        raise FileNotFoundError(f"{run_dir}/best.pt missing")
+    return Path("weights") / f"{name}.pt"
+
+
 TOY.Config, TOY.run, TOY.EvalConfig, TOY.evaluate = ToyConfig, toy_run, ToyConfig, toy_run
+TOY.export = toy_export
 
 
 @pytest.fixture
@@ -601,3 +608,13 @@ def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_mo
     assert files == {"box 2/portrait.tif": "failed", "street.png": "done"}
     assert (out / "street.png").is_file() and (out / "box 2").read_bytes() == b""
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp") or ".tmp" in p.name] == []
+
+
+def test_export_publishes_a_run_under_the_given_name(toy, tmp_path):
+    (tmp_path / "run").mkdir()
+    r = run("export", "toy1", tmp_path / "run", "--as", "toy-v2")
+    assert r.exit_code == 1 and r.stderr.startswith(f"error: {tmp_path / 'run'}: cannot export: ")
+    (tmp_path / "run" / "best.pt").write_bytes(b"")
+    r = run("export", "toy1", tmp_path / "run", "--as", "toy-v2")
+    assert r.exit_code == 0 and r.stdout.strip() == str(Path("weights") / "toy-v2.pt")
+    assert run("export", "vae1", tmp_path / "run", "--as", "x").exit_code == 2  # VAEs go out with their mapping

@@ -13,8 +13,6 @@ export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entr
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +28,8 @@ from ..archs import build
 from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
-from .run_files import JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, save_grid, set_rng_state
+from .loop import SupervisedRun, export_best
+from .run_files import atomic_write_json, save_grid
 
 ARCH = "colorizer_unet"
 AB_RANGE = 110.0  # |a|, |b| of sRGB colours stay below this (the histogram covers [-AB_RANGE, AB_RANGE))
@@ -52,7 +51,8 @@ class Config:
     scale_min: float = 0.4  # crops come from the photo rescaled by [scale_min, 1] (down to whole-scene views)
     batch: int = 12  # crops per step
     bin_size: float = 10.0  # ab histogram bin edge (Lab units) for the rarity weights
-    rebalance: float = 0.5  # weight = 1 / ((1 - r) * p(bin) + r / bins): 0 = plain L1, 1 = uniform prior only
+    rebalance: float = 0.5  # weight = 1 / ((1 - r) * p(bin) + r / bins): 1 = plain L1; 0 = full inverse frequency
+    #                         (rare colours weigh most); 0.5 as in Zhang et al. 2016
     hist_sigma: float = 1.0  # Gaussian smoothing of the ab histogram, in bins
     chroma_weight: float = 0.5  # weight of |mean chroma(pred) - mean chroma(true)| per image (0: off)
     p_tone: float = 0.5  # chance to change the input L's tone curve (faded or contrasty restored prints)
@@ -252,72 +252,32 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                               for p in pool.photos], cfg)
     val_rgb = square_views(val_paths, cfg.val_size, cfg.work_size)
     val_lab = rgb_to_lab(val_rgb)
-
-    step, best, wall0 = 0, None, 0.0
-    ckpt_path = out / "ckpt.pt"
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        set_rng_state(rng, ck["rng"])
-        step, best, wall0 = ck["step"], ck["best"], ck["wall"]
-        log(f"resumed from {ckpt_path} at step {step}")
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
     atomic_write_json(out / "config.json", {
-        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": " ".join(sys.argv),
+        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
+        "history": trainer.history,
         "data": {"corpus": cfg.corpus, "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                  "val_photos": len(val_paths), "pool_max_side": cfg.work_size},
         "loss": "rarity-weighted L1 on ab (Zhang et al. style rebalancing) + chroma_weight * per-image mean-chroma L1"})
-    jlog = JsonlLog(out / "log.jsonl")
-    t_start = t_ckpt = time.monotonic()
 
-    def wall() -> float:
-        return wall0 + time.monotonic() - t_start
+    def step_fn() -> tuple[dict, dict]:
+        t0 = time.monotonic()
+        l, ab = sample_batch(pool, rng, cfg)
+        t_data = time.monotonic() - t0
+        return colorize_loss(model(l), ab, weights, cfg), {"sec_data": round(t_data, 3)}
 
-    def save_ckpt() -> None:
-        atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng),
-                           "step": step, "best": best, "wall": wall(), "config": asdict(cfg)}, ckpt_path)
+    def validate(step: int, terms: dict) -> dict:
+        pred = predict_ab(model, val_lab[:, :1])
+        m = score(pred, val_lab)
+        log(f"step {step} loss {float(terms['total'].detach()):.4f} val ab err {m['ab_err']:.2f} "
+            f"(gray {m['gray_ab_err']:.2f}, ratio {m['ab_err_ratio']:.3f}) colourfulness "
+            f"{m['colorfulness']:.1f}/{m['colorfulness_true']:.1f}")
+        n = min(6, len(val_lab))
+        save_grid(out / "samples" / f"step{step:06d}.png",
+                  [l_to_rgb(val_lab[:n, :1]), lab_to_rgb(torch.cat((val_lab[:n, :1], pred[:n]), 1)), val_rgb[:n]])
+        return m
 
-    model.train()
-    try:
-        while step < cfg.steps:
-            if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
-                log(f"time limit reached at step {step}")
-                break
-            t0 = time.monotonic()
-            lr = _lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            l, ab = sample_batch(pool, rng, cfg)
-            t_data = time.monotonic() - t0
-            terms = colorize_loss(model(l), ab, weights, cfg)
-            if not torch.isfinite(terms["total"]):  # before the update, so the saved state stays sane
-                raise FloatingPointError(f"loss is {terms['total'].item()} at step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
-            step += 1
-            jlog.write({"step": step, "lr": lr, "sec": round(time.monotonic() - t0, 3), "sec_data": round(t_data, 3),
-                        **{k: round(float(v.detach()), 5) for k, v in terms.items()}})
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                pred = predict_ab(model, val_lab[:, :1])
-                m = score(pred, val_lab)
-                jlog.write({"step": step, "val": m})
-                log(f"step {step} loss {float(terms['total'].detach()):.4f} val ab err {m['ab_err']:.2f} "
-                    f"(gray {m['gray_ab_err']:.2f}, ratio {m['ab_err_ratio']:.3f}) colourfulness "
-                    f"{m['colorfulness']:.1f}/{m['colorfulness_true']:.1f}")
-                n = min(6, len(val_lab))
-                save_grid(out / "samples" / f"step{step:06d}.png",
-                          [l_to_rgb(val_lab[:n, :1]), lab_to_rgb(torch.cat((val_lab[:n, :1], pred[:n]), 1)), val_rgb[:n]])
-                if _better(m, best):
-                    best = dict(m, step=step)
-                    atomic_torch_save({"model": model.state_dict(), "step": step, "val": best, "config": asdict(cfg),
-                                       "arch_kwargs": cfg.arch_kwargs(), "wall": wall()}, out / "best.pt")
-            if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
-                save_ckpt()
-                t_ckpt = time.monotonic()
-    finally:
-        save_ckpt()
-    return {"step": step, "best": best, "out": str(out)}
+    return trainer.train(lambda step: _lr_at(step, cfg), step_fn, validate, _better)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -370,18 +330,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
 # ------------------------------------------------------------------ export
 
 def export(run_dir: str | Path, name: str = "colorize-v1", weights: Path | None = None) -> Path:
-    """Publish the run's best checkpoint as weights/<name>.pt with its MANIFEST.json entry; returns the file.
-    Safe while the run is training: best.pt and ckpt.pt are replaced atomically."""
-    run_dir = Path(run_dir)
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
-    info = json.loads((run_dir / "config.json").read_text())
-    ckpt = run_dir / "ckpt.pt"
-    steps_trained = torch.load(ckpt, map_location="cpu", weights_only=False)["step"] if ckpt.is_file() else best["step"]
-    meta = {
+    """Publish the run's best checkpoint as weights/<name>.pt with its MANIFEST.json entry; returns the file."""
+    return export_best(run_dir, name, ARCH, lambda best: {
         "work_size": best["config"]["work_size"],
-        "input": "CIE L* (1, 1, h, w) in [0, 100] at work resolution; output ab (1, 2, h, w) in Lab units",
-        "command": info.get("command", ""), "config": best["config"], "data": info.get("data", {}),
-        "loss": info.get("loss", ""), "seed": best["config"]["seed"], "step": best["step"],
-        "steps_trained": steps_trained, "wall_seconds": round(best["wall"], 1), "validation": best["val"],
-    }
-    return export_weights(best["model"], name, ARCH, best["arch_kwargs"], meta, weights)
+        "input": "CIE L* (1, 1, h, w) in [0, 100] at work resolution; output ab (1, 2, h, w) in Lab units"}, weights)

@@ -10,9 +10,6 @@ export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entr
 from __future__ import annotations
 
 import json
-import signal
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +23,10 @@ from .. import registry
 from ..archs import build
 from ..ops.masks import tophat_response
 from . import data, degrade
+from .loop import SupervisedRun
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
-from .run_files import JsonlLog, atomic_torch_save, export_weights, rng_state, save_grid, set_rng_state
+from .run_files import atomic_write_json, export_weights, save_grid
 
 ARCH = "unet_detector"
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # probability thresholds swept on validation
@@ -205,108 +203,45 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the detector; returns {"step", "best": validation metrics, "out"}."""
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    stop = {"signal": None}
-    handler_before = None
-    if threading.current_thread() is threading.main_thread():
-        # `kill PID` (SIGTERM) ends a background run cleanly: finish the step, write the checkpoint, return.
-        handler_before = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-    try:
-        return _train(cfg, log, lambda: stop["signal"] is not None)
-    finally:
-        torch.set_num_threads(threads_before)
-        if handler_before is not None:
-            signal.signal(signal.SIGTERM, handler_before)
-
-
-def _train(cfg: Config, log: Callable[[str], None], should_stop: Callable[[], bool]) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = build(ARCH, **cfg.arch_kwargs())
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)
+    model = build(ARCH, **cfg.arch_kwargs()).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    step, best, wall0, history = 0, None, 0.0, []
-    ckpt_path = out / "ckpt.pt"
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        set_rng_state(rng, ck["rng"])
-        step, best, wall0 = ck["step"], ck["best"], ck["wall"]
-        history = ck.get("history", [])
-        log(f"resumed from {ckpt_path} at step {step}")
-    elif cfg.init_from:
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
+    if not trainer.resumed and cfg.init_from:
         model.load_state_dict(_init_state(Path(cfg.init_from)))
         log(f"started from {cfg.init_from}")
-    dcfg = degrade.DegradeConfig()
-    command = " ".join(sys.argv)  # this process's command; a resumed run's best.pt may come from an earlier one
-    # every (re)start with its settings, so a run resumed with changed settings stays reproducible
-    history.append({"from_step": step, "command": command, "config": asdict(cfg)})
-    (out / "config.json").write_text(json.dumps(
-        {"config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": command, "history": history,
-         "degrade": asdict(dcfg)}, indent=1))
+    atomic_write_json(out / "config.json", {
+        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
+        "history": trainer.history, "degrade": asdict(degrade.DegradeConfig())})
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)
     val_x, val_y = load_validation(cfg.corpus, cfg.split_seed, cfg.val_count, cfg.val_size, EvalConfig.seed)
-    jlog = JsonlLog(out / "log.jsonl")
-    t_start = t_ckpt = time.monotonic()
 
-    def save_ckpt() -> None:
-        atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng),
-                           "step": step, "best": best, "wall": wall0 + time.monotonic() - t_start,
-                           "config": asdict(cfg), "history": history}, ckpt_path)
+    def step_fn() -> tuple[dict, dict]:
+        t0 = time.monotonic()
+        x, y = sample_batch(pool, rng, cfg)
+        t_data = time.monotonic() - t0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = model(x.contiguous(memory_format=layout))
+        return detector_loss(logits.float(), y, cfg), {"sec_data": round(t_data, 3),
+                                                       "defect_share": round(float(y.mean()), 4)}
 
-    model.train()
-    try:
-        while step < cfg.steps:
-            if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
-                log(f"time limit reached at step {step}")
-                break
-            if should_stop():
-                log(f"stopped by SIGTERM at step {step}")
-                break
-            t0 = time.monotonic()
-            lr = _lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x, y = sample_batch(pool, rng, cfg)
-            t_data = time.monotonic() - t0
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(x.contiguous(memory_format=layout))
-            terms = detector_loss(logits.float(), y, cfg)
-            if not torch.isfinite(terms["total"]):  # checked before the update, so the saved state stays sane
-                raise FloatingPointError(f"loss is {terms['total'].item()} at step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
-            step += 1
-            jlog.write({"step": step, "lr": lr, "sec": round(time.monotonic() - t0, 3), "sec_data": round(t_data, 3),
-                        "defect_share": round(float(y.mean()), 4),
-                        **{k: round(v.item(), 5) for k, v in terms.items()}})
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                prob = predict(model, val_x)
-                m = score_learned(prob, val_y)
-                jlog.write({"step": step, "val": m})
-                log(f"step {step} loss {terms['total'].item():.4f} val F1(tol) {m['f1_tol']:.3f} "
-                    f"F1 {m['f1']:.3f} IoU {m['iou']:.3f} @ {m['threshold']:.2f}")
-                save_grid(out / "samples" / f"step{step:06d}.png",
-                          [val_x[:4], val_y[:4].expand(-1, 3, -1, -1), prob[:4].expand(-1, 3, -1, -1)])
-                if best is None or m["f1_tol"] > best["f1_tol"]:
-                    best = dict(m, step=step)
-                    atomic_torch_save({"model": model.state_dict(), "step": step, "val": best, "config": asdict(cfg),
-                                       "arch_kwargs": cfg.arch_kwargs(), "command": command, "history": history,
-                                       "wall": wall0 + time.monotonic() - t_start}, out / "best.pt")
-            if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
-                save_ckpt()
-                t_ckpt = time.monotonic()
-    finally:
-        save_ckpt()
-    return {"step": step, "best": best, "out": str(out)}
+    def on_validation(step: int, terms: dict) -> dict:
+        prob = predict(model, val_x)
+        m = score_learned(prob, val_y)
+        log(f"step {step} loss {terms['total'].item():.4f} val F1(tol) {m['f1_tol']:.3f} "
+            f"F1 {m['f1']:.3f} IoU {m['iou']:.3f} @ {m['threshold']:.2f}")
+        save_grid(out / "samples" / f"step{step:06d}.png",
+                  [val_x[:4], val_y[:4].expand(-1, 3, -1, -1), prob[:4].expand(-1, 3, -1, -1)])
+        return m
+
+    return trainer.train(lambda step: _lr_at(step, cfg), step_fn, on_validation,
+                         lambda m, best: best is None or m["f1_tol"] > best["f1_tol"])
 
 
 # ------------------------------------------------------------------ evaluation

@@ -12,8 +12,6 @@ export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entr
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +30,8 @@ from ..stages.upscale import Upscaler
 from . import data
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
-from .run_files import JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, save_grid, set_rng_state
+from .loop import SupervisedRun, export_best
+from .run_files import atomic_write_json, save_grid
 
 ARCH = "upscaler"
 
@@ -229,74 +228,36 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     pool = data.PhotoPool(train_paths, max_side=cfg.pool_side)
     val = validation_pairs(val_paths, cfg.val_count, cfg.val_crop, cfg.scales, seed=1234)
 
-    step, best, wall0 = 0, None, 0.0
-    ckpt_path = out / "ckpt.pt"
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        set_rng_state(rng, ck["rng"])
-        step, best, wall0 = ck["step"], ck["best"], ck["wall"]
-        log(f"resumed from {ckpt_path} at step {step}")
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
     atomic_write_json(out / "config.json", {
-        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": " ".join(sys.argv),
+        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
+        "history": trainer.history,
         "data": {"corpus": cfg.corpus, "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                  "val_photos": len(val_paths), "pool_side": cfg.pool_side, "kernel": "Pillow bicubic",
                  "p_degrade": cfg.p_degrade, "degradation": asdict(Degradation())},
         "loss": "L1 in RGB, summed over the scales"})
-    jlog = JsonlLog(out / "log.jsonl")
-    t_start = t_ckpt = time.monotonic()
 
-    def wall() -> float:
-        return wall0 + time.monotonic() - t_start
+    def step_fn() -> tuple[dict, dict]:
+        t0 = time.monotonic()
+        hr, inputs = sample_batch(pool, rng, cfg)
+        t_data = time.monotonic() - t0
+        terms = {f"l1_x{s}": F.l1_loss(model(x, s), hr) for s, x in inputs.items()}
+        terms["total"] = sum(terms.values())
+        return terms, {"sec_data": round(t_data, 3)}
 
-    def save_ckpt() -> None:
-        atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng),
-                           "step": step, "best": best, "wall": wall(), "config": asdict(cfg)}, ckpt_path)
+    def on_validation(step: int, terms: dict) -> dict:
+        m = validate(model, val, cfg.scales)
+        log(f"step {step} loss {float(terms['total'].detach()):.4f} val gain over bicubic {m['gain']:+.3f} dB ("
+            + ", ".join(f"{k} {v['gain_db']:+.2f}" for k, v in m.items() if isinstance(v, dict)) + ")")
+        s = max(cfg.scales)
+        n = min(4, cfg.val_count)
+        small = val[("degraded", s)][:n]
+        save_grid(out / "samples" / f"step{step:06d}.png",
+                  [baseline(small, s, "bicubic"), upscale_batch(model, small, s), val["hr"][:n]])
+        return m
 
-    model.train()
-    try:
-        while step < cfg.steps:
-            if cfg.max_minutes and time.monotonic() - t_start > cfg.max_minutes * 60:
-                log(f"time limit reached at step {step}")
-                break
-            t0 = time.monotonic()
-            lr = _lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            hr, inputs = sample_batch(pool, rng, cfg)
-            t_data = time.monotonic() - t0
-            terms = {f"l1_x{s}": F.l1_loss(model(x, s), hr) for s, x in inputs.items()}
-            total = sum(terms.values())
-            if not torch.isfinite(total):  # before the update, so the saved state stays sane
-                raise FloatingPointError(f"loss is {total.item()} at step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            step += 1
-            jlog.write({"step": step, "lr": lr, "sec": round(time.monotonic() - t0, 3), "sec_data": round(t_data, 3),
-                        "total": round(float(total.detach()), 6),
-                        **{k: round(float(v.detach()), 6) for k, v in terms.items()}})
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                m = validate(model, val, cfg.scales)
-                jlog.write({"step": step, "val": m})
-                log(f"step {step} loss {float(total.detach()):.4f} val gain over bicubic {m['gain']:+.3f} dB ("
-                    + ", ".join(f"{k} {v['gain_db']:+.2f}" for k, v in m.items() if isinstance(v, dict)) + ")")
-                s = max(cfg.scales)
-                n = min(4, cfg.val_count)
-                small = val[("degraded", s)][:n]
-                save_grid(out / "samples" / f"step{step:06d}.png",
-                          [baseline(small, s, "bicubic"), upscale_batch(model, small, s), val["hr"][:n]])
-                if best is None or m["gain"] > best["gain"]:
-                    best = dict(m, step=step)
-                    atomic_torch_save({"model": model.state_dict(), "step": step, "val": best, "config": asdict(cfg),
-                                       "arch_kwargs": cfg.arch_kwargs(), "wall": wall()}, out / "best.pt")
-            if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
-                save_ckpt()
-                t_ckpt = time.monotonic()
-    finally:
-        save_ckpt()
-    return {"step": step, "best": best, "out": str(out)}
+    return trainer.train(lambda step: _lr_at(step, cfg), step_fn, on_validation,
+                         lambda m, best: best is None or m["gain"] > best["gain"])
 
 
 # ------------------------------------------------------------------ evaluation
@@ -385,18 +346,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
 # ------------------------------------------------------------------ export
 
 def export(run_dir: str | Path, name: str = "upscale-v1", weights: Path | None = None) -> Path:
-    """Publish the run's best checkpoint as weights/<name>.pt with its MANIFEST.json entry; returns the file.
-    Safe while the run is training: best.pt and ckpt.pt are replaced atomically."""
-    run_dir = Path(run_dir)
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
-    info = json.loads((run_dir / "config.json").read_text())
-    ckpt = run_dir / "ckpt.pt"
-    steps_trained = torch.load(ckpt, map_location="cpu", weights_only=False)["step"] if ckpt.is_file() else best["step"]
-    meta = {
+    """Publish the run's best checkpoint as weights/<name>.pt with its MANIFEST.json entry; returns the file."""
+    return export_best(run_dir, name, ARCH, lambda best: {
         "scales": best["arch_kwargs"]["scales"],
-        "input": "(B, 3, T, T) float in [0, 1] -> (B, 3, sT, sT); forward(x, scale)",
-        "command": info.get("command", ""), "config": best["config"], "data": info.get("data", {}),
-        "loss": info.get("loss", ""), "seed": best["config"]["seed"], "step": best["step"],
-        "steps_trained": steps_trained, "wall_seconds": round(best["wall"], 1), "validation": best["val"],
-    }
-    return export_weights(best["model"], name, ARCH, best["arch_kwargs"], meta, weights)
+        "input": "(B, 3, T, T) float in [0, 1] -> (B, 3, sT, sT); forward(x, scale)"}, weights)

@@ -1,0 +1,150 @@
+"""The supervised training loop shared by the detector, colorizer and upscaler.
+
+One place for what every such run does the same way: resume from `out/ckpt.pt` (model, optimiser, random state,
+step, best validation, wall time, the history of starts), a wall-clock limit per process, a clean stop on SIGTERM
+(finish the step, write the checkpoint, return), the learning-rate schedule, a finite-loss check before each
+update, one log.jsonl record per step, validation every `val_every` steps with the best state kept in
+`out/best.pt`, and periodic checkpoints. The model-specific parts come in as functions.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .run_files import JsonlLog, atomic_torch_save, export_weights, rng_state, set_rng_state
+
+Terms = dict[str, torch.Tensor]  # loss terms of one step; "total" is minimised
+
+
+class SupervisedRun:
+    """A resumable run in folder `out` for `model` trained by `opt`; `cfg` is the run's frozen config dataclass
+    and must have steps, val_every, ckpt_minutes, max_minutes and threads.
+
+    After construction, `resumed` tells whether ckpt.pt was loaded; `history` lists every start of the run
+    ({"from_step", "command", "config"}), so a run resumed with other settings stays reproducible.
+    """
+
+    def __init__(self, out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                 cfg: Any, arch_kwargs: dict, log: Callable[[str], None]):
+        self.out, self.model, self.opt, self.rng, self.cfg = Path(out), model, opt, rng, cfg
+        self.arch_kwargs, self.log = dict(arch_kwargs), log
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.out / "ckpt.pt"
+        self.step, self.best, self._wall0 = 0, None, 0.0
+        self.history: list[dict] = []
+        self.resumed = self.ckpt_path.is_file()
+        if self.resumed:
+            ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            set_rng_state(rng, ck["rng"])
+            self.step, self.best, self._wall0 = ck["step"], ck["best"], ck["wall"]
+            self.history = ck.get("history", [])
+            log(f"resumed from {self.ckpt_path} at step {self.step}")
+        self.command = " ".join(sys.argv)  # this process's; best.pt may come from an earlier start
+        self.history.append({"from_step": self.step, "command": self.command, "config": asdict(cfg)})
+        self.jlog = JsonlLog(self.out / "log.jsonl")
+        self._t_start = time.monotonic()
+
+    def wall(self) -> float:
+        """Training wall seconds over all starts of the run."""
+        return self._wall0 + time.monotonic() - self._t_start
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                           "rng": rng_state(self.rng), "step": self.step, "best": self.best, "wall": self.wall(),
+                           "config": asdict(self.cfg), "history": self.history}, self.ckpt_path)
+
+    def _save_best(self) -> None:
+        atomic_torch_save({"model": self.model.state_dict(), "step": self.step, "val": self.best,
+                           "config": asdict(self.cfg), "arch_kwargs": self.arch_kwargs, "command": self.command,
+                           "history": self.history, "wall": self.wall()}, self.out / "best.pt")
+
+    def train(self, lr_at: Callable[[int], float], step_fn: Callable[[], tuple[Terms, dict]],
+              validate: Callable[[int, Terms], dict], better: Callable[[dict, dict | None], bool]) -> dict:
+        """Run until cfg.steps (or the time limit, or SIGTERM); returns {"step", "best", "out"}.
+
+        step_fn(): one batch forward -> (loss terms with "total", extra fields for the step's log record).
+        validate(step, terms): validation metrics (it may log and write sample grids).
+        better(metrics, best): whether metrics beat the best so far (best is None at first).
+        """
+        cfg = self.cfg
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        stop = {"signal": None}
+        handler_before = None
+        if threading.current_thread() is threading.main_thread():
+            # `kill PID` (SIGTERM) ends a background run cleanly: finish the step, write the checkpoint, return.
+            handler_before = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+        t_ckpt = time.monotonic()
+        self.model.train()
+        try:
+            while self.step < cfg.steps:
+                if cfg.max_minutes and time.monotonic() - self._t_start > cfg.max_minutes * 60:
+                    self.log(f"time limit reached at step {self.step}")
+                    break
+                if stop["signal"] is not None:
+                    self.log(f"stopped by SIGTERM at step {self.step}")
+                    break
+                t0 = time.monotonic()
+                lr = lr_at(self.step)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                terms, extra = step_fn()
+                total = terms["total"]
+                if not torch.isfinite(total):  # checked before the update, so the saved state stays sane
+                    raise FloatingPointError(f"loss is {total.item()} at step {self.step + 1}")
+                self.opt.zero_grad(set_to_none=True)
+                total.backward()
+                self.opt.step()
+                self.step += 1
+                self.jlog.write({"step": self.step, "lr": lr, "sec": round(time.monotonic() - t0, 3), **extra,
+                                 **{k: round(float(v.detach()), 6) for k, v in terms.items()}})
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    m = validate(self.step, terms)
+                    self.jlog.write({"step": self.step, "val": m})
+                    if better(m, self.best):
+                        self.best = dict(m, step=self.step)
+                        self._save_best()
+                if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
+                    self.save_checkpoint()
+                    t_ckpt = time.monotonic()
+        finally:
+            self.save_checkpoint()
+            torch.set_num_threads(threads_before)
+            if handler_before is not None:
+                signal.signal(signal.SIGTERM, handler_before)
+        return {"step": self.step, "best": self.best, "out": str(self.out)}
+
+
+def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict], dict],
+                weights: Path | None = None) -> Path:
+    """Publish run_dir/best.pt as weights/<name>.pt with its MANIFEST.json entry; returns the file. Safe while the
+    run is training (best.pt and ckpt.pt are replaced atomically).
+
+    The meta records the run's command and every start of it, the config, the data recipe and loss (from
+    config.json), seed, step, steps trained, wall seconds and validation metrics, plus `extra(best)`.
+    """
+    run_dir = Path(run_dir)
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    info = json.loads((run_dir / "config.json").read_text())
+    ckpt = run_dir / "ckpt.pt"
+    steps_trained = torch.load(ckpt, map_location="cpu", weights_only=False)["step"] if ckpt.is_file() else best["step"]
+    meta = {
+        **extra(best),
+        "command": best.get("command", info.get("command", "")), "history": best.get("history", []),
+        "config": best["config"], "data": info.get("data", {}), "loss": info.get("loss", ""),
+        "seed": best["config"]["seed"], "step": best["step"], "steps_trained": steps_trained,
+        "wall_seconds": round(best["wall"], 1), "validation": best["val"],
+    }
+    return export_weights(best["model"], name, arch, best["arch_kwargs"], meta, weights)

@@ -1,0 +1,91 @@
+"""The shared supervised loop: resume, best checkpoint, non-finite loss, SIGTERM and the time limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from oldphoto.train.loop import SupervisedRun
+
+
+@dataclass(frozen=True)
+class Cfg:
+    steps: int = 6
+    val_every: int = 2
+    ckpt_minutes: float = 100.0
+    max_minutes: float = 0.0
+    threads: int = 1
+
+
+def make(out, cfg=Cfg(), log=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return SupervisedRun(out, model, opt, np.random.default_rng(0), cfg, {"in": 3}, log or (lambda s: None))
+
+
+def regression_step(run, target=2.0, on_step=None):
+    x = torch.ones(4, 3)
+
+    def step():
+        if on_step is not None:
+            on_step(run.step)
+        return {"total": (run.model(x) - target).pow(2).mean()}, {"extra": 1}
+    return step
+
+
+def val_loss(run):
+    return lambda step, terms: {"loss": float(terms["total"].detach())}
+
+
+def lower(m, best):
+    return best is None or m["loss"] < best["loss"]
+
+
+def test_trains_validates_keeps_the_best_and_resumes(tmp_path):
+    run = make(tmp_path)
+    res = run.train(lambda s: 0.05, regression_step(run), val_loss(run), lower)
+    assert res["step"] == 6 and res["best"]["step"] == 6  # the loss keeps falling, so the last is best
+    log = run.jlog.read()
+    assert [r["step"] for r in log if "val" in r] == [2, 4, 6]
+    assert all(r["extra"] == 1 and r["lr"] == 0.05 for r in log if "val" not in r)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["step"] == 6 and best["arch_kwargs"] == {"in": 3} and best["config"]["steps"] == 6
+
+    messages = []
+    again = make(tmp_path, Cfg(steps=8), messages.append)
+    assert again.resumed and again.step == 6 and "resumed" in messages[0]
+    assert torch.equal(again.model.weight, run.model.weight)
+    assert [h["from_step"] for h in again.history] == [0, 6]
+    assert again.train(lambda s: 0.05, regression_step(again), val_loss(again), lower)["step"] == 8
+
+
+def test_a_non_finite_loss_stops_before_the_update(tmp_path):
+    run = make(tmp_path)
+    before = run.model.weight.detach().clone()
+    with pytest.raises(FloatingPointError, match="at step 1"):
+        run.train(lambda s: 0.1, regression_step(run, target=float("nan")), val_loss(run), lower)
+    assert torch.equal(run.model.weight, before)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 0  # the checkpoint still got written
+
+
+def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
+    run = make(tmp_path, Cfg(steps=100))
+    handler = signal.getsignal(signal.SIGTERM)
+    messages = []
+    run.log = messages.append
+    step = regression_step(run, on_step=lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 2 else None)
+    res = run.train(lambda s: 0.1, step, val_loss(run), lower)
+    assert res["step"] == 3 and any("SIGTERM" in m for m in messages)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) == handler  # the previous handler is back
+
+
+def test_time_limit(tmp_path):
+    run = make(tmp_path, Cfg(steps=100, max_minutes=1e-9))
+    assert run.train(lambda s: 0.1, regression_step(run), val_loss(run), lower)["step"] == 0
