@@ -28,7 +28,7 @@ from ..archs import build
 from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
-from .loop import SupervisedRun, export_best
+from .loop import SupervisedRun, export_best, init_state
 from .run_files import atomic_write_json, save_grid
 
 ARCH = "colorizer_unet"
@@ -65,6 +65,8 @@ class Config:
     ckpt_minutes: float = 3.0  # wall minutes between checkpoints
     max_minutes: float = 0.0  # stop after this many wall minutes in this process (0: no limit)
     threads: int = 1  # torch CPU threads (other jobs share the machine)
+    init_from: str = ""  # run folder (its best.pt) or weights file that starts a fresh run (same architecture), e.g.
+    #                      a second phase with other loss weights; "" -> random init
 
     def arch_kwargs(self) -> dict:
         return {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)],
@@ -253,6 +255,9 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     val_rgb = square_views(val_paths, cfg.val_size, cfg.work_size)
     val_lab = rgb_to_lab(val_rgb)
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
+    if not trainer.resumed and cfg.init_from:
+        model.load_state_dict(init_state(Path(cfg.init_from)))
+        log(f"started from {cfg.init_from}")
     atomic_write_json(out / "config.json", {
         "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
         "history": trainer.history,

@@ -23,7 +23,7 @@ from .. import registry
 from ..archs import build
 from ..ops.masks import tophat_response
 from . import data, degrade
-from .loop import SupervisedRun
+from .loop import SupervisedRun, init_state
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
 from .run_files import atomic_write_json, export_weights, save_grid
@@ -212,7 +212,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     rng = np.random.default_rng(cfg.seed)
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
     if not trainer.resumed and cfg.init_from:
-        model.load_state_dict(_init_state(Path(cfg.init_from)))
+        model.load_state_dict(init_state(Path(cfg.init_from)))
         log(f"started from {cfg.init_from}")
     atomic_write_json(out / "config.json", {
         "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
@@ -304,13 +304,6 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(res, indent=1))
     return res
-
-
-def _init_state(source: Path) -> dict:
-    """State dict of a weights file or of a run folder's best.pt."""
-    if source.is_dir():
-        return torch.load(source / "best.pt", map_location="cpu", weights_only=False)["model"]
-    return torch.load(source, map_location="cpu", weights_only=True)
 
 
 def validation_curve(run_dir: str | Path) -> dict[int, float]:

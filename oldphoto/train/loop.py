@@ -127,6 +127,14 @@ class SupervisedRun:
         return {"step": self.step, "best": self.best, "out": str(self.out)}
 
 
+def init_state(source: Path) -> dict:
+    """Model state dict of a weights file (weights/NAME.pt) or of a run folder's best.pt, to start a new run from."""
+    source = Path(source)
+    if source.is_dir():
+        return torch.load(source / "best.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(source, map_location="cpu", weights_only=True)
+
+
 def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict], dict],
                 weights: Path | None = None) -> Path:
     """Publish run_dir/best.pt as weights/<name>.pt with its MANIFEST.json entry; returns the file. Safe while the

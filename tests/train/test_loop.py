@@ -89,3 +89,14 @@ def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
 def test_time_limit(tmp_path):
     run = make(tmp_path, Cfg(steps=100, max_minutes=1e-9))
     assert run.train(lambda s: 0.1, regression_step(run), val_loss(run), lower)["step"] == 0
+
+
+def test_init_state_reads_a_weights_file_or_a_runs_best(tmp_path):
+    from oldphoto.train.loop import init_state
+
+    run = make(tmp_path / "run")
+    run.train(lambda s: 0.05, regression_step(run), val_loss(run), lower)
+    torch.save(run.model.state_dict(), tmp_path / "w.pt")
+    for source in (tmp_path / "run", tmp_path / "w.pt"):
+        state = init_state(source)
+        assert torch.equal(state["weight"], run.model.weight.detach())
