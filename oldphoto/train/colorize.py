@@ -29,7 +29,7 @@ from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
 from .loop import SupervisedRun, export_best, init_state
-from .run_files import atomic_write_json, save_grid
+from .run_files import atomic_write_json, update_meta, save_grid
 
 ARCH = "colorizer_unet"
 AB_RANGE = 110.0  # |a|, |b| of sRGB colours stay below this (the histogram covers [-AB_RANGE, AB_RANGE))
@@ -83,6 +83,7 @@ class EvalConfig:
     work_size: int = 0  # working resolution of the colorizer (0: the weights' own)
     threads: int = 2
     out: str = ""  # write the result as JSON here ("" : do not write)
+    record: bool = False  # also store the result as meta["evaluation"] of the weights' MANIFEST.json entry
 
 
 # ------------------------------------------------------------------ colour statistics
@@ -329,7 +330,15 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         f"{cf_true:.1f} ({cf / cf_true:.2f}x)")
     if cfg.out:
         atomic_write_json(Path(cfg.out), result)
+    if cfg.record:
+        _record(cfg, result)
     return result
+
+
+def _record(cfg: EvalConfig, result: dict) -> None:
+    if cfg.run:
+        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
+    update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
 
 
 # ------------------------------------------------------------------ export

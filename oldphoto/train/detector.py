@@ -26,7 +26,7 @@ from . import data, degrade
 from .loop import SupervisedRun, init_state
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
-from .run_files import atomic_write_json, export_weights, save_grid
+from .run_files import atomic_write_json, update_meta, export_weights, save_grid
 
 ARCH = "unet_detector"
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # probability thresholds swept on validation
@@ -88,6 +88,8 @@ class EvalConfig:
     batch: int = 8
     threads: int = 2
     out: str = ""  # write the result as JSON here ("" : do not write)
+    record: bool = False  # store the result as meta["evaluation"] of the weights' MANIFEST.json entry, and its
+    #                       tuned threshold as meta["threshold"] (what the pipeline uses)
 
 
 # ------------------------------------------------------------------ data
@@ -301,8 +303,9 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         log(f"{k:9s} F1(1px tol) {m['f1_tol']:.3f}  F1 {m['f1']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
             f"IoU {m['iou']:.3f}  threshold {m['threshold']:.2f}" + (f"  size {m['size']}" if "size" in m else ""))
     if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(res, indent=1))
+        atomic_write_json(Path(cfg.out), res)
+    if cfg.record:
+        _record(cfg, res)
     return res
 
 
@@ -314,6 +317,13 @@ def validation_curve(run_dir: str | Path) -> dict[int, float]:
         if "val" in rec:
             curve[int(rec["step"])] = round(float(rec["val"]["f1_tol"]), 4)
     return curve
+
+
+def _record(cfg: EvalConfig, result: dict) -> None:
+    if cfg.run:
+        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
+    update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
+    update_meta(cfg.weights, "threshold", result["learned"]["threshold"])
 
 
 # ------------------------------------------------------------------ export

@@ -31,7 +31,7 @@ from . import data
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
 from .loop import SupervisedRun, export_best
-from .run_files import atomic_write_json, save_grid
+from .run_files import atomic_write_json, update_meta, save_grid
 
 ARCH = "upscaler"
 
@@ -89,6 +89,7 @@ class EvalConfig:
     speed_tile: int = 128  # throughput test: batch of 8 tiles of this edge at x2
     threads: int = 2
     out: str = ""  # write the result as JSON here ("" : do not write)
+    record: bool = False  # also store the result as meta["evaluation"] of the weights' MANIFEST.json entry
 
 
 # ------------------------------------------------------------------ degradation and pairs
@@ -340,7 +341,15 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     log(f"throughput {speed} output MP/s, {params} parameters, {gmac}")
     if cfg.out:
         atomic_write_json(Path(cfg.out), result)
+    if cfg.record:
+        _record(cfg, result)
     return result
+
+
+def _record(cfg: EvalConfig, result: dict) -> None:
+    if cfg.run:
+        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
+    update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
 
 
 # ------------------------------------------------------------------ export

@@ -113,6 +113,12 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
         x = torch.rand(1, 3, 32, 32)
         with torch.no_grad():
             assert torch.allclose(loaded(x), model(x), atol=1e-6)
+        # a recorded evaluation lands in the meta, with the threshold it tuned (what the pipeline then uses)
+        res = D.evaluate(D.EvalConfig(weights="det-test", corpus=str(corpus), count=2, size=32, seed=7,
+                                      record=True), lambda m: None)
+        meta = registry.get("det-test").meta
+        assert meta["evaluation"]["learned"] == res["learned"] and meta["evaluation"]["config"]["seed"] == 7
+        assert meta["threshold"] == res["learned"]["threshold"]
         path.write_bytes(path.read_bytes() + b"\0")
         with pytest.raises(WeightsError, match="sha256"):
             registry.load("det-test")
