@@ -178,3 +178,29 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         log(f"{k:20s} PSNR luma {v['psnr_y']:6.2f} dB  SSIM luma {v['ssim_y']:.3f}  PSNR RGB {v['psnr_rgb']:6.2f} dB")
     log(f"gains: {summary['gains']}; targets met: {met}")
     return summary
+
+
+def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(seed=999),
+                     log: Callable[[str], None] = lambda s: None) -> dict:
+    """Pick among mapping checkpoints on crops of another seed than the evaluation's (default 999 vs 4321), so the
+    choice does not tune to the reported numbers. candidates: {label: a run's best.pt or ckpt.pt, or a weights
+    file}; each is run with the registered VAEs and detector. Returns {label: {"gt_mask": metrics, "detector_mask":
+    metrics}} and the crops' setup under "data"."""
+    torch.set_num_threads(cfg.threads)
+    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
+    _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    x, y, m_gt = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
+    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+    detector = Detector.from_registry(cfg.detector)
+    m_det = dilate(detector.binarize(_batched(detector, cfg.batch, x)), cfg.mask_dilate)
+    out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
+                          "degraded": quality(x, y)}}
+    for label, path in candidates.items():
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        state = ck.get("state_dict") or ck.get("mapping") or ck  # best.pt | ckpt.pt | weights file
+        restorer.mapping.load_state_dict(state)
+        out[label] = {"gt_mask": quality(_batched(restorer, cfg.batch, x, m_gt), y),
+                      "detector_mask": quality(_batched(restorer, cfg.batch, x, m_det), y)}
+        log(f"{label}: PSNR luma {out[label]['gt_mask']['psnr_y']:.2f} dB (ground-truth mask), "
+            f"{out[label]['detector_mask']['psnr_y']:.2f} dB (detector mask)")
+    return out

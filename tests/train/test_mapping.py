@@ -162,5 +162,15 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
         assert saved["sha256"] == registry.get("det-t").sha256
         mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
         assert registry.get("map-t").meta["training_masks"]["name"] == "det-t"
+        # checkpoint selection: a run's best.pt, its ckpt.pt and a published weights file all load and score
+        from oldphoto.train.evaluate_restore import compare_mappings
+
+        cands = {"best": tmp_path / "map" / "best.pt", "last": tmp_path / "map" / "ckpt.pt",
+                 "published": weights / "map-t.pt"}
+        res = compare_mappings(cands, EvalConfig(n=2, size=32, seed=3, corpus=str(vae_runs / "corpus"),
+                                                 val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
+                                                 detector="det-t", threads=1))
+        assert res["best"] == res["published"]  # export published best.pt
+        assert all(set(res[k]) == {"gt_mask", "detector_mask"} for k in cands)
     finally:
         registry.entries.cache_clear()
