@@ -79,9 +79,13 @@ class TiledPass:
 
     @property
     def threshold(self) -> float:
-        """Defect probability threshold: the config's, else the detector's own (tuned on validation)."""
+        """Defect probability threshold: the config's; else, when restoring, the one the restorer was tuned with
+        (its mapping's meta); else the detector's own (tuned for mask F1 on validation, as --only-mask shows)."""
         if self.cfg.mask_threshold is not None:
             return float(self.cfg.mask_threshold)
+        preferred = getattr(self.models.restorer, "mask_threshold", None)
+        if preferred is not None and not self.cfg.only_mask:
+            return float(preferred)
         return float(self.models.detector.threshold)
 
     def detect_only(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:

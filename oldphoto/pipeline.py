@@ -93,6 +93,10 @@ class Models:
                             "parts": [{"name": e.name, "sha256": e.sha256} for e in entries]}
             if key == "upscaler":
                 out[key]["scale"] = int(getattr(stage, "scale", 1))
+            # thresholds live in the weights' meta: when they change, outputs made with the old ones are stale
+            for attr in ("threshold", "mask_threshold"):
+                if getattr(stage, attr, None) is not None:
+                    out[key][attr] = float(getattr(stage, attr))
         return out
 
 

@@ -535,3 +535,31 @@ def test_batches_span_tile_rows_of_a_narrow_image(tmp_path):
     res = process_file(src, tmp_path / "out" / "narrow", cfg(tile=TileConfig(128, 32, 4)), Models(restorer=stage))
     np.testing.assert_array_equal(read_any(res.outputs[0]), img)
     assert sizes == [4, 3]  # not seven batches of one tile
+
+
+def test_restoring_uses_the_restorers_mask_threshold_and_only_mask_the_detectors(tmp_path):
+    src = write_tiff(tmp_path / "t.tif", random_image(60, 70, 3, np.uint8, seed=13))
+
+    class HalfDetector:  # probability 0.5 everywhere
+        threshold = 0.4
+
+        def __call__(self, tiles):
+            return torch.full_like(tiles[:, :1], 0.5)
+
+    class MaskSpy:
+        def __init__(self, mask_threshold):
+            self.mask_threshold, self.masked = mask_threshold, []
+
+        def __call__(self, x, mask):
+            self.masked.append(float(mask.mean()))
+            return x
+
+    for preferred, want in ((None, 1.0), (0.6, 0.0)):
+        spy = MaskSpy(preferred)
+        res = process_file(src, tmp_path / f"r{preferred}" / "t", cfg(), Models(detector=HalfDetector(), restorer=spy))
+        assert set(spy.masked) == {want} and res.mask_coverage == 100 * want
+    res = process_file(src, tmp_path / "m" / "t", cfg(only_mask=True, mask_dilate=0),
+                       Models(detector=HalfDetector(), restorer=MaskSpy(0.6)))
+    assert res.mask_coverage == 100.0  # curators see the detector's own (F1-tuned) threshold
+    d = Models(detector=HalfDetector(), restorer=MaskSpy(0.6)).describe()
+    assert d["detector"]["threshold"] == 0.4 and d["restorer"]["mask_threshold"] == 0.6

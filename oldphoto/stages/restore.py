@@ -24,11 +24,13 @@ class Restorer:
     """
 
     def __init__(self, encoder: torch.nn.Module, mapping: torch.nn.Module, decoder: torch.nn.Module,
-                 entries: tuple[WeightsEntry, ...] = ()):
+                 entries: tuple[WeightsEntry, ...] = (), mask_threshold: float | None = None):
         self.encoder = encoder.eval()
         self.mapping = mapping.eval()
         self.decoder = decoder.eval()
         self.entries = list(entries)
+        # detector threshold that gives this mapping its best restorations (None: the detector's own)
+        self.mask_threshold = None if mask_threshold is None else float(mask_threshold)
 
     @classmethod
     def from_registry(cls, vae1: str, mapping: str, vae2: str, device: str | torch.device = "cpu") -> "Restorer":
@@ -44,7 +46,7 @@ class Restorer:
                 raise WeightsError(f"{mapping} was trained with {key} weights {trained_with[:12]}… but {entry.name} is "
                                    f"{entry.sha256[:12]}…; re-export the mapping run (it publishes its own VAEs)")
         return cls(registry.load_entry(e1, device).encoder, registry.load_entry(em, device),
-                   registry.load_entry(e2, device).decoder, (e1, em, e2))
+                   registry.load_entry(e2, device).decoder, (e1, em, e2), em.meta.get("mask_threshold"))
 
     @property
     def device(self) -> torch.device:

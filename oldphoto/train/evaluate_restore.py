@@ -114,8 +114,9 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     if cfg.detector and cfg.detector in registry.entries():
         detector = Detector.from_registry(cfg.detector)
         prob = _batched(detector, cfg.batch, x)
-        mask = dilate(detector.binarize(prob), cfg.mask_dilate)
-        mask_source = f"detector {cfg.detector} (threshold {detector.threshold}, dilate {cfg.mask_dilate})"
+        threshold = detector.threshold if restorer.mask_threshold is None else restorer.mask_threshold  # as the pipeline
+        mask = dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
+        mask_source = f"detector {cfg.detector} (threshold {threshold}, dilate {cfg.mask_dilate})"
     else:
         mask = m_gt
         mask_source = "ground truth (no detector registered)"
@@ -203,4 +204,25 @@ def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(s
                       "detector_mask": quality(_batched(restorer, cfg.batch, x, m_det), y)}
         log(f"{label}: PSNR luma {out[label]['gt_mask']['psnr_y']:.2f} dB (ground-truth mask), "
             f"{out[label]['detector_mask']['psnr_y']:.2f} dB (detector mask)")
+    return out
+
+
+def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(seed=999),
+                         log: Callable[[str], None] = lambda s: None) -> dict:
+    """Full-pipeline quality of the registered restorer for each detector threshold, on crops of another seed than
+    the evaluation's: {threshold: metrics (+ mask coverage %)}; the best goes into the mapping's meta as
+    "mask_threshold" by hand, with this table."""
+    torch.set_num_threads(cfg.threads)
+    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
+    _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    x, y, _ = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
+    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+    detector = Detector.from_registry(cfg.detector)
+    prob = _batched(detector, cfg.batch, x)
+    out = {}
+    for t in thresholds:
+        mask = dilate(detector.binarize(prob, t), cfg.mask_dilate)
+        out[float(t)] = {**quality(_batched(restorer, cfg.batch, x, mask), y),
+                         "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
+        log(f"threshold {t}: PSNR luma {out[float(t)]['psnr_y']:.2f} dB, coverage {out[float(t)]['mask_coverage_percent']}%")
     return out
