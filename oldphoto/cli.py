@@ -292,7 +292,7 @@ def _rel_str(rel: Path) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULT.max_pixels, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Defect probability threshold [default: the detector's].")
+              help="Defect probability threshold [default: the restorer's when restoring, the detector's with --only-mask].")
 @click.option("--mask-dilate", type=click.IntRange(min=0), default=_DEFAULT.mask_dilate, show_default=True)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_DEFAULT.jpeg_quality, show_default=True)
 @click.pass_context

@@ -35,7 +35,7 @@ class RestoreConfig:
     overwrite: bool = False  # False: skip outputs already complete with the same settings
     jobs: int = 2  # threads for decoding/encoding files alongside the model
     max_pixels: int = 400_000_000  # refuse images larger than this (guards against decompression bombs)
-    mask_threshold: float | None = None  # None: the threshold stored with the detector weights
+    mask_threshold: float | None = None  # None: the one stored with the weights (restorer's, else detector's)
     mask_dilate: int = 1  # grow the mask by this many pixels before restoration (covers scratch edges)
     jpeg_quality: int = 95  # when writing JPEG
 
