@@ -181,21 +181,28 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     return summary
 
 
-def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(seed=999),
-                     log: Callable[[str], None] = lambda s: None) -> dict:
-    """Pick among mapping checkpoints on crops of another seed than the evaluation's (default 999 vs 4321), so the
-    choice does not tune to the reported numbers. candidates: {label: a run's best.pt or ckpt.pt, or a weights
-    file}; each is run with the registered VAEs and detector. Returns {label: {"gt_mask": metrics, "detector_mask":
-    metrics}} and the crops' setup under "data"."""
+def _selection_setup(cfg: EvalConfig) -> tuple:
+    """Crops for choosing (x, y, ground-truth mask), the registered restorer and detector, detector probabilities."""
     torch.set_num_threads(cfg.threads)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     x, y, m_gt = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
     restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
     detector = Detector.from_registry(cfg.detector)
-    m_det = dilate(detector.binarize(_batched(detector, cfg.batch, x)), cfg.mask_dilate)
+    return x, y, m_gt, restorer, detector, _batched(detector, cfg.batch, x)
+
+
+def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(seed=999),
+                     log: Callable[[str], None] = lambda s: None) -> dict:
+    """Pick among mapping checkpoints on crops of another seed than the evaluation's (default 999 vs 4321), so the
+    choice does not tune to the reported numbers. candidates: {label: a run's best.pt or ckpt.pt, or a weights
+    file}; each is run with the registered VAEs and detector. Returns {label: {"gt_mask": metrics, "detector_mask":
+    metrics}} and the crops' setup under "data"."""
+    x, y, m_gt, restorer, detector, prob = _selection_setup(cfg)
+    threshold = detector.threshold if restorer.mask_threshold is None else restorer.mask_threshold  # as the pipeline
+    m_det = dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
     out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
-                          "degraded": quality(x, y)}}
+                          "threshold": threshold, "degraded": quality(x, y)}}
     for label, path in candidates.items():
         ck = torch.load(path, map_location="cpu", weights_only=True)
         state = ck.get("state_dict") or ck.get("mapping") or ck  # best.pt | ckpt.pt | weights file
@@ -212,13 +219,7 @@ def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(s
     """Full-pipeline quality of the registered restorer for each detector threshold, on crops of another seed than
     the evaluation's: {threshold: metrics (+ mask coverage %)}; the best goes into the mapping's meta as
     "mask_threshold" by hand, with this table."""
-    torch.set_num_threads(cfg.threads)
-    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
-    _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
-    x, y, _ = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
-    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
-    detector = Detector.from_registry(cfg.detector)
-    prob = _batched(detector, cfg.batch, x)
+    x, y, _, restorer, detector, prob = _selection_setup(cfg)
     out = {}
     for t in thresholds:
         mask = dilate(detector.binarize(prob, t), cfg.mask_dilate)

@@ -172,5 +172,11 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
                                                  detector="det-t", threads=1))
         assert res["best"] == res["published"]  # export published best.pt
         assert all(set(res[k]) == {"gt_mask", "detector_mask"} for k in cands)
+        from oldphoto.train.evaluate_restore import sweep_mask_threshold
+
+        sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, seed=3, corpus=str(vae_runs / "corpus"),
+                                                           val_fraction=0.3, vae1="v1-t", mapping="map-t",
+                                                           vae2="v2-t", detector="det-t", threads=1))
+        assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
     finally:
         registry.entries.cache_clear()
