@@ -14,8 +14,8 @@ tile row (RowMerger) and bands of about BAND_PIXELS pixels.
 
 from __future__ import annotations
 
+import itertools
 import threading
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +31,7 @@ from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
 from .ops.masks import dilate
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
 from .stages.base import check_output, release_memory, run_stage, timed
+from .stages.restore import restore_threshold
 
 MIN_TILE = 64  # smallest tile tried after CUDA out-of-memory at batch size 1
 # Files in flight (--jobs) take turns on the networks: torch already spreads one pass over every core, so two
@@ -83,10 +84,9 @@ class TiledPass:
         (its mapping's meta); else the detector's own (tuned for mask F1 on validation, as --only-mask shows)."""
         if self.cfg.mask_threshold is not None:
             return float(self.cfg.mask_threshold)
-        preferred = getattr(self.models.restorer, "mask_threshold", None)
-        if preferred is not None and not self.cfg.only_mask:
-            return float(preferred)
-        return float(self.models.detector.threshold)
+        if self.cfg.only_mask:
+            return float(self.models.detector.threshold)
+        return restore_threshold(self.models.restorer, self.models.detector)
 
     def detect_only(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
         """pixels (H, W, C) uint -> mask (H, W) uint8 (255 = defect, dilated by cfg.mask_dilate), coverage %."""
@@ -108,20 +108,17 @@ class TiledPass:
 
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
         """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""
-        with MODEL_LOCK:
-            return self._tiled_unlocked(pixels, out, mask_out, colorize)
-
-    def _tiled_unlocked(self, pixels, out, mask_out, colorize) -> float | None:
         tile, overlap = self.cfg.tile.size, self.cfg.tile.overlap
-        while True:
-            try:
-                return self._grid(pixels, out, mask_out, colorize, tile, overlap)
-            except _OutOfMemoryAtBatchOne:
-                if tile // 2 < MIN_TILE:
-                    raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
-                                               "per batch") from None
-                tile, overlap = tile // 2, overlap // 2
-                self.notes.append(f"out of device memory: tile size reduced to {tile}")
+        with MODEL_LOCK:
+            while True:
+                try:
+                    return self._grid(pixels, out, mask_out, colorize, tile, overlap)
+                except _OutOfMemoryAtBatchOne:
+                    if tile // 2 < MIN_TILE:
+                        raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
+                                                   "per batch") from None
+                    tile, overlap = tile // 2, overlap // 2
+                    self.notes.append(f"out of device memory: tile size reduced to {tile}")
 
     def _grid(self, pixels, out, mask_out, colorize, tile, overlap) -> float | None:
         h, w, c = pixels.shape
@@ -162,12 +159,9 @@ class TiledPass:
                     del queue[:len(part)]
                     with timed(self.seconds, "tiling", _CPU):
                         a = 0
-                        while a < len(part):  # one merger call per tile row in this batch
-                            y = part[a][0]
-                            b = a
-                            while b < len(part) and part[b][0] == y:
-                                b += 1
-                            xb = [x for _, x, _ in part[a:b]]
+                        for y, row in itertools.groupby(part, key=lambda t: t[0]):  # one call per tile row
+                            xb = [x for _, x, _ in row]
+                            b = a + len(xb)
                             if image_merger is not None:
                                 sink.image(image_merger.add(img[a:b], y, xb))
                             if mask_merger is not None:

@@ -76,7 +76,7 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OLDPHOTO_THREADS")
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch itself; OLDPHOTO_THREADS is applied below
 
 
 def usable_cpus() -> int:

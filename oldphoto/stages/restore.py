@@ -15,6 +15,12 @@ from ..registry import WeightsEntry
 MULTIPLE = 4  # the latent grid is 1/4 of the tile
 
 
+def restore_threshold(restorer, detector) -> float:
+    """Detector threshold for masks handed to `restorer`: the one its mapping was tuned with, else the detector's."""
+    preferred = getattr(restorer, "mask_threshold", None)
+    return float(detector.threshold if preferred is None else preferred)
+
+
 class Restorer:
     """Wraps the three networks: encoder E_RX of VAE1, mapping T, decoder G_Y of VAE2.
 

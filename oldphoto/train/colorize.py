@@ -28,7 +28,7 @@ from ..archs import build
 from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
-from .loop import SupervisedRun, export_best, init_state
+from .loop import SupervisedRun, export_best
 from .run_files import atomic_write_json, update_meta, save_grid
 
 ARCH = "colorizer_unet"
@@ -255,16 +255,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                               for p in pool.photos], cfg)
     val_rgb = square_views(val_paths, cfg.val_size, cfg.work_size)
     val_lab = rgb_to_lab(val_rgb)
-    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
-    if not trainer.resumed and cfg.init_from:
-        model.load_state_dict(init_state(Path(cfg.init_from)))
-        log(f"started from {cfg.init_from}")
-    atomic_write_json(out / "config.json", {
-        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
-        "history": trainer.history,
-        "data": {"corpus": cfg.corpus, "split_seed": cfg.split_seed, "train_photos": len(train_paths),
-                 "val_photos": len(val_paths), "pool_max_side": cfg.work_size},
-        "loss": "rarity-weighted L1 on ab (Zhang et al. style rebalancing) + chroma_weight * per-image mean-chroma L1"})
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from)
+    trainer.write_config(
+        ARCH, data={"corpus": cfg.corpus, "split_seed": cfg.split_seed, "train_photos": len(train_paths),
+                    "val_photos": len(val_paths), "pool_max_side": cfg.work_size},
+        loss="rarity-weighted L1 on ab (Zhang et al. style rebalancing) + chroma_weight * per-image mean-chroma L1")
 
     def step_fn() -> tuple[dict, dict]:
         t0 = time.monotonic()

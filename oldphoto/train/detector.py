@@ -23,7 +23,7 @@ from .. import registry
 from ..archs import build
 from ..ops.masks import tophat_response
 from . import data, degrade
-from .loop import SupervisedRun, init_state
+from .loop import SupervisedRun
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
 from .run_files import atomic_write_json, update_meta, export_weights, save_grid
@@ -212,13 +212,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     model = build(ARCH, **cfg.arch_kwargs()).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
-    if not trainer.resumed and cfg.init_from:
-        model.load_state_dict(init_state(Path(cfg.init_from)))
-        log(f"started from {cfg.init_from}")
-    atomic_write_json(out / "config.json", {
-        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
-        "history": trainer.history, "degrade": asdict(degrade.DegradeConfig())})
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from)
+    trainer.write_config(ARCH, degrade=asdict(degrade.DegradeConfig()))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)

@@ -25,7 +25,7 @@ import torch
 from .. import registry
 from ..ops.masks import dilate
 from ..stages.detect import Detector
-from ..stages.restore import Restorer
+from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
 from .data import corpus_dir, split_corpus, validation_set
 from .mapping import quality
@@ -114,7 +114,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     if cfg.detector and cfg.detector in registry.entries():
         detector = Detector.from_registry(cfg.detector)
         prob = _batched(detector, cfg.batch, x)
-        threshold = detector.threshold if restorer.mask_threshold is None else restorer.mask_threshold  # as the pipeline
+        threshold = restore_threshold(restorer, detector)  # as the pipeline
         mask = dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
         mask_source = f"detector {cfg.detector} (threshold {threshold}, dilate {cfg.mask_dilate})"
     else:
@@ -199,7 +199,7 @@ def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(s
     file}; each is run with the registered VAEs and detector. Returns {label: {"gt_mask": metrics, "detector_mask":
     metrics}} and the crops' setup under "data"."""
     x, y, m_gt, restorer, detector, prob = _selection_setup(cfg)
-    threshold = detector.threshold if restorer.mask_threshold is None else restorer.mask_threshold  # as the pipeline
+    threshold = restore_threshold(restorer, detector)  # as the pipeline
     m_det = dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
     out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
                           "threshold": threshold, "degraded": quality(x, y)}}

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .run_files import JsonlLog, atomic_torch_save, export_weights, rng_state, set_rng_state
+from .run_files import JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, set_rng_state
 
 Terms = dict[str, torch.Tensor]  # loss terms of one step; "total" is minimised
 
@@ -30,12 +30,13 @@ class SupervisedRun:
     """A resumable run in folder `out` for `model` trained by `opt`; `cfg` is the run's frozen config dataclass
     and must have steps, val_every, ckpt_minutes, max_minutes and threads.
 
-    After construction, `resumed` tells whether ckpt.pt was loaded; `history` lists every start of the run
-    ({"from_step", "command", "config"}), so a run resumed with other settings stays reproducible.
+    A fresh run (no ckpt.pt) starts from `init_from` when given (see init_state). After construction, `resumed`
+    tells whether ckpt.pt was loaded; `history` lists every start of the run ({"from_step", "command", "config"}),
+    so a run resumed with other settings stays reproducible.
     """
 
     def __init__(self, out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
-                 cfg: Any, arch_kwargs: dict, log: Callable[[str], None]):
+                 cfg: Any, arch_kwargs: dict, log: Callable[[str], None], init_from: str | Path = ""):
         self.out, self.model, self.opt, self.rng, self.cfg = Path(out), model, opt, rng, cfg
         self.arch_kwargs, self.log = dict(arch_kwargs), log
         self.out.mkdir(parents=True, exist_ok=True)
@@ -51,10 +52,20 @@ class SupervisedRun:
             self.step, self.best, self._wall0 = ck["step"], ck["best"], ck["wall"]
             self.history = ck.get("history", [])
             log(f"resumed from {self.ckpt_path} at step {self.step}")
+        elif init_from:
+            model.load_state_dict(init_state(Path(init_from)))
+            log(f"started from {init_from}")
         self.command = " ".join(sys.argv)  # this process's; best.pt may come from an earlier start
         self.history.append({"from_step": self.step, "command": self.command, "config": asdict(cfg)})
         self.jlog = JsonlLog(self.out / "log.jsonl")
         self._t_start = time.monotonic()
+
+    def write_config(self, arch: str, **extra: Any) -> None:
+        """out/config.json: config, architecture, command and history of starts, plus what the model adds (data
+        recipe, loss, ...)."""
+        atomic_write_json(self.out / "config.json", {
+            "config": asdict(self.cfg), "arch": arch, "arch_kwargs": self.arch_kwargs, "command": self.command,
+            "history": self.history, **extra})
 
     def wall(self) -> float:
         """Training wall seconds over all starts of the run."""

@@ -230,13 +230,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     val = validation_pairs(val_paths, cfg.val_count, cfg.val_crop, cfg.scales, seed=1234)
 
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log)
-    atomic_write_json(out / "config.json", {
-        "config": asdict(cfg), "arch": ARCH, "arch_kwargs": cfg.arch_kwargs(), "command": trainer.command,
-        "history": trainer.history,
-        "data": {"corpus": cfg.corpus, "split_seed": cfg.split_seed, "train_photos": len(train_paths),
-                 "val_photos": len(val_paths), "pool_side": cfg.pool_side, "kernel": "Pillow bicubic",
-                 "p_degrade": cfg.p_degrade, "degradation": asdict(Degradation())},
-        "loss": "L1 in RGB, summed over the scales"})
+    trainer.write_config(
+        ARCH, data={"corpus": cfg.corpus, "split_seed": cfg.split_seed, "train_photos": len(train_paths),
+                    "val_photos": len(val_paths), "pool_side": cfg.pool_side, "kernel": "Pillow bicubic",
+                    "p_degrade": cfg.p_degrade, "degradation": asdict(Degradation())},
+        loss="L1 in RGB, summed over the scales")
 
     def step_fn() -> tuple[dict, dict]:
         t0 = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import dataclass
@@ -100,3 +101,19 @@ def test_init_state_reads_a_weights_file_or_a_runs_best(tmp_path):
     for source in (tmp_path / "run", tmp_path / "w.pt"):
         state = init_state(source)
         assert torch.equal(state["weight"], run.model.weight.detach())
+
+
+def test_init_from_starts_a_fresh_run_but_not_a_resumed_one(tmp_path):
+    src = make(tmp_path / "src")
+    src.train(lambda s: 0.05, regression_step(src), val_loss(src), lower)
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 1)
+    fresh = SupervisedRun(tmp_path / "new", model, torch.optim.SGD(model.parameters(), lr=0.1),
+                          np.random.default_rng(0), Cfg(), {"in": 3}, lambda s: None, tmp_path / "src")
+    assert not fresh.resumed and torch.equal(model.weight, src.model.weight)
+    fresh.write_config("linear", data={"photos": 0})
+    info = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert info["arch"] == "linear" and info["data"] == {"photos": 0} and info["history"][0]["from_step"] == 0
+    resumed = SupervisedRun(tmp_path / "src", torch.nn.Linear(3, 1), torch.optim.SGD(model.parameters(), lr=0.1),
+                            np.random.default_rng(0), Cfg(), {"in": 3}, lambda s: None, tmp_path / "new")
+    assert resumed.resumed and resumed.step == 6  # its own checkpoint wins over init_from
