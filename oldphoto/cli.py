@@ -449,11 +449,14 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
     """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
     the model work of another; results are recorded in the main thread as files finish."""
 
+    batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
+
     def work(job: _Job):
         # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
         sid = SourceId.of(job.found.src, with_hash=True)
         outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
-                                        on_event=display.event, should_stop=stop, source_sha256=sid.sha256)
+                                        on_event=display.event, should_stop=stop, source_sha256=sid.sha256,
+                                        batcher=batcher)
         return sid, outcome
 
     pending = list(jobs)

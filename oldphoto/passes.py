@@ -1,9 +1,9 @@
 """The band-by-band passes over one photo that pipeline.process_file composes.
 
-- TiledPass.restore / .detect_only: the tile grid, one row of tiles (a band) at a time, batches of tiles
-  through detect -> restore -> upscale on the device, merged with feathering straight into the output
-  buffer; merged defect probabilities are thresholded and dilated on the fly (coverage, --only-mask).
-  CUDA out-of-memory halves the batch, then the tile.
+- TiledPass.restore / .detect_only: the tile grid, one row of tiles (a band) at a time, handed to the run's
+  TileBatcher (batching.py: batches of tiles from every photo in flight through detect -> restore -> upscale on
+  the device), merged with feathering straight into the output buffer; merged defect probabilities are
+  thresholded and dilated on the fly (coverage, --only-mask). CUDA out-of-memory halves the batch, then the tile.
 - TiledPass.colorize: one global colorizer call on a shrunk lightness image, its chroma upsampled and
   recombined with the full-resolution lightness band by band.
 - overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
@@ -14,8 +14,7 @@ tile row (RowMerger) and bands of about BAND_PIXELS pixels.
 
 from __future__ import annotations
 
-import itertools
-import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,20 +23,16 @@ import numpy as np
 import torch
 
 from . import io as oio
+from .batching import MODEL_LOCK, BatchKey, OutOfMemoryAtBatchOne, Ticket, TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
-from .ops.masks import dilate
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
-from .stages.base import check_output, release_memory, run_stage, timed
+from .stages.base import check_output, run_stage, timed
 from .stages.restore import restore_threshold
 
 MIN_TILE = 64  # smallest tile tried after CUDA out-of-memory at batch size 1
-# Files in flight (--jobs) take turns on the networks: torch already spreads one pass over every core, so two
-# concurrent passes would only oversubscribe the CPU (or GPU memory) and double the activations held; reading,
-# decoding, encoding and writing of the other files still overlap with the pass.
-MODEL_LOCK = threading.Lock()
 BAND_PIXELS = 1 << 20  # pixels per band in the whole-image passes (colorize, overlay, alpha, gray check)
 OVERLAY_TINT = (255, 0, 0)  # defects shown in red on the overlay
 OVERLAY_OPACITY = 0.6
@@ -53,16 +48,13 @@ def check_stop(stop: Callable[[], bool]) -> None:
         raise KeyboardInterrupt("stop requested; file abandoned")
 
 
-class _OutOfMemoryAtBatchOne(Exception):
-    """The device cannot hold even one tile of the current size; the caller retries with a smaller tile."""
-
-
 @dataclass
 class TiledPass:
     """State of one photo's processing shared by its passes.
 
     models: an object with detector / restorer / upscaler / colorizer attributes (pipeline.Models).
-    progress(kind, done, total): kind "file_start" once the tile count is known, then "tiles" per batch.
+    batcher: the run's TileBatcher (shared by every photo in flight, bound to the same models).
+    progress(kind, done, total): kind "file_start" once the tile count is known, then "tiles" per tile row.
     seconds: per-stage wall time, added to in place.
     """
 
@@ -74,6 +66,7 @@ class TiledPass:
     notes: list[str]
     progress: Callable[[str, int, int], None]
     stop: Callable[[], bool]
+    batcher: TileBatcher
     done: int = 0
     total: int = 0
     started: bool = False
@@ -109,20 +102,21 @@ class TiledPass:
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
         """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""
         tile, overlap = self.cfg.tile.size, self.cfg.tile.overlap
-        with MODEL_LOCK:
-            while True:
-                try:
-                    return self._grid(pixels, out, mask_out, colorize, tile, overlap)
-                except _OutOfMemoryAtBatchOne:
-                    if tile // 2 < MIN_TILE:
-                        raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
-                                                   "per batch") from None
-                    tile, overlap = tile // 2, overlap // 2
-                    self.notes.append(f"out of device memory: tile size reduced to {tile}")
+        while True:
+            try:
+                return self._grid(pixels, out, mask_out, colorize, tile, overlap)
+            except OutOfMemoryAtBatchOne:
+                if tile // 2 < MIN_TILE:
+                    raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
+                                               "per batch") from None
+                tile, overlap = tile // 2, overlap // 2
+                self.notes.append(f"out of device memory: tile size reduced to {tile}")
+            finally:
+                self.batcher.cancel(self)  # tiles still queued for a failed or stopped grid
 
     def _grid(self, pixels, out, mask_out, colorize, tile, overlap) -> float | None:
         h, w, c = pixels.shape
-        cfg, models = self.cfg, self.models
+        cfg, models, batcher = self.cfg, self.models, self.batcher
         ys = grid(padded_size(h, tile), tile, overlap)
         xs = grid(padded_size(w, tile), tile, overlap)
         self.total, self.done = len(ys) * len(xs), 0
@@ -136,81 +130,47 @@ class TiledPass:
         mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h) if has_mask else None
         sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=self.threshold if has_mask else 0.0,
                      dilator=RowDilator(w, cfg.mask_dilate) if has_mask else None)
-        batch = cfg.tile.batch_size
+        key = BatchKey(tile=tile, only_mask=out is None, threshold=self.threshold if has_mask else 0.0,
+                       mask_dilate=cfg.mask_dilate, upscale=cfg.upscale)
+        # Tile rows are submitted in raster order and collected in that order; rows go on being submitted while
+        # fewer than a batch of this photo's tiles wait, so a narrow image still fills its batches, and whatever
+        # other photos have queued meanwhile shares them.
+        rows: deque[tuple[int, Ticket]] = deque()
 
-        with torch.inference_mode():
-            # Tiles queue up in raster order and go through the networks `batch` at a time, across tile rows, so a
-            # narrow image (one or two tiles a row) still fills its batches; results reach the mergers in order.
-            queue: list[tuple[int, int, np.ndarray]] = []  # (y, x, tile (T, T, C) integer)
+        def collect_oldest() -> None:
+            y, ticket = rows.popleft()
+            images, probs = batcher.collect(ticket)
+            with timed(self.seconds, "tiling", _CPU):
+                if image_merger is not None:
+                    sink.image(image_merger.add(torch.stack(images), y, xs))
+                if mask_merger is not None:
+                    sink.mask(mask_merger.add(torch.stack(probs), y, xs))
+            self.done += len(xs)
+            self.progress("tiles", self.done, self.total)
 
-            def run_queue(final: bool) -> None:
-                nonlocal batch
-                while len(queue) >= batch or (final and queue):
-                    part = queue[:batch]
-                    try:
-                        img, prob = self._batch(np.stack([t for _, _, t in part]), tile, only_mask=out is None)
-                    except torch.OutOfMemoryError as exc:
-                        release_memory(self.device)
-                        if len(part) == 1:
-                            raise _OutOfMemoryAtBatchOne() from exc
-                        batch = max(1, len(part) // 2)
-                        self.notes.append(f"out of device memory: batch size reduced to {batch}")
-                        continue
-                    del queue[:len(part)]
-                    with timed(self.seconds, "tiling", _CPU):
-                        a = 0
-                        for y, row in itertools.groupby(part, key=lambda t: t[0]):  # one call per tile row
-                            xb = [x for _, x, _ in row]
-                            b = a + len(xb)
-                            if image_merger is not None:
-                                sink.image(image_merger.add(img[a:b], y, xb))
-                            if mask_merger is not None:
-                                sink.mask(mask_merger.add(prob[a:b], y, xb))
-                            a = b
-                    self.done += len(part)
-                    self.progress("tiles", self.done, self.total)
-
-            for y in ys:
-                check_stop(self.stop)
+        for y in ys:
+            check_stop(self.stop)
+            with timed(self.seconds, "tiling", _CPU):
                 band = pixels[y: y + tile] if y + tile <= h else pixels[rows_idx[y: y + tile]]  # (T, W, C)
                 if cols_idx is not None:
                     band = band[:, cols_idx]
-                # copies of this row's tiles only, so the band (and the memory map behind it) can go
-                queue.extend((y, x, np.array(band[:, x: x + tile])) for x in xs)
-                run_queue(final=False)
-            run_queue(final=True)
-            with timed(self.seconds, "tiling", _CPU):
-                if image_merger is not None:
-                    sink.image(image_merger.finish())
-                if mask_merger is not None:
-                    sink.mask(mask_merger.finish())
-                    sink.mask_done()
-        return sink.coverage(h * w) if has_mask else None
-
-    def _batch(self, stack: np.ndarray, tile: int, only_mask: bool):
-        """Tiles (n, T, T, C) uint -> (output (n, 3, sT, sT) or None, prob (n, 1, T, T) or None), float32 on the CPU."""
-        n, dev, models, s = len(stack), self.device, self.models, self.cfg.upscale
+                # float copies of this row's tiles only, so the band (and the memory map behind it) can go
+                x = torch.from_numpy(to_float(np.stack([band[:, a: a + tile] for a in xs]))).permute(0, 3, 1, 2)
+                if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
+                    x = x.expand(-1, 3, -1, -1)
+                x = x.contiguous()
+            rows.append((y, batcher.submit(x, key, self, self.seconds, self.notes)))
+            while rows and batcher.pending(self) >= batcher.batch_for(tile):
+                collect_oldest()
+        while rows:
+            collect_oldest()
         with timed(self.seconds, "tiling", _CPU):
-            x = torch.from_numpy(to_float(stack)).permute(0, 3, 1, 2)
-            if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
-                x = x.expand(-1, 3, -1, -1)
-            x = x.contiguous().to(dev)
-        prob = None
-        if models.detector is not None:
-            with timed(self.seconds, "detect", dev):
-                prob = check_output("detector", run_stage(models.detector, dev, x), (n, 1, tile, tile)).clamp(0, 1)
-        if only_mask:
-            return None, prob.cpu()
-        y = x
-        if models.restorer is not None:
-            mask = (prob > self.threshold).float() if prob is not None else torch.zeros_like(x[:, :1])
-            mask = dilate(mask, self.cfg.mask_dilate)
-            with timed(self.seconds, "restore", dev):
-                y = check_output("restorer", run_stage(models.restorer, dev, y, mask), (n, 3, tile, tile))
-        if s > 1:
-            with timed(self.seconds, "upscale", dev):
-                y = check_output("upscaler", run_stage(models.upscaler, dev, y), (n, 3, s * tile, s * tile))
-        return y.clamp(0, 1).cpu(), (prob.cpu() if prob is not None else None)
+            if image_merger is not None:
+                sink.image(image_merger.finish())
+            if mask_merger is not None:
+                sink.mask(mask_merger.finish())
+                sink.mask_done()
+        return sink.coverage(h * w) if has_mask else None
 
     def colorize(self, out: np.ndarray) -> None:
         """Replace the chroma of `out` (H, W, 3) uint in place with the colorizer's, keeping its lightness.

@@ -1,7 +1,8 @@
 """The processing engine: one photo in, its restored derivative (or defect mask) out, in bounded memory.
 
 process_file reads the photo, walks its tile grid in horizontal bands (one row of tiles at a time),
-sends the band's tiles in batches through detect -> restore -> upscale on the device, and streams the
+sends the band's tiles in batches (shared with the other photos in flight: batching.TileBatcher) through
+detect -> restore -> upscale on the device, and streams the
 feathered merge (ops/tiling.RowMerger) into an output buffer from io.allocate (disk-backed when large).
 Memory is bounded by tile size x batch size x image width, not by the image: the input stays in its
 integer dtype, and no full-image float copy is ever made. Colorize runs afterwards as one global pass at
@@ -21,6 +22,7 @@ import torch
 
 from . import __version__
 from . import io as oio
+from .batching import TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError, OldPhotoError
 from .passes import TiledPass, check_stop, is_near_gray, overlay, upscale_alpha
@@ -38,8 +40,8 @@ from .stages.detect import Detector
 from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
-__all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "output_paths", "process_file",
-           "WEIGHT_NAMES"]
+__all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "new_batcher", "output_paths",
+           "process_file", "WEIGHT_NAMES"]
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
@@ -141,6 +143,11 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
     return models
 
 
+def new_batcher(cfg: RestoreConfig, models: Models) -> TileBatcher:
+    """The device batcher that photos processed together with `cfg` and `models` share (process_file)."""
+    return TileBatcher(models, resolve_device(cfg.device), cfg.tile.batch_size)
+
+
 # ----------------------------------------------------------------------------------------------- naming
 
 
@@ -174,10 +181,13 @@ def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Pa
 
 def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                  on_event: Callable[[Event], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None) -> FileOutcome:
+                 should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None,
+                 batcher: TileBatcher | None = None) -> FileOutcome:
     """Restore one photo (or write its defect mask with cfg.only_mask) and write the outputs atomically.
 
     source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
+    batcher: a TileBatcher over the same `models` shared by the photos processed concurrently (see
+    new_batcher), so their tiles share device batches; None gives this photo its own.
 
     Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
     true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
@@ -189,6 +199,10 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     cpu = torch.device("cpu")
     seconds = {k: 0.0 for k in STAGE_KEYS}
     _check_models(cfg, models)
+    if batcher is None:
+        batcher = new_batcher(cfg, models)
+    elif batcher.models is not models or batcher.device != device:
+        raise OldPhotoError("the batcher was made for other models or another device")
 
     with timed(seconds, "read", cpu):
         pic = oio.read(src, cfg.max_pixels)
@@ -202,7 +216,8 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     outputs = output_paths(out_base, suffix, cfg)
     _refuse_overwriting_source(src, outputs)
     job = TiledPass(src=src, cfg=cfg, models=models, device=device, seconds=seconds, notes=notes,
-                    progress=lambda kind, done, total: emit(Event(kind, src, done, total)), stop=stop)
+                    progress=lambda kind, done, total: emit(Event(kind, src, done, total)), stop=stop,
+                    batcher=batcher)
 
     if cfg.only_mask:
         mask, coverage = job.detect_only(pixels)

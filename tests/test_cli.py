@@ -39,7 +39,8 @@ class FakePipeline:
         self.before_write = None  # hook(src, should_stop) run before the outputs are written
         self.lock = threading.Lock()
 
-    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None):
+    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
+                     batcher=None):
         with self.lock:
             self.calls.append(Path(src))
         data = Path(src).read_bytes()

@@ -56,6 +56,8 @@ class Config:
     #                     the samples, as at inference; "" -> ground-truth masks only
     detector_share: float = 0.5  # share of samples trained with the detector's mask
     detector_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
+    detector_threshold: float = 0.0  # binarisation threshold for the detector's masks (0: the detector's own); set
+    #                                  it to the restorer's mask_threshold so training sees the inference masks
     lr: float = 2e-4  # Adam lr (paper), betas (0.5, 0.999)
     lr_final: float = 0.1  # with a minutes budget: final lr as a fraction of lr (cosine decay)
     lambda_latent: float = 60.0  # λ1: latent L1 weight (paper)
@@ -279,11 +281,12 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     detect = None
     if cfg.detector:
         detector = Detector.from_registry(cfg.detector)
-        detect = lambda x: dilate(detector.binarize(detector(x)), cfg.detector_dilate)  # noqa: E731
-        log(f"masks: {cfg.detector} (threshold {detector.threshold}) for {cfg.detector_share:.0%} of the samples")
+        det_t = cfg.detector_threshold or detector.threshold
+        detect = lambda x: dilate(detector.binarize(detector(x), det_t), cfg.detector_dilate)  # noqa: E731
+        log(f"masks: {cfg.detector} (threshold {det_t}) for {cfg.detector_share:.0%} of the samples")
         if not (out / "detector.json").is_file():  # the detector the run started with, for the weights' meta
             atomic_write_json(out / "detector.json", {"name": cfg.detector, "sha256": detector.entry.sha256,
-                                                      "threshold": detector.threshold})
+                                                      "threshold": det_t})
     buffer = PairBuffer(cfg.buffer, lambda k: encode_pairs(vae1, vae2, *pair_batch(pool, rng, k, cfg.crop), detect),
                         rng)
     budget = cfg.minutes * 60
@@ -377,6 +380,8 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
         "validation": {"pairs": cfg["val_n"], "size": cfg["val_size"], "seed": cfg["val_seed"],
                        "mask": "ground truth", **best["metrics"]},
     }
+    if cfg.get("detector") and cfg.get("detector_threshold"):  # trained on these masks: restore with them too
+        meta["mask_threshold"] = float(cfg["detector_threshold"])
     arch_kwargs = {"latent": best["vae1_info"]["arch_kwargs"]["latent"], "width": cfg["width"],
                    "blocks_pre": cfg["blocks_pre"], "blocks_post": cfg["blocks_post"],
                    "context": cfg.get("context", False)}

@@ -155,13 +155,16 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
     try:
         msgs = []
         cfg = mapping.Config(**MAP_TINY, corpus=str(vae_runs / "corpus"), out=str(tmp_path / "map"), steps=2,
-                             vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"), detector="det-t")
+                             vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"), detector="det-t",
+                             detector_threshold=0.7)
         assert mapping.run(cfg, msgs.append)["step"] == 2
-        assert any("det-t" in m for m in msgs)
+        assert any("det-t (threshold 0.7)" in m for m in msgs)
         saved = json.loads((tmp_path / "map" / "detector.json").read_text())
-        assert saved["sha256"] == registry.get("det-t").sha256
+        assert saved["sha256"] == registry.get("det-t").sha256 and saved["threshold"] == 0.7
         mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
-        assert registry.get("map-t").meta["training_masks"]["name"] == "det-t"
+        meta = registry.get("map-t").meta
+        assert meta["training_masks"]["name"] == "det-t"
+        assert meta["mask_threshold"] == 0.7  # restores with the masks it was trained on
         # checkpoint selection: a run's best.pt, its ckpt.pt and a published weights file all load and score
         from oldphoto.train.evaluate_restore import compare_mappings
 
