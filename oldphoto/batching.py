@@ -93,7 +93,9 @@ class TileBatcher:
         self._queue: deque[_Item] = deque()
         self._lock = threading.Lock()  # guards the queue and the batch sizes, never held during device work
         self._sizes: dict[int, int] = {}  # tile edge -> current batch size
-        self.calls: list[tuple[int, int]] = []  # (tiles, distinct owners) per device call, for tests and reports
+        self.calls = 0  # device calls that succeeded ...
+        self.tiles = 0  # ... the tiles they ran ...
+        self.shared_calls = 0  # ... and how many of them held tiles of more than one photo
 
     def batch_for(self, tile: int) -> int:
         """Current batch size for tiles of edge `tile`."""
@@ -201,8 +203,17 @@ class TileBatcher:
         for ticket, c in counts.values():
             for k, v in seconds.items():
                 ticket.seconds[k] = ticket.seconds.get(k, 0.0) + v * c / len(part)
-        owners = {id(it.ticket.owner) for it in part}
-        self.calls.append((len(part), len(owners)))
+        with self._lock:
+            self.calls += 1
+            self.tiles += len(part)
+            self.shared_calls += len({id(it.ticket.owner) for it in part}) > 1
+
+    def stats(self) -> dict:
+        """For the report: {"calls", "tiles", "tiles_per_call", "shared_calls"} (shared: tiles of several photos)."""
+        with self._lock:
+            return {"calls": self.calls, "tiles": self.tiles,
+                    "tiles_per_call": round(self.tiles / self.calls, 2) if self.calls else None,
+                    "shared_calls": self.shared_calls}
 
     def _finish(self, part: list[_Item], images=None, probs=None, exc: BaseException | None = None) -> None:
         with self._lock:

@@ -478,6 +478,7 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        report.batches = batcher.stats()
 
 
 def _collect(fut: Future, job: _Job, out: Path, fp: str, state: RunState, report: Report,

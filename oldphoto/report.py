@@ -46,6 +46,7 @@ class Report:
     models: dict = field(default_factory=dict)  # {stage: {"name", "sha256"}}
     device: str | None = None
     interrupted: bool = False
+    batches: dict = field(default_factory=dict)  # device calls, tiles, tiles per call, calls shared by photos
     results: list[FileResult] = field(default_factory=list)
     version: str = __version__
 

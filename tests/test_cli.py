@@ -565,6 +565,8 @@ def test_end_to_end_with_the_real_pipeline(tmp_path, stand_in_models):
     files = {f["relative"]: f for f in report_of(out)["files"]}
     assert sorted(files) == ["box 2/portrait.tif", "street.png", "torn.jpg"]
     assert files["torn.jpg"]["status"] == "failed" and f"error: {root / 'torn.jpg'}: " in r.stderr
+    batches = report_of(out)["batches"]  # one tile each; with --jobs 2 they may share one device call
+    assert batches["tiles"] == 2 and batches["calls"] in (1, 2) and batches["shared_calls"] == 2 - batches["calls"]
     for rel, (w, h) in {"box 2/portrait.tif": (90, 70), "street.png": (40, 50)}.items():
         f = files[rel]
         assert f["status"] == "done" and (f["width"], f["height"]) == (w, h) and f["outputs"] == [str(out / rel)]
