@@ -596,7 +596,6 @@ def test_end_to_end_only_mask(tmp_path, stand_in_models):
 
 
 def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_models):
-    import numpy as np
 
     root, rgb16, gray8 = real_scans(tmp_path)
     (root / "torn.jpg").unlink()

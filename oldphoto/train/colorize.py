@@ -14,7 +14,7 @@ export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entr
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,8 +28,8 @@ from ..archs import build
 from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
-from .loop import SupervisedRun, export_best
-from .run_files import atomic_write_json, update_meta, save_grid
+from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
+from .run_files import save_grid
 
 ARCH = "colorizer_unet"
 AB_RANGE = 110.0  # |a|, |b| of sRGB colours stay below this (the histogram covers [-AB_RANGE, AB_RANGE))
@@ -285,9 +285,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
 def _load_colorizer(cfg: EvalConfig) -> tuple[Colorizer, dict]:
     if cfg.run:
-        ck = torch.load(Path(cfg.run) / "best.pt", map_location="cpu", weights_only=False)
-        model = build(ARCH, **ck["arch_kwargs"])
-        model.load_state_dict(ck["model"])
+        model, ck = load_run_best(cfg.run, ARCH)
         work = cfg.work_size or ck["config"]["work_size"]
         return Colorizer(model, work), {"run": str(cfg.run), "step": ck["step"]}
     col = Colorizer.from_registry(cfg.weights, work_size=cfg.work_size or None)
@@ -323,17 +321,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     }
     log(f"ab error {err:.2f} vs gray {gray:.2f} ({100 * (1 - err / gray):.1f}% lower); colourfulness {cf:.1f} vs "
         f"{cf_true:.1f} ({cf / cf_true:.2f}x)")
-    if cfg.out:
-        atomic_write_json(Path(cfg.out), result)
-    if cfg.record:
-        _record(cfg, result)
-    return result
-
-
-def _record(cfg: EvalConfig, result: dict) -> None:
-    if cfg.run:
-        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
-    update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
+    return finish_evaluation(cfg, result)
 
 
 # ------------------------------------------------------------------ export

@@ -23,10 +23,10 @@ from .. import registry
 from ..archs import build
 from ..ops.masks import tophat_response
 from . import data, degrade
-from .loop import SupervisedRun
+from .loop import SupervisedRun, finish_evaluation
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
-from .run_files import atomic_write_json, update_meta, export_weights, save_grid
+from .run_files import export_weights, save_grid
 
 ARCH = "unet_detector"
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # probability thresholds swept on validation
@@ -247,7 +247,7 @@ def _load_best(run_dir: Path) -> tuple[nn.Module, dict]:
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     model = build(ARCH, **ck["arch_kwargs"])
     model.load_state_dict(ck["model"])
     return model.eval(), ck
@@ -297,11 +297,7 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         m = res[k]
         log(f"{k:9s} F1(1px tol) {m['f1_tol']:.3f}  F1 {m['f1']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
             f"IoU {m['iou']:.3f}  threshold {m['threshold']:.2f}" + (f"  size {m['size']}" if "size" in m else ""))
-    if cfg.out:
-        atomic_write_json(Path(cfg.out), res)
-    if cfg.record:
-        _record(cfg, res)
-    return res
+    return finish_evaluation(cfg, res, also={"threshold": res["learned"]["threshold"]})
 
 
 def validation_curve(run_dir: str | Path) -> dict[int, float]:
@@ -313,12 +309,6 @@ def validation_curve(run_dir: str | Path) -> dict[int, float]:
             curve[int(rec["step"])] = round(float(rec["val"]["f1_tol"]), 4)
     return curve
 
-
-def _record(cfg: EvalConfig, result: dict) -> None:
-    if cfg.run:
-        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
-    update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
-    update_meta(cfg.weights, "threshold", result["learned"]["threshold"])
 
 
 # ------------------------------------------------------------------ export

@@ -1,4 +1,5 @@
-"""The supervised training loop shared by the detector, colorizer and upscaler.
+"""The supervised training loop shared by the detector, colorizer and upscaler (and the bookkeeping of the
+VAE and mapping GAN loops: StepBook).
 
 One place for what every such run does the same way: resume from `out/ckpt.pt` (model, optimiser, random state,
 step, best validation, wall time, the history of starts), a wall-clock limit per process, a clean stop on SIGTERM
@@ -21,7 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .run_files import JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, set_rng_state
+from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, set_rng_state,
+                        update_meta)
 
 Terms = dict[str, torch.Tensor]  # loss terms of one step; "total" is minimised
 
@@ -45,7 +47,7 @@ class SupervisedRun:
         self.history: list[dict] = []
         self.resumed = self.ckpt_path.is_file()
         if self.resumed:
-            ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+            ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             set_rng_state(rng, ck["rng"])
@@ -138,11 +140,76 @@ class SupervisedRun:
         return {"step": self.step, "best": self.best, "out": str(self.out)}
 
 
+class StepBook:
+    """The per-step bookkeeping of the two-optimiser GAN loops (VAEs, mapping), which drive their own steps:
+    a finite-loss check, log.jsonl records averaged over `log_every` steps, validation every `val_every` steps and
+    a checkpoint every `ckpt_minutes`. validation() -> metrics and checkpoint() read the loop's current state.
+    """
+
+    def __init__(self, out: Path, cfg, jlog: JsonlLog, validation: Callable[[], dict], checkpoint: Callable[[], None]):
+        self.out, self.cfg, self.jlog = out, cfg, jlog
+        self.validation, self.checkpoint = validation, checkpoint
+        self.sums: dict[str, float] = {}
+        self.metrics: dict = {}  # of the latest validation
+        self._t_ckpt = time.monotonic()
+
+    @staticmethod
+    def check(out: Path, step: int, values: dict[str, float]) -> None:
+        """Raise FloatingPointError when a loss of step `step` is not finite (before it counts)."""
+        if not all(np.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {values}")
+
+    def after(self, step: int, elapsed: float, lr: float, values: dict[str, float]) -> None:
+        """Book the losses of the step that made the count `step`; log, validate and checkpoint when due."""
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        if step % self.cfg.log_every == 0:
+            self.jlog.write({"step": step, "elapsed": round(elapsed, 1), "lr": lr,
+                             **{k: v / self.cfg.log_every for k, v in self.sums.items()}})
+            self.sums = {}
+        if step % self.cfg.val_every == 0:
+            self.metrics = self.validation()
+        if time.monotonic() - self._t_ckpt > self.cfg.ckpt_minutes * 60:
+            self.checkpoint()
+            self._t_ckpt = time.monotonic()
+
+    def finish(self, step: int) -> dict:
+        """Validate the final state unless that just happened, write the checkpoint; returns the metrics."""
+        if step % self.cfg.val_every or not self.metrics:
+            self.metrics = self.validation()
+        self.checkpoint()
+        return self.metrics
+
+
+def load_run_best(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict]:
+    """The model in a run folder's best.pt (architecture `arch`, in eval mode) and the checkpoint itself."""
+    from ..archs import build
+
+    ck = torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=True)
+    model = build(arch, **ck["arch_kwargs"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
+
+
+def finish_evaluation(cfg, result: dict, also: dict | None = None) -> dict:
+    """Write an evaluation to cfg.out when set; with cfg.record also store it as the registered weights'
+    meta "evaluation" (with the eval config), plus the meta keys in `also` (e.g. a tuned threshold)."""
+    if cfg.record and cfg.run:
+        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
+    if cfg.out:
+        atomic_write_json(Path(cfg.out), result)
+    if cfg.record:
+        update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
+        for key, value in (also or {}).items():
+            update_meta(cfg.weights, key, value)
+    return result
+
+
 def init_state(source: Path) -> dict:
     """Model state dict of a weights file (weights/NAME.pt) or of a run folder's best.pt, to start a new run from."""
     source = Path(source)
     if source.is_dir():
-        return torch.load(source / "best.pt", map_location="cpu", weights_only=False)["model"]
+        return torch.load(source / "best.pt", map_location="cpu", weights_only=True)["model"]
     return torch.load(source, map_location="cpu", weights_only=True)
 
 
@@ -155,10 +222,10 @@ def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict
     config.json), seed, step, steps trained, wall seconds and validation metrics, plus `extra(best)`.
     """
     run_dir = Path(run_dir)
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     info = json.loads((run_dir / "config.json").read_text())
     ckpt = run_dir / "ckpt.pt"
-    steps_trained = torch.load(ckpt, map_location="cpu", weights_only=False)["step"] if ckpt.is_file() else best["step"]
+    steps_trained = torch.load(ckpt, map_location="cpu", weights_only=True)["step"] if ckpt.is_file() else best["step"]
     meta = {
         **extra(best),
         "command": best.get("command", info.get("command", "")), "history": best.get("history", []),

@@ -28,6 +28,7 @@ from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
+from .loop import StepBook
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
@@ -292,9 +293,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     budget = cfg.minutes * 60
     mapping.train()
     disc.train()
-    sums: dict[str, float] = {}
-    last_ckpt = time.monotonic()
-    metrics: dict = {}
+    book = StepBook(out, cfg, logf, validation, checkpoint)
     while step < cfg.steps and (budget == 0 or elapsed < budget):
         t0 = time.monotonic()
         lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
@@ -312,24 +311,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
             m = torch.where(use_det, m_det, m)
         use_gan = step >= cfg.gan_start and (cfg.w_gan > 0 or cfg.lambda_fm > 0)
         values = train_step(cfg, mapping, disc, vae2.decoder, opt_g, opt_d, z_x, z_y, y, m, use_gan)
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {values}")
+        StepBook.check(out, step, values)
         step += 1
         elapsed += time.monotonic() - t0
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        if step % cfg.log_every == 0:
-            logf.write({"step": step, "elapsed": round(elapsed, 1), "lr": lr,
-                        **{k: v / cfg.log_every for k, v in sums.items()}})
-            sums = {}
-        if step % cfg.val_every == 0:
-            metrics = validation()
-        if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
-            checkpoint()
-            last_ckpt = time.monotonic()
-    if step % cfg.val_every or not metrics:
-        metrics = validation()
-    checkpoint()
+        book.after(step, elapsed, lr, values)
+    metrics = book.finish(step)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_y": best}
 
 

@@ -30,8 +30,8 @@ from ..stages.upscale import Upscaler
 from . import data
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
-from .loop import SupervisedRun, export_best
-from .run_files import atomic_write_json, update_meta, save_grid
+from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
+from .run_files import save_grid
 
 ARCH = "upscaler"
 
@@ -282,9 +282,7 @@ def throughput(model: torch.nn.Module, scale: int, tile: int = 128, batch: int =
 
 def _load_model(cfg: EvalConfig) -> tuple[torch.nn.Module, dict]:
     if cfg.run:
-        ck = torch.load(Path(cfg.run) / "best.pt", map_location="cpu", weights_only=False)
-        model = build(ARCH, **ck["arch_kwargs"])
-        model.load_state_dict(ck["model"])
+        model, ck = load_run_best(cfg.run, ARCH)
         return model.eval(), {"run": str(cfg.run), "step": ck["step"]}
     entry = registry.get(cfg.weights)
     return registry.load_entry(entry), {"weights": cfg.weights, "sha256": entry.sha256}
@@ -337,17 +335,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     if 4 in model.scales:
         result["target_x4_gain>=0.5dB"] = table["x4_clean"]["gain_over_bicubic_db"] >= 0.5
     log(f"throughput {speed} output MP/s, {params} parameters, {gmac}")
-    if cfg.out:
-        atomic_write_json(Path(cfg.out), result)
-    if cfg.record:
-        _record(cfg, result)
-    return result
-
-
-def _record(cfg: EvalConfig, result: dict) -> None:
-    if cfg.run:
-        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
-    update_meta(cfg.weights, "evaluation", {"config": asdict(cfg), **result})
+    return finish_evaluation(cfg, result)
 
 
 # ------------------------------------------------------------------ export

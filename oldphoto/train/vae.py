@@ -24,6 +24,7 @@ from ..archs import build
 from ..ops.color import luma
 from .data import PhotoPool, corpus_dir, list_photos, split_corpus, to_gray, validation_set
 from .degrade import DegradeConfig
+from .loop import StepBook
 from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import crop_batch, pair_batch, stack_triples
@@ -197,9 +198,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
     budget = cfg.minutes * 60
     model.train()
-    sums: dict[str, float] = {}
-    last_ckpt = time.monotonic()
-    metrics: dict = {}
+    book = StepBook(out, cfg, logf, validation, checkpoint)
     while step < cfg.steps and (budget == 0 or elapsed < budget):
         t0 = time.monotonic()
         lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
@@ -216,24 +215,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
             images = torch.cat([images, real])
         use_gan = cfg.w_gan > 0 and step >= cfg.gan_start
         values = train_step(cfg, model, disc, ldisc, opt_g, opt_d, images, real, use_gan)
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"{out}: non-finite loss at step {step}: {values}")
+        StepBook.check(out, step, values)
         step += 1
         elapsed += time.monotonic() - t0
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        if step % cfg.log_every == 0:
-            logf.write({"step": step, "elapsed": round(elapsed, 1), "lr": lr,
-                        **{k: v / cfg.log_every for k, v in sums.items()}})
-            sums = {}
-        if step % cfg.val_every == 0:
-            metrics = validation()
-        if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
-            checkpoint()
-            last_ckpt = time.monotonic()
-    if step % cfg.val_every or not metrics:
-        metrics = validation()
-    checkpoint()
+        book.after(step, elapsed, lr, values)
+    metrics = book.finish(step)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_rgb": best}
 
 

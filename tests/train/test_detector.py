@@ -91,7 +91,7 @@ def test_resume_continues_the_step_count(tiny_run, corpus):
     assert any("resumed" in m and "step 3" in m for m in messages)
     recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if "total" in r] == [1, 2, 3, 4, 5]
-    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 5
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 5
 
 
 def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, tmp_path, monkeypatch):

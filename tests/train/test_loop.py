@@ -1,4 +1,5 @@
-"""The shared supervised loop: resume, best checkpoint, non-finite loss, SIGTERM and the time limit."""
+"""The shared supervised loop: resume, best checkpoint, non-finite loss, SIGTERM and the time limit; the GAN
+loops' StepBook."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto.train.loop import SupervisedRun
+from oldphoto.train.loop import StepBook, SupervisedRun
+from oldphoto.train.run_files import JsonlLog
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def test_trains_validates_keeps_the_best_and_resumes(tmp_path):
     log = run.jlog.read()
     assert [r["step"] for r in log if "val" in r] == [2, 4, 6]
     assert all(r["extra"] == 1 and r["lr"] == 0.05 for r in log if "val" not in r)
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["step"] == 6 and best["arch_kwargs"] == {"in": 3} and best["config"]["steps"] == 6
 
     messages = []
@@ -72,7 +74,7 @@ def test_a_non_finite_loss_stops_before_the_update(tmp_path):
     with pytest.raises(FloatingPointError, match="at step 1"):
         run.train(lambda s: 0.1, regression_step(run, target=float("nan")), val_loss(run), lower)
     assert torch.equal(run.model.weight, before)
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 0  # the checkpoint still got written
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 0  # the checkpoint still got written
 
 
 def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
@@ -83,7 +85,7 @@ def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
     step = regression_step(run, on_step=lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 2 else None)
     res = run.train(lambda s: 0.1, step, val_loss(run), lower)
     assert res["step"] == 3 and any("SIGTERM" in m for m in messages)
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 3
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 3
     assert signal.getsignal(signal.SIGTERM) == handler  # the previous handler is back
 
 
@@ -117,3 +119,28 @@ def test_init_from_starts_a_fresh_run_but_not_a_resumed_one(tmp_path):
     resumed = SupervisedRun(tmp_path / "src", torch.nn.Linear(3, 1), torch.optim.SGD(model.parameters(), lr=0.1),
                             np.random.default_rng(0), Cfg(), {"in": 3}, lambda s: None, tmp_path / "new")
     assert resumed.resumed and resumed.step == 6  # its own checkpoint wins over init_from
+
+
+@dataclass(frozen=True)
+class BookCfg:
+    log_every: int = 2
+    val_every: int = 3
+    ckpt_minutes: float = 100.0
+
+
+def test_step_book_averages_logs_and_validates_on_schedule(tmp_path):
+    validated, saved = [], []
+    jlog = JsonlLog(tmp_path / "log.jsonl")
+    book = StepBook(tmp_path, BookCfg(), jlog, lambda: validated.append(1) or {"psnr": len(validated)},
+                    lambda: saved.append(1))
+    for step, loss in enumerate([1.0, 3.0, 5.0, 7.0], start=1):
+        StepBook.check(tmp_path, step - 1, {"loss": loss})
+        book.after(step, float(step), 0.1, {"loss": loss})
+    assert [r["loss"] for r in jlog.read()] == [2.0, 6.0]  # means over log_every steps
+    assert len(validated) == 1 and book.metrics == {"psnr": 1}  # at step 3
+    assert book.finish(4) == {"psnr": 2} and saved == [1]  # step 4 was not validated yet: it is now
+    assert book.finish(6) == {"psnr": 2} and len(validated) == 2  # a val_every step was validated in the loop
+    assert StepBook(tmp_path, BookCfg(), jlog, lambda: {"v": 0},
+                                                       lambda: None).finish(3) == {"v": 0}
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 4"):
+        StepBook.check(tmp_path, 4, {"loss": float("nan")})
