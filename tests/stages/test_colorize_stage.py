@@ -8,13 +8,6 @@ from oldphoto.ops.color import rgb_to_lab
 from oldphoto.stages.colorize import Colorizer, combine, shrink_lightness, upsample_ab, work_shape
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class _Spy(torch.nn.Module):
     """Records the input shapes it sees; predicts a = L / 2 - 25, b = 10 (a known, smooth answer)."""

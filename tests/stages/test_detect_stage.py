@@ -5,14 +5,6 @@ from oldphoto.archs import build
 from oldphoto.stages.detect import Detector
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Other jobs share the 2 cores; a second OpenMP thread then spins and makes tiny nets 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _detector(threshold=0.4):
     torch.manual_seed(0)

@@ -9,13 +9,6 @@ from oldphoto.archs import build
 from oldphoto.stages.restore import Restorer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def restorer():

@@ -8,13 +8,6 @@ from oldphoto.archs import build
 from oldphoto.stages.upscale import Upscaler
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _model(**kw):
     torch.manual_seed(0)

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from oldphoto.train.baseline import BaselineConfig, bilateral, classical_restore, contrast_stretch, inpaint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_inpaint_fills_holes_from_intact_pixels_only():

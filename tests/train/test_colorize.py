@@ -15,13 +15,6 @@ from oldphoto.stages.colorize import Colorizer
 from oldphoto.train import colorize as C
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A landscape-like uint8 (h, w, 3): bright blue sky above dark textured green ground, random horizon."""

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from oldphoto.errors import ImageError
@@ -12,14 +11,6 @@ from oldphoto.train.data import (PhotoPool, corpus_dir, list_photos, make_pair, 
 from oldphoto.train.degrade import DegradeConfig
 from oldphoto.train.synth import write_examples
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The ops are small: with 2 threads on a shared, busy 2-core machine torch spends its time waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 NOTHING = DegradeConfig(

@@ -3,7 +3,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from oldphoto.train import degrade_structured as ds
 from oldphoto.train import degrade_unstructured as du
@@ -11,14 +10,6 @@ from oldphoto.train.degrade import DegradeConfig, Degraded, degrade, structured_
 
 # every random op off: a baseline to switch single ops on
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The ops are small: with 2 threads on a shared, busy 2-core machine torch spends its time waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 NOTHING = DegradeConfig(

@@ -11,14 +11,6 @@ from oldphoto.errors import WeightsError
 from oldphoto.train import detector as D
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Other jobs share the 2 cores; a second OpenMP thread then spins and makes tiny nets 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _photo(rng, h, w):
     """A smooth synthetic 'photo': gradients and a few soft discs."""

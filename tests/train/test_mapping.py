@@ -24,13 +24,6 @@ MAP_TINY = dict(width=16, blocks_pre=1, blocks_post=1, disc_width=8, crop=32, ba
                 val_size=32, val_every=2, log_every=1, gan_start=1, threads=1, val_fraction=0.3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def vae_runs(tmp_path_factory):

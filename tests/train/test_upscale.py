@@ -15,13 +15,6 @@ from oldphoto.stages.upscale import Upscaler
 from oldphoto.train import upscale as U
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """uint8 (h, w, 3): smooth colour field plus sharp edges (stripes and a disc), detail that bicubic blurs."""
