@@ -4,7 +4,6 @@ import torch
 from oldphoto.archs import build
 
 
-
 def _net():
     torch.manual_seed(0)
     return build("unet_detector", channels=(4, 8, 8), blocks=1).eval()

@@ -8,7 +8,6 @@ from oldphoto.ops.color import rgb_to_lab
 from oldphoto.stages.colorize import Colorizer, combine, shrink_lightness, upsample_ab, work_shape
 
 
-
 class _Spy(torch.nn.Module):
     """Records the input shapes it sees; predicts a = L / 2 - 25, b = 10 (a known, smooth answer)."""
 

@@ -5,7 +5,6 @@ from oldphoto.archs import build
 from oldphoto.stages.detect import Detector
 
 
-
 def _detector(threshold=0.4):
     torch.manual_seed(0)
     return Detector(build("unet_detector", channels=(4, 8, 8), blocks=1), threshold)

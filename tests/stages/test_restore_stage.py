@@ -9,7 +9,6 @@ from oldphoto.archs import build
 from oldphoto.stages.restore import Restorer
 
 
-
 @pytest.fixture(scope="module")
 def restorer():
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ from oldphoto.archs import build
 from oldphoto.stages.upscale import Upscaler
 
 
-
 def _model(**kw):
     torch.manual_seed(0)
     return build("upscaler", channels=8, layers=2, **kw)

@@ -7,7 +7,6 @@ import torch
 from oldphoto.train.baseline import BaselineConfig, bilateral, classical_restore, contrast_stretch, inpaint
 
 
-
 def test_inpaint_fills_holes_from_intact_pixels_only():
     x = torch.full((2, 3, 32, 32), 0.3)
     x[1] = 0.7

@@ -15,7 +15,6 @@ from oldphoto.stages.colorize import Colorizer
 from oldphoto.train import colorize as C
 
 
-
 def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A landscape-like uint8 (h, w, 3): bright blue sky above dark textured green ground, random horizon."""
     img = np.empty((h, w, 3), np.float32)

@@ -9,9 +9,6 @@ from oldphoto.train import degrade_unstructured as du
 from oldphoto.train.degrade import DegradeConfig, Degraded, degrade, structured_defects
 
 # every random op off: a baseline to switch single ops on
-
-
-
 NOTHING = DegradeConfig(
     p_fade=0, p_color_cast=0, p_desaturate=0, p_bw=0, p_toned=0, p_stain=0, p_exposure=0, p_grain=0,
     p_halftone=0, p_structured=0, p_damage_after_scan=0, p_scratch=0, p_dust=0, p_hair=0, p_crease=0, p_tear=0,

@@ -11,7 +11,6 @@ from oldphoto.errors import WeightsError
 from oldphoto.train import detector as D
 
 
-
 def _photo(rng, h, w):
     """A smooth synthetic 'photo': gradients and a few soft discs."""
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)

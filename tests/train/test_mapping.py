@@ -24,7 +24,6 @@ MAP_TINY = dict(width=16, blocks_pre=1, blocks_post=1, disc_width=8, crop=32, ba
                 val_size=32, val_every=2, log_every=1, gan_start=1, threads=1, val_fraction=0.3)
 
 
-
 @pytest.fixture(scope="module")
 def vae_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")

@@ -15,7 +15,6 @@ from oldphoto.stages.upscale import Upscaler
 from oldphoto.train import upscale as U
 
 
-
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """uint8 (h, w, 3): smooth colour field plus sharp edges (stripes and a disc), detail that bicubic blurs."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
