@@ -8,8 +8,9 @@
   recombined with the full-resolution lightness band by band.
 - overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
 
-Memory: the input stays in its integer dtype; float copies exist only for a batch of tiles, one output
-tile row (RowMerger) and bands of about BAND_PIXELS pixels.
+Memory: the input stays in its integer dtype; float copies exist only for the tile rows queued for the device
+(a photo queues rows until a batch of its tiles waits, so about a batch plus one row), one output tile row
+(RowMerger) and bands of about BAND_PIXELS pixels.
 """
 
 from __future__ import annotations
