@@ -46,7 +46,7 @@ class EvalConfig:
     vae1: str = "vae1-v1"  # registry names
     mapping: str = "mapping-v1"
     vae2: str = "vae2-v1"
-    detector: str = "detector-v1"  # "" or not registered -> the ground-truth mask is used (and said so)
+    detector: str = "detector-v2"  # "" or not registered -> the ground-truth mask is used (and said so)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     batch: int = 8  # tiles per forward pass
     threads: int = 2  # torch threads
@@ -204,14 +204,45 @@ def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(s
     out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
                           "threshold": threshold, "degraded": quality(x, y)}}
     for label, path in candidates.items():
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        state = ck.get("state_dict") or ck.get("mapping") or ck  # best.pt | ckpt.pt | weights file
-        restorer.mapping.load_state_dict(state)
+        restorer.mapping.load_state_dict(_mapping_state(path))
         out[label] = {"gt_mask": quality(_batched(restorer, cfg.batch, x, m_gt), y),
                       "detector_mask": quality(_batched(restorer, cfg.batch, x, m_det), y)}
         log(f"{label}: PSNR luma {out[label]['gt_mask']['psnr_y']:.2f} dB (ground-truth mask), "
             f"{out[label]['detector_mask']['psnr_y']:.2f} dB (detector mask)")
     return out
+
+
+def select_mapping_and_threshold(candidates: dict[str, Path], thresholds: list[float],
+                                 cfg: EvalConfig = EvalConfig(seed=999),
+                                 log: Callable[[str], None] = lambda s: None) -> dict:
+    """Full-pipeline quality of every (mapping checkpoint, detector threshold) pair on crops of another seed than
+    the evaluation's, for choosing both together when the detector or the mapping changed: {label: {threshold:
+    metrics + mask coverage %}}, the crops' setup under "data" and the best pair (PSNR luma) under "chosen"."""
+    if {"data", "chosen"} & set(candidates):
+        raise ValueError(f"candidate labels 'data' and 'chosen' are reserved, got {sorted(candidates)}")
+    x, y, _, restorer, detector, prob = _selection_setup(cfg)
+    masks = {float(t): dilate(detector.binarize(prob, t), cfg.mask_dilate) for t in thresholds}
+    out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
+                          "degraded": quality(x, y)}}
+    best = None
+    for label, path in candidates.items():
+        restorer.mapping.load_state_dict(_mapping_state(path))
+        out[label] = {}
+        for t, mask in masks.items():
+            q = {**quality(_batched(restorer, cfg.batch, x, mask), y),
+                 "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
+            out[label][t] = q
+            log(f"{label} at threshold {t}: PSNR luma {q['psnr_y']:.2f} dB, SSIM {q['ssim_y']:.3f}")
+            if best is None or q["psnr_y"] > best["psnr_y"]:
+                best = {"candidate": label, "threshold": t, "psnr_y": q["psnr_y"]}
+    out["chosen"] = best
+    return out
+
+
+def _mapping_state(path: Path) -> dict:
+    """The mapping's state dict in a run's best.pt or ckpt.pt, or in a weights file."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return ck.get("state_dict") or ck.get("mapping") or ck
 
 
 def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(seed=999),

@@ -173,5 +173,14 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
                                                            val_fraction=0.3, vae1="v1-t", mapping="map-t",
                                                            vae2="v2-t", detector="det-t", threads=1))
         assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
+        from oldphoto.train.evaluate_restore import select_mapping_and_threshold
+
+        both = select_mapping_and_threshold({"best": cands["best"], "last": cands["last"]}, [0.2, 0.8],
+                                            EvalConfig(n=2, size=32, seed=3, corpus=str(vae_runs / "corpus"),
+                                                       val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
+                                                       detector="det-t", threads=1))
+        assert both["chosen"]["candidate"] in ("best", "last") and both["chosen"]["threshold"] in (0.2, 0.8)
+        assert both["chosen"]["psnr_y"] == max(q["psnr_y"] for k in ("best", "last") for q in both[k].values())
+        assert both["best"][0.8] == sweep[0.8]  # map-t is the run's best.pt: the same pipeline as the sweep
     finally:
         registry.entries.cache_clear()
