@@ -191,8 +191,8 @@ class TileBatcher:
         size = max(1, len(part) // 2)
         with self._lock:
             self._sizes[key.tile] = size
-        for ticket in {id(it.ticket): it.ticket for it in part}.values():
-            ticket.notes.append(f"out of device memory: batch size reduced to {size}")
+        for notes in {id(it.ticket.notes): it.ticket.notes for it in part}.values():  # once per photo
+            notes.append(f"out of device memory: batch size reduced to {size}")
 
     def _share(self, part: list[_Item], seconds: dict[str, float]) -> None:
         """Add the batch's stage times to each owner's, in proportion to its tiles in the batch."""

@@ -113,10 +113,12 @@ def test_out_of_memory_halves_the_batch_for_the_run_then_gives_up_at_one():
     stage = OutOfMemoryAbove(limit=2)
     b = TileBatcher(Models(restorer=stage), "cpu", batch_size=8)
     notes: list[str] = []
-    t = b.submit(tiles(7, 1), KEY, "a", {}, notes)
+    t = b.submit(tiles(4, 1), KEY, "a", {}, notes)
+    b.submit(tiles(3, 4), KEY, "a", {}, notes)  # a second row of the same photo
     b.collect(t)
-    assert stage.sizes == [7, 3] + [1] * 7  # 7 // 2 = 3, still too many, 3 // 2 = 1
-    assert b.batch_for(8) == 1 and "out of device memory: batch size reduced to 1" in notes
+    assert stage.sizes == [7, 3] + [1] * 4  # 7 // 2 = 3, still too many, 3 // 2 = 1; until the first row is done
+    assert b.batch_for(8) == 1 and notes == ["out of device memory: batch size reduced to 3",
+                                             "out of device memory: batch size reduced to 1"]  # once per photo
     assert b.batch_for(16) == 8  # other tile sizes start afresh
     never = TileBatcher(Models(restorer=OutOfMemoryAbove(limit=0)), "cpu", batch_size=2)
     t = never.submit(tiles(2, 3), KEY, "a", {}, [])
