@@ -14,7 +14,7 @@ batch the tiles' owners are told (OutOfMemoryAtBatchOne) and retry with smaller 
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import torch
@@ -57,14 +57,13 @@ class Ticket:
     n: int
     seconds: dict[str, float]
     notes: list[str]
-    images: list = field(default_factory=list)  # per tile: (3, sT, sT) float32 CPU or None (only_mask)
-    probs: list = field(default_factory=list)  # per tile: (1, T, T) float32 CPU or None (no detector)
+    images: list = field(init=False)  # per tile: (3, sT, sT) float32 CPU or None (only_mask)
+    probs: list = field(init=False)  # per tile: (1, T, T) float32 CPU or None (no detector)
+    left: int = field(init=False)  # tiles not yet run
     error: BaseException | None = None
 
     def __post_init__(self):
-        self.images = [None] * self.n
-        self.probs = [None] * self.n
-        self.left = self.n
+        self.images, self.probs, self.left = [None] * self.n, [None] * self.n, self.n
 
     @property
     def done(self) -> bool:
@@ -196,11 +195,7 @@ class TileBatcher:
 
     def _share(self, part: list[_Item], seconds: dict[str, float]) -> None:
         """Add the batch's stage times to each owner's, in proportion to its tiles in the batch."""
-        counts: dict[int, tuple[Ticket, int]] = {}
-        for it in part:
-            t, c = counts.get(id(it.ticket), (it.ticket, 0))
-            counts[id(it.ticket)] = (t, c + 1)
-        for ticket, c in counts.values():
+        for ticket, c in Counter(it.ticket for it in part).items():  # tickets hash by identity
             for k, v in seconds.items():
                 ticket.seconds[k] = ticket.seconds.get(k, 0.0) + v * c / len(part)
         with self._lock:

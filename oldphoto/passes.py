@@ -129,10 +129,11 @@ class TiledPass:
         image_merger = None if out is None else RowMerger(w, 3, tile, overlap, cfg.upscale, height=h)
         has_mask = models.detector is not None
         mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h) if has_mask else None
-        sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=self.threshold if has_mask else 0.0,
+        threshold = self.threshold if has_mask else 0.0
+        sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=threshold,
                      dilator=RowDilator(w, cfg.mask_dilate) if has_mask else None)
-        key = BatchKey(tile=tile, only_mask=out is None, threshold=self.threshold if has_mask else 0.0,
-                       mask_dilate=cfg.mask_dilate, upscale=cfg.upscale)
+        key = BatchKey(tile=tile, only_mask=out is None, threshold=threshold, mask_dilate=cfg.mask_dilate,
+                       upscale=cfg.upscale)
         # Tile rows are submitted in raster order and collected in that order; rows go on being submitted while
         # fewer than a batch of this photo's tiles wait, so a narrow image still fills its batches, and whatever
         # other photos have queued meanwhile shares them.

@@ -200,7 +200,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     seconds = {k: 0.0 for k in STAGE_KEYS}
     _check_models(cfg, models)
     if batcher is None:
-        batcher = new_batcher(cfg, models)
+        batcher = TileBatcher(models, device, cfg.tile.batch_size)  # as new_batcher, device already resolved
     elif batcher.models is not models or batcher.device != device:
         raise OldPhotoError("the batcher was made for other models or another device")
 

@@ -23,7 +23,7 @@ from .. import registry
 from ..archs import build
 from ..ops.masks import tophat_response
 from . import data, degrade
-from .loop import SupervisedRun, finish_evaluation
+from .loop import SupervisedRun, finish_evaluation, load_run_best
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
 from .run_files import export_weights, save_grid
@@ -243,16 +243,6 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
 # ------------------------------------------------------------------ evaluation
 
-def _load_best(run_dir: Path) -> tuple[nn.Module, dict]:
-    path = Path(run_dir) / "best.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = build(ARCH, **ck["arch_kwargs"])
-    model.load_state_dict(ck["model"])
-    return model.eval(), ck
-
-
 def evaluate_model(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, batch: int = 8) -> dict:
     """Learned detector vs classical baseline on (N, 3, H, W) images / (N, 1, H, W) masks.
 
@@ -284,7 +274,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
 
 def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     if cfg.run:
-        model, _ = _load_best(Path(cfg.run))
+        model, _ = load_run_best(cfg.run, ARCH)
         what = f"{cfg.run}/best.pt"
     else:
         model = registry.load(cfg.weights)
@@ -310,7 +300,6 @@ def validation_curve(run_dir: str | Path) -> dict[int, float]:
     return curve
 
 
-
 # ------------------------------------------------------------------ export
 
 def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
@@ -321,7 +310,7 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
     Safe while the run is training: the loop replaces best.pt atomically and it is read once here.
     """
     run_dir = Path(run_dir)
-    model, ck = _load_best(run_dir)
+    model, ck = load_run_best(run_dir, ARCH)
     tcfg = ck["config"]
     ecfg = eval_cfg or EvalConfig(run=str(run_dir), corpus=tcfg["corpus"], split_seed=tcfg["split_seed"])
     images, masks = load_validation(ecfg.corpus, ecfg.split_seed, ecfg.count, ecfg.size, ecfg.seed)

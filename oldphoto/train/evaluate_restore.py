@@ -221,21 +221,30 @@ def select_mapping_and_threshold(candidates: dict[str, Path], thresholds: list[f
     if {"data", "chosen"} & set(candidates):
         raise ValueError(f"candidate labels 'data' and 'chosen' are reserved, got {sorted(candidates)}")
     x, y, _, restorer, detector, prob = _selection_setup(cfg)
-    masks = {float(t): dilate(detector.binarize(prob, t), cfg.mask_dilate) for t in thresholds}
     out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
                           "degraded": quality(x, y)}}
     best = None
     for label, path in candidates.items():
         restorer.mapping.load_state_dict(_mapping_state(path))
-        out[label] = {}
-        for t, mask in masks.items():
-            q = {**quality(_batched(restorer, cfg.batch, x, mask), y),
-                 "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
-            out[label][t] = q
-            log(f"{label} at threshold {t}: PSNR luma {q['psnr_y']:.2f} dB, SSIM {q['ssim_y']:.3f}")
+        out[label] = _threshold_table(restorer, x, y, detector, prob, thresholds, cfg, lambda s: log(f"{label}: {s}"))
+        for t, q in out[label].items():
             if best is None or q["psnr_y"] > best["psnr_y"]:
                 best = {"candidate": label, "threshold": t, "psnr_y": q["psnr_y"]}
     out["chosen"] = best
+    return out
+
+
+def _threshold_table(restorer: Restorer, x: torch.Tensor, y: torch.Tensor, detector: Detector, prob: torch.Tensor,
+                     thresholds: list[float], cfg: EvalConfig, log: Callable[[str], None]) -> dict:
+    """{threshold: quality of `restorer` with the detector's mask at it, + mask coverage %} on crops x vs y."""
+    out = {}
+    for t in thresholds:
+        mask = dilate(detector.binarize(prob, t), cfg.mask_dilate)
+        q = {**quality(_batched(restorer, cfg.batch, x, mask), y),
+             "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
+        out[float(t)] = q
+        log(f"threshold {t}: PSNR luma {q['psnr_y']:.2f} dB, SSIM {q['ssim_y']:.3f}, "
+            f"coverage {q['mask_coverage_percent']}%")
     return out
 
 
@@ -251,10 +260,4 @@ def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(s
     the evaluation's: {threshold: metrics (+ mask coverage %)}; the best goes into the mapping's meta as
     "mask_threshold" by hand, with this table."""
     x, y, _, restorer, detector, prob = _selection_setup(cfg)
-    out = {}
-    for t in thresholds:
-        mask = dilate(detector.binarize(prob, t), cfg.mask_dilate)
-        out[float(t)] = {**quality(_batched(restorer, cfg.batch, x, mask), y),
-                         "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
-        log(f"threshold {t}: PSNR luma {out[float(t)]['psnr_y']:.2f} dB, coverage {out[float(t)]['mask_coverage_percent']}%")
-    return out
+    return _threshold_table(restorer, x, y, detector, prob, thresholds, cfg, log)

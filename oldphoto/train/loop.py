@@ -185,7 +185,10 @@ def load_run_best(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict
     """The model in a run folder's best.pt (architecture `arch`, in eval mode) and the checkpoint itself."""
     from ..archs import build
 
-    ck = torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=True)
+    path = Path(run_dir) / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     model = build(arch, **ck["arch_kwargs"])
     model.load_state_dict(ck["model"])
     return model.eval(), ck

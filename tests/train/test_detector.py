@@ -9,6 +9,7 @@ from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.errors import WeightsError
 from oldphoto.train import detector as D
+from oldphoto.train.loop import load_run_best
 
 
 def _photo(rng, h, w):
@@ -100,7 +101,7 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
     registry.entries.cache_clear()
     try:
         loaded = registry.load("det-test")
-        model, _ = D._load_best(out)
+        model, _ = load_run_best(out, D.ARCH)
         x = torch.rand(1, 3, 32, 32)
         with torch.no_grad():
             assert torch.allclose(loaded(x), model(x), atol=1e-6)

@@ -32,15 +32,6 @@ def make_corpus(folder, n=4, seed=0):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture()
 def corpus(tmp_path):
     return make_corpus(tmp_path / "corpus")
