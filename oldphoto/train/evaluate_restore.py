@@ -28,6 +28,7 @@ from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
 from .data import corpus_dir, split_corpus, validation_set
+from .loop import model_state
 from .mapping import quality
 from .pairs import stack_triples
 from .run_files import atomic_write_json, save_grid, update_meta
@@ -103,19 +104,12 @@ def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, 
 
 def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """Run every variant on the fixed held-out crops; returns {variant: metrics, ...} plus gains and targets."""
-    torch.set_num_threads(cfg.threads)
-    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
-    _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
-    x, y, m_gt = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
+    x, y, m_gt, val_paths, restorer, detector, prob = _setup(cfg, need_detector=False)
     log(f"restore eval: {cfg.n} crops of {cfg.size} px from {len(val_paths)} validation photos")
-
-    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
     vae2 = registry.load(cfg.vae2)
-    if cfg.detector and cfg.detector in registry.entries():
-        detector = Detector.from_registry(cfg.detector)
-        prob = _batched(detector, cfg.batch, x)
+    if detector is not None:
         threshold = restore_threshold(restorer, detector)  # as the pipeline
-        mask = dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
+        mask = _restorer_mask(detector, prob, threshold, cfg)
         mask_source = f"detector {cfg.detector} (threshold {threshold}, dilate {cfg.mask_dilate})"
     else:
         mask = m_gt
@@ -181,15 +175,23 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     return summary
 
 
-def _selection_setup(cfg: EvalConfig) -> tuple:
-    """Crops for choosing (x, y, ground-truth mask), the registered restorer and detector, detector probabilities."""
+def _setup(cfg: EvalConfig, need_detector: bool = True) -> tuple:
+    """The held-out crops (x, y, ground-truth mask), the validation photos, the registered restorer and detector
+    and the detector's probabilities for x. Without need_detector, an unregistered detector gives None, None."""
     torch.set_num_threads(cfg.threads)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     x, y, m_gt = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
     restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+    if not need_detector and not (cfg.detector and cfg.detector in registry.entries()):
+        return x, y, m_gt, val_paths, restorer, None, None
     detector = Detector.from_registry(cfg.detector)
-    return x, y, m_gt, restorer, detector, _batched(detector, cfg.batch, x)
+    return x, y, m_gt, val_paths, restorer, detector, _batched(detector, cfg.batch, x)
+
+
+def _restorer_mask(detector: Detector, prob: torch.Tensor, threshold: float, cfg: EvalConfig) -> torch.Tensor:
+    """The mask the pipeline hands the restorer: probabilities above `threshold`, grown by cfg.mask_dilate."""
+    return dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
 
 
 def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(seed=999),
@@ -198,13 +200,13 @@ def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(s
     choice does not tune to the reported numbers. candidates: {label: a run's best.pt or ckpt.pt, or a weights
     file}; each is run with the registered VAEs and detector. Returns {label: {"gt_mask": metrics, "detector_mask":
     metrics}} and the crops' setup under "data"."""
-    x, y, m_gt, restorer, detector, prob = _selection_setup(cfg)
+    x, y, m_gt, _, restorer, detector, prob = _setup(cfg)
     threshold = restore_threshold(restorer, detector)  # as the pipeline
-    m_det = dilate(detector.binarize(prob, threshold), cfg.mask_dilate)
+    m_det = _restorer_mask(detector, prob, threshold, cfg)
     out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
                           "threshold": threshold, "degraded": quality(x, y)}}
     for label, path in candidates.items():
-        restorer.mapping.load_state_dict(_mapping_state(path))
+        restorer.mapping.load_state_dict(model_state(path))
         out[label] = {"gt_mask": quality(_batched(restorer, cfg.batch, x, m_gt), y),
                       "detector_mask": quality(_batched(restorer, cfg.batch, x, m_det), y)}
         log(f"{label}: PSNR luma {out[label]['gt_mask']['psnr_y']:.2f} dB (ground-truth mask), "
@@ -220,12 +222,12 @@ def select_mapping_and_threshold(candidates: dict[str, Path], thresholds: list[f
     metrics + mask coverage %}}, the crops' setup under "data" and the best pair (PSNR luma) under "chosen"."""
     if {"data", "chosen"} & set(candidates):
         raise ValueError(f"candidate labels 'data' and 'chosen' are reserved, got {sorted(candidates)}")
-    x, y, _, restorer, detector, prob = _selection_setup(cfg)
+    x, y, _, _, restorer, detector, prob = _setup(cfg)
     out: dict = {"data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "detector": cfg.detector,
                           "degraded": quality(x, y)}}
     best = None
     for label, path in candidates.items():
-        restorer.mapping.load_state_dict(_mapping_state(path))
+        restorer.mapping.load_state_dict(model_state(path))
         out[label] = _threshold_table(restorer, x, y, detector, prob, thresholds, cfg, lambda s: log(f"{label}: {s}"))
         for t, q in out[label].items():
             if best is None or q["psnr_y"] > best["psnr_y"]:
@@ -239,7 +241,7 @@ def _threshold_table(restorer: Restorer, x: torch.Tensor, y: torch.Tensor, detec
     """{threshold: quality of `restorer` with the detector's mask at it, + mask coverage %} on crops x vs y."""
     out = {}
     for t in thresholds:
-        mask = dilate(detector.binarize(prob, t), cfg.mask_dilate)
+        mask = _restorer_mask(detector, prob, t, cfg)
         q = {**quality(_batched(restorer, cfg.batch, x, mask), y),
              "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
         out[float(t)] = q
@@ -248,16 +250,10 @@ def _threshold_table(restorer: Restorer, x: torch.Tensor, y: torch.Tensor, detec
     return out
 
 
-def _mapping_state(path: Path) -> dict:
-    """The mapping's state dict in a run's best.pt or ckpt.pt, or in a weights file."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    return ck.get("state_dict") or ck.get("mapping") or ck
-
-
 def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(seed=999),
                          log: Callable[[str], None] = lambda s: None) -> dict:
     """Full-pipeline quality of the registered restorer for each detector threshold, on crops of another seed than
     the evaluation's: {threshold: metrics (+ mask coverage %)}; the best goes into the mapping's meta as
     "mask_threshold" by hand, with this table."""
-    x, y, _, restorer, detector, prob = _selection_setup(cfg)
+    x, y, _, _, restorer, detector, prob = _setup(cfg)
     return _threshold_table(restorer, x, y, detector, prob, thresholds, cfg, log)

@@ -32,7 +32,7 @@ class SupervisedRun:
     """A resumable run in folder `out` for `model` trained by `opt`; `cfg` is the run's frozen config dataclass
     and must have steps, val_every, ckpt_minutes, max_minutes and threads.
 
-    A fresh run (no ckpt.pt) starts from `init_from` when given (see init_state). After construction, `resumed`
+    A fresh run (no ckpt.pt) starts from `init_from` when given (see model_state). After construction, `resumed`
     tells whether ckpt.pt was loaded; `history` lists every start of the run ({"from_step", "command", "config"}),
     so a run resumed with other settings stays reproducible.
     """
@@ -55,7 +55,7 @@ class SupervisedRun:
             self.history = ck.get("history", [])
             log(f"resumed from {self.ckpt_path} at step {self.step}")
         elif init_from:
-            model.load_state_dict(init_state(Path(init_from)))
+            model.load_state_dict(model_state(init_from))
             log(f"started from {init_from}")
         self.command = " ".join(sys.argv)  # this process's; best.pt may come from an earlier start
         self.history.append({"from_step": self.step, "command": self.command, "config": asdict(cfg)})
@@ -208,12 +208,21 @@ def finish_evaluation(cfg, result: dict, also: dict | None = None) -> dict:
     return result
 
 
-def init_state(source: Path) -> dict:
-    """Model state dict of a weights file (weights/NAME.pt) or of a run folder's best.pt, to start a new run from."""
+STATE_KEYS = ("model", "state_dict", "mapping")  # supervised best.pt / GAN runs' best.pt / mapping ckpt.pt
+
+
+def model_state(source: str | Path) -> dict:
+    """The model state dict in a weights file (weights/NAME.pt), a run checkpoint (best.pt, ckpt.pt) or a run
+    folder (its best.pt): what a new run starts from, or a checkpoint to compare."""
     source = Path(source)
-    if source.is_dir():
-        return torch.load(source / "best.pt", map_location="cpu", weights_only=True)["model"]
-    return torch.load(source, map_location="cpu", weights_only=True)
+    path = source / "best.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file or checkpoint")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    for key in STATE_KEYS:
+        if isinstance(ck.get(key), dict):
+            return ck[key]
+    return ck
 
 
 def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict], dict],

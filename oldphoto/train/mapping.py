@@ -28,7 +28,7 @@ from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import StepBook
+from .loop import StepBook, model_state
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
@@ -195,12 +195,7 @@ def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Ten
 def warm_start(mapping: torch.nn.Module, source: Path, log: Callable[[str], None]) -> None:
     """Load a mapping run's best weights (source = run folder) or a weights file (e.g. weights/mapping-v1.pt)
     into `mapping`; only whole modules the source lacks (the context module) may stay fresh."""
-    source = Path(source)
-    if source.is_dir():
-        state = torch.load(source / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
-    else:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    result = mapping.load_state_dict(state, strict=False)
+    result = mapping.load_state_dict(model_state(source), strict=False)
     if result.unexpected_keys or any(not k.startswith("context.") for k in result.missing_keys):
         raise ValueError(f"{source} does not fit this mapping: missing {result.missing_keys}, "
                          f"unexpected {result.unexpected_keys}")

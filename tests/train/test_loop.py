@@ -94,15 +94,20 @@ def test_time_limit(tmp_path):
     assert run.train(lambda s: 0.1, regression_step(run), val_loss(run), lower)["step"] == 0
 
 
-def test_init_state_reads_a_weights_file_or_a_runs_best(tmp_path):
-    from oldphoto.train.loop import init_state
+def test_model_state_reads_weights_files_checkpoints_and_run_folders(tmp_path):
+    from oldphoto.train.loop import model_state
 
     run = make(tmp_path / "run")
     run.train(lambda s: 0.05, regression_step(run), val_loss(run), lower)
+    weight = run.model.weight.detach()
     torch.save(run.model.state_dict(), tmp_path / "w.pt")
-    for source in (tmp_path / "run", tmp_path / "w.pt"):
-        state = init_state(source)
-        assert torch.equal(state["weight"], run.model.weight.detach())
+    torch.save({"state_dict": run.model.state_dict(), "step": 3}, tmp_path / "gan_best.pt")
+    torch.save({"mapping": run.model.state_dict(), "disc": {"x": torch.zeros(1)}}, tmp_path / "ckpt.pt")
+    for source in (tmp_path / "run", tmp_path / "run" / "best.pt", tmp_path / "w.pt", tmp_path / "gan_best.pt",
+                   tmp_path / "ckpt.pt"):
+        assert torch.equal(model_state(source)["weight"], weight), source
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        model_state(tmp_path / "nothing.pt")
 
 
 def test_init_from_starts_a_fresh_run_but_not_a_resumed_one(tmp_path):
