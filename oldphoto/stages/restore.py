@@ -31,9 +31,10 @@ class Restorer:
 
     def __init__(self, encoder: torch.nn.Module, mapping: torch.nn.Module, decoder: torch.nn.Module,
                  entries: tuple[WeightsEntry, ...] = (), mask_threshold: float | None = None):
-        self.encoder = encoder.eval()
-        self.mapping = mapping.eval()
-        self.decoder = decoder.eval()
+        # NHWC: oneDNN's convolutions run these networks ~1.3x faster on CPU (2 threads), same results to 1e-6
+        self.encoder = encoder.eval().to(memory_format=torch.channels_last)
+        self.mapping = mapping.eval().to(memory_format=torch.channels_last)
+        self.decoder = decoder.eval().to(memory_format=torch.channels_last)
         self.entries = list(entries)
         # detector threshold that gives this mapping its best restorations (None: the detector's own)
         self.mask_threshold = None if mask_threshold is None else float(mask_threshold)
@@ -79,8 +80,8 @@ class Restorer:
                 # reflection needs pad < size; tiles this small are not worth restoring anyway, replicate then
                 mode = "reflect" if ph < h and pw < w else "replicate"
                 x, m = F.pad(x, (0, pw, 0, ph), mode=mode), F.pad(m, (0, pw, 0, ph), mode=mode)
-            mu, _ = self.encoder(x)
-            y = self.decoder(self.mapping(mu, m))[:, :, :h, :w].float().clamp(0, 1)
+            mu, _ = self.encoder(x.contiguous(memory_format=torch.channels_last))
+            y = self.decoder(self.mapping(mu, m))[:, :, :h, :w].float().clamp(0, 1).contiguous()
             gray = (tiles.amax(1) - tiles.amin(1)).flatten(1).amax(1) <= 1e-6  # (B,) channels identical
             if bool(gray.any()):
                 y = torch.where(gray.to(y.device).view(b, 1, 1, 1), y.mean(1, keepdim=True).expand_as(y), y)
