@@ -29,7 +29,7 @@ from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
 from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
-from .run_files import save_grid
+from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "colorizer_unet"
 AB_RANGE = 110.0  # |a|, |b| of sRGB colours stay below this (the histogram covers [-AB_RANGE, AB_RANGE))
@@ -231,12 +231,8 @@ def _better(m: dict, best: dict | None) -> bool:
 # ------------------------------------------------------------------ training
 
 def _lr_at(step: int, cfg: Config) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    start = cfg.steps - cfg.steps // 3
-    if step >= start:
-        return cfg.lr * (1 - (1 - 1 / 20) * min(1.0, (step - start) / max(1, cfg.steps // 3)))
-    return cfg.lr
+    # linear decay to lr/20 over the last third
+    return warmup_linear_lr(step, cfg.lr, cfg.warmup, cfg.steps, cfg.steps // 3, 1 / 20)
 
 
 def run(cfg: Config, log: Callable[[str], None]) -> dict:

@@ -26,7 +26,7 @@ from . import data, degrade
 from .loop import SupervisedRun, finish_evaluation, load_run_best
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
-from .run_files import export_weights, save_grid
+from .run_files import export_weights, save_grid, warmup_linear_lr
 
 ARCH = "unet_detector"
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # probability thresholds swept on validation
@@ -190,13 +190,7 @@ def score_classical(images: torch.Tensor, masks: torch.Tensor, batch: int = 16) 
 # ------------------------------------------------------------------ schedule
 
 def _lr_at(step: int, cfg: Config) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    start = cfg.steps - cfg.decay_steps
-    if cfg.decay_steps > 0 and step >= start:
-        frac = min(1.0, (step - start) / cfg.decay_steps)
-        return cfg.lr * (1 - frac * (1 - 1 / 50))
-    return cfg.lr
+    return warmup_linear_lr(step, cfg.lr, cfg.warmup, cfg.steps, cfg.decay_steps, 1 / 50)
 
 
 # ------------------------------------------------------------------ training

@@ -135,6 +135,18 @@ def cosine_lr(base: float, final_fraction: float, progress: float) -> float:
     return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def warmup_linear_lr(step: int, base: float, warmup: int, steps: int, decay_steps: int,
+                     final_fraction: float) -> float:
+    """Linear warm-up over the first `warmup` steps, then `base`, then a linear decay over the last `decay_steps`
+    before `steps` down to base * final_fraction (decay_steps 0: no decay)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    start = steps - decay_steps
+    if decay_steps > 0 and step >= start:
+        return base * (1 - (1 - final_fraction) * min(1.0, (step - start) / decay_steps))
+    return base
+
+
 def start_run_dir(out: Path, cfg_dict: dict, arch_keys: tuple[str, ...]) -> None:
     """Create the run folder with config.json, or check that a resumed run keeps the same architecture."""
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from . import data
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
 from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
-from .run_files import save_grid
+from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "upscaler"
 
@@ -206,12 +206,8 @@ def validate(model: torch.nn.Module, val: dict, scales: tuple[int, ...]) -> dict
 # ------------------------------------------------------------------ training
 
 def _lr_at(step: int, cfg: Config) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    start = cfg.steps - cfg.steps // 3
-    if step >= start:
-        return cfg.lr * (1 - (1 - 1 / 20) * min(1.0, (step - start) / max(1, cfg.steps // 3)))
-    return cfg.lr
+    # linear decay to lr/20 over the last third
+    return warmup_linear_lr(step, cfg.lr, cfg.warmup, cfg.steps, cfg.steps // 3, 1 / 20)
 
 
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
