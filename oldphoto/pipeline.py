@@ -143,9 +143,10 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
     return models
 
 
-def new_batcher(cfg: RestoreConfig, models: Models) -> TileBatcher:
-    """The device batcher that photos processed together with `cfg` and `models` share (process_file)."""
-    return TileBatcher(models, resolve_device(cfg.device), cfg.tile.batch_size)
+def new_batcher(cfg: RestoreConfig, models: Models, device: torch.device | None = None) -> TileBatcher:
+    """The device batcher that photos processed together with `cfg` and `models` share (process_file); `device`
+    is cfg.device resolved (resolved here when None)."""
+    return TileBatcher(models, resolve_device(cfg.device) if device is None else device, cfg.tile.batch_size)
 
 
 # ----------------------------------------------------------------------------------------------- naming
@@ -200,7 +201,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     seconds = {k: 0.0 for k in STAGE_KEYS}
     _check_models(cfg, models)
     if batcher is None:
-        batcher = TileBatcher(models, device, cfg.tile.batch_size)  # as new_batcher, device already resolved
+        batcher = new_batcher(cfg, models, device)
     elif batcher.models is not models or batcher.device != device:
         raise OldPhotoError("the batcher was made for other models or another device")
 
