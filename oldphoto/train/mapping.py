@@ -81,6 +81,8 @@ class Config:
     log_every: int = 20  # steps between log.jsonl records
     ckpt_minutes: float = 3.0  # minutes between checkpoints
     threads: int = 1  # torch threads (the machine is shared)
+    bf16: bool = False  # bfloat16 autocast for the forward passes of T, G_Y and the discriminator (losses, weights
+    #                    and validation stay float32); only where the CPU has native bf16 (AVX512-BF16 / AMX)
 
     def __post_init__(self) -> None:
         if self.crop % 8 or self.val_size % 8:
@@ -168,16 +170,20 @@ def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Ten
     """One step on a batch: latents z_x = E_RX(x), z_y = E_Y(y) (B, latent, S/4, S/4), clean y (B, 3, S, S) [0, 1],
     mask m (B, 1, S, S) {0, 1}; updates T, then the latent discriminator. The decoder G_Y is frozen (gradients
     only flow through it into T). Returns each loss term as a float."""
-    z_hat = mapping(z_x, m)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        z_hat = mapping(z_x, m)
+        image = decoder(z_hat) if cfg.w_image > 0 else None
+        if use_gan:
+            fake_feats = [f.float() for f in disc.features(z_hat)]
+            with torch.no_grad():
+                real_feats = [f.float() for f in disc.features(z_y)]
+    z_hat = z_hat.float()
     parts = {"latent_l1": F.l1_loss(z_hat, z_y)}
     loss = cfg.lambda_latent * parts["latent_l1"]
-    if cfg.w_image > 0:
-        parts["image_l1"] = F.l1_loss(decoder(z_hat), y)
+    if image is not None:
+        parts["image_l1"] = F.l1_loss(image.float(), y)
         loss = loss + cfg.w_image * parts["image_l1"]
     if use_gan:
-        fake_feats = disc.features(z_hat)
-        with torch.no_grad():
-            real_feats = disc.features(z_y)
         parts["g_gan"] = lsgan_g_loss(fake_feats[-1])
         parts["fm"] = feature_matching(real_feats, fake_feats)
         loss = loss + cfg.w_gan * parts["g_gan"] + cfg.lambda_fm * parts["fm"]
@@ -185,7 +191,9 @@ def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Ten
     loss.backward()
     opt_g.step()
     if use_gan:
-        parts["d_gan"] = lsgan_d_loss(disc(z_y), disc(z_hat.detach()))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            real_score, fake_score = disc(z_y), disc(z_hat.detach())
+        parts["d_gan"] = lsgan_d_loss(real_score.float(), fake_score.float())
         opt_d.zero_grad(set_to_none=True)
         parts["d_gan"].backward()
         opt_d.step()

@@ -42,9 +42,10 @@ def vae_runs(tmp_path_factory):
     return root
 
 
-def test_train_step_lowers_loss_on_fixed_batch():
+@pytest.mark.parametrize("bf16", [False, True])
+def test_train_step_lowers_loss_on_fixed_batch(bf16):
     torch.manual_seed(0)
-    cfg = mapping.Config(**{**MAP_TINY, "lr": 2e-3})
+    cfg = mapping.Config(**{**MAP_TINY, "lr": 2e-3, "bf16": bf16})
     small = dict(latent=8, width=16, half_width=8, blocks=1)
     vae1, vae2 = mapping.freeze(build("vae", **small)), mapping.freeze(build("vae", **small))
     t = build("mapping", latent=8, width=16, blocks_pre=1, blocks_post=1)
@@ -64,6 +65,7 @@ def test_train_step_lowers_loss_on_fixed_batch():
     assert last["latent_l1"] < 0.5 * first["latent_l1"] and total(last) < total(first), (first, last)
     gan = mapping.train_step(cfg, t, disc, vae2.decoder, opt_g, opt_d, z_x, z_y, y, m, use_gan=True)
     assert {"g_gan", "fm", "d_gan"} <= set(gan)
+    assert all(p.dtype == torch.float32 for p in list(t.parameters()) + list(disc.parameters()))
     now = list(vae1.parameters()) + list(vae2.parameters())
     assert all(torch.equal(a, b) for a, b in zip(frozen, now)), "the VAEs must stay frozen"
 
