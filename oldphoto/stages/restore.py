@@ -1,4 +1,5 @@
-"""Restorer stage: latent-space restoration G_Y(T(E_RX(x), m)) of a batch of tiles (Wan et al. 2020).
+"""Restorer stage: latent-space restoration G_Y(T(E_RX(x), m)) of a batch of tiles (Wan et al. 2020), then,
+when a refiner is loaded, its image-space fusion F(x, G_Y(T(E_RX(x), m)), m) (archs/refiner.py).
 
 (B, 3, T, T) float in [0, 1] + defect mask (B, 1, T, T) in [0, 1] (1 = defect) -> (B, 3, T, T) in [0, 1].
 """
@@ -21,8 +22,17 @@ def restore_threshold(restorer, detector) -> float:
     return float(detector.threshold if preferred is None else preferred)
 
 
+def _check_trained_with(entry: WeightsEntry, parts: dict[str, WeightsEntry], fix: str) -> None:
+    """WeightsError when `entry`'s meta records other weights for any of `parts` than the entries given."""
+    for key, part in parts.items():
+        trained_with = entry.meta.get(key, {}).get("sha256")
+        if trained_with is not None and trained_with != part.sha256:
+            raise WeightsError(f"{entry.name} was trained with {key} weights {trained_with[:12]}… but {part.name} is "
+                               f"{part.sha256[:12]}…; {fix}")
+
+
 class Restorer:
-    """Wraps the three networks: encoder E_RX of VAE1, mapping T, decoder G_Y of VAE2.
+    """Wraps the three networks: encoder E_RX of VAE1, mapping T, decoder G_Y of VAE2, and optionally the refiner.
 
     `entries` lists the registry entries (VAE1, mapping, VAE2) for the report. A tile whose three channels are
     equal (a grayscale scan fed as RGB) comes back gray: the networks' small colour drift is averaged away, so
@@ -30,30 +40,35 @@ class Restorer:
     """
 
     def __init__(self, encoder: torch.nn.Module, mapping: torch.nn.Module, decoder: torch.nn.Module,
-                 entries: tuple[WeightsEntry, ...] = (), mask_threshold: float | None = None):
+                 entries: tuple[WeightsEntry, ...] = (), mask_threshold: float | None = None,
+                 refiner: torch.nn.Module | None = None):
         # NHWC: oneDNN's convolutions run these networks ~1.3x faster on CPU (2 threads), same results to 1e-6
         self.encoder = encoder.eval().to(memory_format=torch.channels_last)
         self.mapping = mapping.eval().to(memory_format=torch.channels_last)
         self.decoder = decoder.eval().to(memory_format=torch.channels_last)
+        self.refiner = None if refiner is None else refiner.eval().to(memory_format=torch.channels_last)
         self.entries = list(entries)
         # detector threshold that gives this mapping its best restorations (None: the detector's own)
         self.mask_threshold = None if mask_threshold is None else float(mask_threshold)
 
     @classmethod
-    def from_registry(cls, vae1: str, mapping: str, vae2: str, device: str | torch.device = "cpu") -> "Restorer":
-        """Load weights: `vae1` and `vae2` are "vae" entries (their encoder / decoder are used), `mapping` a "mapping".
+    def from_registry(cls, vae1: str, mapping: str, vae2: str, device: str | torch.device = "cpu",
+                      refiner: str | None = None) -> "Restorer":
+        """Load weights: `vae1` and `vae2` are "vae" entries (their encoder / decoder are used), `mapping` a "mapping",
+        `refiner` (optional) a "refiner".
 
-        The mapping only works with the VAEs it was trained with: their sha256 recorded in the mapping's meta must
-        match the entries given (WeightsError otherwise).
+        The mapping only works with the VAEs it was trained with, the refiner only with the networks whose outputs
+        it was trained on: the sha256 recorded in their meta must match the entries given (WeightsError otherwise).
         """
         e1, em, e2 = registry.get(vae1), registry.get(mapping), registry.get(vae2)
-        for key, entry in (("vae1", e1), ("vae2", e2)):
-            trained_with = em.meta.get(key, {}).get("sha256")
-            if trained_with is not None and trained_with != entry.sha256:
-                raise WeightsError(f"{mapping} was trained with {key} weights {trained_with[:12]}… but {entry.name} is "
-                                   f"{entry.sha256[:12]}…; re-export the mapping run (it publishes its own VAEs)")
+        _check_trained_with(em, {"vae1": e1, "vae2": e2}, "re-export the mapping run (it publishes its own VAEs)")
+        entries, refine = (e1, em, e2), None
+        if refiner:
+            er = registry.get(refiner)
+            _check_trained_with(er, {"vae1": e1, "mapping": em, "vae2": e2}, "retrain the refiner on these networks")
+            entries, refine = entries + (er,), registry.load_entry(er, device)
         return cls(registry.load_entry(e1, device).encoder, registry.load_entry(em, device),
-                   registry.load_entry(e2, device).decoder, (e1, em, e2), em.meta.get("mask_threshold"))
+                   registry.load_entry(e2, device).decoder, entries, em.meta.get("mask_threshold"), refine)
 
     @property
     def device(self) -> torch.device:
@@ -81,7 +96,10 @@ class Restorer:
                 mode = "reflect" if ph < h and pw < w else "replicate"
                 x, m = F.pad(x, (0, pw, 0, ph), mode=mode), F.pad(m, (0, pw, 0, ph), mode=mode)
             mu, _ = self.encoder(x.contiguous(memory_format=torch.channels_last))
-            y = self.decoder(self.mapping(mu, m))[:, :, :h, :w].float().clamp(0, 1).contiguous()
+            y = self.decoder(self.mapping(mu, m)).float().clamp(0, 1)
+            if self.refiner is not None:
+                y = self.refiner(x.contiguous(memory_format=torch.channels_last), y, m).float().clamp(0, 1)
+            y = y[:, :, :h, :w].contiguous()
             gray = (tiles.amax(1) - tiles.amin(1)).flatten(1).amax(1) <= 1e-6  # (B,) channels identical
             if bool(gray.any()):
                 y = torch.where(gray.to(y.device).view(b, 1, 1, 1), y.mean(1, keepdim=True).expand_as(y), y)

@@ -8,6 +8,7 @@ TRAINERS = {
     "vae1": "oldphoto.train.vae",
     "vae2": "oldphoto.train.vae",
     "mapping": "oldphoto.train.mapping",
+    "refine": "oldphoto.train.refine",
     "colorize": "oldphoto.train.colorize",
     "upscale": "oldphoto.train.upscale",
 }

@@ -47,6 +47,7 @@ class EvalConfig:
     vae1: str = "vae1-v1"  # registry names
     mapping: str = "mapping-v1"
     vae2: str = "vae2-v1"
+    refiner: str = ""  # registry name of the image-space refiner run after G_Y ("": none)
     detector: str = "detector-v3"  # "" or not registered -> the ground-truth mask is used (and said so)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     batch: int = 8  # tiles per forward pass
@@ -93,6 +94,8 @@ def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, 
     finally:
         torch.set_num_threads(before)
     nets = {"encoder": restorer.encoder, "mapping": restorer.mapping, "decoder": restorer.decoder}
+    if restorer.refiner is not None:
+        nets["refiner"] = restorer.refiner
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
     return {"params": params, "params_total": sum(params.values()),
             "gmac_per_megapixel": round(counter.get_total_flops() / 2 / 1e9 / megapixels, 2),
@@ -136,6 +139,12 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     finally:
         restorer.mapping.use_global = True
     results["no_mask"] = quality(_batched(restorer, cfg.batch, x, torch.zeros_like(mask)), y)
+    if restorer.refiner is not None:
+        refiner, restorer.refiner = restorer.refiner, None
+        try:
+            results["no_refiner"] = quality(_batched(restorer, cfg.batch, x, mask), y)
+        finally:
+            restorer.refiner = refiner
 
     best_baseline = max(results["baseline"]["psnr_y"], results["baseline_no_stretch"]["psnr_y"])
     gains = {"gain_over_degraded_db": results["full"]["psnr_y"] - results["degraded"]["psnr_y"],
@@ -169,6 +178,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
                                     full[:6], y[:6]])
     if cfg.record:
         update_meta(cfg.mapping, "evaluation", summary)
+        if cfg.refiner:
+            update_meta(cfg.refiner, "evaluation", summary)
     for k, v in results.items():
         log(f"{k:20s} PSNR luma {v['psnr_y']:6.2f} dB  SSIM luma {v['ssim_y']:.3f}  PSNR RGB {v['psnr_rgb']:6.2f} dB")
     log(f"gains: {summary['gains']}; targets met: {met}")
@@ -182,7 +193,7 @@ def _setup(cfg: EvalConfig, need_detector: bool = True) -> tuple:
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     _, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     x, y, m_gt = stack_triples(validation_set(val_paths, cfg.n, cfg.size, cfg.seed))
-    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2, refiner=cfg.refiner or None)
     if not need_detector and not (cfg.detector and cfg.detector in registry.entries()):
         return x, y, m_gt, val_paths, restorer, None, None
     detector = Detector.from_registry(cfg.detector)

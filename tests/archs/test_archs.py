@@ -34,6 +34,9 @@ SMALL_KWARGS: dict[str, tuple[dict, object, object]] = {
                          lambda h, w: (2, 8, h // 4, w // 4)),
     "mapping": ({"latent": 8, "width": 16, "blocks_pre": 1, "blocks_post": 1, "context": True},
                 lambda h, w: (torch.randn(2, 8, h // 4, w // 4), _defects(h, w)), lambda h, w: (2, 8, h // 4, w // 4)),
+    # image-space fusion of the scan, its latent restoration and the mask
+    "refiner": ({"width": 4}, lambda h, w: (torch.rand(2, 3, h, w), torch.rand(2, 3, h, w), _defects(h, w)),
+                lambda h, w: (2, 3, h, w)),
     "patch_discriminator": ({"width": 8, "layers": 3}, lambda h, w: (torch.rand(2, 3, h, w),), lambda h, w: (2, 1, h // 8, w // 8)),
     "latent_discriminator": ({"latent": 8, "width": 8}, lambda h, w: (torch.randn(2, 8, h // 4, w // 4),),
                              lambda h, w: (2, 1, h // 8, w // 8)),

@@ -1,0 +1,199 @@
+"""Training of the image-space refiner F(x, r, m) on top of the frozen latent restoration r = G_Y(T(E_RX(x), m)).
+
+Pairs come from the same degradation synthesis as every model; the mask handed to the restorer is the detector's
+(as in the pipeline: its restore threshold, dilated) for `detector_share` of the samples and the ground truth
+for the rest. The frozen restorer runs once per pair; pairs are kept in a rotating buffer (mapping.PairBuffer).
+Loss: L1 in RGB against the clean photo. The sha256 of every frozen network is recorded at the run's start and
+exported with the weights, so Restorer.from_registry refuses a refiner with networks it was not trained on.
+run(cfg, log): resumable from cfg.out/ckpt.pt; best validation state in cfg.out/best.pt.
+export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import registry
+from ..archs import build
+from ..ops.masks import dilate
+from ..stages.detect import Detector
+from ..stages.restore import Restorer, restore_threshold
+from . import degrade
+from .data import PhotoPool, corpus_dir, split_corpus, validation_set
+from .loop import SupervisedRun, export_best
+from .mapping import PairBuffer, quality
+from .pairs import pair_batch, stack_triples
+from .run_files import save_grid, warmup_linear_lr
+
+ARCH = "refiner"
+
+
+@dataclass(frozen=True)
+class Config:
+    out: str = "runs/refine"  # run folder: ckpt.pt, best.pt, log.jsonl, config.json, samples/
+    corpus: str = ""  # folder of clean photos ("": data.corpus_dir()); split into train/validation by split_seed
+    split_seed: int = 0  # photo-level split (the same as every other model's)
+    val_fraction: float = 0.15  # likewise
+    seed: int = 1  # training randomness (crops, degradations, init)
+    vae1: str = "vae1-v1"  # frozen restorer whose outputs are refined (registry names)
+    mapping: str = "mapping-v1"
+    vae2: str = "vae2-v1"
+    detector: str = "detector-v3"  # masks as at inference for detector_share of the samples ("": ground truth only)
+    detector_share: float = 0.5  # share of samples restored with the detector's mask
+    mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
+    width: int = 16  # refiner channels at full resolution
+    crop: int = 256  # training crop edge (the engine's tile)
+    batch: int = 4  # crops per step
+    buffer: int = 128  # restored pairs kept in memory (0: fresh pairs every step)
+    fresh: int = 2  # new pairs entering the buffer per step
+    lr: float = 1e-3  # Adam peak learning rate
+    warmup: int = 100  # linear warm-up steps
+    steps: int = 6000  # total steps
+    decay_steps: int = 3000  # the last decay_steps go down linearly to lr/20
+    val_n: int = 16  # validation crops (fixed; from validation photos, detector masks as at inference)
+    val_size: int = 256  # their edge
+    val_seed: int = 1234  # their crop and degradation seed
+    val_every: int = 250  # steps between validations (and sample grids)
+    ckpt_minutes: float = 5.0  # wall minutes between checkpoints
+    max_minutes: float = 0.0  # stop after this many wall minutes in this process (0: no limit)
+    threads: int = 1  # torch CPU threads (other jobs share the machine)
+    bf16: bool = False  # bfloat16 autocast for the refiner's training forward; only with native CPU bf16
+
+    def __post_init__(self) -> None:
+        if self.crop % 4 or self.val_size % 4:
+            raise ValueError(f"crop and val_size must be multiples of 4, got {self.crop} and {self.val_size}")
+        if not 0 <= self.detector_share <= 1 or self.batch < 1 or self.buffer < 0:
+            raise ValueError(f"need 0 <= detector_share <= 1, batch >= 1, buffer >= 0, got {self}")
+
+
+def _frozen(cfg: Config) -> tuple[Restorer, Detector | None]:
+    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+    detector = Detector.from_registry(cfg.detector) if cfg.detector else None
+    return restorer, detector
+
+
+def restorer_masks(restorer: Restorer, detector: Detector | None, x: torch.Tensor, m_gt: torch.Tensor,
+                   use_detector: torch.Tensor, dilate_px: int) -> torch.Tensor:
+    """The masks handed to the restorer: the detector's (restore threshold, dilated) where use_detector (B,) is
+    true, else the ground truth. x (B, 3, H, W) [0, 1], m_gt (B, 1, H, W) {0, 1} -> (B, 1, H, W) {0, 1}."""
+    if detector is None or not bool(use_detector.any()):
+        return m_gt
+    with torch.no_grad():
+        m_det = dilate(detector.binarize(detector(x), restore_threshold(restorer, detector)), dilate_px)
+    return torch.where(use_detector.view(-1, 1, 1, 1), m_det.to(m_gt.dtype), m_gt)
+
+
+def make_pairs(restorer: Restorer, detector: Detector | None, x: torch.Tensor, y: torch.Tensor, m_gt: torch.Tensor,
+               use_detector: torch.Tensor, dilate_px: int) -> tuple[torch.Tensor, ...]:
+    """(x, r, m, y): scan, its latent restoration with mask m, the mask, the clean photo (all (B, C, H, W))."""
+    m = restorer_masks(restorer, detector, x, m_gt, use_detector, dilate_px)
+    return x, restorer(x, m).clone(), m, y  # clone: a normal tensor, not an inference-mode one
+
+
+def _lr_at(step: int, cfg: Config) -> float:
+    return warmup_linear_lr(step, cfg.lr, cfg.warmup, cfg.steps, cfg.decay_steps, 1 / 20)
+
+
+def _networks(restorer: Restorer, detector: Detector | None) -> dict:
+    keys = ("vae1", "mapping", "vae2")
+    nets = {k: {"name": e.name, "sha256": e.sha256} for k, e in zip(keys, restorer.entries)}
+    if detector is not None:
+        nets["detector"] = {"name": detector.entry.name, "sha256": detector.entry.sha256}
+    return nets
+
+
+def run(cfg: Config, log: Callable[[str], None]) -> dict:
+    """Train (or resume) the refiner; returns {"step", "best": validation metrics, "out"}."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    info_path = out / "config.json"
+    if info_path.is_file():  # a resumed run must refine the outputs of the networks it started with
+        started = json.loads(info_path.read_text()).get("networks", {})
+        for key in ("vae1", "mapping", "vae2"):
+            if key in started and started[key]["name"] != getattr(cfg, key):
+                raise ValueError(f"{out} was started on {key} {started[key]['name']}, not {getattr(cfg, key)}")
+    restorer, detector = _frozen(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build(ARCH, width=cfg.width).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+    trainer = SupervisedRun(out, model, opt, rng, cfg, {"width": cfg.width}, log)
+    corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
+    train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    trainer.write_config(ARCH, networks=_networks(restorer, detector),
+                         data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
+                               "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
+                               "degrade": asdict(degrade.DegradeConfig())},
+                         loss="L1(F(x, r, m), y) in RGB; r = G_Y(T(E_RX(x), m)) of the frozen networks")
+    pool = PhotoPool(train_paths)
+
+    x_val, y_val, m_val_gt = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
+    everyone = torch.ones(len(x_val), dtype=torch.bool)
+    _, r_val, m_val, _ = make_pairs(restorer, detector, x_val, y_val, m_val_gt, everyone, cfg.mask_dilate)
+    restored = quality(r_val, y_val)
+    log(f"refine: validation restorer alone PSNR luma {restored['psnr_y']:.2f} dB, SSIM {restored['ssim_y']:.3f}")
+
+    def fresh_pairs(k: int) -> tuple[torch.Tensor, ...]:
+        x, y, m = pair_batch(pool, rng, k, cfg.crop)
+        use_det = torch.from_numpy(rng.random(k) < cfg.detector_share)
+        return make_pairs(restorer, detector, x, y, m, use_det, cfg.mask_dilate)
+
+    buffer = PairBuffer(cfg.buffer, fresh_pairs, rng) if cfg.buffer else None
+
+    def step_fn() -> tuple[dict, dict]:
+        t0 = time.monotonic()
+        if buffer is not None:
+            buffer.refresh(cfg.fresh)
+            x, r, m, y = buffer.sample(cfg.batch)
+        else:
+            x, r, m, y = fresh_pairs(cfg.batch)
+        t_data = time.monotonic() - t0
+        cl = torch.channels_last
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            pred = model(x.contiguous(memory_format=cl), r.contiguous(memory_format=cl), m.contiguous(memory_format=cl))
+        l1 = F.l1_loss(pred.float(), y)
+        return {"l1": l1, "total": l1}, {"sec_data": round(t_data, 3)}
+
+    @torch.no_grad()
+    def on_validation(step: int, terms: dict) -> dict:
+        model.eval()
+        pred = torch.cat([model(x_val[i:i + 4], r_val[i:i + 4], m_val[i:i + 4]) for i in range(0, len(x_val), 4)])
+        model.train()
+        metrics = quality(pred, y_val)
+        metrics["gain_over_restorer_db"] = metrics["psnr_y"] - restored["psnr_y"]
+        log(f"step {step} loss {float(terms['total'].detach()):.4f} val PSNR luma {metrics['psnr_y']:.2f} dB "
+            f"({metrics['gain_over_restorer_db']:+.2f} over the restorer), SSIM {metrics['ssim_y']:.3f}")
+        save_grid(out / "samples" / f"step{step:06d}.png",
+                  [x_val[:4], r_val[:4], pred[:4].clamp(0, 1), y_val[:4]])
+        return metrics
+
+    return trainer.train(lambda step: _lr_at(step, cfg), step_fn, on_validation,
+                         lambda m, best: best is None or m["psnr_y"] > best["psnr_y"])
+
+
+def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = None) -> Path:
+    """Publish the run's best checkpoint as weights/<name>.pt with its MANIFEST.json entry; returns the file.
+
+    The meta names the frozen networks (with sha256) the refiner was trained on: Restorer.from_registry checks them.
+    """
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "config.json").read_text())
+    networks = info["networks"]
+    for key, net in networks.items():
+        if registry.get(net["name"]).sha256 != net["sha256"]:
+            raise ValueError(f"{run_dir} was trained on {key} {net['name']} {net['sha256'][:12]}…, which the registry "
+                             f"no longer holds")
+    return export_best(run_dir, name, ARCH, lambda best: {
+        **networks,
+        "role": "image-space fusion after the latent restoration: out = r + a (x - r) + d",
+        "input": "x (B, 3, T, T) scan [0, 1], r (B, 3, T, T) restoration [0, 1], m (B, 1, T, T) {0, 1}; T % 4 == 0"},
+        weights)

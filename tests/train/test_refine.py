@@ -1,0 +1,110 @@
+"""Refiner trainer: it learns on top of frozen (here random, tiny) restoration networks, resumes, exports with the
+sha256 of those networks, and the Restorer runs it and refuses it beside other networks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oldphoto import registry
+from oldphoto.archs import build
+from oldphoto.errors import WeightsError
+from oldphoto.stages.restore import Restorer
+from oldphoto.train import refine
+from oldphoto.train.evaluate_restore import EvalConfig, evaluate
+from oldphoto.train.run_files import export_weights
+
+SMALL_VAE = dict(latent=8, width=16, half_width=8, blocks=1)
+SMALL_MAP = dict(latent=8, width=16, blocks_pre=1, blocks_post=1)
+DET = {"channels": (4, 8, 8), "blocks": 1}
+TINY = dict(width=4, crop=32, batch=2, buffer=4, fresh=1, val_n=2, val_size=32, val_every=2, threads=1,
+            val_fraction=0.3, warmup=1, decay_steps=1, vae1="v1-t", mapping="map-t", vae2="v2-t", detector="det-t")
+
+
+@pytest.fixture()
+def weights(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "MANIFEST.json").write_text(json.dumps({"models": {}}))
+    torch.manual_seed(0)
+    for name in ("v1-t", "v2-t"):
+        export_weights(build("vae", **SMALL_VAE).state_dict(), name, "vae", SMALL_VAE, {}, folder)
+    export_weights(build("mapping", **SMALL_MAP).state_dict(), "map-t", "mapping", SMALL_MAP,
+                   {"mask_threshold": 0.6}, folder)
+    export_weights(build("unet_detector", **DET).state_dict(), "det-t", "unet_detector", DET, {"threshold": 0.5},
+                   folder)
+    monkeypatch.setattr(registry, "weights_dir", lambda: folder)
+    registry.entries.cache_clear()
+    yield folder
+    registry.entries.cache_clear()
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:80].astype(np.float32)
+    for i in range(4):
+        img = np.stack([xx * (2 + i), yy * 3 + 30 * i, (xx + yy) * 1.5], -1) % 256 + rng.normal(0, 5, (64, 80, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / f"p{i}.jpg", quality=95)
+    return root
+
+
+def test_restorer_masks_mix_detector_and_ground_truth(weights):
+    restorer = Restorer.from_registry("v1-t", "map-t", "v2-t")
+    detector = refine.Detector.from_registry("det-t")
+    x = torch.rand(2, 3, 32, 32)
+    m_gt = torch.zeros(2, 1, 32, 32)
+    m_gt[:, :, 4:6] = 1
+    m = refine.restorer_masks(restorer, detector, x, m_gt, torch.tensor([True, False]), 1)
+    assert torch.equal(m[1], m_gt[1])
+    prob = detector(x[:1])
+    want = refine.dilate(detector.binarize(prob, 0.6), 1)  # the mapping's restore threshold, not the detector's
+    assert torch.equal(m[:1], want)
+
+
+def test_run_resume_export_and_restorer(weights, corpus, tmp_path):
+    cfg = refine.Config(**TINY, corpus=str(corpus), out=str(tmp_path / "run"), steps=2)
+    msgs = []
+    assert refine.run(cfg, msgs.append)["step"] == 2
+    assert refine.run(dataclasses.replace(cfg, steps=3), msgs.append)["step"] == 3
+    assert any("resumed" in m for m in msgs)
+    with pytest.raises(ValueError, match="started on mapping map-t"):
+        refine.run(dataclasses.replace(cfg, mapping="v1-t", steps=4), msgs.append)
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["networks"]["mapping"]["sha256"] == registry.get("map-t").sha256
+
+    refine.export(tmp_path / "run", "ref-t", weights)
+    registry.entries.cache_clear()
+    meta = registry.get("ref-t").meta
+    assert meta["mapping"]["sha256"] == registry.get("map-t").sha256 and meta["steps_trained"] == 3
+    plain = Restorer.from_registry("v1-t", "map-t", "v2-t")
+    refined = Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-t")
+    assert [e.name for e in refined.entries] == ["v1-t", "map-t", "v2-t", "ref-t"]
+    x, m = torch.rand(2, 3, 30, 34), torch.zeros(2, 1, 30, 34)  # not multiples of 4: padded and cropped back
+    r, out = plain(x, m), refined(x, m)
+    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    ref = refined.refiner
+    assert not torch.equal(out, r)
+    gray = x[:, :1].expand(-1, 3, -1, -1).contiguous()
+    g = refined(gray, m)
+    assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])
+
+    summary = evaluate(EvalConfig(n=2, size=32, corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
+                                  vae2="v2-t", refiner="ref-t", detector="det-t", threads=1, cost_tile=32,
+                                  cost_batch=2, out=str(tmp_path / "eval")), lambda s: None)
+    assert {"full", "no_refiner"} <= set(summary["variants"]) and "refiner" in summary["cost"]["params"]
+    assert registry.get("ref-t").meta["evaluation"]["gains"] == summary["gains"]
+    assert refined.refiner is ref  # the ablation put it back
+
+    # the mapping re-published: the refiner was trained on another one's outputs and is refused
+    export_weights(build("mapping", **SMALL_MAP).state_dict(), "map-t", "mapping", SMALL_MAP, {}, weights)
+    registry.entries.cache_clear()
+    with pytest.raises(WeightsError, match="trained with mapping"):
+        Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-t")
