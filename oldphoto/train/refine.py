@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -46,7 +46,7 @@ class Config:
     vae1: str = "vae1-v1"  # frozen restorer whose outputs are refined (registry names)
     mapping: str = "mapping-v1"
     vae2: str = "vae2-v1"
-    detector: str = "detector-v3"  # masks as at inference for detector_share of the samples ("": ground truth only)
+    detector: str = "detector-v4"  # masks as at inference for detector_share of the samples ("": ground truth only)
     detector_share: float = 0.5  # share of samples restored with the detector's mask
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     width: int = 16  # refiner channels at full resolution
@@ -66,11 +66,16 @@ class Config:
     max_minutes: float = 0.0  # stop after this many wall minutes in this process (0: no limit)
     threads: int = 1  # torch CPU threads (other jobs share the machine)
     bf16: bool = False  # bfloat16 autocast for the refiner's training forward; only with native CPU bf16
+    p_mild: float = 0.0  # share of fresh pairs degraded by a milder recipe (every probability of the default
+    #                      DegradeConfig times mild_scale): scans that are mostly intact teach the refiner when to
+    #                      keep the scan's own detail, which the heavy default mixture rarely rewards
+    mild_scale: float = 0.3  # factor on the degradation probabilities for those pairs
+    init_from: str = ""  # a refine run folder (its best.pt) or checkpoint that starts a fresh run
 
     def __post_init__(self) -> None:
         if self.crop % 4 or self.val_size % 4:
             raise ValueError(f"crop and val_size must be multiples of 4, got {self.crop} and {self.val_size}")
-        if not 0 <= self.detector_share <= 1 or self.batch < 1 or self.buffer < 0:
+        if not (0 <= self.detector_share <= 1 and 0 <= self.p_mild <= 1) or self.batch < 1 or self.buffer < 0:
             raise ValueError(f"need 0 <= detector_share <= 1, batch >= 1, buffer >= 0, got {self}")
 
 
@@ -96,6 +101,15 @@ def make_pairs(restorer: Restorer, detector: Detector | None, x: torch.Tensor, y
     """(x, r, m, y): scan, its latent restoration with mask m, the mask, the clean photo (all (B, C, H, W))."""
     m = restorer_masks(restorer, detector, x, m_gt, use_detector, dilate_px)
     return x, restorer(x, m).clone(), m, y  # clone: a normal tensor, not an inference-mode one
+
+
+def mild_recipe(scale: float) -> degrade.DegradeConfig:
+    """The default degradation recipe with the probability of every step (p_*) multiplied by `scale`; the choices
+    within a step (p_scratch_bright, p_dust_bright, ...) stay."""
+    within = {"p_scratch_bright", "p_scratch_soft", "p_scratch_straight", "p_dust_bright", "p_damage_after_scan"}
+    base = degrade.DegradeConfig()
+    return replace(base, **{f.name: getattr(base, f.name) * scale for f in fields(base)
+                            if f.name.startswith("p_") and f.name not in within})
 
 
 def _lr_at(step: int, cfg: Config) -> float:
@@ -126,15 +140,17 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     model = build(ARCH, width=cfg.width).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
-    trainer = SupervisedRun(out, model, opt, rng, cfg, {"width": cfg.width}, log)
+    trainer = SupervisedRun(out, model, opt, rng, cfg, {"width": cfg.width}, log, cfg.init_from)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     trainer.write_config(ARCH, networks=_networks(restorer, detector),
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
-                               "degrade": asdict(degrade.DegradeConfig())},
+                               "degrade": asdict(degrade.DegradeConfig()), "p_mild": cfg.p_mild,
+                               "mild_degrade": asdict(mild_recipe(cfg.mild_scale))},
                          loss="L1(F(x, r, m), y) in RGB; r = G_Y(T(E_RX(x), m)) of the frozen networks")
     pool = PhotoPool(train_paths)
+    heavy, mild = degrade.DegradeConfig(), mild_recipe(cfg.mild_scale)
 
     x_val, y_val, m_val_gt = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
     everyone = torch.ones(len(x_val), dtype=torch.bool)
@@ -143,7 +159,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     log(f"refine: validation restorer alone PSNR luma {restored['psnr_y']:.2f} dB, SSIM {restored['ssim_y']:.3f}")
 
     def fresh_pairs(k: int) -> tuple[torch.Tensor, ...]:
-        x, y, m = pair_batch(pool, rng, k, cfg.crop)
+        recipe = mild if rng.random() < cfg.p_mild else heavy
+        x, y, m = pair_batch(pool, rng, k, cfg.crop, recipe)
         use_det = torch.from_numpy(rng.random(k) < cfg.detector_share)
         return make_pairs(restorer, detector, x, y, m, use_det, cfg.mask_dilate)
 

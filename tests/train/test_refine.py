@@ -108,3 +108,19 @@ def test_run_resume_export_and_restorer(weights, corpus, tmp_path):
     registry.entries.cache_clear()
     with pytest.raises(WeightsError, match="trained with mapping"):
         Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-t")
+
+
+def test_mild_recipe_scales_only_the_step_probabilities():
+    base, mild = refine.degrade.DegradeConfig(), refine.mild_recipe(0.5)
+    assert mild.p_fade == base.p_fade * 0.5 and mild.p_structured == base.p_structured * 0.5
+    assert mild.p_scratch_bright == base.p_scratch_bright and mild.scratch_width == base.scratch_width
+
+
+def test_mild_pairs_and_warm_start(weights, corpus, tmp_path):
+    first = refine.Config(**TINY, corpus=str(corpus), out=str(tmp_path / "a"), steps=2)
+    refine.run(first, lambda s: None)
+    msgs = []
+    second = dataclasses.replace(first, out=str(tmp_path / "b"), init_from=str(tmp_path / "a"), p_mild=1.0)
+    refine.run(second, msgs.append)
+    assert any("started from" in m for m in msgs)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["data"]["p_mild"] == 1.0
