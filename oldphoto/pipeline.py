@@ -49,6 +49,7 @@ WEIGHT_NAMES = {
     "vae1": "vae1-v1",  # encoder E_RX of the old-photo VAE
     "mapping": "mapping-v1",  # latent mapping T
     "vae2": "vae2-v1",  # decoder G_Y of the clean-photo VAE
+    "refiner": "refine-v1",  # image-space fusion of the scan and G_Y's output (trained on these three networks)
     "colorizer": "colorize-v1",
     "upscaler": "upscale-v1",  # one model with an x2 and an x4 head
 }
@@ -135,7 +136,7 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
     if cfg.only_mask:
         return models
     models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
-                                             device)
+                                             device, refiner=WEIGHT_NAMES["refiner"])
     if cfg.colorize:
         models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
     if cfg.upscale > 1:

@@ -471,6 +471,7 @@ def test_load_models_loads_what_the_config_needs(tmp_path, monkeypatch):
         WEIGHT_NAMES["vae1"]: ("vae", vae, {}),
         WEIGHT_NAMES["vae2"]: ("vae", vae, {}),
         WEIGHT_NAMES["mapping"]: ("mapping", {"latent": 8, "width": 16, "blocks_pre": 1, "blocks_post": 1}, {}),
+        WEIGHT_NAMES["refiner"]: ("refiner", {"width": 4}, {}),
         WEIGHT_NAMES["colorizer"]: ("colorizer_unet", {"channels": [4, 8, 8], "blocks": 1}, {"work_size": 64}),
         WEIGHT_NAMES["upscaler"]: ("upscaler", {"channels": 8, "layers": 2, "scales": [2, 4]}, {}),
     }
@@ -495,7 +496,7 @@ def test_load_models_loads_what_the_config_needs(tmp_path, monkeypatch):
         registry.entries.cache_clear()
         torch.set_num_threads(threads)
     assert full.upscaler.scale == 4 and full.colorizer.work_size == 64
-    assert d["restorer"]["name"] == "+".join(WEIGHT_NAMES[k] for k in ("vae1", "mapping", "vae2"))
+    assert d["restorer"]["name"] == "+".join(WEIGHT_NAMES[k] for k in ("vae1", "mapping", "vae2", "refiner"))
     assert d["detector"]["sha256"] == manifest["models"][WEIGHT_NAMES["detector"]]["sha256"]
     src = write_png(tmp_path / "ld.png", random_image(40, 60, 1, np.uint8))
     res = process_file(src, tmp_path / "out" / "ld", cfg(colorize=True, upscale=4), full)

@@ -225,8 +225,20 @@ def model_state(source: str | Path) -> dict:
     return ck
 
 
+def last_as_best(run_dir: str | Path, arch_kwargs: dict) -> dict:
+    """A supervised run's last state (ckpt.pt) in best.pt's layout, with its latest validation from log.jsonl: for
+    publishing the final weights when the run's own (small) validation set picked a worse step than a larger,
+    separate selection set did."""
+    run_dir = Path(run_dir)
+    ck = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+    vals = [r for r in JsonlLog(run_dir / "log.jsonl").read() if "val" in r and r["step"] <= ck["step"]]
+    return {"model": ck["model"], "step": ck["step"], "val": dict(vals[-1]["val"], step=vals[-1]["step"]) if vals else {},
+            "config": ck["config"], "arch_kwargs": dict(arch_kwargs), "history": ck.get("history", []),
+            "command": (ck.get("history") or [{}])[-1].get("command", ""), "wall": ck["wall"]}
+
+
 def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict], dict],
-                weights: Path | None = None) -> Path:
+                weights: Path | None = None, best: dict | None = None) -> Path:
     """Publish run_dir/best.pt as weights/<name>.pt with its MANIFEST.json entry; returns the file. Safe while the
     run is training (best.pt and ckpt.pt are replaced atomically).
 
@@ -234,7 +246,8 @@ def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict
     config.json), seed, step, steps trained, wall seconds and validation metrics, plus `extra(best)`.
     """
     run_dir = Path(run_dir)
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    if best is None:  # else a checkpoint in best.pt's layout, e.g. last_as_best(run_dir)
+        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     info = json.loads((run_dir / "config.json").read_text())
     ckpt = run_dir / "ckpt.pt"
     steps_trained = torch.load(ckpt, map_location="cpu", weights_only=True)["step"] if ckpt.is_file() else best["step"]

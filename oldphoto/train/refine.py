@@ -28,7 +28,7 @@ from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from . import degrade
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import SupervisedRun, export_best
+from .loop import SupervisedRun, export_best, last_as_best
 from .mapping import PairBuffer, quality
 from .pairs import pair_batch, stack_triples
 from .run_files import save_grid, warmup_linear_lr
@@ -197,11 +197,14 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                          lambda m, best: best is None or m["psnr_y"] > best["psnr_y"])
 
 
-def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = None) -> Path:
-    """Publish the run's best checkpoint as weights/<name>.pt with its MANIFEST.json entry; returns the file.
+def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = None, checkpoint: str = "best") -> Path:
+    """Publish the run's best (or, with checkpoint="last", its final) state as weights/<name>.pt with its
+    MANIFEST.json entry; returns the file.
 
     The meta names the frozen networks (with sha256) the refiner was trained on: Restorer.from_registry checks them.
     """
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "config.json").read_text())
     networks = info["networks"]
@@ -212,5 +215,6 @@ def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = 
     return export_best(run_dir, name, ARCH, lambda best: {
         **networks,
         "role": "image-space fusion after the latent restoration: out = r + a (x - r) + d",
-        "input": "x (B, 3, T, T) scan [0, 1], r (B, 3, T, T) restoration [0, 1], m (B, 1, T, T) {0, 1}; T % 4 == 0"},
-        weights)
+        "input": "x (B, 3, T, T) scan [0, 1], r (B, 3, T, T) restoration [0, 1], m (B, 1, T, T) {0, 1}; T % 4 == 0",
+        "checkpoint": checkpoint},
+        weights, last_as_best(run_dir, {"width": info["config"]["width"]}) if checkpoint == "last" else None)

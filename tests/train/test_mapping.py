@@ -121,7 +121,7 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
         assert [e.name for e in restorer.entries] == ["v1-t", "map-t", "v2-t"]
         out = restorer(torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32))
         assert out.shape == (2, 3, 32, 32)
-        summary = evaluate(EvalConfig(n=2, size=32, corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
+        summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
                                       vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
                                       out=str(tmp_path / "eval")), lambda m: None)
         assert {"degraded", "baseline", "vae2_ceiling", "full", "no_global", "no_mask"} <= set(summary["variants"])
@@ -164,21 +164,21 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
 
         cands = {"best": tmp_path / "map" / "best.pt", "last": tmp_path / "map" / "ckpt.pt",
                  "published": weights / "map-t.pt"}
-        res = compare_mappings(cands, EvalConfig(n=2, size=32, seed=3, corpus=str(vae_runs / "corpus"),
+        res = compare_mappings(cands, EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
                                                  val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
                                                  detector="det-t", threads=1))
         assert res["best"] == res["published"]  # export published best.pt
         assert all(set(res[k]) == {"gt_mask", "detector_mask"} for k in cands)
         from oldphoto.train.evaluate_restore import sweep_mask_threshold
 
-        sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, seed=3, corpus=str(vae_runs / "corpus"),
+        sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
                                                            val_fraction=0.3, vae1="v1-t", mapping="map-t",
                                                            vae2="v2-t", detector="det-t", threads=1))
         assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
         from oldphoto.train.evaluate_restore import select_mapping_and_threshold
 
         both = select_mapping_and_threshold({"best": cands["best"], "last": cands["last"]}, [0.2, 0.8],
-                                            EvalConfig(n=2, size=32, seed=3, corpus=str(vae_runs / "corpus"),
+                                            EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
                                                        val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
                                                        detector="det-t", threads=1))
         assert both["chosen"]["candidate"] in ("best", "last") and both["chosen"]["threshold"] in (0.2, 0.8)

@@ -80,6 +80,12 @@ def test_run_resume_export_and_restorer(weights, corpus, tmp_path):
     info = json.loads((tmp_path / "run" / "config.json").read_text())
     assert info["networks"]["mapping"]["sha256"] == registry.get("map-t").sha256
 
+    refine.export(tmp_path / "run", "ref-t", weights, checkpoint="last")
+    registry.entries.cache_clear()
+    meta = registry.get("ref-t").meta
+    assert meta["step"] == 3 and meta["checkpoint"] == "last" and "psnr_y" in meta["validation"]
+    last = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, registry.load("ref-t").state_dict()[k]) for k, v in last.items())
     refine.export(tmp_path / "run", "ref-t", weights)
     registry.entries.cache_clear()
     meta = registry.get("ref-t").meta
