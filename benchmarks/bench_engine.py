@@ -170,7 +170,9 @@ def build_models(mode: str, device):
     vae1, e1 = load("vae1", "vae")
     mapping, em = load("mapping", "mapping")
     vae2, e2 = load("vae2", "vae")
-    models.restorer = Restorer(vae1.encoder, mapping, vae2.decoder, tuple(e for e in (e1, em, e2) if e))
+    refiner, er = load("refiner", "refiner")
+    models.restorer = Restorer(vae1.encoder, mapping, vae2.decoder, tuple(e for e in (e1, em, e2, er) if e),
+                               refiner=refiner)
     if mode == "upscale2":
         up, up_entry = load("upscaler", "upscaler")
         models.upscaler = Upscaler(up, 2, up_entry)
