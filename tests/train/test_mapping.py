@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from oldphoto import registry
 from oldphoto.archs import build
@@ -17,6 +16,8 @@ from oldphoto.stages.restore import Restorer
 from oldphoto.train import mapping, vae
 from oldphoto.train.evaluate_restore import EvalConfig, evaluate
 from oldphoto.train.run_files import export_weights
+
+from latent_corpus import write_gradient_corpus  # tests/train is on sys.path (pytest rootdir import mode)
 
 VAE_TINY = dict(latent=8, width=16, half_width=8, blocks=1, disc_width=8, crop=32, batch=2, val_n=2, val_size=32,
                 val_every=2, log_every=1, minutes=0, threads=1, val_fraction=0.3, steps=1)
@@ -27,13 +28,7 @@ MAP_TINY = dict(width=16, blocks_pre=1, blocks_post=1, disc_width=8, crop=32, ba
 @pytest.fixture(scope="module")
 def vae_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:64, 0:80].astype(np.float32)
-    for i in range(4):
-        img = np.stack([xx * (2 + i), yy * 3 + 30 * i, (xx + yy) * 1.5], -1) % 256 + rng.normal(0, 5, (64, 80, 3))
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(corpus / f"p{i}.jpg", quality=95)
+    corpus = write_gradient_corpus(root / "corpus")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     for which in ("vae1", "vae2"):

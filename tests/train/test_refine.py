@@ -6,10 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from oldphoto import registry
 from oldphoto.archs import build
@@ -18,6 +16,8 @@ from oldphoto.stages.restore import Restorer
 from oldphoto.train import refine
 from oldphoto.train.evaluate_restore import EvalConfig, evaluate
 from oldphoto.train.run_files import export_weights
+
+from latent_corpus import write_gradient_corpus  # tests/train is on sys.path (pytest rootdir import mode)
 
 SMALL_VAE = dict(latent=8, width=16, half_width=8, blocks=1)
 SMALL_MAP = dict(latent=8, width=16, blocks_pre=1, blocks_post=1)
@@ -46,14 +46,7 @@ def weights(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:64, 0:80].astype(np.float32)
-    for i in range(4):
-        img = np.stack([xx * (2 + i), yy * 3 + 30 * i, (xx + yy) * 1.5], -1) % 256 + rng.normal(0, 5, (64, 80, 3))
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / f"p{i}.jpg", quality=95)
-    return root
+    return write_gradient_corpus(tmp_path / "corpus")
 
 
 def test_restorer_masks_mix_detector_and_ground_truth(weights):
