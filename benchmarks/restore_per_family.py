@@ -18,11 +18,10 @@ import torch
 
 from oldphoto.stages.restore import Restorer
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
-from oldphoto.train.degrade import DegradeConfig
 from oldphoto.train.mapping import quality
 from oldphoto.train.pairs import stack_triples
+from oldphoto.train.refine import mild_recipe
 
-WITHIN = {"p_scratch_bright", "p_scratch_soft", "p_scratch_straight", "p_dust_bright", "p_damage_after_scan"}
 FAMILIES = {
     "fade": ["p_fade"], "cast+desat": ["p_color_cast", "p_desaturate"], "toned": ["p_toned"], "stain": ["p_stain"],
     "exposure": ["p_exposure"], "grain": ["p_grain"], "blur": ["p_blur"], "noise": ["p_noise"],
@@ -43,11 +42,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     restorer = Restorer.from_registry("vae1-v1", "mapping-v1", "vae2-v1", refiner=args.refiner or None)
     _, val = split_corpus(corpus_dir(), 0.15, 0)
-    off = {f.name: 0.0 for f in dataclasses.fields(DegradeConfig) if f.name.startswith("p_") and f.name not in WITHIN}
+    off = mild_recipe(0.0)  # every step off; the choices within a step stay
     table = {}
     for name, on in {"none (clean crop)": [], **FAMILIES}.items():
         x, y, m = stack_triples(validation_set(val, args.crops, 256, args.seed,
-                                               DegradeConfig(**{**off, **{p: 1.0 for p in on}})))
+                                               dataclasses.replace(off, **{p: 1.0 for p in on})))
         out = torch.cat([restorer(x[i:i + 8], m[i:i + 8]) for i in range(0, len(x), 8)])
         scan = None if not on else round(quality(x, y)["psnr_y"], 2)
         table[name] = {"scan": scan, "restored": round(quality(out, y)["psnr_y"], 2)}

@@ -26,6 +26,10 @@ from .degrade_structured import damage
 from .degrade_unstructured import age_print, scan
 
 MIN_SIDE = 16  # smaller crops cannot hold the defects meaningfully
+# p_* fields of DegradeConfig that choose *how* a step looks (bright or dark, soft, straight, before or after the
+# scan) rather than whether it happens; scaling a recipe's probabilities leaves these alone
+WITHIN_STEP = frozenset({"p_scratch_bright", "p_scratch_soft", "p_scratch_straight", "p_dust_bright",
+                         "p_damage_after_scan"})
 
 
 @dataclass(frozen=True)

@@ -106,10 +106,9 @@ def make_pairs(restorer: Restorer, detector: Detector | None, x: torch.Tensor, y
 def mild_recipe(scale: float) -> degrade.DegradeConfig:
     """The default degradation recipe with the probability of every step (p_*) multiplied by `scale`; the choices
     within a step (p_scratch_bright, p_dust_bright, ...) stay."""
-    within = {"p_scratch_bright", "p_scratch_soft", "p_scratch_straight", "p_dust_bright", "p_damage_after_scan"}
     base = degrade.DegradeConfig()
     return replace(base, **{f.name: getattr(base, f.name) * scale for f in fields(base)
-                            if f.name.startswith("p_") and f.name not in within})
+                            if f.name.startswith("p_") and f.name not in degrade.WITHIN_STEP})
 
 
 def _lr_at(step: int, cfg: Config) -> float:
@@ -143,14 +142,13 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     trainer = SupervisedRun(out, model, opt, rng, cfg, {"width": cfg.width}, log, cfg.init_from)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
+    heavy, mild = degrade.DegradeConfig(), mild_recipe(cfg.mild_scale)
     trainer.write_config(ARCH, networks=_networks(restorer, detector),
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
-                               "degrade": asdict(degrade.DegradeConfig()), "p_mild": cfg.p_mild,
-                               "mild_degrade": asdict(mild_recipe(cfg.mild_scale))},
+                               "degrade": asdict(heavy), "p_mild": cfg.p_mild, "mild_degrade": asdict(mild)},
                          loss="L1(F(x, r, m), y) in RGB; r = G_Y(T(E_RX(x), m)) of the frozen networks")
     pool = PhotoPool(train_paths)
-    heavy, mild = degrade.DegradeConfig(), mild_recipe(cfg.mild_scale)
 
     x_val, y_val, m_val_gt = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
     everyone = torch.ones(len(x_val), dtype=torch.bool)
