@@ -34,9 +34,9 @@ def _check_trained_with(entry: WeightsEntry, parts: dict[str, WeightsEntry], fix
 class Restorer:
     """Wraps the three networks: encoder E_RX of VAE1, mapping T, decoder G_Y of VAE2, and optionally the refiner.
 
-    `entries` lists the registry entries (VAE1, mapping, VAE2, and the refiner when loaded) for the report. A tile whose three channels are
-    equal (a grayscale scan fed as RGB) comes back gray: the networks' small colour drift is averaged away, so
-    the stage never invents colour.
+    `entries` lists the registry entries (VAE1, mapping, VAE2, and the refiner when loaded) for the report. A
+    tile whose three channels are equal (a grayscale scan fed as RGB) comes back gray: the networks' small colour
+    drift is averaged away, so the stage never invents colour.
     """
 
     def __init__(self, encoder: torch.nn.Module, mapping: torch.nn.Module, decoder: torch.nn.Module,
