@@ -20,6 +20,25 @@ from . import register
 from .global_context import GlobalContext
 
 
+LOW_SIGMA = 2.0  # px: the latent path (1/4 resolution) keeps roughly what survives this blur
+
+
+def _gaussian_taps(sigma: float) -> torch.Tensor:
+    radius = int(3 * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def low_band(d: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of d (B, C, H, W), edges replicated; taps (K,) of odd length."""
+    c, pad = d.shape[1], taps.numel() // 2
+    kh = taps.to(d.dtype).view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    kw = taps.to(d.dtype).view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    d = F.conv2d(F.pad(d, (0, 0, pad, pad), mode="replicate"), kh, groups=c)
+    return F.conv2d(F.pad(d, (pad, pad, 0, 0), mode="replicate"), kw, groups=c)
+
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True))
 
@@ -28,15 +47,18 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class Refiner(nn.Module):
     """A three-level encoder-decoder (full, 1/2, 1/4 resolution) with additive skips and tile-wide context at 1/4.
 
-    width: channels at full resolution (2x, 4x at the coarser levels). The output head starts at zero with the
-    gate closed (a = sigmoid(-4) ~ 0.02), so an untrained refiner passes the restoration through nearly as is.
+    width: channels at full resolution (2x, 4x at the coarser levels). bands: separate gates for the low and
+    high band of x - r (see the module docstring). The output head starts at zero with the gates closed
+    (a = sigmoid(-4) ~ 0.02, a_hi = 2 sigmoid(-4)), so an untrained refiner passes the restoration through nearly
+    as is.
     """
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, bands: bool = False):
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.width = width
+        self.width, self.bands = width, bool(bands)
+        gates = 2 if self.bands else 1
         c1, c2, c3 = width, 2 * width, 4 * width
         self.inc = nn.Sequential(_conv(7, c1), _conv(c1, c1))
         self.down1 = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2))
@@ -44,10 +66,12 @@ class Refiner(nn.Module):
         self.context = GlobalContext(c3)
         self.up2 = _conv(c3, c2)
         self.up1 = _conv(c2, c1)
-        self.head = nn.Conv2d(c1, 4, 3, padding=1)
+        self.head = nn.Conv2d(c1, gates + 3, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
-            self.head.bias.copy_(torch.tensor([-4.0, 0.0, 0.0, 0.0]))
+            self.head.bias.copy_(torch.tensor([-4.0] * gates + [0.0, 0.0, 0.0]))
+        # not a parameter and not saved: weights files stay the state of the trained layers only
+        self.register_buffer("taps", _gaussian_taps(LOW_SIGMA), persistent=False)
 
     def forward(self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -63,8 +87,13 @@ class Refiner(nn.Module):
         f3 = f3 * (1 + gamma) + beta
         u2 = self.up2(F.interpolate(f3, scale_factor=2, mode="bilinear", align_corners=False)) + f2
         u1 = self.up1(F.interpolate(u2, scale_factor=2, mode="bilinear", align_corners=False)) + f1
-        gate, residual = self.head(u1).split([1, 3], dim=1)
-        return r + torch.sigmoid(gate) * (x - r) + residual
+        if not self.bands:
+            gate, residual = self.head(u1).split([1, 3], dim=1)
+            return r + torch.sigmoid(gate) * (x - r) + residual
+        g_lo, g_hi, residual = self.head(u1).split([1, 1, 3], dim=1)
+        diff = x - r
+        low = low_band(diff.float(), self.taps).to(diff.dtype)
+        return r + torch.sigmoid(g_lo) * low + 2 * torch.sigmoid(g_hi) * (diff - low) + residual
 
     def arch_kwargs(self) -> dict:
-        return {"width": self.width}
+        return {"width": self.width, "bands": self.bands} if self.bands else {"width": self.width}

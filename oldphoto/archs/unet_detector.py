@@ -2,6 +2,10 @@
 
 Input (B, 1 or 3, H, W) float in [0, 1]; output logits (B, 1, H, W) (sigmoid gives the defect probability).
 Any H, W: the input is padded (replicate) to a multiple of 2**(levels-1) and the output cropped back.
+
+With chroma=True the network also sees two colour-difference planes (B - Y, R - Y; zero for gray input):
+scratches, dust and tears show the paper or the scan bed, which is nearly neutral, where a bright or dark content
+edge of the same shape usually has a colour of its own.
 """
 
 from __future__ import annotations
@@ -50,16 +54,19 @@ class UNetDetector(nn.Module):
 
     channels: feature width per level, finest first (the finest level runs at full resolution).
     blocks: 3x3 convs per encoder level (the decoder uses one fewer at full resolution where it is costliest).
+    chroma: also take the colour-difference planes (see the module docstring).
     """
 
-    def __init__(self, channels: tuple[int, ...] | list[int] = (12, 24, 48, 96, 128), blocks: int = 2):
+    def __init__(self, channels: tuple[int, ...] | list[int] = (12, 24, 48, 96, 128), blocks: int = 2,
+                 chroma: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(f"channels needs >= 2 positive widths, got {channels}")
-        self.channels = channels
+        self.channels, self.chroma = channels, bool(chroma)
         self.enc = nn.ModuleList(
-            [ConvBlock(1 if i == 0 else channels[i - 1], c, blocks) for i, c in enumerate(channels)]
+            [ConvBlock((3 if self.chroma else 1) if i == 0 else channels[i - 1], c, blocks)
+             for i, c in enumerate(channels)]
         )
         self.dec = nn.ModuleList(
             [Up(channels[i + 1], channels[i], 1 if i == 0 else blocks) for i in range(len(channels) - 1)]
@@ -74,9 +81,12 @@ class UNetDetector(nn.Module):
         """x: (B, 1|3, H, W) float in [0, 1] -> logits (B, 1, H, W)."""
         if x.dim() != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"expected (B, 1 or 3, H, W) in [0, 1], got shape {tuple(x.shape)}")
-        if x.shape[1] == 3:
-            x = luma(x)  # gamma-encoded Rec. 601 luma: scratches show as they look on the print
-        x = x * 2 - 1
+        y = luma(x) if x.shape[1] == 3 else x  # gamma-encoded Rec. 601 luma: scratches show as they look on the print
+        if self.chroma:
+            diff = (x[:, [2, 0]] - y) if x.shape[1] == 3 else torch.zeros_like(y).expand(-1, 2, -1, -1)
+            x = torch.cat([y * 2 - 1, diff * 2], 1)
+        else:
+            x = y * 2 - 1
         h, w = x.shape[-2:]
         m = self.multiple
         ph, pw = (-h) % m, (-w) % m
@@ -91,3 +101,15 @@ class UNetDetector(nn.Module):
         for i in reversed(range(len(self.dec))):
             x = self.dec[i](x, skips[i])
         return self.head(x)[..., :h, :w]
+
+
+def widen_to_chroma(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A luma-only detector's state -> the same detector with chroma inputs whose weights start at zero, so the
+    widened network computes exactly what the luma one did and fine-tuning starts from it."""
+    key = "enc.0.0.weight"
+    w = state[key]
+    if w.shape[1] == 3:
+        return dict(state)
+    if w.shape[1] != 1:
+        raise ValueError(f"widen_to_chroma: expected a first conv of 1 input channel, got {tuple(w.shape)}")
+    return {**state, key: torch.cat([w, torch.zeros_like(w).expand(-1, 2, -1, -1)], 1)}

@@ -18,7 +18,7 @@ a low-opacity line that stands out on a dark area is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -30,6 +30,17 @@ MIN_SIDE = 16  # smaller crops cannot hold the defects meaningfully
 # scan) rather than whether it happens; scaling a recipe's probabilities leaves these alone
 WITHIN_STEP = frozenset({"p_scratch_bright", "p_scratch_soft", "p_scratch_straight", "p_dust_bright",
                          "p_damage_after_scan"})
+
+# the recipe's families of degradation, each named by the p_* fields that switch it on (structured ones also need
+# p_structured); family_recipe() makes a recipe of some of them alone
+FAMILIES = {
+    "fade": ("p_fade",), "cast+desat": ("p_color_cast", "p_desaturate"), "toned": ("p_toned",),
+    "stain": ("p_stain",), "exposure": ("p_exposure",), "grain": ("p_grain",), "blur": ("p_blur",),
+    "noise": ("p_noise",), "resample": ("p_resample",), "jpeg": ("p_jpeg",),
+    "scratch": ("p_structured", "p_scratch"), "dust": ("p_structured", "p_dust"),
+    "blotch+tear+crease": ("p_structured", "p_blotch", "p_tear", "p_crease"),
+    "texture": ("p_structured", "p_texture"),
+}
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,22 @@ class DegradeConfig:
             raise ValueError(f"jpeg_quality must be within [1, 100], got {self.jpeg_quality}")
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
+
+
+def scaled_recipe(scale: float, base: "DegradeConfig | None" = None) -> DegradeConfig:
+    """`base` (default: the default recipe) with the probability of every step (p_*) multiplied by `scale`; the
+    choices within a step (WITHIN_STEP: bright or dark, soft, straight, before or after the scan) stay."""
+    base = DegradeConfig() if base is None else base
+    return replace(base, **{f.name: getattr(base, f.name) * scale for f in fields(base)
+                            if f.name.startswith("p_") and f.name not in WITHIN_STEP})
+
+
+def family_recipe(*names: str) -> DegradeConfig:
+    """Only the named FAMILIES, each for certain (its p_* set to 1); every other step off. No name: a clean crop."""
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown degradation families {unknown}; known: {sorted(FAMILIES)}")
+    return replace(scaled_recipe(0.0), **{p: 1.0 for n in names for p in FAMILIES[n]})
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from .. import registry
 from ..archs import build
+from ..archs.unet_detector import widen_to_chroma
 from ..ops.masks import tophat_response
 from . import data, degrade
 from .loop import SupervisedRun, finish_evaluation, load_run_best
@@ -71,9 +72,12 @@ class Config:
     channels_last: bool = True  # NHWC tensors: oneDNN convs ~25% faster on this CPU, same numbers
     bf16: bool = False  # bfloat16 autocast for the training forward (weights, loss, validation stay float32); only
     #                    where the CPU has native bf16 (AVX512-BF16 / AMX): emulated, it is ~5x slower
+    chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
+    #                       detector starts with their weights at zero, i.e. exactly where that detector was
 
     def arch_kwargs(self) -> dict:
-        return {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)], "blocks": self.blocks}
+        kw = {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)], "blocks": self.blocks}
+        return {**kw, "chroma": True} if self.chroma else kw
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     model = build(ARCH, **cfg.arch_kwargs()).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from)
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from,
+                            widen_to_chroma if cfg.chroma else None)
     trainer.write_config(ARCH, degrade=asdict(degrade.DegradeConfig()))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)

@@ -32,13 +32,15 @@ class SupervisedRun:
     """A resumable run in folder `out` for `model` trained by `opt`; `cfg` is the run's frozen config dataclass
     and must have steps, val_every, ckpt_minutes, max_minutes and threads.
 
-    A fresh run (no ckpt.pt) starts from `init_from` when given (see model_state). After construction, `resumed`
+    A fresh run (no ckpt.pt) starts from `init_from` when given (see model_state), its state passed through
+    `init_adapt` when given (e.g. to widen an input layer). After construction, `resumed`
     tells whether ckpt.pt was loaded; `history` lists every start of the run ({"from_step", "command", "config"}),
     so a run resumed with other settings stays reproducible.
     """
 
     def __init__(self, out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
-                 cfg: Any, arch_kwargs: dict, log: Callable[[str], None], init_from: str | Path = ""):
+                 cfg: Any, arch_kwargs: dict, log: Callable[[str], None], init_from: str | Path = "",
+                 init_adapt: Callable[[dict], dict] | None = None):
         self.out, self.model, self.opt, self.rng, self.cfg = Path(out), model, opt, rng, cfg
         self.arch_kwargs, self.log = dict(arch_kwargs), log
         self.out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,8 @@ class SupervisedRun:
             self.history = ck.get("history", [])
             log(f"resumed from {self.ckpt_path} at step {self.step}")
         elif init_from:
-            model.load_state_dict(model_state(init_from))
+            state = model_state(init_from)
+            model.load_state_dict(init_adapt(state) if init_adapt else state)
             log(f"started from {init_from}")
         self.command = " ".join(sys.argv)  # this process's; best.pt may come from an earlier start
         self.history.append({"from_step": self.step, "command": self.command, "config": asdict(cfg)})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .. import registry
 from ..archs import build
+from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
@@ -30,6 +31,7 @@ from . import degrade
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import SupervisedRun, export_best, last_as_best
 from .mapping import PairBuffer, quality
+from .metrics import ssim
 from .pairs import pair_batch, stack_triples
 from .run_files import save_grid, warmup_linear_lr
 
@@ -70,13 +72,20 @@ class Config:
     #                      DegradeConfig times mild_scale): scans that are mostly intact teach the refiner when to
     #                      keep the scan's own detail, which the heavy default mixture rarely rewards
     mild_scale: float = 0.3  # factor on the degradation probabilities for those pairs
+    p_family: float = 0.0  # share of fresh pairs with one family of the recipe alone (degrade.FAMILIES, or none:
+    #                        a clean crop), so every kind of scan, mildly damaged ones included, is seen on its own
+    ssim_weight: float = 0.0  # adds ssim_weight * (1 - SSIM on luma) to the L1: keeping the scan's detail also keeps its
+    #                           noise, which L1 alone barely penalises and SSIM does
+    bands: bool = False  # refiner with separate gates for the low and high band of x - r (archs/refiner.py)
     init_from: str = ""  # a refine run folder (its best.pt) or checkpoint that starts a fresh run
 
     def __post_init__(self) -> None:
         if self.crop % 4 or self.val_size % 4:
             raise ValueError(f"crop and val_size must be multiples of 4, got {self.crop} and {self.val_size}")
-        if not (0 <= self.detector_share <= 1 and 0 <= self.p_mild <= 1) or self.batch < 1 or self.buffer < 0:
-            raise ValueError(f"need 0 <= detector_share <= 1, batch >= 1, buffer >= 0, got {self}")
+        if not (0 <= self.detector_share <= 1 and 0 <= self.p_mild <= 1 and 0 <= self.p_family <= 1
+                and self.p_mild + self.p_family <= 1) or self.batch < 1 or self.buffer < 0 or self.ssim_weight < 0:
+            raise ValueError(f"need 0 <= detector_share <= 1, p_mild, p_family >= 0 with p_mild + p_family <= 1, "
+                             f"batch >= 1, buffer >= 0, ssim_weight >= 0, got {self}")
 
 
 def _frozen(cfg: Config) -> tuple[Restorer, Detector | None]:
@@ -103,12 +112,8 @@ def make_pairs(restorer: Restorer, detector: Detector | None, x: torch.Tensor, y
     return x, restorer(x, m).clone(), m, y  # clone: a normal tensor, not an inference-mode one
 
 
-def mild_recipe(scale: float) -> degrade.DegradeConfig:
-    """The default degradation recipe with the probability of every step (p_*) multiplied by `scale`; the choices
-    within a step (p_scratch_bright, p_dust_bright, ...) stay."""
-    base = degrade.DegradeConfig()
-    return replace(base, **{f.name: getattr(base, f.name) * scale for f in fields(base)
-                            if f.name.startswith("p_") and f.name not in degrade.WITHIN_STEP})
+def _arch_kwargs(cfg: Config) -> dict:
+    return {"width": cfg.width, "bands": True} if cfg.bands else {"width": cfg.width}
 
 
 def _lr_at(step: int, cfg: Config) -> float:
@@ -136,18 +141,22 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                 raise ValueError(f"{out} was started on {key} {started[key]['name']}, not {getattr(cfg, key)}")
     restorer, detector = _frozen(cfg)
     torch.manual_seed(cfg.seed)
-    model = build(ARCH, width=cfg.width).to(memory_format=torch.channels_last)
+    arch_kwargs = _arch_kwargs(cfg)
+    model = build(ARCH, **arch_kwargs).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
-    trainer = SupervisedRun(out, model, opt, rng, cfg, {"width": cfg.width}, log, cfg.init_from)
+    trainer = SupervisedRun(out, model, opt, rng, cfg, arch_kwargs, log, cfg.init_from)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
-    heavy, mild = degrade.DegradeConfig(), mild_recipe(cfg.mild_scale)
+    heavy, mild = degrade.DegradeConfig(), degrade.scaled_recipe(cfg.mild_scale)
     trainer.write_config(ARCH, networks=_networks(restorer, detector),
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
-                               "degrade": asdict(heavy), "p_mild": cfg.p_mild, "mild_degrade": asdict(mild)},
-                         loss="L1(F(x, r, m), y) in RGB; r = G_Y(T(E_RX(x), m)) of the frozen networks")
+                               "degrade": asdict(heavy), "p_mild": cfg.p_mild, "mild_degrade": asdict(mild),
+                               "p_family": cfg.p_family, "families": {"": [], **degrade.FAMILIES}},
+                         loss="L1(F(x, r, m), y) in RGB"
+                         + (f" + {cfg.ssim_weight} (1 - SSIM on luma)" if cfg.ssim_weight else "")
+                         + "; r = G_Y(T(E_RX(x), m)) of the frozen networks")
     pool = PhotoPool(train_paths)
 
     x_val, y_val, m_val_gt = stack_triples(validation_set(val_paths, cfg.val_n, cfg.val_size, cfg.val_seed))
@@ -157,7 +166,15 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     log(f"refine: validation restorer alone PSNR luma {restored['psnr_y']:.2f} dB, SSIM {restored['ssim_y']:.3f}")
 
     def fresh_pairs(k: int) -> tuple[torch.Tensor, ...]:
-        recipe = mild if rng.random() < cfg.p_mild else heavy
+        u = rng.random()
+        if u < cfg.p_mild:
+            recipe = mild
+        elif u < cfg.p_mild + cfg.p_family:
+            names = [""] + list(degrade.FAMILIES)  # "": a clean crop
+            name = names[rng.integers(len(names))]
+            recipe = degrade.family_recipe(*([name] if name else []))
+        else:
+            recipe = heavy
         x, y, m = pair_batch(pool, rng, k, cfg.crop, recipe)
         use_det = torch.from_numpy(rng.random(k) < cfg.detector_share)
         return make_pairs(restorer, detector, x, y, m, use_det, cfg.mask_dilate)
@@ -176,7 +193,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = model(x.contiguous(memory_format=cl), r.contiguous(memory_format=cl), m.contiguous(memory_format=cl))
         l1 = F.l1_loss(pred.float(), y)
-        return {"l1": l1, "total": l1}, {"sec_data": round(t_data, 3)}
+        terms = {"l1": l1, "total": l1}
+        if cfg.ssim_weight > 0:
+            terms["ssim"] = ssim(luma(pred.float()), luma(y)).mean()
+            terms["total"] = l1 + cfg.ssim_weight * (1 - terms["ssim"])
+        return terms, {"sec_data": round(t_data, 3)}
 
     @torch.no_grad()
     def on_validation(step: int, terms: dict) -> dict:
@@ -215,4 +236,4 @@ def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = 
         "role": "image-space fusion after the latent restoration: out = r + a (x - r) + d",
         "input": "x (B, 3, T, T) scan [0, 1], r (B, 3, T, T) restoration [0, 1], m (B, 1, T, T) {0, 1}; T % 4 == 0",
         "checkpoint": checkpoint},
-        weights, last_as_best(run_dir, {"width": info["config"]["width"]}) if checkpoint == "last" else None)
+        weights, last_as_best(run_dir, _arch_kwargs(Config(**info["config"]))) if checkpoint == "last" else None)

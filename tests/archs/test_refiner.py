@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from oldphoto.archs import build
+from oldphoto.archs import build, refiner
 
 
 def test_untrained_refiner_passes_the_restoration_through():
@@ -28,3 +28,40 @@ def test_rejects_bad_shapes_with_the_shape_in_the_message(shape):
     x = torch.rand(*shape)
     with pytest.raises(ValueError, match=str(tuple(shape))):
         model(x, x, torch.zeros(1, 1, *shape[2:]))
+
+
+def _set_gates(model, lo: float, hi: float) -> None:
+    with torch.no_grad():
+        model.head.bias[0], model.head.bias[1] = lo, hi
+
+
+def test_banded_refiner_starts_near_the_restoration_and_keeps_its_kwargs():
+    torch.manual_seed(0)
+    model = build("refiner", width=4, bands=True).eval()
+    assert model.arch_kwargs() == {"width": 4, "bands": True}
+    assert build("refiner", width=4).arch_kwargs() == {"width": 4}  # files of the one-gate refiner load as they were
+    x, r = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    out = model(x, r, torch.zeros(2, 1, 32, 32))
+    assert (out - r).abs().max() < 2 * 2 * float(torch.sigmoid(torch.tensor(-4.0)))
+
+
+def test_banded_gates_split_tone_and_detail():
+    model = build("refiner", width=4, bands=True).eval()
+    x, r, m = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+    _set_gates(model, 30.0, 0.0)  # a_lo = 1, a_hi = 2 sigmoid(0) = 1: both bands of the scan
+    assert torch.allclose(model(x, r, m), x, atol=1e-5)
+    _set_gates(model, 30.0, -30.0)  # the scan's tone, the restoration's detail
+    low = refiner.low_band(x - r, model.taps)
+    assert torch.allclose(model(x, r, m), r + low, atol=1e-5)
+    _set_gates(model, -30.0, 30.0)  # the restoration's tone, the scan's detail twice (undoing a 2x contrast loss)
+    assert torch.allclose(model(x, r, m), r + 2 * (x - r - low), atol=1e-5)
+
+
+def test_low_band_keeps_flat_fields_and_smooths_detail():
+    taps = refiner._gaussian_taps(refiner.LOW_SIGMA)
+    assert taps.numel() % 2 == 1 and abs(float(taps.sum()) - 1) < 1e-6
+    flat = torch.full((1, 3, 20, 24), 0.3)
+    assert torch.allclose(refiner.low_band(flat, taps), flat, atol=1e-6)
+    checker = (torch.arange(24).view(1, -1) + torch.arange(20).view(-1, 1)) % 2
+    d = checker.float().expand(1, 3, -1, -1)
+    assert float(refiner.low_band(d, taps).std()) < 0.05 * float(d.std())

@@ -33,3 +33,30 @@ def test_interior_response_does_not_depend_on_the_crop_origin():
 def test_rejects_wrong_channel_count_with_shape_in_message():
     with pytest.raises(ValueError, match=r"\(1, 2, 8, 8\)"):
         _net()(torch.rand(1, 2, 8, 8))
+
+
+def test_chroma_detector_sees_colour_and_zero_chroma_for_gray():
+    torch.manual_seed(0)
+    net = build("unet_detector", channels=(4, 8, 8), blocks=1, chroma=True).eval()
+    gray = torch.rand(1, 1, 32, 32)
+    neutral = torch.rand(1, 3, 32, 32)
+    tinted = neutral.clone()
+    tinted[:, 0] += 0.1
+    tinted[:, 2] -= 0.1 * 0.299 / 0.114  # same luma, other colour
+    with torch.no_grad():
+        assert torch.allclose(net(gray), net(gray.expand(1, 3, 32, 32)), atol=1e-5)
+        assert not torch.allclose(net(neutral), net(tinted), atol=1e-3)
+
+
+def test_widening_a_luma_detector_keeps_its_output_exactly():
+    from oldphoto.archs.unet_detector import widen_to_chroma
+    torch.manual_seed(0)
+    luma_net = build("unet_detector", channels=(4, 8, 8), blocks=1).eval()
+    wide = build("unet_detector", channels=(4, 8, 8), blocks=1, chroma=True).eval()
+    wide.load_state_dict(widen_to_chroma(luma_net.state_dict()))
+    x = torch.rand(2, 3, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(luma_net(x), wide(x))
+    assert widen_to_chroma(wide.state_dict())["enc.0.0.weight"].shape[1] == 3  # already wide: unchanged
+    with pytest.raises(ValueError, match=r"\(4, 2, 3, 3\)"):
+        widen_to_chroma({"enc.0.0.weight": torch.zeros(4, 2, 3, 3)})

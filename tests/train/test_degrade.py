@@ -6,7 +6,8 @@ import pytest
 
 from oldphoto.train import degrade_structured as ds
 from oldphoto.train import degrade_unstructured as du
-from oldphoto.train.degrade import DegradeConfig, Degraded, degrade, structured_defects
+from oldphoto.train.degrade import (FAMILIES, WITHIN_STEP, DegradeConfig, Degraded, degrade, family_recipe,
+                                    scaled_recipe, structured_defects)
 
 # every random op off: a baseline to switch single ops on
 NOTHING = DegradeConfig(
@@ -93,6 +94,35 @@ def test_all_ops_off_is_identity():
     x = photo()
     d = degrade(x, rng(3), NOTHING)
     assert np.array_equal(d.image, x) and not d.mask.any() and d.gray is False
+
+
+def test_no_family_is_the_identity_and_keeps_the_within_step_choices():
+    clean = family_recipe()
+    assert clean == replace(NOTHING, **{f: getattr(DegradeConfig(), f) for f in WITHIN_STEP})
+    x = photo()
+    assert np.array_equal(degrade(x, rng(5), clean).image, x)
+
+
+def test_scaled_recipe_scales_only_the_step_probabilities():
+    base, half = DegradeConfig(), scaled_recipe(0.5)
+    assert half.p_fade == base.p_fade * 0.5 and half.p_structured == base.p_structured * 0.5
+    assert half.p_scratch_bright == base.p_scratch_bright and half.scratch_width == base.scratch_width
+    assert scaled_recipe(2.0, half) == base
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_each_family_alone_switches_on_exactly_its_steps(name):
+    cfg = family_recipe(name)
+    on = {f for f in vars(cfg) if f.startswith("p_") and f not in WITHIN_STEP and getattr(cfg, f) > 0}
+    assert on == set(FAMILIES[name])
+    x = photo()
+    changed = [not np.array_equal(degrade(x, rng(s), cfg).image, x) for s in range(3)]
+    assert any(changed)
+
+
+def test_unknown_family_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown degradation families.*'jpeg'"):
+        family_recipe("jpeg", "sepia")
 
 
 # ---------------------------------------------------------------- mask

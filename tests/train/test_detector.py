@@ -141,3 +141,19 @@ def test_validation_curve_and_notes_reach_the_manifest(tiny_run, corpus, tmp_pat
     meta = json.loads((tmp_path / "MANIFEST.json").read_text())["models"]["det-notes"]["meta"]
     assert meta["notes"]["loss_comparison"]["hed"] == {str(k): v for k, v in curve.items()}
     assert meta["history"] and meta["history"][0]["from_step"] == 0
+
+
+def test_chroma_run_starts_exactly_from_a_luma_detector(tiny_run, corpus, tmp_path):
+    out, _ = tiny_run
+    messages = []
+    wide = tmp_path / "wide"
+    cfg = _cfg(corpus, wide, 1)
+    D.run(D.Config(**{**cfg.__dict__, "chroma": True, "init_from": str(out), "lr": 0.0}), messages.append)
+    assert any("started from" in m for m in messages)
+    luma_model, _ = load_run_best(out, D.ARCH)
+    wide_model, _ = load_run_best(wide, D.ARCH)
+    assert wide_model.chroma and json.loads((wide / "config.json").read_text())["arch_kwargs"]["chroma"] is True
+    luma_params, wide_params = dict(luma_model.named_parameters()), dict(wide_model.named_parameters())
+    first = wide_params.pop("enc.0.0.weight")  # lr 0: the parameters are where they started (BN statistics move)
+    assert torch.equal(first[:, :1], luma_params.pop("enc.0.0.weight")) and not first[:, 1:].any()
+    assert all(torch.equal(v, luma_params[k]) for k, v in wide_params.items())

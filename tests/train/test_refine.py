@@ -109,12 +109,6 @@ def test_run_resume_export_and_restorer(weights, corpus, tmp_path):
         Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-t")
 
 
-def test_mild_recipe_scales_only_the_step_probabilities():
-    base, mild = refine.degrade.DegradeConfig(), refine.mild_recipe(0.5)
-    assert mild.p_fade == base.p_fade * 0.5 and mild.p_structured == base.p_structured * 0.5
-    assert mild.p_scratch_bright == base.p_scratch_bright and mild.scratch_width == base.scratch_width
-
-
 def test_mild_pairs_and_warm_start(weights, corpus, tmp_path):
     first = refine.Config(**TINY, corpus=str(corpus), out=str(tmp_path / "a"), steps=2)
     refine.run(first, lambda s: None)
@@ -123,3 +117,30 @@ def test_mild_pairs_and_warm_start(weights, corpus, tmp_path):
     refine.run(second, msgs.append)
     assert any("started from" in m for m in msgs)
     assert json.loads((tmp_path / "b" / "config.json").read_text())["data"]["p_mild"] == 1.0
+
+
+def test_banded_refiner_on_family_pairs_exports_and_runs(weights, corpus, tmp_path):
+    cfg = refine.Config(**TINY, corpus=str(corpus), out=str(tmp_path / "bands"), steps=2, bands=True, p_family=1.0,
+                        ssim_weight=0.5)
+    refine.run(cfg, lambda s: None)
+    info = json.loads((tmp_path / "bands" / "config.json").read_text())
+    assert info["data"]["p_family"] == 1.0 and set(info["data"]["families"]) == {"", *refine.degrade.FAMILIES}
+    assert "0.5 (1 - SSIM on luma)" in info["loss"]
+    steps = [json.loads(line) for line in (tmp_path / "bands" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "total" in r]
+    assert all(abs(r["total"] - r["l1"] - 0.5 * (1 - r["ssim"])) < 1e-4 for r in steps)
+    for checkpoint in ("last", "best"):
+        refine.export(tmp_path / "bands", "ref-b", weights, checkpoint=checkpoint)
+        registry.entries.cache_clear()
+        assert registry.get("ref-b").arch_kwargs == {"width": 4, "bands": True}
+        refined = Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-b")
+        assert refined.refiner.bands
+        x, m = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+        assert refined(x, m).shape == x.shape
+
+
+@pytest.mark.parametrize("bad", [dict(p_family=1.5), dict(p_family=0.6, p_mild=0.6), dict(p_family=-0.1),
+                                 dict(ssim_weight=-1.0)])
+def test_recipe_shares_and_loss_weights_are_validated(bad):
+    with pytest.raises(ValueError, match="p_mild \\+ p_family"):
+        refine.Config(**bad)
