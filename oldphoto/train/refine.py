@@ -149,6 +149,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     heavy, mild = degrade.DegradeConfig(), degrade.scaled_recipe(cfg.mild_scale)
+    families = [degrade.family_recipe()] + [degrade.family_recipe(f) for f in degrade.FAMILIES]  # first: clean
     trainer.write_config(ARCH, networks=_networks(restorer, detector),
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
@@ -170,9 +171,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         if u < cfg.p_mild:
             recipe = mild
         elif u < cfg.p_mild + cfg.p_family:
-            names = [""] + list(degrade.FAMILIES)  # "": a clean crop
-            name = names[rng.integers(len(names))]
-            recipe = degrade.family_recipe(*([name] if name else []))
+            recipe = families[rng.integers(len(families))]
         else:
             recipe = heavy
         x, y, m = pair_batch(pool, rng, k, cfg.crop, recipe)
