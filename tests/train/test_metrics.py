@@ -35,3 +35,31 @@ def test_ssim_constant_shift_is_luminance_term_only():
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match=r"\(1, 1, 4, 4\)"):
         psnr(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+def _ssim_full_window(x, y, size=11, sigma=1.5):
+    """Reference SSIM with an explicit 2-D window, to check the separable implementation."""
+    import torch.nn.functional as F
+    x, y = x.double(), y.double()
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :]).expand(x.shape[1], 1, size, size)
+    blur = lambda t: F.conv2d(t, win, groups=x.shape[1])  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def test_ssim_separable_window_and_float32_match_the_full_window():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 2, 48, 37, generator=g)
+    y = (x * 0.8 + 0.2 * torch.rand(x.shape, generator=g)).clamp(0, 1)
+    want = _ssim_full_window(x, y).float()
+    assert torch.allclose(ssim(x, y), want, atol=1e-6)
+    assert torch.allclose(ssim(x, y, dtype=torch.float32), want, atol=2e-5)
+    pred = x.clone().requires_grad_(True)
+    (1 - ssim(pred, y, dtype=torch.float32).mean()).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
