@@ -27,7 +27,7 @@ from oldphoto.train.refine import restorer_masks
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--refiner", default="refine-v1", help='registered refiner ("" for none)')
+    ap.add_argument("--refiner", default="refine-v2", help='registered refiner ("" for none)')
     ap.add_argument("--detector", default="", help="registered detector whose masks (at the restorer's threshold, "
                     "dilated 1 px, as in the pipeline) the restorer gets; default: the ground-truth masks")
     ap.add_argument("--crops", type=int, default=24)

@@ -49,7 +49,7 @@ WEIGHT_NAMES = {
     "vae1": "vae1-v1",  # encoder E_RX of the old-photo VAE
     "mapping": "mapping-v1",  # latent mapping T
     "vae2": "vae2-v1",  # decoder G_Y of the clean-photo VAE
-    "refiner": "refine-v1",  # image-space fusion of the scan and G_Y's output (trained on these three networks)
+    "refiner": "refine-v2",  # image-space fusion of the scan and G_Y's output (trained on these three networks)
     "colorizer": "colorize-v1",
     "upscaler": "upscale-v1",  # one model with an x2 and an x4 head
 }

@@ -232,7 +232,9 @@ def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = 
                              f"no longer holds")
     return export_best(run_dir, name, ARCH, lambda best: {
         **networks,
-        "role": "image-space fusion after the latent restoration: out = r + a (x - r) + d",
+        "role": "image-space fusion after the latent restoration: " + (
+            "out = r + a_lo low(x - r) + a_hi (x - r - low(x - r)) + d, low = Gaussian (sigma 2 px) over intact pixels"
+            if info["arch_kwargs"].get("bands") else "out = r + a (x - r) + d"),
         "input": "x (B, 3, T, T) scan [0, 1], r (B, 3, T, T) restoration [0, 1], m (B, 1, T, T) {0, 1}; T % 4 == 0",
         "checkpoint": checkpoint},
         weights, last_as_best(run_dir, _arch_kwargs(Config(**info["config"]))) if checkpoint == "last" else None)

@@ -133,6 +133,7 @@ def test_banded_refiner_on_family_pairs_exports_and_runs(weights, corpus, tmp_pa
         refine.export(tmp_path / "bands", "ref-b", weights, checkpoint=checkpoint)
         registry.entries.cache_clear()
         assert registry.get("ref-b").arch_kwargs == {"width": 4, "bands": True}
+        assert "a_lo low(x - r)" in registry.get("ref-b").meta["role"]
         refined = Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-b")
         assert refined.refiner.bands
         x, m = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
