@@ -1,6 +1,6 @@
 """Defect detector cost on the CPU: parameters, weights size, GMAC per megapixel, megapixels per second.
 
-    python benchmarks/detector_speed.py                       # the registered detector-v5 (or the default arch)
+    python benchmarks/detector_speed.py                       # the registered detector-v6 (or the default arch)
     python benchmarks/detector_speed.py --channels 12,24,48,96,128 --blocks 2
 
 Throughput follows the project's rule: a batch of 8 tiles of 256 px, torch.set_num_threads(2), no grad,
@@ -59,7 +59,7 @@ def throughput(stage, tile: int = 256, batch: int = 8, repeats: int = 7) -> tupl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default="detector-v5", help="registered weights to measure")
+    ap.add_argument("--weights", default="detector-v6", help="registered weights to measure")
     ap.add_argument("--channels", default="", help="measure an untrained arch with these widths instead")
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)

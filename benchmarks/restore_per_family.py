@@ -3,7 +3,7 @@ one family of the recipe at a time (that family's probabilities set to 1, every 
 
     python benchmarks/restore_per_family.py                      # the registered restorer, with its refiner
     python benchmarks/restore_per_family.py --refiner ""         # without the refiner
-    python benchmarks/restore_per_family.py --detector detector-v5   # the pipeline's masks, not the ground truth
+    python benchmarks/restore_per_family.py --detector detector-v6   # the pipeline's masks, not the ground truth
     python benchmarks/restore_per_family.py --json runs/per_family.json
 
 Results of 2026-12-02 are in weights/README.md ("Where the restorer loses").

@@ -3,7 +3,8 @@
     python benchmarks/select_refiner.py refine-v2 runs/ref12 runs/ref12/best.pt
 
 A candidate is a registered refiner, a run folder (its last state, ckpt.pt) or a checkpoint file. Two sets, both
-from the validation photos, with the pipeline's masks (detector-v5 at the restorer's threshold, dilated 1 px):
+from the validation photos, with detector masks as in the pipeline (at the restorer's threshold, dilated 1 px; still
+detector-v5's, so that scores stay comparable with the earlier sessions'):
   heavy     48 crops of seed 999, the full degradation recipe;
   families  12 crops of seed 77 for each single family of the recipe (and clean crops): milder scans.
 The latent restorer's outputs do not depend on the refiner, so they are computed once and cached
