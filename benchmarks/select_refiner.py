@@ -21,25 +21,24 @@ from pathlib import Path
 import torch
 
 from oldphoto import registry
-from oldphoto.archs.refiner import Refiner
+from oldphoto.archs import build
 from oldphoto.stages.detect import Detector
 from oldphoto.stages.restore import Restorer
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
-from oldphoto.train.degrade import FAMILIES, family_recipe
+from oldphoto.train.degrade import FAMILIES, DegradeConfig, family_recipe
 from oldphoto.train.mapping import quality
 from oldphoto.train.pairs import stack_triples
-from oldphoto.train.refine import restorer_masks
+from oldphoto.train.refine import ARCH, Config, _arch_kwargs, restorer_masks
 
 
 def _sets(restorer: Restorer, detector: Detector) -> dict:
     """{set name: (x, r, m, y)}: scan, latent restoration (no refiner), mask, clean; all (B, C, 256, 256)."""
     _, val = split_corpus(corpus_dir(), 0.15, 0)
-    specs = {"heavy": (48, 999, None), "none": (12, 77, family_recipe())}
+    specs = {"heavy": (48, 999, DegradeConfig()), "none": (12, 77, family_recipe())}
     specs.update({f: (12, 77, family_recipe(f)) for f in FAMILIES})
     sets = {}
     for name, (n, seed, recipe) in specs.items():
-        x, y, m = stack_triples(validation_set(val, n, 256, seed, recipe) if recipe is not None
-                                else validation_set(val, n, 256, seed))
+        x, y, m = stack_triples(validation_set(val, n, 256, seed, recipe))
         m = restorer_masks(restorer, detector, x, m, torch.ones(len(x), dtype=torch.bool), 1)
         r = torch.cat([restorer(x[i:i + 8], m[i:i + 8]) for i in range(0, len(x), 8)])
         sets[name] = (x, r, m, y)
@@ -51,8 +50,7 @@ def _load(candidate: str) -> torch.nn.Module:
     if not path.exists():
         return registry.load_entry(registry.get(candidate), "cpu")
     ck = torch.load(path / "ckpt.pt" if path.is_dir() else path, map_location="cpu", weights_only=True)
-    cfg = ck["config"]
-    net = Refiner(width=cfg["width"], bands=cfg.get("bands", False))
+    net = build(ARCH, **_arch_kwargs(Config(**ck["config"])))  # the run's own arch arguments, as refine.export
     net.load_state_dict(ck["model"])
     return net
 
