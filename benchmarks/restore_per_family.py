@@ -18,6 +18,7 @@ import torch
 
 from oldphoto.stages.detect import Detector
 from oldphoto.stages.restore import Restorer
+from oldphoto.train.chunked import chunked
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
 from oldphoto.train.degrade import FAMILIES, family_recipe
 from oldphoto.train.mapping import quality
@@ -43,7 +44,7 @@ def main() -> None:
     for name, family in {"none (clean crop)": (), **{f: (f,) for f in FAMILIES}}.items():
         x, y, m = stack_triples(validation_set(val, args.crops, 256, args.seed, family_recipe(*family)))
         m = restorer_masks(restorer, detector, x, m, torch.ones(len(x), dtype=torch.bool), 1)
-        out = torch.cat([restorer(x[i:i + 8], m[i:i + 8]) for i in range(0, len(x), 8)])
+        out = chunked(restorer, 8, x, m)
         scan = None if not family else round(quality(x, y)["psnr_y"], 2)
         table[name] = {"scan": scan, "restored": round(quality(out, y)["psnr_y"], 2)}
         print(f"{name:20s} scan {'clean' if scan is None else f'{scan:6.2f}'}  restored {table[name]['restored']:6.2f} dB",

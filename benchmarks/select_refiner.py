@@ -24,6 +24,7 @@ from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.stages.detect import Detector
 from oldphoto.stages.restore import Restorer
+from oldphoto.train.chunked import chunked
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
 from oldphoto.train.degrade import FAMILIES, DegradeConfig, family_recipe
 from oldphoto.train.mapping import quality
@@ -40,7 +41,7 @@ def _sets(restorer: Restorer, detector: Detector) -> dict:
     for name, (n, seed, recipe) in specs.items():
         x, y, m = stack_triples(validation_set(val, n, 256, seed, recipe))
         m = restorer_masks(restorer, detector, x, m, torch.ones(len(x), dtype=torch.bool), 1)
-        r = torch.cat([restorer(x[i:i + 8], m[i:i + 8]) for i in range(0, len(x), 8)])
+        r = chunked(restorer, 8, x, m)
         sets[name] = (x, r, m, y)
     return sets
 
@@ -60,7 +61,7 @@ def score(net: torch.nn.Module, sets: dict) -> dict:
     res = {}
     with torch.inference_mode():
         for name, (x, r, m, y) in sets.items():
-            out = torch.cat([net(x[i:i + 8], r[i:i + 8], m[i:i + 8]).clamp(0, 1) for i in range(0, len(x), 8)])
+            out = chunked(net, 8, x, r, m).clamp(0, 1)
             q = quality(out, y)
             res[name] = (round(q["psnr_y"], 2), round(q["ssim_y"], 3))
     fam = [v for k, v in res.items() if k != "heavy"]

@@ -113,3 +113,29 @@ def widen_to_chroma(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if w.shape[1] != 1:
         raise ValueError(f"widen_to_chroma: expected a first conv of 1 input channel, got {tuple(w.shape)}")
     return {**state, key: torch.cat([w, torch.zeros_like(w).expand(-1, 2, -1, -1)], 1)}
+
+
+def widen_channels(state: dict[str, torch.Tensor], template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detector's state -> a wider detector of the same depth (`template`: the wider one's freshly initialised
+    state) that computes exactly what the narrow one did, so training can go on from it with more capacity.
+
+    The old channels keep their weights and come first; new channels keep the template's random weights into them
+    (they respond from the start, so their weights out get gradients), and every old channel's weights *from* new
+    channels are zero (the old function is unchanged). BatchNorm of new channels starts at the template's identity.
+    """
+    if set(state) != set(template):
+        raise ValueError(f"widen_channels: different layers: {sorted(set(state) ^ set(template))[:4]}")
+    out = {}
+    for key, new in template.items():
+        old = state[key]
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+            raise ValueError(f"widen_channels: {key} {tuple(old.shape)} does not fit in {tuple(new.shape)}")
+        if old.shape == new.shape:
+            out[key] = old.clone()
+            continue
+        w = new.clone()
+        if w.dim() == 4:
+            w[: old.shape[0], old.shape[1]:] = 0
+        w[tuple(slice(0, s) for s in old.shape)] = old
+        out[key] = w
+    return out

@@ -28,6 +28,7 @@ from ..archs import build
 from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
+from .chunked import chunked
 from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
 from .run_files import save_grid, warmup_linear_lr
 
@@ -202,11 +203,7 @@ def square_views(paths: list[Path], size: int, max_side: int) -> torch.Tensor:
 @torch.no_grad()
 def predict_ab(model: nn.Module, l: torch.Tensor, batch: int = 8) -> torch.Tensor:
     """L (N, 1, H, W) -> ab (N, 2, H, W) in eval mode."""
-    was = model.training
-    model.eval()
-    out = torch.cat([model(l[i:i + batch]) for i in range(0, len(l), batch)])
-    model.train(was)
-    return out
+    return chunked(model, batch, l, model=model)
 
 
 def score(pred_ab: torch.Tensor, lab: torch.Tensor) -> dict:

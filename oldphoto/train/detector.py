@@ -21,9 +21,10 @@ import torch.nn as nn
 
 from .. import registry
 from ..archs import build
-from ..archs.unet_detector import widen_to_chroma
+from ..archs.unet_detector import widen_channels, widen_to_chroma
 from ..ops.masks import tophat_response
 from . import data, degrade
+from .chunked import chunked
 from .loop import SupervisedRun, finish_evaluation, load_run_best
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
@@ -68,7 +69,8 @@ class Config:
     max_minutes: float = 0.0  # stop after this many wall minutes in this process (0: no limit)
     threads: int = 1  # torch CPU threads (other jobs share the machine)
     init_from: str = ""  # weights file (e.g. weights/detector-v1.pt) or run folder (its best.pt) that starts a
-    #                      fresh run; same architecture; "" -> random init
+    #                      fresh run; same depth; a narrower one (smaller base / max_width) is widened so that the
+    #                      new run starts exactly where it was (archs/unet_detector.widen_channels); "" -> random init
     channels_last: bool = True  # NHWC tensors: oneDNN convs ~25% faster on this CPU, same numbers
     bf16: bool = False  # bfloat16 autocast for the training forward (weights, loss, validation stay float32); only
     #                    where the CPU has native bf16 (AVX512-BF16 / AMX): emulated, it is ~5x slower
@@ -160,11 +162,7 @@ def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> di
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch: int = 8) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> probabilities (N, 1, H, W), in eval mode, batch by batch."""
-    was_training = model.training
-    model.eval()
-    out = torch.cat([torch.sigmoid(model(images[i:i + batch])) for i in range(0, len(images), batch)])
-    model.train(was_training)
-    return out
+    return chunked(lambda t: torch.sigmoid(model(t)), batch, images, model=model)
 
 
 def score_learned(prob: torch.Tensor, masks: torch.Tensor) -> dict:
@@ -210,8 +208,12 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     model = build(ARCH, **cfg.arch_kwargs()).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from,
-                            widen_to_chroma if cfg.chroma else None)
+    template = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def adapt(state: dict) -> dict:
+        return widen_channels(widen_to_chroma(state) if cfg.chroma else state, template)
+
+    trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from, adapt)
     trainer.write_config(ARCH, degrade=asdict(degrade.DegradeConfig()))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)

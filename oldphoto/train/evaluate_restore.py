@@ -27,6 +27,7 @@ from ..ops.masks import dilate
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
+from .chunked import chunked
 from .data import corpus_dir, split_corpus, validation_set
 from .loop import model_state
 from .mapping import quality
@@ -56,11 +57,6 @@ class EvalConfig:
     cost_batch: int = 8  # ... and tiles per forward pass
     out: str = "runs/eval_restore"  # results.json and a sample grid
     record: bool = True  # also store the results in the mapping's MANIFEST.json entry
-
-
-def _batched(fn: Callable, batch: int, *tensors: torch.Tensor) -> torch.Tensor:
-    n = len(tensors[0])
-    return torch.cat([fn(*(t[i:i + batch] for t in tensors)) for i in range(0, n, batch)])
 
 
 def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, repeats: int = 3,
@@ -122,27 +118,27 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     results: dict = {"degraded": quality(x, y)}
     base_cfg = BaselineConfig()
     t0 = time.perf_counter()
-    results["baseline"] = quality(_batched(lambda t: classical_restore(t, base_cfg)[0], cfg.batch, x), y)
+    results["baseline"] = quality(chunked(lambda t: classical_restore(t, base_cfg)[0], cfg.batch, x), y)
     baseline_seconds = time.perf_counter() - t0
     no_stretch = BaselineConfig(stretch=False)
-    results["baseline_no_stretch"] = quality(_batched(lambda t: classical_restore(t, no_stretch)[0], cfg.batch, x), y)
+    results["baseline_no_stretch"] = quality(chunked(lambda t: classical_restore(t, no_stretch)[0], cfg.batch, x), y)
     with torch.no_grad():
-        results["vae2_ceiling"] = quality(_batched(lambda t: vae2(t)[0], cfg.batch, y), y)
+        results["vae2_ceiling"] = quality(chunked(lambda t: vae2(t)[0], cfg.batch, y), y)
     t0 = time.perf_counter()
-    full = _batched(restorer, cfg.batch, x, mask)
+    full = chunked(restorer, cfg.batch, x, mask)
     restore_seconds = time.perf_counter() - t0
     results["full"] = quality(full, y)
-    results["full_gt_mask"] = quality(_batched(restorer, cfg.batch, x, m_gt), y)
+    results["full_gt_mask"] = quality(chunked(restorer, cfg.batch, x, m_gt), y)
     restorer.mapping.use_global = False
     try:
-        results["no_global"] = quality(_batched(restorer, cfg.batch, x, mask), y)
+        results["no_global"] = quality(chunked(restorer, cfg.batch, x, mask), y)
     finally:
         restorer.mapping.use_global = True
-    results["no_mask"] = quality(_batched(restorer, cfg.batch, x, torch.zeros_like(mask)), y)
+    results["no_mask"] = quality(chunked(restorer, cfg.batch, x, torch.zeros_like(mask)), y)
     if restorer.refiner is not None:
         refiner, restorer.refiner = restorer.refiner, None
         try:
-            results["no_refiner"] = quality(_batched(restorer, cfg.batch, x, mask), y)
+            results["no_refiner"] = quality(chunked(restorer, cfg.batch, x, mask), y)
         finally:
             restorer.refiner = refiner
 
@@ -174,7 +170,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     out = Path(cfg.out)
     atomic_write_json(out / "results.json", summary)
     save_grid(out / "samples.png", [x[:6], mask[:6].expand(-1, 3, -1, -1),
-                                    _batched(lambda t: classical_restore(t, base_cfg)[0], cfg.batch, x[:6]),
+                                    chunked(lambda t: classical_restore(t, base_cfg)[0], cfg.batch, x[:6]),
                                     full[:6], y[:6]])
     if cfg.record:
         update_meta(cfg.mapping, "evaluation", summary)
@@ -197,7 +193,7 @@ def _setup(cfg: EvalConfig, need_detector: bool = True) -> tuple:
     if not need_detector and not (cfg.detector and cfg.detector in registry.entries()):
         return x, y, m_gt, val_paths, restorer, None, None
     detector = Detector.from_registry(cfg.detector)
-    return x, y, m_gt, val_paths, restorer, detector, _batched(detector, cfg.batch, x)
+    return x, y, m_gt, val_paths, restorer, detector, chunked(detector, cfg.batch, x)
 
 
 def _restorer_mask(detector: Detector, prob: torch.Tensor, threshold: float, cfg: EvalConfig) -> torch.Tensor:
@@ -218,8 +214,8 @@ def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(s
                           "threshold": threshold, "degraded": quality(x, y)}}
     for label, path in candidates.items():
         restorer.mapping.load_state_dict(model_state(path))
-        out[label] = {"gt_mask": quality(_batched(restorer, cfg.batch, x, m_gt), y),
-                      "detector_mask": quality(_batched(restorer, cfg.batch, x, m_det), y)}
+        out[label] = {"gt_mask": quality(chunked(restorer, cfg.batch, x, m_gt), y),
+                      "detector_mask": quality(chunked(restorer, cfg.batch, x, m_det), y)}
         log(f"{label}: PSNR luma {out[label]['gt_mask']['psnr_y']:.2f} dB (ground-truth mask), "
             f"{out[label]['detector_mask']['psnr_y']:.2f} dB (detector mask)")
     return out
@@ -253,7 +249,7 @@ def _threshold_table(restorer: Restorer, x: torch.Tensor, y: torch.Tensor, detec
     out = {}
     for t in thresholds:
         mask = _restorer_mask(detector, prob, t, cfg)
-        q = {**quality(_batched(restorer, cfg.batch, x, mask), y),
+        q = {**quality(chunked(restorer, cfg.batch, x, mask), y),
              "mask_coverage_percent": round(100 * float(mask.mean()), 2)}
         out[float(t)] = q
         log(f"threshold {t}: PSNR luma {q['psnr_y']:.2f} dB, SSIM {q['ssim_y']:.3f}, "

@@ -27,6 +27,7 @@ from ..archs import build
 from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
+from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import StepBook, model_state
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
@@ -117,8 +118,7 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 @torch.no_grad()
 def restore_batch(vae1, mapping, vae2, x: torch.Tensor, m: torch.Tensor, chunk: int = 4) -> torch.Tensor:
     """G_Y(T(E_RX(x), m)) for (N, 3, H, W) [0, 1] images and (N, 1, H, W) masks, in chunks."""
-    out = [vae2.decoder(mapping(vae1.encoder(x[i:i + chunk])[0], m[i:i + chunk])) for i in range(0, len(x), chunk)]
-    return torch.cat(out)
+    return chunked(lambda xs, ms: vae2.decoder(mapping(vae1.encoder(xs)[0], ms)), chunk, x, m)
 
 
 def quality(pred: torch.Tensor, target: torch.Tensor) -> dict:
@@ -202,11 +202,19 @@ def train_step(cfg: Config, mapping, disc, decoder, opt_g, opt_d, z_x: torch.Ten
 
 def warm_start(mapping: torch.nn.Module, source: Path, log: Callable[[str], None]) -> None:
     """Load a mapping run's best weights (source = run folder) or a weights file (e.g. weights/mapping-v1.pt)
-    into `mapping`; only whole modules the source lacks (the context module) may stay fresh."""
+    into `mapping`. Only whole modules the source lacks may stay fresh: the context module, and residual blocks
+    beyond the source's (a deeper mapping), which start as the identity (their last conv at zero) so the deeper
+    mapping computes exactly what the source did."""
     result = mapping.load_state_dict(model_state(source), strict=False)
-    if result.unexpected_keys or any(not k.startswith("context.") for k in result.missing_keys):
+    new_blocks = sorted({k.rsplit(".", 2)[0] for k in result.missing_keys if k.startswith(("pre.", "post."))})
+    if result.unexpected_keys or any(not k.startswith(("context.", "pre.", "post.")) for k in result.missing_keys) \
+            or any(f"{b}.conv1.weight" not in result.missing_keys for b in new_blocks):
         raise ValueError(f"{source} does not fit this mapping: missing {result.missing_keys}, "
                          f"unexpected {result.unexpected_keys}")
+    with torch.no_grad():
+        for b in new_blocks:
+            block = mapping.get_submodule(b)
+            block.conv2.weight.zero_(), block.conv2.bias.zero_()
     log(f"started from {source}" + (f" (fresh: {', '.join(result.missing_keys)})" if result.missing_keys else ""))
 
 

@@ -28,6 +28,7 @@ from ..ops.masks import dilate
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from . import degrade
+from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import SupervisedRun, export_best, last_as_best
 from .mapping import PairBuffer, quality
@@ -200,9 +201,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
     @torch.no_grad()
     def on_validation(step: int, terms: dict) -> dict:
-        model.eval()
-        pred = torch.cat([model(x_val[i:i + 4], r_val[i:i + 4], m_val[i:i + 4]) for i in range(0, len(x_val), 4)])
-        model.train()
+        pred = chunked(model, 4, x_val, r_val, m_val, model=model)
         metrics = quality(pred, y_val)
         metrics["gain_over_restorer_db"] = metrics["psnr_y"] - restored["psnr_y"]
         log(f"step {step} loss {float(terms['total'].detach()):.4f} val PSNR luma {metrics['psnr_y']:.2f} dB "

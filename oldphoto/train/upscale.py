@@ -28,6 +28,7 @@ from ..archs.upscaler import macs_per_input_pixel
 from ..ops.color import luma
 from ..stages.upscale import Upscaler
 from . import data
+from .chunked import chunked
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
 from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
@@ -179,11 +180,7 @@ def baseline(small: torch.Tensor, scale: int, method: str) -> torch.Tensor:
 
 @torch.no_grad()
 def upscale_batch(model: torch.nn.Module, small: torch.Tensor, scale: int, batch: int = 8) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    out = torch.cat([model(small[i:i + batch], scale).clamp(0, 1) for i in range(0, len(small), batch)])
-    model.train(was)
-    return out
+    return chunked(lambda t: model(t, scale).clamp(0, 1), batch, small, model=model)
 
 
 def validate(model: torch.nn.Module, val: dict, scales: tuple[int, ...]) -> dict:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..archs import build
 from ..ops.color import luma
+from .chunked import chunked
 from .data import PhotoPool, corpus_dir, list_photos, split_corpus, to_gray, validation_set
 from .degrade import DegradeConfig
 from .loop import StepBook
@@ -92,10 +93,7 @@ def _images_for(cfg: Config, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def validate(model: torch.nn.Module, images: torch.Tensor, chunk: int = 4) -> tuple[dict, torch.Tensor]:
     """Reconstruction quality on (N, 3, H, W) [0, 1] images: PSNR (RGB and luma) and SSIM (luma), means."""
-    was_training = model.training
-    model.eval()
-    recon = torch.cat([model(images[i:i + chunk])[0] for i in range(0, len(images), chunk)])
-    model.train(was_training)
+    recon = chunked(lambda t: model(t)[0], chunk, images, model=model)
     ly, lr_ = luma(images), luma(recon)
     metrics = {"psnr_rgb": float(psnr(recon, images).mean()), "psnr_y": float(psnr(lr_, ly).mean()),
                "ssim_y": float(ssim(lr_, ly).mean())}

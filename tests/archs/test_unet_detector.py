@@ -60,3 +60,25 @@ def test_widening_a_luma_detector_keeps_its_output_exactly():
     assert widen_to_chroma(wide.state_dict())["enc.0.0.weight"].shape[1] == 3  # already wide: unchanged
     with pytest.raises(ValueError, match=r"\(4, 2, 3, 3\)"):
         widen_to_chroma({"enc.0.0.weight": torch.zeros(4, 2, 3, 3)})
+
+
+def test_widening_the_channels_keeps_the_output_and_lets_new_channels_learn():
+    from oldphoto.archs.unet_detector import widen_channels
+    torch.manual_seed(0)
+    narrow = build("unet_detector", channels=(4, 8, 8), blocks=2, chroma=True)
+    for m in narrow.modules():  # trained-looking BatchNorm, so the test sees its statistics carried over
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.3, 0.3)
+    wide = build("unet_detector", channels=(6, 12, 16), blocks=2, chroma=True)
+    wide.load_state_dict(widen_channels(narrow.state_dict(), wide.state_dict()))
+    x = torch.rand(2, 3, 40, 24)
+    narrow.eval(), wide.eval()
+    with torch.no_grad():
+        assert torch.allclose(narrow(x), wide(x), atol=1e-5)
+    wide.train()
+    wide(x).mean().backward()
+    grad = wide.head.weight.grad[0, :, 0, 0]
+    assert bool(grad[4:].abs().gt(0).any())  # the new channels' way out is trainable
+    with pytest.raises(ValueError, match="does not fit"):
+        widen_channels(wide.state_dict(), narrow.state_dict())

@@ -157,3 +157,17 @@ def test_chroma_run_starts_exactly_from_a_luma_detector(tiny_run, corpus, tmp_pa
     first = wide_params.pop("enc.0.0.weight")  # lr 0: the parameters are where they started (BN statistics move)
     assert torch.equal(first[:, :1], luma_params.pop("enc.0.0.weight")) and not first[:, 1:].any()
     assert all(torch.equal(v, luma_params[k]) for k, v in wide_params.items())
+
+
+def test_wider_run_starts_from_a_narrower_detector(tiny_run, corpus, tmp_path):
+    out, _ = tiny_run
+    cfg = _cfg(corpus, tmp_path / "wider", 1)
+    narrow_model, _ = load_run_best(out, D.ARCH)
+    wider = D.Config(**{**cfg.__dict__, "base": cfg.base + 2, "init_from": str(out), "lr": 0.0})
+    D.run(wider, lambda m: None)
+    wide_model, _ = load_run_best(tmp_path / "wider", D.ARCH)
+    assert wide_model.channels[0] == narrow_model.channels[0] + 2
+    w_old, w_new = narrow_model.enc[0][0].weight, wide_model.enc[0][0].weight  # lr 0: where it started
+    assert torch.equal(w_new[: w_old.shape[0]], w_old)
+    nxt_old = narrow_model.enc[1][0].weight  # the next level's conv: its old channels ignore the new ones
+    assert not wide_model.enc[1][0].weight[: nxt_old.shape[0], w_old.shape[0]:].any()

@@ -94,6 +94,15 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
     mapping.warm_start(build("mapping", **small, context=True), tmp_path / "map", msgs.append)
     with pytest.raises(ValueError, match="unexpected"):
         mapping.warm_start(build("mapping", **small, context=False), tmp_path / "map", msgs.append)
+    # a deeper mapping starts as the source: its extra residual blocks are the identity
+    src = build("mapping", **small, context=True).eval()
+    mapping.warm_start(src, tmp_path / "map", msgs.append)
+    deeper = build("mapping", **{**small, "blocks_pre": 2, "blocks_post": 3}, context=True).eval()
+    mapping.warm_start(deeper, tmp_path / "map", msgs.append)
+    z, m = torch.randn(2, 8, 6, 6), (torch.rand(2, 1, 24, 24) > 0.8).float()
+    with torch.no_grad():
+        assert torch.allclose(src(z, m), deeper(z, m), atol=1e-5)
+    assert not deeper.post[2].conv2.weight.any() and deeper.post[2].conv1.weight.any()
 
     weights = tmp_path / "weights"
     weights.mkdir()
