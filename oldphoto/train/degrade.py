@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .degrade_structured import damage
+from .degrade_structured import PAINTERS, damage
 from .degrade_unstructured import age_print, scan
 
 MIN_SIDE = 16  # smaller crops cannot hold the defects meaningfully
@@ -145,6 +145,16 @@ def scaled_recipe(scale: float, base: "DegradeConfig | None" = None) -> DegradeC
     base = DegradeConfig() if base is None else base
     return replace(base, **{f.name: getattr(base, f.name) * scale for f in fields(base)
                             if f.name.startswith("p_") and f.name not in WITHIN_STEP})
+
+
+def sharp_recipe(scale: float, base: "DegradeConfig | None" = None) -> DegradeConfig:
+    """`base` (default: the default recipe) with the probability of every unstructured step (ageing and scanning:
+    fading, blur, noise, JPEG, ...) multiplied by `scale`, and the damage (p_structured and each kind of defect)
+    as it is: damaged but otherwise crisp scans, where sharp content edges sit beside the defects."""
+    base = DegradeConfig() if base is None else base
+    keep = {"p_structured", *(p for p, _ in PAINTERS)}
+    scaled = scaled_recipe(scale, base)
+    return replace(scaled, **{p: getattr(base, p) for p in keep})
 
 
 def family_recipe(*names: str) -> DegradeConfig:

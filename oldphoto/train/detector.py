@@ -74,6 +74,10 @@ class Config:
     channels_last: bool = True  # NHWC tensors: oneDNN convs ~25% faster on this CPU, same numbers
     bf16: bool = False  # bfloat16 autocast for the training forward (weights, loss, validation stay float32); only
     #                    where the CPU has native bf16 (AVX512-BF16 / AMX): emulated, it is ~5x slower
+    p_sharp: float = 0.0  # share of training crops from degrade.sharp_recipe: the damage as usual but the
+    #                       unstructured steps (blur, noise, fading, ...) rarer, so crisp content edges, which the
+    #                       default mixture mostly blurs or buries in noise, are seen beside defects and not flagged
+    sharp_scale: float = 0.25  # factor on the unstructured steps' probabilities for those crops
     chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
     #                       detector starts with their weights at zero, i.e. exactly where that detector was
 
@@ -126,10 +130,11 @@ def _augment(img: np.ndarray, rng: np.random.Generator, cfg: Config) -> np.ndarr
 def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch: degraded crops (B, 3, S, S) in [0, 1] and their defect masks (B, 1, S, S) in {0, 1}."""
     xs, ys = [], []
-    dcfg = degrade.DegradeConfig()
+    dcfg, sharp = degrade.DegradeConfig(), degrade.sharp_recipe(cfg.sharp_scale)
     for _ in range(cfg.batch):
         clean = pool.random_crop(rng, cfg.crop, scale_range=(cfg.scale_min, cfg.scale_max))
-        d = degrade.degrade(clean, rng, dcfg)
+        recipe = sharp if cfg.p_sharp and rng.random() < cfg.p_sharp else dcfg  # p_sharp 0: the old random stream
+        d = degrade.degrade(clean, rng, recipe)
         k = int(rng.integers(4))  # the pool never flips upside down; defects run every way, so rotate
         xs.append(_to_tensor(np.rot90(_augment(d.image, rng, cfg), k)))
         ys.append(_to_tensor(np.rot90(d.mask, k)))
@@ -201,6 +206,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the detector; returns {"step", "best": validation metrics, "out"}."""
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
+    if not (0 <= cfg.p_sharp <= 1 and 0 <= cfg.sharp_scale <= 1):
+        raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
     out = Path(cfg.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -214,7 +221,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         return widen_channels(widen_to_chroma(state) if cfg.chroma else state, template)
 
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from, adapt)
-    trainer.write_config(ARCH, degrade=asdict(degrade.DegradeConfig()))
+    trainer.write_config(ARCH, degrade=asdict(degrade.DegradeConfig()),
+                         **({"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale))} if cfg.p_sharp else {}))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)

@@ -7,7 +7,7 @@ import pytest
 from oldphoto.train import degrade_structured as ds
 from oldphoto.train import degrade_unstructured as du
 from oldphoto.train.degrade import (FAMILIES, WITHIN_STEP, DegradeConfig, Degraded, degrade, family_recipe,
-                                    scaled_recipe, structured_defects)
+                                    scaled_recipe, sharp_recipe, structured_defects)
 
 # every random op off: a baseline to switch single ops on
 NOTHING = DegradeConfig(
@@ -108,6 +108,17 @@ def test_scaled_recipe_scales_only_the_step_probabilities():
     assert half.p_fade == base.p_fade * 0.5 and half.p_structured == base.p_structured * 0.5
     assert half.p_scratch_bright == base.p_scratch_bright and half.scratch_width == base.scratch_width
     assert scaled_recipe(2.0, half) == base
+
+
+def test_sharp_recipe_keeps_the_damage_and_thins_out_the_rest():
+    base, sharp = DegradeConfig(), sharp_recipe(0.0)
+    assert sharp.p_structured == base.p_structured and sharp.p_scratch == base.p_scratch
+    assert sharp.p_hair == base.p_hair and sharp.p_texture == base.p_texture
+    assert sharp.p_blur == sharp.p_noise == sharp.p_fade == sharp.p_jpeg == 0
+    assert sharp_recipe(0.5).p_blur == base.p_blur * 0.5
+    x = photo()
+    assert np.array_equal(degrade(x, rng(1), replace(sharp, p_structured=0.0)).image, x)  # nothing else is left
+    assert any(degrade(x, rng(s), sharp).mask.any() for s in range(4))
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -171,3 +171,8 @@ def test_wider_run_starts_from_a_narrower_detector(tiny_run, corpus, tmp_path):
     assert torch.equal(w_new[: w_old.shape[0]], w_old)
     nxt_old = narrow_model.enc[1][0].weight  # the next level's conv: its old channels ignore the new ones
     assert not wide_model.enc[1][0].weight[: nxt_old.shape[0], w_old.shape[0]:].any()
+
+
+def test_sharp_share_out_of_range_is_refused(corpus, tmp_path):
+    with pytest.raises(ValueError, match="p_sharp and sharp_scale must be in"):
+        D.run(D.Config(**{**_cfg(corpus, tmp_path / "x", 1).__dict__, "p_sharp": 1.5}), lambda m: None)
