@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -100,6 +100,8 @@ class EvalConfig:
     out: str = ""  # write the result as JSON here ("" : do not write)
     record: bool = False  # store the result as meta["evaluation"] of the weights' MANIFEST.json entry, and its
     #                       tuned threshold as meta["threshold"] (what the pipeline uses)
+    undamaged: int = 64  # also count false alarms: the share of pixels flagged (at the tuned thresholds) on this
+    #                      many crops of the same photos degraded by the recipe without any damage (0: skip)
 
 
 # ------------------------------------------------------------------ data
@@ -141,10 +143,11 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
     return torch.stack(xs), torch.stack(ys)
 
 
-def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: int,
+                    recipe: degrade.DegradeConfig = degrade.DegradeConfig()) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed held-out set: images (N, 3, S, S) and masks (N, 1, S, S), from photos training never sees."""
     _, val_paths = _split(corpus, split_seed)
-    items = data.validation_set(val_paths, count, size, seed)
+    items = data.validation_set(val_paths, count, size, seed, recipe)
     return torch.stack([_to_tensor(x) for x, _, _ in items]), torch.stack([_to_tensor(m) for _, _, m in items])
 
 
@@ -271,6 +274,18 @@ def evaluate_model(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
     }
 
 
+def false_alarms(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
+    """Share of pixels each detector flags, at the thresholds `res` tuned, on validation crops degraded by the
+    recipe without damage (p_structured 0): what a curator sees marked on intact content."""
+    recipe = replace(degrade.DegradeConfig(), p_structured=0.0)
+    images, _ = load_validation(cfg.corpus, cfg.split_seed, cfg.undamaged, cfg.size, cfg.seed, recipe)
+    learned = predict(model, images, cfg.batch) > res["learned"]["threshold"]
+    c = res["classical"]
+    classical = chunked(lambda t: tophat_response(t, c["size"]) > c["threshold"], cfg.batch, images)
+    return {"learned": round(float(learned.float().mean()), 5), "classical": round(float(classical.float().mean()), 5),
+            "crops": len(images)}
+
+
 def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """Evaluate registered weights (or a run's best.pt) and the classical baseline on the fixed held-out set."""
     threads_before = torch.get_num_threads()
@@ -290,6 +305,10 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         what = cfg.weights
     images, masks = load_validation(cfg.corpus, cfg.split_seed, cfg.count, cfg.size, cfg.seed)
     res = evaluate_model(model, images, masks, cfg.batch)
+    if cfg.undamaged:
+        res["false_alarms"] = false_alarms(model, res, cfg)
+        log(f"false alarms on {cfg.undamaged} undamaged crops: learned {100 * res['false_alarms']['learned']:.2f}% "
+            f"of the pixels, classical {100 * res['false_alarms']['classical']:.2f}%")
     res["evaluated"] = what
     res["eval_config"] = asdict(cfg)
     for k in ("learned", "classical"):
