@@ -67,7 +67,7 @@ def score(model: torch.nn.Module, threshold: float, x: torch.Tensor, m: torch.Te
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", default="detector-v6", help="registered detector")
+    ap.add_argument("--detector", default="detector-v7", help="registered detector")
     ap.add_argument("--run", action="append", default=[], help="also score this detector run folder (best.pt)")
     ap.add_argument("--crops", type=int, default=48)
     ap.add_argument("--seed", type=int, default=55)

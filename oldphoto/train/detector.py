@@ -88,7 +88,7 @@ class Config:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    weights: str = "detector-v6"  # registry name to evaluate (ignored when `run` is set)
+    weights: str = "detector-v7"  # registry name to evaluate (ignored when `run` is set)
     run: str = ""  # evaluate this run folder's best.pt instead of registered weights
     corpus: str = ""  # "" : data.corpus_dir()
     split_seed: int = 0  # must match the training split, so the photos were never seen

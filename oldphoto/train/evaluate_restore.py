@@ -49,7 +49,7 @@ class EvalConfig:
     mapping: str = "mapping-v1"
     vae2: str = "vae2-v1"
     refiner: str = "refine-v2"  # registry name of the image-space refiner run after G_Y, as the pipeline ("": none)
-    detector: str = "detector-v6"  # "" or not registered -> the ground-truth mask is used (and said so)
+    detector: str = "detector-v7"  # "" or not registered -> the ground-truth mask is used (and said so)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     batch: int = 8  # tiles per forward pass
     threads: int = 2  # torch threads

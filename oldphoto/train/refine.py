@@ -49,7 +49,7 @@ class Config:
     vae1: str = "vae1-v1"  # frozen restorer whose outputs are refined (registry names)
     mapping: str = "mapping-v1"
     vae2: str = "vae2-v1"
-    detector: str = "detector-v6"  # masks as at inference for detector_share of the samples ("": ground truth only)
+    detector: str = "detector-v7"  # masks as at inference for detector_share of the samples ("": ground truth only)
     detector_share: float = 0.5  # share of samples restored with the detector's mask
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     width: int = 16  # refiner channels at full resolution
