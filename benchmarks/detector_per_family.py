@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from oldphoto import registry
+from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
 from oldphoto.train.degrade import DegradeConfig, family_recipe
 from oldphoto.train.detector import ARCH, _to_tensor, predict
@@ -67,7 +68,7 @@ def score(model: torch.nn.Module, threshold: float, x: torch.Tensor, m: torch.Te
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", default="detector-v7", help="registered detector")
+    ap.add_argument("--detector", default=WEIGHT_NAMES["detector"], help="registered detector")
     ap.add_argument("--run", action="append", default=[], help="also score this detector run folder (best.pt)")
     ap.add_argument("--crops", type=int, default=48)
     ap.add_argument("--seed", type=int, default=55)

@@ -20,6 +20,7 @@ import torch.nn as nn
 from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.errors import WeightsError
+from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
 
 
@@ -59,7 +60,7 @@ def throughput(stage, tile: int = 256, batch: int = 8, repeats: int = 7) -> tupl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default="detector-v7", help="registered weights to measure")
+    ap.add_argument("--weights", default=WEIGHT_NAMES["detector"], help="registered weights to measure")
     ap.add_argument("--channels", default="", help="measure an untrained arch with these widths instead")
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)

@@ -16,6 +16,7 @@ import json
 
 import torch
 
+from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
 from oldphoto.stages.restore import Restorer
 from oldphoto.train.chunked import chunked
@@ -28,7 +29,7 @@ from oldphoto.train.refine import restorer_masks
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--refiner", default="refine-v2", help='registered refiner ("" for none)')
+    ap.add_argument("--refiner", default=WEIGHT_NAMES["refiner"], help='registered refiner ("" for none)')
     ap.add_argument("--detector", default="", help="registered detector whose masks (at the restorer's threshold, "
                     "dilated 1 px, as in the pipeline) the restorer gets; default: the ground-truth masks")
     ap.add_argument("--crops", type=int, default=24)
@@ -37,7 +38,8 @@ def main() -> None:
     ap.add_argument("--json", default="", help="also write the table here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    restorer = Restorer.from_registry("vae1-v1", "mapping-v1", "vae2-v1", refiner=args.refiner or None)
+    restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
+                                      refiner=args.refiner or None)
     detector = Detector.from_registry(args.detector) if args.detector else None
     _, val = split_corpus(corpus_dir(), 0.15, 0)
     table = {}

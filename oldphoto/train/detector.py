@@ -23,6 +23,7 @@ from .. import registry
 from ..archs import build
 from ..archs.unet_detector import widen_channels, widen_to_chroma
 from ..ops.masks import tophat_response
+from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
 from .loop import SupervisedRun, finish_evaluation, load_run_best
@@ -88,7 +89,7 @@ class Config:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    weights: str = "detector-v7"  # registry name to evaluate (ignored when `run` is set)
+    weights: str = WEIGHT_NAMES["detector"]  # registry name to evaluate (ignored when `run` is set)
     run: str = ""  # evaluate this run folder's best.pt instead of registered weights
     corpus: str = ""  # "" : data.corpus_dir()
     split_seed: int = 0  # must match the training split, so the photos were never seen

@@ -24,6 +24,7 @@ import torch
 
 from .. import registry
 from ..ops.masks import dilate
+from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
@@ -45,11 +46,11 @@ class EvalConfig:
     corpus: str = ""  # folder of clean photos; "" -> data.corpus_dir()
     split_seed: int = 0  # must match training: validation photos are never trained on
     val_fraction: float = 0.15  # likewise
-    vae1: str = "vae1-v1"  # registry names
-    mapping: str = "mapping-v1"
-    vae2: str = "vae2-v1"
-    refiner: str = "refine-v2"  # registry name of the image-space refiner run after G_Y, as the pipeline ("": none)
-    detector: str = "detector-v7"  # "" or not registered -> the ground-truth mask is used (and said so)
+    vae1: str = WEIGHT_NAMES["vae1"]  # registry names (default: the pipeline's)
+    mapping: str = WEIGHT_NAMES["mapping"]
+    vae2: str = WEIGHT_NAMES["vae2"]
+    refiner: str = WEIGHT_NAMES["refiner"]  # registry name of the image-space refiner run after G_Y, as the pipeline ("": none)
+    detector: str = WEIGHT_NAMES["detector"]  # "" or not registered -> the ground-truth mask is used (and said so)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     batch: int = 8  # tiles per forward pass
     threads: int = 2  # torch threads

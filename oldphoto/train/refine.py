@@ -25,6 +25,7 @@ from .. import registry
 from ..archs import build
 from ..ops.color import luma
 from ..ops.masks import dilate
+from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from . import degrade
@@ -46,10 +47,10 @@ class Config:
     split_seed: int = 0  # photo-level split (the same as every other model's)
     val_fraction: float = 0.15  # likewise
     seed: int = 1  # training randomness (crops, degradations, init)
-    vae1: str = "vae1-v1"  # frozen restorer whose outputs are refined (registry names)
-    mapping: str = "mapping-v1"
-    vae2: str = "vae2-v1"
-    detector: str = "detector-v7"  # masks as at inference for detector_share of the samples ("": ground truth only)
+    vae1: str = WEIGHT_NAMES["vae1"]  # frozen restorer whose outputs are refined (registry names; the pipeline's)
+    mapping: str = WEIGHT_NAMES["mapping"]
+    vae2: str = WEIGHT_NAMES["vae2"]
+    detector: str = WEIGHT_NAMES["detector"]  # masks as at inference for detector_share of the samples ("": ground truth only)
     detector_share: float = 0.5  # share of samples restored with the detector's mask
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     width: int = 16  # refiner channels at full resolution
