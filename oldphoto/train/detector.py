@@ -47,7 +47,7 @@ class Config:
     levels: int = 5  # U-Net levels (the coarsest runs at 1/2**(levels-1))
     max_width: int = 128  # channel cap for the coarse levels (keeps the weights small)
     blocks: int = 2  # 3x3 convs per level
-    balance: str = "hed"  # class balance of the cross-entropy: "hed" | "paper" | "none"
+    balance: str = "hed"  # class balance of the cross-entropy: "hed" | "hed_batch" (one α per batch) | "paper" | "none"
     dice_weight: float = 0.0  # weight of a soft-Dice term added to the cross-entropy (0: off)
     focal_weight: float = 0.0  # weight of a focal term added to the cross-entropy (0: off)
     crop: int = 128  # training crop edge in pixels

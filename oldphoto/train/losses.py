@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-BALANCE_MODES = ("paper", "hed", "none")
+BALANCE_MODES = ("paper", "hed", "hed_batch", "none")
 
 
 def _check_pair(logits: torch.Tensor, target: torch.Tensor, what: str) -> None:
@@ -24,6 +24,10 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", 
 
     mode "paper": the formula as printed in Wan et al. 2020, defect pixels weighted by α, intact ones by 1 - α.
     mode "hed":   the usual balancing (Xie & Tu 2015), defect pixels weighted by 1 - α, intact ones by α.
+    mode "hed_batch": "hed" with one α for the whole batch (its share of defect pixels) and one weighted mean.
+                  Per-image α makes the calibration depend on the image: a crop with a single hair (α ~ 0.005)
+                  weights its defect pixels ~200x its intact ones, so on sparse damage every doubtful edge is
+                  pushed towards "defect" and one global threshold cannot suit both sparse and dense crops.
     mode "none":  plain mean BCE.
     α is clamped to [min_share, 1 - min_share] so a defect-free image still teaches "no defect here" under "hed".
     Each image's loss is a weighted mean (divided by its weight total), so the scale does not depend on α.
@@ -34,6 +38,10 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", 
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if mode == "none":
         return bce.mean()
+    if mode == "hed_batch":
+        alpha = target.mean().clamp(min_share, 1 - min_share)
+        w = target * (1 - alpha) + (1 - target) * alpha
+        return (w * bce).sum() / w.sum()
     alpha = target.flatten(1).mean(1).clamp(min_share, 1 - min_share).view(-1, 1, 1, 1)
     w_pos, w_neg = (alpha, 1 - alpha) if mode == "paper" else (1 - alpha, alpha)
     w = target * w_pos + (1 - target) * w_neg

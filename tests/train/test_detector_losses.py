@@ -47,3 +47,20 @@ def test_losses_reject_mismatched_shapes():
         balanced_bce(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
     with pytest.raises(ValueError, match="mode"):
         balanced_bce(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), "median")
+
+
+def test_hed_batch_uses_one_alpha_for_the_batch():
+    logits, target = _case()
+    sparse = torch.zeros_like(target)
+    sparse[..., 0, 0] = 1  # 1 % defects in the second image
+    lg = torch.cat([logits, logits])
+    lg[1, :, 0, 0] = -6.0  # the sparse image's lone defect is missed
+    tg = torch.cat([target, sparse])
+    a = tg.mean().item()  # 5.5 %
+    bce = F.binary_cross_entropy_with_logits(lg, tg, reduction="none")
+    w = tg * (1 - a) + (1 - tg) * a
+    assert balanced_bce(lg, tg, "hed_batch").item() == pytest.approx((w * bce).sum().item() / w.sum().item(), rel=1e-5)
+    # per-image "hed" weights the sparse image's lone missed defect far more than the batch α does
+    assert balanced_bce(lg, tg, "hed").item() > 1.5 * balanced_bce(lg, tg, "hed_batch").item()
+    # a single image: both modes agree
+    assert balanced_bce(logits, target, "hed_batch").item() == pytest.approx(balanced_bce(logits, target, "hed").item())
