@@ -18,8 +18,8 @@ import torch
 
 from oldphoto import registry
 from oldphoto.archs import build
-from oldphoto.train.detector import ARCH, load_validation, predict, score_learned
-from oldphoto.train.loop import model_state
+from oldphoto.train.detector import ARCH, EvalConfig, load_validation, predict, score_learned
+from oldphoto.train.loop import load_run_best
 
 
 def load(candidate: str) -> tuple[torch.nn.Module, int | None]:
@@ -27,13 +27,13 @@ def load(candidate: str) -> tuple[torch.nn.Module, int | None]:
     path = Path(candidate)
     if not path.exists():
         return registry.load_entry(registry.get(candidate), "cpu").eval(), None
-    run = path if path.is_dir() else path.parent
-    ckpt = run / "best.pt" if path.is_dir() else path
-    kwargs = json.loads((run / "config.json").read_text())["arch_kwargs"]
-    model = build(ARCH, **kwargs)
-    model.load_state_dict(model_state(ckpt))
-    step = torch.load(ckpt, map_location="cpu", weights_only=True).get("step")
-    return model.eval(), step
+    if path.is_dir():
+        model, ck = load_run_best(path, ARCH)
+        return model, ck.get("step")
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # a ckpt.pt holds no arch_kwargs: its run's config does
+    model = build(ARCH, **json.loads((path.parent / "config.json").read_text())["arch_kwargs"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck.get("step")
 
 
 def main() -> None:
@@ -43,8 +43,9 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if args.seed == 1234:
-        ap.error("seed 1234 is the held-out evaluation set: select on another seed")
+    held_out = EvalConfig().seed
+    if args.seed == held_out:
+        ap.error(f"seed {held_out} is the held-out evaluation set: select on another seed")
     torch.set_num_threads(args.threads)
     images, masks = load_validation("", 0, args.count, 256, args.seed)
     for cand in args.candidates:

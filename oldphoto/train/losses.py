@@ -30,7 +30,8 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", 
                   pushed towards "defect" and one global threshold cannot suit both sparse and dense crops.
     mode "none":  plain mean BCE.
     α is clamped to [min_share, 1 - min_share] so a defect-free image still teaches "no defect here" under "hed".
-    Each image's loss is a weighted mean (divided by its weight total), so the scale does not depend on α.
+    Each image's loss (the batch's, under "hed_batch") is a weighted mean (divided by its weight total), so the
+    scale does not depend on α.
     """
     _check_pair(logits, target, "balanced_bce")
     if mode not in BALANCE_MODES:
@@ -38,13 +39,12 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", 
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if mode == "none":
         return bce.mean()
-    if mode == "hed_batch":
-        alpha = target.mean().clamp(min_share, 1 - min_share)
-        w = target * (1 - alpha) + (1 - target) * alpha
-        return (w * bce).sum() / w.sum()
-    alpha = target.flatten(1).mean(1).clamp(min_share, 1 - min_share).view(-1, 1, 1, 1)
+    share = target.mean() if mode == "hed_batch" else target.flatten(1).mean(1).view(-1, 1, 1, 1)
+    alpha = share.clamp(min_share, 1 - min_share)
     w_pos, w_neg = (alpha, 1 - alpha) if mode == "paper" else (1 - alpha, alpha)
     w = target * w_pos + (1 - target) * w_neg
+    if mode == "hed_batch":
+        return (w * bce).sum() / w.sum()
     per_image = (w * bce).flatten(1).sum(1) / w.flatten(1).sum(1)
     return per_image.mean()
 
