@@ -4,6 +4,7 @@ The recipe follows the physical order with random order inside each step:
   1. ageing of the print (degrade_unstructured.age_print): fading, colour cast, desaturation, B&W or toned mono,
      diffuse stains, uneven exposure / vignetting, film grain, now and then a halftone screen;
   2. physical damage (degrade_structured.damage): scratches, dust, hairs, creases, tears, blotches, textures;
+     crazing, foxing and flaking when switched on (off by default);
   3. scanning (degrade_unstructured.scan): Gaussian / defocus / motion blur, Gaussian / speckle / salt-and-pepper
      noise, down-and-up sampling, JPEG.
 With probability p_damage_after_scan the damage is painted last instead (sharp defects on a soft scan), which
@@ -22,7 +23,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .degrade_structured import PAINTERS, damage
+from .degrade_structured import AGEING_PAINTERS, PAINTERS, damage
 from .degrade_unstructured import age_print, scan
 
 MIN_SIDE = 16  # smaller crops cannot hold the defects meaningfully
@@ -98,6 +99,16 @@ class DegradeConfig:
     p_texture: float = 0.35  # scratch or paper texture overlay
     texture_opacity: tuple[float, float] = (0.1, 0.7)  # blend opacity
     paper_opacity_max: float = 0.3  # paper textures stay faint (never in the mask)
+    # ageing damage, off by default so the fixed evaluation sets stay as they were (detector.Config.p_ageing turns
+    # it on for training)
+    p_crazing: float = 0.0  # craquelure: cells outlined by hairline cracks over a patch of the print
+    craze_cell: tuple[float, float] = (6.0, 40.0)  # cell size, px, at the defect scale
+    craze_width: tuple[float, float] = (0.5, 2.0)  # crack width, px, at the defect scale
+    p_foxing: float = 0.0  # rust-brown spots
+    foxing_count: tuple[int, int] = (2, 30)  # per 256x256 area
+    foxing_radius: tuple[float, float] = (1.0, 10.0)  # px, median at the defect scale
+    p_flaking: float = 0.0  # hard-edged patches of lost emulsion inside the picture
+    flake_size: tuple[float, float] = (0.03, 0.2)  # fraction of the short side, at the defect scale
     # ---- scanning (each with its probability, random order)
     p_blur: float = 0.55  # any blur
     blur_kind_weights: tuple[float, float, float] = (0.6, 0.25, 0.15)  # Gaussian, defocus, motion
@@ -130,6 +141,7 @@ class DegradeConfig:
         if self.p_bw + self.p_toned > 1:
             raise ValueError(f"p_bw + p_toned must be <= 1, got {self.p_bw} + {self.p_toned}")
         for name in ("scratch_width", "dust_radius", "hair_width", "crease_width", "tear_rim_width", "blotch_size",
+                     "craze_cell", "craze_width", "foxing_radius", "flake_size",
                      "fade_gamma", "blur_sigma", "noise_sigma", "speckle_sigma", "salt_pepper_amount"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"{name} must be positive (read on a log scale), got {getattr(self, name)}")
@@ -152,7 +164,7 @@ def sharp_recipe(scale: float, base: "DegradeConfig | None" = None) -> DegradeCo
     fading, blur, noise, JPEG, ...) multiplied by `scale`, and the damage (p_structured and each kind of defect)
     as it is: damaged but otherwise crisp scans, where sharp content edges sit beside the defects."""
     base = DegradeConfig() if base is None else base
-    keep = {"p_structured", *(p for p, _ in PAINTERS)}
+    keep = {"p_structured", *(p for p, _ in PAINTERS + AGEING_PAINTERS)}
     scaled = scaled_recipe(scale, base)
     return replace(scaled, **{p: getattr(base, p) for p in keep})
 

@@ -1,5 +1,5 @@
 """Structured defects: physical damage that replaces content (scratches, dust, hairs, creases, tears, blotches,
-scratch/paper textures). Each painter returns the image and the per-pixel opacity of what it painted, so the
+scratch/paper textures; and, off by default, crazing, foxing and flaking). Each painter returns the image and the per-pixel opacity of what it painted, so the
 caller can build the ground-truth mask.
 
 Sizes follow one per-image "defect scale" u in [0, 1]: every size range (lo, hi) is read at lo * (hi/lo) ** u,
@@ -315,6 +315,80 @@ def textures(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
+def crazing(img, alpha, rng, cfg: "DegradeConfig", u: float):
+    """Craquelure of aged emulsion: a patch of polygonal cells outlined by hairline cracks, mostly dark, some
+    bright; the cell size and crack width read at scale u."""
+    h, w = img.shape[:2]
+    cell = at_scale(cfg.craze_cell, u + rng.normal(0, 0.1))
+    width = at_scale(cfg.craze_width, u + rng.normal(0, 0.1))
+    ny, nx = int(h / cell) + 3, int(w / cell) + 3
+    gy, gx = np.mgrid[-1:ny - 1, -1:nx - 1].astype(np.float64)
+    pts = np.stack([(gx + rng.uniform(-0.35, 0.35, gx.shape)) * cell,
+                    (gy + rng.uniform(-0.35, 0.35, gy.shape)) * cell], -1)
+    c = Canvas(h, w)
+    keep = rng.uniform(0.5, 0.9)  # share of the cell walls that cracked
+    for dy, dx in ((0, 1), (1, 0), (1, 1)):
+        if (dy, dx) == (1, 1) and rng.random() < 0.5:
+            continue  # sometimes triangles, mostly quadrilaterals
+        a, b = pts[:ny - dy, :nx - dx].reshape(-1, 2), pts[dy:, dx:].reshape(-1, 2)
+        for i in np.flatnonzero(rng.random(len(a)) < keep * (0.6 if dy and dx else 1.0)):
+            mid = (a[i] + b[i]) / 2 + rng.normal(0, 0.08 * cell, 2)
+            c.polyline(np.stack([a[i], mid, b[i]]), width * rng.uniform(0.7, 1.3), float(rng.uniform(0.5, 1.0)))
+    region = smooth_field(rng, h, w, int(rng.integers(2, 5)))  # crazing covers a patch, not the whole print
+    lo = rng.uniform(0.2, 0.6)
+    a = c.opacity() * np.clip((region - lo) / 0.15, 0, 1) * rng.uniform(0.4, 0.9)
+    composite(img, alpha, a.astype(np.float32), _paper(rng) if rng.random() < 0.3 else _dark(rng))
+    return img
+
+
+def foxing(img, alpha, rng, cfg: "DegradeConfig", u: float):
+    """Foxing: rust-brown spots with a darker core fading out, alone or in clusters; count per 256x256 area."""
+    h, w = img.shape[:2]
+    n = max(1, int(rng.integers(cfg.foxing_count[0], cfg.foxing_count[1] + 1) * h * w / 256 ** 2))
+    base = at_scale(cfg.foxing_radius, u)
+    rust = np.clip(np.array([0.58, 0.38, 0.18]) * rng.uniform(0.7, 1.3) + rng.normal(0, 0.03, 3), 0, 1)
+    centre = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+    spread = rng.uniform(0.1, 0.6) * max(h, w)  # clustered around one place or scattered
+    for _ in range(n):
+        r = base * math.exp(rng.normal(0, 0.45))
+        cx, cy = np.clip(centre + rng.normal(0, spread, 2), 0, [w - 1, h - 1])  # every spot lands on the print
+        ex = rng.uniform(0.6, 1.0)  # ellipse axis ratio
+        th = rng.uniform(0, math.pi)
+        R = int(math.ceil(r * 1.5)) + 1
+        y0, y1 = max(int(cy) - R, 0), min(int(cy) + R + 1, h)
+        x0, x1 = max(int(cx) - R, 0), min(int(cx) + R + 1, w)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = xx - cx, yy - cy
+        d = np.hypot(dx * math.cos(th) + dy * math.sin(th), (-dx * math.sin(th) + dy * math.cos(th)) / ex) / r
+        a = (np.clip(1 - d, 0, 1) ** rng.uniform(0.3, 1.0) * rng.uniform(0.4, 0.95)).astype(np.float32)
+        composite(img[y0:y1, x0:x1], alpha[y0:y1, x0:x1], a, rust * rng.uniform(0.8, 1.1))
+    return img
+
+
+def flaking(img, alpha, rng, cfg: "DegradeConfig", u: float):
+    """Flaked-off emulsion inside the picture: hard-edged organic patches of bare, slightly textured paper (or
+    the dark base); sizes a fraction of the short side at scale u."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    for _ in range(int(rng.integers(1, 4))):
+        s = max(6, int(side * at_scale(cfg.flake_size, u + rng.normal(0, 0.15))))
+        field = smooth_field(rng, s, s, int(rng.integers(4, 9)))
+        r = np.hypot(*np.meshgrid(np.linspace(-1, 1, s), np.linspace(-1, 1, s))).astype(np.float32)
+        shape = field * 0.7 + (1 - r) * 0.7
+        a = np.clip((shape - rng.uniform(0.6, 0.8)) / 0.02, 0, 1)
+        y0, x0 = int(rng.integers(-s // 4, h - s // 4)), int(rng.integers(-s // 4, w - s // 4))
+        ys, xs = slice(max(y0, 0), min(y0 + s, h)), slice(max(x0, 0), min(x0 + s, w))
+        a = np.ascontiguousarray(a[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0])
+        fill = _paper(rng) if rng.random() < 0.8 else np.full(3, rng.uniform(0.05, 0.3))
+        region = img[ys, xs]
+        composite(region, alpha[ys, xs], a, fill)
+        grain = rng.normal(0, rng.uniform(0.0, 0.03), a.shape).astype(np.float32)
+        region += (a * grain)[..., None]  # paper fibre, not a flat fill
+    return img
+
+
 def _u(rng: np.random.Generator, r: tuple[float, float]) -> float:
     return float(rng.uniform(r[0], r[1]))
 
@@ -327,6 +401,13 @@ PAINTERS = (
     ("p_tear", tears),
     ("p_blotch", blotches),
     ("p_texture", textures),
+)
+# kinds added later (ageing of the emulsion and paper); their probabilities default to 0, and no random number is
+# drawn for a kind at 0, so every fixed evaluation set made with the default recipe stays what it was
+AGEING_PAINTERS = (
+    ("p_crazing", crazing),
+    ("p_foxing", foxing),
+    ("p_flaking", flaking),
 )
 
 
@@ -342,6 +423,7 @@ def damage(x: np.ndarray, rng: np.random.Generator, cfg: "DegradeConfig") -> tup
     alpha = np.zeros(x.shape[:2], np.float32)
     u = float(rng.random())
     chosen = [paint for name, paint in PAINTERS if rng.random() < getattr(cfg, name)]
+    chosen += [paint for name, paint in AGEING_PAINTERS if getattr(cfg, name) > 0 and rng.random() < getattr(cfg, name)]
     for i in rng.permutation(len(chosen)):
         chosen[i](img, alpha, rng, cfg, u)
     np.clip(img, 0, 1, out=img)

@@ -26,6 +26,7 @@ from ..ops.masks import tophat_response
 from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
+from .degrade_structured import AGEING_PAINTERS
 from .loop import SupervisedRun, finish_evaluation, load_run_best
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
@@ -79,6 +80,8 @@ class Config:
     #                       unstructured steps (blur, noise, fading, ...) rarer, so crisp content edges, which the
     #                       default mixture mostly blurs or buries in noise, are seen beside defects and not flagged
     sharp_scale: float = 0.25  # factor on the unstructured steps' probabilities for those crops
+    p_ageing: float = 0.0  # probability of each ageing damage kind of the recipe (crazing, foxing, flaking: off in
+    #                        the default recipe) in the training crops; 0 keeps the old random stream
     chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
     #                       detector starts with their weights at zero, i.e. exactly where that detector was
 
@@ -130,10 +133,17 @@ def _augment(img: np.ndarray, rng: np.random.Generator, cfg: Config) -> np.ndarr
     return img
 
 
+def training_recipe(cfg: Config) -> degrade.DegradeConfig:
+    """The default recipe, with the ageing damage kinds at cfg.p_ageing each."""
+    kinds = {name: cfg.p_ageing for name, _ in AGEING_PAINTERS}
+    return replace(degrade.DegradeConfig(), **kinds) if cfg.p_ageing else degrade.DegradeConfig()
+
+
 def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch: degraded crops (B, 3, S, S) in [0, 1] and their defect masks (B, 1, S, S) in {0, 1}."""
     xs, ys = [], []
-    dcfg, sharp = degrade.DegradeConfig(), degrade.sharp_recipe(cfg.sharp_scale)
+    dcfg = training_recipe(cfg)
+    sharp = degrade.sharp_recipe(cfg.sharp_scale, dcfg)
     for _ in range(cfg.batch):
         clean = pool.random_crop(rng, cfg.crop, scale_range=(cfg.scale_min, cfg.scale_max))
         recipe = sharp if cfg.p_sharp and rng.random() < cfg.p_sharp else dcfg  # p_sharp 0: the old random stream
@@ -212,6 +222,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     if not (0 <= cfg.p_sharp <= 1 and 0 <= cfg.sharp_scale <= 1):
         raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
+    if not 0 <= cfg.p_ageing <= 1:
+        raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
     out = Path(cfg.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -225,8 +237,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         return widen_channels(widen_to_chroma(state) if cfg.chroma else state, template)
 
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from, adapt)
-    trainer.write_config(ARCH, degrade=asdict(degrade.DegradeConfig()),
-                         **({"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale))} if cfg.p_sharp else {}))
+    trainer.write_config(ARCH, degrade=asdict(training_recipe(cfg)),
+                         **({"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale, training_recipe(cfg)))} if cfg.p_sharp else {}))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)

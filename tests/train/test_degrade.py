@@ -15,7 +15,7 @@ NOTHING = DegradeConfig(
     p_halftone=0, p_structured=0, p_damage_after_scan=0, p_scratch=0, p_dust=0, p_hair=0, p_crease=0, p_tear=0,
     p_blotch=0, p_texture=0, p_blur=0, p_noise=0, p_resample=0, p_jpeg=0,
 )
-PAINTER_FLAGS = [name for name, _ in ds.PAINTERS]
+PAINTER_FLAGS = [name for name, _ in ds.PAINTERS + ds.AGEING_PAINTERS]
 
 
 def photo(h=96, w=128, seed=0):
@@ -381,3 +381,20 @@ def test_at_scale_reads_ranges_logarithmically():
     assert ds.at_scale((1.0, 16.0), 0.5) == pytest.approx(4.0)
     assert ds.at_scale((1.0, 16.0), 1.7) == pytest.approx(16.0)
     assert math.isclose(ds.at_scale((2.0, 2.0), 0.3), 2.0)
+
+
+def test_ageing_kinds_off_draw_no_random_numbers(monkeypatch):
+    """The ageing kinds default to 0 and then leave the random stream alone: fixed evaluation sets stay the same."""
+    cfg = DegradeConfig()
+    assert (cfg.p_crazing, cfg.p_foxing, cfg.p_flaking) == (0.0, 0.0, 0.0)
+    before = degrade(photo(), rng(3), cfg)
+    monkeypatch.setattr(ds, "AGEING_PAINTERS", ())
+    after = degrade(photo(), rng(3), cfg)
+    assert np.array_equal(before.image, after.image) and np.array_equal(before.mask, after.mask)
+
+
+def test_sharp_recipe_keeps_the_ageing_kinds():
+    base = replace(DegradeConfig(), p_crazing=0.3, p_foxing=0.2, p_flaking=0.1)
+    sharp = sharp_recipe(0.25, base)
+    assert (sharp.p_crazing, sharp.p_foxing, sharp.p_flaking) == (0.3, 0.2, 0.1)
+    assert sharp.p_blur == pytest.approx(0.25 * base.p_blur)

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.errors import WeightsError
 from oldphoto.train import detector as D
+from oldphoto.train.degrade import DegradeConfig
 from oldphoto.train.loop import load_run_best
 
 
@@ -180,3 +182,15 @@ def test_wider_run_starts_from_a_narrower_detector(tiny_run, corpus, tmp_path):
 def test_sharp_share_out_of_range_is_refused(corpus, tmp_path):
     with pytest.raises(ValueError, match="p_sharp and sharp_scale must be in"):
         D.run(D.Config(**{**_cfg(corpus, tmp_path / "x", 1).__dict__, "p_sharp": 1.5}), lambda m: None)
+
+
+def test_ageing_share_out_of_range_is_refused(corpus, tmp_path):
+    with pytest.raises(ValueError, match="p_ageing must be in"):
+        D.run(D.Config(**{**_cfg(corpus, tmp_path / "x", 1).__dict__, "p_ageing": -0.1}), lambda m: None)
+
+
+def test_training_recipe_switches_on_the_ageing_kinds_only_when_asked():
+    assert D.training_recipe(D.Config()) == DegradeConfig()
+    recipe = D.training_recipe(D.Config(p_ageing=0.2))
+    assert (recipe.p_crazing, recipe.p_foxing, recipe.p_flaking) == (0.2, 0.2, 0.2)
+    assert replace(recipe, p_crazing=0.0, p_foxing=0.0, p_flaking=0.0) == DegradeConfig()
