@@ -9,13 +9,13 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
-from .degrade import DegradeConfig, degrade
+from .degrade import DegradeConfig, Degraded, degrade
 from .degrade_unstructured import luma
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
@@ -126,22 +126,28 @@ def to_gray(x: np.ndarray) -> np.ndarray:
     return np.repeat(luma(x)[..., None], 3, axis=2)
 
 
-def make_pair(pool: PhotoPool, rng: np.random.Generator, size: int, cfg: DegradeConfig = DegradeConfig(),
-              index: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A synthetic training triple (x, y, m) from a random crop.
+Generator = Callable[[np.ndarray, np.random.Generator, Any], Degraded]  # degrade(clean, rng, cfg) -> Degraded
+
+
+def make_pair(pool: PhotoPool, rng: np.random.Generator, size: int, cfg: Any = DegradeConfig(),
+              index: int | None = None, generator: Generator = degrade) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic training triple (x, y, m) from a random crop, degraded by `generator` with its config `cfg`
+    (default: the training recipe, degrade.degrade with a DegradeConfig).
 
     x: (size, size, 3) float32 degraded; y: (size, size, 3) float32 clean target, in gray (luma replicated)
     when x is a B&W or toned print, since the restorer must not invent colour; m: (size, size) float32 {0, 1}.
     """
     clean = pool.random_crop(rng, size, index=index)
-    d = degrade(clean, rng, cfg)
+    d = generator(clean, rng, cfg)
     y = to_gray(clean) if d.gray else clean
     return d.image, y, d.mask
 
 
-def validation_set(paths: Sequence[Path], n: int, size: int, seed: int, cfg: DegradeConfig = DegradeConfig(),
-                   max_side: int = 1536) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """n fixed (x, y, m) triples, identical on every call with the same arguments (path order does not matter).
+def validation_set(paths: Sequence[Path], n: int, size: int, seed: int, cfg: Any = DegradeConfig(),
+                   max_side: int = 1536, generator: Generator = degrade
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """n fixed (x, y, m) triples, identical on every call with the same arguments (path order does not matter);
+    `generator` and its `cfg` as in make_pair.
 
     Photos are visited in turn (sorted by name) so every validation photo is used.
     """
@@ -149,4 +155,4 @@ def validation_set(paths: Sequence[Path], n: int, size: int, seed: int, cfg: Deg
         raise ValueError(f"n must be positive, got {n}")
     pool = PhotoPool(sorted(Path(p) for p in paths), max_side=max_side)
     rng = np.random.default_rng(seed)
-    return [make_pair(pool, rng, size, cfg, index=k % len(pool)) for k in range(n)]
+    return [make_pair(pool, rng, size, cfg, index=k % len(pool), generator=generator) for k in range(n)]

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from ..ops.masks import tophat_response
 from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
+from .degrade_second import SecondConfig, degrade_second
 from .degrade_structured import AGEING_PAINTERS
 from .loop import SupervisedRun, finish_evaluation, load_run_best
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
@@ -106,6 +107,8 @@ class EvalConfig:
     #                       tuned threshold as meta["threshold"] (what the pipeline uses)
     undamaged: int = 64  # also count false alarms: the share of pixels flagged (at the tuned thresholds) on this
     #                      many crops of the same photos degraded by the recipe without any damage (0: skip)
+    second: int = 96  # also score, at the tuned thresholds, this many crops of the same photos degraded by the
+    #                   second generator (degrade_second: never trained on): how far the numbers carry (0: skip)
 
 
 # ------------------------------------------------------------------ data
@@ -155,10 +158,12 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
 
 
 def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: int,
-                    recipe: degrade.DegradeConfig = degrade.DegradeConfig()) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed held-out set: images (N, 3, S, S) and masks (N, 1, S, S), from photos training never sees."""
+                    recipe: Any = degrade.DegradeConfig(), generator: data.Generator = degrade.degrade
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed held-out set: images (N, 3, S, S) and masks (N, 1, S, S), from photos training never sees,
+    degraded by `generator` with `recipe` (default: the training recipe)."""
     _, val_paths = _split(corpus, split_seed)
-    items = data.validation_set(val_paths, count, size, seed, recipe)
+    items = data.validation_set(val_paths, count, size, seed, recipe, generator=generator)
     return torch.stack([_to_tensor(x) for x, _, _ in items]), torch.stack([_to_tensor(m) for _, _, m in items])
 
 
@@ -299,6 +304,23 @@ def false_alarms(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
             "crops": len(images)}
 
 
+def second_generator(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
+    """Both detectors at the thresholds `res` tuned, on held-out crops from the second generator
+    (degrade_second.degrade_second): F1 / precision / recall with the 1 px tolerance."""
+    images, masks = load_validation(cfg.corpus, cfg.split_seed, cfg.second, cfg.size, cfg.seed, SecondConfig(),
+                                    generator=degrade_second)
+    c = res["classical"]
+    scores = {"learned": (predict(model, images, cfg.batch), res["learned"]["threshold"]),
+              "classical": (chunked(lambda t: tophat_response(t, c["size"]), cfg.batch, images), c["threshold"])}
+    out: dict = {"crops": len(images), "defect_share": round(float(masks.mean()), 5)}
+    for k, (score, threshold) in scores.items():
+        sweep = ThresholdSweep([threshold], tolerance=1)
+        sweep.add(score, masks)
+        t = {name: float(v[0]) for name, v in sweep.table().items()}
+        out[k] = {name: round(t[name], 4) for name in ("f1_tol", "precision_tol", "recall_tol")}
+    return out
+
+
 def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """Evaluate registered weights (or a run's best.pt) and the classical baseline on the fixed held-out set."""
     threads_before = torch.get_num_threads()
@@ -322,6 +344,11 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         res["false_alarms"] = false_alarms(model, res, cfg)
         log(f"false alarms on {cfg.undamaged} undamaged crops: learned {100 * res['false_alarms']['learned']:.2f}% "
             f"of the pixels, classical {100 * res['false_alarms']['classical']:.2f}%")
+    if cfg.second:
+        res["second_generator"] = sg = second_generator(model, res, cfg)
+        log(f"second generator ({cfg.second} crops, never trained on): learned F1(1px tol) {sg['learned']['f1_tol']:.3f}"
+            f" (P {sg['learned']['precision_tol']:.3f}, R {sg['learned']['recall_tol']:.3f}), classical "
+            f"{sg['classical']['f1_tol']:.3f}")
     res["evaluated"] = what
     res["eval_config"] = asdict(cfg)
     for k in ("learned", "classical"):

@@ -92,7 +92,7 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
     out, _ = tiny_run
     wdir = tmp_path / "weights"
     path = D.export(out, "det-test", weights_dir=wdir,
-                    eval_cfg=D.EvalConfig(corpus=str(corpus), count=2, size=32, undamaged=0))
+                    eval_cfg=D.EvalConfig(corpus=str(corpus), count=2, size=32, undamaged=0, second=0))
     entry = json.loads((wdir / "MANIFEST.json").read_text())["models"]["det-test"]
     assert entry["arch"] == D.ARCH and entry["file"] == path.name
     meta = entry["meta"]
@@ -110,12 +110,15 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
             assert torch.allclose(loaded(x), model(x), atol=1e-6)
         # a recorded evaluation lands in the meta, with the threshold it tuned (what the pipeline then uses)
         res = D.evaluate(D.EvalConfig(weights="det-test", corpus=str(corpus), count=2, size=32, seed=7,
-                                      record=True, undamaged=3), lambda m: None)
+                                      record=True, undamaged=3, second=3), lambda m: None)
         meta = registry.get("det-test").meta
         assert meta["evaluation"]["learned"] == res["learned"] and meta["evaluation"]["config"]["seed"] == 7
         assert meta["threshold"] == res["learned"]["threshold"]
         alarms = meta["evaluation"]["false_alarms"]  # flagged share on undamaged crops, both detectors
         assert alarms["crops"] == 3 and 0 <= alarms["learned"] <= 1 and 0 <= alarms["classical"] <= 1
+        second = meta["evaluation"]["second_generator"]  # the never-trained-on generator, at the tuned thresholds
+        assert second["crops"] == 3 and 0 < second["defect_share"] < 1
+        assert all(0 <= second[k]["f1_tol"] <= 1 for k in ("learned", "classical"))
         path.write_bytes(path.read_bytes() + b"\0")
         with pytest.raises(WeightsError, match="sha256"):
             registry.load("det-test")
@@ -141,7 +144,7 @@ def test_validation_curve_and_notes_reach_the_manifest(tiny_run, corpus, tmp_pat
     (out / "notes.json").write_text(json.dumps({"loss_comparison": {"hed": curve}}))
     try:
         D.export(out, "det-notes", weights_dir=tmp_path,
-                 eval_cfg=D.EvalConfig(corpus=str(corpus), count=2, size=32, undamaged=0))
+                 eval_cfg=D.EvalConfig(corpus=str(corpus), count=2, size=32, undamaged=0, second=0))
     finally:
         (out / "notes.json").unlink()
     meta = json.loads((tmp_path / "MANIFEST.json").read_text())["models"]["det-notes"]["meta"]
