@@ -517,12 +517,20 @@ def _collect(fut: Future, job: _Job, out: Path, fp: str, state: RunState, report
 @click.option("--count", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=click.IntRange(min=16), default=512, show_default=True, help="Edge in pixels.")
-def synth(out: Path, count: int, seed: int, size: int) -> None:
+@click.option("--generator", type=click.Choice(["training", "second"]), default="training", show_default=True,
+              help="The training recipe, or the second generator kept for checking generalisation.")
+@click.option("--ageing", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Training recipe: probability of each ageing kind (crazing, foxing, flaking).")
+def synth(out: Path, count: int, seed: int, size: int, generator: str, ageing: float) -> None:
     """Write COUNT synthetic degraded examples with their defect masks (and clean originals) into OUT."""
     synth_mod = _import_train_module("oldphoto.train.synth")
+    try:
+        fn, cfg = synth_mod.recipe(generator, ageing)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--ageing") from None
     out.mkdir(parents=True, exist_ok=True)
     try:
-        paths = synth_mod.write_examples(out, count, seed, size)
+        paths = synth_mod.write_examples(out, count, seed, size, cfg=cfg, generator=fn)
     except OldPhotoError as e:
         raise RunError(str(e)) from None
     for p in paths:

@@ -506,6 +506,17 @@ def test_synth_writes_examples_from_the_corpus(tmp_path, monkeypatch):
     assert written == sorted(f"synth_3_{k:04d}{s}" for k in range(2) for s in (".png", ".mask.png", ".clean.png"))
     assert all(Image.open(out / n).size == (32, 32) for n in written)
 
+    # the second generator (kept for checking) writes the same files, with other images
+    r2 = run("synth", tmp_path / "second", "--count", 2, "--seed", 3, "--size", 32, "--generator", "second")
+    assert r2.exit_code == 0, r2.output
+    assert sorted(Path(p).name for p in r2.stdout.split()) == written
+    a = np.asarray(Image.open(out / "synth_3_0000.png"))
+    b = np.asarray(Image.open(tmp_path / "second" / "synth_3_0000.png"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    bad = run("synth", tmp_path / "bad", "--generator", "second", "--ageing", 0.2)
+    assert bad.exit_code != 0 and "ageing applies to the training recipe only" in bad.output
+    assert not (tmp_path / "bad").exists()
+
 
 # ------------------------------------------------------------------------------------- end to end
 

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import OldPhotoError
-from .data import PhotoPool, corpus_dir, split_corpus, to_gray
+from .data import Generator, PhotoPool, corpus_dir, split_corpus, to_gray
 from .degrade import DegradeConfig, degrade
+from .degrade_second import SecondConfig, degrade_second
+from .degrade_structured import AGEING_PAINTERS
+
+
+def recipe(generator: str = "training", ageing: float = 0.0) -> tuple[Generator, Any]:
+    """(generator, its config) by name: "training" (degrade.degrade; `ageing` sets the probability of each ageing
+    damage kind, off by default) or "second" (degrade_second: the generator kept for checking, never trained on)."""
+    if generator == "second":
+        if ageing:
+            raise ValueError("ageing applies to the training recipe only; the second generator has its own kinds")
+        return degrade_second, SecondConfig()
+    if generator != "training":
+        raise ValueError(f"unknown generator {generator!r}; known: training, second")
+    return degrade, replace(DegradeConfig(), **{name: ageing for name, _ in AGEING_PAINTERS})
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -18,8 +34,9 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def write_examples(out_dir: Path, count: int, seed: int, size: int, corpus: Path | None = None,
-                   cfg: DegradeConfig = DegradeConfig()) -> list[Path]:
-    """Write `count` synthetic examples made from the corpus' validation photos (never training photos).
+                   cfg: Any = DegradeConfig(), generator: Generator = degrade) -> list[Path]:
+    """Write `count` synthetic examples made from the corpus' validation photos (never training photos), degraded
+    by `generator` with its config `cfg` (default: the training recipe).
 
     For each NAME = synth_SEED_NNNN: NAME.png (degraded, RGB 8-bit), NAME.mask.png (L, 255 = defect) and
     NAME.clean.png (the target: gray when the degraded print is B&W/toned). Crops are size x size.
@@ -38,7 +55,7 @@ def write_examples(out_dir: Path, count: int, seed: int, size: int, corpus: Path
     written: list[Path] = []
     for k in range(count):
         clean = pool.random_crop(rng, size, index=k % len(pool))
-        d = degrade(clean, rng, cfg)
+        d = generator(clean, rng, cfg)
         name = f"synth_{seed}_{k:04d}"
         files = {
             f"{name}.png": Image.fromarray(to_uint8(d.image), "RGB"),
