@@ -6,6 +6,8 @@ A candidate is a registered detector, a run folder (its best.pt: the in-training
 run's ckpt.pt: its last state). Each is scored at the threshold that maximises its F1 (1 px tolerance) on these
 crops. Choose on a seed other than the held-out one (1234, what `oldphoto eval detector` reports), so the
 held-out number stays an honest estimate; seed 777 is the one the weights README uses. One JSON line each.
+`--ageing P` adds the ageing damage kinds (crazing, foxing, flaking; off in the default recipe) at P each, for
+detectors trained with them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from oldphoto import registry
 from oldphoto.archs import build
-from oldphoto.train.detector import ARCH, EvalConfig, load_validation, predict, score_learned
+from oldphoto.train.detector import ARCH, Config, EvalConfig, load_validation, predict, score_learned, training_recipe
 from oldphoto.train.loop import load_run_best
 
 
@@ -42,18 +44,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--count", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ageing", type=float, default=0.0, help="probability of each ageing damage kind (default 0)")
     args = ap.parse_args()
     held_out = EvalConfig().seed
     if args.seed == held_out:
         ap.error(f"seed {held_out} is the held-out evaluation set: select on another seed")
     torch.set_num_threads(args.threads)
-    images, masks = load_validation("", 0, args.count, 256, args.seed)
+    images, masks = load_validation("", 0, args.count, 256, args.seed, training_recipe(Config(p_ageing=args.ageing)))
     for cand in args.candidates:
         model, step = load(cand)
         r = score_learned(predict(model, images, 8), masks)
         print(json.dumps({"candidate": cand, "step": step, "f1_tol": round(r["f1_tol"], 4), "f1": round(r["f1"], 4),
                           "precision_tol": round(r["precision_tol"], 3), "recall_tol": round(r["recall_tol"], 3),
-                          "threshold": r["threshold"]}), flush=True)
+                          "threshold": r["threshold"], "seed": args.seed, "ageing": args.ageing}), flush=True)
 
 
 if __name__ == "__main__":
