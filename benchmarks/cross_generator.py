@@ -11,6 +11,7 @@ by the training recipe (`oldphoto.train.degrade`) and by a second, separately de
     python benchmarks/cross_generator.py                                   # pipeline models, 96 crops
     python benchmarks/cross_generator.py --detector detector-v7 --json runs/cross_generator.json
     python benchmarks/cross_generator.py --no-restore --per-kind 48          # where the detector's errors are
+    python benchmarks/cross_generator.py --restore-steps 32                  # the restorer per ageing / scan step
 
 Results are in weights/README.md ("A second degradation generator"). Photos: the validation split (never trained
 on); crop seed 2468, which no selection or evaluation elsewhere uses.
@@ -104,6 +105,38 @@ def per_kind(det: Detector, n: int, size: int, seed: int) -> dict[str, dict]:
     return out
 
 
+def restore_per_step(det: Detector, restorer: Restorer, n: int, size: int, seed: int) -> dict[str, dict]:
+    """The full pipeline (detector masks at the restorer's threshold) on undamaged crops of the second generator,
+    one ageing or scan step at a time: what the restorer does to each kind of degradation it never saw made this
+    way (PSNR / SSIM luma of the scan and of the restoration)."""
+    _, val = split_corpus(corpus_dir(), 0.15, 0)
+    pool = PhotoPool(sorted(val))
+    rng = np.random.default_rng(seed)
+    clean = [pool.random_crop(rng, size, index=k % len(pool)) for k in range(n)]
+    off = dict(p_damage=0.0, p_mono=0, p_veil=0, p_dye_loss=0, p_yellowing=0, p_falloff=0, p_blur=0, p_noise=0,
+               p_banding=0, p_jpeg=0)
+    steps = {"none (clean crop)": {}, "veil 0.1-0.2": dict(p_veil=1, veil=(0.1, 0.2)),
+             "veil 0.2-0.3": dict(p_veil=1, veil=(0.2, 0.3)), "veil 0.3-0.45": dict(p_veil=1, veil=(0.3, 0.45)),
+             "dye loss + yellowing": dict(p_dye_loss=1, p_yellowing=1), "mono, duotone": dict(p_mono=1, p_duotone=1),
+             "light fall-off": dict(p_falloff=1), "blur": dict(p_blur=1), "noise": dict(p_noise=1),
+             "row banding": dict(p_banding=1), "jpeg": dict(p_jpeg=1)}
+    out = {}
+    threshold = restore_threshold(restorer, det)
+    for name, on in steps.items():
+        cfg = replace(SecondConfig(), **{**off, **on})
+        grng = np.random.default_rng([seed, 2])
+        ds = [degrade_second(c, grng, cfg) for c in clean]
+        x = torch.stack([_to_tensor(d.image) for d in ds])
+        y = torch.stack([_to_tensor(to_gray(c) if d.gray else c) for c, d in zip(clean, ds)])
+        mask = dilate(det.binarize(chunked(det, 8, x), threshold), 1)
+        scan, restored = quality(x, y), quality(chunked(restorer, 8, x, mask), y)
+        out[name] = {"scan": {k: round(v, 3) for k, v in scan.items()},
+                     "restored": {k: round(v, 3) for k, v in restored.items()}}
+        print(f"{name:22s} scan {scan['psnr_y']:6.2f} dB / {scan['ssim_y']:.3f} -> restored "
+              f"{restored['psnr_y']:6.2f} dB / {restored['ssim_y']:.3f}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", action="append", default=[],
@@ -116,6 +149,8 @@ def main() -> None:
     ap.add_argument("--no-restore", action="store_true", help="score the detectors only")
     ap.add_argument("--per-kind", type=int, default=0, metavar="N",
                     help="also score the first detector on N crops per damage kind of the second generator")
+    ap.add_argument("--restore-steps", type=int, default=0, metavar="N",
+                    help="also run the pipeline on N undamaged crops per ageing / scan step of the second generator")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -156,6 +191,9 @@ def main() -> None:
     if args.per_kind:
         results["per_kind"] = {"detector": names[0], "crops": args.per_kind,
                                "table": per_kind(detectors[names[0]], args.per_kind, args.size, args.seed + 1)}
+    if args.restore_steps and restorer is not None:
+        results["restore_per_step"] = {"crops": args.restore_steps, "table": restore_per_step(
+            detectors[names[0]], restorer, args.restore_steps, args.size, args.seed + 2)}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -1,0 +1,73 @@
+"""Choose the detector threshold the restorer acts on (the mapping's meta["mask_threshold"]).
+
+Every marked pixel is refilled from its surroundings, so a false alarm on intact content costs much more than
+it does in the detector's F1: on clean crops the restoration loses several dB where the detector marks content.
+So the threshold is scored on two sets of selection crops (seed 999, never the held-out 4321):
+  damaged    the default recipe (what `oldphoto eval restore` measures)
+  undamaged  the same recipe without any damage (p_structured 0): what the restorer does to intact prints
+PSNR / SSIM on luma per threshold, and the share of pixels marked (after the pipeline's 1-px dilation).
+
+    python benchmarks/select_restore_threshold.py                      # the pipeline's detector and restorer
+    python benchmarks/select_restore_threshold.py --detector detector-v9 --thresholds 0.9 0.95 0.97
+
+Rule used for the shipped value (weights/README.md): the highest PSNR on the damaged crops, and among thresholds
+within 0.05 dB of it, the one best on the undamaged crops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import torch
+
+from oldphoto.ops.masks import dilate
+from oldphoto.pipeline import WEIGHT_NAMES
+from oldphoto.stages.detect import Detector
+from oldphoto.stages.restore import Restorer
+from oldphoto.train.chunked import chunked
+from oldphoto.train.data import corpus_dir, split_corpus, validation_set
+from oldphoto.train.degrade import DegradeConfig
+from oldphoto.train.evaluate_restore import EvalConfig
+from oldphoto.train.mapping import quality
+from oldphoto.train.pairs import stack_triples
+
+TIE_DB = 0.05  # PSNR differences on the damaged crops below this are treated as ties
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detector", default=WEIGHT_NAMES["detector"])
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.85, 0.9, 0.95, 0.97, 0.98])
+    ap.add_argument("--crops", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=999)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.seed == EvalConfig().seed:
+        ap.error(f"seed {args.seed} is the held-out evaluation set: select on another seed")
+    torch.set_num_threads(args.threads)
+    det = Detector.from_registry(args.detector)
+    restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
+                                      refiner=WEIGHT_NAMES["refiner"] or None)
+    _, val = split_corpus(corpus_dir(), 0.15, 0)
+    sets = {"damaged": DegradeConfig(), "undamaged": replace(DegradeConfig(), p_structured=0.0)}
+    table: dict[str, dict[float, dict]] = {}
+    for name, recipe in sets.items():
+        x, y, _ = stack_triples(validation_set(val, args.crops, 256, args.seed, recipe))
+        prob = chunked(det, 8, x)
+        table[name] = {}
+        for t in args.thresholds:
+            mask = dilate(det.binarize(prob, t), 1)
+            q = {k: round(v, 3) for k, v in quality(chunked(restorer, 8, x, mask), y).items()}
+            q["marked_percent"] = round(100 * float(mask.mean()), 2)
+            table[name][t] = q
+            print(json.dumps({"set": name, "threshold": t, **q}), flush=True)
+    best = max(table["damaged"][t]["psnr_y"] for t in args.thresholds)
+    ties = [t for t in args.thresholds if table["damaged"][t]["psnr_y"] >= best - TIE_DB]
+    chosen = max(ties, key=lambda t: table["undamaged"][t]["psnr_y"])
+    print(json.dumps({"detector": args.detector, "chosen": chosen, "ties": ties}))
+
+
+if __name__ == "__main__":
+    main()
