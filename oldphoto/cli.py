@@ -740,7 +740,9 @@ def eval_(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--as", "weights_name", required=True, metavar="WEIGHTS",
               help="Registry name to publish under, e.g. detector-v2 (weights/WEIGHTS.pt + MANIFEST.json entry).")
-def export(name: str, run_dir: Path, weights_name: str) -> None:
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="The run's in-training best (best.pt) or its final state (ckpt.pt); detector and refine.")
+def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None:
     """Publish the best checkpoint of training run RUN_DIR of model NAME into weights/ (sha256, config, data
     recipe and validation metrics go into weights/MANIFEST.json). A mapping run also publishes the two VAEs it
     was trained with, as vae1-v1 / vae2-v1."""
@@ -750,9 +752,12 @@ def export(name: str, run_dir: Path, weights_name: str) -> None:
         choices = [n for n in train.TRAINERS if n not in ("vae1", "vae2")]
         raise click.UsageError(f"unknown export target {name!r}; choose one of: {', '.join(choices)} "
                                "(VAEs are published with their mapping)")
+    if checkpoint != "best" and name not in ("detector", "refine"):
+        raise click.UsageError(f"--checkpoint last is for detector and refine runs, not {name}")
     module = _import_train_module(train.TRAINERS[name])
     try:
-        path = module.export(run_dir, weights_name)
+        path = module.export(run_dir, weights_name, checkpoint=checkpoint) if checkpoint != "best" else \
+            module.export(run_dir, weights_name)
     except (OldPhotoError, OSError, KeyError, ValueError) as e:
         raise RunError(f"{run_dir}: cannot export: {e}") from None
     click.echo(str(path))

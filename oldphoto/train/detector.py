@@ -28,7 +28,7 @@ from . import data, degrade
 from .chunked import chunked
 from .degrade_second import SecondConfig, degrade_second
 from .degrade_structured import AGEING_PAINTERS
-from .loop import SupervisedRun, finish_evaluation, load_run_best
+from .loop import SupervisedRun, finish_evaluation, last_as_best, load_run_best
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep
 from .run_files import export_weights, save_grid, warmup_linear_lr
@@ -371,14 +371,25 @@ def validation_curve(run_dir: str | Path) -> dict[int, float]:
 # ------------------------------------------------------------------ export
 
 def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
-           eval_cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None) -> Path:
-    """Best checkpoint of `run_dir` -> `<weights>/<name>.pt` (float32 state_dict) + its MANIFEST.json entry.
+           eval_cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None,
+           checkpoint: str = "best") -> Path:
+    """Best checkpoint of `run_dir` (checkpoint="last": its final state, ckpt.pt) -> `<weights>/<name>.pt`
+    (float32 state_dict) + its MANIFEST.json entry; "last" is for when a larger selection set than the run's own
+    in-training one preferred the final state (meta["checkpoint"] says which was published).
 
     Re-evaluates on the fixed held-out set to store the tuned threshold and both detectors' metrics in the meta.
-    Safe while the run is training: the loop replaces best.pt atomically and it is read once here.
+    Safe while the run is training: the loop replaces best.pt and ckpt.pt atomically and reads each once here.
     """
     run_dir = Path(run_dir)
-    model, ck = load_run_best(run_dir, ARCH)
+    if checkpoint == "best":
+        model, ck = load_run_best(run_dir, ARCH)
+    elif checkpoint == "last":
+        ck = last_as_best(run_dir, json.loads((run_dir / "config.json").read_text())["arch_kwargs"])
+        model = build(ARCH, **ck["arch_kwargs"])
+        model.load_state_dict(ck["model"])
+        model.eval()
+    else:
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     tcfg = ck["config"]
     ecfg = eval_cfg or EvalConfig(run=str(run_dir), corpus=tcfg["corpus"], split_seed=tcfg["split_seed"])
     images, masks = load_validation(ecfg.corpus, ecfg.split_seed, ecfg.count, ecfg.size, ecfg.seed)
@@ -405,6 +416,7 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
         "steps": ck["step"],
         "wall_seconds": round(ck["wall"], 1),
         "params": sum(p.numel() for p in model.parameters()),
+        "checkpoint": checkpoint,
     }
     if notes_path.is_file():
         meta["notes"] = json.loads(notes_path.read_text())

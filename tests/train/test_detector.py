@@ -197,3 +197,18 @@ def test_training_recipe_switches_on_the_ageing_kinds_only_when_asked():
     recipe = D.training_recipe(D.Config(p_ageing=0.2))
     assert (recipe.p_crazing, recipe.p_foxing, recipe.p_flaking) == (0.2, 0.2, 0.2)
     assert replace(recipe, p_crazing=0.0, p_foxing=0.0, p_flaking=0.0) == DegradeConfig()
+
+
+def test_export_of_the_last_state_publishes_ckpt_weights(tiny_run, corpus, tmp_path):
+    out, _ = tiny_run
+    wdir = tmp_path / "weights"
+    ecfg = D.EvalConfig(corpus=str(corpus), count=2, size=32, undamaged=0, second=0)
+    path = D.export(out, "det-last", weights_dir=wdir, eval_cfg=ecfg, checkpoint="last")
+    last = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    published = torch.load(path, map_location="cpu", weights_only=True)
+    assert published.keys() == last["model"].keys()
+    assert all(torch.equal(published[k].float(), last["model"][k].float()) for k in published)
+    meta = json.loads((wdir / "MANIFEST.json").read_text())["models"]["det-last"]["meta"]
+    assert meta["checkpoint"] == "last" and meta["steps"] == last["step"]
+    with pytest.raises(ValueError, match="checkpoint must be 'best' or 'last'"):
+        D.export(out, "det-x", weights_dir=wdir, eval_cfg=ecfg, checkpoint="newest")
