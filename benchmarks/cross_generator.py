@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
 import torch
 
+from oldphoto.archs import build
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
@@ -36,11 +38,27 @@ from oldphoto.train.chunked import chunked
 from oldphoto.train.data import PhotoPool, corpus_dir, split_corpus, to_gray
 from oldphoto.train.degrade import degrade
 from oldphoto.train.degrade_second import KINDS, SecondConfig, degrade_second
-from oldphoto.train.detector import THRESHOLDS, _to_tensor, score_classical
+from oldphoto.train.detector import ARCH, THRESHOLDS, _to_tensor, score_classical
+from oldphoto.train.loop import last_as_best, load_run_best
 from oldphoto.train.mapping import quality
 from oldphoto.train.mask_metrics import ThresholdSweep
 
 GENERATORS = {"training recipe": degrade, "second generator": degrade_second}
+
+
+def load_detector(ref: str) -> Detector:
+    """A registered detector (its stored threshold), a run folder (best.pt) or a run's ckpt.pt (its last state),
+    the latter two at the threshold of their latest in-training validation."""
+    path = Path(ref)
+    if not path.exists():
+        return Detector.from_registry(ref)
+    if path.is_dir():
+        model, ck = load_run_best(path, ARCH)
+    else:
+        ck = last_as_best(path.parent, json.loads((path.parent / "config.json").read_text())["arch_kwargs"])
+        model = build(ARCH, **ck["arch_kwargs"])
+        model.load_state_dict(ck["model"])
+    return Detector(model.eval(), float(ck["val"]["threshold"]))
 
 
 def crops(n: int, size: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -140,8 +158,8 @@ def restore_per_step(det: Detector, restorer: Restorer, n: int, size: int, seed:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", action="append", default=[],
-                    help="registered detector to score (repeatable; default: the pipeline's); the first one makes "
-                         "the restorer's masks")
+                    help="registered detector, run folder or run ckpt.pt to score (repeatable; default: the "
+                         "pipeline's); the first one makes the restorer's masks")
     ap.add_argument("--crops", type=int, default=96)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=2468)
@@ -155,7 +173,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = args.detector or [WEIGHT_NAMES["detector"]]
-    detectors = {n: Detector.from_registry(n) for n in names}
+    detectors = {n: load_detector(n) for n in names}
     restorer = None if args.no_restore else Restorer.from_registry(
         WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"], refiner=WEIGHT_NAMES["refiner"] or None)
     t0 = time.perf_counter()
