@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=2468)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-restore", action="store_true", help="score the detectors only")
+    ap.add_argument("--no-restore", action="store_true", help="do not score the restorer on the two sets")
     ap.add_argument("--per-kind", type=int, default=0, metavar="N",
                     help="also score the first detector on N crops per damage kind of the second generator")
     ap.add_argument("--restore-steps", type=int, default=0, metavar="N",
@@ -174,7 +174,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = args.detector or [WEIGHT_NAMES["detector"]]
     detectors = {n: load_detector(n) for n in names}
-    restorer = None if args.no_restore else Restorer.from_registry(
+    restorer = None if args.no_restore and not args.restore_steps else Restorer.from_registry(
         WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"], refiner=WEIGHT_NAMES["refiner"] or None)
     t0 = time.perf_counter()
     sets = crops(args.crops, args.size, args.seed)
@@ -191,7 +191,7 @@ def main() -> None:
                                                           "size": c["size"], "threshold": c["threshold"]}
         for name, s in r["detector"].items():
             print(f"{gen:17s} {name:30s} " + "  ".join(f"{k} {v}" for k, v in s.items()), flush=True)
-        if restorer is not None:
+        if not args.no_restore:
             det = detectors[names[0]]
             mask = dilate(det.binarize(probs[names[0]], restore_threshold(restorer, det)), 1)
             q = {"degraded": quality(x, y),
@@ -209,7 +209,7 @@ def main() -> None:
     if args.per_kind:
         results["per_kind"] = {"detector": names[0], "crops": args.per_kind,
                                "table": per_kind(detectors[names[0]], args.per_kind, args.size, args.seed + 1)}
-    if args.restore_steps and restorer is not None:
+    if args.restore_steps:
         results["restore_per_step"] = {"crops": args.restore_steps, "table": restore_per_step(
             detectors[names[0]], restorer, args.restore_steps, args.size, args.seed + 2)}
     if args.json:
