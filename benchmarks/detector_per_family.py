@@ -7,6 +7,7 @@ what those steps do to the content.
 
     python benchmarks/detector_per_family.py                          # the pipeline's detector
     python benchmarks/detector_per_family.py --detector detector-v5 --run runs/det18
+    python benchmarks/detector_per_family.py --only crazing foxing flaking          # some kinds only
     python benchmarks/detector_per_family.py --json runs/detector_per_family.json
 
 Results are in weights/README.md ("Where the detector loses").
@@ -31,7 +32,9 @@ from oldphoto.train.mask_metrics import ThresholdSweep
 
 # each kind of damage by the DegradeConfig switches that make it (p_structured is set for all)
 KINDS = {"scratch": ("p_scratch",), "dust": ("p_dust",), "hair": ("p_hair",), "crease": ("p_crease",),
-         "tear": ("p_tear",), "blotch": ("p_blotch",), "texture": ("p_texture",)}
+         "tear": ("p_tear",), "blotch": ("p_blotch",), "texture": ("p_texture",),
+         # the ageing kinds (off in the default recipe; detectors trained with p_ageing > 0 have seen them)
+         "crazing": ("p_crazing",), "foxing": ("p_foxing",), "flaking": ("p_flaking",)}
 _ALL = tuple(p for ps in KINDS.values() for p in ps)
 
 
@@ -73,6 +76,7 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=48)
     ap.add_argument("--seed", type=int, default=55)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="+", default=[], choices=sorted(KINDS), help="score these kinds only")
     ap.add_argument("--json", default="", help="also write the table here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,6 +84,8 @@ def main() -> None:
     _, val = split_corpus(corpus_dir(), 0.15, 0)
     table: dict[str, dict] = {}
     for name, recipe in recipes().items():
+        if args.only and not any(name.startswith(f"{k} ") for k in args.only):
+            continue
         items = validation_set(val, args.crops, 256, args.seed, recipe)
         x = torch.stack([_to_tensor(a) for a, _, _ in items])
         m = torch.stack([_to_tensor(b) for _, _, b in items])
