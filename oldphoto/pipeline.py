@@ -45,7 +45,7 @@ __all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "n
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
-    "detector": "detector-v8",
+    "detector": "detector-v9",
     "vae1": "vae1-v1",  # encoder E_RX of the old-photo VAE
     "mapping": "mapping-v1",  # latent mapping T
     "vae2": "vae2-v1",  # decoder G_Y of the clean-photo VAE
