@@ -756,8 +756,8 @@ def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None
         raise click.UsageError(f"--checkpoint last is for detector and refine runs, not {name}")
     module = _import_train_module(train.TRAINERS[name])
     try:
-        path = module.export(run_dir, weights_name, checkpoint=checkpoint) if checkpoint != "best" else \
-            module.export(run_dir, weights_name)
+        # only the detector and refine exports take `checkpoint`; the others always publish best.pt
+        path = module.export(run_dir, weights_name, **({"checkpoint": checkpoint} if checkpoint != "best" else {}))
     except (OldPhotoError, OSError, KeyError, ValueError) as e:
         raise RunError(f"{run_dir}: cannot export: {e}") from None
     click.echo(str(path))
