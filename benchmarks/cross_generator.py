@@ -28,7 +28,6 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from oldphoto.archs import build
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
@@ -37,11 +36,11 @@ from oldphoto.train.baseline import BaselineConfig, classical_restore
 from oldphoto.train.chunked import chunked
 from oldphoto.train.data import PhotoPool, corpus_dir, split_corpus, to_gray
 from oldphoto.train.degrade import degrade
-from oldphoto.train.degrade_second import KINDS, SecondConfig, degrade_second
+from oldphoto.train.degrade_second import KINDS, STEPS, SecondConfig, degrade_second
 from oldphoto.train.detector import ARCH, THRESHOLDS, _to_tensor, score_classical
-from oldphoto.train.loop import last_as_best, load_run_best
+from oldphoto.train.loop import load_run_best, load_run_last
 from oldphoto.train.mapping import quality
-from oldphoto.train.mask_metrics import ThresholdSweep
+from oldphoto.train.mask_metrics import ThresholdSweep, scores_at
 
 GENERATORS = {"training recipe": degrade, "second generator": degrade_second}
 
@@ -52,22 +51,22 @@ def load_detector(ref: str) -> Detector:
     path = Path(ref)
     if not path.exists():
         return Detector.from_registry(ref)
-    if path.is_dir():
-        model, ck = load_run_best(path, ARCH)
-    else:
-        ck = last_as_best(path.parent, json.loads((path.parent / "config.json").read_text())["arch_kwargs"])
-        model = build(ARCH, **ck["arch_kwargs"])
-        model.load_state_dict(ck["model"])
-    return Detector(model.eval(), float(ck["val"]["threshold"]))
+    model, ck = load_run_best(path, ARCH) if path.is_dir() else load_run_last(path.parent, ARCH)
+    return Detector(model, float(ck["val"]["threshold"]))
+
+
+def clean_crops(n: int, size: int, seed: int) -> list[np.ndarray]:
+    """n clean (size, size, 3) crops of the validation photos (never trained on), visited in turn."""
+    _, val = split_corpus(corpus_dir(), 0.15, 0)
+    pool = PhotoPool(sorted(val))
+    rng = np.random.default_rng(seed)
+    return [pool.random_crop(rng, size, index=k % len(pool)) for k in range(n)]
 
 
 def crops(n: int, size: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """{generator: (x, y, m)}: the same n clean validation crops degraded by each generator (x, y (N, 3, S, S),
     m (N, 1, S, S)); each generator draws from its own seeded stream, so adding one changes no other."""
-    _, val = split_corpus(corpus_dir(), 0.15, 0)
-    pool = PhotoPool(sorted(val))
-    rng = np.random.default_rng(seed)
-    clean = [pool.random_crop(rng, size, index=k % len(pool)) for k in range(n)]
+    clean = clean_crops(n, size, seed)
     out = {}
     for g, (name, fn) in enumerate(GENERATORS.items()):
         grng = np.random.default_rng([seed, g])
@@ -82,9 +81,7 @@ def crops(n: int, size: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.T
 
 
 def score_detector(det: Detector, prob: torch.Tensor, m: torch.Tensor) -> dict:
-    own = ThresholdSweep([det.threshold], tolerance=1)
-    own.add(prob, m)
-    t = {k: float(v[0]) for k, v in own.table().items()}
+    t = scores_at(prob, m, det.threshold)
     sweep = ThresholdSweep(THRESHOLDS, tolerance=1)
     sweep.add(prob, m)
     best = sweep.best("f1_tol")
@@ -96,13 +93,9 @@ def score_detector(det: Detector, prob: torch.Tensor, m: torch.Tensor) -> dict:
 def per_kind(det: Detector, n: int, size: int, seed: int) -> dict[str, dict]:
     """The detector on the second generator one damage kind at a time, alone on the clean crop and inside that
     generator's ageing and scan steps, plus no damage at all: where its errors come from."""
-    _, val = split_corpus(corpus_dir(), 0.15, 0)
-    pool = PhotoPool(sorted(val))
-    rng = np.random.default_rng(seed)
-    clean = [pool.random_crop(rng, size, index=k % len(pool)) for k in range(n)]
+    clean = clean_crops(n, size, seed)
     flags = [f for f, _ in KINDS]
-    quiet = dict(p_mono=0, p_veil=0, p_dye_loss=0, p_yellowing=0, p_falloff=0, p_blur=0, p_noise=0, p_banding=0,
-                 p_jpeg=0)
+    quiet = {p: 0.0 for p in STEPS}
     recipes = {}
     for f in flags:
         kind = {g: (1.0 if g == f else 0.0) for g in flags}
@@ -127,12 +120,8 @@ def restore_per_step(det: Detector, restorer: Restorer, n: int, size: int, seed:
     """The full pipeline (detector masks at the restorer's threshold) on undamaged crops of the second generator,
     one ageing or scan step at a time: what the restorer does to each kind of degradation it never saw made this
     way (PSNR / SSIM luma of the scan and of the restoration)."""
-    _, val = split_corpus(corpus_dir(), 0.15, 0)
-    pool = PhotoPool(sorted(val))
-    rng = np.random.default_rng(seed)
-    clean = [pool.random_crop(rng, size, index=k % len(pool)) for k in range(n)]
-    off = dict(p_damage=0.0, p_mono=0, p_veil=0, p_dye_loss=0, p_yellowing=0, p_falloff=0, p_blur=0, p_noise=0,
-               p_banding=0, p_jpeg=0)
+    clean = clean_crops(n, size, seed)
+    off = {"p_damage": 0.0, **{p: 0.0 for p in STEPS}}
     steps = {"none (clean crop)": {}, "veil 0.1-0.2": dict(p_veil=1, veil=(0.1, 0.2)),
              "veil 0.2-0.3": dict(p_veil=1, veil=(0.2, 0.3)), "veil 0.3-0.45": dict(p_veil=1, veil=(0.3, 0.45)),
              "dye loss + yellowing": dict(p_dye_loss=1, p_yellowing=1), "mono, duotone": dict(p_mono=1, p_duotone=1),

@@ -28,7 +28,7 @@ from oldphoto.train.data import corpus_dir, split_corpus, validation_set
 from oldphoto.train.degrade import DegradeConfig, family_recipe
 from oldphoto.train.detector import ARCH, _to_tensor, predict
 from oldphoto.train.loop import load_run_best
-from oldphoto.train.mask_metrics import ThresholdSweep
+from oldphoto.train.mask_metrics import scores_at
 
 # each kind of damage by the DegradeConfig switches that make it (p_structured is set for all)
 KINDS = {"scratch": ("p_scratch",), "dust": ("p_dust",), "hair": ("p_hair",), "crease": ("p_crease",),
@@ -59,10 +59,8 @@ def load(ref: str) -> tuple[torch.nn.Module, float]:
 
 
 def score(model: torch.nn.Module, threshold: float, x: torch.Tensor, m: torch.Tensor) -> dict:
-    sweep = ThresholdSweep([threshold], tolerance=1)
     prob = predict(model, x)
-    sweep.add(prob, m)
-    t = {k: float(v[0]) for k, v in sweep.table().items()}
+    t = scores_at(prob, m, threshold)
     flagged = float((prob > threshold).float().mean())
     return {"precision_tol": round(t["precision_tol"], 3), "recall_tol": round(t["recall_tol"], 3),
             "f1_tol": round(t["f1_tol"], 3), "defect_share": round(float(m.mean()), 4),

@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 from oldphoto import registry
-from oldphoto.archs import build
 from oldphoto.train.detector import ARCH, Config, EvalConfig, load_validation, predict, score_learned, training_recipe
-from oldphoto.train.loop import load_run_best
+from oldphoto.train.loop import load_run_best, load_run_last
 
 
 def load(candidate: str) -> tuple[torch.nn.Module, int | None]:
@@ -29,13 +28,8 @@ def load(candidate: str) -> tuple[torch.nn.Module, int | None]:
     path = Path(candidate)
     if not path.exists():
         return registry.load_entry(registry.get(candidate), "cpu").eval(), None
-    if path.is_dir():
-        model, ck = load_run_best(path, ARCH)
-        return model, ck.get("step")
-    ck = torch.load(path, map_location="cpu", weights_only=True)  # a ckpt.pt holds no arch_kwargs: its run's config does
-    model = build(ARCH, **json.loads((path.parent / "config.json").read_text())["arch_kwargs"])
-    model.load_state_dict(ck["model"])
-    return model.eval(), ck.get("step")
+    model, ck = load_run_best(path, ARCH) if path.is_dir() else load_run_last(path.parent, ARCH)
+    return model, ck.get("step")
 
 
 def main() -> None:

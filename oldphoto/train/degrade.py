@@ -159,6 +159,13 @@ def scaled_recipe(scale: float, base: "DegradeConfig | None" = None) -> DegradeC
                             if f.name.startswith("p_") and f.name not in WITHIN_STEP})
 
 
+def ageing_recipe(p: float, base: "DegradeConfig | None" = None) -> DegradeConfig:
+    """`base` (default: the default recipe) with each ageing damage kind (AGEING_PAINTERS: crazing, foxing,
+    flaking) at probability p; p 0 leaves them off, as in the default recipe."""
+    base = DegradeConfig() if base is None else base
+    return replace(base, **{name: p for name, _ in AGEING_PAINTERS})
+
+
 def sharp_recipe(scale: float, base: "DegradeConfig | None" = None) -> DegradeConfig:
     """`base` (default: the default recipe) with the probability of every unstructured step (ageing and scanning:
     fading, blur, noise, JPEG, ...) multiplied by `scale`, and the damage (p_structured and each kind of defect)

@@ -247,6 +247,9 @@ def losses(img: np.ndarray, rng: np.random.Generator, cfg: SecondConfig) -> np.n
     return img * (1 - a) + fill * a
 
 
+# the ageing and scan switches of SecondConfig: all at 0 leaves the damage alone on the clean photo
+STEPS = ("p_mono", "p_veil", "p_dye_loss", "p_yellowing", "p_falloff", "p_blur", "p_noise", "p_banding", "p_jpeg")
+
 KINDS = (("p_scratch", scratches), ("p_speck", specks), ("p_fibre", fibres), ("p_crazing", crazing),
          ("p_foxing", foxing), ("p_loss", losses))
 

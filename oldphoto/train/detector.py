@@ -27,10 +27,9 @@ from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
 from .degrade_second import SecondConfig, degrade_second
-from .degrade_structured import AGEING_PAINTERS
-from .loop import SupervisedRun, finish_evaluation, last_as_best, load_run_best
+from .loop import SupervisedRun, finish_evaluation, load_run_best, load_run_last
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
-from .mask_metrics import ThresholdSweep
+from .mask_metrics import ThresholdSweep, scores_at
 from .run_files import export_weights, save_grid, warmup_linear_lr
 
 ARCH = "unet_detector"
@@ -138,8 +137,7 @@ def _augment(img: np.ndarray, rng: np.random.Generator, cfg: Config) -> np.ndarr
 
 def training_recipe(cfg: Config) -> degrade.DegradeConfig:
     """The default recipe, with the ageing damage kinds at cfg.p_ageing each."""
-    kinds = {name: cfg.p_ageing for name, _ in AGEING_PAINTERS}
-    return replace(degrade.DegradeConfig(), **kinds) if cfg.p_ageing else degrade.DegradeConfig()
+    return degrade.ageing_recipe(cfg.p_ageing)
 
 
 def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,8 +240,9 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         return widen_channels(widen_to_chroma(state) if cfg.chroma else state, template)
 
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from, adapt)
-    trainer.write_config(ARCH, degrade=asdict(training_recipe(cfg)),
-                         **({"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale, training_recipe(cfg)))} if cfg.p_sharp else {}))
+    recipe = training_recipe(cfg)
+    trainer.write_config(ARCH, degrade=asdict(recipe),
+                         **({"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale, recipe))} if cfg.p_sharp else {}))
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)
@@ -314,9 +313,7 @@ def second_generator(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
               "classical": (chunked(lambda t: tophat_response(t, c["size"]), cfg.batch, images), c["threshold"])}
     out: dict = {"crops": len(images), "defect_share": round(float(masks.mean()), 5)}
     for k, (score, threshold) in scores.items():
-        sweep = ThresholdSweep([threshold], tolerance=1)
-        sweep.add(score, masks)
-        t = {name: float(v[0]) for name, v in sweep.table().items()}
+        t = scores_at(score, masks, threshold)
         out[k] = {name: round(t[name], 4) for name in ("f1_tol", "precision_tol", "recall_tol")}
     return out
 
@@ -381,15 +378,9 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
     Safe while the run is training: the loop replaces best.pt and ckpt.pt atomically and reads each once here.
     """
     run_dir = Path(run_dir)
-    if checkpoint == "best":
-        model, ck = load_run_best(run_dir, ARCH)
-    elif checkpoint == "last":
-        ck = last_as_best(run_dir, json.loads((run_dir / "config.json").read_text())["arch_kwargs"])
-        model = build(ARCH, **ck["arch_kwargs"])
-        model.load_state_dict(ck["model"])
-        model.eval()
-    else:
+    if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    model, ck = (load_run_best if checkpoint == "best" else load_run_last)(run_dir, ARCH)
     tcfg = ck["config"]
     ecfg = eval_cfg or EvalConfig(run=str(run_dir), corpus=tcfg["corpus"], split_seed=tcfg["split_seed"])
     images, masks = load_validation(ecfg.corpus, ecfg.split_seed, ecfg.count, ecfg.size, ecfg.seed)

@@ -197,6 +197,18 @@ def load_run_best(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict
     return model.eval(), ck
 
 
+def load_run_last(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict]:
+    """The model in a run folder's ckpt.pt (its last state; architecture `arch` with the arguments of the run's
+    config.json, in eval mode) and that state in best.pt's layout (`last_as_best`)."""
+    from ..archs import build
+
+    run_dir = Path(run_dir)
+    ck = last_as_best(run_dir, json.loads((run_dir / "config.json").read_text())["arch_kwargs"])
+    model = build(arch, **ck["arch_kwargs"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
+
+
 def finish_evaluation(cfg, result: dict, also: dict | None = None) -> dict:
     """Write an evaluation to cfg.out when set; with cfg.record also store it as the registered weights'
     meta "evaluation" (with the eval config), plus the meta keys in `also` (e.g. a tuned threshold)."""

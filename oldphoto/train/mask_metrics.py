@@ -83,6 +83,13 @@ class ThresholdSweep:
             "f1_tol": _f1(tol_p, tol_r),
         }
 
+    def at(self, threshold: float) -> dict[str, float]:
+        """All metrics at one of the swept thresholds."""
+        i = int(torch.argmin((self.thresholds - float(threshold)).abs()))
+        if abs(float(self.thresholds[i]) - float(threshold)) > 1e-9:
+            raise KeyError(f"threshold {threshold} was not swept; swept: {self.thresholds.tolist()}")
+        return {k: float(v[i]) for k, v in self.table().items()}
+
     def best(self, key: str = "f1_tol") -> dict[str, float]:
         """All metrics at the threshold that maximises `key` (first such threshold on ties)."""
         tab = self.table()
@@ -90,3 +97,10 @@ class ThresholdSweep:
             raise KeyError(f"unknown metric {key!r}; known: {', '.join(tab)}")
         i = int(torch.argmax(tab[key]))
         return {k: float(v[i]) for k, v in tab.items()}
+
+
+def scores_at(score: torch.Tensor, truth: torch.Tensor, threshold: float, tolerance: int = 1) -> dict[str, float]:
+    """Every metric of ThresholdSweep.table() for (B, 1, H, W) `score` against `truth` at one threshold."""
+    sweep = ThresholdSweep([threshold], tolerance=tolerance)
+    sweep.add(score, truth)
+    return sweep.at(threshold)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,8 @@ from PIL import Image
 
 from ..errors import OldPhotoError
 from .data import Generator, PhotoPool, corpus_dir, split_corpus, to_gray
-from .degrade import DegradeConfig, degrade
+from .degrade import DegradeConfig, ageing_recipe, degrade
 from .degrade_second import SecondConfig, degrade_second
-from .degrade_structured import AGEING_PAINTERS
 
 
 def recipe(generator: str = "training", ageing: float = 0.0) -> tuple[Generator, Any]:
@@ -25,7 +23,7 @@ def recipe(generator: str = "training", ageing: float = 0.0) -> tuple[Generator,
         return degrade_second, SecondConfig()
     if generator != "training":
         raise ValueError(f"unknown generator {generator!r}; known: training, second")
-    return degrade, replace(DegradeConfig(), **{name: ageing for name, _ in AGEING_PAINTERS})
+    return degrade, ageing_recipe(ageing)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

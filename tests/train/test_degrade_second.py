@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from oldphoto.train import degrade_second as d2
-from oldphoto.train.degrade_second import KINDS, SecondConfig, degrade_second
+from oldphoto.train.degrade_second import KINDS, STEPS, SecondConfig, degrade_second
 
 
 
@@ -16,8 +16,7 @@ def photo(h=96, w=128):
     return np.clip(img, 0.1, 0.9).astype(np.float32)
 
 # no ageing and no scan steps: the damage alone on the clean photo
-QUIET = SecondConfig(p_mono=0, p_veil=0, p_dye_loss=0, p_yellowing=0, p_falloff=0, p_blur=0, p_noise=0,
-                     p_banding=0, p_jpeg=0)
+QUIET = SecondConfig(**{p: 0.0 for p in STEPS})
 KIND_FLAGS = [name for name, _ in KINDS]
 
 

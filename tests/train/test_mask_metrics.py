@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from oldphoto.train.mask_metrics import ThresholdSweep
+from oldphoto.train.mask_metrics import ThresholdSweep, scores_at
 
 
 def _line(col, h=16, w=16):
@@ -49,3 +49,15 @@ def test_empty_prediction_and_shape_errors():
         sweep.add(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
     with pytest.raises(KeyError):
         sweep.best("nope")
+
+
+def test_scores_at_one_threshold_match_the_sweep_row_and_unswept_ones_are_refused():
+    torch.manual_seed(0)
+    score = torch.rand(2, 1, 16, 16)
+    truth = (torch.rand(2, 1, 16, 16) > 0.8).float()
+    sweep = ThresholdSweep([0.3, 0.5, 0.7], tolerance=1)
+    sweep.add(score, truth)
+    row = {k: float(v[1]) for k, v in sweep.table().items()}
+    assert scores_at(score, truth, 0.5) == row == sweep.at(0.5)
+    with pytest.raises(KeyError, match="threshold 0.6 was not swept"):
+        sweep.at(0.6)
