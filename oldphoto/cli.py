@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import FORMATS, TILE_SIZES, RestoreConfig, TileConfig
+from .config import FORMATS, TILE_SIZES, TONE_MODES, RestoreConfig, TileConfig
 from .errors import ImageError, OldPhotoError
 from .lock import LockHeld, OutputLock
 from .report import FileResult, Report
@@ -295,17 +295,19 @@ def _rel_str(rel: Path) -> str:
               help="Defect probability threshold [default: the restorer's when restoring, the detector's with --only-mask].")
 @click.option("--mask-dilate", type=click.IntRange(min=0), default=_DEFAULT.mask_dilate, show_default=True)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_DEFAULT.jpeg_quality, show_default=True)
+@click.option("--tone", type=click.Choice(TONE_MODES), default=_DEFAULT.tone, show_default=True,
+              help="photo: one tone correction for the whole photo; tile: each tile's own (may show blocks).")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
-            mask_dilate: int, jpeg_quality: int) -> None:
+            mask_dilate: int, jpeg_quality: int, tone: str) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
                             tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
-                            mask_dilate=mask_dilate, jpeg_quality=jpeg_quality)
+                            mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)

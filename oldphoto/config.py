@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 FORMATS = ("keep", "png", "tiff", "jpeg")
 TILE_SIZES = (128, 256)
 UPSCALE_FACTORS = (1, 2, 4)
+TONE_MODES = ("photo", "tile")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class RestoreConfig:
     mask_threshold: float | None = None  # None: the one stored with the weights (restorer's, else detector's)
     mask_dilate: int = 1  # grow the mask by this many pixels before restoration (covers scratch edges)
     jpeg_quality: int = 95  # when writing JPEG
+    # photo: one tone curve per photo fitted from all its restored tiles (passes.even_tone), so a faded print is
+    # corrected alike everywhere; tile: each tile keeps the restorer's own tone decision (the behaviour before)
+    tone: str = "photo"
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -48,6 +52,8 @@ class RestoreConfig:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         if self.mask_threshold is not None and not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask threshold must be in (0, 1), got {self.mask_threshold}")
+        if self.tone not in TONE_MODES:
+            raise ValueError(f"tone must be one of {TONE_MODES}, got {self.tone!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg quality must be in [1, 100], got {self.jpeg_quality}")
 

@@ -6,6 +6,7 @@
   thresholded and dilated on the fly (coverage, --only-mask). CUDA out-of-memory halves the batch, then the tile.
 - TiledPass.colorize: one global colorizer call on a shrunk lightness image, its chroma upsampled and
   recombined with the full-resolution lightness band by band.
+- even_tone: one tone curve for the whole photo (ops/tone.py), so tiles of one print get the same correction.
 - overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
 
 Memory: the input stays in its integer dtype; float copies exist only for the tile rows queued for the device
@@ -29,6 +30,8 @@ from .config import RestoreConfig
 from .errors import ImageError
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
+from .ops.filters import blur, gaussian_taps
+from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
 from .stages.base import check_output, run_stage, timed
 from .stages.restore import restore_threshold
@@ -39,6 +42,8 @@ OVERLAY_TINT = (255, 0, 0)  # defects shown in red on the overlay
 OVERLAY_OPACITY = 0.6
 GRAY_SPREAD = 0.02  # an RGB pixel is gray when its channels differ by at most 2% of full scale ...
 GRAY_SHARE = 0.999  # ... and an RGB photo is grayscale when that holds for 99.9% of its pixels
+TONE_SHRINK = 4  # even_tone works out the low band of the tone change at 1/4 of the output size ...
+TONE_SIGMA = 2.0  # ... blurred with this sigma there: 8 px of the input (16 px left halos along strong edges)
 
 _CPU = torch.device("cpu")
 
@@ -97,7 +102,12 @@ class TiledPass:
         h, w, c = pixels.shape
         s = self.cfg.upscale
         out = oio.allocate((s * h, s * w, 3 if (c == 3 or colorize) else 1), pixels.dtype)
-        coverage = self._tiled(pixels, out=out, mask_out=None, colorize=colorize)
+        even = self.cfg.tone == "photo" and self.models.restorer is not None
+        mask = oio.allocate((h, w), np.uint8) if even and self.models.detector is not None else None
+        coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize)
+        if even:
+            with timed(self.seconds, "restore", _CPU):
+                even_tone(out, pixels, mask, s, self.stop)
         return out, coverage
 
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
@@ -200,6 +210,53 @@ class TiledPass:
                     lab = rgb_to_lab(torch.from_numpy(to_float(out[a:b])).permute(2, 0, 1))
                     lab = torch.cat([lab[:1], resize_rows(ab, h, w, a, b)])
                     out[a:b] = from_float(lab_to_rgb(lab).permute(1, 2, 0), out.dtype)
+
+
+def _rows_at_scale(a: np.ndarray, scale: int) -> np.ndarray:
+    """(n, W, ...) -> (s n, s W, ...) by repetition (nearest neighbour)."""
+    return a if scale == 1 else np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
+
+
+def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scale: int,
+              stop: Callable[[], bool] = lambda: False) -> None:
+    """Give every tile of one photo the same tone correction, in place (ops/tone.py says why).
+
+    out (sH, sW, C) uint: the merged restoration; pixels (H, W, 1 or C) uint: the scan; mask (H, W) uint8 (> 0 =
+    defect) or None; scale s: out's size over the scan's. One monotone curve per channel is fitted, scan ->
+    restoration, over the intact pixels; then out loses the low band (Gaussian, TONE_SIGMA at 1/TONE_SHRINK of
+    its size, over intact pixels only) of out - curve(scan). Detail, denoising and defect fills stay; tone
+    that differs from tile to tile goes. A restoration equal to the scan comes back unchanged.
+    """
+    oh, ow, c = out.shape
+    h, w, _ = pixels.shape
+    if (oh, ow) != (scale * h, scale * w) or (mask is not None and mask.shape != (h, w)):
+        raise ValueError(f"even_tone: output {out.shape}, scan {pixels.shape} and mask "
+                         f"{None if mask is None else mask.shape} do not match at scale {scale}")
+    rows = max(1, BAND_PIXELS // (4 * w * scale * scale))  # scan rows per band: several float copies live at once
+
+    def bands():
+        for a in range(0, h, rows):
+            check_stop(stop)
+            b = min(h, a + rows)
+            scan = _rows_at_scale(to_float(pixels[a:b]), scale)
+            intact = None if mask is None else _rows_at_scale(mask[a:b] == 0, scale)
+            yield scale * a, scale * b, scan, intact
+
+    fit = CurveFit(c)
+    for a, b, scan, intact in bands():  # every second row and column is plenty for 64 bins
+        fit.add(scan[::2, ::2], to_float(out[a:b:2, ::2]), None if intact is None else intact[::2, ::2])
+    curve = fit.curve()
+    sh, sw = -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK)
+    shrinker = BoxShrinker(oh, ow, c + 1, sh, sw)
+    for a, b, scan, intact in bands():
+        weight = np.ones((b - a, ow, 1), np.float32) if intact is None else intact[..., None].astype(np.float32)
+        shrinker.add(np.concatenate([(to_float(out[a:b]) - curve(scan)) * weight, weight], axis=2))
+    small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, sh, sw): means of d * w and of w
+    taps = gaussian_taps(TONE_SIGMA)
+    low = (blur(small[:, :c], taps) / blur(small[:, c:], taps).clamp_min(1e-3))[0]
+    for a, b, _, _ in bands():
+        change = resize_rows(low, oh, ow, a, b).permute(1, 2, 0).numpy()
+        out[a:b] = from_float(to_float(out[a:b]) - change, out.dtype)
 
 
 class _Sink:

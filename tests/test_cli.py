@@ -136,6 +136,7 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--mask-threshold", "1.5"], "0<x<1"),
     (["--jobs", "0"], "x>=1"),
     (["--format", "gif"], "'gif' is not one of"),
+    (["--tone", "none"], "'none' is not one of"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):
     src = put(tmp_path / "a.jpg")
@@ -273,11 +274,12 @@ def test_report_content(tmp_path, fake):
     root = scans(tmp_path)
     put(root / "broken.jpg", b"BAD")
     out, rep = tmp_path / "out", tmp_path / "reports" / "run.json"
-    r = run("restore", root, "--out", out, "--report", rep, "--jpeg-quality", "90")
+    r = run("restore", root, "--out", out, "--report", rep, "--jpeg-quality", "90", "--tone", "tile")
     assert r.exit_code == 1 and rep.exists() and not (out / "report.json").exists()
     d = json.loads(rep.read_text())
     assert d["oldphoto_version"] == __version__ and d["out_dir"] == str(out) and d["inputs"] == [str(root)]
     assert d["settings"]["jpeg_quality"] == 90 and d["settings"]["tile"]["size"] == 256
+    assert d["settings"]["tone"] == "tile"
     assert d["models"] == {"restorer": {"name": "fake-restorer", "sha256": "ab" * 32}}
     assert d["device"] == "cpu" and len(d["fingerprint"]) == 64
     assert d["started"] <= d["finished"] and d["interrupted"] is False

@@ -20,6 +20,7 @@ from oldphoto.errors import ImageError, OldPhotoError
 from oldphoto.ops.color import rgb_to_lab
 from oldphoto.ops.masks import dilate
 from oldphoto.ops.tiling import merge, split
+from oldphoto.passes import even_tone
 from oldphoto.pipeline import Event, Models, output_paths, process_file, resolve_device
 from oldphoto.registry import WeightsEntry
 
@@ -236,12 +237,19 @@ def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path):
     outs = []
     for batch in (1, 4, 64):
         t = TileConfig(size=tile, overlap=overlap, batch_size=batch)
-        res = process_file(src, tmp_path / f"c{batch}", cfg(tile=t), Models(restorer=net))
+        res = process_file(src, tmp_path / f"c{batch}", cfg(tile=t, tone="tile"), Models(restorer=net))
         outs.append(read_any(res.outputs[0]).astype(np.int64))
     for got in outs:
         assert np.abs(got - ref).max() <= 1  # float32 streaming vs float64 merge: at most one rounding step
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
+    # with one tone curve per photo (the default), the result is the merge evened out as a whole
+    evened = ref.astype(np.uint16)
+    even_tone(evened, img, None, 1)
+    res = process_file(src, tmp_path / "c_photo", cfg(tile=TileConfig(tile, overlap, 4)), Models(restorer=net))
+    got = read_any(res.outputs[0]).astype(np.int64)
+    assert np.abs(got - evened).max() <= 2
+    assert np.abs(got - ref).max() > 100  # the pass did change this net's output
 
 
 def test_should_stop_abandons_without_output(tmp_path):

@@ -17,34 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import register
+from ..ops.filters import gaussian_taps, masked_blur
 from .global_context import GlobalContext
 
 
 LOW_SIGMA = 2.0  # px: the latent path (1/4 resolution) keeps roughly what survives this blur
-
-
-def _gaussian_taps(sigma: float) -> torch.Tensor:
-    radius = int(3 * sigma + 0.5)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def blur(d: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable blur of d (B, C, H, W) with taps (K,) of odd length along both axes, edges replicated."""
-    c, pad = d.shape[1], taps.numel() // 2
-    kh = taps.to(d.dtype).view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    kw = taps.to(d.dtype).view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    d = F.conv2d(F.pad(d, (0, 0, pad, pad), mode="replicate"), kh, groups=c)
-    return F.conv2d(F.pad(d, (pad, pad, 0, 0), mode="replicate"), kw, groups=c)
-
-
-def low_band(d: torch.Tensor, m: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Blur of d (B, C, H, W) over the intact pixels of m (B, 1, H, W) {0, 1 = defect} only (normalised
-    convolution), in float32; where no intact pixel is near, it goes to zero."""
-    with torch.autocast(device_type=d.device.type, enabled=False):
-        w = 1 - m.float()
-        return blur(d.float() * w, taps) / blur(w, taps).clamp_min(1e-3)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -79,7 +56,7 @@ class Refiner(nn.Module):
         with torch.no_grad():
             self.head.bias.copy_(torch.tensor([-4.0] * gates + [0.0, 0.0, 0.0]))
         # not a parameter and not saved: weights files stay the state of the trained layers only
-        self.register_buffer("taps", _gaussian_taps(LOW_SIGMA), persistent=False)
+        self.register_buffer("taps", gaussian_taps(LOW_SIGMA), persistent=False)
 
     def forward(self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -100,7 +77,7 @@ class Refiner(nn.Module):
             return r + torch.sigmoid(gate) * (x - r) + residual
         g_lo, g_hi, residual = self.head(u1).split([1, 1, 3], dim=1)
         diff = x - r
-        low = low_band(diff, m, self.taps).to(diff.dtype)
+        low = masked_blur(diff, m, self.taps).to(diff.dtype)
         return r + torch.sigmoid(g_lo) * low + 2 * torch.sigmoid(g_hi) * (diff - low) + residual
 
     def arch_kwargs(self) -> dict:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from oldphoto.archs import build, refiner
+from oldphoto.archs import build
+from oldphoto.ops.filters import masked_blur
 
 
 def test_untrained_refiner_passes_the_restoration_through():
@@ -51,30 +52,7 @@ def test_banded_gates_split_tone_and_detail():
     _set_gates(model, 30.0, 0.0)  # a_lo = 1, a_hi = 2 sigmoid(0) = 1: both bands of the scan
     assert torch.allclose(model(x, r, m), x, atol=1e-5)
     _set_gates(model, 30.0, -30.0)  # the scan's tone, the restoration's detail
-    low = refiner.low_band(x - r, m, model.taps)
+    low = masked_blur(x - r, m, model.taps)
     assert torch.allclose(model(x, r, m), r + low, atol=1e-5)
     _set_gates(model, -30.0, 30.0)  # the restoration's tone, the scan's detail twice (undoing a 2x contrast loss)
     assert torch.allclose(model(x, r, m), r + 2 * (x - r - low), atol=1e-5)
-
-
-def test_low_band_keeps_flat_fields_and_smooths_detail():
-    taps = refiner._gaussian_taps(refiner.LOW_SIGMA)
-    assert taps.numel() % 2 == 1 and abs(float(taps.sum()) - 1) < 1e-6
-    intact = torch.zeros(1, 1, 20, 24)
-    flat = torch.full((1, 3, 20, 24), 0.3)
-    assert torch.allclose(refiner.low_band(flat, intact, taps), flat, atol=1e-6)
-    checker = (torch.arange(24).view(1, -1) + torch.arange(20).view(-1, 1)) % 2
-    d = checker.float().expand(1, 3, -1, -1)
-    assert float(refiner.low_band(d, intact, taps).std()) < 0.05 * float(d.std())
-
-
-def test_low_band_ignores_defects_so_no_halo_leaves_the_mask():
-    taps = refiner._gaussian_taps(refiner.LOW_SIGMA)
-    d = torch.full((1, 3, 32, 32), 0.1)
-    m = torch.zeros(1, 1, 32, 32)
-    d[..., 15:17], m[..., 14:18] = 0.9, 1  # a bright scratch, inside a dilated mask
-    low = refiner.low_band(d, m, taps)
-    assert torch.allclose(low, torch.full_like(low, 0.1), atol=1e-5)  # the scratch leaks nowhere
-    deep = torch.zeros(1, 1, 32, 32)
-    deep[..., 4:28, 4:28] = 1
-    assert torch.isfinite(refiner.low_band(d, deep, taps)).all()  # far from intact pixels: no division by zero

@@ -1,0 +1,93 @@
+"""Whole photos through the real pipeline: the crop-level evaluations score one 256-px tile at a time, but a scan
+is many tiles, merged, and a print fades as a whole. This degrades each validation photo whole (longest side
+--side px) with the training recipe and with the second generator (`oldphoto.train.degrade_second`, never
+trained on), runs `pipeline.process_file` on it (the shipped models, detector masks, tile 256, overlap 32) once
+per --tone mode, and scores PSNR / SSIM on luma against the clean photo.
+
+    python benchmarks/whole_photo.py                          # 13 photos x 2 generators x tone photo / tile
+    python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
+
+Photos: the validation split (never trained on); degradation seeds 5000 + i (training recipe) and 7000 + i
+(second generator). Results are in weights/README.md ("Whole photos").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from oldphoto.config import TONE_MODES, RestoreConfig
+from oldphoto.pipeline import load_models, new_batcher, process_file
+from oldphoto.train.data import corpus_dir, load_photo, split_corpus
+from oldphoto.train.degrade import degrade
+from oldphoto.train.degrade_second import degrade_second
+from oldphoto.train.metrics import psnr, ssim
+
+GENERATORS = {"training recipe": (degrade, 5000), "second generator": (degrade_second, 7000)}
+LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+
+
+def luma(rgb_uint8: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 1, H, W) float64 in [0, 1]."""
+    return (torch.from_numpy(np.array(rgb_uint8)).double() / 255 @ LUMA)[None, None]
+
+
+def scores(clean: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    a, b = luma(clean), luma(other)
+    return float(psnr(b, a)), float(ssim(b, a))
+
+
+def run(side: int, tones: list[str], workdir: Path) -> dict:
+    _, val = split_corpus(corpus_dir())
+    cfgs = {tone: RestoreConfig(tone=tone, device="cpu") for tone in tones}
+    models = load_models(cfgs[tones[0]], "cpu")
+    batcher = new_batcher(cfgs[tones[0]], models)
+    results: dict = {}
+    for name, (generator, seed) in GENERATORS.items():
+        rows = []
+        for i, path in enumerate(val):
+            clean = load_photo(path, side)
+            scan = generator(clean.astype(np.float32) / 255, np.random.default_rng(seed + i)).image
+            scan = np.rint(scan * 255).astype(np.uint8)
+            src = workdir / f"{seed + i}.png"
+            Image.fromarray(scan).save(src)
+            row = {"photo": path.name, "size": list(clean.shape[:2]), "scan": scores(clean, scan)}
+            for tone, cfg in cfgs.items():
+                start = time.perf_counter()
+                out = process_file(src, workdir / f"{seed + i}_{tone}", cfg, models, batcher=batcher)
+                restored = np.asarray(Image.open(out.outputs[0]).convert("RGB"))
+                row[tone] = scores(clean, restored)
+                row[f"{tone}_seconds"] = round(time.perf_counter() - start, 2)
+            rows.append(row)
+        mean = {k: [float(np.mean([r[k][j] for r in rows])) for j in (0, 1)] for k in ["scan", *tones]}
+        results[name] = {"photos": rows, "mean": mean}
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--side", type=int, default=1024, help="longest side of each photo, px")
+    p.add_argument("--tone", nargs="+", choices=TONE_MODES, default=list(TONE_MODES))
+    p.add_argument("--json", help="also write the per-photo results here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run(args.side, args.tone, Path(tmp))
+    print(f"| generator | scan | {' | '.join('tone ' + t for t in args.tone)} |")
+    print("|---|---|" + "---|" * len(args.tone))
+    for name, r in results.items():
+        cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["scan", *args.tone]]
+        print(f"| {name} | {' | '.join(cells)} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"side": args.side, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

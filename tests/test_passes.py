@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from oldphoto.passes import even_tone
+
+
+def _scan(h=256, w=384, dtype=np.uint16, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 0.3 + 0.4 * (xx / w) * (0.5 + 0.5 * yy / h) + 0.02 * rng.standard_normal((h, w))
+    top = np.iinfo(dtype).max
+    return np.rint(np.clip(base, 0, 1)[..., None].repeat(3, 2) * top).astype(dtype)
+
+
+def test_an_unchanged_restoration_stays_exactly_as_it_was():
+    for dtype in (np.uint8, np.uint16):
+        scan = _scan(dtype=dtype)
+        out = scan.copy()
+        mask = np.zeros(scan.shape[:2], np.uint8)
+        mask[100:110] = 255
+        even_tone(out, scan, mask, 1)
+        np.testing.assert_array_equal(out, scan)
+
+
+def test_tiles_with_their_own_tone_get_the_photos_one_curve():
+    yy, xx = np.mgrid[0:256, 0:384]
+    pattern = 0.5 + 0.5 * np.sin(2 * np.pi * xx / 64) * np.sin(2 * np.pi * yy / 64)  # alike in every tile
+    scan = np.rint((0.2 + 0.6 * pattern)[..., None].repeat(3, 2) * 65535).astype(np.uint16)
+    s = scan.astype(np.float64) / 65535
+    offsets = np.random.default_rng(3).uniform(-0.06, 0.06, (2, 3))  # each 128-px tile lifted or darkened alike
+    block = np.kron(offsets, np.ones((128, 128)))[..., None]
+    out = np.rint(np.clip(s ** 1.3 + block, 0, 1) * 65535).astype(np.uint16)
+    even_tone(out, scan, None, 1)
+    # what is left: the blocks' mean (the photo-wide curve keeps the tiles' average decision), nothing per tile
+    err = out.astype(np.float64) / 65535 - s ** 1.3 - offsets.mean()
+    assert np.abs(err[16:-16, 16:-16]).mean() < 0.1 * np.abs(offsets - offsets.mean()).mean()
+
+
+def test_defect_fills_keep_their_content():
+    scan = _scan(dtype=np.uint8)
+    out = scan.copy()
+    out[120:126] = 250  # a scratch the restorer filled with something the scan never had
+    out[120:126, :, 1] = 10
+    mask = np.zeros(scan.shape[:2], np.uint8)
+    mask[118:128] = 255
+    even_tone(out, scan, mask, 1)
+    assert np.abs(out[120:126].astype(int) - np.array([250, 10, 250])).max() <= 2
+    np.testing.assert_array_equal(out[:100], scan[:100])
+
+
+def test_upscaled_outputs_and_gray_scans_and_shape_checks():
+    scan = _scan(64, 96, np.uint8)[..., :1]
+    out = np.repeat(np.repeat(scan, 2, 0), 2, 1)
+    out3 = np.repeat(out, 3, 2)  # a gray scan being colorized: three equal channels out
+    before = out3.copy()
+    even_tone(out3, scan, None, 2)
+    np.testing.assert_array_equal(out3, before)
+    with pytest.raises(ValueError, match="scale 1"):
+        even_tone(out3, scan, None, 1)
