@@ -58,7 +58,7 @@ def run(side: int, tones: list[str], workdir: Path) -> dict:
             scan = np.rint(scan * 255).astype(np.uint8)
             src = workdir / f"{seed + i}.png"
             Image.fromarray(scan).save(src)
-            row = {"photo": path.name, "size": list(clean.shape[:2]), "scan": scores(clean, scan)}
+            row = {"file": path.name, "size": list(clean.shape[:2]), "scan": scores(clean, scan)}
             for tone, cfg in cfgs.items():
                 start = time.perf_counter()
                 out = process_file(src, workdir / f"{seed + i}_{tone}", cfg, models, batcher=batcher)
