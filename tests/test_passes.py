@@ -57,3 +57,14 @@ def test_upscaled_outputs_and_gray_scans_and_shape_checks():
     np.testing.assert_array_equal(out3, before)
     with pytest.raises(ValueError, match="scale 1"):
         even_tone(out3, scan, None, 1)
+
+
+def test_all_defect_and_tiny_photos_pass_unchanged_or_safely():
+    scan = _scan(40, 60, np.uint8)
+    out = np.clip(scan.astype(int) + 30, 0, 255).astype(np.uint8)
+    before = out.copy()
+    even_tone(out, scan, np.full((40, 60), 255, np.uint8), 1)  # nothing intact: no curve, no change
+    np.testing.assert_array_equal(out, before)
+    tiny, tiny_out = _scan(2, 3, np.uint16), _scan(2, 3, np.uint16, seed=1)
+    even_tone(tiny_out, tiny, None, 1)
+    assert tiny_out.shape == (2, 3, 3) and tiny_out.dtype == np.uint16
