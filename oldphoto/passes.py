@@ -212,11 +212,6 @@ class TiledPass:
                     out[a:b] = from_float(lab_to_rgb(lab).permute(1, 2, 0), out.dtype)
 
 
-def _rows_at_scale(a: np.ndarray, scale: int) -> np.ndarray:
-    """(n, W, ...) -> (s n, s W, ...) by repetition (nearest neighbour)."""
-    return a if scale == 1 else np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
-
-
 def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scale: int,
               stop: Callable[[], bool] = lambda: False) -> None:
     """Give every tile of one photo the same tone correction, in place (ops/tone.py says why).
@@ -226,35 +221,42 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
     restoration, over the intact pixels; then out loses the low band (Gaussian, TONE_SIGMA at 1/TONE_SHRINK of
     its size, over intact pixels only) of out - curve(scan). Detail, denoising and defect fills stay; tone
     that differs from tile to tile goes. A restoration equal to the scan comes back unchanged.
+    The fit and the low band are worked out on every second row and column (plenty for 64 bins and a blur of
+    8 px); only the final subtraction touches every pixel.
     """
     oh, ow, c = out.shape
     h, w, _ = pixels.shape
     if (oh, ow) != (scale * h, scale * w) or (mask is not None and mask.shape != (h, w)):
         raise ValueError(f"even_tone: output {out.shape}, scan {pixels.shape} and mask "
                          f"{None if mask is None else mask.shape} do not match at scale {scale}")
-    rows = max(1, BAND_PIXELS // (4 * w * scale * scale))  # scan rows per band: several float copies live at once
+    rows = max(2, BAND_PIXELS // (4 * ow) // 2 * 2)  # output rows per band (even): a few float copies live at once
+    cols = np.arange(0, ow, 2) // scale  # scan column of every second output column
 
-    def bands():
-        for a in range(0, h, rows):
+    def sampled():
+        """Per band: (scan values (n, W2, Cp) uint, restoration (n, W2, C) float, intact (n, W2) bool or None)."""
+        for a in range(0, oh, rows):
             check_stop(stop)
-            b = min(h, a + rows)
-            scan = _rows_at_scale(to_float(pixels[a:b]), scale)
-            intact = None if mask is None else _rows_at_scale(mask[a:b] == 0, scale)
-            yield scale * a, scale * b, scan, intact
+            src = np.arange(a, min(oh, a + rows), 2) // scale
+            intact = None if mask is None else mask[src][:, cols] == 0
+            yield pixels[src][:, cols], to_float(out[a: a + rows: 2, ::2]), intact
 
     fit = CurveFit(c)
-    for a, b, scan, intact in bands():  # every second row and column is plenty for 64 bins
-        fit.add(scan[::2, ::2], to_float(out[a:b:2, ::2]), None if intact is None else intact[::2, ::2])
-    curve = fit.curve()
-    sh, sw = -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK)
-    shrinker = BoxShrinker(oh, ow, c + 1, sh, sw)
-    for a, b, scan, intact in bands():
-        weight = np.ones((b - a, ow, 1), np.float32) if intact is None else intact[..., None].astype(np.float32)
-        shrinker.add(np.concatenate([(to_float(out[a:b]) - curve(scan)) * weight, weight], axis=2))
-    small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, sh, sw): means of d * w and of w
+    for scan, restored, intact in sampled():
+        fit.add(to_float(scan), restored, intact)
+    top = np.iinfo(pixels.dtype).max  # the curve as a table over every scan value: no interpolation per pixel
+    table = fit.curve()(np.arange(top + 1, dtype=np.float32)[:, None] / np.float32(top))  # (top + 1, C)
+    grid_h, grid_w = -(-oh // 2), -(-ow // 2)
+    shrinker = BoxShrinker(grid_h, grid_w, c + 1, -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK))
+    for scan, restored, intact in sampled():
+        expected = np.stack([table[scan[..., k if scan.shape[2] > 1 else 0], k] for k in range(c)], axis=2)
+        weight = (np.ones(restored.shape[:2], np.float32) if intact is None else intact.astype(np.float32))[..., None]
+        shrinker.add(np.concatenate([(restored - expected) * weight, weight], axis=2))
+    small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, oh / 4, ow / 4): means of d * w and of w
     taps = gaussian_taps(TONE_SIGMA)
     low = (blur(small[:, :c], taps) / blur(small[:, c:], taps).clamp_min(1e-3))[0]
-    for a, b, _, _ in bands():
+    for a in range(0, oh, rows):
+        check_stop(stop)
+        b = min(oh, a + rows)
         change = resize_rows(low, oh, ow, a, b).permute(1, 2, 0).numpy()
         out[a:b] = from_float(to_float(out[a:b]) - change, out.dtype)
 
