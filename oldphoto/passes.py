@@ -43,7 +43,7 @@ OVERLAY_OPACITY = 0.6
 GRAY_SPREAD = 0.02  # an RGB pixel is gray when its channels differ by at most 2% of full scale ...
 GRAY_SHARE = 0.999  # ... and an RGB photo is grayscale when that holds for 99.9% of its pixels
 TONE_SHRINK = 4  # even_tone works out the low band of the tone change at 1/4 of the output size ...
-TONE_SIGMA = 2.0  # ... blurred with this sigma there: 8 px of the input (16 px gave the same PSNR, wider halos at edges)
+TONE_SIGMA = 2.0  # ... blurred with this sigma there: 8 px of the input (16 px: same PSNR, wider halos at edges)
 
 _CPU = torch.device("cpu")
 
