@@ -2,10 +2,13 @@
 is many tiles, merged, and a print fades as a whole. This degrades each validation photo whole (longest side
 --side px) with the training recipe and with the second generator (`oldphoto.train.degrade_second`, never
 trained on), runs `pipeline.process_file` on it (the shipped models, detector masks, tile 256, overlap 32) once
-per --tone mode, and scores PSNR / SSIM on luma against the clean photo.
+per --tone mode, and scores PSNR / SSIM on luma against the clean photo; with --masks also the detector's
+`--only-mask` output (undilated) against the generator's defect mask: F1 with 1 px tolerance, pooled over the
+photos.
 
     python benchmarks/whole_photo.py                          # 13 photos x 2 generators x tone photo / tile
     python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
+    python benchmarks/whole_photo.py --masks --tone photo
 
 Photos: the validation split (never trained on); degradation seeds 5000 + i (training recipe) and 7000 + i
 (second generator). Results are in weights/README.md ("Whole photos").
@@ -28,6 +31,7 @@ from oldphoto.pipeline import load_models, new_batcher, process_file
 from oldphoto.train.data import corpus_dir, load_photo, split_corpus
 from oldphoto.train.degrade import degrade
 from oldphoto.train.degrade_second import degrade_second
+from oldphoto.train.mask_metrics import ThresholdSweep
 from oldphoto.train.metrics import psnr, ssim
 
 GENERATORS = {"training recipe": (degrade, 5000), "second generator": (degrade_second, 7000)}
@@ -44,18 +48,20 @@ def scores(clean: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     return float(psnr(b, a)), float(ssim(b, a))
 
 
-def run(side: int, tones: list[str], workdir: Path) -> dict:
+def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict:
     _, val = split_corpus(corpus_dir())
     cfgs = {tone: RestoreConfig(tone=tone, device="cpu") for tone in tones}
+    mask_cfg = RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")
     models = load_models(cfgs[tones[0]], "cpu")
     batcher = new_batcher(cfgs[tones[0]], models)
     results: dict = {}
     for name, (generator, seed) in GENERATORS.items():
         rows = []
+        sweep = ThresholdSweep([0.5], tolerance=1)
         for i, path in enumerate(val):
             clean = load_photo(path, side)
-            scan = generator(clean.astype(np.float32) / 255, np.random.default_rng(seed + i)).image
-            scan = np.rint(scan * 255).astype(np.uint8)
+            degraded = generator(clean.astype(np.float32) / 255, np.random.default_rng(seed + i))
+            scan = np.rint(degraded.image * 255).astype(np.uint8)
             src = workdir / f"{seed + i}.png"
             Image.fromarray(scan).save(src)
             row = {"file": path.name, "size": list(clean.shape[:2]), "scan": scores(clean, scan)}
@@ -65,9 +71,19 @@ def run(side: int, tones: list[str], workdir: Path) -> dict:
                 restored = np.asarray(Image.open(out.outputs[0]).convert("RGB"))
                 row[tone] = scores(clean, restored)
                 row[f"{tone}_seconds"] = round(time.perf_counter() - start, 2)
+            if masks:
+                out = process_file(src, workdir / f"{seed + i}_mask", mask_cfg, models, batcher=batcher)
+                flagged = np.asarray(Image.open(out.outputs[0]), np.float32) / 255
+                truth = torch.from_numpy(degraded.mask)[None, None]
+                sweep.add(torch.from_numpy(flagged)[None, None], truth)
+                row["defect_percent"] = round(100 * float(degraded.mask.mean()), 2)
+                row["flagged_percent"] = round(100 * float((flagged > 0.5).mean()), 2)
             rows.append(row)
         mean = {k: [float(np.mean([r[k][j] for r in rows])) for j in (0, 1)] for k in ["scan", *tones]}
         results[name] = {"photos": rows, "mean": mean}
+        if masks:
+            at = sweep.at(0.5)
+            results[name]["detector"] = {k: round(at[k], 3) for k in ("f1_tol", "precision_tol", "recall_tol", "f1")}
     return results
 
 
@@ -75,15 +91,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--side", type=int, default=1024, help="longest side of each photo, px")
     p.add_argument("--tone", nargs="+", choices=TONE_MODES, default=list(TONE_MODES))
+    p.add_argument("--masks", action="store_true", help="also score the detector's --only-mask output")
     p.add_argument("--json", help="also write the per-photo results here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.side, args.tone, Path(tmp))
+        results = run(args.side, args.tone, Path(tmp), args.masks)
     print(f"| generator | scan | {' | '.join('tone ' + t for t in args.tone)} |")
     print("|---|---|" + "---|" * len(args.tone))
     for name, r in results.items():
         cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["scan", *args.tone]]
         print(f"| {name} | {' | '.join(cells)} |")
+    for name, r in results.items():
+        if "detector" in r:
+            print(f"detector on whole photos, {name}: {r['detector']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"side": args.side, "results": results}, indent=1))
