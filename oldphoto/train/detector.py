@@ -27,7 +27,7 @@ from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
 from .degrade_second import SecondConfig, degrade_second
-from .loop import SupervisedRun, finish_evaluation, load_run_best, load_run_last
+from .loop import SupervisedRun, check_bf16, finish_evaluation, load_run_best, load_run_last
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep, scores_at
 from .run_files import export_weights, save_grid, warmup_linear_lr
@@ -227,6 +227,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
     if not 0 <= cfg.p_ageing <= 1:
         raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
+    check_bf16(cfg.bf16)
     out = Path(cfg.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

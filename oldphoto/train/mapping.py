@@ -29,7 +29,7 @@ from ..ops.masks import dilate
 from ..stages.detect import Detector
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import StepBook, model_state
+from .loop import StepBook, check_bf16, model_state
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
@@ -220,6 +220,7 @@ def warm_start(mapping: torch.nn.Module, source: Path, log: Callable[[str], None
 
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the mapping in cfg.out; returns the last validation metrics and counters."""
+    check_bf16(cfg.bf16)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     start_run_dir(out, asdict(cfg), ("width", "blocks_pre", "blocks_post", "disc_width", "context"))

@@ -31,7 +31,7 @@ from ..stages.restore import Restorer, restore_threshold
 from . import degrade
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import SupervisedRun, export_best, last_as_best
+from .loop import SupervisedRun, check_bf16, export_best, last_as_best
 from .mapping import PairBuffer, quality
 from .metrics import ssim
 from .pairs import pair_batch, stack_triples
@@ -132,6 +132,7 @@ def _networks(restorer: Restorer, detector: Detector | None) -> dict:
 
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the refiner; returns {"step", "best": validation metrics, "out"}."""
+    check_bf16(cfg.bf16)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from oldphoto.errors import OldPhotoError
+from oldphoto.train import loop
 from oldphoto.train.loop import StepBook, SupervisedRun
 from oldphoto.train.run_files import JsonlLog
 
@@ -149,3 +151,13 @@ def test_step_book_averages_logs_and_validates_on_schedule(tmp_path):
                                                        lambda: None).finish(3) == {"v": 0}
     with pytest.raises(FloatingPointError, match="non-finite loss at step 4"):
         StepBook.check(tmp_path, 4, {"loss": float("nan")})
+
+
+def test_bf16_is_refused_where_the_cpu_only_emulates_it(monkeypatch):
+    monkeypatch.setattr(loop, "native_bf16", lambda: False)
+    with pytest.raises(OldPhotoError, match="bf16=true needs a CPU with native bfloat16"):
+        loop.check_bf16(True)
+    loop.check_bf16(False)  # float32 training is always fine
+    monkeypatch.setattr(loop, "native_bf16", lambda: True)
+    loop.check_bf16(True)
+    assert isinstance(loop.native_bf16(), bool)
