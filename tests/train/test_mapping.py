@@ -128,7 +128,8 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
         summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
                                       vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
                                       out=str(tmp_path / "eval")), lambda m: None)
-        assert {"degraded", "baseline", "vae2_ceiling", "full", "no_global", "no_mask"} <= set(summary["variants"])
+        assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "no_global", "no_mask"} \
+            <= set(summary["variants"])
         assert summary["mask"].startswith("ground truth") and summary["cost"]["params_total"] > 0
         assert registry.get("map-t").meta["evaluation"]["gains"] == summary["gains"]
         assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "samples.png").is_file()
@@ -190,3 +191,18 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
         assert both["best"][0.8] == sweep[0.8]  # map-t is the run's best.pt: the same pipeline as the sweep
     finally:
         registry.entries.cache_clear()
+
+
+def test_even_tone_crops_is_the_pipelines_pass_on_each_crop():
+    from oldphoto.train.evaluate_restore import even_tone_crops
+
+    x = torch.rand(2, 3, 48, 128, generator=torch.Generator().manual_seed(0))
+    m = torch.zeros(2, 1, 48, 128)
+    m[:, :, 5:8] = 1
+    assert (even_tone_crops(x, x, m) - x).abs().max() < 1 / 65535  # nothing changed: nothing to even out
+    tile_tone = x.clone()
+    tile_tone[:, :, :, 64:] = (tile_tone[:, :, :, 64:] + 0.1).clamp(0, 1)  # half the crop lifted on its own
+    evened = even_tone_crops(tile_tone, x, m)
+    assert evened.shape == x.shape
+    left, right = (evened - x)[..., 16:48].mean(), (evened - x)[..., 80:112].mean()
+    assert abs(float(right - left)) < 0.02  # was 0.1: the two halves now share one correction
