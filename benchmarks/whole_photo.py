@@ -31,21 +31,19 @@ from oldphoto.pipeline import load_models, new_batcher, process_file
 from oldphoto.train.data import corpus_dir, load_photo, split_corpus
 from oldphoto.train.degrade import degrade
 from oldphoto.train.degrade_second import degrade_second
+from oldphoto.train.mapping import quality
 from oldphoto.train.mask_metrics import ThresholdSweep
-from oldphoto.train.metrics import psnr, ssim
 
 GENERATORS = {"training recipe": (degrade, 5000), "second generator": (degrade_second, 7000)}
-LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-
-
-def luma(rgb_uint8: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 1, H, W) float64 in [0, 1]."""
-    return (torch.from_numpy(np.array(rgb_uint8)).double() / 255 @ LUMA)[None, None]
 
 
 def scores(clean: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    a, b = luma(clean), luma(other)
-    return float(psnr(b, a)), float(ssim(b, a))
+    """PSNR and SSIM on Rec. 601 luma of `other` against `clean`, both (H, W, 3) uint8."""
+    def as_tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].double() / 255
+
+    q = quality(as_tensor(other), as_tensor(clean))
+    return q["psnr_y"], q["ssim_y"]
 
 
 def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict:

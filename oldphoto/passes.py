@@ -30,7 +30,7 @@ from .config import RestoreConfig
 from .errors import ImageError
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
-from .ops.filters import blur, gaussian_taps
+from .ops.filters import gaussian_taps, normalized_blur
 from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
 from .stages.base import check_output, run_stage, timed
@@ -237,8 +237,9 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
         for a in range(0, oh, rows):
             check_stop(stop)
             src = np.arange(a, min(oh, a + rows), 2) // scale
-            intact = None if mask is None else mask[src][:, cols] == 0
-            yield pixels[src][:, cols], to_float(out[a: a + rows: 2, ::2]), intact
+            at = np.ix_(src, cols)  # one gather: no full-width copy of the rows first
+            intact = None if mask is None else mask[at] == 0
+            yield pixels[at], to_float(out[a: a + rows: 2, ::2]), intact
 
     fit = CurveFit(c)
     for scan, restored, intact in sampled():
@@ -253,7 +254,7 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
         shrinker.add(np.concatenate([(restored - expected) * weight, weight], axis=2))
     small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, oh / 4, ow / 4): means of d * w and of w
     taps = gaussian_taps(TONE_SIGMA)
-    low = (blur(small[:, :c], taps) / blur(small[:, c:], taps).clamp_min(1e-3))[0]
+    low = normalized_blur(small[:, :c], small[:, c:], taps)[0]
     for a in range(0, oh, rows):
         check_stop(stop)
         b = min(oh, a + rows)

@@ -35,4 +35,11 @@ def masked_blur(d: torch.Tensor, m: torch.Tensor, taps: torch.Tensor) -> torch.T
         raise ValueError(f"masked_blur: expected a mask (B, 1, H, W) for {tuple(d.shape)}, got {tuple(m.shape)}")
     with torch.autocast(device_type=d.device.type, enabled=False):
         w = 1 - m.float()
-        return blur(d.float() * w, taps) / blur(w, taps).clamp_min(1e-3)
+        return normalized_blur(d.float() * w, w, taps)
+
+
+def normalized_blur(weighted: torch.Tensor, weight: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """blur(weighted) / blur(weight): the blur of d over weights w, given d * w (B, C, H, W) and w (B, 1, H, W)
+    >= 0 (e.g. area means of both at a reduced size); where the blurred weight is below 1e-3 the result fades to
+    zero instead of dividing by nothing."""
+    return blur(weighted, taps) / blur(weight, taps).clamp_min(1e-3)
