@@ -7,7 +7,8 @@ run's ckpt.pt: its last state). Each is scored at the threshold that maximises i
 crops. Choose on a seed other than the held-out one (1234, what `oldphoto eval detector` reports), so the
 held-out number stays an honest estimate; seed 777 is the one the weights README uses. One JSON line each.
 `--ageing P` adds the ageing damage kinds (crazing, foxing, flaking; off in the default recipe) at P each, for
-detectors trained with them.
+detectors trained with them. `--photos training` scores crops of the training photos instead (same recipe and
+seed): the gap to the validation photos is how much of a detector's score is memorised content.
 """
 
 from __future__ import annotations
@@ -39,18 +40,22 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ageing", type=float, default=0.0, help="probability of each ageing damage kind (default 0)")
+    ap.add_argument("--photos", choices=("validation", "training"), default="validation",
+                    help="crops of the validation photos (default) or of the photos the detectors were trained on")
     args = ap.parse_args()
     held_out = EvalConfig().seed
     if args.seed == held_out:
         ap.error(f"seed {held_out} is the held-out evaluation set: select on another seed")
     torch.set_num_threads(args.threads)
-    images, masks = load_validation("", 0, args.count, 256, args.seed, training_recipe(Config(p_ageing=args.ageing)))
+    recipe = training_recipe(Config(p_ageing=args.ageing))
+    images, masks = load_validation("", 0, args.count, 256, args.seed, recipe, training_photos=args.photos == "training")
     for cand in args.candidates:
         model, step = load(cand)
         r = score_learned(predict(model, images, 8), masks)
         print(json.dumps({"candidate": cand, "step": step, "f1_tol": round(r["f1_tol"], 4), "f1": round(r["f1"], 4),
                           "precision_tol": round(r["precision_tol"], 3), "recall_tol": round(r["recall_tol"], 3),
-                          "threshold": r["threshold"], "seed": args.seed, "ageing": args.ageing}), flush=True)
+                          "threshold": r["threshold"], "seed": args.seed, "ageing": args.ageing,
+                          "photos": args.photos}), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ..ops.masks import tophat_response
 from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
+from .content import ContentMix, clean_crop
 from .degrade_second import SecondConfig, degrade_second
 from .loop import SupervisedRun, check_bf16, finish_evaluation, load_run_best, load_run_last
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
@@ -82,12 +83,18 @@ class Config:
     sharp_scale: float = 0.25  # factor on the unstructured steps' probabilities for those crops
     p_ageing: float = 0.0  # probability of each ageing damage kind of the recipe (crazing, foxing, flaking: off in
     #                        the default recipe) in the training crops; 0 keeps the old random stream
+    p_rotate: float = 0.0  # content steps on the clean crop before damage (train/content.py; all 0 keeps the old
+    p_join: float = 0.0  #   random stream): a turn by any angle, two photos joined along a random boundary,
+    p_permute: float = 0.0  # permuted colour channels, each with this probability; new content against memorising
     chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
     #                       detector starts with their weights at zero, i.e. exactly where that detector was
 
     def arch_kwargs(self) -> dict:
         kw = {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)], "blocks": self.blocks}
         return {**kw, "chroma": True} if self.chroma else kw
+
+    def content_mix(self) -> ContentMix:
+        return ContentMix(self.p_rotate, self.p_join, self.p_permute)
 
 
 @dataclass(frozen=True)
@@ -145,8 +152,9 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
     xs, ys = [], []
     dcfg = training_recipe(cfg)
     sharp = degrade.sharp_recipe(cfg.sharp_scale, dcfg)
+    mix = cfg.content_mix()
     for _ in range(cfg.batch):
-        clean = pool.random_crop(rng, cfg.crop, scale_range=(cfg.scale_min, cfg.scale_max))
+        clean = clean_crop(pool, rng, cfg.crop, (cfg.scale_min, cfg.scale_max), mix)
         recipe = sharp if cfg.p_sharp and rng.random() < cfg.p_sharp else dcfg  # p_sharp 0: the old random stream
         d = degrade.degrade(clean, rng, recipe)
         k = int(rng.integers(4))  # the pool never flips upside down; defects run every way, so rotate
@@ -156,12 +164,14 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
 
 
 def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: int,
-                    recipe: Any = degrade.DegradeConfig(), generator: data.Generator = degrade.degrade
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    recipe: Any = degrade.DegradeConfig(), generator: data.Generator = degrade.degrade,
+                    training_photos: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed held-out set: images (N, 3, S, S) and masks (N, 1, S, S), from photos training never sees,
-    degraded by `generator` with `recipe` (default: the training recipe)."""
-    _, val_paths = _split(corpus, split_seed)
-    items = data.validation_set(val_paths, count, size, seed, recipe, generator=generator)
+    degraded by `generator` with `recipe` (default: the training recipe). `training_photos`: the same kind of set
+    made from the training photos instead (to measure how much of a score is memorised content)."""
+    train_paths, val_paths = _split(corpus, split_seed)
+    paths = train_paths if training_photos else val_paths
+    items = data.validation_set(paths, count, size, seed, recipe, generator=generator)
     return torch.stack([_to_tensor(x) for x, _, _ in items]), torch.stack([_to_tensor(m) for _, _, m in items])
 
 
@@ -227,6 +237,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
     if not 0 <= cfg.p_ageing <= 1:
         raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
+    cfg.content_mix()  # ValueError for a probability outside [0, 1]
     check_bf16(cfg.bf16)
     out = Path(cfg.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)

@@ -212,3 +212,16 @@ def test_export_of_the_last_state_publishes_ckpt_weights(tiny_run, corpus, tmp_p
     assert meta["checkpoint"] == "last" and meta["steps"] == last["step"]
     with pytest.raises(ValueError, match="checkpoint must be 'best' or 'last'"):
         D.export(out, "det-x", weights_dir=wdir, eval_cfg=ecfg, checkpoint="newest")
+
+
+def test_sets_from_the_training_photos_come_from_those_photos_only(corpus):
+    train, val = D._split(str(corpus), 0)
+    assert train and val
+    xt, mt = D.load_validation(str(corpus), 0, 3, 32, 1, training_photos=True)
+    xv, _ = D.load_validation(str(corpus), 0, 3, 32, 1)
+    assert tuple(xt.shape) == (3, 3, 32, 32) and tuple(mt.shape) == (3, 1, 32, 32)
+    assert not torch.equal(xt, xv)
+    # the same set, made directly from the training photos
+    from oldphoto.train import data
+    items = data.validation_set(train, 3, 32, 1)
+    assert torch.equal(xt, torch.stack([D._to_tensor(x) for x, _, _ in items]))
