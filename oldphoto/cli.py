@@ -293,7 +293,8 @@ def _rel_str(rel: Path) -> str:
 @click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULT.max_pixels, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Defect probability threshold [default: the restorer's when restoring, the detector's with --only-mask].")
-@click.option("--mask-dilate", type=click.IntRange(min=0), default=_DEFAULT.mask_dilate, show_default=True)
+@click.option("--mask-dilate", type=click.IntRange(min=0), default=None,
+              help="Grow the defect mask by N pixels [default: 1 when restoring, 0 with --only-mask].")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_DEFAULT.jpeg_quality, show_default=True)
 @click.option("--tone", type=click.Choice(TONE_MODES), default=_DEFAULT.tone, show_default=True,
               help="photo: one tone correction for the whole photo; tile: each tile's own (may show blocks).")
@@ -301,7 +302,7 @@ def _rel_str(rel: Path) -> str:
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
-            mask_dilate: int, jpeg_quality: int, tone: str) -> None:
+            mask_dilate: int | None, jpeg_quality: int, tone: str) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -321,7 +322,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     from . import pipeline  # lazy: torch and the models are only needed here
 
     t0 = time.monotonic()
-    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=dataclasses.asdict(cfg),
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings={**dataclasses.asdict(cfg), "mask_dilate": cfg.dilate_px},
                     started=now_iso())
     # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
     try:

@@ -37,7 +37,9 @@ class RestoreConfig:
     jobs: int = 2  # threads for decoding/encoding files alongside the model
     max_pixels: int = 400_000_000  # refuse images larger than this (guards against decompression bombs)
     mask_threshold: float | None = None  # None: the one stored with the weights (restorer's, else detector's)
-    mask_dilate: int = 1  # grow the mask by this many pixels before restoration (covers scratch edges)
+    # grow the mask by this many pixels; None: 1 when restoring (covers the soft edges of scratches before they are
+    # refilled), 0 with only_mask (the detector's own mask at its F1-tuned threshold, as it was evaluated)
+    mask_dilate: int | None = None
     jpeg_quality: int = 95  # when writing JPEG
     # photo: one tone curve per photo fitted from all its restored tiles (passes.even_tone), so a faded print is
     # corrected alike everywhere; tile: each tile keeps the restorer's own tone decision (the behaviour before)
@@ -52,14 +54,24 @@ class RestoreConfig:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         if self.mask_threshold is not None and not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask threshold must be in (0, 1), got {self.mask_threshold}")
+        if self.mask_dilate is not None and self.mask_dilate < 0:
+            raise ValueError(f"mask dilation must be >= 0 pixels, got {self.mask_dilate}")
         if self.tone not in TONE_MODES:
             raise ValueError(f"tone must be one of {TONE_MODES}, got {self.tone!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg quality must be in [1, 100], got {self.jpeg_quality}")
 
+    @property
+    def dilate_px(self) -> int:
+        """Pixels the defect mask is grown by (mask_dilate, or its default for the mode)."""
+        if self.mask_dilate is not None:
+            return self.mask_dilate
+        return 0 if self.only_mask else 1
+
     def output_settings(self) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current."""
         d = asdict(self)
+        d["mask_dilate"] = self.dilate_px  # the default and the same value given explicitly make the same output
         for k in ("device", "overwrite", "jobs", "max_pixels"):
             d.pop(k)
         d["tile"].pop("batch_size")

@@ -88,7 +88,7 @@ class TiledPass:
         return restore_threshold(self.models.restorer, self.models.detector)
 
     def detect_only(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
-        """pixels (H, W, C) uint -> mask (H, W) uint8 (255 = defect, dilated by cfg.mask_dilate), coverage %."""
+        """pixels (H, W, C) uint -> mask (H, W) uint8 (255 = defect, dilated by cfg.dilate_px), coverage %."""
         h, w, _ = pixels.shape
         mask = oio.allocate((h, w), np.uint8)
         coverage = self._tiled(pixels, out=None, mask_out=mask, colorize=False)
@@ -141,8 +141,8 @@ class TiledPass:
         mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h) if has_mask else None
         threshold = self.threshold if has_mask else 0.0
         sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=threshold,
-                     dilator=RowDilator(w, cfg.mask_dilate) if has_mask else None)
-        key = BatchKey(tile=tile, only_mask=out is None, threshold=threshold, mask_dilate=cfg.mask_dilate,
+                     dilator=RowDilator(w, cfg.dilate_px) if has_mask else None)
+        key = BatchKey(tile=tile, only_mask=out is None, threshold=threshold, mask_dilate=cfg.dilate_px,
                        upscale=cfg.upscale)
         # Tile rows are submitted in raster order and collected in that order; rows go on being submitted while
         # fewer than a batch of this photo's tiles wait, so a narrow image still fills its batches, and whatever

@@ -601,11 +601,19 @@ def test_end_to_end_only_mask(tmp_path, stand_in_models):
     root, rgb16, gray8 = real_scans(tmp_path)
     (root / "torn.jpg").unlink()
     out = tmp_path / "masks"
-    r = run("restore", root, "--out", out, "--only-mask", "--mask-dilate", 0, "--quiet")
+    r = run("restore", root, "--out", out, "--only-mask", "--quiet")
     assert r.exit_code == 0 and r.output == ""
+    # by default --only-mask writes the detector's own mask, not grown (growing is for restoration)
     mask = np.asarray(Image.open(out / "box 2" / "portrait.mask.png"))
-    assert mask.shape == (70, 90) and np.array_equal(mask == 255, (rgb16 == 65535).all(axis=2))
+    truth = (rgb16 == 65535).all(axis=2)
+    assert mask.shape == (70, 90) and np.array_equal(mask == 255, truth)
     assert (out / "street.overlay.jpg").exists()
+    assert json.loads((out / "report.json").read_text())["settings"]["mask_dilate"] == 0
+
+    grown = tmp_path / "grown"
+    assert run("restore", root, "--out", grown, "--only-mask", "--mask-dilate", 1, "--quiet").exit_code == 0
+    mask = np.asarray(Image.open(grown / "box 2" / "portrait.mask.png")) == 255
+    assert mask.sum() > truth.sum() and np.array_equal(mask & truth, truth)
 
 
 def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_models):

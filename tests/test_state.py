@@ -30,6 +30,11 @@ def test_fingerprint_follows_output_settings_and_models():
     base = fingerprint(RestoreConfig().output_settings(), MODELS)
     assert base == fingerprint(RestoreConfig(jobs=7, device="cpu", overwrite=True).output_settings(), MODELS)
     assert base != fingerprint(RestoreConfig(jpeg_quality=80).output_settings(), MODELS)
+    # the mask dilation counts as resolved: the mode's default and the same value given explicitly are one setting
+    assert base == fingerprint(RestoreConfig(mask_dilate=1).output_settings(), MODELS)
+    assert base != fingerprint(RestoreConfig(mask_dilate=0).output_settings(), MODELS)
+    only = RestoreConfig(only_mask=True).output_settings()
+    assert only == RestoreConfig(only_mask=True, mask_dilate=0).output_settings() and only["mask_dilate"] == 0
     assert base != fingerprint(RestoreConfig().output_settings(), {"restorer": {"name": "r-v1", "sha256": "cd" * 32}})
 
 

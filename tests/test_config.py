@@ -1,0 +1,34 @@
+import pytest
+
+from oldphoto.config import RestoreConfig, TileConfig
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"upscale": 3}, "upscale must be one of"),
+    ({"format": "bmp"}, "format must be one of"),
+    ({"max_pixels": 0}, "max_pixels must be positive"),
+    ({"mask_threshold": 1.0}, "mask threshold must be in"),
+    ({"mask_dilate": -1}, "mask dilation must be >= 0"),
+    ({"tone": "flat"}, "tone must be one of"),
+    ({"jpeg_quality": 0}, "jpeg quality must be in"),
+])
+def test_bad_restore_settings_are_refused_with_the_value(kw, message):
+    with pytest.raises(ValueError, match=message):
+        RestoreConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"size": 192}, "tile size must be one of"),
+    ({"overlap": 129}, "overlap must be in"),
+    ({"batch_size": 0}, "batch size must be >= 1"),
+])
+def test_bad_tile_settings_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TileConfig(**kw)
+
+
+def test_mask_dilation_defaults_to_the_mode():
+    assert RestoreConfig().dilate_px == 1  # restoring: cover the soft edges of scratches
+    assert RestoreConfig(only_mask=True).dilate_px == 0  # reviewing: the detector's own mask
+    assert RestoreConfig(only_mask=True, mask_dilate=2).dilate_px == 2
+    assert RestoreConfig(mask_dilate=0).dilate_px == 0
