@@ -2,11 +2,11 @@
 is many tiles, merged, and a print fades as a whole. This degrades each validation photo whole (longest side
 --side px) with the training recipe and with the second generator (`oldphoto.train.degrade_second`, never
 trained on), runs `pipeline.process_file` on it (the shipped models, detector masks, tile 256, overlap 32) once
-per --tone mode, and scores PSNR / SSIM on luma against the clean photo; with --masks also the detector's
+per --tone mode (and with `--scope defects`: "defects"), and scores PSNR / SSIM on luma against the clean photo; with --masks also the detector's
 `--only-mask` output (undilated) against the generator's defect mask: F1 with 1 px tolerance, pooled over the
 photos.
 
-    python benchmarks/whole_photo.py                          # 13 photos x 2 generators x tone photo / tile
+    python benchmarks/whole_photo.py                  # 13 photos x 2 generators x tone photo / tile / scan, defects
     python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
     python benchmarks/whole_photo.py --masks --tone photo
 
@@ -27,6 +27,8 @@ import torch
 from PIL import Image
 
 from oldphoto.config import TONE_MODES, RestoreConfig
+
+MODES = (*TONE_MODES, "defects")  # "defects": --scope defects (the scan's own pixels outside the mask)
 from oldphoto.pipeline import load_models, new_batcher, process_file
 from oldphoto.train.data import corpus_dir, load_photo, split_corpus
 from oldphoto.train.degrade import degrade
@@ -48,7 +50,8 @@ def scores(clean: np.ndarray, other: np.ndarray) -> tuple[float, float]:
 
 def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict:
     _, val = split_corpus(corpus_dir())
-    cfgs = {tone: RestoreConfig(tone=tone, device="cpu") for tone in tones}
+    cfgs = {t: RestoreConfig(scope="defects", device="cpu") if t == "defects" else RestoreConfig(tone=t, device="cpu")
+            for t in tones}
     mask_cfg = RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")
     models = load_models(cfgs[tones[0]], "cpu")
     batcher = new_batcher(cfgs[tones[0]], models)
@@ -88,13 +91,13 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--side", type=int, default=1024, help="longest side of each photo, px")
-    p.add_argument("--tone", nargs="+", choices=TONE_MODES, default=list(TONE_MODES))
+    p.add_argument("--tone", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--masks", action="store_true", help="also score the detector's --only-mask output")
     p.add_argument("--json", help="also write the per-photo results here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = run(args.side, args.tone, Path(tmp), args.masks)
-    print(f"| generator | scan | {' | '.join('tone ' + t for t in args.tone)} |")
+    print(f"| generator | scan | {' | '.join('scope defects' if t == 'defects' else 'tone ' + t for t in args.tone)} |")
     print("|---|---|" + "---|" * len(args.tone))
     for name, r in results.items():
         cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["scan", *args.tone]]

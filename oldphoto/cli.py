@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import FORMATS, TILE_SIZES, TONE_MODES, RestoreConfig, TileConfig
+from .config import FORMATS, SCOPES, TILE_SIZES, TONE_MODES, RestoreConfig, TileConfig
 from .errors import ImageError, OldPhotoError
 from .lock import LockHeld, OutputLock
 from .report import FileResult, Report
@@ -296,19 +296,24 @@ def _rel_str(rel: Path) -> str:
 @click.option("--mask-dilate", type=click.IntRange(min=0), default=None,
               help="Grow the defect mask by N pixels [default: 1 when restoring, 0 with --only-mask].")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_DEFAULT.jpeg_quality, show_default=True)
-@click.option("--tone", type=click.Choice(TONE_MODES), default=_DEFAULT.tone, show_default=True,
-              help="photo: one tone correction for the whole photo; tile: each tile's own (may show blocks).")
+@click.option("--tone", type=click.Choice(TONE_MODES), default=None,
+              help="photo: one tone correction for the whole photo; tile: each tile's own (may show blocks); "
+                   "scan: keep the scan's tone [default: photo, scan with --scope defects].")
+@click.option("--scope", type=click.Choice(SCOPES), default=_DEFAULT.scope, show_default=True,
+              help="all: restore the whole photo; defects: change only the defect mask's pixels, keep every "
+                   "other pixel exactly as scanned.")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
-            mask_dilate: int | None, jpeg_quality: int, tone: str) -> None:
+            mask_dilate: int | None, jpeg_quality: int, tone: str | None, scope: str) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
                             tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
-                            mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone)
+                            mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
+                            scope=scope)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
@@ -322,7 +327,8 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     from . import pipeline  # lazy: torch and the models are only needed here
 
     t0 = time.monotonic()
-    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings={**dataclasses.asdict(cfg), "mask_dilate": cfg.dilate_px},
+    settings = {**dataclasses.asdict(cfg), "mask_dilate": cfg.dilate_px, "tone": cfg.tone_mode}  # as resolved
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=settings,
                     started=now_iso())
     # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
     try:

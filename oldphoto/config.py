@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 FORMATS = ("keep", "png", "tiff", "jpeg")
 TILE_SIZES = (128, 256)
 UPSCALE_FACTORS = (1, 2, 4)
-TONE_MODES = ("photo", "tile")
+TONE_MODES = ("photo", "tile", "scan")
+SCOPES = ("all", "defects")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,13 @@ class RestoreConfig:
     mask_dilate: int | None = None
     jpeg_quality: int = 95  # when writing JPEG
     # photo: one tone curve per photo fitted from all its restored tiles (passes.even_tone), so a faded print is
-    # corrected alike everywhere; tile: each tile keeps the restorer's own tone decision (the behaviour before)
-    tone: str = "photo"
+    # corrected alike everywhere; tile: each tile keeps the restorer's own tone decision (the behaviour before);
+    # scan: the scan's own tone is kept (fading and casts stay), only detail, noise and defects are restored;
+    # None: photo, or scan with scope "defects" (the only tone that fills can match untouched pixels with)
+    tone: str | None = None
+    # all: restore the whole photo; defects: change only the pixels of the (grown) defect mask, filled in the
+    # scan's tone, and keep every other pixel exactly as scanned (minimal intervention, for archives)
+    scope: str = "all"
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -56,8 +62,19 @@ class RestoreConfig:
             raise ValueError(f"mask threshold must be in (0, 1), got {self.mask_threshold}")
         if self.mask_dilate is not None and self.mask_dilate < 0:
             raise ValueError(f"mask dilation must be >= 0 pixels, got {self.mask_dilate}")
-        if self.tone not in TONE_MODES:
+        if self.tone is not None and self.tone not in TONE_MODES:
             raise ValueError(f"tone must be one of {TONE_MODES}, got {self.tone!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.scope == "defects":
+            if self.only_mask:
+                raise ValueError("scope 'defects' changes defect pixels; only_mask changes none: choose one")
+            if self.upscale != 1:
+                raise ValueError(f"scope 'defects' keeps the scan's own pixels, which cannot be upscaled x"
+                                 f"{self.upscale}: use upscale 1")
+            if self.tone not in (None, "scan"):
+                raise ValueError(f"scope 'defects' fills defects in the scan's tone; tone {self.tone!r} would "
+                                 "not match the untouched pixels: leave tone unset or use 'scan'")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg quality must be in [1, 100], got {self.jpeg_quality}")
 
@@ -68,10 +85,18 @@ class RestoreConfig:
             return self.mask_dilate
         return 0 if self.only_mask else 1
 
+    @property
+    def tone_mode(self) -> str:
+        """The tone handling in effect (tone, or its default for the scope)."""
+        if self.tone is not None:
+            return self.tone
+        return "scan" if self.scope == "defects" else "photo"
+
     def output_settings(self) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current."""
         d = asdict(self)
         d["mask_dilate"] = self.dilate_px  # the default and the same value given explicitly make the same output
+        d["tone"] = self.tone_mode
         for k in ("device", "overwrite", "jobs", "max_pixels"):
             d.pop(k)
         d["tile"].pop("batch_size")

@@ -7,6 +7,7 @@
 - TiledPass.colorize: one global colorizer call on a shrunk lightness image, its chroma upsampled and
   recombined with the full-resolution lightness band by band.
 - even_tone: one tone curve for the whole photo (ops/tone.py), so tiles of one print get the same correction.
+- keep_intact: `--scope defects` puts the scan's own pixels back everywhere outside the defect mask.
 - overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
 
 Memory: the input stays in its integer dtype; float copies exist only for the tile rows queued for the device
@@ -102,12 +103,16 @@ class TiledPass:
         h, w, c = pixels.shape
         s = self.cfg.upscale
         out = oio.allocate((s * h, s * w, 3 if (c == 3 or colorize) else 1), pixels.dtype)
-        even = self.cfg.tone == "photo" and self.models.restorer is not None
-        mask = oio.allocate((h, w), np.uint8) if even and self.models.detector is not None else None
+        tone, defects_only = self.cfg.tone_mode, self.cfg.scope == "defects"
+        even = tone in ("photo", "scan") and self.models.restorer is not None
+        keep = (even or defects_only) and self.models.detector is not None
+        mask = oio.allocate((h, w), np.uint8) if keep else None
         coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize)
-        if even:
-            with timed(self.seconds, "restore", _CPU):
-                even_tone(out, pixels, mask, s, self.stop)
+        with timed(self.seconds, "restore", _CPU):
+            if even:
+                even_tone(out, pixels, mask, s, self.stop, scan_tone=tone == "scan")
+            if defects_only:
+                keep_intact(out, pixels, mask, self.stop)
         return out, coverage
 
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
@@ -213,7 +218,7 @@ class TiledPass:
 
 
 def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scale: int,
-              stop: Callable[[], bool] = lambda: False) -> None:
+              stop: Callable[[], bool] = lambda: False, scan_tone: bool = False) -> None:
     """Give every tile of one photo the same tone correction, in place (ops/tone.py says why).
 
     out (sH, sW, C) uint: the merged restoration; pixels (H, W, 1 or C) uint: the scan; mask (H, W) uint8 (> 0 =
@@ -221,6 +226,8 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
     restoration, over the intact pixels; then out loses the low band (Gaussian, TONE_SIGMA at 1/TONE_SHRINK of
     its size, over intact pixels only) of out - curve(scan). Detail, denoising and defect fills stay; tone
     that differs from tile to tile goes. A restoration equal to the scan comes back unchanged.
+    scan_tone: the curve is the identity instead (`--tone scan`): the restoration keeps the scan's tone, and a
+    defect's fill takes the tone of the intact pixels around it.
     The fit and the low band are worked out on every second row and column (plenty for 64 bins and a blur of
     8 px); only the final subtraction touches every pixel.
     """
@@ -242,9 +249,11 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
             yield pixels[at], to_float(out[a: a + rows: 2, ::2]), intact
 
     fit = CurveFit(c)
-    for scan, restored, intact in sampled():
-        fit.add(to_float(scan), restored, intact)
-    top = np.iinfo(pixels.dtype).max  # the curve as a table over every scan value: no interpolation per pixel
+    if not scan_tone:
+        for scan, restored, intact in sampled():
+            fit.add(to_float(scan), restored, intact)
+    # the curve as a table over every scan value: no interpolation per pixel; no knots (scan_tone) is the identity
+    top = np.iinfo(pixels.dtype).max
     table = fit.curve()(np.arange(top + 1, dtype=np.float32)[:, None] / np.float32(top))  # (top + 1, C)
     grid_h, grid_w = -(-oh // 2), -(-ow // 2)
     shrinker = BoxShrinker(grid_h, grid_w, c + 1, -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK))
@@ -260,6 +269,26 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
         b = min(oh, a + rows)
         change = resize_rows(low, oh, ow, a, b).permute(1, 2, 0).numpy()
         out[a:b] = from_float(to_float(out[a:b]) - change, out.dtype)
+
+
+def keep_intact(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stop: Callable[[], bool] = lambda: False
+                ) -> None:
+    """`--scope defects`, in place: every pixel outside the defect mask gets the scan's value back, exactly.
+
+    out (H, W, C) uint, pixels (H, W, 1 or C) uint of the same dtype (a gray scan fills every channel), mask
+    (H, W) uint8 (> 0 = defect, already grown).
+    """
+    h, w, c = out.shape
+    if pixels.shape[:2] != (h, w) or pixels.shape[2] not in (1, c) or mask.shape != (h, w) \
+            or pixels.dtype != out.dtype:
+        raise ValueError(f"keep_intact: output {out.shape} {out.dtype}, scan {pixels.shape} {pixels.dtype} and "
+                         f"mask {mask.shape} do not match")
+    rows = max(1, BAND_PIXELS // w)
+    for a in range(0, h, rows):
+        check_stop(stop)
+        b = min(h, a + rows)
+        intact = mask[a:b] == 0
+        out[a:b][intact] = np.broadcast_to(pixels[a:b], out[a:b].shape)[intact]
 
 
 class _Sink:

@@ -259,6 +259,8 @@ def _check_models(cfg: RestoreConfig, models: Models) -> None:
             raise OldPhotoError(f"upscale x{cfg.upscale} needs an upscaler of that factor, got {scale}")
     if cfg.colorize and not cfg.only_mask and models.colorizer is None:
         raise OldPhotoError("--colorize needs a colorizer model")
+    if cfg.scope == "defects" and (models.detector is None or models.restorer is None):
+        raise OldPhotoError("--scope defects needs a detector and a restorer model")
 
 
 def _refuse_overwriting_source(src: Path, outputs: list[Path]) -> None:

@@ -137,6 +137,9 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--jobs", "0"], "x>=1"),
     (["--format", "gif"], "'gif' is not one of"),
     (["--tone", "none"], "'none' is not one of"),
+    (["--scope", "defects", "--upscale", "2"], "cannot be upscaled x2"),
+    (["--scope", "defects", "--tone", "tile"], "tone 'tile' would not match"),
+    (["--scope", "defects", "--only-mask"], "only_mask changes none"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):
     src = put(tmp_path / "a.jpg")
@@ -291,6 +294,18 @@ def test_report_content(tmp_path, fake):
     assert (a["width"], a["height"], a["megapixels"], a["mask_coverage"]) == (40, 30, 0.0012, 2.5)
     assert a["seconds"] == {"read": 0.01, "restore": 0.02} and a["notes"] == ["fake note"]
     assert a["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
+
+
+def test_report_holds_the_resolved_tone_of_the_scope(tmp_path, fake):
+    src = put(tmp_path / "a.jpg")
+    out = tmp_path / "out"
+    assert run("restore", src, "--out", out).exit_code == 0
+    assert report_of(out)["settings"]["tone"] == "photo"
+    assert run("restore", src, "--out", out, "--tone", "photo").exit_code == 0  # the same output: skipped
+    assert len(fake.calls) == 1
+    assert run("restore", src, "--out", out, "--scope", "defects").exit_code == 0  # another output: redone
+    settings = report_of(out)["settings"]
+    assert (settings["scope"], settings["tone"]) == ("defects", "scan") and len(fake.calls) == 2
 
 
 def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):

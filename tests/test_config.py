@@ -11,6 +11,10 @@ from oldphoto.config import RestoreConfig, TileConfig
     ({"mask_dilate": -1}, "mask dilation must be >= 0"),
     ({"tone": "flat"}, "tone must be one of"),
     ({"jpeg_quality": 0}, "jpeg quality must be in"),
+    ({"scope": "some"}, "scope must be one of"),
+    ({"scope": "defects", "only_mask": True}, "only_mask changes none"),
+    ({"scope": "defects", "upscale": 2}, "cannot be upscaled x2"),
+    ({"scope": "defects", "tone": "photo"}, "tone 'photo' would not match"),
 ])
 def test_bad_restore_settings_are_refused_with_the_value(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -32,3 +36,14 @@ def test_mask_dilation_defaults_to_the_mode():
     assert RestoreConfig(only_mask=True).dilate_px == 0  # reviewing: the detector's own mask
     assert RestoreConfig(only_mask=True, mask_dilate=2).dilate_px == 2
     assert RestoreConfig(mask_dilate=0).dilate_px == 0
+
+
+def test_tone_defaults_to_the_scope_and_is_resolved_in_the_output_settings():
+    assert RestoreConfig().tone_mode == "photo"
+    assert RestoreConfig(scope="defects").tone_mode == "scan"
+    assert RestoreConfig(scope="defects", tone="scan").tone_mode == "scan"
+    assert RestoreConfig(tone="tile").tone_mode == "tile"
+    # the default and the same value given explicitly make the same output, so the same fingerprint
+    assert RestoreConfig().output_settings() == RestoreConfig(tone="photo").output_settings()
+    assert RestoreConfig().output_settings()["tone"] == "photo"
+    assert RestoreConfig(scope="defects").output_settings() != RestoreConfig().output_settings()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from oldphoto.passes import even_tone
+from oldphoto.passes import even_tone, keep_intact
 
 
 def _scan(h=256, w=384, dtype=np.uint16, seed=0):
@@ -68,3 +68,34 @@ def test_all_defect_and_tiny_photos_pass_unchanged_or_safely():
     tiny, tiny_out = _scan(2, 3, np.uint16), _scan(2, 3, np.uint16, seed=1)
     even_tone(tiny_out, tiny, None, 1)
     assert tiny_out.shape == (2, 3, 3) and tiny_out.dtype == np.uint16
+
+
+def test_scan_tone_takes_the_tone_back_to_the_scans_and_keeps_detail():
+    scan = _scan(dtype=np.uint16)
+    s = scan.astype(np.float64) / 65535
+    yy, xx = np.mgrid[0:256, 0:384]
+    detail = 0.03 * np.sign(np.sin(2 * np.pi * xx / 4))[..., None]  # fine detail the restorer added
+    out = np.rint(np.clip(0.8 * s + 0.05 + detail, 0, 1) * 65535).astype(np.uint16)  # and a tone change
+    even_tone(out, scan, None, 1, scan_tone=True)
+    err = out.astype(np.float64) / 65535 - (s + detail)
+    assert np.abs(err[16:-16, 16:-16]).mean() < 0.01  # the tone change went, the detail stayed
+    fitted = _scan(dtype=np.uint16)
+    out2 = np.rint(np.clip(0.8 * s + 0.05, 0, 1) * 65535).astype(np.uint16)
+    even_tone(out2, fitted, None, 1)  # the fitted curve keeps the restorer's tone change
+    assert np.abs(out2.astype(np.float64) / 65535 - (0.8 * s + 0.05))[16:-16, 16:-16].mean() < 0.01
+
+
+def test_keep_intact_puts_the_scan_back_outside_the_mask_exactly():
+    scan = _scan(40, 60, np.uint16)
+    out = np.full_like(scan, 123)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:13, 5:50] = 255
+    keep_intact(out, scan, mask)
+    np.testing.assert_array_equal(out[mask == 0], scan[mask == 0])
+    assert (out[mask > 0] == 123).all()
+    gray = scan[..., :1]
+    out3 = np.zeros_like(scan)  # a gray scan being colorized: three channels out
+    keep_intact(out3, gray, mask)
+    np.testing.assert_array_equal(out3[mask == 0], np.repeat(gray, 3, 2)[mask == 0])
+    with pytest.raises(ValueError, match="do not match"):
+        keep_intact(out, scan.astype(np.uint8), mask)

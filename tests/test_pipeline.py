@@ -572,3 +572,39 @@ def test_restoring_uses_the_restorers_mask_threshold_and_only_mask_the_detectors
     assert res.mask_coverage == 100.0  # curators see the detector's own (F1-tuned) threshold
     d = Models(detector=HalfDetector(), restorer=MaskSpy(0.6)).describe()
     assert d["detector"]["threshold"] == 0.4 and d["restorer"]["mask_threshold"] == 0.6
+
+
+def test_scope_defects_changes_only_the_masked_pixels(tmp_path):
+    """--scope defects: every pixel outside the grown mask is the scan's, bit for bit (16-bit too); inside, the
+    restoration, brought to the tone of the intact pixels around it."""
+    img8 = _defect_photo()
+    img = img8.astype(np.uint16) * 257
+    src = write_tiff(tmp_path / "photo.tif", img)
+
+    class Darken:  # a "restorer" that darkens everything: fading undone, say
+        def __call__(self, x, mask):
+            return (x * 0.8).clamp(0, 1)
+
+    res = process_file(src, tmp_path / "o" / "photo", cfg(scope="defects"),
+                       Models(detector=BrightDetector(), restorer=Darken()))
+    out = read_any(res.outputs[0])
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    truth = torch.from_numpy(img8[..., 0] > 0.9 * 255).float()[None, None]
+    grown = dilate(truth, 1)[0, 0].numpy() > 0  # the default 1-px growth when restoring
+    np.testing.assert_array_equal(out[~grown], img[~grown])
+    assert res.mask_coverage == pytest.approx(100 * grown.mean())
+    # the fills are the restorer's (red 1.0 -> 0.8), lifted by what it took from the intact pixels around them
+    # (0.2 x their mean), i.e. in the scan's tone
+    scratch = out[40, 20:150, 0].astype(np.float64) / 65535
+    lift = 0.2 * img[~grown][:, 0].mean() / 65535
+    assert np.abs(scratch - (0.8 + lift)).mean() < 0.01 and lift > 0.04
+    # the whole-photo default darkens everything
+    whole = read_any(process_file(src, tmp_path / "a" / "photo", cfg(tone="tile"),
+                                  Models(detector=BrightDetector(), restorer=Darken())).outputs[0])
+    assert (whole[~grown] < img[~grown]).mean() > 0.9
+
+
+def test_scope_defects_needs_a_detector_and_a_restorer(tmp_path):
+    src = write_tiff(tmp_path / "t.tif", random_image(20, 30, 3, np.uint8))
+    with pytest.raises(OldPhotoError, match="--scope defects needs a detector and a restorer"):
+        process_file(src, tmp_path / "o" / "t", cfg(scope="defects"), Models(restorer=Identity()))
