@@ -8,7 +8,8 @@ crops. Choose on a seed other than the held-out one (1234, what `oldphoto eval d
 held-out number stays an honest estimate; seed 777 is the one the weights README uses. One JSON line each.
 `--ageing P` adds the ageing damage kinds (crazing, foxing, flaking; off in the default recipe) at P each, for
 detectors trained with them. `--photos training` scores crops of the training photos instead (same recipe and
-seed): the gap to the validation photos is how much of a detector's score is memorised content.
+seed): the gap to the validation photos is how much of a detector's score is memorised content. A candidate
+"A+B" scores the average of A's and B's weights (fine-tunes of one detector).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from oldphoto.train.loop import load_run_best, load_run_last
 
 
 def load(candidate: str) -> tuple[torch.nn.Module, int | None]:
-    """(detector in eval mode, training step or None for registered weights)."""
+    """(detector in eval mode, training step or None for registered weights). "A+B+..." is the uniform average
+    of the candidates' parameters and BatchNorm statistics (a "soup" of fine-tunes of one detector)."""
+    if "+" in candidate:
+        parts = [load(c)[0] for c in candidate.split("+")]
+        states = [m.state_dict() for m in parts]
+        soup = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+                for k, v in states[0].items()}
+        parts[0].load_state_dict(soup)
+        return parts[0].eval(), None
     path = Path(candidate)
     if not path.exists():
         return registry.load_entry(registry.get(candidate), "cpu").eval(), None

@@ -65,7 +65,8 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict
             scan = np.rint(degraded.image * 255).astype(np.uint8)
             src = workdir / f"{seed + i}.png"
             Image.fromarray(scan).save(src)
-            row = {"file": path.name, "size": list(clean.shape[:2]), "scan": scores(clean, scan)}
+            # the scan's own scores go under "input": "scan" is a tone mode
+            row = {"file": path.name, "size": list(clean.shape[:2]), "input": scores(clean, scan)}
             for tone, cfg in cfgs.items():
                 start = time.perf_counter()
                 out = process_file(src, workdir / f"{seed + i}_{tone}", cfg, models, batcher=batcher)
@@ -80,7 +81,7 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict
                 row["defect_percent"] = round(100 * float(degraded.mask.mean()), 2)
                 row["flagged_percent"] = round(100 * float((flagged > 0.5).mean()), 2)
             rows.append(row)
-        mean = {k: [float(np.mean([r[k][j] for r in rows])) for j in (0, 1)] for k in ["scan", *tones]}
+        mean = {k: [float(np.mean([r[k][j] for r in rows])) for j in (0, 1)] for k in ["input", *tones]}
         results[name] = {"photos": rows, "mean": mean}
         if masks:
             at = sweep.at(0.5)
@@ -97,10 +98,10 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = run(args.side, args.tone, Path(tmp), args.masks)
-    print(f"| generator | scan | {' | '.join('scope defects' if t == 'defects' else 'tone ' + t for t in args.tone)} |")
+    print(f"| generator | input scan | {' | '.join('scope defects' if t == 'defects' else 'tone ' + t for t in args.tone)} |")
     print("|---|---|" + "---|" * len(args.tone))
     for name, r in results.items():
-        cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["scan", *args.tone]]
+        cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["input", *args.tone]]
         print(f"| {name} | {' | '.join(cells)} |")
     for name, r in results.items():
         if "detector" in r:

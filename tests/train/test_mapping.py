@@ -128,8 +128,8 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
         summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
                                       vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
                                       out=str(tmp_path / "eval")), lambda m: None)
-        assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "no_global", "no_mask"} \
-            <= set(summary["variants"])
+        assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "full_tone_scan", "scope_defects",
+                "no_global", "no_mask"} <= set(summary["variants"])
         assert summary["mask"].startswith("ground truth") and summary["cost"]["params_total"] > 0
         assert registry.get("map-t").meta["evaluation"]["gains"] == summary["gains"]
         assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "samples.png").is_file()
@@ -206,3 +206,8 @@ def test_even_tone_crops_is_the_pipelines_pass_on_each_crop():
     assert evened.shape == x.shape
     left, right = (evened - x)[..., 16:48].mean(), (evened - x)[..., 80:112].mean()
     assert abs(float(right - left)) < 0.02  # was 0.1: the two halves now share one correction
+    filled = tile_tone.clone()
+    filled[:, :, 5:8] = 0.5  # what the restorer put into the defect rows
+    kept = even_tone_crops(filled, x, m, scan_tone=True, defects_only=True)  # --scope defects
+    assert (kept - x)[:, :, m[0, 0, :, 0] == 0].abs().max() < 1 / 65535  # elsewhere: the scan, exactly
+    assert (kept[:, :, 5:8, :64] - 0.5).abs().mean() < 0.02  # left half: the restorer changed nothing else
