@@ -302,18 +302,19 @@ def _rel_str(rel: Path) -> str:
 @click.option("--scope", type=click.Choice(SCOPES), default=_DEFAULT.scope, show_default=True,
               help="all: restore the whole photo; defects: change only the defect mask's pixels, keep every "
                    "other pixel exactly as scanned.")
+@click.option("--save-mask", is_flag=True, help="Also write NAME.mask.png: the pixels the restoration refilled.")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
-            mask_dilate: int | None, jpeg_quality: int, tone: str | None, scope: str) -> None:
+            mask_dilate: int | None, jpeg_quality: int, tone: str | None, scope: str, save_mask: bool) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
                             tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
-                            scope=scope)
+                            scope=scope, save_mask=save_mask)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)

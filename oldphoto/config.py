@@ -50,6 +50,9 @@ class RestoreConfig:
     # all: restore the whole photo; defects: change only the pixels of the (grown) defect mask, filled in the
     # scan's tone, and keep every other pixel exactly as scanned (minimal intervention, for archives)
     scope: str = "all"
+    # also write NAME.mask.png (the scan's size, 255 = a pixel the restoration refilled): the record of what was
+    # acted on, at the restorer's threshold (--only-mask shows the detector's candidates at its own)
+    save_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -66,6 +69,8 @@ class RestoreConfig:
             raise ValueError(f"tone must be one of {TONE_MODES}, got {self.tone!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.save_mask and self.only_mask:
+            raise ValueError("save_mask writes the mask beside a restoration; only_mask writes it already")
         if self.scope == "defects":
             if self.only_mask:
                 raise ValueError("scope 'defects' changes defect pixels; only_mask changes none: choose one")

@@ -95,8 +95,10 @@ class TiledPass:
         coverage = self._tiled(pixels, out=None, mask_out=mask, colorize=False)
         return mask, coverage
 
-    def restore(self, pixels: np.ndarray, colorize: bool) -> tuple[np.ndarray, float | None]:
-        """pixels (H, W, C) uint -> output (sH, sW, C') same dtype, and mask coverage % (None without detector).
+    def restore(self, pixels: np.ndarray, colorize: bool) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+        """pixels (H, W, C) uint -> output (sH, sW, C') same dtype, the defect mask acted on (H, W) uint8 (255 =
+        defect; None when nothing needs it: no detector, or --tone tile without --save-mask) and its coverage %
+        (None without detector).
 
         C' is 3 for colour input or when colorizing (gray then fills all three channels), else 1.
         """
@@ -105,7 +107,7 @@ class TiledPass:
         out = oio.allocate((s * h, s * w, 3 if (c == 3 or colorize) else 1), pixels.dtype)
         tone, defects_only = self.cfg.tone_mode, self.cfg.scope == "defects"
         even = tone in ("photo", "scan") and self.models.restorer is not None
-        keep = (even or defects_only) and self.models.detector is not None
+        keep = (even or defects_only or self.cfg.save_mask) and self.models.detector is not None
         mask = oio.allocate((h, w), np.uint8) if keep else None
         coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize)
         with timed(self.seconds, "restore", _CPU):
@@ -113,7 +115,7 @@ class TiledPass:
                 even_tone(out, pixels, mask, s, self.stop, scan_tone=tone == "scan")
             if defects_only:
                 keep_intact(out, pixels, mask, self.stop)
-        return out, coverage
+        return out, mask, coverage
 
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
         """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""

@@ -167,15 +167,14 @@ def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Pa
     """Paths process_file writes for out_base (= out_dir / rel path without suffix).
 
     src_format: the input's suffix (".JPG", kept as written with --format keep) or its format name
-    ("JPEG" -> ".jpg"). --only-mask: [NAME.mask.png, NAME.overlay.jpg].
+    ("JPEG" -> ".jpg"). --only-mask: [NAME.mask.png, NAME.overlay.jpg]; --save-mask: [restored, NAME.mask.png].
     """
     base = str(out_base)
     if cfg.only_mask:
         return [Path(base + ".mask.png"), Path(base + ".overlay.jpg")]
     fmt = output_format(src_format, cfg)
-    if cfg.format == "keep" and src_format.startswith("."):
-        return [Path(base + src_format)]
-    return [Path(base + _SUFFIX[fmt])]
+    restored = Path(base + (src_format if cfg.format == "keep" and src_format.startswith(".") else _SUFFIX[fmt]))
+    return [restored, Path(base + ".mask.png")] if cfg.save_mask else [restored]
 
 
 # ----------------------------------------------------------------------------------------------- processing
@@ -230,7 +229,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes)
     else:
         colorize = _wants_colour(cfg, pixels, notes)
-        out, coverage = job.restore(pixels, colorize)
+        out, mask, coverage = job.restore(pixels, colorize)
         if colorize:
             job.colorize(out)
         check_stop(stop)
@@ -238,8 +237,10 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
         alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
         meta = _scaled_meta(pic.meta, scale)
         with timed(seconds, "write", cpu):
-            _write_all(outputs, [(out, alpha, output_format(suffix, cfg), meta)], src, cfg, source_sha256,
-                       models, notes)
+            items = [(out, alpha, output_format(suffix, cfg), meta)]
+            if cfg.save_mask:
+                items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
+            _write_all(outputs, items, src, cfg, source_sha256, models, notes)
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
@@ -261,6 +262,8 @@ def _check_models(cfg: RestoreConfig, models: Models) -> None:
         raise OldPhotoError("--colorize needs a colorizer model")
     if cfg.scope == "defects" and (models.detector is None or models.restorer is None):
         raise OldPhotoError("--scope defects needs a detector and a restorer model")
+    if cfg.save_mask and models.detector is None:
+        raise OldPhotoError("--save-mask needs a detector model")
 
 
 def _refuse_overwriting_source(src: Path, outputs: list[Path]) -> None:

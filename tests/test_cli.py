@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import oldphoto.pipeline as pipeline
@@ -23,6 +24,7 @@ from oldphoto import __version__
 from oldphoto.cli import cli
 from oldphoto.errors import ImageError, WeightsError
 from oldphoto.lock import LOCK_NAME
+from oldphoto.ops.masks import dilate
 from oldphoto.state import STATE_NAME
 
 
@@ -629,6 +631,35 @@ def test_end_to_end_only_mask(tmp_path, stand_in_models):
     assert run("restore", root, "--out", grown, "--only-mask", "--mask-dilate", 1, "--quiet").exit_code == 0
     mask = np.asarray(Image.open(grown / "box 2" / "portrait.mask.png")) == 255
     assert mask.sum() > truth.sum() and np.array_equal(mask & truth, truth)
+
+
+def test_end_to_end_scope_defects_with_save_mask(tmp_path, stand_in_models, monkeypatch):
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    class Grey:  # a "restorer" that changes every pixel: only the masked ones may show it
+        def __call__(self, tiles, mask):
+            return torch.full_like(tiles, 0.5)
+
+    monkeypatch.setattr(pipeline, "load_models", lambda cfg, device: pipeline.Models(detector=WhiteDetector(),
+                                                                                      restorer=Grey()))
+    root, rgb16, gray8 = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    r = run("restore", root, "--out", out, "--scope", "defects", "--save-mask", "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    files = {f["relative"]: f["outputs"] for f in report_of(out)["files"]}
+    assert files["street.png"] == [str(out / "street.png"), str(out / "street.mask.png")]
+    restored = tifffile.imread(out / "box 2" / "portrait.tif")
+    mask = np.asarray(Image.open(out / "box 2" / "portrait.mask.png")) == 255
+    truth = torch.from_numpy((rgb16 == 65535).all(axis=2)).float()[None, None]
+    assert np.array_equal(mask, dilate(truth, 1)[0, 0].numpy() > 0)  # grown by 1 px, as restored
+    assert np.array_equal(restored[~mask], rgb16[~mask])  # untouched, 16 bits exact
+    assert (restored[mask] != rgb16[mask]).all(axis=1).mean() > 0.9  # the defects were refilled
+    # rerunning skips both outputs
+    assert run("restore", root, "--out", out, "--scope", "defects", "--save-mask", "-q").exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
 
 
 def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_models):

@@ -12,6 +12,7 @@ from oldphoto.config import RestoreConfig, TileConfig
     ({"tone": "flat"}, "tone must be one of"),
     ({"jpeg_quality": 0}, "jpeg quality must be in"),
     ({"scope": "some"}, "scope must be one of"),
+    ({"save_mask": True, "only_mask": True}, "only_mask writes it already"),
     ({"scope": "defects", "only_mask": True}, "only_mask changes none"),
     ({"scope": "defects", "upscale": 2}, "cannot be upscaled x2"),
     ({"scope": "defects", "tone": "photo"}, "tone 'photo' would not match"),

@@ -381,6 +381,8 @@ def test_output_paths():
     assert output_paths(base, ".png", cfg(format="jpeg")) == [Path("/o/sub/photo.v2.jpg")]
     assert output_paths(base, ".png", cfg(only_mask=True)) == [Path("/o/sub/photo.v2.mask.png"),
                                                                Path("/o/sub/photo.v2.overlay.jpg")]
+    assert output_paths(base, ".tif", cfg(save_mask=True)) == [Path("/o/sub/photo.v2.tif"),
+                                                               Path("/o/sub/photo.v2.mask.png")]
     with pytest.raises(ValueError, match="BMP"):
         output_paths(base, "BMP", cfg())
 
@@ -593,6 +595,7 @@ def test_scope_defects_changes_only_the_masked_pixels(tmp_path):
     grown = dilate(truth, 1)[0, 0].numpy() > 0  # the default 1-px growth when restoring
     np.testing.assert_array_equal(out[~grown], img[~grown])
     assert res.mask_coverage == pytest.approx(100 * grown.mean())
+    assert len(res.outputs) == 1
     # the fills are the restorer's (red 1.0 -> 0.8), lifted by what it took from the intact pixels around them
     # (0.2 x their mean), i.e. in the scan's tone
     scratch = out[40, 20:150, 0].astype(np.float64) / 65535
@@ -608,3 +611,22 @@ def test_scope_defects_needs_a_detector_and_a_restorer(tmp_path):
     src = write_tiff(tmp_path / "t.tif", random_image(20, 30, 3, np.uint8))
     with pytest.raises(OldPhotoError, match="--scope defects needs a detector and a restorer"):
         process_file(src, tmp_path / "o" / "t", cfg(scope="defects"), Models(restorer=Identity()))
+
+
+@pytest.mark.parametrize("kw", [{"tone": "tile"}, {"scope": "defects"}, {"upscale": 2}])
+def test_save_mask_writes_the_mask_the_restoration_acted_on(tmp_path, kw):
+    img = _defect_photo()
+    src = write_png(tmp_path / "photo.png", img, dpi=(300, 300))
+    models = Models(detector=BrightDetector(), restorer=ConvNet(), upscaler=Nearest(2) if kw.get("upscale") else None)
+    res = process_file(src, tmp_path / "o" / "photo", cfg(save_mask=True, **kw), models)
+    restored_path, mask_path = res.outputs
+    assert mask_path.name == "photo.mask.png" and restored_path.name == "photo.png"
+    with Image.open(mask_path) as m:
+        assert m.mode == "L" and m.size == (170, 150) and m.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+        mask = np.asarray(m)
+    truth = torch.from_numpy(img[..., 0] > 0.9 * 255).float()[None, None]
+    grown = dilate(truth, 1)[0, 0].numpy() > 0
+    np.testing.assert_array_equal(mask == 255, grown)
+    if kw.get("scope") == "defects":  # every pixel that changed is in the mask
+        changed = (read_any(restored_path) != img).any(axis=2)
+        assert changed.any() and not (changed & ~grown).any()
