@@ -22,7 +22,7 @@ import torch.nn as nn
 from .. import registry
 from ..archs import build
 from ..archs.unet_detector import widen_channels, widen_to_chroma
-from ..ops.masks import tophat_response
+from ..ops.masks import dilate, tophat_response
 from ..pipeline import WEIGHT_NAMES
 from . import data, degrade
 from .chunked import chunked
@@ -52,6 +52,8 @@ class Config:
     balance: str = "hed"  # class balance of the cross-entropy: "hed" | "hed_batch" (one α per batch) | "paper" | "none"
     dice_weight: float = 0.0  # weight of a soft-Dice term added to the cross-entropy (0: off)
     focal_weight: float = 0.0  # weight of a focal term added to the cross-entropy (0: off)
+    ignore_ring: int = 0  # intact pixels within this many px of a defect are left out of the cross-entropy: the
+    #                      F1 with 1 px tolerance does not count a mark there as a false alarm (0: off)
     crop: int = 128  # training crop edge in pixels
     batch: int = 8  # crops per step
     max_side: int = 2560  # photos are held in memory at this longest side (more distinct detail than 1536)
@@ -179,7 +181,10 @@ def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: i
 
 def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
     """Loss terms for (B, 1, H, W) logits vs target masks; "total" is what is minimised."""
-    terms = {"bce": balanced_bce(logits, target, cfg.balance)}
+    valid = None
+    if cfg.ignore_ring > 0:  # the band just outside each defect: neither taught as defect nor as intact
+        valid = 1 - (dilate((target > 0.5).float(), cfg.ignore_ring) - (target > 0.5).float())
+    terms = {"bce": balanced_bce(logits, target, cfg.balance, valid=valid)}
     total = terms["bce"]
     if cfg.dice_weight > 0:
         terms["dice"] = soft_dice_loss(logits, target)
@@ -237,6 +242,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
     if not 0 <= cfg.p_ageing <= 1:
         raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
+    if cfg.ignore_ring < 0:
+        raise ValueError(f"ignore_ring must be >= 0 pixels, got {cfg.ignore_ring}")
     cfg.content_mix()  # ValueError for a probability outside [0, 1]
     check_bf16(cfg.bf16)
     out = Path(cfg.out)

@@ -19,7 +19,8 @@ def _check_pair(logits: torch.Tensor, target: torch.Tensor, what: str) -> None:
         )
 
 
-def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", min_share: float = 0.01) -> torch.Tensor:
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", min_share: float = 0.01,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
     """Class-balanced binary cross-entropy with a per-image weight α = share of defect pixels.
 
     mode "paper": the formula as printed in Wan et al. 2020, defect pixels weighted by α, intact ones by 1 - α.
@@ -32,20 +33,27 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mode: str = "hed", 
     α is clamped to [min_share, 1 - min_share] so a defect-free image still teaches "no defect here" under "hed".
     Each image's loss (the batch's, under "hed_batch") is a weighted mean (divided by its weight total), so the
     scale does not depend on α.
+    valid: optional (B, 1, H, W) {0, 1}: pixels at 0 count neither in the loss nor in α (e.g. an ignored band).
     """
     _check_pair(logits, target, "balanced_bce")
+    if valid is not None:
+        _check_pair(logits, valid, "balanced_bce valid")
     if mode not in BALANCE_MODES:
         raise ValueError(f"balanced_bce: mode must be one of {BALANCE_MODES}, got {mode!r}")
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    v = torch.ones_like(target) if valid is None else valid
     if mode == "none":
-        return bce.mean()
-    share = target.mean() if mode == "hed_batch" else target.flatten(1).mean(1).view(-1, 1, 1, 1)
+        return (v * bce).sum() / v.sum().clamp_min(1)
+    if mode == "hed_batch":
+        share = (target * v).sum() / v.sum().clamp_min(1)
+    else:
+        share = ((target * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp_min(1)).view(-1, 1, 1, 1)
     alpha = share.clamp(min_share, 1 - min_share)
     w_pos, w_neg = (alpha, 1 - alpha) if mode == "paper" else (1 - alpha, alpha)
-    w = target * w_pos + (1 - target) * w_neg
+    w = (target * w_pos + (1 - target) * w_neg) * v
     if mode == "hed_batch":
         return (w * bce).sum() / w.sum()
-    per_image = (w * bce).flatten(1).sum(1) / w.flatten(1).sum(1)
+    per_image = (w * bce).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12)
     return per_image.mean()
 
 

@@ -64,3 +64,31 @@ def test_hed_batch_uses_one_alpha_for_the_batch():
     assert balanced_bce(lg, tg, "hed").item() > 1.5 * balanced_bce(lg, tg, "hed_batch").item()
     # a single image: both modes agree
     assert balanced_bce(logits, target, "hed_batch").item() == pytest.approx(balanced_bce(logits, target, "hed").item())
+
+
+@pytest.mark.parametrize("mode", ["hed", "hed_batch", "paper", "none"])
+def test_balanced_bce_leaves_out_invalid_pixels(mode):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 1, 6, 6, generator=g)
+    target = (torch.rand(2, 1, 6, 6, generator=g) > 0.7).float()
+    valid = torch.ones_like(target)
+    assert balanced_bce(logits, target, mode, valid=valid).item() == pytest.approx(
+        balanced_bce(logits, target, mode).item(), rel=1e-6)
+    valid[:, :, :, 3:] = 0  # the right half does not count: changing it changes nothing
+    other = logits.clone()
+    other[:, :, :, 3:] = torch.randn(2, 1, 6, 3, generator=g) * 5
+    a = balanced_bce(logits, target, mode, valid=valid).item()
+    assert balanced_bce(other, target, mode, valid=valid).item() == pytest.approx(a, rel=1e-6)
+    assert a != pytest.approx(balanced_bce(logits, target, mode).item(), rel=1e-3)
+
+
+def test_detector_loss_ignore_ring_frees_the_band_around_defects():
+    from oldphoto.train.detector import Config, detector_loss
+
+    target = torch.zeros(1, 1, 9, 9)
+    target[:, :, 4, 2:7] = 1  # a short scratch
+    logits = torch.full((1, 1, 9, 9), -4.0, requires_grad=True)
+    detector_loss(logits, target, Config(balance="hed_batch", ignore_ring=1))["total"].backward()
+    ring = (torch.nn.functional.max_pool2d(target, 3, 1, 1) - target)[0, 0] > 0
+    assert (logits.grad[0, 0][ring] == 0).all()  # the band just outside the scratch is not taught
+    assert (logits.grad[0, 0][target[0, 0] > 0] < 0).all() and (logits.grad[0, 0][~ring & (target[0, 0] == 0)] > 0).all()
