@@ -2,9 +2,9 @@
 is many tiles, merged, and a print fades as a whole. This degrades each validation photo whole (longest side
 --side px) with the training recipe and with the second generator (`oldphoto.train.degrade_second`, never
 trained on), runs `pipeline.process_file` on it (the shipped models, detector masks, tile 256, overlap 32) once
-per --tone mode (and with `--scope defects`: "defects"), and scores PSNR / SSIM on luma against the clean photo; with --masks also the detector's
-`--only-mask` output (undilated) against the generator's defect mask: F1 with 1 px tolerance, pooled over the
-photos.
+per --tone mode (and with `--scope defects`: "defects"), and scores PSNR / SSIM on luma against the clean
+photo; with --masks also the detector's `--only-mask` output (undilated) against the generator's defect mask: F1
+with 1 px tolerance, pooled over the photos.
 
     python benchmarks/whole_photo.py                  # 13 photos x 2 generators x tone photo / tile / scan, defects
     python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
@@ -27,8 +27,6 @@ import torch
 from PIL import Image
 
 from oldphoto.config import TONE_MODES, RestoreConfig
-
-MODES = (*TONE_MODES, "defects")  # "defects": --scope defects (the scan's own pixels outside the mask)
 from oldphoto.pipeline import load_models, new_batcher, process_file
 from oldphoto.train.data import corpus_dir, load_photo, split_corpus
 from oldphoto.train.degrade import degrade
@@ -36,6 +34,7 @@ from oldphoto.train.degrade_second import degrade_second
 from oldphoto.train.mapping import quality
 from oldphoto.train.mask_metrics import ThresholdSweep
 
+MODES = (*TONE_MODES, "defects")  # "defects": --scope defects (the scan's own pixels outside the mask)
 GENERATORS = {"training recipe": (degrade, 5000), "second generator": (degrade_second, 7000)}
 
 
@@ -98,7 +97,8 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = run(args.side, args.tone, Path(tmp), args.masks)
-    print(f"| generator | input scan | {' | '.join('scope defects' if t == 'defects' else 'tone ' + t for t in args.tone)} |")
+    labels = ["scope defects" if t == "defects" else f"tone {t}" for t in args.tone]
+    print(f"| generator | input scan | {' | '.join(labels)} |")
     print("|---|---|" + "---|" * len(args.tone))
     for name, r in results.items():
         cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["input", *args.tone]]

@@ -328,9 +328,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     from . import pipeline  # lazy: torch and the models are only needed here
 
     t0 = time.monotonic()
-    settings = {**dataclasses.asdict(cfg), "mask_dilate": cfg.dilate_px, "tone": cfg.tone_mode}  # as resolved
-    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=settings,
-                    started=now_iso())
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
     # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
     try:
         dev = pipeline.resolve_device(cfg.device)

@@ -97,11 +97,14 @@ class RestoreConfig:
             return self.tone
         return "scan" if self.scope == "defects" else "photo"
 
+    def settings(self) -> dict:
+        """Every field, with the defaults that depend on the mode resolved (what the report records): the default
+        and the same value given explicitly make the same output."""
+        return {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode}
+
     def output_settings(self) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current."""
-        d = asdict(self)
-        d["mask_dilate"] = self.dilate_px  # the default and the same value given explicitly make the same output
-        d["tone"] = self.tone_mode
+        d = self.settings()
         for k in ("device", "overwrite", "jobs", "max_pixels"):
             d.pop(k)
         d["tile"].pop("batch_size")

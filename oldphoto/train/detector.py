@@ -183,7 +183,8 @@ def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> di
     """Loss terms for (B, 1, H, W) logits vs target masks; "total" is what is minimised."""
     valid = None
     if cfg.ignore_ring > 0:  # the band just outside each defect: neither taught as defect nor as intact
-        valid = 1 - (dilate((target > 0.5).float(), cfg.ignore_ring) - (target > 0.5).float())
+        defect = (target > 0.5).float()
+        valid = 1 - (dilate(defect, cfg.ignore_ring) - defect)
     terms = {"bce": balanced_bce(logits, target, cfg.balance, valid=valid)}
     total = terms["bce"]
     if cfg.dice_weight > 0:
