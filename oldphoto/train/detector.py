@@ -31,7 +31,7 @@ from .degrade_second import SecondConfig, degrade_second
 from .loop import SupervisedRun, check_bf16, finish_evaluation, load_run_best, load_run_last
 from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
 from .mask_metrics import ThresholdSweep, scores_at
-from .run_files import export_weights, save_grid, warmup_linear_lr
+from .run_files import export_weights, save_grid, time_decay, warmup_linear_lr
 
 ARCH = "unet_detector"
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # probability thresholds swept on validation
@@ -90,9 +90,18 @@ class Config:
     p_permute: float = 0.0  # permuted colour channels, each with this probability; new content against memorising
     chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
     #                       detector starts with their weights at zero, i.e. exactly where that detector was
+    widths: tuple[int, ...] = ()  # channels per level, finest first, instead of base / max_width / levels (e.g.
+    #                               wider coarse levels only, which add context for few multiply-adds)
+    device: str = "cpu"  # "cuda" trains on a GPU (bf16 there needs no CPU check); weights are saved as float32
+    workers: int = 0  # processes synthesising batches, each with its own random stream (seed, start step, index);
+    #                   0 synthesises in the training process (the old random stream). A GPU needs many: one core
+    #                   makes ~40 crops of 256 px a second
+    decay_minutes: float = 0.0  # with max_minutes: the lr decays linearly to lr/50 over the last decay_minutes of
+    #                             this process's time (a fixed-time run, where the step rate is unknown ahead)
 
     def arch_kwargs(self) -> dict:
-        kw = {"channels": [min(self.base * 2**i, self.max_width) for i in range(self.levels)], "blocks": self.blocks}
+        channels = list(self.widths) or [min(self.base * 2**i, self.max_width) for i in range(self.levels)]
+        kw = {"channels": channels, "blocks": self.blocks}
         return {**kw, "chroma": True} if self.chroma else kw
 
     def content_mix(self) -> ContentMix:
@@ -165,6 +174,33 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
     return torch.stack(xs), torch.stack(ys)
 
 
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches (sample_batch) for a DataLoader: worker k of a run started at `start_step` draws
+    from np.random.default_rng([seed, start_step, k]). Workers are forked, so they share the photo pool's memory."""
+
+    def __init__(self, pool: data.PhotoPool, cfg: Config, start_step: int):
+        super().__init__()
+        self.pool, self.cfg, self.start_step = pool, cfg, start_step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.cfg.seed, self.start_step, info.id if info is not None else 0])
+        while True:
+            yield sample_batch(self.pool, rng, self.cfg)
+
+
+def batch_source(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config, start_step: int
+                 ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """next batch (images, masks) on the CPU: from cfg.workers processes, or made here from `rng` (workers 0)."""
+    if cfg.workers == 0:
+        return lambda: sample_batch(pool, rng, cfg)
+    loader = torch.utils.data.DataLoader(BatchStream(pool, cfg, start_step), batch_size=None,
+                                         num_workers=cfg.workers, prefetch_factor=4, multiprocessing_context="fork",
+                                         pin_memory=cfg.device.startswith("cuda"))
+    it = iter(loader)
+    return lambda: next(it)
+
+
 def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: int,
                     recipe: Any = degrade.DegradeConfig(), generator: data.Generator = degrade.degrade,
                     training_photos: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,8 +235,10 @@ def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> di
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch: int = 8) -> torch.Tensor:
-    """(N, 3, H, W) in [0, 1] -> probabilities (N, 1, H, W), in eval mode, batch by batch."""
-    return chunked(lambda t: torch.sigmoid(model(t)), batch, images, model=model)
+    """(N, 3, H, W) in [0, 1] -> probabilities (N, 1, H, W) on the CPU, in eval mode, batch by batch on the
+    model's device."""
+    dev = next(model.parameters()).device
+    return chunked(lambda t: torch.sigmoid(model(t.to(dev)).float()).cpu(), batch, images, model=model)
 
 
 def score_learned(prob: torch.Tensor, masks: torch.Tensor) -> dict:
@@ -246,15 +284,20 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     if cfg.ignore_ring < 0:
         raise ValueError(f"ignore_ring must be >= 0 pixels, got {cfg.ignore_ring}")
     cfg.content_mix()  # ValueError for a probability outside [0, 1]
-    check_bf16(cfg.bf16)
+    if cfg.workers < 0 or cfg.decay_minutes < 0 or (cfg.decay_minutes and not cfg.decay_minutes <= cfg.max_minutes):
+        raise ValueError(f"workers >= 0 and 0 <= decay_minutes <= max_minutes required, got workers {cfg.workers}, "
+                         f"decay_minutes {cfg.decay_minutes}, max_minutes {cfg.max_minutes}")
+    device = torch.device(cfg.device)
+    if device.type == "cpu":
+        check_bf16(cfg.bf16)
     out = Path(cfg.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build(ARCH, **cfg.arch_kwargs()).to(memory_format=layout)
+    model = build(ARCH, **cfg.arch_kwargs()).to(device=device, memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    template = {k: v.clone() for k, v in model.state_dict().items()}
+    template = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     def adapt(state: dict) -> dict:
         return widen_channels(widen_to_chroma(state) if cfg.chroma else state, template)
@@ -267,13 +310,23 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)
     val_x, val_y = load_validation(cfg.corpus, cfg.split_seed, cfg.val_count, cfg.val_size, EvalConfig.seed)
+    next_batch = batch_source(pool, rng, cfg, trainer.step)
+    t_process = time.monotonic()
+
+    def lr_at(step: int) -> float:
+        lr = _lr_at(step, cfg)
+        if cfg.decay_minutes:
+            lr *= time_decay(cfg.max_minutes * 60 - (time.monotonic() - t_process), cfg.decay_minutes * 60, 1 / 50)
+        return lr
 
     def step_fn() -> tuple[dict, dict]:
         t0 = time.monotonic()
-        x, y = sample_batch(pool, rng, cfg)
+        x, y = next_batch()
+        x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
+        y = y.to(device, non_blocking=True)
         t_data = time.monotonic() - t0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = model(x.contiguous(memory_format=layout))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = model(x)
         return detector_loss(logits.float(), y, cfg), {"sec_data": round(t_data, 3),
                                                        "defect_share": round(float(y.mean()), 4)}
 
@@ -286,7 +339,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                   [val_x[:4], val_y[:4].expand(-1, 3, -1, -1), prob[:4].expand(-1, 3, -1, -1)])
         return m
 
-    return trainer.train(lambda step: _lr_at(step, cfg), step_fn, on_validation,
+    return trainer.train(lr_at, step_fn, on_validation,
                          lambda m, best: best is None or m["f1_tol"] > best["f1_tol"])
 
 

@@ -147,6 +147,14 @@ def warmup_linear_lr(step: int, base: float, warmup: int, steps: int, decay_step
     return base
 
 
+def time_decay(seconds_left: float, decay_seconds: float, final_fraction: float) -> float:
+    """Factor on the lr of a fixed-time run: 1 until the last `decay_seconds`, then linear down to final_fraction
+    when no time is left (where the step rate is not known ahead, e.g. on a lent GPU)."""
+    if decay_seconds <= 0:
+        raise ValueError(f"time_decay: decay_seconds must be positive, got {decay_seconds}")
+    return final_fraction + (1 - final_fraction) * min(1.0, max(0.0, seconds_left / decay_seconds))
+
+
 def start_run_dir(out: Path, cfg_dict: dict, arch_keys: tuple[str, ...]) -> None:
     """Create the run folder with config.json, or check that a resumed run keeps the same architecture."""
     out.mkdir(parents=True, exist_ok=True)

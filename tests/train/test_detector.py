@@ -182,6 +182,47 @@ def test_wider_run_starts_from_a_narrower_detector(tiny_run, corpus, tmp_path):
     assert not wide_model.enc[1][0].weight[: nxt_old.shape[0], w_old.shape[0]:].any()
 
 
+def test_widths_set_every_level_and_a_run_widens_coarse_levels_only(tiny_run, corpus, tmp_path):
+    assert D.Config(widths=(4, 10)).arch_kwargs()["channels"] == [4, 10]
+    assert D.Config(base=4, levels=2).arch_kwargs()["channels"] == [4, 8]
+    out, _ = tiny_run
+    cfg = D.Config(**{**_cfg(corpus, tmp_path / "coarse", 1).__dict__, "widths": (4, 12), "init_from": str(out),
+                      "lr": 0.0})
+    D.run(cfg, lambda m: None)
+    narrow, _ = load_run_best(out, D.ARCH)
+    wide, _ = load_run_best(tmp_path / "coarse", D.ARCH)
+    assert list(wide.channels) == [4, 12] and list(narrow.channels) == [4, 8]
+    assert torch.equal(wide.enc[0][0].weight, narrow.enc[0][0].weight)  # the full-resolution level is unchanged
+
+
+def test_batch_stream_draws_each_worker_from_seed_start_step_and_index(corpus):
+    from oldphoto.train.data import PhotoPool
+
+    cfg = _cfg(corpus, "unused", 1)
+    pool = PhotoPool(sorted(corpus.glob("*.png")), max_side=cfg.max_side)
+    x, y = next(iter(D.BatchStream(pool, cfg, start_step=7)))  # in this process: worker index 0
+    x0, y0 = D.sample_batch(pool, np.random.default_rng([cfg.seed, 7, 0]), cfg)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+    x1, _ = next(iter(D.BatchStream(pool, cfg, start_step=8)))  # a resumed run does not replay the stream
+    assert not torch.equal(x, x1)
+
+
+def test_a_run_with_synthesis_workers_trains_and_resumes(corpus, tmp_path):
+    cfg = D.Config(**{**_cfg(corpus, tmp_path / "w", 2).__dict__, "workers": 2})
+    assert D.run(cfg, lambda m: None)["step"] == 2
+    assert D.run(replace(cfg, steps=3), lambda m: None)["step"] == 3
+    records = [json.loads(line) for line in (tmp_path / "w" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "sec_data" in r] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("change, message", [({"workers": -1}, "workers >= 0"),
+                                             ({"decay_minutes": 2.0, "max_minutes": 1.0}, "decay_minutes <= max_minutes"),
+                                             ({"decay_minutes": 1.0}, "decay_minutes <= max_minutes")])
+def test_bad_worker_and_time_settings_are_refused(corpus, tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        D.run(D.Config(**{**_cfg(corpus, tmp_path / "x", 1).__dict__, **change}), lambda m: None)
+
+
 def test_sharp_share_out_of_range_is_refused(corpus, tmp_path):
     with pytest.raises(ValueError, match="p_sharp and sharp_scale must be in"):
         D.run(D.Config(**{**_cfg(corpus, tmp_path / "x", 1).__dict__, "p_sharp": 1.5}), lambda m: None)

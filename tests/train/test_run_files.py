@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oldphoto.train.run_files import cosine_lr, warmup_linear_lr
+from oldphoto.train.run_files import cosine_lr, time_decay, warmup_linear_lr
 
 
 def test_warmup_linear_lr_warms_up_holds_then_decays_to_its_floor():
@@ -24,3 +24,11 @@ def test_cosine_lr_ends_at_its_fraction():
     assert cosine_lr(2.0, 0.05, 0.0) == pytest.approx(2.0)
     assert cosine_lr(2.0, 0.05, 0.5) == pytest.approx(2.0 * (0.05 + 0.95 * 0.5))
     assert cosine_lr(2.0, 0.05, 3.0) == pytest.approx(0.1)
+
+
+def test_time_decay_holds_then_falls_linearly_to_its_floor_when_time_runs_out():
+    assert time_decay(600, 300, 0.02) == 1.0 and time_decay(300, 300, 0.02) == 1.0
+    assert time_decay(150, 300, 0.02) == pytest.approx(0.51)
+    assert time_decay(0, 300, 0.02) == pytest.approx(0.02) and time_decay(-5, 300, 0.02) == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="decay_seconds must be positive"):
+        time_decay(10, 0, 0.02)
