@@ -9,9 +9,10 @@ with 1 px tolerance, pooled over the photos.
     python benchmarks/whole_photo.py                  # 13 photos x 2 generators x tone photo / tile / scan, defects
     python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
     python benchmarks/whole_photo.py --masks --tone photo
+    python benchmarks/whole_photo.py --tone photo --tone-strength 1 0.5 0 --seed-offset 500   # other draws
 
 Photos: the validation split (never trained on); degradation seeds 5000 + i (training recipe) and 7000 + i
-(second generator). Results are in weights/README.md ("Whole photos").
+(second generator), plus --seed-offset. Results are in weights/README.md ("Whole photos").
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ def scores(clean: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     return q["psnr_y"], q["ssim_y"]
 
 
-def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict:
+def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengths: tuple[float, ...] = (),
+        seed_offset: int = 0) -> dict:
+    """strengths: --tone photo at each of these --tone-strength values too (keys "photo S")."""
     _, val = split_corpus(corpus_dir())
     cfgs = {t: RestoreConfig(scope="defects", device="cpu") if t == "defects" else RestoreConfig(tone=t, device="cpu")
             for t in tones}
+    cfgs.update({f"photo {s:g}": RestoreConfig(tone="photo", tone_strength=s, device="cpu") for s in strengths})
+    tones = list(cfgs)
     mask_cfg = RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")
     models = load_models(cfgs[tones[0]], "cpu")
     batcher = new_batcher(cfgs[tones[0]], models)
@@ -58,6 +63,7 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False) -> dict
     for name, (generator, seed) in GENERATORS.items():
         rows = []
         sweep = ThresholdSweep([0.5], tolerance=1)
+        seed += seed_offset
         for i, path in enumerate(val):
             clean = load_photo(path, side)
             degraded = generator(clean.astype(np.float32) / 255, np.random.default_rng(seed + i))
@@ -92,23 +98,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--side", type=int, default=1024, help="longest side of each photo, px")
     p.add_argument("--tone", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--tone-strength", type=float, nargs="*", default=[],
+                   help="also run --tone photo at each of these strengths")
+    p.add_argument("--seed-offset", type=int, default=0, help="added to every degradation seed (other draws)")
     p.add_argument("--masks", action="store_true", help="also score the detector's --only-mask output")
     p.add_argument("--json", help="also write the per-photo results here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.side, args.tone, Path(tmp), args.masks)
-    labels = ["scope defects" if t == "defects" else f"tone {t}" for t in args.tone]
+        results = run(args.side, args.tone, Path(tmp), args.masks, tuple(args.tone_strength), args.seed_offset)
+    tones = [*args.tone, *(f"photo {s:g}" for s in args.tone_strength)]
+    labels = ["scope defects" if t == "defects" else f"tone {t}" for t in tones]
     print(f"| generator | input scan | {' | '.join(labels)} |")
-    print("|---|---|" + "---|" * len(args.tone))
+    print("|---|---|" + "---|" * len(tones))
     for name, r in results.items():
-        cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["input", *args.tone]]
+        cells = [f"{r['mean'][k][0]:.2f} dB / {r['mean'][k][1]:.3f}" for k in ["input", *tones]]
         print(f"| {name} | {' | '.join(cells)} |")
     for name, r in results.items():
         if "detector" in r:
             print(f"detector on whole photos, {name}: {r['detector']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"side": args.side, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"side": args.side, "seed_offset": args.seed_offset,
+                                               "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import FORMATS, SCOPES, TILE_SIZES, TONE_MODES, RestoreConfig, TileConfig
+from .config import FORMATS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig, TileConfig
 from .errors import ImageError, OldPhotoError
 from .lock import LockHeld, OutputLock
 from .report import FileResult, Report
@@ -299,6 +299,9 @@ def _rel_str(rel: Path) -> str:
 @click.option("--tone", type=click.Choice(TONE_MODES), default=None,
               help="photo: one tone correction for the whole photo; tile: each tile's own (may show blocks); "
                    "scan: keep the scan's tone [default: photo, scan with --scope defects].")
+@click.option("--tone-strength", type=click.FloatRange(0, 1), default=None,
+              help=f"With --tone photo: the share of the photo's tone correction applied, 0 (the scan's tone) to 1 "
+                   f"[default: {TONE_STRENGTH}].")
 @click.option("--scope", type=click.Choice(SCOPES), default=_DEFAULT.scope, show_default=True,
               help="all: restore the whole photo; defects: change only the defect mask's pixels, keep every "
                    "other pixel exactly as scanned.")
@@ -307,14 +310,15 @@ def _rel_str(rel: Path) -> str:
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
-            mask_dilate: int | None, jpeg_quality: int, tone: str | None, scope: str, save_mask: bool) -> None:
+            mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
+            save_mask: bool) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
                             tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
-                            scope=scope, save_mask=save_mask)
+                            tone_strength=tone_strength, scope=scope, save_mask=save_mask)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)

@@ -9,6 +9,10 @@ TILE_SIZES = (128, 256)
 UPSCALE_FACTORS = (1, 2, 4)
 TONE_MODES = ("photo", "tile", "scan")
 SCOPES = ("all", "defects")
+# share of the photo's fitted tone correction that `--tone photo` applies by default: all of it. Half of it won
+# on one set of degraded whole validation photos and lost on a second draw of the same photos (weights/README.md,
+# sixteenth session): no share was better than another beyond the noise, so the default is what it always was
+TONE_STRENGTH = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class RestoreConfig:
     # scan: the scan's own tone is kept (fading and casts stay), only detail, noise and defects are restored;
     # None: photo, or scan with scope "defects" (the only tone that fills can match untouched pixels with)
     tone: str | None = None
+    # with tone photo: the share of the fitted correction applied (0: the scan's tone, 1: all of it); None: TONE_STRENGTH
+    tone_strength: float | None = None
     # all: restore the whole photo; defects: change only the pixels of the (grown) defect mask, filled in the
     # scan's tone, and keep every other pixel exactly as scanned (minimal intervention, for archives)
     scope: str = "all"
@@ -67,6 +73,12 @@ class RestoreConfig:
             raise ValueError(f"mask dilation must be >= 0 pixels, got {self.mask_dilate}")
         if self.tone is not None and self.tone not in TONE_MODES:
             raise ValueError(f"tone must be one of {TONE_MODES}, got {self.tone!r}")
+        if self.tone_strength is not None:
+            if not 0.0 <= self.tone_strength <= 1.0:
+                raise ValueError(f"tone strength must be in [0, 1], got {self.tone_strength}")
+            if self.tone_mode != "photo":
+                raise ValueError(f"tone strength scales the photo's tone correction; tone {self.tone_mode!r} "
+                                 "has none: use it with tone 'photo'")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.save_mask and self.only_mask:
@@ -97,10 +109,19 @@ class RestoreConfig:
             return self.tone
         return "scan" if self.scope == "defects" else "photo"
 
+    @property
+    def tone_share(self) -> float:
+        """The share of the photo's fitted tone curve that passes.even_tone applies: tone_strength (or its default)
+        with tone photo, 0 with scan (the identity); unused with tile."""
+        if self.tone_mode != "photo":
+            return 0.0
+        return TONE_STRENGTH if self.tone_strength is None else self.tone_strength
+
     def settings(self) -> dict:
         """Every field, with the defaults that depend on the mode resolved (what the report records): the default
         and the same value given explicitly make the same output."""
-        return {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode}
+        return {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode,
+                "tone_strength": self.tone_share if self.tone_mode == "photo" else None}
 
     def output_settings(self) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current."""
@@ -108,4 +129,6 @@ class RestoreConfig:
         for k in ("device", "overwrite", "jobs", "max_pixels"):
             d.pop(k)
         d["tile"].pop("batch_size")
+        if d["tone_strength"] in (None, 1.0):
+            d.pop("tone_strength")  # as before the option existed (all of the curve): earlier outputs stay current
         return d

@@ -112,7 +112,7 @@ class TiledPass:
         coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize)
         with timed(self.seconds, "restore", _CPU):
             if even:
-                even_tone(out, pixels, mask, s, self.stop, scan_tone=tone == "scan")
+                even_tone(out, pixels, mask, s, self.stop, strength=self.cfg.tone_share)
             if defects_only:
                 keep_intact(out, pixels, mask, self.stop)
         return out, mask, coverage
@@ -220,7 +220,7 @@ class TiledPass:
 
 
 def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scale: int,
-              stop: Callable[[], bool] = lambda: False, scan_tone: bool = False) -> None:
+              stop: Callable[[], bool] = lambda: False, strength: float = 1.0) -> None:
     """Give every tile of one photo the same tone correction, in place (ops/tone.py says why).
 
     out (sH, sW, C) uint: the merged restoration; pixels (H, W, 1 or C) uint: the scan; mask (H, W) uint8 (> 0 =
@@ -228,13 +228,16 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
     restoration, over the intact pixels; then out loses the low band (Gaussian, TONE_SIGMA at 1/TONE_SHRINK of
     its size, over intact pixels only) of out - curve(scan). Detail, denoising and defect fills stay; tone
     that differs from tile to tile goes. A restoration equal to the scan comes back unchanged.
-    scan_tone: the curve is the identity instead (`--tone scan`): the restoration keeps the scan's tone, and a
+    strength in [0, 1]: the share of the fitted curve's change applied, scan -> scan + strength (curve(scan) -
+    scan) (`--tone-strength`). 0 is the identity (`--tone scan`): the restoration keeps the scan's tone, and a
     defect's fill takes the tone of the intact pixels around it.
     The fit and the low band are worked out on every second row and column (plenty for 64 bins and a blur of
     8 px); only the final subtraction touches every pixel.
     """
     oh, ow, c = out.shape
     h, w, _ = pixels.shape
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"even_tone: strength must be in [0, 1], got {strength}")
     if (oh, ow) != (scale * h, scale * w) or (mask is not None and mask.shape != (h, w)):
         raise ValueError(f"even_tone: output {out.shape}, scan {pixels.shape} and mask "
                          f"{None if mask is None else mask.shape} do not match at scale {scale}")
@@ -251,12 +254,15 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
             yield pixels[at], to_float(out[a: a + rows: 2, ::2]), intact
 
     fit = CurveFit(c)
-    if not scan_tone:
+    if strength > 0:
         for scan, restored, intact in sampled():
             fit.add(to_float(scan), restored, intact)
-    # the curve as a table over every scan value: no interpolation per pixel; no knots (scan_tone) is the identity
+    # the curve as a table over every scan value: no interpolation per pixel; no knots (strength 0) is the identity
     top = np.iinfo(pixels.dtype).max
-    table = fit.curve()(np.arange(top + 1, dtype=np.float32)[:, None] / np.float32(top))  # (top + 1, C)
+    values = np.arange(top + 1, dtype=np.float32)[:, None] / np.float32(top)
+    table = fit.curve()(values)  # (top + 1, C)
+    if strength < 1:
+        table = values + np.float32(strength) * (table - values)
     grid_h, grid_w = -(-oh // 2), -(-ow // 2)
     shrinker = BoxShrinker(grid_h, grid_w, c + 1, -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK))
     for scan, restored, intact in sampled():

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 import oldphoto.pipeline as pipeline
 from oldphoto import __version__
 from oldphoto.cli import cli
+from oldphoto.config import TONE_STRENGTH
 from oldphoto.errors import ImageError, WeightsError
 from oldphoto.lock import LOCK_NAME
 from oldphoto.ops.masks import dilate
@@ -142,6 +143,8 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--scope", "defects", "--upscale", "2"], "cannot be upscaled x2"),
     (["--scope", "defects", "--tone", "tile"], "tone 'tile' would not match"),
     (["--scope", "defects", "--only-mask"], "only_mask changes none"),
+    (["--tone-strength", "1.5"], "0<=x<=1"),
+    (["--tone", "scan", "--tone-strength", "0.5"], "tone 'scan' has none"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):
     src = put(tmp_path / "a.jpg")
@@ -308,6 +311,18 @@ def test_report_holds_the_resolved_tone_of_the_scope(tmp_path, fake):
     assert run("restore", src, "--out", out, "--scope", "defects").exit_code == 0  # another output: redone
     settings = report_of(out)["settings"]
     assert (settings["scope"], settings["tone"]) == ("defects", "scan") and len(fake.calls) == 2
+    assert settings["tone_strength"] is None  # no curve is fitted for the scan's tone
+
+
+def test_tone_strength_is_resolved_in_the_report_and_decides_whether_an_output_is_current(tmp_path, fake):
+    src = put(tmp_path / "a.jpg")
+    out = tmp_path / "out"
+    assert run("restore", src, "--out", out).exit_code == 0
+    assert report_of(out)["settings"]["tone_strength"] == TONE_STRENGTH
+    assert run("restore", src, "--out", out, "--tone-strength", str(TONE_STRENGTH)).exit_code == 0  # skipped
+    assert len(fake.calls) == 1
+    assert run("restore", src, "--out", out, "--tone-strength", "0.5").exit_code == 0  # another output: redone
+    assert report_of(out)["settings"]["tone_strength"] == 0.5 and len(fake.calls) == 2
 
 
 def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):

@@ -1,6 +1,6 @@
 import pytest
 
-from oldphoto.config import RestoreConfig, TileConfig
+from oldphoto.config import TONE_STRENGTH, RestoreConfig, TileConfig
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -48,3 +48,21 @@ def test_tone_defaults_to_the_scope_and_is_resolved_in_the_output_settings():
     assert RestoreConfig().output_settings() == RestoreConfig(tone="photo").output_settings()
     assert RestoreConfig().output_settings()["tone"] == "photo"
     assert RestoreConfig(scope="defects").output_settings() != RestoreConfig().output_settings()
+
+
+def test_tone_strength_applies_to_the_photo_tone_only():
+    assert RestoreConfig().tone_share == TONE_STRENGTH
+    assert RestoreConfig(tone_strength=0.25).tone_share == 0.25
+    assert RestoreConfig(tone="scan").tone_share == 0.0  # the identity curve
+    assert RestoreConfig().output_settings() == RestoreConfig(tone_strength=TONE_STRENGTH).output_settings()
+    assert RestoreConfig().output_settings() != RestoreConfig(tone_strength=0.9).output_settings()
+    assert RestoreConfig(tone="tile").settings()["tone_strength"] is None
+    # all of the curve (or none fitted) is what earlier versions did: their outputs keep their fingerprint
+    assert "tone_strength" not in RestoreConfig(tone_strength=1.0).output_settings()
+    assert "tone_strength" not in RestoreConfig(tone="scan").output_settings()
+    assert RestoreConfig(tone_strength=0.5).output_settings()["tone_strength"] == 0.5
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=f"tone strength must be in \\[0, 1\\], got {bad}"):
+            RestoreConfig(tone_strength=bad)
+    with pytest.raises(ValueError, match="tone 'scan' has none"):
+        RestoreConfig(scope="defects", tone_strength=0.5)  # defects default to the scan's tone

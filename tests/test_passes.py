@@ -76,13 +76,29 @@ def test_scan_tone_takes_the_tone_back_to_the_scans_and_keeps_detail():
     yy, xx = np.mgrid[0:256, 0:384]
     detail = 0.03 * np.sign(np.sin(2 * np.pi * xx / 4))[..., None]  # fine detail the restorer added
     out = np.rint(np.clip(0.8 * s + 0.05 + detail, 0, 1) * 65535).astype(np.uint16)  # and a tone change
-    even_tone(out, scan, None, 1, scan_tone=True)
+    even_tone(out, scan, None, 1, strength=0.0)
     err = out.astype(np.float64) / 65535 - (s + detail)
     assert np.abs(err[16:-16, 16:-16]).mean() < 0.01  # the tone change went, the detail stayed
     fitted = _scan(dtype=np.uint16)
     out2 = np.rint(np.clip(0.8 * s + 0.05, 0, 1) * 65535).astype(np.uint16)
     even_tone(out2, fitted, None, 1)  # the fitted curve keeps the restorer's tone change
     assert np.abs(out2.astype(np.float64) / 65535 - (0.8 * s + 0.05))[16:-16, 16:-16].mean() < 0.01
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
+def test_tone_strength_applies_that_share_of_the_fitted_curve(strength):
+    scan = _scan(dtype=np.uint16)
+    s = scan.astype(np.float64) / 65535
+    out = np.rint(np.clip(0.8 * s + 0.05, 0, 1) * 65535).astype(np.uint16)  # a tone change alone
+    even_tone(out, scan, None, 1, strength=strength)
+    want = s + strength * (0.8 * s + 0.05 - s)
+    assert np.abs(out.astype(np.float64) / 65535 - want)[16:-16, 16:-16].mean() < 0.005
+
+
+def test_tone_strength_out_of_range_is_refused():
+    scan = _scan(40, 60, np.uint8)
+    with pytest.raises(ValueError, match="strength must be in \\[0, 1\\], got 1.2"):
+        even_tone(scan.copy(), scan, None, 1, strength=1.2)
 
 
 def test_keep_intact_puts_the_scan_back_outside_the_mask_exactly():

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .. import registry
+from ..config import TONE_STRENGTH
 from ..ops.color import from_float, to_float
 from ..ops.masks import dilate
 from ..passes import even_tone, keep_intact
@@ -134,8 +135,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     # the pipeline's default (--tone photo) takes a crop as a whole photo: one tile, evened by its own curve
     results["full"] = quality(even_tone_crops(full, x, mask), y)
     results["full_tone_tile"] = quality(full, y)
-    results["full_tone_scan"] = quality(even_tone_crops(full, x, mask, scan_tone=True), y)  # --tone scan
-    results["scope_defects"] = quality(even_tone_crops(full, x, mask, scan_tone=True, defects_only=True), y)
+    results["full_tone_scan"] = quality(even_tone_crops(full, x, mask, strength=0.0), y)  # --tone scan
+    results["scope_defects"] = quality(even_tone_crops(full, x, mask, strength=0.0, defects_only=True), y)
     results["full_gt_mask"] = quality(chunked(restorer, cfg.batch, x, m_gt), y)
     restorer.mapping.use_global = False
     try:
@@ -168,8 +169,9 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         "metrics": "PSNR/SSIM (oldphoto.train.metrics; SSIM Gaussian 11x11 sigma 1.5) on Rec. 601 luma; PSNR on RGB",
         "ablations": "no_global and no_mask reuse the trained weights (switched off at inference, not retrained); "
                      "they, full_gt_mask and no_refiner are the restorer's output as is, like full_tone_tile "
-                     "(full adds the pipeline's default --tone photo pass, passes.even_tone; full_tone_scan the "
-                     "--tone scan pass, scope_defects that and the scan's pixels outside the mask)",
+                     "(full adds the pipeline's default --tone photo pass, passes.even_tone at strength "
+                     f"{TONE_STRENGTH}; full_tone_scan the --tone scan pass, scope_defects that and the scan's "
+                     "pixels outside the mask)",
         "baseline_config": asdict(base_cfg),
         "seconds": {"restore": round(restore_seconds, 2), "baseline": round(baseline_seconds, 2),
                     "restore_megapixel_per_s": round(megapixels / restore_seconds, 3), "threads": cfg.threads,
@@ -193,18 +195,18 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     return summary
 
 
-def even_tone_crops(restored: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, scan_tone: bool = False,
-                    defects_only: bool = False) -> torch.Tensor:
+def even_tone_crops(restored: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                    strength: float = TONE_STRENGTH, defects_only: bool = False) -> torch.Tensor:
     """What `--tone photo` (passes.even_tone) makes of each crop taken as a whole photo: restored, x (B, 3, H, W)
     in [0, 1], mask (B, 1, H, W) {0, 1} -> (B, 3, H, W) in [0, 1], through 16-bit pixels as in the pipeline.
-    scan_tone: `--tone scan` instead; defects_only: then the scan's pixels back outside the mask (`--scope
+    strength: `--tone-strength` (0: `--tone scan`); defects_only: then the scan's pixels back outside the mask (`--scope
     defects`)."""
     out = []
     for r, s, m in zip(restored, x, mask):
         pixels = from_float(s.permute(1, 2, 0).numpy(), np.uint16)
         evened = from_float(r.permute(1, 2, 0).numpy(), np.uint16)
         defects = (m[0].numpy() > 0.5).astype(np.uint8)
-        even_tone(evened, pixels, defects, 1, scan_tone=scan_tone)
+        even_tone(evened, pixels, defects, 1, strength=strength)
         if defects_only:
             keep_intact(evened, pixels, defects)
         out.append(torch.from_numpy(to_float(evened)).permute(2, 0, 1))

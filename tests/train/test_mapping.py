@@ -208,6 +208,6 @@ def test_even_tone_crops_is_the_pipelines_pass_on_each_crop():
     assert abs(float(right - left)) < 0.02  # was 0.1: the two halves now share one correction
     filled = tile_tone.clone()
     filled[:, :, 5:8] = 0.5  # what the restorer put into the defect rows
-    kept = even_tone_crops(filled, x, m, scan_tone=True, defects_only=True)  # --scope defects
+    kept = even_tone_crops(filled, x, m, strength=0.0, defects_only=True)  # --scope defects
     assert (kept - x)[:, :, m[0, 0, :, 0] == 0].abs().max() < 1 / 65535  # elsewhere: the scan, exactly
     assert (kept[:, :, 5:8, :64] - 0.5).abs().mean() < 0.02  # left half: the restorer changed nothing else
