@@ -55,10 +55,10 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
     cfgs = {t: RestoreConfig(scope="defects", device="cpu") if t == "defects" else RestoreConfig(tone=t, device="cpu")
             for t in tones}
     cfgs.update({f"photo {s:g}": RestoreConfig(tone="photo", tone_strength=s, device="cpu") for s in strengths})
-    tones = list(cfgs)
     mask_cfg = RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")
-    models = load_models(cfgs[tones[0]], "cpu")
-    batcher = new_batcher(cfgs[tones[0]], models)
+    first = next(iter(cfgs.values()))
+    models = load_models(first, "cpu")
+    batcher = new_batcher(first, models)
     results: dict = {}
     for name, (generator, seed) in GENERATORS.items():
         rows = []
@@ -86,7 +86,7 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
                 row["defect_percent"] = round(100 * float(degraded.mask.mean()), 2)
                 row["flagged_percent"] = round(100 * float((flagged > 0.5).mean()), 2)
             rows.append(row)
-        mean = {k: [float(np.mean([r[k][j] for r in rows])) for j in (0, 1)] for k in ["input", *tones]}
+        mean = {k: [float(np.mean([r[k][j] for r in rows])) for j in (0, 1)] for k in ["input", *cfgs]}
         results[name] = {"photos": rows, "mean": mean}
         if masks:
             at = sweep.at(0.5)
@@ -106,7 +106,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = run(args.side, args.tone, Path(tmp), args.masks, tuple(args.tone_strength), args.seed_offset)
-    tones = [*args.tone, *(f"photo {s:g}" for s in args.tone_strength)]
+    tones = list(next(iter(results.values()))["mean"])[1:]  # run's keys after "input", in its order
     labels = ["scope defects" if t == "defects" else f"tone {t}" for t in tones]
     print(f"| generator | input scan | {' | '.join(labels)} |")
     print("|---|---|" + "---|" * len(tones))
