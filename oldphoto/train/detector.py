@@ -88,6 +88,8 @@ class Config:
     p_rotate: float = 0.0  # content steps on the clean crop before damage (train/content.py; all 0 keeps the old
     p_join: float = 0.0  #   random stream): a turn by any angle, two photos joined along a random boundary,
     p_permute: float = 0.0  # permuted colour channels, each with this probability; new content against memorising
+    p_leaves: float = 0.0  # a procedural dead-leaves collage (train/leaves.py) instead of a photo crop; 0 keeps the
+    #                        old random stream
     chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
     #                       detector starts with their weights at zero, i.e. exactly where that detector was
     widths: tuple[int, ...] = ()  # channels per level, finest first, instead of base / max_width / levels (e.g.
@@ -105,7 +107,7 @@ class Config:
         return {**kw, "chroma": True} if self.chroma else kw
 
     def content_mix(self) -> ContentMix:
-        return ContentMix(self.p_rotate, self.p_join, self.p_permute)
+        return ContentMix(self.p_rotate, self.p_join, self.p_permute, self.p_leaves)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def test_no_step_keeps_the_pools_crop_and_random_stream(pool):
     assert a.random() == b.random()
 
 
-@pytest.mark.parametrize("field", ["p_rotate", "p_join", "p_permute"])
+@pytest.mark.parametrize("field", ["p_rotate", "p_join", "p_permute", "p_leaves"])
 def test_probabilities_outside_0_1_are_refused(field):
     with pytest.raises(ValueError, match=f"{field} must be in"):
         ContentMix(**{field: 1.2})
