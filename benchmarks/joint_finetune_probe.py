@@ -25,6 +25,7 @@ from oldphoto.ops.color import luma
 ap = argparse.ArgumentParser()
 ap.add_argument("--mode", default="tr"); ap.add_argument("--out", required=True)
 ap.add_argument("--steps", type=int, default=4000); ap.add_argument("--lr", type=float, default=1e-4)
+ap.add_argument("--init", default="", help="an earlier probe's state.pt to start from");
 ap.add_argument("--seed", type=int, default=1); ap.add_argument("--minutes", type=float, default=70)
 a = ap.parse_args()
 torch.set_num_threads(1); torch.manual_seed(a.seed); rng = np.random.default_rng(a.seed)
@@ -33,6 +34,11 @@ R = Restorer.from_registry("vae1-v1", "mapping-v1", "vae2-v1", refiner="refine-v
 D = Detector.from_registry("detector-v9")
 nets = {"encoder": R.encoder, "mapping": R.mapping, "decoder": R.decoder, "refiner": R.refiner}
 train_keys = ["mapping", "refiner"] if a.mode == "tr" else list(nets)
+if a.init:
+    start = torch.load(a.init, weights_only=True)
+    for k in nets:
+        if k in start:
+            nets[k].load_state_dict(start[k])
 for k, n in nets.items():
     n.requires_grad_(k in train_keys); n.train(k in train_keys)
 params = [p for k in train_keys for p in nets[k].parameters()]

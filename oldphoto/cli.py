@@ -734,7 +734,8 @@ _SET_HELP = "Set a config field, typed by the field (repeatable); see --help-con
 @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--help-config", is_flag=True, help="List the config fields with their defaults and exit.")
 def train(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
-    """Train model NAME (detector, vae1, vae2, mapping, colorize, upscale); prints the result as JSON."""
+    """Train model NAME (detector, vae1, vae2, mapping, refine, joint, colorize, upscale); prints the result as
+    JSON. `joint` fine-tunes the published restorer chain (E_RX, T, G_Y, refiner) together on its final output."""
     _run_training_command("train", name, pairs, help_config)
 
 
@@ -751,24 +752,25 @@ def eval_(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
 @click.argument("name")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--as", "weights_name", required=True, metavar="WEIGHTS",
-              help="Registry name to publish under, e.g. detector-v2 (weights/WEIGHTS.pt + MANIFEST.json entry).")
+              help="Registry name to publish under, e.g. detector-v2 (weights/WEIGHTS.pt + MANIFEST.json entry); "
+                   "for joint, four: VAE1,MAPPING,VAE2,REFINER.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="The run's in-training best (best.pt) or its final state (ckpt.pt); detector and refine.")
+              help="The run's in-training best (best.pt) or its final state (ckpt.pt); detector, refine and joint.")
 def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None:
     """Publish the best checkpoint of training run RUN_DIR of model NAME into weights/ (sha256, config, data
     recipe and validation metrics go into weights/MANIFEST.json). A mapping run also publishes the two VAEs it
-    was trained with, as vae1-v1 / vae2-v1."""
+    was trained with, as vae1-v1 / vae2-v1; a joint run publishes four entries (--as VAE1,MAPPING,VAE2,REFINER)."""
     from . import train
 
     if name not in train.TRAINERS or name in ("vae1", "vae2"):
         choices = [n for n in train.TRAINERS if n not in ("vae1", "vae2")]
         raise click.UsageError(f"unknown export target {name!r}; choose one of: {', '.join(choices)} "
                                "(VAEs are published with their mapping)")
-    if checkpoint != "best" and name not in ("detector", "refine"):
-        raise click.UsageError(f"--checkpoint last is for detector and refine runs, not {name}")
+    if checkpoint != "best" and name not in ("detector", "refine", "joint"):
+        raise click.UsageError(f"--checkpoint last is for detector, refine and joint runs, not {name}")
     module = _import_train_module(train.TRAINERS[name])
     try:
-        # only the detector and refine exports take `checkpoint`; the others always publish best.pt
+        # only the detector, refine and joint exports take `checkpoint`; the others always publish best.pt
         path = module.export(run_dir, weights_name, **({"checkpoint": checkpoint} if checkpoint != "best" else {}))
     except (OldPhotoError, OSError, KeyError, ValueError) as e:
         raise RunError(f"{run_dir}: cannot export: {e}") from None

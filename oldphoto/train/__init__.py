@@ -9,6 +9,7 @@ TRAINERS = {
     "vae2": "oldphoto.train.vae",
     "mapping": "oldphoto.train.mapping",
     "refine": "oldphoto.train.refine",
+    "joint": "oldphoto.train.joint",
     "colorize": "oldphoto.train.colorize",
     "upscale": "oldphoto.train.upscale",
 }
