@@ -1,6 +1,7 @@
 """Score joint fine-tunes of the restorer chain (benchmarks/joint_finetune_probe.py) against the shipped one.
 
     python benchmarks/joint_finetune_score.py THREADS runs/jp_tr/state.pt runs/jp_all/state.pt
+    python benchmarks/joint_finetune_score.py THREADS runs/joint41/ckpt.pt runs/joint41/best.pt   # `train joint` runs
 
 Sets (validation photos, detector-v9 masks at the restorer's threshold, dilated 1 px): heavy = 48 crops of seed 999,
 the full recipe; 12 crops of seed 77 per single family (and clean crops); second = 48 crops of seed 1357 degraded by
@@ -52,6 +53,9 @@ for c in ["base"] + cands:
     if c != "base":
         st = torch.load(c, weights_only=True)
         step = st["step"]
+        if "model" in st:  # an `oldphoto train joint` checkpoint (ckpt.pt / best.pt): one Chain state dict
+            st = {k: {n[len(k) + 1:]: v for n, v in st["model"].items() if n.startswith(k + ".")}
+                  for k in ("encoder", "mapping", "decoder", "refiner")}
         for k in ("encoder", "mapping", "decoder", "refiner"):
             if k in st:
                 getattr(R, k).load_state_dict(st[k])

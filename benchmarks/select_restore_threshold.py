@@ -9,6 +9,7 @@ PSNR / SSIM on luma per threshold, and the share of pixels marked (after the pip
 
     python benchmarks/select_restore_threshold.py                      # the pipeline's detector and restorer
     python benchmarks/select_restore_threshold.py --detector detector-v9 --thresholds 0.9 0.95 0.97
+    python benchmarks/select_restore_threshold.py --chain vae1-v2,mapping-v2,vae2-v2,refine-v3 --record
 
 Rule used for the shipped value (weights/README.md): the highest PSNR on the damaged crops, and among thresholds
 within 0.05 dB of it, the one best on the undamaged crops.
@@ -32,6 +33,7 @@ from oldphoto.train.degrade import DegradeConfig
 from oldphoto.train.evaluate_restore import EvalConfig
 from oldphoto.train.mapping import quality
 from oldphoto.train.pairs import stack_triples
+from oldphoto.train.run_files import command_line, update_meta
 
 TIE_DB = 0.05  # PSNR differences on the damaged crops below this are treated as ties
 
@@ -43,13 +45,20 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=48)
     ap.add_argument("--seed", type=int, default=999)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chain", default=",".join(WEIGHT_NAMES[k] for k in ("vae1", "mapping", "vae2", "refiner")),
+                    help="the restorer's entries VAE1,MAPPING,VAE2,REFINER (default: the pipeline's)")
+    ap.add_argument("--record", action="store_true",
+                    help="store the chosen threshold and the table in the mapping's meta (mask_threshold, "
+                         "mask_threshold_selection)")
     args = ap.parse_args()
     if args.seed == EvalConfig().seed:
         ap.error(f"seed {args.seed} is the held-out evaluation set: select on another seed")
     torch.set_num_threads(args.threads)
     det = Detector.from_registry(args.detector)
-    restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
-                                      refiner=WEIGHT_NAMES["refiner"] or None)
+    chain = args.chain.split(",")
+    if len(chain) != 4:
+        ap.error(f"--chain needs four names VAE1,MAPPING,VAE2,REFINER, got {args.chain!r}")
+    restorer = Restorer.from_registry(*chain[:3], refiner=chain[3] or None)
     _, val = split_corpus(corpus_dir(), 0.15, 0)
     sets = {"damaged": DegradeConfig(), "undamaged": replace(DegradeConfig(), p_structured=0.0)}
     table: dict[str, dict[float, dict]] = {}
@@ -67,6 +76,14 @@ def main() -> None:
     ties = [t for t in args.thresholds if table["damaged"][t]["psnr_y"] >= best - TIE_DB]
     chosen = max(ties, key=lambda t: table["undamaged"][t]["psnr_y"])
     print(json.dumps({"detector": args.detector, "chosen": chosen, "ties": ties}))
+    if args.record:
+        update_meta(chain[1], "mask_threshold", chosen)
+        update_meta(chain[1], "mask_threshold_selection", {
+            "chosen": chosen, "command": command_line(), "detector": args.detector, "chain": chain,
+            "rule": f"highest PSNR luma on {args.crops} damaged selection crops (seed {args.seed}, default recipe); "
+                    f"among thresholds within {TIE_DB} dB of it, the best on {args.crops} undamaged crops of the same "
+                    "seed (p_structured 0): false alarms are refilled from their surroundings",
+            "table": {name: {str(t): q for t, q in rows.items()} for name, rows in table.items()}})
 
 
 if __name__ == "__main__":

@@ -703,4 +703,4 @@ def test_export_publishes_a_run_under_the_given_name(toy, tmp_path):
     assert r.exit_code == 0 and r.stdout.strip() == str(Path("weights") / "toy-v2.pt")
     assert run("export", "vae1", tmp_path / "run", "--as", "x").exit_code == 2  # VAEs go out with their mapping
     r = run("export", "toy1", tmp_path / "run", "--as", "x", "--checkpoint", "last")
-    assert r.exit_code == 2 and "--checkpoint last is for detector and refine runs" in r.output
+    assert r.exit_code == 2 and "--checkpoint last is for detector, refine and joint runs" in r.output

@@ -262,7 +262,7 @@ def export(run_dir: str | Path, names: str, weights: Path | None = None, checkpo
     meta = {"role": m_meta.get("role", "mapping T"), **shas()}
     if "mask_threshold" in m_meta:
         meta["mask_threshold"] = m_meta["mask_threshold"]
-        meta["mask_threshold_from"] = sources["mapping"].name  # until re-selected for the tuned chain
+        meta["mask_threshold_selection"] = {"inherited_from": sources["mapping"].name}  # until re-selected
     path = publish("mapping", _prefixed(state, "mapping."), meta)
     done.append("mapping")
     r_meta = sources["refiner"].meta
