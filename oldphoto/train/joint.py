@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,13 +30,12 @@ from ..ops.color import luma
 from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
 from ..stages.restore import Restorer
-from . import degrade
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import SupervisedRun, check_bf16, last_as_best
 from .mapping import quality
 from .metrics import ssim
-from .pairs import pair_batch, stack_triples
+from .pairs import RecipeMixture, check_mixture, pair_batch, stack_triples
 from .refine import restorer_masks
 from .run_files import cosine_lr, export_weights, save_grid
 
@@ -83,11 +82,10 @@ class Config:
         if not (self.vae1 and self.mapping and self.vae2 and self.refiner):
             raise ValueError(f"the chain needs all four networks, got vae1={self.vae1!r}, mapping={self.mapping!r}, "
                              f"vae2={self.vae2!r}, refiner={self.refiner!r}")
-        if not (0 <= self.detector_share <= 1 and 0 <= self.p_mild <= 1 and 0 <= self.p_family <= 1
-                and self.p_mild + self.p_family <= 1) or self.batch < 1 or self.ssim_weight < 0 \
-                or not 0 < self.final_lr <= 1:
-            raise ValueError(f"need 0 <= detector_share <= 1, p_mild, p_family >= 0 with p_mild + p_family <= 1, "
-                             f"batch >= 1, ssim_weight >= 0, 0 < final_lr <= 1, got {self}")
+        check_mixture(self.p_mild, self.p_family)
+        if not 0 <= self.detector_share <= 1 or self.batch < 1 or self.ssim_weight < 0 or not 0 < self.final_lr <= 1:
+            raise ValueError(f"need 0 <= detector_share <= 1, batch >= 1, ssim_weight >= 0, 0 < final_lr <= 1, "
+                             f"got {self}")
 
 
 class Chain(torch.nn.Module):
@@ -151,13 +149,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     trainer = SupervisedRun(out, chain, opt, rng, cfg, {}, log)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
-    heavy, mild = degrade.DegradeConfig(), degrade.scaled_recipe(cfg.mild_scale)
-    families = [degrade.family_recipe()] + [degrade.family_recipe(f) for f in degrade.FAMILIES]  # first: clean
+    mixture = RecipeMixture(cfg.p_mild, cfg.mild_scale, cfg.p_family)
     trainer.write_config("chain", networks=nets,
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
-                               "degrade": asdict(heavy), "p_mild": cfg.p_mild, "mild_degrade": asdict(mild),
-                               "p_family": cfg.p_family, "families": {"": [], **degrade.FAMILIES}},
+                               **mixture.describe()},
                          loss=f"L1(F(x, G_Y(T(E_RX(x), m)), m), y) in RGB + {cfg.ssim_weight} (1 - SSIM on luma); "
                               + ("E_RX, T, G_Y and F trained" if cfg.train_vaes else "T and F trained, VAEs frozen"))
     pool = PhotoPool(train_paths)
@@ -172,14 +168,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
     def step_fn() -> tuple[dict, dict]:
         t0 = time.monotonic()
-        u = rng.random()
-        if u < cfg.p_mild:
-            recipe = mild
-        elif u < cfg.p_mild + cfg.p_family:
-            recipe = families[rng.integers(len(families))]
-        else:
-            recipe = heavy
-        x, y, m_gt = pair_batch(pool, rng, cfg.batch, cfg.crop, recipe)
+        x, y, m_gt = pair_batch(pool, rng, cfg.batch, cfg.crop, mixture.pick(rng))
         m = restorer_masks(restorer, detector, x, m_gt, torch.from_numpy(rng.random(cfg.batch) < cfg.detector_share),
                            cfg.mask_dilate)
         t_data = time.monotonic() - t0

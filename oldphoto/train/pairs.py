@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dataclasses import asdict
+
+from . import degrade
 from .data import PhotoPool, make_pair
 from .degrade import DegradeConfig
 
@@ -30,3 +33,34 @@ def crop_batch(pool: PhotoPool, rng: np.random.Generator, batch: int, size: int)
     """`batch` random crops (B, 3, S, S) [0, 1] of the pool's photos, untouched (e.g. real old photos)."""
     crops = np.stack([pool.random_crop(rng, size) for _ in range(batch)])
     return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
+
+
+def check_mixture(p_mild: float, p_family: float) -> None:
+    """Raise ValueError unless p_mild, p_family >= 0 and p_mild + p_family <= 1 (RecipeMixture's shares)."""
+    if not (0 <= p_mild <= 1 and 0 <= p_family <= 1 and p_mild + p_family <= 1):
+        raise ValueError(f"need p_mild, p_family >= 0 with p_mild + p_family <= 1, got {p_mild} and {p_family}")
+
+
+class RecipeMixture:
+    """The degradation recipe of each batch: the default recipe (heavy), a milder one (every probability times
+    mild_scale) with probability p_mild, or one family of the recipe alone (or none: a clean crop) with probability
+    p_family, so mildly damaged scans and every kind of damage on its own are seen too (refiner, joint tuning)."""
+
+    def __init__(self, p_mild: float, mild_scale: float, p_family: float):
+        check_mixture(p_mild, p_family)
+        self.p_mild, self.p_family = p_mild, p_family
+        self.heavy, self.mild = DegradeConfig(), degrade.scaled_recipe(mild_scale)
+        self.families = [degrade.family_recipe()] + [degrade.family_recipe(f) for f in degrade.FAMILIES]  # 0: clean
+
+    def pick(self, rng: np.random.Generator) -> DegradeConfig:
+        u = rng.random()
+        if u < self.p_mild:
+            return self.mild
+        if u < self.p_mild + self.p_family:
+            return self.families[rng.integers(len(self.families))]
+        return self.heavy
+
+    def describe(self) -> dict:
+        """For a run's recorded data recipe."""
+        return {"degrade": asdict(self.heavy), "p_mild": self.p_mild, "mild_degrade": asdict(self.mild),
+                "p_family": self.p_family, "families": {"": [], **degrade.FAMILIES}}

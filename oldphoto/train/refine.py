@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,13 +28,12 @@ from ..ops.masks import dilate
 from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
-from . import degrade
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import SupervisedRun, check_bf16, export_best, last_as_best
 from .mapping import PairBuffer, quality
 from .metrics import ssim
-from .pairs import pair_batch, stack_triples
+from .pairs import RecipeMixture, check_mixture, pair_batch, stack_triples
 from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "refiner"
@@ -84,10 +83,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.crop % 4 or self.val_size % 4:
             raise ValueError(f"crop and val_size must be multiples of 4, got {self.crop} and {self.val_size}")
-        if not (0 <= self.detector_share <= 1 and 0 <= self.p_mild <= 1 and 0 <= self.p_family <= 1
-                and self.p_mild + self.p_family <= 1) or self.batch < 1 or self.buffer < 0 or self.ssim_weight < 0:
-            raise ValueError(f"need 0 <= detector_share <= 1, p_mild, p_family >= 0 with p_mild + p_family <= 1, "
-                             f"batch >= 1, buffer >= 0, ssim_weight >= 0, got {self}")
+        check_mixture(self.p_mild, self.p_family)
+        if not 0 <= self.detector_share <= 1 or self.batch < 1 or self.buffer < 0 or self.ssim_weight < 0:
+            raise ValueError(f"need 0 <= detector_share <= 1, batch >= 1, buffer >= 0, ssim_weight >= 0, got {self}")
 
 
 def _frozen(cfg: Config) -> tuple[Restorer, Detector | None]:
@@ -151,13 +149,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     trainer = SupervisedRun(out, model, opt, rng, cfg, arch_kwargs, log, cfg.init_from)
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
-    heavy, mild = degrade.DegradeConfig(), degrade.scaled_recipe(cfg.mild_scale)
-    families = [degrade.family_recipe()] + [degrade.family_recipe(f) for f in degrade.FAMILIES]  # first: clean
+    mixture = RecipeMixture(cfg.p_mild, cfg.mild_scale, cfg.p_family)
     trainer.write_config(ARCH, networks=_networks(restorer, detector),
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
-                               "degrade": asdict(heavy), "p_mild": cfg.p_mild, "mild_degrade": asdict(mild),
-                               "p_family": cfg.p_family, "families": {"": [], **degrade.FAMILIES}},
+                               **mixture.describe()},
                          loss="L1(F(x, r, m), y) in RGB"
                          + (f" + {cfg.ssim_weight} (1 - SSIM on luma)" if cfg.ssim_weight else "")
                          + "; r = G_Y(T(E_RX(x), m)) of the frozen networks")
@@ -170,14 +166,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     log(f"refine: validation restorer alone PSNR luma {restored['psnr_y']:.2f} dB, SSIM {restored['ssim_y']:.3f}")
 
     def fresh_pairs(k: int) -> tuple[torch.Tensor, ...]:
-        u = rng.random()
-        if u < cfg.p_mild:
-            recipe = mild
-        elif u < cfg.p_mild + cfg.p_family:
-            recipe = families[rng.integers(len(families))]
-        else:
-            recipe = heavy
-        x, y, m = pair_batch(pool, rng, k, cfg.crop, recipe)
+        x, y, m = pair_batch(pool, rng, k, cfg.crop, mixture.pick(rng))
         use_det = torch.from_numpy(rng.random(k) < cfg.detector_share)
         return make_pairs(restorer, detector, x, y, m, use_det, cfg.mask_dilate)
 

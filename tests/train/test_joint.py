@@ -11,18 +11,13 @@ import pytest
 import torch
 
 from oldphoto import registry
-from oldphoto.archs import build
 from oldphoto.errors import WeightsError
 from oldphoto.stages.restore import Restorer
 from oldphoto.train import joint
-from oldphoto.train.run_files import export_weights
 
 from latent_corpus import write_gradient_corpus  # tests/train is on sys.path (pytest rootdir import mode)
+from tiny_chain import write_tiny_chain
 
-SMALL_VAE = dict(latent=8, width=16, half_width=8, blocks=1)
-SMALL_MAP = dict(latent=8, width=16, blocks_pre=1, blocks_post=1)
-DET = {"channels": (4, 8, 8), "blocks": 1}
-REF = {"width": 4, "bands": True}
 TINY = dict(crop=32, batch=2, val_n=2, val_size=32, val_every=2, threads=1, val_fraction=0.3, warmup=1,
             vae1="v1-t", mapping="map-t", vae2="v2-t", refiner="ref-t", detector="det-t")
 NAMES = "v1-j,map-j,v2-j,ref-j"
@@ -30,21 +25,8 @@ NAMES = "v1-j,map-j,v2-j,ref-j"
 
 @pytest.fixture()
 def weights(tmp_path, monkeypatch):
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    (folder / "MANIFEST.json").write_text(json.dumps({"models": {}}))
-    torch.manual_seed(0)
-    for name in ("v1-t", "v2-t"):
-        export_weights(build("vae", **SMALL_VAE).state_dict(), name, "vae", SMALL_VAE, {"role": name}, folder)
-    export_weights(build("mapping", **SMALL_MAP).state_dict(), "map-t", "mapping", SMALL_MAP,
-                   {"mask_threshold": 0.6}, folder)
-    export_weights(build("unet_detector", **DET).state_dict(), "det-t", "unet_detector", DET, {"threshold": 0.5},
-                   folder)
+    folder = write_tiny_chain(tmp_path / "weights", refiner=True)
     monkeypatch.setattr(registry, "weights_dir", lambda: folder)
-    registry.entries.cache_clear()
-    shas = {k: {"name": n, "sha256": registry.get(n).sha256} for k, n in (("vae1", "v1-t"), ("mapping", "map-t"),
-                                                                       ("vae2", "v2-t"))}
-    export_weights(build("refiner", **REF).state_dict(), "ref-t", "refiner", REF, {**shas, "role": "fusion"}, folder)
     registry.entries.cache_clear()
     yield folder
     registry.entries.cache_clear()

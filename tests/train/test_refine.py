@@ -13,31 +13,20 @@ from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.errors import WeightsError
 from oldphoto.stages.restore import Restorer
-from oldphoto.train import refine
+from oldphoto.train import degrade, refine
 from oldphoto.train.evaluate_restore import EvalConfig, evaluate
 from oldphoto.train.run_files import export_weights
 
 from latent_corpus import write_gradient_corpus  # tests/train is on sys.path (pytest rootdir import mode)
+from tiny_chain import SMALL_MAP, write_tiny_chain
 
-SMALL_VAE = dict(latent=8, width=16, half_width=8, blocks=1)
-SMALL_MAP = dict(latent=8, width=16, blocks_pre=1, blocks_post=1)
-DET = {"channels": (4, 8, 8), "blocks": 1}
 TINY = dict(width=4, crop=32, batch=2, buffer=4, fresh=1, val_n=2, val_size=32, val_every=2, threads=1,
             val_fraction=0.3, warmup=1, decay_steps=1, vae1="v1-t", mapping="map-t", vae2="v2-t", detector="det-t")
 
 
 @pytest.fixture()
 def weights(tmp_path, monkeypatch):
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    (folder / "MANIFEST.json").write_text(json.dumps({"models": {}}))
-    torch.manual_seed(0)
-    for name in ("v1-t", "v2-t"):
-        export_weights(build("vae", **SMALL_VAE).state_dict(), name, "vae", SMALL_VAE, {}, folder)
-    export_weights(build("mapping", **SMALL_MAP).state_dict(), "map-t", "mapping", SMALL_MAP,
-                   {"mask_threshold": 0.6}, folder)
-    export_weights(build("unet_detector", **DET).state_dict(), "det-t", "unet_detector", DET, {"threshold": 0.5},
-                   folder)
+    folder = write_tiny_chain(tmp_path / "weights", refiner=False)
     monkeypatch.setattr(registry, "weights_dir", lambda: folder)
     registry.entries.cache_clear()
     yield folder
@@ -124,7 +113,7 @@ def test_banded_refiner_on_family_pairs_exports_and_runs(weights, corpus, tmp_pa
                         ssim_weight=0.5)
     refine.run(cfg, lambda s: None)
     info = json.loads((tmp_path / "bands" / "config.json").read_text())
-    assert info["data"]["p_family"] == 1.0 and set(info["data"]["families"]) == {"", *refine.degrade.FAMILIES}
+    assert info["data"]["p_family"] == 1.0 and set(info["data"]["families"]) == {"", *degrade.FAMILIES}
     assert "0.5 (1 - SSIM on luma)" in info["loss"]
     steps = [json.loads(line) for line in (tmp_path / "bands" / "log.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "total" in r]
@@ -140,8 +129,10 @@ def test_banded_refiner_on_family_pairs_exports_and_runs(weights, corpus, tmp_pa
         assert refined(x, m).shape == x.shape
 
 
-@pytest.mark.parametrize("bad", [dict(p_family=1.5), dict(p_family=0.6, p_mild=0.6), dict(p_family=-0.1),
-                                 dict(ssim_weight=-1.0)])
-def test_recipe_shares_and_loss_weights_are_validated(bad):
-    with pytest.raises(ValueError, match="p_mild \\+ p_family"):
+@pytest.mark.parametrize("bad, says", [(dict(p_family=1.5), "p_mild \\+ p_family"),
+                                       (dict(p_family=0.6, p_mild=0.6), "p_mild \\+ p_family"),
+                                       (dict(p_family=-0.1), "p_mild \\+ p_family"),
+                                       (dict(ssim_weight=-1.0), "ssim_weight >= 0")])
+def test_recipe_shares_and_loss_weights_are_validated(bad, says):
+    with pytest.raises(ValueError, match=says):
         refine.Config(**bad)
