@@ -5,7 +5,7 @@ recipe and a fixed seed. Compared against the clean target y, on Rec. 601 luma (
   degraded     the input x itself
   baseline     classical mask + push-pull/diffusion inpainting + bilateral denoise + contrast stretch
   baseline_no_stretch   the same without the stretch (stronger on this data; targets use the stronger one)
-  vae2_ceiling G_Y(E_Y(y)): what the decoder can render at best
+  vae2_ceiling G_Y(E_Y(y)): what the decoder can render at best (of the VAE2 a jointly tuned one started from)
   full         G_Y(T(E_RX(x), m)) with the detector's mask (ground truth when no detector is registered)
   full_gt_mask the same with the ground-truth mask
   no_global    full, with the partial non-local branch switched off (same weights)
@@ -110,7 +110,10 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """Run every variant on the fixed held-out crops; returns {variant: metrics, ...} plus gains and targets."""
     x, y, m_gt, val_paths, restorer, detector, prob = _setup(cfg, need_detector=False)
     log(f"restore eval: {cfg.n} crops of {cfg.size} px from {len(val_paths)} validation photos")
-    vae2 = registry.load(cfg.vae2)
+    # a jointly tuned G_Y (oldphoto train joint) no longer pairs with the E_Y it was exported beside: the ceiling
+    # is the clean-photo VAE as trained, the entry it was tuned from
+    ceiling_vae = registry.get(cfg.vae2).meta.get("pretrained_as", {}).get("name", cfg.vae2)
+    vae2 = registry.load(ceiling_vae)
     if detector is not None:
         threshold = restore_threshold(restorer, detector)  # as the pipeline
         mask = _restorer_mask(detector, prob, threshold, cfg)
@@ -161,7 +164,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     summary = {
         "variants": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in results.items()},
         "gains": {k: round(v, 3) for k, v in gains.items()}, "targets": TARGETS, "targets_met": met,
-        "mask": mask_source, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
+        "ceiling_vae": ceiling_vae, "mask": mask_source, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
         "gt_mask_coverage_percent": round(100 * float(m_gt.mean()), 2),
         "data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "split_seed": cfg.split_seed,
                  "validation_photos": sorted(p.name for p in val_paths),

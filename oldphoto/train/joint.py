@@ -240,11 +240,16 @@ def export(run_dir: str | Path, names: str, weights: Path | None = None, checkpo
         return {k: {"name": named[k], "sha256": registry.get(named[k]).sha256} for k in PARTS if k in done}
 
     done: list[str] = []
+    kept_half = {  # the half of each VAE the chain does not use stays as it was: say so, it is not a VAE any more
+        "vae1": f"G_RX (decoder) is {sources['vae1'].name}'s, untuned; only E_RX is used by the restorer",
+        "vae2": f"E_Y (encoder) is {sources['vae2'].name}'s, untuned, and no longer pairs with the tuned G_Y: "
+                f"the reconstruction ceiling is {sources['vae2'].name}'s (oldphoto eval restore takes it from "
+                "pretrained_as)"}
     for key, sub, part in (("vae1", "encoder.", "encoder."), ("vae2", "decoder.", "decoder.")):
         full = registry.load_entry(sources[key]).state_dict()
         full.update({part + k: v for k, v in _prefixed(state, sub).items()})
         keep = {k: v for k, v in sources[key].meta.items() if k in ("role", "source", "command", "config", "data")}
-        publish(key, full, {**keep, "published_with": named["mapping"],
+        publish(key, full, {**keep, "published_with": named["mapping"], "untuned_half": kept_half[key],
                             "pretrained_as": {"name": sources[key].name, "sha256": sources[key].sha256}})
         done.append(key)
     m_meta = sources["mapping"].meta

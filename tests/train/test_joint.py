@@ -14,6 +14,7 @@ from oldphoto import registry
 from oldphoto.errors import WeightsError
 from oldphoto.stages.restore import Restorer
 from oldphoto.train import joint
+from oldphoto.train.evaluate_restore import EvalConfig, evaluate
 
 from latent_corpus import write_gradient_corpus  # tests/train is on sys.path (pytest rootdir import mode)
 from tiny_chain import write_tiny_chain
@@ -89,6 +90,11 @@ def test_run_resume_export_and_load_together(weights, corpus, tmp_path):
     assert meta["mapping"]["sha256"] == registry.get("map-j").sha256 and meta["detector"]["name"] == "det-t"
     assert meta["jointly_tuned"]["steps_trained"] == 3 and "psnr_y" in meta["jointly_tuned"]["validation"]
     assert meta["jointly_tuned"]["tuned_from"]["refiner"]["name"] == "ref-t" and meta["role"] == "fusion"
+    summary = evaluate(EvalConfig(n=2, size=32, corpus=str(corpus), val_fraction=0.3, vae1="v1-j", mapping="map-j",
+                                  vae2="v2-j", refiner="ref-j", detector="det-t", threads=1, cost_tile=32,
+                                  cost_batch=2, record=False, out=str(tmp_path / "eval")), lambda s: None)
+    assert "no longer pairs" in registry.get("v2-j").meta["untuned_half"]
+    assert summary["ceiling_vae"] == "v2-t" and set(summary["weights"]) == {"v1-j", "map-j", "v2-j", "ref-j"}
     with pytest.raises(WeightsError, match="trained with vae1"):
         Restorer.from_registry("v1-t", "map-j", "v2-j")
     with pytest.raises(WeightsError, match="ref-j was trained with vae1"):
