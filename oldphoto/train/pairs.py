@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import torch
-
-from dataclasses import asdict
 
 from . import degrade
 from .data import PhotoPool, make_pair

@@ -31,10 +31,9 @@ def write_tiny_chain(folder: Path, refiner: bool = False) -> Path:
     export_weights(build("unet_detector", **DET).state_dict(), "det-t", "unet_detector", DET, {"threshold": 0.5},
                    folder)
     if refiner:
-        shas = {}
-        for key, name in (("vae1", "v1-t"), ("mapping", "map-t"), ("vae2", "v2-t")):
-            entry = json.loads((folder / "MANIFEST.json").read_text())["models"][name]
-            shas[key] = {"name": name, "sha256": entry["sha256"]}
+        models = json.loads((folder / "MANIFEST.json").read_text())["models"]
+        shas = {key: {"name": name, "sha256": models[name]["sha256"]}
+                for key, name in (("vae1", "v1-t"), ("mapping", "map-t"), ("vae2", "v2-t"))}
         export_weights(build("refiner", **REF).state_dict(), "ref-t", "refiner", REF, {**shas, "role": "fusion"},
                        folder)
     registry.entries.cache_clear()
