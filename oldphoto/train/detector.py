@@ -29,7 +29,8 @@ from .chunked import chunked
 from .content import ContentMix, clean_crop
 from .degrade_second import SecondConfig, degrade_second
 from .loop import SupervisedRun, check_bf16, finish_evaluation, load_run_best, load_run_last
-from .losses import BALANCE_MODES, balanced_bce, focal_loss, soft_dice_loss
+from .losses import (BALANCE_MODES, balanced_bce, focal_loss, hard_negative_bce, soft_dice_loss,
+                     weighted_negative_bce)
 from .mask_metrics import ThresholdSweep, scores_at
 from .run_files import export_weights, save_grid, time_decay, warmup_linear_lr
 
@@ -54,6 +55,14 @@ class Config:
     focal_weight: float = 0.0  # weight of a focal term added to the cross-entropy (0: off)
     ignore_ring: int = 0  # intact pixels within this many px of a defect are left out of the cross-entropy: the
     #                      F1 with 1 px tolerance does not count a mark there as a false alarm (0: off)
+    hard_weight: float = 0.0  # weight of a cross-entropy over the batch's hardest intact pixels (its false alarms
+    #                           of the moment; losses.hard_negative_bce) added to the balanced one (0: off)
+    hard_share: float = 0.02  # share of the intact pixels that term takes
+    edge_weight: float = 0.0  # weight of a cross-entropy over intact pixels on thin structures of the *clean*
+    #                           crop (plank gaps, wires, twigs: content shaped like scratches), weighted by their
+    #                           top-hat response (losses.weighted_negative_bce) (0: off; the random stream stays)
+    edge_size: int = 13  # top-hat element edge (px): structures thinner than this count as thin
+    edge_level: float = 0.3  # top-hat response (luma) at which a pixel gets full weight in that term
     crop: int = 128  # training crop edge in pixels
     batch: int = 8  # crops per step
     max_side: int = 2560  # photos are held in memory at this longest side (more distinct detail than 1536)
@@ -160,9 +169,21 @@ def training_recipe(cfg: Config) -> degrade.DegradeConfig:
     return degrade.ageing_recipe(cfg.p_ageing)
 
 
-def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch: degraded crops (B, 3, S, S) in [0, 1] and their defect masks (B, 1, S, S) in {0, 1}."""
-    xs, ys = [], []
+Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+def content_edges(clean: np.ndarray, cfg: Config) -> np.ndarray:
+    """(H, W, 3) clean crop in [0, 1] -> (H, W) float32 in [0, 1]: its thin structures (top-hat response of the
+    luma, full at cfg.edge_level), where a detector is most tempted to see scratches in intact content."""
+    t = torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1)))[None]
+    r = tophat_response(t, cfg.edge_size)[0, 0].numpy()
+    return np.clip(r / cfg.edge_level, 0, 1).astype(np.float32)
+
+
+def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> Batch:
+    """A training batch: degraded crops (B, 3, S, S) in [0, 1], their defect masks (B, 1, S, S) in {0, 1} and,
+    with cfg.edge_weight, the clean crops' thin structures (B, 1, S, S) in [0, 1] (content_edges; else None)."""
+    xs, ys, es = [], [], []
     dcfg = training_recipe(cfg)
     sharp = degrade.sharp_recipe(cfg.sharp_scale, dcfg)
     mix = cfg.content_mix()
@@ -173,7 +194,9 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
         k = int(rng.integers(4))  # the pool never flips upside down; defects run every way, so rotate
         xs.append(_to_tensor(np.rot90(_augment(d.image, rng, cfg), k)))
         ys.append(_to_tensor(np.rot90(d.mask, k)))
-    return torch.stack(xs), torch.stack(ys)
+        if cfg.edge_weight:  # no random draws: the stream is the same with or without it
+            es.append(_to_tensor(np.rot90(content_edges(clean, cfg), k)))
+    return torch.stack(xs), torch.stack(ys), (torch.stack(es) if es else None)
 
 
 class BatchStream(torch.utils.data.IterableDataset):
@@ -192,8 +215,8 @@ class BatchStream(torch.utils.data.IterableDataset):
 
 
 def batch_source(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config, start_step: int
-                 ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-    """next batch (images, masks) on the CPU: from cfg.workers processes, or made here from `rng` (workers 0)."""
+                 ) -> Callable[[], Batch]:
+    """next batch (images, masks, content edges or None) on the CPU: from cfg.workers processes, or made here from `rng` (workers 0)."""
     if cfg.workers == 0:
         return lambda: sample_batch(pool, rng, cfg)
     loader = torch.utils.data.DataLoader(BatchStream(pool, cfg, start_step), batch_size=None,
@@ -217,8 +240,10 @@ def load_validation(corpus: str, split_seed: int, count: int, size: int, seed: i
 
 # ------------------------------------------------------------------ losses and metrics
 
-def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
-    """Loss terms for (B, 1, H, W) logits vs target masks; "total" is what is minimised."""
+def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config, edges: torch.Tensor | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Loss terms for (B, 1, H, W) logits vs target masks; "total" is what is minimised. `edges` (B, 1, H, W) in
+    [0, 1]: the clean crops' thin structures, needed when cfg.edge_weight > 0 (sample_batch gives them)."""
     valid = None
     if cfg.ignore_ring > 0:  # the band just outside each defect: neither taught as defect nor as intact
         defect = (target > 0.5).float()
@@ -231,6 +256,14 @@ def detector_loss(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> di
     if cfg.focal_weight > 0:
         terms["focal"] = focal_loss(logits, target)
         total = total + cfg.focal_weight * terms["focal"]
+    if cfg.hard_weight > 0:
+        terms["hard"] = hard_negative_bce(logits, target, cfg.hard_share)
+        total = total + cfg.hard_weight * terms["hard"]
+    if cfg.edge_weight > 0:
+        if edges is None:
+            raise ValueError("detector_loss: edge_weight > 0 needs the clean crops' edges (sample_batch gives them)")
+        terms["edge"] = weighted_negative_bce(logits, target, edges)
+        total = total + cfg.edge_weight * terms["edge"]
     terms["total"] = total
     return terms
 
@@ -285,6 +318,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
     if cfg.ignore_ring < 0:
         raise ValueError(f"ignore_ring must be >= 0 pixels, got {cfg.ignore_ring}")
+    if cfg.hard_weight < 0 or not 0 < cfg.hard_share <= 1 or cfg.edge_weight < 0:
+        raise ValueError(f"need hard_weight >= 0, 0 < hard_share <= 1, edge_weight >= 0, got {cfg.hard_weight}, "
+                         f"{cfg.hard_share}, {cfg.edge_weight}")
+    if cfg.edge_size < 3 or cfg.edge_size % 2 == 0 or cfg.edge_level <= 0:
+        raise ValueError(f"edge_size must be odd and >= 3 and edge_level > 0, got {cfg.edge_size}, {cfg.edge_level}")
     cfg.content_mix()  # ValueError for a probability outside [0, 1]
     if cfg.workers < 0 or cfg.decay_minutes < 0 or (cfg.decay_minutes and not cfg.decay_minutes <= cfg.max_minutes):
         raise ValueError(f"workers >= 0 and 0 <= decay_minutes <= max_minutes required, got workers {cfg.workers}, "
@@ -323,13 +361,14 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
     def step_fn() -> tuple[dict, dict]:
         t0 = time.monotonic()
-        x, y = next_batch()
+        x, y, edges = next_batch()
         x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
         y = y.to(device, non_blocking=True)
+        edges = None if edges is None else edges.to(device, non_blocking=True)
         t_data = time.monotonic() - t0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(x)
-        return detector_loss(logits.float(), y, cfg), {"sec_data": round(t_data, 3),
+        return detector_loss(logits.float(), y, cfg, edges), {"sec_data": round(t_data, 3),
                                                        "defect_share": round(float(y.mean()), 4)}
 
     def on_validation(step: int, terms: dict) -> dict:

@@ -78,6 +78,32 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
     return ((1 - p_true).pow(gamma) * bce).mean()
 
 
+def hard_negative_bce(logits: torch.Tensor, target: torch.Tensor, share: float = 0.02) -> torch.Tensor:
+    """Mean BCE over the hardest intact pixels of the batch: the `share` of target == 0 pixels with the highest
+    logits (online hard-example mining, Shrivastava et al. 2016), i.e. the false alarms of the moment, whatever
+    content causes them. 0 when the batch has no intact pixel."""
+    _check_pair(logits, target, "hard_negative_bce")
+    if not 0 < share <= 1:
+        raise ValueError(f"hard_negative_bce: share must be in (0, 1], got {share}")
+    neg = logits[target < 0.5]
+    if neg.numel() == 0:
+        return logits.sum() * 0
+    k = max(1, round(share * neg.numel()))
+    hardest = torch.topk(neg, k).values
+    return F.binary_cross_entropy_with_logits(hardest, torch.zeros_like(hardest))
+
+
+def weighted_negative_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """BCE of the intact pixels (target == 0), each weighted by `weight` (B, 1, H, W) >= 0, as a weighted mean;
+    e.g. weight = thin structures of the clean photo, so content that looks like a scratch is taught as intact.
+    0 when no intact pixel has weight."""
+    _check_pair(logits, target, "weighted_negative_bce")
+    _check_pair(logits, weight, "weighted_negative_bce weight")
+    w = weight * (target < 0.5).to(weight.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    return (w * bce).sum() / w.sum().clamp_min(1e-6)
+
+
 # ---------------------------------------------------------------- latent restoration (VAEs, mapping)
 # Least-squares GAN (Mao et al. 2017): real scores are pulled to 1, fake ones to 0; any score shape.
 

@@ -74,7 +74,7 @@ def test_join_combines_the_two_photos_and_permute_only_reorders_channels(pool):
 
 def test_detector_batches_use_the_content_steps(pool):
     cfg = D.Config(crop=32, batch=3, p_rotate=1.0, p_join=1.0, p_permute=1.0)
-    x, y = D.sample_batch(pool, np.random.default_rng(0), cfg)
+    x, y, _ = D.sample_batch(pool, np.random.default_rng(0), cfg)
     assert tuple(x.shape) == (3, 3, 32, 32) and tuple(y.shape) == (3, 1, 32, 32)
-    x0, _ = D.sample_batch(pool, np.random.default_rng(0), D.Config(crop=32, batch=3))
+    x0, _, _ = D.sample_batch(pool, np.random.default_rng(0), D.Config(crop=32, batch=3))
     assert not np.allclose(x.numpy(), x0.numpy())

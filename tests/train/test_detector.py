@@ -200,10 +200,10 @@ def test_batch_stream_draws_each_worker_from_seed_start_step_and_index(corpus):
 
     cfg = _cfg(corpus, "unused", 1)
     pool = PhotoPool(sorted(corpus.glob("*.png")), max_side=cfg.max_side)
-    x, y = next(iter(D.BatchStream(pool, cfg, start_step=7)))  # in this process: worker index 0
-    x0, y0 = D.sample_batch(pool, np.random.default_rng([cfg.seed, 7, 0]), cfg)
+    x, y, _ = next(iter(D.BatchStream(pool, cfg, start_step=7)))  # in this process: worker index 0
+    x0, y0, _ = D.sample_batch(pool, np.random.default_rng([cfg.seed, 7, 0]), cfg)
     assert torch.equal(x, x0) and torch.equal(y, y0)
-    x1, _ = next(iter(D.BatchStream(pool, cfg, start_step=8)))  # a resumed run does not replay the stream
+    x1, _, _ = next(iter(D.BatchStream(pool, cfg, start_step=8)))  # a resumed run does not replay the stream
     assert not torch.equal(x, x1)
 
 
@@ -266,3 +266,19 @@ def test_sets_from_the_training_photos_come_from_those_photos_only(corpus):
     from oldphoto.train import data
     items = data.validation_set(train, 3, 32, 1)
     assert torch.equal(xt, torch.stack([D._to_tensor(x) for x, _, _ in items]))
+
+
+def test_content_edges_mark_thin_lines_of_the_clean_crop_and_come_with_each_batch(corpus):
+    from oldphoto.train.data import PhotoPool
+
+    clean = np.full((32, 32, 3), 0.5, np.float32)
+    clean[10, :] = 0.1  # a dark line one pixel thin: a plank gap, a wire
+    e = D.content_edges(clean, D.Config(edge_weight=1.0, edge_level=0.3))
+    assert e.dtype == np.float32 and e.shape == (32, 32)
+    assert e[10].min() == pytest.approx(1.0) and e[:8].max() == 0 and e[13:].max() == 0
+    cfg = D.Config(corpus=str(corpus), crop=32, batch=3, edge_weight=1.0)
+    pool = PhotoPool(sorted(corpus.glob("*.png")), max_side=cfg.max_side)
+    x, y, edges = D.sample_batch(pool, np.random.default_rng(5), cfg)
+    assert tuple(edges.shape) == (3, 1, 32, 32) and 0 <= float(edges.min()) <= float(edges.max()) <= 1
+    x0, y0, none = D.sample_batch(pool, np.random.default_rng(5), D.Config(corpus=str(corpus), crop=32, batch=3))
+    assert none is None and torch.equal(x, x0) and torch.equal(y, y0)  # the edges draw nothing from the stream

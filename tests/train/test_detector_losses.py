@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oldphoto.train.losses import balanced_bce, focal_loss, soft_dice_loss
+from oldphoto.train.losses import (balanced_bce, focal_loss, hard_negative_bce, soft_dice_loss,
+                                   weighted_negative_bce)
 
 
 def _case():
@@ -92,3 +93,45 @@ def test_detector_loss_ignore_ring_frees_the_band_around_defects():
     ring = (torch.nn.functional.max_pool2d(target, 3, 1, 1) - target)[0, 0] > 0
     assert (logits.grad[0, 0][ring] == 0).all()  # the band just outside the scratch is not taught
     assert (logits.grad[0, 0][target[0, 0] > 0] < 0).all() and (logits.grad[0, 0][~ring & (target[0, 0] == 0)] > 0).all()
+
+
+def test_hard_negative_bce_takes_only_the_worst_false_alarms():
+    logits, target = _case()  # 50 intact pixels at logit 2, 40 at 0
+    worst = F.softplus(torch.tensor(2.0)).item()
+    assert hard_negative_bce(logits, target, 0.5).item() == pytest.approx(worst, rel=1e-5)  # 45 of 90: all at 2
+    mixed = (50 * worst + 40 * math.log(2)) / 90
+    assert hard_negative_bce(logits, target, 1.0).item() == pytest.approx(mixed, rel=1e-5)
+    logits = logits.clone().requires_grad_(True)
+    hard_negative_bce(logits, target, 0.1).backward()  # 9 pixels: only some of the logit-2 ones get a gradient
+    assert int((logits.grad != 0).sum()) == 9 and bool((logits.grad[target < 0.5][logits[target < 0.5] < 1] == 0).all())
+    assert hard_negative_bce(logits, torch.ones_like(target)).item() == 0  # nothing intact: no term
+    with pytest.raises(ValueError, match="share"):
+        hard_negative_bce(logits, target, 0.0)
+
+
+def test_weighted_negative_bce_ignores_defects_and_unweighted_pixels():
+    logits, target = _case()
+    weight = torch.zeros_like(target)
+    weight[..., 0, :] = 5.0  # on the defect row: must not count
+    weight[..., 5, :] = 1.0  # one intact row at logit 2
+    assert weighted_negative_bce(logits, target, weight).item() == pytest.approx(F.softplus(torch.tensor(2.0)).item())
+    weight[..., 1, :] = 1.0  # plus one intact row at logit 0: the weighted mean of the two
+    both = (F.softplus(torch.tensor(2.0)).item() + math.log(2)) / 2
+    assert weighted_negative_bce(logits, target, weight).item() == pytest.approx(both, rel=1e-5)
+    assert weighted_negative_bce(logits, target, torch.zeros_like(target)).item() == 0
+    with pytest.raises(ValueError, match="weight"):
+        weighted_negative_bce(logits, target, weight[..., :5, :])
+
+
+def test_detector_loss_adds_the_hard_and_edge_terms_only_when_asked():
+    from oldphoto.train.detector import Config, detector_loss
+
+    logits, target = _case()
+    edges = torch.rand_like(target)
+    plain = detector_loss(logits, target, Config(balance="hed_batch"))
+    assert set(plain) == {"bce", "total"}
+    both = detector_loss(logits, target, Config(balance="hed_batch", hard_weight=0.5, edge_weight=2.0), edges)
+    assert both["total"].item() == pytest.approx(
+        (plain["bce"] + 0.5 * both["hard"] + 2.0 * both["edge"]).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="edges"):
+        detector_loss(logits, target, Config(edge_weight=1.0))
