@@ -19,8 +19,9 @@ def _check_mask(mask: torch.Tensor, what: str) -> None:
 
 def _max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     """Square max filter of odd `size`, same output size; borders replicate (no bias toward the edge)."""
-    r = size // 2
-    return F.max_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), size, stride=1)
+    r = size // 2  # a square element is a row then a column: 2 size compares a pixel instead of size**2
+    x = F.max_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, size), stride=1)
+    return F.max_pool2d(F.pad(x, (0, 0, r, r), mode="replicate"), (size, 1), stride=1)
 
 
 def dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
