@@ -216,7 +216,8 @@ class BatchStream(torch.utils.data.IterableDataset):
 
 def batch_source(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config, start_step: int
                  ) -> Callable[[], Batch]:
-    """next batch (images, masks, content edges or None) on the CPU: from cfg.workers processes, or made here from `rng` (workers 0)."""
+    """next batch (images, masks, content edges or None) on the CPU: from cfg.workers processes, or made here
+    from `rng` (workers 0)."""
     if cfg.workers == 0:
         return lambda: sample_batch(pool, rng, cfg)
     loader = torch.utils.data.DataLoader(BatchStream(pool, cfg, start_step), batch_size=None,
@@ -369,7 +370,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(x)
         return detector_loss(logits.float(), y, cfg, edges), {"sec_data": round(t_data, 3),
-                                                       "defect_share": round(float(y.mean()), 4)}
+                                                              "defect_share": round(float(y.mean()), 4)}
 
     def on_validation(step: int, terms: dict) -> dict:
         prob = predict(model, val_x)
