@@ -45,7 +45,7 @@ __all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "n
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
-    "detector": "detector-v9",
+    "detector": "detector-v10",
     # the restorer chain, tuned together on its final output (oldphoto train joint) from vae1-v1, mapping-v1,
     # vae2-v1 and refine-v2; the four entries record each other's sha256
     "vae1": "vae1-v2",  # encoder E_RX of the old-photo VAE
