@@ -10,10 +10,10 @@ tolerance) on the validation crops of a selection seed:
   each component's share of true pixels, weighted by area, fitted on crops of the *training* photos only (their
   own seeds), cut at each value listed.
 
-    python benchmarks/detector_component_filter.py                 # detector-v9 at 0.8, seed 777
-    python benchmarks/detector_component_filter.py --threshold 0.7 --hidden 16
+    python benchmarks/detector_component_filter.py                 # the pipeline's detector at 0.8, seed 777
+    python benchmarks/detector_component_filter.py --detector detector-v9 --threshold 0.7 --hidden 16
 
-Results are in weights/README.md (twenty-first session).
+Results (detector-v9) are in weights/README.md ("Twenty-first and twenty-second sessions").
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from oldphoto import registry
+from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.train.components import FEATURES, component_features, keep_components
 from oldphoto.train.detector import Config, EvalConfig, load_validation, predict, training_recipe
@@ -40,7 +41,7 @@ def components(model: torch.nn.Module, seed: int, count: int, threshold: float, 
         lab, ids, feats = component_features((prob[i:i + 16] > threshold).float(), prob[i:i + 16], x[i:i + 16])
         on = lab > 0
         inv = torch.searchsorted(ids, lab[on])
-        near_truth = F.max_pool2d(m[i:i + 16], 3, stride=1, padding=1)[on]
+        near_truth = dilate(m[i:i + 16], 1)[on]  # the metric's 1 px tolerance
         area = torch.zeros(ids.numel()).index_add_(0, inv, torch.ones_like(near_truth))
         share = torch.zeros(ids.numel()).index_add_(0, inv, near_truth) / area.clamp(min=1)
         parts.append((lab, ids, feats, share, area))

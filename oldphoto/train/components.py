@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..ops.color import luma
 
-# Names of the columns component_features returns, in order (stored with a fitted filter, checked on load).
+# Names of the columns component_features returns, in order.
 FEATURES = (
     "log_area", "mean_prob", "max_prob", "mean_logit", "log_length", "log_width", "fill", "log_elongation",
     "contrast", "abs_contrast", "contrast_z", "ring_std", "inside_std", "chroma_contrast", "ring_mean",
@@ -128,15 +128,15 @@ def component_features(mask: torch.Tensor, prob: torch.Tensor, image: torch.Tens
     chroma_contrast = torch.sqrt(sum((a - r) ** 2 for a, r in zip(chroma_in, chroma_ring)))
 
     per_img_area = torch.zeros(b, dtype=torch.float64).index_add_(0, img, torch.ones_like(yy))
-    first = torch.zeros(k, dtype=torch.long).scatter_reduce_(0, inv, img, "amax")  # the image each one lies in
-    per_img_count = torch.zeros(b, dtype=torch.float64).index_add_(0, first, torch.ones(k, dtype=torch.float64))
+    image_of = torch.zeros(k, dtype=torch.long).scatter_reduce_(0, inv, img, "amax")  # the image each lies in
+    per_img_count = torch.zeros(b, dtype=torch.float64).index_add_(0, image_of, torch.ones(k, dtype=torch.float64))
     cols = {
         "log_area": area.log(), "mean_prob": mean_prob, "max_prob": max_prob, "mean_logit": mean_logit,
         "log_length": length.log(), "log_width": width.log(), "fill": fill, "log_elongation": elongation.log(),
         "contrast": contrast, "abs_contrast": contrast.abs(), "contrast_z": contrast.abs() / (ring_std + 0.01),
         "ring_std": ring_std, "inside_std": inside_std, "chroma_contrast": chroma_contrast, "ring_mean": ring_mean,
-        "touches_border": border, "flagged_share": per_img_area[first] / (h * w),
-        "log_count": per_img_count[first].log(),
+        "touches_border": border, "flagged_share": per_img_area[image_of] / (h * w),
+        "log_count": per_img_count[image_of].log(),
     }
     return lab, ids, torch.stack([cols[name] for name in FEATURES], 1).float()
 
