@@ -3,7 +3,9 @@
     python benchmarks/joint_finetune_score.py THREADS runs/jp_tr/state.pt runs/jp_all/state.pt
     python benchmarks/joint_finetune_score.py THREADS runs/joint41/ckpt.pt runs/joint41/best.pt   # `train joint` runs
 
-Sets (validation photos, detector-v9 masks at the restorer's threshold, dilated 1 px): heavy = 48 crops of seed 999,
+The base is the pipeline's chain (WEIGHT_NAMES; before the twenty-third session it was vae1-v1, mapping-v1, vae2-v1,
+refine-v2 with detector-v9 masks). Sets (validation photos, the pipeline detector's masks at the restorer's threshold,
+dilated 1 px): heavy = 48 crops of seed 999,
 the full recipe; 12 crops of seed 77 per single family (and clean crops); second = 48 crops of seed 1357 degraded by
 the second generator (never trained on). PSNR / SSIM on luma, one JSON line per candidate ("base" = shipped).
 The sets are cached in runs/. The held-out evaluation crops (seed 4321) are not used.
@@ -11,6 +13,7 @@ The sets are cached in runs/. The held-out evaluation crops (seed 4321) are not 
 import sys, json
 from pathlib import Path
 import torch
+from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.restore import Restorer
 from oldphoto.stages.detect import Detector
 from oldphoto.train.chunked import chunked
@@ -20,12 +23,13 @@ from oldphoto.train.mapping import quality
 from oldphoto.train.pairs import stack_triples
 from oldphoto.train.refine import restorer_masks
 torch.set_num_threads(int(sys.argv[1])); cands = sys.argv[2:]
-cache = Path("runs/joint_score_sets.pt")
-R = Restorer.from_registry("vae1-v1", "mapping-v1", "vae2-v1", refiner="refine-v2")
+W = WEIGHT_NAMES
+cache = Path(f"runs/joint_score_sets_{W['detector']}.pt")  # masks depend on the detector and the base's threshold
+R = Restorer.from_registry(W["vae1"], W["mapping"], W["vae2"], refiner=W["refiner"])
 if cache.is_file():
     sets = torch.load(cache)
 else:
-    D = Detector.from_registry("detector-v9")
+    D = Detector.from_registry(W["detector"])
     _, val = split_corpus(corpus_dir(), 0.15, 0)
     specs = {"heavy": (48, 999, DegradeConfig()), "none": (12, 77, family_recipe())}
     specs.update({f: (12, 77, family_recipe(f)) for f in FAMILIES})
@@ -34,14 +38,14 @@ else:
         x, y, m = stack_triples(validation_set(val, n, 256, seed, recipe))
         sets[name] = (x, restorer_masks(R, D, x, m, torch.ones(len(x), dtype=torch.bool), 1), y)
     torch.save(sets, cache)
-cache2 = Path("runs/joint_score_second.pt")
+cache2 = Path(f"runs/joint_score_second_{W['detector']}.pt")
 if cache2.is_file():
     sets["second"] = torch.load(cache2)
 else:
     sys.path.insert(0, "benchmarks")
     from cross_generator import crops
     x, y, m = crops(48, 256, 1357)["second generator"]
-    D = Detector.from_registry("detector-v9")
+    D = Detector.from_registry(W["detector"])
     sets["second"] = (x, restorer_masks(R, D, x, m, torch.ones(len(x), dtype=torch.bool), 1), y)
     torch.save(sets["second"], cache2)
 base = {k: {n: v.clone() for n, v in net.state_dict().items()} for k, net in

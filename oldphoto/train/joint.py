@@ -232,25 +232,33 @@ def export(run_dir: str | Path, names: str, weights: Path | None = None, checkpo
 
     def publish(key: str, weights_state: dict, meta: dict) -> Path:
         src = sources[key]
+        # the runs its start came out of, oldest first, so a chain tuned in phases keeps every command and config
+        earlier = [*src.meta.get("earlier_phases", []), *([src.meta["jointly_tuned"]] if "jointly_tuned" in src.meta
+                                                          else [])]
         return export_weights(weights_state, named[key], src.arch, src.arch_kwargs,
-                              {**meta, "jointly_tuned": training}, weights)
+                              {**meta, "jointly_tuned": training, **({"earlier_phases": earlier} if earlier else {})},
+                              weights)
 
     def shas() -> dict:
         registry.entries.cache_clear()
         return {k: {"name": named[k], "sha256": registry.get(named[k]).sha256} for k in PARTS if k in done}
 
     done: list[str] = []
+    # a chain tuned again (from vae1-v2 ...) traces its VAEs to the ones pretrained alone: their untuned halves
+    # and the reconstruction ceiling are those
+    pretrained = {k: sources[k].meta.get("pretrained_as", {"name": sources[k].name, "sha256": sources[k].sha256})
+                  for k in ("vae1", "vae2")}
     kept_half = {  # the half of each VAE the chain does not use stays as it was: say so, it is not a VAE any more
-        "vae1": f"G_RX (decoder) is {sources['vae1'].name}'s, untuned; only E_RX is used by the restorer",
-        "vae2": f"E_Y (encoder) is {sources['vae2'].name}'s, untuned, and no longer pairs with the tuned G_Y: "
-                f"the reconstruction ceiling is {sources['vae2'].name}'s (oldphoto eval restore takes it from "
+        "vae1": f"G_RX (decoder) is {pretrained['vae1']['name']}'s, untuned; only E_RX is used by the restorer",
+        "vae2": f"E_Y (encoder) is {pretrained['vae2']['name']}'s, untuned, and no longer pairs with the tuned G_Y: "
+                f"the reconstruction ceiling is {pretrained['vae2']['name']}'s (oldphoto eval restore takes it from "
                 "pretrained_as)"}
     for key, sub, part in (("vae1", "encoder.", "encoder."), ("vae2", "decoder.", "decoder.")):
         full = registry.load_entry(sources[key]).state_dict()
         full.update({part + k: v for k, v in _prefixed(state, sub).items()})
         keep = {k: v for k, v in sources[key].meta.items() if k in ("role", "source", "command", "config", "data")}
         publish(key, full, {**keep, "published_with": named["mapping"], "untuned_half": kept_half[key],
-                            "pretrained_as": {"name": sources[key].name, "sha256": sources[key].sha256}})
+                            "pretrained_as": pretrained[key]})
         done.append(key)
     m_meta = sources["mapping"].meta
     meta = {"role": m_meta.get("role", "mapping T"), **shas()}

@@ -97,6 +97,20 @@ def test_run_resume_export_and_load_together(weights, corpus, tmp_path):
     assert summary["ceiling_vae"] == "v2-t" and set(summary["weights"]) == {"v1-j", "map-j", "v2-j", "ref-j"}
     with pytest.raises(WeightsError, match="trained with vae1"):
         Restorer.from_registry("v1-t", "map-j", "v2-j")
+
+    # a second phase from the tuned chain: the ceiling and the untuned halves still trace to the pretrained VAEs
+    again = dataclasses.replace(cfg, out=str(tmp_path / "run2"), vae1="v1-j", mapping="map-j", vae2="v2-j",
+                                refiner="ref-j", steps=2)
+    joint.run(again, msgs.append)
+    joint.export(tmp_path / "run2", "v1-k,map-k,v2-k,ref-k", weights, checkpoint="last")
+    registry.entries.cache_clear()
+    Restorer.from_registry("v1-k", "map-k", "v2-k", refiner="ref-k")
+    v2k = registry.get("v2-k").meta
+    assert v2k["pretrained_as"] == {"name": "v2-t", "sha256": registry.get("v2-t").sha256}
+    assert "v2-t's" in v2k["untuned_half"] and "v1-t's" in registry.get("v1-k").meta["untuned_half"]
+    phases = registry.get("map-k").meta["earlier_phases"]
+    assert [p["tuned_from"]["mapping"]["name"] for p in phases] == ["map-t"]
+    assert registry.get("map-k").meta["jointly_tuned"]["tuned_from"]["mapping"]["name"] == "map-j"
     with pytest.raises(WeightsError, match="ref-j was trained with vae1"):
         Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-j")
 
