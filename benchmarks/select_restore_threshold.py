@@ -9,7 +9,7 @@ PSNR / SSIM on luma per threshold, and the share of pixels marked (after the pip
 
     python benchmarks/select_restore_threshold.py                      # the pipeline's detector and restorer
     python benchmarks/select_restore_threshold.py --detector detector-v9 --thresholds 0.9 0.95 0.97
-    python benchmarks/select_restore_threshold.py --chain vae1-v2,mapping-v2,vae2-v2,refine-v3 --record
+    python benchmarks/select_restore_threshold.py --chain vae1-v3,mapping-v3,vae2-v3,refine-v4 --record
 
 Rule used for the shipped value (weights/README.md): the highest PSNR on the damaged crops, and among thresholds
 within 0.05 dB of it, the one best on the undamaged crops.

@@ -46,12 +46,13 @@ __all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "n
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
     "detector": "detector-v10",
-    # the restorer chain, tuned together on its final output (oldphoto train joint) from vae1-v1, mapping-v1,
-    # vae2-v1 and refine-v2; the four entries record each other's sha256
-    "vae1": "vae1-v2",  # encoder E_RX of the old-photo VAE
-    "mapping": "mapping-v2",  # latent mapping T
-    "vae2": "vae2-v2",  # decoder G_Y of the clean-photo VAE
-    "refiner": "refine-v3",  # image-space fusion of the scan and G_Y's output
+    # the restorer chain, tuned together on its final output (oldphoto train joint) in two phases, from vae1-v1,
+    # mapping-v1, vae2-v1 and refine-v2 (giving the -v2/-v3 chain), then from those; the four entries record each
+    # other's sha256
+    "vae1": "vae1-v3",  # encoder E_RX of the old-photo VAE
+    "mapping": "mapping-v3",  # latent mapping T
+    "vae2": "vae2-v3",  # decoder G_Y of the clean-photo VAE
+    "refiner": "refine-v4",  # image-space fusion of the scan and G_Y's output
     "colorizer": "colorize-v1",
     "upscaler": "upscale-v1",  # one model with an x2 and an x4 head
 }
