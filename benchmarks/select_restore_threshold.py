@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import torch
 
+from oldphoto.config import RestoreConfig
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
@@ -41,18 +42,22 @@ TIE_DB = 0.05  # PSNR differences on the damaged crops below this are treated as
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", default=WEIGHT_NAMES["detector"])
-    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.85, 0.9, 0.95, 0.97, 0.98])
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9])
     ap.add_argument("--crops", type=int, default=48)
     ap.add_argument("--seed", type=int, default=999)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chain", default=",".join(WEIGHT_NAMES[k] for k in ("vae1", "mapping", "vae2", "refiner")),
                     help="the restorer's entries VAE1,MAPPING,VAE2,REFINER (default: the pipeline's)")
+    ap.add_argument("--dilate", type=int, default=RestoreConfig().dilate_px,
+                    help="grow each mask by this many pixels (default: the pipeline's, which --record needs)")
     ap.add_argument("--record", action="store_true",
                     help="store the chosen threshold and the table in the mapping's meta (mask_threshold, "
                          "mask_threshold_selection)")
     args = ap.parse_args()
     if args.seed == EvalConfig().seed:
         ap.error(f"seed {args.seed} is the held-out evaluation set: select on another seed")
+    if args.record and args.dilate != RestoreConfig().dilate_px:
+        ap.error("--record stores a threshold for the pipeline's mask dilation: leave --dilate at its default")
     torch.set_num_threads(args.threads)
     det = Detector.from_registry(args.detector)
     chain = args.chain.split(",")
@@ -67,7 +72,7 @@ def main() -> None:
         prob = chunked(det, 8, x)
         table[name] = {}
         for t in args.thresholds:
-            mask = dilate(det.binarize(prob, t), 1)
+            mask = dilate(det.binarize(prob, t), args.dilate)
             q = {k: round(v, 3) for k, v in quality(chunked(restorer, 8, x, mask), y).items()}
             q["marked_percent"] = round(100 * float(mask.mean()), 2)
             table[name][t] = q
