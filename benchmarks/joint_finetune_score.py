@@ -4,10 +4,10 @@
     python benchmarks/joint_finetune_score.py THREADS runs/joint41/ckpt.pt runs/joint41/best.pt   # `train joint` runs
 
 The base is the pipeline's chain (WEIGHT_NAMES; before the twenty-third session it was vae1-v1, mapping-v1, vae2-v1,
-refine-v2 with detector-v9 masks). Sets (validation photos, the pipeline detector's masks at the restorer's threshold,
-dilated 1 px): heavy = 48 crops of seed 999,
-the full recipe; 12 crops of seed 77 per single family (and clean crops); second = 48 crops of seed 1357 degraded by
-the second generator (never trained on). PSNR / SSIM on luma, one JSON line per candidate ("base" = shipped).
+refine-v2 with detector-v9 masks). Sets (validation photos, the pipeline detector's masks at the base's threshold,
+dilated 1 px): heavy = 48 crops of seed 999, the full recipe; 12 crops of seed 77 per single family (and clean
+crops); second = 48 crops of seed 1357 degraded by the second generator (never trained on). PSNR / SSIM on luma,
+one JSON line per candidate ("base" = shipped).
 The sets are cached in runs/. The held-out evaluation crops (seed 4321) are not used.
 """
 import sys, json

@@ -5,9 +5,9 @@ it does in the detector's F1: on clean crops the restoration loses several dB wh
 So the threshold is scored on two sets of selection crops (seed 999, never the held-out 4321):
   damaged    the default recipe (what `oldphoto eval restore` measures)
   undamaged  the same recipe without any damage (p_structured 0): what the restorer does to intact prints
-PSNR / SSIM on luma per threshold, and the share of pixels marked (after the pipeline's 1-px dilation); on the
-damaged crops also PSNR luma inside the true defects and on their rim (1-3 px outside them), where a mask grown
-too little leaves the soft edges of scratches.
+PSNR / SSIM on luma per threshold, and the share of pixels marked (after the mask's growth: the pipeline's 1 px,
+or --dilate); on the damaged crops also PSNR luma inside the true defects and on their rim (1-3 px outside them),
+where a mask grown too little leaves the soft edges of scratches.
 
     python benchmarks/select_restore_threshold.py                      # the pipeline's detector and restorer
     python benchmarks/select_restore_threshold.py --detector detector-v9 --thresholds 0.9 0.95 0.97

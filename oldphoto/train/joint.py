@@ -233,11 +233,13 @@ def export(run_dir: str | Path, names: str, weights: Path | None = None, checkpo
     def publish(key: str, weights_state: dict, meta: dict) -> Path:
         src = sources[key]
         # the runs its start came out of, oldest first, so a chain tuned in phases keeps every command and config
-        earlier = [*src.meta.get("earlier_phases", []), *([src.meta["jointly_tuned"]] if "jointly_tuned" in src.meta
-                                                          else [])]
+        earlier = list(src.meta.get("earlier_phases", []))
+        if "jointly_tuned" in src.meta:
+            earlier.append(src.meta["jointly_tuned"])
+        if earlier:
+            meta = {**meta, "earlier_phases": earlier}
         return export_weights(weights_state, named[key], src.arch, src.arch_kwargs,
-                              {**meta, "jointly_tuned": training, **({"earlier_phases": earlier} if earlier else {})},
-                              weights)
+                              {**meta, "jointly_tuned": training}, weights)
 
     def shas() -> dict:
         registry.entries.cache_clear()
