@@ -12,6 +12,7 @@ by the training recipe (`oldphoto.train.degrade`) and by a second, separately de
     python benchmarks/cross_generator.py --detector detector-v7 --json runs/cross_generator.json
     python benchmarks/cross_generator.py --no-restore --per-kind 48          # where the detector's errors are
     python benchmarks/cross_generator.py --restore-steps 32                  # the restorer per ageing / scan step
+    python benchmarks/cross_generator.py --restore-threshold 0.7 --restore-dilate 0   # another restorer mask
 
 Results are in weights/README.md ("A second degradation generator"). Photos: the validation split (never trained
 on); crop seed 2468, which no selection or evaluation elsewhere uses.
@@ -158,6 +159,10 @@ def main() -> None:
                     help="also score the first detector on N crops per damage kind of the second generator")
     ap.add_argument("--restore-steps", type=int, default=0, metavar="N",
                     help="also run the pipeline on N undamaged crops per ageing / scan step of the second generator")
+    ap.add_argument("--restore-threshold", type=float, default=None,
+                    help="detector threshold for the restorer's mask (default: the one stored with the restorer)")
+    ap.add_argument("--restore-dilate", type=int, default=1,
+                    help="grow the restorer's mask by this many pixels (default 1, the pipeline's)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,7 +187,8 @@ def main() -> None:
             print(f"{gen:17s} {name:30s} " + "  ".join(f"{k} {v}" for k, v in s.items()), flush=True)
         if not args.no_restore:
             det = detectors[names[0]]
-            mask = dilate(det.binarize(probs[names[0]], restore_threshold(restorer, det)), 1)
+            t = restore_threshold(restorer, det) if args.restore_threshold is None else args.restore_threshold
+            mask = dilate(det.binarize(probs[names[0]], t), args.restore_dilate)
             q = {"degraded": quality(x, y),
                  "baseline_no_stretch": quality(chunked(lambda t: classical_restore(t, BaselineConfig(stretch=False))[0], 8, x), y),
                  "baseline": quality(chunked(lambda t: classical_restore(t, BaselineConfig())[0], 8, x), y),
