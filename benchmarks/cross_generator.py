@@ -29,6 +29,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from oldphoto.config import RestoreConfig
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
@@ -161,8 +162,8 @@ def main() -> None:
                     help="also run the pipeline on N undamaged crops per ageing / scan step of the second generator")
     ap.add_argument("--restore-threshold", type=float, default=None,
                     help="detector threshold for the restorer's mask (default: the one stored with the restorer)")
-    ap.add_argument("--restore-dilate", type=int, default=1,
-                    help="grow the restorer's mask by this many pixels (default 1, the pipeline's)")
+    ap.add_argument("--restore-dilate", type=int, default=RestoreConfig().dilate_px,
+                    help="grow the restorer's mask by this many pixels (default: the pipeline's)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
