@@ -8,6 +8,7 @@ recipe and a fixed seed. Compared against the clean target y, on Rec. 601 luma (
   vae2_ceiling G_Y(E_Y(y)): what the decoder can render at best (of the VAE2 a jointly tuned one started from)
   full         G_Y(T(E_RX(x), m)) with the detector's mask (ground truth when no detector is registered)
   full_gt_mask the same with the ground-truth mask
+  full_tone_oracle  full with gains and offsets fitted to y per crop and channel: the error left beside tone
   no_global    full, with the partial non-local branch switched off (same weights)
   no_mask      full, with an all-zero mask
 Results go to <out>/results.json and, with `record`, into the mapping's manifest entry (meta["evaluation"]).
@@ -36,6 +37,7 @@ from .chunked import chunked
 from .data import corpus_dir, split_corpus, validation_set
 from .loop import model_state
 from .mapping import quality
+from .metrics import tone_oracle
 from .pairs import stack_triples
 from .run_files import atomic_write_json, save_grid, update_meta
 
@@ -136,11 +138,15 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     full = chunked(restorer, cfg.batch, x, mask)
     restore_seconds = time.perf_counter() - t0
     # the pipeline's default (--tone photo) takes a crop as a whole photo: one tile, evened by its own curve
-    results["full"] = quality(even_tone_crops(full, x, mask), y)
+    full_photo = even_tone_crops(full, x, mask)
+    results["full"] = quality(full_photo, y)
     results["full_tone_tile"] = quality(full, y)
     results["full_tone_scan"] = quality(even_tone_crops(full, x, mask, strength=0.0), y)  # --tone scan
     results["scope_defects"] = quality(even_tone_crops(full, x, mask, strength=0.0, defects_only=True), y)
     results["full_gt_mask"] = quality(chunked(restorer, cfg.batch, x, m_gt), y)
+    # how much of the remaining error is tone: the full output with each crop's channel gains and offsets fitted to
+    # the clean target (needs y, so a diagnostic, not a variant the pipeline could run)
+    results["full_tone_oracle"] = quality(tone_oracle(full_photo, y), y)
     restorer.mapping.use_global = False
     try:
         results["no_global"] = quality(chunked(restorer, cfg.batch, x, mask), y)
@@ -174,7 +180,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
                      "they, full_gt_mask and no_refiner are the restorer's output as is, like full_tone_tile "
                      "(full adds the pipeline's default --tone photo pass, passes.even_tone at strength "
                      f"{TONE_STRENGTH}; full_tone_scan the --tone scan pass, scope_defects that and the scan's "
-                     "pixels outside the mask)",
+                     "pixels outside the mask); full_tone_oracle is full with each crop's channel gains and offsets fitted to the "
+                     "clean target (train.metrics.tone_oracle): the error no global tone correction removes",
         "baseline_config": asdict(base_cfg),
         "seconds": {"restore": round(restore_seconds, 2), "baseline": round(baseline_seconds, 2),
                     "restore_megapixel_per_s": round(megapixels / restore_seconds, 3), "threads": cfg.threads,

@@ -51,3 +51,21 @@ def ssim(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0, size: int = 11,
     sxy = blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).float()
+
+
+def tone_oracle(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x with each image's channels mapped by the gain and offset that best fit y (least squares), clipped to
+    [0, 1]: (B, C, H, W) -> (B, C, H, W).
+
+    An evaluation diagnostic, not a method (it needs the clean target): the distance left between it and y is what
+    no global tone correction of x can remove, so it splits a restoration's error into tone and the rest. Never
+    further from y than x in mean squared error (gain 1, offset 0 is among the fits, and clipping to y's range
+    only moves values closer). A constant channel gets the offset alone.
+    """
+    _check(x, y)
+    xd, yd = x.double().flatten(2), y.double().flatten(2)
+    mx, my = xd.mean(2, keepdim=True), yd.mean(2, keepdim=True)
+    var = (xd - mx).pow(2).mean(2, keepdim=True)
+    cov = ((xd - mx) * (yd - my)).mean(2, keepdim=True)
+    gain = torch.where(var > 1e-12, cov / var.clamp_min(1e-12), torch.zeros_like(var))
+    return (my + gain * (xd - mx)).clamp(0, 1).view_as(x).to(x.dtype)

@@ -129,7 +129,9 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
                                       vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
                                       out=str(tmp_path / "eval")), lambda m: None)
         assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "full_tone_scan", "scope_defects",
-                "no_global", "no_mask"} <= set(summary["variants"])
+                "no_global", "no_mask", "full_tone_oracle"} <= set(summary["variants"])
+        v = summary["variants"]
+        assert v["full_tone_oracle"]["psnr_rgb"] >= v["full"]["psnr_rgb"] - 1e-3  # a least-squares fit never loses
         assert summary["mask"].startswith("ground truth") and summary["cost"]["params_total"] > 0
         assert registry.get("map-t").meta["evaluation"]["gains"] == summary["gains"]
         assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "samples.png").is_file()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from oldphoto.train.metrics import psnr, ssim
+from oldphoto.train.metrics import psnr, ssim, tone_oracle
 
 
 def test_psnr_known_value():
@@ -63,3 +63,17 @@ def test_ssim_separable_window_and_float32_match_the_full_window():
     pred = x.clone().requires_grad_(True)
     (1 - ssim(pred, y, dtype=torch.float32).mean()).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_tone_oracle_undoes_a_gain_and_offset_and_never_loses():
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(3, 3, 16, 16, generator=g) * 0.6 + 0.2
+    faded = 0.5 * y + 0.3  # stays inside [0, 1]: exactly invertible
+    assert torch.allclose(tone_oracle(faded, y), y, atol=1e-5)
+    other = (y + 0.2 * torch.randn(y.shape, generator=g)).clamp(0, 1)
+    assert (psnr(tone_oracle(other, y), y) >= psnr(other, y) - 1e-4).all()
+    assert (psnr(tone_oracle(other, y), y) > psnr(other, y) + 0.01).any()
+    flat = torch.full_like(y, 0.5)
+    assert torch.allclose(tone_oracle(flat, y), y.mean((2, 3), keepdim=True).expand_as(y), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(3, 3, 16, 16\)"):
+        tone_oracle(y, y[:, :1])
