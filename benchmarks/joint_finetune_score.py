@@ -14,7 +14,7 @@ import sys, json
 from pathlib import Path
 import torch
 from oldphoto.pipeline import WEIGHT_NAMES
-from oldphoto.stages.restore import Restorer
+from oldphoto.stages.restore import Restorer, restore_threshold
 from oldphoto.stages.detect import Detector
 from oldphoto.train.chunked import chunked
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
@@ -24,8 +24,11 @@ from oldphoto.train.pairs import stack_triples
 from oldphoto.train.refine import restorer_masks
 torch.set_num_threads(int(sys.argv[1])); cands = sys.argv[2:]
 W = WEIGHT_NAMES
-cache = Path(f"runs/joint_score_sets_{W['detector']}.pt")  # masks depend on the detector and the base's threshold
 R = Restorer.from_registry(W["vae1"], W["mapping"], W["vae2"], refiner=W["refiner"])
+# masks depend on the detector and the base's threshold: both name the caches, so a re-selected threshold never
+# reuses masks made at the old one
+tag = f"{W['detector']}_t{restore_threshold(R, Detector.from_registry(W['detector'])):g}"
+cache = Path(f"runs/joint_score_sets_{tag}.pt")
 if cache.is_file():
     sets = torch.load(cache)
 else:
@@ -38,7 +41,7 @@ else:
         x, y, m = stack_triples(validation_set(val, n, 256, seed, recipe))
         sets[name] = (x, restorer_masks(R, D, x, m, torch.ones(len(x), dtype=torch.bool), 1), y)
     torch.save(sets, cache)
-cache2 = Path(f"runs/joint_score_second_{W['detector']}.pt")
+cache2 = Path(f"runs/joint_score_second_{tag}.pt")
 if cache2.is_file():
     sets["second"] = torch.load(cache2)
 else:

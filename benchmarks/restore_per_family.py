@@ -1,5 +1,7 @@
-"""Where does the restorer fall short? PSNR luma of the scan and of the restoration on validation crops degraded by
-one family of the recipe at a time (that family's probabilities set to 1, every other step off).
+"""Where does the restorer fall short? PSNR and SSIM luma of the scan and of the restoration on validation crops
+degraded by one family of the recipe at a time (that family's probabilities set to 1, every other step off), and
+the restoration's PSNR once each crop's tone is fitted to the clean crop (`train.metrics.tone_oracle`: what is
+left when tone is not counted).
 
     python benchmarks/restore_per_family.py                      # the registered restorer, with its refiner
     python benchmarks/restore_per_family.py --refiner ""         # without the refiner
@@ -23,6 +25,7 @@ from oldphoto.train.chunked import chunked
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
 from oldphoto.train.degrade import FAMILIES, family_recipe
 from oldphoto.train.mapping import quality
+from oldphoto.train.metrics import tone_oracle
 from oldphoto.train.pairs import stack_triples
 from oldphoto.train.refine import restorer_masks
 
@@ -47,10 +50,14 @@ def main() -> None:
         x, y, m = stack_triples(validation_set(val, args.crops, 256, args.seed, family_recipe(*family)))
         m = restorer_masks(restorer, detector, x, m, torch.ones(len(x), dtype=torch.bool), 1)
         out = chunked(restorer, 8, x, m)
-        scan = None if not family else round(quality(x, y)["psnr_y"], 2)
-        table[name] = {"scan": scan, "restored": round(quality(out, y)["psnr_y"], 2)}
-        print(f"{name:20s} scan {'clean' if scan is None else f'{scan:6.2f}'}  restored {table[name]['restored']:6.2f} dB",
-              flush=True)
+        scan = quality(x, y) if family else None
+        restored, oracle = quality(out, y), quality(tone_oracle(out, y), y)
+        table[name] = {"scan": None if scan is None else [round(scan["psnr_y"], 2), round(scan["ssim_y"], 4)],
+                       "restored": [round(restored["psnr_y"], 2), round(restored["ssim_y"], 4)],
+                       "tone_oracle_db": round(oracle["psnr_y"], 2)}
+        shown = "clean" if scan is None else f"{scan['psnr_y']:6.2f} dB / {scan['ssim_y']:.3f}"
+        print(f"{name:20s} scan {shown:>16s}  restored {restored['psnr_y']:6.2f} dB / {restored['ssim_y']:.3f}  "
+              f"restored, tone fitted to the clean crop {oracle['psnr_y']:6.2f} dB", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=1)
