@@ -8,7 +8,8 @@ left when tone is not counted).
     python benchmarks/restore_per_family.py --detector detector-v6   # the pipeline's masks, not the ground truth
     python benchmarks/restore_per_family.py --json runs/per_family.json
 
-Results of 2026-12-02 are in weights/README.md ("Where the restorer loses").
+Results in weights/README.md: "Where the restorer loses" (2026-12-02) and the twenty-fourth session's entry (the
+vae1-v3 ... refine-v4 chain).
 """
 
 from __future__ import annotations

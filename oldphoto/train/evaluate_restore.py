@@ -180,8 +180,9 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
                      "they, full_gt_mask and no_refiner are the restorer's output as is, like full_tone_tile "
                      "(full adds the pipeline's default --tone photo pass, passes.even_tone at strength "
                      f"{TONE_STRENGTH}; full_tone_scan the --tone scan pass, scope_defects that and the scan's "
-                     "pixels outside the mask); full_tone_oracle is full with each crop's channel gains and offsets fitted to the "
-                     "clean target (train.metrics.tone_oracle): the error no global tone correction removes",
+                     "pixels outside the mask); full_tone_oracle is full with each crop's channel gains and "
+                     "offsets fitted to the clean target (train.metrics.tone_oracle): the error no global tone "
+                     "correction removes",
         "baseline_config": asdict(base_cfg),
         "seconds": {"restore": round(restore_seconds, 2), "baseline": round(baseline_seconds, 2),
                     "restore_megapixel_per_s": round(megapixels / restore_seconds, 3), "threads": cfg.threads,
