@@ -8,7 +8,8 @@ recipe and a fixed seed. Compared against the clean target y, on Rec. 601 luma (
   vae2_ceiling G_Y(E_Y(y)): what the decoder can render at best (of the VAE2 a jointly tuned one started from)
   full         G_Y(T(E_RX(x), m)) with the detector's mask (ground truth when no detector is registered)
   full_gt_mask the same with the ground-truth mask
-  full_tone_oracle  full with gains and offsets fitted to y per crop and channel: the error left beside tone
+  full_tone_oracle  full with a gain and offset per crop and channel fitted to y: what is left when tone is not
+               counted (a diagnostic; it needs y)
   no_global    full, with the partial non-local branch switched off (same weights)
   no_mask      full, with an all-zero mask
 Results go to <out>/results.json and, with `record`, into the mapping's manifest entry (meta["evaluation"]).
@@ -181,8 +182,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
                      "(full adds the pipeline's default --tone photo pass, passes.even_tone at strength "
                      f"{TONE_STRENGTH}; full_tone_scan the --tone scan pass, scope_defects that and the scan's "
                      "pixels outside the mask); full_tone_oracle is full with each crop's channel gains and "
-                     "offsets fitted to the clean target (train.metrics.tone_oracle): the error no global tone "
-                     "correction removes",
+                     "offsets fitted to the clean target (train.metrics.tone_oracle): the error no gain and offset "
+                     "per channel removes",
         "baseline_config": asdict(base_cfg),
         "seconds": {"restore": round(restore_seconds, 2), "baseline": round(baseline_seconds, 2),
                     "restore_megapixel_per_s": round(megapixels / restore_seconds, 3), "threads": cfg.threads,
