@@ -27,12 +27,12 @@ W = WEIGHT_NAMES
 R = Restorer.from_registry(W["vae1"], W["mapping"], W["vae2"], refiner=W["refiner"])
 # masks depend on the detector and the base's threshold: both name the caches, so a re-selected threshold never
 # reuses masks made at the old one
-tag = f"{W['detector']}_t{restore_threshold(R, Detector.from_registry(W['detector'])):g}"
+D = Detector.from_registry(W["detector"])
+tag = f"{W['detector']}_t{restore_threshold(R, D):g}"
 cache = Path(f"runs/joint_score_sets_{tag}.pt")
 if cache.is_file():
     sets = torch.load(cache)
 else:
-    D = Detector.from_registry(W["detector"])
     _, val = split_corpus(corpus_dir(), 0.15, 0)
     specs = {"heavy": (48, 999, DegradeConfig()), "none": (12, 77, family_recipe())}
     specs.update({f: (12, 77, family_recipe(f)) for f in FAMILIES})
@@ -48,7 +48,6 @@ else:
     sys.path.insert(0, "benchmarks")
     from cross_generator import crops
     x, y, m = crops(48, 256, 1357)["second generator"]
-    D = Detector.from_registry(W["detector"])
     sets["second"] = (x, restorer_masks(R, D, x, m, torch.ones(len(x), dtype=torch.bool), 1), y)
     torch.save(sets["second"], cache2)
 base = {k: {n: v.clone() for n, v in net.state_dict().items()} for k, net in

@@ -59,9 +59,8 @@ def tone_oracle(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     An evaluation diagnostic, not a method (it needs the clean target): the distance left between it and y is what
     no per-channel gain and offset applied to x can remove, so it splits a restoration's error into (affine) tone
-    and the rest. Never
-    further from y than x in mean squared error (gain 1, offset 0 is among the fits, and clipping to y's range
-    only moves values closer). A constant channel gets the offset alone.
+    and the rest. Never further from y than x in mean squared error (gain 1, offset 0 is among the fits, and
+    clipping to y's range only moves values closer). A constant channel gets the offset alone.
     """
     _check(x, y)
     xd, yd = x.double().flatten(2), y.double().flatten(2)
