@@ -234,7 +234,8 @@ def child(args) -> None:
         "rss_after_import": mem_import["VmRSS"], "rss_after_models": mem_models["VmRSS"],
         "anon_after_models": mem_models["RssAnon"], "anon_peak": anon_peak,
         "anon_beyond_models": anon_peak - mem_models["RssAnon"], "vm_hwm": end["VmHWM"],
-        "gpu_peak_bytes": gpu_peak, "mask_coverage": outcome.mask_coverage, "notes": outcome.notes,
+        "gpu_peak_bytes": gpu_peak, "mask_coverage": outcome.mask_coverage, "scan_blend": outcome.scan_blend,
+        "notes": outcome.notes,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     for p in outcome.outputs:

@@ -6,7 +6,8 @@ by the training recipe (`oldphoto.train.degrade`) and by a second, separately de
              would reach at the best threshold for the set (how much of any loss is calibration); the classical
              top-hat detector tuned on each set
   restore    PSNR / SSIM on luma for the degraded input, the classical baseline (without and with the stretch),
-             the full pipeline (detector masks at the restorer's threshold) and the same with ground-truth masks
+             the restorer (detector masks at the restorer's threshold; the same with ground-truth masks), and
+             with the pipeline's passes on each crop: --tone photo, and that with --scan-blend auto
 
     python benchmarks/cross_generator.py                                   # pipeline models, 96 crops
     python benchmarks/cross_generator.py --detector detector-v7 --json runs/cross_generator.json
@@ -33,9 +34,11 @@ from oldphoto.config import RestoreConfig
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
+from oldphoto.stages.blend import ScanBlend
 from oldphoto.stages.restore import Restorer, restore_threshold
 from oldphoto.train.baseline import BaselineConfig, classical_restore
 from oldphoto.train.chunked import chunked
+from oldphoto.train.evaluate_restore import even_tone_crops
 from oldphoto.train.data import PhotoPool, corpus_dir, split_corpus, to_gray
 from oldphoto.train.degrade import degrade
 from oldphoto.train.degrade_second import KINDS, STEPS, SecondConfig, degrade_second
@@ -171,6 +174,11 @@ def main() -> None:
     detectors = {n: load_detector(n) for n in names}
     restorer = None if args.no_restore and not args.restore_steps else Restorer.from_registry(
         WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"], refiner=WEIGHT_NAMES["refiner"] or None)
+    blend = None  # the scan-blend gate, fitted beside the pipeline's chain and detector only
+    if restorer is not None and names[0] == WEIGHT_NAMES["detector"]:
+        det = detectors[names[0]]
+        chain = {e.name: e.sha256 for e in [*restorer.entries, det.entry]}
+        blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], chain, restore_threshold(restorer, det))
     t0 = time.perf_counter()
     sets = crops(args.crops, args.size, args.seed)
     print(f"{args.crops} crops of {args.size} px per generator in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -190,11 +198,16 @@ def main() -> None:
             det = detectors[names[0]]
             t = restore_threshold(restorer, det) if args.restore_threshold is None else args.restore_threshold
             mask = dilate(det.binarize(probs[names[0]], t), args.restore_dilate)
+            restored = chunked(restorer, 8, x, mask)
             q = {"degraded": quality(x, y),
                  "baseline_no_stretch": quality(chunked(lambda t: classical_restore(t, BaselineConfig(stretch=False))[0], 8, x), y),
                  "baseline": quality(chunked(lambda t: classical_restore(t, BaselineConfig())[0], 8, x), y),
-                 "full": quality(chunked(restorer, 8, x, mask), y),
-                 "full_gt_mask": quality(chunked(restorer, 8, x, m), y)}
+                 "full": quality(restored, y),
+                 "full_gt_mask": quality(chunked(restorer, 8, x, m), y),
+                 # each crop as a one-tile photo through the pipeline's passes: --tone photo, then --scan-blend
+                 "full_tone_photo": quality(even_tone_crops(restored, x, mask), y)}
+            if blend is not None and args.restore_threshold is None and args.restore_dilate == 1:
+                q["full_pipeline"] = quality(even_tone_crops(restored, x, mask, blend_stage=blend), y)
             r["restore"] = {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in q.items()}
             best_base = max(q["baseline"]["psnr_y"], q["baseline_no_stretch"]["psnr_y"])
             r["restore_gains"] = {"over_degraded_db": round(q["full"]["psnr_y"] - q["degraded"]["psnr_y"], 2),

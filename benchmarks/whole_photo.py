@@ -2,13 +2,14 @@
 is many tiles, merged, and a print fades as a whole. This degrades each validation photo whole (longest side
 --side px) with the training recipe and with the second generator (`oldphoto.train.degrade_second`, never
 trained on), runs `pipeline.process_file` on it (the shipped models, detector masks, tile 256, overlap 32) once
-per --tone mode (and with `--scope defects`: "defects"), and scores PSNR / SSIM on luma against the clean
-photo; with --masks also the detector's `--only-mask` output (undilated) against the generator's defect mask: F1
-with 1 px tolerance, pooled over the photos.
+per --tone mode (and with `--scope defects`: "defects"; tone photo with `--scan-blend off`: "noblend"), and
+scores PSNR / SSIM on luma against the clean photo; with --masks also the detector's `--only-mask` output
+(undilated) against the generator's defect mask: F1 with 1 px tolerance, pooled over the photos.
 
-    python benchmarks/whole_photo.py                  # 13 photos x 2 generators x tone photo / tile / scan, defects
+    python benchmarks/whole_photo.py                  # 13 photos x 2 generators x every mode
     python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
     python benchmarks/whole_photo.py --masks --tone photo
+    python benchmarks/whole_photo.py --tone photo noblend        # the scan blend's effect
     python benchmarks/whole_photo.py --tone photo --tone-strength 1 0.5 0 --seed-offset 500   # other draws
 
 Photos: the validation split (never trained on); degradation seeds 5000 + i (training recipe) and 7000 + i
@@ -35,7 +36,8 @@ from oldphoto.train.degrade_second import degrade_second
 from oldphoto.train.mapping import quality
 from oldphoto.train.mask_metrics import ThresholdSweep
 
-MODES = (*TONE_MODES, "defects")  # "defects": --scope defects (the scan's own pixels outside the mask)
+# "defects": --scope defects (the scan's own pixels outside the mask); "noblend": tone photo with --scan-blend off
+MODES = (*TONE_MODES, "defects", "noblend")
 GENERATORS = {"training recipe": (degrade, 5000), "second generator": (degrade_second, 7000)}
 
 
@@ -52,11 +54,12 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
         seed_offset: int = 0) -> dict:
     """strengths: --tone photo at each of these --tone-strength values too (keys "photo S")."""
     _, val = split_corpus(corpus_dir())
-    cfgs = {t: RestoreConfig(scope="defects", device="cpu") if t == "defects" else RestoreConfig(tone=t, device="cpu")
-            for t in tones}
+    special = {"defects": RestoreConfig(scope="defects", device="cpu"),
+               "noblend": RestoreConfig(tone="photo", scan_blend="off", device="cpu")}
+    cfgs = {t: special.get(t) or RestoreConfig(tone=t, device="cpu") for t in tones}
     cfgs.update({f"photo {s:g}": RestoreConfig(tone="photo", tone_strength=s, device="cpu") for s in strengths})
     mask_cfg = RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")
-    first = next(iter(cfgs.values()))
+    first = RestoreConfig(device="cpu")  # the defaults load every model a mode here uses
     models = load_models(first, "cpu")
     batcher = new_batcher(first, models)
     results: dict = {}
@@ -107,7 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = run(args.side, args.tone, Path(tmp), args.masks, tuple(args.tone_strength), args.seed_offset)
     tones = list(next(iter(results.values()))["mean"])[1:]  # run's keys after "input", in its order
-    labels = ["scope defects" if t == "defects" else f"tone {t}" for t in tones]
+    special = {"defects": "scope defects", "noblend": "tone photo, scan blend off"}
+    labels = [special.get(t, f"tone {t}") for t in tones]
     print(f"| generator | input scan | {' | '.join(labels)} |")
     print("|---|---|" + "---|" * len(tones))
     for name, r in results.items():

@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import FORMATS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig, TileConfig
+from .config import FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig, TileConfig
 from .errors import ImageError, OldPhotoError
 from .lock import LockHeld, OutputLock
 from .report import FileResult, Report
@@ -306,19 +306,23 @@ def _rel_str(rel: Path) -> str:
               help="all: restore the whole photo; defects: change only the defect mask's pixels, keep every "
                    "other pixel exactly as scanned.")
 @click.option("--save-mask", is_flag=True, help="Also write NAME.mask.png: the pixels the restoration refilled.")
+@click.option("--scan-blend", type=click.Choice(SCAN_BLENDS), default=_DEFAULT.scan_blend, show_default=True,
+              help="auto: on a scan judged mildly degraded, keep part of its own tone and detail outside the "
+                   "defects; off: the restoration as is.")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
-            save_mask: bool) -> None:
+            save_mask: bool, scan_blend: str) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
                             tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
-                            tone_strength=tone_strength, scope=scope, save_mask=save_mask)
+                            tone_strength=tone_strength, scope=scope, save_mask=save_mask,
+                            scan_blend=scan_blend)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
@@ -513,6 +517,8 @@ def _collect(fut: Future, job: _Job, out: Path, fp: str, state: RunState, report
     result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
     result.seconds = {k: round(v, 4) for k, v in outcome.seconds.items()}
     result.mask_coverage = outcome.mask_coverage
+    if outcome.scan_blend is not None:
+        result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
     result.notes.extend(outcome.notes)
     result.sha256 = sid.sha256
     state.record(result.relative, Record(
@@ -734,8 +740,9 @@ _SET_HELP = "Set a config field, typed by the field (repeatable); see --help-con
 @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--help-config", is_flag=True, help="List the config fields with their defaults and exit.")
 def train(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
-    """Train model NAME (detector, vae1, vae2, mapping, refine, joint, colorize, upscale); prints the result as
-    JSON. `joint` fine-tunes the published restorer chain (E_RX, T, G_Y, refiner) together on its final output."""
+    """Train model NAME (detector, vae1, vae2, mapping, refine, joint, colorize, upscale, blend); prints the result
+    as JSON. `joint` fine-tunes the published restorer chain (E_RX, T, G_Y, refiner) together on its final output;
+    `blend` fits the scan-blend gate beside the pipeline's chain and detector."""
     _run_training_command("train", name, pairs, help_config)
 
 

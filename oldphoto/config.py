@@ -9,6 +9,7 @@ TILE_SIZES = (128, 256)
 UPSCALE_FACTORS = (1, 2, 4)
 TONE_MODES = ("photo", "tile", "scan")
 SCOPES = ("all", "defects")
+SCAN_BLENDS = ("auto", "off")
 # share of the photo's fitted tone correction that `--tone photo` applies by default: all of it. Half of it won
 # on one set of degraded whole validation photos and lost on a second draw of the same photos (weights/README.md,
 # sixteenth session): no share was better than another beyond the noise, so the default is what it always was
@@ -59,6 +60,10 @@ class RestoreConfig:
     # also write NAME.mask.png (the scan's size, 255 = a pixel the restoration refilled): the record of what was
     # acted on, at the restorer's threshold (--only-mask shows the detector's candidates at its own)
     save_mask: bool = False
+    # auto: where a gate (fitted with the restorer) judges the scan mildly degraded, give back part of the scan's
+    # own tone and detail outside the defects (ops/blend.py; with scope all and tone photo or scan, not when
+    # colorizing or upscaling); off: the restoration as is
+    scan_blend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -79,6 +84,8 @@ class RestoreConfig:
             if self.tone_mode != "photo":
                 raise ValueError(f"tone strength scales the photo's tone correction; tone {self.tone_mode!r} "
                                  "has none: use it with tone 'photo'")
+        if self.scan_blend not in SCAN_BLENDS:
+            raise ValueError(f"scan blend must be one of {SCAN_BLENDS}, got {self.scan_blend!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.save_mask and self.only_mask:
@@ -117,11 +124,19 @@ class RestoreConfig:
             return 0.0
         return TONE_STRENGTH if self.tone_strength is None else self.tone_strength
 
+    @property
+    def scan_blend_mode(self) -> str:
+        """The scan blend in effect: scan_blend where it applies (restoring the whole photo at scale 1 with tone
+        photo or scan; colorized photos are skipped per photo), else off."""
+        applies = not self.only_mask and self.scope == "all" and self.tone_mode != "tile" and self.upscale == 1
+        return self.scan_blend if applies else "off"
+
     def settings(self) -> dict:
         """Every field, with the defaults that depend on the mode resolved (what the report records): the default
         and the same value given explicitly make the same output."""
         return {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode,
-                "tone_strength": self.tone_share if self.tone_mode == "photo" else None}
+                "tone_strength": self.tone_share if self.tone_mode == "photo" else None,
+                "scan_blend": self.scan_blend_mode}
 
     def output_settings(self) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current."""
@@ -131,4 +146,6 @@ class RestoreConfig:
         d["tile"].pop("batch_size")
         if d["tone_strength"] in (None, 1.0):
             d.pop("tone_strength")  # as before the option existed (all of the curve): earlier outputs stay current
+        if d["scan_blend"] == "off":
+            d.pop("scan_blend")  # as before the option existed: earlier outputs stay current
         return d

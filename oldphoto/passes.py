@@ -7,6 +7,8 @@
 - TiledPass.colorize: one global colorizer call on a shrunk lightness image, its chroma upsampled and
   recombined with the full-resolution lightness band by band.
 - even_tone: one tone curve for the whole photo (ops/tone.py), so tiles of one print get the same correction.
+- scan_blend: `--scan-blend auto` gives back part of the scan (tone, detail) outside the defects where a gate judges
+  the scan mildly degraded (ops/blend.py says how).
 - keep_intact: `--scope defects` puts the scan's own pixels back everywhere outside the defect mask.
 - overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
 
@@ -31,6 +33,7 @@ from .config import RestoreConfig
 from .errors import ImageError
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
+from .ops import blend as oblend
 from .ops.filters import gaussian_taps, normalized_blur
 from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
@@ -77,6 +80,7 @@ class TiledPass:
     done: int = 0
     total: int = 0
     started: bool = False
+    blend_strengths: tuple[float, float] | None = None  # (s_lo, s_hi) the scan blend used; None: not applied
 
     @property
     def threshold(self) -> float:
@@ -113,6 +117,10 @@ class TiledPass:
         with timed(self.seconds, "restore", _CPU):
             if even:
                 even_tone(out, pixels, mask, s, self.stop, strength=self.cfg.tone_share)
+            gate = getattr(self.models, "blend", None)
+            # the gate judges a restoration against its own scan: not a colorized or upscaled one
+            if gate is not None and self.cfg.scan_blend_mode == "auto" and out.shape[2] == c and mask is not None:
+                self.blend_strengths = scan_blend(out, pixels, mask, gate, self.stop)
             if defects_only:
                 keep_intact(out, pixels, mask, self.stop)
         return out, mask, coverage
@@ -277,6 +285,69 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
         b = min(oh, a + rows)
         change = resize_rows(low, oh, ow, a, b).permute(1, 2, 0).numpy()
         out[a:b] = from_float(to_float(out[a:b]) - change, out.dtype)
+
+
+BLEND_BLOCK = 256  # the gate judges blocks of the photo the size of the crops it was fitted on ...
+BLEND_BLOCKS = 8  # ... at most this many per side, spread evenly, and averages their strengths
+BLEND_FULL = 0.995  # strengths both this close to 1 are taken as 1: the restoration as is, and no pass over the photo
+
+
+def blend_blocks(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Evenly spread BLEND_BLOCK-px blocks (whole sides when smaller) of scan, restoration and mask as the gate's
+    input: x, o (B, 3, bh, bw) [0, 1] (gray repeated), m (B, 1, bh, bw) {0, 1}; out and pixels (H, W, C) uint."""
+    h, w, _ = pixels.shape
+    bh, bw = min(BLEND_BLOCK, h), min(BLEND_BLOCK, w)
+    ys = np.linspace(0, h - bh, min(BLEND_BLOCKS, -(-h // BLEND_BLOCK))).round().astype(int)
+    xs = np.linspace(0, w - bw, min(BLEND_BLOCKS, -(-w // BLEND_BLOCK))).round().astype(int)
+
+    def stack(a: np.ndarray) -> np.ndarray:  # the blocks only: never a float copy of the whole photo
+        return np.stack([a[y:y + bh, x:x + bw] for y in ys for x in xs])
+
+    def rgb(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(to_float(stack(a))).permute(0, 3, 1, 2)
+        return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+
+    m = torch.from_numpy((stack(mask) > 0).astype(np.float32))[:, None]
+    return rgb(pixels), rgb(out), m
+
+
+def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
+               stop: Callable[[], bool] = lambda: False) -> tuple[float, float] | None:
+    """`--scan-blend auto`, in place: out = o - (1 - s_lo) L - (1 - m)(1 - s_hi) H (ops/blend.py) with the
+    strengths `stage` (stages.blend.ScanBlend) gives for this photo; returns them ((1, 1) when both are at least
+    BLEND_FULL: then out is left as it is), or None for a photo too small to judge (left as restored).
+
+    out (H, W, C) uint: the restoration after even_tone; pixels (H, W, C) uint of the same dtype and channels:
+    the scan; mask (H, W) uint8 (> 0 = defect, as restored). L, the low band of d = out - pixels over intact
+    pixels, is worked out on 4 x 4 area means (ops.blend.intact_low_band's grid), then one band of rows at a time.
+    """
+    h, w, c = out.shape
+    if pixels.shape != out.shape or pixels.dtype != out.dtype or mask.shape != (h, w):
+        raise ValueError(f"scan_blend: output {out.shape} {out.dtype}, scan {pixels.shape} {pixels.dtype} and mask "
+                         f"{mask.shape} do not match")
+    if min(h, w) < oblend.MIN_SIDE:
+        return None
+    s_lo, s_hi = stage.strengths(*blend_blocks(out, pixels, mask))
+    if min(s_lo, s_hi) >= BLEND_FULL:
+        return 1.0, 1.0
+    rows = max(1, BAND_PIXELS // w)
+    shrinker = BoxShrinker(h, w, c + 1, -(-h // oblend.LOW_SHRINK), -(-w // oblend.LOW_SHRINK))
+    for a in range(0, h, rows):
+        check_stop(stop)
+        intact = (mask[a:a + rows] == 0).astype(np.float32)[..., None]
+        d = to_float(out[a:a + rows]) - to_float(pixels[a:a + rows])
+        shrinker.add(np.concatenate([d * intact, intact], axis=2))
+    small = torch.from_numpy(shrinker.result())[None]
+    low = normalized_blur(small[:, :c], small[:, c:], gaussian_taps(oblend.LOW_SIGMA))[0]
+    for a in range(0, h, rows):
+        check_stop(stop)
+        b = min(h, a + rows)
+        lo = resize_rows(low, h, w, a, b).permute(1, 2, 0).numpy()
+        o, x = to_float(out[a:b]), to_float(pixels[a:b])
+        intact = (mask[a:b] == 0).astype(np.float32)[..., None]
+        out[a:b] = from_float(o - (1 - s_lo) * lo - intact * (1 - s_hi) * (o - x - lo), out.dtype)
+    return s_lo, s_hi
 
 
 def keep_intact(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stop: Callable[[], bool] = lambda: False

@@ -37,8 +37,9 @@ from .stages.base import (
 )
 from .stages.colorize import Colorizer
 from .stages.detect import Detector
-from .stages.restore import Restorer
+from .stages.restore import Restorer, restore_threshold
 from .stages.upscale import Upscaler
+from .stages.blend import ScanBlend
 
 __all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "new_batcher", "output_paths",
            "process_file", "WEIGHT_NAMES"]
@@ -55,6 +56,7 @@ WEIGHT_NAMES = {
     "refiner": "refine-v4",  # image-space fusion of the scan and G_Y's output
     "colorizer": "colorize-v1",
     "upscaler": "upscale-v1",  # one model with an x2 and an x4 head
+    "blend": "blend-v1",  # scan-blend gate, fitted beside the chain and detector above (--scan-blend auto)
 }
 
 STAGE_KEYS = ("read", "detect", "restore", "colorize", "upscale", "write", "tiling")
@@ -73,6 +75,7 @@ class Models:
     restorer: RestorerStage | None = None
     colorizer: ColorizerStage | None = None
     upscaler: UpscalerStage | None = None
+    blend: ScanBlend | None = None
 
     def describe(self) -> dict:
         """{stage: {"name": weights name(s), "sha256": ...}} for the report and provenance.
@@ -81,7 +84,7 @@ class Models:
         parts' digests, and lists the parts. Stages without registry entries are described by class name.
         """
         out = {}
-        for key in ("detector", "restorer", "colorizer", "upscaler"):
+        for key in ("detector", "restorer", "colorizer", "upscaler", "blend"):
             stage = getattr(self, key)
             if stage is None:
                 continue
@@ -125,6 +128,7 @@ class FileOutcome:
     seconds: dict[str, float]  # per stage: read, detect, restore, colorize, upscale, write (+ tiling overhead)
     mask_coverage: float | None  # percent of pixels marked defect (after dilation); None without a detector
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB"
+    scan_blend: tuple[float, float] | None = None  # strengths (s_lo, s_hi) of --scan-blend auto; None: not applied
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -140,6 +144,10 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
         return models
     models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
                                              device, refiner=WEIGHT_NAMES["refiner"])
+    if cfg.scan_blend_mode == "auto":
+        chain = {e.name: e.sha256 for e in [*models.restorer.entries, models.detector.entry]}
+        models.blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], chain,
+                                               restore_threshold(models.restorer, models.detector))
     if cfg.colorize:
         models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
     if cfg.upscale > 1:
@@ -247,7 +255,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
-                       seconds=seconds, mask_coverage=coverage, notes=notes)
+                       seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths)
 
 
 # ----------------------------------------------------------------------------------------------- helpers

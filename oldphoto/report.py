@@ -26,6 +26,7 @@ class FileResult:
     megapixels: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: read, detect, restore, ..., write
     mask_coverage: float | None = None  # percent of pixels marked as defect
+    scan_blend: list[float] | None = None  # strengths [s_lo, s_hi] of --scan-blend auto (1 = the restoration as is)
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB", why a file was redone
     sha256: str | None = None  # of the source, when it was read in full
 

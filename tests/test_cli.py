@@ -144,6 +144,7 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--scope", "defects", "--tone", "tile"], "tone 'tile' would not match"),
     (["--scope", "defects", "--only-mask"], "only_mask changes none"),
     (["--tone-strength", "1.5"], "0<=x<=1"),
+    (["--scan-blend", "always"], "'always' is not one of 'auto', 'off'"),
     (["--tone", "scan", "--tone-strength", "0.5"], "tone 'scan' has none"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):

@@ -12,6 +12,7 @@ from oldphoto.config import TONE_STRENGTH, RestoreConfig, TileConfig
     ({"tone": "flat"}, "tone must be one of"),
     ({"jpeg_quality": 0}, "jpeg quality must be in"),
     ({"scope": "some"}, "scope must be one of"),
+    ({"scan_blend": "on"}, "scan blend must be one of .*got 'on'"),
     ({"save_mask": True, "only_mask": True}, "only_mask writes it already"),
     ({"scope": "defects", "only_mask": True}, "only_mask changes none"),
     ({"scope": "defects", "upscale": 2}, "cannot be upscaled x2"),
@@ -66,3 +67,12 @@ def test_tone_strength_applies_to_the_photo_tone_only():
             RestoreConfig(tone_strength=bad)
     with pytest.raises(ValueError, match="tone 'scan' has none"):
         RestoreConfig(scope="defects", tone_strength=0.5)  # defects default to the scan's tone
+
+
+def test_scan_blend_applies_only_where_it_can_and_off_keeps_earlier_outputs_current():
+    assert RestoreConfig().scan_blend_mode == "auto"
+    assert RestoreConfig(tone="scan").scan_blend_mode == "auto"
+    for kw in ({"tone": "tile"}, {"scope": "defects"}, {"upscale": 2}, {"only_mask": True}, {"scan_blend": "off"}):
+        cfg = RestoreConfig(**kw)
+        assert cfg.scan_blend_mode == "off" and "scan_blend" not in cfg.output_settings(), kw
+    assert RestoreConfig().output_settings()["scan_blend"] == "auto"

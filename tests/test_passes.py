@@ -115,3 +115,51 @@ def test_keep_intact_puts_the_scan_back_outside_the_mask_exactly():
     np.testing.assert_array_equal(out3[mask == 0], np.repeat(gray, 3, 2)[mask == 0])
     with pytest.raises(ValueError, match="do not match"):
         keep_intact(out, scan.astype(np.uint8), mask)
+
+
+class _FixedGate:
+    """A ScanBlend stand-in: fixed strengths, and the blocks it was shown."""
+
+    def __init__(self, strengths):
+        self.s, self.seen = strengths, None
+
+    def strengths(self, x, o, m):
+        self.seen = (x.shape, o.shape, m.shape)
+        return self.s
+
+
+@pytest.mark.parametrize("dtype, gray", [(np.uint16, False), (np.uint8, True)])
+def test_scan_blend_is_ops_blend_band_by_band(monkeypatch, dtype, gray):
+    import torch
+
+    from oldphoto import passes
+    from oldphoto.ops.blend import blend
+    from oldphoto.ops.color import to_float
+
+    monkeypatch.setattr(passes, "BAND_PIXELS", 384 * 40)  # several bands, not multiples of 4 rows
+    scan = _scan(dtype=dtype)[..., :1] if gray else _scan(dtype=dtype)
+    rng = np.random.default_rng(1)
+    top = np.iinfo(dtype).max
+    out = np.clip(scan.astype(np.float64) + rng.normal(0, 0.05 * top, scan.shape) + 0.08 * top, 0, top).astype(dtype)
+    mask = np.zeros(scan.shape[:2], np.uint8)
+    mask[100:112, 30:200] = 255
+    t = lambda a: torch.from_numpy(to_float(a)).permute(2, 0, 1)[None]  # noqa: E731
+    want = blend(t(scan), t(out), torch.from_numpy(mask > 0).float()[None, None], torch.tensor([[0.3, 0.6]]))
+    gate = _FixedGate((0.3, 0.6))
+    got = out.copy()
+    assert passes.scan_blend(got, scan, mask, gate) == (0.3, 0.6)
+    assert gate.seen == ((2, 3, 256, 256), (2, 3, 256, 256), (2, 1, 256, 256))  # 256 x 384: two blocks
+    np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / top)
+    same = out.copy()
+    assert passes.scan_blend(same, scan, mask, _FixedGate((0.997, 1.0))) == (1.0, 1.0)  # near 1: as restored
+    np.testing.assert_array_equal(same, out)
+
+
+def test_scan_blend_leaves_tiny_photos_and_refuses_mismatches():
+    from oldphoto.passes import scan_blend
+
+    scan = _scan(6, 50)
+    out = scan.copy()
+    assert scan_blend(out, scan, np.zeros((6, 50), np.uint8), _FixedGate((0.0, 0.0))) is None
+    with pytest.raises(ValueError, match="do not match"):
+        scan_blend(out, scan[:, :40], np.zeros((6, 50), np.uint8), _FixedGate((0.0, 0.0)))

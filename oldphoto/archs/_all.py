@@ -5,3 +5,4 @@ from . import refiner  # noqa: F401  image-space fusion after the latent restora
 from . import patch_discriminator, latent_discriminator  # noqa: F401,E401  training-only discriminators
 from . import colorizer_unet  # noqa: F401
 from . import upscaler  # noqa: F401
+from . import blend_gate  # noqa: F401  scan-blend strengths from image statistics

@@ -12,6 +12,7 @@ TRAINERS = {
     "joint": "oldphoto.train.joint",
     "colorize": "oldphoto.train.colorize",
     "upscale": "oldphoto.train.upscale",
+    "blend": "oldphoto.train.blend",
 }
 
 EVALUATORS = {

@@ -6,7 +6,9 @@ recipe and a fixed seed. Compared against the clean target y, on Rec. 601 luma (
   baseline     classical mask + push-pull/diffusion inpainting + bilateral denoise + contrast stretch
   baseline_no_stretch   the same without the stretch (stronger on this data; targets use the stronger one)
   vae2_ceiling G_Y(E_Y(y)): what the decoder can render at best (of the VAE2 a jointly tuned one started from)
-  full         G_Y(T(E_RX(x), m)) with the detector's mask (ground truth when no detector is registered)
+  full         G_Y(T(E_RX(x), m)) with the detector's mask (ground truth when no detector is registered), as the
+               pipeline makes it by default: --tone photo and --scan-blend auto on each crop as a one-tile photo
+  full_no_blend  the same with --scan-blend off
   full_gt_mask the same with the ground-truth mask
   full_tone_oracle  full with a gain and offset per crop and channel fitted to y: what is left when tone is not
                counted (a diagnostic; it needs y)
@@ -29,8 +31,9 @@ from .. import registry
 from ..config import TONE_STRENGTH
 from ..ops.color import from_float, to_float
 from ..ops.masks import dilate
-from ..passes import even_tone, keep_intact
+from ..passes import even_tone, keep_intact, scan_blend
 from ..pipeline import WEIGHT_NAMES
+from ..stages.blend import ScanBlend
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
@@ -58,6 +61,7 @@ class EvalConfig:
     vae2: str = WEIGHT_NAMES["vae2"]
     refiner: str = WEIGHT_NAMES["refiner"]  # registry name of the image-space refiner run after G_Y, as the pipeline ("": none)
     detector: str = WEIGHT_NAMES["detector"]  # "" or not registered -> the ground-truth mask is used (and said so)
+    blend: str = WEIGHT_NAMES["blend"]  # scan-blend gate as the pipeline ("", not registered, or no detector: none)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     batch: int = 8  # tiles per forward pass
     threads: int = 2  # torch threads
@@ -138,9 +142,17 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     t0 = time.perf_counter()
     full = chunked(restorer, cfg.batch, x, mask)
     restore_seconds = time.perf_counter() - t0
-    # the pipeline's default (--tone photo) takes a crop as a whole photo: one tile, evened by its own curve
-    full_photo = even_tone_crops(full, x, mask)
+    # the pipeline's default (--tone photo, --scan-blend auto) takes a crop as a whole photo: one tile, evened by its
+    # own curve, blended by its own strengths
+    gate = None
+    if cfg.blend in registry.entries() and detector is not None:
+        chain = {e.name: e.sha256 for e in [*restorer.entries, detector.entry]}
+        gate = ScanBlend.from_registry(cfg.blend, chain, threshold)
+    strengths: list = []
+    full_photo = even_tone_crops(full, x, mask, blend_stage=gate, strengths=strengths)
     results["full"] = quality(full_photo, y)
+    if gate is not None:
+        results["full_no_blend"] = quality(even_tone_crops(full, x, mask), y)
     results["full_tone_tile"] = quality(full, y)
     results["full_tone_scan"] = quality(even_tone_crops(full, x, mask, strength=0.0), y)  # --tone scan
     results["scope_defects"] = quality(even_tone_crops(full, x, mask, strength=0.0, defects_only=True), y)
@@ -171,7 +183,10 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     summary = {
         "variants": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in results.items()},
         "gains": {k: round(v, 3) for k, v in gains.items()}, "targets": TARGETS, "targets_met": met,
-        "ceiling_vae": ceiling_vae, "mask": mask_source, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
+        "ceiling_vae": ceiling_vae, "mask": mask_source,
+        "scan_blend": None if gate is None else {
+            "gate": cfg.blend, "mean_strengths": [round(float(np.mean([v[k] for v in strengths])), 4) for k in (0, 1)],
+            "crops_blended": sum(1 for v in strengths if min(v) < 0.99)}, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
         "gt_mask_coverage_percent": round(100 * float(m_gt.mean()), 2),
         "data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "split_seed": cfg.split_seed,
                  "validation_photos": sorted(p.name for p in val_paths),
@@ -180,8 +195,9 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         "ablations": "no_global and no_mask reuse the trained weights (switched off at inference, not retrained); "
                      "they, full_gt_mask and no_refiner are the restorer's output as is, like full_tone_tile "
                      "(full adds the pipeline's default --tone photo pass, passes.even_tone at strength "
-                     f"{TONE_STRENGTH}; full_tone_scan the --tone scan pass, scope_defects that and the scan's "
-                     "pixels outside the mask); full_tone_oracle is full with each crop's channel gains and "
+                     f"{TONE_STRENGTH}, and --scan-blend auto, passes.scan_blend; full_no_blend the tone pass "
+                     "alone; full_tone_scan the --tone scan pass, scope_defects that and the scan's pixels outside "
+                     "the mask); full_tone_oracle is full with each crop's channel gains and "
                      "offsets fitted to the clean target (train.metrics.tone_oracle): the error no gain and offset "
                      "per channel removes",
         "baseline_config": asdict(base_cfg),
@@ -201,6 +217,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         update_meta(cfg.mapping, "evaluation", summary)
         if cfg.refiner:
             update_meta(cfg.refiner, "evaluation", summary)
+        if gate is not None:
+            update_meta(cfg.blend, "evaluation", summary)
     for k, v in results.items():
         log(f"{k:20s} PSNR luma {v['psnr_y']:6.2f} dB  SSIM luma {v['ssim_y']:.3f}  PSNR RGB {v['psnr_rgb']:6.2f} dB")
     log(f"gains: {summary['gains']}; targets met: {met}")
@@ -208,17 +226,23 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
 
 
 def even_tone_crops(restored: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                    strength: float = TONE_STRENGTH, defects_only: bool = False) -> torch.Tensor:
+                    strength: float = TONE_STRENGTH, defects_only: bool = False, blend_stage=None,
+                    strengths: list | None = None) -> torch.Tensor:
     """What `--tone photo` (passes.even_tone) makes of each crop taken as a whole photo: restored, x (B, 3, H, W)
     in [0, 1], mask (B, 1, H, W) {0, 1} -> (B, 3, H, W) in [0, 1], through 16-bit pixels as in the pipeline.
     strength: `--tone-strength` (0: `--tone scan`); defects_only: then the scan's pixels back outside the mask (`--scope
-    defects`)."""
+    defects`); blend_stage: then passes.scan_blend with that stages.blend.ScanBlend (`--scan-blend auto`), its strengths
+    appended to `strengths` when given."""
     out = []
     for r, s, m in zip(restored, x, mask):
         pixels = from_float(s.permute(1, 2, 0).numpy(), np.uint16)
         evened = from_float(r.permute(1, 2, 0).numpy(), np.uint16)
         defects = (m[0].numpy() > 0.5).astype(np.uint8)
         even_tone(evened, pixels, defects, 1, strength=strength)
+        if blend_stage is not None:
+            used = scan_blend(evened, pixels, defects, blend_stage)
+            if strengths is not None and used is not None:
+                strengths.append(used)
         if defects_only:
             keep_intact(evened, pixels, defects)
         out.append(torch.from_numpy(to_float(evened)).permute(2, 0, 1))

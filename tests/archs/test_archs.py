@@ -45,6 +45,8 @@ SMALL_KWARGS: dict[str, tuple[dict, object, object]] = {
                        lambda h, w: (2, 2, h, w)),
     "upscaler": ({"channels": 8, "layers": 2, "scales": (2, 4)}, lambda h, w: (torch.rand(2, 3, h, w),),
                  lambda h, w: (2, 3, 2 * h, 2 * w)),
+    # scan-blend strengths from per-image statistics (the input size does not matter: one row per image)
+    "blend_gate": ({"n_features": 5, "hidden": 4}, lambda h, w: (torch.randn(2, 5),), lambda h, w: (2, 2)),
 }
 
 SIZES = [(32, 32), (64, 48)]

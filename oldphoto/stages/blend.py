@@ -1,0 +1,43 @@
+"""Scan-blend stage: the strengths (s_lo, s_hi) of ops/blend.py for one photo, from a loaded gate.
+
+The gate is fitted on one restorer chain and detector (their sha256 and the restore threshold are in its meta):
+beside other networks its strengths would answer a question about a different restoration, so loading refuses.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import registry
+from ..errors import WeightsError
+from ..ops.blend import BLEND_FEATURES, blend_features
+from ..registry import WeightsEntry
+
+
+class ScanBlend:
+    """Wraps a gate `model(features (B, F)) -> (B, 2)` (archs/blend_gate.py). entry: the registry entry or None."""
+
+    def __init__(self, model: torch.nn.Module, entry: WeightsEntry | None = None):
+        if getattr(model, "n_features", None) != len(BLEND_FEATURES):
+            raise ValueError(f"ScanBlend: the gate takes {getattr(model, 'n_features', None)} features, "
+                             f"ops.blend has {len(BLEND_FEATURES)}")
+        self.model = model.eval().float().cpu()  # two dozen numbers per block: the CPU is as fast as any
+        self.entry = entry
+
+    @classmethod
+    def from_registry(cls, name: str, networks: dict[str, str], restore_threshold: float) -> "ScanBlend":
+        """networks: {registry name: sha256} of the restorer chain and detector it runs beside."""
+        entry = registry.get(name)
+        fitted = dict(entry.meta.get("networks", {}))
+        fitted_threshold = fitted.pop("restore_threshold", None)
+        if fitted != networks or fitted_threshold != restore_threshold:
+            raise WeightsError(f"{name} was fitted beside {sorted(fitted)} at threshold {fitted_threshold}, not "
+                               f"{sorted(networks)} at {restore_threshold}: refit it (oldphoto train blend)")
+        return cls(registry.load_entry(entry, "cpu"), entry)
+
+    def strengths(self, x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> tuple[float, float]:
+        """Blocks of one photo: x scan, o restoration (B, 3, H, W) [0, 1], m (B, 1, H, W) {0, 1} -> (s_lo, s_hi),
+        the mean of the gate's strengths over the blocks."""
+        with torch.inference_mode():
+            s = self.model(blend_features(x, o, m)).mean(0)
+        return float(s[0]), float(s[1])
