@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -289,34 +289,38 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
 
 BLEND_BLOCK = 256  # the gate judges blocks of the photo the size of the crops it was fitted on ...
 BLEND_BLOCKS = 8  # ... at most this many per side, spread evenly, and averages their strengths
-BLEND_FULL = 0.995  # strengths both this close to 1 are taken as 1: the restoration as is, and no pass over the photo
+BLEND_FULL = 0.995  # strengths both this close to 1 are taken as 1: the restoration as is, no pass over the photo
 
 
-def blend_blocks(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def blend_blocks(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, chunk: int = 8
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Evenly spread BLEND_BLOCK-px blocks (whole sides when smaller) of scan, restoration and mask as the gate's
-    input: x, o (B, 3, bh, bw) [0, 1] (gray repeated), m (B, 1, bh, bw) {0, 1}; out and pixels (H, W, C) uint."""
+    input, `chunk` blocks at a time: x, o (B, 3, bh, bw) [0, 1] (gray repeated), m (B, 1, bh, bw) {0, 1}; out and
+    pixels (H, W, C) uint. Only the blocks of one chunk are ever in float."""
     h, w, _ = pixels.shape
     bh, bw = min(BLEND_BLOCK, h), min(BLEND_BLOCK, w)
     ys = np.linspace(0, h - bh, min(BLEND_BLOCKS, -(-h // BLEND_BLOCK))).round().astype(int)
     xs = np.linspace(0, w - bw, min(BLEND_BLOCKS, -(-w // BLEND_BLOCK))).round().astype(int)
+    corners = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(corners), chunk):
+        at = corners[i:i + chunk]
 
-    def stack(a: np.ndarray) -> np.ndarray:  # the blocks only: never a float copy of the whole photo
-        return np.stack([a[y:y + bh, x:x + bw] for y in ys for x in xs])
+        def stack(a: np.ndarray) -> np.ndarray:
+            return np.stack([a[y:y + bh, x:x + bw] for y, x in at])
 
-    def rgb(a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(to_float(stack(a))).permute(0, 3, 1, 2)
-        return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+        def rgb(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(to_float(stack(a))).permute(0, 3, 1, 2)
+            return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
 
-    m = torch.from_numpy((stack(mask) > 0).astype(np.float32))[:, None]
-    return rgb(pixels), rgb(out), m
+        yield rgb(pixels), rgb(out), torch.from_numpy((stack(mask) > 0).astype(np.float32))[:, None]
 
 
 def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
                stop: Callable[[], bool] = lambda: False) -> tuple[float, float] | None:
     """`--scan-blend auto`, in place: out = o - (1 - s_lo) L - (1 - m)(1 - s_hi) H (ops/blend.py) with the
-    strengths `stage` (stages.blend.ScanBlend) gives for this photo; returns them ((1, 1) when both are at least
-    BLEND_FULL: then out is left as it is), or None for a photo too small to judge (left as restored).
+    strengths `stage` (stages.blend.ScanBlend) gives for this photo, the mean over its blocks; returns them ((1, 1)
+    when both are at least BLEND_FULL: then out is left as it is), or None for a photo too small to judge (left as
+    restored).
 
     out (H, W, C) uint: the restoration after even_tone; pixels (H, W, C) uint of the same dtype and channels:
     the scan; mask (H, W) uint8 (> 0 = defect, as restored). L, the low band of d = out - pixels over intact
@@ -328,7 +332,8 @@ def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
                          f"{mask.shape} do not match")
     if min(h, w) < oblend.MIN_SIDE:
         return None
-    s_lo, s_hi = stage.strengths(*blend_blocks(out, pixels, mask))
+    per_block = torch.cat([stage.strengths(*blocks) for blocks in blend_blocks(out, pixels, mask)])
+    s_lo, s_hi = (float(v) for v in per_block.mean(0))
     if min(s_lo, s_hi) >= BLEND_FULL:
         return 1.0, 1.0
     rows = max(1, BAND_PIXELS // w)

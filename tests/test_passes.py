@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from oldphoto.passes import even_tone, keep_intact
 
@@ -125,13 +126,11 @@ class _FixedGate:
 
     def strengths(self, x, o, m):
         self.seen = (x.shape, o.shape, m.shape)
-        return self.s
+        return torch.tensor([self.s] * len(x))
 
 
 @pytest.mark.parametrize("dtype, gray", [(np.uint16, False), (np.uint8, True)])
 def test_scan_blend_is_ops_blend_band_by_band(monkeypatch, dtype, gray):
-    import torch
-
     from oldphoto import passes
     from oldphoto.ops.blend import blend
     from oldphoto.ops.color import to_float
@@ -147,7 +146,7 @@ def test_scan_blend_is_ops_blend_band_by_band(monkeypatch, dtype, gray):
     want = blend(t(scan), t(out), torch.from_numpy(mask > 0).float()[None, None], torch.tensor([[0.3, 0.6]]))
     gate = _FixedGate((0.3, 0.6))
     got = out.copy()
-    assert passes.scan_blend(got, scan, mask, gate) == (0.3, 0.6)
+    assert passes.scan_blend(got, scan, mask, gate) == pytest.approx((0.3, 0.6))
     assert gate.seen == ((2, 3, 256, 256), (2, 3, 256, 256), (2, 1, 256, 256))  # 256 x 384: two blocks
     np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / top)
     same = out.copy()
@@ -163,3 +162,20 @@ def test_scan_blend_leaves_tiny_photos_and_refuses_mismatches():
     assert scan_blend(out, scan, np.zeros((6, 50), np.uint8), _FixedGate((0.0, 0.0))) is None
     with pytest.raises(ValueError, match="do not match"):
         scan_blend(out, scan[:, :40], np.zeros((6, 50), np.uint8), _FixedGate((0.0, 0.0)))
+
+
+def test_scan_blend_averages_the_gate_over_every_block_chunk_by_chunk():
+    from oldphoto.passes import BLEND_BLOCK, scan_blend
+
+    class Counting:
+        sizes: list = []
+
+        def strengths(self, x, o, m):
+            self.sizes.append(len(x))
+            return torch.tensor([[0.2, 1.0]] * (len(x) - 1) + [[0.8, 1.0]])  # the last block of each chunk differs
+
+    scan = _scan(2 * BLEND_BLOCK + 40, 2 * BLEND_BLOCK + 90)  # 3 x 3 blocks: one chunk of 8, one of 1
+    gate = Counting()
+    s_lo, s_hi = scan_blend(scan.copy(), scan, np.zeros(scan.shape[:2], np.uint8), gate)
+    assert gate.sizes == [8, 1]
+    assert s_lo == pytest.approx((7 * 0.2 + 0.8 + 0.8) / 9) and s_hi == pytest.approx(1.0)

@@ -35,9 +35,8 @@ class ScanBlend:
                                f"{sorted(networks)} at {restore_threshold}: refit it (oldphoto train blend)")
         return cls(registry.load_entry(entry, "cpu"), entry)
 
-    def strengths(self, x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> tuple[float, float]:
-        """Blocks of one photo: x scan, o restoration (B, 3, H, W) [0, 1], m (B, 1, H, W) {0, 1} -> (s_lo, s_hi),
-        the mean of the gate's strengths over the blocks."""
+    def strengths(self, x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Blocks of a photo: x scan, o restoration (B, 3, H, W) [0, 1], m (B, 1, H, W) {0, 1} -> (B, 2) float32,
+        the strengths (s_lo, s_hi) in [0, 1] the gate gives each block (passes.scan_blend averages them)."""
         with torch.inference_mode():
-            s = self.model(blend_features(x, o, m)).mean(0)
-        return float(s[0]), float(s[1])
+            return self.model(blend_features(x, o, m))

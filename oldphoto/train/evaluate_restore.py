@@ -185,8 +185,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         "gains": {k: round(v, 3) for k, v in gains.items()}, "targets": TARGETS, "targets_met": met,
         "ceiling_vae": ceiling_vae, "mask": mask_source,
         "scan_blend": None if gate is None else {
-            "gate": cfg.blend, "mean_strengths": [round(float(np.mean([v[k] for v in strengths])), 4) for k in (0, 1)],
-            "crops_blended": sum(1 for v in strengths if min(v) < 0.99)}, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
+            "gate": cfg.blend, "crops_blended": sum(1 for v in strengths if min(v) < 1),
+            "mean_strengths": [round(float(np.mean([v[k] for v in strengths])), 4) for k in (0, 1)]}, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
         "gt_mask_coverage_percent": round(100 * float(m_gt.mean()), 2),
         "data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "split_seed": cfg.split_seed,
                  "validation_photos": sorted(p.name for p in val_paths),
