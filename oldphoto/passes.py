@@ -31,9 +31,9 @@ from . import io as oio
 from .batching import MODEL_LOCK, BatchKey, OutOfMemoryAtBatchOne, Ticket, TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError
+from .ops import blend as oblend
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
-from .ops import blend as oblend
 from .ops.filters import gaussian_taps, normalized_blur
 from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size

@@ -35,11 +35,11 @@ from .stages.base import (
     resolve_device,
     timed,
 )
+from .stages.blend import ScanBlend
 from .stages.colorize import Colorizer
 from .stages.detect import Detector
 from .stages.restore import Restorer, restore_threshold
 from .stages.upscale import Upscaler
-from .stages.blend import ScanBlend
 
 __all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "new_batcher", "output_paths",
            "process_file", "WEIGHT_NAMES"]
