@@ -75,6 +75,13 @@ class Config:
     val_second: int = 48  # of the second generator (seed 1357)
     threads: int = 2  # torch CPU threads
 
+    def __post_init__(self) -> None:
+        if self.crops < 8 or self.crops % 8:
+            raise ValueError(f"crops must be a positive multiple of 8 (restored 8 at a time), got {self.crops}")
+        if not 0 < self.holdout < 1 or self.penalty < 0 or self.hidden < 0:
+            raise ValueError(f"need 0 < holdout < 1, penalty >= 0 and hidden >= 0, got {self.holdout}, "
+                             f"{self.penalty}, {self.hidden}")
+
 
 def _chain(cfg: Config) -> tuple[Restorer, Detector, dict]:
     """The frozen restorer and detector, and {name: sha256} of each (+ the restore threshold) for the meta."""

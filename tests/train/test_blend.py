@@ -67,3 +67,10 @@ def test_run_caches_restorations_exports_and_the_stage_checks_the_chain(weights,
         ScanBlend.from_registry("blend-t", chain, 0.7)
     with pytest.raises(WeightsError, match="refit it"):
         ScanBlend.from_registry("blend-t", {**chain, "v1-t": "0" * 64}, 0.6)
+
+
+@pytest.mark.parametrize("kw, says", [({"crops": 12}, "multiple of 8"), ({"holdout": 1.0}, "0 < holdout < 1"),
+                                      ({"penalty": -1.0}, "penalty >= 0")])
+def test_bad_settings_are_refused(kw, says):
+    with pytest.raises(ValueError, match=says):
+        blend_train.Config(**kw)
