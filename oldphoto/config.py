@@ -62,7 +62,7 @@ class RestoreConfig:
     save_mask: bool = False
     # auto: where a gate (fitted with the restorer) judges the scan mildly degraded, give back part of the scan's
     # own tone and detail outside the defects (ops/blend.py; with scope all and tone photo or scan, not when
-    # colorizing or upscaling); off: the restoration as is
+    # upscaling; before colorizing); off: the restoration as is
     scan_blend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -127,7 +127,7 @@ class RestoreConfig:
     @property
     def scan_blend_mode(self) -> str:
         """The scan blend in effect: scan_blend where it applies (restoring the whole photo at scale 1 with tone
-        photo or scan; colorized photos are skipped per photo), else off."""
+        photo or scan), else off."""
         applies = not self.only_mask and self.scope == "all" and self.tone_mode != "tile" and self.upscale == 1
         return self.scan_blend if applies else "off"
 

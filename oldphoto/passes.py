@@ -118,8 +118,8 @@ class TiledPass:
             if even:
                 even_tone(out, pixels, mask, s, self.stop, strength=self.cfg.tone_share)
             gate = getattr(self.models, "blend", None)
-            # the gate judges a restoration against its own scan: not a colorized or upscaled one
-            if gate is not None and self.cfg.scan_blend_mode == "auto" and out.shape[2] == c and mask is not None:
+            # before colorizing: out is still the gray restoration in every channel (not upscaled: scan_blend_mode)
+            if gate is not None and self.cfg.scan_blend_mode == "auto" and mask is not None:
                 self.blend_strengths = scan_blend(out, pixels, mask, gate, self.stop)
             if defects_only:
                 keep_intact(out, pixels, mask, self.stop)
@@ -322,12 +322,14 @@ def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
     when both are at least BLEND_FULL: then out is left as it is), or None for a photo too small to judge (left as
     restored).
 
-    out (H, W, C) uint: the restoration after even_tone; pixels (H, W, C) uint of the same dtype and channels:
-    the scan; mask (H, W) uint8 (> 0 = defect, as restored). L, the low band of d = out - pixels over intact
+    out (H, W, C) uint: the restoration after even_tone; pixels (H, W, C or 1) uint of the same dtype: the scan (a
+    gray one stands for every channel of a restoration about to be colorized); mask (H, W) uint8 (> 0 = defect, as
+    restored). L, the low band of d = out - pixels over intact
     pixels, is worked out on 4 x 4 area means (ops.blend.intact_low_band's grid), then one band of rows at a time.
     """
     h, w, c = out.shape
-    if pixels.shape != out.shape or pixels.dtype != out.dtype or mask.shape != (h, w):
+    if pixels.shape[:2] != (h, w) or pixels.shape[2] not in (1, c) or pixels.dtype != out.dtype \
+            or mask.shape != (h, w):
         raise ValueError(f"scan_blend: output {out.shape} {out.dtype}, scan {pixels.shape} {pixels.dtype} and mask "
                          f"{mask.shape} do not match")
     if min(h, w) < oblend.MIN_SIDE:

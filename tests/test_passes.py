@@ -179,3 +179,21 @@ def test_scan_blend_averages_the_gate_over_every_block_chunk_by_chunk():
     s_lo, s_hi = scan_blend(scan.copy(), scan, np.zeros(scan.shape[:2], np.uint8), gate)
     assert gate.sizes == [8, 1]
     assert s_lo == pytest.approx((7 * 0.2 + 0.8 + 0.8) / 9) and s_hi == pytest.approx(1.0)
+
+
+def test_scan_blend_of_a_gray_scan_about_to_be_colorized():
+    from oldphoto.ops.blend import blend
+    from oldphoto.ops.color import to_float
+    from oldphoto.passes import scan_blend
+
+    scan = _scan(dtype=np.uint16)[..., :1]
+    out = np.clip(scan.astype(np.int64) + 3000, 0, 65535).astype(np.uint16).repeat(3, axis=2)
+    mask = np.zeros(scan.shape[:2], np.uint8)
+    mask[50:60, 10:90] = 255
+    got = out.copy()
+    scan_blend(got, scan, mask, _FixedGate((0.5, 0.0)))
+    t = lambda a: torch.from_numpy(to_float(a)).permute(2, 0, 1)[None]  # noqa: E731
+    want = blend(t(scan).expand(-1, 3, -1, -1), t(out), torch.from_numpy(mask > 0).float()[None, None],
+                 torch.tensor([[0.5, 0.0]]))
+    np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / 65535)
+    assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()  # still gray for colorize

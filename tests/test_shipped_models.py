@@ -47,3 +47,14 @@ def test_default_restore_runs_on_the_shipped_models(tmp_path, layout, size):
         assert outcome.scan_blend is None  # too small to judge: left as restored
     else:
         assert outcome.scan_blend is not None and all(0 <= s <= 1 for s in outcome.scan_blend)
+
+
+def test_colorize_gets_the_blended_gray_restoration(tmp_path):
+    yy, xx = np.mgrid[0:64, 0:72]
+    gray = np.rint(np.clip(0.5 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 11.0), 0, 1) * 255).astype(np.uint8)
+    src = tmp_path / "gray.png"
+    Image.fromarray(gray).save(src)
+    cfg = RestoreConfig(device="cpu", colorize=True)
+    outcome = pipeline.process_file(src, tmp_path / "out" / "gray", cfg, pipeline.load_models(cfg, "cpu"))
+    assert np.asarray(Image.open(outcome.outputs[0])).shape == (64, 72, 3)
+    assert outcome.scan_blend is not None
