@@ -186,7 +186,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         "ceiling_vae": ceiling_vae, "mask": mask_source,
         "scan_blend": None if gate is None else {
             "gate": cfg.blend, "crops_blended": sum(1 for v in strengths if min(v) < 1),
-            "mean_strengths": [round(float(np.mean([v[k] for v in strengths])), 4) for k in (0, 1)]}, "mask_coverage_percent": round(100 * float(mask.mean()), 2),
+            "mean_strengths": [round(float(np.mean([v[k] for v in strengths])), 4) for k in (0, 1)]},
+        "mask_coverage_percent": round(100 * float(mask.mean()), 2),
         "gt_mask_coverage_percent": round(100 * float(m_gt.mean()), 2),
         "data": {"crops": cfg.n, "size": cfg.size, "seed": cfg.seed, "split_seed": cfg.split_seed,
                  "validation_photos": sorted(p.name for p in val_paths),
