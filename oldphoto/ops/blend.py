@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .color import luma
 from .filters import gaussian_taps, normalized_blur
 
 # the low band: area means over LOW_SHRINK x LOW_SHRINK cells, blurred with LOW_SIGMA cells (8 px), as
@@ -44,11 +45,6 @@ def _check(x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> None:
             tuple(m.shape) != (x.shape[0], 1, *x.shape[2:]) or min(x.shape[2:]) < MIN_SIDE:
         raise ValueError(f"scan blend: expected x and o (B, 3, H, W) with H, W >= {MIN_SIDE} and m (B, 1, H, W), got "
                          f"{tuple(x.shape)}, {tuple(o.shape)}, {tuple(m.shape)}")
-
-
-def luma(t: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 1, H, W), Rec. 601 weights."""
-    return 0.299 * t[:, 0:1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]
 
 
 def intact_low_band(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,8 @@ import torch
 
 from .. import registry
 from ..archs import build
-from ..ops.blend import BLEND_FEATURES, blend_features, intact_low_band, luma
+from ..ops.blend import BLEND_FEATURES, blend_features, intact_low_band
+from ..ops.color import luma
 from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold

@@ -10,7 +10,8 @@ import torch
 
 from oldphoto import registry
 from oldphoto.errors import WeightsError
-from oldphoto.ops.blend import blend, luma
+from oldphoto.ops.blend import blend
+from oldphoto.ops.color import luma
 from oldphoto.stages.blend import ScanBlend
 from oldphoto.train import blend as blend_train
 
