@@ -138,8 +138,8 @@ def build_models(mode: str, device):
     from oldphoto.archs import build
     from oldphoto.stages.colorize import Colorizer
     from oldphoto.stages.detect import Detector
-    from oldphoto.stages.blend import ScanBlend
-    from oldphoto.stages.restore import Restorer, restore_threshold
+    from oldphoto.stages.blend import ScanBlend, fitted_chain
+    from oldphoto.stages.restore import Restorer
     from oldphoto.stages.upscale import Upscaler
 
     names = pipeline.WEIGHT_NAMES
@@ -177,8 +177,7 @@ def build_models(mode: str, device):
                                mask_threshold=em.meta.get("mask_threshold") if em else None, refiner=refiner)
     blend_entry = _entry_or_none(names["blend"])
     if mode == "restore" and blend_entry is not None and None not in (det_entry, e1, em, e2, er):
-        chain = {e.name: e.sha256 for e in (e1, em, e2, er, det_entry)}
-        models.blend = ScanBlend.from_registry(blend_entry.name, chain, restore_threshold(models.restorer, detector))
+        models.blend = ScanBlend.from_registry(blend_entry.name, fitted_chain(models.restorer, detector))
         labels["blend"] = f"{blend_entry.name} ({blend_entry.sha256[:12]})"
     if mode == "upscale2":
         up, up_entry = load("upscaler", "upscaler")

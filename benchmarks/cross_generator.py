@@ -34,7 +34,7 @@ from oldphoto.config import RestoreConfig
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
 from oldphoto.stages.detect import Detector
-from oldphoto.stages.blend import ScanBlend
+from oldphoto.stages.blend import ScanBlend, fitted_chain
 from oldphoto.stages.restore import Restorer, restore_threshold
 from oldphoto.train.baseline import BaselineConfig, classical_restore
 from oldphoto.train.chunked import chunked
@@ -176,9 +176,7 @@ def main() -> None:
         WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"], refiner=WEIGHT_NAMES["refiner"] or None)
     blend = None  # the scan-blend gate, fitted beside the pipeline's chain and detector only
     if restorer is not None and names[0] == WEIGHT_NAMES["detector"]:
-        det = detectors[names[0]]
-        chain = {e.name: e.sha256 for e in [*restorer.entries, det.entry]}
-        blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], chain, restore_threshold(restorer, det))
+        blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], fitted_chain(restorer, detectors[names[0]]))
     t0 = time.perf_counter()
     sets = crops(args.crops, args.size, args.seed)
     print(f"{args.crops} crops of {args.size} px per generator in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -21,9 +21,9 @@ import json
 import torch
 
 from oldphoto.pipeline import WEIGHT_NAMES
-from oldphoto.stages.blend import ScanBlend
+from oldphoto.stages.blend import ScanBlend, fitted_chain
 from oldphoto.stages.detect import Detector
-from oldphoto.stages.restore import Restorer, restore_threshold
+from oldphoto.stages.restore import Restorer
 from oldphoto.train.chunked import chunked
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
 from oldphoto.train.evaluate_restore import even_tone_crops
@@ -54,8 +54,7 @@ def main() -> None:
     detector = Detector.from_registry(args.detector) if args.detector else None
     gate = None
     if args.pipeline and args.refiner == WEIGHT_NAMES["refiner"]:
-        chain = {e.name: e.sha256 for e in [*restorer.entries, detector.entry]}
-        gate = ScanBlend.from_registry(WEIGHT_NAMES["blend"], chain, restore_threshold(restorer, detector))
+        gate = ScanBlend.from_registry(WEIGHT_NAMES["blend"], fitted_chain(restorer, detector))
     _, val = split_corpus(corpus_dir(), 0.15, 0)
     table = {}
     for name, family in {"none (clean crop)": (), **{f: (f,) for f in FAMILIES}}.items():

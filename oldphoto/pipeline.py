@@ -35,10 +35,10 @@ from .stages.base import (
     resolve_device,
     timed,
 )
-from .stages.blend import ScanBlend
+from .stages.blend import ScanBlend, fitted_chain
 from .stages.colorize import Colorizer
 from .stages.detect import Detector
-from .stages.restore import Restorer, restore_threshold
+from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
 __all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "new_batcher", "output_paths",
@@ -145,9 +145,7 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
     models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
                                              device, refiner=WEIGHT_NAMES["refiner"])
     if cfg.scan_blend_mode == "auto":
-        chain = {e.name: e.sha256 for e in [*models.restorer.entries, models.detector.entry]}
-        models.blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], chain,
-                                               restore_threshold(models.restorer, models.detector))
+        models.blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], fitted_chain(models.restorer, models.detector))
     if cfg.colorize:
         models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
     if cfg.upscale > 1:

@@ -12,6 +12,14 @@ from .. import registry
 from ..errors import WeightsError
 from ..ops.blend import BLEND_FEATURES, blend_features
 from ..registry import WeightsEntry
+from .restore import restore_threshold
+
+
+def fitted_chain(restorer, detector) -> dict:
+    """{registry name: sha256} of the restorer's entries and the detector's, plus "restore_threshold": the
+    restoration a gate is fitted beside (train.blend records it in the gate's meta) and must run beside."""
+    return {**{e.name: e.sha256 for e in [*restorer.entries, detector.entry]},
+            "restore_threshold": restore_threshold(restorer, detector)}
 
 
 class ScanBlend:
@@ -25,14 +33,14 @@ class ScanBlend:
         self.entry = entry
 
     @classmethod
-    def from_registry(cls, name: str, networks: dict[str, str], restore_threshold: float) -> "ScanBlend":
-        """networks: {registry name: sha256} of the restorer chain and detector it runs beside."""
+    def from_registry(cls, name: str, chain: dict) -> "ScanBlend":
+        """chain: fitted_chain(restorer, detector) of the restoration it runs beside."""
         entry = registry.get(name)
         fitted = dict(entry.meta.get("networks", {}))
-        fitted_threshold = fitted.pop("restore_threshold", None)
-        if fitted != networks or fitted_threshold != restore_threshold:
-            raise WeightsError(f"{name} was fitted beside {sorted(fitted)} at threshold {fitted_threshold}, not "
-                               f"{sorted(networks)} at {restore_threshold}: refit it (oldphoto train blend)")
+        if fitted != chain:
+            raise WeightsError(f"{name} was fitted beside {sorted(fitted)} at threshold "
+                               f"{fitted.get('restore_threshold')}, not {sorted(chain)} at "
+                               f"{chain.get('restore_threshold')}: refit it (oldphoto train blend)")
         return cls(registry.load_entry(entry, "cpu"), entry)
 
     def strengths(self, x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

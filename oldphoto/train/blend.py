@@ -33,7 +33,8 @@ from ..ops.blend import BLEND_FEATURES, blend_features, intact_low_band
 from ..ops.color import luma
 from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
-from ..stages.restore import Restorer, restore_threshold
+from ..stages.blend import fitted_chain
+from ..stages.restore import Restorer
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .degrade import FAMILIES, DegradeConfig, family_recipe
@@ -88,9 +89,7 @@ def _chain(cfg: Config) -> tuple[Restorer, Detector, dict]:
     """The frozen restorer and detector, and {name: sha256} of each (+ the restore threshold) for the meta."""
     restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2, refiner=cfg.refiner or None)
     detector = Detector.from_registry(cfg.detector)
-    networks = {e.name: e.sha256 for e in [*restorer.entries, detector.entry]}
-    networks["restore_threshold"] = restore_threshold(restorer, detector)
-    return restorer, detector, networks
+    return restorer, detector, fitted_chain(restorer, detector)
 
 
 def error_terms(x: torch.Tensor, o: torch.Tensor, m: torch.Tensor, y: torch.Tensor

@@ -33,7 +33,7 @@ from ..ops.color import from_float, to_float
 from ..ops.masks import dilate
 from ..passes import even_tone, keep_intact, scan_blend
 from ..pipeline import WEIGHT_NAMES
-from ..stages.blend import ScanBlend
+from ..stages.blend import ScanBlend, fitted_chain
 from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
@@ -146,8 +146,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     # own curve, blended by its own strengths
     gate = None
     if cfg.blend in registry.entries() and detector is not None:
-        chain = {e.name: e.sha256 for e in [*restorer.entries, detector.entry]}
-        gate = ScanBlend.from_registry(cfg.blend, chain, threshold)
+        gate = ScanBlend.from_registry(cfg.blend, fitted_chain(restorer, detector))
     strengths: list = []
     full_photo = even_tone_crops(full, x, mask, blend_stage=gate, strengths=strengths)
     results["full"] = quality(full_photo, y)

@@ -60,14 +60,14 @@ def test_run_caches_restorations_exports_and_the_stage_checks_the_chain(weights,
     meta = registry.get("blend-t").meta
     chain = {name: registry.get(name).sha256 for name in ("v1-t", "map-t", "v2-t", "det-t")}
     assert meta["networks"] == {**chain, "restore_threshold": 0.6} and meta["seed"] == 12
-    stage = ScanBlend.from_registry("blend-t", chain, 0.6)
+    stage = ScanBlend.from_registry("blend-t", {**chain, "restore_threshold": 0.6})
     x = torch.rand(2, 3, 32, 32)
     s = stage.strengths(x, x, torch.zeros(2, 1, 32, 32))
     assert s.shape == (2, 2) and bool(((s >= 0) & (s <= 1)).all())
     with pytest.raises(WeightsError, match="refit it"):
-        ScanBlend.from_registry("blend-t", chain, 0.7)
+        ScanBlend.from_registry("blend-t", {**chain, "restore_threshold": 0.7})
     with pytest.raises(WeightsError, match="refit it"):
-        ScanBlend.from_registry("blend-t", {**chain, "v1-t": "0" * 64}, 0.6)
+        ScanBlend.from_registry("blend-t", {**chain, "v1-t": "0" * 64, "restore_threshold": 0.6})
 
 
 @pytest.mark.parametrize("kw, says", [({"crops": 12}, "multiple of 8"), ({"holdout": 1.0}, "0 < holdout < 1"),
