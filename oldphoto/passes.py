@@ -303,17 +303,15 @@ def blend_blocks(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, chunk: i
     ys = np.linspace(0, h - bh, min(BLEND_BLOCKS, -(-h // BLEND_BLOCK))).round().astype(int)
     xs = np.linspace(0, w - bw, min(BLEND_BLOCKS, -(-w // BLEND_BLOCK))).round().astype(int)
     corners = [(y, x) for y in ys for x in xs]
+
+    def rgb(blocks: np.ndarray) -> torch.Tensor:  # (B, bh, bw, C) uint -> (B, 3, bh, bw) float
+        t = torch.from_numpy(to_float(blocks)).permute(0, 3, 1, 2)
+        return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+
     for i in range(0, len(corners), chunk):
         at = corners[i:i + chunk]
-
-        def stack(a: np.ndarray) -> np.ndarray:
-            return np.stack([a[y:y + bh, x:x + bw] for y, x in at])
-
-        def rgb(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(to_float(stack(a))).permute(0, 3, 1, 2)
-            return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
-
-        yield rgb(pixels), rgb(out), torch.from_numpy((stack(mask) > 0).astype(np.float32))[:, None]
+        x, o, m = (np.stack([a[y:y + bh, x0:x0 + bw] for y, x0 in at]) for a in (pixels, out, mask))
+        yield rgb(x), rgb(o), torch.from_numpy((m > 0).astype(np.float32))[:, None]
 
 
 def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
