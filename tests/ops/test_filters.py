@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from oldphoto.ops.filters import blur, gaussian_taps, masked_blur
 
@@ -38,3 +39,27 @@ def test_blur_keeps_the_mean_of_a_ramp_and_checks_shapes():
         gaussian_taps(0.0)
     with pytest.raises(ValueError, match="mask"):
         masked_blur(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), gaussian_taps(1.0))
+
+
+def _conv_blur(d: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """The reference: a depthwise convolution per axis over replicate-padded input."""
+    c, pad = d.shape[1], taps.numel() // 2
+    d = F.conv2d(F.pad(d, (0, 0, pad, pad), mode="replicate"), taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(F.pad(d, (pad, pad, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                    groups=c)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40, 57), (1, 1, 1, 9), (1, 4, 5, 2)])
+def test_blur_equals_a_depthwise_convolution_on_any_size(shape):
+    d = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    taps = gaussian_taps(2.0)  # 13 taps: wider than some of the sizes above
+    assert torch.allclose(blur(d, taps), _conv_blur(d, taps), atol=1e-6)
+
+
+def test_blur_passes_gradients_and_rejects_even_taps():
+    d = torch.rand(1, 2, 16, 16, requires_grad=True)
+    blur(d, gaussian_taps(1.0)).sum().backward()
+    inner = d.grad[..., 3:-3, 3:-3]  # 7 taps; the replicated edges count more than once
+    assert torch.allclose(inner, torch.ones_like(inner), atol=1e-5)  # normalised taps: an inner pixel counts once
+    with pytest.raises(ValueError, match=r"odd length.*\(4,\)"):
+        blur(d, torch.ones(4) / 4)
