@@ -14,6 +14,7 @@ from oldphoto.stages.base import (
     UpscalerStage,
     check_output,
     configure_cpu_threads,
+    fold_batch_norms,
     run_stage,
     timed,
     usable_cpus,
@@ -89,3 +90,36 @@ def test_timed_accumulates_and_keeps_time_on_errors():
         with timed(seconds, "detect", torch.device("cpu")):
             raise RuntimeError("x")
     assert seconds["detect"] >= first
+
+
+def _with_running_stats(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine terms, as training would."""
+    g = torch.Generator().manual_seed(5)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+def test_fold_batch_norms_keeps_the_function_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = _with_running_stats(build("unet_detector", channels=(4, 8, 8), blocks=2))
+    x = torch.rand(2, 3, 32, 32)
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        want = model(x)
+        folded = fold_batch_norms(model)
+        got = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert norms > 0 and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == norms
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_fold_batch_norms_returns_models_without_pairs_as_they_are():
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    lone = torch.nn.Sequential(torch.nn.BatchNorm2d(2), torch.nn.Conv2d(2, 2, 1))  # BatchNorm before the conv
+    assert fold_batch_norms(plain) is plain
+    assert fold_batch_norms(lone) is lone
