@@ -9,7 +9,9 @@ held-out number stays an honest estimate; seed 777 is the one the weights README
 `--ageing P` adds the ageing damage kinds (crazing, foxing, flaking; off in the default recipe) at P each, for
 detectors trained with them. `--photos training` scores crops of the training photos instead (same recipe and
 seed): the gap to the validation photos is how much of a detector's score is memorised content. A candidate
-"A+B" scores the average of A's and B's weights (fine-tunes of one detector).
+"A+B" scores the average of A's and B's weights (fine-tunes of one detector). `--enlarge F` also scores each
+candidate, at its threshold from the crops as they are, on the same crops enlarged F times (a scan at F times the
+resolution; `train.detector.enlarged`), under "enlarged".
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 import torch
 
 from oldphoto import registry
-from oldphoto.train.detector import ARCH, Config, EvalConfig, load_validation, predict, score_learned, training_recipe
+from oldphoto.train.detector import (ARCH, Config, EvalConfig, enlarged, load_validation, predict, score_learned,
+                                     training_recipe)
 from oldphoto.train.loop import load_run_best, load_run_last
 
 
@@ -51,6 +54,7 @@ def main() -> None:
     ap.add_argument("--ageing", type=float, default=0.0, help="probability of each ageing damage kind (default 0)")
     ap.add_argument("--photos", choices=("validation", "training"), default="validation",
                     help="crops of the validation photos (default) or of the photos the detectors were trained on")
+    ap.add_argument("--enlarge", type=int, default=0, help="also score the crops enlarged this many times (0: skip)")
     args = ap.parse_args()
     held_out = EvalConfig().seed
     if args.seed == held_out:
@@ -61,10 +65,12 @@ def main() -> None:
     for cand in args.candidates:
         model, step = load(cand)
         r = score_learned(predict(model, images, 8), masks)
-        print(json.dumps({"candidate": cand, "step": step, "f1_tol": round(r["f1_tol"], 4), "f1": round(r["f1"], 4),
-                          "precision_tol": round(r["precision_tol"], 3), "recall_tol": round(r["recall_tol"], 3),
-                          "threshold": r["threshold"], "seed": args.seed, "ageing": args.ageing,
-                          "photos": args.photos}), flush=True)
+        row = {"candidate": cand, "step": step, "f1_tol": round(r["f1_tol"], 4), "f1": round(r["f1"], 4),
+               "precision_tol": round(r["precision_tol"], 3), "recall_tol": round(r["recall_tol"], 3),
+               "threshold": r["threshold"], "seed": args.seed, "ageing": args.ageing, "photos": args.photos}
+        if args.enlarge > 1:
+            row["enlarged"] = enlarged(model, images, masks, r["threshold"], args.enlarge)
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .. import registry
 from ..archs import build
@@ -99,6 +100,10 @@ class Config:
     p_permute: float = 0.0  # permuted colour channels, each with this probability; new content against memorising
     p_leaves: float = 0.0  # a procedural dead-leaves collage (train/leaves.py) instead of a photo crop; 0 keeps the
     #                        old random stream
+    p_upscan: float = 0.0  # share of training crops made at 1/f of the crop size and enlarged f times: the same
+    #                        print scanned at a higher resolution (wider defects over smoother content, which
+    #                        detector-v10 half misses at f = 2); 0 keeps the old random stream
+    upscan_range: tuple[float, float] = (1.3, 3.0)  # f, log-uniform
     chroma: bool = False  # also feed the colour-difference planes (archs/unet_detector.py); init_from a luma-only
     #                       detector starts with their weights at zero, i.e. exactly where that detector was
     widths: tuple[int, ...] = ()  # channels per level, finest first, instead of base / max_width / levels (e.g.
@@ -137,6 +142,9 @@ class EvalConfig:
     #                      many crops of the same photos degraded by the recipe without any damage (0: skip)
     second: int = 96  # also score, at the tuned thresholds, this many crops of the same photos degraded by the
     #                   second generator (degrade_second: never trained on): how far the numbers carry (0: skip)
+    enlarge: int = 2  # also score the learned detector, at its tuned threshold, on the same held-out crops enlarged
+    #                   this many times (bicubic), as scanned at that many times the resolution, its probabilities
+    #                   averaged back onto the crop's grid (0 or 1: skip)
 
 
 # ------------------------------------------------------------------ data
@@ -180,6 +188,16 @@ def content_edges(clean: np.ndarray, cfg: Config) -> np.ndarray:
     return np.clip(r / cfg.edge_level, 0, 1).astype(np.float32)
 
 
+def enlarge(img: np.ndarray, size: int, binary: bool = False) -> np.ndarray:
+    """(h, w) or (h, w, C) float in [0, 1] -> the same at (size, size): bicubic (clipped), or bilinear and
+    thresholded at 0.5 for a binary mask, so a defect keeps its shape at the new scale."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    t = (t[None, None] if img.ndim == 2 else t.permute(2, 0, 1)[None])
+    t = F.interpolate(t, size=(size, size), mode="bilinear" if binary else "bicubic", align_corners=False)
+    t = (t > 0.5).float() if binary else t.clamp(0, 1)
+    return t[0, 0].numpy() if img.ndim == 2 else t[0].permute(1, 2, 0).numpy()
+
+
 def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> Batch:
     """A training batch: degraded crops (B, 3, S, S) in [0, 1], their defect masks (B, 1, S, S) in {0, 1} and,
     with cfg.edge_weight, the clean crops' thin structures (B, 1, S, S) in [0, 1] (content_edges; else None)."""
@@ -188,12 +206,19 @@ def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) ->
     sharp = degrade.sharp_recipe(cfg.sharp_scale, dcfg)
     mix = cfg.content_mix()
     for _ in range(cfg.batch):
-        clean = clean_crop(pool, rng, cfg.crop, (cfg.scale_min, cfg.scale_max), mix)
+        size = cfg.crop
+        if cfg.p_upscan and rng.random() < cfg.p_upscan:  # p_upscan 0: the old random stream
+            lo, hi = cfg.upscan_range
+            size = max(16, round(cfg.crop / float(np.exp(rng.uniform(np.log(lo), np.log(hi))))))
+        clean = clean_crop(pool, rng, size, (cfg.scale_min, cfg.scale_max), mix)
         recipe = sharp if cfg.p_sharp and rng.random() < cfg.p_sharp else dcfg  # p_sharp 0: the old random stream
         d = degrade.degrade(clean, rng, recipe)
+        image, mask = d.image, d.mask
+        if size != cfg.crop:
+            image, mask, clean = enlarge(image, cfg.crop), enlarge(mask, cfg.crop, True), enlarge(clean, cfg.crop)
         k = int(rng.integers(4))  # the pool never flips upside down; defects run every way, so rotate
-        xs.append(_to_tensor(np.rot90(_augment(d.image, rng, cfg), k)))
-        ys.append(_to_tensor(np.rot90(d.mask, k)))
+        xs.append(_to_tensor(np.rot90(_augment(image, rng, cfg), k)))
+        ys.append(_to_tensor(np.rot90(mask, k)))
         if cfg.edge_weight:  # no random draws: the stream is the same with or without it
             es.append(_to_tensor(np.rot90(content_edges(clean, cfg), k)))
     return torch.stack(xs), torch.stack(ys), (torch.stack(es) if es else None)
@@ -315,6 +340,9 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     if not (0 <= cfg.p_sharp <= 1 and 0 <= cfg.sharp_scale <= 1):
         raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
+    if not (0 <= cfg.p_upscan <= 1 and 1 <= cfg.upscan_range[0] <= cfg.upscan_range[1]):
+        raise ValueError(f"need 0 <= p_upscan <= 1 and 1 <= upscan_range[0] <= upscan_range[1], got {cfg.p_upscan} "
+                         f"and {cfg.upscan_range}")
     if not 0 <= cfg.p_ageing <= 1:
         raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
     if cfg.ignore_ring < 0:
@@ -433,6 +461,20 @@ def second_generator(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
     return out
 
 
+def enlarged(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, threshold: float, factor: int,
+             batch: int = 8) -> dict:
+    """The learned detector on images (N, 3, S, S) enlarged `factor` times (bicubic, clipped to [0, 1]), its
+    probabilities area-averaged back to (N, 1, S, S) and scored against masks at `threshold`: F1 / precision /
+    recall with the 1 px tolerance. How far a detector trained at one scan resolution carries to a finer one."""
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        big = F.interpolate(t, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
+        dev = next(model.parameters()).device
+        return F.avg_pool2d(torch.sigmoid(model(big.to(dev)).float()), factor).cpu()
+
+    t = scores_at(chunked(fn, batch, images, model=model), masks, threshold)
+    return {"factor": factor, **{name: round(t[name], 4) for name in ("f1_tol", "precision_tol", "recall_tol")}}
+
+
 def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """Evaluate registered weights (or a run's best.pt) and the classical baseline on the fixed held-out set."""
     threads_before = torch.get_num_threads()
@@ -461,6 +503,10 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         log(f"second generator ({cfg.second} crops, never trained on): learned F1(1px tol) {sg['learned']['f1_tol']:.3f}"
             f" (P {sg['learned']['precision_tol']:.3f}, R {sg['learned']['recall_tol']:.3f}), classical "
             f"{sg['classical']['f1_tol']:.3f}")
+    if cfg.enlarge > 1:
+        res["enlarged"] = en = enlarged(model, images, masks, res["learned"]["threshold"], cfg.enlarge, cfg.batch)
+        log(f"the same crops enlarged x{cfg.enlarge}: learned F1(1px tol) {en['f1_tol']:.3f} (P {en['precision_tol']:.3f},"
+            f" R {en['recall_tol']:.3f})")
     res["evaluated"] = what
     res["eval_config"] = asdict(cfg)
     for k in ("learned", "classical"):

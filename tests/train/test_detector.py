@@ -282,3 +282,49 @@ def test_content_edges_mark_thin_lines_of_the_clean_crop_and_come_with_each_batc
     assert tuple(edges.shape) == (3, 1, 32, 32) and 0 <= float(edges.min()) <= float(edges.max()) <= 1
     x0, y0, none = D.sample_batch(pool, np.random.default_rng(5), D.Config(corpus=str(corpus), crop=32, batch=3))
     assert none is None and torch.equal(x, x0) and torch.equal(y, y0)  # the edges draw nothing from the stream
+
+
+def test_enlarge_keeps_a_defect_where_it_was_at_the_new_scale():
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:8, 10:12] = 1
+    big = D.enlarge(mask, 32, binary=True)
+    assert big.dtype == np.float32 and set(np.unique(big)) == {0.0, 1.0}
+    assert big[8:16, 20:24].min() == 1 and big.sum() == pytest.approx(4 * mask.sum(), abs=8)
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    out = D.enlarge(img, 48)
+    assert out.shape == (48, 48, 3) and 0 <= out.min() and out.max() <= 1
+
+
+def test_upscanned_crops_come_from_smaller_crops_with_their_masks_enlarged(corpus):
+    from oldphoto.train.data import PhotoPool
+
+    base = D.Config(corpus=str(corpus), crop=32, batch=3)
+    pool = PhotoPool(sorted(corpus.glob("*.png")), max_side=base.max_side)
+    x0, y0, _ = D.sample_batch(pool, np.random.default_rng(5), replace(base, p_upscan=0.0))
+    x1, y1, _ = D.sample_batch(pool, np.random.default_rng(5), base)
+    assert torch.equal(x0, x1) and torch.equal(y0, y1)  # p_upscan 0 draws nothing: older streams stay the same
+    x, y, _ = D.sample_batch(pool, np.random.default_rng(5), replace(base, p_upscan=1.0, upscan_range=(2.0, 2.0)))
+    assert tuple(x.shape) == (3, 3, 32, 32) and set(torch.unique(y).tolist()) <= {0.0, 1.0}
+    # made at 16 px and enlarged twice: neighbouring pixels differ far less than in crops made at 32 px
+    step = lambda t: float((t[..., 1:] - t[..., :-1]).abs().mean())  # noqa: E731
+    assert step(x) < 0.7 * step(x0)
+    with pytest.raises(ValueError, match="upscan_range"):
+        D.run(replace(_cfg(corpus, "unused", 1), p_upscan=0.5, upscan_range=(0.5, 2.0)), lambda m: None)
+
+
+def test_enlarged_scores_the_same_crops_at_a_finer_scan_resolution():
+    class Edges(torch.nn.Module):  # "defect" wherever the crop is bright, at any resolution
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return 50 * (x[:, :1] - 0.5) * self.w
+
+    images = torch.zeros(2, 3, 16, 16)
+    images[:, :, 4:12, 6:9] = 1
+    masks = (images[:, :1] > 0.5).float()
+    res = D.enlarged(Edges(), images, masks, threshold=0.5, factor=2, batch=1)
+    assert res["factor"] == 2 and res["f1_tol"] == pytest.approx(1.0)
+    res = D.enlarged(Edges(), images, torch.roll(masks, 5, dims=-1), threshold=0.5, factor=2)
+    assert res["f1_tol"] < 0.5  # scored against the masks given, on the crop's own grid
