@@ -505,8 +505,8 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
             f"{sg['classical']['f1_tol']:.3f}")
     if cfg.enlarge > 1:
         res["enlarged"] = en = enlarged(model, images, masks, res["learned"]["threshold"], cfg.enlarge, cfg.batch)
-        log(f"the same crops enlarged x{cfg.enlarge}: learned F1(1px tol) {en['f1_tol']:.3f} (P {en['precision_tol']:.3f},"
-            f" R {en['recall_tol']:.3f})")
+        log(f"the same crops enlarged x{cfg.enlarge}: learned F1(1px tol) {en['f1_tol']:.3f} "
+            f"(P {en['precision_tol']:.3f}, R {en['recall_tol']:.3f})")
     res["evaluated"] = what
     res["eval_config"] = asdict(cfg)
     for k in ("learned", "classical"):
