@@ -32,7 +32,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig, TileConfig
+from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
+                     TileConfig)
 from .errors import ImageError, OldPhotoError
 from .lock import LockHeld, OutputLock
 from .report import FileResult, Report
@@ -309,12 +310,16 @@ def _rel_str(rel: Path) -> str:
 @click.option("--scan-blend", type=click.Choice(SCAN_BLENDS), default=_DEFAULT.scan_blend, show_default=True,
               help="auto: on a scan judged mildly degraded, keep part of its own tone and detail outside the "
                    "defects; off: the restoration as is.")
+@click.option("--detect-scales", type=click.Choice([str(s) for s in DETECT_SCALES]),
+              default=str(_DEFAULT.detect_scales), show_default=True,
+              help="2: also look for defects at half size, for scans at about twice the usual resolution or finer "
+                   "(wide scratches over smooth content); a quarter more detector time.")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
-            save_mask: bool, scan_blend: str) -> None:
+            save_mask: bool, scan_blend: str, detect_scales: str) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -322,7 +327,7 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
                             tone_strength=tone_strength, scope=scope, save_mask=save_mask,
-                            scan_blend=scan_blend)
+                            scan_blend=scan_blend, detect_scales=int(detect_scales))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)

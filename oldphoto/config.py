@@ -10,6 +10,7 @@ UPSCALE_FACTORS = (1, 2, 4)
 TONE_MODES = ("photo", "tile", "scan")
 SCOPES = ("all", "defects")
 SCAN_BLENDS = ("auto", "off")
+DETECT_SCALES = (1, 2)
 # share of the photo's fitted tone correction that `--tone photo` applies by default: all of it. Half of it won
 # on one set of degraded whole validation photos and lost on a second draw of the same photos (weights/README.md,
 # sixteenth session): no share was better than another beyond the noise, so the default is what it always was
@@ -64,6 +65,10 @@ class RestoreConfig:
     # own tone and detail outside the defects (ops/blend.py; with scope all and tone photo or scan, not when
     # upscaling; before colorizing); off: the restoration as is
     scan_blend: str = "auto"
+    # 1: the detector sees each tile as scanned; 2: also each tile shrunk to half size, the two combined
+    # (stages.detect.TwoScaleDetector), for scans at about twice the training recipe's resolution or finer, where
+    # wide defects over smooth content are otherwise half missed (a quarter more detector time)
+    detect_scales: int = 1
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -86,6 +91,8 @@ class RestoreConfig:
                                  "has none: use it with tone 'photo'")
         if self.scan_blend not in SCAN_BLENDS:
             raise ValueError(f"scan blend must be one of {SCAN_BLENDS}, got {self.scan_blend!r}")
+        if self.detect_scales not in DETECT_SCALES:
+            raise ValueError(f"detect scales must be one of {DETECT_SCALES}, got {self.detect_scales!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.save_mask and self.only_mask:
@@ -134,9 +141,12 @@ class RestoreConfig:
     def settings(self) -> dict:
         """Every field, with the defaults that depend on the mode resolved (what the report records): the default
         and the same value given explicitly make the same output."""
-        return {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode,
-                "tone_strength": self.tone_share if self.tone_mode == "photo" else None,
-                "scan_blend": self.scan_blend_mode}
+        out = {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode,
+               "tone_strength": self.tone_share if self.tone_mode == "photo" else None,
+               "scan_blend": self.scan_blend_mode}
+        if self.detect_scales == 1:  # absent at its default: outputs made before the option existed stay current
+            del out["detect_scales"]
+        return out
 
     def output_settings(self) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current."""

@@ -37,7 +37,7 @@ from .stages.base import (
 )
 from .stages.blend import ScanBlend, fitted_chain
 from .stages.colorize import Colorizer
-from .stages.detect import Detector
+from .stages.detect import Detector, TwoScaleDetector
 from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
@@ -103,7 +103,7 @@ class Models:
             if key == "upscaler":
                 out[key]["scale"] = int(getattr(stage, "scale", 1))
             # thresholds live in the weights' meta: when they change, outputs made with the old ones are stale
-            for attr in ("threshold", "mask_threshold"):
+            for attr in ("threshold", "mask_threshold", "restore_threshold", "scales"):
                 if getattr(stage, attr, None) is not None:
                     out[key][attr] = float(getattr(stage, attr))
         return out
@@ -141,11 +141,15 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
         configure_cpu_threads()
     models = Models(detector=Detector.from_registry(WEIGHT_NAMES["detector"], device))
     if cfg.only_mask:
+        if cfg.detect_scales == 2:
+            models.detector = TwoScaleDetector(models.detector)
         return models
     models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
                                              device, refiner=WEIGHT_NAMES["refiner"])
     if cfg.scan_blend_mode == "auto":
         models.blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], fitted_chain(models.restorer, models.detector))
+    if cfg.detect_scales == 2:  # after the gate's check: it was fitted beside one pass, whose marks these match
+        models.detector = TwoScaleDetector(models.detector)
     if cfg.colorize:
         models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
     if cfg.upscale > 1:

@@ -145,6 +145,7 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--scope", "defects", "--only-mask"], "only_mask changes none"),
     (["--tone-strength", "1.5"], "0<=x<=1"),
     (["--scan-blend", "always"], "'always' is not one of 'auto', 'off'"),
+    (["--detect-scales", "3"], "'3' is not one of '1', '2'"),
     (["--tone", "scan", "--tone-strength", "0.5"], "tone 'scan' has none"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):
@@ -324,6 +325,16 @@ def test_tone_strength_is_resolved_in_the_report_and_decides_whether_an_output_i
     assert len(fake.calls) == 1
     assert run("restore", src, "--out", out, "--tone-strength", "0.5").exit_code == 0  # another output: redone
     assert report_of(out)["settings"]["tone_strength"] == 0.5 and len(fake.calls) == 2
+
+
+def test_detect_scales_reach_the_settings_and_redo_outputs_only_when_changed(tmp_path, fake):
+    src = put(tmp_path / "a.jpg")
+    out = tmp_path / "out"
+    assert run("restore", src, "--out", out).exit_code == 0
+    assert "detect_scales" not in report_of(out)["settings"]  # the default is not recorded: older outputs current
+    assert run("restore", src, "--out", out, "--detect-scales", "1").exit_code == 0 and len(fake.calls) == 1
+    assert run("restore", src, "--out", out, "--detect-scales", "2").exit_code == 0  # another output: redone
+    assert report_of(out)["settings"]["detect_scales"] == 2 and len(fake.calls) == 2
 
 
 def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):

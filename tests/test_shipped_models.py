@@ -58,3 +58,22 @@ def test_colorize_gets_the_blended_gray_restoration(tmp_path):
     outcome = pipeline.process_file(src, tmp_path / "out" / "gray", cfg, pipeline.load_models(cfg, "cpu"))
     assert np.asarray(Image.open(outcome.outputs[0])).shape == (64, 72, 3)
     assert outcome.scan_blend is not None
+
+
+def test_two_scale_detection_runs_on_the_shipped_models_and_is_recorded(tmp_path):
+    rng = np.random.default_rng(1)
+    scan = np.clip(0.5 + 0.05 * rng.standard_normal((80, 96, 3)), 0, 1)
+    scan[30:36, 4:90] = 0.95  # a wide bright scratch
+    src = tmp_path / "scan.png"
+    Image.fromarray(np.rint(scan * 255).astype(np.uint8)).save(src)
+    for only_mask in (False, True):
+        cfg = RestoreConfig(device="cpu", detect_scales=2, only_mask=only_mask)
+        models = pipeline.load_models(cfg, "cpu")
+        described = models.describe()["detector"]
+        assert described["scales"] == 2 and described["threshold"] == 0.7 and described["restore_threshold"] == 0.95
+        outcome = pipeline.process_file(src, tmp_path / str(only_mask) / "scan", cfg, models)
+        assert outcome.mask_coverage is not None and outcome.mask_coverage > 0
+    assert RestoreConfig(detect_scales=2).settings()["detect_scales"] == 2
+    assert "detect_scales" not in RestoreConfig().settings()  # absent at its default: older outputs stay current
+    with pytest.raises(ValueError, match="detect scales must be one of"):
+        RestoreConfig(detect_scales=3)

@@ -17,7 +17,12 @@ MULTIPLE = 4  # the latent grid is 1/4 of the tile
 
 
 def restore_threshold(restorer, detector) -> float:
-    """Detector threshold for masks handed to `restorer`: the one its mapping was tuned with, else the detector's."""
+    """Detector threshold for masks handed to `restorer`: the detector's own restore_threshold where it has one
+    (a TwoScaleDetector, whose combined probabilities run higher), else the one the restorer's mapping was tuned
+    with, else the detector's."""
+    own = getattr(detector, "restore_threshold", None)
+    if own is not None:
+        return float(own)
     preferred = getattr(restorer, "mask_threshold", None)
     return float(detector.threshold if preferred is None else preferred)
 

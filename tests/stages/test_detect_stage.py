@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from oldphoto.archs import build
-from oldphoto.stages.detect import Detector
+from oldphoto.stages.detect import TWO_SCALE_RESTORE_THRESHOLD, TWO_SCALE_THRESHOLD, Detector, TwoScaleDetector
+from oldphoto.stages.restore import restore_threshold
 
 
 def _detector(threshold=0.4):
@@ -71,3 +72,44 @@ def test_from_registry_takes_the_tuned_threshold_from_the_meta(tmp_path, monkeyp
         assert det(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
     finally:
         registry.entries.cache_clear()
+
+
+class _BySize:
+    """A stand-in detector: probability 0.5 on full-size tiles, `half` on tiles of half that size, and a record
+    of the sizes it was shown."""
+
+    entry = None
+
+    def __init__(self, size: int, half: float):
+        self.size, self.half, self.seen = size, half, []
+
+    def __call__(self, tiles):
+        self.seen.append(tuple(tiles.shape))
+        value = 0.5 if tiles.shape[-1] == self.size else self.half
+        return torch.full((len(tiles), 1, *tiles.shape[-2:]), value)
+
+
+def test_two_scales_combine_both_passes_as_a_noisy_or():
+    inner = _BySize(32, half=0.2)
+    two = TwoScaleDetector(inner)
+    prob = two(torch.rand(2, 3, 32, 32))
+    assert inner.seen == [(2, 3, 32, 32), (2, 3, 16, 16)]  # the tile as is, then shrunk to half size
+    assert tuple(prob.shape) == (2, 1, 32, 32) and torch.allclose(prob, torch.full_like(prob, 1 - 0.5 * 0.8))
+    assert (two.threshold, two.restore_threshold, two.scales) == (TWO_SCALE_THRESHOLD, TWO_SCALE_RESTORE_THRESHOLD, 2)
+    with pytest.raises(ValueError, match=r"T even.*\(1, 3, 31, 31\)"):
+        two(torch.rand(1, 3, 31, 31))
+
+
+def test_two_scales_mark_at_least_what_either_pass_marks_and_set_the_restore_threshold():
+    det = _detector()
+    two = TwoScaleDetector(det)
+    tiles = torch.rand(2, 3, 32, 32)
+    prob = two(tiles)
+    assert (prob >= det(tiles) - 1e-6).all() and prob.max() <= 1
+    assert two.entry is det.entry and two.device == det.device
+
+    class Restorer:
+        mask_threshold = 0.8
+
+    assert restore_threshold(Restorer(), det) == 0.8  # one pass: the threshold the restorer was tuned with
+    assert restore_threshold(Restorer(), two) == TWO_SCALE_RESTORE_THRESHOLD  # two: the detector's own
