@@ -188,12 +188,13 @@ def content_edges(clean: np.ndarray, cfg: Config) -> np.ndarray:
     return np.clip(r / cfg.edge_level, 0, 1).astype(np.float32)
 
 
-def enlarge(img: np.ndarray, size: int, binary: bool = False) -> np.ndarray:
-    """(h, w) or (h, w, C) float in [0, 1] -> the same at (size, size): bicubic (clipped), or bilinear and
-    thresholded at 0.5 for a binary mask, so a defect keeps its shape at the new scale."""
+def enlarge(img: np.ndarray, size: int | tuple[int, int], binary: bool = False) -> np.ndarray:
+    """(h, w) or (h, w, C) float in [0, 1] -> the same at size (an edge, or (H, W)): bicubic (clipped), or bilinear
+    and thresholded at 0.5 for a binary mask, so a defect keeps its shape at the new scale."""
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
     t = (t[None, None] if img.ndim == 2 else t.permute(2, 0, 1)[None])
-    t = F.interpolate(t, size=(size, size), mode="bilinear" if binary else "bicubic", align_corners=False)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    t = F.interpolate(t, size=size, mode="bilinear" if binary else "bicubic", align_corners=False)
     t = (t > 0.5).float() if binary else t.clamp(0, 1)
     return t[0, 0].numpy() if img.ndim == 2 else t[0].permute(1, 2, 0).numpy()
 

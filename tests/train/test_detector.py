@@ -293,6 +293,7 @@ def test_enlarge_keeps_a_defect_where_it_was_at_the_new_scale():
     img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
     out = D.enlarge(img, 48)
     assert out.shape == (48, 48, 3) and 0 <= out.min() and out.max() <= 1
+    assert D.enlarge(mask, (32, 48), binary=True).shape == (32, 48)  # a photo needs not be square
 
 
 def test_upscanned_crops_come_from_smaller_crops_with_their_masks_enlarged(corpus):
