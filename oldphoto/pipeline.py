@@ -140,20 +140,18 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
     if device.type == "cpu":
         configure_cpu_threads()
     models = Models(detector=Detector.from_registry(WEIGHT_NAMES["detector"], device))
-    if cfg.only_mask:
-        if cfg.detect_scales == 2:
-            models.detector = TwoScaleDetector(models.detector)
-        return models
-    models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
-                                             device, refiner=WEIGHT_NAMES["refiner"])
-    if cfg.scan_blend_mode == "auto":
-        models.blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"], fitted_chain(models.restorer, models.detector))
+    if not cfg.only_mask:
+        models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
+                                                 device, refiner=WEIGHT_NAMES["refiner"])
+        if cfg.scan_blend_mode == "auto":
+            models.blend = ScanBlend.from_registry(WEIGHT_NAMES["blend"],
+                                                   fitted_chain(models.restorer, models.detector))
+        if cfg.colorize:
+            models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
+        if cfg.upscale > 1:
+            models.upscaler = Upscaler.from_registry(WEIGHT_NAMES["upscaler"], cfg.upscale, device)
     if cfg.detect_scales == 2:  # after the gate's check: it was fitted beside one pass, whose marks these match
         models.detector = TwoScaleDetector(models.detector)
-    if cfg.colorize:
-        models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
-    if cfg.upscale > 1:
-        models.upscaler = Upscaler.from_registry(WEIGHT_NAMES["upscaler"], cfg.upscale, device)
     return models
 
 
