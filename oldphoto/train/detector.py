@@ -25,6 +25,7 @@ from ..archs import build
 from ..archs.unet_detector import widen_channels, widen_to_chroma
 from ..ops.masks import dilate, tophat_response
 from ..pipeline import WEIGHT_NAMES
+from ..stages.detect import Detector, TwoScaleDetector
 from . import data, degrade
 from .chunked import chunked
 from .content import ContentMix, clean_crop
@@ -142,6 +143,8 @@ class EvalConfig:
     #                      many crops of the same photos degraded by the recipe without any damage (0: skip)
     second: int = 96  # also score, at the tuned thresholds, this many crops of the same photos degraded by the
     #                   second generator (degrade_second: never trained on): how far the numbers carry (0: skip)
+    two_scale: bool = True  # also score `--detect-scales 2` (stages.detect.TwoScaleDetector) at its fixed threshold:
+    #                         as they are, enlarged (enlarge) and on the second generator's crops (second)
     enlarge: int = 2  # also score the learned detector, at its tuned threshold, on the same held-out crops enlarged
     #                   this many times (bicubic), as scanned at that many times the resolution, its probabilities
     #                   averaged back onto the crop's grid (0 or 1: skip)
@@ -463,17 +466,42 @@ def second_generator(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
 
 
 def enlarged(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, threshold: float, factor: int,
-             batch: int = 8) -> dict:
+             batch: int = 8, two_scale: bool = False) -> dict:
     """The learned detector on images (N, 3, S, S) enlarged `factor` times (bicubic, clipped to [0, 1]), its
     probabilities area-averaged back to (N, 1, S, S) and scored against masks at `threshold`: F1 / precision /
-    recall with the 1 px tolerance. How far a detector trained at one scan resolution carries to a finer one."""
+    recall with the 1 px tolerance. How far a detector trained at one scan resolution carries to a finer one.
+    two_scale: the network run as `--detect-scales 2` runs it (stages.detect.TwoScaleDetector)."""
+    stage = TwoScaleDetector(Detector(model)) if two_scale else None
+
     def fn(t: torch.Tensor) -> torch.Tensor:
         big = F.interpolate(t, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
+        if stage is not None:
+            return F.avg_pool2d(stage(big), factor).cpu()
         dev = next(model.parameters()).device
         return F.avg_pool2d(torch.sigmoid(model(big.to(dev)).float()), factor).cpu()
 
     t = scores_at(chunked(fn, batch, images, model=model), masks, threshold)
     return {"factor": factor, **{name: round(t[name], 4) for name in ("f1_tol", "precision_tol", "recall_tol")}}
+
+
+def two_scale_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: EvalConfig) -> dict:
+    """The network run as `--detect-scales 2` runs it, at that mode's fixed threshold (chosen on selection crops,
+    not here): F1 / precision / recall with the 1 px tolerance on the held-out crops, on the same enlarged
+    cfg.enlarge times, and on cfg.second crops of the second generator."""
+    stage = TwoScaleDetector(Detector(model))
+    keys = ("f1_tol", "precision_tol", "recall_tol")
+
+    def scored(images: torch.Tensor, masks: torch.Tensor) -> dict:
+        t = scores_at(chunked(stage, cfg.batch, images), masks, stage.threshold)
+        return {k: round(t[k], 4) for k in keys}
+
+    out = {"threshold": stage.threshold, **scored(images, masks)}
+    if cfg.enlarge > 1:
+        out["enlarged"] = enlarged(model, images, masks, stage.threshold, cfg.enlarge, cfg.batch, two_scale=True)
+    if cfg.second:
+        out["second_generator"] = scored(*load_validation(cfg.corpus, cfg.split_seed, cfg.second, cfg.size, cfg.seed,
+                                                          SecondConfig(), generator=degrade_second))
+    return out
 
 
 def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
@@ -508,6 +536,11 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         res["enlarged"] = en = enlarged(model, images, masks, res["learned"]["threshold"], cfg.enlarge, cfg.batch)
         log(f"the same crops enlarged x{cfg.enlarge}: learned F1(1px tol) {en['f1_tol']:.3f} "
             f"(P {en['precision_tol']:.3f}, R {en['recall_tol']:.3f})")
+    if cfg.two_scale:
+        res["two_scale"] = ts = two_scale_scores(model, images, masks, cfg)
+        log(f"two scales (--detect-scales 2) at {ts['threshold']:.2f}: F1(1px tol) {ts['f1_tol']:.3f}"
+            + (f", enlarged {ts['enlarged']['f1_tol']:.3f}" if "enlarged" in ts else "")
+            + (f", second generator {ts['second_generator']['f1_tol']:.3f}" if "second_generator" in ts else ""))
     res["evaluated"] = what
     res["eval_config"] = asdict(cfg)
     for k in ("learned", "classical"):

@@ -119,6 +119,9 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
         second = meta["evaluation"]["second_generator"]  # the never-trained-on generator, at the tuned thresholds
         assert second["crops"] == 3 and 0 < second["defect_share"] < 1
         assert all(0 <= second[k]["f1_tol"] <= 1 for k in ("learned", "classical"))
+        two = meta["evaluation"]["two_scale"]  # --detect-scales 2, at its own fixed threshold
+        assert two["threshold"] == 0.7 and all(0 <= two[k]["f1_tol"] <= 1 for k in ("enlarged", "second_generator"))
+        assert 0 <= two["f1_tol"] <= 1
         path.write_bytes(path.read_bytes() + b"\0")
         with pytest.raises(WeightsError, match="sha256"):
             registry.load("det-test")
@@ -329,3 +332,5 @@ def test_enlarged_scores_the_same_crops_at_a_finer_scan_resolution():
     assert res["factor"] == 2 and res["f1_tol"] == pytest.approx(1.0)
     res = D.enlarged(Edges(), images, torch.roll(masks, 5, dims=-1), threshold=0.5, factor=2)
     assert res["f1_tol"] < 0.5  # scored against the masks given, on the crop's own grid
+    res = D.enlarged(Edges(), images, masks, threshold=0.5, factor=2, two_scale=True)  # both passes find it
+    assert res["f1_tol"] == pytest.approx(1.0)
