@@ -12,6 +12,7 @@ where a mask grown too little leaves the soft edges of scratches.
     python benchmarks/select_restore_threshold.py                      # the pipeline's detector and restorer
     python benchmarks/select_restore_threshold.py --detector detector-v9 --thresholds 0.9 0.95 0.97
     python benchmarks/select_restore_threshold.py --chain vae1-v3,mapping-v3,vae2-v3,refine-v4 --record
+    python benchmarks/select_restore_threshold.py --detect-scales 2 --thresholds 0.85 0.9 0.95 0.97
 
 Rule used for the shipped value (weights/README.md): the highest PSNR on the damaged crops, and among thresholds
 within 0.05 dB of it, the one best on the undamaged crops.
@@ -29,7 +30,7 @@ from oldphoto.config import RestoreConfig
 from oldphoto.ops.color import luma
 from oldphoto.ops.masks import dilate
 from oldphoto.pipeline import WEIGHT_NAMES
-from oldphoto.stages.detect import Detector
+from oldphoto.stages.detect import Detector, TwoScaleDetector
 from oldphoto.stages.restore import Restorer
 from oldphoto.train.chunked import chunked
 from oldphoto.train.data import corpus_dir, split_corpus, validation_set
@@ -59,6 +60,9 @@ def main() -> None:
                     help="the restorer's entries VAE1,MAPPING,VAE2,REFINER (default: the pipeline's)")
     ap.add_argument("--dilate", type=int, default=RestoreConfig().dilate_px,
                     help="grow each mask by this many pixels (default: the pipeline's, which --record needs)")
+    ap.add_argument("--detect-scales", type=int, choices=(1, 2), default=1,
+                    help="2: the detector as `--detect-scales 2` runs it (its restore threshold is a constant of "
+                         "stages.detect, so not with --record)")
     ap.add_argument("--record", action="store_true",
                     help="store the chosen threshold and the table in the mapping's meta (mask_threshold, "
                          "mask_threshold_selection)")
@@ -67,8 +71,12 @@ def main() -> None:
         ap.error(f"seed {args.seed} is the held-out evaluation set: select on another seed")
     if args.record and args.dilate != RestoreConfig().dilate_px:
         ap.error("--record stores a threshold for the pipeline's mask dilation: leave --dilate at its default")
+    if args.record and args.detect_scales != 1:
+        ap.error("--record stores the one-pass threshold in the mapping's meta: leave --detect-scales at 1")
     torch.set_num_threads(args.threads)
     det = Detector.from_registry(args.detector)
+    if args.detect_scales == 2:
+        det = TwoScaleDetector(det)
     chain = args.chain.split(",")
     if len(chain) != 4:
         ap.error(f"--chain needs four names VAE1,MAPPING,VAE2,REFINER, got {args.chain!r}")
@@ -92,7 +100,7 @@ def main() -> None:
     best = max(table["damaged"][t]["psnr_y"] for t in args.thresholds)
     ties = [t for t in args.thresholds if table["damaged"][t]["psnr_y"] >= best - TIE_DB]
     chosen = max(ties, key=lambda t: table["undamaged"][t]["psnr_y"])
-    print(json.dumps({"detector": args.detector, "chosen": chosen, "ties": ties}))
+    print(json.dumps({"detector": args.detector, "detect_scales": args.detect_scales, "chosen": chosen, "ties": ties}))
     if args.record:
         update_meta(chain[1], "mask_threshold", chosen)
         update_meta(chain[1], "mask_threshold_selection", {
