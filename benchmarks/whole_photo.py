@@ -36,6 +36,7 @@ from PIL import Image
 
 from oldphoto.config import TONE_MODES, RestoreConfig
 from oldphoto.pipeline import load_models, new_batcher, process_file
+from oldphoto.stages.detect import TwoScaleDetector
 from oldphoto.train.data import corpus_dir, load_photo, split_corpus
 from oldphoto.train.degrade import degrade
 from oldphoto.train.degrade_second import degrade_second
@@ -70,8 +71,10 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
     mask_cfgs = {1: RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")}
     if "scales2" in tones:
         mask_cfgs[2] = replace(mask_cfgs[1], detect_scales=2)
-    first = RestoreConfig(device="cpu")  # the defaults load every model a mode here uses (but the two-scale one)
-    loaded = {False: load_models(first, "cpu"), True: load_models(replace(first, detect_scales=2), "cpu")}
+    first = RestoreConfig(device="cpu")  # the defaults load every model a mode here uses
+    models = load_models(first, "cpu")
+    # the same networks with the detector as --detect-scales 2 runs it (load_models wraps it so, after the gate)
+    loaded = {False: models, True: replace(models, detector=TwoScaleDetector(models.detector))}
     batchers = {k: new_batcher(first, m) for k, m in loaded.items()}
     results: dict = {}
     for name, (generator, seed) in GENERATORS.items():

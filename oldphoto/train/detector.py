@@ -450,11 +450,16 @@ def false_alarms(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
             "crops": len(images)}
 
 
-def second_generator(model: nn.Module, res: dict, cfg: EvalConfig) -> dict:
-    """Both detectors at the thresholds `res` tuned, on held-out crops from the second generator
-    (degrade_second.degrade_second): F1 / precision / recall with the 1 px tolerance."""
-    images, masks = load_validation(cfg.corpus, cfg.split_seed, cfg.second, cfg.size, cfg.seed, SecondConfig(),
-                                    generator=degrade_second)
+def second_generator_set(cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cfg.second held-out crops (images, masks) degraded by the second generator (degrade_second.degrade_second)."""
+    return load_validation(cfg.corpus, cfg.split_seed, cfg.second, cfg.size, cfg.seed, SecondConfig(),
+                           generator=degrade_second)
+
+
+def second_generator(model: nn.Module, res: dict, images: torch.Tensor, masks: torch.Tensor, cfg: EvalConfig
+                     ) -> dict:
+    """Both detectors at the thresholds `res` tuned, on the second generator's crops (second_generator_set):
+    F1 / precision / recall with the 1 px tolerance."""
     c = res["classical"]
     scores = {"learned": (predict(model, images, cfg.batch), res["learned"]["threshold"]),
               "classical": (chunked(lambda t: tophat_response(t, c["size"]), cfg.batch, images), c["threshold"])}
@@ -484,10 +489,11 @@ def enlarged(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, thresh
     return {"factor": factor, **{name: round(t[name], 4) for name in ("f1_tol", "precision_tol", "recall_tol")}}
 
 
-def two_scale_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: EvalConfig) -> dict:
+def two_scale_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: EvalConfig,
+                     second: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """The network run as `--detect-scales 2` runs it, at that mode's fixed threshold (chosen on selection crops,
     not here): F1 / precision / recall with the 1 px tolerance on the held-out crops, on the same enlarged
-    cfg.enlarge times, and on cfg.second crops of the second generator."""
+    cfg.enlarge times, and on `second` (the second generator's (images, masks), when given)."""
     stage = TwoScaleDetector(Detector(model))
     keys = ("f1_tol", "precision_tol", "recall_tol")
 
@@ -498,9 +504,8 @@ def two_scale_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor
     out = {"threshold": stage.threshold, **scored(images, masks)}
     if cfg.enlarge > 1:
         out["enlarged"] = enlarged(model, images, masks, stage.threshold, cfg.enlarge, cfg.batch, two_scale=True)
-    if cfg.second:
-        out["second_generator"] = scored(*load_validation(cfg.corpus, cfg.split_seed, cfg.second, cfg.size, cfg.seed,
-                                                          SecondConfig(), generator=degrade_second))
+    if second is not None:
+        out["second_generator"] = scored(*second)
     return out
 
 
@@ -527,8 +532,9 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         res["false_alarms"] = false_alarms(model, res, cfg)
         log(f"false alarms on {cfg.undamaged} undamaged crops: learned {100 * res['false_alarms']['learned']:.2f}% "
             f"of the pixels, classical {100 * res['false_alarms']['classical']:.2f}%")
-    if cfg.second:
-        res["second_generator"] = sg = second_generator(model, res, cfg)
+    second = second_generator_set(cfg) if cfg.second else None  # synthesised once, scored twice below
+    if second is not None:
+        res["second_generator"] = sg = second_generator(model, res, *second, cfg)
         log(f"second generator ({cfg.second} crops, never trained on): learned F1(1px tol) {sg['learned']['f1_tol']:.3f}"
             f" (P {sg['learned']['precision_tol']:.3f}, R {sg['learned']['recall_tol']:.3f}), classical "
             f"{sg['classical']['f1_tol']:.3f}")
@@ -537,7 +543,7 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
         log(f"the same crops enlarged x{cfg.enlarge}: learned F1(1px tol) {en['f1_tol']:.3f} "
             f"(P {en['precision_tol']:.3f}, R {en['recall_tol']:.3f})")
     if cfg.two_scale:
-        res["two_scale"] = ts = two_scale_scores(model, images, masks, cfg)
+        res["two_scale"] = ts = two_scale_scores(model, images, masks, cfg, second)
         log(f"two scales (--detect-scales 2) at {ts['threshold']:.2f}: F1(1px tol) {ts['f1_tol']:.3f}"
             + (f", enlarged {ts['enlarged']['f1_tol']:.3f}" if "enlarged" in ts else "")
             + (f", second generator {ts['second_generator']['f1_tol']:.3f}" if "second_generator" in ts else ""))
