@@ -130,14 +130,15 @@ def _identity_restorer(tiles, mask):
     return tiles
 
 
-def build_models(mode: str, device):
-    """Stages for `mode` from the registry, or random-init architectures; returns (Models, {stage: label})."""
+def build_models(mode: str, device, scales: int = 1):
+    """Stages for `mode` from the registry, or random-init architectures; returns (Models, {stage: label}).
+    scales: the detector's (RestoreConfig.scales; 2 wraps it in stages.detect.TwoScaleDetector)."""
     import torch
 
     from oldphoto import pipeline, registry
     from oldphoto.archs import build
     from oldphoto.stages.colorize import Colorizer
-    from oldphoto.stages.detect import Detector
+    from oldphoto.stages.detect import Detector, TwoScaleDetector
     from oldphoto.stages.blend import ScanBlend, fitted_chain
     from oldphoto.stages.restore import Restorer
     from oldphoto.stages.upscale import Upscaler
@@ -165,6 +166,9 @@ def build_models(mode: str, device):
     else:
         detector = _TimedRandomDetector(Detector(det, 0.5))
         labels["detector"] += " (timed; the mask used marks the synthetic scratches)"
+    if scales == 2:
+        detector = TwoScaleDetector(detector)
+        labels["detector"] += ", two scales"
     models = pipeline.Models(detector=detector)
     if mode == "mask":
         return models, labels
@@ -210,14 +214,14 @@ def child(args) -> None:
     threads = configure_cpu_threads()
     device = pipeline.resolve_device(args.device)
     mem_import = _status()
-    models, labels = build_models(args.mode, device)
-    params = sum(p.numel() * p.element_size() for stage in vars(models).values() if stage is not None
-                 for m in _modules(stage) for p in m.parameters())
-    mem_models = _status()
     cfg = RestoreConfig(device=args.device, tile=TileConfig(size=args.tile, overlap=args.overlap,
                                                             batch_size=args.batch),
                         only_mask=args.mode == "mask", upscale=2 if args.mode == "upscale2" else 1,
-                        colorize=args.mode == "colorize", format="tiff")
+                        colorize=args.mode == "colorize", format="tiff", detect_scales=args.detect_scales)
+    models, labels = build_models(args.mode, device, cfg.scales)
+    params = sum(p.numel() * p.element_size() for stage in vars(models).values() if stage is not None
+                 for m in _modules(stage) for p in m.parameters())
+    mem_models = _status()
     sampler = _AnonPeak()
     sampler.start()
     t0 = time.perf_counter()
@@ -290,6 +294,8 @@ def parent(args) -> None:
         cmd = [sys.executable, __file__, "--child", "--input", str(src), "--out-base", str(workdir / f"out_{mp:g}_{mode}"),
                "--mode", mode, "--device", args.device, "--tile", str(args.tile), "--overlap", str(args.overlap),
                "--batch", str(args.batch)]
+        if args.detect_scales is not None:
+            cmd += ["--detect-scales", str(args.detect_scales)]
         print("running " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -314,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--detect-scales", type=int, choices=(1, 2), default=None,
+                   help="the detector's scales (default: the pipeline's for the mode, 2 when restoring)")
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--workdir", help="where inputs and outputs go (default: a new temp folder)")
     p.add_argument("--keep-inputs", action="store_true")

@@ -3,16 +3,17 @@ is many tiles, merged, and a print fades as a whole. This degrades each validati
 --side px) with the training recipe and with the second generator (`oldphoto.train.degrade_second`, never
 trained on), runs `pipeline.process_file` on it (the shipped models, detector masks, tile 256, overlap 32) once
 per --tone mode (and with `--scope defects`: "defects"; tone photo with `--scan-blend off`: "noblend"; tone photo
-with `--detect-scales 2`: "scales2"), and
+with `--detect-scales 1`, one detector pass instead of the default two: "scales1"), and
 scores PSNR / SSIM on luma against the clean photo; with --masks also the detector's `--only-mask` output
-(undilated) against the generator's defect mask: F1 with 1 px tolerance, pooled over the photos.
+(undilated; one pass, as its default, and with "scales1" requested also two scales) against the generator's defect
+mask: F1 with 1 px tolerance, pooled over the photos.
 
     python benchmarks/whole_photo.py                  # 13 photos x 2 generators x every mode
     python benchmarks/whole_photo.py --side 768 --json runs/whole_photo.json
     python benchmarks/whole_photo.py --masks --tone photo
     python benchmarks/whole_photo.py --tone photo noblend        # the scan blend's effect
     python benchmarks/whole_photo.py --tone photo --tone-strength 1 0.5 0 --seed-offset 500   # other draws
-    python benchmarks/whole_photo.py --tone photo scales2 --enlarge 2 --masks   # as scanned at twice the dpi
+    python benchmarks/whole_photo.py --tone photo scales1 --enlarge 2 --masks   # as scanned at twice the dpi
 
 --enlarge F enlarges each degraded photo, its clean original and its defect mask F times (bicubic; the mask
 bilinear then thresholded at 0.5) after degrading: the same print scanned at F times the resolution.
@@ -45,8 +46,8 @@ from oldphoto.train.mapping import quality
 from oldphoto.train.mask_metrics import ThresholdSweep
 
 # "defects": --scope defects (the scan's own pixels outside the mask); "noblend": tone photo with --scan-blend off;
-# "scales2": tone photo with --detect-scales 2
-MODES = (*TONE_MODES, "defects", "noblend", "scales2")
+# "scales1": tone photo with --detect-scales 1 (one pass; restoring defaults to two scales)
+MODES = (*TONE_MODES, "defects", "noblend", "scales1")
 GENERATORS = {"training recipe": (degrade, 5000), "second generator": (degrade_second, 7000)}
 
 
@@ -65,16 +66,17 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
     _, val = split_corpus(corpus_dir())
     special = {"defects": RestoreConfig(scope="defects", device="cpu"),
                "noblend": RestoreConfig(tone="photo", scan_blend="off", device="cpu"),
-               "scales2": RestoreConfig(tone="photo", detect_scales=2, device="cpu")}
+               "scales1": RestoreConfig(tone="photo", detect_scales=1, device="cpu")}
     cfgs = {t: special.get(t) or RestoreConfig(tone=t, device="cpu") for t in tones}
     cfgs.update({f"photo {s:g}": RestoreConfig(tone="photo", tone_strength=s, device="cpu") for s in strengths})
     mask_cfgs = {1: RestoreConfig(only_mask=True, mask_dilate=0, device="cpu")}
-    if "scales2" in tones:
+    if "scales1" in tones:
         mask_cfgs[2] = replace(mask_cfgs[1], detect_scales=2)
     first = RestoreConfig(device="cpu")  # the defaults load every model a mode here uses
     models = load_models(first, "cpu")
-    # the same networks with the detector as --detect-scales 2 runs it (load_models wraps it so, after the gate)
-    loaded = {False: models, True: replace(models, detector=TwoScaleDetector(models.detector))}
+    # the same networks with the detector as one pass and as two scales (the restoring default)
+    one = models.detector.detector if isinstance(models.detector, TwoScaleDetector) else models.detector
+    loaded = {1: replace(models, detector=one), 2: replace(models, detector=TwoScaleDetector(one))}
     batchers = {k: new_batcher(first, m) for k, m in loaded.items()}
     results: dict = {}
     for name, (generator, seed) in GENERATORS.items():
@@ -96,8 +98,8 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
             row = {"file": path.name, "size": list(clean.shape[:2]), "input": scores(clean, scan)}
             for tone, cfg in cfgs.items():
                 start = time.perf_counter()
-                two = cfg.detect_scales == 2
-                out = process_file(src, workdir / f"{seed + i}_{tone}", cfg, loaded[two], batcher=batchers[two])
+                k = cfg.scales
+                out = process_file(src, workdir / f"{seed + i}_{tone}", cfg, loaded[k], batcher=batchers[k])
                 restored = np.asarray(Image.open(out.outputs[0]).convert("RGB"))
                 row[tone] = scores(clean, restored)
                 row[f"{tone}_seconds"] = round(time.perf_counter() - start, 2)
@@ -105,8 +107,7 @@ def run(side: int, tones: list[str], workdir: Path, masks: bool = False, strengt
                 truth = torch.from_numpy(np.ascontiguousarray(truth_mask))[None, None]
                 row["defect_percent"] = round(100 * float(truth_mask.mean()), 2)
                 for k, mcfg in mask_cfgs.items():
-                    out = process_file(src, workdir / f"{seed + i}_mask{k}", mcfg, loaded[k == 2],
-                                       batcher=batchers[k == 2])
+                    out = process_file(src, workdir / f"{seed + i}_mask{k}", mcfg, loaded[k], batcher=batchers[k])
                     flagged = np.asarray(Image.open(out.outputs[0]), np.float32) / 255
                     sweeps[k].add(torch.from_numpy(flagged)[None, None], truth)
                     key = "flagged_percent" + ("" if k == 1 else f"_scales{k}")
@@ -138,7 +139,7 @@ def main() -> None:
                       args.enlarge)
     tones = list(next(iter(results.values()))["mean"])[1:]  # run's keys after "input", in its order
     special = {"defects": "scope defects", "noblend": "tone photo, scan blend off",
-               "scales2": "tone photo, detect scales 2"}
+               "scales1": "tone photo, detect scales 1"}
     labels = [special.get(t, f"tone {t}") for t in tones]
     print(f"| generator | input scan | {' | '.join(labels)} |")
     print("|---|---|" + "---|" * len(tones))

@@ -310,16 +310,16 @@ def _rel_str(rel: Path) -> str:
 @click.option("--scan-blend", type=click.Choice(SCAN_BLENDS), default=_DEFAULT.scan_blend, show_default=True,
               help="auto: on a scan judged mildly degraded, keep part of its own tone and detail outside the "
                    "defects; off: the restoration as is.")
-@click.option("--detect-scales", type=click.Choice([str(s) for s in DETECT_SCALES]),
-              default=str(_DEFAULT.detect_scales), show_default=True,
-              help="2: also look for defects at half size, for scans at about twice the usual resolution or finer "
-                   "(wide scratches over smooth content); a quarter more detector time.")
+@click.option("--detect-scales", type=click.Choice([str(s) for s in DETECT_SCALES]), default=None,
+              help="1: the detector sees each tile as scanned; 2: also at half size, trusted less (wide scratches "
+                   "over smooth content, on finely sampled scans); a quarter more detector time "
+                   "[default: 2, 1 with --only-mask].")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
             device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
             report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
-            save_mask: bool, scan_blend: str, detect_scales: str) -> None:
+            save_mask: bool, scan_blend: str, detect_scales: str | None) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -327,7 +327,8 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
                             tone_strength=tone_strength, scope=scope, save_mask=save_mask,
-                            scan_blend=scan_blend, detect_scales=int(detect_scales))
+                            scan_blend=scan_blend,
+                            detect_scales=None if detect_scales is None else int(detect_scales))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)

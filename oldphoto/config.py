@@ -65,10 +65,12 @@ class RestoreConfig:
     # own tone and detail outside the defects (ops/blend.py; with scope all and tone photo or scan, not when
     # upscaling; before colorizing); off: the restoration as is
     scan_blend: str = "auto"
-    # 1: the detector sees each tile as scanned; 2: also each tile shrunk to half size, the two combined
-    # (stages.detect.TwoScaleDetector), for scans at about twice the training recipe's resolution or finer, where
-    # wide defects over smooth content are otherwise half missed (a quarter more detector time)
-    detect_scales: int = 1
+    # 1: the detector sees each tile as scanned; 2: also each tile shrunk to half size, the two combined with the
+    # half-size pass trusted less (stages.detect.TwoScaleDetector): wide defects over smooth content, on scans finer
+    # than the training recipe, are otherwise half missed (a quarter more detector time). None: 2 when restoring
+    # (its masks restore a little better at every scale tried), 1 with only_mask (the curator's candidates: one
+    # pass flags less intact content at the recipe's scale); weights/README.md, twenty-seventh session
+    detect_scales: int | None = None
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -91,7 +93,7 @@ class RestoreConfig:
                                  "has none: use it with tone 'photo'")
         if self.scan_blend not in SCAN_BLENDS:
             raise ValueError(f"scan blend must be one of {SCAN_BLENDS}, got {self.scan_blend!r}")
-        if self.detect_scales not in DETECT_SCALES:
+        if self.detect_scales is not None and self.detect_scales not in DETECT_SCALES:
             raise ValueError(f"detect scales must be one of {DETECT_SCALES}, got {self.detect_scales!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
@@ -115,6 +117,13 @@ class RestoreConfig:
         if self.mask_dilate is not None:
             return self.mask_dilate
         return 0 if self.only_mask else 1
+
+    @property
+    def scales(self) -> int:
+        """The detection scales in effect (detect_scales, or its default for the mode)."""
+        if self.detect_scales is not None:
+            return self.detect_scales
+        return 1 if self.only_mask else 2
 
     @property
     def tone_mode(self) -> str:
@@ -143,8 +152,8 @@ class RestoreConfig:
         and the same value given explicitly make the same output."""
         out = {**asdict(self), "mask_dilate": self.dilate_px, "tone": self.tone_mode,
                "tone_strength": self.tone_share if self.tone_mode == "photo" else None,
-               "scan_blend": self.scan_blend_mode}
-        if self.detect_scales == 1:  # absent at its default: outputs made before the option existed stay current
+               "scan_blend": self.scan_blend_mode, "detect_scales": self.scales}
+        if self.scales == 1:  # absent at 1: outputs made with one pass before the option existed stay current
             del out["detect_scales"]
         return out
 

@@ -103,7 +103,7 @@ class Models:
             if key == "upscaler":
                 out[key]["scale"] = int(getattr(stage, "scale", 1))
             # thresholds live in the weights' meta: when they change, outputs made with the old ones are stale
-            for attr in ("threshold", "mask_threshold", "restore_threshold", "scales"):
+            for attr in ("threshold", "mask_threshold", "restore_threshold", "scales", "half_weight"):
                 if getattr(stage, attr, None) is not None:
                     out[key][attr] = float(getattr(stage, attr))
         return out
@@ -139,7 +139,8 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
     device = torch.device(device)
     if device.type == "cpu":
         configure_cpu_threads()
-    models = Models(detector=Detector.from_registry(WEIGHT_NAMES["detector"], device))
+    detector = Detector.from_registry(WEIGHT_NAMES["detector"], device)
+    models = Models(detector=TwoScaleDetector(detector) if cfg.scales == 2 else detector)
     if not cfg.only_mask:
         models.restorer = Restorer.from_registry(WEIGHT_NAMES["vae1"], WEIGHT_NAMES["mapping"], WEIGHT_NAMES["vae2"],
                                                  device, refiner=WEIGHT_NAMES["refiner"])
@@ -150,8 +151,6 @@ def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
             models.colorizer = Colorizer.from_registry(WEIGHT_NAMES["colorizer"], device)
         if cfg.upscale > 1:
             models.upscaler = Upscaler.from_registry(WEIGHT_NAMES["upscaler"], cfg.upscale, device)
-    if cfg.detect_scales == 2:  # after the gate's check: it was fitted beside one pass, whose marks these match
-        models.detector = TwoScaleDetector(models.detector)
     return models
 
 

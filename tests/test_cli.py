@@ -327,14 +327,19 @@ def test_tone_strength_is_resolved_in_the_report_and_decides_whether_an_output_i
     assert report_of(out)["settings"]["tone_strength"] == 0.5 and len(fake.calls) == 2
 
 
-def test_detect_scales_reach_the_settings_and_redo_outputs_only_when_changed(tmp_path, fake):
+def test_detect_scales_default_by_mode_reach_the_settings_and_redo_outputs_only_when_changed(tmp_path, fake):
     src = put(tmp_path / "a.jpg")
-    out = tmp_path / "out"
+    out, masks = tmp_path / "out", tmp_path / "masks"
     assert run("restore", src, "--out", out).exit_code == 0
-    assert "detect_scales" not in report_of(out)["settings"]  # the default is not recorded: older outputs current
-    assert run("restore", src, "--out", out, "--detect-scales", "1").exit_code == 0 and len(fake.calls) == 1
-    assert run("restore", src, "--out", out, "--detect-scales", "2").exit_code == 0  # another output: redone
-    assert report_of(out)["settings"]["detect_scales"] == 2 and len(fake.calls) == 2
+    assert report_of(out)["settings"]["detect_scales"] == 2  # restoring: two scales by default
+    assert run("restore", src, "--out", out, "--detect-scales", "2").exit_code == 0 and len(fake.calls) == 1
+    assert run("restore", src, "--out", out, "--detect-scales", "1").exit_code == 0  # another output: redone
+    assert "detect_scales" not in report_of(out)["settings"] and len(fake.calls) == 2  # one pass: as before
+    assert run("restore", src, "--out", masks, "--only-mask").exit_code == 0  # curators' masks: one pass
+    assert "detect_scales" not in report_of(masks)["settings"] and len(fake.calls) == 3
+    assert run("restore", src, "--out", masks, "--only-mask", "--detect-scales", "1").exit_code == 0
+    assert run("restore", src, "--out", masks, "--only-mask", "--detect-scales", "2").exit_code == 0  # redone
+    assert report_of(masks)["settings"]["detect_scales"] == 2 and len(fake.calls) == 4
 
 
 def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from oldphoto import pipeline, registry
 from oldphoto.config import RestoreConfig
+from oldphoto.stages.detect import HALF_WEIGHT, TWO_SCALE_RESTORE_THRESHOLD, TWO_SCALE_THRESHOLD
 
 
 def test_every_pipeline_weight_is_published_and_loads():
@@ -70,10 +71,12 @@ def test_two_scale_detection_runs_on_the_shipped_models_and_is_recorded(tmp_path
         cfg = RestoreConfig(device="cpu", detect_scales=2, only_mask=only_mask)
         models = pipeline.load_models(cfg, "cpu")
         described = models.describe()["detector"]
-        assert described["scales"] == 2 and described["threshold"] == 0.7 and described["restore_threshold"] == 0.95
+        assert (described["scales"], described["half_weight"]) == (2, HALF_WEIGHT)
+        thresholds = (described["threshold"], described["restore_threshold"])
+        assert thresholds == (TWO_SCALE_THRESHOLD, TWO_SCALE_RESTORE_THRESHOLD)
         outcome = pipeline.process_file(src, tmp_path / str(only_mask) / "scan", cfg, models)
         assert outcome.mask_coverage is not None and outcome.mask_coverage > 0
-    assert RestoreConfig(detect_scales=2).settings()["detect_scales"] == 2
-    assert "detect_scales" not in RestoreConfig().settings()  # absent at its default: older outputs stay current
+    assert RestoreConfig(detect_scales=2).settings()["detect_scales"] == 2 == RestoreConfig().scales
+    assert "detect_scales" not in RestoreConfig(only_mask=True).settings()  # absent at 1: older outputs current
     with pytest.raises(ValueError, match="detect scales must be one of"):
         RestoreConfig(detect_scales=3)

@@ -12,12 +12,19 @@ from .. import registry
 from ..errors import WeightsError
 from ..ops.blend import BLEND_FEATURES, blend_features
 from ..registry import WeightsEntry
+from .detect import TwoScaleDetector
 from .restore import restore_threshold
 
 
 def fitted_chain(restorer, detector) -> dict:
     """{registry name: sha256} of the restorer's entries and the detector's, plus "restore_threshold": the
-    restoration a gate is fitted beside (train.blend records it in the gate's meta) and must run beside."""
+    restoration a gate is fitted beside (train.blend records it in the gate's meta) and must run beside.
+
+    A TwoScaleDetector counts as the one pass it wraps: its restore threshold was chosen to mark, at the
+    recipe's scale, what one pass marks at the restorer's threshold (stages.detect), so a gate fitted beside one
+    pass runs beside both."""
+    if isinstance(detector, TwoScaleDetector):
+        detector = detector.detector
     return {**{e.name: e.sha256 for e in [*restorer.entries, detector.entry]},
             "restore_threshold": restore_threshold(restorer, detector)}
 

@@ -501,7 +501,7 @@ def two_scale_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor
         t = scores_at(chunked(stage, cfg.batch, images), masks, stage.threshold)
         return {k: round(t[k], 4) for k in keys}
 
-    out = {"threshold": stage.threshold, **scored(images, masks)}
+    out = {"threshold": stage.threshold, "half_weight": stage.half_weight, **scored(images, masks)}
     if cfg.enlarge > 1:
         out["enlarged"] = enlarged(model, images, masks, stage.threshold, cfg.enlarge, cfg.batch, two_scale=True)
     if second is not None:
@@ -544,7 +544,8 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
             f"(P {en['precision_tol']:.3f}, R {en['recall_tol']:.3f})")
     if cfg.two_scale:
         res["two_scale"] = ts = two_scale_scores(model, images, masks, cfg, second)
-        log(f"two scales (--detect-scales 2) at {ts['threshold']:.2f}: F1(1px tol) {ts['f1_tol']:.3f}"
+        log(f"two scales (--detect-scales 2, half pass weighted {ts['half_weight']}) at {ts['threshold']}: "
+            f"F1(1px tol) {ts['f1_tol']:.3f}"
             + (f", enlarged {ts['enlarged']['f1_tol']:.3f}" if "enlarged" in ts else "")
             + (f", second generator {ts['second_generator']['f1_tol']:.3f}" if "second_generator" in ts else ""))
     res["evaluated"] = what

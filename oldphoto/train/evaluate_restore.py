@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..config import TONE_STRENGTH
+from ..config import DETECT_SCALES, TONE_STRENGTH, RestoreConfig
 from ..ops.color import from_float, to_float
 from ..ops.masks import dilate
 from ..passes import even_tone, keep_intact, scan_blend
 from ..pipeline import WEIGHT_NAMES
 from ..stages.blend import ScanBlend, fitted_chain
-from ..stages.detect import Detector
+from ..stages.detect import Detector, TwoScaleDetector
 from ..stages.restore import Restorer, restore_threshold
 from .baseline import BaselineConfig, classical_restore
 from .chunked import chunked
@@ -63,12 +63,20 @@ class EvalConfig:
     detector: str = WEIGHT_NAMES["detector"]  # "" or not registered -> the ground-truth mask is used (and said so)
     blend: str = WEIGHT_NAMES["blend"]  # scan-blend gate as the pipeline ("", not registered, or no detector: none)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
+    detect_scales: int = RestoreConfig().scales  # the detector run as the pipeline runs it when restoring
     batch: int = 8  # tiles per forward pass
     threads: int = 2  # torch threads
     cost_tile: int = 256  # speed measurement: tile edge ...
     cost_batch: int = 8  # ... and tiles per forward pass
     out: str = "runs/eval_restore"  # results.json and a sample grid
     record: bool = True  # also store the results in the mapping's MANIFEST.json entry
+
+    def __post_init__(self) -> None:
+        if self.detect_scales not in DETECT_SCALES:
+            raise ValueError(f"detect_scales must be one of {DETECT_SCALES}, got {self.detect_scales!r}")
+        if self.record and self.detect_scales != RestoreConfig().scales:
+            raise ValueError("record stores the numbers of the pipeline's default detection: with detect_scales "
+                             f"{self.detect_scales} set record to false")
 
 
 def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, repeats: int = 3,
@@ -124,7 +132,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     if detector is not None:
         threshold = restore_threshold(restorer, detector)  # as the pipeline
         mask = _restorer_mask(detector, prob, threshold, cfg)
-        mask_source = f"detector {cfg.detector} (threshold {threshold}, dilate {cfg.mask_dilate})"
+        scales = f", two scales, half pass weighted {detector.half_weight}" if cfg.detect_scales == 2 else ""
+        mask_source = f"detector {cfg.detector} (threshold {threshold}, dilate {cfg.mask_dilate}{scales})"
     else:
         mask = m_gt
         mask_source = "ground truth (no detector registered)"
@@ -260,6 +269,8 @@ def _setup(cfg: EvalConfig, need_detector: bool = True) -> tuple:
     if not need_detector and not (cfg.detector and cfg.detector in registry.entries()):
         return x, y, m_gt, val_paths, restorer, None, None
     detector = Detector.from_registry(cfg.detector)
+    if cfg.detect_scales == 2:
+        detector = TwoScaleDetector(detector)
     return x, y, m_gt, val_paths, restorer, detector, chunked(detector, cfg.batch, x)
 
 
@@ -289,11 +300,13 @@ def compare_mappings(candidates: dict[str, Path], cfg: EvalConfig = EvalConfig(s
 
 
 def select_mapping_and_threshold(candidates: dict[str, Path], thresholds: list[float],
-                                 cfg: EvalConfig = EvalConfig(seed=999),
+                                 cfg: EvalConfig = EvalConfig(seed=999, detect_scales=1, record=False),
                                  log: Callable[[str], None] = lambda s: None) -> dict:
     """Full-pipeline quality of every (mapping checkpoint, detector threshold) pair on crops of another seed than
     the evaluation's, for choosing both together when the detector or the mapping changed: {label: {threshold:
-    metrics + mask coverage %}}, the crops' setup under "data" and the best pair (PSNR luma) under "chosen"."""
+    metrics + mask coverage %}}, the crops' setup under "data" and the best pair (PSNR luma) under "chosen".
+    The threshold is one pass's (the mapping's meta["mask_threshold"]): cfg.detect_scales must be 1."""
+    _one_pass(cfg)
     if {"data", "chosen"} & set(candidates):
         raise ValueError(f"candidate labels 'data' and 'chosen' are reserved, got {sorted(candidates)}")
     x, y, _, _, restorer, detector, prob = _setup(cfg)
@@ -310,6 +323,12 @@ def select_mapping_and_threshold(candidates: dict[str, Path], thresholds: list[f
     return out
 
 
+def _one_pass(cfg: EvalConfig) -> None:
+    if cfg.detect_scales != 1:
+        raise ValueError(f"the mapping's mask_threshold is for one detector pass: need detect_scales 1, "
+                         f"got {cfg.detect_scales}")
+
+
 def _threshold_table(restorer: Restorer, x: torch.Tensor, y: torch.Tensor, detector: Detector, prob: torch.Tensor,
                      thresholds: list[float], cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     """{threshold: quality of `restorer` with the detector's mask at it, + mask coverage %} on crops x vs y."""
@@ -324,10 +343,11 @@ def _threshold_table(restorer: Restorer, x: torch.Tensor, y: torch.Tensor, detec
     return out
 
 
-def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(seed=999),
+def sweep_mask_threshold(thresholds: list[float], cfg: EvalConfig = EvalConfig(seed=999, detect_scales=1, record=False),
                          log: Callable[[str], None] = lambda s: None) -> dict:
     """Full-pipeline quality of the registered restorer for each detector threshold, on crops of another seed than
     the evaluation's: {threshold: metrics (+ mask coverage %)}; the best goes into the mapping's meta as
-    "mask_threshold" by hand, with this table."""
+    "mask_threshold" by hand, with this table (one pass's threshold: cfg.detect_scales must be 1)."""
+    _one_pass(cfg)
     x, y, _, _, restorer, detector, prob = _setup(cfg)
     return _threshold_table(restorer, x, y, detector, prob, thresholds, cfg, log)

@@ -20,3 +20,17 @@ def test_strengths_are_the_gates_per_block():
 def test_a_gate_for_other_features_is_refused():
     with pytest.raises(ValueError, match=f"takes 5 features, ops.blend has {len(BLEND_FEATURES)}"):
         ScanBlend(BlendGate(n_features=5))
+
+
+def test_a_two_scale_detector_is_judged_by_the_one_pass_it_wraps():
+    from types import SimpleNamespace
+
+    from oldphoto.stages.blend import fitted_chain
+    from oldphoto.stages.detect import TwoScaleDetector
+
+    entry = SimpleNamespace(name="det", sha256="d" * 64)
+    one = SimpleNamespace(entry=entry, threshold=0.5, device=torch.device("cpu"))
+    restorer = SimpleNamespace(entries=[SimpleNamespace(name="vae", sha256="v" * 64)], mask_threshold=0.8)
+    chain = fitted_chain(restorer, one)
+    assert chain == {"vae": "v" * 64, "det": "d" * 64, "restore_threshold": 0.8}
+    assert fitted_chain(restorer, TwoScaleDetector(one)) == chain  # not its own restore threshold

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from oldphoto.archs import build
-from oldphoto.stages.detect import TWO_SCALE_RESTORE_THRESHOLD, TWO_SCALE_THRESHOLD, Detector, TwoScaleDetector
+from oldphoto.stages.detect import (HALF_WEIGHT, TWO_SCALE_RESTORE_THRESHOLD, TWO_SCALE_THRESHOLD, Detector,
+                                   TwoScaleDetector)
 from oldphoto.stages.restore import restore_threshold
 
 
@@ -89,13 +90,18 @@ class _BySize:
         return torch.full((len(tiles), 1, *tiles.shape[-2:]), value)
 
 
-def test_two_scales_combine_both_passes_as_a_noisy_or():
+def test_two_scales_combine_both_passes_as_a_noisy_or_with_the_half_pass_weighted():
     inner = _BySize(32, half=0.2)
     two = TwoScaleDetector(inner)
     prob = two(torch.rand(2, 3, 32, 32))
     assert inner.seen == [(2, 3, 32, 32), (2, 3, 16, 16)]  # the tile as is, then shrunk to half size
-    assert tuple(prob.shape) == (2, 1, 32, 32) and torch.allclose(prob, torch.full_like(prob, 1 - 0.5 * 0.8))
+    expected = 1 - 0.5 * (1 - HALF_WEIGHT * 0.2)
+    assert tuple(prob.shape) == (2, 1, 32, 32) and torch.allclose(prob, torch.full_like(prob, expected))
     assert (two.threshold, two.restore_threshold, two.scales) == (TWO_SCALE_THRESHOLD, TWO_SCALE_RESTORE_THRESHOLD, 2)
+    assert torch.allclose(TwoScaleDetector(inner, half_weight=1.0)(torch.rand(1, 3, 32, 32)), torch.tensor(0.6))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"half_weight must be in \\(0, 1\\], got {bad}"):
+            TwoScaleDetector(inner, half_weight=bad)
     with pytest.raises(ValueError, match=r"T even.*\(1, 3, 31, 31\)"):
         two(torch.rand(1, 3, 31, 31))
 

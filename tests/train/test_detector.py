@@ -12,6 +12,7 @@ from oldphoto.errors import WeightsError
 from oldphoto.train import detector as D
 from oldphoto.train.degrade import DegradeConfig
 from oldphoto.train.loop import load_run_best
+from oldphoto.stages.detect import HALF_WEIGHT, TWO_SCALE_THRESHOLD
 
 
 def _photo(rng, h, w):
@@ -120,7 +121,8 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
         assert second["crops"] == 3 and 0 < second["defect_share"] < 1
         assert all(0 <= second[k]["f1_tol"] <= 1 for k in ("learned", "classical"))
         two = meta["evaluation"]["two_scale"]  # --detect-scales 2, at its own fixed threshold
-        assert two["threshold"] == 0.7 and all(0 <= two[k]["f1_tol"] <= 1 for k in ("enlarged", "second_generator"))
+        assert (two["threshold"], two["half_weight"]) == (TWO_SCALE_THRESHOLD, HALF_WEIGHT)
+        assert all(0 <= two[k]["f1_tol"] <= 1 for k in ("enlarged", "second_generator"))
         assert 0 <= two["f1_tol"] <= 1
         path.write_bytes(path.read_bytes() + b"\0")
         with pytest.raises(WeightsError, match="sha256"):

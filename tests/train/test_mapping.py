@@ -180,14 +180,15 @@ def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
 
         sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
                                                            val_fraction=0.3, vae1="v1-t", mapping="map-t",
-                                                           vae2="v2-t", detector="det-t", threads=1))
+                                                           vae2="v2-t", detector="det-t", threads=1,
+                                                           detect_scales=1, record=False))
         assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
         from oldphoto.train.evaluate_restore import select_mapping_and_threshold
 
         both = select_mapping_and_threshold({"best": cands["best"], "last": cands["last"]}, [0.2, 0.8],
                                             EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
                                                        val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
-                                                       detector="det-t", threads=1))
+                                                       detector="det-t", threads=1, detect_scales=1, record=False))
         assert both["chosen"]["candidate"] in ("best", "last") and both["chosen"]["threshold"] in (0.2, 0.8)
         assert both["chosen"]["psnr_y"] == max(q["psnr_y"] for k in ("best", "last") for q in both[k].values())
         assert both["best"][0.8] == sweep[0.8]  # map-t is the run's best.pt: the same pipeline as the sweep
@@ -213,3 +214,16 @@ def test_even_tone_crops_is_the_pipelines_pass_on_each_crop():
     kept = even_tone_crops(filled, x, m, strength=0.0, defects_only=True)  # --scope defects
     assert (kept - x)[:, :, m[0, 0, :, 0] == 0].abs().max() < 1 / 65535  # elsewhere: the scan, exactly
     assert (kept[:, :, 5:8, :64] - 0.5).abs().mean() < 0.02  # left half: the restorer changed nothing else
+
+
+def test_mapping_threshold_sweeps_refuse_the_two_scale_detector():
+    from oldphoto.train.evaluate_restore import EvalConfig, select_mapping_and_threshold, sweep_mask_threshold
+
+    with pytest.raises(ValueError, match="one detector pass: need detect_scales 1, got 2"):
+        sweep_mask_threshold([0.5], EvalConfig(detect_scales=2, record=False))
+    with pytest.raises(ValueError, match="one detector pass"):
+        select_mapping_and_threshold({}, [0.5], EvalConfig(detect_scales=2, record=False))
+    with pytest.raises(ValueError, match=r"detect_scales must be one of \(1, 2\), got 3"):
+        EvalConfig(detect_scales=3)
+    with pytest.raises(ValueError, match="with detect_scales 1 set record to false"):
+        EvalConfig(detect_scales=1, record=True)  # the recorded numbers are the restoring default's
