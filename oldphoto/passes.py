@@ -32,9 +32,8 @@ from .batching import MODEL_LOCK, BatchKey, OutOfMemoryAtBatchOne, Ticket, TileB
 from .config import RestoreConfig
 from .errors import ImageError
 from .ops import blend as oblend
-from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
+from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size, weighted_low_band
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
-from .ops.filters import gaussian_taps, normalized_blur
 from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
 from .stages.base import check_output, run_stage, timed
@@ -271,16 +270,15 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
     table = fit.curve()(values)  # (top + 1, C)
     if strength < 1:
         table = values + np.float32(strength) * (table - values)
-    grid_h, grid_w = -(-oh // 2), -(-ow // 2)
-    shrinker = BoxShrinker(grid_h, grid_w, c + 1, -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK))
-    for scan, restored, intact in sampled():
-        expected = np.stack([table[scan[..., k if scan.shape[2] > 1 else 0], k] for k in range(c)], axis=2)
-        weight = (np.ones(restored.shape[:2], np.float32) if intact is None else intact.astype(np.float32))[..., None]
-        shrinker.add(np.concatenate([(restored - expected) * weight, weight], axis=2))
-    small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, oh / 4, ow / 4): means of d * w and of w
-    del shrinker  # its float64 sums: 200 MB at 100 MP, not needed through the blur
-    taps = gaussian_taps(TONE_SIGMA)
-    low = normalized_blur(small[:, :c], small[:, c:], taps)[0]
+
+    def differences():  # restoration minus the curve's expectation, weighted to the intact pixels
+        for scan, restored, intact in sampled():
+            expected = np.stack([table[scan[..., k if scan.shape[2] > 1 else 0], k] for k in range(c)], axis=2)
+            weight = np.ones(restored.shape[:2], np.float32) if intact is None else intact.astype(np.float32)
+            yield restored - expected, weight[..., None]
+
+    low = weighted_low_band(differences(), -(-oh // 2), -(-ow // 2), c, -(-oh // TONE_SHRINK), -(-ow // TONE_SHRINK),
+                            TONE_SIGMA)
     for a in range(0, oh, rows):
         check_stop(stop)
         b = min(oh, a + rows)
@@ -338,15 +336,15 @@ def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
     if min(s_lo, s_hi) >= BLEND_FULL:
         return 1.0, 1.0
     rows = max(1, BAND_PIXELS // w)
-    shrinker = BoxShrinker(h, w, c + 1, -(-h // oblend.LOW_SHRINK), -(-w // oblend.LOW_SHRINK))
-    for a in range(0, h, rows):
-        check_stop(stop)
-        intact = (mask[a:a + rows] == 0).astype(np.float32)[..., None]
-        d = to_float(out[a:a + rows]) - to_float(pixels[a:a + rows])
-        shrinker.add(np.concatenate([d * intact, intact], axis=2))
-    small = torch.from_numpy(shrinker.result())[None]
-    del shrinker  # as in even_tone
-    low = normalized_blur(small[:, :c], small[:, c:], gaussian_taps(oblend.LOW_SIGMA))[0]
+
+    def differences():  # restoration minus scan, weighted to the intact pixels
+        for a in range(0, h, rows):
+            check_stop(stop)
+            intact = (mask[a:a + rows] == 0).astype(np.float32)[..., None]
+            yield to_float(out[a:a + rows]) - to_float(pixels[a:a + rows]), intact
+
+    low = weighted_low_band(differences(), h, w, c, -(-h // oblend.LOW_SHRINK), -(-w // oblend.LOW_SHRINK),
+                            oblend.LOW_SIGMA)
     for a in range(0, h, rows):
         check_stop(stop)
         b = min(h, a + rows)

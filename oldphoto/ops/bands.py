@@ -3,12 +3,17 @@
 - BoxShrinker: area-average an image streamed in row bands down to a small size (colorizer input).
 - resize_rows: rows [r0, r1) of the bilinear upsampling of a small image to full size (colorizer output).
 - RowDilator: square binary dilation of a mask streamed in row bands (same result as masks.dilate).
+- weighted_low_band: the low band of a difference over weights, streamed in row bands (tone and blend passes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
+
+from .filters import gaussian_taps, normalized_blur
 
 
 def shrink_size(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -67,6 +72,23 @@ class BoxShrinker:
         for k in range(self.channels):  # one channel at a time: no float64 copy of the whole sum (200 MB at 100 MP)
             np.divide(self._sum[..., k], counts, out=out[k], casting="same_kind")
         return out
+
+
+def weighted_low_band(bands: Iterable[tuple[np.ndarray, np.ndarray]], height: int, width: int, channels: int,
+                      out_height: int, out_width: int, sigma: float) -> torch.Tensor:
+    """The low band of a difference d over weights w, small: (C, h, w) float32.
+
+    bands: (d (n, W, C) float, w (n, W, 1) float in [0, 1], e.g. 1 on intact pixels) in row bands from the top,
+    covering all `height` rows. Both d * w and w are area-averaged to (out_height, out_width) and blurred there
+    (Gaussian of `sigma` small pixels): normalised convolution, so zero-weight pixels neither count nor keep their
+    own values. Only the small sums ever exist whole.
+    """
+    shrinker = BoxShrinker(height, width, channels + 1, out_height, out_width)
+    for d, w in bands:
+        shrinker.add(np.concatenate([d * w, w], axis=2))
+    small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, h, w): means of d * w and of w
+    del shrinker  # its float64 sums: 200 MB at 100 MP, not needed through the blur
+    return normalized_blur(small[:, :channels], small[:, channels:], gaussian_taps(sigma))[0]
 
 
 def _linear_taps(out_size: int, in_size: int, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -493,7 +493,9 @@ def two_scale_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor
                      second: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """The network run as `--detect-scales 2` runs it, at that mode's fixed threshold (chosen on selection crops,
     not here): F1 / precision / recall with the 1 px tolerance on the held-out crops, on the same enlarged
-    cfg.enlarge times, and on `second` (the second generator's (images, masks), when given)."""
+    cfg.enlarge times, and on `second` (the second generator's (images, masks), when given). The full-size pass
+    is run again rather than taken from evaluate_model's probabilities: the stage runs its BatchNorm-folded copy
+    of the network, and what is scored here is what the pipeline computes (a few seconds per 10 MP)."""
     stage = TwoScaleDetector(Detector(model))
     keys = ("f1_tol", "precision_tol", "recall_tol")
 

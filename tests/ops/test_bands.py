@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oldphoto.ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size
+from oldphoto.ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size, weighted_low_band
+from oldphoto.ops.filters import gaussian_taps, normalized_blur
 from oldphoto.ops.masks import dilate
 
 
@@ -78,3 +79,28 @@ def test_row_dilator_matches_whole_mask_dilation(radius, band):
     want = dilate(torch.from_numpy(mask).float()[None, None], radius)[0, 0].numpy() > 0.5
     assert got.shape == mask.shape
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("band", [1, 7, 64])
+def test_weighted_low_band_matches_whole_image_and_ignores_zero_weights(band):
+    rng = np.random.default_rng(3)
+    h, w, c = 64, 48, 3
+    d = rng.normal(size=(h, w, c)).astype(np.float32)
+    wt = (rng.random((h, w, 1)) > 0.3).astype(np.float32)
+    bands = ((d[a:a + band], wt[a:a + band]) for a in range(0, h, band))
+    got = weighted_low_band(bands, h, w, c, 16, 12, 1.5)
+    assert got.shape == (c, 16, 12)
+    dw = F.avg_pool2d(torch.from_numpy(d * wt).permute(2, 0, 1)[None], 4)
+    ws = F.avg_pool2d(torch.from_numpy(wt).permute(2, 0, 1)[None], 4)
+    want = normalized_blur(dw, ws, gaussian_taps(1.5))[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # what zero-weight pixels hold never reaches the result
+    d2 = np.where(wt > 0, d, 1e3).astype(np.float32)
+    again = weighted_low_band(((d2[a:a + band], wt[a:a + band]) for a in range(0, h, band)), h, w, c, 16, 12, 1.5)
+    torch.testing.assert_close(again, got, atol=1e-4, rtol=1e-4)
+
+
+def test_weighted_low_band_refuses_missing_rows():
+    d, wt = np.zeros((10, 8, 1), np.float32), np.ones((10, 8, 1), np.float32)
+    with pytest.raises(ValueError, match="10 of 20 rows"):
+        weighted_low_band([(d, wt)], 20, 8, 1, 5, 4, 1.0)
