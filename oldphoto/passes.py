@@ -10,7 +10,7 @@
 - scan_blend: `--scan-blend auto` gives back part of the scan (tone, detail) outside the defects where a gate judges
   the scan mildly degraded (ops/blend.py says how).
 - keep_intact: `--scope defects` puts the scan's own pixels back everywhere outside the defect mask.
-- overlay, upscale_alpha, is_near_gray: whole-image helpers, also band by band.
+- overlay, upscale_alpha, is_near_gray, make_gray: whole-image helpers, also band by band.
 
 Memory: the input stays in its integer dtype; float copies exist only for the tile rows queued for the device
 (a photo queues rows until a batch of its tiles waits, so about a batch plus one row), one output tile row
@@ -44,7 +44,7 @@ BAND_PIXELS = 1 << 20  # pixels per band in the whole-image passes (colorize, ov
 OVERLAY_TINT = (255, 0, 0)  # defects shown in red on the overlay
 OVERLAY_OPACITY = 0.6
 GRAY_SPREAD = 0.02  # an RGB pixel is gray when its channels differ by at most 2% of full scale ...
-GRAY_SHARE = 0.999  # ... and an RGB photo is grayscale when that holds for 99.9% of its pixels
+GRAY_SHARE = 0.99  # ... and an RGB photo is grayscale when that holds for 99% of its (intact) pixels
 TONE_SHRINK = 4  # even_tone works out the low band of the tone change at 1/4 of the output size ...
 TONE_SIGMA = 2.0  # ... blurred with this sigma there: 8 px of the input (16 px: same PSNR, wider halos at edges)
 
@@ -80,6 +80,7 @@ class TiledPass:
     total: int = 0
     started: bool = False
     blend_strengths: tuple[float, float] | None = None  # (s_lo, s_hi) the scan blend used; None: not applied
+    near_gray: bool = False  # restore() found an RGB scan of a black-and-white print and made its output gray
 
     @property
     def threshold(self) -> float:
@@ -104,6 +105,9 @@ class TiledPass:
         (None without detector).
 
         C' is 3 for colour input or when colorizing (gray then fills all three channels), else 1.
+        An RGB scan of a black-and-white print (is_near_gray over the pixels outside the mask: stains and dust
+        may be coloured) has its restoration made gray (make_gray, self.near_gray) before `--scope defects` puts
+        the scan's own pixels back.
         """
         h, w, c = pixels.shape
         s = self.cfg.upscale
@@ -114,12 +118,15 @@ class TiledPass:
         mask = oio.allocate((h, w), np.uint8) if keep else None
         coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize)
         with timed(self.seconds, "restore", _CPU):
+            self.near_gray = c == 3 and is_near_gray(pixels, mask)
             if even:
                 even_tone(out, pixels, mask, s, self.stop, strength=self.cfg.tone_share)
             gate = getattr(self.models, "blend", None)
             # before colorizing: out is still the gray restoration in every channel (not upscaled: scan_blend_mode)
             if gate is not None and self.cfg.scan_blend_mode == "auto" and mask is not None:
                 self.blend_strengths = scan_blend(out, pixels, mask, gate, self.stop)
+            if self.near_gray:
+                make_gray(out, self.stop)
             if defects_only:
                 keep_intact(out, pixels, mask, self.stop)
         return out, mask, coverage
@@ -417,19 +424,45 @@ class _Sink:
         return 100.0 * self.defects / pixels
 
 
-def is_near_gray(pixels: np.ndarray) -> bool:
-    """True when an (H, W, 3) photo's channels are (nearly) equal: a black-and-white print scanned in RGB."""
+def is_near_gray(pixels: np.ndarray, mask: np.ndarray | None = None) -> bool:
+    """True when an (H, W, 3) photo's channels are (nearly) equal: a black-and-white print scanned in RGB.
+
+    At least GRAY_SHARE of the pixels outside mask (H, W) uint8 (> 0 = defect; None: all pixels) must have their
+    channels within GRAY_SPREAD of full scale of each other.
+    """
     h, w, _ = pixels.shape
+    if mask is not None and mask.shape != (h, w):
+        raise ValueError(f"is_near_gray: mask {mask.shape} does not match the photo {pixels.shape}")
     limit = int(GRAY_SPREAD * np.iinfo(pixels.dtype).max)
     rows = max(1, BAND_PIXELS // w)
+    counted = h * w if mask is None else int(np.count_nonzero(mask == 0))
+    allowed = (1.0 - GRAY_SHARE) * counted
     colourful = 0
-    allowed = (1.0 - GRAY_SHARE) * h * w
     for a in range(0, h, rows):
         band = pixels[a: a + rows].astype(np.int32)
-        colourful += int((band.max(axis=2) - band.min(axis=2) > limit).sum())
+        hit = band.max(axis=2) - band.min(axis=2) > limit
+        if mask is not None:
+            hit &= mask[a: a + rows] == 0
+        colourful += int(hit.sum())
         if colourful > allowed:
             return False
     return True
+
+
+def make_gray(out: np.ndarray, stop: Callable[[], bool] = lambda: False) -> None:
+    """In place: every pixel of out (H, W, 3) uint gets the rounded mean of its channels in all three. The networks
+    were trained on colour photos and tint the fills and textures of a black-and-white print scanned in RGB a
+    little when its channels are not exactly equal (scanner noise, a slight cast); stages.restore already keeps
+    exactly gray tiles gray."""
+    h, w, c = out.shape
+    if c != 3:
+        raise ValueError(f"make_gray: expected (H, W, 3), got {out.shape}")
+    rows = max(1, BAND_PIXELS // w)
+    for a in range(0, h, rows):
+        check_stop(stop)
+        band = out[a: a + rows]
+        mean = np.rint(band.sum(axis=2, dtype=np.float64) / 3.0).astype(out.dtype)
+        band[:] = mean[..., None]
 
 
 def overlay(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from . import io as oio
 from .batching import TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError, OldPhotoError
-from .passes import TiledPass, check_stop, is_near_gray, overlay, upscale_alpha
+from .passes import TiledPass, check_stop, overlay, upscale_alpha
 from .stages.base import (
     ColorizerStage,
     DetectorStage,
@@ -238,8 +238,11 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes)
     else:
-        colorize = _wants_colour(cfg, pixels, notes)
-        out, mask, coverage = job.restore(pixels, colorize)
+        # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
+        out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
+        if job.near_gray:
+            notes.append("RGB photo with (nearly) equal channels restored as grayscale")
+        colorize = _wants_colour(cfg, pixels.shape[2], job.near_gray, notes)
         if colorize:
             job.colorize(out)
         check_stop(stop)
@@ -299,14 +302,11 @@ def _source_notes(pic) -> list[str]:
     return [str(n) for n in (getattr(pic, "notes", None) or [])]
 
 
-def _wants_colour(cfg: RestoreConfig, pixels: np.ndarray, notes: list[str]) -> bool:
-    """Colorize only grayscale photos: 1-channel, or RGB whose channels are (nearly) equal."""
+def _wants_colour(cfg: RestoreConfig, channels: int, near_gray: bool, notes: list[str]) -> bool:
+    """Colorize only grayscale photos: 1-channel, or RGB whose channels are (nearly) equal (near_gray)."""
     if not cfg.colorize:
         return False
-    if pixels.shape[2] == 1:
-        return True
-    if is_near_gray(pixels):
-        notes.append("RGB photo with (nearly) equal channels treated as grayscale for colorize")
+    if channels == 1 or near_gray:
         return True
     notes.append("colour photo: colorize skipped")
     return False

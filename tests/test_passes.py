@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto.passes import even_tone, keep_intact
+from oldphoto.passes import even_tone, is_near_gray, keep_intact, make_gray
 
 
 def _scan(h=256, w=384, dtype=np.uint16, seed=0):
@@ -197,3 +197,28 @@ def test_scan_blend_of_a_gray_scan_about_to_be_colorized():
                  torch.tensor([[0.5, 0.0]]))
     np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / 65535)
     assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()  # still gray for colorize
+
+
+def test_make_gray_gives_every_channel_the_rounded_mean():
+    out = np.array([[[0, 1, 1], [65535, 65534, 65535], [10, 20, 31]]], np.uint16)
+    make_gray(out)
+    np.testing.assert_array_equal(out, np.array([[[1, 1, 1], [65535, 65535, 65535], [20, 20, 20]]], np.uint16))
+    with pytest.raises(ValueError, match=r"\(2, 3, 1\)"):
+        make_gray(np.zeros((2, 3, 1), np.uint8))
+
+
+def test_is_near_gray_counts_only_intact_pixels_when_given_a_mask():
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 65536, size=(100, 80, 1))
+    scan = np.clip(gray + rng.integers(-500, 501, size=(100, 80, 3)), 0, 65535).astype(np.uint16)  # within 2 %
+    assert is_near_gray(scan)
+    scan[10:15, 10:30] = (50000, 20000, 10000)  # a coloured stain on 1.25 % of the print
+    assert not is_near_gray(scan)
+    mask = np.zeros((100, 80), np.uint8)
+    mask[10:15, 10:30] = 255
+    assert is_near_gray(scan, mask)
+    colour = scan.copy()
+    colour[::2, :, 0] //= 2  # half the pixels clearly coloured: a colour photo, mask or not
+    assert not is_near_gray(colour, mask)
+    with pytest.raises(ValueError, match=r"\(100, 79\)"):
+        is_near_gray(scan, mask[:, :79])

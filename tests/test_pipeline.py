@@ -630,3 +630,37 @@ def test_save_mask_writes_the_mask_the_restoration_acted_on(tmp_path, kw):
     if kw.get("scope") == "defects":  # every pixel that changed is in the mask
         changed = (read_any(restored_path) != img).any(axis=2)
         assert changed.any() and not (changed & ~grown).any()
+
+
+def near_gray_scan(h=90, w=120, seed=5) -> np.ndarray:
+    """A black-and-white print scanned in RGB: a gray ramp whose channels differ by scanner noise of +-1 level."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (40 + (yy + xx) * 170 // (h + w)).astype(np.int64)[..., None]
+    noise = np.random.default_rng(seed).integers(-1, 2, size=(h, w, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def test_rgb_scan_of_a_gray_print_comes_back_gray(tmp_path):
+    scan = near_gray_scan()
+    src = write_png(tmp_path / "bw_rgb.png", scan)
+    res = process_file(src, tmp_path / "bw_rgb_out", cfg(), Models(restorer=ConvNet(seed=3)))
+    got = read_any(res.outputs[0])
+    assert got.shape == scan.shape and got.dtype == np.uint8
+    assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
+    assert any("restored as grayscale" in n for n in res.notes)
+    # the stand-in tints a colour photo: the gray output is not just what it would give anyway
+    tinted = read_any(process_file(write_png(tmp_path / "c.png", scan[:, :, ::-1] // 2 + np.uint8([0, 60, 120])),
+                                   tmp_path / "c_out", cfg(), Models(restorer=ConvNet(seed=3))).outputs[0])
+    assert np.ptp(tinted.astype(int), axis=2).max() > 10
+
+
+def test_scope_defects_keeps_the_scans_pixels_of_a_gray_print_in_rgb(tmp_path):
+    scan = near_gray_scan()
+    scan[40:44, :] = 255  # a bright scratch the stand-in detector finds
+    src = write_png(tmp_path / "bw_rgb.png", scan)
+    res = process_file(src, tmp_path / "out", cfg(scope="defects", mask_dilate=0),
+                       Models(restorer=ConvNet(seed=3), detector=BrightDetector()))
+    got = read_any(res.outputs[0])
+    np.testing.assert_array_equal(got[:40], scan[:40])  # intact pixels: the scan's own, channels not averaged
+    np.testing.assert_array_equal(got[44:], scan[44:])
+    assert (np.ptp(got[40:44].astype(int), axis=2) == 0).all()  # the fill is gray
