@@ -223,7 +223,12 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     height, width, channels = pixels.shape
     notes = _source_notes(pic)
 
-    suffix = src.suffix if _FORMAT_OF_SUFFIX.get(src.suffix.lower()) == pic.format else pic.format
+    # The name decides (what the CLI planned, checked for clashes and recorded); a file whose content is another
+    # format than its name says is written in the format of its name.
+    named = _FORMAT_OF_SUFFIX.get(src.suffix.lower())
+    suffix = src.suffix if named else pic.format
+    if named and named != pic.format and not cfg.only_mask and cfg.format == "keep":
+        notes.append(f"content is {pic.format} but the name says {src.suffix}: written as {named}")
     outputs = output_paths(out_base, suffix, cfg)
     _refuse_overwriting_source(src, outputs)
     job = TiledPass(src=src, cfg=cfg, models=models, device=device, seconds=seconds, notes=notes,

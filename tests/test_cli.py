@@ -721,3 +721,27 @@ def test_export_publishes_a_run_under_the_given_name(toy, tmp_path):
     assert run("export", "vae1", tmp_path / "run", "--as", "x").exit_code == 2  # VAEs go out with their mapping
     r = run("export", "toy1", tmp_path / "run", "--as", "x", "--checkpoint", "last")
     assert r.exit_code == 2 and "--checkpoint last is for detector, refine and joint runs" in r.output
+
+
+def test_a_file_whose_content_is_another_format_is_written_under_its_own_name(tmp_path, stand_in_models):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    Image.fromarray(rng.integers(0, 200, (40, 50, 3), dtype=np.uint8)).save(root / "x.jpg", "JPEG")
+    odd = rng.integers(0, 200, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(odd).save(root / "x.png", "JPEG")  # a JPEG named .png: must not land on x.jpg's output
+    Image.fromarray(odd).save(root / "y.png", "JPEG")
+    put(out / "y.jpg", b"the curator's own file")
+    r = run("restore", root, "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    assert (out / "y.jpg").read_bytes() == b"the curator's own file"
+    assert Image.open(out / "x.png").format == "PNG" and Image.open(out / "x.jpg").format == "JPEG"
+    assert np.array_equal(np.asarray(Image.open(out / "x.png")), np.asarray(Image.open(root / "x.png")))
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["x.png"]["outputs"] == [str(out / "x.png")]
+    assert any("content is JPEG but the name says .png" in n for n in files["x.png"]["notes"])
+    assert run("restore", root, "--out", out, "-q").exit_code == 0  # and a rerun finds everything current
+    assert {f["status"] for f in report_of(out)["files"]} == {"skipped"}
