@@ -347,13 +347,14 @@ def _mask_meta(meta):
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
                notes: list[str]) -> None:
-    """Write each (pixels, alpha, fmt, meta) to its path atomically; on failure remove the ones already written.
+    """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
+    renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
     Each output carries an XMP history entry: settings, models (names + weight sha256), source name + sha256.
     """
     software = f"oldphoto {__version__}"
     settings, described = cfg.output_settings(), models.describe()
-    written: list[Path] = []
+    staging = oio.Staging()
     try:
         for path, (pixels, alpha, fmt, meta) in zip(outputs, items):
             try:
@@ -362,11 +363,15 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 raise ImageError(path, f"cannot create the output folder: {e.strerror or e}") from e
             xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
                                      software=software, action="derived", parameters=settings, models=described)
-            result = oio.write(path, pixels, alpha, fmt, meta, jpeg_quality=cfg.jpeg_quality, software=software,
-                               provenance_xmp=xmp)
-            written.append(path)
+            try:
+                result = oio.write(path, pixels, alpha, fmt, meta, jpeg_quality=cfg.jpeg_quality,
+                                   software=software, provenance_xmp=xmp, staging=staging)
+            except ImageError as e:  # the CLI names the source: say which of its outputs failed
+                raise ImageError(path, f"{path}: {e.reason}") from e
             notes.extend(str(n) for n in result or [] if str(n) not in notes)
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+        try:
+            staging.commit()
+        except OSError as e:
+            raise ImageError(outputs[0], f"cannot rename the outputs into place: {e.strerror or e}") from e
+    finally:
+        staging.discard()  # after a commit nothing is left to remove

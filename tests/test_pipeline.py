@@ -528,10 +528,19 @@ def test_failed_second_output_removes_the_first(tmp_path, monkeypatch):
 
     monkeypatch.setattr(oio, "write", failing_second)
     (tmp_path / "out").mkdir()
-    with pytest.raises(ImageError, match="disk full"):
+    with pytest.raises(ImageError, match=r"two\.overlay\.jpg: disk full"):  # names the output that failed
         process_file(src, tmp_path / "out" / "two", cfg(only_mask=True), Models(detector=BrightDetector()))
     assert [p.name for p in calls] == ["two.mask.png", "two.overlay.jpg"]
     assert files_in(tmp_path / "out") == []
+    # outputs of an earlier run stay as they were, the first one included (it was never renamed into place)
+    (tmp_path / "out" / "two.mask.png").write_bytes(b"earlier mask")
+    (tmp_path / "out" / "two.overlay.jpg").write_bytes(b"earlier overlay")
+    calls.clear()
+    with pytest.raises(ImageError, match="disk full"):
+        process_file(src, tmp_path / "out" / "two", cfg(only_mask=True), Models(detector=BrightDetector()))
+    assert files_in(tmp_path / "out") == ["two.mask.png", "two.overlay.jpg"]
+    assert (tmp_path / "out" / "two.mask.png").read_bytes() == b"earlier mask"
+    assert (tmp_path / "out" / "two.overlay.jpg").read_bytes() == b"earlier overlay"
 
 
 def test_batches_span_tile_rows_of_a_narrow_image(tmp_path):

@@ -72,9 +72,42 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class Staging:
+    """The outputs of one source, written as a set: each is complete and fsynced under its temp name, and none
+    replaces its path until commit() (then all do), so a failure on the last leaves every earlier path as it
+    was. discard() removes what is staged; a staging is used once."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []  # (temp, path)
+
+    def add(self, tmp: Path, path: Path) -> None:
+        self._pending.append((tmp, path))
+
+    def commit(self) -> None:
+        """Rename every staged file into place (renames within a folder, which a full disk does not stop)."""
+        pending, self._pending = self._pending, []
+        folders: set[Path] = set()
+        try:
+            while pending:
+                tmp, path = pending[0]
+                os.replace(tmp, path)
+                folders.add(path.parent)
+                pending.pop(0)
+        finally:
+            self._pending = pending  # what a failed rename left behind: discard() removes it
+        for folder in folders:
+            _fsync_dir(folder)  # make the renames durable
+
+    def discard(self) -> None:
+        pending, self._pending = self._pending, []
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
-def atomic_output(path: str | Path) -> Iterator[FdStream]:
-    """Yield a stream for the new content of `path`; on normal exit it replaces `path` atomically.
+def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[FdStream]:
+    """Yield a stream for the new content of `path`; on normal exit it replaces `path` atomically, or, with a
+    staging, is kept complete under its temp name until staging.commit().
 
     Raises OSError (cannot create, write, fsync or rename); the caller names the file in its error.
     """
@@ -87,6 +120,10 @@ def atomic_output(path: str | Path) -> Iterator[FdStream]:
         os.fsync(fd)
         os.close(fd)
         fd = -1
+        if staging is not None:
+            staging.add(tmp, path)
+            done = True
+            return
         os.replace(tmp, path)
         done = True
         _fsync_dir(path.parent)  # make the rename itself durable

@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import ImageError
 from . import png
 from . import tiff_ifd as T
-from .atomic import atomic_output
+from .atomic import Staging, atomic_output
 from .iptc import PNG_IPTC_KEY, jpeg_app13, png_text
 from .metadata import PNG_TEXT_TO_TAG, Metadata, output_ifd0
 from .tiff_write import write_tiff
@@ -64,14 +64,15 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 
 def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, meta: Metadata | None,
           *, jpeg_quality: int = 95, software: str = f"oldphoto {__version__}",
-          provenance_xmp: bytes | None = None, deflate_level: int = 6) -> list[str]:
+          provenance_xmp: bytes | None = None, deflate_level: int = 6, staging: Staging | None = None) -> list[str]:
     """Write pixels (H, W, 1|3) uint8|uint16 and optional alpha (H, W) to `path` as `fmt`, atomically.
 
     meta: the source's metadata (None: none). provenance_xmp: XMP packet replacing meta.xmp (see
     provenance.provenance_xmp). jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib
     level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could not hold
     (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
-    behind and an existing file at `path` is unchanged.
+    behind and an existing file at `path` is unchanged. staging: the file stays under its temp name until
+    staging.commit() (atomic.Staging: the outputs of one source replace their paths together).
     """
     if not 0 <= deflate_level <= 9:
         raise ValueError(f"deflate_level must be in [0, 9], got {deflate_level}")
@@ -96,7 +97,7 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
     try:
-        with atomic_output(path) as out:
+        with atomic_output(path, staging) as out:
             if fmt == "TIFF":
                 _write_tiff(out, pixels, alpha, meta, xmp, ifd0, deflate_level)
             elif fmt == "PNG":

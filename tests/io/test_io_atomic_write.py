@@ -108,3 +108,26 @@ def test_format_too_small_for_image_is_refused_before_writing(tmp_path):
     with pytest.raises(ImageError, match="WEBP cannot hold 16384 x 2 pixels"):
         write(tmp_path / "x.webp", wide, None, "WEBP", None)
     _only(tmp_path)
+
+
+def test_staged_writes_replace_their_paths_only_on_commit(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.tif"
+    a.write_bytes(b"old a")
+    staging = atomic.Staging()
+    write(a, gradient(20, 30, 3, np.uint8), None, "PNG", None, staging=staging)
+    write(b, gradient(20, 30, 1, np.uint16), None, "TIFF", None, staging=staging)
+    assert a.read_bytes() == b"old a" and not b.exists()  # complete, but still under temp names
+    staging.commit()
+    assert read(a, 10**6).pixels.shape == (20, 30, 3) and read(b, 10**6).pixels.dtype == np.uint16
+    staging.discard()  # nothing left to remove after a commit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.tif"]
+
+
+def test_discarded_staging_leaves_every_path_as_it_was(tmp_path):
+    a = tmp_path / "a.png"
+    a.write_bytes(b"old a")
+    staging = atomic.Staging()
+    write(a, gradient(20, 30, 3, np.uint8), None, "PNG", None, staging=staging)
+    write(tmp_path / "c.png", gradient(20, 30, 3, np.uint8), None, "PNG", None, staging=staging)
+    staging.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"] and a.read_bytes() == b"old a"
