@@ -458,8 +458,12 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
-        state.record(rel, decision.refreshed)  # same content, new mtime: remember it so we hash only once
-        result.notes.append("source touched but unchanged (same sha256)")
+        before = state.records[rel].source
+        state.record(rel, decision.refreshed)  # same content, new mtime or path: remember it so we hash only once
+        if rec.source != before:
+            result.notes.append(f"source moved but unchanged (same sha256 as {before})")
+        else:
+            result.notes.append("source touched but unchanged (same sha256)")
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels

@@ -271,6 +271,39 @@ def test_two_inputs_with_the_same_output_second_fails(tmp_path, fake):
     assert r.exit_code == 1 and "a.png: output" in r.stderr and "already produced from" in r.stderr
 
 
+def test_same_named_scan_from_another_folder_with_the_same_mtime_is_refused(tmp_path, fake):
+    a = put(tmp_path / "dA" / "a.tif", b"scan from A")
+    b = put(tmp_path / "dB" / "a.tif", b"scan from B")  # `cp -p` style: same size and mtime, other content
+    st = a.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = tmp_path / "out"
+    assert run("restore", tmp_path / "dA", "--out", out).exit_code == 0
+    r = run("restore", tmp_path / "dB", "--out", out)
+    assert r.exit_code == 1 and f"the existing outputs were made from another file, {a}" in r.stderr
+    assert (out / "a.tif").read_bytes() == b"restored:scan from A"
+    copy = put(tmp_path / "dC" / "a.tif", a.read_bytes())  # the same scan elsewhere: up to date, record follows it
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fake.calls.clear()
+    r = run("restore", tmp_path / "dC", "--out", out)
+    assert r.exit_code == 0 and fake.calls == []
+    assert report_of(out)["files"][0]["notes"] == [f"source moved but unchanged (same sha256 as {a})"]
+
+
+@pytest.mark.parametrize("toggle", [["--format", "png"], ["--save-mask"], ["--only-mask"]])
+def test_outputs_of_earlier_settings_are_redone_not_refused(tmp_path, fake, toggle):
+    src = put(tmp_path / "in" / "a.jpg", b"A")
+    out = tmp_path / "out"
+    assert run("restore", src, "--out", out).exit_code == 0
+    assert run("restore", src, "--out", out, *toggle).exit_code == 0
+    fake.calls.clear()
+    r = run("restore", src, "--out", out)  # back to the first settings: its earlier outputs are oldphoto's own
+    assert r.exit_code == 0, r.output
+    assert fake.calls == [src] and report_of(out)["files"][0]["notes"][0] == "redone: settings changed"
+    r = run("restore", src, "--out", out, *toggle)
+    assert r.exit_code == 0, r.output
+    assert len(tree(out)) > 3  # the other settings' outputs are kept, never deleted
+
+
 def test_only_mask_outputs_are_tracked(tmp_path, fake):
     src = put(tmp_path / "a.tif")
     out = tmp_path / "out"
