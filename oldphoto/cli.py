@@ -207,17 +207,18 @@ def _make_display(quiet: bool) -> QuietDisplay:
 # --------------------------------------------------------------------------------------------------- restore
 
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
-    """The scans are masters: outputs never go into an input folder (nor replace it)."""
-    out_r = out.resolve()
+    """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
+    written (`in/out` where `in/out` is a link to a folder elsewhere: the walk of `in` would meet it) and resolved."""
     for inp in inputs:
         if not inp.is_dir():
             continue
-        in_r = inp.resolve()
-        if out_r == in_r:
-            raise click.UsageError(f"--out {out} is the input folder {inp}; write the restorations elsewhere")
-        if in_r in out_r.parents:
-            raise click.UsageError(f"--out {out} is inside the input folder {inp}; choose an output folder "
-                                   f"outside the scans so restorations never mix with the originals")
+        for out_p, in_p in ((Path(os.path.abspath(out)), Path(os.path.abspath(inp))), (out.resolve(), inp.resolve())):
+            if out_p == in_p:
+                raise click.UsageError(f"--out {out} is the input folder {inp}; write the "
+                                       f"restorations elsewhere")
+            if in_p in out_p.parents:
+                raise click.UsageError(f"--out {out} is inside the input folder {inp}; choose an "
+                                       f"output folder outside the scans so restorations never mix with the originals")
 
 
 class _StopFlag:
@@ -408,7 +409,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
           display: QuietDisplay, pipeline: types.ModuleType, stop: _StopFlag) -> list[_Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
     settled here, before any model runs. After a stop request the remaining files are left "pending"."""
-    disc = discover(inputs)
+    disc = discover(inputs, exclude=out)
     for p in disc.ignored:
         display.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
     claims = OutputClaims(f.src for f in disc.found)

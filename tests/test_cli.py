@@ -183,6 +183,26 @@ def test_out_equal_to_or_inside_an_input_folder_is_refused(tmp_path, fake):
     assert (root / "b.PNG").read_bytes() == b"restored:B-photo"
 
 
+def test_out_inside_an_input_through_a_symlink_is_refused_and_never_walked(tmp_path, fake):
+    root, elsewhere = tmp_path / "scans", tmp_path / "elsewhere"
+    put(root / "a.jpg", b"A")
+    elsewhere.mkdir()
+    os.symlink(elsewhere, root / "out")  # scans/out -> elsewhere: inside the input as written
+    r = run("restore", root, "--out", root / "out")
+    assert r.exit_code == 2 and "is inside the input folder" in r.output
+    assert list(elsewhere.iterdir()) == []
+    # an input tree holding a link to the output folder: the outputs are never taken for inputs
+    (root / "out").unlink()
+    out = tmp_path / "out"
+    os.symlink(out, root / "restored")
+    for _ in range(2):
+        fake.calls.clear()
+        r = run("restore", root, "--out", out)
+        assert r.exit_code == 0, r.output
+        assert [f["relative"] for f in report_of(out)["files"]] == ["a.jpg"]
+    assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])
+
+
 def test_output_that_would_replace_an_input_is_refused(tmp_path, fake):
     src = put(tmp_path / "a.jpg", b"original")
     r = run("restore", src, "--out", tmp_path)
