@@ -2,7 +2,8 @@
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
 start (output folder locked by a live run, weights missing, unreadable state file); 2 usage error (bad option
-value, missing input, --out equal to or inside an input folder); 130 stopped by Ctrl-C (143 by SIGTERM).
+value, missing input, --out equal to or inside an input folder); 130 stopped by Ctrl-C at any point, model loading
+included (143 by SIGTERM once the run has started).
 """
 
 from __future__ import annotations
@@ -334,7 +335,12 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
     display = _make_display(quiet)
-    code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+    try:
+        code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+    except KeyboardInterrupt:  # before the stop flag was installed (loading the models) or after it was removed
+        display.close()
+        display.note("stopped: interrupted by Ctrl-C")
+        code = 128 + signal.SIGINT
     ctx.exit(code)
 
 
@@ -356,6 +362,8 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     report.device = str(dev)
     report.models = models.describe()
     report.fingerprint = fp = fingerprint(cfg.output_settings(), report.models)
+    stop = _StopFlag(display)
+    state: RunState | None = None
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -364,9 +372,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         raise RunError(str(e)) from None
     except OSError as e:
         raise RunError(f"{out}: cannot create or lock the output folder ({e.strerror or e})") from None
-    stop = _StopFlag(display)
-    state: RunState | None = None
-    try:
+    try:  # from here on the lock is released whatever happens, a Ctrl-C included
         if lock.took_over is not None:
             display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
         try:

@@ -439,6 +439,28 @@ def test_run_error_releases_the_lock(tmp_path, monkeypatch):
     assert not out.exists()  # a run that cannot start leaves no trace
 
 
+def test_ctrl_c_while_loading_the_models_exits_130_without_a_trace(tmp_path, monkeypatch):
+    def interrupted(cfg, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "load_models", interrupted)
+    out = tmp_path / "out"
+    r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
+    assert r.exit_code == 130 and r.stderr == "stopped: interrupted by Ctrl-C\n" and "Aborted" not in r.output
+    assert not out.exists()
+
+
+def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, monkeypatch):
+    def interrupted(out_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("oldphoto.cli.RunState.open", interrupted)
+    out = tmp_path / "out"
+    r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
+    assert r.exit_code == 130 and "stopped: interrupted by Ctrl-C" in r.stderr and "Aborted" not in r.output
+    assert not (out / LOCK_NAME).exists() and fake.calls == []
+
+
 @pytest.mark.parametrize("signum, presses, code", [(signal.SIGINT, 1, 130), (signal.SIGTERM, 1, 143),
                                                     (signal.SIGINT, 2, 130)])
 def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, fake, signum, presses, code):
