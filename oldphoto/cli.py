@@ -21,6 +21,7 @@ import time
 import tokenize
 import types
 import typing
+import unicodedata
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,24 @@ _DEFAULT = RestoreConfig()
 _DEFAULT_TILE = TileConfig()
 
 
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # control characters, undecodable bytes, line separators
+
+
+def _shown(text: Any) -> str:
+    """`text` with the characters that would break a one-line message (newline, escape, other control
+    characters, the surrogates standing for bytes of a name that are not UTF-8) written as Python escapes
+    (\\n, \\x1b, \\udcff); every other character, and so every ordinary name, unchanged."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _UNPRINTABLE else ch
+                   for ch in str(text))
+
+
 class RunError(click.ClickException):
     """The run cannot start or go on; printed as one "error: ..." line, exit code 1."""
 
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {_shown(self.format_message())}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +103,7 @@ class QuietDisplay:
         pass
 
     def error(self, path: str | Path, reason: str) -> None:
-        click.echo(f"error: {path}: {reason}", err=True)
+        click.echo(f"error: {_shown(path)}: {_shown(reason)}", err=True)
 
     def close(self) -> None:
         pass
@@ -108,7 +120,7 @@ class PlainDisplay(QuietDisplay):
         self._todo = 0
 
     def _line(self, msg: str) -> None:
-        click.echo(msg, err=True)
+        click.echo(_shown(msg), err=True)
 
     def start(self, report: Report, todo: int, skipped: int) -> None:
         self._todo = todo
@@ -128,7 +140,7 @@ class PlainDisplay(QuietDisplay):
 
     def summary(self, report: Report) -> None:
         t = report.totals()
-        table = Table(title=f"oldphoto {__version__}: {report.out_dir}", title_justify="left")
+        table = Table(title=f"oldphoto {__version__}: {_shown(report.out_dir)}", title_justify="left")
         table.add_column("status")
         for col in ("files", "megapixels", "seconds"):
             table.add_column(col, justify="right")
@@ -146,7 +158,7 @@ class PlainDisplay(QuietDisplay):
         console.print(table)
         failed = [r for r in report.results if r.status == "failed"]
         for r in failed[:20]:
-            console.print(Text(f"failed: {r.source}: {r.error}"))
+            console.print(Text(f"failed: {_shown(r.source)}: {_shown(r.error)}"))
         if len(failed) > 20:
             console.print(Text(f"... and {len(failed) - 20} more failures (see the report)"))
 
@@ -166,7 +178,7 @@ class RichDisplay(PlainDisplay):
         self._lock = threading.Lock()
 
     def _line(self, msg: str) -> None:
-        self.progress.console.print(Text(msg))
+        self.progress.console.print(Text(_shown(msg)))
 
     def start(self, report: Report, todo: int, skipped: int) -> None:
         super().start(report, todo, skipped)
@@ -177,7 +189,7 @@ class RichDisplay(PlainDisplay):
         with self._lock:  # events arrive from worker threads
             task = self._tiles.get(ev.path)
             if ev.kind == "file_start" and task is None:
-                self._tiles[ev.path] = self.progress.add_task(f"  {ev.path.name}", total=None, unit="tiles")
+                self._tiles[ev.path] = self.progress.add_task(f"  {_shown(ev.path.name)}", total=None, unit="tiles")
             elif ev.kind == "tiles" and task is not None:
                 self.progress.update(task, total=ev.total or None, completed=ev.done)
             elif ev.kind == "file_done" and task is not None:
@@ -193,7 +205,7 @@ class RichDisplay(PlainDisplay):
         super().file_done(result)
 
     def error(self, path: str | Path, reason: str) -> None:
-        self.console.print(Text(f"error: {path}: {reason}", style="red"))
+        self.console.print(Text(f"error: {_shown(path)}: {_shown(reason)}", style="red"))
 
     def close(self) -> None:
         self.progress.stop()
@@ -215,10 +227,10 @@ def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
             continue
         for out_p, in_p in ((Path(os.path.abspath(out)), Path(os.path.abspath(inp))), (out.resolve(), inp.resolve())):
             if out_p == in_p:
-                raise click.UsageError(f"--out {out} is the input folder {inp}; write the "
+                raise click.UsageError(f"--out {_shown(out)} is the input folder {_shown(inp)}; write the "
                                        f"restorations elsewhere")
             if in_p in out_p.parents:
-                raise click.UsageError(f"--out {out} is inside the input folder {inp}; choose an "
+                raise click.UsageError(f"--out {_shown(out)} is inside the input folder {_shown(inp)}; choose an "
                                        f"output folder outside the scans so restorations never mix with the originals")
 
 

@@ -130,6 +130,21 @@ def test_bad_file_fails_alone(tmp_path, fake):
     assert not (out / "broken.jpg").exists()
 
 
+def test_control_characters_in_names_are_escaped_in_every_printed_line(tmp_path, fake):
+    root, out = tmp_path / "scans", tmp_path / "out"
+    put(root / "new\nline.jpg", b"BAD bytes")
+    put(root / "esc\x1b[31m.jpg", b"E-photo")
+    put(root / "plain é.jpg", b"P-photo")
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 1
+    assert f"error: {root}/new\\nline.jpg: not a decodable image\n" in r.stderr
+    assert "] done esc\\x1b[31m.jpg (40x30" in r.stderr and "] done plain é.jpg (40x30" in r.stderr
+    assert f"failed: {root}/new\\nline.jpg: not a decodable image" in "".join(r.stdout.splitlines())  # rich wraps
+    assert "\x1b" not in r.output and "new\nline" not in r.stderr
+    # the report keeps the names as they are
+    assert {f["relative"] for f in report_of(out)["files"]} == {"new\nline.jpg", "esc\x1b[31m.jpg", "plain é.jpg"}
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--tile", "300"], "'300' is not one of"),
     (["--upscale", "3"], "'3' is not one of"),
