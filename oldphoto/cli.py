@@ -373,7 +373,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         raise RunError(str(e)) from None
     report.device = str(dev)
     report.models = models.describe()
-    report.fingerprint = fp = fingerprint(cfg.output_settings(), report.models)
+    report.fingerprint = fp = fingerprint(cfg.output_settings(pipeline.default_threshold(cfg, models)), report.models)
     stop = _StopFlag(display)
     state: RunState | None = None
     try:

@@ -158,6 +158,8 @@ def test_control_characters_in_names_are_escaped_in_every_printed_line(tmp_path,
     (["--scope", "defects", "--upscale", "2"], "cannot be upscaled x2"),
     (["--scope", "defects", "--tone", "tile"], "tone 'tile' would not match"),
     (["--scope", "defects", "--only-mask"], "only_mask changes none"),
+    (["--only-mask", "--colorize"], "only_mask changes no pixels; colorize adds colour"),
+    (["--only-mask", "--upscale", "2"], "upscale x2 enlarges a restoration"),
     (["--tone-strength", "1.5"], "0<=x<=1"),
     (["--scan-blend", "always"], "'always' is not one of 'auto', 'off'"),
     (["--detect-scales", "3"], "'3' is not one of '1', '2'"),
@@ -408,6 +410,26 @@ def test_detect_scales_default_by_mode_reach_the_settings_and_redo_outputs_only_
     assert run("restore", src, "--out", masks, "--only-mask", "--detect-scales", "1").exit_code == 0
     assert run("restore", src, "--out", masks, "--only-mask", "--detect-scales", "2").exit_code == 0  # redone
     assert report_of(masks)["settings"]["detect_scales"] == 2 and len(fake.calls) == 4
+
+
+def test_settings_that_cannot_change_the_outputs_redo_nothing(tmp_path, fake, monkeypatch):
+    detector = types.SimpleNamespace(threshold=0.5, restore_threshold=0.9)
+    monkeypatch.setattr(pipeline, "load_models", lambda cfg, device: types.SimpleNamespace(
+        detector=detector, restorer=None, describe=FakeModels().describe))
+    src = put(tmp_path / "a.jpg")
+    out, masks = tmp_path / "out", tmp_path / "masks"
+    assert run("restore", src, "--out", out, "--format", "png").exit_code == 0 and len(fake.calls) == 1
+    assert run("restore", src, "--out", out, "--format", "png", "--jpeg-quality", "80").exit_code == 0
+    assert run("restore", src, "--out", out, "--format", "png", "--mask-threshold", "0.9").exit_code == 0
+    assert len(fake.calls) == 1  # a PNG has no JPEG quality; 0.9 is the restorer's threshold anyway
+    assert run("restore", src, "--out", out, "--format", "png", "--mask-threshold", "0.8").exit_code == 0
+    assert len(fake.calls) == 2
+    assert run("restore", src, "--out", masks, "--only-mask").exit_code == 0 and len(fake.calls) == 3
+    assert run("restore", src, "--out", masks, "--only-mask", "--format", "tiff", "--mask-threshold", "0.5"
+               ).exit_code == 0
+    assert len(fake.calls) == 3  # masks are PNG whatever --format says; 0.5 is the detector's own
+    assert run("restore", src, "--out", masks, "--only-mask", "--jpeg-quality", "80").exit_code == 0
+    assert len(fake.calls) == 4  # the overlay is a JPEG
 
 
 def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):
