@@ -2,8 +2,8 @@
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
 start (output folder locked by a live run, weights missing, unreadable state file); 2 usage error (bad option
-value, missing input, --out equal to or inside an input folder); 130 stopped by Ctrl-C at any point, model loading
-included (143 by SIGTERM once the run has started).
+value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
+any point, model loading included (143 by SIGTERM once the run has started).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from . import __version__
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import ImageError, OldPhotoError
-from .lock import LockHeld, OutputLock
+from .lock import LOCK_NAME, LockHeld, OutputLock
 from .report import FileResult, Report
-from .state import Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
+from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
 
 _DEFAULT = RestoreConfig()
@@ -234,6 +234,25 @@ def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
                                        f"output folder outside the scans so restorations never mix with the originals")
 
 
+def _check_report(report: Path, out: Path) -> None:
+    """An explicit --report can be written where asked: a file (not a folder, nor the output folder's state or
+    lock file) under a folder that exists or can be created, and is writable. Checked before any work, so a bad
+    path is a usage error at once rather than a failure after the whole batch."""
+    shown = _shown(report)  # an existing folder is refused by click already
+    if report.resolve() == out.resolve():
+        raise click.UsageError(f"--report {shown} is the output folder; give a file name, e.g. "
+                               f"{_shown(report / 'report.json')}")
+    if report.resolve() in (out.resolve() / STATE_NAME, out.resolve() / LOCK_NAME):
+        raise click.UsageError(f"--report {shown} would replace the output folder's own {report.name}")
+    parent = Path(os.path.abspath(report)).parent
+    while not os.path.lexists(parent):  # missing folders are created when the report is written
+        parent = parent.parent
+    if not parent.is_dir():
+        raise click.UsageError(f"--report {shown}: {_shown(parent)} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--report {shown}: cannot create files in {_shown(parent)}")
+
+
 class _StopFlag:
     """First Ctrl-C (or SIGTERM): finish cleanly after abandoning the files in flight. Second: stop waiting."""
 
@@ -346,6 +365,8 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
+    if report_path is not None:
+        _check_report(report_path, out)
     display = _make_display(quiet)
     try:
         code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)

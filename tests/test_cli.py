@@ -373,6 +373,19 @@ def test_report_content(tmp_path, fake):
     assert a["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
 
 
+def test_invalid_report_path_is_a_usage_error_before_any_work(tmp_path, fake):
+    src, out = put(tmp_path / "in" / "a.jpg"), tmp_path / "out"
+    afile = put(tmp_path / "afile", b"x")
+    for report, message in [(out, "is the output folder; give a file name"),  # a folder once the run has made it
+                            (afile / "r.json", "afile is not a folder"),
+                            (out / STATE_NAME, "would replace the output folder's own .oldphoto-state.jsonl")]:
+        r = run("restore", src, "--out", out, "--report", report)
+        assert r.exit_code == 2 and message in r.output, (report, r.output)
+        assert fake.calls == [] and not out.exists()
+    r = run("restore", src, "--out", out, "--report", tmp_path / "new" / "deeper" / "r.json")  # created
+    assert r.exit_code == 0 and (tmp_path / "new" / "deeper" / "r.json").is_file()
+
+
 def test_report_holds_the_resolved_tone_of_the_scope(tmp_path, fake):
     src = put(tmp_path / "a.jpg")
     out = tmp_path / "out"
