@@ -2,7 +2,8 @@
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
 start (output folder locked by a live run, weights missing, unreadable state file); 2 usage error (bad option
-value, missing input, --out equal to or inside an input folder); 130 stopped by Ctrl-C (143 by SIGTERM).
+value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
+any point, model loading included (143 by SIGTERM once the run has started).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 import tokenize
 import types
 import typing
+import unicodedata
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -35,13 +37,24 @@ from . import __version__
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import ImageError, OldPhotoError
-from .lock import LockHeld, OutputLock
+from .lock import LOCK_NAME, LockHeld, OutputLock
 from .report import FileResult, Report
-from .state import Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
+from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
 
 _DEFAULT = RestoreConfig()
 _DEFAULT_TILE = TileConfig()
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # control characters, undecodable bytes, line separators
+
+
+def _shown(text: Any) -> str:
+    """`text` with the characters that would break a one-line message (newline, escape, other control
+    characters, the surrogates standing for bytes of a name that are not UTF-8) written as Python escapes
+    (\\n, \\x1b, \\udcff); every other character, and so every ordinary name, unchanged."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _UNPRINTABLE else ch
+                   for ch in str(text))
 
 
 class RunError(click.ClickException):
@@ -50,7 +63,7 @@ class RunError(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {_shown(self.format_message())}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,7 +103,7 @@ class QuietDisplay:
         pass
 
     def error(self, path: str | Path, reason: str) -> None:
-        click.echo(f"error: {path}: {reason}", err=True)
+        click.echo(f"error: {_shown(path)}: {_shown(reason)}", err=True)
 
     def close(self) -> None:
         pass
@@ -107,7 +120,7 @@ class PlainDisplay(QuietDisplay):
         self._todo = 0
 
     def _line(self, msg: str) -> None:
-        click.echo(msg, err=True)
+        click.echo(_shown(msg), err=True)
 
     def start(self, report: Report, todo: int, skipped: int) -> None:
         self._todo = todo
@@ -127,7 +140,7 @@ class PlainDisplay(QuietDisplay):
 
     def summary(self, report: Report) -> None:
         t = report.totals()
-        table = Table(title=f"oldphoto {__version__}: {report.out_dir}", title_justify="left")
+        table = Table(title=f"oldphoto {__version__}: {_shown(report.out_dir)}", title_justify="left")
         table.add_column("status")
         for col in ("files", "megapixels", "seconds"):
             table.add_column(col, justify="right")
@@ -145,7 +158,7 @@ class PlainDisplay(QuietDisplay):
         console.print(table)
         failed = [r for r in report.results if r.status == "failed"]
         for r in failed[:20]:
-            console.print(Text(f"failed: {r.source}: {r.error}"))
+            console.print(Text(f"failed: {_shown(r.source)}: {_shown(r.error)}"))
         if len(failed) > 20:
             console.print(Text(f"... and {len(failed) - 20} more failures (see the report)"))
 
@@ -165,7 +178,7 @@ class RichDisplay(PlainDisplay):
         self._lock = threading.Lock()
 
     def _line(self, msg: str) -> None:
-        self.progress.console.print(Text(msg))
+        self.progress.console.print(Text(_shown(msg)))
 
     def start(self, report: Report, todo: int, skipped: int) -> None:
         super().start(report, todo, skipped)
@@ -176,7 +189,7 @@ class RichDisplay(PlainDisplay):
         with self._lock:  # events arrive from worker threads
             task = self._tiles.get(ev.path)
             if ev.kind == "file_start" and task is None:
-                self._tiles[ev.path] = self.progress.add_task(f"  {ev.path.name}", total=None, unit="tiles")
+                self._tiles[ev.path] = self.progress.add_task(f"  {_shown(ev.path.name)}", total=None, unit="tiles")
             elif ev.kind == "tiles" and task is not None:
                 self.progress.update(task, total=ev.total or None, completed=ev.done)
             elif ev.kind == "file_done" and task is not None:
@@ -192,7 +205,7 @@ class RichDisplay(PlainDisplay):
         super().file_done(result)
 
     def error(self, path: str | Path, reason: str) -> None:
-        self.console.print(Text(f"error: {path}: {reason}", style="red"))
+        self.console.print(Text(f"error: {_shown(path)}: {_shown(reason)}", style="red"))
 
     def close(self) -> None:
         self.progress.stop()
@@ -207,17 +220,37 @@ def _make_display(quiet: bool) -> QuietDisplay:
 # --------------------------------------------------------------------------------------------------- restore
 
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
-    """The scans are masters: outputs never go into an input folder (nor replace it)."""
-    out_r = out.resolve()
+    """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
+    written (`in/out` where `in/out` is a link to a folder elsewhere: the walk of `in` would meet it) and resolved."""
     for inp in inputs:
         if not inp.is_dir():
             continue
-        in_r = inp.resolve()
-        if out_r == in_r:
-            raise click.UsageError(f"--out {out} is the input folder {inp}; write the restorations elsewhere")
-        if in_r in out_r.parents:
-            raise click.UsageError(f"--out {out} is inside the input folder {inp}; choose an output folder "
-                                   f"outside the scans so restorations never mix with the originals")
+        for out_p, in_p in ((Path(os.path.abspath(out)), Path(os.path.abspath(inp))), (out.resolve(), inp.resolve())):
+            if out_p == in_p:
+                raise click.UsageError(f"--out {_shown(out)} is the input folder {_shown(inp)}; write the "
+                                       f"restorations elsewhere")
+            if in_p in out_p.parents:
+                raise click.UsageError(f"--out {_shown(out)} is inside the input folder {_shown(inp)}; choose an "
+                                       f"output folder outside the scans so restorations never mix with the originals")
+
+
+def _check_report(report: Path, out: Path) -> None:
+    """An explicit --report can be written where asked: a file (not a folder, nor the output folder's state or
+    lock file) under a folder that exists or can be created, and is writable. Checked before any work, so a bad
+    path is a usage error at once rather than a failure after the whole batch."""
+    shown = _shown(report)  # an existing folder is refused by click already
+    if report.resolve() == out.resolve():
+        raise click.UsageError(f"--report {shown} is the output folder; give a file name, e.g. "
+                               f"{_shown(report / 'report.json')}")
+    if report.resolve() in (out.resolve() / STATE_NAME, out.resolve() / LOCK_NAME):
+        raise click.UsageError(f"--report {shown} would replace the output folder's own {report.name}")
+    parent = Path(os.path.abspath(report)).parent
+    while not os.path.lexists(parent):  # missing folders are created when the report is written
+        parent = parent.parent
+    if not parent.is_dir():
+        raise click.UsageError(f"--report {shown}: {_shown(parent)} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--report {shown}: cannot create files in {_shown(parent)}")
 
 
 class _StopFlag:
@@ -332,8 +365,15 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
+    if report_path is not None:
+        _check_report(report_path, out)
     display = _make_display(quiet)
-    code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+    try:
+        code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+    except KeyboardInterrupt:  # before the stop flag was installed (loading the models) or after it was removed
+        display.close()
+        display.note("stopped: interrupted by Ctrl-C")
+        code = 128 + signal.SIGINT
     ctx.exit(code)
 
 
@@ -354,7 +394,9 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         raise RunError(str(e)) from None
     report.device = str(dev)
     report.models = models.describe()
-    report.fingerprint = fp = fingerprint(cfg.output_settings(), report.models)
+    report.fingerprint = fp = fingerprint(cfg.output_settings(pipeline.default_threshold(cfg, models)), report.models)
+    stop = _StopFlag(display)
+    state: RunState | None = None
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -363,9 +405,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         raise RunError(str(e)) from None
     except OSError as e:
         raise RunError(f"{out}: cannot create or lock the output folder ({e.strerror or e})") from None
-    stop = _StopFlag(display)
-    state: RunState | None = None
-    try:
+    try:  # from here on the lock is released whatever happens, a Ctrl-C included
         if lock.took_over is not None:
             display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
         try:
@@ -408,7 +448,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
           display: QuietDisplay, pipeline: types.ModuleType, stop: _StopFlag) -> list[_Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
     settled here, before any model runs. After a stop request the remaining files are left "pending"."""
-    disc = discover(inputs)
+    disc = discover(inputs, exclude=out)
     for p in disc.ignored:
         display.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
     claims = OutputClaims(f.src for f in disc.found)
@@ -458,8 +498,12 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
-        state.record(rel, decision.refreshed)  # same content, new mtime: remember it so we hash only once
-        result.notes.append("source touched but unchanged (same sha256)")
+        before = state.records[rel].source
+        state.record(rel, decision.refreshed)  # same content, new mtime or path: remember it so we hash only once
+        if rec.source != before:
+            result.notes.append(f"source moved but unchanged (same sha256 as {before})")
+        else:
+            result.notes.append("source touched but unchanged (same sha256)")
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels

@@ -15,6 +15,7 @@ DETECT_SCALES = (1, 2)
 # on one set of degraded whole validation photos and lost on a second draw of the same photos (weights/README.md,
 # sixteenth session): no share was better than another beyond the noise, so the default is what it always was
 TONE_STRENGTH = 1.0
+JPEG_QUALITY = 95  # the --jpeg-quality default
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class RestoreConfig:
     # grow the mask by this many pixels; None: 1 when restoring (covers the soft edges of scratches before they are
     # refilled), 0 with only_mask (the detector's own mask at its F1-tuned threshold, as it was evaluated)
     mask_dilate: int | None = None
-    jpeg_quality: int = 95  # when writing JPEG
+    jpeg_quality: int = JPEG_QUALITY  # when writing JPEG or WebP (with only_mask, the overlay)
     # photo: one tone curve per photo fitted from all its restored tiles (passes.even_tone), so a faded print is
     # corrected alike everywhere; tile: each tile keeps the restorer's own tone decision (the behaviour before);
     # scan: the scan's own tone is kept (fading and casts stay), only detail, noise and defects are restored;
@@ -99,6 +100,11 @@ class RestoreConfig:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.save_mask and self.only_mask:
             raise ValueError("save_mask writes the mask beside a restoration; only_mask writes it already")
+        if self.only_mask and self.colorize:
+            raise ValueError("only_mask changes no pixels; colorize adds colour to a restoration: choose one")
+        if self.only_mask and self.upscale != 1:
+            raise ValueError(f"only_mask writes masks at the scan's size; upscale x{self.upscale} enlarges a "
+                             "restoration: choose one")
         if self.scope == "defects":
             if self.only_mask:
                 raise ValueError("scope 'defects' changes defect pixels; only_mask changes none: choose one")
@@ -157,9 +163,21 @@ class RestoreConfig:
             del out["detect_scales"]
         return out
 
-    def output_settings(self) -> dict:
-        """The settings that change output pixels; used to decide whether an existing output is current."""
+    def output_settings(self, default_threshold: float | None = None) -> dict:
+        """The settings that change output pixels; used to decide whether an existing output is current.
+
+        A setting that cannot change this run's outputs is given its default value, so that changing it alone
+        redoes nothing and outputs made with the default stay current: jpeg_quality when every output is PNG or
+        TIFF (--format png or tiff, restoring), format with only_mask (always NAME.mask.png + NAME.overlay.jpg), and
+        mask_threshold when it equals `default_threshold`, the one the models would use anyway.
+        """
         d = self.settings()
+        if not self.only_mask and self.format in ("png", "tiff"):
+            d["jpeg_quality"] = JPEG_QUALITY
+        if self.only_mask:
+            d["format"] = "keep"
+        if default_threshold is not None and d["mask_threshold"] == default_threshold:
+            d["mask_threshold"] = None
         for k in ("device", "overwrite", "jobs", "max_pixels"):
             d.pop(k)
         d["tile"].pop("batch_size")

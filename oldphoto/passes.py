@@ -57,6 +57,17 @@ def check_stop(stop: Callable[[], bool]) -> None:
         raise KeyboardInterrupt("stop requested; file abandoned")
 
 
+def default_threshold(cfg: RestoreConfig, models) -> float | None:
+    """The defect threshold a run with `cfg` uses when --mask-threshold is not given: with only_mask the detector's
+    own, else the restorer's (stages.restore.restore_threshold). None when `models` has no detector."""
+    detector = getattr(models, "detector", None)
+    if detector is None:
+        return None
+    if cfg.only_mask:
+        return float(detector.threshold)
+    return restore_threshold(getattr(models, "restorer", None), detector)
+
+
 @dataclass
 class TiledPass:
     """State of one photo's processing shared by its passes.
@@ -88,9 +99,7 @@ class TiledPass:
         (its mapping's meta); else the detector's own (tuned for mask F1 on validation, as --only-mask shows)."""
         if self.cfg.mask_threshold is not None:
             return float(self.cfg.mask_threshold)
-        if self.cfg.only_mask:
-            return float(self.models.detector.threshold)
-        return restore_threshold(self.models.restorer, self.models.detector)
+        return default_threshold(self.cfg, self.models)
 
     def detect_only(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
         """pixels (H, W, C) uint -> mask (H, W) uint8 (255 = defect, dilated by cfg.dilate_px), coverage %."""

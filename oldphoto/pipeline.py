@@ -25,7 +25,7 @@ from . import io as oio
 from .batching import TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError, OldPhotoError
-from .passes import TiledPass, check_stop, overlay, upscale_alpha
+from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
 from .stages.base import (
     ColorizerStage,
     DetectorStage,

@@ -5,9 +5,12 @@ by its relative path; a later line for the same path replaces an earlier one. Re
 fsynced) as files finish, so a crash loses at most the file being written; the file is rewritten compactly
 (temp file + os.replace) when a run opens and closes it. A torn last line (crash mid-append) is dropped.
 
-A file is skipped when its source is unchanged (size + mtime_ns; sha256 when the mtime alone moved), its
-settings fingerprint (output settings + model sha256s) is the same, and every recorded output still exists
-with its recorded size.
+A file is skipped when its source is unchanged (size + mtime_ns; sha256 when the mtime alone moved, or when the
+record names another source path: a same-named file from another folder must prove its content), its settings
+fingerprint (output settings + model sha256s) is the same, and every recorded output still exists with its
+recorded size. A record also remembers, in `former`, the outputs that earlier settings made from the same source
+and that still exist, so a later run with those settings again recognises them as its own (they are never
+deleted: a curator may want them).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Record:
     megapixels: float = 0.0
     mask_coverage: float | None = None  # percent
     finished: str = ""  # ISO 8601, local time with offset
+    former: tuple[str, ...] = ()  # outputs of earlier settings, still on disk (paths as in OutputRecord.path)
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
@@ -80,6 +84,7 @@ class Record:
         d = dict(d)
         d.pop("rel", None)
         d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"])) for o in d["outputs"])
+        d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
         return cls(**d)
 
 
@@ -159,19 +164,35 @@ class RunState:
         self.compact()
 
     def record(self, rel: str, record: Record) -> None:
-        """Remember a finished file; durable once this returns."""
+        """Remember a finished file; durable once this returns. The outputs of the record it replaces that
+        still exist are carried over into `former` (see `owner_of`)."""
         if self._journal is None:
             raise RuntimeError("RunState.record called on a state that was not opened for a run")
+        record = self._carry_former(rel, record)
         self.records[rel] = record
         self._owners = None
         self._journal.write(record.to_json(rel) + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())
 
+    def _carry_former(self, rel: str, record: Record) -> Record:
+        """`record` with `former` holding the earlier outputs of `rel` (outputs and former of the record it
+        replaces) that are still on disk and are not outputs of `record` itself."""
+        old = self.records.get(rel)
+        if old is None:
+            return record
+        current = {o.path for o in record.outputs}
+        earlier = [o.path for o in old.outputs] + list(old.former) + list(record.former)
+        kept = [p for p in dict.fromkeys(earlier) if p not in current and (self.out_dir / p).is_file()]
+        return replace(record, former=tuple(kept))
+
     def owner_of(self, output: Path) -> str | None:
-        """Relative source path whose record lists this output, if any."""
+        """Relative source path whose record lists this output, if any: as a current output, else as one that
+        earlier settings made from the same source (`former`)."""
         if self._owners is None:
-            self._owners = {o.path: rel for rel, rec in self.records.items() for o in rec.outputs}
+            owners = {p: rel for rel, rec in self.records.items() for p in rec.former}
+            owners.update({o.path: rel for rel, rec in self.records.items() for o in rec.outputs})
+            self._owners = owners
         return self._owners.get(self._rel_out(output))
 
     def _rel_out(self, output: Path) -> str:
@@ -188,8 +209,9 @@ class RunState:
         now = SourceId.of(src)
         same_path = os.path.abspath(src) == rec.source
         refreshed = None
-        if (now.size, now.mtime_ns) != (rec.size, rec.mtime_ns):
-            # Size equal but mtime moved (a copy, a touch): the content decides, read once to hash it.
+        if (now.size, now.mtime_ns) != (rec.size, rec.mtime_ns) or not same_path:
+            # Size equal but mtime moved (a copy, a touch), or another file under the same relative path (which may
+            # well have the same size and mtime, e.g. a copy made with `cp -p`): the content decides, read once.
             same_content = now.size == rec.size and rec.sha256 is not None and read_source_sha256(src) == rec.sha256
             if not same_content:
                 if not same_path:

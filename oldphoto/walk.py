@@ -40,11 +40,19 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_folder(root: Path, into: Discovery) -> None:
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or below it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> None:
     """Depth-first walk following folder symlinks; a folder already seen (same device + inode) is not
-    entered again, which is what stops symlink loops and double visits."""
+    entered again, which is what stops symlink loops and double visits. A folder that resolves to `exclude`
+    (resolved: the output folder) or below it is not entered, unless the root itself is there."""
     seen: set[tuple[int, int]] = set()
     found: list[Found] = []
+    if exclude is not None and _inside(root.resolve(), exclude):
+        exclude = None  # the walk was asked for inside it: the caller's choice
 
     def visit(folder: Path, rel: Path) -> None:
         try:
@@ -75,7 +83,8 @@ def _walk_folder(root: Path, into: Discovery) -> None:
                 into.problems.append(ImageError(path, f"cannot stat ({e.strerror or e})"))
                 continue
             if stat.S_ISDIR(mode):
-                visit(path, rel / entry.name)
+                if exclude is None or not _inside(path.resolve(), exclude):
+                    visit(path, rel / entry.name)
             elif stat.S_ISREG(mode) and is_image_name(entry.name):
                 found.append(Found(path, rel / entry.name))
 
@@ -84,17 +93,21 @@ def _walk_folder(root: Path, into: Discovery) -> None:
     into.found.extend(found)
 
 
-def discover(inputs: Sequence[Path]) -> Discovery:
+def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
     """Images under `inputs`, in input order, each folder's images sorted by relative path.
+
+    exclude: a folder the walk never descends into, however it is reached (a symlink in an input tree that
+    points to the output folder must not feed the outputs back in as inputs).
 
     The same image reached twice with the same relative path (e.g. a file given twice) is listed once;
     distinct images that would get the same output are left to `OutputClaims` to refuse.
     """
     result = Discovery()
+    exclude = None if exclude is None else Path(exclude).resolve()
     for inp in inputs:
         inp = Path(inp)
         if inp.is_dir():
-            _walk_folder(inp, result)
+            _walk_folder(inp, result, exclude)
         elif inp.is_file():
             if is_image_name(inp.name):
                 result.found.append(Found(inp, Path(inp.name)))

@@ -130,6 +130,21 @@ def test_bad_file_fails_alone(tmp_path, fake):
     assert not (out / "broken.jpg").exists()
 
 
+def test_control_characters_in_names_are_escaped_in_every_printed_line(tmp_path, fake):
+    root, out = tmp_path / "scans", tmp_path / "out"
+    put(root / "new\nline.jpg", b"BAD bytes")
+    put(root / "esc\x1b[31m.jpg", b"E-photo")
+    put(root / "plain é.jpg", b"P-photo")
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 1
+    assert f"error: {root}/new\\nline.jpg: not a decodable image\n" in r.stderr
+    assert "] done esc\\x1b[31m.jpg (40x30" in r.stderr and "] done plain é.jpg (40x30" in r.stderr
+    assert f"failed: {root}/new\\nline.jpg: not a decodable image" in "".join(r.stdout.splitlines())  # rich wraps
+    assert "\x1b" not in r.output and "new\nline" not in r.stderr
+    # the report keeps the names as they are
+    assert {f["relative"] for f in report_of(out)["files"]} == {"new\nline.jpg", "esc\x1b[31m.jpg", "plain é.jpg"}
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--tile", "300"], "'300' is not one of"),
     (["--upscale", "3"], "'3' is not one of"),
@@ -143,6 +158,8 @@ def test_bad_file_fails_alone(tmp_path, fake):
     (["--scope", "defects", "--upscale", "2"], "cannot be upscaled x2"),
     (["--scope", "defects", "--tone", "tile"], "tone 'tile' would not match"),
     (["--scope", "defects", "--only-mask"], "only_mask changes none"),
+    (["--only-mask", "--colorize"], "only_mask changes no pixels; colorize adds colour"),
+    (["--only-mask", "--upscale", "2"], "upscale x2 enlarges a restoration"),
     (["--tone-strength", "1.5"], "0<=x<=1"),
     (["--scan-blend", "always"], "'always' is not one of 'auto', 'off'"),
     (["--detect-scales", "3"], "'3' is not one of '1', '2'"),
@@ -181,6 +198,26 @@ def test_out_equal_to_or_inside_an_input_folder_is_refused(tmp_path, fake):
     r = run("restore", root / "album 1", "--out", root)
     assert r.exit_code == 0, r.output
     assert (root / "b.PNG").read_bytes() == b"restored:B-photo"
+
+
+def test_out_inside_an_input_through_a_symlink_is_refused_and_never_walked(tmp_path, fake):
+    root, elsewhere = tmp_path / "scans", tmp_path / "elsewhere"
+    put(root / "a.jpg", b"A")
+    elsewhere.mkdir()
+    os.symlink(elsewhere, root / "out")  # scans/out -> elsewhere: inside the input as written
+    r = run("restore", root, "--out", root / "out")
+    assert r.exit_code == 2 and "is inside the input folder" in r.output
+    assert list(elsewhere.iterdir()) == []
+    # an input tree holding a link to the output folder: the outputs are never taken for inputs
+    (root / "out").unlink()
+    out = tmp_path / "out"
+    os.symlink(out, root / "restored")
+    for _ in range(2):
+        fake.calls.clear()
+        r = run("restore", root, "--out", out)
+        assert r.exit_code == 0, r.output
+        assert [f["relative"] for f in report_of(out)["files"]] == ["a.jpg"]
+    assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])
 
 
 def test_output_that_would_replace_an_input_is_refused(tmp_path, fake):
@@ -271,6 +308,39 @@ def test_two_inputs_with_the_same_output_second_fails(tmp_path, fake):
     assert r.exit_code == 1 and "a.png: output" in r.stderr and "already produced from" in r.stderr
 
 
+def test_same_named_scan_from_another_folder_with_the_same_mtime_is_refused(tmp_path, fake):
+    a = put(tmp_path / "dA" / "a.tif", b"scan from A")
+    b = put(tmp_path / "dB" / "a.tif", b"scan from B")  # `cp -p` style: same size and mtime, other content
+    st = a.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = tmp_path / "out"
+    assert run("restore", tmp_path / "dA", "--out", out).exit_code == 0
+    r = run("restore", tmp_path / "dB", "--out", out)
+    assert r.exit_code == 1 and f"the existing outputs were made from another file, {a}" in r.stderr
+    assert (out / "a.tif").read_bytes() == b"restored:scan from A"
+    copy = put(tmp_path / "dC" / "a.tif", a.read_bytes())  # the same scan elsewhere: up to date, record follows it
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fake.calls.clear()
+    r = run("restore", tmp_path / "dC", "--out", out)
+    assert r.exit_code == 0 and fake.calls == []
+    assert report_of(out)["files"][0]["notes"] == [f"source moved but unchanged (same sha256 as {a})"]
+
+
+@pytest.mark.parametrize("toggle", [["--format", "png"], ["--save-mask"], ["--only-mask"]])
+def test_outputs_of_earlier_settings_are_redone_not_refused(tmp_path, fake, toggle):
+    src = put(tmp_path / "in" / "a.jpg", b"A")
+    out = tmp_path / "out"
+    assert run("restore", src, "--out", out).exit_code == 0
+    assert run("restore", src, "--out", out, *toggle).exit_code == 0
+    fake.calls.clear()
+    r = run("restore", src, "--out", out)  # back to the first settings: its earlier outputs are oldphoto's own
+    assert r.exit_code == 0, r.output
+    assert fake.calls == [src] and report_of(out)["files"][0]["notes"][0] == "redone: settings changed"
+    r = run("restore", src, "--out", out, *toggle)
+    assert r.exit_code == 0, r.output
+    assert len(tree(out)) > 3  # the other settings' outputs are kept, never deleted
+
+
 def test_only_mask_outputs_are_tracked(tmp_path, fake):
     src = put(tmp_path / "a.tif")
     out = tmp_path / "out"
@@ -301,6 +371,19 @@ def test_report_content(tmp_path, fake):
     assert (a["width"], a["height"], a["megapixels"], a["mask_coverage"]) == (40, 30, 0.0012, 2.5)
     assert a["seconds"] == {"read": 0.01, "restore": 0.02} and a["notes"] == ["fake note"]
     assert a["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
+
+
+def test_invalid_report_path_is_a_usage_error_before_any_work(tmp_path, fake):
+    src, out = put(tmp_path / "in" / "a.jpg"), tmp_path / "out"
+    afile = put(tmp_path / "afile", b"x")
+    for report, message in [(out, "is the output folder; give a file name"),  # a folder once the run has made it
+                            (afile / "r.json", "afile is not a folder"),
+                            (out / STATE_NAME, "would replace the output folder's own .oldphoto-state.jsonl")]:
+        r = run("restore", src, "--out", out, "--report", report)
+        assert r.exit_code == 2 and message in r.output, (report, r.output)
+        assert fake.calls == [] and not out.exists()
+    r = run("restore", src, "--out", out, "--report", tmp_path / "new" / "deeper" / "r.json")  # created
+    assert r.exit_code == 0 and (tmp_path / "new" / "deeper" / "r.json").is_file()
 
 
 def test_report_holds_the_resolved_tone_of_the_scope(tmp_path, fake):
@@ -340,6 +423,26 @@ def test_detect_scales_default_by_mode_reach_the_settings_and_redo_outputs_only_
     assert run("restore", src, "--out", masks, "--only-mask", "--detect-scales", "1").exit_code == 0
     assert run("restore", src, "--out", masks, "--only-mask", "--detect-scales", "2").exit_code == 0  # redone
     assert report_of(masks)["settings"]["detect_scales"] == 2 and len(fake.calls) == 4
+
+
+def test_settings_that_cannot_change_the_outputs_redo_nothing(tmp_path, fake, monkeypatch):
+    detector = types.SimpleNamespace(threshold=0.5, restore_threshold=0.9)
+    monkeypatch.setattr(pipeline, "load_models", lambda cfg, device: types.SimpleNamespace(
+        detector=detector, restorer=None, describe=FakeModels().describe))
+    src = put(tmp_path / "a.jpg")
+    out, masks = tmp_path / "out", tmp_path / "masks"
+    assert run("restore", src, "--out", out, "--format", "png").exit_code == 0 and len(fake.calls) == 1
+    assert run("restore", src, "--out", out, "--format", "png", "--jpeg-quality", "80").exit_code == 0
+    assert run("restore", src, "--out", out, "--format", "png", "--mask-threshold", "0.9").exit_code == 0
+    assert len(fake.calls) == 1  # a PNG has no JPEG quality; 0.9 is the restorer's threshold anyway
+    assert run("restore", src, "--out", out, "--format", "png", "--mask-threshold", "0.8").exit_code == 0
+    assert len(fake.calls) == 2
+    assert run("restore", src, "--out", masks, "--only-mask").exit_code == 0 and len(fake.calls) == 3
+    assert run("restore", src, "--out", masks, "--only-mask", "--format", "tiff", "--mask-threshold", "0.5"
+               ).exit_code == 0
+    assert len(fake.calls) == 3  # masks are PNG whatever --format says; 0.5 is the detector's own
+    assert run("restore", src, "--out", masks, "--only-mask", "--jpeg-quality", "80").exit_code == 0
+    assert len(fake.calls) == 4  # the overlay is a JPEG
 
 
 def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fake):
@@ -384,6 +487,28 @@ def test_run_error_releases_the_lock(tmp_path, monkeypatch):
     r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
     assert r.exit_code == 1 and r.stderr.startswith("error: weights/detector-v1.pt: weights file missing")
     assert not out.exists()  # a run that cannot start leaves no trace
+
+
+def test_ctrl_c_while_loading_the_models_exits_130_without_a_trace(tmp_path, monkeypatch):
+    def interrupted(cfg, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "load_models", interrupted)
+    out = tmp_path / "out"
+    r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
+    assert r.exit_code == 130 and r.stderr == "stopped: interrupted by Ctrl-C\n" and "Aborted" not in r.output
+    assert not out.exists()
+
+
+def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, monkeypatch):
+    def interrupted(out_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("oldphoto.cli.RunState.open", interrupted)
+    out = tmp_path / "out"
+    r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
+    assert r.exit_code == 130 and "stopped: interrupted by Ctrl-C" in r.stderr and "Aborted" not in r.output
+    assert not (out / LOCK_NAME).exists() and fake.calls == []
 
 
 @pytest.mark.parametrize("signum, presses, code", [(signal.SIGINT, 1, 130), (signal.SIGTERM, 1, 143),

@@ -15,6 +15,8 @@ from oldphoto.config import TONE_STRENGTH, RestoreConfig, TileConfig
     ({"scan_blend": "on"}, "scan blend must be one of .*got 'on'"),
     ({"save_mask": True, "only_mask": True}, "only_mask writes it already"),
     ({"scope": "defects", "only_mask": True}, "only_mask changes none"),
+    ({"only_mask": True, "colorize": True}, "only_mask changes no pixels; colorize adds colour"),
+    ({"only_mask": True, "upscale": 2}, "only_mask writes masks at the scan's size; upscale x2"),
     ({"scope": "defects", "upscale": 2}, "cannot be upscaled x2"),
     ({"scope": "defects", "tone": "photo"}, "tone 'photo' would not match"),
 ])
@@ -76,3 +78,21 @@ def test_scan_blend_applies_only_where_it_can_and_off_keeps_earlier_outputs_curr
         cfg = RestoreConfig(**kw)
         assert cfg.scan_blend_mode == "off" and "scan_blend" not in cfg.output_settings(), kw
     assert RestoreConfig().output_settings()["scan_blend"] == "auto"
+
+
+def test_settings_that_cannot_change_the_outputs_keep_their_fingerprint():
+    same = RestoreConfig().output_settings
+    # jpeg quality shapes JPEG (and WebP) outputs and the --only-mask overlay, not a PNG or TIFF restoration
+    for fmt in ("png", "tiff"):
+        png_or_tiff = RestoreConfig(format=fmt).output_settings()
+        assert RestoreConfig(format=fmt, jpeg_quality=80).output_settings() == png_or_tiff, fmt
+    for kw in ({"format": "jpeg"}, {"format": "keep"}, {"only_mask": True}):
+        assert RestoreConfig(**kw, jpeg_quality=80).output_settings() != RestoreConfig(**kw).output_settings(), kw
+    # --only-mask always writes NAME.mask.png + NAME.overlay.jpg
+    only = RestoreConfig(only_mask=True).output_settings()
+    assert RestoreConfig(only_mask=True, format="png").output_settings() == only
+    # a threshold equal to the one the models would use anyway
+    assert RestoreConfig(mask_threshold=0.9).output_settings(0.9) == same(0.9) == same()
+    assert RestoreConfig(mask_threshold=0.8).output_settings(0.9) != same(0.9)
+    assert RestoreConfig(mask_threshold=0.9).output_settings() != same()  # the default unknown: it counts
+

@@ -1,6 +1,8 @@
 import hashlib
+import json
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 
@@ -91,6 +93,45 @@ def test_same_relative_path_from_another_source_is_a_conflict(tmp_path):
     copy.write_bytes(src.read_bytes())
     d = state.decide("a.jpg", copy, fp)
     assert d.action == "skip" and d.refreshed.source == str(copy)
+
+
+def test_another_source_with_the_same_size_and_mtime_is_checked_by_content(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    st = src.stat()
+    other = tmp_path / "other" / "a.jpg"  # same size and mtime (a `cp -p` of another scan), other content
+    other.parent.mkdir()
+    other.write_bytes(b"photo-2")
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    d = state.decide("a.jpg", other, fp)
+    assert d.action == "conflict" and str(src) in d.reason
+    copy = tmp_path / "copy" / "a.jpg"  # the same photo copied with its mtime: skipped, the record follows it
+    copy.parent.mkdir()
+    copy.write_bytes(src.read_bytes())
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    d = state.decide("a.jpg", copy, fp)
+    assert d.action == "skip" and d.refreshed.source == str(copy)
+
+
+def test_outputs_of_earlier_settings_are_kept_in_former_and_still_owned(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    rec = state.records["a.jpg"]
+    (out / "a.png").write_bytes(b"restored as png")
+    state.record("a.jpg", replace(rec, outputs=state.outputs_record([out / "a.png"])))
+    assert state.records["a.jpg"].former == ("a.jpg",)
+    assert state.owner_of(out / "a.jpg") == "a.jpg" and state.owner_of(out / "a.png") == "a.jpg"
+    state.close()
+    again = RunState.open(out)
+    assert again.records["a.jpg"].former == ("a.jpg",) and again.owner_of(out / "a.jpg") == "a.jpg"
+    (out / "a.jpg").unlink()  # gone: no longer remembered, so a file put there later is nobody's
+    again.record("a.jpg", replace(rec, outputs=again.outputs_record([out / "a.png"])))
+    assert again.records["a.jpg"].former == ()
+    again.close()
+    # a state file written before `former` existed loads with none
+    lines = (out / STATE_NAME).read_text().splitlines()
+    d = json.loads(lines[1])
+    del d["former"]
+    (out / STATE_NAME).write_text(lines[0] + "\n" + json.dumps(d) + "\n")
+    assert RunState.load(out).records["a.jpg"].former == ()
 
 
 def test_torn_last_line_is_dropped_and_corruption_is_refused(tmp_path):

@@ -52,6 +52,19 @@ def test_symlink_loop_does_not_hang_and_links_are_followed_once(tmp_path):
     assert sorted(rels(disc)) == ["a/x.jpg", "linked/y.png"]
 
 
+def test_walk_never_enters_the_excluded_output_folder(tmp_path):
+    root, out = tmp_path / "in", tmp_path / "out"
+    touch(root / "a.jpg")
+    touch(out / "a.jpg")
+    touch(out / "sub" / "b.jpg")
+    os.symlink(out, root / "to_out")  # a link to the output folder ...
+    os.symlink(out / "sub", root / "to_sub")  # ... and one into it
+    assert rels(discover([root])) == ["a.jpg", "to_out/a.jpg", "to_out/sub/b.jpg"]  # to_sub: seen already
+    assert rels(discover([root], exclude=out)) == ["a.jpg"]
+    assert rels(discover([root], exclude=tmp_path / "." / "out")) == ["a.jpg"]  # compared resolved
+    assert rels(discover([out / "sub"], exclude=out)) == ["b.jpg"]  # asked for by name: walked
+
+
 def test_file_inputs_and_duplicates(tmp_path):
     a = touch(tmp_path / "a.jpg")
     note = touch(tmp_path / "readme.txt")
