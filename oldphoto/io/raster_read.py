@@ -64,7 +64,7 @@ class RasterPlan:
         notes = list(self.notes)
         if self.image is None:
             header = self.png_chunks.header
-            out = allocate((header.height, header.width, {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type]), np.uint16,
+            out = allocate((header.height, header.width, png.samples16(header, self.png_chunks.trns)), np.uint16,
                            tmp_dir)
             with mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy of the file
                 pixels, alpha = png.decode16(data, header, self.png_chunks.trns, out)
@@ -165,7 +165,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             if header.color_type not in _PNG16:
                 raise ValueError(f"invalid PNG: colour type {header.color_type} cannot have 16 bits")
             channels, alpha, mode = _PNG16[header.color_type]
-            alpha = alpha or (chunks.trns is not None and header.color_type in (0, 2))
+            alpha = alpha or png.colour_key(header, chunks.trns)
             return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
                               orientation, meta, None, None, png_chunks=chunks, notes=notes)
         fh.seek(0)
