@@ -177,8 +177,7 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
         if bits > 16 or alpha:
             raise UnsupportedTiff(f"unsupported palette layout ({bits}-bit, {spp} samples)")
         notes.append("palette converted to RGB")
-        cmap = p.colormap
-        eight = cmap is not None and not np.any(np.asarray(cmap) % 257)
+        eight = p.colormap is not None and _colormap8(p.colormap) is not None
         return 3, np.dtype(np.uint8 if eight else np.uint16), False, "P"
     if bits not in (8, 16):
         raise UnsupportedTiff(f"unsupported bit depth: {bits} bits per sample")
@@ -273,9 +272,21 @@ def _gray(raw, bits: int, inverted: bool, pl: TiffPlan, tmp_dir):
     return out, alpha
 
 
+def _colormap8(colormap) -> np.ndarray | None:
+    """The 8-bit palette a 16-bit TIFF colormap (3, entries) holds, or None when it uses all 16 bits.
+
+    Writers scale 8-bit values either exactly (v * 257: libtiff, tifffile) or by a shift (v * 256: Pillow,
+    white is 65280); no value but 0 is a multiple of both, so the two cannot be confused.
+    """
+    cmap = np.asarray(colormap)
+    for scale in (257, 256):
+        if not np.any(cmap % scale):
+            return (cmap // scale).astype(np.uint8)
+    return None
+
+
 def _palette(raw, colormap, dtype: np.dtype, tmp_dir) -> np.ndarray:
-    lut = np.asarray(colormap).T  # (entries, 3) uint16
-    lut = (lut // 257).astype(np.uint8) if dtype == np.uint8 else lut.astype(np.uint16)
+    lut = (_colormap8(colormap) if dtype == np.uint8 else np.asarray(colormap).astype(np.uint16)).T  # (entries, 3)
     out = allocate((raw.shape[0], raw.shape[1], 3), dtype, tmp_dir)
     for rows in _bands(raw.shape[0], raw.shape[1] * 3 * dtype.itemsize):
         idx = np.minimum(raw[rows, :, 0].astype(np.intp), len(lut) - 1)

@@ -87,6 +87,18 @@ def test_palette_tiff(tmp_path):
     assert pic.pixels.dtype == np.uint16 and pic.pixels[idx == 1][0, 0] == 1000
 
 
+def test_palette_tiff_written_by_pillow_is_8_bit(tmp_path):
+    # Pillow stores colormap values as v * 256 (white is 65280), libtiff and tifffile as v * 257
+    idx = (GRAY8 % 3).astype(np.uint8)
+    im = Image.fromarray(idx, "P")
+    im.putpalette([255, 255, 255, 10, 20, 30, 0, 128, 1])
+    im.save(tmp_path / "p.tif")
+    pic = _read(tmp_path / "p.tif")
+    assert pic.source_mode == "P" and pic.pixels.dtype == np.uint8
+    want = np.array([[255, 255, 255], [10, 20, 30], [0, 128, 1]], np.uint8)[idx]
+    np.testing.assert_array_equal(pic.pixels, want)
+
+
 def test_cmyk_tiff_and_jpeg(tmp_path):
     cmyk = np.random.default_rng(0).integers(0, 256, (20, 30, 4)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
