@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,12 +27,32 @@ _ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
 _ICC, _XMP, _IPTC = 34675, 700, 33723
 _PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITULab", 32803: "CFA",
                       32844: "LogL", 32845: "LogLuv", 34892: "LinearRaw"}
+# TiffPage fields used as single numbers; a damaged tag (count > 1) makes tifffile give a tuple instead
+_NUMBER_FIELDS = ("imagewidth", "imagelength", "imagedepth", "samplesperpixel", "subfiletype", "photometric",
+                  "sampleformat", "planarconfig", "compression")
 _BAND_BYTES = 16 << 20  # conversions run over bands of rows of about this size
 _READ_BYTES = 1 << 20  # compressed bytes tifffile reads (and decodes) per pass: bounds its scratch memory
 
 
 class UnsupportedTiff(ValueError):
     """The file is a valid TIFF that oldphoto does not handle; the message says why."""
+
+
+@contextmanager
+def _damaged() -> Iterator[None]:
+    """Around tifffile calls: tifffile trips over some damaged directories with a TypeError (e.g. a tuple
+    where it expects a number); report it as the damaged file it is, not as a programming error."""
+    try:
+        yield
+    except TypeError as e:
+        raise tifffile.TiffFileError(f"damaged image directory ({e})") from e
+
+
+def _check_numbers(p: tifffile.TiffPage) -> None:
+    """Refuse a page whose layout fields are not single numbers (oldphoto does arithmetic on them)."""
+    for name in _NUMBER_FIELDS:
+        if not isinstance(getattr(p, name), int):
+            raise tifffile.TiffFileError(f"damaged image directory ({name} is not a single number)")
 
 
 def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
@@ -45,9 +66,12 @@ def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
 
 def choose_page(tif: tifffile.TiffFile) -> tuple[int, int]:
     """(index of the page to read, number of pages); refuses files with more than one real image."""
-    pages = list(tif.pages)
+    with _damaged():
+        pages = list(tif.pages)
     if not pages:
         raise UnsupportedTiff("TIFF has no image directory")
+    for p in pages:
+        _check_numbers(p)
     full = [i for i, p in enumerate(pages) if not p.subfiletype & 1] or [0]
     main = max(full, key=lambda i: pages[i].imagewidth * pages[i].imagelength)
     if any(i != main and not _is_preview(p, pages[main]) for i, p in enumerate(pages)):
@@ -129,7 +153,8 @@ def _check_first_directory(fh) -> None:
 def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
     _check_first_directory(fh)
     fh.seek(0)  # tifffile takes the current position as the start of the file
-    tif = tifffile.TiffFile(fh)
+    with _damaged():
+        tif = tifffile.TiffFile(fh)
     index, pages = choose_page(tif)
     p = tif.pages[index]
     check_size(p.imagewidth, p.imagelength)
@@ -227,7 +252,8 @@ def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, n
         arr = np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0], shape=(h, w, spp))
         return _split(arr, pl.alpha) + (icc,)
     raw = allocate(p.shape, p.dtype, tmp_dir)
-    p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
+    with _damaged():
+        p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
     if int(p.planarconfig) == 2 and raw.ndim == 3:  # (S, H, W) -> (H, W, S)
         inter = allocate((h, w, raw.shape[0]), raw.dtype, tmp_dir)
         for rows in _bands(h, w * raw.shape[0] * raw.itemsize):
