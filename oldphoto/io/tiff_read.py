@@ -8,8 +8,10 @@ compression tifffile + imagecodecs decode (LZW, Deflate, JPEG, PackBits ...).
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +38,45 @@ _READ_BYTES = 1 << 20  # compressed bytes tifffile reads (and decodes) per pass:
 
 class UnsupportedTiff(ValueError):
     """The file is a valid TIFF that oldphoto does not handle; the message says why."""
+
+
+class _LogNotes(logging.Filter):
+    """Filter on the "tifffile" logger: what tifffile logs while a thread is inside log_notes() goes to that
+    thread's notes, not to logging's handlers (Python's last-resort handler would print it to stderr, and
+    the library never prints). Records from other threads pass unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: dict[int, list[str]] = {}  # thread id -> notes of the file it reads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        notes = self.active.get(threading.get_ident())
+        if notes is None:
+            return True
+        message = f"tifffile: {record.getMessage()}"
+        if message not in notes:
+            notes.append(message)
+        return False
+
+
+_LOG_NOTES = _LogNotes()
+logging.getLogger("tifffile").addFilter(_LOG_NOTES)
+
+
+@contextmanager
+def log_notes() -> Iterator[list[str]]:
+    """Collect what tifffile logs in this thread meanwhile (e.g. an invalid ResolutionUnit it ignored)."""
+    me = threading.get_ident()
+    outer = _LOG_NOTES.active.get(me)
+    notes: list[str] = []
+    _LOG_NOTES.active[me] = notes
+    try:
+        yield notes
+    finally:
+        if outer is None:
+            del _LOG_NOTES.active[me]
+        else:
+            _LOG_NOTES.active[me] = outer
 
 
 @contextmanager
