@@ -201,6 +201,8 @@ def test_png_text_and_colour_chunks(tmp_path):
     assert any("Comment, Title" in n for n in notes) and any("gAMA" in n for n in notes)
     jpg, notes, _ = _roundtrip(tmp_path, pic.meta, "JPEG")
     assert jpg.meta.text == {"Comment": "Ünïcode ok"}  # COM marker
+    assert jpg.meta.tiff_tags[315] == "Jane Doe"  # Author in EXIF, so not listed as left out
+    assert any(n.endswith("text field(s) Title not written: JPEG has no place for them") for n in notes), notes
 
 
 def test_malformed_exif_is_reported_not_fatal(tmp_path):
