@@ -135,6 +135,20 @@ def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
     return from_phys
 
 
+def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None:
+    """JFIF density when its unit is absolute (not Pillow's info["dpi"], which makes up 72 dpi for EXIF without
+    resolution and uses XResolution for both axes), or the EXIF resolution when it agrees with the JFIF
+    density (it is exact; JFIF holds whole numbers) or the JFIF header gives no unit, as for PNG's pHYs."""
+    unit, density = info.get("jfif_unit"), info.get("jfif_density")
+    from_exif = dpi_from_tags(tags)
+    if unit not in (1, 2) or not density or not all(density):
+        return from_exif
+    scale = 2.54 if unit == 2 else 1.0  # JFIF unit 2 is dots per cm
+    if from_exif is not None and all(round(e / scale) == d for e, d in zip(from_exif, density)):
+        return from_exif
+    return (density[0] * scale, density[1] * scale)
+
+
 def _comment(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
@@ -183,10 +197,9 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
         iptc = _iptc_from_info(info.get("photoshop"))
         text = {"Comment": _comment(info["comment"])} if info.get("comment") else {}
-        dpi = info.get("dpi")
         meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
                         tiff_tags=tags, text=text,
-                        dpi=tuple(float(d) for d in dpi) if dpi and all(dpi) else dpi_from_tags(tags))
+                        dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
     mode = im.mode
     if mode not in _MODES:
         raise ValueError(f"unsupported pixel mode {mode!r}")
