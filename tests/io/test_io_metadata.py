@@ -240,6 +240,17 @@ def test_jfif_density_with_a_unit_is_used(tmp_path):
         assert read(tmp_path / "e.jpg", 100).meta.dpi == pytest.approx(want)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_resolution_without_a_unit_keeps_the_aspect_ratio(tmp_path, fmt):
+    # ResolutionUnit 1: X/YResolution only give the pixel aspect ratio, so there is no dpi, but they are kept
+    tifffile.imwrite(tmp_path / "src.tif", gradient(8, 8, 3, np.uint8), resolution=((4, 1), (3, 1)),
+                     resolutionunit=1)
+    pic = read(tmp_path / "src.tif", 100)
+    assert pic.meta.dpi is None and _resolution(pic.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
+    out, _, _ = _roundtrip(tmp_path, pic.meta, fmt)
+    assert out.meta.dpi is None and _resolution(out.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
+
+
 def test_png_text_and_colour_chunks(tmp_path):
     meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
                     png_chunks={"gAMA": struct.pack(">I", 45455)})
