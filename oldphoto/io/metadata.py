@@ -28,7 +28,7 @@ YCBCR_TAGS = frozenset({529, 531})  # JPEG EXIF convention; meaningless in an RG
 # PNG text keys with a TIFF/EXIF equivalent, used when the output cannot hold PNG text.
 PNG_TEXT_TO_TAG = {"Description": 270, "Author": 315, "Copyright": 33432}
 
-_INCH, _CM = 2, 3
+_NO_UNIT, _INCH, _CM = 1, 2, 3
 
 
 @dataclass
@@ -99,12 +99,19 @@ def _resolution_entries(dpi: tuple[float, float], source: dict[int, object]) -> 
     return out + [T.short_entry(RESOLUTION_UNIT, _INCH)]
 
 
+def _aspect_only(tags: dict[int, object]) -> bool:
+    """X/YResolution with ResolutionUnit 1 (none): they give the pixel aspect ratio, not a size in inches."""
+    return tags.get(RESOLUTION_UNIT) == _NO_UNIT and all(isinstance(tags.get(t), tuple)
+                                                          for t in (X_RESOLUTION, Y_RESOLUTION))
+
+
 def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
                 for_tiff: bool) -> tuple[T.Ifd, str, list[str]]:
     """IFD0 (with Exif/GPS sub-directories) to write with an upright `width` x `height` derivative.
 
     Starts from the source EXIF; Metadata.tiff_tags override it; Orientation becomes 1, Software becomes
-    `software`, PixelX/YDimension follow the output size, resolution follows meta.dpi. Returns
+    `software`, PixelX/YDimension follow the output size, resolution follows meta.dpi (the source's
+    aspect-ratio-only resolution, unit 1, is kept as it is). Returns
     (ifd, byte order to write the EXIF block in, notes about what was left out).
     """
     notes: list[str] = []
@@ -133,6 +140,9 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
     if meta.dpi is not None:
         for e in _resolution_entries(meta.dpi, source_resolution):
             ifd.entries[e.tag] = e
+    elif _aspect_only(source_resolution):
+        for tag, value in source_resolution.items():
+            ifd.entries[tag] = tag_entry(tag, value)
     ifd.entries[ORIENTATION] = T.short_entry(ORIENTATION, 1)  # pixels are stored upright
     ifd.entries[SOFTWARE] = T.ascii_entry(SOFTWARE, software)
     exif = ifd.children.get(T.EXIF_IFD)

@@ -150,13 +150,26 @@ def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | No
     return (dpi(phys[0]), dpi(phys[1]))
 
 
+def colour_key(header: PngHeader, trns: bytes | None) -> bool:
+    """Does a gray or RGB image have a valid tRNS colour key (one sample per channel), which libpng turns
+    into an alpha channel?"""
+    channels = {0: 1, 2: 3}.get(header.color_type)
+    return channels is not None and trns is not None and len(trns) == 2 * channels
+
+
+def samples16(header: PngHeader, trns: bytes | None) -> int:
+    """Samples per pixel decode16 produces: the colour type's, plus alpha made from a tRNS colour key."""
+    return {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type] + colour_key(header, trns)
+
+
 def decode16(data, header: PngHeader, trns: bytes | None, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode a 16-bit gray/RGB(A) PNG into `out` -> (pixels (H, W, C) uint16, alpha (H, W) uint16 or None).
 
-    data: the file's bytes (any buffer, e.g. a memory map of the file). out: (H, W, samples) uint16 buffer.
-    Pixels and alpha are views into `out` (no extra copy). A tRNS colour key becomes alpha.
+    data: the file's bytes (any buffer, e.g. a memory map of the file). out: (H, W, samples16(header, trns))
+    uint16 buffer. Pixels and alpha are views into `out` (no extra copy). libpng turns a tRNS colour key into
+    alpha (0 where the colour matches the key, 65535 elsewhere).
     """
-    expected = (header.height, header.width, {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type])
+    expected = (header.height, header.width, samples16(header, trns))
     if out.shape != expected or out.dtype != np.uint16:
         raise ValueError(f"output buffer must be {expected} uint16, got {out.shape} {out.dtype}")
     arr = imagecodecs.png_decode(data, out=out[:, :, 0] if expected[2] == 1 else out)
@@ -164,10 +177,6 @@ def decode16(data, header: PngHeader, trns: bytes | None, out: np.ndarray) -> tu
     c = arr.shape[2]
     if c in (2, 4):
         return arr[:, :, : c - 1], arr[:, :, c - 1]
-    if trns is not None and len(trns) == 2 * c:
-        key = np.array(struct.unpack(f">{c}H", trns), np.uint16)
-        alpha = np.where((arr == key).all(axis=2), np.uint16(0), np.uint16(65535))
-        return arr, alpha
     return arr, None
 
 

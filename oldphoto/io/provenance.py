@@ -31,6 +31,7 @@ NS = {
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
 _PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
 _PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _q(prefix: str, local: str) -> str:
@@ -77,9 +78,15 @@ def _pop_simple(descriptions: list[ET.Element], prop: str) -> str | None:
     return found
 
 
+def _xml_text(text: str) -> str:
+    """`text` with what XML 1.0 cannot hold replaced by U+FFFD: control characters, and surrogates, which is
+    how Python holds the bytes of a file name that is not UTF-8 (e.g. Latin-1 b"caf\\xe9.png")."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
     el = ET.SubElement(parent, tag, attrib)
-    el.text = text
+    el.text = None if text is None else _xml_text(text)
     el.tail = "\n"
     return el
 

@@ -64,7 +64,7 @@ class RasterPlan:
         notes = list(self.notes)
         if self.image is None:
             header = self.png_chunks.header
-            out = allocate((header.height, header.width, {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type]), np.uint16,
+            out = allocate((header.height, header.width, png.samples16(header, self.png_chunks.trns)), np.uint16,
                            tmp_dir)
             with mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy of the file
                 pixels, alpha = png.decode16(data, header, self.png_chunks.trns, out)
@@ -135,6 +135,20 @@ def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
     return from_phys
 
 
+def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None:
+    """JFIF density when its unit is absolute (not Pillow's info["dpi"], which makes up 72 dpi for EXIF without
+    resolution and uses XResolution for both axes), or the EXIF resolution when it agrees with the JFIF
+    density (it is exact; JFIF holds whole numbers) or the JFIF header gives no unit, as for PNG's pHYs."""
+    unit, density = info.get("jfif_unit"), info.get("jfif_density")
+    from_exif = dpi_from_tags(tags)
+    if unit not in (1, 2) or not density or not all(density):
+        return from_exif
+    scale = 2.54 if unit == 2 else 1.0  # JFIF unit 2 is dots per cm
+    if from_exif is not None and all(round(e / scale) == d for e, d in zip(from_exif, density)):
+        return from_exif
+    return (density[0] * scale, density[1] * scale)
+
+
 def _comment(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
@@ -165,7 +179,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             if header.color_type not in _PNG16:
                 raise ValueError(f"invalid PNG: colour type {header.color_type} cannot have 16 bits")
             channels, alpha, mode = _PNG16[header.color_type]
-            alpha = alpha or (chunks.trns is not None and header.color_type in (0, 2))
+            alpha = alpha or png.colour_key(header, chunks.trns)
             return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
                               orientation, meta, None, None, png_chunks=chunks, notes=notes)
         fh.seek(0)
@@ -183,10 +197,9 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
         iptc = _iptc_from_info(info.get("photoshop"))
         text = {"Comment": _comment(info["comment"])} if info.get("comment") else {}
-        dpi = info.get("dpi")
         meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
                         tiff_tags=tags, text=text,
-                        dpi=tuple(float(d) for d in dpi) if dpi and all(dpi) else dpi_from_tags(tags))
+                        dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
     mode = im.mode
     if mode not in _MODES:
         raise ValueError(f"unsupported pixel mode {mode!r}")

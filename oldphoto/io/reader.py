@@ -120,7 +120,7 @@ def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:
 def probe(path: str | Path) -> ImageInfo:
     """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded."""
     path = Path(path)
-    with _opened(path) as (fh, fmt):
+    with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed; probe reports no notes
         pl = _plan(fh, fmt, path, None, header_only=True)
         w, h = _upright_shape(pl.width, pl.height, pl.orientation)
         return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
@@ -138,10 +138,11 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     path = Path(path)
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    with _opened(path) as (fh, fmt):
+    with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
         pl = _plan(fh, fmt, path, max_pixels)
         with _decoding(path, fmt):
             pixels, alpha, meta, notes = pl.decode(tmp_dir, allow_mmap)
+    notes += logged
     if pl.orientation != 1:
         pixels = upright(pixels, pl.orientation, tmp_dir)
         alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None

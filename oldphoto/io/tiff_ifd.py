@@ -225,6 +225,8 @@ def parse_exif(blob: bytes) -> tuple[Ifd, str, bool]:
         order = ">"
     else:
         raise IfdError(f"EXIF block does not start with a TIFF header (starts with {blob[:4]!r})")
+    if len(blob) < 8:
+        raise IfdError(f"EXIF block ends inside its TIFF header ({len(blob)} bytes)")
     (first,) = struct.unpack(order + "I", blob[4:8])
     ifd0, next_offset = read_ifd(bytes_reader(blob), first, order, False)
     return ifd0, order, next_offset != 0

@@ -8,9 +8,12 @@ compression tifffile + imagecodecs decode (LZW, Deflate, JPEG, PackBits ...).
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,12 +29,71 @@ _ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
 _ICC, _XMP, _IPTC = 34675, 700, 33723
 _PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITULab", 32803: "CFA",
                       32844: "LogL", 32845: "LogLuv", 34892: "LinearRaw"}
+# TiffPage fields used as single numbers; a damaged tag (count > 1) makes tifffile give a tuple instead
+_NUMBER_FIELDS = ("imagewidth", "imagelength", "imagedepth", "samplesperpixel", "subfiletype", "photometric",
+                  "sampleformat", "planarconfig", "compression")
 _BAND_BYTES = 16 << 20  # conversions run over bands of rows of about this size
 _READ_BYTES = 1 << 20  # compressed bytes tifffile reads (and decodes) per pass: bounds its scratch memory
 
 
 class UnsupportedTiff(ValueError):
     """The file is a valid TIFF that oldphoto does not handle; the message says why."""
+
+
+class _LogNotes(logging.Filter):
+    """Filter on the "tifffile" logger: what tifffile logs while a thread is inside log_notes() goes to that
+    thread's notes, not to logging's handlers (Python's last-resort handler would print it to stderr, and
+    the library never prints). Records from other threads pass unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: dict[int, list[str]] = {}  # thread id -> notes of the file it reads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        notes = self.active.get(threading.get_ident())
+        if notes is None:
+            return True
+        message = f"tifffile: {record.getMessage()}"
+        if message not in notes:
+            notes.append(message)
+        return False
+
+
+_LOG_NOTES = _LogNotes()
+logging.getLogger("tifffile").addFilter(_LOG_NOTES)
+
+
+@contextmanager
+def log_notes() -> Iterator[list[str]]:
+    """Collect what tifffile logs in this thread meanwhile (e.g. an invalid ResolutionUnit it ignored)."""
+    me = threading.get_ident()
+    outer = _LOG_NOTES.active.get(me)
+    notes: list[str] = []
+    _LOG_NOTES.active[me] = notes
+    try:
+        yield notes
+    finally:
+        if outer is None:
+            del _LOG_NOTES.active[me]
+        else:
+            _LOG_NOTES.active[me] = outer
+
+
+@contextmanager
+def _damaged() -> Iterator[None]:
+    """Around tifffile calls: tifffile trips over some damaged directories with a TypeError (e.g. a tuple
+    where it expects a number); report it as the damaged file it is, not as a programming error."""
+    try:
+        yield
+    except TypeError as e:
+        raise tifffile.TiffFileError(f"damaged image directory ({e})") from e
+
+
+def _check_numbers(p: tifffile.TiffPage) -> None:
+    """Refuse a page whose layout fields are not single numbers (oldphoto does arithmetic on them)."""
+    for name in _NUMBER_FIELDS:
+        if not isinstance(getattr(p, name), int):
+            raise tifffile.TiffFileError(f"damaged image directory ({name} is not a single number)")
 
 
 def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
@@ -45,9 +107,12 @@ def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
 
 def choose_page(tif: tifffile.TiffFile) -> tuple[int, int]:
     """(index of the page to read, number of pages); refuses files with more than one real image."""
-    pages = list(tif.pages)
+    with _damaged():
+        pages = list(tif.pages)
     if not pages:
         raise UnsupportedTiff("TIFF has no image directory")
+    for p in pages:
+        _check_numbers(p)
     full = [i for i, p in enumerate(pages) if not p.subfiletype & 1] or [0]
     main = max(full, key=lambda i: pages[i].imagewidth * pages[i].imagelength)
     if any(i != main and not _is_preview(p, pages[main]) for i, p in enumerate(pages)):
@@ -129,7 +194,8 @@ def _check_first_directory(fh) -> None:
 def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
     _check_first_directory(fh)
     fh.seek(0)  # tifffile takes the current position as the start of the file
-    tif = tifffile.TiffFile(fh)
+    with _damaged():
+        tif = tifffile.TiffFile(fh)
     index, pages = choose_page(tif)
     p = tif.pages[index]
     check_size(p.imagewidth, p.imagelength)
@@ -177,8 +243,7 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
         if bits > 16 or alpha:
             raise UnsupportedTiff(f"unsupported palette layout ({bits}-bit, {spp} samples)")
         notes.append("palette converted to RGB")
-        cmap = p.colormap
-        eight = cmap is not None and not np.any(np.asarray(cmap) % 257)
+        eight = p.colormap is not None and _colormap8(p.colormap) is not None
         return 3, np.dtype(np.uint8 if eight else np.uint16), False, "P"
     if bits not in (8, 16):
         raise UnsupportedTiff(f"unsupported bit depth: {bits} bits per sample")
@@ -228,7 +293,8 @@ def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, n
         arr = np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0], shape=(h, w, spp))
         return _split(arr, pl.alpha) + (icc,)
     raw = allocate(p.shape, p.dtype, tmp_dir)
-    p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
+    with _damaged():
+        p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
     if int(p.planarconfig) == 2 and raw.ndim == 3:  # (S, H, W) -> (H, W, S)
         inter = allocate((h, w, raw.shape[0]), raw.dtype, tmp_dir)
         for rows in _bands(h, w * raw.shape[0] * raw.itemsize):
@@ -273,9 +339,21 @@ def _gray(raw, bits: int, inverted: bool, pl: TiffPlan, tmp_dir):
     return out, alpha
 
 
+def _colormap8(colormap) -> np.ndarray | None:
+    """The 8-bit palette a 16-bit TIFF colormap (3, entries) holds, or None when it uses all 16 bits.
+
+    Writers scale 8-bit values either exactly (v * 257: libtiff, tifffile) or by a shift (v * 256: Pillow,
+    white is 65280); no value but 0 is a multiple of both, so the two cannot be confused.
+    """
+    cmap = np.asarray(colormap)
+    for scale in (257, 256):
+        if not np.any(cmap % scale):
+            return (cmap // scale).astype(np.uint8)
+    return None
+
+
 def _palette(raw, colormap, dtype: np.dtype, tmp_dir) -> np.ndarray:
-    lut = np.asarray(colormap).T  # (entries, 3) uint16
-    lut = (lut // 257).astype(np.uint8) if dtype == np.uint8 else lut.astype(np.uint16)
+    lut = (_colormap8(colormap) if dtype == np.uint8 else np.asarray(colormap).astype(np.uint16)).T  # (entries, 3)
     out = allocate((raw.shape[0], raw.shape[1], 3), dtype, tmp_dir)
     for rows in _bands(raw.shape[0], raw.shape[1] * 3 * dtype.itemsize):
         idx = np.minimum(raw[rows, :, 0].astype(np.intp), len(lut) - 1)

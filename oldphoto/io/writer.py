@@ -2,13 +2,15 @@
 
 What each format holds (anything else is reported in the returned notes, never dropped silently):
   JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, <= 65504 bytes;
-        no Extended XMP), IPTC (APP13 Photoshop resource), DPI (JFIF), text "Comment" (COM).
+        no Extended XMP), IPTC (APP13 Photoshop resource), DPI (JFIF and EXIF), text "Comment" (COM),
+        PNG text Description/Author/Copyright (EXIF).
   PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
         "Raw profile type iptc", as ExifTool/ImageMagick), DPI (pHYs), all text, gAMA/cHRM/sRGB/cICP.
   TIFF  8/16-bit gray/RGB + alpha, Deflate. EXIF and GPS as sub-directories, descriptive tags in IFD0,
         ICC (34675), XMP (700), IPTC (33723), resolution tags. PNG text only as Description/Author/Copyright.
   WEBP  8-bit RGB(A) (gray is stored as RGB), <= 16383 px a side. EXIF, ICC, XMP; DPI only inside EXIF.
-        No IPTC. Lossy at jpeg_quality, lossless when jpeg_quality is 100.
+        No IPTC. PNG text only as Description/Author/Copyright (EXIF). Lossy at jpeg_quality, lossless when
+        jpeg_quality is 100.
 Everywhere: EXIF Orientation = 1 (pixels are upright), Software = `software`, PixelX/YDimension = the
 output size, EXIF thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their
 internal offsets may no longer hold).
@@ -130,9 +132,8 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
     if fmt == "PNG":
         return notes
     if fmt == "JPEG":
-        text.pop("Comment", None)
-    else:
-        text = {k: v for k, v in text.items() if k not in PNG_TEXT_TO_TAG}
+        text.pop("Comment", None)  # COM marker
+    text = {k: v for k, v in text.items() if k not in PNG_TEXT_TO_TAG}  # EXIF/TIFF tags (see output_ifd0)
     if text:
         notes.append(f"text field(s) {', '.join(sorted(text))} not written: {fmt} has no place for them")
     if meta.png_chunks:

@@ -139,6 +139,17 @@ def test_unsupported_tiff_layouts(tmp_path):
     _fails(tmp_path / "x.tif", "6 samples per pixel")
 
 
+def test_damaged_tiff_directory_is_reported_not_crashed(tmp_path):
+    # SamplesPerPixel holding several values: tifffile itself raises TypeError (stripped), or hands the
+    # tuple on (tiled)
+    base = [long_(256, 4), long_(257, 2), short(259, 1), short(262, 2), short(284, 2), short(277, 3, 3, 3, 3)]
+    tiles = [long_(322, 16), long_(323, 16), long_(324, 200), long_(325, 10)]
+    for name, tags in (("strips", [short(258, 8, 8, 8)]), ("tiles", tiles)):
+        path = tmp_path / f"{name}.tif"
+        path.write_bytes(tiff_structure("<", base + tags, strip=bytes(24)))
+        _fails(path, "cannot read TIFF: damaged image directory")
+
+
 def test_multipage_tiff_is_refused_but_previews_are_fine(tmp_path):
     px = gradient(40, 60, 3, np.uint8)
     with tifffile.TiffWriter(tmp_path / "pages.tif") as t:

@@ -50,6 +50,8 @@ def test_garbage_is_rejected():
         T.parse_exif(b"JUNKJUNKJUNK")
     with pytest.raises(T.IfdError, match="outside"):
         T.parse_exif(b"II*\0" + struct.pack("<I", 5000))
+    with pytest.raises(T.IfdError, match="ends inside its TIFF header"):
+        T.parse_exif(b"Exif\0\0MM\0*xx")
     looping = bytearray(tiff_structure("<", [ascii_(271, "x")], [short(1, 1)]))
     pos = looping.index(struct.pack("<HHI", 34665, 4, 1))
     looping[pos + 8 : pos + 12] = struct.pack("<I", 8)  # Exif pointer back to IFD0: a cycle

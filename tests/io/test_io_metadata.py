@@ -190,6 +190,67 @@ def test_changed_dpi_replaces_the_source_resolution(tmp_path, rich_meta):
         assert pic.meta.tiff_tags[282] == (1200, 1)
 
 
+def _resolution(meta):
+    return {t: v for t, v in meta.tiff_tags.items() if t in (282, 283, 296)}
+
+
+def _jfif(path) -> tuple[int, int, int]:
+    """(unit, x density, y density) of a JPEG's JFIF header."""
+    data = path.read_bytes()
+    i = data.index(b"JFIF\0")
+    return struct.unpack(">BHH", data[i + 7 : i + 12])
+
+
+def test_jpeg_without_resolution_gets_none(tmp_path):
+    # Pillow's info["dpi"] says 72 for EXIF without resolution tags and for malformed EXIF
+    for name, exif in (("tags", piexif.dump({"0th": {piexif.ImageIFD.Artist: b"A"}})), ("bad", b"Exif\0\0MM\0*xx")):
+        Image.fromarray(gradient(8, 8, 3, np.uint8)).save(tmp_path / f"{name}.jpg", exif=exif)
+        pic = read(tmp_path / f"{name}.jpg", 100)
+        assert pic.meta.dpi is None
+        write(tmp_path / f"{name}_out.jpg", pic.pixels, None, "JPEG", pic.meta)
+        out = read(tmp_path / f"{name}_out.jpg", 100)
+        assert out.meta.dpi is None and _resolution(out.meta) == {}
+        assert _jfif(tmp_path / f"{name}_out.jpg")[0] == 0  # no unit: aspect ratio only
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_anisotropic_exif_resolution_survives(tmp_path, fmt):
+    tags = {282: (300, 1), 283: (150, 1), 296: 2}
+    exif = piexif.dump({"0th": {piexif.ImageIFD.XResolution: (300, 1), piexif.ImageIFD.YResolution: (150, 1),
+                                piexif.ImageIFD.ResolutionUnit: 2}})
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(tmp_path / f"src.{EXT[fmt]}", exif=exif)
+    pic = read(tmp_path / f"src.{EXT[fmt]}", 100)
+    assert pic.meta.dpi == (300.0, 150.0) and _resolution(pic.meta) == tags
+    out, _, path = _roundtrip(tmp_path, pic.meta, fmt)
+    assert out.meta.dpi == pytest.approx((300.0, 150.0)) and _resolution(out.meta) == tags
+    if fmt == "JPEG":
+        assert _jfif(path) == (1, 300, 150)
+
+
+def test_jfif_density_with_a_unit_is_used(tmp_path):
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(tmp_path / "cm.jpg", dpi=(118, 59))
+    data = bytearray((tmp_path / "cm.jpg").read_bytes())
+    data[data.index(b"JFIF\0") + 7] = 2  # dots per cm
+    (tmp_path / "cm.jpg").write_bytes(bytes(data))
+    assert read(tmp_path / "cm.jpg", 100).meta.dpi == pytest.approx((118 * 2.54, 59 * 2.54))
+    # EXIF agreeing with JFIF gives its exact value; disagreeing EXIF (stale after an edit) loses to JFIF
+    for x, want in (((3001, 10), (300.1, 300.1)), ((72, 1), (300.0, 300.0))):
+        exif = piexif.dump({"0th": {piexif.ImageIFD.XResolution: x, piexif.ImageIFD.YResolution: x}})
+        Image.fromarray(gradient(8, 8, 3, np.uint8)).save(tmp_path / "e.jpg", dpi=(300, 300), exif=exif)
+        assert read(tmp_path / "e.jpg", 100).meta.dpi == pytest.approx(want)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_resolution_without_a_unit_keeps_the_aspect_ratio(tmp_path, fmt):
+    # ResolutionUnit 1: X/YResolution only give the pixel aspect ratio, so there is no dpi, but they are kept
+    tifffile.imwrite(tmp_path / "src.tif", gradient(8, 8, 3, np.uint8), resolution=((4, 1), (3, 1)),
+                     resolutionunit=1)
+    pic = read(tmp_path / "src.tif", 100)
+    assert pic.meta.dpi is None and _resolution(pic.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
+    out, _, _ = _roundtrip(tmp_path, pic.meta, fmt)
+    assert out.meta.dpi is None and _resolution(out.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
+
+
 def test_png_text_and_colour_chunks(tmp_path):
     meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
                     png_chunks={"gAMA": struct.pack(">I", 45455)})
@@ -201,6 +262,8 @@ def test_png_text_and_colour_chunks(tmp_path):
     assert any("Comment, Title" in n for n in notes) and any("gAMA" in n for n in notes)
     jpg, notes, _ = _roundtrip(tmp_path, pic.meta, "JPEG")
     assert jpg.meta.text == {"Comment": "Ünïcode ok"}  # COM marker
+    assert jpg.meta.tiff_tags[315] == "Jane Doe"  # Author in EXIF, so not listed as left out
+    assert any(n.endswith("text field(s) Title not written: JPEG has no place for them") for n in notes), notes
 
 
 def test_malformed_exif_is_reported_not_fatal(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
@@ -112,6 +113,18 @@ def test_text_is_escaped():
     root = ET.fromstring(packet)
     assert root.find(".//oldphoto:SourceFile", NS).text == 'a<b>&"c".tif'
     assert json.loads(_events(root)[0].find("stEvt:parameters", NS).text)["settings"]["note"] == "x < y & z"
+
+
+def test_file_name_that_is_not_utf8_is_stored_with_replacement_characters(tmp_path):
+    name = os.fsdecode(b"caf\xe9\x01.png")  # Latin-1 bytes and a control character, as Linux allows
+    packet = _build(None, source_name=name, parameters={"out": name})
+    root = ET.fromstring(packet)
+    assert root.find(".//oldphoto:SourceFile", NS).text == "caf\ufffd\ufffd.png"
+    assert root.find(".//xmpMM:DerivedFrom/stRef:filePath", NS).text == "caf\ufffd\ufffd.png"
+    params = json.loads(_events(root)[0].find("stEvt:parameters", NS).text)
+    assert params["settings"]["out"] == "caf\ufffd\x01.png"  # JSON escapes the control character itself
+    write(tmp_path / "o.png", gradient(4, 4, 3, np.uint8), None, "PNG", None, provenance_xmp=packet)
+    assert read(tmp_path / "o.png", 100).meta.xmp == packet
 
 
 @pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("TIFF", "tif"), ("WEBP", "webp")])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import imagecodecs
 import numpy as np
@@ -97,6 +99,33 @@ def test_16bit_png_written_by_libpng_is_read_exactly(tmp_path):
         np.testing.assert_array_equal(pic.pixels, arr[:, :, :colour])
         if c in (2, 4):
             np.testing.assert_array_equal(pic.alpha, arr[:, :, -1])
+
+
+def _png(path, color_type: int, samples: np.ndarray, trns: bytes) -> None:
+    """A 16-bit PNG with a tRNS chunk, built by hand (Pillow cannot write 16-bit RGB)."""
+    def chunk(ctype, data):
+        return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
+
+    h, w = samples.shape[:2]
+    raw = b"".join(b"\0" + samples[r].astype(">u2").tobytes() for r in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"tRNS", trns) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_16bit_png_with_a_colour_key_reads_as_alpha(tmp_path, c):
+    px = gradient(12, 16, c, np.uint16, seed=c)
+    key = px[3, 5].copy()
+    _png(tmp_path / "k.png", {1: 0, 3: 2}[c], px, struct.pack(f">{c}H", *key.tolist()))
+    assert probe(tmp_path / "k.png").alpha
+    pic = read(tmp_path / "k.png", 10_000)
+    assert pic.pixels.dtype == np.uint16 and pic.pixels.shape == px.shape
+    np.testing.assert_array_equal(pic.pixels, px)
+    np.testing.assert_array_equal(pic.alpha, np.where((px == key).all(axis=2), 0, 65535))
+    assert write(tmp_path / "o.png", pic.pixels, pic.alpha, "PNG", pic.meta) == []
+    out = read(tmp_path / "o.png", 10_000)
+    np.testing.assert_array_equal(out.alpha, pic.alpha)
+    assert out.pixels.dtype == np.uint16
 
 
 def test_8bit_png_and_tiff_open_in_other_decoders(tmp_path):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from io_samples import gradient
+import oldphoto
+from io_samples import gradient, long_, rational, short, tiff_structure
 from oldphoto.io import probe, read
 
 RGB16 = gradient(20, 30, 3, np.uint16, seed=4)
@@ -87,6 +93,18 @@ def test_palette_tiff(tmp_path):
     assert pic.pixels.dtype == np.uint16 and pic.pixels[idx == 1][0, 0] == 1000
 
 
+def test_palette_tiff_written_by_pillow_is_8_bit(tmp_path):
+    # Pillow stores colormap values as v * 256 (white is 65280), libtiff and tifffile as v * 257
+    idx = (GRAY8 % 3).astype(np.uint8)
+    im = Image.fromarray(idx, "P")
+    im.putpalette([255, 255, 255, 10, 20, 30, 0, 128, 1])
+    im.save(tmp_path / "p.tif")
+    pic = _read(tmp_path / "p.tif")
+    assert pic.source_mode == "P" and pic.pixels.dtype == np.uint8
+    want = np.array([[255, 255, 255], [10, 20, 30], [0, 128, 1]], np.uint8)[idx]
+    np.testing.assert_array_equal(pic.pixels, want)
+
+
 def test_cmyk_tiff_and_jpeg(tmp_path):
     cmyk = np.random.default_rng(0).integers(0, 256, (20, 30, 4)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
@@ -130,3 +148,32 @@ def test_probe_reports_upright_size_and_layout(tmp_path):
     assert (info.channels, info.dtype, info.pages, info.source_mode) == (3, np.dtype(np.uint16), 1, "RGB;16")
     pic = _read(tmp_path / "o.tif")
     np.testing.assert_array_equal(pic.pixels, np.rot90(RGB16, -1))
+
+
+def _bad_unit_tiff(path: Path) -> None:
+    """8-bit gray TIFF whose ResolutionUnit (110) tifffile logs as invalid."""
+    tags = [long_(256, 4), long_(257, 2), short(258, 8), short(259, 1), short(262, 1), short(277, 1),
+            long_(278, 2), rational(282, (300, 1)), rational(283, (300, 1)), short(296, 110)]
+    path.write_bytes(tiff_structure("<", tags, strip=bytes(range(8))))
+
+
+def test_tifffile_log_records_become_notes(tmp_path, caplog):
+    _bad_unit_tiff(tmp_path / "u.tif")
+    with caplog.at_level(logging.DEBUG):
+        pic = _read(tmp_path / "u.tif")
+        probe(tmp_path / "u.tif")
+    assert [r for r in caplog.records if r.name == "tifffile"] == []
+    assert any(n.startswith("tifffile: ") and "RESUNIT" in n for n in pic.notes), pic.notes
+    with caplog.at_level(logging.DEBUG), tifffile.TiffFile(tmp_path / "u.tif") as t:
+        assert t.pages[0].imagewidth == 4  # tifffile used directly still logs as before
+    assert any(r.name == "tifffile" for r in caplog.records)
+
+
+def test_tifffile_never_prints_during_a_read(tmp_path):
+    # a fresh interpreter, where Python's last-resort handler would print tifffile's warnings to stderr
+    path = str(tmp_path / "u.tif")
+    _bad_unit_tiff(Path(path))
+    code = f"from oldphoto.io import probe, read; probe({path!r}); read({path!r}, 100)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(oldphoto.__file__).parents[1], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout == "" and done.stderr == ""
