@@ -4,6 +4,7 @@ EXIF/TIFF directory oldphoto writes for a derivative: the source's tags, edited 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -15,7 +16,7 @@ DESCRIPTIVE_TAGS: dict[int, str] = {
 }
 X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 282, 283, 296
 RESOLUTION_TAGS = (X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT)
-ORIENTATION, SOFTWARE = 274, 305
+ORIENTATION, SOFTWARE, IMAGE_DESCRIPTION = 274, 305, 270
 PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION = 40962, 40963
 
 # Tags describing how the file that held them stored its pixels; never carried into another file.
@@ -47,11 +48,23 @@ class Metadata:
     png_chunks: dict[str, bytes] = field(default_factory=dict)  # gAMA, cHRM, sRGB, cICP: PNG-only colour info
 
 
+def _is_shape_note(text: str) -> bool:
+    """tifffile's default ImageDescription, {"shape": [...]} and nothing else: how that file stored its pixels
+    (a layout record, wrong for a derivative of another size or layout), not a description of the photo."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and list(value) == ["shape"]
+
+
 def tags_from_ifd(ifd: T.Ifd) -> dict[int, object]:
     """Descriptive and resolution tags of a directory as Python values (see Metadata.tiff_tags)."""
     out: dict[int, object] = {}
     for tag, e in ifd.entries.items():
         if tag in DESCRIPTIVE_TAGS and e.type == T.ASCII:
+            if tag == IMAGE_DESCRIPTION and _is_shape_note(e.text()):
+                continue
             out[tag] = e.text()
         elif tag in (X_RESOLUTION, Y_RESOLUTION) and e.type == T.RATIONAL and e.count == 1:
             out[tag] = e.rationals()[0]

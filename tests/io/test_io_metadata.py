@@ -290,3 +290,24 @@ def test_icc_profile_must_match_the_pixels(tmp_path):
         assert read(tmp_path / f"g.{EXT[fmt]}", 100).meta.icc == gray_icc
     notes = write(tmp_path / "g.webp", gradient(8, 8, 1, np.uint8), None, "WEBP", Metadata(icc=gray_icc))
     assert any("dropped" in n for n in notes)  # WebP stores gray as RGB
+
+
+def test_tifffile_shape_description_is_not_carried_but_a_real_one_is(tmp_path):
+    import warnings
+
+    src, described = tmp_path / "shaped.tif", tmp_path / "described.tif"
+    tifffile.imwrite(src, gradient(20, 30, 3, np.uint16), photometric="rgb")  # ImageDescription {"shape": [...]}
+    with tifffile.TiffFile(src) as tf:
+        assert '"shape"' in tf.pages[0].description
+    tifffile.imwrite(described, gradient(20, 30, 3, np.uint16), photometric="rgb", description="Box 4, 1931",
+                     metadata=None)
+    assert 270 not in read(src, 10**6).meta.tiff_tags
+    assert read(described, 10**6).meta.tiff_tags[270] == "Box 4, 1931"
+    # a derivative of another size no longer claims the source's shape (tifffile would warn on reading it)
+    pic = read(src, 10**6)
+    out = tmp_path / "bigger.tif"
+    write(out, np.repeat(np.repeat(pic.pixels, 2, 0), 2, 1), None, "TIFF", pic.meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with tifffile.TiffFile(out) as tf:
+            assert tf.asarray().shape == (40, 60, 3)
