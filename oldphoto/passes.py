@@ -35,7 +35,7 @@ from .ops import blend as oblend
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size, weighted_low_band
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
 from .ops.tone import CurveFit
-from .ops.tiling import RowMerger, grid, mirror_index, padded_size
+from .ops.tiling import RowMerger, edge_margin, grid, mirror_index, padded_size
 from .stages.base import check_output, run_stage, timed
 from .stages.restore import restore_threshold
 
@@ -158,17 +158,18 @@ class TiledPass:
     def _grid(self, pixels, out, mask_out, colorize, tile, overlap) -> float | None:
         h, w, c = pixels.shape
         cfg, models, batcher = self.cfg, self.models, self.batcher
-        ys = grid(padded_size(h, tile), tile, overlap)
-        xs = grid(padded_size(w, tile), tile, overlap)
+        m = edge_margin(tile)  # the grid covers the image grown by m mirrored pixels on every side
+        ys = grid(padded_size(h + 2 * m, tile), tile, overlap)
+        xs = grid(padded_size(w + 2 * m, tile), tile, overlap)
         self.total, self.done = len(ys) * len(xs), 0
         # A retry with a smaller tile restarts the count: reported as progress, not as a new file.
         self.progress("tiles" if self.started else "file_start", 0, self.total)
         self.started = True
-        rows_idx = mirror_index(h, padded_size(h, tile))
-        cols_idx = mirror_index(w, padded_size(w, tile)) if w < tile else None
-        image_merger = None if out is None else RowMerger(w, 3, tile, overlap, cfg.upscale, height=h)
+        rows_idx = mirror_index(h, ys[-1] + tile, start=-m)
+        cols_idx = mirror_index(w, xs[-1] + tile, start=-m)
+        image_merger = None if out is None else RowMerger(w, 3, tile, overlap, cfg.upscale, height=h, margin=m)
         has_mask = models.detector is not None
-        mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h) if has_mask else None
+        mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h, margin=m) if has_mask else None
         threshold = self.threshold if has_mask else 0.0
         sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=threshold,
                      dilator=RowDilator(w, cfg.dilate_px) if has_mask else None)
@@ -193,11 +194,13 @@ class TiledPass:
         for y in ys:
             check_stop(self.stop)
             with timed(self.seconds, "tiling", _CPU):
-                band = pixels[y: y + tile] if y + tile <= h else pixels[rows_idx[y: y + tile]]  # (T, W, C)
-                if cols_idx is not None:
-                    band = band[:, cols_idx]
+                r = y - m  # image row of the band's first row
+                inside = 0 <= r and r + tile <= h
+                band = pixels[r: r + tile] if inside else pixels[rows_idx[y: y + tile]]  # (T, W, C)
                 # float copies of this row's tiles only, so the band (and the memory map behind it) can go
-                x = torch.from_numpy(to_float(np.stack([band[:, a: a + tile] for a in xs]))).permute(0, 3, 1, 2)
+                tiles = [band[:, a - m: a - m + tile] if m <= a and a - m + tile <= w
+                         else band[:, cols_idx[a: a + tile]] for a in xs]
+                x = torch.from_numpy(to_float(np.stack(tiles))).permute(0, 3, 1, 2)
                 if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
                     x = x.expand(-1, 3, -1, -1)
                 x = x.contiguous()

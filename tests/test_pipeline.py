@@ -19,7 +19,7 @@ from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.errors import ImageError, OldPhotoError
 from oldphoto.ops.color import rgb_to_lab
 from oldphoto.ops.masks import dilate
-from oldphoto.ops.tiling import merge, split
+from oldphoto.ops.tiling import edge_margin, merge, split
 from oldphoto.passes import even_tone
 from oldphoto.pipeline import Event, Models, output_paths, process_file, resolve_device
 from oldphoto.registry import WeightsEntry
@@ -225,14 +225,17 @@ def test_alpha_kept_untouched_without_upscale(tmp_path):
 
 
 def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path):
-    # The streamed, batched, band-by-band result equals split -> net -> merge on the whole image at once.
+    # The streamed, batched, band-by-band result equals split -> net -> merge on the whole image at once, grown by
+    # the mirrored edge margin on every side and cropped back.
     img = random_image(260, 330, 3, np.uint16, seed=8)
     src = write_tiff(tmp_path / "c.tif", img)
     net = ConvNet(seed=3)
     tile, overlap = 128, 32
-    x = torch.from_numpy(img.astype(np.float32) / 65535).permute(2, 0, 1)
+    m = edge_margin(tile)
+    grown = np.pad(img, ((m, m), (m, m), (0, 0)), mode="reflect")
+    x = torch.from_numpy(grown.astype(np.float32) / 65535).permute(2, 0, 1)
     tiles, boxes = split(x, tile, overlap)
-    ref = merge(net(tiles, None), boxes, (260, 330), tile, overlap).clamp(0, 1)
+    ref = merge(net(tiles, None), boxes, grown.shape[:2], tile, overlap)[:, m: m + 260, m: m + 330].clamp(0, 1)
     ref = np.rint(ref.permute(1, 2, 0).numpy() * 65535).astype(np.int64)
     outs = []
     for batch in (1, 4, 64):
@@ -337,7 +340,9 @@ def test_events_count_every_tile(tmp_path):
     process_file(src, tmp_path / "out" / "ev", cfg(), Models(restorer=Identity()), on_event=events.append)
     assert events[0].kind == "file_start" and events[-1].kind == "file_done"
     total = events[0].total
-    assert total == 2 * 3  # tiles of 128 overlapping >= 32: 2 rows for 200 px, 3 columns for 250 px
+    # tiles of 128 overlapping >= 32 over the image grown by a 16-px margin on every side: 3 rows for 232 px,
+    # 3 columns for 282 px
+    assert total == 3 * 3
     tiles = [e.done for e in events if e.kind == "tiles"]
     assert tiles == sorted(tiles) and tiles[-1] == total
     assert events[-1].done == total
@@ -673,3 +678,19 @@ def test_scope_defects_keeps_the_scans_pixels_of_a_gray_print_in_rgb(tmp_path):
     np.testing.assert_array_equal(got[:40], scan[:40])  # intact pixels: the scan's own, channels not averaged
     np.testing.assert_array_equal(got[44:], scan[44:])
     assert (np.ptp(got[40:44].astype(int), axis=2) == 0).all()  # the fill is gray
+
+
+class ZeroPaddedBlur:
+    """A 3x3 box blur with zero padding, as a network's convolutions pad: it darkens a tile's outermost pixels."""
+
+    def __call__(self, x, mask):
+        k = torch.full((3, 1, 3, 3), 1 / 9)
+        return F.conv2d(x, k, padding=1, groups=3)
+
+
+@pytest.mark.parametrize("h,w", [(300, 300), (200, 130), (40, 500)])
+def test_the_images_own_edges_are_not_tile_edges(tmp_path, h, w):
+    flat = np.full((h, w, 3), 200, np.uint8)  # a blank page: any edge artefact shows
+    src = write_png(tmp_path / "page.png", flat)
+    res = process_file(src, tmp_path / "page_out", cfg(tone="tile"), Models(restorer=ZeroPaddedBlur()))
+    np.testing.assert_array_equal(read_any(res.outputs[0]), flat)

@@ -5,8 +5,9 @@ Pure and stateless except `RowMerger`, which streams the same blend row of tiles
 Geometry: tiles are T x T in input pixels; the tile starts along each axis come from `grid`, evenly spread
 so that neighbours share at least `overlap` pixels and the last tile ends flush with the image. Images
 smaller than a tile are padded at the bottom/right (mirror, or replicate when one pixel wide) to T and the
-result is cropped back. A stage may change the resolution by an integer `scale`: its output tiles are
-sT x sT and land at (s*y, s*x).
+result is cropped back. The pipeline's streaming merge (RowMerger with a margin) tiles the image grown by a
+mirrored margin on every side instead, so that no tile edge falls on the image's own border. A stage may
+change the resolution by an integer `scale`: its output tiles are sT x sT and land at (s*y, s*x).
 
 Blending: each tile has a separable weight wy(y) * wx(x). Along an axis the weight is 1 except over the
 pixels shared with a neighbour, where it follows a raised-cosine ramp (sin^2 going in, cos^2 going out), so
@@ -21,6 +22,8 @@ import math
 
 import numpy as np
 import torch
+
+EDGE_MARGIN = 16  # see edge_margin
 
 
 def grid(size: int, tile: int, overlap: int) -> list[int]:
@@ -48,19 +51,26 @@ def padded_size(size: int, tile: int) -> int:
     return max(size, tile)
 
 
-def mirror_index(size: int, length: int) -> np.ndarray:
-    """Indices (length,) into an axis of `size` that extend it by mirroring (no edge repeat): 0 1 2 1 0 1 2 ...
+def mirror_index(size: int, length: int, start: int = 0) -> np.ndarray:
+    """Indices (length,) into an axis of `size` for positions start, start + 1, ... of that axis extended by
+    mirroring on both sides (no edge repeat): ... 2 1 0 1 2 ... size-2 size-1 size-2 ...
 
     An axis of size 1 repeats its only pixel. Works for any length, also many times the size.
     """
     if size < 1 or length < 0:
         raise ValueError(f"mirror_index: need size >= 1 and length >= 0, got size={size}, length={length}")
-    i = np.arange(length)
     if size == 1:
         return np.zeros(length, dtype=np.int64)
     period = 2 * (size - 1)
-    i = i % period
+    i = np.abs(np.arange(start, start + length)) % period
     return np.where(i < size, i, period - i).astype(np.int64)
+
+
+def edge_margin(tile: int) -> int:
+    """Pixels of mirrored image the tile grid adds around every side of an image (RowMerger's margin): the
+    networks pad their convolutions with zeros, which would otherwise darken or tint the image's own outermost
+    pixels, where a tile edge lies with weight 1 (between tiles the feathering hides it)."""
+    return min(EDGE_MARGIN, tile // 4)
 
 
 def _ramp(width: int) -> np.ndarray:
@@ -168,22 +178,29 @@ class RowMerger:
     """Streaming `merge`: takes tiles one row of tiles at a time and returns output rows as soon as final.
 
     Holds one float32 accumulator of sT output rows x the padded output width (the current tile row, into
-    which the previous row's overlap has already been added), never the whole image. Tiles must come in raster order: all tiles of a tile row (in one or several
-    `add` calls, any x order) before any tile of the next row; `finish` returns the last rows.
+    which the previous row's overlap has already been added), never the whole image. Tiles must come in raster
+    order: all tiles of a tile row (in one or several `add` calls, any x order) before any tile of the next row;
+    `finish` returns the last rows.
     The concatenation of everything returned equals `merge` on the same tiles, as (sH, sW, C).
 
     width, height: the input image's size (height is needed to know where the tile rows start);
-    channels: C of the tiles; scale: output tiles are (scale*tile) px.
+    channels: C of the tiles; scale: output tiles are (scale*tile) px. margin: the tiles cover the image grown by
+    `margin` px on every side (edge_margin; the caller fills it, e.g. mirrored: mirror_index with start=-margin),
+    on the grid of starts self.ys / self.xs over that grown image; only the image's own rows and columns are
+    returned, as (sH, sW, C).
     """
 
-    def __init__(self, width: int, channels: int, tile: int, overlap: int, scale: int = 1, *, height: int):
+    def __init__(self, width: int, channels: int, tile: int, overlap: int, scale: int = 1, *, height: int,
+                 margin: int = 0):
         _check_tile_args(tile, overlap, scale)
         if width < 1 or height < 1 or channels < 1:
             raise ValueError(f"RowMerger: width, height, channels must be positive, got {width}, {height}, {channels}")
+        if not 0 <= margin < tile:
+            raise ValueError(f"RowMerger: margin must be in [0, {tile - 1}] for tile {tile}, got {margin}")
         self.width, self.height, self.channels = width, height, channels
-        self.tile, self.overlap, self.scale = tile, overlap, scale
-        self.ys = grid(padded_size(height, tile), tile, overlap)
-        self.xs = grid(padded_size(width, tile), tile, overlap)
+        self.tile, self.overlap, self.scale, self.margin = tile, overlap, scale, margin
+        self.ys = grid(padded_size(height + 2 * margin, tile), tile, overlap)
+        self.xs = grid(padded_size(width + 2 * margin, tile), tile, overlap)
         self._wy = dict(zip(self.ys, (w.astype(np.float32) for w in axis_weights(self.ys, tile, scale))))
         self._wx = dict(zip(self.xs, (w.astype(np.float32) for w in axis_weights(self.xs, tile, scale))))
         self._norm_y = axis_norm(self.ys, tile, scale).astype(np.float32)
@@ -256,14 +273,17 @@ class RowMerger:
         return done
 
     def _emit(self, count: int) -> np.ndarray:
-        """Normalise and return the first `count` accumulator rows, shift the rest up; crops padding."""
-        sw = self.scale * self.width
+        """Normalise and return the image's rows among the first `count` accumulator rows, shift the rest up;
+        crops the margin and the padding."""
+        s, m = self.scale, self.margin
         first = self._top
-        keep = max(0, min(count, self.scale * self.height - first))  # rows past the image are padding
-        rows = np.empty((keep, sw, self.channels), dtype=np.float32)  # the only copy: written channel by channel
+        lo, hi = max(first, s * m), min(first + count, s * (m + self.height))  # rows of the image itself
+        keep = max(0, hi - lo)
+        cols = slice(s * m, s * (m + self.width))
+        rows = np.empty((keep, s * self.width, self.channels), dtype=np.float32)  # the only copy, channel by channel
         for c in range(self.channels):
-            np.divide(self._acc[c, :keep, :sw], self._norm_x[None, :sw], out=rows[:, :, c])
-        rows /= self._norm_y[first: first + keep, None, None]
+            np.divide(self._acc[c, lo - first: lo - first + keep, cols], self._norm_x[None, cols], out=rows[:, :, c])
+        rows /= self._norm_y[lo: lo + keep, None, None]
         if count:
             self._acc[:, :-count] = self._acc[:, count:]
             self._acc[:, -count:] = 0.0

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oldphoto.ops.tiling import RowMerger, axis_norm, axis_weights, grid, merge, mirror_index, split
+from oldphoto.ops.tiling import RowMerger, axis_norm, axis_weights, edge_margin, grid, merge, mirror_index, split
 
 
 def _image(h: int, w: int, c: int, dtype, seed: int = 0) -> np.ndarray:
@@ -173,3 +173,30 @@ def test_errors_show_actual_shapes():
         rm.finish()
     with pytest.raises(ValueError, match="overlap"):
         grid(100, 64, 64)
+
+
+def test_mirror_index_from_a_negative_start_matches_reflect_padding():
+    for size, start, length in [(5, -3, 12), (2, -4, 9), (9, -16, 40), (1, -2, 5)]:
+        want = np.pad(np.arange(size), (-start, length + start - size), mode="reflect" if size > 1 else "edge")
+        assert mirror_index(size, length, start=start).tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("h,w,scale", [(7, 300, 1), (150, 230, 2), (1, 1, 1), (257, 129, 1)])
+def test_row_merger_with_a_margin_returns_the_image_rows_of_the_grown_merge(h, w, scale):
+    tile, overlap, m = 64, 16, edge_margin(64)
+    assert m == 16
+    ys, xs = grid(max(h + 2 * m, tile), tile, overlap), grid(max(w + 2 * m, tile), tile, overlap)
+    torch.manual_seed(1)
+    tiles = torch.rand(len(ys) * len(xs), 2, scale * tile, scale * tile)
+    boxes = [(y, x) for y in ys for x in xs]
+    grown = (ys[-1] + tile, xs[-1] + tile)
+    ref = merge(tiles, boxes, grown, tile, overlap, scale).numpy().transpose(1, 2, 0)
+    ref = ref[scale * m: scale * (m + h), scale * m: scale * (m + w)]
+    rm = RowMerger(w, 2, tile, overlap, scale, height=h, margin=m)
+    assert (rm.ys, rm.xs) == (ys, xs)
+    parts = [rm.add(tiles[r * len(xs):(r + 1) * len(xs)], y) for r, y in enumerate(ys)] + [rm.finish()]
+    got = np.concatenate(parts)
+    assert got.shape == (scale * h, scale * w, 2) and rm.rows_done == scale * h
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    with pytest.raises(ValueError, match="margin"):
+        RowMerger(w, 2, tile, overlap, scale, height=h, margin=tile)
