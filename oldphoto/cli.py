@@ -66,6 +66,15 @@ class RunError(click.ClickException):
         click.echo(f"error: {_shown(self.format_message())}", err=True)
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C stopped a training or evaluation command; printed as one "stopped: ..." line, exit code 130."""
+
+    exit_code = 128 + signal.SIGINT
+
+    def show(self, file=None) -> None:
+        click.echo(f"stopped: {_shown(self.format_message())}", err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="oldphoto", message="%(prog)s %(version)s")
 def cli() -> None:
@@ -779,7 +788,26 @@ def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_con
         result = fn(cfg, _log)
     except OldPhotoError as e:
         raise RunError(str(e)) from None
+    except KeyboardInterrupt as e:  # training stops at a step boundary with its checkpoint written (loop.Stopped)
+        raise Interrupted(str(e) or "interrupted by Ctrl-C") from None
     click.echo(json.dumps(result, indent=2, default=_jsonable))
+
+
+_EXPORT_NAMES = {"mapping": (1, 3), "joint": (4,)}  # how many comma-separated --as names a target takes
+
+
+def _check_export_names(target: str, weights_name: str, check_name) -> None:
+    """Usage error (before any work) unless --as gives as many valid registry names as `target` publishes."""
+    parts = [n.strip() for n in weights_name.split(",")]
+    counts = _EXPORT_NAMES.get(target, (1,))
+    if len(parts) not in counts:
+        raise click.BadParameter(f"{target} takes {' or '.join(map(str, counts))} comma-separated name(s), got "
+                                 f"{weights_name!r}", param_hint="--as")
+    for part in parts:
+        try:
+            check_name(part)
+        except OldPhotoError as e:
+            raise click.BadParameter(str(e), param_hint="--as") from None
 
 
 _SET_HELP = "Set a config field, typed by the field (repeatable); see --help-config."
@@ -810,14 +838,15 @@ def eval_(name: str, pairs: tuple[str, ...], help_config: bool) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--as", "weights_name", required=True, metavar="WEIGHTS",
               help="Registry name to publish under, e.g. detector-v2 (weights/WEIGHTS.pt + MANIFEST.json entry); "
-                   "for joint, four: VAE1,MAPPING,VAE2,REFINER.")
+                   "for mapping, MAPPING or MAPPING,VAE1,VAE2; for joint, four: VAE1,MAPPING,VAE2,REFINER.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="The run's in-training best (best.pt) or its final state (ckpt.pt); detector, refine and joint.")
 def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None:
     """Publish the best checkpoint of training run RUN_DIR of model NAME into weights/ (sha256, config, data
     recipe and validation metrics go into weights/MANIFEST.json). A mapping run also publishes the two VAEs it
-    was trained with, as vae1-v1 / vae2-v1; a joint run publishes four entries (--as VAE1,MAPPING,VAE2,REFINER)."""
-    from . import train
+    was trained with (--as MAPPING,VAE1,VAE2; by default as vae1-v1 / vae2-v1); a joint run publishes four entries
+    (--as VAE1,MAPPING,VAE2,REFINER). An existing entry is never replaced by other weights."""
+    from . import registry, train
 
     if name not in train.TRAINERS or name in ("vae1", "vae2"):
         choices = [n for n in train.TRAINERS if n not in ("vae1", "vae2")]
@@ -825,11 +854,14 @@ def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None
                                "(VAEs are published with their mapping)")
     if checkpoint != "best" and name not in ("detector", "refine", "joint"):
         raise click.UsageError(f"--checkpoint last is for detector, refine and joint runs, not {name}")
+    _check_export_names(name, weights_name, registry.check_name)
     module = _import_train_module(train.TRAINERS[name])
     try:
         # only the detector, refine and joint exports take `checkpoint`; the others always publish best.pt
         path = module.export(run_dir, weights_name, **({"checkpoint": checkpoint} if checkpoint != "best" else {}))
-    except (OldPhotoError, OSError, KeyError, ValueError) as e:
+    except OldPhotoError as e:  # names the file or entry itself
+        raise RunError(f"cannot export: {e}") from None
+    except (OSError, KeyError, ValueError) as e:
         raise RunError(f"{run_dir}: cannot export: {e}") from None
     click.echo(str(path))
 

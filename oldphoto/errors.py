@@ -20,3 +20,7 @@ class ImageError(OldPhotoError):
 
 class WeightsError(OldPhotoError):
     """A model file is missing, corrupt or does not match its manifest."""
+
+
+class SettingsError(OldPhotoError, ValueError):
+    """A setting, run folder, corpus or weights name cannot be used as given; the message names it and why."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -13,7 +14,19 @@ from typing import Any
 import torch
 
 from .archs import build
-from .errors import WeightsError
+from .errors import SettingsError, WeightsError
+
+
+NAME_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # e.g. detector-v11: the entry and its file name NAME.pt
+
+
+def check_name(name: str) -> str:
+    """`name` when it can name a registry entry (and its file weights/NAME.pt): lowercase letters and digits in
+    dash-separated parts, at most 64 characters; SettingsError otherwise (empty, a path, spaces, capitals)."""
+    if not NAME_PATTERN.fullmatch(name) or len(name) > 64:
+        raise SettingsError(f"invalid weights name {name!r}: use lowercase letters and digits in dash-separated "
+                            f"parts, e.g. detector-v11")
+    return name
 
 
 def weights_dir() -> Path:

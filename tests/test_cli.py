@@ -870,3 +870,49 @@ def test_a_file_whose_content_is_another_format_is_written_under_its_own_name(tm
     assert any("content is JPEG but the name says .png" in n for n in files["x.png"]["notes"])
     assert run("restore", root, "--out", out, "-q").exit_code == 0  # and a rerun finds everything current
     assert {f["status"] for f in report_of(out)["files"]} == {"skipped"}
+
+
+def test_ctrl_c_during_training_exits_130_with_one_line(toy, monkeypatch):
+    from oldphoto.train.loop import Stopped
+
+    def stopped(cfg, log):
+        raise Stopped("runs/toy: stopped by Ctrl-C at step 3, checkpoint written; run the same command to resume")
+    monkeypatch.setattr(TOY, "run", stopped)
+    r = run("train", "toy1")
+    assert r.exit_code == 130 and "Aborted" not in r.output
+    assert r.stderr.splitlines()[-1] == ("stopped: runs/toy: stopped by Ctrl-C at step 3, checkpoint written; run "
+                                         "the same command to resume")
+
+
+@pytest.mark.parametrize("target, names, says", [
+    ("toy1", "../escaped", "invalid weights name '../escaped'"),
+    ("toy1", "", "invalid weights name ''"),
+    ("toy1", "a-v1,b-v1", "toy1 takes 1 comma-separated name(s)"),
+    ("mapping", "mapping-v9,vae1-v9", "mapping takes 1 or 3 comma-separated name(s)"),
+])
+def test_export_names_are_checked_before_any_work(toy, tmp_path, target, names, says):
+    (tmp_path / "run").mkdir()
+    r = run("export", target, tmp_path / "run", "--as", names)
+    assert r.exit_code == 2 and says in r.output
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (("eval", "detector", "--set", "run=somewhere", "--set", "record=true"), 2, "cannot be used with run="),
+    (("eval", "restore", "--set", "n=2", "--set", "record=true"), 2, "needs the standard set: n=2 differ"),
+    (("eval", "detector", "--set", "run=RUN/nowhere", "--set", "count=1"), 1, "nowhere: no such run folder"),
+    (("train", "detector", "--set", "balance=bogus", "--set", "out=RUN/det"), 1, "balance must be one of"),
+    (("train", "vae2", "--set", "corpus=RUN/nowhere", "--set", "out=RUN/v"), 1, "nowhere: photo folder does not exist"),
+])
+def test_bad_settings_and_run_folders_are_one_line_errors(tmp_path, args, code, says):
+    r = run(*[a.replace("RUN", str(tmp_path)) for a in args])
+    assert r.exit_code == code and says in r.stderr, r.output
+    assert "Traceback" not in r.output and (code == 2 or r.stderr.splitlines()[-1].startswith("error: "))
+
+
+def test_export_of_another_models_run_names_the_folder(tmp_path):
+    (tmp_path / "col").mkdir()
+    (tmp_path / "col" / "config.json").write_text(json.dumps({"arch": "colorizer_unet", "config": {}}))
+    r = run("export", "detector", tmp_path / "col", "--as", "detector-v99")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == f"error: cannot export: {tmp_path / 'col'}: not a unet_detector run (it trained " \
+                               f"colorizer_unet)"

@@ -40,7 +40,7 @@ from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .degrade import FAMILIES, DegradeConfig, family_recipe
 from .degrade_second import SecondConfig, degrade_second
 from .evaluate_restore import even_tone_crops
-from .loop import export_best
+from .loop import export_best, read_run_info
 from .pairs import RecipeMixture, pair_batch, stack_triples
 from .refine import restorer_masks
 from .run_files import atomic_torch_save, atomic_write_json, command_line, JsonlLog
@@ -252,7 +252,7 @@ def export(run_dir: str | Path, name: str = "blend-v1", weights: Path | None = N
     """Publish the run's best state as weights/<name>.pt with its MANIFEST.json entry (the chain it was fitted on
     in meta.networks: the pipeline refuses the gate beside another chain)."""
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "config.json").read_text())
+    info = read_run_info(run_dir, ARCH, needs=("crops", "penalty"))
     networks = info["networks"]
     for key, digest in networks.items():
         if key != "restore_threshold" and registry.get(key).sha256 != digest:

@@ -29,7 +29,7 @@ from ..ops.color import l_to_rgb, lab_to_rgb, rgb_to_lab
 from ..stages.colorize import Colorizer
 from . import data
 from .chunked import chunked
-from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
+from .loop import SupervisedRun, check_record, export_best, finish_evaluation, load_run_best
 from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "colorizer_unet"
@@ -85,6 +85,9 @@ class EvalConfig:
     threads: int = 2
     out: str = ""  # write the result as JSON here ("" : do not write)
     record: bool = False  # also store the result as meta["evaluation"] of the weights' MANIFEST.json entry
+
+    def __post_init__(self) -> None:
+        check_record(self)
 
 
 # ------------------------------------------------------------------ colour statistics

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import ImageError, SettingsError
 from .degrade import DegradeConfig, Degraded, degrade
 from .degrade_unstructured import luma
 
@@ -31,7 +31,7 @@ def list_photos(root: Path) -> list[Path]:
     """Image files directly in `root` (sorted; hidden files and other files skipped)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"corpus folder {root} does not exist")
+        raise SettingsError(f"{root}: photo folder does not exist (set corpus= or $OLDPHOTO_CORPUS)")
     return sorted(p for p in root.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -47,6 +47,7 @@ def split_corpus(root: Path, val_fraction: float = 0.15, seed: int = 0) -> tuple
     A photo is in validation when the hash of (seed, file name) falls below val_fraction, so each photo's side
     depends on its name only: adding or removing other photos never moves a validation photo into training.
     If that leaves validation empty (tiny corpora), the photo with the lowest hash goes to validation.
+    SettingsError when there is no photo, or (val_fraction > 0) when one side would be empty.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -56,6 +57,11 @@ def split_corpus(root: Path, val_fraction: float = 0.15, seed: int = 0) -> tuple
     if not val and val_fraction > 0 and len(photos) >= 2:
         val = [min(photos, key=score.__getitem__)]
     train = [p for p in photos if p not in set(val)]
+    if not photos:
+        raise SettingsError(f"{root}: no photos in the corpus folder ({', '.join(IMAGE_SUFFIXES)})")
+    if val_fraction > 0 and not (train and val):
+        raise SettingsError(f"{root}: {len(photos)} photo(s) cannot be split into training and validation photos "
+                            f"(val_fraction {val_fraction}); the corpus needs at least 2")
     return train, val
 
 

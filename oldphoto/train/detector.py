@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .. import registry
 from ..archs import build
 from ..archs.unet_detector import widen_channels, widen_to_chroma
+from ..errors import SettingsError
 from ..ops.masks import dilate, tophat_response
 from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector, TwoScaleDetector
@@ -30,7 +31,8 @@ from . import data, degrade
 from .chunked import chunked
 from .content import ContentMix, clean_crop
 from .degrade_second import SecondConfig, degrade_second
-from .loop import SupervisedRun, check_bf16, finish_evaluation, load_run_best, load_run_last
+from .loop import (SupervisedRun, check_bf16, check_record, finish_evaluation, load_run_best,
+                   load_run_last)
 from .losses import (BALANCE_MODES, balanced_bce, focal_loss, hard_negative_bce, soft_dice_loss,
                      weighted_negative_bce)
 from .mask_metrics import ThresholdSweep, scores_at
@@ -148,6 +150,9 @@ class EvalConfig:
     enlarge: int = 2  # also score the learned detector, at its tuned threshold, on the same held-out crops enlarged
     #                   this many times (bicubic), as scanned at that many times the resolution, its probabilities
     #                   averaged back onto the crop's grid (0 or 1: skip)
+
+    def __post_init__(self) -> None:
+        check_record(self)
 
 
 # ------------------------------------------------------------------ data
@@ -341,25 +346,26 @@ def _lr_at(step: int, cfg: Config) -> float:
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the detector; returns {"step", "best": validation metrics, "out"}."""
     if cfg.balance not in BALANCE_MODES:
-        raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
+        raise SettingsError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     if not (0 <= cfg.p_sharp <= 1 and 0 <= cfg.sharp_scale <= 1):
-        raise ValueError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
+        raise SettingsError(f"p_sharp and sharp_scale must be in [0, 1], got {cfg.p_sharp} and {cfg.sharp_scale}")
     if not (0 <= cfg.p_upscan <= 1 and 1 <= cfg.upscan_range[0] <= cfg.upscan_range[1]):
-        raise ValueError(f"need 0 <= p_upscan <= 1 and 1 <= upscan_range[0] <= upscan_range[1], got {cfg.p_upscan} "
-                         f"and {cfg.upscan_range}")
+        raise SettingsError(f"need 0 <= p_upscan <= 1 and 1 <= upscan_range[0] <= upscan_range[1], "
+                            f"got {cfg.p_upscan} and {cfg.upscan_range}")
     if not 0 <= cfg.p_ageing <= 1:
-        raise ValueError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
+        raise SettingsError(f"p_ageing must be in [0, 1], got {cfg.p_ageing}")
     if cfg.ignore_ring < 0:
-        raise ValueError(f"ignore_ring must be >= 0 pixels, got {cfg.ignore_ring}")
+        raise SettingsError(f"ignore_ring must be >= 0 pixels, got {cfg.ignore_ring}")
     if cfg.hard_weight < 0 or not 0 < cfg.hard_share <= 1 or cfg.edge_weight < 0:
-        raise ValueError(f"need hard_weight >= 0, 0 < hard_share <= 1, edge_weight >= 0, got {cfg.hard_weight}, "
-                         f"{cfg.hard_share}, {cfg.edge_weight}")
+        raise SettingsError(f"need hard_weight >= 0, 0 < hard_share <= 1, edge_weight >= 0, "
+                            f"got {cfg.hard_weight}, {cfg.hard_share}, {cfg.edge_weight}")
     if cfg.edge_size < 3 or cfg.edge_size % 2 == 0 or cfg.edge_level <= 0:
-        raise ValueError(f"edge_size must be odd and >= 3 and edge_level > 0, got {cfg.edge_size}, {cfg.edge_level}")
+        raise SettingsError(f"edge_size must be odd and >= 3 and edge_level > 0, "
+                            f"got {cfg.edge_size}, {cfg.edge_level}")
     cfg.content_mix()  # ValueError for a probability outside [0, 1]
     if cfg.workers < 0 or cfg.decay_minutes < 0 or (cfg.decay_minutes and not cfg.decay_minutes <= cfg.max_minutes):
-        raise ValueError(f"workers >= 0 and 0 <= decay_minutes <= max_minutes required, got workers {cfg.workers}, "
-                         f"decay_minutes {cfg.decay_minutes}, max_minutes {cfg.max_minutes}")
+        raise SettingsError(f"workers >= 0 and 0 <= decay_minutes <= max_minutes required, got workers "
+                            f"{cfg.workers}, decay_minutes {cfg.decay_minutes}, max_minutes {cfg.max_minutes}")
     device = torch.device(cfg.device)
     if device.type == "cpu":
         check_bf16(cfg.bf16)

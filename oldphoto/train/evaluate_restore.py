@@ -69,7 +69,8 @@ class EvalConfig:
     cost_tile: int = 256  # speed measurement: tile edge ...
     cost_batch: int = 8  # ... and tiles per forward pass
     out: str = "runs/eval_restore"  # results.json and a sample grid
-    record: bool = True  # also store the results in the mapping's MANIFEST.json entry
+    # also store the results in the mapping's (refiner's, gate's) MANIFEST.json entry: only for the standard set
+    record: bool = False
 
     def __post_init__(self) -> None:
         if self.detect_scales not in DETECT_SCALES:
@@ -77,6 +78,22 @@ class EvalConfig:
         if self.record and self.detect_scales != RestoreConfig().scales:
             raise ValueError("record stores the numbers of the pipeline's default detection: with detect_scales "
                              f"{self.detect_scales} set record to false")
+        if self.record:
+            self._check_standard_set()
+
+    def _check_standard_set(self) -> None:
+        """ValueError when a field that defines the evaluation set (or how masks are made) is not its default:
+        a recorded evaluation replaces the held-out numbers of the weights, so it must be on the same set."""
+        changed = [f"{k}={getattr(self, k)!r}" for k in STANDARD_SET if getattr(self, k) != STANDARD_SET[k]]
+        if self.corpus and Path(self.corpus).expanduser().resolve() == corpus_dir().resolve():
+            changed = [c for c in changed if not c.startswith("corpus=")]
+        if changed:
+            raise ValueError(f"record=true replaces the weights' recorded held-out evaluation, so it needs the "
+                             f"standard set: {', '.join(changed)} differ from the defaults; set record to false")
+
+
+STANDARD_SET = {k: getattr(EvalConfig, k) for k in ("n", "size", "seed", "corpus", "split_seed", "val_fraction",
+                                                    "mask_dilate")}  # the recorded evaluations' set
 
 
 def cost(restorer: Restorer, tile: int = 256, batch: int = 8, threads: int = 2, repeats: int = 3,

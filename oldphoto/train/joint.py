@@ -32,7 +32,7 @@ from ..stages.detect import Detector
 from ..stages.restore import Restorer
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import SupervisedRun, check_bf16, last_as_best
+from .loop import SupervisedRun, check_bf16, last_as_best, read_run_info
 from .mapping import quality
 from .metrics import ssim
 from .pairs import RecipeMixture, check_mixture, pair_batch, stack_triples
@@ -210,8 +210,10 @@ def export(run_dir: str | Path, names: str, weights: Path | None = None, checkpo
     parts = [n.strip() for n in names.split(",")]
     if len(parts) != 4 or not all(parts) or len(set(parts)) != 4:
         raise ValueError(f"names must be four distinct registry names VAE1,MAPPING,VAE2,REFINER, got {names!r}")
+    for part in parts:
+        registry.check_name(part)
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "config.json").read_text())
+    info = read_run_info(run_dir, "chain")
     started = info["networks"]
     for key, net in started.items():
         if net["name"] not in parts and registry.get(net["name"]).sha256 != net["sha256"]:

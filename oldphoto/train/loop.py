@@ -3,9 +3,10 @@ VAE and mapping GAN loops: StepBook).
 
 One place for what every such run does the same way: resume from `out/ckpt.pt` (model, optimiser, random state,
 step, best validation, wall time, the history of starts), a wall-clock limit per process, a clean stop on SIGTERM
-(finish the step, write the checkpoint, return), the learning-rate schedule, a finite-loss check before each
-update, one log.jsonl record per step, validation every `val_every` steps with the best state kept in
-`out/best.pt`, and periodic checkpoints. The model-specific parts come in as functions.
+or Ctrl-C (finish the step, write the checkpoint, return; Ctrl-C then raises Stopped: StopSignals, also used by the
+GAN loops), the learning-rate schedule, a finite-loss check before each update, one log.jsonl record per step,
+validation every `val_every` steps with the best state kept in `out/best.pt`, and periodic checkpoints. The
+model-specific parts come in as functions.
 """
 
 from __future__ import annotations
@@ -22,11 +23,82 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import OldPhotoError
+from ..errors import OldPhotoError, SettingsError
 from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, set_rng_state,
                         update_meta)
 
 Terms = dict[str, torch.Tensor]  # loss terms of one step; "total" is minimised
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C stopped a run at a step boundary after its checkpoint was written; the message says where."""
+
+
+class StopSignals:
+    """While entered (main thread only), SIGTERM and SIGINT only record `signum`, so that a training loop can finish
+    its step, write its checkpoint and return; the previous handlers come back on exit. A SIGINT that the process
+    ignores (`nohup ... &`) stays ignored."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._before: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                before = signal.getsignal(sig)
+                if before is None or (sig == signal.SIGINT and before == signal.SIG_IGN):
+                    continue  # not set from Python (cannot be restored), or deliberately ignored
+                self._before[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+        self._before.clear()
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        """The signal's name (SIGTERM, SIGINT), "" before one came."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def raise_if_interrupted(self, out: Path, step: int) -> None:
+        """Stopped when the stop came from Ctrl-C (SIGINT): its caller is interrupted, as with a plain Ctrl-C."""
+        if self.signum == signal.SIGINT:
+            raise Stopped(f"{out}: stopped by Ctrl-C at step {step}, checkpoint written; run the same command "
+                          f"to resume")
+
+
+def check_state_fits(model: torch.nn.Module, state: dict, path: Path, arch_kwargs: dict | None = None) -> None:
+    """SettingsError unless `state` has exactly the tensors of `model`, in the same shapes (checked before
+    load_state_dict, whose size mismatch is a multi-line RuntimeError). With `arch_kwargs`, the message names the
+    arguments that differ from those in the config.json beside `path`."""
+    own = model.state_dict()
+    differ = sorted(k for k in own.keys() | state.keys()
+                    if k not in own or k not in state or tuple(own[k].shape) != tuple(state[k].shape))
+    if not differ:
+        return
+    changed = changed_arch(Path(path).parent, arch_kwargs) if arch_kwargs is not None else []
+    what = f"{', '.join(changed)} changed" if changed else f"{len(differ)} tensor(s) differ, e.g. {differ[0]}"
+    raise SettingsError(f"{path}: cannot resume with a different architecture ({what}): use the run's settings "
+                        f"or a new out=")
+
+
+def changed_arch(out: Path, arch_kwargs: dict) -> list[str]:
+    """The architecture arguments that differ from those in out/config.json (none when it records none)."""
+    path = Path(out) / "config.json"
+    old = json.loads(path.read_text()).get("arch_kwargs") if path.is_file() else None
+    if old is None:
+        return []
+    return sorted(k for k in old.keys() | arch_kwargs.keys() if old.get(k) != _jsonable(arch_kwargs.get(k)))
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
 
 
 class SupervisedRun:
@@ -51,11 +123,13 @@ class SupervisedRun:
         self.resumed = self.ckpt_path.is_file()
         if self.resumed:
             ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+            check_state_fits(model, ck["model"], self.ckpt_path, self.arch_kwargs)
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             set_rng_state(rng, ck["rng"])
             self.step, self.best, self._wall0 = ck["step"], ck["best"], ck["wall"]
             self.history = ck.get("history", [])
+            JsonlLog(self.out / "log.jsonl").keep_through(self.step)  # records of steps done after it (killed)
             log(f"resumed from {self.ckpt_path} at step {self.step}")
         elif init_from:
             state = model_state(init_from)
@@ -89,7 +163,9 @@ class SupervisedRun:
 
     def train(self, lr_at: Callable[[int], float], step_fn: Callable[[], tuple[Terms, dict]],
               validate: Callable[[int, Terms], dict], better: Callable[[dict, dict | None], bool]) -> dict:
-        """Run until cfg.steps (or the time limit, or SIGTERM); returns {"step", "best", "out"}.
+        """Run until cfg.steps (or the time limit, or SIGTERM, or Ctrl-C); returns {"step", "best", "out"}.
+        Either signal stops the run after the step in progress, with the checkpoint written; Ctrl-C then raises
+        Stopped, so that the caller is interrupted as with a plain Ctrl-C, but at a step boundary.
 
         step_fn(): one batch forward -> (loss terms with "total", extra fields for the step's log record).
         validate(step, terms): validation metrics (it may log and write sample grids).
@@ -98,56 +174,58 @@ class SupervisedRun:
         cfg = self.cfg
         threads_before = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
-        stop = {"signal": None}
-        handler_before = None
-        if threading.current_thread() is threading.main_thread():
-            # `kill PID` (SIGTERM) ends a background run cleanly: finish the step, write the checkpoint, return.
-            handler_before = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
         t_ckpt = time.monotonic()
         self.model.train()
-        try:
-            while self.step < cfg.steps:
-                if cfg.max_minutes and time.monotonic() - self._t_start > cfg.max_minutes * 60:
-                    self.log(f"time limit reached at step {self.step}")
-                    break
-                if stop["signal"] is not None:
-                    self.log(f"stopped by SIGTERM at step {self.step}")
-                    break
-                t0 = time.monotonic()
-                lr = lr_at(self.step)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                terms, extra = step_fn()
-                total = terms["total"]
-                if not torch.isfinite(total):  # checked before the update, so the saved state stays sane
-                    raise FloatingPointError(f"loss is {total.item()} at step {self.step + 1}")
-                self.opt.zero_grad(set_to_none=True)
-                total.backward()
-                self.opt.step()
-                self.step += 1
-                self.jlog.write({"step": self.step, "lr": lr, "sec": round(time.monotonic() - t0, 3), **extra,
-                                 **{k: round(float(v.detach()), 6) for k, v in terms.items()}})
-                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                    m = validate(self.step, terms)
-                    self.jlog.write({"step": self.step, "val": m})
-                    if better(m, self.best):
-                        self.best = dict(m, step=self.step)
-                        self._save_best()
-                if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
-                    self.save_checkpoint()
-                    t_ckpt = time.monotonic()
-        finally:
-            self.save_checkpoint()
-            torch.set_num_threads(threads_before)
-            if handler_before is not None:
-                signal.signal(signal.SIGTERM, handler_before)
+        with StopSignals() as stop:
+            try:
+                while self.step < cfg.steps:
+                    if cfg.max_minutes and time.monotonic() - self._t_start > cfg.max_minutes * 60:
+                        self.log(f"time limit reached at step {self.step}")
+                        break
+                    if stop.signum is not None:
+                        self.log(f"stopped by {stop.name} at step {self.step}")
+                        break
+                    self._step(lr_at, step_fn, validate, better)
+                    if time.monotonic() - t_ckpt > cfg.ckpt_minutes * 60:
+                        self.save_checkpoint()
+                        t_ckpt = time.monotonic()
+            finally:
+                self.save_checkpoint()
+                torch.set_num_threads(threads_before)
+        stop.raise_if_interrupted(self.out, self.step)
         return {"step": self.step, "best": self.best, "out": str(self.out)}
+
+    def _step(self, lr_at: Callable[[int], float], step_fn: Callable[[], tuple[Terms, dict]],
+              validate: Callable[[int, Terms], dict], better: Callable[[dict, dict | None], bool]) -> None:
+        """One optimisation step with its log record, then validation (and best.pt) when due."""
+        cfg = self.cfg
+        t0 = time.monotonic()
+        lr = lr_at(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        terms, extra = step_fn()
+        total = terms["total"]
+        if not torch.isfinite(total):  # checked before the update, so the saved state stays sane
+            raise FloatingPointError(f"loss is {total.item()} at step {self.step + 1}")
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        self.jlog.write({"step": self.step, "lr": lr, "sec": round(time.monotonic() - t0, 3), **extra,
+                         **{k: round(float(v.detach()), 6) for k, v in terms.items()}})
+        if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+            m = validate(self.step, terms)
+            self.jlog.write({"step": self.step, "val": m})
+            if better(m, self.best):
+                self.best = dict(m, step=self.step)
+                self._save_best()
 
 
 class StepBook:
     """The per-step bookkeeping of the two-optimiser GAN loops (VAEs, mapping), which drive their own steps:
     a finite-loss check, log.jsonl records averaged over `log_every` steps, validation every `val_every` steps and
-    a checkpoint every `ckpt_minutes`. validation() -> metrics and checkpoint() read the loop's current state.
+    a checkpoint every `ckpt_minutes`. validation() -> metrics and checkpoint() read the loop's current state; the
+    checkpoint should store state() and a resumed run pass it back with its step (see resume).
     """
 
     def __init__(self, out: Path, cfg, jlog: JsonlLog, validation: Callable[[], dict], checkpoint: Callable[[], None]):
@@ -155,7 +233,21 @@ class StepBook:
         self.validation, self.checkpoint = validation, checkpoint
         self.sums: dict[str, float] = {}
         self.metrics: dict = {}  # of the latest validation
+        self.validated_at: int | None = None  # its step
         self._t_ckpt = time.monotonic()
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the book: the loss sums of the log record in progress."""
+        return {"sums": dict(self.sums)}
+
+    def resume(self, step: int, state: dict | None) -> None:
+        """Continue at `step` (the checkpoint's) with its state(): log records of later steps are dropped, and the
+        latest validation up to the step is taken from the log, so a finished run is not validated again."""
+        self.jlog.keep_through(step)
+        self.sums = dict((state or {}).get("sums", {}))
+        vals = [r for r in self.jlog.read() if "val" in r]
+        if vals:
+            self.metrics, self.validated_at = vals[-1]["val"], vals[-1]["step"]
 
     @staticmethod
     def check(out: Path, step: int, values: dict[str, float]) -> None:
@@ -172,17 +264,21 @@ class StepBook:
                              **{k: v / self.cfg.log_every for k, v in self.sums.items()}})
             self.sums = {}
         if step % self.cfg.val_every == 0:
-            self.metrics = self.validation()
+            self._validate(step)
         if time.monotonic() - self._t_ckpt > self.cfg.ckpt_minutes * 60:
             self.checkpoint()
             self._t_ckpt = time.monotonic()
 
-    def finish(self, step: int) -> dict:
-        """Validate the final state unless that just happened, write the checkpoint; returns the metrics."""
-        if step % self.cfg.val_every or not self.metrics:
-            self.metrics = self.validation()
+    def finish(self, step: int, stopped: bool = False) -> dict:
+        """Validate the final state unless that happened already (or the run was `stopped` by a signal: it ends
+        at once), write the checkpoint; returns the latest metrics."""
+        if not stopped and self.validated_at != step:
+            self._validate(step)
         self.checkpoint()
         return self.metrics
+
+    def _validate(self, step: int) -> None:
+        self.metrics, self.validated_at = self.validation(), step
 
 
 def native_bf16() -> bool:
@@ -198,13 +294,31 @@ def check_bf16(enabled: bool) -> None:
                          f"{torch.backends.cpu.get_cpu_capability()}: set bf16=false")
 
 
+def read_run_info(run_dir: str | Path, arch: str, needs: tuple[str, ...] = ()) -> dict:
+    """The config.json of training run folder `run_dir`, checked to be a run of `arch` (where config.json records
+    its arch) whose config has the fields `needs` (for runs that record no arch); SettingsError otherwise."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise SettingsError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise SettingsError(f"{run_dir}: not a training run folder (no config.json)")
+    info = json.loads(path.read_text())
+    found, missing = info.get("arch"), [k for k in needs if k not in info.get("config", {})]
+    if found not in (None, arch) or missing:
+        why = f"it trained {found}" if found not in (None, arch) else f"its config has no {', '.join(missing)}"
+        raise SettingsError(f"{run_dir}: not a {arch} run ({why})")
+    return info
+
+
 def load_run_best(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict]:
     """The model in a run folder's best.pt (architecture `arch`, in eval mode) and the checkpoint itself."""
     from ..archs import build
 
+    read_run_info(run_dir, arch)
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
+        raise SettingsError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
     ck = torch.load(path, map_location="cpu", weights_only=True)
     model = build(arch, **ck["arch_kwargs"])
     model.load_state_dict(ck["model"])
@@ -217,17 +331,26 @@ def load_run_last(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict
     from ..archs import build
 
     run_dir = Path(run_dir)
-    ck = last_as_best(run_dir, json.loads((run_dir / "config.json").read_text())["arch_kwargs"])
+    info = read_run_info(run_dir, arch)
+    if not (run_dir / "ckpt.pt").is_file():
+        raise SettingsError(f"{run_dir / 'ckpt.pt'}: no checkpoint yet")
+    ck = last_as_best(run_dir, info["arch_kwargs"])
     model = build(arch, **ck["arch_kwargs"])
     model.load_state_dict(ck["model"])
     return model.eval(), ck
 
 
+def check_record(cfg) -> None:
+    """ValueError for record=true with run=: recording stores a result with registered weights (an EvalConfig's
+    __post_init__ calls this, so the settings are refused before any work)."""
+    if cfg.record and cfg.run:
+        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
+
+
 def finish_evaluation(cfg, result: dict, also: dict | None = None) -> dict:
     """Write an evaluation to cfg.out when set; with cfg.record also store it as the registered weights'
     meta "evaluation" (with the eval config), plus the meta keys in `also` (e.g. a tuned threshold)."""
-    if cfg.record and cfg.run:
-        raise ValueError("record=true stores the result with registered weights; it cannot be used with run=")
+    check_record(cfg)
     if cfg.out:
         atomic_write_json(Path(cfg.out), result)
     if cfg.record:
@@ -275,9 +398,12 @@ def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict
     config.json), seed, step, steps trained, wall seconds and validation metrics, plus `extra(best)`.
     """
     run_dir = Path(run_dir)
+    info = read_run_info(run_dir, arch)
     if best is None:  # else a checkpoint in best.pt's layout, e.g. last_as_best(run_dir)
+        if not (run_dir / "best.pt").is_file():
+            raise SettingsError(f"{run_dir / 'best.pt'}: no best checkpoint yet (the run validates every "
+                                f"val_every steps)")
         best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    info = json.loads((run_dir / "config.json").read_text())
     ckpt = run_dir / "ckpt.pt"
     steps_trained = torch.load(ckpt, map_location="cpu", weights_only=True)["step"] if ckpt.is_file() else best["step"]
     meta = {

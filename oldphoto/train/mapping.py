@@ -24,17 +24,18 @@ import torch.nn.functional as F
 
 from .. import registry
 from ..archs import build
+from ..errors import SettingsError
 from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import StepBook, check_bf16, model_state
+from .loop import StepBook, StopSignals, check_bf16, model_state, read_run_info
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
-from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, cli_equivalent, cosine_lr, export_weights, rng_state, save_grid,
-                        set_rng_state, start_run_dir, update_meta)
+from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, check_publishable, cli_equivalent, cosine_lr,
+                        export_weights, rng_state, save_grid, set_rng_state, start_run_dir, update_meta)
 from .vae import Config as VAEConfig
 from .vae import data_recipe
 
@@ -268,10 +269,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         atomic_torch_save({"mapping": mapping.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
                            "opt_d": opt_d.state_dict(), "rng": rng_state(rng), "step": step, "elapsed": elapsed,
                            "best": best, "vae1": vae1.state_dict(), "vae2": vae2.state_dict(),
-                           "vae1_info": info1, "vae2_info": info2}, ckpt_path)
-
-    if ck is None:
-        checkpoint()  # pins the VAE copies before the first step
+                           "vae1_info": info1, "vae2_info": info2, "book": book.state()}, ckpt_path)
 
     def validation() -> dict:
         nonlocal best
@@ -306,7 +304,13 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     mapping.train()
     disc.train()
     book = StepBook(out, cfg, logf, validation, checkpoint)
-    while step < cfg.steps and (budget == 0 or elapsed < budget):
+    if ck is None:
+        checkpoint()  # pins the VAE copies before the first step
+    else:
+        book.resume(step, ck.get("book"))
+
+    def one_step() -> None:
+        nonlocal step, elapsed
         t0 = time.monotonic()
         lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
         for group in opt_g.param_groups + opt_d.param_groups:
@@ -327,25 +331,38 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         step += 1
         elapsed += time.monotonic() - t0
         book.after(step, elapsed, lr, values)
-    metrics = book.finish(step)
+
+    with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write the checkpoint, stop
+        while step < cfg.steps and (budget == 0 or elapsed < budget) and stop.signum is None:
+            one_step()
+        if stop.signum is not None:
+            log(f"stopped by {stop.name} at step {step}")
+        metrics = book.finish(step, stopped=stop.signum is not None)
+    stop.raise_if_interrupted(out, step)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_y": best}
 
 
 def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1-v1", vae2_name: str = "vae2-v1",
            weights: Path | None = None, checkpoint: str = "best") -> Path:
     """Publish the mapping of run_dir as weights/<name>.pt, together with the exact VAEs it was trained with
-    (as vae1_name / vae2_name, arch "vae"); safe while training. Returns the mapping's file.
+    (as vae1_name / vae2_name, arch "vae"); safe while training. Returns the mapping's file. `name` may also
+    name all three, "MAPPING,VAE1,VAE2" (the CLI's `--as mapping-v9,vae1-v9,vae2-v9`).
 
     checkpoint "best": best.pt (best validation PSNR so far); "last": the latest ckpt.pt, with the metrics of the
     validation logged at its step (the run's last validation when it ended normally).
 
-    The mapping's meta records both VAEs' sha256, which Restorer.from_registry checks. A previous evaluation in
-    the meta is kept only when the published weights did not change.
+    Nothing is written when an entry would replace other weights (e.g. the VAEs of a shipped mapping under the
+    default names): SettingsError naming it. The mapping's meta records both VAEs' sha256, which
+    Restorer.from_registry checks. A previous evaluation in the meta is kept only when the weights did not change.
     """
+    name, vae1_name, vae2_name = _export_names(name, vae1_name, vae2_name)
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "config.json").read_text())
+    info = read_run_info(run_dir, "mapping", needs=("vae1", "vae2", "blocks_pre"))
     cfg = info["config"]
     best = _load_checkpoint(run_dir, checkpoint)
+    hint = ": give all three, e.g. --as mapping-v9,vae1-v9,vae2-v9"
+    for entry, state in ((vae1_name, best["vae1"]), (vae2_name, best["vae2"]), (name, best["state_dict"])):
+        check_publishable(entry, state, weights, hint)
     vae_paths = {}
     for key, vname in (("vae1", vae1_name), ("vae2", vae2_name)):
         vinfo = best[f"{key}_info"]
@@ -388,6 +405,18 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
     if previous and previous.get("sha256") == digest and "evaluation" in previous.get("meta", {}):
         update_meta(name, "evaluation", previous["meta"]["evaluation"], weights)
     return path
+
+
+def _export_names(name: str, vae1_name: str, vae2_name: str) -> tuple[str, str, str]:
+    """(mapping, VAE1, VAE2) entry names from `name` ("MAPPING" or "MAPPING,VAE1,VAE2") and the defaults."""
+    parts = [n.strip() for n in name.split(",")]
+    if len(parts) == 1:
+        parts = [parts[0], vae1_name, vae2_name]
+    elif len(parts) != 3:
+        raise SettingsError(f"names must be MAPPING or MAPPING,VAE1,VAE2, got {name!r}")
+    if len(set(parts)) != 3:
+        raise SettingsError(f"the mapping and its two VAEs need three distinct names, got {', '.join(parts)}")
+    return parts[0], parts[1], parts[2]
 
 
 def _load_checkpoint(run_dir: Path, which: str) -> dict:

@@ -30,7 +30,7 @@ from ..stages.detect import Detector
 from ..stages.restore import Restorer, restore_threshold
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import SupervisedRun, check_bf16, export_best, last_as_best
+from .loop import SupervisedRun, check_bf16, export_best, last_as_best, read_run_info
 from .mapping import PairBuffer, quality
 from .metrics import ssim
 from .pairs import RecipeMixture, check_mixture, pair_batch, stack_triples
@@ -214,7 +214,7 @@ def export(run_dir: str | Path, name: str = "refine-v1", weights: Path | None = 
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "config.json").read_text())
+    info = read_run_info(run_dir, ARCH)
     networks = info["networks"]
     for key, net in networks.items():
         if registry.get(net["name"]).sha256 != net["sha256"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 from .. import registry
+from ..errors import SettingsError
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -66,6 +68,14 @@ class JsonlLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
+    def keep_through(self, step: int) -> None:
+        """Drop the records of steps after `step` (written after the checkpoint a resumed run restarts from, by a
+        process killed before it could write a later one), so that they are not in the log twice."""
+        records = self.read()
+        kept = [r for r in records if r.get("step", 0) <= step]
+        if len(kept) < len(records):
+            atomic_write_bytes(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+
 
 def save_grid(path: Path, columns: list[torch.Tensor]) -> None:
     """Write a PNG: each (B, 3, H, W) [0, 1] tensor of `columns` is one column, the batch runs down the rows."""
@@ -99,27 +109,61 @@ def _manifest_lock(folder: Path):
 
 
 def export_weights(state_dict: dict[str, torch.Tensor], name: str, arch: str, arch_kwargs: dict, meta: dict,
-                   weights: Path | None = None) -> Path:
-    """Write weights/<name>.pt (float32 state dict) and add or replace its MANIFEST.json entry; returns the file.
+                   weights: Path | None = None, replace: bool = False) -> Path:
+    """Write weights/<name>.pt (float32 state dict) and add or update its MANIFEST.json entry; returns the file.
 
-    The model is built and loaded strictly first, so a state dict that does not fit the arch is never published.
+    The name is checked (registry.check_name) and the model is built and loaded strictly first, so a state dict
+    that does not fit the arch is never published. An entry that holds other weights is never replaced (other
+    entries may depend on its sha256) unless `replace` is given deliberately: SettingsError naming it.
     """
+    registry.check_name(name)
     model = registry.build(arch, **arch_kwargs)
     model.load_state_dict(state_dict, strict=True)
     folder = Path(weights) if weights is not None else registry.weights_dir()
-    clean = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
-             for k, v in state_dict.items()}
+    data = _serialized(state_dict)
     path = folder / f"{name}.pt"
-    atomic_torch_save(clean, path)
-    digest = registry.sha256_file(path)
     with _manifest_lock(folder):
         manifest_path = folder / "MANIFEST.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+        if not replace:
+            _check_unchanged(folder, manifest, name, hashlib.sha256(data).hexdigest())
+        atomic_write_bytes(path, lambda f: f.write(data))
         manifest.setdefault("models", {})[name] = {
-            "arch": arch, "arch_kwargs": arch_kwargs, "file": path.name, "sha256": digest, "meta": meta}
+            "arch": arch, "arch_kwargs": arch_kwargs, "file": path.name, "sha256": registry.sha256_file(path),
+            "meta": meta}
         atomic_write_json(manifest_path, manifest)
     registry.entries.cache_clear()
     return path
+
+
+def check_publishable(name: str, state_dict: dict[str, torch.Tensor], weights: Path | None = None,
+                      hint: str = "") -> None:
+    """SettingsError unless `state_dict` can be published as `name` (export_weights' checks of the name and of an
+    existing entry with other weights), for exports that write several entries and must refuse before the first;
+    `hint` is added to the message."""
+    registry.check_name(name)
+    folder = Path(weights) if weights is not None else registry.weights_dir()
+    manifest_path = folder / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    _check_unchanged(folder, manifest, name, hashlib.sha256(_serialized(state_dict)).hexdigest(), hint)
+
+
+def _serialized(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """The bytes of weights/NAME.pt for `state_dict`: float tensors as float32, everything on the CPU."""
+    clean = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
+             for k, v in state_dict.items()}
+    buf = io.BytesIO()
+    torch.save(clean, buf)
+    return buf.getvalue()
+
+
+def _check_unchanged(folder: Path, manifest: dict, name: str, digest: str, hint: str = "") -> None:
+    """SettingsError when the entry `name` exists, its file is there and it holds weights other than `digest`."""
+    old = manifest.get("models", {}).get(name)
+    if old is None or old.get("sha256") == digest or not (folder / old["file"]).is_file():
+        return
+    raise SettingsError(f"{folder / old['file']}: weights entry {name!r} already holds other weights (sha256 "
+                        f"{old['sha256'][:12]}…) and is not replaced; publish under a new name{hint}")
 
 
 def command_line() -> str:
@@ -163,7 +207,8 @@ def start_run_dir(out: Path, cfg_dict: dict, arch_keys: tuple[str, ...]) -> None
         old = json.loads(cfg_path.read_text())["config"]
         changed = [k for k in arch_keys if old.get(k) != cfg_dict.get(k)]
         if changed:
-            raise ValueError(f"{out}: cannot resume with a different architecture ({', '.join(changed)} changed)")
+            raise SettingsError(f"{out}: cannot resume with a different architecture ({', '.join(changed)} changed); "
+                                "use the run's settings or a new out=")
     atomic_write_json(cfg_path, {"config": cfg_dict, "command": command_line()})
 
 

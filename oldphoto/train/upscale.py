@@ -31,7 +31,7 @@ from . import data
 from .chunked import chunked
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
-from .loop import SupervisedRun, export_best, finish_evaluation, load_run_best
+from .loop import SupervisedRun, check_record, export_best, finish_evaluation, load_run_best
 from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "upscaler"
@@ -91,6 +91,9 @@ class EvalConfig:
     threads: int = 2
     out: str = ""  # write the result as JSON here ("" : do not write)
     record: bool = False  # also store the result as meta["evaluation"] of the weights' MANIFEST.json entry
+
+    def __post_init__(self) -> None:
+        check_record(self)
 
 
 # ------------------------------------------------------------------ degradation and pairs

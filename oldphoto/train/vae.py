@@ -25,7 +25,7 @@ from ..ops.color import luma
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, list_photos, split_corpus, to_gray, validation_set
 from .degrade import DegradeConfig
-from .loop import StepBook
+from .loop import StepBook, StopSignals, read_run_info
 from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import crop_batch, pair_batch, stack_triples
@@ -159,8 +159,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=(0.5, 0.999))
     step, elapsed, best = 0, 0.0, -math.inf
     ckpt_path = out / "ckpt.pt"
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         disc.load_state_dict(ck["disc"])
         if ldisc is not None and ck.get("ldisc") is not None:
@@ -179,7 +179,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         atomic_torch_save({"model": model.state_dict(), "disc": disc.state_dict(),
                            "ldisc": ldisc.state_dict() if ldisc is not None else None,
                            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(rng),
-                           "step": step, "elapsed": elapsed, "best": best}, ckpt_path)
+                           "step": step, "elapsed": elapsed, "best": best, "book": book.state()}, ckpt_path)
 
     def validation() -> dict:
         nonlocal best
@@ -197,7 +197,11 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     budget = cfg.minutes * 60
     model.train()
     book = StepBook(out, cfg, logf, validation, checkpoint)
-    while step < cfg.steps and (budget == 0 or elapsed < budget):
+    if ck is not None:
+        book.resume(step, ck.get("book"))
+
+    def one_step() -> None:
+        nonlocal step, elapsed
         t0 = time.monotonic()
         lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
         for group in opt_g.param_groups + opt_d.param_groups:
@@ -217,7 +221,14 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         step += 1
         elapsed += time.monotonic() - t0
         book.after(step, elapsed, lr, values)
-    metrics = book.finish(step)
+
+    with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write the checkpoint, stop
+        while step < cfg.steps and (budget == 0 or elapsed < budget) and stop.signum is None:
+            one_step()
+        if stop.signum is not None:
+            log(f"stopped by {stop.name} at step {step}")
+        metrics = book.finish(step, stopped=stop.signum is not None)
+    stop.raise_if_interrupted(out, step)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_rgb": best}
 
 
@@ -242,7 +253,7 @@ def export(run_dir: str | Path, name: str, weights: Path | None = None) -> Path:
     steps, wall time, validation metrics on the fixed held-out crops.
     """
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "config.json").read_text())
+    info = read_run_info(run_dir, "vae", needs=("which", "latent", "half_width"))
     cfg = info["config"]
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     ckpt_log = JsonlLog(run_dir / "log.jsonl").read()

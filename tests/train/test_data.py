@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oldphoto.errors import ImageError
+from oldphoto.errors import ImageError, SettingsError
 from oldphoto.train.data import (PhotoPool, corpus_dir, list_photos, make_pair, split_corpus, to_gray,
                                  validation_set)
 from oldphoto.train.degrade import DegradeConfig
@@ -46,7 +46,7 @@ def test_corpus_dir_env_override(monkeypatch, tmp_path):
 def test_list_photos_skips_other_files(tmp_path):
     paths = fake_corpus(tmp_path, 5)
     assert list_photos(tmp_path) == sorted(paths)
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(SettingsError, match="nowhere.*photo folder does not exist"):
         list_photos(tmp_path / "nowhere")
 
 
@@ -77,6 +77,13 @@ def test_split_of_a_tiny_corpus_keeps_a_validation_photo(tmp_path):
     assert split_corpus(tmp_path, 0.0)[1] == []
     with pytest.raises(ValueError, match="val_fraction"):
         split_corpus(tmp_path, 1.0)
+
+
+@pytest.mark.parametrize("photos, says", [(0, "no photos in the corpus folder"), (1, "1 photo.s. cannot be split")])
+def test_an_empty_or_one_photo_corpus_is_a_settings_error_naming_the_folder(tmp_path, photos, says):
+    fake_corpus(tmp_path, photos)
+    with pytest.raises(SettingsError, match=f"{tmp_path}: {says}"):
+        split_corpus(tmp_path, 0.15)
 
 
 def test_pool_downscales_and_applies_exif_orientation(tmp_path):

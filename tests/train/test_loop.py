@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto.errors import OldPhotoError
+from oldphoto.errors import OldPhotoError, SettingsError
 from oldphoto.train import loop
 from oldphoto.train.loop import StepBook, SupervisedRun
 from oldphoto.train.run_files import JsonlLog
@@ -146,7 +146,9 @@ def test_step_book_averages_logs_and_validates_on_schedule(tmp_path):
     assert [r["loss"] for r in jlog.read()] == [2.0, 6.0]  # means over log_every steps
     assert len(validated) == 1 and book.metrics == {"psnr": 1}  # at step 3
     assert book.finish(4) == {"psnr": 2} and saved == [1]  # step 4 was not validated yet: it is now
-    assert book.finish(6) == {"psnr": 2} and len(validated) == 2  # a val_every step was validated in the loop
+    for step in (5, 6):
+        book.after(step, float(step), 0.1, {"loss": 1.0})
+    assert book.finish(6) == {"psnr": 3} and len(validated) == 3  # validated in the loop at 6: not again
     assert StepBook(tmp_path, BookCfg(), jlog, lambda: {"v": 0},
                                                        lambda: None).finish(3) == {"v": 0}
     with pytest.raises(FloatingPointError, match="non-finite loss at step 4"):
@@ -161,3 +163,66 @@ def test_bf16_is_refused_where_the_cpu_only_emulates_it(monkeypatch):
     monkeypatch.setattr(loop, "native_bf16", lambda: True)
     loop.check_bf16(True)
     assert isinstance(loop.native_bf16(), bool)
+
+
+def random_step(run):
+    """A step that draws its input from the run's numpy generator (so resume must restore it exactly)."""
+    def step():
+        x = torch.from_numpy(run.rng.normal(size=(4, 3)).astype(np.float32))
+        return {"total": (run.model(x) - 2.0).pow(2).mean()}, {}
+    return step
+
+
+def test_ctrl_c_stops_at_a_step_boundary_and_the_resumed_run_is_the_exact_continuation(tmp_path):
+    straight = make(tmp_path / "a")
+    straight.train(lambda s: 0.1, random_step(straight), val_loss(straight), lower)
+    run = make(tmp_path / "b")
+    before = signal.getsignal(signal.SIGINT)
+    inner = random_step(run)
+
+    def step():
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives inside the step: the step still completes
+        return inner()
+    with pytest.raises(loop.Stopped, match="stopped by Ctrl-C at step 3"):
+        run.train(lambda s: 0.1, step, val_loss(run), lower)
+    assert signal.getsignal(signal.SIGINT) == before
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 3
+    again = make(tmp_path / "b")
+    assert again.train(lambda s: 0.1, random_step(again), val_loss(again), lower)["step"] == 6
+    assert torch.equal(again.model.weight, straight.model.weight)
+    assert [r["step"] for r in again.jlog.read() if "val" not in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_another_architecture_is_a_one_line_settings_error(tmp_path):
+    run = make(tmp_path)
+    run.train(lambda s: 0.1, regression_step(run), val_loss(run), lower)
+    run.write_config("linear")
+    model = torch.nn.Linear(5, 1)
+    with pytest.raises(SettingsError, match=r"ckpt.pt: cannot resume with a different architecture \(in changed\)"):
+        SupervisedRun(tmp_path, model, torch.optim.SGD(model.parameters(), lr=0.1), np.random.default_rng(0),
+                      Cfg(), {"in": 5}, lambda s: None)
+
+
+def test_run_folders_that_are_missing_or_of_another_model_are_settings_errors(tmp_path):
+    with pytest.raises(SettingsError, match="nowhere: no such run folder"):
+        loop.load_run_best(tmp_path / "nowhere", "unet_detector")
+    run = make(tmp_path / "run")
+    run.write_config("colorizer_unet")
+    with pytest.raises(SettingsError, match=r"run: not a unet_detector run \(it trained colorizer_unet\)"):
+        loop.load_run_best(tmp_path / "run", "unet_detector")
+    with pytest.raises(SettingsError, match="best.pt: no best checkpoint yet"):
+        loop.export_best(tmp_path / "run", "col-t", "colorizer_unet", lambda best: {}, tmp_path / "w")
+
+
+def test_a_resumed_step_book_drops_later_records_and_keeps_the_last_validation(tmp_path):
+    jlog = JsonlLog(tmp_path / "log.jsonl")
+    for step in (1, 2, 3):
+        jlog.write({"step": step, "loss": 1.0})
+    jlog.write({"step": 2, "val": {"psnr": 9}})
+    jlog.write({"step": 3, "val": {"psnr": 10}})  # after the checkpoint at step 2: that process was killed
+    validated = []
+    book = StepBook(tmp_path, BookCfg(), jlog, lambda: validated.append(1) or {"psnr": 0}, lambda: None)
+    book.resume(2, {"sums": {"loss": 1.0}})
+    assert [r["step"] for r in jlog.read()] == [1, 2, 2] and book.sums == {"loss": 1.0}
+    assert book.finish(2) == {"psnr": 9} and validated == []  # a finished run is not validated again

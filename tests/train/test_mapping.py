@@ -11,7 +11,7 @@ import torch
 
 from oldphoto import registry
 from oldphoto.archs import build
-from oldphoto.errors import WeightsError
+from oldphoto.errors import SettingsError, WeightsError
 from oldphoto.stages.restore import Restorer
 from oldphoto.train import mapping, vae
 from oldphoto.train.evaluate_restore import EvalConfig, evaluate
@@ -111,9 +111,11 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
     models = json.loads((weights / "MANIFEST.json").read_text())["models"]
     assert models["map-t"]["meta"]["steps"] == 3 and models["map-t"]["meta"]["checkpoint"] == "last"
     assert "psnr_y" in models["map-t"]["meta"]["validation"]
-    mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
+    with pytest.raises(SettingsError, match="weights entry 'map-t' already holds other weights"):
+        mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)  # best.pt is not the last state
+    mapping.export(tmp_path / "map", "map-u,v1-t,v2-t", weights=weights)  # the same VAEs may be named again
     models = json.loads((weights / "MANIFEST.json").read_text())["models"]
-    assert set(models) == {"map-t", "v1-t", "v2-t"}
+    assert set(models) == {"map-t", "map-u", "v1-t", "v2-t"}
     meta = models["map-t"]["meta"]
     assert meta["vae1"]["sha256"] == models["v1-t"]["sha256"] and meta["config"]["lambda_latent"] == 60.0
     assert models["v2-t"]["meta"]["config"]["which"] == "vae2"
@@ -133,11 +135,11 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
         v = summary["variants"]
         assert v["full_tone_oracle"]["psnr_rgb"] >= v["full"]["psnr_rgb"] - 1e-3  # a least-squares fit never loses
         assert summary["mask"].startswith("ground truth") and summary["cost"]["params_total"] > 0
-        assert registry.get("map-t").meta["evaluation"]["gains"] == summary["gains"]
+        assert "evaluation" not in registry.get("map-t").meta  # a 2-crop evaluation is not recorded
         assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "samples.png").is_file()
         # a VAE re-published on its own no longer matches the mapping: refused, not silently wrong
         other = build("vae", latent=8, width=16, half_width=8, blocks=1)
-        export_weights(other.state_dict(), "v2-t", "vae", models["v2-t"]["arch_kwargs"], {}, weights)
+        export_weights(other.state_dict(), "v2-t", "vae", models["v2-t"]["arch_kwargs"], {}, weights, replace=True)
         with pytest.raises(WeightsError, match="trained with vae2"):
             Restorer.from_registry("v1-t", "map-t", "v2-t")
     finally:
@@ -227,3 +229,33 @@ def test_mapping_threshold_sweeps_refuse_the_two_scale_detector():
         EvalConfig(detect_scales=3)
     with pytest.raises(ValueError, match="with detect_scales 1 set record to false"):
         EvalConfig(detect_scales=1, record=True)  # the recorded numbers are the restoring default's
+
+
+def test_export_refuses_to_replace_other_vae_weights_before_writing_anything(vae_runs, tmp_path):
+    cfg = mapping.Config(**{**MAP_TINY, "buffer": 0, "val_every": 1}, corpus=str(vae_runs / "corpus"),
+                         out=str(tmp_path / "map"),
+                         steps=1, vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"))
+    mapping.run(cfg, lambda m: None)
+    weights = tmp_path / "weights"
+    other = build("vae", latent=8, width=16, half_width=8, blocks=1)
+    export_weights(other.state_dict(), "vae1-v1", "vae", {"latent": 8, "width": 16, "half_width": 8, "blocks": 1},
+                   {}, weights)  # as if shipped with another mapping
+    before = (weights / "MANIFEST.json").read_text()
+    with pytest.raises(SettingsError, match="'vae1-v1' already holds other weights.*--as mapping-v9,vae1-v9,vae2-v9"):
+        mapping.export(tmp_path / "map", "map-d", weights=weights)  # the default VAE names
+    assert (weights / "MANIFEST.json").read_text() == before and sorted(p.name for p in weights.glob("*.pt")) == [
+        "vae1-v1.pt"]
+    with pytest.raises(SettingsError, match="MAPPING or MAPPING,VAE1,VAE2"):
+        mapping.export(tmp_path / "map", "map-d,v1-d", weights=weights)
+    mapping.export(tmp_path / "map", "map-d,v1-d,v2-d", weights=weights)
+    models = json.loads((weights / "MANIFEST.json").read_text())["models"]
+    assert set(models) == {"vae1-v1", "map-d", "v1-d", "v2-d"} and models["map-d"]["meta"]["vae1"]["name"] == "v1-d"
+    with pytest.raises(SettingsError, match=r"not a mapping run \(its config has no vae1, vae2, blocks_pre\)"):
+        mapping.export(vae_runs / "vae1", "map-e,v1-e,v2-e", weights=weights)
+
+
+def test_eval_restore_records_only_on_request_and_only_the_standard_set():
+    assert EvalConfig().record is False  # like eval detector: a tiny evaluation never replaces the recorded one
+    EvalConfig(record=True)  # the standard held-out set
+    with pytest.raises(ValueError, match="needs the standard set: n=2, size=32 differ"):
+        EvalConfig(n=2, size=32, record=True)

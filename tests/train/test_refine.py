@@ -51,7 +51,7 @@ def test_restorer_masks_mix_detector_and_ground_truth(weights):
     assert torch.equal(m[:1], want)
 
 
-def test_run_resume_export_and_restorer(weights, corpus, tmp_path):
+def test_run_resume_export_and_restorer(weights, corpus, tmp_path, monkeypatch):
     cfg = refine.Config(**TINY, corpus=str(corpus), out=str(tmp_path / "run"), steps=2)
     msgs = []
     assert refine.run(cfg, msgs.append)["step"] == 2
@@ -84,15 +84,16 @@ def test_run_resume_export_and_restorer(weights, corpus, tmp_path):
     g = refined(gray, m)
     assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])
 
+    monkeypatch.setattr(EvalConfig, "_check_standard_set", lambda self: None)  # record this tiny set anyway
     summary = evaluate(EvalConfig(n=2, size=32, corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
                                   vae2="v2-t", refiner="ref-t", detector="det-t", threads=1, cost_tile=32,
-                                  cost_batch=2, out=str(tmp_path / "eval")), lambda s: None)
+                                  cost_batch=2, out=str(tmp_path / "eval"), record=True), lambda s: None)
     assert {"full", "no_refiner"} <= set(summary["variants"]) and "refiner" in summary["cost"]["params"]
     assert registry.get("ref-t").meta["evaluation"]["gains"] == summary["gains"]
     assert refined.refiner is ref  # the ablation put it back
 
     # the mapping re-published: the refiner was trained on another one's outputs and is refused
-    export_weights(build("mapping", **SMALL_MAP).state_dict(), "map-t", "mapping", SMALL_MAP, {}, weights)
+    export_weights(build("mapping", **SMALL_MAP).state_dict(), "map-t", "mapping", SMALL_MAP, {}, weights, replace=True)
     registry.entries.cache_clear()
     with pytest.raises(WeightsError, match="trained with mapping"):
         Restorer.from_registry("v1-t", "map-t", "v2-t", refiner="ref-t")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from oldphoto.train.run_files import cosine_lr, time_decay, warmup_linear_lr
 
@@ -32,3 +35,30 @@ def test_time_decay_holds_then_falls_linearly_to_its_floor_when_time_runs_out():
     assert time_decay(0, 300, 0.02) == pytest.approx(0.02) and time_decay(-5, 300, 0.02) == pytest.approx(0.02)
     with pytest.raises(ValueError, match="decay_seconds must be positive"):
         time_decay(10, 0, 0.02)
+
+
+@pytest.mark.parametrize("bad", ["", "../escaped", "a/b", "Detector-V2", "x y", "-v1", "v1-", "a--b"])
+def test_export_refuses_names_that_are_not_plain_entry_names(tmp_path, bad):
+    from oldphoto.errors import SettingsError
+    from oldphoto.train.run_files import export_weights
+
+    model = torch.nn.Conv2d(3, 1, 1)
+    with pytest.raises(SettingsError, match="invalid weights name"):
+        export_weights(model.state_dict(), bad, "blend_gate", {}, {}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_never_replaces_an_entry_with_other_weights(tmp_path):
+    from oldphoto.archs import build
+    from oldphoto.errors import SettingsError
+    from oldphoto.train.run_files import export_weights
+
+    torch.manual_seed(0)
+    first, second = build("blend_gate").state_dict(), build("blend_gate").state_dict()
+    path = export_weights(first, "gate-v1", "blend_gate", {}, {"n": 1}, tmp_path)
+    before = path.read_bytes()
+    export_weights(first, "gate-v1", "blend_gate", {}, {"n": 2}, tmp_path)  # the same weights: fine
+    with pytest.raises(SettingsError, match=r"gate-v1.pt: weights entry 'gate-v1' already holds other weights"):
+        export_weights(second, "gate-v1", "blend_gate", {}, {"n": 3}, tmp_path)
+    assert path.read_bytes() == before
+    assert json.loads((tmp_path / "MANIFEST.json").read_text())["models"]["gate-v1"]["meta"] == {"n": 2}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.errors import WeightsError
-from oldphoto.train import vae
+from oldphoto.train import loop, vae
 
 TINY = dict(latent=8, width=16, half_width=8, blocks=1, disc_width=8, crop=32, batch=2, val_n=2, val_size=32,
             val_every=2, log_every=1, minutes=0, gan_start=1, threads=1, val_fraction=0.3)
@@ -117,3 +119,36 @@ def test_export_registry_round_trip_and_hash_mismatch(tmp_path, corpus, monkeypa
             registry.load("vae2-test")
     finally:
         registry.entries.cache_clear()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_checkpoints_the_step_and_resume_adds_no_duplicate_records(tmp_path, corpus, monkeypatch,
+                                                                               signum):
+    straight = vae.Config(**{**TINY, "which": "vae2", "corpus": str(corpus), "out": str(tmp_path / "a"), "steps": 4})
+    vae.run(straight, lambda m: None)
+    inner, calls = vae.train_step, []
+
+    def stepping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signum)  # during the third step: it completes and is checkpointed
+        return inner(*args, **kwargs)
+    monkeypatch.setattr(vae, "train_step", stepping)
+    cfg = dataclasses.replace(straight, out=str(tmp_path / "b"), ckpt_minutes=100)
+    msgs = []
+    if signum == signal.SIGINT:
+        with pytest.raises(loop.Stopped, match="at step 3"):
+            vae.run(cfg, msgs.append)
+    else:
+        assert vae.run(cfg, msgs.append)["step"] == 3
+    assert any(f"stopped by {signal.Signals(signum).name} at step 3" in m for m in msgs)
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 3
+    monkeypatch.setattr(vae, "train_step", inner)
+    assert vae.run(cfg, msgs.append)["step"] == 4
+    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    vae.run(cfg, msgs.append)  # already finished: nothing is logged again
+    records = vae.JsonlLog(tmp_path / "b" / "log.jsonl").read()
+    assert [r["step"] for r in records if "l1" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "val" in r] == [2, 4]
