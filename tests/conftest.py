@@ -1,4 +1,6 @@
-"""Shared by every test: one torch thread."""
+"""Shared by every test: one torch thread; SIGINT as a terminal delivers it, for the tests that send it."""
+
+import signal
 
 import pytest
 import torch
@@ -11,3 +13,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT handled as Python does by default (KeyboardInterrupt), for tests that send it: a test run started
+    with `nohup ... &` inherits SIGINT ignored, which the code under test rightly keeps ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)

@@ -173,7 +173,7 @@ def random_step(run):
     return step
 
 
-def test_ctrl_c_stops_at_a_step_boundary_and_the_resumed_run_is_the_exact_continuation(tmp_path):
+def test_ctrl_c_stops_at_a_step_boundary_and_the_resumed_run_is_the_exact_continuation(tmp_path, sigint_default):
     straight = make(tmp_path / "a")
     straight.train(lambda s: 0.1, random_step(straight), val_loss(straight), lower)
     run = make(tmp_path / "b")

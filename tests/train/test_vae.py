@@ -123,7 +123,7 @@ def test_export_registry_round_trip_and_hash_mismatch(tmp_path, corpus, monkeypa
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_checkpoints_the_step_and_resume_adds_no_duplicate_records(tmp_path, corpus, monkeypatch,
-                                                                               signum):
+                                                                               signum, sigint_default):
     straight = vae.Config(**{**TINY, "which": "vae2", "corpus": str(corpus), "out": str(tmp_path / "a"), "steps": 4})
     vae.run(straight, lambda m: None)
     inner, calls = vae.train_step, []
