@@ -326,6 +326,9 @@ def _rel_str(rel: Path) -> str:
 @click.option("--tile", type=click.Choice([str(t) for t in TILE_SIZES]), default=str(_DEFAULT_TILE.size),
               show_default=True)
 @click.option("--overlap", type=click.IntRange(min=0), default=_DEFAULT_TILE.overlap, show_default=True)
+@click.option("--edge-margin", type=click.IntRange(min=0), default=_DEFAULT_TILE.edge_margin,
+              show_default=True, help="Mirrored pixels added around each photo before tiling, so no tile edge "
+                   "lies on its border (clean blank borders; the shipped models handle torn edges better without).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=_DEFAULT.format, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Redo every file, replacing existing outputs.")
 @click.option("--jobs", type=click.IntRange(min=1), default=_DEFAULT.jobs, show_default=True,
@@ -358,14 +361,15 @@ def _rel_str(rel: Path) -> str:
                    "[default: 2, 1 with --only-mask].")
 @click.pass_context
 def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: bool, colorize: bool, upscale: str,
-            device: str, batch_size: int, tile: str, overlap: int, fmt: str, overwrite: bool, jobs: int,
-            report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
+            device: str, batch_size: int, tile: str, overlap: int, edge_margin: int, fmt: str, overwrite: bool,
+            jobs: int, report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
             save_mask: bool, scan_blend: str, detect_scales: str | None) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
-                            tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size), format=fmt,
+                            tile=TileConfig(size=int(tile), overlap=overlap, batch_size=batch_size,
+                                            edge_margin=edge_margin), format=fmt,
                             overwrite=overwrite, jobs=jobs, max_pixels=max_pixels, mask_threshold=mask_threshold,
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
                             tone_strength=tone_strength, scope=scope, save_mask=save_mask,

@@ -35,7 +35,7 @@ from .ops import blend as oblend
 from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size, weighted_low_band
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
 from .ops.tone import CurveFit
-from .ops.tiling import RowMerger, edge_margin, grid, mirror_index, padded_size
+from .ops.tiling import RowMerger, grid, mirror_index, padded_size
 from .stages.base import check_output, run_stage, timed
 from .stages.restore import restore_threshold
 
@@ -142,23 +142,23 @@ class TiledPass:
 
     def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
         """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""
-        tile, overlap = self.cfg.tile.size, self.cfg.tile.overlap
+        tile, overlap, margin = self.cfg.tile.size, self.cfg.tile.overlap, self.cfg.tile.edge_margin
         while True:
             try:
-                return self._grid(pixels, out, mask_out, colorize, tile, overlap)
+                return self._grid(pixels, out, mask_out, colorize, tile, overlap, margin)
             except OutOfMemoryAtBatchOne:
                 if tile // 2 < MIN_TILE:
                     raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
                                                "per batch") from None
-                tile, overlap = tile // 2, overlap // 2
+                tile, overlap, margin = tile // 2, overlap // 2, margin // 2
                 self.notes.append(f"out of device memory: tile size reduced to {tile}")
             finally:
                 self.batcher.cancel(self)  # tiles still queued for a failed or stopped grid
 
-    def _grid(self, pixels, out, mask_out, colorize, tile, overlap) -> float | None:
+    def _grid(self, pixels, out, mask_out, colorize, tile, overlap, m) -> float | None:
         h, w, c = pixels.shape
         cfg, models, batcher = self.cfg, self.models, self.batcher
-        m = edge_margin(tile)  # the grid covers the image grown by m mirrored pixels on every side
+        # the grid covers the image grown by m (--edge-margin) mirrored pixels on every side
         ys = grid(padded_size(h + 2 * m, tile), tile, overlap)
         xs = grid(padded_size(w + 2 * m, tile), tile, overlap)
         self.total, self.done = len(ys) * len(xs), 0

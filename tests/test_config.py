@@ -29,6 +29,7 @@ def test_bad_restore_settings_are_refused_with_the_value(kw, message):
     ({"size": 192}, "tile size must be one of"),
     ({"overlap": 129}, "overlap must be in"),
     ({"batch_size": 0}, "batch size must be >= 1"),
+    ({"size": 128, "edge_margin": 33}, r"edge margin must be in \[0, 32\], got 33"),
 ])
 def test_bad_tile_settings_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -96,3 +97,10 @@ def test_settings_that_cannot_change_the_outputs_keep_their_fingerprint():
     assert RestoreConfig(mask_threshold=0.8).output_settings(0.9) != same(0.9)
     assert RestoreConfig(mask_threshold=0.9).output_settings() != same()  # the default unknown: it counts
 
+
+
+def test_edge_margin_counts_in_the_fingerprint_only_when_used():
+    plain = RestoreConfig().output_settings()
+    assert "edge_margin" not in plain["tile"]  # outputs made before the option existed stay current
+    grown = RestoreConfig(tile=TileConfig(edge_margin=16)).output_settings()
+    assert grown["tile"]["edge_margin"] == 16 and grown != plain

@@ -19,7 +19,7 @@ from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.errors import ImageError, OldPhotoError
 from oldphoto.ops.color import rgb_to_lab
 from oldphoto.ops.masks import dilate
-from oldphoto.ops.tiling import edge_margin, merge, split
+from oldphoto.ops.tiling import merge, split
 from oldphoto.passes import even_tone
 from oldphoto.pipeline import Event, Models, output_paths, process_file, resolve_device
 from oldphoto.registry import WeightsEntry
@@ -224,14 +224,15 @@ def test_alpha_kept_untouched_without_upscale(tmp_path):
     np.testing.assert_array_equal(got[..., 3], alpha)
 
 
-def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path):
-    # The streamed, batched, band-by-band result equals split -> net -> merge on the whole image at once, grown by
-    # the mirrored edge margin on every side and cropped back.
+@pytest.mark.parametrize("margin", [0, 16])
+def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path, margin):
+    # The streamed, batched, band-by-band result equals split -> net -> merge on the whole image at once (grown by
+    # the mirrored --edge-margin on every side and cropped back, when one is asked for).
     img = random_image(260, 330, 3, np.uint16, seed=8)
     src = write_tiff(tmp_path / "c.tif", img)
     net = ConvNet(seed=3)
     tile, overlap = 128, 32
-    m = edge_margin(tile)
+    m = margin
     grown = np.pad(img, ((m, m), (m, m), (0, 0)), mode="reflect")
     x = torch.from_numpy(grown.astype(np.float32) / 65535).permute(2, 0, 1)
     tiles, boxes = split(x, tile, overlap)
@@ -239,7 +240,7 @@ def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path):
     ref = np.rint(ref.permute(1, 2, 0).numpy() * 65535).astype(np.int64)
     outs = []
     for batch in (1, 4, 64):
-        t = TileConfig(size=tile, overlap=overlap, batch_size=batch)
+        t = TileConfig(size=tile, overlap=overlap, batch_size=batch, edge_margin=margin)
         res = process_file(src, tmp_path / f"c{batch}", cfg(tile=t, tone="tile"), Models(restorer=net))
         outs.append(read_any(res.outputs[0]).astype(np.int64))
     for got in outs:
@@ -249,7 +250,8 @@ def test_bands_and_batches_give_the_same_output_as_one_merge(tmp_path):
     # with one tone curve per photo (the default), the result is the merge evened out as a whole
     evened = ref.astype(np.uint16)
     even_tone(evened, img, None, 1)
-    res = process_file(src, tmp_path / "c_photo", cfg(tile=TileConfig(tile, overlap, 4)), Models(restorer=net))
+    res = process_file(src, tmp_path / "c_photo", cfg(tile=TileConfig(tile, overlap, 4, edge_margin=margin)),
+                       Models(restorer=net))
     got = read_any(res.outputs[0]).astype(np.int64)
     assert np.abs(got - evened).max() <= 2
     assert np.abs(got - ref).max() > 100  # the pass did change this net's output
@@ -340,9 +342,7 @@ def test_events_count_every_tile(tmp_path):
     process_file(src, tmp_path / "out" / "ev", cfg(), Models(restorer=Identity()), on_event=events.append)
     assert events[0].kind == "file_start" and events[-1].kind == "file_done"
     total = events[0].total
-    # tiles of 128 overlapping >= 32 over the image grown by a 16-px margin on every side: 3 rows for 232 px,
-    # 3 columns for 282 px
-    assert total == 3 * 3
+    assert total == 2 * 3  # tiles of 128 overlapping >= 32: 2 rows for 200 px, 3 columns for 250 px
     tiles = [e.done for e in events if e.kind == "tiles"]
     assert tiles == sorted(tiles) and tiles[-1] == total
     assert events[-1].done == total
@@ -689,8 +689,11 @@ class ZeroPaddedBlur:
 
 
 @pytest.mark.parametrize("h,w", [(300, 300), (200, 130), (40, 500)])
-def test_the_images_own_edges_are_not_tile_edges(tmp_path, h, w):
+def test_with_an_edge_margin_the_images_own_edges_are_not_tile_edges(tmp_path, h, w):
     flat = np.full((h, w, 3), 200, np.uint8)  # a blank page: any edge artefact shows
     src = write_png(tmp_path / "page.png", flat)
-    res = process_file(src, tmp_path / "page_out", cfg(tone="tile"), Models(restorer=ZeroPaddedBlur()))
+    margin = TileConfig(size=128, overlap=32, batch_size=3, edge_margin=16)
+    res = process_file(src, tmp_path / "page_out", cfg(tone="tile", tile=margin), Models(restorer=ZeroPaddedBlur()))
     np.testing.assert_array_equal(read_any(res.outputs[0]), flat)
+    res = process_file(src, tmp_path / "page_plain", cfg(tone="tile"), Models(restorer=ZeroPaddedBlur()))
+    assert (read_any(res.outputs[0])[0] < 200).all()  # without: the top row is a tile edge, zero-padded

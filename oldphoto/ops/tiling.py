@@ -5,9 +5,9 @@ Pure and stateless except `RowMerger`, which streams the same blend row of tiles
 Geometry: tiles are T x T in input pixels; the tile starts along each axis come from `grid`, evenly spread
 so that neighbours share at least `overlap` pixels and the last tile ends flush with the image. Images
 smaller than a tile are padded at the bottom/right (mirror, or replicate when one pixel wide) to T and the
-result is cropped back. The pipeline's streaming merge (RowMerger with a margin) tiles the image grown by a
-mirrored margin on every side instead, so that no tile edge falls on the image's own border. A stage may
-change the resolution by an integer `scale`: its output tiles are sT x sT and land at (s*y, s*x).
+result is cropped back. With `--edge-margin` the pipeline's streaming merge (RowMerger with a margin) tiles the
+image grown by a mirrored margin on every side instead, so that no tile edge falls on the image's own border. A
+stage may change the resolution by an integer `scale`: its output tiles are sT x sT and land at (s*y, s*x).
 
 Blending: each tile has a separable weight wy(y) * wx(x). Along an axis the weight is 1 except over the
 pixels shared with a neighbour, where it follows a raised-cosine ramp (sin^2 going in, cos^2 going out), so
@@ -23,7 +23,6 @@ import math
 import numpy as np
 import torch
 
-EDGE_MARGIN = 16  # see edge_margin
 
 
 def grid(size: int, tile: int, overlap: int) -> list[int]:
@@ -64,13 +63,6 @@ def mirror_index(size: int, length: int, start: int = 0) -> np.ndarray:
     period = 2 * (size - 1)
     i = np.abs(np.arange(start, start + length)) % period
     return np.where(i < size, i, period - i).astype(np.int64)
-
-
-def edge_margin(tile: int) -> int:
-    """Pixels of mirrored image the tile grid adds around every side of an image (RowMerger's margin): the
-    networks pad their convolutions with zeros, which would otherwise darken or tint the image's own outermost
-    pixels, where a tile edge lies with weight 1 (between tiles the feathering hides it)."""
-    return min(EDGE_MARGIN, tile // 4)
 
 
 def _ramp(width: int) -> np.ndarray:
@@ -185,7 +177,7 @@ class RowMerger:
 
     width, height: the input image's size (height is needed to know where the tile rows start);
     channels: C of the tiles; scale: output tiles are (scale*tile) px. margin: the tiles cover the image grown by
-    `margin` px on every side (edge_margin; the caller fills it, e.g. mirrored: mirror_index with start=-margin),
+    `margin` px on every side (TileConfig.edge_margin; the caller fills it, mirrored: mirror_index, start=-margin),
     on the grid of starts self.ys / self.xs over that grown image; only the image's own rows and columns are
     returned, as (sH, sW, C).
     """
