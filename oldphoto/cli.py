@@ -244,15 +244,17 @@ def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
 
 
 def _check_report(report: Path, out: Path) -> None:
-    """An explicit --report can be written where asked: a file (not a folder, nor the output folder's state or
-    lock file) under a folder that exists or can be created, and is writable. Checked before any work, so a bad
-    path is a usage error at once rather than a failure after the whole batch."""
+    """An explicit --report can be written where asked: a .json file (not a folder, nor the output folder's state
+    or lock file, nor a scan or an output) under a folder that exists or can be created, and is writable.
+    Checked before any work, so a bad path is a usage error at once rather than a failure after the whole batch."""
     shown = _shown(report)  # an existing folder is refused by click already
     if report.resolve() == out.resolve():
         raise click.UsageError(f"--report {shown} is the output folder; give a file name, e.g. "
                                f"{_shown(report / 'report.json')}")
     if report.resolve() in (out.resolve() / STATE_NAME, out.resolve() / LOCK_NAME):
         raise click.UsageError(f"--report {shown} would replace the output folder's own {report.name}")
+    if report.suffix.lower() != ".json":  # so that a typo never replaces a scan or a restoration with JSON
+        raise click.UsageError(f"--report {shown}: the report is JSON; give a file name ending in .json")
     parent = Path(os.path.abspath(report)).parent
     while not os.path.lexists(parent):  # missing folders are created when the report is written
         parent = parent.parent

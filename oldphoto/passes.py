@@ -44,7 +44,8 @@ BAND_PIXELS = 1 << 20  # pixels per band in the whole-image passes (colorize, ov
 OVERLAY_TINT = (255, 0, 0)  # defects shown in red on the overlay
 OVERLAY_OPACITY = 0.6
 GRAY_SPREAD = 0.02  # an RGB pixel is gray when its channels differ by at most 2% of full scale ...
-GRAY_SHARE = 0.99  # ... and an RGB photo is grayscale when that holds for 99% of its (intact) pixels
+GRAY_SHARE = 0.999  # ... and an RGB photo is grayscale when that holds for 99.9% of its (intact) pixels
+GRAY_MIN_INTACT = 0.5  # a mask leaving less than this share of the photo intact is not trusted: all pixels count
 TONE_SHRINK = 4  # even_tone works out the low band of the tone change at 1/4 of the output size ...
 TONE_SIGMA = 2.0  # ... blurred with this sigma there: 8 px of the input (16 px: same PSNR, wider halos at edges)
 
@@ -440,14 +441,20 @@ def is_near_gray(pixels: np.ndarray, mask: np.ndarray | None = None) -> bool:
     """True when an (H, W, 3) photo's channels are (nearly) equal: a black-and-white print scanned in RGB.
 
     At least GRAY_SHARE of the pixels outside mask (H, W) uint8 (> 0 = defect; None: all pixels) must have their
-    channels within GRAY_SPREAD of full scale of each other.
+    channels within GRAY_SPREAD of full scale of each other; a small coloured detail (a stamp, a hand-tinted
+    area) over 0.1 % of the intact pixels keeps the photo in colour. A mask covering more than half the photo
+    is not trusted (a heavily damaged colour print must not pass as gray on its remainder): all pixels count.
     """
     h, w, _ = pixels.shape
     if mask is not None and mask.shape != (h, w):
         raise ValueError(f"is_near_gray: mask {mask.shape} does not match the photo {pixels.shape}")
     limit = int(GRAY_SPREAD * np.iinfo(pixels.dtype).max)
     rows = max(1, BAND_PIXELS // w)
-    counted = h * w if mask is None else int(np.count_nonzero(mask == 0))
+    if mask is not None:
+        intact = sum(int(np.count_nonzero(mask[a: a + rows] == 0)) for a in range(0, h, rows))
+        if intact < GRAY_MIN_INTACT * h * w:
+            mask = None
+    counted = h * w if mask is None else intact
     allowed = (1.0 - GRAY_SHARE) * counted
     colourful = 0
     for a in range(0, h, rows):

@@ -372,6 +372,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
         try:
             staging.commit()
         except OSError as e:
-            raise ImageError(outputs[0], f"cannot rename the outputs into place: {e.strerror or e}") from e
+            failed = e.filename or outputs[0]
+            raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
     finally:
         staging.discard()  # after a commit nothing is left to remove

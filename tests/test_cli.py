@@ -378,12 +378,15 @@ def test_invalid_report_path_is_a_usage_error_before_any_work(tmp_path, fake):
     afile = put(tmp_path / "afile", b"x")
     for report, message in [(out, "is the output folder; give a file name"),  # a folder once the run has made it
                             (afile / "r.json", "afile is not a folder"),
-                            (out / STATE_NAME, "would replace the output folder's own .oldphoto-state.jsonl")]:
+                            (out / STATE_NAME, "would replace the output folder's own .oldphoto-state.jsonl"),
+                            (src, "give a file name ending in .json"),  # never a master scan
+                            (out / "a.jpg", "give a file name ending in .json")]:
         r = run("restore", src, "--out", out, "--report", report)
         assert r.exit_code == 2 and message in r.output, (report, r.output)
         assert fake.calls == [] and not out.exists()
     r = run("restore", src, "--out", out, "--report", tmp_path / "new" / "deeper" / "r.json")  # created
     assert r.exit_code == 0 and (tmp_path / "new" / "deeper" / "r.json").is_file()
+    assert src.read_bytes() == b"JPEGDATA"
 
 
 def test_report_holds_the_resolved_tone_of_the_scope(tmp_path, fake):

@@ -217,6 +217,15 @@ def test_is_near_gray_counts_only_intact_pixels_when_given_a_mask():
     mask = np.zeros((100, 80), np.uint8)
     mask[10:15, 10:30] = 255
     assert is_near_gray(scan, mask)
+    stamp = scan.copy()
+    stamp[50:53, 50:53] = (60000, 5000, 5000)  # a red stamp on 0.11 % of the intact pixels keeps its colour
+    assert not is_near_gray(stamp, mask)
+    vivid = np.zeros((100, 80, 3), np.uint16)
+    vivid[..., 0] = 60000  # a colour photo masked almost whole: the remainder does not decide
+    almost = np.full((100, 80), 255, np.uint8)
+    almost[:3, :3] = 0
+    vivid[:3, :3] = 30000
+    assert not is_near_gray(vivid, almost)
     colour = scan.copy()
     colour[::2, :, 0] //= 2  # half the pixels clearly coloured: a colour photo, mask or not
     assert not is_near_gray(colour, mask)

@@ -85,6 +85,9 @@ class Staging:
 
     def commit(self) -> None:
         """Rename every staged file into place (renames within a folder, which a full disk does not stop)."""
+        for _, path in self._pending:  # what would stop a rename halfway through the set: checked first
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
         pending, self._pending = self._pending, []
         folders: set[Path] = set()
         try:

@@ -51,9 +51,11 @@ class Metadata:
 def _is_shape_note(text: str) -> bool:
     """tifffile's default ImageDescription, {"shape": [...]} and nothing else: how that file stored its pixels
     (a layout record, wrong for a derivative of another size or layout), not a description of the photo."""
+    if not text.startswith('{"shape"'):
+        return False  # tifffile writes it so; nothing else is parsed (a deeply nested text would exhaust the stack)
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(value, dict) and list(value) == ["shape"]
 

@@ -10,6 +10,7 @@ export(run_dir, name): best checkpoint -> weights/<name>.pt + MANIFEST.json entr
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -248,6 +249,14 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield sample_batch(self.pool, rng, self.cfg)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start: leave Ctrl-C and SIGTERM to the main process. Both also reach the workers when
+    sent to the whole process group (a terminal's Ctrl-C, systemd, `timeout`); the main process stops at a step
+    boundary, checkpoints and shuts the workers down, which a worker dying first would turn into a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def batch_source(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config, start_step: int
                  ) -> Callable[[], Batch]:
     """next batch (images, masks, content edges or None) on the CPU: from cfg.workers processes, or made here
@@ -256,7 +265,7 @@ def batch_source(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config, st
         return lambda: sample_batch(pool, rng, cfg)
     loader = torch.utils.data.DataLoader(BatchStream(pool, cfg, start_step), batch_size=None,
                                          num_workers=cfg.workers, prefetch_factor=4, multiprocessing_context="fork",
-                                         pin_memory=cfg.device.startswith("cuda"))
+                                         pin_memory=cfg.device.startswith("cuda"), worker_init_fn=ignore_stop_signals)
     it = iter(loader)
     return lambda: next(it)
 

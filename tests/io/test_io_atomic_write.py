@@ -131,3 +131,17 @@ def test_discarded_staging_leaves_every_path_as_it_was(tmp_path):
     write(tmp_path / "c.png", gradient(20, 30, 3, np.uint8), None, "PNG", None, staging=staging)
     staging.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"] and a.read_bytes() == b"old a"
+
+
+def test_a_folder_in_the_way_stops_the_set_before_any_rename(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"old a")
+    b.mkdir()
+    staging = atomic.Staging()
+    write(a, gradient(20, 30, 3, np.uint8), None, "PNG", None, staging=staging)
+    write(b, gradient(20, 30, 3, np.uint8), None, "PNG", None, staging=staging)
+    with pytest.raises(IsADirectoryError) as info:
+        staging.commit()
+    assert info.value.filename == str(b) and a.read_bytes() == b"old a"  # nothing was renamed
+    staging.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]

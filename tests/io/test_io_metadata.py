@@ -311,3 +311,10 @@ def test_tifffile_shape_description_is_not_carried_but_a_real_one_is(tmp_path):
         warnings.simplefilter("error")
         with tifffile.TiffFile(out) as tf:
             assert tf.asarray().shape == (40, 60, 3)
+
+
+def test_a_description_that_is_deeply_nested_json_like_text_is_kept(tmp_path):
+    src = tmp_path / "deep.tif"
+    text = '{"shape": ' + "[" * 30000
+    tifffile.imwrite(src, gradient(20, 30, 3, np.uint8), photometric="rgb", description=text, metadata=None)
+    assert read(src, 10**6).meta.tiff_tags[270] == text

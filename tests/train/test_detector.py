@@ -336,3 +336,19 @@ def test_enlarged_scores_the_same_crops_at_a_finer_scan_resolution():
     assert res["f1_tol"] < 0.5  # scored against the masks given, on the crop's own grid
     res = D.enlarged(Edges(), images, masks, threshold=0.5, factor=2, two_scale=True)  # both passes find it
     assert res["f1_tol"] == pytest.approx(1.0)
+
+
+def test_synthesis_workers_leave_stop_signals_to_the_main_process():
+    import multiprocessing
+    import signal
+
+    def child(q):
+        D.ignore_stop_signals(0)
+        q.put((signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN))
+
+    ctx = multiprocessing.get_context("fork")  # as the DataLoader starts them
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    assert q.get(timeout=30) == (True, True)
+    p.join(30)
