@@ -280,6 +280,19 @@ class StepBook:
     def _validate(self, step: int) -> None:
         self.metrics, self.validated_at = self.validation(), step
 
+    def drive(self, one_step: Callable[[], None], go_on: Callable[[], bool], step_now: Callable[[], int],
+              log: Callable[[str], None]) -> dict:
+        """Run one_step() while go_on(), until SIGTERM / Ctrl-C (StopSignals: the step in progress finishes), then
+        finish(); returns the latest metrics, or raises Stopped after the checkpoint when a signal stopped it."""
+        with StopSignals() as stop:
+            while go_on() and stop.signum is None:
+                one_step()
+            if stop.signum is not None:
+                log(f"stopped by {stop.name} at step {step_now()}")
+            metrics = self.finish(step_now(), stopped=stop.signum is not None)
+        stop.raise_if_interrupted(self.out, step_now())
+        return metrics
+
 
 def native_bf16() -> bool:
     """True when this CPU runs bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it)."""

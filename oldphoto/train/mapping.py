@@ -30,7 +30,7 @@ from ..ops.masks import dilate
 from ..stages.detect import Detector
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
-from .loop import StepBook, StopSignals, check_bf16, model_state, read_run_info
+from .loop import StepBook, check_bf16, model_state, read_run_info
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
@@ -332,13 +332,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         elapsed += time.monotonic() - t0
         book.after(step, elapsed, lr, values)
 
-    with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write the checkpoint, stop
-        while step < cfg.steps and (budget == 0 or elapsed < budget) and stop.signum is None:
-            one_step()
-        if stop.signum is not None:
-            log(f"stopped by {stop.name} at step {step}")
-        metrics = book.finish(step, stopped=stop.signum is not None)
-    stop.raise_if_interrupted(out, step)
+    metrics = book.drive(one_step, lambda: step < cfg.steps and (budget == 0 or elapsed < budget), lambda: step, log)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_y": best}
 
 

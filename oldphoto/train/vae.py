@@ -25,7 +25,7 @@ from ..ops.color import luma
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, list_photos, split_corpus, to_gray, validation_set
 from .degrade import DegradeConfig
-from .loop import StepBook, StopSignals, read_run_info
+from .loop import StepBook, read_run_info
 from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import crop_batch, pair_batch, stack_triples
@@ -222,13 +222,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         elapsed += time.monotonic() - t0
         book.after(step, elapsed, lr, values)
 
-    with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write the checkpoint, stop
-        while step < cfg.steps and (budget == 0 or elapsed < budget) and stop.signum is None:
-            one_step()
-        if stop.signum is not None:
-            log(f"stopped by {stop.name} at step {step}")
-        metrics = book.finish(step, stopped=stop.signum is not None)
-    stop.raise_if_interrupted(out, step)
+    metrics = book.drive(one_step, lambda: step < cfg.steps and (budget == 0 or elapsed < budget), lambda: step, log)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_rgb": best}
 
 
