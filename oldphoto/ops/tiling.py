@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 
-
 def grid(size: int, tile: int, overlap: int) -> list[int]:
     """Tile starts along one axis of length `size`: first 0, last `size - tile`, neighbours overlap >= `overlap`.
 

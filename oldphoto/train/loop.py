@@ -120,6 +120,7 @@ class SupervisedRun:
         self.ckpt_path = self.out / "ckpt.pt"
         self.step, self.best, self._wall0 = 0, None, 0.0
         self.history: list[dict] = []
+        self.jlog = JsonlLog(self.out / "log.jsonl")
         self.resumed = self.ckpt_path.is_file()
         if self.resumed:
             ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
@@ -129,7 +130,7 @@ class SupervisedRun:
             set_rng_state(rng, ck["rng"])
             self.step, self.best, self._wall0 = ck["step"], ck["best"], ck["wall"]
             self.history = ck.get("history", [])
-            JsonlLog(self.out / "log.jsonl").keep_through(self.step)  # records of steps done after it (killed)
+            self.jlog.keep_through(self.step)  # records of steps done after it (killed)
             log(f"resumed from {self.ckpt_path} at step {self.step}")
         elif init_from:
             state = model_state(init_from)
@@ -137,7 +138,6 @@ class SupervisedRun:
             log(f"started from {init_from}")
         self.command = " ".join(sys.argv)  # this process's; best.pt may come from an earlier start
         self.history.append({"from_step": self.step, "command": self.command, "config": asdict(cfg)})
-        self.jlog = JsonlLog(self.out / "log.jsonl")
         self._t_start = time.monotonic()
 
     def write_config(self, arch: str, **extra: Any) -> None:
@@ -324,15 +324,20 @@ def read_run_info(run_dir: str | Path, arch: str, needs: tuple[str, ...] = ()) -
     return info
 
 
+def best_checkpoint(run_dir: str | Path) -> Path:
+    """The run folder's best.pt; SettingsError when the run has not written one yet."""
+    path = Path(run_dir) / "best.pt"
+    if not path.is_file():
+        raise SettingsError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
+    return path
+
+
 def load_run_best(run_dir: str | Path, arch: str) -> tuple[torch.nn.Module, dict]:
     """The model in a run folder's best.pt (architecture `arch`, in eval mode) and the checkpoint itself."""
     from ..archs import build
 
     read_run_info(run_dir, arch)
-    path = Path(run_dir) / "best.pt"
-    if not path.is_file():
-        raise SettingsError(f"{path}: no best checkpoint yet (the run validates every val_every steps)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = torch.load(best_checkpoint(run_dir), map_location="cpu", weights_only=True)
     model = build(arch, **ck["arch_kwargs"])
     model.load_state_dict(ck["model"])
     return model.eval(), ck
@@ -413,10 +418,7 @@ def export_best(run_dir: str | Path, name: str, arch: str, extra: Callable[[dict
     run_dir = Path(run_dir)
     info = read_run_info(run_dir, arch)
     if best is None:  # else a checkpoint in best.pt's layout, e.g. last_as_best(run_dir)
-        if not (run_dir / "best.pt").is_file():
-            raise SettingsError(f"{run_dir / 'best.pt'}: no best checkpoint yet (the run validates every "
-                                f"val_every steps)")
-        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        best = torch.load(best_checkpoint(run_dir), map_location="cpu", weights_only=True)
     ckpt = run_dir / "ckpt.pt"
     steps_trained = torch.load(ckpt, map_location="cpu", weights_only=True)["step"] if ckpt.is_file() else best["step"]
     meta = {

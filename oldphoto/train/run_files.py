@@ -121,17 +121,16 @@ def export_weights(state_dict: dict[str, torch.Tensor], name: str, arch: str, ar
     model.load_state_dict(state_dict, strict=True)
     folder = Path(weights) if weights is not None else registry.weights_dir()
     data = _serialized(state_dict)
+    digest = hashlib.sha256(data).hexdigest()  # of the bytes written to the file below
     path = folder / f"{name}.pt"
     with _manifest_lock(folder):
-        manifest_path = folder / "MANIFEST.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+        manifest = _manifest(folder)
         if not replace:
-            _check_unchanged(folder, manifest, name, hashlib.sha256(data).hexdigest())
+            _check_unchanged(folder, manifest, name, digest)
         atomic_write_bytes(path, lambda f: f.write(data))
         manifest.setdefault("models", {})[name] = {
-            "arch": arch, "arch_kwargs": arch_kwargs, "file": path.name, "sha256": registry.sha256_file(path),
-            "meta": meta}
-        atomic_write_json(manifest_path, manifest)
+            "arch": arch, "arch_kwargs": arch_kwargs, "file": path.name, "sha256": digest, "meta": meta}
+        atomic_write_json(folder / "MANIFEST.json", manifest)
     registry.entries.cache_clear()
     return path
 
@@ -143,9 +142,13 @@ def check_publishable(name: str, state_dict: dict[str, torch.Tensor], weights: P
     `hint` is added to the message."""
     registry.check_name(name)
     folder = Path(weights) if weights is not None else registry.weights_dir()
-    manifest_path = folder / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
-    _check_unchanged(folder, manifest, name, hashlib.sha256(_serialized(state_dict)).hexdigest(), hint)
+    _check_unchanged(folder, _manifest(folder), name, hashlib.sha256(_serialized(state_dict)).hexdigest(), hint)
+
+
+def _manifest(folder: Path) -> dict:
+    """folder/MANIFEST.json as a dict ({"models": {}} when there is none yet)."""
+    path = folder / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.is_file() else {"models": {}}
 
 
 def _serialized(state_dict: dict[str, torch.Tensor]) -> bytes:

@@ -9,7 +9,6 @@ discriminator is not built at all and X is the only domain (synthetic, from degr
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
