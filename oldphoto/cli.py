@@ -531,13 +531,14 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
     the model work of another; results are recorded in the main thread as files finish."""
 
     batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
+    gate = pipeline.CommitGate()  # closed before returning: no worker puts outputs in place after that
 
     def work(job: _Job):
         # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
         sid = SourceId.of(job.found.src, with_hash=True)
         outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
                                         on_event=display.event, should_stop=stop, source_sha256=sid.sha256,
-                                        batcher=batcher)
+                                        batcher=batcher, commit_gate=gate)
         return sid, outcome
 
     pending = list(jobs)
@@ -554,10 +555,19 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
             for fut in finished:
                 _collect(fut, running.pop(fut), out, fp, state, report, display)
     except KeyboardInterrupt:
-        for job in running.values():
-            report.results[job.index].status = "interrupted"
+        # Second Ctrl-C: stop waiting for the files in flight. Once the gate is closed none of them can put
+        # outputs in place; those that already did are recorded (their calls only report back after the
+        # commit), the rest stay "interrupted".
+        gate.close()
+        for fut, job in running.items():
+            if gate.passed(job.found.src):
+                wait([fut])
+                _collect(fut, job, out, fp, state, report, display)
+            else:
+                report.results[job.index].status = "interrupted"
         raise
     finally:
+        gate.close()
         pool.shutdown(wait=False, cancel_futures=True)
         report.batches = batcher.stats()
 

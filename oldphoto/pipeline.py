@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,8 +43,8 @@ from .stages.detect import Detector, TwoScaleDetector
 from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
-__all__ = ["Models", "Event", "FileOutcome", "resolve_device", "load_models", "new_batcher", "output_paths",
-           "process_file", "WEIGHT_NAMES"]
+__all__ = ["Models", "Event", "FileOutcome", "CommitGate", "resolve_device", "load_models", "new_batcher",
+           "output_paths", "process_file", "WEIGHT_NAMES"]
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
@@ -193,12 +195,14 @@ def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Pa
 def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                  on_event: Callable[[Event], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None,
-                 batcher: TileBatcher | None = None) -> FileOutcome:
+                 batcher: TileBatcher | None = None, commit_gate: CommitGate | None = None) -> FileOutcome:
     """Restore one photo (or write its defect mask with cfg.only_mask) and write the outputs atomically.
 
     source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
     batcher: a TileBatcher over the same `models` shared by the photos processed concurrently (see
     new_batcher), so their tiles share device batches; None gives this photo its own.
+    commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go
+    of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised.
 
     Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
     true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
@@ -241,7 +245,8 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
         with timed(seconds, "write", cpu):
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
-                                 (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes)
+                                 (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
+                       commit_gate)
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -258,11 +263,39 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             items = [(out, alpha, output_format(suffix, cfg), meta)]
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
-            _write_all(outputs, items, src, cfg, source_sha256, models, notes)
+            _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate)
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths)
+
+
+class CommitGate:
+    """Lets outputs into place only while it is open. close() waits for a commit in progress, then turns every later
+    one away (KeyboardInterrupt, as for a stop request): a run that stops while files are still in flight closes it
+    before it records its state and releases the output folder, so nothing lands there unrecorded afterwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = True
+        self._passed: set[str] = set()  # sources whose outputs were put in place
+
+    @contextmanager
+    def entry(self, src: str | Path) -> Iterator[None]:
+        with self._lock:
+            if not self._open:
+                raise KeyboardInterrupt("the run has let go of the output folder")
+            yield
+            self._passed.add(str(src))
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+
+    def passed(self, src: str | Path) -> bool:
+        """Whether `src`'s outputs went through (so they are in place even if its call has not returned yet)."""
+        with self._lock:
+            return str(src) in self._passed
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -346,7 +379,7 @@ def _mask_meta(meta):
 
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
-               notes: list[str]) -> None:
+               notes: list[str], gate: CommitGate | None = None) -> None:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
@@ -370,7 +403,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 raise ImageError(path, f"{path}: {e.reason}") from e
             notes.extend(str(n) for n in result or [] if str(n) not in notes)
         try:
-            staging.commit()
+            with gate.entry(src) if gate is not None else nullcontext():
+                staging.commit()
         except OSError as e:
             failed = e.filename or outputs[0]
             raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e

@@ -2,6 +2,7 @@
 that writes recognisable bytes; the end-to-end tests at the bottom run the real pipeline and io on real
 image files with stand-in models (identity restorer, a bright-pixel detector)."""
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,10 +41,11 @@ class FakePipeline:
     def __init__(self):
         self.calls: list[Path] = []
         self.before_write = None  # hook(src, should_stop) run before the outputs are written
+        self.after_write = None  # the same, after they are in place
         self.lock = threading.Lock()
 
     def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
-                     batcher=None):
+                     batcher=None, commit_gate=None):
         with self.lock:
             self.calls.append(Path(src))
         data = Path(src).read_bytes()
@@ -54,9 +56,12 @@ class FakePipeline:
         if self.before_write is not None:
             self.before_write(Path(src), should_stop)
         outputs = pipeline.output_paths(out_base, Path(src).suffix, cfg)
-        for o in outputs:
-            o.parent.mkdir(parents=True, exist_ok=True)
-            o.write_bytes(b"restored:" + data)
+        with commit_gate.entry(src) if commit_gate is not None else contextlib.nullcontext():
+            for o in outputs:
+                o.parent.mkdir(parents=True, exist_ok=True)
+                o.write_bytes(b"restored:" + data)
+        if self.after_write is not None:
+            self.after_write(Path(src), should_stop)
         on_event(pipeline.Event("tiles", src, 2, 2))
         on_event(pipeline.Event("file_done", src, 2, 2))
         return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"])
@@ -545,6 +550,71 @@ def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, f
     fake.calls.clear()
     assert run("restore", root, "--out", out).exit_code == 0
     assert sorted(p.name for p in fake.calls) == ["b.PNG", "c.tif"]
+
+
+def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake):
+    """A file still in flight when a second Ctrl-C ends the run must not put its outputs in place afterwards,
+    unrecorded, in a folder whose lock is released (the gate turns it away); the next run redoes it."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    run_over, attempted = threading.Event(), threading.Event()
+    outcome: list[BaseException] = []
+    real = fake.process_file
+
+    def process_file(src, *a, **kw):
+        try:
+            return real(src, *a, **kw)
+        except BaseException as e:
+            outcome.append(e)
+            raise
+        finally:
+            if Path(src).name == "b.PNG":
+                attempted.set()
+
+    def press_twice_then_finish(src, should_stop):
+        if src.name == "b.PNG":
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)  # two signals pending at once would count as one press
+            os.kill(os.getpid(), signal.SIGINT)
+            run_over.wait(10)  # this file's work goes on after the run has ended
+
+    fake.before_write = press_twice_then_finish
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "process_file", process_file)
+        r = run("restore", root, "--out", out, "--jobs", 1)
+    run_over.set()
+    assert attempted.wait(10)
+    assert r.exit_code == 130, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "interrupted", "pending"]
+    assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])
+    assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt)
+    fake.before_write = None
+    fake.calls.clear()
+    assert run("restore", root, "--out", out).exit_code == 0
+    assert sorted(p.name for p in fake.calls) == ["b.PNG", "c.tif"]
+
+
+def test_second_ctrl_c_records_a_file_whose_outputs_are_already_in_place(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+
+    def press_twice(src, should_stop):
+        if src.name == "b.PNG":
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)  # the run ends while this call still has to report back
+
+    fake.after_write = press_twice
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    assert r.exit_code == 130, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "done", "pending"]
+    fake.after_write = None
+    fake.calls.clear()
+    assert run("restore", root, "--out", out).exit_code == 0
+    assert [p.name for p in fake.calls] == ["c.tif"]  # b was recorded, not left for a conflict
 
 
 def test_jobs_keep_several_files_in_flight(tmp_path, fake):

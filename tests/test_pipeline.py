@@ -277,6 +277,21 @@ def test_should_stop_abandons_without_output(tmp_path):
     assert files_in(out_dir) == []
 
 
+@pytest.mark.parametrize("only_mask", [False, True])
+def test_closed_commit_gate_discards_the_outputs(tmp_path, only_mask):
+    src = write_tiff(tmp_path / "g.tif", random_image(60, 40, 3, np.uint8, seed=4))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    models = Models(detector=BrightDetector()) if only_mask else Models(restorer=Identity())
+    gate = pipeline.CommitGate()
+    done = process_file(src, out_dir / "open", cfg(only_mask=only_mask), models, commit_gate=gate)
+    assert gate.passed(src) and all(p.exists() for p in done.outputs)
+    gate.close()
+    with pytest.raises(KeyboardInterrupt):
+        process_file(src, out_dir / "closed", cfg(only_mask=only_mask), models, commit_gate=gate)
+    assert files_in(out_dir) == sorted(p.name for p in done.outputs)  # nothing of the second call, no temp
+
+
 def test_stage_error_propagates_and_leaves_nothing(tmp_path):
     src = write_tiff(tmp_path / "e.tif", random_image(50, 50, 3, np.uint8))
     (tmp_path / "out").mkdir()

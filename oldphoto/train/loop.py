@@ -37,7 +37,8 @@ class Stopped(KeyboardInterrupt):
 class StopSignals:
     """While entered (main thread only), SIGTERM and SIGINT only record `signum`, so that a training loop can finish
     its step, write its checkpoint and return; the previous handlers come back on exit. A SIGINT that the process
-    ignores (`nohup ... &`) stays ignored."""
+    ignores (`nohup ... &`) stays ignored. A second Ctrl-C raises KeyboardInterrupt at once (the run resumes from
+    its last checkpoint), as a user who presses it again does not want to wait for the step."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -58,6 +59,9 @@ class StopSignals:
         self._before.clear()
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt("Ctrl-C pressed again: quit inside the step; the same command resumes from the "
+                                    "last checkpoint")
         self.signum = signum
 
     @property

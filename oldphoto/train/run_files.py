@@ -64,16 +64,25 @@ class JsonlLog:
             f.write(json.dumps({"time": round(time.time(), 1), **record}) + "\n")
 
     def read(self) -> list[dict]:
+        """The records; a last line cut short (the process was killed while appending it) is left out."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        text = self.path.read_text()
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines and not text.endswith("\n"):
+            try:
+                json.loads(lines[-1])
+            except json.JSONDecodeError:
+                lines.pop()
+        return [json.loads(line) for line in lines]
 
     def keep_through(self, step: int) -> None:
         """Drop the records of steps after `step` (written after the checkpoint a resumed run restarts from, by a
         process killed before it could write a later one), so that they are not in the log twice."""
         records = self.read()
         kept = [r for r in records if r.get("step", 0) <= step]
-        if len(kept) < len(records):
+        torn = self.path.is_file() and not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
+        if len(kept) < len(records) or torn:  # a torn line would glue onto the next record
             atomic_write_bytes(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
 

@@ -194,6 +194,37 @@ def test_ctrl_c_stops_at_a_step_boundary_and_the_resumed_run_is_the_exact_contin
     assert [r["step"] for r in again.jlog.read() if "val" not in r] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_second_ctrl_c_stops_inside_the_step_and_the_run_resumes_from_its_checkpoint(tmp_path, sigint_default):
+    run = make(tmp_path, Cfg(steps=100))
+    inner = random_step(run)
+    reached = []
+
+    def step():
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # pressed again: no waiting for the end of the step
+            reached.append(1)
+        return inner()
+    with pytest.raises(KeyboardInterrupt):
+        run.train(lambda s: 0.1, step, val_loss(run), lower)
+    assert reached == [] and signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    assert make(tmp_path, Cfg(steps=100)).step == 2  # its last checkpoint (with the validation at step 2)
+
+
+def test_a_log_line_cut_short_is_dropped_and_not_glued_to_the_next(tmp_path):
+    jlog = JsonlLog(tmp_path / "log.jsonl")
+    jlog.write({"step": 1, "loss": 1.0})
+    with open(jlog.path, "a") as f:
+        f.write('{"step": 2, "lo')  # the process was killed while appending
+    assert [r["step"] for r in jlog.read()] == [1]
+    jlog.keep_through(5)
+    jlog.write({"step": 2, "loss": 2.0})
+    assert [r["step"] for r in jlog.read()] == [1, 2]
+    jlog.path.write_text('{"step": 1}\n{"broken\n{"step": 3}\n')
+    with pytest.raises(json.JSONDecodeError):
+        jlog.read()  # damage inside the log is not hidden
+
+
 def test_resume_with_another_architecture_is_a_one_line_settings_error(tmp_path):
     run = make(tmp_path)
     run.train(lambda s: 0.1, regression_step(run), val_loss(run), lower)
