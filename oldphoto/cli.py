@@ -24,7 +24,7 @@ import typing
 import unicodedata
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 from rich.console import Console
@@ -299,6 +299,7 @@ class _StopFlag:
 class _Job:
     index: int  # position in the report
     found: Found
+    known: SourceId | None = None  # the source as planning read it (its sha256 when planning had to hash it)
 
 
 def _short(e: BaseException) -> str:
@@ -409,7 +410,13 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         raise RunError(str(e)) from None
     report.device = str(dev)
     report.models = models.describe()
-    report.fingerprint = fp = fingerprint(cfg.output_settings(pipeline.default_threshold(cfg, models)), report.models)
+    threshold = pipeline.default_threshold(cfg, models)
+    report.fingerprint = fingerprint(cfg.output_settings(threshold), report.models)
+
+    def fp(src: Path) -> str:
+        """The fingerprint recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality."""
+        return fingerprint(cfg.output_settings(threshold, pipeline.planned_format(src.suffix, cfg)), report.models)
+
     stop = _StopFlag(display)
     state: RunState | None = None
     try:
@@ -459,7 +466,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     return 1 if any(r.status == "failed" for r in report.results) else 0
 
 
-def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, report: Report,
+def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
           display: QuietDisplay, pipeline: types.ModuleType, stop: _StopFlag) -> list[_Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
     settled here, before any model runs. After a stop request the remaining files are left "pending"."""
@@ -481,7 +488,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
-                decision = state.decide(rel, found.src, fp)
+                decision = state.decide(rel, found.src, fp(found.src))
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 if decision.action == "run":
@@ -502,7 +509,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: str, state: RunState, repor
         else:
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
-            jobs.append(_Job(len(report.results) - 1, found))
+            jobs.append(_Job(len(report.results) - 1, found, decision.source))
     for problem in disc.problems:
         report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
                                          error=problem.reason))
@@ -525,8 +532,8 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
     result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
 
 
-def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, state: RunState, report: Report,
-             display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType) -> None:
+def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], models, state: RunState,
+             report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType) -> None:
     """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
     the model work of another; results are recorded in the main thread as files finish."""
 
@@ -534,8 +541,10 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
     gate = pipeline.CommitGate()  # closed before returning: no worker puts outputs in place after that
 
     def work(job: _Job):
-        # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
-        sid = SourceId.of(job.found.src, with_hash=True)
+        sid = job.known
+        if sid is None or sid.sha256 is None or SourceId.of(job.found.src) != dataclasses.replace(sid, sha256=None):
+            # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
+            sid = SourceId.of(job.found.src, with_hash=True)
         outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
                                         on_event=display.event, should_stop=stop, source_sha256=sid.sha256,
                                         batcher=batcher, commit_gate=gate)
@@ -572,7 +581,7 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: str, models, s
         report.batches = batcher.stats()
 
 
-def _collect(fut: Future, job: _Job, out: Path, fp: str, state: RunState, report: Report,
+def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state: RunState, report: Report,
              display: QuietDisplay) -> None:
     result = report.results[job.index]
     src = job.found.src
@@ -597,7 +606,7 @@ def _collect(fut: Future, job: _Job, out: Path, fp: str, state: RunState, report
     result.notes.extend(outcome.notes)
     result.sha256 = sid.sha256
     state.record(result.relative, Record(
-        source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp,
+        source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp(src),
         outputs=state.outputs_record(outcome.outputs), width=outcome.width, height=outcome.height,
         megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso()))
     display.file_done(result)

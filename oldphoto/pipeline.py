@@ -44,7 +44,7 @@ from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
 __all__ = ["Models", "Event", "FileOutcome", "CommitGate", "resolve_device", "load_models", "new_batcher",
-           "output_paths", "process_file", "WEIGHT_NAMES"]
+           "output_paths", "planned_format", "process_file", "WEIGHT_NAMES"]
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
@@ -173,6 +173,12 @@ def output_format(src_format: str, cfg: RestoreConfig) -> str:
     if fmt not in _SUFFIX:
         raise ValueError(f"unknown image format {src_format!r}; expected one of {sorted(_SUFFIX)} or their suffixes")
     return fmt
+
+
+def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
+    """The format the restored photo of a source named *src_suffix will be written in (process_file follows the
+    name), None for a suffix that is not an image's."""
+    return _CFG_FORMAT[cfg.format] if cfg.format != "keep" else _FORMAT_OF_SUFFIX.get(src_suffix.lower())
 
 
 def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Path]:
@@ -386,7 +392,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     Each output carries an XMP history entry: settings, models (names + weight sha256), source name + sha256.
     """
     software = f"oldphoto {__version__}"
-    settings, described = cfg.output_settings(), models.describe()
+    settings, described = cfg.output_settings(written_format=items[0][2]), models.describe()
     staging = oio.Staging()
     try:
         for path, (pixels, alpha, fmt, meta) in zip(outputs, items):

@@ -43,7 +43,8 @@ class Report:
     started: str  # ISO 8601
     finished: str | None = None
     wall_seconds: float = 0.0
-    fingerprint: str | None = None  # of the output settings + models, as kept in the state file
+    fingerprint: str | None = None  # of the output settings + models, as kept in the state file (for a PNG or TIFF
+    #                                 output, whose bytes --jpeg-quality cannot change, without jpeg_quality)
     models: dict = field(default_factory=dict)  # {stage: {"name", "sha256"}}
     device: str | None = None
     interrupted: bool = False

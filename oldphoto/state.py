@@ -93,6 +93,7 @@ class Decision:
     action: str  # "skip" | "run" | "conflict"
     reason: str  # e.g. "up to date", "new", "settings changed", "source changed", "output missing: a.png"
     refreshed: Record | None = None  # for a skip after a hash check: the record with the new mtime
+    source: SourceId | None = None  # the source as read for that check (with its sha256), so it is not read twice
 
 
 def now_iso() -> str:
@@ -212,14 +213,15 @@ class RunState:
         if (now.size, now.mtime_ns) != (rec.size, rec.mtime_ns) or not same_path:
             # Size equal but mtime moved (a copy, a touch), or another file under the same relative path (which may
             # well have the same size and mtime, e.g. a copy made with `cp -p`): the content decides, read once.
-            same_content = now.size == rec.size and rec.sha256 is not None and read_source_sha256(src) == rec.sha256
-            if not same_content:
+            if now.size == rec.size and rec.sha256 is not None:
+                now = replace(now, sha256=read_source_sha256(src))
+            if now.sha256 is None or now.sha256 != rec.sha256:
                 if not same_path:
                     return Decision("conflict", f"the existing outputs were made from another file, {rec.source}")
-                return Decision("run", "source changed")
+                return Decision("run", "source changed", source=now)
             refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
         if rec.fingerprint != fp:
-            return Decision("run", "settings changed")
+            return Decision("run", "settings changed", source=now)
         for o in rec.outputs:
             p = self.out_dir / o.path
             if not p.is_file():

@@ -271,10 +271,29 @@ def test_rerun_skips_then_redoes_what_changed(tmp_path, fake):
 
     fake.calls.clear()
     assert run("restore", root, "--out", out, "--jpeg-quality", "80").exit_code == 0
+    assert [p.name for p in fake.calls] == ["a.jpg"]  # the PNG and TIFF outputs do not depend on it
+    fake.calls.clear()
+    assert run("restore", root, "--out", out, "--jpeg-quality", "80", "--mask-dilate", "5").exit_code == 0
     assert len(fake.calls) == 3  # settings changed: everything redone
     fake.calls.clear()
-    assert run("restore", root, "--out", out, "--jpeg-quality", "80", "--jobs", "1", "--device", "cpu").exit_code == 0
+    again = ("--jpeg-quality", "80", "--mask-dilate", "5", "--jobs", "1", "--device", "cpu")
+    assert run("restore", root, "--out", out, *again).exit_code == 0
     assert fake.calls == []  # jobs and device do not change pixels
+
+
+def test_a_source_hashed_while_planning_is_not_read_again_for_its_checksum(tmp_path, fake, monkeypatch):
+    import oldphoto.state as state_module
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    os.utime(root / "a.jpg", ns=(1, 1))  # touched: planning must read it to know it is the same photo
+    hashed: list[str] = []
+    real = state_module.read_source_sha256
+    monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    fake.calls.clear()
+    assert run("restore", root, "--out", out, "--mask-dilate", "5").exit_code == 0
+    assert len(fake.calls) == 3 and hashed.count("a.jpg") == 1  # once while planning, not again in the worker
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["a.jpg"]["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
 
 
 def test_overwrite_redoes_everything(tmp_path, fake):

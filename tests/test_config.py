@@ -83,12 +83,18 @@ def test_scan_blend_applies_only_where_it_can_and_off_keeps_earlier_outputs_curr
 
 def test_settings_that_cannot_change_the_outputs_keep_their_fingerprint():
     same = RestoreConfig().output_settings
+    only_default = RestoreConfig(only_mask=True).output_settings(None, "PNG")
     # jpeg quality shapes JPEG (and WebP) outputs and the --only-mask overlay, not a PNG or TIFF restoration
     for fmt in ("png", "tiff"):
         png_or_tiff = RestoreConfig(format=fmt).output_settings()
         assert RestoreConfig(format=fmt, jpeg_quality=80).output_settings() == png_or_tiff, fmt
     for kw in ({"format": "jpeg"}, {"format": "keep"}, {"only_mask": True}):
         assert RestoreConfig(**kw, jpeg_quality=80).output_settings() != RestoreConfig(**kw).output_settings(), kw
+    # --format keep: one photo's output format decides
+    for written, differ in (("PNG", False), ("TIFF", False), ("JPEG", True), ("WEBP", True), (None, True)):
+        q80 = RestoreConfig(jpeg_quality=80).output_settings(None, written)
+        assert (q80 != RestoreConfig().output_settings(None, written)) is differ, written
+    assert RestoreConfig(only_mask=True, jpeg_quality=80).output_settings(None, "PNG") != only_default  # overlay
     # --only-mask always writes NAME.mask.png + NAME.overlay.jpg
     only = RestoreConfig(only_mask=True).output_settings()
     assert RestoreConfig(only_mask=True, format="png").output_settings() == only
