@@ -18,6 +18,11 @@ class ImageError(OldPhotoError):
         super().__init__(f"{self.path}: {self.reason}")
 
 
+class XmpError(ImageError):
+    """A source's XMP packet cannot be parsed (not well-formed, a DTD, another root): its derivatives carry it
+    unchanged instead of a packet with their provenance added."""
+
+
 class WeightsError(OldPhotoError):
     """A model file is missing, corrupt or does not match its manifest."""
 

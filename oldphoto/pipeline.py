@@ -26,7 +26,7 @@ from . import __version__
 from . import io as oio
 from .batching import TileBatcher
 from .config import RestoreConfig
-from .errors import ImageError, OldPhotoError
+from .errors import ImageError, OldPhotoError, XmpError
 from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
 from .stages.base import (
     ColorizerStage,
@@ -400,8 +400,14 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ImageError(path, f"cannot create the output folder: {e.strerror or e}") from e
-            xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
-                                     software=software, action="derived", parameters=settings, models=described)
+            try:
+                xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
+                                         software=software, action="derived", parameters=settings, models=described)
+            except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
+                xmp = meta.xmp
+                note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"
+                if note not in notes:
+                    notes.append(note)
             try:
                 result = oio.write(path, pixels, alpha, fmt, meta, jpeg_quality=cfg.jpeg_quality,
                                    software=software, provenance_xmp=xmp, staging=staging)

@@ -475,6 +475,21 @@ def test_never_overwrites_its_own_input(tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.parametrize("packet", [b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF>unclosed",
+                                    b"<!DOCTYPE x [<!ENTITY a 'b'>]><x:xmpmeta xmlns:x='adobe:ns:meta/'/>",
+                                    b"<other>root</other>"])
+def test_a_source_xmp_that_cannot_be_parsed_is_carried_unchanged(tmp_path, packet):
+    from oldphoto import io as oio
+
+    src = tmp_path / "x.tif"
+    tifffile.imwrite(src, random_image(30, 40, 3, np.uint8, seed=2), photometric="rgb",
+                     extratags=[(700, "B", len(packet), packet, True)])
+    res = process_file(src, tmp_path / "out" / "x", cfg(save_mask=True),
+                       Models(detector=BrightDetector(), restorer=Identity()))
+    assert oio.read(res.outputs[0], 10**6).meta.xmp == packet  # byte for byte, the photo restored
+    assert sum("carried unchanged" in n for n in res.notes) == 1 and all("\n" not in n for n in res.notes)
+
+
 def test_output_records_provenance(tmp_path):
     import hashlib
 

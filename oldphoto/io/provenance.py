@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from ..errors import ImageError
+from ..errors import ImageError, XmpError
 
 OLDPHOTO_NS = "urn:oldphoto:xmp:1.0/"
 NS = {
@@ -54,14 +54,14 @@ def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]
     """(root element, {namespace uri: prefix as the packet wrote it})."""
     body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise ImageError(source_name, "XMP packet declares a DTD or entities; refused")
+        raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
     try:
         root = ET.fromstring(body)
         prefixes: dict[str, str] = {}
         for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
             prefixes.setdefault(uri, prefix)
     except ET.ParseError as e:
-        raise ImageError(source_name, f"XMP packet is not well-formed XML ({e})") from e
+        raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
     return root, prefixes
 
 
@@ -99,7 +99,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     source_xmp: the source's packet (kept: every other property survives) or None.
     action: "derived" when pixels changed (restoration), "converted" for a format change only.
     parameters / models: settings and model names + weight SHA-256, stored as JSON in stEvt:parameters.
-    Raises ImageError(source_name, ...) when the source packet is not well-formed XML.
+    Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
         raise ValueError(f"action must be a word such as 'derived' or 'converted', got {action!r}")
@@ -115,7 +115,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         wrapper.append(root)
         root = wrapper
     if root.tag != _q("x", "xmpmeta"):
-        raise ImageError(source_name, f"XMP packet root is {root.tag}, not x:xmpmeta or rdf:RDF")
+        raise XmpError(source_name, f"XMP packet root is {root.tag}, not x:xmpmeta or rdf:RDF")
     rdf = root.find(_q("rdf", "RDF"))
     if rdf is None:
         rdf = ET.SubElement(root, _q("rdf", "RDF"))
