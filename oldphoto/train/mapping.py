@@ -53,7 +53,9 @@ class Config:
     minutes: float = 0.0  # wall-clock budget over all resumes (0: until `steps` or stopped; lr stays constant)
     crop: int = 128  # training crop edge (multiple of 8)
     batch: int = 8  # pairs per step
-    buffer: int = 256  # encoded pairs kept and reused (0: a fresh batch every step)
+    buffer: int = 256  # encoded pairs kept and reused (0: a fresh batch every step); not checkpointed (about
+    #                    200 MB): a resumed run refills it from its restored random stream, so it continues
+    #                    the run statistically, not step for step as with buffer 0
     fresh: int = 2  # new pairs entering the buffer per step
     detector: str = ""  # registry name of a defect detector whose masks replace the ground truth for a share of
     #                     the samples, as at inference; "" -> ground-truth masks only
