@@ -363,8 +363,10 @@ def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
             intact = (mask[a:a + rows] == 0).astype(np.float32)[..., None]
             yield to_float(out[a:a + rows]) - to_float(pixels[a:a + rows]), intact
 
+    # the cells of ops.blend.intact_low_band (4 x 4 px, partial at the bottom and right), which the gate was fitted
+    # with: evenly spread bins of H / ceil(H / 4) rows moved the low band by up to 1 % of full scale
     low = weighted_low_band(differences(), h, w, c, -(-h // oblend.LOW_SHRINK), -(-w // oblend.LOW_SHRINK),
-                            oblend.LOW_SIGMA)
+                            oblend.LOW_SIGMA, cell=oblend.LOW_SHRINK)
     for a in range(0, h, rows):
         check_stop(stop)
         b = min(h, a + rows)

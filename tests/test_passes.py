@@ -231,3 +231,23 @@ def test_is_near_gray_counts_only_intact_pixels_when_given_a_mask():
     assert not is_near_gray(colour, mask)
     with pytest.raises(ValueError, match=r"\(100, 79\)"):
         is_near_gray(scan, mask[:, :79])
+
+
+@pytest.mark.parametrize("h, w", [(257, 385), (250, 383), (13, 30)])
+def test_scan_blend_uses_the_gates_low_band_on_any_size(h, w):
+    # sides that are not multiples of 4: the low band is still ops.blend's (4 x 4 cells, partial at the end), not
+    # evenly spread bins of H / ceil(H / 4) rows (up to 1 % of full scale off at the bottom and right)
+    from oldphoto.ops.blend import blend
+    from oldphoto.ops.color import to_float
+    from oldphoto.passes import scan_blend
+
+    scan = _scan(h, w, np.uint16)
+    rng = np.random.default_rng(1)
+    out = np.clip(scan.astype(np.float64) + rng.normal(0, 3000, scan.shape) + 5000, 0, 65535).astype(np.uint16)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 3: h // 3 + 5, 3: w // 2] = 255
+    t = lambda a: torch.from_numpy(to_float(a)).permute(2, 0, 1)[None]  # noqa: E731
+    want = blend(t(scan), t(out), torch.from_numpy(mask > 0).float()[None, None], torch.tensor([[0.3, 0.6]]))
+    got = out.copy()
+    scan_blend(got, scan, mask, _FixedGate((0.3, 0.6)))
+    np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / 65535)
