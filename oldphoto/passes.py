@@ -265,7 +265,8 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
     h, w, _ = pixels.shape
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"even_tone: strength must be in [0, 1], got {strength}")
-    if (oh, ow) != (scale * h, scale * w) or (mask is not None and mask.shape != (h, w)):
+    if (oh, ow) != (scale * h, scale * w) or pixels.shape[2] not in (1, c) \
+            or (mask is not None and mask.shape != (h, w)):
         raise ValueError(f"even_tone: output {out.shape}, scan {pixels.shape} and mask "
                          f"{None if mask is None else mask.shape} do not match at scale {scale}")
     rows = max(2, BAND_PIXELS // (4 * ow) // 2 * 2)  # output rows per band (even): a few float copies live at once

@@ -251,3 +251,11 @@ def test_scan_blend_uses_the_gates_low_band_on_any_size(h, w):
     got = out.copy()
     scan_blend(got, scan, mask, _FixedGate((0.3, 0.6)))
     np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / 65535)
+
+
+def test_even_tone_refuses_a_scan_with_other_channels_than_the_output():
+    # a 3-channel scan for a 1-channel restoration went through silently at strength 0 (channel 0 stood for all)
+    scan = _scan(40, 60, np.uint8)
+    for strength in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"even_tone: output \(40, 60, 1\), scan \(40, 60, 3\)"):
+            even_tone(scan[..., :1].copy(), scan, None, 1, strength=strength)
