@@ -490,6 +490,8 @@ def make_gray(out: np.ndarray, stop: Callable[[], bool] = lambda: False) -> None
 def overlay(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """pixels (H, W, C) uint, mask (H, W) uint8 -> 8-bit RGB (H, W, 3) with defects (mask > 0) tinted red."""
     h, w, _ = pixels.shape
+    if mask.shape != (h, w):
+        raise ValueError(f"overlay: mask {mask.shape} does not match the photo {pixels.shape}")
     out = oio.allocate((h, w, 3), np.uint8)
     tint = np.array(OVERLAY_TINT, dtype=np.float32)
     rows = max(1, BAND_PIXELS // w)

@@ -259,3 +259,19 @@ def test_even_tone_refuses_a_scan_with_other_channels_than_the_output():
     for strength in (0.0, 1.0):
         with pytest.raises(ValueError, match=r"even_tone: output \(40, 60, 1\), scan \(40, 60, 3\)"):
             even_tone(scan[..., :1].copy(), scan, None, 1, strength=strength)
+
+
+def test_overlay_tints_defects_and_refuses_a_mask_of_another_size():
+    from oldphoto.passes import OVERLAY_OPACITY, OVERLAY_TINT, overlay
+
+    scan = _scan(20, 30, np.uint16)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5, 7] = 255
+    shown = overlay(scan, mask)
+    assert shown.dtype == np.uint8 and shown.shape == (20, 30, 3)
+    base = scan[5, 7].astype(np.float64) / 65535 * 255
+    np.testing.assert_array_equal(shown[5, 7], np.rint(base * (1 - OVERLAY_OPACITY) + np.array(OVERLAY_TINT) *
+                                                        OVERLAY_OPACITY))
+    assert shown[0, 0, 0] == round(scan[0, 0, 0] / 65535 * 255)
+    with pytest.raises(ValueError, match=r"mask \(20, 29\) does not match the photo \(20, 30, 3\)"):
+        overlay(scan, mask[:, :29])  # was an IndexError from a boolean index
