@@ -265,7 +265,8 @@ def even_tone(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray | None, scal
     h, w, _ = pixels.shape
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"even_tone: strength must be in [0, 1], got {strength}")
-    if (oh, ow) != (scale * h, scale * w) or (mask is not None and mask.shape != (h, w)):
+    if (oh, ow) != (scale * h, scale * w) or pixels.shape[2] not in (1, c) \
+            or (mask is not None and mask.shape != (h, w)):
         raise ValueError(f"even_tone: output {out.shape}, scan {pixels.shape} and mask "
                          f"{None if mask is None else mask.shape} do not match at scale {scale}")
     rows = max(2, BAND_PIXELS // (4 * ow) // 2 * 2)  # output rows per band (even): a few float copies live at once
@@ -363,8 +364,10 @@ def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
             intact = (mask[a:a + rows] == 0).astype(np.float32)[..., None]
             yield to_float(out[a:a + rows]) - to_float(pixels[a:a + rows]), intact
 
+    # the cells of ops.blend.intact_low_band (4 x 4 px, partial at the bottom and right), which the gate was fitted
+    # with: evenly spread bins of H / ceil(H / 4) rows moved the low band by up to 1 % of full scale
     low = weighted_low_band(differences(), h, w, c, -(-h // oblend.LOW_SHRINK), -(-w // oblend.LOW_SHRINK),
-                            oblend.LOW_SIGMA)
+                            oblend.LOW_SIGMA, cell=oblend.LOW_SHRINK)
     for a in range(0, h, rows):
         check_stop(stop)
         b = min(h, a + rows)
@@ -487,6 +490,8 @@ def make_gray(out: np.ndarray, stop: Callable[[], bool] = lambda: False) -> None
 def overlay(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """pixels (H, W, C) uint, mask (H, W) uint8 -> 8-bit RGB (H, W, 3) with defects (mask > 0) tinted red."""
     h, w, _ = pixels.shape
+    if mask.shape != (h, w):
+        raise ValueError(f"overlay: mask {mask.shape} does not match the photo {pixels.shape}")
     out = oio.allocate((h, w, 3), np.uint8)
     tint = np.array(OVERLAY_TINT, dtype=np.float32)
     rows = max(1, BAND_PIXELS // w)

@@ -231,3 +231,47 @@ def test_is_near_gray_counts_only_intact_pixels_when_given_a_mask():
     assert not is_near_gray(colour, mask)
     with pytest.raises(ValueError, match=r"\(100, 79\)"):
         is_near_gray(scan, mask[:, :79])
+
+
+@pytest.mark.parametrize("h, w", [(257, 385), (250, 383), (13, 30)])
+def test_scan_blend_uses_the_gates_low_band_on_any_size(h, w):
+    # sides that are not multiples of 4: the low band is still ops.blend's (4 x 4 cells, partial at the end), not
+    # evenly spread bins of H / ceil(H / 4) rows (up to 1 % of full scale off at the bottom and right)
+    from oldphoto.ops.blend import blend
+    from oldphoto.ops.color import to_float
+    from oldphoto.passes import scan_blend
+
+    scan = _scan(h, w, np.uint16)
+    rng = np.random.default_rng(1)
+    out = np.clip(scan.astype(np.float64) + rng.normal(0, 3000, scan.shape) + 5000, 0, 65535).astype(np.uint16)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 3: h // 3 + 5, 3: w // 2] = 255
+    t = lambda a: torch.from_numpy(to_float(a)).permute(2, 0, 1)[None]  # noqa: E731
+    want = blend(t(scan), t(out), torch.from_numpy(mask > 0).float()[None, None], torch.tensor([[0.3, 0.6]]))
+    got = out.copy()
+    scan_blend(got, scan, mask, _FixedGate((0.3, 0.6)))
+    np.testing.assert_allclose(to_float(got), want[0].permute(1, 2, 0).numpy(), atol=1.5 / 65535)
+
+
+def test_even_tone_refuses_a_scan_with_other_channels_than_the_output():
+    # a 3-channel scan for a 1-channel restoration went through silently at strength 0 (channel 0 stood for all)
+    scan = _scan(40, 60, np.uint8)
+    for strength in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"even_tone: output \(40, 60, 1\), scan \(40, 60, 3\)"):
+            even_tone(scan[..., :1].copy(), scan, None, 1, strength=strength)
+
+
+def test_overlay_tints_defects_and_refuses_a_mask_of_another_size():
+    from oldphoto.passes import OVERLAY_OPACITY, OVERLAY_TINT, overlay
+
+    scan = _scan(20, 30, np.uint16)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5, 7] = 255
+    shown = overlay(scan, mask)
+    assert shown.dtype == np.uint8 and shown.shape == (20, 30, 3)
+    base = scan[5, 7].astype(np.float64) / 65535 * 255
+    np.testing.assert_array_equal(shown[5, 7], np.rint(base * (1 - OVERLAY_OPACITY) + np.array(OVERLAY_TINT) *
+                                                        OVERLAY_OPACITY))
+    assert shown[0, 0, 0] == round(scan[0, 0, 0] / 65535 * 255)
+    with pytest.raises(ValueError, match=r"mask \(20, 29\) does not match the photo \(20, 30, 3\)"):
+        overlay(scan, mask[:, :29])  # was an IndexError from a boolean index

@@ -24,8 +24,11 @@ def shrink_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     return max(1, min(height, round(height * k))), max(1, min(width, round(width * k)))
 
 
-def _bin_starts(size: int, bins: int) -> np.ndarray:
-    """First index of each of `bins` contiguous, non-empty bins over range(size) (bin of i is i*bins//size)."""
+def _bin_starts(size: int, bins: int, cell: int | None = None) -> np.ndarray:
+    """First index of each of `bins` contiguous, non-empty bins over range(size): bin of i is i*bins//size, or
+    i//cell with a fixed `cell` (bins = ceil(size / cell), the last one holding what is left)."""
+    if cell is not None:
+        return np.arange(bins) * cell
     return -((-np.arange(bins) * size) // bins)  # ceil(b * size / bins)
 
 
@@ -34,14 +37,20 @@ class BoxShrinker:
 
     Output cell (i, j) is the mean of the input pixels whose bin is (i, j), with the bin of row r being
     r*h//H (same for columns), so every input pixel counts once and equal-size bins get equal weight.
+    With `cell` the bins are cell x cell pixels from the top left instead, those at the bottom and right holding
+    what is left (h = ceil(H / cell), w = ceil(W / cell)): F.avg_pool2d(cell, ceil_mode=True).
     """
 
-    def __init__(self, height: int, width: int, channels: int, out_height: int, out_width: int):
+    def __init__(self, height: int, width: int, channels: int, out_height: int, out_width: int, *,
+                 cell: int | None = None):
         if not (1 <= out_height <= height and 1 <= out_width <= width) or channels < 1:
             raise ValueError(f"BoxShrinker: cannot shrink {(height, width, channels)} to {(out_height, out_width)}")
+        if cell is not None and (cell < 1 or (out_height, out_width) != (-(-height // cell), -(-width // cell))):
+            raise ValueError(f"BoxShrinker: {(out_height, out_width)} is not {(height, width)} in cells of {cell} px")
         self.height, self.width, self.channels = height, width, channels
         self.out_height, self.out_width = out_height, out_width
-        self._col_starts = _bin_starts(width, out_width)
+        self._row_starts = _bin_starts(height, out_height, cell)
+        self._col_starts = _bin_starts(width, out_width, cell)
         self._sum = np.zeros((out_height, out_width, channels), dtype=np.float64)
         self._rows = 0
 
@@ -56,7 +65,7 @@ class BoxShrinker:
         if n == 0:
             return
         cols = np.add.reduceat(rows.astype(np.float64), self._col_starts, axis=1)  # (n, w, C)
-        bins = ((self._rows + np.arange(n)) * self.out_height) // self.height
+        bins = np.searchsorted(self._row_starts, self._rows + np.arange(n), side="right") - 1
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         self._sum[bins[starts]] += np.add.reduceat(cols, starts, axis=0)
         self._rows += n
@@ -65,7 +74,7 @@ class BoxShrinker:
         """The shrunk image (C, h, w) float32; all H rows must have been added."""
         if self._rows != self.height:
             raise ValueError(f"BoxShrinker.result: {self._rows} of {self.height} rows added")
-        row_n = np.diff(np.r_[_bin_starts(self.height, self.out_height), self.height])
+        row_n = np.diff(np.r_[self._row_starts, self.height])
         col_n = np.diff(np.r_[self._col_starts, self.width])
         counts = row_n[:, None] * col_n[None, :]
         out = np.empty((self.channels, self.out_height, self.out_width), np.float32)
@@ -75,15 +84,15 @@ class BoxShrinker:
 
 
 def weighted_low_band(bands: Iterable[tuple[np.ndarray, np.ndarray]], height: int, width: int, channels: int,
-                      out_height: int, out_width: int, sigma: float) -> torch.Tensor:
+                      out_height: int, out_width: int, sigma: float, *, cell: int | None = None) -> torch.Tensor:
     """The low band of a difference d over weights w, small: (C, h, w) float32.
 
     bands: (d (n, W, C) float, w (n, W, 1) float in [0, 1], e.g. 1 on intact pixels) in row bands from the top,
-    covering all `height` rows. Both d * w and w are area-averaged to (out_height, out_width) and blurred there
-    (Gaussian of `sigma` small pixels): normalised convolution, so zero-weight pixels neither count nor keep their
-    own values. Only the small sums ever exist whole.
+    covering all `height` rows. Both d * w and w are area-averaged to (out_height, out_width) (BoxShrinker; in
+    cell x cell squares with `cell`) and blurred there (Gaussian of `sigma` small pixels): normalised convolution,
+    so zero-weight pixels neither count nor keep their own values. Only the small sums ever exist whole.
     """
-    shrinker = BoxShrinker(height, width, channels + 1, out_height, out_width)
+    shrinker = BoxShrinker(height, width, channels + 1, out_height, out_width, cell=cell)
     for d, w in bands:
         shrinker.add(np.concatenate([d * w, w], axis=2))
     small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, h, w): means of d * w and of w

@@ -93,9 +93,10 @@ def blend_features(x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> torch.T
 def blend(x: torch.Tensor, o: torch.Tensor, m: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
     """The module docstring's blend: x, o (B, C, H, W) [0, 1], m (B, 1, H, W) {0, 1}, strengths (B, 2) (s_lo,
     s_hi) in [0, 1] -> (B, C, H, W), clamped to [0, 1]. Strengths (1, 1) return o."""
-    if tuple(strengths.shape) != (x.shape[0], 2) or tuple(o.shape) != tuple(x.shape):
-        raise ValueError(f"scan blend: expected x, o (B, C, H, W) and strengths (B, 2), got {tuple(x.shape)}, "
-                         f"{tuple(o.shape)}, {tuple(strengths.shape)}")
+    if tuple(strengths.shape) != (x.shape[0], 2) or tuple(o.shape) != tuple(x.shape) or x.dim() != 4 \
+            or tuple(m.shape) != (x.shape[0], 1, *x.shape[2:]):
+        raise ValueError(f"scan blend: expected x, o (B, C, H, W), m (B, 1, H, W) and strengths (B, 2), got "
+                         f"{tuple(x.shape)}, {tuple(o.shape)}, {tuple(m.shape)}, {tuple(strengths.shape)}")
     m = m.to(o.dtype)
     d = o - x
     low = intact_low_band(d, m)

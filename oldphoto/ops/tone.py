@@ -88,8 +88,8 @@ class CurveFit:
 
     def add(self, scan: np.ndarray, restored: np.ndarray, intact: np.ndarray | None = None) -> None:
         """scan (n, W, C or 1), restored (n, W, C) float in [0, 1]; intact (n, W) bool (None: all pixels)."""
-        if restored.ndim != 3 or restored.shape[2] != self.channels or scan.shape[:2] != restored.shape[:2] \
-                or scan.shape[2] not in (1, self.channels):
+        if restored.ndim != 3 or restored.shape[2] != self.channels or scan.ndim != 3 \
+                or scan.shape[:2] != restored.shape[:2] or scan.shape[2] not in (1, self.channels):
             raise ValueError(f"CurveFit.add: expected scan (n, W, 1 or {self.channels}) and restored "
                              f"(n, W, {self.channels}) of one size, got {scan.shape} and {restored.shape}")
         if intact is not None and intact.shape != restored.shape[:2]:

@@ -104,3 +104,16 @@ def test_weighted_low_band_refuses_missing_rows():
     d, wt = np.zeros((10, 8, 1), np.float32), np.ones((10, 8, 1), np.float32)
     with pytest.raises(ValueError, match="10 of 20 rows"):
         weighted_low_band([(d, wt)], 20, 8, 1, 5, 4, 1.0)
+
+
+@pytest.mark.parametrize("h,w", [(37, 51), (8, 12), (1, 5), (30, 3)])
+def test_box_shrinker_in_fixed_cells_is_ceil_mode_area_pooling(h, w):
+    rng = np.random.default_rng(4)
+    img = rng.random((h, w, 2)).astype(np.float32)
+    s = BoxShrinker(h, w, 2, -(-h // 4), -(-w // 4), cell=4)
+    for a, b in _bands(h, [5, 2, 9]):
+        s.add(img[a:b])
+    ref = F.avg_pool2d(torch.from_numpy(img).permute(2, 0, 1)[None], 4, ceil_mode=True)[0]
+    np.testing.assert_allclose(s.result(), ref.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="cells of 4 px"):
+        BoxShrinker(h, w, 2, -(-h // 4), -(-w // 4) + 1, cell=4)

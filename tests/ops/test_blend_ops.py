@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -49,3 +51,10 @@ def test_features_reject_wrong_shapes_showing_them(shapes, says):
         blend_features(*(torch.zeros(s) for s in shapes))
     with pytest.raises(ValueError, match=r"strengths \(B, 2\), got .*\(2, 1\)"):
         blend(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(2, 1))
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 3, 8, 8), (2, 1, 16, 16), (1, 1, 8, 8)])
+def test_blend_refuses_a_mask_that_is_not_b_1_h_w(mask_shape):
+    # a 3-channel mask was taken as a per-channel one; other sizes failed in broadcasting, shapes unnamed
+    with pytest.raises(ValueError, match=r"m \(B, 1, H, W\).*" + re.escape(str(mask_shape))):
+        blend(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(mask_shape), torch.ones(2, 2))

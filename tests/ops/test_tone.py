@@ -50,3 +50,9 @@ def test_gray_scans_drive_every_channel_and_shapes_are_checked():
     with pytest.raises(ValueError, match=r"\(2, 2, 2\)"):
         ToneCurve((np.zeros(2, np.float32),) * 3, (np.zeros(2, np.float32),) * 3)(np.zeros((2, 2, 2)))
     assert BINS >= 16
+
+
+def test_a_scan_without_its_channel_axis_is_refused_by_name():
+    # (n, W) instead of (n, W, 1): was an IndexError from inside the shape check
+    with pytest.raises(ValueError, match=r"got \(4, 5\) and \(4, 5, 3\)"):
+        CurveFit(3).add(np.zeros((4, 5), np.float32), np.zeros((4, 5, 3), np.float32))
