@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -87,14 +88,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def load_entry(entry: WeightsEntry, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build the architecture, verify the file's sha256, load the state dict strictly, eval mode."""
+    """Build the architecture, verify the file's sha256, load the state dict strictly, eval mode.
+
+    The file is read once and the bytes checked are the bytes loaded: a file replaced between the check and the
+    load (an export with replace, a copy in progress) cannot be loaded unchecked.
+    """
     path = entry.path
     if not path.is_file():
         raise WeightsError(f"{path}: weights file missing for model {entry.name!r}")
-    digest = sha256_file(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise WeightsError(f"{path}: sha256 {digest[:12]}… does not match the manifest ({entry.sha256[:12]}…)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     model = build(entry.arch, **entry.arch_kwargs)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
