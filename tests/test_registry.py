@@ -41,3 +41,32 @@ def test_the_weights_loaded_are_the_weights_whose_sha256_was_checked(weights, mo
     assert all(torch.equal(got[k], want[k]) for k in want)
     with pytest.raises(WeightsError, match="does not match the manifest"):  # the next load sees the new file
         registry.load_entry(entry)
+
+
+@pytest.mark.parametrize("text, needle", [("{not json", "JSONDecodeError"), ('{"x": 1}', "KeyError: 'models'"),
+                                          ('{"models": {"a": {"arch": "vae"}}}', "KeyError: 'file'")])
+def test_a_manifest_that_cannot_be_read_is_a_weights_error(tmp_path, monkeypatch, text, needle):
+    (tmp_path / "MANIFEST.json").write_text(text)
+    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
+    registry.entries.cache_clear()
+    try:
+        with pytest.raises(WeightsError, match=f"MANIFEST.json: not a readable weights manifest .*{needle}"):
+            registry.get("a")
+    finally:
+        registry.entries.cache_clear()
+
+
+@pytest.mark.parametrize("change", ["not a state dict", "other arch_kwargs", "unknown arch"])
+def test_weights_that_do_not_load_into_their_entry_are_a_one_line_weights_error(weights, change):
+    entry = registry.get("det-a")
+    if change == "not a state dict":
+        (weights / "det-a.pt").write_bytes(b"truncated")
+        entry = registry.WeightsEntry("det-a", entry.arch, entry.arch_kwargs, entry.file,
+                                      registry.sha256_file(weights / "det-a.pt"))
+    elif change == "other arch_kwargs":
+        entry = registry.WeightsEntry("det-a", entry.arch, {**KWARGS, "chroma": True}, entry.file, entry.sha256)
+    else:
+        entry = registry.WeightsEntry("det-a", "nope", {}, entry.file, entry.sha256)
+    with pytest.raises(WeightsError, match=r"det-a\.pt: cannot load model 'det-a' as") as err:
+        registry.load_entry(entry)
+    assert "\n" not in str(err.value)
