@@ -82,11 +82,16 @@ def entries() -> dict[str, WeightsEntry]:
     return _read_manifest(weights_dir())
 
 
-def get(name: str) -> WeightsEntry:
+def get(name: str, arch: str | None = None) -> WeightsEntry:
+    """The entry `name`; with `arch`, WeightsError unless the entry holds that architecture (a stage given the
+    name of another kind of network would load it and fail at its first tile with an unrelated error, or never)."""
     table = entries()
     if name not in table:
         raise WeightsError(f"unknown model {name!r}; known: {', '.join(sorted(table)) or 'none'}")
-    return table[name]
+    entry = table[name]
+    if arch is not None and entry.arch != arch:
+        raise WeightsError(f"model {name!r} is a {entry.arch!r} network, not the {arch!r} this stage needs")
+    return entry
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
