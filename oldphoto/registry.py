@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -57,13 +58,23 @@ class WeightsEntry:
         return weights_dir() / self.file
 
 
+def _one_line(e: BaseException) -> str:
+    """The exception as one line, "TypeName: message", for a WeightsError naming the cause."""
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
 def _read_manifest(folder: Path) -> dict[str, WeightsEntry]:
-    data = json.loads((folder / "MANIFEST.json").read_text())
-    return {
-        name: WeightsEntry(name=name, arch=e["arch"], arch_kwargs=dict(e.get("arch_kwargs", {})),
-                           file=e["file"], sha256=e["sha256"], meta=dict(e.get("meta", {})))
-        for name, e in data["models"].items()
-    }
+    """The entries of folder/MANIFEST.json; WeightsError naming it when it cannot be read or lacks a field."""
+    path = folder / "MANIFEST.json"
+    try:
+        data = json.loads(path.read_text())
+        return {
+            name: WeightsEntry(name=name, arch=e["arch"], arch_kwargs=dict(e.get("arch_kwargs", {})),
+                               file=e["file"], sha256=e["sha256"], meta=dict(e.get("meta", {})))
+            for name, e in data["models"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # JSON errors are ValueErrors
+        raise WeightsError(f"{path}: not a readable weights manifest ({_one_line(e)})") from e
 
 
 @lru_cache(maxsize=None)
@@ -71,11 +82,16 @@ def entries() -> dict[str, WeightsEntry]:
     return _read_manifest(weights_dir())
 
 
-def get(name: str) -> WeightsEntry:
+def get(name: str, arch: str | None = None) -> WeightsEntry:
+    """The entry `name`; with `arch`, WeightsError unless the entry holds that architecture (a stage given the
+    name of another kind of network would load it and fail at its first tile with an unrelated error, or never)."""
     table = entries()
     if name not in table:
         raise WeightsError(f"unknown model {name!r}; known: {', '.join(sorted(table)) or 'none'}")
-    return table[name]
+    entry = table[name]
+    if arch is not None and entry.arch != arch:
+        raise WeightsError(f"model {name!r} is a {entry.arch!r} network, not the {arch!r} this stage needs")
+    return entry
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -87,16 +103,28 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def load_entry(entry: WeightsEntry, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build the architecture, verify the file's sha256, load the state dict strictly, eval mode."""
+    """Build the architecture, verify the file's sha256, load the state dict strictly, eval mode.
+
+    The file is read once and the bytes checked are the bytes loaded: a file replaced between the check and the
+    load (an export with replace, a copy in progress) cannot be loaded unchecked.
+    """
     path = entry.path
     if not path.is_file():
         raise WeightsError(f"{path}: weights file missing for model {entry.name!r}")
-    digest = sha256_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the weights of model {entry.name!r} ({_one_line(e)})") from e
+    digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise WeightsError(f"{path}: sha256 {digest[:12]}… does not match the manifest ({entry.sha256[:12]}…)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build(entry.arch, **entry.arch_kwargs)
-    model.load_state_dict(state, strict=True)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        model = build(entry.arch, **entry.arch_kwargs)
+        model.load_state_dict(state, strict=True)
+    except Exception as e:  # noqa: BLE001 - re-raised: the unpickler fails in many ways on bytes that are no state dict
+        # the file matches a wrong manifest entry: not a state dict, or for another arch or arch_kwargs
+        raise WeightsError(f"{path}: cannot load model {entry.name!r} as {entry.arch!r} ({_one_line(e)})") from e
     return model.to(device).eval()
 
 

@@ -42,7 +42,7 @@ class ScanBlend:
     @classmethod
     def from_registry(cls, name: str, chain: dict) -> "ScanBlend":
         """chain: fitted_chain(restorer, detector) of the restoration it runs beside."""
-        entry = registry.get(name)
+        entry = registry.get(name, "blend_gate")
         fitted = dict(entry.meta.get("networks", {}))
         if fitted != chain:
             raise WeightsError(f"{name} was fitted beside {sorted(fitted)} at threshold "

@@ -70,7 +70,7 @@ class Colorizer:
     @classmethod
     def from_registry(cls, name: str, device: str | torch.device = "cpu", work_size: int | None = None) -> "Colorizer":
         """Load weights `name`; work_size None takes meta["work_size"] (what it was validated at)."""
-        entry = registry.get(name)
+        entry = registry.get(name, "colorizer_unet")
         if work_size is None:
             work_size = int(entry.meta.get("work_size", DEFAULT_WORK_SIZE))
         return cls(registry.load_entry(entry, device), work_size, entry)

@@ -34,7 +34,7 @@ class Detector:
     @classmethod
     def from_registry(cls, name: str, device: str | torch.device = "cpu", threshold: float | None = None) -> "Detector":
         """Load weights `name`; threshold None takes meta["threshold"] (the value tuned on validation)."""
-        entry = registry.get(name)
+        entry = registry.get(name, "unet_detector")
         if threshold is None:
             threshold = float(entry.meta.get("threshold", DEFAULT_THRESHOLD))
         return cls(registry.load_entry(entry, device), threshold, entry)

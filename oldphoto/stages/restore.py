@@ -65,11 +65,11 @@ class Restorer:
         The mapping only works with the VAEs it was trained with, the refiner only with the networks whose outputs
         it was trained on: the sha256 recorded in their meta must match the entries given (WeightsError otherwise).
         """
-        e1, em, e2 = registry.get(vae1), registry.get(mapping), registry.get(vae2)
+        e1, em, e2 = registry.get(vae1, "vae"), registry.get(mapping, "mapping"), registry.get(vae2, "vae")
         _check_trained_with(em, {"vae1": e1, "vae2": e2}, "re-export the mapping run (it publishes its own VAEs)")
         entries, refine = (e1, em, e2), None
         if refiner:
-            er = registry.get(refiner)
+            er = registry.get(refiner, "refiner")
             _check_trained_with(er, {"vae1": e1, "mapping": em, "vae2": e2}, "retrain the refiner on these networks")
             entries, refine = entries + (er,), registry.load_entry(er, device)
         return cls(registry.load_entry(e1, device).encoder, registry.load_entry(em, device),

@@ -29,7 +29,7 @@ class Upscaler:
 
     @classmethod
     def from_registry(cls, name: str, scale: int, device: str | torch.device = "cpu") -> "Upscaler":
-        entry = registry.get(name)
+        entry = registry.get(name, "upscaler")
         return cls(registry.load_entry(entry, device), scale, entry)
 
     @property

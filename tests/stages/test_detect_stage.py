@@ -75,6 +75,23 @@ def test_from_registry_takes_the_tuned_threshold_from_the_meta(tmp_path, monkeyp
         registry.entries.cache_clear()
 
 
+def test_from_registry_refuses_the_name_of_another_kind_of_network(tmp_path, monkeypatch):
+    """A VAE's name gave a Detector that failed at its first tile (sigmoid of the VAE's tuple)."""
+    from oldphoto import registry
+    from oldphoto.errors import WeightsError
+    from oldphoto.train.run_files import export_weights
+
+    kwargs = {"latent": 8, "width": 16, "half_width": 8, "blocks": 1}
+    export_weights(build("vae", **kwargs).state_dict(), "vae-tiny", "vae", kwargs, {}, tmp_path)
+    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
+    registry.entries.cache_clear()
+    try:
+        with pytest.raises(WeightsError, match="model 'vae-tiny' is a 'vae' network, not the 'unet_detector'"):
+            Detector.from_registry("vae-tiny")
+    finally:
+        registry.entries.cache_clear()
+
+
 class _BySize:
     """A stand-in detector: probability 0.5 on full-size tiles, `half` on tiles of half that size, and a record
     of the sizes it was shown."""
