@@ -300,6 +300,20 @@ def test_stage_error_propagates_and_leaves_nothing(tmp_path):
     assert files_in(tmp_path / "out") == []
 
 
+def test_a_restorer_that_returns_nan_fails_the_file_instead_of_writing_black(tmp_path):
+    class NaNInOneCorner:
+        def __call__(self, x, mask):
+            y = x.clone()
+            y[:, :, :2, :2] = float("nan")
+            return y
+
+    src = write_tiff(tmp_path / "n.tif", random_image(50, 50, 3, np.uint8))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match="restorer stage returned non-finite values"):
+        process_file(src, tmp_path / "out" / "n", cfg(), Models(restorer=NaNInOneCorner()))
+    assert files_in(tmp_path / "out") == []
+
+
 def test_stage_with_wrong_output_shape_is_named(tmp_path):
     src = write_tiff(tmp_path / "f.tif", random_image(50, 50, 3, np.uint8))
     bad = lambda x, m: x[:, :1]  # noqa: E731

@@ -52,11 +52,15 @@ class ColorizerStage(Protocol):
 
 
 def check_output(name: str, out: object, shape: tuple[int, ...]) -> torch.Tensor:
-    """Raise ValueError naming the stage when its output is not a tensor of `shape`; returns it as float32."""
+    """Raise ValueError naming the stage when its output is not a tensor of `shape` or holds NaN or inf (which
+    would be written as black or white pixels, or as no defect, without a word); returns it as float32."""
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{name} stage returned {got}, expected {tuple(shape)}")
-    return out.float()
+    out = out.float()
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{name} stage returned non-finite values (NaN or inf)")
+    return out
 
 
 def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
@@ -143,10 +147,18 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def run_stage(stage, device: torch.device, *inputs: torch.Tensor) -> torch.Tensor:
-    """Call a stage under autocast when it allows it (`.amp`, default True); result in float32."""
-    with autocast(device, bool(getattr(stage, "amp", True))):
+    """Call a stage under autocast when it allows it (`.amp`, default True); result in float32. A half-precision
+    result with NaN or inf (an fp16 overflow) is computed again in float32."""
+    amp = bool(getattr(stage, "amp", True))
+    with autocast(device, amp):
         out = stage(*inputs)
-    return out.float() if isinstance(out, torch.Tensor) else out
+    if not isinstance(out, torch.Tensor):
+        return out
+    out = out.float()
+    if amp and device.type == "cuda" and not bool(torch.isfinite(out).all()):
+        out = stage(*inputs)
+        out = out.float() if isinstance(out, torch.Tensor) else out
+    return out
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -60,6 +60,36 @@ def test_check_output_names_stage_and_shape():
         check_output("restorer", (torch.zeros(1),), (1,))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_output_refuses_non_finite_values(bad):
+    out = torch.zeros(1, 3, 4, 4)
+    out[0, 1, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"restorer stage returned non-finite values \(NaN or inf\)"):
+        check_output("restorer", out, (1, 3, 4, 4))
+
+
+def test_an_fp16_overflow_is_computed_again_in_float32(monkeypatch):
+    import contextlib
+
+    from oldphoto.stages import base
+
+    calls = []
+
+    class OverflowsInHalf:
+        amp = True
+
+        def __call__(self, x):
+            calls.append(1)
+            return x * float("inf") if len(calls) == 1 else x * 2
+
+    monkeypatch.setattr(base, "autocast", lambda device, enabled=True: contextlib.nullcontext())
+    x = torch.ones(1, 3, 2, 2)
+    assert torch.equal(run_stage(OverflowsInHalf(), torch.device("cuda"), x), x * 2) and len(calls) == 2
+    calls.clear()
+    out = run_stage(OverflowsInHalf(), torch.device("cpu"), x)  # float32 already: nothing to retry
+    assert len(calls) == 1 and not torch.isfinite(out).any()
+
+
 def test_cpu_threads_follow_the_machine_unless_the_user_set_them(monkeypatch):
     before = torch.get_num_threads()
     try:
