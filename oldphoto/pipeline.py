@@ -26,7 +26,7 @@ from . import __version__
 from . import io as oio
 from .batching import TileBatcher
 from .config import RestoreConfig
-from .errors import ImageError, OldPhotoError, XmpError
+from .errors import ImageError, OldPhotoError, WeightsError, XmpError
 from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
 from .stages.base import (
     ColorizerStage,
@@ -137,10 +137,20 @@ class FileOutcome:
 
 
 def load_models(cfg: RestoreConfig, device: torch.device | str) -> Models:
-    """Load from the weights registry only the stages `cfg` needs, on `device` (WEIGHT_NAMES)."""
+    """Load from the weights registry only the stages `cfg` needs, on `device` (WEIGHT_NAMES).
+
+    Raises WeightsError (one line) for missing or damaged weights, and for settings in their manifest entries
+    that the stages refuse (e.g. a threshold outside (0, 1))."""
     device = torch.device(device)
     if device.type == "cpu":
         configure_cpu_threads()
+    try:
+        return _load_models(cfg, device)
+    except ValueError as e:  # raised by the stages' own checks of the meta they are built from
+        raise WeightsError(f"the models cannot be set up from their manifest entries: {e}") from e
+
+
+def _load_models(cfg: RestoreConfig, device: torch.device) -> Models:
     detector = Detector.from_registry(WEIGHT_NAMES["detector"], device)
     models = Models(detector=TwoScaleDetector(detector) if cfg.scales == 2 else detector)
     if not cfg.only_mask:

@@ -741,3 +741,14 @@ def test_with_an_edge_margin_the_images_own_edges_are_not_tile_edges(tmp_path, h
     np.testing.assert_array_equal(read_any(res.outputs[0]), flat)
     res = process_file(src, tmp_path / "page_plain", cfg(tone="tile"), Models(restorer=ZeroPaddedBlur()))
     assert (read_any(res.outputs[0])[0] < 200).all()  # without: the top row is a tile edge, zero-padded
+
+
+def test_a_manifest_setting_the_stages_refuse_is_a_weights_error(monkeypatch):
+    from oldphoto.errors import WeightsError
+
+    def bad_meta(name, device=None):
+        raise ValueError("detector threshold must be in (0, 1), got 1.5")
+
+    monkeypatch.setattr(pipeline.Detector, "from_registry", bad_meta)
+    with pytest.raises(WeightsError, match=r"cannot be set up .*threshold must be in \(0, 1\), got 1.5"):
+        pipeline.load_models(RestoreConfig(only_mask=True), "cpu")
