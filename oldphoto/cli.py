@@ -473,7 +473,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
     disc = discover(inputs, exclude=out)
     for p in disc.ignored:
         display.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
-    claims = OutputClaims(f.src for f in disc.found)
+    claims = OutputClaims((f.src for f in disc.found), folders=[p for p in inputs if p.is_dir()])
     jobs: list[_Job] = []
     for found in disc.found:
         result = FileResult(source=str(found.src), relative=_rel_str(found.rel))

@@ -137,12 +137,13 @@ def _claim_key(path: Path) -> str:
 
 
 class OutputClaims:
-    """Remembers which source owns each output path so that no output is written twice in one run
-    and no output ever lands on an input file."""
+    """Remembers which source owns each output path so that no output is written twice in one run,
+    no output ever lands on an input file, and none lands in an input folder (through a link in the output tree)."""
 
-    def __init__(self, sources: Iterable[Path] = ()):
+    def __init__(self, sources: Iterable[Path] = (), folders: Iterable[Path] = ()):
         self._owner: dict[str, Path] = {}
         self._sources = {_claim_key(Path(os.path.realpath(s))): Path(s) for s in sources}
+        self._folders = [Path(os.path.realpath(f)) for f in folders]
 
     def claim(self, src: Path, outputs: Sequence[Path]) -> None:
         """Reserve `outputs` for `src`; raises ImageError(src, ...) naming the conflict, reserving nothing."""
@@ -152,6 +153,11 @@ class OutputClaims:
             real = _claim_key(Path(os.path.realpath(out)))
             if key in self._sources or real in self._sources:
                 raise ImageError(src, f"output {out} would overwrite an input file")
+            where = Path(os.path.realpath(out.parent))
+            inside = next((f for f in self._folders if _inside(where, f)), None)
+            if inside is not None:
+                raise ImageError(src, f"output {out} would be written into the input folder {inside} "
+                                      f"(a link in the output folder leads there)")
             if key in self._owner and self._owner[key] != src:
                 raise ImageError(src, f"output {out} is already produced from {self._owner[key]}; rename one of them")
             keys.append(key)

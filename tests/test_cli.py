@@ -225,6 +225,19 @@ def test_out_inside_an_input_through_a_symlink_is_refused_and_never_walked(tmp_p
     assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])
 
 
+def test_output_reaching_an_input_folder_through_a_link_in_the_output_tree_is_refused(tmp_path, fake):
+    root, out = tmp_path / "scans", tmp_path / "out"
+    put(root / "album" / "a.jpg", b"A")
+    put(root / "b.jpg", b"B")
+    out.mkdir()
+    os.symlink(root / "album", out / "album")  # out/album -> scans/album: a.png would land beside the master
+    before = tree(root)
+    r = run("restore", root, "--out", out, "--format", "png")
+    assert r.exit_code == 1 and "would be written into the input folder" in r.stderr
+    assert tree(root) == before
+    assert (out / "b.png").read_bytes() == b"restored:B"  # the batch goes on
+
+
 def test_output_that_would_replace_an_input_is_refused(tmp_path, fake):
     src = put(tmp_path / "a.jpg", b"original")
     r = run("restore", src, "--out", tmp_path)

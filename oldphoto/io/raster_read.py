@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,10 @@ from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import IPTC_RESOURCE, PNG_IPTC_KEY, from_png_text
 from .metadata import ORIENTATION, Metadata, dpi_from_tags, tags_from_ifd
+
+# Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
+# on stderr, which --quiet cannot silence. oldphoto parses EXIF itself and puts what is wrong in the file's notes.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 _OPENERS = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
             "WEBP": WebPImagePlugin.WebPImageFile}

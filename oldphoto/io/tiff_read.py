@@ -302,11 +302,12 @@ def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, n
         raw = inter
     if raw.ndim == 2:
         raw = raw[:, :, None]
-    if photometric in (_MINISBLACK, _MINISWHITE):
-        return _gray(raw, p.bitspersample, photometric == _MINISWHITE, pl, tmp_dir) + (icc,)
     if photometric == _PALETTE:
         return _palette(raw, p.colormap, pl.dtype, tmp_dir), None, icc
-    pixels, alpha = _split(raw, pl.alpha)
+    if photometric in (_MINISBLACK, _MINISWHITE):
+        pixels, alpha = _gray(raw, p.bitspersample, photometric == _MINISWHITE, pl, tmp_dir)
+    else:
+        pixels, alpha = _split(raw, pl.alpha)
     if photometric == _SEPARATED:
         pixels, icc = _cmyk_to_rgb(pixels, icc, tmp_dir, notes)
     if alpha is not None and int(p.extrasamples[0]) == _ASSOC_ALPHA:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import piexif
@@ -14,6 +17,7 @@ from PIL import Image, ImageOps
 
 from io_samples import (IPTC, SRGB_ICC, XMP, ascii_, gradient, long_, rational, rich_exif, short,
                         tiff_structure, undefined)
+import oldphoto
 from oldphoto import __version__
 from oldphoto.io import Metadata, read, upright, write
 from oldphoto.io import tiff_ifd as T
@@ -264,6 +268,16 @@ def test_png_text_and_colour_chunks(tmp_path):
     assert jpg.meta.text == {"Comment": "Ünïcode ok"}  # COM marker
     assert jpg.meta.tiff_tags[315] == "Jane Doe"  # Author in EXIF, so not listed as left out
     assert any(n.endswith("text field(s) Title not written: JPEG has no place for them") for n in notes), notes
+
+
+def test_damaged_jpeg_exif_prints_nothing(tmp_path):
+    # a fresh interpreter, where Python would print Pillow's "Corrupt EXIF data" warning to stderr (past --quiet)
+    path = tmp_path / "x.jpg"
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(path, exif=b"Exif\0\0II*\0\xff\xff\xff\x7f" + bytes(20))
+    code = f"from oldphoto.io import read; print(read({str(path)!r}, 100).notes)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(oldphoto.__file__).parents[1], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert "EXIF block is malformed" in done.stdout and done.stderr == ""
 
 
 def test_malformed_exif_is_reported_not_fatal(tmp_path):

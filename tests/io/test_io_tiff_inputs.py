@@ -141,6 +141,19 @@ def test_associated_alpha_is_unpremultiplied(tmp_path):
     assert (pic.pixels[:, 0] == 0).all()  # fully transparent: no colour to recover
 
 
+def test_associated_alpha_of_gray_is_unpremultiplied(tmp_path):
+    alpha = np.array([0, 64, 128, 255], np.uint8)[None, :].repeat(4, 0)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        a = alpha.astype(dtype) * (top // 255)
+        premult = np.rint(0.8 * a).astype(dtype)  # straight gray 0.8 of full scale
+        tifffile.imwrite(tmp_path / "ga.tif", np.stack([premult, a], 2), photometric="minisblack",
+                         extrasamples=["assocalpha"])
+        pic = _read(tmp_path / "ga.tif")
+        np.testing.assert_array_equal(pic.alpha, a)
+        assert np.abs(pic.pixels[:, 1:, 0].astype(int) - round(0.8 * top)).max() <= top // 100
+        assert "associated (premultiplied) alpha converted to straight alpha" in pic.notes
+
+
 def test_probe_reports_upright_size_and_layout(tmp_path):
     tifffile.imwrite(tmp_path / "o.tif", RGB16, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
     info = probe(tmp_path / "o.tif")
