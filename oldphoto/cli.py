@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from . import io as oio
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import ImageError, OldPhotoError
@@ -491,6 +492,8 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                 decision = state.decide(rel, found.src, fp(found.src))
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
+                if decision.reason == "new" and any(p.exists() for p in planned):
+                    decision = _recognised(state, rel, found.src, planned, fp(found.src)) or decision
                 if decision.action == "run":
                     for p in planned:
                         if p.exists() and state.owner_of(p) != rel:
@@ -517,6 +520,20 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
     return jobs
 
 
+def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str) -> Decision | None:
+    """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
+    settings and models (the state file was lost): recorded again and skipped, instead of refused."""
+    try:
+        info = oio.probe(src)
+    except ImageError:
+        return None  # the source cannot be read now: the run will say why
+    rec = state.recognise(src, planned, fp, (info.width, info.height))
+    if rec is None:
+        return None
+    state.record(rel, rec)
+    return Decision("skip", "up to date (recognised from its outputs' provenance)")
+
+
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
@@ -526,6 +543,8 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
             result.notes.append(f"source moved but unchanged (same sha256 as {before})")
         else:
             result.notes.append("source touched but unchanged (same sha256)")
+    if decision.reason.startswith("up to date (recognised"):
+        result.notes.append("not in the state file: recognised from the provenance in its outputs' XMP")
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels

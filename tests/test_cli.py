@@ -873,6 +873,43 @@ def test_end_to_end_with_the_real_pipeline(tmp_path, stand_in_models):
     assert [files["status"] for files in report_of(out)["files"]] == ["skipped", "skipped", "failed"]
 
 
+def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_path, stand_in_models):
+    import numpy as np
+    from PIL import Image
+
+    root, rgb16, gray8 = real_scans(tmp_path)
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--save-mask", "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 1  # torn.jpg fails alone
+    made = {p: p.read_bytes() for p in out.rglob("*") if p.suffix in (".tif", ".png")}
+    (out / STATE_NAME).unlink()  # e.g. the folder was copied without its hidden files
+
+    changed = run("restore", root, "--out", out, *opts, "--mask-dilate", 3)  # other settings: not ours to replace
+    assert [f["status"] for f in report_of(out)["files"]] == ["failed", "failed", "failed"], changed.output
+    assert "already exists and was not made from this file by oldphoto" in changed.stderr
+
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 1, r.output
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    for rel, (w, h) in {"box 2/portrait.tif": (90, 70), "street.png": (40, 50)}.items():
+        f = files[rel]
+        assert f["status"] == "skipped" and (f["width"], f["height"]) == (w, h), f
+        assert any("recognised from the provenance" in n for n in f["notes"])
+        assert f["outputs"] == [str(out / rel), str(out / (rel.rsplit(".", 1)[0] + ".mask.png"))]
+    assert len(made) == 4 and all(p.read_bytes() == data for p, data in made.items())  # nothing written again
+    again = run("restore", root, "--out", out, *opts)  # recorded again: an ordinary skip now
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert again.exit_code == 1 and files["street.png"]["status"] == "skipped" and not files["street.png"]["notes"]
+
+    (out / STATE_NAME).unlink()
+    street = np.asarray(Image.open(root / "street.png")).copy()
+    street[0, 0] ^= 1
+    Image.fromarray(street, "L").save(root / "street.png")  # another photo under the same name: refused
+    run("restore", root, "--out", out, *opts)
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "skipped"
+
+
 def test_end_to_end_only_mask(tmp_path, stand_in_models):
     import numpy as np
     from PIL import Image

@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
+import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -168,6 +171,55 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
 
     body = _serialize(root, prefixes)
     return (f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{_PADDING}<?xpacket end="w"?>').encode()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What oldphoto recorded in a derivative's XMP (provenance_xmp)."""
+
+    source_sha256: str  # oldphoto:SourceSHA256
+    software: str  # stEvt:softwareAgent of the last history event
+    parameters: dict  # that event's stEvt:parameters: {"settings": {...}, "models": {...}}
+
+
+def read_provenance(path: str | Path) -> Provenance | None:
+    """The provenance in the XMP packet of a file oldphoto wrote, when oldphoto made the last change recorded in
+    its history; None otherwise (no packet, no oldphoto properties, a later step by another tool, or a packet that
+    cannot be parsed). Every format oldphoto writes stores XMP uncompressed, so the packet is found by scanning
+    the bytes, without decoding the image. Raises OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            start = data.find(b"<?xpacket begin=")
+            end = data.find(b"<?xpacket end=", start) if start >= 0 else -1
+            if end < 0:
+                return None
+            packet = data[start:end]
+    try:
+        root, _ = _parse(packet, str(path))
+    except XmpError:
+        return None
+    descriptions = root.iter(_q("rdf", "Description"))
+    sha = next((v for d in descriptions for v in _simple_values(d, _q("oldphoto", "SourceSHA256"))), None)
+    events = [li for seq in root.iter(_q("rdf", "Seq")) for li in seq.findall(_q("rdf", "li"))
+              if li.find(_q("stEvt", "action")) is not None]
+    if sha is None or not events:
+        return None
+    last = events[-1]
+    software = (last.findtext(_q("stEvt", "softwareAgent")) or "").strip()
+    try:
+        parameters = json.loads(last.findtext(_q("stEvt", "parameters")) or "")
+    except json.JSONDecodeError:
+        return None
+    if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
+        return None
+    return Provenance(sha, software, parameters)
+
+
+def _simple_values(d: ET.Element, prop: str) -> list[str]:
+    values = [d.attrib[prop]] if prop in d.attrib else []
+    return values + [(c.text or "").strip() for c in d.findall(prop)]
 
 
 def _serialize(root: ET.Element, source_prefixes: dict[str, str]) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from io_samples import XMP, gradient
 from oldphoto.errors import ImageError
-from oldphoto.io import Metadata, provenance_xmp, read, read_source_sha256, write
+from oldphoto.io import Metadata, provenance_xmp, read, read_provenance, read_source_sha256, write
 
 NS = {
     "x": "adobe:ns:meta/",
@@ -155,3 +155,26 @@ def test_properties_spread_over_several_descriptions_are_replaced_once():
     assert len(root.findall(".//xmpMM:InstanceID", NS)) == 1
     assert root.find(".//xmpMM:DerivedFrom/stRef:instanceID", NS).text == "xmp.iid:a"
     assert root.find(".//xmpMM:DerivedFrom/stRef:documentID", NS).text == "xmp.did:d"
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("TIFF", ".tif"), ("JPEG", ".jpg"), ("WEBP", ".webp")])
+def test_read_provenance_finds_what_oldphoto_recorded_in_every_format(tmp_path, fmt, suffix):
+    ours = provenance_xmp(XMP, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9",
+                          parameters={"tile": {"size": 256}}, models={"restorer": {"sha256": "cd" * 32}})
+    path = tmp_path / f"d{suffix}"
+    write(path, gradient(16, 24, 3, np.uint8), None, fmt, Metadata(), provenance_xmp=ours)
+    prov = read_provenance(path)
+    assert prov is not None and prov.source_sha256 == SHA and prov.software == "oldphoto 9.9"
+    assert prov.parameters == {"settings": {"tile": {"size": 256}}, "models": {"restorer": {"sha256": "cd" * 32}}}
+
+
+def test_read_provenance_is_none_unless_oldphoto_made_the_last_change(tmp_path):
+    ours = provenance_xmp(None, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9")
+    retouched = provenance_xmp(ours, source_name="d.tif", source_sha256=SHA, software="Photo Editor 3")
+    cases = {"retouched.png": retouched, "plain.png": XMP, "none.png": None,
+             "broken.png": ours.replace(b"</rdf:RDF>", b"")}
+    for name, packet in cases.items():
+        write(tmp_path / name, gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=packet)
+        assert read_provenance(tmp_path / name) is None, name
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert read_provenance(tmp_path / "empty.png") is None
