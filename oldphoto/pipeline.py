@@ -266,9 +266,10 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
-        if job.near_gray:
-            notes.append("RGB photo with (nearly) equal channels restored as grayscale")
         colorize = _wants_colour(cfg, pixels.shape[2], job.near_gray, notes)
+        if job.near_gray:
+            notes.append("RGB photo with (nearly) equal channels restored as grayscale"
+                         + (", then colorized" if colorize else ""))
         if colorize:
             job.colorize(out)
         check_stop(stop)

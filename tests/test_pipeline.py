@@ -705,7 +705,10 @@ def test_rgb_scan_of_a_gray_print_comes_back_gray(tmp_path):
     got = read_any(res.outputs[0])
     assert got.shape == scan.shape and got.dtype == np.uint8
     assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
-    assert any("restored as grayscale" in n for n in res.notes)
+    assert any(n.endswith("restored as grayscale") for n in res.notes)
+    coloured = process_file(src, tmp_path / "bw_rgb_col", cfg(colorize=True),
+                            Models(restorer=ConvNet(seed=3), colorizer=ConstantColour()))
+    assert any(n.endswith("restored as grayscale, then colorized") for n in coloured.notes)
     # the stand-in tints a colour photo: the gray output is not just what it would give anyway
     tinted = read_any(process_file(write_png(tmp_path / "c.png", scan[:, :, ::-1] // 2 + np.uint8([0, 60, 120])),
                                    tmp_path / "c_out", cfg(), Models(restorer=ConvNet(seed=3))).outputs[0])
