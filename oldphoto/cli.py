@@ -244,11 +244,17 @@ def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
                                        f"output folder outside the scans so restorations never mix with the originals")
 
 
-def _check_report(report: Path, out: Path) -> None:
+def _check_report(report: Path, out: Path, inputs: tuple[Path, ...] = ()) -> None:
     """An explicit --report can be written where asked: a .json file (not a folder, nor the output folder's state
-    or lock file, nor a scan or an output) under a folder that exists or can be created, and is writable.
+    or lock file, nor a scan or an output, nor anywhere in an input folder, which holds the masters) under a folder
+    that exists or can be created, and is writable.
     Checked before any work, so a bad path is a usage error at once rather than a failure after the whole batch."""
     shown = _shown(report)  # an existing folder is refused by click already
+    for inp in inputs:
+        if inp.is_dir() and any(in_p in rep_p.parents for rep_p, in_p in (
+                (Path(os.path.abspath(report)), Path(os.path.abspath(inp))), (report.resolve(), inp.resolve()))):
+            raise click.UsageError(f"--report {shown} is inside the input folder {_shown(inp)}; the scans' folders "
+                                   f"are never written to: put the report elsewhere (by default it goes to --out)")
     if report.resolve() == out.resolve():
         raise click.UsageError(f"--report {shown} is the output folder; give a file name, e.g. "
                                f"{_shown(report / 'report.json')}")
@@ -383,7 +389,7 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
     if report_path is not None:
-        _check_report(report_path, out)
+        _check_report(report_path, out, inputs)
     display = _make_display(quiet)
     try:
         code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)

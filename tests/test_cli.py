@@ -421,6 +421,9 @@ def test_invalid_report_path_is_a_usage_error_before_any_work(tmp_path, fake):
         r = run("restore", src, "--out", out, "--report", report)
         assert r.exit_code == 2 and message in r.output, (report, r.output)
         assert fake.calls == [] and not out.exists()
+    inside = tmp_path / "in" / "sub" / "r.json"
+    r = run("restore", tmp_path / "in", "--out", out, "--report", inside)
+    assert r.exit_code == 2 and "is inside the input folder" in r.output and not inside.parent.exists()
     r = run("restore", src, "--out", out, "--report", tmp_path / "new" / "deeper" / "r.json")  # created
     assert r.exit_code == 0 and (tmp_path / "new" / "deeper" / "r.json").is_file()
     assert src.read_bytes() == b"JPEGDATA"
