@@ -20,7 +20,8 @@ class PartialNonLocal(nn.Module):
     and a pooled key counts as intact only if none of its positions is a defect, so
     s_ij = (1 - m_j) f_ij / sum_k (1 - m_k) f_ik with f_ij = exp(<theta_i, phi_j> / sqrt(d)): a softmax over the
     intact keys. Cost per tile is (#defect positions) x (h w / 4) x (d + C): nothing for a tile without defects.
-    A sample with no intact key at all gets zeros (the caller keeps its local features there).
+    A sample with no intact key at all gets zeros; the mapping still fuses that zero global result with its
+    local features at the defect cells (archs/mapping.py), as it did in training.
     """
 
     def __init__(self, channels: int, inner: int | None = None):

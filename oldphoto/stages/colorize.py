@@ -46,7 +46,8 @@ def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def combine(l: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """L (B, 1, H, W) in [0, 100] and ab (B, 2, H, W) of the same size -> sRGB (B, 3, H, W) in [0, 1] (clipped)."""
     if l.dim() != 4 or l.shape[1] != 1 or ab.dim() != 4 or ab.shape[1] != 2 or l.shape[-2:] != ab.shape[-2:]:
-        raise ValueError(f"combine: expected L (B, 1, H, W) and ab (B, 2, H, W), got {tuple(l.shape)} and {tuple(ab.shape)}")
+        raise ValueError(f"combine: expected L (B, 1, H, W) and ab (B, 2, H, W), got {tuple(l.shape)} and "
+                         f"{tuple(ab.shape)}")
     return lab_to_rgb(torch.cat((l, ab.to(l.dtype)), 1))
 
 
