@@ -49,8 +49,9 @@ class BatchKey:
 class Ticket:
     """One submission (a row of n tiles) of one owner; filled in by whichever thread runs its tiles.
 
-    seconds and notes are the owner's: each batch adds its stage times in proportion to the tiles it ran for
-    the owner, and its out-of-memory notes.
+    seconds and notes are the owner's: each batch adds its out-of-memory notes, and its stage times in proportion
+    to the tiles it ran for the owner; those times reach `seconds` when the owner collects the ticket, in the
+    owner's thread, which times its own work into the same dict.
     """
 
     owner: object
@@ -60,6 +61,7 @@ class Ticket:
     images: list = field(init=False)  # per tile: (3, sT, sT) float32 CPU or None (only_mask)
     probs: list = field(init=False)  # per tile: (1, T, T) float32 CPU or None (no detector)
     left: int = field(init=False)  # tiles not yet run
+    shared: dict[str, float] = field(init=False, default_factory=dict)  # stage times not yet added to seconds
     error: BaseException | None = None
 
     def __post_init__(self):
@@ -128,6 +130,10 @@ class TileBatcher:
                 # Under the device lock nothing is mid-flight: the ticket is either done or still queued.
                 if not ticket.done:
                     self._run_head(ticket)
+        with self._lock:
+            shared, ticket.shared = ticket.shared, {}
+        for k, v in shared.items():
+            ticket.seconds[k] = ticket.seconds.get(k, 0.0) + v
         if ticket.error is not None:
             raise ticket.error
         return ticket.images, ticket.probs
@@ -194,11 +200,12 @@ class TileBatcher:
             notes.append(f"out of device memory: batch size reduced to {size}")
 
     def _share(self, part: list[_Item], seconds: dict[str, float]) -> None:
-        """Add the batch's stage times to each owner's, in proportion to its tiles in the batch."""
-        for ticket, c in Counter(it.ticket for it in part).items():  # tickets hash by identity
-            for k, v in seconds.items():
-                ticket.seconds[k] = ticket.seconds.get(k, 0.0) + v * c / len(part)
+        """Set aside the batch's stage times for each owner, in proportion to its tiles in the batch (added to its
+        seconds when it collects: the owner's thread may be writing that dict now)."""
         with self._lock:
+            for ticket, c in Counter(it.ticket for it in part).items():  # tickets hash by identity
+                for k, v in seconds.items():
+                    ticket.shared[k] = ticket.shared.get(k, 0.0) + v * c / len(part)
             self.calls += 1
             self.tiles += len(part)
             self.shared_calls += len({id(it.ticket.owner) for it in part}) > 1
