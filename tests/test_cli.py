@@ -913,6 +913,20 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "skipped"
 
 
+def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recognised(tmp_path, stand_in_models):
+    """--mask-threshold equal to the models' own is the default (it redoes nothing): the XMP of the outputs must
+    say so too, or a lost state file left them refused forever by the very command that made them."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--only-mask", "--mask-threshold", WhiteDetector.threshold, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (out / STATE_NAME).unlink()
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+
+
 def test_end_to_end_only_mask(tmp_path, stand_in_models):
     import numpy as np
     from PIL import Image
