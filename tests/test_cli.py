@@ -927,6 +927,21 @@ def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recogni
     assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
 
 
+def test_existing_output_with_an_xmp_packet_in_an_unreadable_encoding_fails_alone(tmp_path, stand_in_models):
+    """Looking for oldphoto's provenance in a file already at an output path (the state file knows nothing of it)
+    must not end the run when its XMP declares an encoding the XML parser cannot use."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    odd = (b"PNG<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?><?xml version='1.0' encoding='bogus'?>"
+           b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/><?xpacket end='w'?>")
+    put(out / "street.png", odd)
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    assert r.exit_code == 1 and "street.png already exists and was not made from this file" in r.stderr
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "failed"]
+    assert (out / "street.png").read_bytes() == odd
+
+
 def test_end_to_end_only_mask(tmp_path, stand_in_models):
     import numpy as np
     from PIL import Image
