@@ -212,7 +212,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
     software = (last.findtext(_q("stEvt", "softwareAgent")) or "").strip()
     try:
         parameters = json.loads(last.findtext(_q("stEvt", "parameters")) or "")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes (another tool's file)
         return None
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None

@@ -184,3 +184,6 @@ def test_read_provenance_is_none_unless_oldphoto_made_the_last_change(tmp_path):
     odd = ours.replace(b"?>", b"?><?xml version='1.0' encoding='bogus'?>", 1)  # another tool's file, say
     write(tmp_path / "odd.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=odd)
     assert read_provenance(tmp_path / "odd.png") is None
+    deep = ours.replace(b"<stEvt:parameters>{", b"<stEvt:parameters>" + b"[" * 100_000 + b"{", 1)
+    write(tmp_path / "deep.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=deep)
+    assert read_provenance(tmp_path / "deep.png") is None
