@@ -400,10 +400,13 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
-    Each output carries an XMP history entry: settings, models (names + weight sha256), source name + sha256.
+    Each output carries an XMP history entry: settings, models (names + weight sha256), source name + sha256. The
+    settings are those the CLI fingerprints this source's record with (the models' own threshold, given or not,
+    as the default), so that outputs found after the state file was lost are recognised (RunState.recognise).
     """
     software = f"oldphoto {__version__}"
-    settings, described = cfg.output_settings(written_format=items[0][2]), models.describe()
+    settings = cfg.output_settings(default_threshold(cfg, models), written_format=items[0][2])
+    described = models.describe()
     staging = oio.Staging()
     try:
         for path, (pixels, alpha, fmt, meta) in zip(outputs, items):

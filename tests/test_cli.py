@@ -913,6 +913,35 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "skipped"
 
 
+def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recognised(tmp_path, stand_in_models):
+    """--mask-threshold equal to the models' own is the default (it redoes nothing): the XMP of the outputs must
+    say so too, or a lost state file left them refused forever by the very command that made them."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--only-mask", "--mask-threshold", WhiteDetector.threshold, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (out / STATE_NAME).unlink()
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+
+
+def test_existing_output_with_an_xmp_packet_in_an_unreadable_encoding_fails_alone(tmp_path, stand_in_models):
+    """Looking for oldphoto's provenance in a file already at an output path (the state file knows nothing of it)
+    must not end the run when its XMP declares an encoding the XML parser cannot use."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    odd = (b"PNG<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?><?xml version='1.0' encoding='bogus'?>"
+           b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/><?xpacket end='w'?>")
+    put(out / "street.png", odd)
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    assert r.exit_code == 1 and "street.png already exists and was not made from this file" in r.stderr
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "failed"]
+    assert (out / "street.png").read_bytes() == odd
+
+
 def test_end_to_end_only_mask(tmp_path, stand_in_models):
     import numpy as np
     from PIL import Image

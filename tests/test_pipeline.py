@@ -491,7 +491,9 @@ def test_never_overwrites_its_own_input(tmp_path):
 
 @pytest.mark.parametrize("packet", [b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF>unclosed",
                                     b"<!DOCTYPE x [<!ENTITY a 'b'>]><x:xmpmeta xmlns:x='adobe:ns:meta/'/>",
-                                    b"<other>root</other>"])
+                                    b"<other>root</other>",
+                                    b"<?xml version='1.0' encoding='bogus'?><x:xmpmeta xmlns:x='adobe:ns:meta/'/>",
+                                    b"<?xml version='1.0' encoding='shift_jis'?><x:xmpmeta xmlns:x='adobe:ns:meta/'/>"])
 def test_a_source_xmp_that_cannot_be_parsed_is_carried_unchanged(tmp_path, packet):
     from oldphoto import io as oio
 

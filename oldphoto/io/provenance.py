@@ -54,7 +54,7 @@ def read_source_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
-    """(root element, {namespace uri: prefix as the packet wrote it})."""
+    """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
     body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
         raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
@@ -65,6 +65,8 @@ def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]
             prefixes.setdefault(uri, prefix)
     except ET.ParseError as e:
         raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
+    except (LookupError, ValueError) as e:  # an encoding Python does not know, or a multi-byte one expat cannot read
+        raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
     return root, prefixes
 
 
@@ -210,7 +212,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
     software = (last.findtext(_q("stEvt", "softwareAgent")) or "").strip()
     try:
         parameters = json.loads(last.findtext(_q("stEvt", "parameters")) or "")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes (another tool's file)
         return None
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None

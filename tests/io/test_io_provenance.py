@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from io_samples import XMP, gradient
-from oldphoto.errors import ImageError
+from oldphoto.errors import ImageError, XmpError
 from oldphoto.io import Metadata, provenance_xmp, read, read_provenance, read_source_sha256, write
 
 NS = {
@@ -106,6 +106,9 @@ def test_bad_packets_are_refused_with_the_file_name():
         _build(b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>')
     with pytest.raises(ValueError, match="time zone"):
         _build(None, when=datetime(2026, 1, 1))
+    for encoding in ("bogus", "shift_jis"):  # unknown to Python, or multi-byte, which expat cannot read
+        with pytest.raises(XmpError, match="scan_0042.tif: XMP packet declares an encoding that cannot be read"):
+            _build(f"<?xml version='1.0' encoding='{encoding}'?><x:xmpmeta xmlns:x='adobe:ns:meta/'/>".encode())
 
 
 def test_text_is_escaped():
@@ -178,3 +181,9 @@ def test_read_provenance_is_none_unless_oldphoto_made_the_last_change(tmp_path):
         assert read_provenance(tmp_path / name) is None, name
     (tmp_path / "empty.png").write_bytes(b"")
     assert read_provenance(tmp_path / "empty.png") is None
+    odd = ours.replace(b"?>", b"?><?xml version='1.0' encoding='bogus'?>", 1)  # another tool's file, say
+    write(tmp_path / "odd.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=odd)
+    assert read_provenance(tmp_path / "odd.png") is None
+    deep = ours.replace(b"<stEvt:parameters>{", b"<stEvt:parameters>" + b"[" * 100_000 + b"{", 1)
+    write(tmp_path / "deep.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=deep)
+    assert read_provenance(tmp_path / "deep.png") is None
