@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .ops.masks import dilate
-from .stages.base import check_output, release_memory, run_stage, timed
+from .stages.base import NonFiniteOutput, check_output, release_memory, run_stage, timed
 
 # Files in flight (--jobs) take turns on the networks: torch already spreads one pass over every core, so two
 # concurrent passes would only oversubscribe the CPU (or GPU memory) and double the activations held; reading,
@@ -160,6 +160,11 @@ class TileBatcher:
         except torch.OutOfMemoryError as exc:
             release_memory(self.device)
             self._out_of_memory(part, key, exc)
+            return
+        except NonFiniteOutput as exc:
+            # NaN or inf in some tiles: their photos fail; the tiles of the others are run again without them
+            culprits = {id(part[i].ticket.owner) for i in exc.rows}
+            self._finish([it for it in part if id(it.ticket.owner) in culprits] or part, exc=exc)
             return
         except Exception as exc:  # noqa: BLE001 - a stage failure belongs to every owner in the batch; re-raised
             self._finish(part, exc=exc)

@@ -88,6 +88,21 @@ def test_a_stage_error_reaches_every_owner_in_the_batch():
             b.collect(t)
 
 
+def test_nan_in_one_photos_tiles_fails_that_photo_alone():
+    def nan_on_white(x, mask):
+        y = 1 - x
+        y[x.flatten(1).min(1).values > 0.999] = float("nan")  # e.g. a numerical breakdown on one photo's content
+        return y
+
+    b = TileBatcher(Models(restorer=nan_on_white), "cpu", batch_size=8)
+    ta = b.submit(torch.ones(2, 3, 8, 8), KEY, "white", {}, [])
+    xb, tb = submit(b, 3, "b", 2)
+    with pytest.raises(ValueError, match="restorer stage returned non-finite values"):
+        b.collect(ta)
+    images, _ = b.collect(tb)
+    assert torch.allclose(torch.stack(images), 1 - xb)
+
+
 def test_cancel_drops_only_that_owners_tiles():
     stage = Invert()
     b = TileBatcher(Models(restorer=stage), "cpu", batch_size=8)

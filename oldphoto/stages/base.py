@@ -51,6 +51,14 @@ class ColorizerStage(Protocol):
     def __call__(self, lightness: torch.Tensor) -> torch.Tensor: ...
 
 
+class NonFiniteOutput(ValueError):
+    """A stage returned NaN or inf; `rows` are the batch positions (tiles) that hold them."""
+
+    def __init__(self, name: str, rows: list[int]):
+        super().__init__(f"{name} stage returned non-finite values (NaN or inf)")
+        self.rows = rows
+
+
 def check_output(name: str, out: object, shape: tuple[int, ...]) -> torch.Tensor:
     """Raise ValueError naming the stage when its output is not a tensor of `shape` or holds NaN or inf (which
     would be written as black or white pixels, or as no defect, without a word); returns it as float32."""
@@ -59,7 +67,8 @@ def check_output(name: str, out: object, shape: tuple[int, ...]) -> torch.Tensor
         raise ValueError(f"{name} stage returned {got}, expected {tuple(shape)}")
     out = out.float()
     if not bool(torch.isfinite(out).all()):
-        raise ValueError(f"{name} stage returned non-finite values (NaN or inf)")
+        bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1) if out.dim() else torch.ones(1, dtype=torch.bool)
+        raise NonFiniteOutput(name, bad.nonzero().flatten().tolist())
     return out
 
 
