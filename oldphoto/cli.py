@@ -346,6 +346,7 @@ def _rel_str(rel: Path) -> str:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Report file [default: OUT/report.json].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--dry-run", is_flag=True, help="List what a run would do to each file, and why; write nothing.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULT.max_pixels, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Defect probability threshold [default: the restorer's when restoring, the detector's with --only-mask].")
@@ -374,7 +375,7 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
             device: str, batch_size: int, tile: str, overlap: int, edge_margin: int, fmt: str, overwrite: bool,
             jobs: int, report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
-            save_mask: bool, scan_blend: str, detect_scales: str | None) -> None:
+            save_mask: bool, scan_blend: str, detect_scales: str | None, dry_run: bool) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -389,10 +390,15 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
         raise click.UsageError(str(e)) from None
     _check_out(out, inputs)
     if report_path is not None:
+        if dry_run:
+            raise click.UsageError("--dry-run writes nothing, no report either: leave out --report")
         _check_report(report_path, out, inputs)
     display = _make_display(quiet)
     try:
-        code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+        if dry_run:
+            code = _dry_run(inputs, out, cfg, display)
+        else:
+            code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
     except KeyboardInterrupt:  # before the stop flag was installed (loading the models) or after it was removed
         display.close()
         display.note("stopped: interrupted by Ctrl-C")
@@ -400,13 +406,8 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     ctx.exit(code)
 
 
-def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
-                 display: QuietDisplay) -> int:
-    from . import pipeline  # lazy: torch and the models are only needed here
-
-    t0 = time.monotonic()
-    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
-    # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
+def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tuple[Any, Callable[[Path], str]]:
+    """(the models, the fingerprint of a source's outputs); fills the report's device, models and fingerprint."""
     try:
         dev = pipeline.resolve_device(cfg.device)
     except OldPhotoError as e:
@@ -424,6 +425,61 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         """The fingerprint recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality."""
         return fingerprint(cfg.output_settings(threshold, pipeline.planned_format(src.suffix, cfg)), report.models)
 
+    return models, fp
+
+
+def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: QuietDisplay) -> int:
+    """Print what a run with these settings would do to each file, and why, on stdout; write nothing (no output,
+    state, report or lock). 1 when some file would fail at once (refused, unreadable), else 0."""
+    from . import pipeline
+
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
+    _, fp = _setup(cfg, report, pipeline)
+    try:
+        state = RunState.load(out, read_only=True)
+    except StateError as e:
+        raise RunError(str(e)) from None
+    jobs = {job.index for job in _plan(inputs, out, cfg, fp, state, report, display, pipeline, lambda: False)}
+    verb = "mask" if cfg.only_mask else "restore"
+    counts = {verb: 0, "up to date": 0, "fail": 0}
+    for i, result in enumerate(report.results):
+        where = _shown(result.relative or result.source)
+        if i in jobs:
+            problem = _header_problem(Path(result.source), cfg.max_pixels)
+            if problem:
+                result.status, result.error = "failed", problem
+                display.error(result.source, problem)
+        if i in jobs and result.status != "failed":
+            why = next((n[len("redone: "):] for n in result.notes if n.startswith("redone: ")), None)
+            line, kind = f"{verb:<10}  {where}  ({why or ('overwrite' if cfg.overwrite else 'new')})", verb
+        elif result.status == "skipped":
+            line, kind = f"{'up to date':<10}  {where}", "up to date"
+        else:
+            line, kind = f"{'fail':<10}  {where}: {_shown(result.error)}", "fail"
+        counts[kind] += 1
+        click.echo(line)
+    click.echo(f"dry run: {counts[verb]} to {verb}, {counts['up to date']} up to date, {counts['fail']} would fail; "
+               f"nothing was written")
+    return 1 if counts["fail"] else 0
+
+
+def _header_problem(src: Path, max_pixels: int) -> str | None:
+    """Why the run would refuse `src` from its header alone (not an image, damaged, too large), or None."""
+    try:
+        oio.probe(src, max_pixels)
+    except ImageError as e:
+        return e.reason
+    return None
+
+
+def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
+                 display: QuietDisplay) -> int:
+    from . import pipeline  # lazy: torch and the models are only needed here
+
+    t0 = time.monotonic()
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
+    # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
+    models, fp = _setup(cfg, report, pipeline)
     stop = _StopFlag(display)
     state: RunState | None = None
     try:

@@ -107,6 +107,7 @@ class RunState:
     out_dir: Path
     records: dict[str, Record] = field(default_factory=dict)
     dropped_torn_line: bool = False  # the previous run died while appending
+    read_only: bool = False  # record() keeps records in memory only, and close() writes nothing
     _journal: IO[str] | None = field(default=None, repr=False)
     _owners: dict[str, str] | None = field(default=None, repr=False)  # output path -> rel, built on demand
 
@@ -115,8 +116,9 @@ class RunState:
         return self.out_dir / STATE_NAME
 
     @classmethod
-    def load(cls, out_dir: Path) -> "RunState":
-        state = cls(Path(out_dir))
+    def load(cls, out_dir: Path, read_only: bool = False) -> "RunState":
+        """The records as the file holds them. read_only: `record` then only updates them in memory (a dry run)."""
+        state = cls(Path(out_dir), read_only=read_only)
         if not state.path.exists():
             return state
         text = state.path.read_text(encoding="utf-8")
@@ -162,16 +164,19 @@ class RunState:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        self.compact()
+        if not self.read_only:
+            self.compact()
 
     def record(self, rel: str, record: Record) -> None:
         """Remember a finished file; durable once this returns. The outputs of the record it replaces that
         still exist are carried over into `former` (see `owner_of`)."""
-        if self._journal is None:
+        if self._journal is None and not self.read_only:
             raise RuntimeError("RunState.record called on a state that was not opened for a run")
         record = self._carry_former(rel, record)
         self.records[rel] = record
         self._owners = None
+        if self.read_only:
+            return
         self._journal.write(record.to_json(rel) + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())

@@ -942,6 +942,33 @@ def test_existing_output_with_an_xmp_packet_in_an_unreadable_encoding_fails_alon
     assert (out / "street.png").read_bytes() == odd
 
 
+def test_dry_run_lists_what_a_run_would_do_and_writes_nothing(tmp_path, stand_in_models):
+    root, rgb16, gray8 = real_scans(tmp_path)
+    out = tmp_path / "out"
+    r = run("restore", root, "--out", out, "--dry-run")
+    assert r.exit_code == 1 and not out.exists(), r.output  # torn.jpg would fail: its header is damaged
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["restore     box 2/portrait.tif  (new)", "restore     street.png  (new)"]
+    assert lines[2].startswith("fail        torn.jpg: ") and f"error: {root / 'torn.jpg'}: " in r.stderr
+    assert lines[3] == "dry run: 2 to restore, 0 up to date, 1 would fail; nothing was written"
+
+    assert run("restore", root, "--out", out, "--tile", 128).exit_code == 1
+    (root / "torn.jpg").unlink()
+    (out / "street.png").unlink()
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    r = run("restore", root, "--out", out, "--tile", 128, "--dry-run", "--only-mask")
+    assert r.exit_code == 0 and r.stdout.splitlines() == [
+        "mask        box 2/portrait.tif  (settings changed)", "mask        street.png  (settings changed)",
+        "dry run: 2 to mask, 0 up to date, 0 would fail; nothing was written"]
+    r = run("restore", root, "--out", out, "--tile", 128, "--dry-run", "-q")
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout.splitlines() == [
+        "up to date  box 2/portrait.tif", "restore     street.png  (output missing: street.png)",
+        "dry run: 1 to restore, 1 up to date, 0 would fail; nothing was written"]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+    bad = run("restore", root, "--out", out, "--dry-run", "--report", tmp_path / "r.json")
+    assert bad.exit_code == 2 and "--dry-run writes nothing" in bad.output
+
+
 def test_end_to_end_only_mask(tmp_path, stand_in_models):
     import numpy as np
     from PIL import Image

@@ -172,6 +172,17 @@ def test_record_needs_an_open_state(tmp_path):
         loaded.record("a.jpg", state.records["a.jpg"])
 
 
+def test_a_read_only_state_records_in_memory_and_writes_nothing(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    state.close()
+    before = (state.path.read_bytes(), state.path.stat().st_mtime_ns)
+    dry = RunState.load(out, read_only=True)
+    dry.record("b.jpg", replace(state.records["a.jpg"], outputs=()))
+    dry.close()
+    assert "b.jpg" in dry.records and (state.path.read_bytes(), state.path.stat().st_mtime_ns) == before
+    assert "b.jpg" not in RunState.load(out).records
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -117,11 +117,12 @@ def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:
     return (h, w) if orientation >= 5 else (w, h)
 
 
-def probe(path: str | Path) -> ImageInfo:
-    """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded."""
+def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
+    """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded.
+    max_pixels: refuse (ImageError, as read does) an image with more pixels."""
     path = Path(path)
     with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed; probe reports no notes
-        pl = _plan(fh, fmt, path, None, header_only=True)
+        pl = _plan(fh, fmt, path, max_pixels, header_only=True)
         w, h = _upright_shape(pl.width, pl.height, pl.orientation)
         return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
 
