@@ -56,8 +56,8 @@ class Config:
     val_fraction: float = 0.15  # likewise
     seed: int = 11  # crops, degradations, held-back share, init
     vae1: str = WEIGHT_NAMES["vae1"]  # the frozen chain the gate judges (registry names; the pipeline's)
-    mapping: str = WEIGHT_NAMES["mapping"]
-    vae2: str = WEIGHT_NAMES["vae2"]
+    mapping: str = WEIGHT_NAMES["mapping"]  # T
+    vae2: str = WEIGHT_NAMES["vae2"]  # G_Y
     refiner: str = WEIGHT_NAMES["refiner"]  # "": none
     detector: str = WEIGHT_NAMES["detector"]  # its masks at the restorer's threshold, as in the pipeline
     crops: int = 3200  # training crops (multiple of 8), restored once and cached
@@ -69,8 +69,8 @@ class Config:
     hidden: int = 0  # gate: 0 = linear on the standardised features
     penalty: float = 20.0  # extra weight on the dB a crop loses against strengths (1, 1)
     lr: float = 3e-3  # AdamW, full batch
-    weight_decay: float = 1e-2
-    iters: int = 6000
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    iters: int = 6000  # full-batch iterations
     holdout: float = 0.2  # share of the crops held back to pick the best state
     val_heavy: int = 48  # validation crops of the full recipe (seed 999, as benchmarks/joint_finetune_score.py)
     val_family: int = 12  # per single family and clean (seed 77)

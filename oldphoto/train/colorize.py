@@ -78,11 +78,11 @@ class Config:
 class EvalConfig:
     weights: str = "colorize-v1"  # registry name to evaluate (ignored when `run` is set)
     run: str = ""  # evaluate this run folder's best.pt instead of registered weights
-    corpus: str = "~/.cache/oldphoto/corpus"
+    corpus: str = "~/.cache/oldphoto/corpus"  # clean photos; the same split as training (split_seed)
     split_seed: int = 0  # must match the training split, so the photos were never seen
     size: int = 512  # held-out photos are read with this long side (the truth's resolution)
     work_size: int = 0  # working resolution of the colorizer (0: the weights' own)
-    threads: int = 2
+    threads: int = 2  # torch CPU threads
     out: str = ""  # write the result as JSON here ("" : do not write)
     record: bool = False  # also store the result as meta["evaluation"] of the weights' MANIFEST.json entry
 

@@ -137,8 +137,8 @@ class EvalConfig:
     count: int = 160  # validation crops (several scales, see data.validation_set)
     size: int = 256  # crop edge
     seed: int = 1234  # fixes the validation crops and their degradations
-    batch: int = 8
-    threads: int = 2
+    batch: int = 8  # crops per forward pass
+    threads: int = 2  # torch CPU threads
     out: str = ""  # write the result as JSON here ("" : do not write)
     record: bool = False  # store the result as meta["evaluation"] of the weights' MANIFEST.json entry, and its
     #                       tuned threshold as meta["threshold"] (what the pipeline uses)

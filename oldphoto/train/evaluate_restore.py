@@ -57,8 +57,8 @@ class EvalConfig:
     split_seed: int = 0  # must match training: validation photos are never trained on
     val_fraction: float = 0.15  # likewise
     vae1: str = WEIGHT_NAMES["vae1"]  # registry names (default: the pipeline's)
-    mapping: str = WEIGHT_NAMES["mapping"]
-    vae2: str = WEIGHT_NAMES["vae2"]
+    mapping: str = WEIGHT_NAMES["mapping"]  # T
+    vae2: str = WEIGHT_NAMES["vae2"]  # G_Y
     refiner: str = WEIGHT_NAMES["refiner"]  # registry name of the image-space refiner run after G_Y, as the pipeline ("": none)
     detector: str = WEIGHT_NAMES["detector"]  # "" or not registered -> the ground-truth mask is used (and said so)
     blend: str = WEIGHT_NAMES["blend"]  # scan-blend gate as the pipeline ("", not registered, or no detector: none)
@@ -69,8 +69,8 @@ class EvalConfig:
     cost_tile: int = 256  # speed measurement: tile edge ...
     cost_batch: int = 8  # ... and tiles per forward pass
     out: str = "runs/eval_restore"  # results.json and a sample grid
-    # also store the results in the mapping's (refiner's, gate's) MANIFEST.json entry: only for the standard set
-    record: bool = False
+    record: bool = False  # also store the results in the mapping's (refiner's, gate's) MANIFEST.json entry: only
+    #                       for the standard set
 
     def __post_init__(self) -> None:
         if self.detect_scales not in DETECT_SCALES:

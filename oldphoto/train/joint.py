@@ -50,9 +50,9 @@ class Config:
     val_fraction: float = 0.15  # likewise
     seed: int = 41  # training randomness (crops, degradations, mask choice)
     vae1: str = WEIGHT_NAMES["vae1"]  # the chain to start from (registry names; the pipeline's)
-    mapping: str = WEIGHT_NAMES["mapping"]
-    vae2: str = WEIGHT_NAMES["vae2"]
-    refiner: str = WEIGHT_NAMES["refiner"]
+    mapping: str = WEIGHT_NAMES["mapping"]  # T
+    vae2: str = WEIGHT_NAMES["vae2"]  # G_Y
+    refiner: str = WEIGHT_NAMES["refiner"]  # image-space refiner after G_Y
     detector: str = WEIGHT_NAMES["detector"]  # masks as at inference for detector_share of the samples ("": none)
     train_vaes: bool = True  # also train E_RX and G_Y (the method freezes them; frozen, mild scans lost ~0.6 dB)
     detector_share: float = 0.5  # share of samples restored with the detector's mask

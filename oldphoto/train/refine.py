@@ -47,8 +47,8 @@ class Config:
     val_fraction: float = 0.15  # likewise
     seed: int = 1  # training randomness (crops, degradations, init)
     vae1: str = WEIGHT_NAMES["vae1"]  # frozen restorer whose outputs are refined (registry names; the pipeline's)
-    mapping: str = WEIGHT_NAMES["mapping"]
-    vae2: str = WEIGHT_NAMES["vae2"]
+    mapping: str = WEIGHT_NAMES["mapping"]  # T
+    vae2: str = WEIGHT_NAMES["vae2"]  # G_Y
     detector: str = WEIGHT_NAMES["detector"]  # masks as at inference for detector_share of the samples ("": ground truth only)
     detector_share: float = 0.5  # share of samples restored with the detector's mask
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)

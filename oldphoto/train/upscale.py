@@ -82,13 +82,13 @@ class Config:
 class EvalConfig:
     weights: str = "upscale-v1"  # registry name to evaluate (ignored when `run` is set)
     run: str = ""  # evaluate this run folder's best.pt instead of registered weights
-    corpus: str = "~/.cache/oldphoto/corpus"
+    corpus: str = "~/.cache/oldphoto/corpus"  # clean photos; the same split as training (split_seed)
     split_seed: int = 0  # must match the training split, so the photos were never seen
     size: int = 1024  # held-out photos read with this long side, then centre-cropped to `crop`
     crop: int = 512  # target edge compared (a multiple of 4)
     seed: int = 1234  # fixes the degraded inputs
     speed_tile: int = 128  # throughput test: batch of 8 tiles of this edge at x2
-    threads: int = 2
+    threads: int = 2  # torch CPU threads
     out: str = ""  # write the result as JSON here ("" : do not write)
     record: bool = False  # also store the result as meta["evaluation"] of the weights' MANIFEST.json entry
 
