@@ -554,11 +554,15 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                 decision = state.decide(rel, found.src, fp(found.src))
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
-                if decision.reason == "new" and any(p.exists() for p in planned):
+                # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
+                # that these settings made them from this very file are its own; all there: up to date.
+                foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
+                if decision.action == "run" and foreign:
                     decision = _recognised(state, rel, found.src, planned, fp(found.src)) or decision
-                if decision.action == "run":
-                    for p in planned:
-                        if p.exists() and state.owner_of(p) != rel:
+                if decision.action == "run" and foreign:
+                    made = state.made_from(found.src, foreign, fp(found.src), rel)
+                    for p in foreign:
+                        if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
         except ImageError as e:
@@ -589,7 +593,7 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
         info = oio.probe(src)
     except ImageError:
         return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height))
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel)
     if rec is None:
         return None
     state.record(rel, rec)

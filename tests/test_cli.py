@@ -913,6 +913,32 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "skipped"
 
 
+def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_settings_went_back(tmp_path,
+                                                                                             stand_in_models):
+    """After the state file is lost, an output whose XMP shows these settings made it from this very file was
+    refused ("not made from this file by oldphoto") when a sibling output was missing, or when the file had since
+    been recorded under other settings: it is what the run would make anyway, so it is redone or recognised."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts, "--save-mask").exit_code == 0
+    (out / STATE_NAME).unlink()
+    (out / "street.mask.png").unlink()
+    r = run("restore", root, "--out", out, *opts, "--save-mask")
+    assert r.exit_code == 0, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "done"]
+    assert (out / "street.mask.png").is_file()
+
+    assert run("restore", root, "--out", out, *opts, "--format", "tiff").exit_code == 0
+    (out / STATE_NAME).unlink()
+    assert run("restore", root, "--out", out, *opts, "--format", "tiff").exit_code == 0  # recognised
+    r = run("restore", root, "--out", out, *opts, "--save-mask")  # back to the settings of the PNG outputs
+    assert r.exit_code == 0, r.output
+    street = report_of(out)["files"][1]  # the TIFF's own output path was recorded with --format tiff: redone
+    assert street["status"] == "skipped" and any("recognised from the provenance" in n for n in street["notes"])
+
+
 def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recognised(tmp_path, stand_in_models):
     """--mask-threshold equal to the models' own is the default (it redoes nothing): the XMP of the outputs must
     say so too, or a lost state file left them refused forever by the very command that made them."""
