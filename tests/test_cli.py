@@ -510,6 +510,26 @@ def test_lock_held_by_a_live_run_is_refused(tmp_path, fake):
     assert json.loads((out / LOCK_NAME).read_text()) == lock
 
 
+def test_dry_run_says_a_live_run_holds_the_output_folder(tmp_path, fake):
+    """A dry run beside a live run listed the files and exited 0, where a run started then exits 1 at once."""
+    from PIL import Image
+
+    src, out = tmp_path / "a.png", tmp_path / "out"
+    Image.new("L", (8, 8)).save(src)
+    out.mkdir()
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (out / LOCK_NAME).write_text(json.dumps(lock))
+    r = run("restore", src, "--out", out, "--dry-run")
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
+    assert r.stdout.splitlines()[0] == "restore     a.png  (new)"
+    assert tree(out) == [LOCK_NAME] and json.loads((out / LOCK_NAME).read_text()) == lock
+    stale = {"pid": os.getpid(), "host": socket.gethostname(), "started": 1.0}  # pid reused: a run takes it over
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    r = run("restore", src, "--out", out, "--dry-run")
+    assert r.exit_code == 0 and r.stderr == "" and tree(out) == [LOCK_NAME]
+
+
 def test_stale_lock_is_taken_over_and_released(tmp_path, fake):
     src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
     out.mkdir()
