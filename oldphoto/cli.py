@@ -38,7 +38,7 @@ from . import io as oio
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import ImageError, OldPhotoError
-from .lock import LOCK_NAME, LockHeld, OutputLock
+from .lock import LOCK_NAME, LockHeld, OutputLock, held_by
 from .report import FileResult, Report
 from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
@@ -430,7 +430,8 @@ def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tu
 
 def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: QuietDisplay) -> int:
     """Print what a run with these settings would do to each file, and why, on stdout; write nothing (no output,
-    state, report or lock). 1 when some file would fail at once (refused, unreadable), else 0."""
+    state, report or lock). 1 when some file would fail at once (refused, unreadable) or a live run holds the
+    output folder (a run now would not start), else 0."""
     from . import pipeline
 
     report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
@@ -439,6 +440,9 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
         state = RunState.load(out, read_only=True)
     except StateError as e:
         raise RunError(str(e)) from None
+    holder = held_by(out)
+    if holder:  # what follows is what a run would do once that one has finished
+        display.error(out, f"output folder is in use by {holder}: a run now would not start")
     jobs = {job.index for job in _plan(inputs, out, cfg, fp, state, report, display, pipeline, lambda: False)}
     verb = "mask" if cfg.only_mask else "restore"
     counts = {verb: 0, "up to date": 0, "fail": 0}
@@ -460,7 +464,7 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
         click.echo(line)
     click.echo(f"dry run: {counts[verb]} to {verb}, {counts['up to date']} up to date, {counts['fail']} would fail; "
                f"nothing was written")
-    return 1 if counts["fail"] else 0
+    return 1 if counts["fail"] or holder else 0
 
 
 def _header_problem(src: Path, max_pixels: int) -> str | None:
@@ -554,11 +558,15 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                 decision = state.decide(rel, found.src, fp(found.src))
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
-                if decision.reason == "new" and any(p.exists() for p in planned):
+                # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
+                # that these settings made them from this very file are its own; all there: up to date.
+                foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
+                if decision.action == "run" and foreign:
                     decision = _recognised(state, rel, found.src, planned, fp(found.src)) or decision
-                if decision.action == "run":
-                    for p in planned:
-                        if p.exists() and state.owner_of(p) != rel:
+                if decision.action == "run" and foreign:
+                    made = state.made_from(found.src, foreign, fp(found.src), rel)
+                    for p in foreign:
+                        if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
         except ImageError as e:
@@ -589,7 +597,7 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
         info = oio.probe(src)
     except ImageError:
         return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height))
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel)
     if rec is None:
         return None
     state.record(rel, rec)

@@ -92,6 +92,20 @@ def is_stale(owner: LockOwner | None, lock_mtime: float, host: str | None = None
     return started is not None and started > owner.started + 2
 
 
+def held_by(out_dir: Path) -> str | None:
+    """Who holds the lock of `out_dir` (e.g. "pid 12 on host, started ..."), when a live run does; None when there is
+    no lock or a stale one that a run would take over. Reads only (for a dry run)."""
+    path = Path(out_dir) / LOCK_NAME
+    try:
+        mtime = path.stat().st_mtime
+        owner = _read_owner(path)
+    except FileNotFoundError:
+        return None
+    if is_stale(owner, mtime):
+        return None
+    return owner.describe() if owner else "a run that is still starting"
+
+
 class OutputLock:
     """Exclusive lock on an output folder; use as a context manager. Raises LockHeld when a live run has it."""
 

@@ -207,28 +207,44 @@ class RunState:
     def outputs_record(self, outputs: Iterable[Path]) -> tuple[OutputRecord, ...]:
         return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
 
-    def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0)) -> Record | None:
-        """A record for a source this state does not know (its file was deleted, or the outputs were copied without
-        it) whose outputs all exist, belong to no other source here, and say in their XMP that oldphoto made them,
-        as the last change, from a file with `src`'s sha256 under the settings and models of fingerprint `fp`;
-        None when any of that does not hold. size: the source's (width, height), for the report."""
-        if not outputs or any(not p.is_file() or self.owner_of(p) is not None for p in outputs):
+    def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
+                  rel: str | None = None) -> Record | None:
+        """A record for outputs of `src` (known here as `rel`) this state has no record of (the state file was
+        deleted, or the outputs were copied without it): all of them exist, belong to no other source here, and
+        say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
+        settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
+        (width, height), for the report."""
+        made, sha = self._made_from(src, outputs, fp, rel)
+        if not outputs or len(made) != len(outputs):
             return None
-        provenances = [read_provenance(p) for p in outputs]
         now = SourceId.of(src)
-        sha = None
-        for prov in provenances:
-            if prov is None or set(prov.parameters) != {"settings", "models"}:
-                return None
-            if fingerprint(prov.parameters["settings"], prov.parameters["models"]) != fp:
-                return None
-            sha = sha or read_source_sha256(src)
-            if prov.source_sha256 != sha:
-                return None
         width, height = size
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, finished=now_iso())
+
+    def made_from(self, src: Path, outputs: list[Path], fp: str, rel: str | None = None) -> list[Path]:
+        """Those of `outputs` that exist, belong to no other source than `rel` here, and say in their XMP that
+        oldphoto made them, as the last change, from a file with `src`'s sha256 under fingerprint `fp`: what
+        these settings would make from `src` anyway, so a run may replace them."""
+        return self._made_from(src, outputs, fp, rel)[0]
+
+    def _made_from(self, src: Path, outputs: list[Path], fp: str, rel: str | None) -> tuple[list[Path], str | None]:
+        """(made_from's outputs, `src`'s sha256 when it had to be read)."""
+        made: list[Path] = []
+        sha = None
+        for p in outputs:
+            if not p.is_file() or self.owner_of(p) not in (None, rel):
+                continue
+            prov = read_provenance(p)
+            if prov is None or set(prov.parameters) != {"settings", "models"}:
+                continue
+            if fingerprint(prov.parameters["settings"], prov.parameters["models"]) != fp:
+                continue
+            sha = sha or read_source_sha256(src)
+            if prov.source_sha256 == sha:
+                made.append(p)
+        return made, sha
 
     def decide(self, rel: str, src: Path, fp: str) -> Decision:
         """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp`."""

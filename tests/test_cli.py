@@ -510,6 +510,26 @@ def test_lock_held_by_a_live_run_is_refused(tmp_path, fake):
     assert json.loads((out / LOCK_NAME).read_text()) == lock
 
 
+def test_dry_run_says_a_live_run_holds_the_output_folder(tmp_path, fake):
+    """A dry run beside a live run listed the files and exited 0, where a run started then exits 1 at once."""
+    from PIL import Image
+
+    src, out = tmp_path / "a.png", tmp_path / "out"
+    Image.new("L", (8, 8)).save(src)
+    out.mkdir()
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (out / LOCK_NAME).write_text(json.dumps(lock))
+    r = run("restore", src, "--out", out, "--dry-run")
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
+    assert r.stdout.splitlines()[0] == "restore     a.png  (new)"
+    assert tree(out) == [LOCK_NAME] and json.loads((out / LOCK_NAME).read_text()) == lock
+    stale = {"pid": os.getpid(), "host": socket.gethostname(), "started": 1.0}  # pid reused: a run takes it over
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    r = run("restore", src, "--out", out, "--dry-run")
+    assert r.exit_code == 0 and r.stderr == "" and tree(out) == [LOCK_NAME]
+
+
 def test_stale_lock_is_taken_over_and_released(tmp_path, fake):
     src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
     out.mkdir()
@@ -911,6 +931,32 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     run("restore", root, "--out", out, *opts)
     files = {f["relative"]: f for f in report_of(out)["files"]}
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "skipped"
+
+
+def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_settings_went_back(tmp_path,
+                                                                                             stand_in_models):
+    """After the state file is lost, an output whose XMP shows these settings made it from this very file was
+    refused ("not made from this file by oldphoto") when a sibling output was missing, or when the file had since
+    been recorded under other settings: it is what the run would make anyway, so it is redone or recognised."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts, "--save-mask").exit_code == 0
+    (out / STATE_NAME).unlink()
+    (out / "street.mask.png").unlink()
+    r = run("restore", root, "--out", out, *opts, "--save-mask")
+    assert r.exit_code == 0, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "done"]
+    assert (out / "street.mask.png").is_file()
+
+    assert run("restore", root, "--out", out, *opts, "--format", "tiff").exit_code == 0
+    (out / STATE_NAME).unlink()
+    assert run("restore", root, "--out", out, *opts, "--format", "tiff").exit_code == 0  # recognised
+    r = run("restore", root, "--out", out, *opts, "--save-mask")  # back to the settings of the PNG outputs
+    assert r.exit_code == 0, r.output
+    street = report_of(out)["files"][1]  # the TIFF's own output path was recorded with --format tiff: redone
+    assert street["status"] == "skipped" and any("recognised from the provenance" in n for n in street["notes"])
 
 
 def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recognised(tmp_path, stand_in_models):
