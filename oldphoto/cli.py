@@ -559,12 +559,13 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
-                # that these settings made them from this very file are its own; all there: up to date.
+                # that oldphoto made them from this very file are its own (all there and made with these settings:
+                # up to date; else redone, as with their record).
                 foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
                 if decision.action == "run" and foreign:
                     decision = _recognised(state, rel, found.src, planned, fp(found.src)) or decision
                 if decision.action == "run" and foreign:
-                    made = state.made_from(found.src, foreign, fp(found.src), rel)
+                    made = state.made_from(found.src, foreign, None, rel)
                     for p in foreign:
                         if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "

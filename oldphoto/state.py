@@ -223,13 +223,14 @@ class RunState:
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, finished=now_iso())
 
-    def made_from(self, src: Path, outputs: list[Path], fp: str, rel: str | None = None) -> list[Path]:
+    def made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None = None) -> list[Path]:
         """Those of `outputs` that exist, belong to no other source than `rel` here, and say in their XMP that
-        oldphoto made them, as the last change, from a file with `src`'s sha256 under fingerprint `fp`: what
-        these settings would make from `src` anyway, so a run may replace them."""
+        oldphoto made them, as the last change, from a file with `src`'s sha256 (under fingerprint `fp`; None: any
+        settings): derivatives of `src` itself, which a run may replace as it would with their record."""
         return self._made_from(src, outputs, fp, rel)[0]
 
-    def _made_from(self, src: Path, outputs: list[Path], fp: str, rel: str | None) -> tuple[list[Path], str | None]:
+    def _made_from(self, src: Path, outputs: list[Path], fp: str | None,
+                   rel: str | None) -> tuple[list[Path], str | None]:
         """(made_from's outputs, `src`'s sha256 when it had to be read)."""
         made: list[Path] = []
         sha = None
@@ -239,7 +240,7 @@ class RunState:
             prov = read_provenance(p)
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
-            if fingerprint(prov.parameters["settings"], prov.parameters["models"]) != fp:
+            if fp is not None and fingerprint(prov.parameters["settings"], prov.parameters["models"]) != fp:
                 continue
             sha = sha or read_source_sha256(src)
             if prov.source_sha256 == sha:
