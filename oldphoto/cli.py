@@ -457,7 +457,8 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
             why = next((n[len("redone: "):] for n in result.notes if n.startswith("redone: ")), None)
             line, kind = f"{verb:<10}  {where}  ({why or ('overwrite' if cfg.overwrite else 'new')})", verb
         elif result.status == "skipped":
-            line, kind = f"{'up to date':<10}  {where}", "up to date"
+            how = "  (recognised from its outputs' provenance)" if any("recognised" in n for n in result.notes) else ""
+            line, kind = f"{'up to date':<10}  {where}{how}", "up to date"
         else:
             line, kind = f"{'fail':<10}  {where}: {_shown(result.error)}", "fail"
         counts[kind] += 1

@@ -907,6 +907,9 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     made = {p: p.read_bytes() for p in out.rglob("*") if p.suffix in (".tif", ".png")}
     (out / STATE_NAME).unlink()  # e.g. the folder was copied without its hidden files
 
+    dry = run("restore", root, "--out", out, *opts, "--dry-run")
+    assert "up to date  street.png  (recognised from its outputs' provenance)" in dry.stdout.splitlines()
+    assert not (out / STATE_NAME).exists()
     r = run("restore", root, "--out", out, *opts)
     assert r.exit_code == 1, r.output
     files = {f["relative"]: f for f in report_of(out)["files"]}
