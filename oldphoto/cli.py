@@ -440,9 +440,13 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
         state = RunState.load(out, read_only=True)
     except StateError as e:
         raise RunError(str(e)) from None
-    holder = held_by(out)
-    if holder:  # what follows is what a run would do once that one has finished
-        display.error(out, f"output folder is in use by {holder}: a run now would not start")
+    try:
+        holder = held_by(out)
+        blocked = holder and f"output folder is in use by {holder}"
+    except OSError as e:  # the lock cannot be read (a folder, unreadable) or made: the run stops at once, as here
+        blocked = f"cannot create or lock the output folder ({e.strerror or e})"
+    if blocked:  # what follows is what a run would do once that is settled
+        display.error(out, f"{blocked}: a run now would not start")
     jobs = {job.index for job in _plan(inputs, out, cfg, fp, state, report, display, pipeline, lambda: False)}
     verb = "mask" if cfg.only_mask else "restore"
     counts = {verb: 0, "up to date": 0, "fail": 0}
@@ -465,7 +469,7 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
         click.echo(line)
     click.echo(f"dry run: {counts[verb]} to {verb}, {counts['up to date']} up to date, {counts['fail']} would fail; "
                f"nothing was written")
-    return 1 if counts["fail"] or holder else 0
+    return 1 if counts["fail"] or blocked else 0
 
 
 def _header_problem(src: Path, max_pixels: int) -> str | None:

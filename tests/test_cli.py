@@ -530,6 +530,25 @@ def test_dry_run_says_a_live_run_holds_the_output_folder(tmp_path, fake):
     assert r.exit_code == 0 and r.stderr == "" and tree(out) == [LOCK_NAME]
 
 
+def test_dry_run_where_the_lock_cannot_be_read_or_made_says_so_in_one_line(tmp_path, fake):
+    """A lock path that is a folder, or an output folder under a file, ended the dry run with a traceback, where
+    the run stops at once with one line."""
+    from PIL import Image
+
+    src, out = tmp_path / "a.png", tmp_path / "out"
+    Image.new("L", (8, 8)).save(src)
+    (out / LOCK_NAME).mkdir(parents=True)
+    real = run("restore", src, "--out", out)
+    assert real.exit_code == 1 and "cannot create or lock the output folder (Is a directory)" in real.stderr
+    r = run("restore", src, "--out", out, "--dry-run")
+    assert r.exit_code == 1
+    assert r.stderr == f"error: {out}: cannot create or lock the output folder (Is a directory): a run now would " \
+                       f"not start\n"
+    assert r.stdout.splitlines()[0] == "restore     a.png  (new)" and tree(out) == []
+    r = run("restore", src, "--out", src / "out", "--dry-run")  # under a file: the run cannot create it
+    assert r.exit_code == 1 and "cannot create or lock the output folder (Not a directory)" in r.stderr
+
+
 def test_stale_lock_is_taken_over_and_released(tmp_path, fake):
     src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
     out.mkdir()
