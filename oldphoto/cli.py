@@ -568,13 +568,15 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                 # up to date; else redone, as with their record).
                 foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
                 if decision.action == "run" and foreign:
-                    decision = _recognised(state, rel, found.src, planned, fp(found.src)) or decision
-                if decision.action == "run" and foreign:
-                    made = state.made_from(found.src, foreign, None, rel)
+                    known = decision.source if decision.source is not None else SourceId.of(found.src)
+                    made, sha = state.made_from(found.src, foreign, None, rel, known.sha256)
                     for p in foreign:
                         if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
+                    # the source was read for its sha256 here: neither recognising nor the run reads it again
+                    decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha)
+                                or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
         except ImageError as e:
             result.status, result.error = "failed", e.reason
             display.error(found.src, e.reason)
@@ -596,14 +598,16 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
     return jobs
 
 
-def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str) -> Decision | None:
+def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str,
+                sha256: str | None = None) -> Decision | None:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
-    settings and models (the state file was lost): recorded again and skipped, instead of refused."""
+    settings and models (the state file was lost): recorded again and skipped, instead of refused.
+    sha256: the source's, when already read."""
     try:
         info = oio.probe(src)
     except ImageError:
         return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height), rel)
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, sha256)
     if rec is None:
         return None
     state.record(rel, rec)

@@ -208,13 +208,13 @@ class RunState:
         return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
-                  rel: str | None = None) -> Record | None:
+                  rel: str | None = None, sha256: str | None = None) -> Record | None:
         """A record for outputs of `src` (known here as `rel`) this state has no record of (the state file was
         deleted, or the outputs were copied without it): all of them exist, belong to no other source here, and
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
         settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
-        (width, height), for the report."""
-        made, sha = self._made_from(src, outputs, fp, rel)
+        (width, height), for the report. sha256: `src`'s, when the caller has read it (else read here if needed)."""
+        made, sha = self._made_from(src, outputs, fp, rel, sha256)
         if not outputs or len(made) != len(outputs):
             return None
         now = SourceId.of(src)
@@ -223,17 +223,18 @@ class RunState:
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, finished=now_iso())
 
-    def made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None = None) -> list[Path]:
-        """Those of `outputs` that exist, belong to no other source than `rel` here, and say in their XMP that
+    def made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None = None,
+                  sha256: str | None = None) -> tuple[list[Path], str | None]:
+        """(those of `outputs` that exist, belong to no other source than `rel` here, and say in their XMP that
         oldphoto made them, as the last change, from a file with `src`'s sha256 (under fingerprint `fp`; None: any
-        settings): derivatives of `src` itself, which a run may replace as it would with their record."""
-        return self._made_from(src, outputs, fp, rel)[0]
+        settings): derivatives of `src` itself, which a run may replace as it would with their record; `src`'s
+        sha256 when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
+        return self._made_from(src, outputs, fp, rel, sha256)
 
-    def _made_from(self, src: Path, outputs: list[Path], fp: str | None,
-                   rel: str | None) -> tuple[list[Path], str | None]:
-        """(made_from's outputs, `src`'s sha256 when it had to be read)."""
+    def _made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None,
+                   sha256: str | None = None) -> tuple[list[Path], str | None]:
         made: list[Path] = []
-        sha = None
+        sha = sha256
         for p in outputs:
             if not p.is_file() or self.owner_of(p) not in (None, rel):
                 continue

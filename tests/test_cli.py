@@ -980,6 +980,35 @@ def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_set
     assert street["status"] == "skipped" and any("recognised from the provenance" in n for n in street["notes"])
 
 
+def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_its_checksum(tmp_path, stand_in_models,
+                                                                                            monkeypatch):
+    """After a lost state file, a source redone because a sibling output was missing, or because its outputs' XMP
+    shows other settings, was read in full three times for its sha256 (recognising, then checking the outputs
+    are its own, then again in the run): once is enough."""
+    import oldphoto.state as state_module
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1, "--save-mask")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (out / STATE_NAME).unlink()
+    (out / "street.mask.png").unlink()
+    hashed: list[str] = []
+    real = state_module.read_source_sha256
+    monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "done"]
+    assert sorted(hashed) == ["portrait.tif", "street.png"]
+    assert report_of(out)["files"][1]["sha256"] == hashlib.sha256((root / "street.png").read_bytes()).hexdigest()
+    (out / STATE_NAME).unlink()
+    hashed.clear()
+    assert run("restore", root, "--out", out, *opts, "--mask-dilate", 3).exit_code == 0  # other settings
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "done"] and sorted(hashed) == [
+        "portrait.tif", "street.png"]
+    assert run("restore", root, "--out", out, *opts, "--mask-dilate", 3).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+
+
 def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recognised(tmp_path, stand_in_models):
     """--mask-threshold equal to the models' own is the default (it redoes nothing): the XMP of the outputs must
     say so too, or a lost state file left them refused forever by the very command that made them."""
