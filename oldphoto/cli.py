@@ -577,6 +577,11 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                     # the source was read for its sha256 here: neither recognising nor the run reads it again
                     decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha)
                                 or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
+                    if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
+                        missing = next((p for p in planned if not p.exists()), None)
+                        why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing \
+                            else "settings changed"
+                        decision = dataclasses.replace(decision, reason=why)
         except ImageError as e:
             result.status, result.error = "failed", e.reason
             display.error(found.src, e.reason)

@@ -1009,6 +1009,29 @@ def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_it
     assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
 
 
+def test_outputs_of_a_lost_state_file_replaced_by_a_run_are_not_called_new(tmp_path, stand_in_models):
+    """After a lost state file, a dry run listed a source whose own outputs (by their XMP) a run replaces, since one
+    is missing or they were made with other settings, as "(new)", and the run's report said nothing of it: the
+    reason is the one their record would have given."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1, "--save-mask")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (out / STATE_NAME).unlink()
+    (out / "street.mask.png").unlink()
+    r = run("restore", root, "--out", out, *opts, "--dry-run")
+    assert r.exit_code == 0 and r.stdout.splitlines()[:2] == [
+        "up to date  box 2/portrait.tif  (recognised from its outputs' provenance)",
+        "restore     street.png  (output missing: street.mask.png)"], r.output
+    r = run("restore", root, "--out", out, *opts, "--mask-dilate", 3, "--dry-run")
+    assert r.exit_code == 0 and r.stdout.splitlines()[:2] == [
+        "restore     box 2/portrait.tif  (settings changed)",
+        "restore     street.png  (output missing: street.mask.png)"]
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert report_of(out)["files"][1]["notes"][0] == "redone: output missing: street.mask.png"
+
+
 def test_outputs_made_with_the_models_own_threshold_given_explicitly_are_recognised(tmp_path, stand_in_models):
     """--mask-threshold equal to the models' own is the default (it redoes nothing): the XMP of the outputs must
     say so too, or a lost state file left them refused forever by the very command that made them."""
