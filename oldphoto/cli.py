@@ -461,7 +461,7 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
             why = next((n[len("redone: "):] for n in result.notes if n.startswith("redone: ")), None)
             line, kind = f"{verb:<10}  {where}  ({why or ('overwrite' if cfg.overwrite else 'new')})", verb
         elif result.status == "skipped":
-            how = "  (recognised from its outputs' provenance)" if any("recognised" in n for n in result.notes) else ""
+            how = "  (recognised from its outputs' provenance)" if _RECOGNISED_NOTE in result.notes else ""
             line, kind = f"{'up to date':<10}  {where}{how}", "up to date"
         else:
             line, kind = f"{'fail':<10}  {where}: {_shown(result.error)}", "fail"
@@ -619,6 +619,9 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     return Decision("skip", "up to date (recognised from its outputs' provenance)")
 
 
+_RECOGNISED_NOTE = "not in the state file: recognised from the provenance in its outputs' XMP"
+
+
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
@@ -629,7 +632,7 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
         else:
             result.notes.append("source touched but unchanged (same sha256)")
     if decision.reason.startswith("up to date (recognised"):
-        result.notes.append("not in the state file: recognised from the provenance in its outputs' XMP")
+        result.notes.append(_RECOGNISED_NOTE)
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels

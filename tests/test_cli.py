@@ -549,6 +549,17 @@ def test_dry_run_where_the_lock_cannot_be_read_or_made_says_so_in_one_line(tmp_p
     assert r.exit_code == 1 and "cannot create or lock the output folder (Not a directory)" in r.stderr
 
 
+def test_dry_run_does_not_call_a_moved_source_recognised_for_a_word_in_its_old_path(tmp_path, fake):
+    """The dry run took any note holding "recognised" for recognition by provenance, so a source moved from a
+    folder named "unrecognised" (note "source moved but unchanged (same sha256 as ...)") was listed as such."""
+    put(tmp_path / "unrecognised" / "a.tif", b"scan")
+    out = tmp_path / "out"
+    assert run("restore", tmp_path / "unrecognised", "--out", out).exit_code == 0
+    put(tmp_path / "sorted" / "a.tif", b"scan")
+    r = run("restore", tmp_path / "sorted", "--out", out, "--dry-run")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "up to date  a.tif", r.output
+
+
 def test_stale_lock_is_taken_over_and_released(tmp_path, fake):
     src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
     out.mkdir()
