@@ -121,7 +121,11 @@ class RunState:
         state = cls(Path(out_dir), read_only=read_only)
         if not state.path.exists():
             return state
-        text = state.path.read_text(encoding="utf-8")
+        try:
+            text = state.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise StateError(f"{state.path}: cannot read the state file ({reason})") from None
         lines = text.split("\n")
         if lines and lines[-1] != "":
             state.dropped_torn_line = True  # no newline: the append never completed

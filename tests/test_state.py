@@ -165,6 +165,16 @@ def test_later_lines_win_and_compaction_keeps_one_line_each(tmp_path):
     assert [p.name for p in out.iterdir() if "tmp" in p.name] == []
 
 
+def test_a_state_file_that_cannot_be_read_is_a_one_line_state_error(tmp_path):
+    (tmp_path / STATE_NAME).mkdir()
+    with pytest.raises(StateError, match=r"cannot read the state file \(Is a directory\)"):
+        RunState.load(tmp_path)
+    (tmp_path / STATE_NAME).rmdir()
+    (tmp_path / STATE_NAME).write_bytes(b'{"oldphoto_state": 1}\n\xff\xfe\n')
+    with pytest.raises(StateError, match="cannot read the state file"):
+        RunState.load(tmp_path)
+
+
 def test_record_needs_an_open_state(tmp_path):
     src, out, fp, state = setup_done(tmp_path)
     loaded = RunState.load(out)
