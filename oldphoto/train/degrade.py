@@ -11,10 +11,11 @@ With probability p_damage_after_scan the damage is painted last instead (sharp d
 some other generators do; the models should not depend on either order.
 
 Mask rule: a pixel is a defect when the structured defects changed it visibly: their change to the pixel (max
-over channels, counted where their union opacity exceeds mask_threshold), carried through any later blur or
-resampling like the image, exceeds visible_delta. So the mask is what a viewer sees as damage: faint texture
-overlays, defects that vanished in a strong blur and defects the colour of what they cover are not in it, while
-a low-opacity line that stands out on a dark area is.
+over channels, counted where their union opacity exceeds mask_threshold; crease shading and paper texture, never
+in the mask, are not part of that change), carried through any later blur or resampling like the image, exceeds
+visible_delta. So the mask is what a viewer sees as damage: faint texture overlays, defects that vanished in a
+strong blur and defects the colour of what they cover are not in it, while a low-opacity line that stands out on a
+dark area is.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Structured defects: physical damage that replaces content (scratches, dust, hairs, creases, tears, blotches,
-scratch/paper textures; and, off by default, crazing, foxing and flaking). Each painter returns the image and the per-pixel opacity of what it painted, so the
-caller can build the ground-truth mask.
+scratch/paper textures; and, off by default, crazing, foxing and flaking). Each painter returns the image and the
+per-pixel opacity of what it painted, so the caller can build the ground-truth mask; what a painter changes but is
+never in the mask (crease shading, paper texture) it also applies to `ref`, the image without the masked damage,
+which the change is measured against.
 
 Sizes follow one per-image "defect scale" u in [0, 1]: every size range (lo, hi) is read at lo * (hi/lo) ** u,
 with some jitter per defect, so the same kind of scratch is 1 px wide in one file and 12 px in another, as with
@@ -130,7 +132,7 @@ def _dark(rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------- painters
 
-def scratches(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def scratches(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Long thin scratches, bright (emulsion scraped to the paper) or dark; wandering or near-straight; opacity
     varying along the length; some soft-edged. Widths read in cfg.scratch_width at scale u (+- jitter)."""
     h, w = img.shape[:2]
@@ -158,7 +160,7 @@ def scratches(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def dust(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def dust(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Dust and specks: small irregular blobs, bright and dark; count per 256x256 area in cfg.dust_count."""
     h, w = img.shape[:2]
     n = int(rng.integers(cfg.dust_count[0], cfg.dust_count[1] + 1) * h * w / 256 ** 2)
@@ -178,7 +180,7 @@ def dust(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def hairs(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def hairs(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Hairs and fibres: thin curly curves, mostly dark (lying on the scanner glass)."""
     h, w = img.shape[:2]
     side = min(h, w)
@@ -196,7 +198,7 @@ def hairs(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def creases(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def creases(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Folds: a cracked bright line (in the mask) with shading either side (not in the mask)."""
     h, w = img.shape[:2]
     yy = np.arange(h, dtype=np.float32)[:, None]
@@ -221,11 +223,14 @@ def creases(img, alpha, rng, cfg: "DegradeConfig", u: float):
         shade = np.where(d > 0, 1 - amp * fall, 1 + 0.5 * amp * fall)  # lit on one side, shadowed on the other
         img *= shade[..., None]
         np.clip(img, 0, 1, out=img)
+        if ref is not None:  # the shading is not in the mask: the reference takes it too
+            ref *= shade[..., None]
+            np.clip(ref, 0, 1, out=ref)
         composite(img, alpha, core.astype(np.float32), _paper(rng))
     return img
 
 
-def tears(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def tears(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Torn or missing corners and edge bites filled with paper colour or the scan bed, with a torn-paper rim."""
     h, w = img.shape[:2]
     side = min(h, w)
@@ -265,7 +270,7 @@ def tears(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def blotches(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def blotches(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Irregular stains and emulsion losses that obliterate content, soft-edged."""
     h, w = img.shape[:2]
     side = min(h, w)
@@ -285,7 +290,7 @@ def blotches(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def textures(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def textures(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """A scratch texture (many fine lines; counted in the alpha) or a paper-fibre texture (never counted),
     blended in a random mode with random opacity."""
     h, w = img.shape[:2]
@@ -311,11 +316,14 @@ def textures(img, alpha, rng, cfg: "DegradeConfig", u: float):
         n = gaussian_blur(n, rng.uniform(0.5, 1.5))
         n = (n - n.mean()) / max(float(n.std()), 1e-6)
         layer = np.clip(0.5 + 0.25 * n[..., 0], 0, 1)
-        img[:] = blend(img, layer, mode, min(_u(rng, cfg.texture_opacity), cfg.paper_opacity_max))
+        o = min(_u(rng, cfg.texture_opacity), cfg.paper_opacity_max)
+        img[:] = blend(img, layer, mode, o)
+        if ref is not None:  # never in the mask: the reference takes it too
+            ref[:] = blend(ref, layer, mode, o)
     return img
 
 
-def crazing(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def crazing(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Craquelure of aged emulsion: a patch of polygonal cells outlined by hairline cracks, mostly dark, some
     bright; the cell size and crack width read at scale u."""
     h, w = img.shape[:2]
@@ -341,7 +349,7 @@ def crazing(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def foxing(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def foxing(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Foxing: rust-brown spots with a darker core fading out, alone or in clusters; count per 256x256 area."""
     h, w = img.shape[:2]
     n = max(1, int(rng.integers(cfg.foxing_count[0], cfg.foxing_count[1] + 1) * h * w / 256 ** 2))
@@ -367,7 +375,7 @@ def foxing(img, alpha, rng, cfg: "DegradeConfig", u: float):
     return img
 
 
-def flaking(img, alpha, rng, cfg: "DegradeConfig", u: float):
+def flaking(img, alpha, rng, cfg: "DegradeConfig", u: float, ref=None):
     """Flaked-off emulsion inside the picture: hard-edged organic patches of bare, slightly textured paper (or
     the dark base); sizes a fraction of the short side at scale u."""
     h, w = img.shape[:2]
@@ -415,17 +423,19 @@ def damage(x: np.ndarray, rng: np.random.Generator, cfg: "DegradeConfig") -> tup
     """Paint the structured defects, each kind with its probability, in random order.
 
     Returns (image (H, W, 3) float32 in [0, 1], visible change (H, W) float32 in [0, 1]): how much the defects
-    changed each pixel (max over channels) where their union opacity exceeds cfg.mask_threshold, else 0. The mask
+    changed each pixel (max over channels) where their union opacity exceeds cfg.mask_threshold, else 0, measured
+    against x with the unmasked effects alone (crease shading, paper texture), so these never enter it. The mask
     is this change above cfg.visible_delta: what a viewer sees as a defect, not what a painter touched (a faint
     line of opacity 0.15 screened on a dark sky is plain to see; an opaque white scratch on white paper is not).
     """
     img = x.copy()
+    ref = x.copy()  # x with only the damage that is never in the mask (crease shading, paper texture)
     alpha = np.zeros(x.shape[:2], np.float32)
     u = float(rng.random())
     chosen = [paint for name, paint in PAINTERS if rng.random() < getattr(cfg, name)]
     chosen += [paint for name, paint in AGEING_PAINTERS if getattr(cfg, name) > 0 and rng.random() < getattr(cfg, name)]
     for i in rng.permutation(len(chosen)):
-        chosen[i](img, alpha, rng, cfg, u)
+        chosen[i](img, alpha, rng, cfg, u, ref)
     np.clip(img, 0, 1, out=img)
-    change = np.abs(img - x).max(axis=2)
+    change = np.abs(img - ref).max(axis=2)
     return img, np.where(alpha > cfg.mask_threshold, change, np.float32(0)).astype(np.float32)
