@@ -163,6 +163,32 @@ def test_jpeg_orientation_6_comes_back_upright_and_is_written_as_1(tmp_path):
     assert np.abs(redisplayed.astype(int) - shown.astype(int)).mean() < 2  # displays the same
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+@pytest.mark.parametrize("entry", [(274, 3, 0, b""), ascii_(274, "6"), rational(274, (6, 1))],
+                         ids=["no-value", "ascii", "rational"])
+def test_damaged_orientation_tag_is_ignored_with_a_note(tmp_path, fmt, entry):
+    # an Orientation with no value or of a non-integer type made the file unreadable ("tuple index out of range")
+    px = gradient(6, 9, 3, np.uint8)
+    path = tmp_path / f"o.{EXT[fmt]}"
+    if fmt == "TIFF":
+        strip_tags = [short(256, 9), short(257, 6), short(258, 8, 8, 8), short(259, 1), short(262, 2),
+                      short(277, 3), short(278, 6)]
+        path.write_bytes(tiff_structure("<", strip_tags + [entry], strip=px.tobytes()))
+    else:
+        exif = tiff_structure("<", [ascii_(271, "Epson"), entry], EXIF_SUB_DATE)
+        Image.fromarray(px).save(path, fmt, exif=b"Exif\0\0" + exif, **({"quality": 100} if fmt == "JPEG" else {}))
+    pic = read(path, 10_000)
+    assert pic.orientation == 1 and pic.pixels.shape == (6, 9, 3)
+    assert any(n.startswith("invalid orientation") for n in pic.notes)
+    if fmt != "TIFF":
+        assert pic.meta.tiff_tags[271] == "Epson"  # the rest of the EXIF block is kept
+        write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+        assert piexif.load(str(tmp_path / "out.jpg"))["0th"][piexif.ImageIFD.Orientation] == 1
+
+
+EXIF_SUB_DATE = [ascii_(36867, "1952:07:14 15:30:00")]
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_upright_matches_pillow_for_every_orientation(orientation):
     a = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
