@@ -184,11 +184,16 @@ def chunk(ctype: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(ctype)))
 
 
+def keyword_ok(key: str) -> bool:
+    """Can `key` be a PNG text keyword (1-79 Latin-1 characters)? Readers accept others, writers must not."""
+    return 1 <= len(key) <= 79 and all(ord(ch) < 256 for ch in key)
+
+
 def text_chunk(key: str, value: str) -> bytes:
     """tEXt when the value is Latin-1, else iTXt (UTF-8)."""
+    if not keyword_ok(key):
+        raise ValueError(f"PNG text keyword must be 1-79 Latin-1 characters, got {key!r}")
     k = key.encode("latin-1")
-    if not 1 <= len(k) <= 79:
-        raise ValueError(f"PNG text keyword must be 1-79 bytes, got {key!r}")
     try:
         return chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
     except UnicodeEncodeError:

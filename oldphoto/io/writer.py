@@ -130,6 +130,10 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
     notes = []
     text = dict(meta.text)
     if fmt == "PNG":
+        bad = sorted(k for k in text if not png.keyword_ok(k))
+        if bad:
+            notes.append(f"text field(s) {', '.join(map(repr, bad))} not written: a PNG keyword is 1-79 Latin-1 "
+                         "characters")
         return notes
     if fmt == "JPEG":
         text.pop("Comment", None)  # COM marker
@@ -163,7 +167,8 @@ def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: byte
         chunks.append(png.xmp_chunk(xmp))
     if meta.iptc:
         chunks.append(png.text_chunk(PNG_IPTC_KEY, png_text(meta.iptc)))
-    chunks += [png.text_chunk(k, v) for k, v in meta.text.items() if k not in (png.XMP_KEY, PNG_IPTC_KEY)]
+    chunks += [png.text_chunk(k, v) for k, v in meta.text.items()
+               if k not in (png.XMP_KEY, PNG_IPTC_KEY) and png.keyword_ok(k)]
     png.write_png(out, pixels, alpha, chunks, level)
 
 

@@ -296,6 +296,22 @@ def test_png_text_and_colour_chunks(tmp_path):
     assert any(n.endswith("text field(s) Title not written: JPEG has no place for them") for n in notes), notes
 
 
+def test_png_text_with_a_keyword_png_cannot_hold_is_noted_not_fatal(tmp_path):
+    # readers accept a tEXt keyword of any length; writing it back raised ValueError (a traceback, no note)
+    buf = io.BytesIO()
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    body = b"K" * 90 + b"\0too long"
+    text = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    (tmp_path / "src.png").write_bytes(data[:33] + text + data[33:])
+    pic = read(tmp_path / "src.png", 10_000)
+    assert pic.meta.text == {"K" * 90: "too long"}
+    pic.meta.text["Title"] = "Picnic"
+    notes = write(tmp_path / "out.png", pic.pixels, None, "PNG", pic.meta)
+    assert notes == [f"text field(s) {'K' * 90!r} not written: a PNG keyword is 1-79 Latin-1 characters"]
+    assert Image.open(tmp_path / "out.png").info["Title"] == "Picnic"  # the other fields are written
+
+
 def test_damaged_jpeg_exif_prints_nothing(tmp_path):
     # a fresh interpreter, where Python would print Pillow's "Corrupt EXIF data" warning to stderr (past --quiet)
     path = tmp_path / "x.jpg"
