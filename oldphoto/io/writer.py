@@ -202,7 +202,11 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, no
     if meta.dpi:
         kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
     if "Comment" in meta.text:
-        kwargs["comment"] = meta.text["Comment"].encode("utf-8")
+        comment = meta.text["Comment"].encode("utf-8")
+        if len(comment) <= _JPEG_SEGMENT:
+            kwargs["comment"] = comment
+        else:
+            notes.append(f"comment of {len(comment)} bytes not written: larger than one JPEG segment")
     _pil(pixels8).save(out, "JPEG", **kwargs)
 
 

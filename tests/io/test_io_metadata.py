@@ -312,6 +312,17 @@ def test_png_text_with_a_keyword_png_cannot_hold_is_noted_not_fatal(tmp_path):
     assert Image.open(tmp_path / "out.png").info["Title"] == "Picnic"  # the other fields are written
 
 
+def test_png_comment_too_long_for_a_jpeg_segment_is_noted_not_fatal(tmp_path):
+    # a PNG "Comment" of 70 kB made Pillow raise ValueError("Comment is too long") while writing the JPEG
+    meta = Metadata(text={"Comment": "c" * 70_000}, tiff_tags={270: "Picnic"})
+    png_pic, _, _ = _roundtrip(tmp_path, meta, "PNG")
+    jpg, notes, _ = _roundtrip(tmp_path, png_pic.meta, "JPEG")
+    assert notes == ["comment of 70000 bytes not written: larger than one JPEG segment"]
+    assert jpg.meta.text == {} and jpg.meta.tiff_tags[270] == "Picnic"
+    _, notes, _ = _roundtrip(tmp_path, Metadata(text={"Comment": "c" * 65_533}), "JPEG", name="fits")
+    assert notes == []
+
+
 def test_damaged_jpeg_exif_prints_nothing(tmp_path):
     # a fresh interpreter, where Python would print Pillow's "Corrupt EXIF data" warning to stderr (past --quiet)
     path = tmp_path / "x.jpg"
