@@ -208,7 +208,14 @@ def iccp_chunk(icc: bytes) -> bytes:
     return chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
 
 
+def phys_fits(dpi: tuple[float, float]) -> bool:
+    """Does pHYs (pixels per metre, 32 bits unsigned) hold this resolution?"""
+    return all(0 <= round(d / _METERS_PER_INCH) <= 0xFFFFFFFF for d in dpi)
+
+
 def phys_chunk(dpi: tuple[float, float]) -> bytes:
+    if not phys_fits(dpi):
+        raise ValueError(f"PNG pHYs cannot hold {dpi[0]:g} x {dpi[1]:g} dpi")
     x, y = (round(d / _METERS_PER_INCH) for d in dpi)
     return chunk(b"pHYs", struct.pack(">IIB", x, y, 1))
 

@@ -134,6 +134,9 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
         if bad:
             notes.append(f"text field(s) {', '.join(map(repr, bad))} not written: a PNG keyword is 1-79 Latin-1 "
                          "characters")
+        if meta.dpi and not png.phys_fits(meta.dpi):
+            notes.append(f"resolution {meta.dpi[0]:g} x {meta.dpi[1]:g} dpi not written to pHYs: more than "
+                         "4294967295 pixels per metre (EXIF keeps it)")
         return notes
     if fmt == "JPEG":
         text.pop("Comment", None)  # COM marker
@@ -160,7 +163,7 @@ def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: byte
         chunks.append(png.iccp_chunk(meta.icc))  # iCCP overrides gAMA/cHRM/sRGB, which must not coexist
     else:
         chunks += [png.chunk(name.encode(), data) for name, data in meta.png_chunks.items()]
-    if meta.dpi:
+    if meta.dpi and png.phys_fits(meta.dpi):
         chunks.append(png.phys_chunk(meta.dpi))
     chunks.append(png.chunk(b"eXIf", exif))
     if xmp:

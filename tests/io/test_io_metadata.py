@@ -281,6 +281,20 @@ def test_resolution_without_a_unit_keeps_the_aspect_ratio(tmp_path, fmt):
     assert out.meta.dpi is None and _resolution(out.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
 
 
+def test_resolution_beyond_png_phys_is_noted_and_kept_in_exif(tmp_path):
+    # a TIFF at 4294967295 dpi (damaged or synthetic) made the PNG writer fail in struct.pack (a traceback)
+    tifffile.imwrite(tmp_path / "s.tif", gradient(5, 7, 1, np.uint8), resolution=((2**32 - 1, 1), (2**32 - 1, 1)),
+                     resolutionunit=2)
+    src = read(tmp_path / "s.tif", 10_000)
+    pic, notes, path = _roundtrip(tmp_path, src.meta, "PNG", px=src.pixels)
+    assert notes == ["resolution 4.29497e+09 x 4.29497e+09 dpi not written to pHYs: more than 4294967295 pixels "
+                     "per metre (EXIF keeps it)"]
+    assert b"pHYs" not in path.read_bytes()
+    assert pic.meta.dpi == (2**32 - 1, 2**32 - 1)  # from EXIF X/YResolution
+    _, notes, _ = _roundtrip(tmp_path, Metadata(dpi=(1200.0, 1200.0)), "PNG", name="fits")
+    assert notes == []
+
+
 def test_png_text_and_colour_chunks(tmp_path):
     meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
                     png_chunks={"gAMA": struct.pack(">I", 45455)})
