@@ -75,6 +75,22 @@ def tags_from_ifd(ifd: T.Ifd) -> dict[int, object]:
     return out
 
 
+def orientation_of(ifd0: T.Ifd, notes: list[str]) -> int:
+    """The Orientation (1-8) a directory gives; 1, with a note, when the tag holds no integer from 1 to 8."""
+    e = ifd0.entries.get(ORIENTATION)
+    if e is None:
+        return 1
+    try:
+        value = e.ints()[0] if e.count else None
+    except T.IfdError:  # not an integer type
+        value = None
+    if value is None or not 1 <= value <= 8:
+        shown = value if value is not None else f"(type {e.type}, {e.count} value(s))"
+        notes.append(f"invalid orientation {shown} ignored")
+        return 1
+    return value
+
+
 def tag_entry(tag: int, value: object) -> T.Entry:
     """A Metadata.tiff_tags value as a TIFF entry."""
     if isinstance(value, str):

@@ -184,11 +184,16 @@ def chunk(ctype: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(ctype)))
 
 
+def keyword_ok(key: str) -> bool:
+    """Can `key` be a PNG text keyword (1-79 Latin-1 characters)? Readers accept others, writers must not."""
+    return 1 <= len(key) <= 79 and all(ord(ch) < 256 for ch in key)
+
+
 def text_chunk(key: str, value: str) -> bytes:
     """tEXt when the value is Latin-1, else iTXt (UTF-8)."""
+    if not keyword_ok(key):
+        raise ValueError(f"PNG text keyword must be 1-79 Latin-1 characters, got {key!r}")
     k = key.encode("latin-1")
-    if not 1 <= len(k) <= 79:
-        raise ValueError(f"PNG text keyword must be 1-79 bytes, got {key!r}")
     try:
         return chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
     except UnicodeEncodeError:
@@ -203,7 +208,14 @@ def iccp_chunk(icc: bytes) -> bytes:
     return chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
 
 
+def phys_fits(dpi: tuple[float, float]) -> bool:
+    """Does pHYs (pixels per metre, 32 bits unsigned) hold this resolution?"""
+    return all(0 <= round(d / _METERS_PER_INCH) <= 0xFFFFFFFF for d in dpi)
+
+
 def phys_chunk(dpi: tuple[float, float]) -> bytes:
+    if not phys_fits(dpi):
+        raise ValueError(f"PNG pHYs cannot hold {dpi[0]:g} x {dpi[1]:g} dpi")
     x, y = (round(d / _METERS_PER_INCH) for d in dpi)
     return chunk(b"pHYs", struct.pack(">IIB", x, y, 1))
 

@@ -20,7 +20,7 @@ from . import tiff_ifd as T
 from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import IPTC_RESOURCE, PNG_IPTC_KEY, from_png_text
-from .metadata import ORIENTATION, Metadata, dpi_from_tags, tags_from_ifd
+from .metadata import Metadata, dpi_from_tags, orientation_of, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
 # on stderr, which --quiet cannot silence. oldphoto parses EXIF itself and puts what is wrong in the file's notes.
@@ -115,11 +115,7 @@ def _exif_fields(blob: bytes | None, notes: list[str]) -> tuple[bytes | None, di
     except T.IfdError as e:
         notes.append(f"EXIF block is malformed and was not kept ({e})")
         return None, {}, 1
-    orientation = ifd0.entries[ORIENTATION].ints()[0] if ORIENTATION in ifd0.entries else 1
-    if not 1 <= orientation <= 8:
-        notes.append(f"invalid orientation {orientation} ignored")
-        orientation = 1
-    return blob, tags_from_ifd(ifd0), orientation
+    return blob, tags_from_ifd(ifd0), orientation_of(ifd0, notes)
 
 
 def _check_riff_size(fh) -> None:

@@ -22,7 +22,8 @@ import tifffile
 from . import tiff_ifd as T
 from .buffers import allocate
 from .cmyk import CmykConverter
-from .metadata import DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, dpi_from_tags, tags_from_ifd
+from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, dpi_from_tags, orientation_of,
+                       tags_from_ifd)
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
 _ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
@@ -202,10 +203,7 @@ def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
     wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC, T.EXIF_IFD, T.GPS_IFD}
     ifd0, _ = T.read_ifd(T.file_reader(fh), p.offset, tif.byteorder, tif.is_bigtiff, wanted=wanted, follow=())
     notes: list[str] = []
-    orientation = ifd0.entries[ORIENTATION].ints()[0] if ORIENTATION in ifd0.entries else 1
-    if not 1 <= orientation <= 8:
-        notes.append(f"invalid orientation {orientation} ignored")
-        orientation = 1
+    orientation = orientation_of(ifd0, notes)
     if pages > 1:
         notes.append(f"read page {index + 1}; the other {pages - 1} page(s) are previews")
     channels, dtype, alpha, mode = _layout(p, notes)

@@ -130,6 +130,13 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
     notes = []
     text = dict(meta.text)
     if fmt == "PNG":
+        bad = sorted(k for k in text if not png.keyword_ok(k))
+        if bad:
+            notes.append(f"text field(s) {', '.join(map(repr, bad))} not written: a PNG keyword is 1-79 Latin-1 "
+                         "characters")
+        if meta.dpi and not png.phys_fits(meta.dpi):
+            notes.append(f"resolution {meta.dpi[0]:g} x {meta.dpi[1]:g} dpi not written to pHYs: more than "
+                         "4294967295 pixels per metre (EXIF keeps it)")
         return notes
     if fmt == "JPEG":
         text.pop("Comment", None)  # COM marker
@@ -156,14 +163,15 @@ def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: byte
         chunks.append(png.iccp_chunk(meta.icc))  # iCCP overrides gAMA/cHRM/sRGB, which must not coexist
     else:
         chunks += [png.chunk(name.encode(), data) for name, data in meta.png_chunks.items()]
-    if meta.dpi:
+    if meta.dpi and png.phys_fits(meta.dpi):
         chunks.append(png.phys_chunk(meta.dpi))
     chunks.append(png.chunk(b"eXIf", exif))
     if xmp:
         chunks.append(png.xmp_chunk(xmp))
     if meta.iptc:
         chunks.append(png.text_chunk(PNG_IPTC_KEY, png_text(meta.iptc)))
-    chunks += [png.text_chunk(k, v) for k, v in meta.text.items() if k not in (png.XMP_KEY, PNG_IPTC_KEY)]
+    chunks += [png.text_chunk(k, v) for k, v in meta.text.items()
+               if k not in (png.XMP_KEY, PNG_IPTC_KEY) and png.keyword_ok(k)]
     png.write_png(out, pixels, alpha, chunks, level)
 
 
@@ -197,7 +205,11 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, no
     if meta.dpi:
         kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
     if "Comment" in meta.text:
-        kwargs["comment"] = meta.text["Comment"].encode("utf-8")
+        comment = meta.text["Comment"].encode("utf-8")
+        if len(comment) <= _JPEG_SEGMENT:
+            kwargs["comment"] = comment
+        else:
+            notes.append(f"comment of {len(comment)} bytes not written: larger than one JPEG segment")
     _pil(pixels8).save(out, "JPEG", **kwargs)
 
 

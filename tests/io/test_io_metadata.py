@@ -163,6 +163,32 @@ def test_jpeg_orientation_6_comes_back_upright_and_is_written_as_1(tmp_path):
     assert np.abs(redisplayed.astype(int) - shown.astype(int)).mean() < 2  # displays the same
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+@pytest.mark.parametrize("entry", [(274, 3, 0, b""), ascii_(274, "6"), rational(274, (6, 1))],
+                         ids=["no-value", "ascii", "rational"])
+def test_damaged_orientation_tag_is_ignored_with_a_note(tmp_path, fmt, entry):
+    # an Orientation with no value or of a non-integer type made the file unreadable ("tuple index out of range")
+    px = gradient(6, 9, 3, np.uint8)
+    path = tmp_path / f"o.{EXT[fmt]}"
+    if fmt == "TIFF":
+        strip_tags = [short(256, 9), short(257, 6), short(258, 8, 8, 8), short(259, 1), short(262, 2),
+                      short(277, 3), short(278, 6)]
+        path.write_bytes(tiff_structure("<", strip_tags + [entry], strip=px.tobytes()))
+    else:
+        exif = tiff_structure("<", [ascii_(271, "Epson"), entry], EXIF_SUB_DATE)
+        Image.fromarray(px).save(path, fmt, exif=b"Exif\0\0" + exif, **({"quality": 100} if fmt == "JPEG" else {}))
+    pic = read(path, 10_000)
+    assert pic.orientation == 1 and pic.pixels.shape == (6, 9, 3)
+    assert any(n.startswith("invalid orientation") for n in pic.notes)
+    if fmt != "TIFF":
+        assert pic.meta.tiff_tags[271] == "Epson"  # the rest of the EXIF block is kept
+        write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+        assert piexif.load(str(tmp_path / "out.jpg"))["0th"][piexif.ImageIFD.Orientation] == 1
+
+
+EXIF_SUB_DATE = [ascii_(36867, "1952:07:14 15:30:00")]
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_upright_matches_pillow_for_every_orientation(orientation):
     a = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
@@ -255,6 +281,20 @@ def test_resolution_without_a_unit_keeps_the_aspect_ratio(tmp_path, fmt):
     assert out.meta.dpi is None and _resolution(out.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
 
 
+def test_resolution_beyond_png_phys_is_noted_and_kept_in_exif(tmp_path):
+    # a TIFF at 4294967295 dpi (damaged or synthetic) made the PNG writer fail in struct.pack (a traceback)
+    tifffile.imwrite(tmp_path / "s.tif", gradient(5, 7, 1, np.uint8), resolution=((2**32 - 1, 1), (2**32 - 1, 1)),
+                     resolutionunit=2)
+    src = read(tmp_path / "s.tif", 10_000)
+    pic, notes, path = _roundtrip(tmp_path, src.meta, "PNG", px=src.pixels)
+    assert notes == ["resolution 4.29497e+09 x 4.29497e+09 dpi not written to pHYs: more than 4294967295 pixels "
+                     "per metre (EXIF keeps it)"]
+    assert b"pHYs" not in path.read_bytes()
+    assert pic.meta.dpi == (2**32 - 1, 2**32 - 1)  # from EXIF X/YResolution
+    _, notes, _ = _roundtrip(tmp_path, Metadata(dpi=(1200.0, 1200.0)), "PNG", name="fits")
+    assert notes == []
+
+
 def test_png_text_and_colour_chunks(tmp_path):
     meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
                     png_chunks={"gAMA": struct.pack(">I", 45455)})
@@ -268,6 +308,33 @@ def test_png_text_and_colour_chunks(tmp_path):
     assert jpg.meta.text == {"Comment": "Ünïcode ok"}  # COM marker
     assert jpg.meta.tiff_tags[315] == "Jane Doe"  # Author in EXIF, so not listed as left out
     assert any(n.endswith("text field(s) Title not written: JPEG has no place for them") for n in notes), notes
+
+
+def test_png_text_with_a_keyword_png_cannot_hold_is_noted_not_fatal(tmp_path):
+    # readers accept a tEXt keyword of any length; writing it back raised ValueError (a traceback, no note)
+    buf = io.BytesIO()
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    body = b"K" * 90 + b"\0too long"
+    text = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    (tmp_path / "src.png").write_bytes(data[:33] + text + data[33:])
+    pic = read(tmp_path / "src.png", 10_000)
+    assert pic.meta.text == {"K" * 90: "too long"}
+    pic.meta.text["Title"] = "Picnic"
+    notes = write(tmp_path / "out.png", pic.pixels, None, "PNG", pic.meta)
+    assert notes == [f"text field(s) {'K' * 90!r} not written: a PNG keyword is 1-79 Latin-1 characters"]
+    assert Image.open(tmp_path / "out.png").info["Title"] == "Picnic"  # the other fields are written
+
+
+def test_png_comment_too_long_for_a_jpeg_segment_is_noted_not_fatal(tmp_path):
+    # a PNG "Comment" of 70 kB made Pillow raise ValueError("Comment is too long") while writing the JPEG
+    meta = Metadata(text={"Comment": "c" * 70_000}, tiff_tags={270: "Picnic"})
+    png_pic, _, _ = _roundtrip(tmp_path, meta, "PNG")
+    jpg, notes, _ = _roundtrip(tmp_path, png_pic.meta, "JPEG")
+    assert notes == ["comment of 70000 bytes not written: larger than one JPEG segment"]
+    assert jpg.meta.text == {} and jpg.meta.tiff_tags[270] == "Picnic"
+    _, notes, _ = _roundtrip(tmp_path, Metadata(text={"Comment": "c" * 65_533}), "JPEG", name="fits")
+    assert notes == []
 
 
 def test_damaged_jpeg_exif_prints_nothing(tmp_path):
