@@ -121,10 +121,14 @@ class OutputLock:
         except FileExistsError:
             return False
         try:
-            os.write(fd, json.dumps(self.owner.__dict__).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                os.write(fd, json.dumps(self.owner.__dict__).encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:  # e.g. a full disk: an empty lock would hold the folder for a minute
+            self.path.unlink(missing_ok=True)
+            raise
         return True
 
     def acquire(self) -> None:

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import socket
@@ -93,3 +94,18 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
     write_lock(tmp_path, 12345, host="other")  # someone replaced it meanwhile
     lock.release()
     assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == "other"
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        OutputLock(tmp_path).acquire()
+    monkeypatch.setattr(os, "write", real_write)
+    assert not (tmp_path / LOCK_NAME).exists()  # the next run (space freed) is not refused as "still starting"
+    with OutputLock(tmp_path):
+        pass
