@@ -582,17 +582,17 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                         why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing \
                             else "settings changed"
                         decision = dataclasses.replace(decision, reason=why)
+            if decision.action == "skip":
+                _fill_skipped(result, state, rel, decision)
         except ImageError as e:
             result.status, result.error = "failed", e.reason
             display.error(found.src, e.reason)
             continue
-        except OSError as e:  # e.g. the source vanished or became unreadable since the walk
+        except OSError as e:  # e.g. the source vanished or became unreadable since the walk, the state file cannot grow
             result.status, result.error = "failed", _short(e)
             display.error(found.src, result.error)
             continue
-        if decision.action == "skip":
-            _fill_skipped(result, state, rel, decision)
-        else:
+        if decision.action != "skip":
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
             jobs.append(_Job(len(report.results) - 1, found, decision.source))
@@ -712,10 +712,14 @@ def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state
         result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
     result.notes.extend(outcome.notes)
     result.sha256 = sid.sha256
-    state.record(result.relative, Record(
-        source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp(src),
-        outputs=state.outputs_record(outcome.outputs), width=outcome.width, height=outcome.height,
-        megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso()))
+    try:
+        state.record(result.relative, Record(
+            source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp(src),
+            outputs=state.outputs_record(outcome.outputs), width=outcome.width, height=outcome.height,
+            megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso()))
+    except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
+        result.status, result.error = "failed", f"written, but cannot be recorded in the state: {_short(e)}"
+        display.error(src, result.error)
     display.file_done(result)
 
 

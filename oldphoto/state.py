@@ -108,7 +108,7 @@ class RunState:
     records: dict[str, Record] = field(default_factory=dict)
     dropped_torn_line: bool = False  # the previous run died while appending
     read_only: bool = False  # record() keeps records in memory only, and close() writes nothing
-    _journal: IO[str] | None = field(default=None, repr=False)
+    _journal: IO[bytes] | None = field(default=None, repr=False)  # unbuffered: see _append
     _owners: dict[str, str] | None = field(default=None, repr=False)  # output path -> rel, built on demand
 
     @property
@@ -154,7 +154,7 @@ class RunState:
         """Load, rewrite compactly, and keep the file open for appending records during the run."""
         state = cls.load(out_dir)
         state.compact()
-        state._journal = open(state.path, "a", encoding="utf-8")
+        state._journal = open(state.path, "ab", buffering=0)
         return state
 
     def compact(self) -> None:
@@ -172,18 +172,34 @@ class RunState:
             self.compact()
 
     def record(self, rel: str, record: Record) -> None:
-        """Remember a finished file; durable once this returns. The outputs of the record it replaces that
-        still exist are carried over into `former` (see `owner_of`)."""
+        """Remember a finished file; durable once this returns (on OSError, e.g. a full disk, neither kept nor in the
+        file). The outputs of the record it replaces that still exist are carried over into `former` (see
+        `owner_of`)."""
         if self._journal is None and not self.read_only:
             raise RuntimeError("RunState.record called on a state that was not opened for a run")
         record = self._carry_former(rel, record)
+        if not self.read_only:
+            self._append(record.to_json(rel) + "\n")
         self.records[rel] = record
         self._owners = None
-        if self.read_only:
-            return
-        self._journal.write(record.to_json(rel) + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+
+    def _append(self, line: str) -> None:
+        """Append `line` and fsync, or leave the file as it was: what a failed write (a full disk) put there is cut
+        off again, so the next record never follows a partial line. Raises OSError naming the state file."""
+        fd = self._journal.fileno()
+        end = os.lseek(fd, 0, os.SEEK_END)
+        data = memoryview(line.encode("utf-8"))
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(fd, data[done:])
+            os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, end)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+        except BaseException:  # e.g. Ctrl-C between two writes
+            os.ftruncate(fd, end)
+            raise
 
     def _carry_former(self, rel: str, record: Record) -> Record:
         """`record` with `former` holding the earlier outputs of `rel` (outputs and former of the record it

@@ -4,6 +4,7 @@ image files with stand-in models (identity restorer, a bright-pixel detector).""
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -1247,3 +1248,29 @@ def test_export_of_another_models_run_names_the_folder(tmp_path):
     assert r.exit_code == 1
     assert r.stderr.strip() == f"error: cannot export: {tmp_path / 'col'}: not a unet_detector run (it trained " \
                                f"colorizer_unet)"
+
+
+def test_a_file_whose_record_cannot_be_saved_fails_alone(tmp_path, fake, monkeypatch):
+    """The disk fills just as a file's record is appended to the state: that file fails with one line, the batch
+    goes on, and the state file holds whole lines only (the next run loads it)."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    real_fsync, full = os.fsync, {"on": False}
+
+    def fsync(fd):
+        if full["on"]:
+            full["on"] = False  # space is freed again at once
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    fake.after_write = lambda src, stop: full.update(on=src.name == "b.PNG")
+    monkeypatch.setattr(os, "fsync", fsync)
+    r = run("restore", root, "--out", out, "--jobs", "1")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {root / 'album 1' / 'b.PNG'}: written, but cannot be recorded in the state: "
+                      f"No space left on device ({out / STATE_NAME})"]
+    rep = report_of(out)
+    assert [(f["relative"], f["status"]) for f in rep["files"]] == [
+        ("a.jpg", "done"), ("album 1/b.PNG", "failed"), ("album 1/deep/c.tif", "done")]
+    lines = (out / STATE_NAME).read_text().split("\n")
+    assert lines[-1] == "" and [json.loads(line).get("rel") for line in lines[1:-1]] == ["a.jpg", "album 1/deep/c.tif"]

@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import json
 import os
@@ -197,3 +198,24 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_append_that_fails_halfway_leaves_no_partial_line(tmp_path, monkeypatch):
+    src, out, fp, state = setup_done(tmp_path)
+    (out / "b.jpg").write_bytes(b"restored")
+    rec = replace(state.records["a.jpg"], outputs=state.outputs_record([out / "b.jpg"]))
+    real_write = os.write
+
+    def disk_fills(fd, data):  # a short write, then no space, as a file system that fills mid-line does
+        if len(data) > 10:
+            return real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", disk_fills)
+    with pytest.raises(OSError, match="No space left") as e:
+        state.record("b.jpg", rec)
+    monkeypatch.setattr(os, "write", real_write)
+    assert e.value.filename == str(out / STATE_NAME) and "b.jpg" not in state.records
+    state.record("c.jpg", replace(rec, outputs=()))  # space freed: the next record follows a whole line
+    again = RunState.load(out)
+    assert sorted(again.records) == ["a.jpg", "c.jpg"] and not again.dropped_torn_line
