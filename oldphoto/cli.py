@@ -491,6 +491,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     models, fp = _setup(cfg, report, pipeline)
     stop = _StopFlag(display)
     state: RunState | None = None
+    state_unsaved = False  # the state could not be compacted at the end
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -506,6 +507,8 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
             state = RunState.open(out)
         except StateError as e:
             raise RunError(str(e)) from None
+        except OSError as e:  # e.g. a full disk: compacting it at the start needs a new copy
+            raise RunError(f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})") from None
         if state.dropped_torn_line:
             display.note("note: the previous run stopped while saving its state; its last file will be redone")
         stop.install()
@@ -525,6 +528,10 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         try:
             if state is not None:
                 state.close()
+        except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
+            state_unsaved = True
+            display.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
+                                      f"during the run are kept")
         finally:
             try:
                 report.write(report_path)
@@ -535,7 +542,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     display.summary(report)
     if report.interrupted:
         return 128 + (stop.signum or signal.SIGINT)
-    return 1 if any(r.status == "failed" for r in report.results) else 0
+    return 1 if state_unsaved or any(r.status == "failed" for r in report.results) else 0
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,

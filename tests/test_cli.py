@@ -1274,3 +1274,34 @@ def test_a_file_whose_record_cannot_be_saved_fails_alone(tmp_path, fake, monkeyp
         ("a.jpg", "done"), ("album 1/b.PNG", "failed"), ("album 1/deep/c.tif", "done")]
     lines = (out / STATE_NAME).read_text().split("\n")
     assert lines[-1] == "" and [json.loads(line).get("rel") for line in lines[1:-1]] == ["a.jpg", "album 1/deep/c.tif"]
+
+
+@pytest.mark.parametrize("when", ["start", "end"])
+def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake, monkeypatch, when):
+    """No room for the compact copy of the state file (a full disk): at the start the run does not start, at the end
+    the records appended during the run stay as they are; one line naming the state file, exit 1, no traceback."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    real_open, full = os.open, {"on": when == "start"}
+
+    def open_(path, flags, mode=0o777, **kw):
+        if full["on"] and os.path.basename(path).startswith(f".{STATE_NAME}"):  # its temp copy
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, flags, mode, **kw)
+
+    fake.after_write = lambda src, stop: full.update(on=src.name == "c.tif")
+    monkeypatch.setattr(os, "open", open_)
+    r = run("restore", root, "--out", out, "--jobs", "1")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    if when == "start":
+        assert errors == [f"error: {out / STATE_NAME}: cannot write the state file (No space left on device)"]
+        assert fake.calls == [] and not (out / LOCK_NAME).exists()
+    else:
+        assert errors == [f"error: {out / STATE_NAME}: cannot rewrite it compactly (No space left on device); the "
+                          f"records appended during the run are kept"]
+        assert [f["status"] for f in report_of(out)["files"]] == ["done"] * 3
+    assert not [p for p in os.listdir(out) if "oldphoto-tmp" in p]
+    full["on"], fake.after_write = False, None
+    r = run("restore", root, "--out", out)  # space freed: the files done are up to date, the rest is done
+    assert r.exit_code == 0 and [f["status"] for f in report_of(out)["files"]] == [
+        "done" if when == "start" else "skipped"] * 3
