@@ -491,7 +491,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     models, fp = _setup(cfg, report, pipeline)
     stop = _StopFlag(display)
     state: RunState | None = None
-    state_unsaved = False  # the state could not be compacted at the end
+    unsaved = False  # the state could not be compacted, or the lock removed, at the end
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -529,7 +529,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
             if state is not None:
                 state.close()
         except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
-            state_unsaved = True
+            unsaved = True
             display.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
                                       f"during the run are kept")
         finally:
@@ -538,11 +538,15 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
             except OSError as e:
                 raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
-                lock.release()
+                try:
+                    lock.release()
+                except OSError as e:  # e.g. the folder became read-only: a lock of a finished run is taken over
+                    unsaved = True
+                    display.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes it over")
     display.summary(report)
     if report.interrupted:
         return 128 + (stop.signum or signal.SIGINT)
-    return 1 if state_unsaved or any(r.status == "failed" for r in report.results) else 0
+    return 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,

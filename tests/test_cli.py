@@ -1305,3 +1305,22 @@ def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake,
     r = run("restore", root, "--out", out)  # space freed: the files done are up to date, the rest is done
     assert r.exit_code == 0 and [f["status"] for f in report_of(out)["files"]] == [
         "done" if when == "start" else "skipped"] * 3
+
+
+def test_a_lock_that_cannot_be_removed_is_one_error_line(tmp_path, fake, monkeypatch):
+    """The output folder became read-only (or immutable) during the run: its lock stays, the run says so in one line
+    and exits 1 rather than with a traceback; the outputs, state and report written before are kept."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        if os.path.basename(path) == LOCK_NAME:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+        real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {out / LOCK_NAME}: cannot remove the lock (Operation not permitted); the next run takes it over"]
+    assert [f["status"] for f in report_of(out)["files"]] == ["done"] * 3 and (out / LOCK_NAME).exists()
