@@ -491,7 +491,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     models, fp = _setup(cfg, report, pipeline)
     stop = _StopFlag(display)
     state: RunState | None = None
-    unsaved = False  # the state could not be compacted, or the lock removed, at the end
+    unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -503,6 +503,15 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     try:  # from here on the lock is released whatever happens, a Ctrl-C included
         if lock.took_over is not None:
             display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
+            for tmp in oio.leftover_temps(out):  # we hold the lock: no other run is writing them
+                try:
+                    tmp.unlink()
+                    display.note(f"note: {tmp}: removed, a partial file left by that run")
+                except FileNotFoundError:
+                    pass  # removed by hand meanwhile: the goal holds
+                except OSError as e:
+                    unsaved = True
+                    display.error(tmp, f"cannot remove this partial file left by that run ({e.strerror or e})")
         try:
             state = RunState.open(out)
         except StateError as e:

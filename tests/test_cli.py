@@ -572,6 +572,21 @@ def test_stale_lock_is_taken_over_and_released(tmp_path, fake):
     assert not (out / LOCK_NAME).exists() and (out / "a.jpg").exists()
 
 
+def test_partial_files_of_a_killed_run_are_removed_when_its_lock_is_taken_over(tmp_path, fake):
+    """SIGKILL mid-write leaves the write's temp file (nothing runs to remove it): the run that takes over the lock,
+    the only writer then, removes those under --out and says so; other files are never touched."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    partial = [put(out / ".a.jpg.oldphoto-tmp-0123abcd", b"half"),
+               put(out / "album 1" / ".b.PNG.oldphoto-tmp-9f9f9f9f")]
+    kept = [put(out / "notes.oldphoto-tmp-0123abcd"), put(out / ".x.oldphoto-tmp-draft")]
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": 1.0}))
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 0 and all(f"note: {p}: removed, a partial file left by that run" in r.stderr for p in partial)
+    assert not any(p.exists() for p in partial) and all(p.exists() for p in kept)
+
+
 def test_run_error_releases_the_lock(tmp_path, monkeypatch):
     def no_weights(cfg, device):
         raise WeightsError("weights/detector-v1.pt: weights file missing for model 'detector-v1'")

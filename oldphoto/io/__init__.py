@@ -5,11 +5,12 @@ Public API (see docs/ARCHITECTURE.md):
     read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
     write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
     Staging()                                     several writes that replace their paths together (commit)
+    leftover_temps(root)                          temp files of writes killed before their rename
     provenance_xmp(...) / read_provenance(path) / read_source_sha256(path)
     allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large
 """
 
-from .atomic import Staging
+from .atomic import Staging, leftover_temps
 from .buffers import allocate
 from .metadata import Metadata
 from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
@@ -17,6 +18,7 @@ from .reader import FORMATS, ImageInfo, Picture, probe, read, sniff, upright
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
-    "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "allocate", "probe",
-    "provenance_xmp", "read", "read_provenance", "read_source_sha256", "sniff", "to_uint8", "upright", "write",
+    "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "allocate",
+    "leftover_temps", "probe", "provenance_xmp", "read", "read_provenance", "read_source_sha256", "sniff", "to_uint8",
+    "upright", "write",
 ]

@@ -9,16 +9,27 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_MARK = ".oldphoto-tmp-"  # temp files are named ".NAME.oldphoto-tmp-<random>"
+_TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_MARK) + r"[0-9a-f]{8}", re.DOTALL)
 
 
 def temp_name(path: Path) -> Path:
     return path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}"
+
+
+def leftover_temps(root: Path) -> list[Path]:
+    """Temp files under `root` (links not followed) that a write killed before its rename left behind (SIGKILL, a
+    power cut: nothing ran to remove them). Removing them is only safe while no other writer uses `root`."""
+    found: list[Path] = []
+    for folder, _, files in os.walk(root):
+        found += [Path(folder) / name for name in files if _TEMP_NAME.fullmatch(name)]
+    return sorted(found)
 
 
 class FdStream(io.RawIOBase):
