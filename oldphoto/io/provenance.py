@@ -20,6 +20,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import ImageError, XmpError
+from .reader import open_source
 
 OLDPHOTO_NS = "urn:oldphoto:xmp:1.0/"
 NS = {
@@ -44,12 +45,12 @@ def _q(prefix: str, local: str) -> str:
 def read_source_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks (constant memory). Raises ImageError if it cannot be read."""
     h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
+    with open_source(path) as f:
+        try:
             while block := f.read(chunk_size):
                 h.update(block)
-    except OSError as e:
-        raise ImageError(path, f"cannot read for checksum: {e.strerror or e}") from e
+        except OSError as e:
+            raise ImageError(path, f"cannot read for checksum: {e.strerror or e}") from e
     return h.hexdigest()
 
 

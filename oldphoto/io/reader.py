@@ -6,6 +6,8 @@ max_pixels before any pixel buffer is allocated.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -79,12 +81,22 @@ def _decoding(path: Path, fmt: str) -> Iterator[None]:
         raise ImageError(path, f"cannot read {fmt}: {reason}") from e
 
 
-@contextmanager
-def _opened(path: Path) -> Iterator[tuple[object, str]]:
+def open_source(path: str | Path):
+    """`path` opened for binary reading without waiting: a FIFO, socket or device found where a scan was (put there
+    after the walk) is refused instead of blocking the run for good. Raises ImageError."""
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
     except OSError as e:
         raise ImageError(path, f"cannot open: {e.strerror or e}") from e
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # O_NONBLOCK changes nothing for a regular file
+        fh.close()
+        raise ImageError(path, "cannot open: not a regular file (a FIFO, socket or device)")
+    return fh
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[object, str]]:
+    fh = open_source(path)
     with fh:
         try:
             head = fh.read(16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import tracemalloc
 import zlib
@@ -14,7 +15,7 @@ from PIL import Image
 
 from io_samples import gradient, long_, short, tiff_structure
 from oldphoto.errors import ImageError
-from oldphoto.io import probe, read, write
+from oldphoto.io import probe, read, read_source_sha256, write
 
 EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
 
@@ -199,3 +200,22 @@ def test_probe_reads_the_header_only(tmp_path):
     assert (info.format, info.width, info.height, info.dtype, info.source_mode) == ("PNG", 80, 64,
                                                                                     np.dtype(np.uint16), "RGB;16")
     _fails(tmp_path / "cut.png", "truncated")
+
+
+def test_a_fifo_where_a_scan_was_is_refused_without_waiting(tmp_path):
+    """A FIFO (or device) put in place of a scan after the walk: reading it would wait for a writer for good."""
+    fifo = tmp_path / "scan.png"
+    os.mkfifo(fifo)
+
+    def blocked(signum, frame):
+        raise TimeoutError("opening the FIFO waited for a writer")
+
+    old = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(5)
+    try:
+        _fails(fifo, "cannot open", "not a regular file")
+        with pytest.raises(ImageError, match="not a regular file"):
+            read_source_sha256(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
