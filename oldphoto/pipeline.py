@@ -413,7 +413,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise ImageError(path, f"cannot create the output folder: {e.strerror or e}") from e
+                raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
             try:
                 xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
                                          software=software, action="derived", parameters=settings, models=described)

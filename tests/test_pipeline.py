@@ -3,6 +3,8 @@ conv net, a brightness "detector", a constant colorizer) so results can be predi
 
 from __future__ import annotations
 
+import errno
+import os
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
@@ -757,3 +759,19 @@ def test_a_manifest_setting_the_stages_refuse_is_a_weights_error(monkeypatch):
     monkeypatch.setattr(pipeline.Detector, "from_registry", bad_meta)
     with pytest.raises(WeightsError, match=r"cannot be set up .*threshold must be in \(0, 1\), got 1.5"):
         pipeline.load_models(RestoreConfig(only_mask=True), "cpu")
+
+
+def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    """The output tree turned read-only mid-run: the one-line reason says which folder could not be made."""
+    src = write_tiff(tmp_path / "e.tif", random_image(20, 20, 3, np.uint8))
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *a, **kw):
+        if self.name == "album":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(ImageError) as e:
+        process_file(src, tmp_path / "out" / "album" / "e", cfg(), Models(restorer=Identity()))
+    assert e.value.reason == f"cannot create the output folder {tmp_path / 'out' / 'album'}: Read-only file system"
