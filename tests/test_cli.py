@@ -499,14 +499,19 @@ def test_quiet_prints_nothing_on_success_and_only_errors_on_failure(tmp_path, fa
     assert r.stderr == f"error: {root / 'z.jpg'}: not a decodable image\n"
 
 
-def test_lock_held_by_a_live_run_is_refused(tmp_path, fake):
-    src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
+def held_by_a_live_run(out: Path) -> dict:
+    """Make `out` with the lock of a live run (this process) in it; returns the lock's content."""
     out.mkdir()
     lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     (out / LOCK_NAME).write_text(json.dumps(lock))
+    return lock
+
+
+def test_lock_held_by_a_live_run_is_refused(tmp_path, fake):
+    src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
+    lock = held_by_a_live_run(out)
     r = run("restore", src, "--out", out, "--quiet")
-    assert r.exit_code == 1
-    assert r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
+    assert r.exit_code == 1 and r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
     assert fake.calls == [] and tree(out) == [LOCK_NAME]
     assert json.loads((out / LOCK_NAME).read_text()) == lock
 
@@ -517,12 +522,9 @@ def test_dry_run_says_a_live_run_holds_the_output_folder(tmp_path, fake):
 
     src, out = tmp_path / "a.png", tmp_path / "out"
     Image.new("L", (8, 8)).save(src)
-    out.mkdir()
-    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    (out / LOCK_NAME).write_text(json.dumps(lock))
+    lock = held_by_a_live_run(out)
     r = run("restore", src, "--out", out, "--dry-run")
-    assert r.exit_code == 1
-    assert r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
+    assert r.exit_code == 1 and r.stderr.startswith(f"error: {out}: output folder is in use by pid {os.getpid()}")
     assert r.stdout.splitlines()[0] == "restore     a.png  (new)"
     assert tree(out) == [LOCK_NAME] and json.loads((out / LOCK_NAME).read_text()) == lock
     stale = {"pid": os.getpid(), "host": socket.gethostname(), "started": 1.0}  # pid reused: a run takes it over
@@ -1007,12 +1009,8 @@ def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_set
     assert street["status"] == "skipped" and any("recognised from the provenance" in n for n in street["notes"])
 
 
-def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_its_checksum(tmp_path, stand_in_models,
-                                                                                            monkeypatch):
-    """After a lost state file, a source redone because a sibling output was missing, or because its outputs' XMP
-    shows other settings, was read in full three times for its sha256 (recognising, then checking the outputs
-    are its own, then again in the run): once is enough."""
-    import oldphoto.state as state_module
+def lost_state_with_a_mask_missing(tmp_path) -> tuple[Path, Path, tuple]:
+    """Scans restored with --save-mask, then the state file and street's mask deleted: (root, out, options)."""
     root, _, _ = real_scans(tmp_path)
     (root / "torn.jpg").unlink()
     out = tmp_path / "out"
@@ -1020,6 +1018,16 @@ def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_it
     assert run("restore", root, "--out", out, *opts).exit_code == 0
     (out / STATE_NAME).unlink()
     (out / "street.mask.png").unlink()
+    return root, out, opts
+
+
+def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_its_checksum(tmp_path, stand_in_models,
+                                                                                            monkeypatch):
+    """After a lost state file, a source redone because a sibling output was missing, or because its outputs' XMP
+    shows other settings, was read in full three times for its sha256 (recognising, then checking the outputs
+    are its own, then again in the run): once is enough."""
+    import oldphoto.state as state_module
+    root, out, opts = lost_state_with_a_mask_missing(tmp_path)
     hashed: list[str] = []
     real = state_module.read_source_sha256
     monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
@@ -1040,13 +1048,7 @@ def test_outputs_of_a_lost_state_file_replaced_by_a_run_are_not_called_new(tmp_p
     """After a lost state file, a dry run listed a source whose own outputs (by their XMP) a run replaces, since one
     is missing or they were made with other settings, as "(new)", and the run's report said nothing of it: the
     reason is the one their record would have given."""
-    root, _, _ = real_scans(tmp_path)
-    (root / "torn.jpg").unlink()
-    out = tmp_path / "out"
-    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1, "--save-mask")
-    assert run("restore", root, "--out", out, *opts).exit_code == 0
-    (out / STATE_NAME).unlink()
-    (out / "street.mask.png").unlink()
+    root, out, opts = lost_state_with_a_mask_missing(tmp_path)
     r = run("restore", root, "--out", out, *opts, "--dry-run")
     assert r.exit_code == 0 and r.stdout.splitlines()[:2] == [
         "up to date  box 2/portrait.tif  (recognised from its outputs' provenance)",
