@@ -167,10 +167,10 @@ class PlainDisplay(QuietDisplay):
         console = Console(highlight=False)
         console.print(table)
         failed = [r for r in report.results if r.status == "failed"]
-        for r in failed[:20]:
-            console.print(Text(f"failed: {_shown(r.source)}: {_shown(r.error)}"))
+        for r in failed[:20]:  # one line each whatever the width (rich wraps at 80 columns off a terminal)
+            click.echo(f"failed: {_shown(r.source)}: {_shown(r.error)}")
         if len(failed) > 20:
-            console.print(Text(f"... and {len(failed) - 20} more failures (see the report)"))
+            click.echo(f"... and {len(failed) - 20} more failures (see the report)")
 
 
 class RichDisplay(PlainDisplay):
