@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from .metadata import Metadata
 from .tiff_ifd import IfdError
 
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
+_LEASE_WAIT_S = 60.0  # longer than the kernel takes to break a lease by default (45 s)
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,24 @@ def _decoding(path: Path, fmt: str) -> Iterator[None]:
 
 def open_source(path: str | Path):
     """`path` opened for binary reading without waiting: a FIFO, socket or device found where a scan was (put there
-    after the walk) is refused instead of blocking the run for good. Raises ImageError."""
-    try:
-        fh = open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
-    except OSError as e:
-        raise ImageError(path, f"cannot open: {e.strerror or e}") from e
+    after the walk) is refused instead of blocking the run for good. A regular file under a lease (an SMB oplock, an
+    NFS delegation: the open without waiting fails, but asks its holder to give it up) is opened once the lease is
+    given up, or broken by the kernel (lease-break-time, 45 s by default), as a plain open waits. Raises ImageError."""
+    deadline = time.monotonic() + _LEASE_WAIT_S
+    while True:
+        try:
+            fh = open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
+            break
+        except BlockingIOError as e:  # a lease being broken, or a device that would block
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError as e2:
+                raise ImageError(path, f"cannot open: {e2.strerror or e2}") from e2
+            if not regular or time.monotonic() > deadline:
+                raise ImageError(path, f"cannot open: {e.strerror or e}") from e
+            time.sleep(0.05)
+        except OSError as e:
+            raise ImageError(path, f"cannot open: {e.strerror or e}") from e
     if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # O_NONBLOCK changes nothing for a regular file
         fh.close()
         raise ImageError(path, "cannot open: not a regular file (a FIFO, socket or device)")

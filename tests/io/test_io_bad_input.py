@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import signal
 import struct
@@ -219,3 +221,25 @@ def test_a_fifo_where_a_scan_was_is_refused_without_waiting(tmp_path):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_scan_under_a_lease_is_read_once_the_lease_is_given_up(tmp_path):
+    """A lease (an SMB oplock, an NFS delegation) on a scan: the open without waiting fails with EWOULDBLOCK and asks
+    the holder to give it up; a plain open waits for that, and so must the reader instead of failing the scan."""
+    path = tmp_path / "scan.png"
+    write(path, gradient(16, 24, 3, np.uint8), None, "PNG", None)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        except OSError as e:
+            pytest.skip(f"no leases here ({e})")
+        old = signal.signal(signal.SIGIO, lambda signum, frame: fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK))
+        try:
+            assert read_source_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+            assert read(path, 10 ** 6).pixels.shape == (16, 24, 3)
+        finally:
+            signal.signal(signal.SIGIO, old)
+    finally:
+        os.close(fd)
