@@ -503,7 +503,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     try:  # from here on the lock is released whatever happens, a Ctrl-C included
         if lock.took_over is not None:
             display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
-            for tmp in oio.leftover_temps(out):  # we hold the lock: no other run is writing them
+            for tmp in oio.leftover_temps(out, LOCK_NAME):  # we hold the lock: no other run writes there
                 try:
                     tmp.unlink()
                     display.note(f"note: {tmp}: removed, a partial file left by that run")

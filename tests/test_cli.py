@@ -1341,3 +1341,18 @@ def test_a_lock_that_cannot_be_removed_is_one_error_line(tmp_path, fake, monkeyp
     assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {out / LOCK_NAME}: cannot remove the lock (Operation not permitted); the next run takes it over"]
     assert [f["status"] for f in report_of(out)["files"]] == ["done"] * 3 and (out / LOCK_NAME).exists()
+
+
+def test_taking_over_a_stale_lock_leaves_the_temp_files_of_a_nested_output_folder(tmp_path, fake):
+    """A folder inside --out with a lock of its own is another run's --out: that run, live, may be writing the temp
+    files found there, so the run that takes over the stale lock of --out must not remove them."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    partial = put(out / ".a.jpg.oldphoto-tmp-0123abcd", b"half")
+    other = put(out / "collection" / "sub" / ".z.jpg.oldphoto-tmp-4567cdef", b"being written by a live run")
+    (out / "collection" / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                            "started": time.time()}))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": 1.0}))
+    r = run("restore", root, "--out", out)
+    assert r.exit_code == 0 and not partial.exists() and other.exists() and str(other) not in r.stderr

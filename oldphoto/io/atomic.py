@@ -23,11 +23,14 @@ def temp_name(path: Path) -> Path:
     return path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}"
 
 
-def leftover_temps(root: Path) -> list[Path]:
+def leftover_temps(root: Path, lock_name: str) -> list[Path]:
     """Temp files under `root` (links not followed) that a write killed before its rename left behind (SIGKILL, a
-    power cut: nothing ran to remove them). Removing them is only safe while no other writer uses `root`."""
+    power cut: nothing ran to remove them). Removing them is only safe while no other writer uses `root`: a folder
+    below it holding a file `lock_name` is another output folder, which runs of its own may be writing, and is left
+    out."""
     found: list[Path] = []
-    for folder, _, files in os.walk(root):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not os.path.lexists(os.path.join(folder, d, lock_name))]
         found += [Path(folder) / name for name in files if _TEMP_NAME.fullmatch(name)]
     return sorted(found)
 
