@@ -103,7 +103,16 @@ def open_source(path: str | Path):
             time.sleep(0.05)
         except OSError as e:
             raise ImageError(path, f"cannot open: {e.strerror or e}") from e
-    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # O_NONBLOCK changes nothing for a regular file
+    try:
+        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+        if regular:
+            # blocking again for the reads: on a network or FUSE filesystem a non-blocking read may come back
+            # short (None), which a read loop would take for the end of the file
+            os.set_blocking(fh.fileno(), True)
+    except OSError as e:
+        fh.close()
+        raise ImageError(path, f"cannot open: {e.strerror or e}") from e
+    if not regular:
         fh.close()
         raise ImageError(path, "cannot open: not a regular file (a FIFO, socket or device)")
     return fh

@@ -243,3 +243,14 @@ def test_a_scan_under_a_lease_is_read_once_the_lease_is_given_up(tmp_path):
             signal.signal(signal.SIGIO, old)
     finally:
         os.close(fd)
+
+
+def test_a_source_is_read_in_blocking_mode(tmp_path):
+    """Opened without waiting (a FIFO must not hang the run), a regular file is read blocking again: a non-blocking
+    read may come back short on network filesystems, which a read loop takes for the end of the file."""
+    from oldphoto.io.reader import open_source
+
+    src = tmp_path / "a.png"
+    src.write_bytes(b"\x89PNG" + b"x" * 100)
+    with open_source(src) as fh:
+        assert os.get_blocking(fh.fileno())
