@@ -889,12 +889,16 @@ def build_config(cls: type, pairs: tuple[str, ...], defaults: dict[str, Any] | N
         raise click.UsageError(f"invalid settings: {e}") from None
 
 
-def _describe_config(cls: type) -> str:
+def _describe_config(cls: type, defaults: dict[str, Any] | None = None) -> str:
+    """The fields of `cls` with their defaults (those in `defaults` replacing the dataclass's, as the command uses
+    them) and comments, one line each."""
     comments = _field_comments(cls)
+    defaults = defaults or {}
     rows = []
     for f, tp in _config_fields(cls):
         note = f.metadata.get("help") or comments.get(f.name, "")
-        rows.append((f.name, _type_name(tp), repr(_field_default(f)), note))
+        default = defaults[f.name] if f.name in defaults else _field_default(f)
+        rows.append((f.name, _type_name(tp), repr(default), note))
     w = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
     lines = [f"{cls.__module__}.{cls.__qualname__} (set with --set KEY=VALUE):"]
     for name, tp, default, note in rows:
@@ -930,14 +934,14 @@ def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_con
     cls, fn = getattr(module, cls_name, None), getattr(module, fn_name, None)
     if cls is None or fn is None:
         raise RunError(f"{module.__name__} defines no {cls_name} / {fn_name}()")
-    if help_config:
-        click.echo(_describe_config(cls))
-        return
     defaults = {}
     field_names = {f.name for f in dataclasses.fields(cls)}
     # Names that share a module (vae1 / vae2) are told apart by the config's `which` field.
     if "which" in field_names and list(table.values()).count(table[name]) > 1:
         defaults["which"] = name
+    if help_config:  # the defaults this command runs with (`train vae1`: which='vae1')
+        click.echo(_describe_config(cls, defaults))
+        return
     cfg = build_config(cls, pairs, defaults)
     _log(f"oldphoto {__version__} {kind} {name}: {cfg}")
     try:

@@ -841,6 +841,17 @@ def test_help_config_lists_fields_defaults_and_comments(toy):
     assert any(line.split() == ["balance", "str", "=", "'hed'"] for line in lines)  # no comment: none shown
 
 
+def test_help_config_shows_the_defaults_the_command_runs_with(toy):
+    # toy1 and toy2 share a module, as vae1 and vae2 do: each runs with its own name as `which`, whatever the
+    # dataclass says, and --help-config lists that default
+    for name in ("toy1", "toy2"):
+        r = run("train", name, "--help-config")
+        assert r.exit_code == 0
+        which = [line.split() for line in r.stdout.splitlines() if line.startswith("  which ")]
+        assert which == [["which", "str", "=", repr(name), "#", "which", "model"]]
+        assert json.loads(run("train", name).stdout)["which"] == name
+
+
 def test_synth_writes_examples_from_the_corpus(tmp_path, monkeypatch):
     import numpy as np
     from PIL import Image

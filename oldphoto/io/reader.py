@@ -137,8 +137,9 @@ def _opened(path: Path) -> Iterator[tuple[object, str]]:
 def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = False):
     def check_size(w: int, h: int) -> None:
         if max_pixels is not None and w * h > max_pixels:
-            raise ImageError(path, f"{w} x {h} pixels ({w * h / 1e6:.1f} MP) exceeds the limit of "
-                                   f"{max_pixels / 1e6:.1f} MP")
+            # a limit that is no whole tenth of a megapixel (--max-pixels 100) is shown as given, not as "0.0 MP"
+            limit = f"{max_pixels / 1e6:.1f}" if max_pixels % 100_000 == 0 else f"{max_pixels / 1e6:g}"
+            raise ImageError(path, f"{w} x {h} pixels ({w * h / 1e6:.1f} MP) exceeds the limit of {limit} MP")
 
     with _decoding(path, fmt):
         if fmt == "TIFF":

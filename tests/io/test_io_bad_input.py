@@ -129,6 +129,16 @@ def test_huge_header_is_refused_before_decoding(tmp_path, fmt):
     assert (info.width, info.height) == tuple(int(s) for s in size.split(" x "))
 
 
+@pytest.mark.parametrize("limit, shown", [(100, "0.0001 MP"), (150_000, "0.15 MP"), (200_000, "0.2 MP")])
+def test_a_small_pixel_limit_is_named_as_given(tmp_path, limit, shown):
+    # `--max-pixels 100` was reported as "exceeds the limit of 0.0 MP"
+    path = tmp_path / "a.png"
+    Image.fromarray(gradient(500, 500, 3, np.uint8)).save(path)
+    with pytest.raises(ImageError) as info:
+        read(path, max_pixels=limit)
+    assert str(info.value).endswith(f"500 x 500 pixels (0.2 MP) exceeds the limit of {shown}")
+
+
 def test_unsupported_tiff_layouts(tmp_path):
     rng = np.random.default_rng(0)
     tifffile.imwrite(tmp_path / "f.tif", rng.random((8, 8)).astype(np.float32))
