@@ -229,13 +229,19 @@ def _make_display(quiet: bool) -> QuietDisplay:
 
 # --------------------------------------------------------------------------------------------------- restore
 
+def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+    """(path, folder) as written (made absolute) and resolved: `in/out` where `in/out` is a link to a folder
+    elsewhere is inside `in` as written (the walk of `in` would meet it), not once resolved."""
+    return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
+
+
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
     """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
-    written (`in/out` where `in/out` is a link to a folder elsewhere: the walk of `in` would meet it) and resolved."""
+    written and resolved (_both_ways)."""
     for inp in inputs:
         if not inp.is_dir():
             continue
-        for out_p, in_p in ((Path(os.path.abspath(out)), Path(os.path.abspath(inp))), (out.resolve(), inp.resolve())):
+        for out_p, in_p in _both_ways(out, inp):
             if out_p == in_p:
                 raise click.UsageError(f"--out {_shown(out)} is the input folder {_shown(inp)}; write the "
                                        f"restorations elsewhere")
@@ -251,8 +257,7 @@ def _check_report(report: Path, out: Path, inputs: tuple[Path, ...] = ()) -> Non
     Checked before any work, so a bad path is a usage error at once rather than a failure after the whole batch."""
     shown = _shown(report)  # an existing folder is refused by click already
     for inp in inputs:
-        if inp.is_dir() and any(in_p in rep_p.parents for rep_p, in_p in (
-                (Path(os.path.abspath(report)), Path(os.path.abspath(inp))), (report.resolve(), inp.resolve()))):
+        if inp.is_dir() and any(in_p in rep_p.parents for rep_p, in_p in _both_ways(report, inp)):
             raise click.UsageError(f"--report {shown} is inside the input folder {_shown(inp)}; the scans' folders "
                                    f"are never written to: put the report elsewhere (by default it goes to --out)")
     if report.resolve() == out.resolve():
@@ -306,6 +311,7 @@ class _StopFlag:
 class _Job:
     index: int  # position in the report
     found: Found
+    reason: str  # why it runs: "new", "overwrite", "settings changed", "output missing: ..." (state.Decision)
     known: SourceId | None = None  # the source as planning read it (its sha256 when planning had to hash it)
 
 
@@ -418,12 +424,12 @@ def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tu
         raise RunError(str(e)) from None
     report.device = str(dev)
     report.models = models.describe()
-    threshold = pipeline.default_threshold(cfg, models)
-    report.fingerprint = fingerprint(cfg.output_settings(threshold), report.models)
+    report.fingerprint = fingerprint(pipeline.recorded_settings(cfg, models), report.models)
 
     def fp(src: Path) -> str:
         """The fingerprint recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality."""
-        return fingerprint(cfg.output_settings(threshold, pipeline.planned_format(src.suffix, cfg)), report.models)
+        settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg))
+        return fingerprint(settings, report.models)
 
     return models, fp
 
@@ -447,7 +453,7 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
         blocked = f"cannot create or lock the output folder ({e.strerror or e})"
     if blocked:  # what follows is what a run would do once that is settled
         display.error(out, f"{blocked}: a run now would not start")
-    jobs = {job.index for job in _plan(inputs, out, cfg, fp, state, report, display, pipeline, lambda: False)}
+    jobs = {job.index: job for job in _plan(inputs, out, cfg, fp, state, report, display, pipeline, lambda: False)}
     verb = "mask" if cfg.only_mask else "restore"
     counts = {verb: 0, "up to date": 0, "fail": 0}
     for i, result in enumerate(report.results):
@@ -458,8 +464,7 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
                 result.status, result.error = "failed", problem
                 display.error(result.source, problem)
         if i in jobs and result.status != "failed":
-            why = next((n[len("redone: "):] for n in result.notes if n.startswith("redone: ")), None)
-            line, kind = f"{verb:<10}  {where}  ({why or ('overwrite' if cfg.overwrite else 'new')})", verb
+            line, kind = f"{verb:<10}  {where}  ({_shown(jobs[i].reason)})", verb
         elif result.status == "skipped":
             how = "  (recognised from its outputs' provenance)" if _RECOGNISED_NOTE in result.notes else ""
             line, kind = f"{'up to date':<10}  {where}{how}", "up to date"
@@ -615,7 +620,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
         if decision.action != "skip":
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
-            jobs.append(_Job(len(report.results) - 1, found, decision.source))
+            jobs.append(_Job(len(report.results) - 1, found, decision.reason, decision.source))
     for problem in disc.problems:
         report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
                                          error=problem.reason))
@@ -636,7 +641,10 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     if rec is None:
         return None
     state.record(rel, rec)
-    return Decision("skip", "up to date (recognised from its outputs' provenance)")
+    return Decision("skip", _RECOGNISED_REASON)
+
+
+_RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
 
 
 _RECOGNISED_NOTE = "not in the state file: recognised from the provenance in its outputs' XMP"
@@ -651,7 +659,7 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
             result.notes.append(f"source moved but unchanged (same sha256 as {before})")
         else:
             result.notes.append("source touched but unchanged (same sha256)")
-    if decision.reason.startswith("up to date (recognised"):
+    if decision.reason == _RECOGNISED_REASON:
         result.notes.append(_RECOGNISED_NOTE)
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]

@@ -44,7 +44,7 @@ from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
 __all__ = ["Models", "Event", "FileOutcome", "CommitGate", "resolve_device", "load_models", "new_batcher",
-           "output_paths", "planned_format", "process_file", "WEIGHT_NAMES"]
+           "output_paths", "planned_format", "process_file", "recorded_settings", "WEIGHT_NAMES"]
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
@@ -189,6 +189,14 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
     """The format the restored photo of a source named *src_suffix will be written in (process_file follows the
     name), None for a suffix that is not an image's."""
     return _CFG_FORMAT[cfg.format] if cfg.format != "keep" else _FORMAT_OF_SUFFIX.get(src_suffix.lower())
+
+
+def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | None = None) -> dict:
+    """The output settings recorded for a photo whose restoration is written as `written_format` (None: not known):
+    in its outputs' XMP history and, fingerprinted, in its state record (the CLI), so that outputs found after the
+    state file was lost are recognised (RunState.recognise). The models' own threshold, given or not, counts as
+    the default."""
+    return cfg.output_settings(default_threshold(cfg, models), written_format)
 
 
 def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Path]:
@@ -400,12 +408,11 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
-    Each output carries an XMP history entry: settings, models (names + weight sha256), source name + sha256. The
-    settings are those the CLI fingerprints this source's record with (the models' own threshold, given or not,
-    as the default), so that outputs found after the state file was lost are recognised (RunState.recognise).
+    Each output carries an XMP history entry: settings (recorded_settings), models (names + weight sha256), source
+    name + sha256.
     """
     software = f"oldphoto {__version__}"
-    settings = cfg.output_settings(default_threshold(cfg, models), written_format=items[0][2])
+    settings = recorded_settings(cfg, models, items[0][2])
     described = models.describe()
     staging = oio.Staging()
     try:
