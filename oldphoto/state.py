@@ -234,7 +234,7 @@ class RunState:
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
         settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
         (width, height), for the report. sha256: `src`'s, when the caller has read it (else read here if needed)."""
-        made, sha = self._made_from(src, outputs, fp, rel, sha256)
+        made, sha = self.made_from(src, outputs, fp, rel, sha256)
         if not outputs or len(made) != len(outputs):
             return None
         now = SourceId.of(src)
@@ -249,10 +249,6 @@ class RunState:
         oldphoto made them, as the last change, from a file with `src`'s sha256 (under fingerprint `fp`; None: any
         settings): derivatives of `src` itself, which a run may replace as it would with their record; `src`'s
         sha256 when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
-        return self._made_from(src, outputs, fp, rel, sha256)
-
-    def _made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None,
-                   sha256: str | None = None) -> tuple[list[Path], str | None]:
         made: list[Path] = []
         sha = sha256
         for p in outputs:

@@ -71,15 +71,19 @@ def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]
     return root, prefixes
 
 
+def _simple_values(d: ET.Element, prop: str) -> list[str]:
+    """The values of a simple property of one rdf:Description, attribute form first, then element form."""
+    values = [d.attrib[prop]] if prop in d.attrib else []
+    return values + [(c.text or "").strip() for c in d.findall(prop)]
+
+
 def _pop_simple(descriptions: list[ET.Element], prop: str) -> str | None:
-    """Remove a simple property (attribute or element form) from every rdf:Description; return its first value."""
-    found = None
+    """Remove a simple property (attribute or element form) from every rdf:Description; return its first
+    non-empty value."""
+    found = next((v for d in descriptions for v in _simple_values(d, prop) if v), None)
     for d in descriptions:
-        if prop in d.attrib:
-            value = d.attrib.pop(prop)
-            found = found or value
+        d.attrib.pop(prop, None)
         for child in d.findall(prop):
-            found = found or (child.text or "").strip() or None
             d.remove(child)
     return found
 
@@ -218,11 +222,6 @@ def read_provenance(path: str | Path) -> Provenance | None:
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None
     return Provenance(sha, software, parameters)
-
-
-def _simple_values(d: ET.Element, prop: str) -> list[str]:
-    values = [d.attrib[prop]] if prop in d.attrib else []
-    return values + [(c.text or "").strip() for c in d.findall(prop)]
 
 
 def _serialize(root: ET.Element, source_prefixes: dict[str, str]) -> str:

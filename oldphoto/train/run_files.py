@@ -65,24 +65,28 @@ class JsonlLog:
 
     def read(self) -> list[dict]:
         """The records; a last line cut short (the process was killed while appending it) is left out."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[list[dict], bool]:
+        """(the records, whether the file ends without its newline: a last line to rewrite, cut short or not)."""
         if not self.path.is_file():
-            return []
+            return [], False
         text = self.path.read_text()
         lines = [line for line in text.splitlines() if line.strip()]
-        if lines and not text.endswith("\n"):
+        unended = bool(text) and not text.endswith("\n")
+        if lines and unended:
             try:
                 json.loads(lines[-1])
             except json.JSONDecodeError:
                 lines.pop()
-        return [json.loads(line) for line in lines]
+        return [json.loads(line) for line in lines], unended
 
     def keep_through(self, step: int) -> None:
         """Drop the records of steps after `step` (written after the checkpoint a resumed run restarts from, by a
         process killed before it could write a later one), so that they are not in the log twice."""
-        records = self.read()
+        records, unended = self._read()
         kept = [r for r in records if r.get("step", 0) <= step]
-        torn = self.path.is_file() and not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
-        if len(kept) < len(records) or torn:  # a torn line would glue onto the next record
+        if len(kept) < len(records) or unended:  # a torn line would glue onto the next record
             atomic_write_bytes(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
 
