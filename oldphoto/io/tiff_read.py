@@ -1,8 +1,9 @@
 """TIFF input (tifffile): choose the page, check the layout from the header, decode into gray/RGB + alpha.
 
 Handles 1/2/4/8/16-bit gray (MinIsBlack/MinIsWhite), RGB, palette, CMYK, JPEG-compressed YCbCr, alpha
-(associated alpha is un-premultiplied), planar or interleaved, strips or tiles, classic or BigTIFF, any
-compression tifffile + imagecodecs decode (LZW, Deflate, JPEG, PackBits ...).
+(associated alpha is un-premultiplied; a transparency mask page becomes alpha too), planar or interleaved,
+strips or tiles, classic or BigTIFF, any compression tifffile + imagecodecs decode (LZW, Deflate, JPEG,
+PackBits, CCITT ...).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .cmyk import CmykConverter
 from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, dpi_from_tags, orientation_of,
                        tags_from_ifd)
 
-_MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
+_MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _TRANSPARENCY_MASK, _SEPARATED, _YCBCR = 0, 1, 2, 3, 4, 5, 6
+_REDUCED, _MASK = 1, 4  # NewSubfileType bits: a reduced-resolution version, a transparency mask
 _ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
 _ICC, _XMP, _IPTC = 34675, 700, 33723
 _PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITULab", 32803: "CFA",
@@ -99,26 +101,60 @@ def _check_numbers(p: tifffile.TiffPage) -> None:
 
 def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
     # flagged reduced-resolution, or an unflagged thumbnail: at most half the size, same aspect ratio
-    if p.subfiletype & 1:
+    if p.subfiletype & _REDUCED:
         return True
     small = p.imagewidth * 2 <= main.imagewidth and p.imagelength * 2 <= main.imagelength
     expected_height = p.imagewidth * main.imagelength / main.imagewidth
     return small and abs(p.imagelength - expected_height) <= max(1.0, 0.05 * expected_height)
 
 
-def choose_page(tif: tifffile.TiffFile) -> tuple[int, int]:
-    """(index of the page to read, number of pages); refuses files with more than one real image."""
+def _is_mask(p: tifffile.TiffPage) -> bool:
+    """A transparency mask of a full-resolution image (a reduced-resolution one belongs to a preview)."""
+    return not p.subfiletype & _REDUCED and bool(p.subfiletype & _MASK or p.photometric == _TRANSPARENCY_MASK)
+
+
+def choose_page(tif: tifffile.TiffFile) -> tuple[int, list[int], int]:
+    """(index of the page to read, indices of transparency mask pages, number of pages); refuses files with
+    more than one real image."""
     with _damaged():
         pages = list(tif.pages)
     if not pages:
         raise UnsupportedTiff("TIFF has no image directory")
     for p in pages:
         _check_numbers(p)
-    full = [i for i, p in enumerate(pages) if not p.subfiletype & 1] or [0]
+    masks = [i for i, p in enumerate(pages) if _is_mask(p)]
+    full = [i for i, p in enumerate(pages) if not p.subfiletype & _REDUCED and i not in masks] or [0]
     main = max(full, key=lambda i: pages[i].imagewidth * pages[i].imagelength)
-    if any(i != main and not _is_preview(p, pages[main]) for i, p in enumerate(pages)):
+    masks = [i for i in masks if i != main]
+    if any(i != main and i not in masks and not _is_preview(p, pages[main]) for i, p in enumerate(pages)):
         raise UnsupportedTiff(f"multi-page TIFF with {len(pages)} pages is not supported; split it first")
-    return main, len(pages)
+    return main, masks, len(pages)
+
+
+def _mask_page(tif: tifffile.TiffFile, main: int, masks: list[int], has_alpha: bool,
+               notes: list[str]) -> int | None:
+    """The mask page to carry as alpha, if one fits the main page; a note for each mask page."""
+    p, chosen = tif.pages[main], None
+    for i in masks:
+        m = tif.pages[i]
+        if chosen is not None:
+            why = f"page {chosen + 1} is carried already"
+        elif has_alpha:
+            why = "the image has an alpha channel of its own"
+        elif (m.imagewidth, m.imagelength) != (p.imagewidth, p.imagelength):
+            why = f"it is {m.imagewidth} x {m.imagelength} pixels, the image {p.imagewidth} x {p.imagelength}"
+        elif m.photometric != _TRANSPARENCY_MASK or m.bitspersample != 1 or m.samplesperpixel != 1 \
+                or m.imagedepth != 1:
+            why = (f"photometric {m.photometric}, {m.samplesperpixel} sample(s) of {m.bitspersample} bit(s) "
+                   "is not a 1-bit mask")
+        elif m.compression not in tifffile.TIFF.DECOMPRESSORS:
+            why = f"its compression {m.compression} cannot be decoded"
+        else:
+            chosen = i
+            notes.append(f"page {i + 1} (transparency mask) carried as alpha")
+            continue
+        notes.append(f"page {i + 1} (transparency mask) not carried: {why}")
+    return chosen
 
 
 @dataclass
@@ -133,11 +169,17 @@ class TiffPlan:
     height: int
     channels: int  # 1 or 3 after conversion
     dtype: np.dtype
-    alpha: bool
+    alpha: bool  # read() returns alpha: an extra sample, or the transparency mask page
     source_mode: str
     orientation: int
     ifd0: T.Ifd = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    mask: int | None = None  # index of the transparency mask page carried as alpha
+
+    @property
+    def extra_alpha(self) -> bool:
+        """Is alpha stored as an extra sample of the page (not as a mask page)?"""
+        return self.alpha and self.mask is None
 
     @property
     def page(self) -> tifffile.TiffPage:
@@ -197,18 +239,21 @@ def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
     fh.seek(0)  # tifffile takes the current position as the start of the file
     with _damaged():
         tif = tifffile.TiffFile(fh)
-    index, pages = choose_page(tif)
+    index, masks, pages = choose_page(tif)
     p = tif.pages[index]
     check_size(p.imagewidth, p.imagelength)
     wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC, T.EXIF_IFD, T.GPS_IFD}
     ifd0, _ = T.read_ifd(T.file_reader(fh), p.offset, tif.byteorder, tif.is_bigtiff, wanted=wanted, follow=())
     notes: list[str] = []
     orientation = orientation_of(ifd0, notes)
-    if pages > 1:
-        notes.append(f"read page {index + 1}; the other {pages - 1} page(s) are previews")
+    previews = pages - 1 - len(masks)
+    if previews:
+        others = f"{previews} other" if masks else f"the other {previews}"  # a mask page is no preview
+        notes.append(f"read page {index + 1}; {others} page(s) are previews")
     channels, dtype, alpha, mode = _layout(p, notes)
-    return TiffPlan(tif, fh, index, pages, p.imagewidth, p.imagelength, channels, dtype, alpha, mode,
-                    orientation, ifd0, notes)
+    mask = _mask_page(tif, index, masks, alpha, notes)
+    return TiffPlan(tif, fh, index, pages, p.imagewidth, p.imagelength, channels, dtype, alpha or mask is not None,
+                    mode, orientation, ifd0, notes, mask)
 
 
 def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool, str]:
@@ -262,8 +307,7 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
     raise UnsupportedTiff(f"unsupported colour layout: {name} with {colour} colour sample(s)")
 
 
-def _check_data_in_file(plan_: TiffPlan) -> None:
-    p, size = plan_.page, plan_.tif.filehandle.size
+def _check_data_in_file(p: tifffile.TiffPage, size: int) -> None:
     ends = [o + n for o, n in zip(p.dataoffsets, p.databytecounts) if n]
     if not ends:
         raise ValueError("TIFF page has no image data")
@@ -279,17 +323,38 @@ def _bands(height: int, row_bytes: int):
 
 def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, notes: list[str]):
     """-> (pixels (H, W, C), alpha (H, W) or None, ICC profile valid for the returned pixels)."""
-    _check_data_in_file(pl)
+    pixels, alpha, icc = _decode_page(pl, tmp_dir, allow_mmap, icc, notes)
+    if pl.mask is not None:
+        alpha = _mask_alpha(pl, tmp_dir)
+    return pixels, alpha, icc
+
+
+def _mask_alpha(pl: TiffPlan, tmp_dir) -> np.ndarray:
+    """The transparency mask page as alpha at the image's depth: 0 (outside) transparent, 1 (inside) opaque."""
+    m = pl.tif.pages[pl.mask]
+    _check_data_in_file(m, pl.tif.filehandle.size)
+    inside = allocate(m.shape, m.dtype, tmp_dir)  # bool, a byte per pixel
+    with _damaged():
+        m.asarray(out=inside, maxworkers=1, buffersize=_READ_BYTES)
+    alpha = allocate(inside.shape, pl.dtype, tmp_dir)
+    top = np.iinfo(pl.dtype).max
+    for rows in _bands(inside.shape[0], inside.shape[1] * pl.dtype.itemsize):
+        np.multiply(inside[rows], top, out=alpha[rows], dtype=pl.dtype)
+    return alpha
+
+
+def _decode_page(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, notes: list[str]):
     p = pl.page
+    _check_data_in_file(p, pl.tif.filehandle.size)
     photometric, h, w = int(p.photometric), p.imagelength, p.imagewidth
     native = p.bitspersample == 8 or pl.tif.byteorder == ("<" if sys.byteorder == "little" else ">")
     if allow_mmap and native and p.is_memmappable and photometric in (_MINISBLACK, _RGB) \
             and p.bitspersample in (8, 16) and int(p.planarconfig) == 1 \
-            and not (pl.alpha and int(p.extrasamples[0]) == _ASSOC_ALPHA):
+            and not (pl.extra_alpha and int(p.extrasamples[0]) == _ASSOC_ALPHA):
         # copy-on-write map of the file: no decoding, no RAM for pixels; writes never reach the source
         spp = p.samplesperpixel
         arr = np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0], shape=(h, w, spp))
-        return _split(arr, pl.alpha) + (icc,)
+        return _split(arr, pl.extra_alpha) + (icc,)
     raw = allocate(p.shape, p.dtype, tmp_dir)
     with _damaged():
         p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
@@ -305,7 +370,7 @@ def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, n
     if photometric in (_MINISBLACK, _MINISWHITE):
         pixels, alpha = _gray(raw, p.bitspersample, photometric == _MINISWHITE, pl, tmp_dir)
     else:
-        pixels, alpha = _split(raw, pl.alpha)
+        pixels, alpha = _split(raw, pl.extra_alpha)
     if photometric == _SEPARATED:
         pixels, icc = _cmyk_to_rgb(pixels, icc, tmp_dir, notes)
     if alpha is not None and int(p.extrasamples[0]) == _ASSOC_ALPHA:
@@ -321,7 +386,7 @@ def _split(arr: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray | N
 
 
 def _gray(raw, bits: int, inverted: bool, pl: TiffPlan, tmp_dir):
-    pixels, alpha = _split(raw, pl.alpha)
+    pixels, alpha = _split(raw, pl.extra_alpha)
     if bits in (8, 16):
         if inverted:
             top = np.iinfo(pixels.dtype).max

@@ -14,7 +14,7 @@ from PIL import Image
 
 import oldphoto
 from io_samples import gradient, long_, rational, short, tiff_structure
-from oldphoto.io import probe, read
+from oldphoto.io import probe, read, write
 
 RGB16 = gradient(20, 30, 3, np.uint16, seed=4)
 GRAY8 = gradient(20, 30, 1, np.uint8, seed=5)[:, :, 0]
@@ -190,3 +190,72 @@ def test_tifffile_never_prints_during_a_read(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(oldphoto.__file__).parents[1], capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout == "" and done.stderr == ""
+
+
+MASK = np.zeros((20, 30), bool)
+MASK[3:15, 5:25] = True
+
+
+def _with_mask(path: Path, px: np.ndarray, mask: np.ndarray, **kw) -> None:
+    """A main page, then a transparency mask page (NewSubfileType 4, Photometric 4, 1-bit, PackBits)."""
+    with tifffile.TiffWriter(path) as t:
+        t.write(px, photometric="rgb" if px.ndim == 3 else "minisblack", **kw)
+        t.write(mask, photometric=4, subfiletype=4, compression="packbits")
+
+
+@pytest.mark.parametrize("px, compression", [(RGB16, "zlib"), (GRAY8, None)])
+def test_transparency_mask_page_becomes_alpha(tmp_path, px, compression):
+    # refused as a multi-page TIFF before; a compressed page is decoded, an uncompressed one mapped
+    _with_mask(tmp_path / "m.tif", px, MASK, compression=compression)
+    pic = _read(tmp_path / "m.tif")
+    np.testing.assert_array_equal(pic.pixels.reshape(px.shape), px)
+    top = np.iinfo(px.dtype).max
+    assert pic.alpha.dtype == px.dtype
+    np.testing.assert_array_equal(pic.alpha, np.where(MASK, top, 0))  # 1 = inside the region: opaque
+    assert pic.notes == ["page 2 (transparency mask) carried as alpha"]
+    info = probe(tmp_path / "m.tif")
+    assert info.alpha and info.pages == 2
+    for fmt, ext in (("PNG", "png"), ("TIFF", "tif"), ("WEBP", "webp")):  # outputs keep the transparency
+        write(tmp_path / f"o.{ext}", pic.pixels, pic.alpha, fmt, pic.meta)
+        np.testing.assert_array_equal(_read(tmp_path / f"o.{ext}").alpha, to8(pic.alpha) if fmt == "WEBP"
+                                      else pic.alpha)
+    assert "alpha dropped: JPEG has no transparency" in write(tmp_path / "o.jpg", pic.pixels, pic.alpha, "JPEG",
+                                                              pic.meta)
+
+
+def to8(a: np.ndarray) -> np.ndarray:
+    return (a // 257).astype(np.uint8) if a.dtype == np.uint16 else a
+
+
+def test_transparency_mask_turns_with_the_image_and_previews_stay_ignored(tmp_path):
+    with tifffile.TiffWriter(tmp_path / "o.tif") as t:
+        t.write(RGB16, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+        t.write(MASK, photometric=4, subfiletype=4)
+        t.write(RGB16[::4, ::4], photometric="rgb", subfiletype=1)
+    pic = _read(tmp_path / "o.tif")
+    np.testing.assert_array_equal(pic.alpha, np.rot90(np.where(MASK, 65535, 0), -1))
+    assert pic.notes[:2] == ["read page 1; 1 other page(s) are previews",
+                             "page 2 (transparency mask) carried as alpha"]
+    assert probe(tmp_path / "o.tif").pages == 3
+
+
+def test_transparency_mask_that_does_not_fit_is_noted(tmp_path):
+    _with_mask(tmp_path / "small.tif", RGB16, MASK[:10, :15])  # another size: not this image's mask
+    pic = _read(tmp_path / "small.tif")
+    assert pic.alpha is None and not probe(tmp_path / "small.tif").alpha
+    assert "page 2 (transparency mask) not carried: it is 15 x 10 pixels, the image 30 x 20" in pic.notes
+    own = np.concatenate([RGB16, RGB16[:, :, :1]], axis=2)
+    _with_mask(tmp_path / "own.tif", own, MASK, extrasamples=["unassalpha"])
+    pic = _read(tmp_path / "own.tif")
+    np.testing.assert_array_equal(pic.alpha, RGB16[:, :, 0])  # the image's own alpha wins
+    assert "page 2 (transparency mask) not carried: the image has an alpha channel of its own" in pic.notes
+    _with_mask(tmp_path / "gray.tif", RGB16, MASK)
+    with tifffile.TiffFile(tmp_path / "gray.tif") as t:
+        at = t.pages[1].tags[262].valueoffset
+    with open(tmp_path / "gray.tif", "r+b") as f:  # flagged as a mask, but 1-bit gray (tifffile cannot write it)
+        f.seek(at)
+        f.write(b"\1\0")
+    pic = _read(tmp_path / "gray.tif")
+    assert pic.alpha is None and not probe(tmp_path / "gray.tif").alpha
+    assert ("page 2 (transparency mask) not carried: photometric 1, 1 sample(s) of 1 bit(s) is not a 1-bit mask"
+            in pic.notes)
