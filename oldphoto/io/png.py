@@ -6,8 +6,11 @@ written by `write_png`, which filters and deflates a band of rows at a time (no 
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import imagecodecs
@@ -44,6 +47,7 @@ class PngChunks:
     trns: bytes | None = None
     color: dict[str, bytes] = field(default_factory=dict)
     frames: int = 1  # from acTL: an animated PNG has more than one
+    idat: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) of runs of whole IDAT chunks
 
 
 def read_header(head: bytes) -> PngHeader:
@@ -103,6 +107,11 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
                              f"{size} bytes")
         if ctype in (b"IDAT", b"fdAT"):
             fh.seek(length + 4, 1)  # pixel data: the decoder checks it
+            if ctype == b"IDAT":
+                if info.idat and sum(info.idat[-1]) == pos:
+                    info.idat[-1] = (info.idat[-1][0], end - info.idat[-1][0])
+                else:
+                    info.idat.append((pos, end - pos))
         else:
             data = fh.read(length)
             (crc,) = struct.unpack(">I", fh.read(4))
@@ -129,7 +138,7 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
             info.text[key] = value.decode("utf-8" if ctype == b"iTXt" else "latin-1", "replace")
     elif ctype == b"pHYs" and len(data) == 9:
         info.phys = struct.unpack(">IIB", data)
-    elif ctype == b"tRNS":
+    elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
         info.trns = data
     elif ctype == b"acTL" and len(data) == 8:
         info.frames = struct.unpack(">II", data)[0]
@@ -162,10 +171,39 @@ def samples16(header: PngHeader, trns: bytes | None) -> int:
     return {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type] + colour_key(header, trns)
 
 
+@contextmanager
+def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
+    """The PNG libpng needs to decode the pixels of the open file `fh` (read_chunks gave `info`): signature,
+    IHDR, tRNS when it is a colour key (libpng makes alpha of it), the IDAT chunks and IEND.
+
+    libpng checks every chunk it is given and complains about what it dislikes (a damaged or "known incorrect"
+    sRGB ICC profile, an odd sBIT or text chunk ...); imagecodecs logs that, and Python's last-resort handler
+    prints it on stderr, past --quiet. oldphoto reads the other chunks itself, so libpng is not shown them.
+    No copy of the compressed data: a private (copy-on-write) map of the file, where the bytes just before the
+    IDAT chunks become signature, IHDR and tRNS and those just after become IEND, in memory only (a page or
+    two is copied; the file is never changed).
+    """
+    if len(info.idat) != 1:
+        raise ValueError("IDAT chunks are not consecutive (another chunk between them)" if info.idat
+                         else "no IDAT chunk (no pixel data)")
+    first, n = info.idat[0]
+    fh.seek(0)
+    head = fh.read(33)  # signature and IHDR, CRC included, as stored
+    prefix = head + (chunk(b"tRNS", info.trns) if colour_key(info.header, info.trns) else b"")
+    start = first - len(prefix)  # >= 0: IHDR and a tRNS before the IDATs take as many bytes in the file
+    if start < 0:
+        raise ValueError(f"invalid PNG: first IDAT chunk at byte {first}")
+    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
+        mm[start:first] = prefix
+        mm[first + n : first + n + 12] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs
+        with memoryview(mm) as whole, whole[start : first + n + 12] as data:
+            yield data
+
+
 def decode16(data, header: PngHeader, trns: bytes | None, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode a 16-bit gray/RGB(A) PNG into `out` -> (pixels (H, W, C) uint16, alpha (H, W) uint16 or None).
 
-    data: the file's bytes (any buffer, e.g. a memory map of the file). out: (H, W, samples16(header, trns))
+    data: the PNG's bytes (any buffer; pixel_stream keeps libpng quiet). out: (H, W, samples16(header, trns))
     uint16 buffer. Pixels and alpha are views into `out` (no extra copy). libpng turns a tRNS colour key into
     alpha (0 where the colour matches the key, 65535 elsewhere).
     """

@@ -6,7 +6,6 @@ oldphoto checks its max_pixels itself before anything is decoded.
 
 from __future__ import annotations
 
-import mmap
 import struct
 import warnings
 from collections.abc import Callable
@@ -61,7 +60,7 @@ class RasterPlan:
     meta: Metadata
     image: Image.Image | None  # None for 16-bit PNG
     convert_to: str | None
-    png_chunks: png.PngChunks | None = None  # 16-bit PNG: header and tRNS for the decoder
+    png_chunks: png.PngChunks | None = None  # 16-bit PNG: header, tRNS and IDAT places for the decoder
     pages: int = 1
     notes: list[str] = field(default_factory=list)
 
@@ -71,7 +70,7 @@ class RasterPlan:
             header = self.png_chunks.header
             out = allocate((header.height, header.width, png.samples16(header, self.png_chunks.trns)), np.uint16,
                            tmp_dir)
-            with mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy of the file
+            with png.pixel_stream(self.fh, self.png_chunks) as data:
                 pixels, alpha = png.decode16(data, header, self.png_chunks.trns, out)
             return pixels, alpha, self.meta, notes
         pixels, alpha = self._decode_pillow(tmp_dir, notes)

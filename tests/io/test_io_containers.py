@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import piexif
 import pytest
 
+import oldphoto
 from io_samples import EXIF_SUB, GPS_SUB, IPTC, ascii_, gradient, rich_exif, short, tiff_structure
-from oldphoto.io import iptc, png
+from oldphoto.errors import ImageError
+from oldphoto.io import iptc, png, probe, read
 from oldphoto.io import tiff_ifd as T
 
 
@@ -127,3 +133,65 @@ def test_iptc_wrappers_roundtrip():
         iptc.jpeg_app13(b"\x1c" * 70000)
     with pytest.raises(ValueError, match="says 9 bytes"):
         iptc.from_png_text("\niptc\n       9\n1c02\n")
+
+
+def _split_idat(data: bytes, size: int) -> bytes:
+    """The PNG `data` with its pixel data cut into IDAT chunks of `size` bytes."""
+    first = data.index(b"IDAT") - 4
+    z = b"".join(_chunks(data, b"IDAT"))
+    idats = b"".join(png.chunk(b"IDAT", z[i : i + size]) for i in range(0, len(z), size))
+    return data[:first] + idats + png.chunk(b"IEND", b"")
+
+
+def test_16_bit_png_decodes_without_libpng_printing(tmp_path, capfd, caplog):
+    # libpng complained about chunks oldphoto reads itself (here a garbage ICC profile, an sBIT beyond the bit
+    # depth, a text chunk without keyword); imagecodecs logs that, and Python's last-resort handler printed it
+    # on stderr, which --quiet cannot silence (pytest's log capture stands in for that handler here)
+    px = gradient(9, 7, 3, np.uint16, seed=3)
+    px[0, 0] = (1, 2, 3)
+    chunks = [png.chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(b"not a profile" * 3)),
+              png.chunk(b"sBIT", bytes([17, 17, 17])), png.chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3)),
+              png.chunk(b"tEXt", b"\0no keyword")]
+    buf = io.BytesIO()
+    png.write_png(buf, px, None, chunks)
+    data = _split_idat(buf.getvalue(), 100)
+    (tmp_path / "p.png").write_bytes(data)
+    before = imagecodecs.png_decode(data)  # libpng given the whole file, as before
+    assert any("iCCP" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    pic = read(tmp_path / "p.png", 100)
+    assert capfd.readouterr() == ("", "") and caplog.records == [] and pic.notes == []
+    np.testing.assert_array_equal(pic.pixels, before[:, :, :3])
+    np.testing.assert_array_equal(pic.alpha, before[:, :, 3])  # the tRNS colour key still makes alpha
+    assert pic.alpha[0, 0] == 0 and pic.alpha[1:].min() == 65535
+    assert pic.meta.icc == b"not a profile" * 3  # oldphoto's own reading of the chunks is unchanged
+    info = png.read_chunks(io.BytesIO(data))
+    assert len(info.idat) == 1 and info.idat[0][1] == sum(12 + len(c) for c in _chunks(data, b"IDAT"))
+    cut = data.index(b"IDAT", data.index(b"IDAT") + 4) - 4  # a chunk between two IDATs: invalid, as libpng says
+    (tmp_path / "gap.png").write_bytes(data[:cut] + png.text_chunk("Title", "x") + data[cut:])
+    with pytest.raises(ImageError, match=r"gap.png: cannot read PNG: IDAT chunks are not consecutive"):
+        read(tmp_path / "gap.png", 100)
+
+
+def test_16_bit_png_read_prints_nothing_in_a_fresh_interpreter(tmp_path):
+    # without pytest's log capture, Python's last-resort handler writes imagecodecs' warnings to stderr
+    buf = io.BytesIO()
+    png.write_png(buf, gradient(4, 5, 1, np.uint16), None, [png.chunk(b"iCCP", b"x\0\0" + zlib.compress(b"bad"))])
+    path = tmp_path / "p.png"
+    path.write_bytes(buf.getvalue())
+    code = f"from oldphoto.io import read; read({str(path)!r}, 100)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(oldphoto.__file__).parents[1], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_16_bit_png_trns_after_the_pixel_data_is_ignored(tmp_path):
+    # out of place (libpng never sees it): it was counted as alpha, and the decoder refused the buffer shape
+    px = gradient(4, 5, 3, np.uint16)
+    buf = io.BytesIO()
+    png.write_png(buf, px, None, [])
+    data = buf.getvalue()
+    (tmp_path / "late.png").write_bytes(data[:-12] + png.chunk(b"tRNS", struct.pack(">HHH", 0, 1, 2)) + data[-12:])
+    pic = read(tmp_path / "late.png", 100)
+    assert pic.alpha is None and not probe(tmp_path / "late.png").alpha
+    np.testing.assert_array_equal(pic.pixels, px)
