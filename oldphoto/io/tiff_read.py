@@ -44,9 +44,9 @@ class UnsupportedTiff(ValueError):
 
 
 class _LogNotes(logging.Filter):
-    """Filter on the "tifffile" logger: what tifffile logs while a thread is inside log_notes() goes to that
-    thread's notes, not to logging's handlers (Python's last-resort handler would print it to stderr, and
-    the library never prints). Records from other threads pass unchanged."""
+    """Filter on the "tifffile" and "imagecodecs" loggers: what they log while a thread is inside log_notes()
+    goes to that thread's notes, not to logging's handlers (Python's last-resort handler would print it to
+    stderr, and the library never prints). Records from other threads pass unchanged."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,19 +56,21 @@ class _LogNotes(logging.Filter):
         notes = self.active.get(threading.get_ident())
         if notes is None:
             return True
-        message = f"tifffile: {record.getMessage()}"
+        message = f"{record.name}: {record.getMessage()}"
         if message not in notes:
             notes.append(message)
         return False
 
 
 _LOG_NOTES = _LogNotes()
-logging.getLogger("tifffile").addFilter(_LOG_NOTES)
+for _name in ("tifffile", "imagecodecs"):  # imagecodecs logs libpng's warnings (e.g. extra data after the pixels)
+    logging.getLogger(_name).addFilter(_LOG_NOTES)
 
 
 @contextmanager
 def log_notes() -> Iterator[list[str]]:
-    """Collect what tifffile logs in this thread meanwhile (e.g. an invalid ResolutionUnit it ignored)."""
+    """Collect what tifffile and imagecodecs log in this thread meanwhile (e.g. an invalid ResolutionUnit
+    tifffile ignored, data libpng found after the pixels)."""
     me = threading.get_ident()
     outer = _LOG_NOTES.active.get(me)
     notes: list[str] = []

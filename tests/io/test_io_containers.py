@@ -173,16 +173,33 @@ def test_16_bit_png_decodes_without_libpng_printing(tmp_path, capfd, caplog):
         read(tmp_path / "gap.png", 100)
 
 
+def _with_junk_after_pixels(data: bytes) -> bytes:
+    """The PNG `data` with bytes after the end of its compressed pixel data (libpng warns, decodes all rows)."""
+    first = data.index(b"IDAT") - 4
+    z = b"".join(_chunks(data, b"IDAT"))
+    return data[:first] + png.chunk(b"IDAT", z + b"junk") + png.chunk(b"IEND", b"")
+
+
+def test_libpng_warnings_on_pixel_data_become_notes(tmp_path, caplog):
+    px = gradient(4, 5, 1, np.uint16)
+    buf = io.BytesIO()
+    png.write_png(buf, px, None, [])
+    (tmp_path / "j.png").write_bytes(_with_junk_after_pixels(buf.getvalue()))
+    pic = read(tmp_path / "j.png", 100)
+    np.testing.assert_array_equal(pic.pixels, px)
+    assert "imagecodecs: PNG warning: IDAT: Extra compressed data" in pic.notes and caplog.records == []
+
+
 def test_16_bit_png_read_prints_nothing_in_a_fresh_interpreter(tmp_path):
-    # without pytest's log capture, Python's last-resort handler writes imagecodecs' warnings to stderr
+    # without pytest's log capture, Python's last-resort handler wrote imagecodecs' warnings to stderr
     buf = io.BytesIO()
     png.write_png(buf, gradient(4, 5, 1, np.uint16), None, [png.chunk(b"iCCP", b"x\0\0" + zlib.compress(b"bad"))])
     path = tmp_path / "p.png"
-    path.write_bytes(buf.getvalue())
-    code = f"from oldphoto.io import read; read({str(path)!r}, 100)"
+    path.write_bytes(_with_junk_after_pixels(buf.getvalue()))
+    code = f"from oldphoto.io import read; print(read({str(path)!r}, 100).notes)"
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(oldphoto.__file__).parents[1], capture_output=True,
                           text=True, timeout=60, check=True)
-    assert done.stdout == "" and done.stderr == ""
+    assert "Extra compressed data" in done.stdout and done.stderr == ""
 
 
 def test_16_bit_png_trns_after_the_pixel_data_is_ignored(tmp_path):
