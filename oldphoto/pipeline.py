@@ -376,14 +376,15 @@ def _wants_colour(cfg: RestoreConfig, channels: int, near_gray: bool, notes: lis
 
 
 def _scaled_meta(meta, scale: int):
-    """Metadata with the resolution multiplied by the upscale factor (same print size at more pixels)."""
+    """Metadata with the resolution multiplied by the upscale factor (same print size at more pixels). A pixel
+    aspect ratio without unit (meta.aspect, ResolutionUnit 1) holds as it is: both axes grow alike."""
     if scale == 1 or meta is None:
         return meta
     changes = {}
     if getattr(meta, "dpi", None):
         changes["dpi"] = (meta.dpi[0] * scale, meta.dpi[1] * scale)
     tags = getattr(meta, "tiff_tags", None)
-    if tags and any(k in tags for k in (282, 283)):
+    if tags and any(k in tags for k in (282, 283)) and tags.get(296) != 1:
         tags = dict(tags)
         for k in (282, 283):
             if k in tags:
@@ -399,8 +400,9 @@ def _scale_rational(value, scale: int):
 
 
 def _mask_meta(meta):
-    """A mask is not a photo: keep only its resolution, so it overlays the scan at the same size."""
-    return oio.Metadata(dpi=getattr(meta, "dpi", None))
+    """A mask is not a photo: keep only its resolution (or pixel aspect ratio), so it overlays the scan at the
+    same size and shape."""
+    return oio.Metadata(dpi=getattr(meta, "dpi", None), aspect=getattr(meta, "aspect", None))
 
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +216,21 @@ def test_upscale_with_nearest_standin_is_exact_and_keeps_alpha(tmp_path):
     np.testing.assert_array_equal(got[..., :3], up(img))
     np.testing.assert_array_equal(got[..., 3], up(alpha))
     assert dpi is not None and round(dpi[0]) == 300
+
+
+def test_upscale_keeps_a_pixel_aspect_ratio_as_it_is(tmp_path):
+    # unit 1 (none): both axes grow alike, so the values stay valid; they were multiplied like a dpi, while a
+    # PNG's pHYs with unit 0 (dropped then) must not be: the source's numbers are kept
+    img = random_image(40, 30, 3, np.uint8, seed=4)
+    tifffile.imwrite(tmp_path / "a.tif", img, photometric="rgb", resolution=((4, 1), (3, 1)), resolutionunit=1)
+    out = process_file(tmp_path / "a.tif", tmp_path / "o" / "a", cfg(upscale=2, save_mask=True),
+                       Models(detector=BrightDetector(), restorer=Identity(), upscaler=Nearest(2)))
+    restored, mask = out.outputs
+    with tifffile.TiffFile(restored) as t:
+        tags = t.pages[0].tags
+        assert (tags[282].value, tags[283].value, tags[296].value) == ((4, 1), (3, 1), 1)
+    phys = mask.read_bytes().split(b"pHYs", 1)[1][:9]  # the mask has the scan's pixel shape too
+    assert struct.unpack(">IIB", phys) == (4, 3, 0)
 
 
 def test_alpha_kept_untouched_without_upscale(tmp_path):

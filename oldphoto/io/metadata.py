@@ -5,6 +5,7 @@ EXIF/TIFF directory oldphoto writes for a derivative: the source's tags, edited 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -41,6 +42,9 @@ class Metadata:
     xmp: bytes | None = None  # XMP packet as stored
     iptc: bytes | None = None  # IPTC-IIM records (JPEG APP13 resource 0x0404 / TIFF tag 33723)
     dpi: tuple[float, float] | None = None  # dots per inch (x, y); None when the file gives no absolute unit
+    # pixel aspect ratio without a unit (PNG pHYs unit 0, JPEG JFIF units 0, ResolutionUnit 1): the horizontal
+    # and vertical density as the source gave them (their ratio when not whole); only where dpi is None
+    aspect: tuple[int, int] | None = None
     # descriptive TIFF tags (DESCRIPTIVE_TAGS and X/YResolution, ResolutionUnit): str for ASCII,
     # (num, den) for rationals, int for shorts. From IFD0 of a TIFF, else from IFD0 of the EXIF block.
     tiff_tags: dict[int, object] = field(default_factory=dict)
@@ -116,6 +120,29 @@ def dpi_from_tags(tags: dict[int, object]) -> tuple[float, float] | None:
     return (x[0] / x[1] * scale, y[0] / y[1] * scale)
 
 
+def aspect_from_tags(tags: dict[int, object]) -> tuple[int, int] | None:
+    """Pixel aspect ratio from X/YResolution with ResolutionUnit 1 (none): the values when whole numbers, else
+    their ratio (see Metadata.aspect); None without that unit or with a zero."""
+    if not _aspect_only(tags):
+        return None
+    (xn, xd), (yn, yd) = tags[X_RESOLUTION], tags[Y_RESOLUTION]
+    if not (xn and xd and yn and yd):
+        return None
+    if xn % xd == 0 and yn % yd == 0:
+        return (xn // xd, yn // yd)
+    ratio = Fraction(xn, xd) / Fraction(yn, yd)
+    return (ratio.numerator, ratio.denominator)
+
+
+def aspect_within(aspect: tuple[int, int], top: int) -> tuple[int, int] | None:
+    """`aspect` with both values at most `top` (a field's limit), divided by their common divisor when needed;
+    None when even that does not fit."""
+    if max(aspect) > top:
+        g = math.gcd(*aspect)
+        aspect = (aspect[0] // g, aspect[1] // g)
+    return aspect if max(aspect) <= top else None
+
+
 def _resolution_entries(dpi: tuple[float, float], source: dict[int, object]) -> list[T.Entry]:
     # keep the source's exact rationals and unit when they still say the same thing (not after upscaling)
     old = dpi_from_tags(source)
@@ -142,7 +169,7 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
 
     Starts from the source EXIF; Metadata.tiff_tags override it; Orientation becomes 1, Software becomes
     `software`, PixelX/YDimension follow the output size, resolution follows meta.dpi (the source's
-    aspect-ratio-only resolution, unit 1, is kept as it is). Returns
+    aspect-ratio-only resolution, unit 1, is kept as it is; else meta.aspect is written with unit 1). Returns
     (ifd, byte order to write the EXIF block in, notes about what was left out).
     """
     notes: list[str] = []
@@ -174,6 +201,15 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
     elif _aspect_only(source_resolution):
         for tag, value in source_resolution.items():
             ifd.entries[tag] = tag_entry(tag, value)
+    elif meta.aspect is not None:  # e.g. from a PNG's pHYs with unit 0
+        aspect = aspect_within(meta.aspect, 0xFFFFFFFF)
+        if aspect is None:
+            notes.append(f"pixel aspect ratio {meta.aspect[0]}:{meta.aspect[1]} not written to the resolution "
+                         "tags: more than 32 bits")
+        else:
+            for tag, value in zip((X_RESOLUTION, Y_RESOLUTION), aspect):
+                ifd.entries[tag] = T.rational_entry(tag, value, 1)
+            ifd.entries[RESOLUTION_UNIT] = T.short_entry(RESOLUTION_UNIT, _NO_UNIT)
     ifd.entries[ORIENTATION] = T.short_entry(ORIENTATION, 1)  # pixels are stored upright
     ifd.entries[SOFTWARE] = T.ascii_entry(SOFTWARE, software)
     exif = ifd.children.get(T.EXIF_IFD)

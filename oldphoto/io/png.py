@@ -43,7 +43,7 @@ class PngChunks:
     exif: bytes | None = None
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt, first occurrence wins
-    phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre)
+    phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
     color: dict[str, bytes] = field(default_factory=dict)
     frames: int = 1  # from acTL: an animated PNG has more than one
@@ -159,6 +159,13 @@ def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | No
     return (dpi(phys[0]), dpi(phys[1]))
 
 
+def aspect_from_phys(phys: tuple[int, int, int] | None) -> tuple[int, int] | None:
+    """Pixel aspect ratio (x, y) from pHYs with unit 0 (no unit); None otherwise or with a zero."""
+    if phys is None or phys[2] != 0 or not (phys[0] and phys[1]):
+        return None
+    return (phys[0], phys[1])
+
+
 def colour_key(header: PngHeader, trns: bytes | None) -> bool:
     """Does a gray or RGB image have a valid tRNS colour key (one sample per channel), which libpng turns
     into an alpha channel?"""
@@ -256,6 +263,11 @@ def phys_chunk(dpi: tuple[float, float]) -> bytes:
         raise ValueError(f"PNG pHYs cannot hold {dpi[0]:g} x {dpi[1]:g} dpi")
     x, y = (round(d / _METERS_PER_INCH) for d in dpi)
     return chunk(b"pHYs", struct.pack(">IIB", x, y, 1))
+
+
+def aspect_chunk(aspect: tuple[int, int]) -> bytes:
+    """pHYs with unit 0: the pixel aspect ratio only (values up to 2**32 - 1, see metadata.aspect_within)."""
+    return chunk(b"pHYs", struct.pack(">IIB", aspect[0], aspect[1], 0))
 
 
 def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

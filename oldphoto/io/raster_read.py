@@ -19,7 +19,7 @@ from . import tiff_ifd as T
 from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import IPTC_RESOURCE, PNG_IPTC_KEY, from_png_text
-from .metadata import Metadata, dpi_from_tags, orientation_of, tags_from_ifd
+from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
 # on stderr, which --quiet cannot silence. oldphoto parses EXIF itself and puts what is wrong in the file's notes.
@@ -149,6 +149,15 @@ def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None
     return (density[0] * scale, density[1] * scale)
 
 
+def _jpeg_aspect(info: dict, tags: dict[int, object]) -> tuple[int, int] | None:
+    """Pixel aspect ratio from a JFIF density without unit, or from EXIF resolution with unit 1 (none). JFIF's
+    1:1 without unit says nothing: every encoder writes it when it has no resolution to give."""
+    unit, density = info.get("jfif_unit"), info.get("jfif_density")
+    if unit == 0 and density and all(density) and tuple(density) != (1, 1):
+        return (density[0], density[1])
+    return aspect_from_tags(tags)
+
+
 def _comment(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
@@ -175,6 +184,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             iptc = from_png_text(text.pop(PNG_IPTC_KEY)) or None
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
+        if meta.dpi is None:
+            meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
         if header.bit_depth == 16:
             if header.color_type not in _PNG16:
                 raise ValueError(f"invalid PNG: colour type {header.color_type} cannot have 16 bits")
@@ -200,6 +211,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
                         tiff_tags=tags, text=text,
                         dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
+        if meta.dpi is None:
+            meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
     mode = im.mode
     if mode not in _MODES:
         raise ValueError(f"unsupported pixel mode {mode!r}")

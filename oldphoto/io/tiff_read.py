@@ -23,8 +23,8 @@ import tifffile
 from . import tiff_ifd as T
 from .buffers import allocate
 from .cmyk import CmykConverter
-from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, dpi_from_tags, orientation_of,
-                       tags_from_ifd)
+from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, aspect_from_tags, dpi_from_tags,
+                       orientation_of, tags_from_ifd)
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _TRANSPARENCY_MASK, _SEPARATED, _YCBCR = 0, 1, 2, 3, 4, 5, 6
 _REDUCED, _MASK = 1, 4  # NewSubfileType bits: a reduced-resolution version, a transparency mask
@@ -200,6 +200,7 @@ class TiffPlan:
         meta = Metadata(icc=_raw(e.get(_ICC), order), xmp=_raw(e.get(_XMP), order),
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
         meta.dpi = dpi_from_tags(meta.tiff_tags)
+        meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
         children = {}
         for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
             if tag in e:

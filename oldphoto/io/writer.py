@@ -2,13 +2,16 @@
 
 What each format holds (anything else is reported in the returned notes, never dropped silently):
   JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, <= 65504 bytes;
-        no Extended XMP), IPTC (APP13 Photoshop resource), DPI (JFIF and EXIF), text "Comment" (COM),
-        PNG text Description/Author/Copyright (EXIF).
+        no Extended XMP), IPTC (APP13 Photoshop resource), DPI (JFIF and EXIF), pixel aspect ratio (JFIF
+        units 0 and EXIF), text "Comment" (COM), PNG text Description/Author/Copyright (EXIF).
   PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
-        "Raw profile type iptc", as ExifTool/ImageMagick), DPI (pHYs), all text, gAMA/cHRM/sRGB/cICP.
+        "Raw profile type iptc", as ExifTool/ImageMagick), DPI or pixel aspect ratio (pHYs unit 1 or 0),
+        all text, gAMA/cHRM/sRGB/cICP.
   TIFF  8/16-bit gray/RGB + alpha, Deflate. EXIF and GPS as sub-directories, descriptive tags in IFD0,
-        ICC (34675), XMP (700), IPTC (33723), resolution tags. PNG text only as Description/Author/Copyright.
-  WEBP  8-bit RGB(A) (gray is stored as RGB), <= 16383 px a side. EXIF, ICC, XMP; DPI only inside EXIF.
+        ICC (34675), XMP (700), IPTC (33723), resolution tags (ResolutionUnit 1 for an aspect ratio only).
+        PNG text only as Description/Author/Copyright.
+  WEBP  8-bit RGB(A) (gray is stored as RGB), <= 16383 px a side. EXIF, ICC, XMP; DPI and pixel aspect
+        ratio only inside EXIF.
         No IPTC. PNG text only as Description/Author/Copyright (EXIF). Lossy at jpeg_quality, lossless when
         jpeg_quality is 100.
 Everywhere: EXIF Orientation = 1 (pixels are upright), Software = `software`, PixelX/YDimension = the
@@ -19,6 +22,7 @@ internal offsets may no longer hold).
 from __future__ import annotations
 
 import dataclasses
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +34,7 @@ from . import png
 from . import tiff_ifd as T
 from .atomic import Staging, atomic_output
 from .iptc import PNG_IPTC_KEY, jpeg_app13, png_text
-from .metadata import PNG_TEXT_TO_TAG, Metadata, output_ifd0
+from .metadata import PNG_TEXT_TO_TAG, Metadata, aspect_within, output_ifd0
 from .tiff_write import write_tiff
 
 WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
@@ -137,6 +141,9 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
         if meta.dpi and not png.phys_fits(meta.dpi):
             notes.append(f"resolution {meta.dpi[0]:g} x {meta.dpi[1]:g} dpi not written to pHYs: more than "
                          "4294967295 pixels per metre (EXIF keeps it)")
+        elif not meta.dpi and meta.aspect and aspect_within(meta.aspect, 0xFFFFFFFF) is None:
+            notes.append(f"pixel aspect ratio {meta.aspect[0]}:{meta.aspect[1]} not written to pHYs: more than "
+                         "4294967295")
         return notes
     if fmt == "JPEG":
         text.pop("Comment", None)  # COM marker
@@ -163,8 +170,11 @@ def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: byte
         chunks.append(png.iccp_chunk(meta.icc))  # iCCP overrides gAMA/cHRM/sRGB, which must not coexist
     else:
         chunks += [png.chunk(name.encode(), data) for name, data in meta.png_chunks.items()]
-    if meta.dpi and png.phys_fits(meta.dpi):
-        chunks.append(png.phys_chunk(meta.dpi))
+    if meta.dpi:
+        if png.phys_fits(meta.dpi):
+            chunks.append(png.phys_chunk(meta.dpi))
+    elif meta.aspect and (aspect := aspect_within(meta.aspect, 0xFFFFFFFF)) is not None:
+        chunks.append(png.aspect_chunk(aspect))
     chunks.append(png.chunk(b"eXIf", exif))
     if xmp:
         chunks.append(png.xmp_chunk(xmp))
@@ -204,13 +214,37 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, no
             notes.append(f"IPTC not written: {e}")
     if meta.dpi:
         kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
+    aspect = None
+    if not meta.dpi and meta.aspect:
+        aspect = aspect_within(meta.aspect, 0xFFFF)
+        if aspect is None:
+            notes.append(f"pixel aspect ratio {meta.aspect[0]}:{meta.aspect[1]} not written to JFIF: more than "
+                         "65535 (EXIF keeps it)")
     if "Comment" in meta.text:
         comment = meta.text["Comment"].encode("utf-8")
         if len(comment) <= _JPEG_SEGMENT:
             kwargs["comment"] = comment
         else:
             notes.append(f"comment of {len(comment)} bytes not written: larger than one JPEG segment")
+    start = out.tell()
     _pil(pixels8).save(out, "JPEG", **kwargs)
+    if aspect is not None:
+        _jfif_aspect(out, start, aspect, notes)
+
+
+def _jfif_aspect(out, start: int, aspect: tuple[int, int], notes: list[str]) -> None:
+    """Set the JFIF density of the JPEG written at `start` in `out` to the aspect ratio, units 0 (none): Pillow
+    writes a density only with units 1 (dpi). Patched in place: the header has a fixed layout."""
+    end = out.tell()
+    out.seek(start)
+    head = out.read(18)
+    if head[:4] == b"\xff\xd8\xff\xe0" and head[6:11] == b"JFIF\0":  # SOI, APP0 JFIF first
+        out.seek(start + 13)  # units (1 byte), X density, Y density (2 bytes each, big-endian)
+        out.write(struct.pack(">BHH", 0, *aspect))
+    else:
+        notes.append(f"pixel aspect ratio {aspect[0]}:{aspect[1]} not written to JFIF: the encoder wrote no JFIF "
+                     "header (EXIF keeps it)")
+    out.seek(end)
 
 
 def _write_webp(out, pixels8, alpha8, meta: Metadata, xmp, exif: bytes, quality: int, notes: list[str]) -> None:

@@ -19,8 +19,9 @@ from io_samples import (IPTC, SRGB_ICC, XMP, ascii_, gradient, long_, rational, 
                         tiff_structure, undefined)
 import oldphoto
 from oldphoto import __version__
-from oldphoto.io import Metadata, read, upright, write
+from oldphoto.io import Metadata, png, read, upright, write
 from oldphoto.io import tiff_ifd as T
+from oldphoto.io.metadata import aspect_from_tags
 
 FORMATS = ["JPEG", "PNG", "TIFF", "WEBP"]
 EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
@@ -277,8 +278,71 @@ def test_resolution_without_a_unit_keeps_the_aspect_ratio(tmp_path, fmt):
                      resolutionunit=1)
     pic = read(tmp_path / "src.tif", 100)
     assert pic.meta.dpi is None and _resolution(pic.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
-    out, _, _ = _roundtrip(tmp_path, pic.meta, fmt)
+    assert pic.meta.aspect == (4, 3)
+    out, notes, path = _roundtrip(tmp_path, pic.meta, fmt)
     assert out.meta.dpi is None and _resolution(out.meta) == {282: (4, 1), 283: (3, 1), 296: 1}
+    assert out.meta.aspect == (4, 3) and notes == []
+    _check_aspect_field(path, fmt, (4, 3))
+
+
+def _phys(path) -> tuple[int, int, int]:
+    return struct.unpack(">IIB", path.read_bytes().split(b"pHYs", 1)[1][:9])
+
+
+def _check_aspect_field(path, fmt: str, aspect: tuple[int, int]) -> None:
+    """The format's own field says the aspect ratio without a unit (TIFF and WebP: the tags checked apart)."""
+    if fmt == "PNG":
+        assert _phys(path) == (*aspect, 0)
+    elif fmt == "JPEG":
+        assert _jfif(path) == (0, *aspect)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_png_phys_without_a_unit_is_carried(tmp_path, fmt):
+    # pHYs unit 0 gives the pixel aspect ratio only; it was dropped silently
+    px = gradient(8, 8, 3, np.uint8)
+    buf = io.BytesIO()
+    png.write_png(buf, px, None, [png.chunk(b"pHYs", struct.pack(">IIB", 3, 2, 0))])
+    (tmp_path / "src.png").write_bytes(buf.getvalue())
+    pic = read(tmp_path / "src.png", 100)
+    assert pic.meta.dpi is None and pic.meta.aspect == (3, 2)
+    out, notes, path = _roundtrip(tmp_path, pic.meta, fmt, px=px)
+    assert notes == [] and out.meta.dpi is None and out.meta.aspect == (3, 2)
+    assert _resolution(out.meta) == {282: (3, 1), 283: (2, 1), 296: 1}  # EXIF (TIFF: IFD0) says it too
+    _check_aspect_field(path, fmt, (3, 2))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_jfif_density_without_a_unit_is_carried(tmp_path, fmt):
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(tmp_path / "src.jpg", dpi=(5, 4))
+    data = bytearray((tmp_path / "src.jpg").read_bytes())
+    data[data.index(b"JFIF\0") + 7] = 0  # units 0: aspect ratio only
+    (tmp_path / "src.jpg").write_bytes(bytes(data))
+    pic = read(tmp_path / "src.jpg", 100)
+    assert pic.meta.dpi is None and pic.meta.aspect == (5, 4)
+    out, notes, path = _roundtrip(tmp_path, pic.meta, fmt)
+    assert notes == [] and out.meta.aspect == (5, 4)
+    _check_aspect_field(path, fmt, (5, 4))
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(tmp_path / "plain.jpg")  # 0, 1:1 as every encoder writes
+    assert _jfif(tmp_path / "plain.jpg") == (0, 1, 1) and read(tmp_path / "plain.jpg", 100).meta.aspect is None
+
+
+def test_aspect_from_tags_keeps_whole_values_else_their_ratio():
+    assert aspect_from_tags({282: (72, 1), 283: (72, 1), 296: 1}) == (72, 72)
+    assert aspect_from_tags({282: (145, 2), 283: (72, 1), 296: 1}) == (145, 144)
+    for tags in ({282: (4, 1), 283: (3, 1), 296: 2}, {282: (4, 1), 283: (3, 1)}, {282: (0, 1), 283: (3, 1), 296: 1}):
+        assert aspect_from_tags(tags) is None  # a unit (inch by default): dpi; a zero: nothing
+
+
+def test_aspect_ratio_beyond_jfif_is_reduced_or_noted(tmp_path):
+    _, notes, path = _roundtrip(tmp_path, Metadata(aspect=(140000, 70000)), "JPEG", name="even")
+    assert notes == [] and _jfif(path) == (0, 2, 1)  # the same ratio in 16 bits
+    out, notes, path = _roundtrip(tmp_path, Metadata(aspect=(70001, 3)), "JPEG", name="odd")
+    assert notes == ["pixel aspect ratio 70001:3 not written to JFIF: more than 65535 (EXIF keeps it)"]
+    assert _jfif(path) == (0, 1, 1) and out.meta.aspect == (70001, 3)
+    _, notes, path = _roundtrip(tmp_path, Metadata(aspect=(2**33, 3)), "PNG", name="huge")
+    assert "pixel aspect ratio 8589934592:3 not written to pHYs: more than 4294967295" in notes
+    assert b"pHYs" not in path.read_bytes()
 
 
 def test_resolution_beyond_png_phys_is_noted_and_kept_in_exif(tmp_path):
