@@ -994,6 +994,39 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "done"
 
 
+@pytest.mark.parametrize("fmt", ["keep", "png", "tiff"])
+def test_outputs_of_a_scan_whose_exif_holds_an_xmp_packet_are_recognised_after_a_lost_state_file(tmp_path,
+                                                                                                stand_in_models, fmt):
+    """The outputs carry the scan's EXIF byte for byte; a packet in it (tag 700, as some editors write, and the
+    description) came before oldphoto's own XMP in the file and was taken for it, so after a lost state file the
+    very outputs oldphoto made were refused ("not made from this file") until --overwrite."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import provenance_xmp
+    from oldphoto.io import tiff_ifd as T
+
+    packet = provenance_xmp(None, source_name="camera.tif", source_sha256="ee" * 32, software="Camera 1.0")
+    ifd = T.Ifd()
+    ifd.entries[700] = T.bytes_entry(700, T.BYTE, packet)
+    ifd.entries[270] = T.Entry(270, T.ASCII, len(packet) + 1, packet + b"\0")
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    pixels = np.random.default_rng(3).integers(0, 240, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "scan.jpg", exif=b"Exif\0\0" + T.build_exif(ifd), comment=packet)
+    opts = ("--format", fmt, "--save-mask", "--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    made = {p: p.read_bytes() for p in out.iterdir() if p.name.startswith("scan.")}
+    restored = next(data for p, data in made.items() if ".mask" not in p.name)
+    assert len(made) == 2 and restored.index(packet) < restored.rindex(b"<?xpacket begin=")  # the scan's first
+    (out / STATE_NAME).unlink()
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]), f
+    assert all(p.read_bytes() == data for p, data in made.items())
+
+
 def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_settings_went_back(tmp_path,
                                                                                              stand_in_models):
     """After the state file is lost, an output whose XMP shows these settings made it from this very file was

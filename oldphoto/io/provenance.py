@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import mmap
-import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -21,6 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import ImageError, XmpError
 from .reader import open_source
+from .xmp_slot import SlotError, read_xmp_slot
 
 OLDPHOTO_NS = "urn:oldphoto:xmp:1.0/"
 NS = {
@@ -191,18 +190,17 @@ class Provenance:
 
 def read_provenance(path: str | Path) -> Provenance | None:
     """The provenance in the XMP packet of a file oldphoto wrote, when oldphoto made the last change recorded in
-    its history; None otherwise (no packet, no oldphoto properties, a later step by another tool, or a packet that
-    cannot be parsed). Every format oldphoto writes stores XMP uncompressed, so the packet is found by scanning
-    the bytes, without decoding the image. Raises OSError when the file cannot be read."""
+    its history; None otherwise (no packet, no oldphoto properties, a later step by another tool, a packet that
+    cannot be parsed, or a file whose structure cannot be walked). The packet is the one in the container's XMP
+    slot (xmp_slot), found without decoding the image: a packet elsewhere in the file (in EXIF carried from the
+    scan, say) is not the file's own, even when it names oldphoto. Raises OSError when the file cannot be read."""
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
+        try:
+            packet = read_xmp_slot(f)
+        except SlotError:  # a damaged or ambiguous file is not recognised: the run refuses rather than trusts it
             return None
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start = data.find(b"<?xpacket begin=")
-            end = data.find(b"<?xpacket end=", start) if start >= 0 else -1
-            if end < 0:
-                return None
-            packet = data[start:end]
+    if packet is None:
+        return None
     try:
         root, _ = _parse(packet, str(path))
     except XmpError:
