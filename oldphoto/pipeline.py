@@ -270,7 +270,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate)
+                       commit_gate, coverage)
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -288,7 +288,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             items = [(out, alpha, output_format(suffix, cfg), meta)]
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
-            _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate)
+            _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage)
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
@@ -404,12 +404,13 @@ def _mask_meta(meta):
 
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
-               notes: list[str], gate: CommitGate | None = None) -> None:
+               notes: list[str], gate: CommitGate | None = None, coverage: float | None = None) -> None:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
     Each output carries an XMP history entry: settings (recorded_settings), models (names + weight sha256), source
-    name + sha256.
+    name + sha256, and the mask's coverage (so a run that recognises the outputs after a lost state file can report
+    it, as a record would).
     """
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2])
@@ -423,7 +424,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
             try:
                 xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
-                                         software=software, action="derived", parameters=settings, models=described)
+                                         software=software, action="derived", parameters=settings, models=described,
+                                         mask_coverage=coverage)
             except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
                 xmp = meta.xmp
                 note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"

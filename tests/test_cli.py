@@ -1027,6 +1027,25 @@ def test_outputs_of_a_scan_whose_exif_holds_an_xmp_packet_are_recognised_after_a
     assert all(p.read_bytes() == data for p, data in made.items())
 
 
+@pytest.mark.parametrize("mode", [(), ("--only-mask",)])
+def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
+    """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a
+    lost state file reported none (the XMP did not hold it), nor did later runs, which skip it by the new record."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1, *mode)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    coverage = {f["relative"]: f["mask_coverage"] for f in report_of(out)["files"]}
+    assert all(c > 0 for c in coverage.values()), coverage
+    (out / STATE_NAME).unlink()
+    for _ in range(2):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        files = report_of(out)["files"]
+        assert [f["status"] for f in files] == ["skipped", "skipped"]
+        assert {f["relative"]: f["mask_coverage"] for f in files} == coverage
+
+
 def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_settings_went_back(tmp_path,
                                                                                              stand_in_models):
     """After the state file is lost, an output whose XMP shows these settings made it from this very file was

@@ -246,3 +246,23 @@ def test_read_provenance_refuses_a_file_with_two_xmp_slots_or_a_damaged_structur
     write(tiff, gradient(8, 8, 3, np.uint8), None, "TIFF", Metadata(), provenance_xmp=ours)
     (tmp_path / "cut.tif").write_bytes(tiff.read_bytes()[:6])
     assert read_provenance(tiff) is not None and read_provenance(tmp_path / "cut.tif") is None
+
+
+def test_mask_coverage_is_recorded_beside_the_source_checksum_and_read_back_exactly(tmp_path):
+    coverage = 100 / 3
+    ours = provenance_xmp(None, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9",
+                          mask_coverage=coverage)
+    root = ET.fromstring(ours)
+    assert root.find(".//oldphoto:MaskCoverage", NS).text == repr(coverage)
+    assert "mask" not in json.dumps(json.loads(_events(root)[0].find("stEvt:parameters", NS).text))  # no setting
+    write(tmp_path / "d.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=ours)
+    assert read_provenance(tmp_path / "d.png").mask_coverage == coverage
+    # a derivative of a derivative: the first one's coverage does not describe it
+    again = provenance_xmp(ours, source_name="d.png", source_sha256=SHA, software="oldphoto 9.9")
+    assert b"MaskCoverage" not in again
+    write(tmp_path / "e.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=again)
+    assert read_provenance(tmp_path / "e.png").mask_coverage is None
+    for bad in (b"lots", b"-1.0", b"nan", b"250.0"):  # written by hand or another tool: not taken
+        odd = ours.replace(repr(coverage).encode(), bad)
+        write(tmp_path / "f.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=odd)
+        assert read_provenance(tmp_path / "f.png").mask_coverage is None, bad
