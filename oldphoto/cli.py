@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import tokenize
@@ -496,6 +497,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     models, fp = _setup(cfg, report, pipeline)
     stop = _StopFlag(display)
     state: RunState | None = None
+    abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
     unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -529,7 +531,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         try:
             jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline, stop)
             display.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
-            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline)
+            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline, abandoned)
         except KeyboardInterrupt:
             report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
         if stop():
@@ -559,8 +561,25 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
                     display.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes it over")
     display.summary(report)
     if report.interrupted:
-        return 128 + (stop.signum or signal.SIGINT)
-    return 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
+        code = 128 + (stop.signum or signal.SIGINT)
+    else:
+        code = 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
+    if any(not fut.done() for fut in abandoned):
+        # The interpreter joins every worker thread before the process ends, and one blocked for good in I/O (a hung
+        # network share) would keep it alive for ever. What the run owns is settled: its temp files were removed by
+        # the commit gate, which lets nothing else in; the state, the report and the lock are written and released.
+        _hard_exit(code)
+    return code
+
+
+def _hard_exit(code: int) -> None:
+    """End the process now, with `code`, without waiting for threads (os._exit skips the interpreter's shutdown,
+    which joins them); what was printed is flushed first."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:  # a stream that cannot be flushed (a closed pipe) must not keep the process alive either
+        os._exit(code)
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
@@ -668,9 +687,11 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
 
 
 def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], models, state: RunState,
-             report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType) -> None:
+             report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType,
+             abandoned: list[Future]) -> None:
     """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
-    the model work of another; results are recorded in the main thread as files finish."""
+    the model work of another; results are recorded in the main thread as files finish. A second Ctrl-C ends the
+    wait: the files still in flight are added to `abandoned`, whose threads may never return."""
 
     batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
     gate = pipeline.CommitGate()  # closed before returning: no worker puts outputs in place after that
@@ -700,20 +721,29 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
                 _collect(fut, running.pop(fut), out, fp, state, report, display)
     except KeyboardInterrupt:
         # Second Ctrl-C: stop waiting for the files in flight. Once the gate is closed none of them can put
-        # outputs in place; those that already did are recorded (their calls only report back after the
-        # commit), the rest stay "interrupted".
-        gate.close()
+        # outputs in place, nor leave a temp file; those that already did are recorded (their calls only report back
+        # after the commit), the rest stay "interrupted". Every wait is bounded: a thread may be blocked for good.
+        _let_go(gate, display)
         for fut, job in running.items():
-            if gate.passed(job.found.src):
-                wait([fut])
+            if gate.passed(job.found.src) and wait([fut], timeout=_LET_GO_S).done:
                 _collect(fut, job, out, fp, state, report, display)
             else:
                 report.results[job.index].status = "interrupted"
         raise
     finally:
-        gate.close()
+        _let_go(gate, display)  # again after a signal cut the first one short: it goes on where that stopped
+        abandoned.extend(fut for fut in running if not fut.done())  # none unless the run is ending early
         pool.shutdown(wait=False, cancel_futures=True)
         report.batches = batcher.stats()
+
+
+_LET_GO_S = 5.0  # how long a second Ctrl-C waits for a commit in progress, or for a file to report it
+
+
+def _let_go(gate, display: QuietDisplay) -> None:
+    """Close the commit gate (see pipeline.CommitGate.close), saying which temp files it could not remove."""
+    for tmp, e in gate.close(_LET_GO_S):
+        display.error(tmp, f"cannot remove this partial file ({e.strerror or e})")
 
 
 def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state: RunState, report: Report,

@@ -270,7 +270,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate)
+                       commit_gate, coverage)
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -288,7 +288,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             items = [(out, alpha, output_format(suffix, cfg), meta)]
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
-            _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate)
+            _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage)
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
@@ -298,12 +298,19 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 class CommitGate:
     """Lets outputs into place only while it is open. close() waits for a commit in progress, then turns every later
     one away (KeyboardInterrupt, as for a stop request): a run that stops while files are still in flight closes it
-    before it records its state and releases the output folder, so nothing lands there unrecorded afterwards."""
+    before it records its state and releases the output folder, so nothing lands there unrecorded afterwards. It
+    also keeps the temp files of the outputs being written (staging()), which close() removes: the threads writing
+    them need not return (one may be blocked for good on a hung network share) for the folder to be left clean."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open = True
         self._passed: set[str] = set()  # sources whose outputs were put in place
+        self._temps = oio.TempFiles()
+
+    def staging(self) -> oio.Staging:
+        """A staging for the outputs of one source, whose temp files close() removes."""
+        return oio.Staging(self._temps)
 
     @contextmanager
     def entry(self, src: str | Path) -> Iterator[None]:
@@ -313,9 +320,18 @@ class CommitGate:
             yield
             self._passed.add(str(src))
 
-    def close(self) -> None:
-        with self._lock:
-            self._open = False
+    def close(self, timeout: float | None = None) -> list[tuple[Path, OSError]]:
+        """Turn every later commit and temp file away and remove the temp files still there. Waits up to `timeout`
+        seconds (None: as long as it takes) for a commit in progress: one blocked in I/O for longer is let be (its
+        renames may still land, unrecorded, as after a crash: the next run checks those outputs by their XMP).
+        Returns the temp files that could not be removed, with why. Closing it again removes what is left (a signal
+        may have cut the first call short)."""
+        if self._open:
+            locked = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+            self._open = False  # also without the lock: entry() reads it under the lock, after the commit in progress
+            if locked:
+                self._lock.release()
+        return self._temps.close(timeout)
 
     def passed(self, src: str | Path) -> bool:
         """Whether `src`'s outputs went through (so they are in place even if its call has not returned yet)."""
@@ -406,17 +422,18 @@ def _mask_meta(meta):
 
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
-               notes: list[str], gate: CommitGate | None = None) -> None:
+               notes: list[str], gate: CommitGate | None = None, coverage: float | None = None) -> None:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
     Each output carries an XMP history entry: settings (recorded_settings), models (names + weight sha256), source
-    name + sha256.
+    name + sha256, and the mask's coverage (so a run that recognises the outputs after a lost state file can report
+    it, as a record would).
     """
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2])
     described = models.describe()
-    staging = oio.Staging()
+    staging = gate.staging() if gate is not None else oio.Staging()
     try:
         for path, (pixels, alpha, fmt, meta) in zip(outputs, items):
             try:
@@ -425,7 +442,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
             try:
                 xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
-                                         software=software, action="derived", parameters=settings, models=described)
+                                         software=software, action="derived", parameters=settings, models=described,
+                                         mask_coverage=coverage)
             except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
                 xmp = meta.xmp
                 note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from .errors import OldPhotoError
-from .io import read_provenance, read_source_sha256
+from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import atomic_output
 
 STATE_NAME = ".oldphoto-state.jsonl"
@@ -234,14 +234,16 @@ class RunState:
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
         settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
         (width, height), for the report. sha256: `src`'s, when the caller has read it (else read here if needed)."""
-        made, sha = self.made_from(src, outputs, fp, rel, sha256)
+        made, sha = self._provenances(src, outputs, fp, rel, sha256)
         if not outputs or len(made) != len(outputs):
             return None
         now = SourceId.of(src)
         width, height = size
+        # the outputs of one source are written together with one coverage (none in those made before it was kept)
+        coverage = next((prov.mask_coverage for prov in made.values() if prov.mask_coverage is not None), None)
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
-                      megapixels=width * height / 1e6, finished=now_iso())
+                      megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso())
 
     def made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None = None,
                   sha256: str | None = None) -> tuple[list[Path], str | None]:
@@ -249,7 +251,13 @@ class RunState:
         oldphoto made them, as the last change, from a file with `src`'s sha256 (under fingerprint `fp`; None: any
         settings): derivatives of `src` itself, which a run may replace as it would with their record; `src`'s
         sha256 when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
-        made: list[Path] = []
+        made, sha = self._provenances(src, outputs, fp, rel, sha256)
+        return list(made), sha
+
+    def _provenances(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None,
+                     sha256: str | None) -> tuple[dict[Path, Provenance], str | None]:
+        """made_from, with the provenance read from each output it keeps."""
+        made: dict[Path, Provenance] = {}
         sha = sha256
         for p in outputs:
             if not p.is_file() or self.owner_of(p) not in (None, rel):
@@ -261,7 +269,7 @@ class RunState:
                 continue
             sha = sha or read_source_sha256(src)
             if prov.source_sha256 == sha:
-                made.append(p)
+                made[p] = prov
         return made, sha
 
     def decide(self, rel: str, src: Path, fp: str) -> Decision:

@@ -68,6 +68,15 @@ class FakePipeline:
         return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"])
 
 
+@pytest.fixture(autouse=True)
+def hard_exits(monkeypatch) -> list[int]:
+    """The codes a run asked to end its process with at once (not waiting for a worker thread that never returns):
+    os._exit would end the test session itself, so here the run returns as usual instead."""
+    codes: list[int] = []
+    monkeypatch.setattr("oldphoto.cli._hard_exit", codes.append)
+    return codes
+
+
 @pytest.fixture
 def fake(monkeypatch):
     fp = FakePipeline()
@@ -655,7 +664,7 @@ def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, f
     assert sorted(p.name for p in fake.calls) == ["b.PNG", "c.tif"]
 
 
-def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake):
+def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake, hard_exits):
     """A file still in flight when a second Ctrl-C ends the run must not put its outputs in place afterwards,
     unrecorded, in a folder whose lock is released (the gate turns it away); the next run redoes it."""
     root, out = scans(tmp_path), tmp_path / "out"
@@ -689,6 +698,7 @@ def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake):
     run_over.set()
     assert attempted.wait(10)
     assert r.exit_code == 130, r.output
+    assert hard_exits == [130]  # the process would not have waited for b's thread either
     assert [f["status"] for f in report_of(out)["files"]] == ["done", "interrupted", "pending"]
     assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])
     assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt)
@@ -718,6 +728,108 @@ def test_second_ctrl_c_records_a_file_whose_outputs_are_already_in_place(tmp_pat
     fake.calls.clear()
     assert run("restore", root, "--out", out).exit_code == 0
     assert [p.name for p in fake.calls] == ["c.tif"]  # b was recorded, not left for a conflict
+
+
+_HUNG_RUN = r"""
+import sys
+import threading
+from pathlib import Path
+
+import oldphoto.io as oio
+import oldphoto.io.writer as writer
+import oldphoto.pipeline as pipeline
+from oldphoto.cli import main
+
+
+class IdentityRestorer:  # the stand-ins below, by name too: their names are in the settings' fingerprint
+    def __call__(self, tiles, mask):
+        return tiles.clone()
+
+
+class WhiteDetector:
+    threshold = 0.5
+
+    def __call__(self, tiles):
+        return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
+
+
+marks = Path(sys.argv[1])
+forever = threading.Event()  # never set: a network share that stopped answering
+real_read = oio.read
+
+
+def read(path, *args, **kwargs):
+    if Path(path).name.startswith("a_hung_read"):
+        (marks / "read").touch()
+        forever.wait()
+    return real_read(path, *args, **kwargs)
+
+
+def write_png(out, *args, **kwargs):  # only b's output is a PNG: blocked with half a file written
+    out.write(b"\x89PNG\r\n\x1a\n and then nothing more")
+    (marks / "write").touch()
+    forever.wait()
+
+
+pipeline.load_models = lambda cfg, device: pipeline.Models(detector=WhiteDetector(), restorer=IdentityRestorer())
+oio.read = read
+writer._write_png = write_png
+sys.argv = ["oldphoto", "restore", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_second_sigterm_ends_the_process_even_when_a_worker_never_returns(tmp_path, stand_in_models):
+    """A worker blocked for good in I/O (a scan on a hung network share, an output being written there) kept the
+    process alive after the second SIGTERM, whatever cron or the service manager expected: the interpreter joins
+    every worker thread before it exits. The run now cleans up what it owns (the temp file of the half-written
+    output, the lock), saves its state and report, and exits 143 at once. In a subprocess: it ends its process."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    root, out, marks = tmp_path / "scans", tmp_path / "out", tmp_path / "marks"
+    root.mkdir()
+    marks.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("0_done.tif", "c_pending.tif"):
+        tifffile.imwrite(root / name, rng.integers(0, 255, (20, 30, 3), dtype=np.uint8), photometric="rgb")
+    for name in ("a_hung_read.png", "b_hung_write.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8), "L").save(root / name)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as stderr:
+        child = subprocess.Popen([sys.executable, "-c", _HUNG_RUN, str(marks), str(root), "--out", str(out),
+                                  "--jobs", "2", "--tile", "128", "--overlap", "16"],
+                                 stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=tmp_path)
+    try:
+        def soon(done, what, seconds=60.0):  # generous: the CPU may be shared; it normally takes a second or two
+            deadline = time.monotonic() + seconds
+            while not done() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert done(), f"{what}; stderr: {err.read_text()}"
+
+        soon(lambda: (marks / "read").exists() and (marks / "write").exists(), "the workers never blocked")
+        assert len([p for p in out.iterdir() if ".oldphoto-tmp-" in p.name]) == 1  # b's half-written output
+        child.send_signal(signal.SIGTERM)
+        soon(lambda: "stopping" in err.read_text(), "the first SIGTERM was not taken")
+        child.send_signal(signal.SIGTERM)
+        code = child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert code == 143, err.read_text()
+    assert tree(out) == sorted([STATE_NAME, "report.json", "0_done.tif"])  # no temp file, no lock
+    text = (out / STATE_NAME).read_text()
+    assert text.endswith("\n") and [json.loads(line).get("rel") for line in text.splitlines()] == [None, "0_done.tif"]
+    report = report_of(out)
+    assert report["interrupted"] is True
+    assert [f["status"] for f in report["files"]] == ["done", "interrupted", "interrupted", "pending"]
+    r = run("restore", root, "--out", out, "--jobs", 2, "--tile", 128, "--overlap", 16)  # picks up the rest
+    assert r.exit_code == 0, r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "done", "done", "done"]
 
 
 def test_jobs_keep_several_files_in_flight(tmp_path, fake):
@@ -992,6 +1104,58 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     run("restore", root, "--out", out, *opts)
     files = {f["relative"]: f for f in report_of(out)["files"]}
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "done"
+
+
+@pytest.mark.parametrize("fmt", ["keep", "png", "tiff"])
+def test_outputs_of_a_scan_whose_exif_holds_an_xmp_packet_are_recognised_after_a_lost_state_file(tmp_path,
+                                                                                                stand_in_models, fmt):
+    """The outputs carry the scan's EXIF byte for byte; a packet in it (tag 700, as some editors write, and the
+    description) came before oldphoto's own XMP in the file and was taken for it, so after a lost state file the
+    very outputs oldphoto made were refused ("not made from this file") until --overwrite."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import provenance_xmp
+    from oldphoto.io import tiff_ifd as T
+
+    packet = provenance_xmp(None, source_name="camera.tif", source_sha256="ee" * 32, software="Camera 1.0")
+    ifd = T.Ifd()
+    ifd.entries[700] = T.bytes_entry(700, T.BYTE, packet)
+    ifd.entries[270] = T.Entry(270, T.ASCII, len(packet) + 1, packet + b"\0")
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    pixels = np.random.default_rng(3).integers(0, 240, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "scan.jpg", exif=b"Exif\0\0" + T.build_exif(ifd), comment=packet)
+    opts = ("--format", fmt, "--save-mask", "--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    made = {p: p.read_bytes() for p in out.iterdir() if p.name.startswith("scan.")}
+    restored = next(data for p, data in made.items() if ".mask" not in p.name)
+    assert len(made) == 2 and restored.index(packet) < restored.rindex(b"<?xpacket begin=")  # the scan's first
+    (out / STATE_NAME).unlink()
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]), f
+    assert all(p.read_bytes() == data for p, data in made.items())
+
+
+@pytest.mark.parametrize("mode", [(), ("--only-mask",)])
+def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
+    """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a
+    lost state file reported none (the XMP did not hold it), nor did later runs, which skip it by the new record."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1, *mode)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    coverage = {f["relative"]: f["mask_coverage"] for f in report_of(out)["files"]}
+    assert all(c > 0 for c in coverage.values()), coverage
+    (out / STATE_NAME).unlink()
+    for _ in range(2):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        files = report_of(out)["files"]
+        assert [f["status"] for f in files] == ["skipped", "skipped"]
+        assert {f["relative"]: f["mask_coverage"] for f in files} == coverage
 
 
 def test_outputs_of_a_lost_state_file_are_its_own_when_one_is_missing_or_the_settings_went_back(tmp_path,

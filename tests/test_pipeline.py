@@ -310,6 +310,68 @@ def test_closed_commit_gate_discards_the_outputs(tmp_path, only_mask):
     assert files_in(out_dir) == sorted(p.name for p in done.outputs)  # nothing of the second call, no temp
 
 
+def test_closing_the_commit_gate_removes_the_temp_files_of_outputs_being_written_and_waits_in_bounds(tmp_path,
+                                                                                                     monkeypatch):
+    """A second Ctrl-C closes the gate without waiting for the files in flight, whose threads may never return (a hung
+    network share): the half-written outputs' temp files are removed by the closing, and a commit blocked in I/O
+    does not hold the run for good."""
+    import threading
+    import time
+
+    from oldphoto.io import writer
+
+    src = write_tiff(tmp_path / "h.tif", random_image(30, 40, 3, np.uint8, seed=5))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    gate, writing, forever = pipeline.CommitGate(), threading.Event(), threading.Event()
+
+    def hung_tiff(out, *args, **kwargs):
+        out.write(b"II*\0 and nothing more")
+        writing.set()
+        forever.wait(10)  # set at the end of the test, so the thread ends with it
+
+    monkeypatch.setattr(writer, "_write_tiff", hung_tiff)
+    ended: list[BaseException] = []
+
+    def work():
+        try:
+            process_file(src, out_dir / "h", cfg(), Models(restorer=Identity()), commit_gate=gate)
+        except BaseException as e:  # noqa: BLE001 - what the thread ended with is the result
+            ended.append(e)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        assert writing.wait(10) and len(files_in(out_dir)) == 1  # the temp file of h.tif
+        assert gate.close(timeout=0.2) == []
+        assert files_in(out_dir) == []
+    finally:
+        forever.set()
+        thread.join(10)
+    assert len(ended) == 1 and isinstance(ended[0], KeyboardInterrupt) and files_in(out_dir) == []
+
+    stuck, entered, release = pipeline.CommitGate(), threading.Event(), threading.Event()
+
+    def blocked_commit():
+        with stuck.entry(src):
+            entered.set()
+            release.wait(10)  # renames on a share that does not answer
+
+    thread = threading.Thread(target=blocked_commit)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        t0 = time.monotonic()
+        assert stuck.close(timeout=0.1) == []
+        assert time.monotonic() - t0 < 5  # not the 10 s the commit takes
+    finally:
+        release.set()
+        thread.join(10)
+    with pytest.raises(KeyboardInterrupt):  # closed all the same: nothing after the blocked commit gets in
+        with stuck.entry(src):
+            pass
+
+
 def test_stage_error_propagates_and_leaves_nothing(tmp_path):
     src = write_tiff(tmp_path / "e.tif", random_image(50, 50, 3, np.uint8))
     (tmp_path / "out").mkdir()

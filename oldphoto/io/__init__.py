@@ -4,13 +4,14 @@ Public API (see docs/ARCHITECTURE.md):
     probe(path) -> ImageInfo                      header only
     read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
     write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
-    Staging()                                     several writes that replace their paths together (commit)
+    Staging(temps=None)                           several writes that replace their paths together (commit)
+    TempFiles()                                   a run's temp files in progress: close() removes them, refuses more
     leftover_temps(root, lock_name)               temp files of writes killed before their rename
     provenance_xmp(...) / read_provenance(path) / read_source_sha256(path)
     allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large
 """
 
-from .atomic import Staging, leftover_temps
+from .atomic import Staging, TempFiles, leftover_temps
 from .buffers import allocate
 from .metadata import Metadata
 from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
@@ -18,7 +19,7 @@ from .reader import FORMATS, ImageInfo, Picture, probe, read, sniff, upright
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
-    "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "allocate",
+    "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "TempFiles", "allocate",
     "leftover_temps", "probe", "provenance_xmp", "read", "read_provenance", "read_source_sha256", "sniff", "to_uint8",
     "upright", "write",
 ]

@@ -11,6 +11,7 @@ import io
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,13 +87,74 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(path: Path) -> tuple[Path, int]:
+    tmp = temp_name(path)
+    return tmp, os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+
+class TempFiles:
+    """The temp files of the writes in progress in a run's output folder. close() removes them and refuses any later
+    one, so that a run can let go of the folder without waiting for the threads writing there (a second Ctrl-C; a
+    thread blocked for good on a hung network share, which will never clean up after itself) and leave no partial
+    file behind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held while a temp file is made, so that close() never misses one
+        self._live: set[Path] = set()
+        self._closed = False
+
+    def create(self, path: Path) -> tuple[Path, int]:
+        """A new temp file for `path`: (its name, a descriptor open for reading and writing). Raises
+        KeyboardInterrupt once closed (as a stop request does: the file is abandoned), OSError."""
+        with self._lock:
+            if self._closed:
+                raise KeyboardInterrupt("the run has let go of the output folder")
+            tmp, fd = _create_temp(path)
+            if self._closed:  # closed meanwhile by a close() that gave up waiting for this (a folder that hangs)
+                os.close(fd)
+                os.unlink(tmp)
+                raise KeyboardInterrupt("the run has let go of the output folder")
+            self._live.add(tmp)
+            return tmp, fd
+
+    def forget(self, tmp: Path) -> None:
+        """`tmp` was renamed into place or removed."""
+        with self._lock:
+            self._live.discard(tmp)
+
+    def close(self, timeout: float | None = None) -> list[tuple[Path, OSError]]:
+        """Refuse every later temp file and remove those still here; waits up to `timeout` seconds (None: as long as
+        it takes) for a temp file being made (one whose making outlasts that is removed by its own thread, should
+        the process still be there when the folder answers). Returns the files that could not be removed, with why."""
+        locked = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+        try:
+            self._closed = True  # also without the lock: any later create() sees it
+            left = []
+            for tmp in sorted(self._live):  # sorted() copies: safe while a thread blocked in create() holds the lock
+                try:
+                    tmp.unlink(missing_ok=True)  # already renamed into place, or removed by its own thread
+                except OSError as e:
+                    left.append((tmp, e))
+            self._live = {tmp for tmp, _ in left}
+            return left
+        finally:
+            if locked:
+                self._lock.release()
+
+
 class Staging:
     """The outputs of one source, written as a set: each is complete and fsynced under its temp name, and none
     replaces its path until commit() (then all do), so a failure on the last leaves every earlier path as it
-    was. discard() removes what is staged; a staging is used once."""
+    was. discard() removes what is staged; a staging is used once. temps: where its temp files are made and
+    tracked while they exist (see TempFiles); None: untracked."""
 
-    def __init__(self) -> None:
+    def __init__(self, temps: TempFiles | None = None) -> None:
         self._pending: list[tuple[Path, Path]] = []  # (temp, path)
+        self.temps = temps
+
+    def _gone(self, tmp: Path) -> None:
+        if self.temps is not None:
+            self.temps.forget(tmp)
 
     def add(self, tmp: Path, path: Path) -> None:
         self._pending.append((tmp, path))
@@ -108,6 +170,7 @@ class Staging:
             while pending:
                 tmp, path = pending[0]
                 os.replace(tmp, path)
+                self._gone(tmp)
                 folders.add(path.parent)
                 pending.pop(0)
         finally:
@@ -119,6 +182,7 @@ class Staging:
         pending, self._pending = self._pending, []
         for tmp, _ in pending:
             tmp.unlink(missing_ok=True)
+            self._gone(tmp)
 
 
 @contextmanager
@@ -129,8 +193,8 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
     Raises OSError (cannot create, write, fsync or rename); the caller names the file in its error.
     """
     path = Path(path)
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    temps = staging.temps if staging is not None else None
+    tmp, fd = temps.create(path) if temps is not None else _create_temp(path)
     done = False
     try:
         yield FdStream(fd)
@@ -151,4 +215,6 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
-                pass
+                pass  # removed by TempFiles.close(): the run has let go of the folder
+            if temps is not None:
+                temps.forget(tmp)

@@ -71,7 +71,7 @@ def _inflate(data: bytes, what: str) -> bytes:
     return out
 
 
-def _text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
+def parse_text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
     """(keyword, text as bytes: latin-1 for tEXt/zTXt, UTF-8 for iTXt)."""
     key, _, rest = data.partition(b"\0")
     if ctype == b"tEXt":
@@ -131,7 +131,7 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
     elif ctype == b"eXIf" and info.exif is None:
         info.exif = data
     elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-        key, value = _text(ctype, data)
+        key, value = parse_text(ctype, data)
         if key == XMP_KEY:
             info.xmp = info.xmp or value
         elif key not in info.text:

@@ -1,6 +1,7 @@
 """Provenance of a derivative, recorded in XMP as archives expect: the source's packet is kept and gets
 an xmpMM:History event (action, softwareAgent, when, parameters), xmpMM:DerivedFrom (source file name and
-its XMP ids), new Document/Instance ids, and the source's SHA-256 (oldphoto:SourceSHA256).
+its XMP ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256) and, when a defect mask
+was made, the percent of pixels it marked (oldphoto:MaskCoverage).
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import mmap
-import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -21,6 +20,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import ImageError, XmpError
 from .reader import open_source
+from .xmp_slot import SlotError, read_xmp_slot
 
 OLDPHOTO_NS = "urn:oldphoto:xmp:1.0/"
 NS = {
@@ -103,12 +103,15 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
 
 def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256: str, software: str,
                    action: str = "derived", parameters: Mapping[str, object] | None = None,
-                   models: Mapping[str, object] | None = None, when: datetime | None = None) -> bytes:
+                   models: Mapping[str, object] | None = None, when: datetime | None = None,
+                   mask_coverage: float | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
     action: "derived" when pixels changed (restoration), "converted" for a format change only.
     parameters / models: settings and model names + weight SHA-256, stored as JSON in stEvt:parameters.
+    mask_coverage: percent of the pixels the defect mask marked (a result, not a setting: it stays out of the
+    parameters, whose fingerprint decides what is up to date); None writes none.
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -137,7 +140,9 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     source_instance = _pop_simple(descriptions, _q("xmpMM", "InstanceID"))
     source_document = _pop_simple(descriptions, _q("xmpMM", "DocumentID"))
     original = _pop_simple(descriptions, _q("xmpMM", "OriginalDocumentID")) or source_document
-    for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256")):
+    # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
+    for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
+                 _q("oldphoto", "MaskCoverage")):
         _pop_simple(descriptions, prop)
     for d in descriptions:  # the source's own DerivedFrom describes its parent, not ours
         for old in d.findall(_q("xmpMM", "DerivedFrom")):
@@ -159,6 +164,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         _add(derived, _q("stRef", "instanceID"), source_instance)
     _add(target, _q("oldphoto", "SourceFile"), source_name)
     _add(target, _q("oldphoto", "SourceSHA256"), source_sha256)
+    if mask_coverage is not None:
+        _add(target, _q("oldphoto", "MaskCoverage"), repr(float(mask_coverage)))  # repr: read back exactly
 
     if history is None:
         history = _add(target, _q("xmpMM", "History"))
@@ -187,27 +194,27 @@ class Provenance:
     source_sha256: str  # oldphoto:SourceSHA256
     software: str  # stEvt:softwareAgent of the last history event
     parameters: dict  # that event's stEvt:parameters: {"settings": {...}, "models": {...}}
+    mask_coverage: float | None = None  # oldphoto:MaskCoverage, percent; None when absent or not a number
 
 
 def read_provenance(path: str | Path) -> Provenance | None:
     """The provenance in the XMP packet of a file oldphoto wrote, when oldphoto made the last change recorded in
-    its history; None otherwise (no packet, no oldphoto properties, a later step by another tool, or a packet that
-    cannot be parsed). Every format oldphoto writes stores XMP uncompressed, so the packet is found by scanning
-    the bytes, without decoding the image. Raises OSError when the file cannot be read."""
+    its history; None otherwise (no packet, no oldphoto properties, a later step by another tool, a packet that
+    cannot be parsed, or a file whose structure cannot be walked). The packet is the one in the container's XMP
+    slot (xmp_slot), found without decoding the image: a packet elsewhere in the file (in EXIF carried from the
+    scan, say) is not the file's own, even when it names oldphoto. Raises OSError when the file cannot be read."""
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
+        try:
+            packet = read_xmp_slot(f)
+        except SlotError:  # a damaged or ambiguous file is not recognised: the run refuses rather than trusts it
             return None
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start = data.find(b"<?xpacket begin=")
-            end = data.find(b"<?xpacket end=", start) if start >= 0 else -1
-            if end < 0:
-                return None
-            packet = data[start:end]
+    if packet is None:
+        return None
     try:
         root, _ = _parse(packet, str(path))
     except XmpError:
         return None
-    descriptions = root.iter(_q("rdf", "Description"))
+    descriptions = list(root.iter(_q("rdf", "Description")))
     sha = next((v for d in descriptions for v in _simple_values(d, _q("oldphoto", "SourceSHA256"))), None)
     events = [li for seq in root.iter(_q("rdf", "Seq")) for li in seq.findall(_q("rdf", "li"))
               if li.find(_q("stEvt", "action")) is not None]
@@ -221,7 +228,17 @@ def read_provenance(path: str | Path) -> Provenance | None:
         return None
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None
-    return Provenance(sha, software, parameters)
+    coverage = next((v for d in descriptions for v in _simple_values(d, _q("oldphoto", "MaskCoverage"))), None)
+    return Provenance(sha, software, parameters, _percent(coverage))
+
+
+def _percent(text: str | None) -> float | None:
+    """A percent as written by provenance_xmp; None for anything else (another tool's value is not trusted)."""
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 0.0 <= value <= 100.0 else None
 
 
 def _serialize(root: ET.Element, source_prefixes: dict[str, str]) -> str:

@@ -145,3 +145,59 @@ def test_a_folder_in_the_way_stops_the_set_before_any_rename(tmp_path):
     assert info.value.filename == str(b) and a.read_bytes() == b"old a"  # nothing was renamed
     staging.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+
+
+def test_closing_temp_files_removes_those_of_writes_in_progress_and_refuses_new_ones(tmp_path):
+    """A run letting go of its output folder without waiting for the threads writing there (a second Ctrl-C; one may
+    be blocked for good on a hung share) removes their temp files: staged or half written, none is left behind."""
+    temps = atomic.TempFiles()
+    done = atomic.Staging(temps)
+    write(tmp_path / "done.png", PX, None, "PNG", None, staging=done)
+    done.commit()
+    staged = atomic.Staging(temps)
+    write(tmp_path / "staged.png", PX, None, "PNG", None, staging=staged)
+    half = atomic.atomic_output(tmp_path / "half.png", atomic.Staging(temps))
+    half.__enter__().write(b"\x89PNG and no more")
+    assert len(list(tmp_path.glob(".*"))) == 2
+    assert temps.close() == []
+    _only(tmp_path, "done.png")
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path / "late.png", PX, None, "PNG", None, staging=atomic.Staging(temps))
+    with pytest.raises(FileNotFoundError):
+        staged.commit()  # its temp file is gone: nothing is put in place (a run's commit gate refuses it first)
+    _only(tmp_path, "done.png")
+    half.__exit__(None, None, None)  # the thread that wrote half a file comes back after all: nothing left either
+    _only(tmp_path, "done.png")
+
+
+def test_closing_temp_files_does_not_wait_for_good_on_one_being_made(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    answer, entered = threading.Event(), threading.Event()
+    real = atomic._create_temp
+
+    def hung(path):
+        entered.set()
+        answer.wait(10)  # a share that does not answer, then does
+        return real(path)
+
+    monkeypatch.setattr(atomic, "_create_temp", hung)
+    temps, errors = atomic.TempFiles(), []
+
+    def writer():
+        try:
+            temps.create(tmp_path / "x.png")
+        except BaseException as e:  # noqa: BLE001 - what the thread ended with is the result
+            errors.append(e)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert entered.wait(10)
+    t0 = time.monotonic()
+    assert temps.close(timeout=0.2) == []
+    assert time.monotonic() - t0 < 5
+    answer.set()
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], KeyboardInterrupt)
+    _only(tmp_path)  # made after the run let go, and removed at once by its own thread

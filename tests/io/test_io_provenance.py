@@ -187,3 +187,82 @@ def test_read_provenance_is_none_unless_oldphoto_made_the_last_change(tmp_path):
     deep = ours.replace(b"<stEvt:parameters>{", b"<stEvt:parameters>" + b"[" * 100_000 + b"{", 1)
     write(tmp_path / "deep.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=deep)
     assert read_provenance(tmp_path / "deep.png") is None
+
+
+def _exif_with_packets(packet: bytes) -> bytes:
+    """An EXIF block holding XMP packets of its own, as some cameras and editors write them: in tag 700 and in the
+    ImageDescription, whose values come before the file's own XMP in every format oldphoto writes."""
+    from oldphoto.io import tiff_ifd as T
+
+    ifd = T.Ifd()
+    ifd.entries[700] = T.bytes_entry(700, T.BYTE, packet)
+    ifd.entries[270] = T.Entry(270, T.ASCII, len(packet) + 1, packet + b"\0")
+    return T.build_exif(ifd)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("JPEG", ".jpg"), ("PNG", ".png"), ("TIFF", ".tif"), ("WEBP", ".webp")])
+def test_read_provenance_takes_the_files_own_packet_not_one_carried_in_its_exif(tmp_path, fmt, suffix):
+    """The first packet in the bytes was taken for the file's own: a scan whose EXIF (or comment) held a packet
+    gave outputs oldphoto did not recognise after a lost state file. And a carried packet that names oldphoto must
+    never stand in for the file's own XMP, which another tool may have changed since."""
+    stray = provenance_xmp(None, source_name="old.tif", source_sha256="ee" * 32, software="oldphoto 9.9")
+    meta = Metadata(exif=_exif_with_packets(stray), text={"Comment": stray.decode()})
+    ours = provenance_xmp(XMP, source_name="scan.jpg", source_sha256=SHA, software="oldphoto 9.9")
+    path = tmp_path / f"d{suffix}"
+    write(path, gradient(16, 24, 3, np.uint8), None, fmt, meta, provenance_xmp=ours)
+    assert path.read_bytes().find(b"<?xpacket begin=") < path.read_bytes().find(ours[:300])  # the stray comes first
+    prov = read_provenance(path)
+    assert prov is not None and prov.source_sha256 == SHA
+
+    retouched = provenance_xmp(ours, source_name="d.tif", source_sha256=SHA, software="Photo Editor 3")
+    write(path, gradient(16, 24, 3, np.uint8), None, fmt, meta, provenance_xmp=retouched)
+    assert read_provenance(path) is None
+    if fmt != "TIFF":  # a TIFF's first directory is made from the EXIF one: its tag 700 would be the file's own
+        write(path, gradient(16, 24, 3, np.uint8), None, fmt, meta, provenance_xmp=None)  # no XMP of its own
+        assert read_provenance(path) is None
+
+
+def test_read_provenance_refuses_a_file_with_two_xmp_slots_or_a_damaged_structure(tmp_path):
+    from oldphoto.io import png
+
+    ours = provenance_xmp(None, source_name="scan.png", source_sha256=SHA, software="oldphoto 9.9")
+    path = tmp_path / "d.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=ours)
+    data = path.read_bytes()
+    assert read_provenance(path) is not None
+    other = provenance_xmp(None, source_name="scan.png", source_sha256="ee" * 32, software="oldphoto 9.9")
+    (tmp_path / "two.png").write_bytes(data[:33] + png.xmp_chunk(other) + data[33:])  # readers differ on which
+    assert read_provenance(tmp_path / "two.png") is None
+    (tmp_path / "cut.png").write_bytes(data[: data.index(b"IDAT")])
+    assert read_provenance(tmp_path / "cut.png") is None
+    (tmp_path / "not-an-image.png").write_bytes(b"PNG" + ours)  # a packet in bytes of no known format
+    assert read_provenance(tmp_path / "not-an-image.png") is None
+    jpeg = tmp_path / "d.jpg"
+    write(jpeg, gradient(8, 8, 3, np.uint8), None, "JPEG", Metadata(), provenance_xmp=ours)
+    start = jpeg.read_bytes().index(b"http://ns.adobe.com/xap/1.0/\0")
+    (tmp_path / "cut.jpg").write_bytes(jpeg.read_bytes()[: start + 40])
+    assert read_provenance(jpeg) is not None and read_provenance(tmp_path / "cut.jpg") is None
+    tiff = tmp_path / "d.tif"
+    write(tiff, gradient(8, 8, 3, np.uint8), None, "TIFF", Metadata(), provenance_xmp=ours)
+    (tmp_path / "cut.tif").write_bytes(tiff.read_bytes()[:6])
+    assert read_provenance(tiff) is not None and read_provenance(tmp_path / "cut.tif") is None
+
+
+def test_mask_coverage_is_recorded_beside_the_source_checksum_and_read_back_exactly(tmp_path):
+    coverage = 100 / 3
+    ours = provenance_xmp(None, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9",
+                          mask_coverage=coverage)
+    root = ET.fromstring(ours)
+    assert root.find(".//oldphoto:MaskCoverage", NS).text == repr(coverage)
+    assert "mask" not in json.dumps(json.loads(_events(root)[0].find("stEvt:parameters", NS).text))  # no setting
+    write(tmp_path / "d.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=ours)
+    assert read_provenance(tmp_path / "d.png").mask_coverage == coverage
+    # a derivative of a derivative: the first one's coverage does not describe it
+    again = provenance_xmp(ours, source_name="d.png", source_sha256=SHA, software="oldphoto 9.9")
+    assert b"MaskCoverage" not in again
+    write(tmp_path / "e.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=again)
+    assert read_provenance(tmp_path / "e.png").mask_coverage is None
+    for bad in (b"lots", b"-1.0", b"nan", b"250.0"):  # written by hand or another tool: not taken
+        odd = ours.replace(repr(coverage).encode(), bad)
+        write(tmp_path / "f.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=odd)
+        assert read_provenance(tmp_path / "f.png").mask_coverage is None, bad
