@@ -961,21 +961,15 @@ def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_con
     click.echo(json.dumps(result, indent=2, default=_jsonable))
 
 
-_EXPORT_NAMES = {"mapping": (1, 3), "joint": (4,)}  # how many comma-separated --as names a target takes
-
-
-def _check_export_names(target: str, weights_name: str, check_name) -> None:
+def _check_export_names(target: str, weights_name: str, counts: tuple[int, ...]) -> None:
     """Usage error (before any work) unless --as gives as many valid registry names as `target` publishes."""
-    parts = [n.strip() for n in weights_name.split(",")]
-    counts = _EXPORT_NAMES.get(target, (1,))
-    if len(parts) not in counts:
-        raise click.BadParameter(f"{target} takes {' or '.join(map(str, counts))} comma-separated name(s), got "
-                                 f"{weights_name!r}", param_hint="--as")
-    for part in parts:
-        try:
-            check_name(part)
-        except OldPhotoError as e:
-            raise click.BadParameter(str(e), param_hint="--as") from None
+    from . import registry
+
+    try:
+        registry.split_names(weights_name, counts, f"{target} takes {' or '.join(map(str, counts))} "
+                                                   f"comma-separated name(s)")
+    except OldPhotoError as e:
+        raise click.BadParameter(str(e), param_hint="--as") from None
 
 
 _SET_HELP = "Set a config field, typed by the field (repeatable); see --help-config."
@@ -1014,7 +1008,7 @@ def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None
     recipe and validation metrics go into weights/MANIFEST.json). A mapping run also publishes the two VAEs it
     was trained with (--as MAPPING,VAE1,VAE2; by default as vae1-v1 / vae2-v1); a joint run publishes four entries
     (--as VAE1,MAPPING,VAE2,REFINER). An existing entry is never replaced by other weights."""
-    from . import registry, train
+    from . import train
 
     if name not in train.TRAINERS or name in ("vae1", "vae2"):
         choices = [n for n in train.TRAINERS if n not in ("vae1", "vae2")]
@@ -1022,7 +1016,7 @@ def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None
                                "(VAEs are published with their mapping)")
     if checkpoint != "best" and name not in ("detector", "refine", "joint"):
         raise click.UsageError(f"--checkpoint last is for detector, refine and joint runs, not {name}")
-    _check_export_names(name, weights_name, registry.check_name)
+    _check_export_names(name, weights_name, train.EXPORT_NAME_COUNTS.get(name, (1,)))
     module = _import_train_module(train.TRAINERS[name])
     try:
         # only the detector, refine and joint exports take `checkpoint`; the others always publish best.pt

@@ -1249,6 +1249,8 @@ def test_ctrl_c_during_training_exits_130_with_one_line(toy, monkeypatch):
     ("toy1", "", "invalid weights name ''"),
     ("toy1", "a-v1,b-v1", "toy1 takes 1 comma-separated name(s)"),
     ("mapping", "mapping-v9,vae1-v9", "mapping takes 1 or 3 comma-separated name(s)"),
+    ("joint", "a-v1,b-v1,a-v1,c-v1", "joint takes 4 comma-separated name(s), got 'a-v1,b-v1,a-v1,c-v1' (a name "
+                                     "given twice)"),
 ])
 def test_export_names_are_checked_before_any_work(toy, tmp_path, target, names, says):
     (tmp_path / "run").mkdir()

@@ -28,6 +28,7 @@ from ..errors import SettingsError
 from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
+from . import EXPORT_NAME_COUNTS
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import StepBook, check_bf16, model_state, read_run_info
@@ -405,12 +406,10 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
 
 def _export_names(name: str, vae1_name: str, vae2_name: str) -> tuple[str, str, str]:
     """(mapping, VAE1, VAE2) entry names from `name` ("MAPPING" or "MAPPING,VAE1,VAE2") and the defaults."""
-    parts = [n.strip() for n in name.split(",")]
+    parts = registry.split_names(name, EXPORT_NAME_COUNTS["mapping"], "names must be MAPPING or MAPPING,VAE1,VAE2")
     if len(parts) == 1:
         parts = [parts[0], vae1_name, vae2_name]
-    elif len(parts) != 3:
-        raise SettingsError(f"names must be MAPPING or MAPPING,VAE1,VAE2, got {name!r}")
-    if len(set(parts)) != 3:
+    if len(set(parts)) != 3:  # the default VAE names may be the one given
         raise SettingsError(f"the mapping and its two VAEs need three distinct names, got {', '.join(parts)}")
     return parts[0], parts[1], parts[2]
 
