@@ -226,7 +226,8 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     batcher: a TileBatcher over the same `models` shared by the photos processed concurrently (see
     new_batcher), so their tiles share device batches; None gives this photo its own.
     commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go
-    of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised.
+    of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised. Its guard
+    is run before the outputs are written and as they go in; what it raises propagates, nothing written.
 
     Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
     true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
@@ -298,20 +299,39 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 class CommitGate:
     """Lets outputs into place only while it is open. close() waits for a commit in progress, then turns every later
     one away (KeyboardInterrupt, as for a stop request): a run that stops while files are still in flight closes it
-    before it records its state and releases the output folder, so nothing lands there unrecorded afterwards."""
+    before it records its state and releases the output folder, so nothing lands there unrecorded afterwards.
 
-    def __init__(self) -> None:
+    guard: called before a photo's outputs are written (check) and again as they go in (entry); it raises when they
+    must not (e.g. lock.OutputLock.check_folder: the output folder was deleted or replaced). Its error closes the
+    gate and propagates, so that photo fails with it and every later one is turned away."""
+
+    def __init__(self, guard: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._open = True
+        self._guard = guard
         self._passed: set[str] = set()  # sources whose outputs were put in place
+
+    def check(self) -> None:
+        """Before anything of a photo's outputs is written (folders included): raises as entry() would now."""
+        with self._lock:
+            self._let_in()
 
     @contextmanager
     def entry(self, src: str | Path) -> Iterator[None]:
         with self._lock:
-            if not self._open:
-                raise KeyboardInterrupt("the run has let go of the output folder")
+            self._let_in()
             yield
             self._passed.add(str(src))
+
+    def _let_in(self) -> None:
+        if not self._open:
+            raise KeyboardInterrupt("the run has let go of the output folder")
+        if self._guard is not None:
+            try:
+                self._guard()
+            except Exception:
+                self._open = False  # and re-raised: the run stops on it
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -411,6 +431,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     Each output carries an XMP history entry: settings (recorded_settings), models (names + weight sha256), source
     name + sha256.
     """
+    if gate is not None:  # before the folders below: an output folder deleted meanwhile is not made again
+        gate.check()
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2])
     described = models.describe()
