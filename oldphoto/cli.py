@@ -1,7 +1,8 @@
 """Command line: `oldphoto restore | synth | train | eval`. The only module that prints (click + rich).
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
-start (output folder locked by a live run, weights missing, unreadable state file); 2 usage error (bad option
+start (output folder locked by a live run, weights missing, unreadable state file) or lost its output folder
+(deleted, moved or replaced while it ran); 2 usage error (bad option
 value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
 any point, model loading included (143 by SIGTERM once the run has started).
 """
@@ -38,7 +39,7 @@ from . import io as oio
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import ImageError, OldPhotoError
-from .lock import LOCK_NAME, LockHeld, OutputLock, held_by
+from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock, held_by
 from .report import FileResult, Report
 from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
@@ -497,6 +498,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     stop = _StopFlag(display)
     state: RunState | None = None
     unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
+    lost: FolderLost | None = None  # the output folder was deleted, moved or replaced during the run
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -529,9 +531,11 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         try:
             jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline, stop)
             display.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
-            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline)
+            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline, lock)
         except KeyboardInterrupt:
             report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
+        except FolderLost as e:
+            lost = e
         if stop():
             report.interrupted = True
     finally:
@@ -539,16 +543,26 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         display.close()
         report.finished = now_iso()
         report.wall_seconds = time.monotonic() - t0
+        if lost is None:
+            try:  # once more before the state and report go there: it may have gone after the last file
+                lock.check_folder()
+            except FolderLost as e:
+                lost = e
+        if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
+            report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
+            if not _report_outside(report_path, out):
+                report_path = None
         try:
             if state is not None:
-                state.close()
+                state.close(compact=lost is None)
         except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
             unsaved = True
             display.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
                                       f"during the run are kept")
         finally:
             try:
-                report.write(report_path)
+                if report_path is not None:
+                    report.write(report_path)
             except OSError as e:
                 raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
@@ -558,9 +572,17 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
                     unsaved = True
                     display.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes it over")
     display.summary(report)
+    if lost is not None:  # one line for the run, after the summary so that it is the last word
+        display.error(lost.folder, report.stopped)
+        return 1
     if report.interrupted:
         return 128 + (stop.signum or signal.SIGINT)
     return 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
+
+
+def _report_outside(report_path: Path, out: Path) -> bool:
+    """Whether the report lies outside the output folder (as written and resolved, see _both_ways)."""
+    return not any(out_p in rep_p.parents for rep_p, out_p in _both_ways(report_path, out))
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
@@ -668,12 +690,19 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
 
 
 def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], models, state: RunState,
-             report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType) -> None:
+             report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType,
+             lock: OutputLock) -> None:
     """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
-    the model work of another; results are recorded in the main thread as files finish."""
+    the model work of another; results are recorded in the main thread as files finish. Raises FolderLost, once
+    the files in flight have ended, when the output folder was deleted, moved or replaced meanwhile (each file
+    checks it before its outputs are written and as they go in: lock.check_folder)."""
 
     batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
-    gate = pipeline.CommitGate()  # closed before returning: no worker puts outputs in place after that
+    gate = pipeline.CommitGate(guard=lock.check_folder)  # closed before returning: no outputs go in after that
+    lost: list[FolderLost] = []  # the first file that found the output folder gone; the others then stop too
+
+    def stopping() -> bool:
+        return stop() or bool(lost)
 
     def work(job: _Job):
         sid = job.known
@@ -681,7 +710,7 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
             # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
             sid = SourceId.of(job.found.src, with_hash=True)
         outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
-                                        on_event=display.event, should_stop=stop, source_sha256=sid.sha256,
+                                        on_event=display.event, should_stop=stopping, source_sha256=sid.sha256,
                                         batcher=batcher, commit_gate=gate)
         return sid, outcome
 
@@ -690,14 +719,18 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
     pool = ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="oldphoto-file")
     try:
         while pending or running:
-            while pending and len(running) < cfg.jobs and not stop():
+            while pending and len(running) < cfg.jobs and not stopping():
                 job = pending.pop(0)
                 running[pool.submit(work, job)] = job
             if not running:
                 break  # stopped with files left: they stay "pending"
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in finished:
-                _collect(fut, running.pop(fut), out, fp, state, report, display)
+                found_lost = _collect(fut, running.pop(fut), out, fp, state, report, display)
+                if found_lost is not None and not lost:
+                    lost.append(found_lost)
+        if lost:
+            raise lost[0]
     except KeyboardInterrupt:
         # Second Ctrl-C: stop waiting for the files in flight. Once the gate is closed none of them can put
         # outputs in place; those that already did are recorded (their calls only report back after the
@@ -717,7 +750,8 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
 
 
 def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state: RunState, report: Report,
-             display: QuietDisplay) -> None:
+             display: QuietDisplay) -> FolderLost | None:
+    """Record a finished file's outcome; the FolderLost it ended with, for the run to stop on (nothing written)."""
     result = report.results[job.index]
     src = job.found.src
     try:
@@ -725,12 +759,16 @@ def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state
     except KeyboardInterrupt:  # the pipeline's answer to should_stop(): nothing was written
         result.status = "interrupted"
         display.file_done(result)
-        return
+        return None
+    except FolderLost as e:  # not this file's fault: the run says so once, for the folder
+        result.status = "interrupted"
+        display.file_done(result)
+        return e
     except Exception as e:  # noqa: BLE001 - one bad file must not end the batch; recorded and printed
         result.status, result.error = "failed", _short(e)
         display.error(src, result.error)
         display.file_done(result)
-        return
+        return None
     result.status = "done"
     result.outputs = [str(p) for p in outcome.outputs]
     result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
@@ -749,6 +787,7 @@ def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state
         result.status, result.error = "failed", f"written, but cannot be recorded in the state: {_short(e)}"
         display.error(src, result.error)
     display.file_done(result)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- synth
