@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .ops.masks import dilate
-from .stages.base import NonFiniteOutput, check_output, release_memory, run_stage, timed
+from .stages.base import NonFiniteOutput, release_memory, run_stage, timed
 
 # Files in flight (--jobs) take turns on the networks: torch already spreads one pass over every core, so two
 # concurrent passes would only oversubscribe the CPU (or GPU memory) and double the activations held; reading,
@@ -180,7 +180,7 @@ class TileBatcher:
         prob = None
         if models.detector is not None:
             with timed(seconds, "detect", dev):
-                prob = check_output("detector", run_stage(models.detector, dev, x), (n, 1, t, t)).clamp(0, 1)
+                prob = run_stage("detector", models.detector, dev, (n, 1, t, t), x).clamp(0, 1)
         if key.only_mask:
             return None, prob.cpu()
         y = x
@@ -188,10 +188,10 @@ class TileBatcher:
             mask = (prob > key.threshold).float() if prob is not None else torch.zeros_like(x[:, :1])
             mask = dilate(mask, key.mask_dilate)
             with timed(seconds, "restore", dev):
-                y = check_output("restorer", run_stage(models.restorer, dev, y, mask), (n, 3, t, t))
+                y = run_stage("restorer", models.restorer, dev, (n, 3, t, t), y, mask)
         if s > 1:
             with timed(seconds, "upscale", dev):
-                y = check_output("upscaler", run_stage(models.upscaler, dev, y), (n, 3, s * t, s * t))
+                y = run_stage("upscaler", models.upscaler, dev, (n, 3, s * t, s * t), y)
         return y.clamp(0, 1).cpu(), (prob.cpu() if prob is not None else None)
 
     def _out_of_memory(self, part: list[_Item], key: BatchKey, exc: BaseException) -> None:

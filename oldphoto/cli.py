@@ -1,7 +1,8 @@
 """Command line: `oldphoto restore | synth | train | eval`. The only module that prints (click + rich).
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
-start (output folder locked by a live run, weights missing, unreadable state file); 2 usage error (bad option
+start (output folder locked by a live run, weights missing, unreadable state file) or lost its output folder
+(deleted, moved or replaced while it ran); 2 usage error (bad option
 value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
 any point, model loading included (143 by SIGTERM once the run has started).
 """
@@ -39,7 +40,7 @@ from . import io as oio
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import ImageError, OldPhotoError
-from .lock import LOCK_NAME, LockHeld, OutputLock, held_by
+from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock, held_by
 from .report import FileResult, Report
 from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
@@ -499,6 +500,7 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     state: RunState | None = None
     abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
     unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
+    lost: FolderLost | None = None  # the output folder was deleted, moved or replaced during the run
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out)
@@ -531,9 +533,11 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         try:
             jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline, stop)
             display.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
-            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline, abandoned)
+            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline, lock, abandoned)
         except KeyboardInterrupt:
             report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
+        except FolderLost as e:
+            lost = e
         if stop():
             report.interrupted = True
     finally:
@@ -541,16 +545,26 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         display.close()
         report.finished = now_iso()
         report.wall_seconds = time.monotonic() - t0
+        if lost is None:
+            try:  # once more before the state and report go there: it may have gone after the last file
+                lock.check_folder()
+            except FolderLost as e:
+                lost = e
+        if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
+            report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
+            if not _report_outside(report_path, out):
+                report_path = None
         try:
             if state is not None:
-                state.close()
+                state.close(compact=lost is None)
         except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
             unsaved = True
             display.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
                                       f"during the run are kept")
         finally:
             try:
-                report.write(report_path)
+                if report_path is not None:
+                    report.write(report_path)
             except OSError as e:
                 raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
@@ -560,7 +574,10 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
                     unsaved = True
                     display.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes it over")
     display.summary(report)
-    if report.interrupted:
+    if lost is not None:  # one line for the run, after the summary so that it is the last word
+        display.error(lost.folder, report.stopped)
+        code = 1
+    elif report.interrupted:
         code = 128 + (stop.signum or signal.SIGINT)
     else:
         code = 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
@@ -580,6 +597,11 @@ def _hard_exit(code: int) -> None:
         sys.stderr.flush()
     finally:  # a stream that cannot be flushed (a closed pipe) must not keep the process alive either
         os._exit(code)
+
+
+def _report_outside(report_path: Path, out: Path) -> bool:
+    """Whether the report lies outside the output folder (as written and resolved, see _both_ways)."""
+    return not any(out_p in rep_p.parents for rep_p, out_p in _both_ways(report_path, out))
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
@@ -688,13 +710,19 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
 
 def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], models, state: RunState,
              report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType,
-             abandoned: list[Future]) -> None:
+             lock: OutputLock, abandoned: list[Future]) -> None:
     """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
-    the model work of another; results are recorded in the main thread as files finish. A second Ctrl-C ends the
+    the model work of another; results are recorded in the main thread as files finish. Raises FolderLost, once
+    the files in flight have ended, when the output folder was deleted, moved or replaced meanwhile (each file
+    checks it before its outputs are written and as they go in: lock.check_folder). A second Ctrl-C ends the
     wait: the files still in flight are added to `abandoned`, whose threads may never return."""
 
     batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
-    gate = pipeline.CommitGate()  # closed before returning: no worker puts outputs in place after that
+    gate = pipeline.CommitGate(guard=lock.check_folder)  # closed before returning: no outputs go in after that
+    lost: list[FolderLost] = []  # the first file that found the output folder gone; the others then stop too
+
+    def stopping() -> bool:
+        return stop() or bool(lost)
 
     def work(job: _Job):
         sid = job.known
@@ -702,7 +730,7 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
             # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
             sid = SourceId.of(job.found.src, with_hash=True)
         outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
-                                        on_event=display.event, should_stop=stop, source_sha256=sid.sha256,
+                                        on_event=display.event, should_stop=stopping, source_sha256=sid.sha256,
                                         batcher=batcher, commit_gate=gate)
         return sid, outcome
 
@@ -711,14 +739,18 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
     pool = ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="oldphoto-file")
     try:
         while pending or running:
-            while pending and len(running) < cfg.jobs and not stop():
+            while pending and len(running) < cfg.jobs and not stopping():
                 job = pending.pop(0)
                 running[pool.submit(work, job)] = job
             if not running:
                 break  # stopped with files left: they stay "pending"
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in finished:
-                _collect(fut, running.pop(fut), out, fp, state, report, display)
+                found_lost = _collect(fut, running.pop(fut), out, fp, state, report, display)
+                if found_lost is not None and not lost:
+                    lost.append(found_lost)
+        if lost:
+            raise lost[0]
     except KeyboardInterrupt:
         # Second Ctrl-C: stop waiting for the files in flight. Once the gate is closed none of them can put
         # outputs in place, nor leave a temp file; those that already did are recorded (their calls only report back
@@ -747,7 +779,8 @@ def _let_go(gate, display: QuietDisplay) -> None:
 
 
 def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state: RunState, report: Report,
-             display: QuietDisplay) -> None:
+             display: QuietDisplay) -> FolderLost | None:
+    """Record a finished file's outcome; the FolderLost it ended with, for the run to stop on (nothing written)."""
     result = report.results[job.index]
     src = job.found.src
     try:
@@ -755,12 +788,16 @@ def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state
     except KeyboardInterrupt:  # the pipeline's answer to should_stop(): nothing was written
         result.status = "interrupted"
         display.file_done(result)
-        return
+        return None
+    except FolderLost as e:  # not this file's fault: the run says so once, for the folder
+        result.status = "interrupted"
+        display.file_done(result)
+        return e
     except Exception as e:  # noqa: BLE001 - one bad file must not end the batch; recorded and printed
         result.status, result.error = "failed", _short(e)
         display.error(src, result.error)
         display.file_done(result)
-        return
+        return None
     result.status = "done"
     result.outputs = [str(p) for p in outcome.outputs]
     result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
@@ -779,6 +816,7 @@ def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state
         result.status, result.error = "failed", f"written, but cannot be recorded in the state: {_short(e)}"
         display.error(src, result.error)
     display.file_done(result)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- synth
@@ -991,21 +1029,15 @@ def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_con
     click.echo(json.dumps(result, indent=2, default=_jsonable))
 
 
-_EXPORT_NAMES = {"mapping": (1, 3), "joint": (4,)}  # how many comma-separated --as names a target takes
-
-
-def _check_export_names(target: str, weights_name: str, check_name) -> None:
+def _check_export_names(target: str, weights_name: str, counts: tuple[int, ...]) -> None:
     """Usage error (before any work) unless --as gives as many valid registry names as `target` publishes."""
-    parts = [n.strip() for n in weights_name.split(",")]
-    counts = _EXPORT_NAMES.get(target, (1,))
-    if len(parts) not in counts:
-        raise click.BadParameter(f"{target} takes {' or '.join(map(str, counts))} comma-separated name(s), got "
-                                 f"{weights_name!r}", param_hint="--as")
-    for part in parts:
-        try:
-            check_name(part)
-        except OldPhotoError as e:
-            raise click.BadParameter(str(e), param_hint="--as") from None
+    from . import registry
+
+    try:
+        registry.split_names(weights_name, counts, f"{target} takes {' or '.join(map(str, counts))} "
+                                                   f"comma-separated name(s)")
+    except OldPhotoError as e:
+        raise click.BadParameter(str(e), param_hint="--as") from None
 
 
 _SET_HELP = "Set a config field, typed by the field (repeatable); see --help-config."
@@ -1044,7 +1076,7 @@ def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None
     recipe and validation metrics go into weights/MANIFEST.json). A mapping run also publishes the two VAEs it
     was trained with (--as MAPPING,VAE1,VAE2; by default as vae1-v1 / vae2-v1); a joint run publishes four entries
     (--as VAE1,MAPPING,VAE2,REFINER). An existing entry is never replaced by other weights."""
-    from . import registry, train
+    from . import train
 
     if name not in train.TRAINERS or name in ("vae1", "vae2"):
         choices = [n for n in train.TRAINERS if n not in ("vae1", "vae2")]
@@ -1052,7 +1084,7 @@ def export(name: str, run_dir: Path, weights_name: str, checkpoint: str) -> None
                                "(VAEs are published with their mapping)")
     if checkpoint != "best" and name not in ("detector", "refine", "joint"):
         raise click.UsageError(f"--checkpoint last is for detector, refine and joint runs, not {name}")
-    _check_export_names(name, weights_name, registry.check_name)
+    _check_export_names(name, weights_name, train.EXPORT_NAME_COUNTS.get(name, (1,)))
     module = _import_train_module(train.TRAINERS[name])
     try:
         # only the detector, refine and joint exports take `checkpoint`; the others always publish best.pt

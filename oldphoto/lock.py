@@ -3,6 +3,8 @@
 The lock holds JSON {"pid", "host", "started"}. A lock left by a process that is gone (same host, pid not
 alive, or the pid now belongs to a process started after the lock was written) is stale and taken over.
 A lock from another host cannot be checked and is respected; the error says which host holds it.
+The folder's identity (st_dev, st_ino) is kept when the lock is taken, so that a run can tell that the folder it
+locked was deleted, moved away or replaced under the same name while it ran (check_folder).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ LOCK_NAME = ".oldphoto.lock"
 
 class LockHeld(OldPhotoError):
     """Another live run owns the output folder."""
+
+
+class FolderLost(OldPhotoError):
+    """The output folder a run locked is no longer there under its name (deleted, moved, replaced) or cannot be
+    checked; message "FOLDER: reason", one line."""
+
+    def __init__(self, folder: Path, reason: str):
+        self.folder = Path(folder)
+        self.reason = reason
+        super().__init__(f"{self.folder}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ class OutputLock:
         self.path = Path(out_dir) / LOCK_NAME
         self.owner = LockOwner(os.getpid(), socket.gethostname(), time.time())
         self.took_over: LockOwner | None = None  # the stale owner replaced, for the log
+        self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder once the lock is in it
         self._held = False
 
     def _try_create(self) -> bool:
@@ -126,9 +139,11 @@ class OutputLock:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            st = os.stat(self.path.parent)  # the folder now holding the lock
         except BaseException:  # e.g. a full disk: an empty lock would hold the folder for a minute
             self.path.unlink(missing_ok=True)
             raise
+        self.folder_id = (st.st_dev, st.st_ino)
         return True
 
     def acquire(self) -> None:
@@ -162,10 +177,31 @@ class OutputLock:
             fcntl.flock(guard, fcntl.LOCK_UN)
             os.close(guard)
 
+    def check_folder(self) -> None:
+        """FolderLost unless the folder is still the one this lock was taken in: by its identity, so a folder made
+        again under the same name (by hand, by a copy, by another run) is told apart. One stat: cheap enough to
+        check before every file's outputs go in."""
+        if self.folder_id is None:
+            raise RuntimeError(f"{self.path}: check_folder called before the lock was taken")
+        folder = self.path.parent
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            raise FolderLost(folder, "the output folder was deleted or moved away during the run") from None
+        except OSError as e:  # e.g. a folder above it made unreadable: its outputs could not be checked either
+            raise FolderLost(folder, f"the output folder cannot be checked ({e.strerror or e})") from None
+        if (st.st_dev, st.st_ino) != self.folder_id:
+            raise FolderLost(folder, "the output folder was replaced during the run (deleted or moved, and another "
+                                     "made in its place)")
+
     def release(self) -> None:
         if not self._held:
             return
         self._held = False
+        try:
+            self.check_folder()
+        except FolderLost:  # what is there now under the name is not ours to touch (a copy of our lock included)
+            return
         # Only remove our own lock (never one a later run created after declaring ours stale).
         current = _read_owner(self.path) if self.path.exists() else None
         if current == self.owner:

@@ -36,7 +36,7 @@ from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size, weight
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
 from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
-from .stages.base import check_output, run_stage, timed
+from .stages.base import run_stage, timed
 from .stages.restore import restore_threshold
 
 MIN_TILE = 64  # smallest tile tried after CUDA out-of-memory at batch size 1
@@ -235,8 +235,7 @@ class TiledPass:
                     shrinker.add(to_float(out[a: a + rows]))
                 lightness = rgb_to_lab(torch.from_numpy(shrinker.result())[None])[:, :1]
             with timed(self.seconds, "colorize", self.device):
-                ab = run_stage(colorizer, self.device, lightness.to(self.device))
-                ab = check_output("colorizer", ab, (1, 2, sh, sw))[0].cpu()
+                ab = run_stage("colorizer", colorizer, self.device, (1, 2, sh, sw), lightness.to(self.device))[0].cpu()
             with timed(self.seconds, "colorize", _CPU):
                 for a in range(0, h, rows):
                     check_stop(self.stop)

@@ -226,7 +226,8 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     batcher: a TileBatcher over the same `models` shared by the photos processed concurrently (see
     new_batcher), so their tiles share device batches; None gives this photo its own.
     commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go
-    of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised.
+    of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised. Its guard
+    is run before the outputs are written and as they go in; what it raises propagates, nothing written.
 
     Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
     true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
@@ -300,11 +301,16 @@ class CommitGate:
     one away (KeyboardInterrupt, as for a stop request): a run that stops while files are still in flight closes it
     before it records its state and releases the output folder, so nothing lands there unrecorded afterwards. It
     also keeps the temp files of the outputs being written (staging()), which close() removes: the threads writing
-    them need not return (one may be blocked for good on a hung network share) for the folder to be left clean."""
+    them need not return (one may be blocked for good on a hung network share) for the folder to be left clean.
 
-    def __init__(self) -> None:
+    guard: called before a photo's outputs are written (check) and again as they go in (entry); it raises when they
+    must not (e.g. lock.OutputLock.check_folder: the output folder was deleted or replaced). Its error closes the
+    gate and propagates, so that photo fails with it and every later one is turned away."""
+
+    def __init__(self, guard: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._open = True
+        self._guard = guard
         self._passed: set[str] = set()  # sources whose outputs were put in place
         self._temps = oio.TempFiles()
 
@@ -312,13 +318,27 @@ class CommitGate:
         """A staging for the outputs of one source, whose temp files close() removes."""
         return oio.Staging(self._temps)
 
+    def check(self) -> None:
+        """Before anything of a photo's outputs is written (folders included): raises as entry() would now."""
+        with self._lock:
+            self._let_in()
+
     @contextmanager
     def entry(self, src: str | Path) -> Iterator[None]:
         with self._lock:
-            if not self._open:
-                raise KeyboardInterrupt("the run has let go of the output folder")
+            self._let_in()
             yield
             self._passed.add(str(src))
+
+    def _let_in(self) -> None:
+        if not self._open:
+            raise KeyboardInterrupt("the run has let go of the output folder")
+        if self._guard is not None:
+            try:
+                self._guard()
+            except Exception:
+                self._open = False  # and re-raised: the run stops on it
+                raise
 
     def close(self, timeout: float | None = None) -> list[tuple[Path, OSError]]:
         """Turn every later commit and temp file away and remove the temp files still there. Waits up to `timeout`
@@ -430,6 +450,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     name + sha256, and the mask's coverage (so a run that recognises the outputs after a lost state file can report
     it, as a record would).
     """
+    if gate is not None:  # before the folders below: an output folder deleted meanwhile is not made again
+        gate.check()
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2])
     described = models.describe()

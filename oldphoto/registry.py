@@ -30,6 +30,19 @@ def check_name(name: str) -> str:
     return name
 
 
+def split_names(names: str, counts: tuple[int, ...], usage: str) -> list[str]:
+    """The entry names in `names`, comma-separated (an export's --as): as many as one of `counts`, each a valid name
+    (check_name) and none twice. SettingsError otherwise: f"{usage}, got {names!r}", or check_name's own message."""
+    parts = [n.strip() for n in names.split(",")]
+    if len(parts) not in counts:
+        raise SettingsError(f"{usage}, got {names!r}")
+    for part in parts:
+        check_name(part)
+    if len(set(parts)) != len(parts):  # one file and entry per name: a repeated name would publish over itself
+        raise SettingsError(f"{usage}, got {names!r} (a name given twice)")
+    return parts
+
+
 def weights_dir() -> Path:
     """The folder holding MANIFEST.json: the repo's weights/ (editable install) or the packaged copy."""
     repo = Path(__file__).resolve().parent.parent / "weights"

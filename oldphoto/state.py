@@ -164,11 +164,13 @@ class RunState:
         with atomic_output(self.path) as f:
             f.write(("\n".join(lines) + "\n").encode("utf-8"))
 
-    def close(self) -> None:
+    def close(self, compact: bool = True) -> None:
+        """End the run's appends and rewrite the file compactly; compact=False writes nothing more (the folder is
+        no longer the run's: its records stay as appended, in the file the run opened)."""
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        if not self.read_only:
+        if compact and not self.read_only:
             self.compact()
 
     def record(self, rel: str, record: Record) -> None:

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -1413,6 +1414,8 @@ def test_ctrl_c_during_training_exits_130_with_one_line(toy, monkeypatch):
     ("toy1", "", "invalid weights name ''"),
     ("toy1", "a-v1,b-v1", "toy1 takes 1 comma-separated name(s)"),
     ("mapping", "mapping-v9,vae1-v9", "mapping takes 1 or 3 comma-separated name(s)"),
+    ("joint", "a-v1,b-v1,a-v1,c-v1", "joint takes 4 comma-separated name(s), got 'a-v1,b-v1,a-v1,c-v1' (a name "
+                                     "given twice)"),
 ])
 def test_export_names_are_checked_before_any_work(toy, tmp_path, target, names, says):
     (tmp_path / "run").mkdir()
@@ -1440,6 +1443,89 @@ def test_export_of_another_models_run_names_the_folder(tmp_path):
     assert r.exit_code == 1
     assert r.stderr.strip() == f"error: cannot export: {tmp_path / 'col'}: not a unet_detector run (it trained " \
                                f"colorizer_unet)"
+
+
+def _state_records(folder: Path) -> list[str]:
+    return [json.loads(line)["rel"] for line in (folder / STATE_NAME).read_text().splitlines()[1:]]
+
+
+GONE = "the output folder was deleted or moved away during the run: stopped, nothing more written or recorded"
+REPLACED = ("the output folder was replaced during the run (deleted or moved, and another made in its place): "
+            "stopped, nothing more written or recorded")
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted", "replaced"])
+def test_an_output_folder_lost_between_files_stops_the_run(tmp_path, fake, how):
+    """The folder holding the run's lock is moved away, deleted or replaced while b.PNG is on the model: its outputs
+    never go in (nor into a folder made again), c.tif is never started, nothing more is recorded, and the run ends
+    with one line naming the folder, exit 1. What was finished before stays as it was."""
+    root, out, moved = scans(tmp_path), tmp_path / "out", tmp_path / "out.old"
+
+    def lose(src, stop):
+        if src.name == "b.PNG":
+            if how == "moved":
+                out.rename(moved)
+            else:
+                shutil.rmtree(out)
+                if how == "replaced":
+                    out.mkdir()  # e.g. a script that empties the folder by making it again
+
+    fake.before_write = lose
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {out}: {REPLACED if how == 'replaced' else GONE}"]
+    assert [p.name for p in fake.calls] == ["a.jpg", "b.PNG"]
+    assert tree(out) == [] if how == "replaced" else not out.exists()  # no output, state, lock nor report there
+    if how == "moved":  # a.jpg's output and record went with the folder; its lock is a dead run's, taken over later
+        assert tree(moved) == sorted([LOCK_NAME, STATE_NAME, "a.jpg"])
+        assert _state_records(moved) == ["a.jpg"]
+
+
+def test_an_output_folder_lost_with_files_in_flight_stops_them_all(tmp_path, fake):
+    """--jobs 2: the folder goes while a.jpg and b.PNG are both on the model; neither puts outputs in, whichever
+    noticed first, and the run says so once."""
+    root, out, rep = scans(tmp_path), tmp_path / "out", tmp_path / "report.json"
+    both_in_flight = threading.Barrier(2, timeout=10)
+
+    def lose(src, stop):
+        if src.name == "a.jpg":
+            shutil.rmtree(out)
+        both_in_flight.wait()
+
+    fake.before_write = lose
+    r = run("restore", root, "--out", out, "--jobs", 2, "--report", rep, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {out}: {GONE}"]
+    assert {f["relative"]: f["status"] for f in json.loads(rep.read_text())["files"]} == {
+        "a.jpg": "interrupted", "album 1/b.PNG": "interrupted", "album 1/deep/c.tif": "pending"}
+    assert not out.exists()
+
+
+def test_a_report_asked_for_elsewhere_says_why_the_run_stopped(tmp_path, fake):
+    root, out, rep = scans(tmp_path), tmp_path / "out", tmp_path / "logs" / "report.json"
+    fake.before_write = lambda src, stop: src.name == "b.PNG" and shutil.rmtree(out)
+    r = run("restore", root, "--out", out, "--jobs", 1, "--report", rep, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {out}: {GONE}"]
+    report = json.loads(rep.read_text())
+    assert report["stopped"] == GONE and report["interrupted"] is False
+    assert {f["relative"]: f["status"] for f in report["files"]} == {
+        "a.jpg": "done", "album 1/b.PNG": "interrupted", "album 1/deep/c.tif": "pending"}
+    assert not out.exists()
+
+
+def test_an_output_folder_lost_after_the_last_file_gets_no_state_or_report(tmp_path, fake, monkeypatch):
+    """Every file was done and recorded when the folder went: the run still notices before it rewrites the state
+    and writes the report, and puts neither into a folder in its place."""
+    root, out = scans(tmp_path), tmp_path / "out"
+
+    def replace():  # the display is closed once the last file is recorded, before the state is rewritten
+        shutil.rmtree(out)
+        out.mkdir()
+
+    monkeypatch.setattr("oldphoto.cli.QuietDisplay.close", lambda self: replace())
+    r = run("restore", root, "--out", out, "--jobs", 1, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {out}: {REPLACED}"]
+    assert tree(out) == []
 
 
 def test_a_file_whose_record_cannot_be_saved_fails_alone(tmp_path, fake, monkeypatch):

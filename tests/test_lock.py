@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from oldphoto.lock import LOCK_NAME, LockHeld, OutputLock, pid_alive, process_start_time
+from oldphoto.lock import LOCK_NAME, FolderLost, LockHeld, OutputLock, pid_alive, process_start_time
 
 
 def dead_pid() -> int:
@@ -109,3 +109,24 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch)
     assert not (tmp_path / LOCK_NAME).exists()  # the next run (space freed) is not refused as "still starting"
     with OutputLock(tmp_path):
         pass
+
+
+def test_check_folder_tells_the_locked_folder_from_one_in_its_place(tmp_path):
+    out, moved = tmp_path / "out", tmp_path / "moved"
+    out.mkdir()
+    lock = OutputLock(out)
+    with pytest.raises(RuntimeError, match="before the lock was taken"):
+        lock.check_folder()
+    lock.acquire()
+    lock.check_folder()  # untouched, and with files added: still the run's
+    (out / "a.jpg").write_bytes(b"x")
+    lock.check_folder()
+    out.rename(moved)
+    with pytest.raises(FolderLost, match=f"^{out}: the output folder was deleted or moved away during the run$"):
+        lock.check_folder()
+    out.mkdir()  # a new folder under the name, even with a copy of the lock in it, is not the one locked
+    (out / LOCK_NAME).write_bytes((moved / LOCK_NAME).read_bytes())
+    with pytest.raises(FolderLost, match=r"the output folder was replaced during the run \(deleted or moved"):
+        lock.check_folder()
+    lock.release()  # and is left alone: the lock there is not in the folder this lock was taken in
+    assert (out / LOCK_NAME).exists() and (moved / LOCK_NAME).exists()

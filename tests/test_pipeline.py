@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import struct
 import tracemalloc
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from PIL import Image
 from oldphoto import pipeline
 from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.errors import ImageError, OldPhotoError
+from oldphoto.lock import FolderLost, OutputLock
 from oldphoto.ops.color import rgb_to_lab
 from oldphoto.ops.masks import dilate
 from oldphoto.ops.tiling import merge, split
@@ -370,6 +372,61 @@ def test_closing_the_commit_gate_removes_the_temp_files_of_outputs_being_written
     with pytest.raises(KeyboardInterrupt):  # closed all the same: nothing after the blocked commit gets in
         with stuck.entry(src):
             pass
+
+
+def test_an_output_folder_lost_during_the_model_work_is_not_made_again(tmp_path):
+    """The run's output folder is deleted while the photo's tiles run (a progress callback): its outputs are not
+    written, the folder and the photo's subfolder are not made again, and the gate turns every later photo away."""
+    src = write_tiff(tmp_path / "g.tif", random_image(300, 200, 3, np.uint8, seed=4))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    lock = OutputLock(out_dir)
+    lock.acquire()
+    gate = pipeline.CommitGate(guard=lock.check_folder)
+
+    def delete_on_tiles(event):
+        if event.kind == "tiles" and out_dir.exists():
+            shutil.rmtree(out_dir)
+
+    with pytest.raises(FolderLost, match="deleted or moved away"):
+        process_file(src, out_dir / "album" / "g", cfg(), Models(restorer=Identity()), on_event=delete_on_tiles,
+                     commit_gate=gate)
+    assert not out_dir.exists()
+    out_dir.mkdir()  # another folder of that name: the gate stays closed
+    with pytest.raises(KeyboardInterrupt):
+        process_file(src, out_dir / "g", cfg(), Models(restorer=Identity()), commit_gate=gate)
+    assert files_in(out_dir) == []
+
+
+def test_an_output_folder_moved_while_the_outputs_are_written_gets_none_of_them(tmp_path, monkeypatch):
+    src = write_tiff(tmp_path / "g.tif", random_image(60, 40, 3, np.uint8, seed=4))
+    out_dir, moved = tmp_path / "out", tmp_path / "moved"
+    out_dir.mkdir()
+    lock = OutputLock(out_dir)
+    lock.acquire()
+    write = pipeline.oio.write
+
+    def write_then_move(path, *args, **kwargs):
+        notes = write(path, *args, **kwargs)
+        out_dir.rename(moved)  # after the check before writing, before the outputs go in
+        return notes
+
+    monkeypatch.setattr(pipeline.oio, "write", write_then_move)
+    with pytest.raises(FolderLost, match="deleted or moved away"):
+        process_file(src, out_dir / "g", cfg(), Models(restorer=Identity()),
+                     commit_gate=pipeline.CommitGate(guard=lock.check_folder))
+    assert not out_dir.exists() and not (moved / "g.tif").exists()
+
+
+def test_the_output_folder_is_checked_per_photo_not_per_tile(tmp_path):
+    src = write_tiff(tmp_path / "g.tif", random_image(300, 200, 3, np.uint8, seed=4))
+    (tmp_path / "out").mkdir()
+    checks = []
+    gate = pipeline.CommitGate(guard=lambda: checks.append(1))
+    events = []
+    process_file(src, tmp_path / "out" / "g", cfg(), Models(restorer=Identity()), on_event=events.append,
+                 commit_gate=gate)
+    assert events[-1].total > 2 and len(checks) == 2  # before writing (no folder made again) and as they go in
 
 
 def test_stage_error_propagates_and_leaves_nothing(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from oldphoto import registry
 from oldphoto.archs import build
-from oldphoto.errors import WeightsError
+from oldphoto.errors import SettingsError, WeightsError
 from oldphoto.train.run_files import export_weights
 
 KWARGS = {"channels": [4, 8], "blocks": 1}
@@ -70,3 +70,17 @@ def test_weights_that_do_not_load_into_their_entry_are_a_one_line_weights_error(
     with pytest.raises(WeightsError, match=r"det-a\.pt: cannot load model 'det-a' as") as err:
         registry.load_entry(entry)
     assert "\n" not in str(err.value)
+
+
+def test_split_names_reads_an_exports_as_names_one_way_for_every_caller():
+    """The CLI's --as check and the mapping and joint exports share registry.split_names."""
+    assert registry.split_names(" map-v9 , vae1-v9,vae2-v9", (1, 3), "usage") == ["map-v9", "vae1-v9", "vae2-v9"]
+    assert registry.split_names("map-v9", (1, 3), "usage") == ["map-v9"]
+    with pytest.raises(SettingsError, match=r"^names must be X or X,Y,Z, got 'a-v1,b-v1'$"):
+        registry.split_names("a-v1,b-v1", (1, 3), "names must be X or X,Y,Z")
+    with pytest.raises(SettingsError, match=r"invalid weights name 'B-v1'"):
+        registry.split_names("a-v1,B-v1,c-v1", (3,), "usage")
+    with pytest.raises(SettingsError, match=r"invalid weights name ''"):
+        registry.split_names("a-v1,,c-v1", (3,), "usage")
+    with pytest.raises(SettingsError, match=r"^usage, got 'a-v1,b-v1,a-v1' \(a name given twice\)$"):
+        registry.split_names("a-v1,b-v1,a-v1", (3,), "usage")

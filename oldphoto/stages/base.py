@@ -155,19 +155,26 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-def run_stage(stage, device: torch.device, *inputs: torch.Tensor) -> torch.Tensor:
-    """Call a stage under autocast when it allows it (`.amp`, default True); result in float32. A half-precision
-    result with NaN or inf (an fp16 overflow) is computed again in float32."""
-    amp = bool(getattr(stage, "amp", True))
-    with autocast(device, amp):
+def half_precision(stage, device: torch.device) -> bool:
+    """Whether `stage` runs in fp16 on `device`: under CUDA autocast, unless the stage says no (`.amp`, default
+    True). Only such a result can overflow where float32 would not, so only it is worth computing again."""
+    return device.type == "cuda" and bool(getattr(stage, "amp", True))
+
+
+def run_stage(name: str, stage, device: torch.device, shape: tuple[int, ...], *inputs: torch.Tensor) -> torch.Tensor:
+    """stage(*inputs) under autocast where it allows it, as float32, checked by check_output (a tensor of `shape`
+    without NaN or inf; errors name the stage `name`). A half-precision result with NaN or inf (an fp16 overflow) is
+    computed again in float32; what is still not finite then raises NonFiniteOutput naming its tiles, as a float32
+    result does at once. Each result is checked once."""
+    half = half_precision(stage, device)
+    with autocast(device, half):
         out = stage(*inputs)
-    if not isinstance(out, torch.Tensor):
-        return out
-    out = out.float()
-    if amp and device.type == "cuda" and not bool(torch.isfinite(out).all()):
-        out = stage(*inputs)
-        out = out.float() if isinstance(out, torch.Tensor) else out
-    return out
+    try:
+        return check_output(name, out, shape)
+    except NonFiniteOutput:
+        if not half:
+            raise
+    return check_output(name, stage(*inputs), shape)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -21,3 +21,6 @@ EVALUATORS = {
     "colorize": "oldphoto.train.colorize",
     "upscale": "oldphoto.train.upscale",
 }
+
+# How many comma-separated --as names `oldphoto export TARGET` takes (registry.split_names); one where not listed.
+EXPORT_NAME_COUNTS = {"mapping": (1, 3), "joint": (4,)}

@@ -30,6 +30,7 @@ from ..ops.color import luma
 from ..pipeline import WEIGHT_NAMES
 from ..stages.detect import Detector
 from ..stages.restore import Restorer
+from . import EXPORT_NAME_COUNTS
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import SupervisedRun, check_bf16, last_as_best, read_run_info
@@ -207,11 +208,8 @@ def export(run_dir: str | Path, names: str, weights: Path | None = None, checkpo
     """
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    parts = [n.strip() for n in names.split(",")]
-    if len(parts) != 4 or not all(parts) or len(set(parts)) != 4:
-        raise ValueError(f"names must be four distinct registry names VAE1,MAPPING,VAE2,REFINER, got {names!r}")
-    for part in parts:
-        registry.check_name(part)
+    parts = registry.split_names(names, EXPORT_NAME_COUNTS["joint"],
+                                 "names must be four distinct registry names VAE1,MAPPING,VAE2,REFINER")
     run_dir = Path(run_dir)
     info = read_run_info(run_dir, "chain")
     started = info["networks"]

@@ -28,6 +28,7 @@ from ..errors import SettingsError
 from ..ops.color import luma
 from ..ops.masks import dilate
 from ..stages.detect import Detector
+from . import EXPORT_NAME_COUNTS
 from .chunked import chunked
 from .data import PhotoPool, corpus_dir, split_corpus, validation_set
 from .loop import StepBook, check_bf16, model_state, read_run_info
@@ -357,8 +358,8 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
     cfg = info["config"]
     best = _load_checkpoint(run_dir, checkpoint)
     hint = ": give all three, e.g. --as mapping-v9,vae1-v9,vae2-v9"
-    for entry, state in ((vae1_name, best["vae1"]), (vae2_name, best["vae2"]), (name, best["state_dict"])):
-        check_publishable(entry, state, weights, hint)
+    data = {entry: check_publishable(entry, state, weights, hint)  # each serialised once, checked and written
+            for entry, state in ((vae1_name, best["vae1"]), (vae2_name, best["vae2"]), (name, best["state_dict"]))}
     vae_paths = {}
     for key, vname in (("vae1", vae1_name), ("vae2", vae2_name)):
         vinfo = best[f"{key}_info"]
@@ -374,7 +375,8 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
         elif vinfo["source"].get("registry"):
             old = registry.get(vinfo["source"]["registry"]).meta
             vmeta = {**old, **vmeta}
-        vae_paths[key] = export_weights(best[key], vname, "vae", vinfo["arch_kwargs"], vmeta, weights)
+        vae_paths[key] = export_weights(best[key], vname, "vae", vinfo["arch_kwargs"], vmeta, weights,
+                                        data=data[vname])
     folder = Path(weights) if weights is not None else registry.weights_dir()
     previous = _manifest_entry(folder, name)
     meta = {
@@ -396,7 +398,7 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
     arch_kwargs = {"latent": best["vae1_info"]["arch_kwargs"]["latent"], "width": cfg["width"],
                    "blocks_pre": cfg["blocks_pre"], "blocks_post": cfg["blocks_post"],
                    "context": cfg.get("context", False)}
-    path = export_weights(best["state_dict"], name, "mapping", arch_kwargs, meta, weights)
+    path = export_weights(best["state_dict"], name, "mapping", arch_kwargs, meta, weights, data=data[name])
     digest = registry.sha256_file(path)
     if previous and previous.get("sha256") == digest and "evaluation" in previous.get("meta", {}):
         update_meta(name, "evaluation", previous["meta"]["evaluation"], weights)
@@ -405,12 +407,10 @@ def export(run_dir: str | Path, name: str = "mapping-v1", vae1_name: str = "vae1
 
 def _export_names(name: str, vae1_name: str, vae2_name: str) -> tuple[str, str, str]:
     """(mapping, VAE1, VAE2) entry names from `name` ("MAPPING" or "MAPPING,VAE1,VAE2") and the defaults."""
-    parts = [n.strip() for n in name.split(",")]
+    parts = registry.split_names(name, EXPORT_NAME_COUNTS["mapping"], "names must be MAPPING or MAPPING,VAE1,VAE2")
     if len(parts) == 1:
         parts = [parts[0], vae1_name, vae2_name]
-    elif len(parts) != 3:
-        raise SettingsError(f"names must be MAPPING or MAPPING,VAE1,VAE2, got {name!r}")
-    if len(set(parts)) != 3:
+    if len(set(parts)) != 3:  # the default VAE names may be the one given
         raise SettingsError(f"the mapping and its two VAEs need three distinct names, got {', '.join(parts)}")
     return parts[0], parts[1], parts[2]
 

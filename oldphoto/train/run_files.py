@@ -122,18 +122,20 @@ def _manifest_lock(folder: Path):
 
 
 def export_weights(state_dict: dict[str, torch.Tensor], name: str, arch: str, arch_kwargs: dict, meta: dict,
-                   weights: Path | None = None, replace: bool = False) -> Path:
+                   weights: Path | None = None, replace: bool = False, data: bytes | None = None) -> Path:
     """Write weights/<name>.pt (float32 state dict) and add or update its MANIFEST.json entry; returns the file.
 
     The name is checked (registry.check_name) and the model is built and loaded strictly first, so a state dict
     that does not fit the arch is never published. An entry that holds other weights is never replaced (other
     entries may depend on its sha256) unless `replace` is given deliberately: SettingsError naming it.
+    data: the bytes check_publishable returned for this same state_dict, so that it is serialised only once.
     """
     registry.check_name(name)
     model = registry.build(arch, **arch_kwargs)
     model.load_state_dict(state_dict, strict=True)
     folder = Path(weights) if weights is not None else registry.weights_dir()
-    data = _serialized(state_dict)
+    if data is None:
+        data = _serialized(state_dict)
     digest = hashlib.sha256(data).hexdigest()  # of the bytes written to the file below
     path = folder / f"{name}.pt"
     with _manifest_lock(folder):
@@ -149,13 +151,16 @@ def export_weights(state_dict: dict[str, torch.Tensor], name: str, arch: str, ar
 
 
 def check_publishable(name: str, state_dict: dict[str, torch.Tensor], weights: Path | None = None,
-                      hint: str = "") -> None:
+                      hint: str = "") -> bytes:
     """SettingsError unless `state_dict` can be published as `name` (export_weights' checks of the name and of an
     existing entry with other weights), for exports that write several entries and must refuse before the first;
-    `hint` is added to the message."""
+    `hint` is added to the message. Returns the bytes weights/NAME.pt would hold: give them to export_weights as
+    `data`, so that the sha256 checked here is that of the bytes it writes."""
     registry.check_name(name)
     folder = Path(weights) if weights is not None else registry.weights_dir()
-    _check_unchanged(folder, _manifest(folder), name, hashlib.sha256(_serialized(state_dict)).hexdigest(), hint)
+    data = _serialized(state_dict)
+    _check_unchanged(folder, _manifest(folder), name, hashlib.sha256(data).hexdigest(), hint)
+    return data
 
 
 def _manifest(folder: Path) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -11,10 +13,12 @@ from oldphoto.stages.base import (
     ColorizerStage,
     DetectorStage,
     RestorerStage,
+    NonFiniteOutput,
     UpscalerStage,
     check_output,
     configure_cpu_threads,
     fold_batch_norms,
+    half_precision,
     run_stage,
     timed,
     usable_cpus,
@@ -44,12 +48,15 @@ def test_real_stage_wrappers_satisfy_the_protocols():
     assert isinstance(upscaler, UpscalerStage)
     assert isinstance(colorizer, ColorizerStage)
     assert not isinstance(restorer, UpscalerStage)  # no .scale
-    x = torch.rand(2, 3, 32, 32)
-    prob = run_stage(det, torch.device("cpu"), x)
+    x, cpu = torch.rand(2, 3, 32, 32), torch.device("cpu")
+    prob = run_stage("detector", det, cpu, (2, 1, 32, 32), x)
     assert prob.shape == (2, 1, 32, 32) and prob.dtype == torch.float32
-    assert run_stage(restorer, torch.device("cpu"), x, (prob > 0.5).float()).shape == (2, 3, 32, 32)
-    assert run_stage(upscaler, torch.device("cpu"), x).shape == (2, 3, 64, 64)
-    assert run_stage(colorizer, torch.device("cpu"), torch.rand(1, 1, 24, 40) * 100).shape == (1, 2, 24, 40)
+    assert run_stage("restorer", restorer, cpu, (2, 3, 32, 32), x, (prob > 0.5).float()).shape == (2, 3, 32, 32)
+    assert run_stage("upscaler", upscaler, cpu, (2, 3, 64, 64), x).shape == (2, 3, 64, 64)
+    lightness = torch.rand(1, 1, 24, 40) * 100
+    assert run_stage("colorizer", colorizer, cpu, (1, 2, 24, 40), lightness).shape == (1, 2, 24, 40)
+    with pytest.raises(ValueError, match=r"upscaler stage returned \(2, 3, 64, 64\), expected \(2, 3, 32, 32\)"):
+        run_stage("upscaler", upscaler, cpu, (2, 3, 32, 32), x)
 
 
 def test_check_output_names_stage_and_shape():
@@ -68,26 +75,52 @@ def test_check_output_refuses_non_finite_values(bad):
         check_output("restorer", out, (1, 3, 4, 4))
 
 
-def test_an_fp16_overflow_is_computed_again_in_float32(monkeypatch):
-    import contextlib
+class OverflowsInHalf:
+    """A stage whose first call overflows (as fp16 might) in the tiles `rows`; later calls do so only when
+    `always`."""
 
+    def __init__(self, rows=(0,), always=False, amp=True):
+        self.calls, self.rows, self.always, self.amp = 0, list(rows), always, amp
+
+    def __call__(self, x):
+        self.calls += 1
+        out = x * 2
+        if self.calls == 1 or self.always:
+            out[self.rows] = float("inf")
+        return out
+
+
+@pytest.fixture
+def cuda_on_cpu(monkeypatch):
+    """The CUDA path of run_stage on CPU tensors: autocast is a no-op here either way."""
     from oldphoto.stages import base
 
-    calls = []
-
-    class OverflowsInHalf:
-        amp = True
-
-        def __call__(self, x):
-            calls.append(1)
-            return x * float("inf") if len(calls) == 1 else x * 2
-
     monkeypatch.setattr(base, "autocast", lambda device, enabled=True: contextlib.nullcontext())
-    x = torch.ones(1, 3, 2, 2)
-    assert torch.equal(run_stage(OverflowsInHalf(), torch.device("cuda"), x), x * 2) and len(calls) == 2
-    calls.clear()
-    out = run_stage(OverflowsInHalf(), torch.device("cpu"), x)  # float32 already: nothing to retry
-    assert len(calls) == 1 and not torch.isfinite(out).any()
+    return torch.device("cuda")
+
+
+def test_only_a_half_precision_stage_is_worth_running_again():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert half_precision(OverflowsInHalf(), cuda) and not half_precision(OverflowsInHalf(amp=False), cuda)
+    assert not half_precision(OverflowsInHalf(), cpu)
+    assert half_precision(lambda x: x, cuda)  # .amp defaults to True
+
+
+def test_an_fp16_overflow_is_computed_again_in_float32(cuda_on_cpu):
+    x = torch.ones(3, 3, 2, 2)
+    stage = OverflowsInHalf()
+    assert torch.equal(run_stage("restorer", stage, cuda_on_cpu, (3, 3, 2, 2), x), x * 2) and stage.calls == 2
+
+
+@pytest.mark.parametrize("device, stage, calls", [
+    ("cpu", OverflowsInHalf(rows=[0, 2]), 1),  # float32 already: nothing to retry
+    ("cuda", OverflowsInHalf(rows=[0, 2], amp=False), 1),  # kept in float32 under autocast
+    ("cuda", OverflowsInHalf(rows=[0, 2], always=True), 2),  # float32 overflows too
+])
+def test_non_finite_values_left_name_their_tiles(cuda_on_cpu, device, stage, calls):
+    with pytest.raises(NonFiniteOutput, match=r"restorer stage returned non-finite values") as caught:
+        run_stage("restorer", stage, torch.device(device), (3, 3, 2, 2), torch.ones(3, 3, 2, 2))
+    assert caught.value.rows == [0, 2] and stage.calls == calls
 
 
 def test_cpu_threads_follow_the_machine_unless_the_user_set_them(monkeypatch):

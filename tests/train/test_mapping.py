@@ -13,7 +13,7 @@ from oldphoto import registry
 from oldphoto.archs import build
 from oldphoto.errors import SettingsError, WeightsError
 from oldphoto.stages.restore import Restorer
-from oldphoto.train import mapping, vae
+from oldphoto.train import mapping, run_files, vae
 from oldphoto.train.evaluate_restore import EvalConfig, evaluate
 from oldphoto.train.run_files import export_weights
 
@@ -107,8 +107,12 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "MANIFEST.json").write_text(json.dumps({"models": {}}))
+    serialised, real = [], run_files._serialized
+    monkeypatch.setattr(run_files, "_serialized", lambda state: serialised.append(1) or real(state))
     mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights, checkpoint="last")
+    assert len(serialised) == 3  # once per entry: checked before the first is written, then written as checked
     models = json.loads((weights / "MANIFEST.json").read_text())["models"]
+    assert all(registry.sha256_file(weights / f"{n}.pt") == models[n]["sha256"] for n in ("map-t", "v1-t", "v2-t"))
     assert models["map-t"]["meta"]["steps"] == 3 and models["map-t"]["meta"]["checkpoint"] == "last"
     assert "psnr_y" in models["map-t"]["meta"]["validation"]
     with pytest.raises(SettingsError, match="weights entry 'map-t' already holds other weights"):
