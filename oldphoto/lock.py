@@ -4,7 +4,8 @@ The lock holds JSON {"pid", "host", "started"}. A lock left by a process that is
 alive, or the pid now belongs to a process started after the lock was written) is stale and taken over.
 A lock from another host cannot be checked and is respected; the error says which host holds it.
 The folder's identity (st_dev, st_ino) is kept when the lock is taken, so that a run can tell that the folder it
-locked was deleted, moved away or replaced under the same name while it ran (check_folder).
+locked was deleted, moved away or replaced under the same name while it ran (check_folder); the folder is kept open
+meanwhile, so that its inode number cannot go to a folder made in its place.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ class OutputLock:
         self.owner = LockOwner(os.getpid(), socket.gethostname(), time.time())
         self.took_over: LockOwner | None = None  # the stale owner replaced, for the log
         self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder once the lock is in it
+        # The folder, open while the lock is held: a deleted folder's inode number is free again at once (ext4 gives
+        # it to the next folder made, as in `rm -rf out; mkdir out`), unless something still holds the folder.
+        self._folder_fd = -1
         self._held = False
 
     def _try_create(self) -> bool:
@@ -133,16 +137,22 @@ class OutputLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        folder_fd = -1
         try:
             try:
                 os.write(fd, json.dumps(self.owner.__dict__).encode() + b"\n")
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            st = os.stat(self.path.parent)  # the folder now holding the lock
+            # the folder now holding the lock (O_PATH, on Linux, needs no read permission, as the lock did not)
+            folder_fd = os.open(self.path.parent, getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_CLOEXEC", 0))
+            st = os.fstat(folder_fd)
         except BaseException:  # e.g. a full disk: an empty lock would hold the folder for a minute
+            if folder_fd >= 0:
+                os.close(folder_fd)
             self.path.unlink(missing_ok=True)
             raise
+        self._folder_fd = folder_fd
         self.folder_id = (st.st_dev, st.st_ino)
         return True
 
@@ -199,16 +209,20 @@ class OutputLock:
             return
         self._held = False
         try:
-            self.check_folder()
-        except FolderLost:  # what is there now under the name is not ours to touch (a copy of our lock included)
-            return
-        # Only remove our own lock (never one a later run created after declaring ours stale).
-        current = _read_owner(self.path) if self.path.exists() else None
-        if current == self.owner:
             try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass  # removed by hand while we ran: the goal (no lock) holds
+                self.check_folder()
+            except FolderLost:  # what is there now under the name is not ours to touch (a copy of our lock included)
+                return
+            # Only remove our own lock (never one a later run created after declaring ours stale).
+            current = _read_owner(self.path) if self.path.exists() else None
+            if current == self.owner:
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass  # removed by hand while we ran: the goal (no lock) holds
+        finally:
+            os.close(self._folder_fd)  # only now may another folder get the folder's inode number
+            self._folder_fd = -1
 
     def __enter__(self) -> "OutputLock":
         self.acquire()

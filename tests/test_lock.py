@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,3 +131,34 @@ def test_check_folder_tells_the_locked_folder_from_one_in_its_place(tmp_path):
         lock.check_folder()
     lock.release()  # and is left alone: the lock there is not in the folder this lock was taken in
     assert (out / LOCK_NAME).exists() and (moved / LOCK_NAME).exists()
+
+
+def test_a_folder_deleted_and_made_again_is_told_apart_though_its_inode_number_is_free_again(tmp_path):
+    """Deleting a folder frees its inode number, which ext4 hands straight to the next folder made (rm -rf out;
+    mkdir out): by (st_dev, st_ino) alone the new folder was taken for the locked one. The lock keeps the folder
+    itself open, so its number cannot be given to another folder while the run holds it."""
+    for i in range(5):  # each try on a fresh folder: a file system may or may not reuse the number at once
+        out = tmp_path / f"out{i}"
+        out.mkdir()
+        lock = OutputLock(out)
+        lock.acquire()
+        shutil.rmtree(out)
+        out.mkdir()
+        with pytest.raises(FolderLost, match="replaced during the run"):
+            lock.check_folder()
+        lock.release()
+        assert list(out.iterdir()) == []  # what is in the new folder is not the run's to touch
+
+
+def test_the_folder_is_let_go_of_on_release(tmp_path):
+    before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for lose in (False, True):
+        out = tmp_path / f"out{lose}"
+        out.mkdir()
+        lock = OutputLock(out)
+        lock.acquire()
+        if lose:
+            shutil.rmtree(out)
+        lock.release()
+    if before is not None:
+        assert set(os.listdir("/proc/self/fd")) == before
