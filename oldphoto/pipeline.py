@@ -227,7 +227,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     new_batcher), so their tiles share device batches; None gives this photo its own.
     commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go
     of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised. Its guard
-    is run before the outputs are written and as they go in; what it raises propagates, nothing written.
+    is run before each output is written and as they go in; what it raises propagates, nothing written.
 
     Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
     true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
@@ -303,8 +303,8 @@ class CommitGate:
     also keeps the temp files of the outputs being written (staging()), which close() removes: the threads writing
     them need not return (one may be blocked for good on a hung network share) for the folder to be left clean.
 
-    guard: called before a photo's outputs are written (check) and again as they go in (entry); it raises when they
-    must not (e.g. lock.OutputLock.check_folder: the output folder was deleted or replaced). Its error closes the
+    guard: called before each of a photo's outputs is written (check) and again as they go in (entry); it raises when
+    they must not (e.g. lock.OutputLock.check_folder: the output folder was deleted or replaced). Its error closes the
     gate and propagates, so that photo fails with it and every later one is turned away."""
 
     def __init__(self, guard: Callable[[], None] | None = None) -> None:
@@ -450,14 +450,16 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     name + sha256, and the mask's coverage (so a run that recognises the outputs after a lost state file can report
     it, as a record would).
     """
-    if gate is not None:  # before the folders below: an output folder deleted meanwhile is not made again
-        gate.check()
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2])
     described = models.describe()
     staging = gate.staging() if gate is not None else oio.Staging()
     try:
         for path, (pixels, alpha, fmt, meta) in zip(outputs, items):
+            # before each output's folders are made with their parents: an output folder deleted meanwhile (while the
+            # model ran, or while the output before this one was written) is not made again
+            if gate is not None:
+                gate.check()
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:

@@ -418,6 +418,35 @@ def test_an_output_folder_moved_while_the_outputs_are_written_gets_none_of_them(
     assert not out_dir.exists() and not (moved / "g.tif").exists()
 
 
+@pytest.mark.parametrize("only_mask", [False, True])
+def test_an_output_folder_deleted_while_the_first_output_is_written_is_not_made_again_for_the_next(tmp_path,
+                                                                                                   monkeypatch,
+                                                                                                   only_mask):
+    """A photo with two outputs (--only-mask; --save-mask): the folder is deleted while the first is written. The
+    second's folder was then made with its parents, the run's output folder among them, before the check as they go
+    in found a folder "replaced" (by the run itself), and the empty folders stayed."""
+    src = write_tiff(tmp_path / "g.tif", random_image(60, 40, 3, np.uint8, seed=4))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    lock = OutputLock(out_dir)
+    lock.acquire()
+    write, written = pipeline.oio.write, []
+
+    def write_then_delete(path, *args, **kwargs):
+        notes = write(path, *args, **kwargs)
+        if not written:
+            shutil.rmtree(out_dir)
+        written.append(path)
+        return notes
+
+    monkeypatch.setattr(pipeline.oio, "write", write_then_delete)
+    models = Models(detector=BrightDetector(), restorer=Identity())
+    with pytest.raises(FolderLost, match="deleted or moved away"):
+        process_file(src, out_dir / "album" / "g", cfg(only_mask=only_mask, save_mask=not only_mask), models,
+                     commit_gate=pipeline.CommitGate(guard=lock.check_folder))
+    assert len(written) == 1 and not out_dir.exists()
+
+
 def test_the_output_folder_is_checked_per_photo_not_per_tile(tmp_path):
     src = write_tiff(tmp_path / "g.tif", random_image(300, 200, 3, np.uint8, seed=4))
     (tmp_path / "out").mkdir()
