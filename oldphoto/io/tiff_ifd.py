@@ -119,8 +119,11 @@ def bytes_reader(blob: bytes) -> ReadAt:
 
 def file_reader(fh) -> ReadAt:
     """`fh`: binary file opened for reading; short reads mean a truncated file."""
+    end = fh.seek(0, 2)
 
     def read_at(offset: int, size: int) -> bytes:
+        if offset + size > end:  # also an offset no seek or read can take (a BigTIFF's have 64 bits): not OSError
+            raise IfdError(f"file ends before byte {offset + size} (truncated)")
         fh.seek(offset)
         data = fh.read(size)
         if len(data) != size:

@@ -266,3 +266,29 @@ def test_mask_coverage_is_recorded_beside_the_source_checksum_and_read_back_exac
         odd = ours.replace(repr(coverage).encode(), bad)
         write(tmp_path / "f.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=odd)
         assert read_provenance(tmp_path / "f.png").mask_coverage is None, bad
+
+
+@pytest.mark.parametrize("where", [1 << 40, 0x7FFF_FFFF_FFFF_FFF0, 0xFFFF_FFFF_FFFF_FFF0])
+def test_read_provenance_is_none_for_a_bigtiff_whose_directory_lies_beyond_any_file(tmp_path, where):
+    """A BigTIFF's offsets have 64 bits: one past what a seek can reach made the file reader raise OverflowError or
+    ValueError ("cannot fit 'int' into an offset-sized integer"), neither of which read_provenance documents, so an
+    odd file among the outputs ended the run with a traceback."""
+    import io
+    import struct
+
+    import tifffile
+
+    from oldphoto.io.xmp_slot import SlotError, read_xmp_slot
+
+    ours = provenance_xmp(None, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, gradient(8, 8, 3, np.uint8), bigtiff=True, extratags=[(700, 1, len(ours), ours, True)])
+    data = bytearray(buf.getvalue())
+    path = tmp_path / "big.tif"
+    path.write_bytes(bytes(data))
+    assert read_provenance(path) is not None  # as written
+    struct.pack_into("<Q", data, 8, where)  # the first directory's offset
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as f, pytest.raises(SlotError):
+        read_xmp_slot(f)
+    assert read_provenance(path) is None
