@@ -7,6 +7,7 @@ written by `write_png`, which filters and deflates a band of rows at a time (no 
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -200,6 +201,10 @@ def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
     start = first - len(prefix)  # >= 0: IHDR and a tRNS before the IDATs take as many bytes in the file
     if start < 0:
         raise ValueError(f"invalid PNG: first IDAT chunk at byte {first}")
+    size, end = os.fstat(fh.fileno()).st_size, first + n + 12
+    if size < end:  # the map would be too short for the chunks (or, empty, could not be made)
+        raise ValueError(f"truncated: the file has {size} bytes, its chunks end at byte {end} (changed while it was "
+                         f"read)")
     with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
         mm[start:first] = prefix
         mm[first + n : first + n + 12] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs

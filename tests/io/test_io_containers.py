@@ -212,3 +212,21 @@ def test_16_bit_png_trns_after_the_pixel_data_is_ignored(tmp_path):
     pic = read(tmp_path / "late.png", 100)
     assert pic.alpha is None and not probe(tmp_path / "late.png").alpha
     np.testing.assert_array_equal(pic.pixels, px)
+
+
+@pytest.mark.parametrize("keep", [0, 20, -12])
+def test_16_bit_png_cut_short_after_its_chunks_were_read_says_so(tmp_path, keep):
+    """The scan is cut short (rewritten by another program) between reading its chunks and decoding its pixels: the
+    reason was the map's "mmap slice assignment is wrong size" or "cannot mmap an empty file"."""
+    from oldphoto.io import raster_read
+
+    buf = io.BytesIO()
+    png.write_png(buf, gradient(8, 9, 3, np.uint16), None, [])
+    path = tmp_path / "p.png"
+    path.write_bytes(buf.getvalue())
+    with open(path, "rb") as fh:
+        plan = raster_read.plan(fh, "PNG", lambda w, h: None)
+        path.write_bytes(buf.getvalue()[:keep % len(buf.getvalue())])
+        with pytest.raises(ValueError, match=r"^truncated: the file has \d+ bytes, its chunks end at byte \d+ "
+                                             r"\(changed while it was read\)$"):
+            plan.decode(None, True)
