@@ -2,7 +2,7 @@
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
 start (output folder locked by a live run, weights missing, unreadable state file) or lost its output folder
-(deleted, moved or replaced while it ran); 2 usage error (bad option
+(deleted, moved or replaced while it ran, whether or not a signal stopped it too); 2 usage error (bad option
 value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
 any point, model loading included (143 by SIGTERM once the run has started).
 """

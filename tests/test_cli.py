@@ -1513,6 +1513,40 @@ def test_a_report_asked_for_elsewhere_says_why_the_run_stopped(tmp_path, fake):
     assert not out.exists()
 
 
+def test_a_second_ctrl_c_while_the_run_stops_on_a_lost_folder_keeps_its_line_and_exit_code(tmp_path, fake,
+                                                                                          hard_exits):
+    """--jobs 2: a.jpg finds the folder gone while b.PNG is still in flight, and its thread does not return; the user
+    presses Ctrl-C twice meanwhile. The run still ends on the folder's one line, exit 1 (the loss, not the signal,
+    is what the next run must be told about), without waiting for b's thread; the report asked for elsewhere says
+    both."""
+    root, out, rep = scans(tmp_path), tmp_path / "out", tmp_path / "report.json"
+    lost, run_over = threading.Event(), threading.Event()
+
+    def lose_then_press_twice(src, should_stop):
+        if src.name == "a.jpg":
+            shutil.rmtree(out)
+            lost.set()
+            return
+        assert lost.wait(10)
+        deadline = time.monotonic() + 10
+        while not should_stop() and time.monotonic() < deadline:  # the run has taken a.jpg's news
+            time.sleep(0.01)
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # two signals pending at once would count as one press
+        run_over.wait(10)  # a thread blocked in I/O
+
+    fake.before_write = lose_then_press_twice
+    r = run("restore", root, "--out", out, "--jobs", 2, "--report", rep)
+    run_over.set()
+    assert r.exit_code == 1 and hard_exits == [1], r.output
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")][-1] == f"error: {out}: {GONE}"
+    report = json.loads(rep.read_text())
+    assert report["stopped"] == GONE and report["interrupted"] is True
+    assert [f["status"] for f in report["files"]] == ["interrupted", "interrupted", "pending"]
+    assert not out.exists()
+
+
 def test_an_output_folder_lost_after_the_last_file_gets_no_state_or_report(tmp_path, fake, monkeypatch):
     """Every file was done and recorded when the folder went: the run still notices before it rewrites the state
     and writes the report, and puts neither into a folder in its place."""
