@@ -763,9 +763,12 @@ def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path
                 report.results[job.index].status = "interrupted"
         raise
     finally:
-        _let_go(gate, display)  # again after a signal cut the first one short: it goes on where that stopped
-        abandoned.extend(fut for fut in running if not fut.done())  # none unless the run is ending early
+        # Before the gate is closed again: a further signal may cut that short too, and the caller must still know
+        # which files' threads may never return (the process then ends without waiting for them). Futures that are
+        # done by then are left out there.
+        abandoned.extend(running)  # none unless the run is ending early
         pool.shutdown(wait=False, cancel_futures=True)
+        _let_go(gate, display)  # again after a signal cut the first one short: it goes on where that stopped
         report.batches = batcher.stats()
 
 

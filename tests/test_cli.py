@@ -709,6 +709,40 @@ def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake, ha
     assert sorted(p.name for p in fake.calls) == ["b.PNG", "c.tif"]
 
 
+def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp_path, fake, hard_exits,
+                                                                            monkeypatch):
+    """Ctrl-C pressed again and again at a run that seems stuck: the third lands while the run closes the commit gate
+    a second time (it waits a few seconds for a temp file being made on a share that hangs), which skipped noting
+    the files still in flight, so the process waited at exit for b's thread, blocked for good."""
+    from oldphoto import cli as cli_module
+
+    root, out = scans(tmp_path), tmp_path / "out"
+    run_over = threading.Event()
+    real_let_go, calls = cli_module._let_go, []
+
+    def let_go(gate, display):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the third press, in the middle of it
+        real_let_go(gate, display)
+
+    def press_twice(src, should_stop):
+        if src.name == "b.PNG":
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)  # two signals pending at once would count as one press
+            os.kill(os.getpid(), signal.SIGINT)
+            run_over.wait(10)  # blocked in I/O
+
+    monkeypatch.setattr(cli_module, "_let_go", let_go)
+    fake.before_write = press_twice
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    run_over.set()
+    assert r.exit_code == 130 and hard_exits == [130], r.output
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "interrupted", "pending"]
+
+
 def test_second_ctrl_c_records_a_file_whose_outputs_are_already_in_place(tmp_path, fake):
     root, out = scans(tmp_path), tmp_path / "out"
 
