@@ -11,6 +11,14 @@ from pathlib import Path
 import numpy as np
 
 DISK_THRESHOLD = 256 << 20  # bytes; larger buffers are memory-mapped temp files
+# what mmap fails with where the file system cannot map a file (some FUSE and network mounts, /proc-like files):
+# readers then read the source instead; any other OSError (EIO, a vanished file) is a real failure
+_UNMAPPABLE = frozenset({errno.ENODEV, errno.EACCES, errno.EINVAL})
+
+
+def unmappable(e: OSError) -> bool:
+    """Did mapping a source fail only because its file system cannot map it (so a plain read may work)?"""
+    return e.errno in _UNMAPPABLE
 
 
 def allocate(shape: tuple[int, ...], dtype, tmp_dir: str | Path | None = None,

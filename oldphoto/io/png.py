@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 
+from .buffers import unmappable
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEY = "XML:com.adobe.xmp"
 COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only PNG readers understand
@@ -189,7 +191,8 @@ def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
     prints it on stderr, past --quiet. oldphoto reads the other chunks itself, so libpng is not shown them.
     No copy of the compressed data: a private (copy-on-write) map of the file, where the bytes just before the
     IDAT chunks become signature, IHDR and tRNS and those just after become IEND, in memory only (a page or
-    two is copied; the file is never changed).
+    two is copied; the file is never changed). Where the file system cannot map the file, the stream is built
+    in memory instead.
     """
     if len(info.idat) != 1:
         raise ValueError("IDAT chunks are not consecutive (another chunk between them)" if info.idat
@@ -205,11 +208,38 @@ def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
     if size < end:  # the map would be too short for the chunks (or, empty, could not be made)
         raise ValueError(f"truncated: the file has {size} bytes, its chunks end at byte {end} (changed while it was "
                          f"read)")
-    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
+    try:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    except OSError as e:
+        if not unmappable(e):
+            raise
+        mm = None  # decoded outside the handler, so that a decoding error is not chained to this one
+    if mm is None:
+        yield _read_stream(fh, prefix, first, n)
+        return
+    with mm:
         mm[start:first] = prefix
         mm[first + n : first + n + 12] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs
         with memoryview(mm) as whole, whole[start : first + n + 12] as data:
             yield data
+
+
+def _read_stream(fh, prefix: bytes, first: int, n: int) -> memoryview:
+    """pixel_stream's bytes read into memory, for a file that cannot be mapped: this costs one copy of the
+    compressed pixel data (read straight into place, not copied again)."""
+    buf = bytearray(len(prefix) + n + 12)
+    buf[: len(prefix)] = prefix
+    fh.seek(first)
+    with memoryview(buf) as whole:
+        pos, end = len(prefix), len(prefix) + n
+        while pos < end:
+            got = fh.readinto(whole[pos:end])
+            if not got:
+                raise ValueError(f"truncated: the file ends at byte {first + pos - len(prefix)}, its chunks end at "
+                                 f"byte {first + n + 12} (changed while it was read)")
+            pos += got
+    buf[end:] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs
+    return memoryview(buf)
 
 
 def decode16(data, header: PngHeader, trns: bytes | None, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

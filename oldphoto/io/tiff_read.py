@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 
 from . import tiff_ifd as T
-from .buffers import allocate
+from .buffers import allocate, unmappable
 from .cmyk import CmykConverter
 from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, aspect_from_tags, dpi_from_tags,
                        orientation_of, tags_from_ifd)
@@ -354,10 +354,9 @@ def _decode_page(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, not
     if allow_mmap and native and p.is_memmappable and photometric in (_MINISBLACK, _RGB) \
             and p.bitspersample in (8, 16) and int(p.planarconfig) == 1 \
             and not (pl.extra_alpha and int(p.extrasamples[0]) == _ASSOC_ALPHA):
-        # copy-on-write map of the file: no decoding, no RAM for pixels; writes never reach the source
-        spp = p.samplesperpixel
-        arr = np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0], shape=(h, w, spp))
-        return _split(arr, pl.extra_alpha) + (icc,)
+        arr = _map_page(pl)
+        if arr is not None:
+            return _split(arr, pl.extra_alpha) + (icc,)
     raw = allocate(p.shape, p.dtype, tmp_dir)
     with _damaged():
         p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
@@ -380,6 +379,19 @@ def _decode_page(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, not
         _unpremultiply(pixels, alpha)
         notes.append("associated (premultiplied) alpha converted to straight alpha")
     return pixels, alpha, icc
+
+
+def _map_page(pl: TiffPlan) -> np.ndarray | None:
+    """A copy-on-write map of the page's pixels in the file: no decoding, no RAM for pixels; writes never reach
+    the source. None where the file system cannot map the file: the page is then read as a compressed one is."""
+    p = pl.page
+    try:
+        return np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0],
+                         shape=(p.imagelength, p.imagewidth, p.samplesperpixel))
+    except OSError as e:
+        if not unmappable(e):
+            raise
+        return None
 
 
 def _split(arr: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
