@@ -408,10 +408,15 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
         else:
             code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
     except KeyboardInterrupt:  # before the stop flag was installed (loading the models) or after it was removed
-        display.close()
-        display.note("stopped: interrupted by Ctrl-C")
-        code = 128 + signal.SIGINT
+        code = _stopped_by_ctrl_c(display)
     ctx.exit(code)
+
+
+def _stopped_by_ctrl_c(display: QuietDisplay) -> int:
+    """Say that a Ctrl-C outside the stop flag's reach ended the run; -> its exit code."""
+    display.close()
+    display.note("stopped: interrupted by Ctrl-C")
+    return 128 + signal.SIGINT
 
 
 def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tuple[Any, Callable[[Path], str]]:
@@ -490,6 +495,46 @@ def _header_problem(src: Path, max_pixels: int) -> str | None:
 
 def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
                  display: QuietDisplay) -> int:
+    """Run the batch; -> the exit code. When a second Ctrl-C let go of worker threads that are still stuck, the
+    process ends here (_hard_exit) whichever way the run ends: a return, a RunError, any other exception."""
+    abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
+    code = 1  # should showing an error fail too
+    try:
+        code = _restore_batch(inputs, out, report_path, cfg, display, abandoned)
+    except BaseException as e:
+        if not _stuck(abandoned):
+            raise
+        code = _show_as_on_exit(e, display)  # the process ends below, not where this would have been shown
+    finally:
+        if _stuck(abandoned):
+            # The interpreter joins every worker thread before the process ends, and one blocked for good in I/O (a
+            # hung network share) would keep it alive for ever. What the run owns is settled: its temp files were
+            # removed by the commit gate, which lets nothing else in; the state, the report and the lock are written
+            # and released, or that failed and was shown.
+            _hard_exit(code)
+    return code
+
+
+def _stuck(abandoned: list[Future]) -> bool:
+    """Is a thread the run let go of still working (maybe blocked for good)?"""
+    return any(not fut.done() for fut in abandoned)
+
+
+def _show_as_on_exit(e: BaseException, display: QuietDisplay) -> int:
+    """Show `e` as it is shown when it ends the process (by click, restore() or the interpreter); -> the exit code it
+    gives."""
+    if isinstance(e, click.ClickException):
+        e.show()
+        return e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        return _stopped_by_ctrl_c(display)
+    sys.excepthook(type(e), e, e.__traceback__)
+    return 1
+
+
+def _restore_batch(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
+                   display: QuietDisplay, abandoned: list[Future]) -> int:
+    """The run behind _run_restore; the files a second Ctrl-C stopped waiting for are added to `abandoned`."""
     from . import pipeline  # lazy: torch and the models are only needed here
 
     t0 = time.monotonic()
@@ -498,7 +543,6 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     models, fp = _setup(cfg, report, pipeline)
     stop = _StopFlag(display)
     state: RunState | None = None
-    abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
     unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
     lost: FolderLost | None = None  # the output folder was deleted, moved or replaced during the run
     try:
@@ -581,11 +625,6 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
         code = 128 + (stop.signum or signal.SIGINT)
     else:
         code = 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
-    if any(not fut.done() for fut in abandoned):
-        # The interpreter joins every worker thread before the process ends, and one blocked for good in I/O (a hung
-        # network share) would keep it alive for ever. What the run owns is settled: its temp files were removed by
-        # the commit gate, which lets nothing else in; the state, the report and the lock are written and released.
-        _hard_exit(code)
     return code
 
 

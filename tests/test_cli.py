@@ -743,6 +743,48 @@ def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp
     assert [f["status"] for f in report_of(out)["files"]] == ["done", "interrupted", "pending"]
 
 
+@pytest.mark.parametrize("failure", ["report", "bug", "ctrl-c"])
+def test_a_run_that_let_go_of_a_stuck_thread_ends_at_once_whatever_ends_it(tmp_path, fake, hard_exits, monkeypatch,
+                                                                         failure):
+    """Ctrl-C twice while b's thread is blocked for good in I/O, then the end of the run fails: the report cannot be
+    written (RunError), a bug, or a third Ctrl-C while the state is saved. The run still ends the process at once,
+    after the line or traceback it printed before; it skipped that, and the process waited at exit for b's thread."""
+    from oldphoto.report import Report
+    from oldphoto.state import RunState
+
+    root, out = scans(tmp_path), tmp_path / "out"
+    run_over = threading.Event()
+
+    def press_twice(src, should_stop):
+        if src.name == "b.PNG":
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)  # two signals pending at once would count as one press
+            os.kill(os.getpid(), signal.SIGINT)
+            run_over.wait(10)  # blocked in I/O
+
+    def fail(*args, **kwargs):
+        if failure == "report":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise RuntimeError("boom") if failure == "bug" else KeyboardInterrupt
+
+    monkeypatch.setattr(*((RunState, "close") if failure == "ctrl-c" else (Report, "write")), fail)
+    fake.before_write = press_twice
+    r = run("restore", root, "--out", out, "--jobs", 1)
+    run_over.set()
+    code = {"report": 1, "bug": 1, "ctrl-c": 130}[failure]
+    assert r.exit_code == code and hard_exits == [code], r.output
+    last = r.stderr.splitlines()[-1]
+    if failure == "report":
+        assert last == f"error: {out / 'report.json'}: cannot write the report (No space left on device)"
+    elif failure == "bug":
+        assert last == "RuntimeError: boom" and "Traceback (most recent call last)" in r.stderr
+    else:
+        assert last == "stopped: interrupted by Ctrl-C"
+    assert not (out / LOCK_NAME).exists()
+
+
 def test_second_ctrl_c_records_a_file_whose_outputs_are_already_in_place(tmp_path, fake):
     root, out = scans(tmp_path), tmp_path / "out"
 
