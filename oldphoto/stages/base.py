@@ -59,12 +59,25 @@ class NonFiniteOutput(ValueError):
         self.rows = rows
 
 
+def shape_of(value: object) -> tuple[int, ...] | str:
+    """What an error message says a stage got: a tensor's shape, else the name of the type passed instead."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def check_tiles(stage: str, tiles: object, channels: tuple[int, ...] = (3,)) -> None:
+    """Raise ValueError naming the stage unless `tiles` is a float tensor (B, C, T, T) with C in `channels`: the
+    input of a tile stage, checked before it reaches the network, whose own error would not name the stage."""
+    if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[1] not in channels:
+        raise ValueError(f"{stage}: expected tiles (B, 3, T, T) float in [0, 1], got {shape_of(tiles)}")
+    if not tiles.is_floating_point():
+        raise ValueError(f"{stage}: expected float tiles in [0, 1], got dtype {tiles.dtype}")
+
+
 def check_output(name: str, out: object, shape: tuple[int, ...]) -> torch.Tensor:
     """Raise ValueError naming the stage when its output is not a tensor of `shape` or holds NaN or inf (which
     would be written as black or white pixels, or as no defect, without a word); returns it as float32."""
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{name} stage returned {got}, expected {tuple(shape)}")
+        raise ValueError(f"{name} stage returned {shape_of(out)}, expected {tuple(shape)}")
     out = out.float()
     if not bool(torch.isfinite(out).all()):
         bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1) if out.dim() else torch.ones(1, dtype=torch.bool)

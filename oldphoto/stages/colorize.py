@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .. import registry
 from ..ops.color import lab_to_rgb
 from ..registry import WeightsEntry
+from .base import shape_of
 
 DEFAULT_WORK_SIZE = 512  # long side of the working resolution, used when the weights' meta does not say
 
@@ -84,8 +85,7 @@ class Colorizer:
         """lightness (B, 1, h, w) CIE L* in [0, 100] -> ab (B, 2, h, w) CIE a*, b* (about [-110, 110]),
         on the input's device, float32."""
         if not isinstance(lightness, torch.Tensor) or lightness.dim() != 4 or lightness.shape[1] != 1:
-            shape = tuple(lightness.shape) if isinstance(lightness, torch.Tensor) else type(lightness).__name__
-            raise ValueError(f"Colorizer: expected L (1, 1, h, w) in [0, 100], got {shape}")
+            raise ValueError(f"Colorizer: expected L (1, 1, h, w) in [0, 100], got {shape_of(lightness)}")
         if not lightness.is_floating_point():
             raise ValueError(f"Colorizer: expected float L in [0, 100], got dtype {lightness.dtype}")
         size = tuple(lightness.shape[-2:])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .. import registry
 from ..registry import WeightsEntry
-from .base import fold_batch_norms
+from .base import check_tiles, fold_batch_norms, shape_of
 
 DEFAULT_THRESHOLD = 0.5  # used only when weights carry no tuned threshold in their meta
 
@@ -45,11 +45,7 @@ class Detector:
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         """tiles (B, 3, T, T) float in [0, 1] -> probability (B, 1, T, T) in [0, 1], on the tiles' device."""
-        if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[1] not in (1, 3):
-            shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
-            raise ValueError(f"Detector: expected tiles (B, 3, T, T) float in [0, 1], got {shape}")
-        if not tiles.is_floating_point():
-            raise ValueError(f"Detector: expected float tiles in [0, 1], got dtype {tiles.dtype}")
+        check_tiles("Detector", tiles, channels=(1, 3))
         with torch.inference_mode():
             x = tiles.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
             logits = self.model(x)
@@ -99,8 +95,7 @@ class TwoScaleDetector:
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[-1] % 2 or tiles.shape[-2] % 2:
-            shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
-            raise ValueError(f"TwoScaleDetector: expected tiles (B, 3, T, T) with T even, got {shape}")
+            raise ValueError(f"TwoScaleDetector: expected tiles (B, 3, T, T) with T even, got {shape_of(tiles)}")
         full = self.detector(tiles)
         half = self.detector(F.avg_pool2d(tiles.float(), 2))
         half = F.interpolate(half, size=tiles.shape[-2:], mode="bilinear", align_corners=False)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .. import registry
 from ..errors import WeightsError
 from ..registry import WeightsEntry
+from .base import shape_of
 
 MULTIPLE = 4  # the latent grid is 1/4 of the tile
 
@@ -86,12 +87,11 @@ class Restorer:
         """
         ok = isinstance(tiles, torch.Tensor) and tiles.dim() == 4 and tiles.shape[1] == 3
         if not ok or not tiles.is_floating_point():
-            shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
-            raise ValueError(f"Restorer: expected float tiles (B, 3, H, W) in [0, 1], got {shape}")
+            raise ValueError(f"Restorer: expected float tiles (B, 3, H, W) in [0, 1], got {shape_of(tiles)}")
         b, _, h, w = tiles.shape
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (b, 1, h, w):
-            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"Restorer: expected mask {(b, 1, h, w)} for tiles {tuple(tiles.shape)}, got {shape}")
+            raise ValueError(f"Restorer: expected mask {(b, 1, h, w)} for tiles {tuple(tiles.shape)}, "
+                             f"got {shape_of(mask)}")
         with torch.inference_mode():
             x = tiles.to(self.device, torch.float32)
             m = mask.to(self.device, torch.float32)

@@ -10,6 +10,7 @@ import torch
 
 from .. import registry
 from ..registry import WeightsEntry
+from .base import check_tiles
 
 
 class Upscaler:
@@ -38,11 +39,7 @@ class Upscaler:
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         """tiles (B, 3, T, T) float in [0, 1] -> (B, 3, sT, sT) in [0, 1] (clipped), on the tiles' device."""
-        if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[1] != 3:
-            shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
-            raise ValueError(f"Upscaler: expected tiles (B, 3, T, T) float in [0, 1], got {shape}")
-        if not tiles.is_floating_point():
-            raise ValueError(f"Upscaler: expected float tiles in [0, 1], got dtype {tiles.dtype}")
+        check_tiles("Upscaler", tiles)
         with torch.inference_mode():
             x = tiles.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
             out = self.model(x, self.scale)
