@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import OldPhotoError, SettingsError
-from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, export_weights, rng_state, set_rng_state,
-                        update_meta)
+from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, cosine_lr, export_weights, rng_state,
+                        set_rng_state, update_meta)
 
 Terms = dict[str, torch.Tensor]  # loss terms of one step; "total" is minimised
 
@@ -228,8 +228,9 @@ class SupervisedRun:
 class StepBook:
     """The per-step bookkeeping of the two-optimiser GAN loops (VAEs, mapping), which drive their own steps:
     a finite-loss check, log.jsonl records averaged over `log_every` steps, validation every `val_every` steps and
-    a checkpoint every `ckpt_minutes`. validation() -> metrics and checkpoint() read the loop's current state; the
-    checkpoint should store state() and a resumed run pass it back with its step (see resume).
+    a checkpoint every `ckpt_minutes`; with set_lr and go_on, their schedule (`steps`, a wall-clock budget of
+    `minutes`, `lr` decaying to `lr_final`). validation() -> metrics and checkpoint() read the loop's current state;
+    the checkpoint should store state() and a resumed run pass it back with its step (see resume).
     """
 
     def __init__(self, out: Path, cfg, jlog: JsonlLog, validation: Callable[[], dict], checkpoint: Callable[[], None]):
@@ -252,6 +253,21 @@ class StepBook:
         vals = [r for r in self.jlog.read() if "val" in r]
         if vals:
             self.metrics, self.validated_at = vals[-1]["val"], vals[-1]["step"]
+
+    def set_lr(self, elapsed: float, *optimizers: torch.optim.Optimizer) -> float:
+        """The lr of the step about to run, set on every group of `optimizers`: cosine from cfg.lr down to
+        cfg.lr * cfg.lr_final over the budget of cfg.minutes (`elapsed` seconds of it spent); no budget: cfg.lr."""
+        budget = self.cfg.minutes * 60
+        lr = cosine_lr(self.cfg.lr, self.cfg.lr_final, elapsed / budget) if budget else self.cfg.lr
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def go_on(self, step: int, elapsed: float) -> bool:
+        """Whether another step is due: fewer than cfg.steps done and the budget of cfg.minutes (if any) not spent."""
+        budget = self.cfg.minutes * 60
+        return step < self.cfg.steps and (budget == 0 or elapsed < budget)
 
     @staticmethod
     def check(out: Path, step: int, values: dict[str, float]) -> None:

@@ -35,7 +35,7 @@ from .loop import StepBook, check_bf16, model_state, read_run_info
 from .losses import feature_matching, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import pair_batch, stack_triples
-from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, check_publishable, cli_equivalent, cosine_lr,
+from .run_files import (JsonlLog, atomic_torch_save, atomic_write_json, check_publishable, cli_equivalent,
                         export_weights, rng_state, save_grid, set_rng_state, start_run_dir, update_meta)
 from .vae import Config as VAEConfig
 from .vae import data_recipe
@@ -303,7 +303,6 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
                                                       "threshold": det_t})
     buffer = PairBuffer(cfg.buffer, lambda k: encode_pairs(vae1, vae2, *pair_batch(pool, rng, k, cfg.crop), detect),
                         rng)
-    budget = cfg.minutes * 60
     mapping.train()
     disc.train()
     book = StepBook(out, cfg, logf, validation, checkpoint)
@@ -315,9 +314,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     def one_step() -> None:
         nonlocal step, elapsed
         t0 = time.monotonic()
-        lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
-        for group in opt_g.param_groups + opt_d.param_groups:
-            group["lr"] = lr
+        lr = book.set_lr(elapsed, opt_g, opt_d)
         if buffer.capacity:
             buffer.refresh(cfg.fresh)
             z_x, z_y, y, m, m_det = buffer.sample(cfg.batch)
@@ -335,7 +332,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         elapsed += time.monotonic() - t0
         book.after(step, elapsed, lr, values)
 
-    metrics = book.drive(one_step, lambda: step < cfg.steps and (budget == 0 or elapsed < budget), lambda: step, log)
+    metrics = book.drive(one_step, lambda: book.go_on(step, elapsed), lambda: step, log)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_y": best}
 
 

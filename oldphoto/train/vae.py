@@ -28,7 +28,7 @@ from .loop import StepBook, read_run_info
 from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
 from .pairs import crop_batch, pair_batch, stack_triples
-from .run_files import (JsonlLog, atomic_torch_save, cli_equivalent, cosine_lr, export_weights, rng_state, save_grid,
+from .run_files import (JsonlLog, atomic_torch_save, cli_equivalent, export_weights, rng_state, save_grid,
                         set_rng_state, start_run_dir)
 
 WHICH = ("vae1", "vae2")
@@ -193,7 +193,6 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
             f"SSIM {metrics['ssim_y']:.3f})")
         return metrics
 
-    budget = cfg.minutes * 60
     model.train()
     book = StepBook(out, cfg, logf, validation, checkpoint)
     if ck is not None:
@@ -202,9 +201,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     def one_step() -> None:
         nonlocal step, elapsed
         t0 = time.monotonic()
-        lr = cosine_lr(cfg.lr, cfg.lr_final, elapsed / budget) if budget else cfg.lr
-        for group in opt_g.param_groups + opt_d.param_groups:
-            group["lr"] = lr
+        lr = book.set_lr(elapsed, opt_g, opt_d)
         if cfg.which == "vae1":
             images = pair_batch(pool, rng, cfg.batch, cfg.crop)[0]
         else:
@@ -221,7 +218,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         elapsed += time.monotonic() - t0
         book.after(step, elapsed, lr, values)
 
-    metrics = book.drive(one_step, lambda: step < cfg.steps and (budget == 0 or elapsed < budget), lambda: step, log)
+    metrics = book.drive(one_step, lambda: book.go_on(step, elapsed), lambda: step, log)
     return {"step": step, "elapsed_min": round(elapsed / 60, 1), "val": metrics, "best_psnr_rgb": best}
 
 
