@@ -30,6 +30,7 @@ from ..stages.colorize import Colorizer
 from . import data
 from .chunked import chunked
 from .loop import SupervisedRun, check_record, export_best, finish_evaluation, load_run_best
+from .pairs import to_batch
 from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "colorizer_unet"
@@ -165,11 +166,6 @@ def _split(corpus: str, split_seed: int) -> tuple[list[Path], list[Path]]:
     return data.split_corpus(Path(corpus).expanduser(), seed=split_seed)
 
 
-def _to_batch(crops: list[np.ndarray]) -> torch.Tensor:
-    """List of (H, W, 3) float32 in [0, 1] -> (B, 3, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2)))
-
-
 def tone_jitter(l: torch.Tensor, rng: np.random.Generator, cfg: Config) -> torch.Tensor:
     """Random gamma on L (B, 1, H, W) in [0, 100], per image with probability p_tone: restored prints seldom
     have the tone curve of a modern digital photo, and colour should follow content, not exact grey levels."""
@@ -183,7 +179,7 @@ def tone_jitter(l: torch.Tensor, rng: np.random.Generator, cfg: Config) -> torch
 
 def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """Training batch: input L (B, 1, S, S) in [0, 100] (tone-jittered) and true ab (B, 2, S, S)."""
-    rgb = _to_batch([pool.random_crop(rng, cfg.crop, scale_range=(cfg.scale_min, 1.0)) for _ in range(cfg.batch)])
+    rgb = to_batch([pool.random_crop(rng, cfg.crop, scale_range=(cfg.scale_min, 1.0)) for _ in range(cfg.batch)])
     lab = rgb_to_lab(rgb)
     return tone_jitter(lab[:, :1], rng, cfg), lab[:, 1:]
 
@@ -198,7 +194,7 @@ def square_views(paths: list[Path], size: int, max_side: int) -> torch.Tensor:
         y, x = (h - s) // 2, (w - s) // 2
         sq = Image.fromarray(img[y:y + s, x:x + s]).resize((size, size), Image.Resampling.LANCZOS)
         out.append(np.asarray(sq, dtype=np.float32) / 255.0)
-    return _to_batch(out)
+    return to_batch(out)
 
 
 # ------------------------------------------------------------------ validation
@@ -247,7 +243,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     train_paths, val_paths = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.work_size)
     # Rarity weights from every training photo at a reduced size (deterministic: they depend on the data only).
-    weights = rarity_weights([rgb_to_lab(_to_batch([p[::4, ::4].astype(np.float32) / 255.0]))[:, 1:]
+    weights = rarity_weights([rgb_to_lab(to_batch([p[::4, ::4].astype(np.float32) / 255.0]))[:, 1:]
                               for p in pool.photos], cfg)
     val_rgb = square_views(val_paths, cfg.val_size, cfg.work_size)
     val_lab = rgb_to_lab(val_rgb)
@@ -296,7 +292,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     per_photo, errs, grays, cfs, cf_trues = [], [], [], [], []
     t0 = time.monotonic()
     for p in val_paths:
-        rgb = _to_batch([data.load_photo(p, cfg.size).astype(np.float32) / 255.0])
+        rgb = to_batch([data.load_photo(p, cfg.size).astype(np.float32) / 255.0])
         lab = rgb_to_lab(rgb)
         pred = colorizer(lab[:, :1])
         m = score(pred, lab)

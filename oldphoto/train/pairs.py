@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -12,13 +13,17 @@ from .data import PhotoPool, make_pair
 from .degrade import DegradeConfig
 
 
+def to_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Images (H, W, C) of one shape (numpy, e.g. float32 in [0, 1]) -> a contiguous batch (B, C, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+
+
 def stack_triples(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[(x (S, S, 3), y (S, S, 3), m (S, S))] float32 [0, 1] -> x (B, 3, S, S), y (B, 3, S, S), m (B, 1, S, S)."""
     if not triples:
         raise ValueError("stack_triples: empty list")
-    x = torch.from_numpy(np.stack([t[0] for t in triples])).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(np.stack([t[1] for t in triples])).permute(0, 3, 1, 2).contiguous()
+    x, y = to_batch([t[0] for t in triples]), to_batch([t[1] for t in triples])
     m = torch.from_numpy(np.stack([t[2] for t in triples]))[:, None].contiguous()
     return x, y, m
 
@@ -31,8 +36,7 @@ def pair_batch(pool: PhotoPool, rng: np.random.Generator, batch: int, size: int,
 
 def crop_batch(pool: PhotoPool, rng: np.random.Generator, batch: int, size: int) -> torch.Tensor:
     """`batch` random crops (B, 3, S, S) [0, 1] of the pool's photos, untouched (e.g. real old photos)."""
-    crops = np.stack([pool.random_crop(rng, size) for _ in range(batch)])
-    return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
+    return to_batch([pool.random_crop(rng, size) for _ in range(batch)])
 
 
 def check_mixture(p_mild: float, p_family: float) -> None:

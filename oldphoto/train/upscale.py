@@ -32,6 +32,7 @@ from .chunked import chunked
 from .degrade_unstructured import gaussian_blur, gaussian_noise, jpeg
 from .metrics import psnr, ssim
 from .loop import SupervisedRun, check_record, export_best, finish_evaluation, load_run_best
+from .pairs import to_batch
 from .run_files import save_grid, warmup_linear_lr
 
 ARCH = "upscaler"
@@ -133,20 +134,15 @@ def make_input(hr: np.ndarray, scale: int, rng: np.random.Generator, deg: Degrad
     return lr.astype(np.float32)
 
 
-def _to_batch(imgs: list[np.ndarray]) -> torch.Tensor:
-    """List of (H, W, 3) float32 -> (B, 3, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2)))
-
-
 def sample_batch(pool: data.PhotoPool, rng: np.random.Generator, cfg: Config
                  ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Targets (B, 3, S, S) in [0, 1] and, per scale s, inputs (B, 3, S/s, S/s) (a share of them degraded)."""
     hrs = [pool.random_crop(rng, cfg.hr_crop, scale_range=(cfg.scale_min, 1.0)) for _ in range(cfg.batch)]
     hrs = [_u8(h).astype(np.float32) / 255.0 for h in hrs]  # targets on the same 8-bit grid as the inputs
     deg = Degradation()
-    inputs = {s: _to_batch([make_input(h, s, rng, deg if rng.random() < cfg.p_degrade else None) for h in hrs])
+    inputs = {s: to_batch([make_input(h, s, rng, deg if rng.random() < cfg.p_degrade else None) for h in hrs])
               for s in cfg.scales}
-    return _to_batch(hrs), inputs
+    return to_batch(hrs), inputs
 
 
 def validation_pairs(paths: list[Path], count: int, crop: int, scales: tuple[int, ...], seed: int) -> dict:
@@ -156,10 +152,10 @@ def validation_pairs(paths: list[Path], count: int, crop: int, scales: tuple[int
     rng = np.random.default_rng(seed)
     hrs = [_u8(pool.random_crop(rng, crop, scale_range=(0.35, 1.0), index=k % len(pool))).astype(np.float32) / 255.0
            for k in range(count)]
-    out: dict = {"hr": _to_batch(hrs)}
+    out: dict = {"hr": to_batch(hrs)}
     for s in scales:
-        out[("clean", s)] = _to_batch([make_input(h, s, rng, None) for h in hrs])
-        out[("degraded", s)] = _to_batch([make_input(h, s, rng, Degradation(p_blur=1.0, p_noise=1.0, p_jpeg=1.0))
+        out[("clean", s)] = to_batch([make_input(h, s, rng, None) for h in hrs])
+        out[("degraded", s)] = to_batch([make_input(h, s, rng, Degradation(p_blur=1.0, p_noise=1.0, p_jpeg=1.0))
                                           for h in hrs])
     return out
 
@@ -178,7 +174,7 @@ def luma_scores(pred: torch.Tensor, target: torch.Tensor, border: int) -> dict[s
 
 def baseline(small: torch.Tensor, scale: int, method: str) -> torch.Tensor:
     """Pillow upscaling of each (3, h, w) image of the batch: (B, 3, s*h, s*w)."""
-    return _to_batch([enlarge(x.permute(1, 2, 0).numpy(), scale, method) for x in small])
+    return to_batch([enlarge(x.permute(1, 2, 0).numpy(), scale, method) for x in small])
 
 
 @torch.no_grad()
@@ -307,8 +303,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
             acc: dict[str, list[dict]] = {"model": [], "bicubic": [], "lanczos": []}
             for hr in hrs:
                 hr = hr[: hr.shape[0] - hr.shape[0] % s, : hr.shape[1] - hr.shape[1] % s]
-                target = _to_batch([hr])
-                small = _to_batch([make_input(hr, s, rng, deg)])
+                target = to_batch([hr])
+                small = to_batch([make_input(hr, s, rng, deg)])
                 acc["model"].append(luma_scores(upscale_batch(model, small, s), target, s))
                 for method in ("bicubic", "lanczos"):
                     acc[method].append(luma_scores(baseline(small, s, method), target, s))

@@ -27,7 +27,7 @@ from .degrade import DegradeConfig
 from .loop import StepBook, read_run_info
 from .losses import kl_normal, lsgan_d_loss, lsgan_g_loss
 from .metrics import psnr, ssim
-from .pairs import crop_batch, pair_batch, stack_triples
+from .pairs import crop_batch, pair_batch, stack_triples, to_batch
 from .run_files import (JsonlLog, atomic_torch_save, cli_equivalent, export_weights, rng_state, save_grid,
                         set_rng_state, start_run_dir)
 
@@ -207,7 +207,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         else:
             crops = [pool.random_crop(rng, cfg.crop) for _ in range(cfg.batch)]
             crops = [to_gray(c) if rng.random() < cfg.gray_share else c for c in crops]
-            images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+            images = to_batch(crops)
         real = crop_batch(real_pool, rng, max(cfg.batch // 2, 1), cfg.crop) if real_pool is not None else None
         if real is not None:
             images = torch.cat([images, real])
