@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from .. import registry
 from ..ops.color import luma
 from ..pipeline import WEIGHT_NAMES
-from ..stages.detect import Detector
 from ..stages.restore import Restorer
 from . import EXPORT_NAME_COUNTS
 from .chunked import chunked
@@ -37,7 +36,7 @@ from .loop import SupervisedRun, check_bf16, last_as_best, read_run_info
 from .mapping import quality
 from .metrics import ssim
 from .pairs import RecipeMixture, check_mixture, pair_batch, stack_triples
-from .refine import restorer_masks
+from .refine import load_networks, restorer_masks
 from .run_files import cosine_lr, export_weights, save_grid
 
 PARTS = ("vae1", "mapping", "vae2", "refiner")  # registry roles, in the order export names them
@@ -121,15 +120,6 @@ class Chain(torch.nn.Module):
         return self.refiner(x, r.contiguous(memory_format=cl), m).float()
 
 
-def _start(cfg: Config) -> tuple[Restorer, Detector | None, dict]:
-    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2, refiner=cfg.refiner)
-    detector = Detector.from_registry(cfg.detector) if cfg.detector else None
-    nets = {k: {"name": e.name, "sha256": e.sha256} for k, e in zip(PARTS, restorer.entries)}
-    if detector is not None:
-        nets["detector"] = {"name": detector.entry.name, "sha256": detector.entry.sha256}
-    return restorer, detector, nets
-
-
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Fine-tune (or resume) the chain; returns {"step", "best": validation metrics, "out"}."""
     check_bf16(cfg.bf16)
@@ -142,7 +132,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         for key in PARTS:
             if key in started and started[key]["sha256"] != registry.get(getattr(cfg, key)).sha256:
                 raise ValueError(f"{out} was started from {key} {started[key]['name']}, not {getattr(cfg, key)}")
-    restorer, detector, nets = _start(cfg)
+    restorer, detector, nets = load_networks(cfg, refiner=cfg.refiner)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     chain = Chain(restorer.encoder, restorer.mapping, restorer.decoder, restorer.refiner, not cfg.train_vaes)

@@ -88,10 +88,17 @@ class Config:
             raise ValueError(f"need 0 <= detector_share <= 1, batch >= 1, buffer >= 0, ssim_weight >= 0, got {self}")
 
 
-def _frozen(cfg: Config) -> tuple[Restorer, Detector | None]:
-    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2)
+def load_networks(cfg, refiner: str = "") -> tuple[Restorer, Detector | None, dict]:
+    """The registered networks a run restores with (cfg.vae1, cfg.mapping, cfg.vae2, the `refiner` if any, and
+    cfg.detector unless ""), and what the run records of them, {role: {"name", "sha256"}}, so that a resumed run
+    and the export can tell whether they are still the same (refine and joint runs alike)."""
+    restorer = Restorer.from_registry(cfg.vae1, cfg.mapping, cfg.vae2, refiner=refiner or None)
     detector = Detector.from_registry(cfg.detector) if cfg.detector else None
-    return restorer, detector
+    roles = ("vae1", "mapping", "vae2", "refiner")  # the order of restorer.entries
+    nets = {k: {"name": e.name, "sha256": e.sha256} for k, e in zip(roles, restorer.entries)}
+    if detector is not None:
+        nets["detector"] = {"name": detector.entry.name, "sha256": detector.entry.sha256}
+    return restorer, detector, nets
 
 
 def restorer_masks(restorer: Restorer, detector: Detector | None, x: torch.Tensor, m_gt: torch.Tensor,
@@ -120,14 +127,6 @@ def _lr_at(step: int, cfg: Config) -> float:
     return warmup_linear_lr(step, cfg.lr, cfg.warmup, cfg.steps, cfg.decay_steps, 1 / 20)
 
 
-def _networks(restorer: Restorer, detector: Detector | None) -> dict:
-    keys = ("vae1", "mapping", "vae2")
-    nets = {k: {"name": e.name, "sha256": e.sha256} for k, e in zip(keys, restorer.entries)}
-    if detector is not None:
-        nets["detector"] = {"name": detector.entry.name, "sha256": detector.entry.sha256}
-    return nets
-
-
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Train (or resume) the refiner; returns {"step", "best": validation metrics, "out"}."""
     check_bf16(cfg.bf16)
@@ -140,7 +139,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         for key in ("vae1", "mapping", "vae2"):
             if key in started and started[key]["name"] != getattr(cfg, key):
                 raise ValueError(f"{out} was started on {key} {started[key]['name']}, not {getattr(cfg, key)}")
-    restorer, detector = _frozen(cfg)
+    restorer, detector, nets = load_networks(cfg)
     torch.manual_seed(cfg.seed)
     arch_kwargs = _arch_kwargs(cfg)
     model = build(ARCH, **arch_kwargs).to(memory_format=torch.channels_last)
@@ -150,7 +149,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
     corpus = Path(cfg.corpus).expanduser() if cfg.corpus else corpus_dir()
     train_paths, val_paths = split_corpus(corpus, cfg.val_fraction, cfg.split_seed)
     mixture = RecipeMixture(cfg.p_mild, cfg.mild_scale, cfg.p_family)
-    trainer.write_config(ARCH, networks=_networks(restorer, detector),
+    trainer.write_config(ARCH, networks=nets,
                          data={"corpus": str(corpus), "split_seed": cfg.split_seed, "train_photos": len(train_paths),
                                "validation_photos": [p.name for p in val_paths], "crop": cfg.crop,
                                **mixture.describe()},
