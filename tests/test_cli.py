@@ -665,6 +665,16 @@ def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, f
     assert sorted(p.name for p in fake.calls) == ["b.PNG", "c.tif"]
 
 
+def press_ctrl_c_twice(should_stop) -> None:
+    """Ctrl-C twice from inside a photo's work, the second once the run has taken the first (should_stop() true):
+    two signals pending at once would count as one press."""
+    os.kill(os.getpid(), signal.SIGINT)
+    deadline = time.monotonic() + 10
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake, hard_exits):
     """A file still in flight when a second Ctrl-C ends the run must not put its outputs in place afterwards,
     unrecorded, in a folder whose lock is released (the gate turns it away); the next run redoes it."""
@@ -685,11 +695,7 @@ def test_second_ctrl_c_lets_no_output_in_after_the_run_let_go(tmp_path, fake, ha
 
     def press_twice_then_finish(src, should_stop):
         if src.name == "b.PNG":
-            os.kill(os.getpid(), signal.SIGINT)
-            deadline = time.monotonic() + 10
-            while not should_stop() and time.monotonic() < deadline:
-                time.sleep(0.01)  # two signals pending at once would count as one press
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c_twice(should_stop)
             run_over.wait(10)  # this file's work goes on after the run has ended
 
     fake.before_write = press_twice_then_finish
@@ -728,11 +734,7 @@ def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp
 
     def press_twice(src, should_stop):
         if src.name == "b.PNG":
-            os.kill(os.getpid(), signal.SIGINT)
-            deadline = time.monotonic() + 10
-            while not should_stop() and time.monotonic() < deadline:
-                time.sleep(0.01)  # two signals pending at once would count as one press
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c_twice(should_stop)
             run_over.wait(10)  # blocked in I/O
 
     monkeypatch.setattr(cli_module, "_let_go", let_go)
@@ -757,11 +759,7 @@ def test_a_run_that_let_go_of_a_stuck_thread_ends_at_once_whatever_ends_it(tmp_p
 
     def press_twice(src, should_stop):
         if src.name == "b.PNG":
-            os.kill(os.getpid(), signal.SIGINT)
-            deadline = time.monotonic() + 10
-            while not should_stop() and time.monotonic() < deadline:
-                time.sleep(0.01)  # two signals pending at once would count as one press
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c_twice(should_stop)
             run_over.wait(10)  # blocked in I/O
 
     def fail(*args, **kwargs):
@@ -790,11 +788,7 @@ def test_second_ctrl_c_records_a_file_whose_outputs_are_already_in_place(tmp_pat
 
     def press_twice(src, should_stop):
         if src.name == "b.PNG":
-            os.kill(os.getpid(), signal.SIGINT)
-            deadline = time.monotonic() + 10
-            while not should_stop() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c_twice(should_stop)
             time.sleep(0.3)  # the run ends while this call still has to report back
 
     fake.after_write = press_twice
