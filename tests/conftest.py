@@ -1,9 +1,12 @@
-"""Shared by every test: one torch thread; SIGINT as a terminal delivers it, for the tests that send it."""
+"""Shared by every test: one torch thread; SIGINT as a terminal delivers it, for the tests that send it; the
+weights registry pointed at a test's own folder."""
 
 import signal
 
 import pytest
 import torch
+
+from oldphoto import registry
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +25,16 @@ def sigint_default():
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
+def registry_at(monkeypatch):
+    """registry_at(folder) -> folder: the weights registry reads `folder` for the rest of the test. The cached
+    manifest is dropped then and at the end, so neither the test nor the next one sees another folder's entries."""
+    def point(folder):
+        monkeypatch.setattr(registry, "weights_dir", lambda: folder)
+        registry.entries.cache_clear()
+        return folder
+
+    yield point
+    registry.entries.cache_clear()

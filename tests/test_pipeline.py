@@ -685,7 +685,7 @@ def test_output_records_provenance(tmp_path):
     assert "mask_dilate" in xmp and "Identity" in xmp  # settings and models of the run
 
 
-def test_load_models_loads_what_the_config_needs(tmp_path, monkeypatch):
+def test_load_models_loads_what_the_config_needs(tmp_path, registry_at):
     import json
 
     from oldphoto import registry
@@ -710,8 +710,7 @@ def test_load_models_loads_what_the_config_needs(tmp_path, monkeypatch):
         manifest["models"][name] = {"arch": arch, "arch_kwargs": kwargs, "file": f.name,
                                     "sha256": registry.sha256_file(f), "meta": meta}
     (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
-    registry.entries.cache_clear()
+    registry_at(tmp_path)
     threads = torch.get_num_threads()
     try:
         only = load_models(cfg(only_mask=True), "cpu")
@@ -720,7 +719,6 @@ def test_load_models_loads_what_the_config_needs(tmp_path, monkeypatch):
         full = load_models(cfg(colorize=True, upscale=4), "cpu")
         d = full.describe()
     finally:
-        registry.entries.cache_clear()
         torch.set_num_threads(threads)
     assert full.upscaler.scale == 4 and full.colorizer.work_size == 64
     assert d["restorer"]["name"] == "+".join(WEIGHT_NAMES[k] for k in ("vae1", "mapping", "vae2", "refiner"))

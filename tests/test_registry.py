@@ -14,15 +14,12 @@ KWARGS = {"channels": [4, 8], "blocks": 1}
 
 
 @pytest.fixture
-def weights(tmp_path, monkeypatch):
+def weights(tmp_path, registry_at):
     """A weights folder holding "det-a" (published) and the bytes of other weights of the same arch."""
     torch.manual_seed(0)
     export_weights(build("unet_detector", **KWARGS).state_dict(), "det-a", "unet_detector", KWARGS, {}, tmp_path)
     export_weights(build("unet_detector", **KWARGS).state_dict(), "det-b", "unet_detector", KWARGS, {}, tmp_path)
-    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
-    registry.entries.cache_clear()
-    yield tmp_path
-    registry.entries.cache_clear()
+    return registry_at(tmp_path)
 
 
 def test_the_weights_loaded_are_the_weights_whose_sha256_was_checked(weights, monkeypatch):
@@ -45,15 +42,11 @@ def test_the_weights_loaded_are_the_weights_whose_sha256_was_checked(weights, mo
 
 @pytest.mark.parametrize("text, needle", [("{not json", "JSONDecodeError"), ('{"x": 1}', "KeyError: 'models'"),
                                           ('{"models": {"a": {"arch": "vae"}}}', "KeyError: 'file'")])
-def test_a_manifest_that_cannot_be_read_is_a_weights_error(tmp_path, monkeypatch, text, needle):
+def test_a_manifest_that_cannot_be_read_is_a_weights_error(tmp_path, registry_at, text, needle):
     (tmp_path / "MANIFEST.json").write_text(text)
-    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
-    registry.entries.cache_clear()
-    try:
-        with pytest.raises(WeightsError, match=f"MANIFEST.json: not a readable weights manifest .*{needle}"):
-            registry.get("a")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(tmp_path)
+    with pytest.raises(WeightsError, match=f"MANIFEST.json: not a readable weights manifest .*{needle}"):
+        registry.get("a")
 
 
 @pytest.mark.parametrize("change", ["not a state dict", "other arch_kwargs", "unknown arch"])

@@ -56,40 +56,30 @@ def test_same_probabilities_as_the_plain_model():
     assert torch.allclose(Detector(model, 0.5)(tiles), want, atol=1e-5)
 
 
-def test_from_registry_takes_the_tuned_threshold_from_the_meta(tmp_path, monkeypatch):
-    from oldphoto import registry
+def test_from_registry_takes_the_tuned_threshold_from_the_meta(tmp_path, registry_at):
     from oldphoto.train.run_files import export_weights
 
     torch.manual_seed(0)
     kwargs = {"channels": [4, 8], "blocks": 1}
     export_weights(build("unet_detector", **kwargs).state_dict(), "det-tiny", "unet_detector", kwargs,
                    {"threshold": 0.35}, tmp_path)
-    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
-    registry.entries.cache_clear()
-    try:
-        det = Detector.from_registry("det-tiny")
-        assert det.threshold == 0.35 and det.entry.name == "det-tiny" and len(det.entry.sha256) == 64
-        assert Detector.from_registry("det-tiny", threshold=0.6).threshold == 0.6
-        assert det(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
-    finally:
-        registry.entries.cache_clear()
+    registry_at(tmp_path)
+    det = Detector.from_registry("det-tiny")
+    assert det.threshold == 0.35 and det.entry.name == "det-tiny" and len(det.entry.sha256) == 64
+    assert Detector.from_registry("det-tiny", threshold=0.6).threshold == 0.6
+    assert det(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
 
 
-def test_from_registry_refuses_the_name_of_another_kind_of_network(tmp_path, monkeypatch):
+def test_from_registry_refuses_the_name_of_another_kind_of_network(tmp_path, registry_at):
     """A VAE's name gave a Detector that failed at its first tile (sigmoid of the VAE's tuple)."""
-    from oldphoto import registry
     from oldphoto.errors import WeightsError
     from oldphoto.train.run_files import export_weights
 
     kwargs = {"latent": 8, "width": 16, "half_width": 8, "blocks": 1}
     export_weights(build("vae", **kwargs).state_dict(), "vae-tiny", "vae", kwargs, {}, tmp_path)
-    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
-    registry.entries.cache_clear()
-    try:
-        with pytest.raises(WeightsError, match="model 'vae-tiny' is a 'vae' network, not the 'unet_detector'"):
-            Detector.from_registry("vae-tiny")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(tmp_path)
+    with pytest.raises(WeightsError, match="model 'vae-tiny' is a 'vae' network, not the 'unet_detector'"):
+        Detector.from_registry("vae-tiny")
 
 
 class _BySize:

@@ -62,10 +62,9 @@ def test_bad_inputs_name_the_shape(restorer, tiles, mask, needle):
     assert needle in str(err.value)
 
 
-def test_from_registry_refuses_an_entry_of_another_kind_for_a_part(tmp_path, monkeypatch):
+def test_from_registry_refuses_an_entry_of_another_kind_for_a_part(tmp_path, registry_at):
     """A VAE named as the mapping (its meta records no VAEs, so no sha256 check applies) loaded and failed at the
     first tile with a TypeError; a blend gate named as the refiner loaded."""
-    from oldphoto import registry
     from oldphoto.errors import WeightsError
     from oldphoto.train.run_files import export_weights
 
@@ -75,15 +74,11 @@ def test_from_registry_refuses_an_entry_of_another_kind_for_a_part(tmp_path, mon
     gate = {"n_features": 23, "hidden": 0}
     for name, arch, kwargs in [("v-r", "vae", vae), ("map-r", "mapping", mapping), ("gate-r", "blend_gate", gate)]:
         export_weights(build(arch, **kwargs).state_dict(), name, arch, kwargs, {}, tmp_path)
-    monkeypatch.setattr(registry, "weights_dir", lambda: tmp_path)
-    registry.entries.cache_clear()
-    try:
-        assert Restorer.from_registry("v-r", "map-r", "v-r").entries[1].name == "map-r"
-        with pytest.raises(WeightsError, match="model 'v-r' is a 'vae' network, not the 'mapping'"):
-            Restorer.from_registry("v-r", "v-r", "v-r")
-        with pytest.raises(WeightsError, match="model 'map-r' is a 'mapping' network, not the 'vae'"):
-            Restorer.from_registry("v-r", "map-r", "map-r")
-        with pytest.raises(WeightsError, match="model 'gate-r' is a 'blend_gate' network, not the 'refiner'"):
-            Restorer.from_registry("v-r", "map-r", "v-r", refiner="gate-r")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(tmp_path)
+    assert Restorer.from_registry("v-r", "map-r", "v-r").entries[1].name == "map-r"
+    with pytest.raises(WeightsError, match="model 'v-r' is a 'vae' network, not the 'mapping'"):
+        Restorer.from_registry("v-r", "v-r", "v-r")
+    with pytest.raises(WeightsError, match="model 'map-r' is a 'mapping' network, not the 'vae'"):
+        Restorer.from_registry("v-r", "map-r", "map-r")
+    with pytest.raises(WeightsError, match="model 'gate-r' is a 'blend_gate' network, not the 'refiner'"):
+        Restorer.from_registry("v-r", "map-r", "v-r", refiner="gate-r")

@@ -23,12 +23,8 @@ TINY = dict(crops=16, crop=32, val_heavy=2, val_family=1, val_second=2, iters=30
 
 
 @pytest.fixture()
-def weights(tmp_path, monkeypatch):
-    folder = write_tiny_chain(tmp_path / "weights")
-    monkeypatch.setattr(registry, "weights_dir", lambda: folder)
-    registry.entries.cache_clear()
-    yield folder
-    registry.entries.cache_clear()
+def weights(tmp_path, registry_at):
+    return registry_at(write_tiny_chain(tmp_path / "weights"))
 
 
 def test_error_terms_give_the_blends_luma_error():

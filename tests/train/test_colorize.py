@@ -119,7 +119,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     assert m["ab_err"] < 0.7 * m["gray_ab_err"]
 
 
-def test_run_resume_export_and_registry_round_trip(corpus, tmp_path, monkeypatch):
+def test_run_resume_export_and_registry_round_trip(corpus, tmp_path, registry_at):
     out = tmp_path / "run"
     first = C.run(_cfg(corpus, out, steps=2), lambda s: None)
     assert first["step"] == 2 and first["best"]["step"] == 2
@@ -132,23 +132,19 @@ def test_run_resume_export_and_registry_round_trip(corpus, tmp_path, monkeypatch
 
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    monkeypatch.setattr(registry, "weights_dir", lambda: wdir)
-    registry.entries.cache_clear()
-    try:
-        path = C.export(out, "colorize-test")
-        entry = registry.get("colorize-test")
-        assert entry.arch == "colorizer_unet" and entry.meta["work_size"] == 64
-        assert entry.meta["steps_trained"] == 4 and "ab_err" in entry.meta["validation"]
-        assert entry.meta["config"]["seed"] == 1 and entry.meta["data"]["train_photos"] >= 1
-        state = torch.load(path, weights_only=True)
-        assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
-        col = Colorizer.from_registry("colorize-test")
-        assert col.work_size == 64 and col.entry.sha256 == entry.sha256
-        assert col(torch.rand(1, 1, 30, 40) * 100).shape == (1, 2, 30, 40)
-        result = C.evaluate(C.EvalConfig(weights="colorize-test", corpus=str(corpus), size=48), lambda s: None)
-        assert result["photos"] >= 1 and result["gray_ab_err"] > 0 and result["colorfulness_true"] > 0
-        path.write_bytes(path.read_bytes() + b"tampered")
-        with pytest.raises(WeightsError, match="sha256"):
-            registry.load("colorize-test")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(wdir)
+    path = C.export(out, "colorize-test")
+    entry = registry.get("colorize-test")
+    assert entry.arch == "colorizer_unet" and entry.meta["work_size"] == 64
+    assert entry.meta["steps_trained"] == 4 and "ab_err" in entry.meta["validation"]
+    assert entry.meta["config"]["seed"] == 1 and entry.meta["data"]["train_photos"] >= 1
+    state = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    col = Colorizer.from_registry("colorize-test")
+    assert col.work_size == 64 and col.entry.sha256 == entry.sha256
+    assert col(torch.rand(1, 1, 30, 40) * 100).shape == (1, 2, 30, 40)
+    result = C.evaluate(C.EvalConfig(weights="colorize-test", corpus=str(corpus), size=48), lambda s: None)
+    assert result["photos"] >= 1 and result["gray_ab_err"] > 0 and result["colorfulness_true"] > 0
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(WeightsError, match="sha256"):
+        registry.load("colorize-test")

@@ -89,7 +89,7 @@ def test_resume_continues_the_step_count(tiny_run, corpus):
     assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 5
 
 
-def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, tmp_path, monkeypatch):
+def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, tmp_path, registry_at):
     out, _ = tiny_run
     wdir = tmp_path / "weights"
     path = D.export(out, "det-test", weights_dir=wdir,
@@ -101,34 +101,30 @@ def test_export_then_registry_load_round_trip_and_hash_check(tiny_run, corpus, t
     assert {"learned", "classical"} <= set(meta["metrics"]) and "size" in meta["metrics"]["classical"]
     assert meta["config"]["base"] == 4 and meta["steps"] >= 2 and meta["data"]["split_seed"] == 0
 
-    monkeypatch.setattr(registry, "weights_dir", lambda: wdir)
-    registry.entries.cache_clear()
-    try:
-        loaded = registry.load("det-test")
-        model, _ = load_run_best(out, D.ARCH)
-        x = torch.rand(1, 3, 32, 32)
-        with torch.no_grad():
-            assert torch.allclose(loaded(x), model(x), atol=1e-6)
-        # a recorded evaluation lands in the meta, with the threshold it tuned (what the pipeline then uses)
-        res = D.evaluate(D.EvalConfig(weights="det-test", corpus=str(corpus), count=2, size=32, seed=7,
-                                      record=True, undamaged=3, second=3), lambda m: None)
-        meta = registry.get("det-test").meta
-        assert meta["evaluation"]["learned"] == res["learned"] and meta["evaluation"]["config"]["seed"] == 7
-        assert meta["threshold"] == res["learned"]["threshold"]
-        alarms = meta["evaluation"]["false_alarms"]  # flagged share on undamaged crops, both detectors
-        assert alarms["crops"] == 3 and 0 <= alarms["learned"] <= 1 and 0 <= alarms["classical"] <= 1
-        second = meta["evaluation"]["second_generator"]  # the never-trained-on generator, at the tuned thresholds
-        assert second["crops"] == 3 and 0 < second["defect_share"] < 1
-        assert all(0 <= second[k]["f1_tol"] <= 1 for k in ("learned", "classical"))
-        two = meta["evaluation"]["two_scale"]  # --detect-scales 2, at its own fixed threshold
-        assert (two["threshold"], two["half_weight"]) == (TWO_SCALE_THRESHOLD, HALF_WEIGHT)
-        assert all(0 <= two[k]["f1_tol"] <= 1 for k in ("enlarged", "second_generator"))
-        assert 0 <= two["f1_tol"] <= 1
-        path.write_bytes(path.read_bytes() + b"\0")
-        with pytest.raises(WeightsError, match="sha256"):
-            registry.load("det-test")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(wdir)
+    loaded = registry.load("det-test")
+    model, _ = load_run_best(out, D.ARCH)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    # a recorded evaluation lands in the meta, with the threshold it tuned (what the pipeline then uses)
+    res = D.evaluate(D.EvalConfig(weights="det-test", corpus=str(corpus), count=2, size=32, seed=7,
+                                  record=True, undamaged=3, second=3), lambda m: None)
+    meta = registry.get("det-test").meta
+    assert meta["evaluation"]["learned"] == res["learned"] and meta["evaluation"]["config"]["seed"] == 7
+    assert meta["threshold"] == res["learned"]["threshold"]
+    alarms = meta["evaluation"]["false_alarms"]  # flagged share on undamaged crops, both detectors
+    assert alarms["crops"] == 3 and 0 <= alarms["learned"] <= 1 and 0 <= alarms["classical"] <= 1
+    second = meta["evaluation"]["second_generator"]  # the never-trained-on generator, at the tuned thresholds
+    assert second["crops"] == 3 and 0 < second["defect_share"] < 1
+    assert all(0 <= second[k]["f1_tol"] <= 1 for k in ("learned", "classical"))
+    two = meta["evaluation"]["two_scale"]  # --detect-scales 2, at its own fixed threshold
+    assert (two["threshold"], two["half_weight"]) == (TWO_SCALE_THRESHOLD, HALF_WEIGHT)
+    assert all(0 <= two[k]["f1_tol"] <= 1 for k in ("enlarged", "second_generator"))
+    assert 0 <= two["f1_tol"] <= 1
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(WeightsError, match="sha256"):
+        registry.load("det-test")
 
 
 def test_classical_baseline_finds_clear_scratches():

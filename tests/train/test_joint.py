@@ -25,12 +25,8 @@ NAMES = "v1-j,map-j,v2-j,ref-j"
 
 
 @pytest.fixture()
-def weights(tmp_path, monkeypatch):
-    folder = write_tiny_chain(tmp_path / "weights", refiner=True)
-    monkeypatch.setattr(registry, "weights_dir", lambda: folder)
-    registry.entries.cache_clear()
-    yield folder
-    registry.entries.cache_clear()
+def weights(tmp_path, registry_at):
+    return registry_at(write_tiny_chain(tmp_path / "weights", refiner=True))
 
 
 @pytest.fixture()

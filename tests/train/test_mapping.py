@@ -78,7 +78,7 @@ def test_pair_buffer_rotates_fresh_pairs_in():
     assert sample.shape == (4, 1) and set(sample.flatten().tolist()) <= set(values)
 
 
-def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
+def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch, registry_at):
     corpus = vae_runs / "corpus"
     cfg = mapping.Config(**MAP_TINY, corpus=str(corpus), out=str(tmp_path / "map"), steps=2,
                          vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"))
@@ -124,82 +124,74 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch):
     assert meta["vae1"]["sha256"] == models["v1-t"]["sha256"] and meta["config"]["lambda_latent"] == 60.0
     assert models["v2-t"]["meta"]["config"]["which"] == "vae2"
 
-    monkeypatch.setattr(registry, "weights_dir", lambda: weights)
-    registry.entries.cache_clear()
-    try:
-        restorer = Restorer.from_registry("v1-t", "map-t", "v2-t")
-        assert [e.name for e in restorer.entries] == ["v1-t", "map-t", "v2-t"]
-        out = restorer(torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32))
-        assert out.shape == (2, 3, 32, 32)
-        summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
-                                      vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
-                                      out=str(tmp_path / "eval")), lambda m: None)
-        assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "full_tone_scan", "scope_defects",
-                "no_global", "no_mask", "full_tone_oracle"} <= set(summary["variants"])
-        v = summary["variants"]
-        assert v["full_tone_oracle"]["psnr_rgb"] >= v["full"]["psnr_rgb"] - 1e-3  # a least-squares fit never loses
-        assert summary["mask"].startswith("ground truth") and summary["cost"]["params_total"] > 0
-        assert "evaluation" not in registry.get("map-t").meta  # a 2-crop evaluation is not recorded
-        assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "samples.png").is_file()
-        # a VAE re-published on its own no longer matches the mapping: refused, not silently wrong
-        other = build("vae", latent=8, width=16, half_width=8, blocks=1)
-        export_weights(other.state_dict(), "v2-t", "vae", models["v2-t"]["arch_kwargs"], {}, weights, replace=True)
-        with pytest.raises(WeightsError, match="trained with vae2"):
-            Restorer.from_registry("v1-t", "map-t", "v2-t")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(weights)
+    restorer = Restorer.from_registry("v1-t", "map-t", "v2-t")
+    assert [e.name for e in restorer.entries] == ["v1-t", "map-t", "v2-t"]
+    out = restorer(torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32))
+    assert out.shape == (2, 3, 32, 32)
+    summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
+                                  vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
+                                  out=str(tmp_path / "eval")), lambda m: None)
+    assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "full_tone_scan", "scope_defects",
+            "no_global", "no_mask", "full_tone_oracle"} <= set(summary["variants"])
+    v = summary["variants"]
+    assert v["full_tone_oracle"]["psnr_rgb"] >= v["full"]["psnr_rgb"] - 1e-3  # a least-squares fit never loses
+    assert summary["mask"].startswith("ground truth") and summary["cost"]["params_total"] > 0
+    assert "evaluation" not in registry.get("map-t").meta  # a 2-crop evaluation is not recorded
+    assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "samples.png").is_file()
+    # a VAE re-published on its own no longer matches the mapping: refused, not silently wrong
+    other = build("vae", latent=8, width=16, half_width=8, blocks=1)
+    export_weights(other.state_dict(), "v2-t", "vae", models["v2-t"]["arch_kwargs"], {}, weights, replace=True)
+    with pytest.raises(WeightsError, match="trained with vae2"):
+        Restorer.from_registry("v1-t", "map-t", "v2-t")
 
 
-def test_training_with_detector_masks(vae_runs, tmp_path, monkeypatch):
+def test_training_with_detector_masks(vae_runs, tmp_path, registry_at):
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "MANIFEST.json").write_text(json.dumps({"models": {}}))
     kwargs = {"channels": (4, 8, 8), "blocks": 1}
     export_weights(build("unet_detector", **kwargs).state_dict(), "det-t", "unet_detector", kwargs,
                    {"threshold": 0.5}, weights)
-    monkeypatch.setattr(registry, "weights_dir", lambda: weights)
-    registry.entries.cache_clear()
-    try:
-        msgs = []
-        cfg = mapping.Config(**MAP_TINY, corpus=str(vae_runs / "corpus"), out=str(tmp_path / "map"), steps=2,
-                             vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"), detector="det-t",
-                             detector_threshold=0.7)
-        assert mapping.run(cfg, msgs.append)["step"] == 2
-        assert any("det-t (threshold 0.7)" in m for m in msgs)
-        saved = json.loads((tmp_path / "map" / "detector.json").read_text())
-        assert saved["sha256"] == registry.get("det-t").sha256 and saved["threshold"] == 0.7
-        mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
-        meta = registry.get("map-t").meta
-        assert meta["training_masks"]["name"] == "det-t"
-        assert meta["mask_threshold"] == 0.7  # restores with the masks it was trained on
-        # checkpoint selection: a run's best.pt, its ckpt.pt and a published weights file all load and score
-        from oldphoto.train.evaluate_restore import compare_mappings
+    registry_at(weights)
+    msgs = []
+    cfg = mapping.Config(**MAP_TINY, corpus=str(vae_runs / "corpus"), out=str(tmp_path / "map"), steps=2,
+                         vae1=str(vae_runs / "vae1"), vae2=str(vae_runs / "vae2"), detector="det-t",
+                         detector_threshold=0.7)
+    assert mapping.run(cfg, msgs.append)["step"] == 2
+    assert any("det-t (threshold 0.7)" in m for m in msgs)
+    saved = json.loads((tmp_path / "map" / "detector.json").read_text())
+    assert saved["sha256"] == registry.get("det-t").sha256 and saved["threshold"] == 0.7
+    mapping.export(tmp_path / "map", "map-t", "v1-t", "v2-t", weights=weights)
+    meta = registry.get("map-t").meta
+    assert meta["training_masks"]["name"] == "det-t"
+    assert meta["mask_threshold"] == 0.7  # restores with the masks it was trained on
+    # checkpoint selection: a run's best.pt, its ckpt.pt and a published weights file all load and score
+    from oldphoto.train.evaluate_restore import compare_mappings
 
-        cands = {"best": tmp_path / "map" / "best.pt", "last": tmp_path / "map" / "ckpt.pt",
-                 "published": weights / "map-t.pt"}
-        res = compare_mappings(cands, EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
-                                                 val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
-                                                 detector="det-t", threads=1))
-        assert res["best"] == res["published"]  # export published best.pt
-        assert all(set(res[k]) == {"gt_mask", "detector_mask"} for k in cands)
-        from oldphoto.train.evaluate_restore import sweep_mask_threshold
+    cands = {"best": tmp_path / "map" / "best.pt", "last": tmp_path / "map" / "ckpt.pt",
+             "published": weights / "map-t.pt"}
+    res = compare_mappings(cands, EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
+                                             val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
+                                             detector="det-t", threads=1))
+    assert res["best"] == res["published"]  # export published best.pt
+    assert all(set(res[k]) == {"gt_mask", "detector_mask"} for k in cands)
+    from oldphoto.train.evaluate_restore import sweep_mask_threshold
 
-        sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
-                                                           val_fraction=0.3, vae1="v1-t", mapping="map-t",
-                                                           vae2="v2-t", detector="det-t", threads=1,
-                                                           detect_scales=1, record=False))
-        assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
-        from oldphoto.train.evaluate_restore import select_mapping_and_threshold
+    sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
+                                                       val_fraction=0.3, vae1="v1-t", mapping="map-t",
+                                                       vae2="v2-t", detector="det-t", threads=1,
+                                                       detect_scales=1, record=False))
+    assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
+    from oldphoto.train.evaluate_restore import select_mapping_and_threshold
 
-        both = select_mapping_and_threshold({"best": cands["best"], "last": cands["last"]}, [0.2, 0.8],
-                                            EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
-                                                       val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
-                                                       detector="det-t", threads=1, detect_scales=1, record=False))
-        assert both["chosen"]["candidate"] in ("best", "last") and both["chosen"]["threshold"] in (0.2, 0.8)
-        assert both["chosen"]["psnr_y"] == max(q["psnr_y"] for k in ("best", "last") for q in both[k].values())
-        assert both["best"][0.8] == sweep[0.8]  # map-t is the run's best.pt: the same pipeline as the sweep
-    finally:
-        registry.entries.cache_clear()
+    both = select_mapping_and_threshold({"best": cands["best"], "last": cands["last"]}, [0.2, 0.8],
+                                        EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
+                                                   val_fraction=0.3, vae1="v1-t", mapping="map-t", vae2="v2-t",
+                                                   detector="det-t", threads=1, detect_scales=1, record=False))
+    assert both["chosen"]["candidate"] in ("best", "last") and both["chosen"]["threshold"] in (0.2, 0.8)
+    assert both["chosen"]["psnr_y"] == max(q["psnr_y"] for k in ("best", "last") for q in both[k].values())
+    assert both["best"][0.8] == sweep[0.8]  # map-t is the run's best.pt: the same pipeline as the sweep
 
 
 def test_even_tone_crops_is_the_pipelines_pass_on_each_crop():

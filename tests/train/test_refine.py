@@ -25,12 +25,8 @@ TINY = dict(width=4, crop=32, batch=2, buffer=4, fresh=1, val_n=2, val_size=32, 
 
 
 @pytest.fixture()
-def weights(tmp_path, monkeypatch):
-    folder = write_tiny_chain(tmp_path / "weights", refiner=False)
-    monkeypatch.setattr(registry, "weights_dir", lambda: folder)
-    registry.entries.cache_clear()
-    yield folder
-    registry.entries.cache_clear()
+def weights(tmp_path, registry_at):
+    return registry_at(write_tiny_chain(tmp_path / "weights", refiner=False))
 
 
 @pytest.fixture()

@@ -87,7 +87,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     assert losses[-1] < 0.8 * losses[0]  # step 0 is exactly bicubic (zero heads), so this beats bicubic
 
 
-def test_run_resume_export_and_registry_round_trip(corpus, tmp_path, monkeypatch):
+def test_run_resume_export_and_registry_round_trip(corpus, tmp_path, registry_at):
     out = tmp_path / "run"
     first = U.run(_cfg(corpus, out, steps=2), lambda s: None)
     assert first["step"] == 2 and set(first["best"]) >= {"x2_clean", "x4_degraded", "gain"}
@@ -100,27 +100,23 @@ def test_run_resume_export_and_registry_round_trip(corpus, tmp_path, monkeypatch
 
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    monkeypatch.setattr(registry, "weights_dir", lambda: wdir)
-    registry.entries.cache_clear()
-    try:
-        path = U.export(out, "upscale-test")
-        entry = registry.get("upscale-test")
-        assert entry.arch == "upscaler" and entry.arch_kwargs["scales"] == [2, 4]
-        assert entry.meta["steps_trained"] == 4 and entry.meta["data"]["kernel"] == "Pillow bicubic"
-        up = Upscaler.from_registry("upscale-test", 4)
-        assert up.entry.sha256 == entry.sha256 and up(torch.rand(2, 3, 8, 8)).shape == (2, 3, 32, 32)
-        result = U.evaluate(U.EvalConfig(weights="upscale-test", corpus=str(corpus), size=128, crop=32,
-                                         speed_tile=16, threads=1), lambda s: None)
-        assert set(result["scores"]) == {"x2_clean", "x2_degraded", "x4_clean", "x4_degraded"}
-        row = result["scores"]["x2_clean"]
-        assert row["bicubic"]["psnr"] > 10 and row["gain_over_bicubic_db"] == pytest.approx(
-            row["model"]["psnr"] - row["bicubic"]["psnr"])
-        assert result["throughput"]["x2_mp_per_s"] > 0 and result["params"] > 0
-        path.write_bytes(b"\0" + path.read_bytes()[1:])
-        with pytest.raises(WeightsError, match="sha256"):
-            registry.load("upscale-test")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(wdir)
+    path = U.export(out, "upscale-test")
+    entry = registry.get("upscale-test")
+    assert entry.arch == "upscaler" and entry.arch_kwargs["scales"] == [2, 4]
+    assert entry.meta["steps_trained"] == 4 and entry.meta["data"]["kernel"] == "Pillow bicubic"
+    up = Upscaler.from_registry("upscale-test", 4)
+    assert up.entry.sha256 == entry.sha256 and up(torch.rand(2, 3, 8, 8)).shape == (2, 3, 32, 32)
+    result = U.evaluate(U.EvalConfig(weights="upscale-test", corpus=str(corpus), size=128, crop=32,
+                                     speed_tile=16, threads=1), lambda s: None)
+    assert set(result["scores"]) == {"x2_clean", "x2_degraded", "x4_clean", "x4_degraded"}
+    row = result["scores"]["x2_clean"]
+    assert row["bicubic"]["psnr"] > 10 and row["gain_over_bicubic_db"] == pytest.approx(
+        row["model"]["psnr"] - row["bicubic"]["psnr"])
+    assert result["throughput"]["x2_mp_per_s"] > 0 and result["params"] > 0
+    path.write_bytes(b"\0" + path.read_bytes()[1:])
+    with pytest.raises(WeightsError, match="sha256"):
+        registry.load("upscale-test")
 
 
 def test_throughput_and_macs():

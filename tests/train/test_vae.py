@@ -91,7 +91,7 @@ def test_vae1_uses_the_latent_discriminator_only_with_real_old_photos(tmp_path, 
     assert not {"g_latent", "d_latent"} & without_keys
 
 
-def test_export_registry_round_trip_and_hash_mismatch(tmp_path, corpus, monkeypatch):
+def test_export_registry_round_trip_and_hash_mismatch(tmp_path, corpus, registry_at):
     cfg = vae.Config(**{**TINY, "corpus": str(corpus), "out": str(tmp_path / "run"), "steps": 2})
     vae.run(cfg, lambda m: None)
     weights = tmp_path / "weights"
@@ -105,20 +105,16 @@ def test_export_registry_round_trip_and_hash_mismatch(tmp_path, corpus, monkeypa
     assert meta["steps"] == 2 and meta["config"]["latent"] == 8 and "psnr_rgb" in meta["validation"]
     assert "no real old photos" in meta["data"]["real_old"]
 
-    monkeypatch.setattr(registry, "weights_dir", lambda: weights)
-    registry.entries.cache_clear()
-    try:
-        model = registry.load("vae2-test")
-        ref = build("vae", **cfg.arch_kwargs).eval()
-        ref.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True)["state_dict"])
-        x = torch.rand(1, 3, 32, 32)
-        with torch.no_grad():
-            assert torch.equal(model(x)[0], ref(x)[0])
-        path.write_bytes(path.read_bytes() + b"\0")
-        with pytest.raises(WeightsError, match="sha256"):
-            registry.load("vae2-test")
-    finally:
-        registry.entries.cache_clear()
+    registry_at(weights)
+    model = registry.load("vae2-test")
+    ref = build("vae", **cfg.arch_kwargs).eval()
+    ref.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True)["state_dict"])
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], ref(x)[0])
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(WeightsError, match="sha256"):
+        registry.load("vae2-test")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
