@@ -357,7 +357,8 @@ def _rel_str(rel: Path) -> str:
 @click.option("--dry-run", is_flag=True, help="List what a run would do to each file, and why; write nothing.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULT.max_pixels, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Defect probability threshold [default: the restorer's when restoring, the detector's with --only-mask].")
+              help="Defect probability threshold [default: the restorer's when restoring, the detector's with "
+                   "--only-mask].")
 @click.option("--mask-dilate", type=click.IntRange(min=0), default=None,
               help="Grow the defect mask by N pixels [default: 1 when restoring, 0 with --only-mask].")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_DEFAULT.jpeg_quality, show_default=True)

@@ -61,7 +61,8 @@ class RestoreConfig:
     # scan: the scan's own tone is kept (fading and casts stay), only detail, noise and defects are restored;
     # None: photo, or scan with scope "defects" (the only tone that fills can match untouched pixels with)
     tone: str | None = None
-    # with tone photo: the share of the fitted correction applied (0: the scan's tone, 1: all of it); None: TONE_STRENGTH
+    # with tone photo: the share of the fitted correction applied (0: the scan's tone, 1: all of it);
+    # None: TONE_STRENGTH
     tone_strength: float | None = None
     # all: restore the whole photo; defects: change only the pixels of the (grown) defect mask, filled in the
     # scan's tone, and keep every other pixel exactly as scanned (minimal intervention, for archives)

@@ -146,7 +146,8 @@ def rarity_weights(ab_samples: list[torch.Tensor], cfg: Config) -> torch.Tensor:
     return w.float()
 
 
-def colorize_loss(pred: torch.Tensor, true: torch.Tensor, weights: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
+def colorize_loss(pred: torch.Tensor, true: torch.Tensor, weights: torch.Tensor,
+                  cfg: Config) -> dict[str, torch.Tensor]:
     """Loss terms for ab predictions vs truth, both (B, 2, H, W) in Lab units; "total" is minimised.
     l1: rarity-weighted L1 (per 100 Lab units); chroma: per-image mean chroma mismatch (per 100 units)."""
     w = weights.to(pred.device)[_bin_index(true, cfg)].unsqueeze(1)

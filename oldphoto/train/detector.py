@@ -392,8 +392,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
 
     trainer = SupervisedRun(out, model, opt, rng, cfg, cfg.arch_kwargs(), log, cfg.init_from, adapt)
     recipe = training_recipe(cfg)
-    trainer.write_config(ARCH, degrade=asdict(recipe),
-                         **({"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale, recipe))} if cfg.p_sharp else {}))
+    sharp = {"sharp_degrade": asdict(degrade.sharp_recipe(cfg.sharp_scale, recipe))} if cfg.p_sharp else {}
+    trainer.write_config(ARCH, degrade=asdict(recipe), **sharp)
 
     train_paths, _ = _split(cfg.corpus, cfg.split_seed)
     pool = data.PhotoPool(train_paths, max_side=cfg.max_side)
@@ -552,9 +552,9 @@ def _evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
     second = second_generator_set(cfg) if cfg.second else None  # synthesised once, scored twice below
     if second is not None:
         res["second_generator"] = sg = second_generator(model, res, *second, cfg)
-        log(f"second generator ({cfg.second} crops, never trained on): learned F1(1px tol) {sg['learned']['f1_tol']:.3f}"
-            f" (P {sg['learned']['precision_tol']:.3f}, R {sg['learned']['recall_tol']:.3f}), classical "
-            f"{sg['classical']['f1_tol']:.3f}")
+        log(f"second generator ({cfg.second} crops, never trained on): learned F1(1px tol) "
+            f"{sg['learned']['f1_tol']:.3f} (P {sg['learned']['precision_tol']:.3f}, "
+            f"R {sg['learned']['recall_tol']:.3f}), classical {sg['classical']['f1_tol']:.3f}")
     if cfg.enlarge > 1:
         res["enlarged"] = en = enlarged(model, images, masks, res["learned"]["threshold"], cfg.enlarge, cfg.batch)
         log(f"the same crops enlarged x{cfg.enlarge}: learned F1(1px tol) {en['f1_tol']:.3f} "
@@ -605,7 +605,8 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
     images, masks = load_validation(ecfg.corpus, ecfg.split_seed, ecfg.count, ecfg.size, ecfg.seed)
     res = evaluate_model(model, images, masks, ecfg.batch)
     if log is not None:
-        log(f"export {name}: learned F1(tol) {res['learned']['f1_tol']:.3f} vs classical {res['classical']['f1_tol']:.3f}")
+        log(f"export {name}: learned F1(tol) {res['learned']['f1_tol']:.3f} vs classical "
+            f"{res['classical']['f1_tol']:.3f}")
     notes_path = run_dir / "notes.json"  # free-form findings kept with the run (e.g. the loss comparison)
     info_path = run_dir / "config.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}

@@ -59,7 +59,8 @@ class EvalConfig:
     vae1: str = WEIGHT_NAMES["vae1"]  # registry names (default: the pipeline's)
     mapping: str = WEIGHT_NAMES["mapping"]  # T
     vae2: str = WEIGHT_NAMES["vae2"]  # G_Y
-    refiner: str = WEIGHT_NAMES["refiner"]  # registry name of the image-space refiner run after G_Y, as the pipeline ("": none)
+    refiner: str = WEIGHT_NAMES["refiner"]  # registry name of the image-space refiner run after G_Y, as the
+    #                                          pipeline ("": none)
     detector: str = WEIGHT_NAMES["detector"]  # "" or not registered -> the ground-truth mask is used (and said so)
     blend: str = WEIGHT_NAMES["blend"]  # scan-blend gate as the pipeline ("", not registered, or no detector: none)
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)

@@ -120,6 +120,11 @@ class Chain(torch.nn.Module):
         return self.refiner(x, r.contiguous(memory_format=cl), m).float()
 
 
+def _lr_at(step: int, cfg: Config) -> float:
+    # linear warm-up, then cosine decay to lr * final_lr at `steps`
+    return cosine_lr(cfg.lr, cfg.final_lr, step / cfg.steps) * min(1.0, (step + 1) / cfg.warmup)
+
+
 def run(cfg: Config, log: Callable[[str], None]) -> dict:
     """Fine-tune (or resume) the chain; returns {"step", "best": validation metrics, "out"}."""
     check_bf16(cfg.bf16)
@@ -179,8 +184,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict:
         save_grid(out / "samples" / f"step{step:06d}.png", [x_val[:4], pred[:4], y_val[:4]])
         return metrics
 
-    return trainer.train(lambda step: cosine_lr(cfg.lr, cfg.final_lr, step / cfg.steps) * min(1.0, (step + 1) / cfg.warmup),
-                         step_fn, on_validation, lambda m, best: best is None or m["psnr_y"] > best["psnr_y"])
+    return trainer.train(lambda step: _lr_at(step, cfg), step_fn, on_validation,
+                         lambda m, best: best is None or m["psnr_y"] > best["psnr_y"])
 
 
 def _prefixed(state: dict, prefix: str) -> dict:

@@ -422,7 +422,8 @@ def last_as_best(run_dir: str | Path, arch_kwargs: dict) -> dict:
     run_dir = Path(run_dir)
     ck = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
     vals = [r for r in JsonlLog(run_dir / "log.jsonl").read() if "val" in r and r["step"] <= ck["step"]]
-    return {"model": ck["model"], "step": ck["step"], "val": dict(vals[-1]["val"], step=vals[-1]["step"]) if vals else {},
+    return {"model": ck["model"], "step": ck["step"],
+            "val": dict(vals[-1]["val"], step=vals[-1]["step"]) if vals else {},
             "config": ck["config"], "arch_kwargs": dict(arch_kwargs), "history": ck.get("history", []),
             "command": (ck.get("history") or [{}])[-1].get("command", ""), "wall": ck["wall"]}
 

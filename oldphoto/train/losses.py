@@ -129,6 +129,7 @@ def feature_matching(real_feats: list[torch.Tensor], fake_feats: list[torch.Tens
     """Mean L1 between the discriminator's intermediate features (scores, the last entry, excluded) of real and
     fake inputs; the real side is a fixed target."""
     if len(real_feats) != len(fake_feats) or len(real_feats) < 2:
-        raise ValueError(f"feature_matching: need two equal lists of >= 2 tensors, got {len(real_feats)} and {len(fake_feats)}")
+        raise ValueError(f"feature_matching: need two equal lists of >= 2 tensors, got {len(real_feats)} and "
+                         f"{len(fake_feats)}")
     pairs = list(zip(real_feats[:-1], fake_feats[:-1]))
     return sum(F.l1_loss(f, r.detach()) for r, f in pairs) / len(pairs)

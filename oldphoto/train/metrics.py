@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"expected two (B, C, H, W) tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"expected two (B, C, H, W) tensors of the same shape, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:

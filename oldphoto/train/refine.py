@@ -49,7 +49,8 @@ class Config:
     vae1: str = WEIGHT_NAMES["vae1"]  # frozen restorer whose outputs are refined (registry names; the pipeline's)
     mapping: str = WEIGHT_NAMES["mapping"]  # T
     vae2: str = WEIGHT_NAMES["vae2"]  # G_Y
-    detector: str = WEIGHT_NAMES["detector"]  # masks as at inference for detector_share of the samples ("": ground truth only)
+    detector: str = WEIGHT_NAMES["detector"]  # masks as at inference for detector_share of the samples
+    #                                            ("": ground truth only)
     detector_share: float = 0.5  # share of samples restored with the detector's mask
     mask_dilate: int = 1  # grow the detector's mask like the pipeline's default (RestoreConfig.mask_dilate)
     width: int = 16  # refiner channels at full resolution
@@ -75,8 +76,8 @@ class Config:
     mild_scale: float = 0.3  # factor on the degradation probabilities for those pairs
     p_family: float = 0.0  # share of fresh pairs with one family of the recipe alone (degrade.FAMILIES, or none:
     #                        a clean crop), so every kind of scan, mildly damaged ones included, is seen on its own
-    ssim_weight: float = 0.0  # adds ssim_weight * (1 - SSIM on luma) to the L1: keeping the scan's detail also keeps its
-    #                           noise, which L1 alone barely penalises and SSIM does
+    ssim_weight: float = 0.0  # adds ssim_weight * (1 - SSIM on luma) to the L1: keeping the scan's detail also
+    #                           keeps its noise, which L1 alone barely penalises and SSIM does
     bands: bool = False  # refiner with separate gates for the low and high band of x - r (archs/refiner.py)
     init_from: str = ""  # a refine run folder (its best.pt) or checkpoint that starts a fresh run
 

@@ -316,7 +316,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None]) -> dict:
                 f"{row['bicubic']['psnr']:.2f} / {row['bicubic']['ssim']:.4f}; lanczos {row['lanczos']['psnr']:.2f} / "
                 f"{row['lanczos']['ssim']:.4f}")
     params = sum(p.numel() for p in model.parameters())
-    speed = {f"x{s}_mp_per_s": round(throughput(model, s, cfg.speed_tile, threads=cfg.threads), 2) for s in model.scales}
+    speed = {f"x{s}_mp_per_s": round(throughput(model, s, cfg.speed_tile, threads=cfg.threads), 2)
+             for s in model.scales}
     gmac = {f"x{s}_gmac_per_output_mp": round(macs_per_input_pixel(model, s) / s / s / 1e3, 2) for s in model.scales}
     result = {**source, "photos": len(val_paths), "size": cfg.size, "crop": cfg.crop, "scores": table,
               "params": params, "throughput": speed, "gmac": gmac,
