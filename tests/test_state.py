@@ -47,7 +47,8 @@ def test_unchanged_file_is_skipped_after_reload(tmp_path):
     again = RunState.load(out)
     d = again.decide("a.jpg", src, fp)
     assert (d.action, d.reason, d.refreshed) == ("skip", "up to date", None)
-    assert again.records["a.jpg"].width == 40 and again.records["a.jpg"].sha256 == hashlib.sha256(b"photo-1").hexdigest()
+    record = again.records["a.jpg"]
+    assert record.width == 40 and record.sha256 == hashlib.sha256(b"photo-1").hexdigest()
     assert again.owner_of(out / "a.jpg") == "a.jpg" and again.owner_of(out / "b.jpg") is None
     assert RunState.load(out).decide("b.jpg", src, fp).reason == "new"
 

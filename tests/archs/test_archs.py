@@ -22,12 +22,13 @@ def _defects(h: int, w: int) -> torch.Tensor:
 # name -> (kwargs, inputs(h, w) -> tuple of tensors, expected_shapes(h, w) -> tuple of shapes or one shape)
 SMALL_KWARGS: dict[str, tuple[dict, object, object]] = {
     # RGB in [0, 1] -> defect logits at full resolution
-    "unet_detector": ({"channels": (4, 8, 8), "blocks": 1}, lambda h, w: (torch.rand(2, 3, h, w),), lambda h, w: (2, 1, h, w)),
+    "unet_detector": ({"channels": (4, 8, 8), "blocks": 1}, lambda h, w: (torch.rand(2, 3, h, w),),
+                      lambda h, w: (2, 1, h, w)),
     # latent restoration (VAE1/VAE2 at 1/4 resolution, mapping T with partial non-local attention)
     "vae_encoder": ({"latent": 8, "width": 16, "half_width": 8, "blocks": 1}, lambda h, w: (torch.rand(2, 3, h, w),),
                     lambda h, w: ((2, 8, h // 4, w // 4), (2, 8, h // 4, w // 4))),
-    "vae_decoder": ({"latent": 8, "width": 16, "half_width": 8, "blocks": 1}, lambda h, w: (torch.randn(2, 8, h // 4, w // 4),),
-                    lambda h, w: (2, 3, h, w)),
+    "vae_decoder": ({"latent": 8, "width": 16, "half_width": 8, "blocks": 1},
+                    lambda h, w: (torch.randn(2, 8, h // 4, w // 4),), lambda h, w: (2, 3, h, w)),
     "vae": ({"latent": 8, "width": 16, "half_width": 8, "blocks": 1}, lambda h, w: (torch.rand(2, 3, h, w),),
             lambda h, w: ((2, 3, h, w), (2, 8, h // 4, w // 4), (2, 8, h // 4, w // 4))),
     "partial_nonlocal": ({"channels": 8}, lambda h, w: (torch.randn(2, 8, h // 4, w // 4), _defects(h // 4, w // 4)),
@@ -37,12 +38,13 @@ SMALL_KWARGS: dict[str, tuple[dict, object, object]] = {
     # image-space fusion of the scan, its latent restoration and the mask
     "refiner": ({"width": 4}, lambda h, w: (torch.rand(2, 3, h, w), torch.rand(2, 3, h, w), _defects(h, w)),
                 lambda h, w: (2, 3, h, w)),
-    "patch_discriminator": ({"width": 8, "layers": 3}, lambda h, w: (torch.rand(2, 3, h, w),), lambda h, w: (2, 1, h // 8, w // 8)),
+    "patch_discriminator": ({"width": 8, "layers": 3}, lambda h, w: (torch.rand(2, 3, h, w),),
+                            lambda h, w: (2, 1, h // 8, w // 8)),
     "latent_discriminator": ({"latent": 8, "width": 8}, lambda h, w: (torch.randn(2, 8, h // 4, w // 4),),
                              lambda h, w: (2, 1, h // 8, w // 8)),
     # optional stages: chroma from lightness (Lab units), compact super-resolution (x2 head by default)
-    "colorizer_unet": ({"channels": (4, 8, 8), "blocks": 1, "in_stride": 2}, lambda h, w: (torch.rand(2, 1, h, w) * 100,),
-                       lambda h, w: (2, 2, h, w)),
+    "colorizer_unet": ({"channels": (4, 8, 8), "blocks": 1, "in_stride": 2},
+                       lambda h, w: (torch.rand(2, 1, h, w) * 100,), lambda h, w: (2, 2, h, w)),
     "upscaler": ({"channels": 8, "layers": 2, "scales": (2, 4)}, lambda h, w: (torch.rand(2, 3, h, w),),
                  lambda h, w: (2, 3, 2 * h, 2 * w)),
     # scan-blend strengths from per-image statistics (the input size does not matter: one row per image)

@@ -24,7 +24,8 @@ def pool(tmp_path_factory):
 
 def test_no_step_keeps_the_pools_crop_and_random_stream(pool):
     a, b = np.random.default_rng(5), np.random.default_rng(5)
-    np.testing.assert_array_equal(clean_crop(pool, a, 48, (0.5, 1.0), ContentMix()), pool.random_crop(b, 48, (0.5, 1.0)))
+    np.testing.assert_array_equal(clean_crop(pool, a, 48, (0.5, 1.0), ContentMix()),
+                                  pool.random_crop(b, 48, (0.5, 1.0)))
     assert a.random() == b.random()
 
 

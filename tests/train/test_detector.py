@@ -21,7 +21,8 @@ def _photo(rng, h, w):
     img = np.stack([0.3 + 0.4 * xx, 0.2 + 0.5 * yy, 0.5 + 0.3 * xx * yy], -1)
     for _ in range(4):
         cy, cx, r = rng.uniform(0, 1, 3) * [1, 1, 0.3]
-        img += 0.2 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (r + 0.05) ** 2))[..., None] * rng.uniform(-1, 1, 3)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (r + 0.05) ** 2))
+        img += 0.2 * blob[..., None] * rng.uniform(-1, 1, 3)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
@@ -216,9 +217,10 @@ def test_a_run_with_synthesis_workers_trains_and_resumes(corpus, tmp_path):
     assert [r["step"] for r in records if "sec_data" in r] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("change, message", [({"workers": -1}, "workers >= 0"),
-                                             ({"decay_minutes": 2.0, "max_minutes": 1.0}, "decay_minutes <= max_minutes"),
-                                             ({"decay_minutes": 1.0}, "decay_minutes <= max_minutes")])
+@pytest.mark.parametrize("change, message", [
+    ({"workers": -1}, "workers >= 0"),
+    ({"decay_minutes": 2.0, "max_minutes": 1.0}, "decay_minutes <= max_minutes"),
+    ({"decay_minutes": 1.0}, "decay_minutes <= max_minutes")])
 def test_bad_worker_and_time_settings_are_refused(corpus, tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         D.run(D.Config(**{**_cfg(corpus, tmp_path / "x", 1).__dict__, **change}), lambda m: None)

@@ -129,8 +129,8 @@ def test_run_resume_export_and_restorer(vae_runs, tmp_path, monkeypatch, registr
     assert [e.name for e in restorer.entries] == ["v1-t", "map-t", "v2-t"]
     out = restorer(torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32))
     assert out.shape == (2, 3, 32, 32)
-    summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t", mapping="map-t",
-                                  vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
+    summary = evaluate(EvalConfig(n=2, size=32, refiner="", corpus=str(corpus), val_fraction=0.3, vae1="v1-t",
+                                  mapping="map-t", vae2="v2-t", detector="", threads=1, cost_tile=32, cost_batch=2,
                                   out=str(tmp_path / "eval")), lambda m: None)
     assert {"degraded", "baseline", "vae2_ceiling", "full", "full_tone_tile", "full_tone_scan", "scope_defects",
             "no_global", "no_mask", "full_tone_oracle"} <= set(summary["variants"])
@@ -178,10 +178,10 @@ def test_training_with_detector_masks(vae_runs, tmp_path, registry_at):
     assert all(set(res[k]) == {"gt_mask", "detector_mask"} for k in cands)
     from oldphoto.train.evaluate_restore import sweep_mask_threshold
 
-    sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, refiner="", seed=3, corpus=str(vae_runs / "corpus"),
-                                                       val_fraction=0.3, vae1="v1-t", mapping="map-t",
-                                                       vae2="v2-t", detector="det-t", threads=1,
-                                                       detect_scales=1, record=False))
+    sweep = sweep_mask_threshold([0.2, 0.8], EvalConfig(n=2, size=32, refiner="", seed=3,
+                                                       corpus=str(vae_runs / "corpus"), val_fraction=0.3,
+                                                       vae1="v1-t", mapping="map-t", vae2="v2-t", detector="det-t",
+                                                       threads=1, detect_scales=1, record=False))
     assert sweep[0.2]["mask_coverage_percent"] >= sweep[0.8]["mask_coverage_percent"] and "psnr_y" in sweep[0.8]
     from oldphoto.train.evaluate_restore import select_mapping_and_threshold
 
