@@ -291,9 +291,9 @@ def parent(args) -> None:
             t0 = time.perf_counter()
             make_scan(src, mp, gray=gray)
             print(f"made {src} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--child", "--input", str(src), "--out-base", str(workdir / f"out_{mp:g}_{mode}"),
-               "--mode", mode, "--device", args.device, "--tile", str(args.tile), "--overlap", str(args.overlap),
-               "--batch", str(args.batch)]
+        cmd = [sys.executable, __file__, "--child", "--input", str(src),
+               "--out-base", str(workdir / f"out_{mp:g}_{mode}"), "--mode", mode, "--device", args.device,
+               "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch)]
         if args.detect_scales is not None:
             cmd += ["--detect-scales", str(args.detect_scales)]
         print("running " + " ".join(cmd[1:]), file=sys.stderr, flush=True)

@@ -91,7 +91,8 @@ def score_detector(det: Detector, prob: torch.Tensor, m: torch.Tensor) -> dict:
     sweep.add(prob, m)
     best = sweep.best("f1_tol")
     return {"threshold": det.threshold, "f1_tol": round(t["f1_tol"], 3), "precision_tol": round(t["precision_tol"], 3),
-            "recall_tol": round(t["recall_tol"], 3), "flagged_share": round(float((prob > det.threshold).float().mean()), 4),
+            "recall_tol": round(t["recall_tol"], 3),
+            "flagged_share": round(float((prob > det.threshold).float().mean()), 4),
             "best_f1_tol": round(float(best["f1_tol"]), 3), "best_threshold": float(best["threshold"])}
 
 
@@ -198,7 +199,8 @@ def main() -> None:
             mask = dilate(det.binarize(probs[names[0]], t), args.restore_dilate)
             restored = chunked(restorer, 8, x, mask)
             q = {"degraded": quality(x, y),
-                 "baseline_no_stretch": quality(chunked(lambda t: classical_restore(t, BaselineConfig(stretch=False))[0], 8, x), y),
+                 "baseline_no_stretch": quality(chunked(
+                     lambda t: classical_restore(t, BaselineConfig(stretch=False))[0], 8, x), y),
                  "baseline": quality(chunked(lambda t: classical_restore(t, BaselineConfig())[0], 8, x), y),
                  "full": quality(restored, y),
                  "full_gt_mask": quality(chunked(restorer, 8, x, m), y),

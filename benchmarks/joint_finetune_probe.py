@@ -55,7 +55,8 @@ def forward(x, m):
         with torch.no_grad():
             mu, _ = R.encoder(x.contiguous(memory_format=cl))
     r = R.decoder(R.mapping(mu, m)).float().clamp(0, 1)
-    return R.refiner(x.contiguous(memory_format=cl), r.contiguous(memory_format=cl), m.contiguous(memory_format=cl)).float()
+    return R.refiner(x.contiguous(memory_format=cl), r.contiguous(memory_format=cl),
+                     m.contiguous(memory_format=cl)).float()
 t_start = time.monotonic(); logf = open(out / "log.jsonl", "a")
 for step in range(1, a.steps + 1):
     t0 = time.monotonic()
@@ -74,8 +75,9 @@ for step in range(1, a.steps + 1):
     loss = l1 + 0.25 * (1 - s)
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     if step % 20 == 0:
-        logf.write(json.dumps({"step": step, "l1": round(float(l1.detach()), 5), "ssim": round(float(s.detach()), 4), "lr": lr,
-                               "sec": round(time.monotonic() - t0, 3), "sec_data": round(td, 3)}) + "\n"); logf.flush()
+        logf.write(json.dumps({"step": step, "l1": round(float(l1.detach()), 5), "ssim": round(float(s.detach()), 4),
+                               "lr": lr, "sec": round(time.monotonic() - t0, 3), "sec_data": round(td, 3)}) + "\n")
+        logf.flush()
     done = (time.monotonic() - t_start) / 60 > a.minutes
     if step % 250 == 0 or step == a.steps or done:
         torch.save({k: nets[k].state_dict() for k in train_keys} | {"step": step, "mode": a.mode}, out / "state.pt.tmp")

@@ -71,5 +71,6 @@ for c in ["base"] + cands:
         res[name] = (round(q["psnr_y"], 2), round(q["ssim_y"], 3))
     fam = [v for k, v in res.items() if k not in ("heavy", "second")]
     print(json.dumps({"cand": c, "step": step, "heavy": res["heavy"], "second": res["second"],
-                      "family_mean": (round(sum(p for p, _ in fam) / len(fam), 2), round(sum(s for _, s in fam) / len(fam), 3)),
+                      "family_mean": (round(sum(p for p, _ in fam) / len(fam), 2),
+                                      round(sum(s for _, s in fam) / len(fam), 3)),
                       "per_set": res}), flush=True)

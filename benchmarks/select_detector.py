@@ -61,7 +61,8 @@ def main() -> None:
         ap.error(f"seed {held_out} is the held-out evaluation set: select on another seed")
     torch.set_num_threads(args.threads)
     recipe = training_recipe(Config(p_ageing=args.ageing))
-    images, masks = load_validation("", 0, args.count, 256, args.seed, recipe, training_photos=args.photos == "training")
+    images, masks = load_validation("", 0, args.count, 256, args.seed, recipe,
+                                    training_photos=args.photos == "training")
     for cand in args.candidates:
         model, step = load(cand)
         r = score_learned(predict(model, images, 8), masks)
