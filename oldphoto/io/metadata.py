@@ -41,6 +41,9 @@ class Metadata:
     icc: bytes | None = None  # ICC profile, byte for byte
     xmp: bytes | None = None  # XMP packet as stored
     iptc: bytes | None = None  # IPTC-IIM records (JPEG APP13 resource 0x0404 / TIFF tag 33723)
+    # Photoshop image resources as stored (TIFF tag 34377, JPEG APP13 after "Photoshop 3.0", PNG "Raw profile type
+    # 8bim"): 8BIM records; a derivative carries those about the photo (iptc.carried_resources)
+    photoshop: bytes | None = None
     dpi: tuple[float, float] | None = None  # dots per inch (x, y); None when the file gives no absolute unit
     # pixel aspect ratio without a unit (PNG pHYs unit 0, JPEG JFIF units 0, ResolutionUnit 1): the horizontal
     # and vertical density as the source gave them (their ratio when not whole); only where dpi is None

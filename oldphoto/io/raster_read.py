@@ -18,7 +18,7 @@ from . import png
 from . import tiff_ifd as T
 from .buffers import allocate
 from .cmyk import CmykConverter
-from .iptc import IPTC_RESOURCE, PNG_IPTC_KEY, from_png_text
+from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, PNG_IPTC_KEY, from_png_text, iptc_of, raw_profile, readable_block
 from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
@@ -182,8 +182,12 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         iptc = None
         if PNG_IPTC_KEY in text:
             iptc = from_png_text(text.pop(PNG_IPTC_KEY)) or None
-        meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, tiff_tags=tags, text=text,
-                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
+        block = None
+        if PNG_8BIM_KEY in text:
+            block = readable_block(raw_profile(text.pop(PNG_8BIM_KEY)), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        iptc = iptc or iptc_of(block)
+        meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, photoshop=block, tiff_tags=tags,
+                        text=text, dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
         if meta.dpi is None:
             meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
         if header.bit_depth == 16:
@@ -206,10 +210,18 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             raise ValueError(f"animated {fmt} with {frames} frames is not supported")
         info = im.info
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
-        iptc = _iptc_from_info(info.get("photoshop"))
+        block = None
+        if fmt == "JPEG":
+            # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
+            # resolution info into numbers and cuts a resource that goes on in the next segment (Photoshop splits
+            # a block over segments of 64 KB)
+            parts = [payload[len(PHOTOSHOP_HEADER) :] for app, payload in im.applist
+                     if app == "APP13" and payload.startswith(PHOTOSHOP_HEADER)]
+            block = readable_block(b"".join(parts), "JPEG APP13", notes)
+        iptc = iptc_of(block)
         text = {"Comment": _comment(info["comment"])} if info.get("comment") else {}
         meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
-                        tiff_tags=tags, text=text,
+                        photoshop=block, tiff_tags=tags, text=text,
                         dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:
             meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
@@ -226,9 +238,3 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
     return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
                       convert_to, notes=notes)
 
-
-def _iptc_from_info(resources: dict | None) -> bytes | None:
-    """IPTC from Pillow's parsed APP13 resources ({id: bytes})."""
-    if not resources:
-        return None
-    return resources.get(IPTC_RESOURCE) or None

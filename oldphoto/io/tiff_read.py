@@ -23,13 +23,14 @@ import tifffile
 from . import tiff_ifd as T
 from .buffers import allocate, unmappable
 from .cmyk import CmykConverter
+from .iptc import iptc_of, readable_block
 from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, aspect_from_tags, dpi_from_tags,
                        orientation_of, tags_from_ifd)
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _TRANSPARENCY_MASK, _SEPARATED, _YCBCR = 0, 1, 2, 3, 4, 5, 6
 _REDUCED, _MASK = 1, 4  # NewSubfileType bits: a reduced-resolution version, a transparency mask
 _ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
-_ICC, _XMP, _IPTC = 34675, 700, 33723
+_ICC, _XMP, _IPTC, _PHOTOSHOP = 34675, 700, 33723, 34377
 _PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITULab", 32803: "CFA",
                       32844: "LogL", 32845: "LogLuv", 34892: "LinearRaw"}
 # TiffPage fields used as single numbers; a damaged tag (count > 1) makes tifffile give a tuple instead
@@ -201,6 +202,8 @@ class TiffPlan:
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
         meta.dpi = dpi_from_tags(meta.tiff_tags)
         meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
+        meta.photoshop = readable_block(_raw(e.get(_PHOTOSHOP), order), "tag 34377", notes)
+        meta.iptc = meta.iptc or iptc_of(meta.photoshop)  # Photoshop keeps IPTC there too, some writers only there
         children = {}
         for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
             if tag in e:
@@ -245,7 +248,8 @@ def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
     index, masks, pages = choose_page(tif)
     p = tif.pages[index]
     check_size(p.imagewidth, p.imagelength)
-    wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC, T.EXIF_IFD, T.GPS_IFD}
+    wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC, _PHOTOSHOP}
+    wanted |= {T.EXIF_IFD, T.GPS_IFD}
     ifd0, _ = T.read_ifd(T.file_reader(fh), p.offset, tif.byteorder, tif.is_bigtiff, wanted=wanted, follow=())
     notes: list[str] = []
     orientation = orientation_of(ifd0, notes)

@@ -124,13 +124,13 @@ def test_png_chunk_reader_collects_metadata():
 def test_iptc_wrappers_roundtrip():
     text = iptc.png_text(IPTC)
     assert text.startswith("\niptc\n") and iptc.from_png_text(text) == IPTC
-    segment = iptc.jpeg_app13(IPTC)
+    segment = iptc.jpeg_app13_iptc(IPTC)
     assert segment[:2] == b"\xff\xed" and struct.unpack(">H", segment[2:4])[0] == len(segment) - 2
     payload = segment[4:]
     assert payload.startswith(b"Photoshop 3.0\0")
     assert iptc.photoshop_resources(payload[14:]) == {iptc.IPTC_RESOURCE: IPTC}
     with pytest.raises(ValueError, match="does not fit"):
-        iptc.jpeg_app13(b"\x1c" * 70000)
+        iptc.jpeg_app13_iptc(b"\x1c" * 70000)
     with pytest.raises(ValueError, match="says 9 bytes"):
         iptc.from_png_text("\niptc\n       9\n1c02\n")
 
