@@ -32,6 +32,20 @@ NS = {
     "stRef": "http://ns.adobe.com/xap/1.0/sType/ResourceRef#",
     "oldphoto": OLDPHOTO_NS,
 }
+# Properties that restate how the source file stored its pixels (Photoshop, Lightroom and Bridge copy them from the
+# file's own tags): wrong for a derivative of another size, orientation, resolution, bit depth or colour mode, and
+# given by the derivative's own tags. A reader that takes the packet's value would turn an upright restoration
+# again by the source's tiff:Orientation, or size it by its old dimensions.
+_TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
+_PHOTOSHOP_NS, _XMP_NOTE_NS = "http://ns.adobe.com/photoshop/1.0/", "http://ns.adobe.com/xmp/note/"
+_FILE_LAYOUT = tuple(f"{{{ns}}}{local}" for ns, names in (
+    (_TIFF_NS, ("ImageWidth", "ImageLength", "BitsPerSample", "Compression", "PhotometricInterpretation",
+                "SamplesPerPixel", "PlanarConfiguration", "YCbCrSubSampling", "YCbCrPositioning", "Orientation",
+                "XResolution", "YResolution", "ResolutionUnit", "NativeDigest")),
+    (_EXIF_NS, ("PixelXDimension", "PixelYDimension", "NativeDigest")),
+    (_PHOTOSHOP_NS, ("ColorMode", "ICCProfile")),
+    (_XMP_NOTE_NS, ("HasExtendedXMP",)),  # the source JPEG's extension segments are not this file's
+) for local in names)
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
 _PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
 _PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
@@ -143,6 +157,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
                  _q("oldphoto", "MaskCoverage")):
+        _pop_simple(descriptions, prop)
+    for prop in _FILE_LAYOUT:  # the derivative's own tags say these
         _pop_simple(descriptions, prop)
     for d in descriptions:  # the source's own DerivedFrom describes its parent, not ours
         for old in d.findall(_q("xmpMM", "DerivedFrom")):
