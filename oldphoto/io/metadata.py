@@ -26,6 +26,10 @@ LAYOUT_TAGS = frozenset({
     325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 532,
 })
 YCBCR_TAGS = frozenset({529, 531})  # JPEG EXIF convention; meaningless in an RGB TIFF
+# What Windows Explorer writes in IFD0 of a TIFF (and JPEG EXIF) when an archivist edits its title, comments,
+# authors, tags, subject or rating: carried entry by entry, as stored (UCS-2 bytes), like the rest of EXIF.
+WINDOWS_TAGS = {18246: "Rating", 18249: "RatingPercent", 40091: "XPTitle", 40092: "XPComment", 40093: "XPAuthor",
+                40094: "XPKeywords", 40095: "XPSubject"}
 
 # PNG text keys with a TIFF/EXIF equivalent, used when the output cannot hold PNG text.
 PNG_TEXT_TO_TAG = {"Description": 270, "Author": 315, "Copyright": 33432}
