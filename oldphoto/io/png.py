@@ -21,6 +21,7 @@ from .buffers import unmappable
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEY = "XML:com.adobe.xmp"
+RAW_PROFILE = "Raw profile type "  # ImageMagick's hex-coded profiles: one of a kind, never joined
 COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only PNG readers understand
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
@@ -45,7 +46,8 @@ class PngChunks:
     icc: bytes | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
-    text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt, first occurrence wins
+    text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt; a repeated keyword's texts joined
+    repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
     color: dict[str, bytes] = field(default_factory=dict)
@@ -135,10 +137,16 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
         info.exif = data
     elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
         key, value = parse_text(ctype, data)
+        if key in info.text or (key == XMP_KEY and info.xmp is not None):
+            info.repeated[key] = info.repeated.get(key, 1) + 1
         if key == XMP_KEY:
             info.xmp = info.xmp or value
-        elif key not in info.text:
-            info.text[key] = value.decode("utf-8" if ctype == b"iTXt" else "latin-1", "replace")
+            return
+        text = value.decode("utf-8" if ctype == b"iTXt" else "latin-1", "replace")
+        if key not in info.text:
+            info.text[key] = text
+        elif not key.startswith(RAW_PROFILE):  # PNG allows a keyword more than once (several comments, say)
+            info.text[key] += "\n" + text
     elif ctype == b"pHYs" and len(data) == 9:
         info.phys = struct.unpack(">IIB", data)
     elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it

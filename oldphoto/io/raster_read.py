@@ -149,6 +149,31 @@ def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None
     return (density[0] * scale, density[1] * scale)
 
 
+def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
+    """Every COM segment, not the last alone as Pillow's info["comment"]: one "Comment", a line break between
+    two segments' texts (with a note, as it is no longer byte for byte)."""
+    comments = [_comment(data) for app, data in applist if app == "COM" and data]
+    if len(comments) > 1:
+        notes.append(f"{len(comments)} JPEG comments joined into one, a line break between them")
+    return {"Comment": "\n".join(comments)} if comments else {}
+
+
+def _note_more_pictures(mp: bytes | None, notes: list[str]) -> None:
+    """A note for the images a Multi-Picture (MPF, APP2) JPEG holds after the first (previews, other views of a
+    stereo or panorama set): only the first is read and written."""
+    if not mp:
+        return
+    try:
+        ifd, _, _ = T.parse_exif(mp)
+        count = next(iter(ifd.entries[0xB001].ints()), None) if 0xB001 in ifd.entries else None  # NumberOfImages
+    except T.IfdError as e:
+        notes.append(f"MPF (multi-picture) index unreadable ({e}): any image after the first is not carried")
+        return
+    if count is not None and count > 1:
+        notes.append(f"{count - 1} more image(s) of this multi-picture (MPF) JPEG not carried: only the first, "
+                     "the photo, is read")
+
+
 def _jpeg_aspect(info: dict, tags: dict[int, object]) -> tuple[int, int] | None:
     """Pixel aspect ratio from a JFIF density without unit, or from EXIF resolution with unit 1 (none). JFIF's
     1:1 without unit says nothing: every encoder writes it when it has no resolution to give."""
@@ -179,6 +204,11 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
         exif, tags, orientation = _exif_fields(chunks.exif, notes)
         text = dict(chunks.text)
+        for key, count in chunks.repeated.items():
+            if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
+                notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")
+            else:
+                notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
         iptc = None
         if PNG_IPTC_KEY in text:
             iptc = from_png_text(text.pop(PNG_IPTC_KEY)) or None
@@ -219,7 +249,12 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                      if app == "APP13" and payload.startswith(PHOTOSHOP_HEADER)]
             block = readable_block(b"".join(parts), "JPEG APP13", notes)
         iptc = iptc_of(block)
-        text = {"Comment": _comment(info["comment"])} if info.get("comment") else {}
+        text = {}
+        if fmt == "JPEG":
+            text = _jpeg_comments(im.applist, notes)
+            _note_more_pictures(info.get("mp"), notes)
+        elif info.get("comment"):
+            text = {"Comment": _comment(info["comment"])}
         meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
                         photoshop=block, tiff_tags=tags, text=text,
                         dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))

@@ -401,6 +401,58 @@ def test_png_comment_too_long_for_a_jpeg_segment_is_noted_not_fatal(tmp_path):
     assert notes == []
 
 
+def _with_segments(data: bytes, segments: bytes, after: bytes = b"") -> bytes:
+    """A JPEG `data` with marker segments put right after SOI, and bytes after its end."""
+    return data[:2] + segments + data[2:] + after
+
+
+def _segment(code: int, payload: bytes) -> bytes:
+    return bytes([0xFF, code]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_every_jpeg_comment_is_kept(tmp_path):
+    # Pillow's info["comment"] is the last COM segment: the one before it was lost without a word
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(buf, "JPEG")
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(_with_segments(buf.getvalue(), _segment(0xFE, "Scanned by Ørsted".encode("latin-1"))
+                                   + _segment(0xFE, b"Box 4, album 2")))
+    pic = read(src, 10_000)
+    assert pic.meta.text == {"Comment": "Scanned by Ørsted\nBox 4, album 2"}
+    assert pic.notes == ["2 JPEG comments joined into one, a line break between them"]
+
+
+def test_repeated_png_text_keywords_are_joined_and_a_second_xmp_packet_noted(tmp_path):
+    def chunk(ctype, body):
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+    buf = io.BytesIO()
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    extra = (chunk(b"tEXt", b"Comment\0first") + chunk(b"iTXt", "Comment\0\0\0\0\0zweite Öse".encode())
+             + chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + XMP)
+             + chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0<x/>"))
+    (tmp_path / "src.png").write_bytes(data[:33] + extra + data[33:])
+    pic = read(tmp_path / "src.png", 10_000)
+    assert pic.meta.text == {"Comment": "first\nzweite Öse"} and pic.meta.xmp == XMP
+    assert sorted(pic.notes) == ["2 PNG text chunks 'Comment' joined into one, a line break between them",
+                                 "2 PNG text chunks 'XML:com.adobe.xmp': only the first is kept"]
+
+
+def test_further_pictures_of_an_mpf_jpeg_are_noted(tmp_path):
+    # a camera or a scanner's software may append previews (Multi-Picture Format, APP2 "MPF"): only the first
+    # image, the photo, is read
+    first, second = io.BytesIO(), io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(first, "JPEG")
+    Image.new("RGB", (4, 4)).save(second, "JPEG")
+    index = (b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0xB001, 4, 1, 2) + struct.pack("<I", 0))
+    src = tmp_path / "mpf.jpg"
+    src.write_bytes(_with_segments(first.getvalue(), _segment(0xE2, b"MPF\0" + index), second.getvalue()))
+    pic = read(src, 10_000)
+    assert pic.notes == ["1 more image(s) of this multi-picture (MPF) JPEG not carried: only the first, the photo, "
+                         "is read"]
+
+
 def test_damaged_jpeg_exif_prints_nothing(tmp_path):
     # a fresh interpreter, where Python would print Pillow's "Corrupt EXIF data" warning to stderr (past --quiet)
     path = tmp_path / "x.jpg"
