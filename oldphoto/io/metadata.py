@@ -43,7 +43,7 @@ class Metadata:
 
     exif: bytes | None = None  # EXIF block: TIFF structure without the b"Exif\0\0" prefix
     icc: bytes | None = None  # ICC profile, byte for byte
-    xmp: bytes | None = None  # XMP packet as stored
+    xmp: bytes | None = None  # XMP packet as stored (a JPEG's Extended XMP merged into it: xmp_tree)
     iptc: bytes | None = None  # IPTC-IIM records (JPEG APP13 resource 0x0404 / TIFF tag 33723)
     # Photoshop image resources as stored (TIFF tag 34377, JPEG APP13 after "Photoshop 3.0", PNG "Raw profile type
     # 8bim"): 8BIM records; a derivative carries those about the photo (iptc.carried_resources)

@@ -7,7 +7,6 @@ was made, the percent of pixels it marked (oldphoto:MaskCoverage).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import uuid
@@ -16,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import ImageError, XmpError
+from . import xmp_tree
 from .reader import open_source
 from .xmp_slot import SlotError, read_xmp_slot
 
@@ -37,18 +36,17 @@ NS = {
 # given by the derivative's own tags. A reader that takes the packet's value would turn an upright restoration
 # again by the source's tiff:Orientation, or size it by its old dimensions.
 _TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
-_PHOTOSHOP_NS, _XMP_NOTE_NS = "http://ns.adobe.com/photoshop/1.0/", "http://ns.adobe.com/xmp/note/"
+_PHOTOSHOP_NS = "http://ns.adobe.com/photoshop/1.0/"
 _FILE_LAYOUT = tuple(f"{{{ns}}}{local}" for ns, names in (
     (_TIFF_NS, ("ImageWidth", "ImageLength", "BitsPerSample", "Compression", "PhotometricInterpretation",
                 "SamplesPerPixel", "PlanarConfiguration", "YCbCrSubSampling", "YCbCrPositioning", "Orientation",
                 "XResolution", "YResolution", "ResolutionUnit", "NativeDigest")),
     (_EXIF_NS, ("PixelXDimension", "PixelYDimension", "NativeDigest")),
     (_PHOTOSHOP_NS, ("ColorMode", "ICCProfile")),
-    (_XMP_NOTE_NS, ("HasExtendedXMP",)),  # the source JPEG's extension segments are not this file's
+    (xmp_tree.XMP_NOTE_NS, ("HasExtendedXMP",)),  # the source JPEG's extension segments are not this file's
 ) for local in names)
-_XML_NS = "http://www.w3.org/XML/1998/namespace"
-_PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
-_PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
+# prefixes for the namespaces a packet does not declare itself
+PREFERRED = {uri: p for p, uri in NS.items()} | {xmp_tree.XMP_NOTE_NS: "xmpNote"}
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -66,23 +64,6 @@ def read_source_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
         except OSError as e:
             raise ImageError(path, f"cannot read for checksum: {e.strerror or e}") from e
     return h.hexdigest()
-
-
-def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
-    """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
-    body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
-    try:
-        root = ET.fromstring(body)
-        prefixes: dict[str, str] = {}
-        for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
-            prefixes.setdefault(uri, prefix)
-    except ET.ParseError as e:
-        raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
-    except (LookupError, ValueError) as e:  # an encoding Python does not know, or a multi-byte one expat cannot read
-        raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
-    return root, prefixes
 
 
 def _simple_values(d: ET.Element, prop: str) -> list[str]:
@@ -134,7 +115,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     if when.tzinfo is None:
         raise ValueError("when must carry a time zone")
     if source_xmp:
-        root, prefixes = _parse(source_xmp, source_name)
+        root, prefixes = xmp_tree.parse(source_xmp, source_name)
     else:
         root, prefixes = ET.Element(_q("x", "xmpmeta")), {}
     if root.tag == _q("rdf", "RDF"):
@@ -199,8 +180,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     if action == "derived":
         _add(event, _q("stEvt", "changed"), "/")  # the whole image changed
 
-    body = _serialize(root, prefixes)
-    return (f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{_PADDING}<?xpacket end="w"?>').encode()
+    return xmp_tree.wrap(xmp_tree.serialize(root, prefixes, PREFERRED))
 
 
 @dataclass(frozen=True)
@@ -227,7 +207,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
     if packet is None:
         return None
     try:
-        root, _ = _parse(packet, str(path))
+        root, _ = xmp_tree.parse(packet, str(path))
     except XmpError:
         return None
     descriptions = list(root.iter(_q("rdf", "Description")))
@@ -255,47 +235,3 @@ def _percent(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and 0.0 <= value <= 100.0 else None
-
-
-def _serialize(root: ET.Element, source_prefixes: dict[str, str]) -> str:
-    """XML text with the packet's own prefixes kept (ElementTree would rename them ns0, ns1 ...)."""
-    used: set[str] = set()
-    for el in root.iter():
-        for name in (el.tag, *el.attrib):
-            if name.startswith("{"):
-                used.add(name[1 : name.index("}")])
-    used.discard(_XML_NS)
-    prefixes: dict[str, str] = {}
-    taken: set[str] = set()
-    preferred = {uri: p for p, uri in NS.items()}
-    for uri in sorted(used, key=lambda u: (u not in source_prefixes, u)):
-        p = source_prefixes.get(uri) or preferred.get(uri) or "ns"
-        base, n = p, 1
-        while p in taken or not p:
-            p, n = f"{base or 'ns'}{n}", n + 1
-        prefixes[uri] = p
-        taken.add(p)
-
-    def qname(name: str) -> str:
-        if not name.startswith("{"):
-            return name
-        uri, local = name[1:].split("}", 1)
-        return f"xml:{local}" if uri == _XML_NS else f"{prefixes[uri]}:{local}"
-
-    out: list[str] = []
-
-    def emit(el: ET.Element, top: bool) -> None:
-        attrs = [f"xmlns:{p}={quoteattr(u)}" for u, p in prefixes.items()] if top else []
-        attrs += [f"{qname(k)}={quoteattr(v)}" for k, v in el.attrib.items()]
-        out.append(f"<{qname(el.tag)}" + "".join(" " + a for a in attrs))
-        if len(el) == 0 and not el.text:
-            out.append("/>")
-        else:
-            out.append(">" + escape(el.text or ""))
-            for child in el:
-                emit(child, False)
-            out.append(f"</{qname(el.tag)}>")
-        out.append(escape(el.tail or ""))
-
-    emit(root, True)
-    return "".join(out).strip()

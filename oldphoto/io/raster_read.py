@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
+from ..errors import XmpError
 from . import png
 from . import tiff_ifd as T
+from . import xmp_tree
 from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, PNG_IPTC_KEY, from_png_text, iptc_of, raw_profile, readable_block
@@ -149,6 +151,38 @@ def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None
     return (density[0] * scale, density[1] * scale)
 
 
+def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes | None:
+    """The JPEG's XMP with its Extended XMP merged in (Photoshop and Lightroom move what does not fit in one APP1
+    segment there: long histories, Camera Raw settings, document ancestors); the standard packet alone, with a note,
+    when the extension is not whole, not the one the packet names, or not XML."""
+    parts = [data[len(xmp_tree.JPEG_EXTENSION_HEADER) :] for app, data in applist
+             if app == "APP1" and data.startswith(xmp_tree.JPEG_EXTENSION_HEADER)]
+    if not parts:
+        return xmp
+    guid = xmp_tree.extension_guid(xmp) if xmp else None
+    if guid is None:
+        notes.append(f"Extended XMP ({len(parts)} segment(s)) not kept: no XMP packet names it")
+        return xmp
+    chunks: dict[int, bytes] = {}
+    total = None
+    for part in parts:
+        if len(part) >= 40 and part[:32].upper() == guid.upper():  # GUID, full length, offset of this part
+            total, offset = struct.unpack(">II", part[32:40])
+            chunks[offset] = part[40:]
+    data = b"".join(chunks[offset] for offset in sorted(chunks))
+    whole = total is not None and len(data) == total and all(
+        offset == sum(len(chunks[o]) for o in sorted(chunks) if o < offset) for offset in chunks)
+    if not whole:
+        notes.append(f"Extended XMP not kept: its segments for GUID {guid.decode('ascii')} hold {len(data)} of "
+                     f"{total or '?'} bytes")
+        return xmp
+    try:
+        return xmp_tree.merge_extension(xmp, data, "Extended XMP")
+    except XmpError as e:
+        notes.append(f"Extended XMP not kept: {e.reason}")
+        return xmp
+
+
 def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
     """Every COM segment, not the last alone as Pillow's info["comment"]: one "Comment", a line break between
     two segments' texts (with a note, as it is no longer byte for byte)."""
@@ -255,7 +289,10 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             _note_more_pictures(info.get("mp"), notes)
         elif info.get("comment"):
             text = {"Comment": _comment(info["comment"])}
-        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
+        xmp = info.get("xmp") or None
+        if fmt == "JPEG":
+            xmp = _with_extension(xmp, im.applist, notes)
+        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=xmp, iptc=iptc,
                         photoshop=block, tiff_tags=tags, text=text,
                         dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:

@@ -1,9 +1,9 @@
 """Write derivatives atomically with the source's metadata, in JPEG, PNG, TIFF or WebP.
 
 What each format holds (anything else is reported in the returned notes, never dropped silently):
-  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, <= 65504 bytes;
-        no Extended XMP), IPTC and Photoshop resources (APP13), DPI (JFIF and EXIF), pixel aspect ratio (JFIF
-        units 0 and EXIF), text "Comment" (COM), PNG text Description/Author/Copyright (EXIF).
+  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, a packet over 65504
+        bytes split into Extended XMP), IPTC and Photoshop resources (APP13), DPI (JFIF and EXIF), pixel aspect
+        ratio (JFIF units 0 and EXIF), text "Comment" (COM), PNG text Description/Author/Copyright (EXIF).
   PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
         "Raw profile type iptc", as ExifTool/ImageMagick; Photoshop resources as "Raw profile type 8bim"), DPI or
         pixel aspect ratio (pHYs unit 1 or 0), all text, gAMA/cHRM/sRGB/cICP.
@@ -31,9 +31,10 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
-from ..errors import ImageError
+from ..errors import ImageError, XmpError
 from . import png
 from . import tiff_ifd as T
+from . import xmp_tree
 from .atomic import Staging, atomic_output
 from .iptc import (IPTC_RESOURCE, PNG_8BIM_KEY, PNG_IPTC_KEY, carried_resources, jpeg_app13, jpeg_app13_iptc,
                    pack_resources, png_text, resource_name)
@@ -43,6 +44,7 @@ from .tiff_write import write_tiff
 WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 _JPEG_SEGMENT = 65533
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _BAND_BYTES = 1 << 20  # input bytes converted per step (uint32 scratch is twice that)
 
 
@@ -216,21 +218,21 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, resources, quali
         notes.append(f"EXIF block of {len(exif)} bytes not written: larger than one JPEG segment")
     if meta.icc:
         kwargs["icc_profile"] = meta.icc
-    if xmp:
-        if len(xmp) + 29 <= _JPEG_SEGMENT:
-            kwargs["xmp"] = xmp
-        else:
-            notes.append(f"XMP packet of {len(xmp)} bytes not written: Extended XMP is not supported")
+    extra = b""
     if resources:
         try:
-            kwargs["extra"] = jpeg_app13(pack_resources(resources))
+            extra += jpeg_app13(pack_resources(resources))
         except ValueError as e:
             notes.append(f"Photoshop image resources{' and IPTC' if meta.iptc else ''} not written: {e}")
     elif meta.iptc:
         try:
-            kwargs["extra"] = jpeg_app13_iptc(meta.iptc)
+            extra += jpeg_app13_iptc(meta.iptc)
         except ValueError as e:
             notes.append(f"IPTC not written: {e}")
+    if xmp:
+        extra += _jpeg_xmp(xmp, notes)
+    if extra:
+        kwargs["extra"] = extra
     if meta.dpi:
         kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
     aspect = None
@@ -249,6 +251,27 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, resources, quali
     _pil(pixels8).save(out, "JPEG", **kwargs)
     if aspect is not None:
         _jfif_aspect(out, start, aspect, notes)
+
+
+def _jpeg_xmp(xmp: bytes, notes: list[str]) -> bytes:
+    """APP1 segments for the packet: one, or the standard packet and its Extended XMP (see xmp_tree.split_for_jpeg)
+    when it is larger than one segment holds."""
+    try:
+        standard, extension, guid = xmp_tree.split_for_jpeg(xmp, _JPEG_SEGMENT - len(_XMP_HEADER))
+    except (ValueError, XmpError) as e:
+        notes.append(f"XMP packet of {len(xmp)} bytes not written: larger than one JPEG segment, and "
+                     f"{getattr(e, 'reason', e)}")
+        return b""
+    out = _segment(0xE1, _XMP_HEADER + standard)
+    step = _JPEG_SEGMENT - len(xmp_tree.JPEG_EXTENSION_HEADER) - 40  # GUID, full length and offset before each part
+    for offset in range(0, len(extension or b""), step):
+        out += _segment(0xE1, xmp_tree.JPEG_EXTENSION_HEADER + guid + struct.pack(">II", len(extension), offset)
+                        + extension[offset : offset + step])
+    return out
+
+
+def _segment(code: int, payload: bytes) -> bytes:
+    return bytes([0xFF, code]) + struct.pack(">H", len(payload) + 2) + payload
 
 
 def _jfif_aspect(out, start: int, aspect: tuple[int, int], notes: list[str]) -> None:
