@@ -177,9 +177,13 @@ def raw_profile(text: str) -> bytes:
 
 
 def from_png_text(text: str) -> bytes:
-    """IPTC from a "Raw profile type iptc" text; also accepts a Photoshop resource block (as some tools write) and
-    extracts 0x0404."""
-    data = raw_profile(text)
+    """IPTC from a "Raw profile type iptc" text (see iptc_from_profile)."""
+    return iptc_from_profile(raw_profile(text))
+
+
+def iptc_from_profile(data: bytes) -> bytes:
+    """IPTC from the bytes of a "Raw profile type iptc" text; also accepts a Photoshop resource block (as some tools
+    write) and extracts 0x0404."""
     if data.startswith(PHOTOSHOP_HEADER):
         data = data[len(PHOTOSHOP_HEADER) :]
     if data.startswith(b"8BIM"):

@@ -20,7 +20,7 @@ from . import tiff_ifd as T
 from . import xmp_tree
 from .buffers import allocate
 from .cmyk import CmykConverter
-from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, PNG_IPTC_KEY, from_png_text, iptc_of, raw_profile, readable_block
+from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, iptc_from_profile, iptc_of, raw_profile, readable_block
 from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
@@ -44,6 +44,7 @@ _MODES = {
 _TRANSPARENT = {"L": "LA", "RGB": "RGBA", "P": "RGBA", "1": "LA"}  # modes whose tRNS colour key means alpha
 _PNG16 = {0: (1, False, "I;16"), 2: (3, False, "RGB;16"), 4: (1, True, "LA;16"), 6: (3, True, "RGBA;16")}
 _BAND_BYTES = 16 << 20
+_JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 
 
 @dataclass
@@ -183,6 +184,38 @@ def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes
         return xmp
 
 
+def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
+    """The hex "Raw profile type ..." texts ImageMagick (and ExifTool) write into PNG for metadata PNG had no chunk
+    for, taken out of `text`: {"iptc" | "8bim" | "exif" | "xmp": bytes}. Left as text they would be carried as such,
+    an EXIF of the unrestored file among them; one that is damaged is dropped with a note (the photo is still
+    read)."""
+    found: dict[str, bytes] = {}
+    for key in [k for k in text if k.startswith(png.RAW_PROFILE)]:
+        kind = key[len(png.RAW_PROFILE) :].lower()
+        if kind not in ("iptc", "8bim", "exif", "xmp", "app1"):
+            continue  # not metadata oldphoto reads: carried as the text it is
+        try:
+            data = raw_profile(text.pop(key))
+            data = iptc_from_profile(data) if kind == "iptc" else data
+        except ValueError as e:
+            notes.append(f"PNG text {key!r} is damaged ({e}) and was not kept")
+            continue
+        if kind == "app1":  # a whole APP1 segment's payload: EXIF or XMP, told by its header
+            kind = "xmp" if data.startswith(_JPEG_XMP_HEADER) else "exif"
+            data = data[len(_JPEG_XMP_HEADER) :] if kind == "xmp" else data
+        found.setdefault(kind, data)
+    return found
+
+
+def _one_of(chunk: bytes | None, profile: bytes | None, what: str, notes: list[str]) -> bytes | None:
+    """The PNG's own chunk for EXIF or XMP, else the raw profile text's copy; a differing copy is noted."""
+    if chunk is None:
+        return profile
+    if profile is not None and profile.removeprefix(b"Exif\0\0") != chunk.removeprefix(b"Exif\0\0"):
+        notes.append(f"{what} of a PNG raw profile text not kept: it differs from the {what} chunk, which is kept")
+    return chunk
+
+
 def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
     """Every COM segment, not the last alone as Pillow's info["comment"]: one "Comment", a line break between
     two segments' texts (with a note, as it is no longer byte for byte)."""
@@ -236,22 +269,23 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         chunks = png.read_chunks(fh, header_only)
         if chunks.frames > 1:
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
-        exif, tags, orientation = _exif_fields(chunks.exif, notes)
         text = dict(chunks.text)
         for key, count in chunks.repeated.items():
             if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
                 notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")
             else:
                 notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
-        iptc = None
-        if PNG_IPTC_KEY in text:
-            iptc = from_png_text(text.pop(PNG_IPTC_KEY)) or None
-        block = None
-        if PNG_8BIM_KEY in text:
-            block = readable_block(raw_profile(text.pop(PNG_8BIM_KEY)), f"PNG text {PNG_8BIM_KEY!r}", notes)
-        iptc = iptc or iptc_of(block)
-        meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, photoshop=block, tiff_tags=tags,
-                        text=text, dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
+        profiles = _raw_profiles(text, notes)
+        exif, tags, orientation = _exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
+        if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
+            notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
+                         "do not see that text")
+            orientation = 1
+        xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
+        block = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        iptc = profiles.get("iptc") or iptc_of(block)
+        meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
+                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
         if meta.dpi is None:
             meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
         if header.bit_depth == 16:

@@ -13,7 +13,7 @@ import numpy as np
 import piexif
 import pytest
 import tifffile
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from io_samples import (IPTC, SRGB_ICC, XMP, ascii_, gradient, long_, rational, rich_exif, short,
                         tiff_structure, undefined)
@@ -515,3 +515,45 @@ def test_a_description_that_is_deeply_nested_json_like_text_is_kept(tmp_path):
     text = '{"shape": ' + "[" * 30000
     tifffile.imwrite(src, gradient(20, 30, 3, np.uint8), photometric="rgb", description=text, metadata=None)
     assert read(src, 10**6).meta.tiff_tags[270] == text
+
+
+def _png_with_text(path, pairs) -> None:
+    info = PngImagePlugin.PngInfo()
+    for key, value in pairs:
+        info.add_text(key, value, zip=True)
+    Image.fromarray(gradient(6, 8, 3, np.uint8)).save(path, pnginfo=info)
+
+
+def _raw(kind: str, data: bytes) -> str:
+    # ImageMagick's layout: a line with the kind, one with the length, then hex in lines of 72 digits
+    hexed = data.hex()
+    return f"\n{kind}\n{len(data):8d}\n" + "\n".join(hexed[i : i + 72] for i in range(0, len(hexed), 72)) + "\n"
+
+
+def test_a_damaged_raw_iptc_profile_in_a_png_is_noted_not_fatal(tmp_path):
+    # the whole scan failed ("cannot read PNG: raw profile says 20 bytes but holds 3")
+    damaged = "\niptc\n      20\n1c0200\n"
+    _png_with_text(tmp_path / "scan.png", [("Raw profile type iptc", damaged), ("Title", "Picnic")])
+    pic = read(tmp_path / "scan.png", 10_000)
+    assert pic.meta.iptc is None and pic.meta.text == {"Title": "Picnic"}
+    assert pic.notes == ["PNG text 'Raw profile type iptc' is damaged (raw profile says 20 bytes but holds 3) and "
+                         "was not kept"]
+
+
+def test_imagemagick_raw_exif_and_xmp_profiles_in_a_png_are_read_as_exif_and_xmp(tmp_path):
+    # ImageMagick 6 keeps EXIF and XMP of a converted file as hex text: left as text they were carried as text, an
+    # EXIF with the unrestored file's orientation and size among them, and XMP got no provenance
+    exif = b"Exif\0\0" + rich_exif(orientation=6)
+    _png_with_text(tmp_path / "scan.png", [("Raw profile type exif", _raw("exif", exif)),
+                                           ("Raw profile type xmp", _raw("xmp", XMP))])
+    pic = read(tmp_path / "scan.png", 10_000)
+    assert pic.meta.text == {} and pic.meta.xmp == XMP and pic.meta.exif == exif[6:]
+    assert pic.pixels.shape == (6, 8, 3)  # shown as stored: PNG readers do not see that text
+    assert pic.notes == ["orientation 6 of the EXIF in a PNG raw profile text not applied: PNG readers do not see "
+                         "that text"]
+    write(tmp_path / "out.png", pic.pixels, None, "PNG", pic.meta)
+    data = (tmp_path / "out.png").read_bytes()
+    assert b"Raw profile type" not in data
+    again = read(tmp_path / "out.png", 10_000).meta
+    ifd0, _, _ = T.parse_exif(again.exif)
+    assert ifd0.entries[274].ints() == (1,) and ifd0.children[T.EXIF_IFD].entries[40962].ints() == (8,)
