@@ -48,6 +48,7 @@ class PngChunks:
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt; a repeated keyword's texts joined
     repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
+    damaged: list[str] = field(default_factory=list)  # notes on ICC and text chunks that could not be unpacked
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
     color: dict[str, bytes] = field(default_factory=dict)
@@ -130,6 +131,25 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
     name = ctype.decode("latin-1")
+    try:
+        _take_metadata(info, ctype, data)
+    except (zlib.error, ValueError, IndexError) as e:
+        # its CRC holds, so the writer stored it so: the photo is still read (as libpng does, which skips it), and the
+        # chunk is left out, as a malformed EXIF block is
+        info.damaged.append(f"PNG {name} chunk is damaged ({e or 'too short'}) and was not kept")
+        return
+    if ctype == b"pHYs" and len(data) == 9:
+        info.phys = struct.unpack(">IIB", data)
+    elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
+        info.trns = data
+    elif ctype == b"acTL" and len(data) == 8:
+        info.frames = struct.unpack(">II", data)[0]
+    elif name in COLOR_CHUNKS:
+        info.color[name] = data
+
+
+def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:
+    """ICC, EXIF and text chunks into `info`; zlib.error or ValueError when one cannot be unpacked."""
     if ctype == b"iCCP" and info.icc is None:
         _, _, rest = data.partition(b"\0")
         info.icc = _inflate(rest[1:], "iCCP chunk")
@@ -147,14 +167,6 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
             info.text[key] = text
         elif not key.startswith(RAW_PROFILE):  # PNG allows a keyword more than once (several comments, say)
             info.text[key] += "\n" + text
-    elif ctype == b"pHYs" and len(data) == 9:
-        info.phys = struct.unpack(">IIB", data)
-    elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
-        info.trns = data
-    elif ctype == b"acTL" and len(data) == 8:
-        info.frames = struct.unpack(">II", data)[0]
-    elif name in COLOR_CHUNKS:
-        info.color[name] = data
 
 
 def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | None:

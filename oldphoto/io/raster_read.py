@@ -270,6 +270,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         if chunks.frames > 1:
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
         text = dict(chunks.text)
+        notes += chunks.damaged
         for key, count in chunks.repeated.items():
             if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
                 notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")

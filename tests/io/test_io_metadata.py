@@ -557,3 +557,19 @@ def test_imagemagick_raw_exif_and_xmp_profiles_in_a_png_are_read_as_exif_and_xmp
     again = read(tmp_path / "out.png", 10_000).meta
     ifd0, _, _ = T.parse_exif(again.exif)
     assert ifd0.entries[274].ints() == (1,) and ifd0.children[T.EXIF_IFD].entries[40962].ints() == (8,)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("ctype, body", [(b"zTXt", b"Description\0\0not deflate"), (b"iCCP", b"ICC\0\0not deflate"),
+                                         (b"iTXt", b"Title\0\x01\0\0\0not deflate")])
+def test_a_compressed_chunk_that_does_not_inflate_is_noted_not_fatal(tmp_path, dtype, ctype, body):
+    # its CRC holds (the writer stored it so): the scan failed with "cannot read PNG: Error -3 while decompressing"
+    path = tmp_path / "scan.png"
+    write(path, gradient(6, 8, 1, dtype), None, "PNG", Metadata(text={"Author": "Jane Doe"}))
+    data = path.read_bytes()
+    chunk = struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+    path.write_bytes(data[:33] + chunk + data[33:])
+    pic = read(path, 10_000)
+    assert pic.meta.text == {"Author": "Jane Doe"} and pic.meta.icc is None
+    (note,) = pic.notes
+    assert note.startswith(f"PNG {ctype.decode()} chunk is damaged (Error -3") and note.endswith("was not kept")
