@@ -5,7 +5,6 @@ ExifTool use (PNG has no standard chunk for them).
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 IPTC_RESOURCE = 0x0404  # Photoshop image resource id holding IPTC-IIM records
@@ -16,7 +15,9 @@ _MAX_SEGMENT = 65533  # JPEG marker payload limit
 _RESOLUTION_INFO, _IPTC_DIGEST = 0x03ED, 0x0425
 # Resources that say something about the photo rather than about the file that held it (its pixels, thumbnail,
 # layers, paths, print and Photoshop settings), so they hold for a restored derivative as well. The resolution is
-# rewritten to the derivative's, the IPTC records and their digest follow the IPTC written beside them.
+# rewritten to the derivative's and the IPTC records follow the IPTC written beside them; the IPTC digest stays as it
+# was: whether it matches those records tells MWG readers whether the IPTC or the XMP was edited last, which the
+# restoration does not change.
 _CARRIED = {0x03F0: "caption", IPTC_RESOURCE: "IPTC", 0x040A: "copyright flag", 0x040B: "URL",
             _IPTC_DIGEST: "IPTC digest", _RESOLUTION_INFO: "resolution info"}
 _NAMES = {0x03EE: "alpha channel names", 0x03F3: "print flags", 0x0400: "layer state", 0x0402: "layer groups",
@@ -127,11 +128,13 @@ def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float,
     for rid, name, data in resources:
         if rid == _RESOLUTION_INFO:
             data = _resolution_info(data, dpi)
+            if data is None:
+                notes.append("Photoshop resolution info (0x03ed) dropped: the output has no resolution in dots per "
+                             "inch to give it")
+                continue
         elif rid == IPTC_RESOURCE:
             data = iptc
-        elif rid == _IPTC_DIGEST and (iptc != source_iptc or data != hashlib.md5(iptc or b"").digest()):
-            continue  # a digest of other records would tell Photoshop the IPTC was changed
-        if rid not in _CARRIED or data is None:
+        if rid not in _CARRIED:
             dropped.append(rid)
         elif all(r != rid for r, _, _ in kept):  # a repeated id: the first is the one readers take
             kept.append((rid, name, data))

@@ -94,9 +94,9 @@ def test_resolution_info_follows_an_upscaled_resolution(tmp_path):
     assert struct.unpack(">IHHIHH", info) == (4800 * 65536, 1, 2, 4800 * 65536, 1, 2)
 
 
-def test_a_digest_of_other_iptc_is_not_carried(tmp_path):
-    # the IPTC tag wins over the block's copy; the block's digest is of the other records and would tell
-    # Photoshop that the IPTC was changed elsewhere
+def test_the_iptc_digest_is_carried_as_it_was(tmp_path):
+    # the IPTC tag wins over the block's copy, edited by another tool since Photoshop wrote the block: the digest,
+    # which no longer matches, tells MWG readers that the IPTC was changed after the XMP, as it was
     src = tmp_path / "scan.tif"
     other = IPTC + b"\x1c\x02\x19\x00\x06picnic"
     _scan_tiff(src, photoshop_block(), iptc_tag=other)
@@ -104,7 +104,19 @@ def test_a_digest_of_other_iptc_is_not_carried(tmp_path):
     out = tmp_path / "out.tif"
     write(out, pic.pixels, None, "TIFF", pic.meta)
     again = read(out, 10_000).meta
-    assert again.iptc == other and _kept(again)[0x0404] == other and 0x0425 not in _kept(again)
+    assert again.iptc == other and _kept(again)[0x0404] == other
+    assert _kept(again)[0x0425] == hashlib.md5(IPTC).digest()
+
+
+def test_resolution_info_without_a_resolution_is_dropped_with_its_own_note(tmp_path):
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, resource(0x03ED, resolution_info(2400)) + resource(0x040B, URL))
+    pic = read(src, 10_000)
+    pic.meta.dpi = None
+    notes = write(tmp_path / "out.tif", pic.pixels, None, "TIFF", pic.meta)
+    assert _kept(read(tmp_path / "out.tif", 10_000).meta) == {0x040B: URL}
+    assert notes == ["Photoshop resolution info (0x03ed) dropped: the output has no resolution in dots per inch to "
+                     "give it"]
 
 
 def test_webp_notes_the_resources_it_cannot_hold(tmp_path):
