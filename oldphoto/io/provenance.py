@@ -45,6 +45,8 @@ _FILE_LAYOUT = tuple(f"{{{ns}}}{local}" for ns, names in (
     (_PHOTOSHOP_NS, ("ColorMode", "ICCProfile")),
     (xmp_tree.XMP_NOTE_NS, ("HasExtendedXMP",)),  # the source JPEG's extension segments are not this file's
 ) for local in names)
+# a preview of the source's pixels that Photoshop and Bridge (CS to CS4) kept in the packet, base64 JPEG
+_XMP_THUMBNAILS = f"{{{NS['xmp']}}}Thumbnails"
 # prefixes for the namespaces a packet does not declare itself
 PREFERRED = {uri: p for p, uri in NS.items()} | {xmp_tree.XMP_NOTE_NS: "xmpNote"}
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -99,7 +101,7 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
 def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256: str, software: str,
                    action: str = "derived", parameters: Mapping[str, object] | None = None,
                    models: Mapping[str, object] | None = None, when: datetime | None = None,
-                   mask_coverage: float | None = None) -> bytes:
+                   mask_coverage: float | None = None, notes: list[str] | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -107,6 +109,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     parameters / models: settings and model names + weight SHA-256, stored as JSON in stEvt:parameters.
     mask_coverage: percent of the pixels the defect mask marked (a result, not a setting: it stays out of the
     parameters, whose fingerprint decides what is up to date); None writes none.
+    notes: gets a line for what of the source's packet is dropped other than restated file layout (a thumbnail).
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -141,6 +144,12 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         _pop_simple(descriptions, prop)
     for prop in _FILE_LAYOUT:  # the derivative's own tags say these
         _pop_simple(descriptions, prop)
+    if any(d.findall(_XMP_THUMBNAILS) for d in descriptions):
+        for d in descriptions:
+            for old in d.findall(_XMP_THUMBNAILS):
+                d.remove(old)
+        if notes is not None:
+            notes.append("XMP thumbnail (xmp:Thumbnails) dropped: it shows the unrestored image")
     for d in descriptions:  # the source's own DerivedFrom describes its parent, not ours
         for old in d.findall(_q("xmpMM", "DerivedFrom")):
             d.remove(old)

@@ -95,6 +95,21 @@ def test_properties_restating_the_source_files_layout_are_removed():
     assert root.find(".//dc:rights", NS).text == "CC BY"
 
 
+def test_a_thumbnail_in_the_packet_is_dropped_with_a_note():
+    # Photoshop and Bridge CS to CS4 kept a base64 JPEG preview of the scan in the packet
+    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+              b'xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/" xmp:CreatorTool="Adobe Photoshop CS3">'
+              b'<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType="Resource"><xmpGImg:width>256</xmpGImg:width>'
+              b'<xmpGImg:format>JPEG</xmpGImg:format><xmpGImg:image>/9j/4AAQSkZJRgABAgEASABIAAD</xmpGImg:image>'
+              b'</rdf:li></rdf:Alt></xmp:Thumbnails></rdf:Description></rdf:RDF></x:xmpmeta>')
+    notes: list[str] = []
+    packet = _build(source, notes=notes)
+    assert b"Thumbnails" not in packet and b"/9j/" not in packet and b'CreatorTool="Adobe Photoshop CS3"' in packet
+    assert notes == ["XMP thumbnail (xmp:Thumbnails) dropped: it shows the unrestored image"]
+    assert _build(XMP, notes=notes) and len(notes) == 1  # nothing to say of a packet without one
+
+
 def test_history_is_appended_and_ids_chain():
     source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
               b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
