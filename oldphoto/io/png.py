@@ -23,6 +23,9 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEY = "XML:com.adobe.xmp"
 RAW_PROFILE = "Raw profile type "  # ImageMagick's hex-coded profiles: one of a kind, never joined
 COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only PNG readers understand
+# chunks oldphoto reads (or that only describe how this file stored its pixels); others are named in a note
+_KNOWN = frozenset({"IHDR", "PLTE", "IDAT", "IEND", "tRNS", "iCCP", "eXIf", "tEXt", "zTXt", "iTXt", "pHYs", "acTL",
+                    "fcTL", "fdAT", *COLOR_CHUNKS})
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
 _BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
@@ -49,6 +52,7 @@ class PngChunks:
     text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt; a repeated keyword's texts joined
     repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
     damaged: list[str] = field(default_factory=list)  # notes on ICC and text chunks that could not be unpacked
+    others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
     color: dict[str, bytes] = field(default_factory=dict)
@@ -146,6 +150,8 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
         info.frames = struct.unpack(">II", data)[0]
     elif name in COLOR_CHUNKS:
         info.color[name] = data
+    elif name not in _KNOWN and name not in info.others:
+        info.others.append(name)
 
 
 def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:

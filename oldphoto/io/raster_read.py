@@ -271,6 +271,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
         text = dict(chunks.text)
         notes += chunks.damaged
+        if chunks.others:
+            notes.append(f"PNG chunk(s) {', '.join(chunks.others)} not carried")
         for key, count in chunks.repeated.items():
             if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
                 notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")

@@ -573,3 +573,20 @@ def test_a_compressed_chunk_that_does_not_inflate_is_noted_not_fatal(tmp_path, d
     assert pic.meta.text == {"Author": "Jane Doe"} and pic.meta.icc is None
     (note,) = pic.notes
     assert note.startswith(f"PNG {ctype.decode()} chunk is damaged (Error -3") and note.endswith("was not kept")
+
+
+def test_png_chunks_not_carried_are_named(tmp_path):
+    # GIMP and scanner software add background colour, significant bits, modification time, physical scale: these
+    # were dropped without a word
+    def chunk(ctype, body):
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+    path = tmp_path / "scan.png"
+    write(path, gradient(6, 8, 1, np.uint16), None, "PNG", Metadata(dpi=(1200.0, 1200.0)))
+    data = path.read_bytes()
+    extra = (chunk(b"sBIT", b"\x0c") + chunk(b"bKGD", b"\xff\xff") + chunk(b"tIME", bytes(7))
+             + chunk(b"sCAL", b"\x022.1\x003.2") + chunk(b"bKGD", b"\0\0"))
+    path.write_bytes(data[:33] + extra + data[33:])
+    pic = read(path, 10_000)
+    assert pic.notes == ["PNG chunk(s) sBIT, bKGD, tIME, sCAL not carried"]
+    assert pic.meta.dpi == (1200.0, 1200.0)  # what oldphoto reads is not among them
