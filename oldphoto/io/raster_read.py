@@ -225,6 +225,30 @@ def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
     return {"Comment": "\n".join(comments)} if comments else {}
 
 
+# APPn segments read (or only about how the file was encoded: Adobe's colour transform), by marker and identifier
+_JPEG_READ = {("APP0", b"JFIF"), ("APP1", b"Exif"), ("APP1", b"http://ns.adobe.com/xap/1.0/"),
+              ("APP1", b"http://ns.adobe.com/xmp/extension/"), ("APP2", b"ICC_PROFILE"), ("APP2", b"MPF"),
+              ("APP13", b"Photoshop 3.0"), ("APP14", b"Adobe")}
+
+
+def _note_other_segments(applist: list, notes: list[str]) -> None:
+    """A note naming the APPn segments not carried: vendors' own (Ducky of Photoshop's Save for Web, FlashPix,
+    JUMBF with C2PA content credentials of the unrestored file, a JFXX thumbnail ...)."""
+    others = []
+    for app, data in applist:
+        if not app.startswith("APP"):
+            continue
+        ident = data[:64].split(b"\0", 1)[0]
+        if (app, ident) in _JPEG_READ:
+            continue
+        shown = ident[:32].decode("ascii") if ident.isascii() and ident.decode("ascii").isprintable() else ""
+        name = f"{app} ({shown})" if shown else app
+        if name not in others:
+            others.append(name)
+    if others:
+        notes.append(f"JPEG segment(s) {', '.join(others)} not carried")
+
+
 def _note_more_pictures(mp: bytes | None, notes: list[str]) -> None:
     """A note for the images a Multi-Picture (MPF, APP2) JPEG holds after the first (previews, other views of a
     stereo or panorama set): only the first is read and written."""
@@ -324,6 +348,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         if fmt == "JPEG":
             text = _jpeg_comments(im.applist, notes)
             _note_more_pictures(info.get("mp"), notes)
+            _note_other_segments(im.applist, notes)
         elif info.get("comment"):
             text = {"Comment": _comment(info["comment"])}
         xmp = info.get("xmp") or None

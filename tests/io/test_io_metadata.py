@@ -590,3 +590,16 @@ def test_png_chunks_not_carried_are_named(tmp_path):
     pic = read(path, 10_000)
     assert pic.notes == ["PNG chunk(s) sBIT, bKGD, tIME, sCAL not carried"]
     assert pic.meta.dpi == (1200.0, 1200.0)  # what oldphoto reads is not among them
+
+
+def test_jpeg_segments_not_carried_are_named(tmp_path):
+    # Photoshop's Save for Web (Ducky, with its own copyright text), C2PA content credentials of the unrestored file
+    # (JUMBF in APP11), a camera's FlashPix data: dropped without a word; what oldphoto reads is not named
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(buf, "JPEG", exif=b"Exif\0\0" + rich_exif(), icc_profile=SRGB_ICC)
+    segments = (_segment(0xEC, b"Ducky\0\x01\0\x04\0\0\0\x50") + _segment(0xEB, b"JP\0\x01\0\0\0\x01jumb")
+                + _segment(0xE2, b"FPXR\0\0\x01") + _segment(0xEE, b"Adobe\0\x64\0\0\0\0\x01"))
+    src = tmp_path / "web.jpg"
+    src.write_bytes(_with_segments(buf.getvalue(), segments))
+    pic = read(src, 10_000)
+    assert pic.notes == ["JPEG segment(s) APP12 (Ducky), APP11 (JP), APP2 (FPXR) not carried"]
