@@ -603,3 +603,21 @@ def test_jpeg_segments_not_carried_are_named(tmp_path):
     src.write_bytes(_with_segments(buf.getvalue(), segments))
     pic = read(src, 10_000)
     assert pic.notes == ["JPEG segment(s) APP12 (Ducky), APP11 (JP), APP2 (FPXR) not carried"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF", "PNG"])
+def test_a_turned_scan_keeps_its_resolution_on_the_right_axes(tmp_path, fmt):
+    # stored 24 rows x 36 columns at 1200 dpi across and 2400 dpi down, then turned by Orientation 6 (as Bridge or
+    # Lightroom turn a file, by its metadata): upright, across is what was down
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Orientation: 6, piexif.ImageIFD.XResolution: (1200, 1),
+                                piexif.ImageIFD.YResolution: (2400, 1), piexif.ImageIFD.ResolutionUnit: 2}})
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, "JPEG", exif=exif, dpi=(1200, 2400))
+    pic = read(src, 10_000)
+    assert pic.pixels.shape[:2] == (36, 24)
+    assert pic.meta.dpi == (2400.0, 1200.0)
+    out = tmp_path / f"out.{EXT[fmt]}"
+    write(out, pic.pixels, None, fmt, pic.meta)
+    again = read(out, 10_000).meta
+    assert again.dpi == pytest.approx((2400.0, 1200.0))
+    assert (again.tiff_tags[282], again.tiff_tags[283]) == ((2400, 1), (1200, 1))
