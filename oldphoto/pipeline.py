@@ -465,9 +465,11 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             except OSError as e:
                 raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
             try:
+                dropped: list[str] = []
                 xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
                                          software=software, action="derived", parameters=settings, models=described,
-                                         mask_coverage=coverage)
+                                         mask_coverage=coverage, notes=dropped)
+                notes.extend(n for n in dropped if n not in notes)
             except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
                 xmp = meta.xmp
                 note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"

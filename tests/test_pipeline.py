@@ -672,6 +672,21 @@ def test_a_source_xmp_that_cannot_be_parsed_is_carried_unchanged(tmp_path, packe
     assert sum("carried unchanged" in n for n in res.notes) == 1 and all("\n" not in n for n in res.notes)
 
 
+def test_a_thumbnail_in_the_source_xmp_is_dropped_with_a_note_in_the_report(tmp_path):
+    from oldphoto import io as oio
+
+    packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"><xmp:Thumbnails><rdf:Alt>'
+              b'<rdf:li>/9j/4AAQ</rdf:li></rdf:Alt></xmp:Thumbnails></rdf:Description></rdf:RDF></x:xmpmeta>')
+    src = tmp_path / "x.tif"
+    tifffile.imwrite(src, random_image(30, 40, 3, np.uint8, seed=2), photometric="rgb",
+                     extratags=[(700, "B", len(packet), packet, True)])
+    res = process_file(src, tmp_path / "out" / "x", cfg(save_mask=True),
+                       Models(detector=BrightDetector(), restorer=Identity()))
+    assert b"Thumbnails" not in oio.read(res.outputs[0], 10**6).meta.xmp
+    assert res.notes.count("XMP thumbnail (xmp:Thumbnails) dropped: it shows the unrestored image") == 1
+
+
 def test_output_records_provenance(tmp_path):
     import hashlib
 

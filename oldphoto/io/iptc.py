@@ -1,5 +1,6 @@
-"""Containers for IPTC-IIM records: Photoshop image resources (JPEG APP13) and the hex "Raw profile type iptc"
-PNG text chunk that ImageMagick and ExifTool use (PNG has no standard IPTC chunk).
+"""Containers for IPTC-IIM records and other Photoshop image resources: the resource block itself (TIFF tag 34377,
+JPEG APP13) and the hex "Raw profile type iptc" / "Raw profile type 8bim" PNG text chunks that ImageMagick and
+ExifTool use (PNG has no standard chunk for them).
 """
 
 from __future__ import annotations
@@ -8,58 +9,186 @@ import struct
 
 IPTC_RESOURCE = 0x0404  # Photoshop image resource id holding IPTC-IIM records
 PNG_IPTC_KEY = "Raw profile type iptc"
-_PHOTOSHOP = b"Photoshop 3.0\0"
+PNG_8BIM_KEY = "Raw profile type 8bim"
+PHOTOSHOP_HEADER = b"Photoshop 3.0\0"
 _MAX_SEGMENT = 65533  # JPEG marker payload limit
+_RESOLUTION_INFO, _IPTC_DIGEST = 0x03ED, 0x0425
+# Resources that say something about the photo rather than about the file that held it (its pixels, thumbnail,
+# layers, paths, print and Photoshop settings), so they hold for a restored derivative as well. The resolution is
+# rewritten to the derivative's and the IPTC records follow the IPTC written beside them; the IPTC digest stays as it
+# was: whether it matches those records tells MWG readers whether the IPTC or the XMP was edited last, which the
+# restoration does not change.
+_CARRIED = {0x03F0: "caption", IPTC_RESOURCE: "IPTC", 0x040A: "copyright flag", 0x040B: "URL",
+            _IPTC_DIGEST: "IPTC digest", _RESOLUTION_INFO: "resolution info"}
+_NAMES = {0x03EE: "alpha channel names", 0x03F3: "print flags", 0x0400: "layer state", 0x0402: "layer groups",
+          0x0408: "grid and guides", 0x0409: "thumbnail", 0x040C: "thumbnail", 0x040D: "global angle",
+          0x040F: "ICC profile", 0x0411: "ICC untagged flag", 0x0414: "document IDs seed", 0x0415: "alpha names",
+          0x0419: "global altitude", 0x041A: "slices", 0x041E: "URL list", 0x0421: "version info", 0x0422: "EXIF",
+          0x0423: "EXIF", 0x0424: "XMP", 0x0426: "print scale", 0x0428: "pixel aspect ratio",
+          0x0BB7: "clipping path", 0x2710: "print flags"}
+THUMBNAILS = frozenset({0x0409, 0x040C})
+
+
+def read_resources(payload: bytes) -> tuple[list[tuple[int, bytes, bytes]], str | None]:
+    """The 8BIM resources of `payload` (no "Photoshop 3.0" header) as [(id, Pascal name as stored, data)], in file
+    order, up to the first that is damaged; and what is wrong there (None when nothing is). Trailing NULs (padding)
+    end the block."""
+    out = []
+    pos = 0
+    while pos < len(payload):
+        if not payload[pos:].strip(b"\0"):
+            break  # padding after the last resource
+        if payload[pos : pos + 4] != b"8BIM" or pos + 7 > len(payload):
+            return out, f"no 8BIM record at byte {pos}"
+        (rid,) = struct.unpack(">H", payload[pos + 4 : pos + 6])
+        name_end = pos + 6 + (payload[pos + 6] + 2) // 2 * 2  # Pascal name, padded to an even length
+        name = payload[pos + 6 : name_end]
+        if name_end + 4 > len(payload):
+            return out, f"resource {rid:#06x} at byte {pos} is truncated"
+        (size,) = struct.unpack(">I", payload[name_end : name_end + 4])
+        if name_end + 4 + size > len(payload):
+            return out, f"resource {rid:#06x} claims {size} bytes past the end of the block"
+        out.append((rid, name, payload[name_end + 4 : name_end + 4 + size]))
+        pos = name_end + 4 + size + size % 2
+    return out, None
+
+
+def resource_list(payload: bytes) -> list[tuple[int, bytes, bytes]]:
+    """read_resources, raising ValueError when the block is damaged."""
+    out, error = read_resources(payload)
+    if error:
+        raise ValueError(f"Photoshop resource block is damaged: {error}")
+    return out
 
 
 def photoshop_resources(payload: bytes) -> dict[int, bytes]:
     """Parse a sequence of 8BIM resources (no "Photoshop 3.0" header) into {id: data}."""
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 12 <= len(payload) and payload[pos : pos + 4] == b"8BIM":
-        (rid,) = struct.unpack(">H", payload[pos + 4 : pos + 6])
-        name_len = payload[pos + 6]
-        pos += 6 + (name_len + 2) // 2 * 2  # Pascal name, padded to an even length
-        if pos + 4 > len(payload):
-            raise ValueError("Photoshop resource block is truncated")
-        (size,) = struct.unpack(">I", payload[pos : pos + 4])
-        pos += 4
-        if pos + size > len(payload):
-            raise ValueError(f"Photoshop resource {rid:#06x} claims {size} bytes past the end of the block")
-        out[rid] = payload[pos : pos + size]
-        pos += size + size % 2
-    return out
+    return {rid: data for rid, _, data in resource_list(payload)}
 
 
-def jpeg_app13(iptc: bytes) -> bytes:
-    """Complete APP13 marker segment carrying `iptc` as Photoshop resource 0x0404."""
-    resource = b"8BIM" + struct.pack(">H", IPTC_RESOURCE) + b"\0\0" + struct.pack(">I", len(iptc)) + iptc
-    if len(iptc) % 2:
-        resource += b"\0"
-    payload = _PHOTOSHOP + resource
+def readable_block(block: bytes | None, where: str, notes: list[str]) -> bytes | None:
+    """A source's resource block as a reader keeps it: whole when it parses, else the resources before the damage
+    (each is delimited by its own length, so those still say what they said), with a note."""
+    if not block:
+        return None
+    resources, error = read_resources(block)
+    if error:
+        notes.append(f"Photoshop image resources ({where}) damaged ({error}): {len(resources)} resource(s) before "
+                     "the damage kept, the rest dropped")
+        block = pack_resources(resources)
+    return block or None
+
+
+def iptc_of(block: bytes | None) -> bytes | None:
+    """The IPTC records (resource 0x0404) of a readable block, or None."""
+    if not block:
+        return None
+    return next((data for rid, _, data in resource_list(block) if rid == IPTC_RESOURCE and data), None)
+
+
+def pack_resources(resources: list[tuple[int, bytes, bytes]]) -> bytes:
+    """Inverse of resource_list."""
+    out = bytearray()
+    for rid, name, data in resources:
+        out += b"8BIM" + struct.pack(">H", rid) + (name or b"\0\0") + struct.pack(">I", len(data)) + data
+        if len(data) % 2:
+            out += b"\0"
+    return bytes(out)
+
+
+def resource_name(rid: int) -> str:
+    if 0x07D0 <= rid <= 0x0BB6:
+        return f"{rid:#06x} (path)"
+    name = _NAMES.get(rid) or _CARRIED.get(rid)
+    return f"{rid:#06x} ({name})" if name else f"{rid:#06x}"
+
+
+def _resolution_info(data: bytes, dpi: tuple[float, float] | None) -> bytes | None:
+    """Photoshop's ResolutionInfo with its pixels per inch (16.16 fixed point) set to `dpi`, its display units
+    kept; None when there is no resolution to give or it does not fit."""
+    if dpi is None or len(data) < 16 or not all(0 < d < 65536 for d in dpi):
+        return None
+    h_unit, width_unit, v_unit, height_unit = struct.unpack(">HH", data[4:8]) + struct.unpack(">HH", data[12:16])
+    return (struct.pack(">IHH", round(dpi[0] * 65536), h_unit, width_unit)
+            + struct.pack(">IHH", round(dpi[1] * 65536), v_unit, height_unit) + data[16:])
+
+
+def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float, float] | None,
+                      notes: list[str]) -> list[tuple[int, bytes, bytes]]:
+    """The resources of the source's block `block` that a derivative carries (see _CARRIED), with the IPTC records
+    `iptc` (added when the block has none) and the resolution `dpi`; a note names every resource left out."""
+    try:
+        resources = resource_list(block) if block else []
+    except ValueError as e:  # the reader only keeps blocks that parse; a Metadata made by hand may not
+        notes.append(f"Photoshop image resources not written: {e}")
+        resources = []
+    source_iptc = next((data for rid, _, data in resources if rid == IPTC_RESOURCE), None)
+    iptc = iptc or source_iptc  # a reader gives the block's own records when it found no others
+    kept, dropped = [], []
+    for rid, name, data in resources:
+        if rid == _RESOLUTION_INFO:
+            data = _resolution_info(data, dpi)
+            if data is None:
+                notes.append("Photoshop resolution info (0x03ed) dropped: the output has no resolution in dots per "
+                             "inch to give it")
+                continue
+        elif rid == IPTC_RESOURCE:
+            data = iptc
+        if rid not in _CARRIED:
+            dropped.append(rid)
+        elif all(r != rid for r, _, _ in kept):  # a repeated id: the first is the one readers take
+            kept.append((rid, name, data))
+    if iptc and source_iptc is None:
+        kept.append((IPTC_RESOURCE, b"\0\0", iptc))
+    if dropped:
+        why = " (a thumbnail shows the unrestored image)" if THUMBNAILS & set(dropped) else ""
+        notes.append(f"Photoshop image resource(s) {', '.join(resource_name(r) for r in dropped)} dropped: "
+                     f"they belong to the source file, not to the photo{why}")
+    return kept
+
+
+def jpeg_app13(payload: bytes) -> bytes:
+    """Complete APP13 marker segment carrying the resource block `payload` (see pack_resources)."""
+    payload = PHOTOSHOP_HEADER + payload
     if len(payload) > _MAX_SEGMENT:
-        raise ValueError(f"IPTC block of {len(iptc)} bytes does not fit in one JPEG APP13 segment")
+        raise ValueError(f"a Photoshop resource block of {len(payload)} bytes does not fit in one JPEG APP13 segment")
     return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
 
 
-def png_text(iptc: bytes) -> str:
-    """IPTC as the hex text of a "Raw profile type iptc" chunk."""
-    hexed = iptc.hex()
+def jpeg_app13_iptc(iptc: bytes) -> bytes:
+    """Complete APP13 marker segment carrying `iptc` as Photoshop resource 0x0404."""
+    return jpeg_app13(pack_resources([(IPTC_RESOURCE, b"\0\0", iptc)]))
+
+
+def png_text(data: bytes, kind: str = "iptc") -> str:
+    """A profile as the hex text of a "Raw profile type <kind>" chunk."""
+    hexed = data.hex()
     lines = [hexed[i : i + 72] for i in range(0, len(hexed), 72)]
-    return "\niptc\n" + f"{len(iptc):8d}\n" + "\n".join(lines) + "\n"
+    return f"\n{kind}\n" + f"{len(data):8d}\n" + "\n".join(lines) + "\n"
 
 
-def from_png_text(text: str) -> bytes:
-    """Inverse of png_text; also accepts a Photoshop resource block (as some tools write) and extracts 0x0404."""
+def raw_profile(text: str) -> bytes:
+    """Inverse of png_text: the profile's bytes."""
     parts = text.strip("\n").split("\n", 2)
     if len(parts) < 3:
-        raise ValueError("raw IPTC profile text has no length line")
+        raise ValueError("raw profile text has no length line")
     size = int(parts[1].strip())
     data = bytes.fromhex("".join(parts[2].split()))
     if len(data) != size:
-        raise ValueError(f"raw IPTC profile says {size} bytes but holds {len(data)}")
-    if data.startswith(_PHOTOSHOP):
-        data = data[len(_PHOTOSHOP) :]
+        raise ValueError(f"raw profile says {size} bytes but holds {len(data)}")
+    return data
+
+
+def from_png_text(text: str) -> bytes:
+    """IPTC from a "Raw profile type iptc" text (see iptc_from_profile)."""
+    return iptc_from_profile(raw_profile(text))
+
+
+def iptc_from_profile(data: bytes) -> bytes:
+    """IPTC from the bytes of a "Raw profile type iptc" text; also accepts a Photoshop resource block (as some tools
+    write) and extracts 0x0404."""
+    if data.startswith(PHOTOSHOP_HEADER):
+        data = data[len(PHOTOSHOP_HEADER) :]
     if data.startswith(b"8BIM"):
         return photoshop_resources(data).get(IPTC_RESOURCE, b"")
     return data

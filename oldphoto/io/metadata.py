@@ -26,6 +26,10 @@ LAYOUT_TAGS = frozenset({
     325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 532,
 })
 YCBCR_TAGS = frozenset({529, 531})  # JPEG EXIF convention; meaningless in an RGB TIFF
+# What Windows Explorer writes in IFD0 of a TIFF (and JPEG EXIF) when an archivist edits its title, comments,
+# authors, tags, subject or rating: carried entry by entry, as stored (UCS-2 bytes), like the rest of EXIF.
+WINDOWS_TAGS = {18246: "Rating", 18249: "RatingPercent", 40091: "XPTitle", 40092: "XPComment", 40093: "XPAuthor",
+                40094: "XPKeywords", 40095: "XPSubject"}
 
 # PNG text keys with a TIFF/EXIF equivalent, used when the output cannot hold PNG text.
 PNG_TEXT_TO_TAG = {"Description": 270, "Author": 315, "Copyright": 33432}
@@ -39,8 +43,11 @@ class Metadata:
 
     exif: bytes | None = None  # EXIF block: TIFF structure without the b"Exif\0\0" prefix
     icc: bytes | None = None  # ICC profile, byte for byte
-    xmp: bytes | None = None  # XMP packet as stored
+    xmp: bytes | None = None  # XMP packet as stored (a JPEG's Extended XMP merged into it: xmp_tree)
     iptc: bytes | None = None  # IPTC-IIM records (JPEG APP13 resource 0x0404 / TIFF tag 33723)
+    # Photoshop image resources as stored (TIFF tag 34377, JPEG APP13 after "Photoshop 3.0", PNG "Raw profile type
+    # 8bim"): 8BIM records; a derivative carries those about the photo (iptc.carried_resources)
+    photoshop: bytes | None = None
     dpi: tuple[float, float] | None = None  # dots per inch (x, y); None when the file gives no absolute unit
     # pixel aspect ratio without a unit (PNG pHYs unit 0, JPEG JFIF units 0, ResolutionUnit 1): the horizontal
     # and vertical density as the source gave them (their ratio when not whole); only where dpi is None

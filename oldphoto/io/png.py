@@ -21,7 +21,11 @@ from .buffers import unmappable
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEY = "XML:com.adobe.xmp"
+RAW_PROFILE = "Raw profile type "  # ImageMagick's hex-coded profiles: one of a kind, never joined
 COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only PNG readers understand
+# chunks oldphoto reads (or that only describe how this file stored its pixels); others are named in a note
+_KNOWN = frozenset({"IHDR", "PLTE", "IDAT", "IEND", "tRNS", "iCCP", "eXIf", "tEXt", "zTXt", "iTXt", "pHYs", "acTL",
+                    "fcTL", "fdAT", *COLOR_CHUNKS})
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
 _BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
@@ -45,7 +49,10 @@ class PngChunks:
     icc: bytes | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
-    text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt, first occurrence wins
+    text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt; a repeated keyword's texts joined
+    repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
+    damaged: list[str] = field(default_factory=list)  # notes on ICC and text chunks that could not be unpacked
+    others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
     color: dict[str, bytes] = field(default_factory=dict)
@@ -128,18 +135,14 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
     name = ctype.decode("latin-1")
-    if ctype == b"iCCP" and info.icc is None:
-        _, _, rest = data.partition(b"\0")
-        info.icc = _inflate(rest[1:], "iCCP chunk")
-    elif ctype == b"eXIf" and info.exif is None:
-        info.exif = data
-    elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-        key, value = parse_text(ctype, data)
-        if key == XMP_KEY:
-            info.xmp = info.xmp or value
-        elif key not in info.text:
-            info.text[key] = value.decode("utf-8" if ctype == b"iTXt" else "latin-1", "replace")
-    elif ctype == b"pHYs" and len(data) == 9:
+    try:
+        _take_metadata(info, ctype, data)
+    except (zlib.error, ValueError, IndexError) as e:
+        # its CRC holds, so the writer stored it so: the photo is still read (as libpng does, which skips it), and the
+        # chunk is left out, as a malformed EXIF block is
+        info.damaged.append(f"PNG {name} chunk is damaged ({e or 'too short'}) and was not kept")
+        return
+    if ctype == b"pHYs" and len(data) == 9:
         info.phys = struct.unpack(">IIB", data)
     elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
         info.trns = data
@@ -147,6 +150,29 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
         info.frames = struct.unpack(">II", data)[0]
     elif name in COLOR_CHUNKS:
         info.color[name] = data
+    elif name not in _KNOWN and name not in info.others:
+        info.others.append(name)
+
+
+def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:
+    """ICC, EXIF and text chunks into `info`; zlib.error or ValueError when one cannot be unpacked."""
+    if ctype == b"iCCP" and info.icc is None:
+        _, _, rest = data.partition(b"\0")
+        info.icc = _inflate(rest[1:], "iCCP chunk")
+    elif ctype == b"eXIf" and info.exif is None:
+        info.exif = data
+    elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+        key, value = parse_text(ctype, data)
+        if key in info.text or (key == XMP_KEY and info.xmp is not None):
+            info.repeated[key] = info.repeated.get(key, 1) + 1
+        if key == XMP_KEY:
+            info.xmp = info.xmp or value
+            return
+        text = value.decode("utf-8" if ctype == b"iTXt" else "latin-1", "replace")
+        if key not in info.text:
+            info.text[key] = text
+        elif not key.startswith(RAW_PROFILE):  # PNG allows a keyword more than once (several comments, say)
+            info.text[key] += "\n" + text
 
 
 def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | None:

@@ -7,7 +7,6 @@ was made, the percent of pixels it marked (oldphoto:MaskCoverage).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import uuid
@@ -16,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import ImageError, XmpError
+from . import xmp_tree
 from .reader import open_source
 from .xmp_slot import SlotError, read_xmp_slot
 
@@ -32,9 +31,24 @@ NS = {
     "stRef": "http://ns.adobe.com/xap/1.0/sType/ResourceRef#",
     "oldphoto": OLDPHOTO_NS,
 }
-_XML_NS = "http://www.w3.org/XML/1998/namespace"
-_PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
-_PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
+# Properties that restate how the source file stored its pixels (Photoshop, Lightroom and Bridge copy them from the
+# file's own tags): wrong for a derivative of another size, orientation, resolution, bit depth or colour mode, and
+# given by the derivative's own tags. A reader that takes the packet's value would turn an upright restoration
+# again by the source's tiff:Orientation, or size it by its old dimensions.
+_TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
+_PHOTOSHOP_NS = "http://ns.adobe.com/photoshop/1.0/"
+_FILE_LAYOUT = tuple(f"{{{ns}}}{local}" for ns, names in (
+    (_TIFF_NS, ("ImageWidth", "ImageLength", "BitsPerSample", "Compression", "PhotometricInterpretation",
+                "SamplesPerPixel", "PlanarConfiguration", "YCbCrSubSampling", "YCbCrPositioning", "Orientation",
+                "XResolution", "YResolution", "ResolutionUnit", "NativeDigest")),
+    (_EXIF_NS, ("PixelXDimension", "PixelYDimension", "NativeDigest")),
+    (_PHOTOSHOP_NS, ("ColorMode", "ICCProfile")),
+    (xmp_tree.XMP_NOTE_NS, ("HasExtendedXMP",)),  # the source JPEG's extension segments are not this file's
+) for local in names)
+# a preview of the source's pixels that Photoshop and Bridge (CS to CS4) kept in the packet, base64 JPEG
+_XMP_THUMBNAILS = f"{{{NS['xmp']}}}Thumbnails"
+# prefixes for the namespaces a packet does not declare itself
+PREFERRED = {uri: p for p, uri in NS.items()} | {xmp_tree.XMP_NOTE_NS: "xmpNote"}
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -52,23 +66,6 @@ def read_source_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
         except OSError as e:
             raise ImageError(path, f"cannot read for checksum: {e.strerror or e}") from e
     return h.hexdigest()
-
-
-def _parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
-    """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
-    body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
-    try:
-        root = ET.fromstring(body)
-        prefixes: dict[str, str] = {}
-        for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
-            prefixes.setdefault(uri, prefix)
-    except ET.ParseError as e:
-        raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
-    except (LookupError, ValueError) as e:  # an encoding Python does not know, or a multi-byte one expat cannot read
-        raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
-    return root, prefixes
 
 
 def _simple_values(d: ET.Element, prop: str) -> list[str]:
@@ -104,7 +101,7 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
 def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256: str, software: str,
                    action: str = "derived", parameters: Mapping[str, object] | None = None,
                    models: Mapping[str, object] | None = None, when: datetime | None = None,
-                   mask_coverage: float | None = None) -> bytes:
+                   mask_coverage: float | None = None, notes: list[str] | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -112,6 +109,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     parameters / models: settings and model names + weight SHA-256, stored as JSON in stEvt:parameters.
     mask_coverage: percent of the pixels the defect mask marked (a result, not a setting: it stays out of the
     parameters, whose fingerprint decides what is up to date); None writes none.
+    notes: gets a line for what of the source's packet is dropped other than restated file layout (a thumbnail).
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -120,7 +118,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     if when.tzinfo is None:
         raise ValueError("when must carry a time zone")
     if source_xmp:
-        root, prefixes = _parse(source_xmp, source_name)
+        root, prefixes = xmp_tree.parse(source_xmp, source_name)
     else:
         root, prefixes = ET.Element(_q("x", "xmpmeta")), {}
     if root.tag == _q("rdf", "RDF"):
@@ -144,6 +142,14 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
                  _q("oldphoto", "MaskCoverage")):
         _pop_simple(descriptions, prop)
+    for prop in _FILE_LAYOUT:  # the derivative's own tags say these
+        _pop_simple(descriptions, prop)
+    if any(d.findall(_XMP_THUMBNAILS) for d in descriptions):
+        for d in descriptions:
+            for old in d.findall(_XMP_THUMBNAILS):
+                d.remove(old)
+        if notes is not None:
+            notes.append("XMP thumbnail (xmp:Thumbnails) dropped: it shows the unrestored image")
     for d in descriptions:  # the source's own DerivedFrom describes its parent, not ours
         for old in d.findall(_q("xmpMM", "DerivedFrom")):
             d.remove(old)
@@ -183,8 +189,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     if action == "derived":
         _add(event, _q("stEvt", "changed"), "/")  # the whole image changed
 
-    body = _serialize(root, prefixes)
-    return (f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{_PADDING}<?xpacket end="w"?>').encode()
+    return xmp_tree.wrap(xmp_tree.serialize(root, prefixes, PREFERRED))
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
     if packet is None:
         return None
     try:
-        root, _ = _parse(packet, str(path))
+        root, _ = xmp_tree.parse(packet, str(path))
     except XmpError:
         return None
     descriptions = list(root.iter(_q("rdf", "Description")))
@@ -239,47 +244,3 @@ def _percent(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and 0.0 <= value <= 100.0 else None
-
-
-def _serialize(root: ET.Element, source_prefixes: dict[str, str]) -> str:
-    """XML text with the packet's own prefixes kept (ElementTree would rename them ns0, ns1 ...)."""
-    used: set[str] = set()
-    for el in root.iter():
-        for name in (el.tag, *el.attrib):
-            if name.startswith("{"):
-                used.add(name[1 : name.index("}")])
-    used.discard(_XML_NS)
-    prefixes: dict[str, str] = {}
-    taken: set[str] = set()
-    preferred = {uri: p for p, uri in NS.items()}
-    for uri in sorted(used, key=lambda u: (u not in source_prefixes, u)):
-        p = source_prefixes.get(uri) or preferred.get(uri) or "ns"
-        base, n = p, 1
-        while p in taken or not p:
-            p, n = f"{base or 'ns'}{n}", n + 1
-        prefixes[uri] = p
-        taken.add(p)
-
-    def qname(name: str) -> str:
-        if not name.startswith("{"):
-            return name
-        uri, local = name[1:].split("}", 1)
-        return f"xml:{local}" if uri == _XML_NS else f"{prefixes[uri]}:{local}"
-
-    out: list[str] = []
-
-    def emit(el: ET.Element, top: bool) -> None:
-        attrs = [f"xmlns:{p}={quoteattr(u)}" for u, p in prefixes.items()] if top else []
-        attrs += [f"{qname(k)}={quoteattr(v)}" for k, v in el.attrib.items()]
-        out.append(f"<{qname(el.tag)}" + "".join(" " + a for a in attrs))
-        if len(el) == 0 and not el.text:
-            out.append("/>")
-        else:
-            out.append(">" + escape(el.text or ""))
-            for child in el:
-                emit(child, False)
-            out.append(f"</{qname(el.tag)}>")
-        out.append(escape(el.tail or ""))
-
-    emit(root, True)
-    return "".join(out).strip()

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
+from ..errors import XmpError
 from . import png
 from . import tiff_ifd as T
+from . import xmp_tree
 from .buffers import allocate
 from .cmyk import CmykConverter
-from .iptc import IPTC_RESOURCE, PNG_IPTC_KEY, from_png_text
+from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, iptc_from_profile, iptc_of, raw_profile, readable_block
 from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
@@ -42,6 +44,7 @@ _MODES = {
 _TRANSPARENT = {"L": "LA", "RGB": "RGBA", "P": "RGBA", "1": "LA"}  # modes whose tRNS colour key means alpha
 _PNG16 = {0: (1, False, "I;16"), 2: (3, False, "RGB;16"), 4: (1, True, "LA;16"), 6: (3, True, "RGBA;16")}
 _BAND_BYTES = 16 << 20
+_JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 
 
 @dataclass
@@ -149,6 +152,119 @@ def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None
     return (density[0] * scale, density[1] * scale)
 
 
+def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes | None:
+    """The JPEG's XMP with its Extended XMP merged in (Photoshop and Lightroom move what does not fit in one APP1
+    segment there: long histories, Camera Raw settings, document ancestors); the standard packet alone, with a note,
+    when the extension is not whole, not the one the packet names, or not XML."""
+    parts = [data[len(xmp_tree.JPEG_EXTENSION_HEADER) :] for app, data in applist
+             if app == "APP1" and data.startswith(xmp_tree.JPEG_EXTENSION_HEADER)]
+    if not parts:
+        return xmp
+    guid = xmp_tree.extension_guid(xmp) if xmp else None
+    if guid is None:
+        notes.append(f"Extended XMP ({len(parts)} segment(s)) not kept: no XMP packet names it")
+        return xmp
+    chunks: dict[int, bytes] = {}
+    total = None
+    for part in parts:
+        if len(part) >= 40 and part[:32].upper() == guid.upper():  # GUID, full length, offset of this part
+            total, offset = struct.unpack(">II", part[32:40])
+            chunks[offset] = part[40:]
+    data = b"".join(chunks[offset] for offset in sorted(chunks))
+    whole = total is not None and len(data) == total and all(
+        offset == sum(len(chunks[o]) for o in sorted(chunks) if o < offset) for offset in chunks)
+    if not whole:
+        notes.append(f"Extended XMP not kept: its segments for GUID {guid.decode('ascii')} hold {len(data)} of "
+                     f"{total or '?'} bytes")
+        return xmp
+    try:
+        return xmp_tree.merge_extension(xmp, data, "Extended XMP")
+    except XmpError as e:
+        notes.append(f"Extended XMP not kept: {e.reason}")
+        return xmp
+
+
+def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
+    """The hex "Raw profile type ..." texts ImageMagick (and ExifTool) write into PNG for metadata PNG had no chunk
+    for, taken out of `text`: {"iptc" | "8bim" | "exif" | "xmp": bytes}. Left as text they would be carried as such,
+    an EXIF of the unrestored file among them; one that is damaged is dropped with a note (the photo is still
+    read)."""
+    found: dict[str, bytes] = {}
+    for key in [k for k in text if k.startswith(png.RAW_PROFILE)]:
+        kind = key[len(png.RAW_PROFILE) :].lower()
+        if kind not in ("iptc", "8bim", "exif", "xmp", "app1"):
+            continue  # not metadata oldphoto reads: carried as the text it is
+        try:
+            data = raw_profile(text.pop(key))
+            data = iptc_from_profile(data) if kind == "iptc" else data
+        except ValueError as e:
+            notes.append(f"PNG text {key!r} is damaged ({e}) and was not kept")
+            continue
+        if kind == "app1":  # a whole APP1 segment's payload: EXIF or XMP, told by its header
+            kind = "xmp" if data.startswith(_JPEG_XMP_HEADER) else "exif"
+            data = data[len(_JPEG_XMP_HEADER) :] if kind == "xmp" else data
+        found.setdefault(kind, data)
+    return found
+
+
+def _one_of(chunk: bytes | None, profile: bytes | None, what: str, notes: list[str]) -> bytes | None:
+    """The PNG's own chunk for EXIF or XMP, else the raw profile text's copy; a differing copy is noted."""
+    if chunk is None:
+        return profile
+    if profile is not None and profile.removeprefix(b"Exif\0\0") != chunk.removeprefix(b"Exif\0\0"):
+        notes.append(f"{what} of a PNG raw profile text not kept: it differs from the {what} chunk, which is kept")
+    return chunk
+
+
+def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
+    """Every COM segment, not the last alone as Pillow's info["comment"]: one "Comment", a line break between
+    two segments' texts (with a note, as it is no longer byte for byte)."""
+    comments = [_comment(data) for app, data in applist if app == "COM" and data]
+    if len(comments) > 1:
+        notes.append(f"{len(comments)} JPEG comments joined into one, a line break between them")
+    return {"Comment": "\n".join(comments)} if comments else {}
+
+
+# APPn segments read (or only about how the file was encoded: Adobe's colour transform), by marker and identifier
+_JPEG_READ = {("APP0", b"JFIF"), ("APP1", b"Exif"), ("APP1", b"http://ns.adobe.com/xap/1.0/"),
+              ("APP1", b"http://ns.adobe.com/xmp/extension/"), ("APP2", b"ICC_PROFILE"), ("APP2", b"MPF"),
+              ("APP13", b"Photoshop 3.0"), ("APP14", b"Adobe")}
+
+
+def _note_other_segments(applist: list, notes: list[str]) -> None:
+    """A note naming the APPn segments not carried: vendors' own (Ducky of Photoshop's Save for Web, FlashPix,
+    JUMBF with C2PA content credentials of the unrestored file, a JFXX thumbnail ...)."""
+    others = []
+    for app, data in applist:
+        if not app.startswith("APP"):
+            continue
+        ident = data[:64].split(b"\0", 1)[0]
+        if (app, ident) in _JPEG_READ:
+            continue
+        shown = ident[:32].decode("ascii") if ident.isascii() and ident.decode("ascii").isprintable() else ""
+        name = f"{app} ({shown})" if shown else app
+        if name not in others:
+            others.append(name)
+    if others:
+        notes.append(f"JPEG segment(s) {', '.join(others)} not carried")
+
+
+def _note_more_pictures(mp: bytes | None, notes: list[str]) -> None:
+    """A note for the images a Multi-Picture (MPF, APP2) JPEG holds after the first (previews, other views of a
+    stereo or panorama set): only the first is read and written."""
+    if not mp:
+        return
+    try:
+        ifd, _, _ = T.parse_exif(mp)
+        count = next(iter(ifd.entries[0xB001].ints()), None) if 0xB001 in ifd.entries else None  # NumberOfImages
+    except T.IfdError as e:
+        notes.append(f"MPF (multi-picture) index unreadable ({e}): any image after the first is not carried")
+        return
+    if count is not None and count > 1:
+        notes.append(f"{count - 1} more image(s) of this multi-picture (MPF) JPEG not carried: only the first, "
+                     "the photo, is read")
+
+
 def _jpeg_aspect(info: dict, tags: dict[int, object]) -> tuple[int, int] | None:
     """Pixel aspect ratio from a JFIF density without unit, or from EXIF resolution with unit 1 (none). JFIF's
     1:1 without unit says nothing: every encoder writes it when it has no resolution to give."""
@@ -177,12 +293,25 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         chunks = png.read_chunks(fh, header_only)
         if chunks.frames > 1:
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
-        exif, tags, orientation = _exif_fields(chunks.exif, notes)
         text = dict(chunks.text)
-        iptc = None
-        if PNG_IPTC_KEY in text:
-            iptc = from_png_text(text.pop(PNG_IPTC_KEY)) or None
-        meta = Metadata(exif=exif, icc=chunks.icc, xmp=chunks.xmp, iptc=iptc, tiff_tags=tags, text=text,
+        notes += chunks.damaged
+        if chunks.others:
+            notes.append(f"PNG chunk(s) {', '.join(chunks.others)} not carried")
+        for key, count in chunks.repeated.items():
+            if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
+                notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")
+            else:
+                notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
+        profiles = _raw_profiles(text, notes)
+        exif, tags, orientation = _exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
+        if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
+            notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
+                         "do not see that text")
+            orientation = 1
+        xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
+        block = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        iptc = profiles.get("iptc") or iptc_of(block)
+        meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
         if meta.dpi is None:
             meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
@@ -206,10 +335,27 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             raise ValueError(f"animated {fmt} with {frames} frames is not supported")
         info = im.info
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
-        iptc = _iptc_from_info(info.get("photoshop"))
-        text = {"Comment": _comment(info["comment"])} if info.get("comment") else {}
-        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=info.get("xmp") or None, iptc=iptc,
-                        tiff_tags=tags, text=text,
+        block = None
+        if fmt == "JPEG":
+            # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
+            # resolution info into numbers and cuts a resource that goes on in the next segment (Photoshop splits
+            # a block over segments of 64 KB)
+            parts = [payload[len(PHOTOSHOP_HEADER) :] for app, payload in im.applist
+                     if app == "APP13" and payload.startswith(PHOTOSHOP_HEADER)]
+            block = readable_block(b"".join(parts), "JPEG APP13", notes)
+        iptc = iptc_of(block)
+        text = {}
+        if fmt == "JPEG":
+            text = _jpeg_comments(im.applist, notes)
+            _note_more_pictures(info.get("mp"), notes)
+            _note_other_segments(im.applist, notes)
+        elif info.get("comment"):
+            text = {"Comment": _comment(info["comment"])}
+        xmp = info.get("xmp") or None
+        if fmt == "JPEG":
+            xmp = _with_extension(xmp, im.applist, notes)
+        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=xmp, iptc=iptc,
+                        photoshop=block, tiff_tags=tags, text=text,
                         dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:
             meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
@@ -226,9 +372,3 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
     return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
                       convert_to, notes=notes)
 
-
-def _iptc_from_info(resources: dict | None) -> bytes | None:
-    """IPTC from Pillow's parsed APP13 resources ({id: bytes})."""
-    if not resources:
-        return None
-    return resources.get(IPTC_RESOURCE) or None

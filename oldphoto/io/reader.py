@@ -23,7 +23,7 @@ from PIL import Image
 from ..errors import ImageError
 from . import raster_read, tiff_read
 from .buffers import allocate
-from .metadata import Metadata
+from .metadata import X_RESOLUTION, Y_RESOLUTION, Metadata
 from .tiff_ifd import IfdError
 
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
@@ -185,9 +185,23 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
         pixels = upright(pixels, pl.orientation, tmp_dir)
         alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
         notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
+        if pl.orientation >= 5:
+            _transpose_resolution(meta)
     if alpha is not None and alpha.shape != pixels.shape[:2]:
         raise ImageError(path, f"alpha {alpha.shape} does not match pixels {pixels.shape}")
     return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)
+
+
+def _transpose_resolution(meta: Metadata) -> None:
+    """A file's resolution is given for its stored rows and columns: once orientation 5-8 has turned them, the
+    horizontal resolution is what was the vertical one (a scan at 1200 x 2400 dpi, turned, is 2400 x 1200)."""
+    if meta.dpi is not None:
+        meta.dpi = (meta.dpi[1], meta.dpi[0])
+    if meta.aspect is not None:
+        meta.aspect = (meta.aspect[1], meta.aspect[0])
+    x, y = meta.tiff_tags.get(X_RESOLUTION), meta.tiff_tags.get(Y_RESOLUTION)
+    if x is not None and y is not None:
+        meta.tiff_tags[X_RESOLUTION], meta.tiff_tags[Y_RESOLUTION] = y, x
 
 
 def upright(a: np.ndarray, orientation: int, tmp_dir=None) -> np.ndarray:

@@ -23,13 +23,17 @@ import tifffile
 from . import tiff_ifd as T
 from .buffers import allocate, unmappable
 from .cmyk import CmykConverter
-from .metadata import (DESCRIPTIVE_TAGS, ORIENTATION, RESOLUTION_TAGS, Metadata, aspect_from_tags, dpi_from_tags,
-                       orientation_of, tags_from_ifd)
+from .iptc import iptc_of, readable_block
+from .metadata import (DESCRIPTIVE_TAGS, LAYOUT_TAGS, ORIENTATION, RESOLUTION_TAGS, WINDOWS_TAGS, YCBCR_TAGS, Metadata,
+                       aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd)
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _TRANSPARENCY_MASK, _SEPARATED, _YCBCR = 0, 1, 2, 3, 4, 5, 6
 _REDUCED, _MASK = 1, 4  # NewSubfileType bits: a reduced-resolution version, a transparency mask
 _ASSOC_ALPHA, _UNASSOC_ALPHA = 1, 2
-_ICC, _XMP, _IPTC = 34675, 700, 33723
+_ICC, _XMP, _IPTC, _PHOTOSHOP = 34675, 700, 33723, 34377
+# How the file stored its pixels beyond LAYOUT_TAGS (bilevel and fax options, fill order, free space, page number,
+# inks of a CMYK file converted on read): nothing a derivative carries or a reader needs to be told about
+_STORAGE_TAGS = frozenset({263, 264, 265, 266, 288, 289, 292, 293, 297, 321, 332, 333, 334, 336})
 _PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITULab", 32803: "CFA",
                       32844: "LogL", 32845: "LogLuv", 34892: "LinearRaw"}
 # TiffPage fields used as single numbers; a damaged tag (count > 1) makes tifffile give a tuple instead
@@ -201,6 +205,8 @@ class TiffPlan:
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
         meta.dpi = dpi_from_tags(meta.tiff_tags)
         meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
+        meta.photoshop = readable_block(_raw(e.get(_PHOTOSHOP), order), "tag 34377", notes)
+        meta.iptc = meta.iptc or iptc_of(meta.photoshop)  # Photoshop keeps IPTC there too, some writers only there
         children = {}
         for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
             if tag in e:
@@ -208,8 +214,8 @@ class TiffPlan:
                     children[tag], _ = T.read_ifd(T.file_reader(self.fh), e[tag].ints()[0], order, big)
                 except T.IfdError as err:
                     notes.append(f"{name} directory is unreadable and was not kept ({err})")
-        if children:
-            keep = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION}
+        if children or any(t in WINDOWS_TAGS for t in e):
+            keep = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | set(WINDOWS_TAGS) | {ORIENTATION}
             ifd0 = T.Ifd({t: v for t, v in e.items() if t in keep}, children)
             meta.exif = T.build_exif(ifd0, order)
         return meta, notes
@@ -245,9 +251,16 @@ def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
     index, masks, pages = choose_page(tif)
     p = tif.pages[index]
     check_size(p.imagewidth, p.imagelength)
-    wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC, T.EXIF_IFD, T.GPS_IFD}
+    wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | set(WINDOWS_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC}
+    wanted |= {_PHOTOSHOP, T.EXIF_IFD, T.GPS_IFD}
     ifd0, _ = T.read_ifd(T.file_reader(fh), p.offset, tif.byteorder, tif.is_bigtiff, wanted=wanted, follow=())
     notes: list[str] = []
+    left = sorted({t.code for t in p.tags} - wanted - LAYOUT_TAGS - YCBCR_TAGS - _STORAGE_TAGS)
+    if left:  # private and other tags (Photoshop layers, PrintIM, GeoTIFF, a scanner's own): values unread
+        named = [f"{code} ({tifffile.TIFF.TAGS.get(code)})" if tifffile.TIFF.TAGS.get(code) else str(code)
+                 for code in left]
+        notes.append(f"TIFF tag(s) {', '.join(named)} not carried: oldphoto does not know what they mean for a "
+                     "restored derivative")
     orientation = orientation_of(ifd0, notes)
     previews = pages - 1 - len(masks)
     if previews:

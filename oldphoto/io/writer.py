@@ -1,22 +1,24 @@
 """Write derivatives atomically with the source's metadata, in JPEG, PNG, TIFF or WebP.
 
 What each format holds (anything else is reported in the returned notes, never dropped silently):
-  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, <= 65504 bytes;
-        no Extended XMP), IPTC (APP13 Photoshop resource), DPI (JFIF and EXIF), pixel aspect ratio (JFIF
-        units 0 and EXIF), text "Comment" (COM), PNG text Description/Author/Copyright (EXIF).
+  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, a packet over 65504
+        bytes split into Extended XMP), IPTC and Photoshop resources (APP13), DPI (JFIF and EXIF), pixel aspect
+        ratio (JFIF units 0 and EXIF), text "Comment" (COM), PNG text Description/Author/Copyright (EXIF).
   PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
-        "Raw profile type iptc", as ExifTool/ImageMagick), DPI or pixel aspect ratio (pHYs unit 1 or 0),
-        all text, gAMA/cHRM/sRGB/cICP.
+        "Raw profile type iptc", as ExifTool/ImageMagick; Photoshop resources as "Raw profile type 8bim"), DPI or
+        pixel aspect ratio (pHYs unit 1 or 0), all text, gAMA/cHRM/sRGB/cICP.
   TIFF  8/16-bit gray/RGB + alpha, Deflate. EXIF and GPS as sub-directories, descriptive tags in IFD0,
-        ICC (34675), XMP (700), IPTC (33723), resolution tags (ResolutionUnit 1 for an aspect ratio only).
+        ICC (34675), XMP (700), IPTC (33723), Photoshop resources (34377), resolution tags (ResolutionUnit 1 for an
+        aspect ratio only).
         PNG text only as Description/Author/Copyright.
   WEBP  8-bit RGB(A) (gray is stored as RGB), <= 16383 px a side. EXIF, ICC, XMP; DPI and pixel aspect
         ratio only inside EXIF.
-        No IPTC. PNG text only as Description/Author/Copyright (EXIF). Lossy at jpeg_quality, lossless when
-        jpeg_quality is 100.
+        No IPTC or Photoshop resources. PNG text only as Description/Author/Copyright (EXIF). Lossy at
+        jpeg_quality, lossless when jpeg_quality is 100.
 Everywhere: EXIF Orientation = 1 (pixels are upright), Software = `software`, PixelX/YDimension = the
 output size, EXIF thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their
-internal offsets may no longer hold).
+internal offsets may no longer hold); of the Photoshop resources only those about the photo (IPTC, caption,
+copyright flag, URL, resolution info rewritten), see iptc.carried_resources.
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
-from ..errors import ImageError
+from ..errors import ImageError, XmpError
 from . import png
 from . import tiff_ifd as T
+from . import xmp_tree
 from .atomic import Staging, atomic_output
-from .iptc import PNG_IPTC_KEY, jpeg_app13, png_text
+from .iptc import (IPTC_RESOURCE, PNG_8BIM_KEY, PNG_IPTC_KEY, carried_resources, jpeg_app13, jpeg_app13_iptc,
+                   pack_resources, png_text, resource_name)
 from .metadata import PNG_TEXT_TO_TAG, Metadata, aspect_within, output_ifd0
 from .tiff_write import write_tiff
 
 WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 _JPEG_SEGMENT = 65533
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _BAND_BYTES = 1 << 20  # input bytes converted per step (uint32 scratch is twice that)
 
 
@@ -102,12 +107,15 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
         meta = dataclasses.replace(meta, icc=None)
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
+    # Photoshop image resources go where the source kept them (TIFF 34377, JPEG APP13, PNG raw profile); a file
+    # without them gets only its IPTC, as before
+    resources = carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes) if meta.photoshop else None
     try:
         with atomic_output(path, staging) as out:
             if fmt == "TIFF":
-                _write_tiff(out, pixels, alpha, meta, xmp, ifd0, deflate_level)
+                _write_tiff(out, pixels, alpha, meta, xmp, ifd0, resources, deflate_level)
             elif fmt == "PNG":
-                _write_png(out, pixels, alpha, meta, xmp, T.build_exif(ifd0, order), deflate_level)
+                _write_png(out, pixels, alpha, meta, xmp, T.build_exif(ifd0, order), resources, deflate_level)
             else:
                 if pixels.dtype == np.uint16:
                     notes.append(f"16-bit reduced to 8-bit: {fmt} holds 8 bits per sample")
@@ -115,8 +123,12 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
                 if fmt == "JPEG":
                     if alpha is not None:
                         notes.append("alpha dropped: JPEG has no transparency")
-                    _write_jpeg(out, pixels8, meta, xmp, T.build_exif(ifd0, order), jpeg_quality, notes)
+                    _write_jpeg(out, pixels8, meta, xmp, T.build_exif(ifd0, order), resources, jpeg_quality, notes)
                 else:
+                    others = [r for r, _, _ in resources or [] if r != IPTC_RESOURCE and r != 0x0425]
+                    if others:
+                        notes.append(f"Photoshop image resource(s) {', '.join(map(resource_name, others))} not "
+                                     "written: WEBP cannot hold them")
                     _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp,
                                 T.build_exif(ifd0, order), jpeg_quality, notes)
     except OSError as e:
@@ -157,14 +169,16 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
     return notes
 
 
-def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.Ifd, level: int) -> None:
-    for tag, typ, blob in ((34675, T.UNDEFINED, meta.icc), (700, T.BYTE, xmp), (33723, T.UNDEFINED, meta.iptc)):
+def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.Ifd, resources, level: int) -> None:
+    block = pack_resources(resources) if resources else None
+    for tag, typ, blob in ((34675, T.UNDEFINED, meta.icc), (700, T.BYTE, xmp), (33723, T.UNDEFINED, meta.iptc),
+                           (34377, T.BYTE, block)):
         if blob:
             ifd0.entries[tag] = T.bytes_entry(tag, typ, blob)
     write_tiff(out, pixels, alpha, ifd0, level)
 
 
-def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: bytes, level: int) -> None:
+def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: bytes, resources, level: int) -> None:
     chunks = []
     if meta.icc:
         chunks.append(png.iccp_chunk(meta.icc))  # iCCP overrides gAMA/cHRM/sRGB, which must not coexist
@@ -180,8 +194,10 @@ def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: byte
         chunks.append(png.xmp_chunk(xmp))
     if meta.iptc:
         chunks.append(png.text_chunk(PNG_IPTC_KEY, png_text(meta.iptc)))
+    if resources:
+        chunks.append(png.text_chunk(PNG_8BIM_KEY, png_text(pack_resources(resources), "8bim")))
     chunks += [png.text_chunk(k, v) for k, v in meta.text.items()
-               if k not in (png.XMP_KEY, PNG_IPTC_KEY) and png.keyword_ok(k)]
+               if k not in (png.XMP_KEY, PNG_IPTC_KEY, PNG_8BIM_KEY) and png.keyword_ok(k)]
     png.write_png(out, pixels, alpha, chunks, level)
 
 
@@ -194,7 +210,7 @@ def _pil(pixels8: np.ndarray, alpha8: np.ndarray | None = None) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels8), "RGB")
 
 
-def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, notes: list[str]) -> None:
+def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, resources, quality: int, notes: list[str]) -> None:
     kwargs: dict = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}  # 4:4:4 for archive quality
     if len(exif) + 6 <= _JPEG_SEGMENT:
         kwargs["exif"] = b"Exif\0\0" + exif
@@ -202,16 +218,21 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, no
         notes.append(f"EXIF block of {len(exif)} bytes not written: larger than one JPEG segment")
     if meta.icc:
         kwargs["icc_profile"] = meta.icc
-    if xmp:
-        if len(xmp) + 29 <= _JPEG_SEGMENT:
-            kwargs["xmp"] = xmp
-        else:
-            notes.append(f"XMP packet of {len(xmp)} bytes not written: Extended XMP is not supported")
-    if meta.iptc:
+    extra = b""
+    if resources:
         try:
-            kwargs["extra"] = jpeg_app13(meta.iptc)
+            extra += jpeg_app13(pack_resources(resources))
+        except ValueError as e:
+            notes.append(f"Photoshop image resources{' and IPTC' if meta.iptc else ''} not written: {e}")
+    elif meta.iptc:
+        try:
+            extra += jpeg_app13_iptc(meta.iptc)
         except ValueError as e:
             notes.append(f"IPTC not written: {e}")
+    if xmp:
+        extra += _jpeg_xmp(xmp, notes)
+    if extra:
+        kwargs["extra"] = extra
     if meta.dpi:
         kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
     aspect = None
@@ -230,6 +251,27 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, quality: int, no
     _pil(pixels8).save(out, "JPEG", **kwargs)
     if aspect is not None:
         _jfif_aspect(out, start, aspect, notes)
+
+
+def _jpeg_xmp(xmp: bytes, notes: list[str]) -> bytes:
+    """APP1 segments for the packet: one, or the standard packet and its Extended XMP (see xmp_tree.split_for_jpeg)
+    when it is larger than one segment holds."""
+    try:
+        standard, extension, guid = xmp_tree.split_for_jpeg(xmp, _JPEG_SEGMENT - len(_XMP_HEADER))
+    except (ValueError, XmpError) as e:
+        notes.append(f"XMP packet of {len(xmp)} bytes not written: larger than one JPEG segment, and "
+                     f"{getattr(e, 'reason', e)}")
+        return b""
+    out = _segment(0xE1, _XMP_HEADER + standard)
+    step = _JPEG_SEGMENT - len(xmp_tree.JPEG_EXTENSION_HEADER) - 40  # GUID, full length and offset before each part
+    for offset in range(0, len(extension or b""), step):
+        out += _segment(0xE1, xmp_tree.JPEG_EXTENSION_HEADER + guid + struct.pack(">II", len(extension), offset)
+                        + extension[offset : offset + step])
+    return out
+
+
+def _segment(code: int, payload: bytes) -> bytes:
+    return bytes([0xFF, code]) + struct.pack(">H", len(payload) + 2) + payload
 
 
 def _jfif_aspect(out, start: int, aspect: tuple[int, int], notes: list[str]) -> None:

@@ -124,13 +124,13 @@ def test_png_chunk_reader_collects_metadata():
 def test_iptc_wrappers_roundtrip():
     text = iptc.png_text(IPTC)
     assert text.startswith("\niptc\n") and iptc.from_png_text(text) == IPTC
-    segment = iptc.jpeg_app13(IPTC)
+    segment = iptc.jpeg_app13_iptc(IPTC)
     assert segment[:2] == b"\xff\xed" and struct.unpack(">H", segment[2:4])[0] == len(segment) - 2
     payload = segment[4:]
     assert payload.startswith(b"Photoshop 3.0\0")
     assert iptc.photoshop_resources(payload[14:]) == {iptc.IPTC_RESOURCE: IPTC}
     with pytest.raises(ValueError, match="does not fit"):
-        iptc.jpeg_app13(b"\x1c" * 70000)
+        iptc.jpeg_app13_iptc(b"\x1c" * 70000)
     with pytest.raises(ValueError, match="says 9 bytes"):
         iptc.from_png_text("\niptc\n       9\n1c02\n")
 
@@ -160,7 +160,8 @@ def test_16_bit_png_decodes_without_libpng_printing(tmp_path, capfd, caplog):
     assert any("iCCP" in r.getMessage() for r in caplog.records)
     caplog.clear()
     pic = read(tmp_path / "p.png", 100)
-    assert capfd.readouterr() == ("", "") and caplog.records == [] and pic.notes == []
+    assert capfd.readouterr() == ("", "") and caplog.records == []
+    assert pic.notes == ["PNG chunk(s) sBIT not carried"]  # oldphoto's own note, not libpng's
     np.testing.assert_array_equal(pic.pixels, before[:, :, :3])
     np.testing.assert_array_equal(pic.alpha, before[:, :, 3])  # the tRNS colour key still makes alpha
     assert pic.alpha[0, 0] == 0 and pic.alpha[1:].min() == 65535

@@ -13,7 +13,7 @@ import numpy as np
 import piexif
 import pytest
 import tifffile
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from io_samples import (IPTC, SRGB_ICC, XMP, ascii_, gradient, long_, rational, rich_exif, short,
                         tiff_structure, undefined)
@@ -401,6 +401,58 @@ def test_png_comment_too_long_for_a_jpeg_segment_is_noted_not_fatal(tmp_path):
     assert notes == []
 
 
+def _with_segments(data: bytes, segments: bytes, after: bytes = b"") -> bytes:
+    """A JPEG `data` with marker segments put right after SOI, and bytes after its end."""
+    return data[:2] + segments + data[2:] + after
+
+
+def _segment(code: int, payload: bytes) -> bytes:
+    return bytes([0xFF, code]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_every_jpeg_comment_is_kept(tmp_path):
+    # Pillow's info["comment"] is the last COM segment: the one before it was lost without a word
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(buf, "JPEG")
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(_with_segments(buf.getvalue(), _segment(0xFE, "Scanned by Ørsted".encode("latin-1"))
+                                   + _segment(0xFE, b"Box 4, album 2")))
+    pic = read(src, 10_000)
+    assert pic.meta.text == {"Comment": "Scanned by Ørsted\nBox 4, album 2"}
+    assert pic.notes == ["2 JPEG comments joined into one, a line break between them"]
+
+
+def test_repeated_png_text_keywords_are_joined_and_a_second_xmp_packet_noted(tmp_path):
+    def chunk(ctype, body):
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+    buf = io.BytesIO()
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    extra = (chunk(b"tEXt", b"Comment\0first") + chunk(b"iTXt", "Comment\0\0\0\0\0zweite Öse".encode())
+             + chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + XMP)
+             + chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0<x/>"))
+    (tmp_path / "src.png").write_bytes(data[:33] + extra + data[33:])
+    pic = read(tmp_path / "src.png", 10_000)
+    assert pic.meta.text == {"Comment": "first\nzweite Öse"} and pic.meta.xmp == XMP
+    assert sorted(pic.notes) == ["2 PNG text chunks 'Comment' joined into one, a line break between them",
+                                 "2 PNG text chunks 'XML:com.adobe.xmp': only the first is kept"]
+
+
+def test_further_pictures_of_an_mpf_jpeg_are_noted(tmp_path):
+    # a camera or a scanner's software may append previews (Multi-Picture Format, APP2 "MPF"): only the first
+    # image, the photo, is read
+    first, second = io.BytesIO(), io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(first, "JPEG")
+    Image.new("RGB", (4, 4)).save(second, "JPEG")
+    index = (b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0xB001, 4, 1, 2) + struct.pack("<I", 0))
+    src = tmp_path / "mpf.jpg"
+    src.write_bytes(_with_segments(first.getvalue(), _segment(0xE2, b"MPF\0" + index), second.getvalue()))
+    pic = read(src, 10_000)
+    assert pic.notes == ["1 more image(s) of this multi-picture (MPF) JPEG not carried: only the first, the photo, "
+                         "is read"]
+
+
 def test_damaged_jpeg_exif_prints_nothing(tmp_path):
     # a fresh interpreter, where Python would print Pillow's "Corrupt EXIF data" warning to stderr (past --quiet)
     path = tmp_path / "x.jpg"
@@ -463,3 +515,109 @@ def test_a_description_that_is_deeply_nested_json_like_text_is_kept(tmp_path):
     text = '{"shape": ' + "[" * 30000
     tifffile.imwrite(src, gradient(20, 30, 3, np.uint8), photometric="rgb", description=text, metadata=None)
     assert read(src, 10**6).meta.tiff_tags[270] == text
+
+
+def _png_with_text(path, pairs) -> None:
+    info = PngImagePlugin.PngInfo()
+    for key, value in pairs:
+        info.add_text(key, value, zip=True)
+    Image.fromarray(gradient(6, 8, 3, np.uint8)).save(path, pnginfo=info)
+
+
+def _raw(kind: str, data: bytes) -> str:
+    # ImageMagick's layout: a line with the kind, one with the length, then hex in lines of 72 digits
+    hexed = data.hex()
+    return f"\n{kind}\n{len(data):8d}\n" + "\n".join(hexed[i : i + 72] for i in range(0, len(hexed), 72)) + "\n"
+
+
+def test_a_damaged_raw_iptc_profile_in_a_png_is_noted_not_fatal(tmp_path):
+    # the whole scan failed ("cannot read PNG: raw profile says 20 bytes but holds 3")
+    damaged = "\niptc\n      20\n1c0200\n"
+    _png_with_text(tmp_path / "scan.png", [("Raw profile type iptc", damaged), ("Title", "Picnic")])
+    pic = read(tmp_path / "scan.png", 10_000)
+    assert pic.meta.iptc is None and pic.meta.text == {"Title": "Picnic"}
+    assert pic.notes == ["PNG text 'Raw profile type iptc' is damaged (raw profile says 20 bytes but holds 3) and "
+                         "was not kept"]
+
+
+def test_imagemagick_raw_exif_and_xmp_profiles_in_a_png_are_read_as_exif_and_xmp(tmp_path):
+    # ImageMagick 6 keeps EXIF and XMP of a converted file as hex text: left as text they were carried as text, an
+    # EXIF with the unrestored file's orientation and size among them, and XMP got no provenance
+    exif = b"Exif\0\0" + rich_exif(orientation=6)
+    _png_with_text(tmp_path / "scan.png", [("Raw profile type exif", _raw("exif", exif)),
+                                           ("Raw profile type xmp", _raw("xmp", XMP))])
+    pic = read(tmp_path / "scan.png", 10_000)
+    assert pic.meta.text == {} and pic.meta.xmp == XMP and pic.meta.exif == exif[6:]
+    assert pic.pixels.shape == (6, 8, 3)  # shown as stored: PNG readers do not see that text
+    assert pic.notes == ["orientation 6 of the EXIF in a PNG raw profile text not applied: PNG readers do not see "
+                         "that text"]
+    write(tmp_path / "out.png", pic.pixels, None, "PNG", pic.meta)
+    data = (tmp_path / "out.png").read_bytes()
+    assert b"Raw profile type" not in data
+    again = read(tmp_path / "out.png", 10_000).meta
+    ifd0, _, _ = T.parse_exif(again.exif)
+    assert ifd0.entries[274].ints() == (1,) and ifd0.children[T.EXIF_IFD].entries[40962].ints() == (8,)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("ctype, body", [(b"zTXt", b"Description\0\0not deflate"), (b"iCCP", b"ICC\0\0not deflate"),
+                                         (b"iTXt", b"Title\0\x01\0\0\0not deflate")])
+def test_a_compressed_chunk_that_does_not_inflate_is_noted_not_fatal(tmp_path, dtype, ctype, body):
+    # its CRC holds (the writer stored it so): the scan failed with "cannot read PNG: Error -3 while decompressing"
+    path = tmp_path / "scan.png"
+    write(path, gradient(6, 8, 1, dtype), None, "PNG", Metadata(text={"Author": "Jane Doe"}))
+    data = path.read_bytes()
+    chunk = struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+    path.write_bytes(data[:33] + chunk + data[33:])
+    pic = read(path, 10_000)
+    assert pic.meta.text == {"Author": "Jane Doe"} and pic.meta.icc is None
+    (note,) = pic.notes
+    assert note.startswith(f"PNG {ctype.decode()} chunk is damaged (Error -3") and note.endswith("was not kept")
+
+
+def test_png_chunks_not_carried_are_named(tmp_path):
+    # GIMP and scanner software add background colour, significant bits, modification time, physical scale: these
+    # were dropped without a word
+    def chunk(ctype, body):
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+    path = tmp_path / "scan.png"
+    write(path, gradient(6, 8, 1, np.uint16), None, "PNG", Metadata(dpi=(1200.0, 1200.0)))
+    data = path.read_bytes()
+    extra = (chunk(b"sBIT", b"\x0c") + chunk(b"bKGD", b"\xff\xff") + chunk(b"tIME", bytes(7))
+             + chunk(b"sCAL", b"\x022.1\x003.2") + chunk(b"bKGD", b"\0\0"))
+    path.write_bytes(data[:33] + extra + data[33:])
+    pic = read(path, 10_000)
+    assert pic.notes == ["PNG chunk(s) sBIT, bKGD, tIME, sCAL not carried"]
+    assert pic.meta.dpi == (1200.0, 1200.0)  # what oldphoto reads is not among them
+
+
+def test_jpeg_segments_not_carried_are_named(tmp_path):
+    # Photoshop's Save for Web (Ducky, with its own copyright text), C2PA content credentials of the unrestored file
+    # (JUMBF in APP11), a camera's FlashPix data: dropped without a word; what oldphoto reads is not named
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(buf, "JPEG", exif=b"Exif\0\0" + rich_exif(), icc_profile=SRGB_ICC)
+    segments = (_segment(0xEC, b"Ducky\0\x01\0\x04\0\0\0\x50") + _segment(0xEB, b"JP\0\x01\0\0\0\x01jumb")
+                + _segment(0xE2, b"FPXR\0\0\x01") + _segment(0xEE, b"Adobe\0\x64\0\0\0\0\x01"))
+    src = tmp_path / "web.jpg"
+    src.write_bytes(_with_segments(buf.getvalue(), segments))
+    pic = read(src, 10_000)
+    assert pic.notes == ["JPEG segment(s) APP12 (Ducky), APP11 (JP), APP2 (FPXR) not carried"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF", "PNG"])
+def test_a_turned_scan_keeps_its_resolution_on_the_right_axes(tmp_path, fmt):
+    # stored 24 rows x 36 columns at 1200 dpi across and 2400 dpi down, then turned by Orientation 6 (as Bridge or
+    # Lightroom turn a file, by its metadata): upright, across is what was down
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Orientation: 6, piexif.ImageIFD.XResolution: (1200, 1),
+                                piexif.ImageIFD.YResolution: (2400, 1), piexif.ImageIFD.ResolutionUnit: 2}})
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, "JPEG", exif=exif, dpi=(1200, 2400))
+    pic = read(src, 10_000)
+    assert pic.pixels.shape[:2] == (36, 24)
+    assert pic.meta.dpi == (2400.0, 1200.0)
+    out = tmp_path / f"out.{EXT[fmt]}"
+    write(out, pic.pixels, None, fmt, pic.meta)
+    again = read(out, 10_000).meta
+    assert again.dpi == pytest.approx((2400.0, 1200.0))
+    assert (again.tiff_tags[282], again.tiff_tags[283]) == ((2400, 1), (1200, 1))

@@ -69,6 +69,47 @@ def test_merge_keeps_source_properties_and_prefixes():
     assert root.find(".//oldphoto:SourceFile", NS).text == "scan_0042.tif"
 
 
+def test_properties_restating_the_source_files_layout_are_removed():
+    # as Photoshop and Lightroom write them: attribute and element forms, a Seq for BitsPerSample; the scan was
+    # stored turned (Orientation 6), 4000 x 3000 at 2400 dpi, 16-bit, and its JPEG had Extended XMP
+    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+              b'xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
+              b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+              b'tiff:Orientation="6" tiff:ImageWidth="4000" tiff:ImageLength="3000" tiff:XResolution="2400/1" '
+              b'tiff:ResolutionUnit="2" exif:PixelXDimension="4000" exif:ExposureTime="1/125" '
+              b'photoshop:ColorMode="3" photoshop:City="Lyon" xmpNote:HasExtendedXMP="0123456789ABCDEF">'
+              b'<tiff:BitsPerSample><rdf:Seq><rdf:li>16</rdf:li><rdf:li>16</rdf:li><rdf:li>16</rdf:li></rdf:Seq>'
+              b'</tiff:BitsPerSample><exif:PixelYDimension>3000</exif:PixelYDimension>'
+              b'<tiff:Make>Epson</tiff:Make><dc:rights>CC BY</dc:rights>'
+              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    packet = _build(source)
+    for gone in (b"Orientation", b"ImageWidth", b"ImageLength", b"XResolution", b"ResolutionUnit", b"PixelXDimension",
+                 b"PixelYDimension", b"BitsPerSample", b"ColorMode", b"HasExtendedXMP"):
+        assert gone not in packet, gone
+    root = ET.fromstring(packet)
+    desc = root.find(".//rdf:Description", NS)
+    assert desc.get("{http://ns.adobe.com/exif/1.0/}ExposureTime") == "1/125"  # about the photo: kept
+    assert desc.get(f"{{{NS['photoshop']}}}City") == "Lyon"
+    assert root.find(".//{http://ns.adobe.com/tiff/1.0/}Make").text == "Epson"
+    assert root.find(".//dc:rights", NS).text == "CC BY"
+
+
+def test_a_thumbnail_in_the_packet_is_dropped_with_a_note():
+    # Photoshop and Bridge CS to CS4 kept a base64 JPEG preview of the scan in the packet
+    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+              b'xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/" xmp:CreatorTool="Adobe Photoshop CS3">'
+              b'<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType="Resource"><xmpGImg:width>256</xmpGImg:width>'
+              b'<xmpGImg:format>JPEG</xmpGImg:format><xmpGImg:image>/9j/4AAQSkZJRgABAgEASABIAAD</xmpGImg:image>'
+              b'</rdf:li></rdf:Alt></xmp:Thumbnails></rdf:Description></rdf:RDF></x:xmpmeta>')
+    notes: list[str] = []
+    packet = _build(source, notes=notes)
+    assert b"Thumbnails" not in packet and b"/9j/" not in packet and b'CreatorTool="Adobe Photoshop CS3"' in packet
+    assert notes == ["XMP thumbnail (xmp:Thumbnails) dropped: it shows the unrestored image"]
+    assert _build(XMP, notes=notes) and len(notes) == 1  # nothing to say of a packet without one
+
+
 def test_history_is_appended_and_ids_chain():
     source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
               b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '

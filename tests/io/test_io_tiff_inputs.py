@@ -13,8 +13,9 @@ import tifffile
 from PIL import Image
 
 import oldphoto
-from io_samples import gradient, long_, rational, short, tiff_structure
+from io_samples import ascii_, gradient, long_, rational, short, tiff_structure
 from oldphoto.io import probe, read, write
+from oldphoto.io import tiff_ifd as T
 
 RGB16 = gradient(20, 30, 3, np.uint16, seed=4)
 GRAY8 = gradient(20, 30, 1, np.uint8, seed=5)[:, :, 0]
@@ -259,3 +260,27 @@ def test_transparency_mask_that_does_not_fit_is_noted(tmp_path):
     assert pic.alpha is None and not probe(tmp_path / "gray.tif").alpha
     assert ("page 2 (transparency mask) not carried: photometric 1, 1 sample(s) of 1 bit(s) is not a 1-bit mask"
             in pic.notes)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
+def test_windows_tags_are_carried_and_unknown_tags_noted(tmp_path, fmt):
+    # Windows Explorer writes title and rating into IFD0 (UCS-2 bytes); Photoshop layers (37724), Epson's PrintIM
+    # (50341) and a scanner's private tag are not carried, and the note says so; storage details (FillOrder) are not
+    # worth a note
+    title = "Grand-mère".encode("utf-16-le") + b"\0\0"
+    px = gradient(2, 4, 3, np.uint8)
+    tags = [long_(256, 4), long_(257, 2), short(258, 8, 8, 8), short(259, 1), short(262, 2), short(277, 3),
+            long_(278, 2), short(266, 1), (40091, 1, len(title), title), short(18246, 4),
+            (37724, 7, 8, b"Adobe Ph"), (50341, 7, 8, b"PrintIM\0"), ascii_(65000, "FlexColor 4.8")]
+    src = tmp_path / "scan.tif"
+    src.write_bytes(tiff_structure("<", tags, strip=px.tobytes()))
+    pic = read(src, 10_000)
+    (note,) = [n for n in pic.notes if n.startswith("TIFF tag(s)")]
+    assert "37724 (ImageSourceData)" in note and "50341 (PrintImageMatching)" in note and "65000" in note
+    assert "266" not in note
+    out = tmp_path / f"out.{fmt.lower()}"
+    write(out, pic.pixels, None, fmt, pic.meta)
+    ifd0, _, _ = T.parse_exif(read(out, 10_000).meta.exif)
+    assert ifd0.entries[40091].data == title and ifd0.entries[40091].type == 1
+    assert ifd0.entries[18246].ints() == (4,)
+    assert 37724 not in ifd0.entries and 65000 not in ifd0.entries

@@ -1,0 +1,192 @@
+"""XMP packets as element trees: parsed (never with a DTD) and serialized back with the packet's own prefixes; and
+JPEG's Extended XMP (XMP specification, part 3, 1.1.3.1), for a packet larger than one APP1 segment: the part that
+does not fit goes in extension segments, named by the MD5 digest (GUID) of its serialization, which the standard
+packet gives as xmpNote:HasExtendedXMP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from xml.sax.saxutils import escape, quoteattr
+
+from ..errors import XmpError
+
+X_NS = "adobe:ns:meta/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+XMP_NOTE_NS = "http://ns.adobe.com/xmp/note/"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+HAS_EXTENDED = f"{{{XMP_NOTE_NS}}}HasExtendedXMP"
+JPEG_EXTENSION_HEADER = b"http://ns.adobe.com/xmp/extension/\0"
+_PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
+PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
+_KNOWN = {X_NS: "x", RDF_NS: "rdf", XMP_NOTE_NS: "xmpNote"}  # prefixes for these when a packet lacks them
+_RDF, _DESCRIPTION, _ABOUT = f"{{{RDF_NS}}}RDF", f"{{{RDF_NS}}}Description", f"{{{RDF_NS}}}about"
+_GUID = re.compile(rb"HasExtendedXMP\s*(?:=\s*[\"']|>)\s*([0-9A-Fa-f]{32})")
+# What a standard packet keeps whatever it costs: its own ids and oldphoto's provenance, which oldphoto reads back from
+# the standard packet alone (xmp_slot), and the pointer to the extension
+_MM_NS = "http://ns.adobe.com/xap/1.0/mm/"
+_STAYS = frozenset({HAS_EXTENDED} | {f"{{{_MM_NS}}}{n}" for n in ("DocumentID", "InstanceID", "OriginalDocumentID",
+                                                                  "DerivedFrom")})
+_STAYS_NS = ("urn:oldphoto:xmp:1.0/",)
+# Adobe's order (XMP Toolkit, PackageForJPEG): Camera Raw settings first, then Photoshop's history, then the largest
+# properties; the edit history (xmpMM:History), whose last event is oldphoto's provenance, goes last
+_CAMERA_RAW_NS = "http://ns.adobe.com/camera-raw-settings/1.0/"
+_PHOTOSHOP_HISTORY = "{http://ns.adobe.com/photoshop/1.0/}History"
+_MM_HISTORY = f"{{{_MM_NS}}}History"
+
+
+def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
+    """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
+    body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
+    try:
+        root = ET.fromstring(body)
+        prefixes: dict[str, str] = {}
+        for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
+            prefixes.setdefault(uri, prefix)
+    except ET.ParseError as e:
+        raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
+    except (LookupError, ValueError) as e:  # an encoding Python does not know, or a multi-byte one expat cannot read
+        raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
+    return root, prefixes
+
+
+def serialize(root: ET.Element, source_prefixes: Mapping[str, str], preferred: Mapping[str, str] | None = None) -> str:
+    """XML text with the packet's own prefixes kept (ElementTree would rename them ns0, ns1 ...); `preferred`
+    ({uri: prefix}) names the namespaces the packet did not declare."""
+    preferred = preferred or {}
+    used: set[str] = set()
+    for el in root.iter():
+        for name in (el.tag, *el.attrib):
+            if name.startswith("{"):
+                used.add(name[1 : name.index("}")])
+    used.discard(XML_NS)
+    prefixes: dict[str, str] = {}
+    taken: set[str] = set()
+    for uri in sorted(used, key=lambda u: (u not in source_prefixes, u)):
+        p = source_prefixes.get(uri) or preferred.get(uri) or _KNOWN.get(uri) or "ns"
+        base, n = p, 1
+        while p in taken or not p:
+            p, n = f"{base or 'ns'}{n}", n + 1
+        prefixes[uri] = p
+        taken.add(p)
+
+    def qname(name: str) -> str:
+        if not name.startswith("{"):
+            return name
+        uri, local = name[1:].split("}", 1)
+        return f"xml:{local}" if uri == XML_NS else f"{prefixes[uri]}:{local}"
+
+    out: list[str] = []
+
+    def emit(el: ET.Element, top: bool) -> None:
+        attrs = [f"xmlns:{p}={quoteattr(u)}" for u, p in prefixes.items()] if top else []
+        attrs += [f"{qname(k)}={quoteattr(v)}" for k, v in el.attrib.items()]
+        out.append(f"<{qname(el.tag)}" + "".join(" " + a for a in attrs))
+        if len(el) == 0 and not el.text:
+            out.append("/>")
+        else:
+            out.append(">" + escape(el.text or ""))
+            for child in el:
+                emit(child, False)
+            out.append(f"</{qname(el.tag)}>")
+        out.append(escape(el.tail or ""))
+
+    emit(root, True)
+    return "".join(out).strip()
+
+
+def wrap(body: str, padding: bool = True) -> bytes:
+    """A serialized x:xmpmeta as an XMP packet (UTF-8), with room for in-place edits unless `padding` is False."""
+    return (f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{PADDING if padding else ""}'
+            '<?xpacket end="w"?>').encode()
+
+
+def _rdf(root: ET.Element) -> ET.Element | None:
+    return root if root.tag == _RDF else root.find(_RDF)
+
+
+def extension_guid(packet: bytes) -> bytes | None:
+    """The GUID a standard packet gives its Extended XMP (xmpNote:HasExtendedXMP), as 32 ASCII hex digits."""
+    found = _GUID.search(packet)
+    return found.group(1) if found else None
+
+
+def merge_extension(standard: bytes, extension: bytes, source_name: str) -> bytes:
+    """One packet with the properties of a JPEG's standard packet and of its Extended XMP (which holds other
+    top-level properties of the same resource), without the pointer to the extension. XmpError when either cannot be
+    parsed."""
+    root, prefixes = parse(standard, source_name)
+    ext_root, ext_prefixes = parse(extension, source_name)
+    rdf, ext_rdf = _rdf(root), _rdf(ext_root)
+    if rdf is None or ext_rdf is None:
+        raise XmpError(source_name, "Extended XMP or its standard packet has no rdf:RDF")
+    present: set[str] = set()
+    for d in rdf.findall(_DESCRIPTION):
+        d.attrib.pop(HAS_EXTENDED, None)
+        for el in d.findall(HAS_EXTENDED):
+            d.remove(el)
+        present |= {el.tag for el in d} | {k for k in d.attrib if k != _ABOUT}
+    for d in ext_rdf.findall(_DESCRIPTION):
+        # a property is in one part only; should a writer have put one in both, the standard packet's stands
+        for el in [el for el in d if el.tag in present]:
+            d.remove(el)
+        for k in [k for k in d.attrib if k in present]:
+            del d.attrib[k]
+        rdf.append(d)
+    return wrap(serialize(root, {**ext_prefixes, **prefixes}))
+
+
+def split_for_jpeg(packet: bytes, limit: int) -> tuple[bytes, bytes | None, bytes]:
+    """(standard packet of at most `limit` bytes, Extended XMP or None, its GUID) for a JPEG: a packet that does not
+    fit loses its padding, then top-level properties move to the extension (see _STAYS for what never does).
+    ValueError (XmpError for a packet that cannot be parsed) when even that does not make it fit."""
+    if len(packet) <= limit:
+        return packet, None, b""
+    root, prefixes = parse(packet, "XMP packet")
+    if root.tag == _RDF:
+        wrapper = ET.Element(f"{{{X_NS}}}xmpmeta")
+        wrapper.append(root)
+        root = wrapper
+    rdf = _rdf(root)
+    descriptions = rdf.findall(_DESCRIPTION) if rdf is not None else []
+    standard = wrap(serialize(root, prefixes), padding=False)
+    if len(standard) <= limit or not descriptions:
+        if len(standard) > limit:
+            raise ValueError("it has no rdf:Description whose properties could go to Extended XMP")
+        return standard, None, b""
+    target = descriptions[0]
+    for d in descriptions:
+        d.attrib.pop(HAS_EXTENDED, None)
+    target.set(HAS_EXTENDED, "0" * 32)  # the GUID's length, to measure the standard part
+    movable = [(d, el) for d in descriptions for el in list(d)
+               if el.tag not in _STAYS and not el.tag.startswith(tuple(f"{{{ns}}}" for ns in _STAYS_NS))]
+
+    def rank(item: tuple[ET.Element, ET.Element]) -> tuple[int, int]:
+        tag = item[1].tag
+        if tag.startswith(f"{{{_CAMERA_RAW_NS}}}"):
+            return (0, 0)
+        if tag == _PHOTOSHOP_HISTORY:
+            return (1, 0)
+        if tag == _MM_HISTORY:
+            return (3, 0)
+        return (2, -len(ET.tostring(item[1])))
+
+    ext_root = ET.Element(f"{{{X_NS}}}xmpmeta")
+    ext_desc = ET.SubElement(ET.SubElement(ext_root, _RDF), _DESCRIPTION, {_ABOUT: target.get(_ABOUT, "")})
+    for d, el in sorted(movable, key=rank):
+        d.remove(el)
+        ext_desc.append(el)
+        if len(wrap(serialize(root, prefixes), padding=False)) <= limit:
+            break
+    else:
+        raise ValueError(f"its standard part stays over {limit} bytes with every movable property in Extended XMP")
+    extension = serialize(ext_root, prefixes).encode()
+    guid = hashlib.md5(extension).hexdigest().upper().encode()
+    target.set(HAS_EXTENDED, guid.decode())
+    return wrap(serialize(root, prefixes), padding=False), extension, guid

@@ -1,0 +1,122 @@
+"""JPEG's Extended XMP (XMP specification part 3): read from files Photoshop and Lightroom wrote (a packet over 64 KB
+split into a standard packet and extension segments), and written for a packet too large for one APP1 segment."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import xml.etree.ElementTree as ET
+
+import numpy as np
+from PIL import Image
+
+from io_samples import gradient
+from oldphoto.io import Metadata, provenance_xmp, read, read_provenance, write
+from oldphoto.io.xmp_slot import read_xmp_slot
+
+HEADER = b"http://ns.adobe.com/xmp/extension/\0"
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+DC = "http://purl.org/dc/elements/1.1/"
+PS = "http://ns.adobe.com/photoshop/1.0/"
+
+
+def _ancestors(n: int) -> bytes:
+    # photoshop:DocumentAncestors: the property that grows past 64 KB in files placed into one another for years
+    items = b"".join(b"<rdf:li>xmp.did:%032x</rdf:li>" % i for i in range(n))
+    return b"<photoshop:DocumentAncestors><rdf:Bag>" + items + b"</rdf:Bag></photoshop:DocumentAncestors>"
+
+
+def _xmpmeta(description_attrs: bytes, body: bytes) -> bytes:
+    return (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="' + RDF.encode() + b'">'
+            b'<rdf:Description rdf:about="" xmlns:dc="' + DC.encode() + b'" xmlns:photoshop="' + PS.encode() + b'" '
+            b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" ' + description_attrs + b">" + body
+            + b"</rdf:Description></rdf:RDF></x:xmpmeta>")
+
+
+def _segment(payload: bytes) -> bytes:
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _photoshop_jpeg(path, cut: int = 0) -> None:
+    """A JPEG as Photoshop writes one whose XMP does not fit: the title in the standard packet, the ancestors in
+    two extension segments (the last `cut` bytes missing)."""
+    extension = _xmpmeta(b"", _ancestors(3000))
+    guid = hashlib.md5(extension).hexdigest().upper().encode()
+    standard = (b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+                + _xmpmeta(b'photoshop:City="Lyon" xmpNote:HasExtendedXMP="' + guid + b'"',
+                           b'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Picnic</rdf:li></rdf:Alt></dc:title>')
+                + b'<?xpacket end="w"?>')
+    segments = _segment(b"http://ns.adobe.com/xap/1.0/\0" + standard)
+    kept = extension[: len(extension) - cut]
+    for offset in range(0, len(kept), 65000):
+        segments += _segment(HEADER + guid + struct.pack(">II", len(extension), offset) + kept[offset : offset + 65000])
+    plain = io.BytesIO()
+    Image.fromarray(gradient(16, 24, 3, np.uint8)).save(plain, "JPEG")
+    data = plain.getvalue()
+    path.write_bytes(data[:2] + segments + data[2:])
+
+
+def _properties(packet: bytes) -> tuple[str | None, str | None, int, bool]:
+    root = ET.fromstring(packet.split(b"?>", 1)[1].rsplit(b"<?xpacket", 1)[0])
+    city = next((d.get(f"{{{PS}}}City") for d in root.iter(f"{{{RDF}}}Description") if d.get(f"{{{PS}}}City")), None)
+    title = root.find(f".//{{{DC}}}title//{{{RDF}}}li")
+    ancestors = root.findall(f".//{{{PS}}}DocumentAncestors//{{{RDF}}}li")
+    return city, title.text if title is not None else None, len(ancestors), b"HasExtendedXMP" in packet
+
+
+def _extension_segments(data: bytes) -> list[bytes]:
+    """The payloads (after their header) of the Extended XMP segments before the first scan."""
+    parts, pos = [], 2
+    while data[pos] == 0xFF and data[pos + 1] != 0xDA:
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        payload = data[pos + 4 : pos + 2 + length]
+        if data[pos + 1] == 0xE1 and payload.startswith(HEADER):
+            parts.append(payload[len(HEADER) :])
+        pos += 2 + length
+    return parts
+
+
+def test_extended_xmp_of_a_jpeg_is_read_with_its_standard_packet(tmp_path):
+    src = tmp_path / "scan.jpg"
+    _photoshop_jpeg(src)
+    pic = read(src, 10_000)
+    assert pic.notes == []
+    assert _properties(pic.meta.xmp) == ("Lyon", "Picnic", 3000, False)
+
+
+def test_an_incomplete_extension_is_noted_and_the_standard_packet_kept(tmp_path):
+    src = tmp_path / "scan.jpg"
+    _photoshop_jpeg(src, cut=100)
+    pic = read(src, 10_000)
+    assert _properties(pic.meta.xmp)[:3] == ("Lyon", "Picnic", 0)
+    (note,) = pic.notes
+    assert note.startswith("Extended XMP not kept: its segments for GUID") and "bytes" in note
+
+
+def test_a_packet_over_one_segment_is_written_as_extended_xmp(tmp_path):
+    src = tmp_path / "scan.jpg"
+    _photoshop_jpeg(src)
+    pic = read(src, 10_000)
+    packet = provenance_xmp(pic.meta.xmp, source_name="scan.jpg", source_sha256="ab" * 32, software="oldphoto 0.1.0")
+    assert len(packet) > 65504
+    out = tmp_path / "out.jpg"
+    notes = write(out, pic.pixels, None, "JPEG", pic.meta, provenance_xmp=packet)
+    assert notes == []
+    again = read(out, 10_000)
+    assert again.notes == [] and _properties(again.meta.xmp) == ("Lyon", "Picnic", 3000, False)
+    standard = read_xmp_slot(open(out, "rb"))
+    assert len(standard) <= 65504 and _properties(standard)[:3] == ("Lyon", "Picnic", 0)
+    # the extension is named by the MD5 of its bytes, as the specification asks
+    parts = _extension_segments(out.read_bytes())
+    extension = b"".join(p[40:] for p in sorted(parts, key=lambda p: struct.unpack(">I", p[36:40])[0]))
+    assert len(parts) >= 2 and {p[:32] for p in parts} == {hashlib.md5(extension).hexdigest().upper().encode()}
+    assert read_provenance(out) is not None  # oldphoto's own record stays in the standard packet
+
+
+def test_a_packet_that_cannot_be_split_is_noted(tmp_path):
+    # one simple property of 70 kB: nothing can be moved to an extension (attributes stay with their description)
+    packet = _xmpmeta(b'dc:source="' + b"s" * 70_000 + b'"', b"")
+    notes = write(tmp_path / "out.jpg", gradient(8, 8, 3, np.uint8), None, "JPEG", Metadata(xmp=packet))
+    (note,) = notes
+    assert note.startswith(f"XMP packet of {len(packet)} bytes not written: larger than one JPEG segment, and ")

@@ -1,0 +1,183 @@
+"""Photoshop image resources (TIFF tag 34377, JPEG APP13, PNG "Raw profile type 8bim") as Photoshop, Bridge and
+scanner software leave them: what describes the photo is carried, what describes the source file is dropped with a
+note, and the IPTC they hold is found where it is the only copy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from io_samples import IPTC, gradient
+from oldphoto.io import Metadata, read, write
+from oldphoto.io import iptc as I
+
+EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
+URL = b"http://museum.example/rights"
+
+
+def resource(rid: int, data: bytes, name: bytes = b"\0\0") -> bytes:
+    # built by hand, not with oldphoto.io.iptc, so the tests do not check that module against itself
+    return b"8BIM" + struct.pack(">H", rid) + name + struct.pack(">I", len(data)) + data + b"\0" * (len(data) % 2)
+
+
+def resolution_info(dpi: float) -> bytes:
+    # pixels per inch as 16.16 fixed point, then display units: inches (1) for the resolution, cm (2) for the size
+    return struct.pack(">IHHIHH", int(dpi * 65536), 1, 2, int(dpi * 65536), 1, 2)
+
+
+def thumbnail() -> bytes:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 12), (200, 10, 10)).save(jpeg, "JPEG")
+    return struct.pack(">IIIIIIHH", 1, 16, 12, 48, 576, len(jpeg.getvalue()), 24, 1) + jpeg.getvalue()
+
+
+def photoshop_block(iptc: bytes = IPTC) -> bytes:
+    """What Photoshop writes: resolution, IPTC and its digest, thumbnail, copyright flag, URL, version info."""
+    return (resource(0x03ED, resolution_info(2400)) + resource(0x0404, iptc)
+            + resource(0x0425, hashlib.md5(iptc).digest()) + resource(0x040C, thumbnail())
+            + resource(0x040A, b"\x01") + resource(0x040B, URL) + resource(0x0421, b"\0\0\0\x01\x01" + b"\0" * 8))
+
+
+def _scan_tiff(path, block: bytes, iptc_tag: bytes | None = None, dpi: float = 2400) -> None:
+    tags = [(34377, 7, len(block), block, True)]
+    if iptc_tag is not None:
+        tags.append((33723, 7, len(iptc_tag), iptc_tag, True))
+    tifffile.imwrite(path, gradient(24, 36, 3, np.uint16), photometric="rgb", compression="zlib", predictor=2,
+                     resolution=(dpi, dpi), resolutionunit=2, extratags=tags, metadata=None)
+
+
+def _kept(meta: Metadata) -> dict[int, bytes]:
+    return I.photoshop_resources(meta.photoshop) if meta.photoshop else {}
+
+
+def test_iptc_held_only_in_the_photoshop_block_of_a_tiff_is_kept(tmp_path):
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, photoshop_block())
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == IPTC
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
+def test_resources_about_the_photo_are_carried_and_the_thumbnail_dropped_with_a_note(tmp_path, fmt):
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, photoshop_block())
+    pic = read(src, 10_000)
+    out = tmp_path / f"out.{EXT[fmt]}"
+    notes = write(out, pic.pixels, None, fmt, pic.meta)
+    again = read(out, 10_000).meta
+    kept = _kept(again)
+    assert again.iptc == IPTC and kept[0x0404] == IPTC
+    assert kept[0x040A] == b"\x01" and kept[0x040B] == URL
+    assert kept[0x0425] == hashlib.md5(IPTC).digest()  # the IPTC is the same: its digest still holds
+    assert 0x040C not in kept and 0x0421 not in kept
+    assert struct.unpack(">I", kept[0x03ED][:4])[0] == 2400 * 65536
+    assert kept[0x03ED][4:] == resolution_info(2400)[4:]  # the display units stay
+    dropped = [n for n in notes if n.startswith("Photoshop image resource(s)")]
+    assert len(dropped) == 1 and "0x040c (thumbnail)" in dropped[0] and "0x0421 (version info)" in dropped[0]
+    assert "unrestored" in dropped[0]
+
+
+def test_resolution_info_follows_an_upscaled_resolution(tmp_path):
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, photoshop_block())
+    pic = read(src, 10_000)
+    pic.meta.dpi = (4800.0, 4800.0)
+    out = tmp_path / "out.tif"
+    write(out, pic.pixels, None, "TIFF", pic.meta)
+    info = _kept(read(out, 10_000).meta)[0x03ED]
+    assert struct.unpack(">IHHIHH", info) == (4800 * 65536, 1, 2, 4800 * 65536, 1, 2)
+
+
+def test_the_iptc_digest_is_carried_as_it_was(tmp_path):
+    # the IPTC tag wins over the block's copy, edited by another tool since Photoshop wrote the block: the digest,
+    # which no longer matches, tells MWG readers that the IPTC was changed after the XMP, as it was
+    src = tmp_path / "scan.tif"
+    other = IPTC + b"\x1c\x02\x19\x00\x06picnic"
+    _scan_tiff(src, photoshop_block(), iptc_tag=other)
+    pic = read(src, 10_000)
+    out = tmp_path / "out.tif"
+    write(out, pic.pixels, None, "TIFF", pic.meta)
+    again = read(out, 10_000).meta
+    assert again.iptc == other and _kept(again)[0x0404] == other
+    assert _kept(again)[0x0425] == hashlib.md5(IPTC).digest()
+
+
+def test_resolution_info_without_a_resolution_is_dropped_with_its_own_note(tmp_path):
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, resource(0x03ED, resolution_info(2400)) + resource(0x040B, URL))
+    pic = read(src, 10_000)
+    pic.meta.dpi = None
+    notes = write(tmp_path / "out.tif", pic.pixels, None, "TIFF", pic.meta)
+    assert _kept(read(tmp_path / "out.tif", 10_000).meta) == {0x040B: URL}
+    assert notes == ["Photoshop resolution info (0x03ed) dropped: the output has no resolution in dots per inch to "
+                     "give it"]
+
+
+def test_webp_notes_the_resources_it_cannot_hold(tmp_path):
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, photoshop_block())
+    pic = read(src, 10_000)
+    notes = write(tmp_path / "out.webp", pic.pixels, None, "WEBP", pic.meta)
+    assert any("0x040a (copyright flag)" in n and "WEBP cannot hold" in n for n in notes)
+
+
+def _jpeg(segments: list[bytes]) -> bytes:
+    plain = io.BytesIO()
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(plain, "JPEG", quality=90)
+    data = plain.getvalue()
+    return data[:2] + b"".join(segments) + data[2:]
+
+
+def _app13(payload: bytes) -> bytes:
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_a_block_split_over_two_app13_segments_is_read_whole(tmp_path):
+    # Photoshop splits a block over APP13 segments of 64 KB; here a large thumbnail crosses the boundary and the
+    # IPTC comes after it, in the second segment
+    block = resource(0x040C, thumbnail() + b"\0" * 70000) + resource(0x0404, IPTC) + resource(0x040B, URL)
+    header = b"Photoshop 3.0\0"
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(_jpeg([_app13(header + block[:65000]), _app13(header + block[65000:])]))
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == IPTC
+    out = tmp_path / "out.jpg"
+    notes = write(out, pic.pixels, None, "JPEG", pic.meta)
+    kept = _kept(read(out, 10_000).meta)
+    assert kept == {0x0404: IPTC, 0x040B: URL}
+    assert any("0x040c (thumbnail)" in n for n in notes)
+
+
+def test_a_damaged_block_keeps_the_resources_before_the_damage_with_a_note(tmp_path):
+    block = resource(0x0404, IPTC) + resource(0x040B, URL)[:-6]  # the URL resource is cut short
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(_jpeg([_app13(b"Photoshop 3.0\0" + block)]))
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == IPTC and _kept(pic.meta) == {0x0404: IPTC}
+    assert any("JPEG APP13" in n and "damaged" in n and "1 resource(s) before" in n for n in pic.notes)
+
+
+def test_png_raw_profile_8bim_is_read_and_written(tmp_path):
+    # ImageMagick keeps a Photoshop block of a converted file as the text chunk "Raw profile type 8bim"
+    first = tmp_path / "a.png"
+    write(first, gradient(24, 36, 3, np.uint16), None, "PNG", Metadata(photoshop=photoshop_block()))
+    assert b"Raw profile type iptc" not in first.read_bytes()  # the IPTC is in the 8bim profile only
+    back = read(first, 10_000)
+    assert "Raw profile type 8bim" not in back.meta.text  # read as the block, not as text
+    second = tmp_path / "b.tif"
+    write(second, back.pixels, None, "TIFF", back.meta)
+    again = read(second, 10_000).meta
+    assert again.iptc == IPTC and _kept(again)[0x040B] == URL
+
+
+def test_resource_names_and_padding_survive_a_round_trip():
+    block = resource(0x0404, IPTC, name=b"\x04IPTC\0") + resource(0x040B, URL) + b"\0\0"
+    parsed = I.resource_list(block)
+    assert [(r, n) for r, n, _ in parsed] == [(0x0404, b"\x04IPTC\0"), (0x040B, b"\0\0")]
+    assert I.pack_resources(parsed) == block[:-2]
