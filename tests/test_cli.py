@@ -1177,6 +1177,39 @@ def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_pat
     assert files["street.png"]["status"] == "failed" and files["box 2/portrait.tif"]["status"] == "done"
 
 
+def test_a_jpeg_whose_edit_history_is_over_64_kb_is_skipped_and_recognised_after_a_lost_state_file(tmp_path,
+                                                                                                  stand_in_models):
+    """The history, oldphoto's event last, goes to Extended XMP when it alone does not fit in one segment; the
+    outputs were then no longer recognised once the state file was lost (refused: "not made from this file")."""
+    import numpy as np
+
+    from oldphoto.io import Metadata, write
+
+    events = "".join(f'<rdf:li rdf:parseType="Resource"><stEvt:action>saved</stEvt:action><stEvt:instanceID>'
+                     f"xmp.iid:{i:032x}</stEvt:instanceID><stEvt:softwareAgent>Adobe Photoshop CC</stEvt:softwareAgent>"
+                     "</rdf:li>" for i in range(500))
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+              'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"><xmpMM:History><rdf:Seq>'
+              f"{events}</rdf:Seq></xmpMM:History></rdf:Description></rdf:RDF></x:xmpmeta>").encode()
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    pixels = np.random.default_rng(5).integers(0, 240, (40, 50, 3), dtype=np.uint8)
+    assert write(root / "scan.jpg", pixels, None, "JPEG", Metadata(xmp=packet)) == []  # Extended XMP already
+    opts = ("--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    made = (out / "scan.jpg").read_bytes()
+    assert made.count(b"http://ns.adobe.com/xmp/extension/\0") >= 2
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped"]
+    (out / STATE_NAME).unlink()
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]), f
+    assert (out / "scan.jpg").read_bytes() == made
+
+
 @pytest.mark.parametrize("fmt", ["keep", "png", "tiff"])
 def test_outputs_of_a_scan_whose_exif_holds_an_xmp_packet_are_recognised_after_a_lost_state_file(tmp_path,
                                                                                                 stand_in_models, fmt):

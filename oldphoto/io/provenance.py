@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import ImageError, XmpError
 from . import xmp_tree
 from .reader import open_source
-from .xmp_slot import SlotError, read_xmp_slot
+from .xmp_slot import SlotError, read_jpeg_extension, read_xmp_slot
 
 OLDPHOTO_NS = "urn:oldphoto:xmp:1.0/"
 NS = {
@@ -206,16 +206,24 @@ def read_provenance(path: str | Path) -> Provenance | None:
     """The provenance in the XMP packet of a file oldphoto wrote, when oldphoto made the last change recorded in
     its history; None otherwise (no packet, no oldphoto properties, a later step by another tool, a packet that
     cannot be parsed, or a file whose structure cannot be walked). The packet is the one in the container's XMP
-    slot (xmp_slot), found without decoding the image: a packet elsewhere in the file (in EXIF carried from the
-    scan, say) is not the file's own, even when it names oldphoto. Raises OSError when the file cannot be read."""
+    slot (xmp_slot), found without decoding the image, with a JPEG's Extended XMP when its MD5 is the GUID the
+    packet names: a packet elsewhere in the file (in EXIF carried from the scan, say) is not the file's own, even
+    when it names oldphoto. Raises OSError when the file cannot be read."""
     with open(path, "rb") as f:
         try:
             packet = read_xmp_slot(f)
+            guid = xmp_tree.extension_guid(packet) if packet else None
+            parts = read_jpeg_extension(f) if guid else []
         except SlotError:  # a damaged or ambiguous file is not recognised: the run refuses rather than trusts it
             return None
     if packet is None:
         return None
+    # A JPEG packet over one segment has its edit history, oldphoto's event last, in Extended XMP when the history
+    # is what made it large (xmp_tree.split_for_jpeg). Taken only when it is the very extension the packet names.
+    extension = xmp_tree.join_extension(parts, guid)[0] if guid else None
     try:
+        if extension is not None and hashlib.md5(extension).hexdigest().upper().encode() == guid.upper():
+            packet = xmp_tree.merge_extension(packet, extension, str(path))
         root, _ = xmp_tree.parse(packet, str(path))
     except XmpError:
         return None

@@ -164,18 +164,9 @@ def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes
     if guid is None:
         notes.append(f"Extended XMP ({len(parts)} segment(s)) not kept: no XMP packet names it")
         return xmp
-    chunks: dict[int, bytes] = {}
-    total = None
-    for part in parts:
-        if len(part) >= 40 and part[:32].upper() == guid.upper():  # GUID, full length, offset of this part
-            total, offset = struct.unpack(">II", part[32:40])
-            chunks[offset] = part[40:]
-    data = b"".join(chunks[offset] for offset in sorted(chunks))
-    whole = total is not None and len(data) == total and all(
-        offset == sum(len(chunks[o]) for o in sorted(chunks) if o < offset) for offset in chunks)
-    if not whole:
-        notes.append(f"Extended XMP not kept: its segments for GUID {guid.decode('ascii')} hold {len(data)} of "
-                     f"{total or '?'} bytes")
+    data, held = xmp_tree.join_extension(parts, guid)
+    if data is None:
+        notes.append(f"Extended XMP not kept: {held}")
         return xmp
     try:
         return xmp_tree.merge_extension(xmp, data, "Extended XMP")

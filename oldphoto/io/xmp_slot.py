@@ -16,6 +16,7 @@ from typing import BinaryIO
 from . import png
 from . import tiff_ifd as T
 from .reader import sniff
+from .xmp_tree import JPEG_EXTENSION_HEADER
 
 JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _XMP_KEYWORD = png.XMP_KEY.encode("latin-1") + b"\0"
@@ -37,7 +38,7 @@ def read_xmp_slot(fh: BinaryIO) -> bytes | None:
     fmt = sniff(fh.read(12))
     try:
         if fmt == "JPEG":
-            return _one(_jpeg(fh))
+            return _one(_jpeg(fh, JPEG_XMP_HEADER))
         if fmt == "PNG":
             return _one(_png(fh))
         if fmt == "TIFF":
@@ -47,6 +48,18 @@ def read_xmp_slot(fh: BinaryIO) -> bytes | None:
     except (T.IfdError, struct.error, zlib.error) as e:
         raise SlotError(str(e)) from e
     return None
+
+
+def read_jpeg_extension(fh: BinaryIO) -> list[bytes]:
+    """The payloads (after their header: GUID, full length, offset, data) of the Extended XMP segments of the open
+    JPEG `fh`, in file order; [] for another format. Raises SlotError and OSError as read_xmp_slot does."""
+    fh.seek(0)
+    if sniff(fh.read(12)) != "JPEG":
+        return []
+    try:
+        return _jpeg(fh, JPEG_EXTENSION_HEADER)
+    except struct.error as e:
+        raise SlotError(str(e)) from e
 
 
 def _one(found: list[bytes]) -> bytes | None:
@@ -62,9 +75,9 @@ def _exact(fh: BinaryIO, size: int) -> bytes:
     return data
 
 
-def _jpeg(fh: BinaryIO) -> list[bytes]:
-    """The XMP APP1 segments before the first scan: what JPEG readers (Pillow included) take as the file's
-    metadata; what follows SOS is image data."""
+def _jpeg(fh: BinaryIO, header: bytes) -> list[bytes]:
+    """The payloads after `header` of the APP1 segments before the first scan that start with it: what JPEG
+    readers (Pillow included) take as the file's metadata; what follows SOS is image data."""
     fh.seek(2)
     found = []
     while True:
@@ -81,9 +94,9 @@ def _jpeg(fh: BinaryIO) -> list[bytes]:
         if length < 2:
             raise SlotError(f"JPEG segment at byte {fh.tell() - 4} gives a length of {length}")
         body = length - 2
-        if code == _APP1 and body >= len(JPEG_XMP_HEADER):
-            head = _exact(fh, len(JPEG_XMP_HEADER))
-            if head == JPEG_XMP_HEADER:
+        if code == _APP1 and body >= len(header):
+            head = _exact(fh, len(header))
+            if head == header:
                 found.append(_exact(fh, body - len(head)))
                 continue
             body -= len(head)

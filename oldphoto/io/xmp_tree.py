@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
@@ -26,8 +27,9 @@ PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as t
 _KNOWN = {X_NS: "x", RDF_NS: "rdf", XMP_NOTE_NS: "xmpNote"}  # prefixes for these when a packet lacks them
 _RDF, _DESCRIPTION, _ABOUT = f"{{{RDF_NS}}}RDF", f"{{{RDF_NS}}}Description", f"{{{RDF_NS}}}about"
 _GUID = re.compile(rb"HasExtendedXMP\s*(?:=\s*[\"']|>)\s*([0-9A-Fa-f]{32})")
-# What a standard packet keeps whatever it costs: its own ids and oldphoto's provenance, which oldphoto reads back from
-# the standard packet alone (xmp_slot), and the pointer to the extension
+# What a standard packet keeps whatever it costs: its own ids, oldphoto's properties (the source's checksum) and the
+# pointer to the extension. oldphoto's history event goes with xmpMM:History, last: read_provenance takes it from the
+# extension when the history alone is too large to stay
 _MM_NS = "http://ns.adobe.com/xap/1.0/mm/"
 _STAYS = frozenset({HAS_EXTENDED} | {f"{{{_MM_NS}}}{n}" for n in ("DocumentID", "InstanceID", "OriginalDocumentID",
                                                                   "DerivedFrom")})
@@ -115,6 +117,28 @@ def extension_guid(packet: bytes) -> bytes | None:
     """The GUID a standard packet gives its Extended XMP (xmpNote:HasExtendedXMP), as 32 ASCII hex digits."""
     found = _GUID.search(packet)
     return found.group(1) if found else None
+
+
+def join_extension(parts: list[bytes], guid: bytes) -> tuple[bytes | None, str]:
+    """The Extended XMP named `guid` from the payloads of a JPEG's extension segments (after their header: GUID,
+    full length, offset of the part, the part): (its bytes, "") when those of `guid` hold all of it, in order and
+    without gaps; else (None, what they hold)."""
+    chunks: dict[int, bytes] = {}
+    total = None
+    for part in parts:
+        if len(part) >= 40 and part[:32].upper() == guid.upper():
+            total, offset = struct.unpack(">II", part[32:40])
+            chunks[offset] = part[40:]
+    pos = 0
+    for offset in sorted(chunks):
+        if offset != pos:
+            break
+        pos += len(chunks[offset])
+    else:
+        if total is not None and pos == total:
+            return b"".join(chunks[offset] for offset in sorted(chunks)), ""
+    held = sum(len(c) for c in chunks.values())
+    return None, f"its segments for GUID {guid.decode('ascii')} hold {held} of {total or '?'} bytes"
 
 
 def merge_extension(standard: bytes, extension: bytes, source_name: str) -> bytes:

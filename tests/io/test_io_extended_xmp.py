@@ -120,3 +120,32 @@ def test_a_packet_that_cannot_be_split_is_noted(tmp_path):
     notes = write(tmp_path / "out.jpg", gradient(8, 8, 3, np.uint8), None, "JPEG", Metadata(xmp=packet))
     (note,) = notes
     assert note.startswith(f"XMP packet of {len(packet)} bytes not written: larger than one JPEG segment, and ")
+
+
+def _history(n: int) -> bytes:
+    # xmpMM:History: what grows past 64 KB in a photo saved a few hundred times in Photoshop
+    events = b"".join(b'<rdf:li rdf:parseType="Resource"><stEvt:action>saved</stEvt:action><stEvt:instanceID>xmp.iid:'
+                      b"%032x</stEvt:instanceID><stEvt:when>2015-01-01T00:00:00Z</stEvt:when><stEvt:softwareAgent>"
+                      b"Adobe Photoshop CC</stEvt:softwareAgent><stEvt:changed>/</stEvt:changed></rdf:li>" % i
+                      for i in range(n))
+    return (b'<xmpMM:History xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+            b'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"><rdf:Seq>' + events
+            + b"</rdf:Seq></xmpMM:History>")
+
+
+def test_provenance_is_read_back_when_the_edit_history_had_to_go_to_the_extension(tmp_path):
+    """oldphoto's record is the last event of xmpMM:History; a source whose history alone is over 64 KB has it moved
+    to Extended XMP, where read_provenance (the standard packet alone) did not look: after a lost state file the run
+    refused the very outputs it had made ("not made from this file")."""
+    source = _xmpmeta(b'photoshop:City="Lyon"', _history(400))
+    packet = provenance_xmp(source, source_name="scan.jpg", source_sha256="ab" * 32, software="oldphoto 0.1.0")
+    out = tmp_path / "out.jpg"
+    assert write(out, gradient(16, 24, 3, np.uint8), None, "JPEG", Metadata(), provenance_xmp=packet) == []
+    assert b"History" not in read_xmp_slot(open(out, "rb"))  # the case at hand: the history is in the extension
+    prov = read_provenance(out)
+    assert prov is not None and prov.source_sha256 == "ab" * 32 and prov.software == "oldphoto 0.1.0"
+    # an extension that is not the one the packet names (its MD5 differs) is not trusted
+    data = out.read_bytes()
+    digit = data.rindex(b"xmp.iid:") + len(b"xmp.iid:")  # still well-formed, no longer what the GUID names
+    (tmp_path / "edited.jpg").write_bytes(data[:digit] + b"f" + data[digit + 1 :])
+    assert read_provenance(tmp_path / "edited.jpg") is None
