@@ -1,7 +1,7 @@
 """Write derivatives atomically with the source's metadata, in JPEG, PNG, TIFF or WebP.
 
 What each format holds (anything else is reported in the returned notes, never dropped silently):
-  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, a packet over 65504
+  JPEG  8-bit gray/RGB, no alpha. EXIF (APP1, <= 64 KiB), ICC (APP2, split), XMP (APP1, a packet over 65502
         bytes split into Extended XMP), IPTC and Photoshop resources (APP13), DPI (JFIF and EXIF), pixel aspect
         ratio (JFIF units 0 and EXIF), text "Comment" (COM), PNG text Description/Author/Copyright (EXIF).
   PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
@@ -45,6 +45,9 @@ WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 _JPEG_SEGMENT = 65533
 _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
+# XMP part 3 (1.1.3.1) gives a JPEG's standard packet at most 65502 bytes, two fewer than a segment holds after the
+# header: the limit a reader written to the specification may hold the file to
+_STANDARD_XMP_LIMIT = 65502
 _BAND_BYTES = 1 << 20  # input bytes converted per step (uint32 scratch is twice that)
 
 
@@ -257,7 +260,7 @@ def _jpeg_xmp(xmp: bytes, notes: list[str]) -> bytes:
     """APP1 segments for the packet: one, or the standard packet and its Extended XMP (see xmp_tree.split_for_jpeg)
     when it is larger than one segment holds."""
     try:
-        standard, extension, guid = xmp_tree.split_for_jpeg(xmp, _JPEG_SEGMENT - len(_XMP_HEADER))
+        standard, extension, guid = xmp_tree.split_for_jpeg(xmp, _STANDARD_XMP_LIMIT)
     except (ValueError, XmpError) as e:
         notes.append(f"XMP packet of {len(xmp)} bytes not written: larger than one JPEG segment, and "
                      f"{getattr(e, 'reason', e)}")

@@ -106,7 +106,7 @@ def test_a_packet_over_one_segment_is_written_as_extended_xmp(tmp_path):
     again = read(out, 10_000)
     assert again.notes == [] and _properties(again.meta.xmp) == ("Lyon", "Picnic", 3000, False)
     standard = read_xmp_slot(open(out, "rb"))
-    assert len(standard) <= 65504 and _properties(standard)[:3] == ("Lyon", "Picnic", 0)
+    assert len(standard) <= 65502 and _properties(standard)[:3] == ("Lyon", "Picnic", 0)
     # the extension is named by the MD5 of its bytes, as the specification asks
     parts = _extension_segments(out.read_bytes())
     extension = b"".join(p[40:] for p in sorted(parts, key=lambda p: struct.unpack(">I", p[36:40])[0]))
@@ -150,3 +150,18 @@ def test_provenance_is_read_back_when_the_edit_history_had_to_go_to_the_extensio
     other = b"1" if data[digit : digit + 1] == b"0" else b"0"
     (tmp_path / "edited.jpg").write_bytes(data[:digit] + other + data[digit + 1 :])
     assert read_provenance(tmp_path / "edited.jpg") is None
+
+
+def test_a_standard_packet_stays_within_the_65502_bytes_the_specification_gives(tmp_path):
+    """XMP part 3 (1.1.3.1) allows a JPEG's packet 65502 bytes; one of 65503 or 65504 bytes (what an APP1 segment
+    holds after the header) was written as it was."""
+    base = provenance_xmp(_xmpmeta(b'dc:source=""', b""), source_name="s.jpg", source_sha256="ab" * 32,
+                          software="oldphoto 0.1.0")
+    for size in (65502, 65503, 65504):
+        packet = base.replace(b'dc:source=""', b'dc:source="' + b"s" * (size - len(base)) + b'"')
+        assert len(packet) == size
+        out = tmp_path / "out.jpg"
+        assert write(out, gradient(8, 8, 3, np.uint8), None, "JPEG", Metadata(), provenance_xmp=packet) == []
+        standard = read_xmp_slot(open(out, "rb"))
+        assert len(standard) <= 65502 and (standard == packet) == (size == 65502)
+        assert read_provenance(out) is not None and b"s" * 60000 in read(out, 10_000).meta.xmp
