@@ -26,6 +26,7 @@ _PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
 PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
 _KNOWN = {X_NS: "x", RDF_NS: "rdf", XMP_NOTE_NS: "xmpNote"}  # prefixes for these when a packet lacks them
 _RDF, _DESCRIPTION, _ABOUT = f"{{{RDF_NS}}}RDF", f"{{{RDF_NS}}}Description", f"{{{RDF_NS}}}about"
+_MAX_DEPTH = 256
 _GUID = re.compile(rb"HasExtendedXMP\s*(?:=\s*[\"']|>)\s*([0-9A-Fa-f]{32})")
 # What a standard packet keeps whatever it costs: its own ids, oldphoto's properties (the source's checksum) and the
 # pointer to the extension. oldphoto's history event goes with xmpMM:History, last: read_provenance takes it from the
@@ -55,6 +56,14 @@ def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
         raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
     except (LookupError, ValueError) as e:  # an encoding Python does not know, or a multi-byte one expat cannot read
         raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
+    # serialize recurses once per level: a packet nested about a thousand deep (expat reads it) would raise
+    # RecursionError there; XMP itself nests a few levels (a struct in an array in a property)
+    todo = [(root, 1)]
+    while todo:
+        el, depth = todo.pop()
+        if depth > _MAX_DEPTH:
+            raise XmpError(source_name, f"XMP packet nests elements deeper than {_MAX_DEPTH} levels")
+        todo.extend((child, depth + 1) for child in el)
     return root, prefixes
 
 

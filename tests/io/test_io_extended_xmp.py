@@ -9,9 +9,11 @@ import struct
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from io_samples import gradient
+from oldphoto.errors import XmpError
 from oldphoto.io import Metadata, provenance_xmp, read, read_provenance, write
 from oldphoto.io.xmp_slot import read_xmp_slot
 
@@ -165,3 +167,28 @@ def test_a_standard_packet_stays_within_the_65502_bytes_the_specification_gives(
         standard = read_xmp_slot(open(out, "rb"))
         assert len(standard) <= 65502 and (standard == packet) == (size == 65502)
         assert read_provenance(out) is not None and b"s" * 60000 in read(out, 10_000).meta.xmp
+
+
+def _nested(depth: int) -> bytes:
+    return _xmpmeta(b'xmlns:a="urn:a"', b"<a:b>" * depth + b"</a:b>" * depth)
+
+
+def test_a_packet_nested_deeper_than_python_recurses_is_an_xmp_error_not_a_failed_file(tmp_path):
+    """Serializing walks the elements recursively: a packet nested 1500 deep (expat parses it) raised RecursionError,
+    which failed the file ("RecursionError: maximum recursion depth exceeded") instead of carrying the packet as it
+    was with a note; read with it as Extended XMP, it failed the read of a photo whose pixels are fine."""
+    with pytest.raises(XmpError, match="nests elements deeper than 256 levels"):
+        provenance_xmp(_nested(1500), source_name="scan.jpg", source_sha256="ab" * 32, software="oldphoto 0.1.0")
+    assert provenance_xmp(_nested(40), source_name="scan.jpg", source_sha256="ab" * 32, software="oldphoto 0.1.0")
+    extension = _nested(1500)
+    guid = hashlib.md5(extension).hexdigest().upper().encode()
+    standard = _xmpmeta(b'xmpNote:HasExtendedXMP="' + guid + b'"', b"")
+    segments = _segment(b"http://ns.adobe.com/xap/1.0/\0" + standard)
+    segments += _segment(HEADER + guid + struct.pack(">II", len(extension), 0) + extension)
+    plain = io.BytesIO()
+    Image.fromarray(gradient(16, 24, 3, np.uint8)).save(plain, "JPEG")
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(plain.getvalue()[:2] + segments + plain.getvalue()[2:])
+    pic = read(src, 10_000)
+    assert pic.meta.xmp == standard and pic.notes == ["Extended XMP not kept: XMP packet nests elements deeper than "
+                                                      "256 levels"]
