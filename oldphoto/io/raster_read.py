@@ -27,6 +27,21 @@ from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of,
 # on stderr, which --quiet cannot silence. oldphoto parses EXIF itself and puts what is wrong in the file's notes.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
+
+def _app13(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
+    """Pillow's handler of APP13 segments, but for the IndexError its parse of a Photoshop block raises on a segment
+    that ends inside a resource's header (after its id, before its name), as the first of the segments Photoshop
+    splits a large block over may: by then the segment is read and in `applist`, from which oldphoto reads the
+    resources itself (readable_block); Pillow's own parse, info["photoshop"], is not used."""
+    try:
+        JpegImagePlugin.APP(im, marker)
+    except IndexError:
+        if not (im.applist and im.applist[-1][0] == "APP13"):
+            raise
+
+
+# a handler for the whole process (Pillow looks its handlers up in this table), only ever more tolerant than its own
+JpegImagePlugin.MARKER[0xFFED] = (*JpegImagePlugin.MARKER[0xFFED][:2], _app13)
 _OPENERS = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
             "WEBP": WebPImagePlugin.WebPImageFile}
 # Pillow mode -> (mode each band is converted to, colour channels, alpha, note)

@@ -154,6 +154,20 @@ def test_a_block_split_over_two_app13_segments_is_read_whole(tmp_path):
     assert any("0x040c (thumbnail)" in n for n in notes)
 
 
+def test_a_block_split_inside_a_resource_header_is_read_whole(tmp_path):
+    """Pillow parses each APP13 segment on its own and raised IndexError (read as "cannot read JPEG: index out of
+    range") for one that ends after a resource's signature and id, before its name: a split there failed a photo
+    whose pixels and resources are whole."""
+    first = resource(0x0404, IPTC)
+    block = first + resource(0x040B, URL)
+    header = b"Photoshop 3.0\0"
+    src = tmp_path / "scan.jpg"
+    at = len(first) + 6  # "8BIM" and the id of the URL resource in the first segment, the rest in the second
+    src.write_bytes(_jpeg([_app13(header + block[:at]), _app13(header + block[at:])]))
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == IPTC and _kept(pic.meta) == {0x0404: IPTC, 0x040B: URL} and pic.notes == []
+
+
 def test_a_damaged_block_keeps_the_resources_before_the_damage_with_a_note(tmp_path):
     block = resource(0x0404, IPTC) + resource(0x040B, URL)[:-6]  # the URL resource is cut short
     src = tmp_path / "scan.jpg"
