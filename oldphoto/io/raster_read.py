@@ -148,7 +148,10 @@ def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
     from_phys, from_exif = png.dpi_from_phys(phys), dpi_from_tags(tags)
     if from_exif is None:
         return from_phys
-    if from_phys is None or png.phys_chunk(from_phys) == png.phys_chunk(from_exif):
+    if from_phys is None:
+        return from_exif
+    # an EXIF resolution pHYs cannot hold (damaged, or another tool's) differs from the one pHYs gives
+    if png.phys_fits(from_exif) and png.phys_chunk(from_phys) == png.phys_chunk(from_exif):
         return from_exif
     return from_phys
 

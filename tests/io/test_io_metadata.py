@@ -359,6 +359,17 @@ def test_resolution_beyond_png_phys_is_noted_and_kept_in_exif(tmp_path):
     assert notes == []
 
 
+def test_a_png_whose_exif_resolution_is_beyond_phys_is_read_at_its_phys_resolution(tmp_path):
+    # a PNG with pHYs and an EXIF resolution pHYs cannot hold (damaged, or another tool's): comparing the two
+    # packed the EXIF one into a pHYs chunk, whose ValueError failed the read of a photo whose pixels are fine
+    exif = tiff_structure("<", [rational(282, (2**32 - 1, 1)), rational(283, (300, 1)), short(296, 2)])
+    buf = io.BytesIO()
+    png.write_png(buf, gradient(5, 7, 3, np.uint8), None, [png.phys_chunk((300.0, 300.0)), png.chunk(b"eXIf", exif)])
+    (tmp_path / "s.png").write_bytes(buf.getvalue())
+    pic = read(tmp_path / "s.png", 10_000)
+    assert pic.meta.dpi == pytest.approx((300.0, 300.0), abs=0.01)
+
+
 def test_png_text_and_colour_chunks(tmp_path):
     meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
                     png_chunks={"gAMA": struct.pack(">I", 45455)})
