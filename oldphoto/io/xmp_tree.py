@@ -194,8 +194,10 @@ def split_for_jpeg(packet: bytes, limit: int) -> tuple[bytes, bytes | None, byte
             raise ValueError("it has no rdf:Description whose properties could go to Extended XMP")
         return standard, None, b""
     target = descriptions[0]
-    for d in descriptions:
+    for d in descriptions:  # a pointer the packet had (to its source's extension), in either form, is stale
         d.attrib.pop(HAS_EXTENDED, None)
+        for el in d.findall(HAS_EXTENDED):
+            d.remove(el)
     target.set(HAS_EXTENDED, "0" * 32)  # the GUID's length, to measure the standard part
     movable = [(d, el) for d in descriptions for el in list(d)
                if el.tag not in _STAYS and not el.tag.startswith(tuple(f"{{{ns}}}" for ns in _STAYS_NS))]

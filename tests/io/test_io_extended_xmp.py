@@ -192,3 +192,15 @@ def test_a_packet_nested_deeper_than_python_recurses_is_an_xmp_error_not_a_faile
     pic = read(src, 10_000)
     assert pic.meta.xmp == standard and pic.notes == ["Extended XMP not kept: XMP packet nests elements deeper than "
                                                       "256 levels"]
+
+
+def test_a_stale_pointer_in_element_form_is_replaced_by_the_new_one(tmp_path):
+    """A packet given to write() with xmpNote:HasExtendedXMP as an element (its source JPEG's GUID) kept it beside
+    the new attribute: two pointers, one to an extension that is not in the file."""
+    stale = b"<xmpNote:HasExtendedXMP>" + b"0123456789ABCDEF" * 2 + b"</xmpNote:HasExtendedXMP>"
+    packet = _xmpmeta(b'photoshop:City="Lyon"', stale + _ancestors(3000))
+    out = tmp_path / "out.jpg"
+    assert write(out, gradient(16, 24, 3, np.uint8), None, "JPEG", Metadata(xmp=packet)) == []
+    standard = read_xmp_slot(open(out, "rb"))
+    assert standard.count(b"HasExtendedXMP") == 1 and b"0123456789ABCDEF" not in standard
+    assert _properties(read(out, 10_000).meta.xmp) == ("Lyon", None, 3000, False)
