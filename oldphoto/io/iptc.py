@@ -103,14 +103,20 @@ def resource_name(rid: int) -> str:
     return f"{rid:#06x} ({name})" if name else f"{rid:#06x}"
 
 
-def _resolution_info(data: bytes, dpi: tuple[float, float] | None) -> bytes | None:
-    """Photoshop's ResolutionInfo with its pixels per inch (16.16 fixed point) set to `dpi`, its display units
-    kept; None when there is no resolution to give or it does not fit."""
-    if dpi is None or len(data) < 16 or not all(0 < d < 65536 for d in dpi):
-        return None
+def _resolution_info(data: bytes, dpi: tuple[float, float] | None) -> tuple[bytes | None, str]:
+    """(Photoshop's ResolutionInfo with its pixels per inch set to `dpi`, its display units kept, ""); or (None, why
+    it cannot be)."""
+    if dpi is None:
+        return None, "the output has no resolution in dots per inch to give it"
+    # Fixed, a signed 16.16 number: 32768 dpi and more would read back negative in Photoshop
+    fixed = [round(d * 65536) if 0 < d < 32768 else 0 for d in dpi]  # (a NaN or infinity compares false)
+    if not all(0 < f < 1 << 31 for f in fixed):
+        return None, f"{dpi[0]:g} x {dpi[1]:g} dpi is outside what its fixed-point numbers hold (up to 32767.99)"
+    if len(data) < 16:
+        return None, f"it is {len(data)} bytes long, not 16"
     h_unit, width_unit, v_unit, height_unit = struct.unpack(">HH", data[4:8]) + struct.unpack(">HH", data[12:16])
-    return (struct.pack(">IHH", round(dpi[0] * 65536), h_unit, width_unit)
-            + struct.pack(">IHH", round(dpi[1] * 65536), v_unit, height_unit) + data[16:])
+    return (struct.pack(">IHH", fixed[0], h_unit, width_unit) + struct.pack(">IHH", fixed[1], v_unit, height_unit)
+            + data[16:]), ""
 
 
 def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float, float] | None,
@@ -127,10 +133,9 @@ def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float,
     kept, dropped = [], []
     for rid, name, data in resources:
         if rid == _RESOLUTION_INFO:
-            data = _resolution_info(data, dpi)
+            data, why = _resolution_info(data, dpi)
             if data is None:
-                notes.append("Photoshop resolution info (0x03ed) dropped: the output has no resolution in dots per "
-                             "inch to give it")
+                notes.append(f"Photoshop resolution info (0x03ed) dropped: {why}")
                 continue
         elif rid == IPTC_RESOURCE:
             data = iptc

@@ -94,6 +94,20 @@ def test_resolution_info_follows_an_upscaled_resolution(tmp_path):
     assert struct.unpack(">IHHIHH", info) == (4800 * 65536, 1, 2, 4800 * 65536, 1, 2)
 
 
+@pytest.mark.parametrize("dpi", [32768.0, 51200.0, 65535.99999999])
+def test_resolution_info_beyond_photoshops_fixed_point_is_dropped_with_a_note(tmp_path, dpi):
+    # Photoshop's Fixed is a signed 16.16 number: 32768 dpi and more (a 12800 dpi scan upscaled x4) were written as
+    # unsigned and read back by Photoshop as a negative resolution; just under 65536 the packing itself failed
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, resource(0x03ED, resolution_info(2400)) + resource(0x040B, URL))
+    pic = read(src, 10_000)
+    pic.meta.dpi = (dpi, 300.0)
+    notes = write(tmp_path / "out.tif", pic.pixels, None, "TIFF", pic.meta)
+    assert _kept(read(tmp_path / "out.tif", 10_000).meta) == {0x040B: URL}
+    assert notes == [f"Photoshop resolution info (0x03ed) dropped: {dpi:g} x 300 dpi is outside what its "
+                     "fixed-point numbers hold (up to 32767.99)"]
+
+
 def test_the_iptc_digest_is_carried_as_it_was(tmp_path):
     # the IPTC tag wins over the block's copy, edited by another tool since Photoshop wrote the block: the digest,
     # which no longer matches, tells MWG readers that the IPTC was changed after the XMP, as it was
