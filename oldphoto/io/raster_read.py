@@ -40,8 +40,12 @@ def _app13(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
             raise
 
 
-# a handler for the whole process (Pillow looks its handlers up in this table), only ever more tolerant than its own
-JpegImagePlugin.MARKER[0xFFED] = (*JpegImagePlugin.MARKER[0xFFED][:2], _app13)
+# a handler for the whole process (Pillow looks its handlers up in this table), only ever more tolerant than its own;
+# installed only where the table is laid out as in the Pillow versions this was written for (10-13), so that a later
+# Pillow that changes it keeps its own handler rather than breaking every read
+_APP13 = JpegImagePlugin.MARKER.get(0xFFED)
+if isinstance(_APP13, tuple) and len(_APP13) == 3 and _APP13[2] is getattr(JpegImagePlugin, "APP", None):
+    JpegImagePlugin.MARKER[0xFFED] = (*_APP13[:2], _app13)
 _OPENERS = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
             "WEBP": WebPImagePlugin.WebPImageFile}
 # Pillow mode -> (mode each band is converted to, colour channels, alpha, note)
