@@ -1,8 +1,9 @@
-"""Command line: `oldphoto restore | synth | train | eval`. The only module that prints (click + rich).
+"""Command line: `oldphoto restore | synth | train | eval | export`. The only module that prints (click + rich).
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
 start (output folder locked by a live run, weights missing, unreadable state file) or lost its output folder
-(deleted, moved or replaced while it ran, whether or not a signal stopped it too); 2 usage error (bad option
+(deleted, moved or replaced while it ran, whether or not a signal stopped it too), or could not remove or
+rewrite a file of its own (a killed run's partial file, the state file, the lock); 2 usage error (bad option
 value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
 any point, model loading included (143 by SIGTERM once the run has started).
 """
