@@ -1,5 +1,5 @@
-"""The supervised training loop shared by the detector, colorizer and upscaler (and the bookkeeping of the
-VAE and mapping GAN loops: StepBook).
+"""The supervised training loop shared by the detector, refiner, joint, colorizer and upscaler runs (and the
+bookkeeping of the VAE and mapping GAN loops: StepBook).
 
 One place for what every such run does the same way: resume from `out/ckpt.pt` (model, optimiser, random state,
 step, best validation, wall time, the history of starts), a wall-clock limit per process, a clean stop on SIGTERM
