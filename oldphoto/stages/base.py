@@ -68,7 +68,8 @@ def check_tiles(stage: str, tiles: object, channels: tuple[int, ...] = (3,)) -> 
     """Raise ValueError naming the stage unless `tiles` is a float tensor (B, C, T, T) with C in `channels`: the
     input of a tile stage, checked before it reaches the network, whose own error would not name the stage."""
     if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[1] not in channels:
-        raise ValueError(f"{stage}: expected tiles (B, 3, T, T) float in [0, 1], got {shape_of(tiles)}")
+        c = " or ".join(map(str, channels))
+        raise ValueError(f"{stage}: expected tiles (B, {c}, T, T) float in [0, 1], got {shape_of(tiles)}")
     if not tiles.is_floating_point():
         raise ValueError(f"{stage}: expected float tiles in [0, 1], got dtype {tiles.dtype}")
 

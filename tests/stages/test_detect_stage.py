@@ -39,7 +39,7 @@ def test_threshold_and_binarize():
 
 def test_bad_inputs_are_refused_with_their_shape():
     det = _detector()
-    with pytest.raises(ValueError, match=r"\(3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"expected tiles \(B, 1 or 3, T, T\).*\(3, 32, 32\)"):
         det(torch.rand(3, 32, 32))
     with pytest.raises(ValueError, match="dtype"):
         det(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
