@@ -93,6 +93,22 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
     into.found.extend(found)
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file_or_folder(path: Path) -> str:
+    """Why an input that is neither a file nor a folder is not read: gone, or something reading could block on."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file or folder"
+    except OSError as e:
+        return f"cannot stat ({e.strerror or e})"
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+    return f"not a regular file or folder ({kind})" if kind else "not a regular file or folder"
+
+
 def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
     """Images under `inputs`, in input order, each folder's images sorted by relative path.
 
@@ -114,7 +130,7 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
             else:
                 result.ignored.append(inp)
         else:
-            result.problems.append(ImageError(inp, "no such file or folder"))
+            result.problems.append(ImageError(inp, _not_a_file_or_folder(inp)))
     unique: list[Found] = []
     keys: set[tuple[str, Path]] = set()
     for f in result.found:

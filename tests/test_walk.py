@@ -80,6 +80,16 @@ def test_missing_input_is_a_problem_not_a_crash(tmp_path):
     assert "nope" in str(disc.problems[0]) and "no such" in disc.problems[0].reason
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_an_input_that_exists_but_is_not_a_regular_file_is_not_called_missing(tmp_path):
+    # a named pipe given by name (or a socket, a device): reading it could block for ever, and it does exist
+    fifo = tmp_path / "scan.tif"
+    os.mkfifo(fifo)
+    disc = discover([fifo])
+    assert disc.found == [] and len(disc.problems) == 1
+    assert disc.problems[0].reason == "not a regular file or folder (a named pipe)"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can list any folder")
 def test_unreadable_folder_is_reported(tmp_path):
     root = tmp_path / "in"
