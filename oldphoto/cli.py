@@ -436,8 +436,9 @@ def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tu
     report.fingerprint = fingerprint(pipeline.recorded_settings(cfg, models), report.models)
 
     def fp(src: Path) -> str:
-        """The fingerprint recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality."""
-        settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg))
+        """The fingerprint recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, and a
+        --format that writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
+        settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
         return fingerprint(settings, report.models)
 
     return models, fp

@@ -191,12 +191,19 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
     return _CFG_FORMAT[cfg.format] if cfg.format != "keep" else _FORMAT_OF_SUFFIX.get(src_suffix.lower())
 
 
-def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | None = None) -> dict:
+def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | None = None,
+                      src_suffix: str | None = None) -> dict:
     """The output settings recorded for a photo whose restoration is written as `written_format` (None: not known):
     in its outputs' XMP history and, fingerprinted, in its state record (the CLI), so that outputs found after the
     state file was lost are recognised (RunState.recognise). The models' own threshold, given or not, counts as
-    the default."""
-    return cfg.output_settings(default_threshold(cfg, models), written_format)
+    the default. src_suffix: the source's suffix as written, when known: a --format that writes the very file
+    --format keep would (same path, same format) is recorded as keep, so switching between them redoes nothing."""
+    settings = cfg.output_settings(default_threshold(cfg, models), written_format)
+    if src_suffix is not None and cfg.format != "keep" and src_suffix == _SUFFIX[_CFG_FORMAT[cfg.format]]:
+        # keep writes the suffix as written; the other formats their own (".png", ".tif", ".jpg"): only an exact
+        # match names the same file (SCAN.PNG stays SCAN.PNG with keep, png writes SCAN.png)
+        settings["format"] = "keep"
+    return settings
 
 
 def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Path]:
@@ -451,7 +458,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     it, as a record would).
     """
     software = f"oldphoto {__version__}"
-    settings = recorded_settings(cfg, models, items[0][2])
+    settings = recorded_settings(cfg, models, items[0][2], src.suffix)
     described = models.describe()
     staging = gate.staging() if gate is not None else oio.Staging()
     try:

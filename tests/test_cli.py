@@ -1754,3 +1754,40 @@ def test_taking_over_a_stale_lock_leaves_the_temp_files_of_a_nested_output_folde
     (out / LOCK_NAME).write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": 1.0}))
     r = run("restore", root, "--out", out)
     assert r.exit_code == 0 and not partial.exists() and other.exists() and str(other) not in r.stderr
+
+
+@pytest.mark.parametrize("fmt, name, same", [
+    ("png", "scan.png", True), ("png", "SCAN.PNG", False), ("png", "scan.jpg", False),
+    ("tiff", "scan.tif", True), ("tiff", "scan.tiff", False), ("jpeg", "scan.jpg", True),
+    ("jpeg", "scan.jpeg", False)])
+def test_a_format_that_writes_what_keep_writes_redoes_nothing(tmp_path, fake, fmt, name, same):
+    """A PNG scan restored with --format keep was redone by --format png (and back again), although both write the
+    same file: the format is recorded as keep when the output's path and format are keep's (not SCAN.PNG, which
+    --format png writes as SCAN.png, nor .tiff, which tiff writes as .tif)."""
+    from PIL import Image
+
+    src, out = tmp_path / name, tmp_path / "out"
+    Image.new("L", (8, 8)).save(src)  # the dry run reads its header
+    assert run("restore", src, "--out", out).exit_code == 0 and len(fake.calls) == 1
+    dry = run("restore", src, "--out", out, "--format", fmt, "--dry-run")
+    assert dry.stdout.splitlines()[0].startswith("up to date" if same else "restore")
+    for opts in (("--format", fmt), ()):
+        assert run("restore", src, "--out", out, *opts).exit_code == 0
+    assert len(fake.calls) == (1 if same else 3)
+
+
+def test_outputs_of_a_format_that_writes_what_keep_writes_are_recognised_either_way(tmp_path, stand_in_models):
+    """The outputs' XMP records the format as the fingerprint does: a PNG scan restored with --format png is
+    recognised by a --format keep run after a lost state file (and the reverse), not refused as another's."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    for made, then in ((("--format", "png"), ()), ((), ("--format", "png"))):
+        assert run("restore", root, "--out", out, *opts, *made, "--overwrite").exit_code == 0
+        (out / STATE_NAME).unlink()
+        r = run("restore", root, "--out", out, *opts, *then)
+        assert r.exit_code == 0, r.output
+        street = report_of(out)["files"][1]
+        assert street["relative"] == "street.png" and street["status"] == "skipped", street
+        assert any("recognised from the provenance" in n for n in street["notes"])
