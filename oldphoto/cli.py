@@ -748,6 +748,7 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
     result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
+    result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
 
 
 def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], models, state: RunState,
@@ -856,12 +857,20 @@ def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state
         state.record(result.relative, Record(
             source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp(src),
             outputs=state.outputs_record(outcome.outputs), width=outcome.width, height=outcome.height,
-            megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso()))
+            megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso(),
+            notes=_lasting(outcome.notes)))
     except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
         result.status, result.error = "failed", f"written, but cannot be recorded in the state: {_short(e)}"
         display.error(src, result.error)
     display.file_done(result)
     return None
+
+
+def _lasting(notes: list[str]) -> tuple[str, ...]:
+    """The notes a record keeps, for the report of a later run that skips the file: the pipeline's, about the outputs
+    (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching), which
+    would read as news in every later report, nor this run's "redone: ..." (not among outcome.notes)."""
+    return tuple(n for n in notes if not n.startswith("out of device memory:"))
 
 
 # --------------------------------------------------------------------------------------------------- synth

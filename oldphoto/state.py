@@ -73,10 +73,14 @@ class Record:
     mask_coverage: float | None = None  # percent
     finished: str = ""  # ISO 8601, local time with offset
     former: tuple[str, ...] = ()  # outputs of earlier settings, still on disk (paths as in OutputRecord.path)
+    # the notes of the run that made the outputs (what they lack, how the scan was read), so a skip reports them too
+    notes: tuple[str, ...] = ()
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
         d["outputs"] = [asdict(o) for o in self.outputs]
+        if not self.notes:
+            del d["notes"]  # most files have none: their lines stay as short as before
         return json.dumps({"rel": rel, **d}, sort_keys=True)
 
     @classmethod
@@ -85,6 +89,7 @@ class Record:
         d.pop("rel", None)
         d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"])) for o in d["outputs"])
         d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
+        d["notes"] = tuple(str(n) for n in d.get("notes", ()))  # absent when none, and before notes were kept
         return cls(**d)
 
 

@@ -371,7 +371,7 @@ def test_same_named_scan_from_another_folder_with_the_same_mtime_is_refused(tmp_
     fake.calls.clear()
     r = run("restore", tmp_path / "dC", "--out", out)
     assert r.exit_code == 0 and fake.calls == []
-    assert report_of(out)["files"][0]["notes"] == [f"source moved but unchanged (same sha256 as {a})"]
+    assert report_of(out)["files"][0]["notes"] == [f"source moved but unchanged (same sha256 as {a})", "fake note"]
 
 
 @pytest.mark.parametrize("toggle", [["--format", "png"], ["--save-mask"], ["--only-mask"]])
@@ -1791,3 +1791,25 @@ def test_outputs_of_a_format_that_writes_what_keep_writes_are_recognised_either_
         street = report_of(out)["files"][1]
         assert street["relative"] == "street.png" and street["status"] == "skipped", street
         assert any("recognised from the provenance" in n for n in street["notes"])
+
+
+def test_a_skipped_file_reports_the_notes_of_the_run_that_made_its_outputs(tmp_path, fake, monkeypatch):
+    """A skipped file had no notes in the report, so what the outputs lack ("alpha dropped: JPEG has no
+    transparency") was said only by the run that made them: its record keeps them, but not what befell that run's
+    device, which a later run did not meet."""
+    def short_of_memory(*args, **kw):
+        outcome = fake.process_file(*args, **kw)
+        outcome.notes.append("out of device memory: batch size reduced to 4")
+        return outcome
+
+    src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
+    monkeypatch.setattr(pipeline, "process_file", short_of_memory)
+    assert run("restore", src, "--out", out).exit_code == 0
+    assert report_of(out)["files"][0]["notes"] == ["fake note", "out of device memory: batch size reduced to 4"]
+    os.utime(src, ns=(1, 1))  # touched: the skip's own note comes first
+    assert run("restore", src, "--out", out).exit_code == 0 and len(fake.calls) == 1
+    f = report_of(out)["files"][0]
+    assert f["status"] == "skipped" and f["notes"] == ["source touched but unchanged (same sha256)", "fake note"]
+    assert run("restore", src, "--out", out, "--mask-dilate", 5).exit_code == 0  # redone: the run's reason is not kept
+    assert run("restore", src, "--out", out, "--mask-dilate", 5).exit_code == 0 and len(fake.calls) == 2
+    assert report_of(out)["files"][0]["notes"] == ["fake note"]

@@ -136,6 +136,15 @@ def test_outputs_of_earlier_settings_are_kept_in_former_and_still_owned(tmp_path
     assert RunState.load(out).records["a.jpg"].former == ()
 
 
+def test_a_record_keeps_the_notes_of_the_run_that_made_its_outputs_and_none_costs_nothing(tmp_path):
+    src, out, fp, state = setup_done(tmp_path)
+    rec = state.records["a.jpg"]
+    assert rec.notes == () and "notes" not in json.loads(rec.to_json("a.jpg"))  # compact: absent when empty
+    state.record("a.jpg", replace(rec, notes=("alpha dropped: JPEG has no transparency",)))
+    state.close()
+    assert RunState.load(out).records["a.jpg"].notes == ("alpha dropped: JPEG has no transparency",)
+
+
 def test_torn_last_line_is_dropped_and_corruption_is_refused(tmp_path):
     src, out, fp, state = setup_done(tmp_path)
     state.close()
