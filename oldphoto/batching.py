@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .ops.masks import dilate
+from .report import DEVICE_NOTE
 from .stages.base import NonFiniteOutput, release_memory, run_stage, timed
 
 # Files in flight (--jobs) take turns on the networks: torch already spreads one pass over every core, so two
@@ -202,7 +203,7 @@ class TileBatcher:
         with self._lock:
             self._sizes[key.tile] = size
         for notes in {id(it.ticket.notes): it.ticket.notes for it in part}.values():  # once per photo
-            notes.append(f"out of device memory: batch size reduced to {size}")
+            notes.append(f"{DEVICE_NOTE} batch size reduced to {size}")
 
     def _share(self, part: list[_Item], seconds: dict[str, float]) -> None:
         """Set aside the batch's stage times for each owner, in proportion to its tiles in the batch (added to its

@@ -42,7 +42,7 @@ from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TO
                      TileConfig)
 from .errors import ImageError, OldPhotoError
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock, held_by
-from .report import FileResult, Report
+from .report import DEVICE_NOTE, FileResult, Report
 from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
 
@@ -870,7 +870,7 @@ def _lasting(notes: list[str]) -> tuple[str, ...]:
     """The notes a record keeps, for the report of a later run that skips the file: the pipeline's, about the outputs
     (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching), which
     would read as news in every later report, nor this run's "redone: ..." (not among outcome.notes)."""
-    return tuple(n for n in notes if not n.startswith("out of device memory:"))
+    return tuple(n for n in notes if not n.startswith(DEVICE_NOTE))
 
 
 # --------------------------------------------------------------------------------------------------- synth

@@ -36,6 +36,7 @@ from .ops.bands import BoxShrinker, RowDilator, resize_rows, shrink_size, weight
 from .ops.color import from_float, lab_to_rgb, rgb_to_lab, to_float
 from .ops.tone import CurveFit
 from .ops.tiling import RowMerger, grid, mirror_index, padded_size
+from .report import DEVICE_NOTE
 from .stages.base import run_stage, timed
 from .stages.restore import restore_threshold
 
@@ -152,7 +153,7 @@ class TiledPass:
                     raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
                                                "per batch") from None
                 tile, overlap, margin = tile // 2, overlap // 2, margin // 2
-                self.notes.append(f"out of device memory: tile size reduced to {tile}")
+                self.notes.append(f"{DEVICE_NOTE} tile size reduced to {tile}")
             finally:
                 self.batcher.cancel(self)  # tiles still queued for a failed or stopped grid
 

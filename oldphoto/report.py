@@ -12,6 +12,9 @@ from .io.atomic import atomic_output
 # done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
 # ("interrupted") and the files it never reached ("pending").
 STATUSES = ("done", "skipped", "failed", "interrupted", "pending")
+# how a note about the run's device begins (a tile or batch size reduced), not about a file's outputs: such notes are
+# not kept in the state for the reports of later runs that skip the file
+DEVICE_NOTE = "out of device memory:"
 
 
 @dataclass
