@@ -398,13 +398,16 @@ def _map_page(pl: TiffPlan) -> np.ndarray | None:
     """A copy-on-write map of the page's pixels in the file: no decoding, no RAM for pixels; writes never reach
     the source. None where the file system cannot map the file: the page is then read as a compressed one is."""
     p = pl.page
-    try:
-        return np.memmap(pl.fh.name, dtype=p.dtype, mode="c", offset=p.dataoffsets[0],
+    where = pl.fh.tell()
+    try:  # the open file, not its name: the file read and hashed, even if the path was replaced meanwhile
+        return np.memmap(pl.fh, dtype=p.dtype, mode="c", offset=p.dataoffsets[0],
                          shape=(p.imagelength, p.imagewidth, p.samplesperpixel))
     except OSError as e:
         if not unmappable(e):
             raise
         return None
+    finally:
+        pl.fh.seek(where)  # np.memmap seeks to the end of a file object to learn its size
 
 
 def _split(arr: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:

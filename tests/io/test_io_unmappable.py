@@ -131,3 +131,22 @@ def test_reading_instead_of_mapping_needs_about_the_decoded_size(tmp_path, monke
     decoded = pic.pixels.nbytes + (pic.alpha.nbytes if pic.alpha is not None else 0)  # the PNG's colour key: alpha
     compressed = 0 if fmt == "TIFF" else path.stat().st_size
     assert peak <= 1.1 * decoded + compressed, f"{peak / decoded:.2f}x the decoded size"
+
+
+def test_an_uncompressed_tiff_is_mapped_from_the_file_opened_not_from_its_name(tmp_path, monkeypatch):
+    """The page is mapped through the open file: a scan replaced under its name between opening (and hashing) and
+    mapping is still read as the file that was opened."""
+    first, second = gradient(40, 50, 3, np.uint16, seed=1), gradient(40, 50, 3, np.uint16, seed=2)
+    tifffile.imwrite(tmp_path / "s.tif", first, photometric="rgb")
+    tifffile.imwrite(tmp_path / "other.tif", second, photometric="rgb")
+    memmap = np.memmap
+
+    def replaced_first(*args, **kwargs):
+        if (tmp_path / "other.tif").exists():
+            os.replace(tmp_path / "other.tif", tmp_path / "s.tif")
+        return memmap(*args, **kwargs)
+
+    monkeypatch.setattr(np, "memmap", replaced_first)
+    pic = read(tmp_path / "s.tif", 10**6)
+    assert not (tmp_path / "other.tif").exists()  # it was replaced while the scan was read
+    np.testing.assert_array_equal(pic.pixels, first)
