@@ -12,6 +12,7 @@ PNG_IPTC_KEY = "Raw profile type iptc"
 PNG_8BIM_KEY = "Raw profile type 8bim"
 PHOTOSHOP_HEADER = b"Photoshop 3.0\0"
 _MAX_SEGMENT = 65533  # JPEG marker payload limit
+_MAX_APP13_SEGMENTS = 16  # 1 MB of resources: a caption, IPTC and a URL never need more
 _RESOLUTION_INFO, _IPTC_DIGEST = 0x03ED, 0x0425
 # Resources that say something about the photo rather than about the file that held it (its pixels, thumbnail,
 # layers, paths, print and Photoshop settings), so they hold for a restored derivative as well. The resolution is
@@ -153,11 +154,16 @@ def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float,
 
 
 def jpeg_app13(payload: bytes) -> bytes:
-    """Complete APP13 marker segment carrying the resource block `payload` (see pack_resources)."""
-    payload = PHOTOSHOP_HEADER + payload
-    if len(payload) > _MAX_SEGMENT:
-        raise ValueError(f"a Photoshop resource block of {len(payload)} bytes does not fit in one JPEG APP13 segment")
-    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+    """Complete APP13 marker segment(s) carrying the resource block `payload` (see pack_resources). A block larger
+    than one segment goes on in the next, each opening with the Photoshop header, as Photoshop splits it (readers
+    join the segments' data in order, as raster_read does)."""
+    step = _MAX_SEGMENT - len(PHOTOSHOP_HEADER)
+    parts = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+    if len(parts) > _MAX_APP13_SEGMENTS:
+        raise ValueError(f"a Photoshop resource block of {len(payload)} bytes is larger than "
+                         f"{_MAX_APP13_SEGMENTS} JPEG APP13 segments")
+    return b"".join(b"\xff\xed" + struct.pack(">H", len(PHOTOSHOP_HEADER) + len(part) + 2) + PHOTOSHOP_HEADER + part
+                    for part in parts)
 
 
 def jpeg_app13_iptc(iptc: bytes) -> bytes:

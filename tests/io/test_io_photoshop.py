@@ -209,3 +209,19 @@ def test_resource_names_and_padding_survive_a_round_trip():
     parsed = I.resource_list(block)
     assert [(r, n) for r, n, _ in parsed] == [(0x0404, b"\x04IPTC\0"), (0x040B, b"\0\0")]
     assert I.pack_resources(parsed) == block[:-2]
+
+
+def test_resources_larger_than_one_app13_segment_are_written_over_several(tmp_path):
+    """A caption and IPTC over 64 KB (long archival descriptions) are split over APP13 segments, not dropped."""
+    caption = b"\x1c\x02\x78" + struct.pack(">H", 30000) + b"d" * 30000
+    big_iptc = IPTC + caption * 3
+    block = resource(0x0404, big_iptc) + resource(0x040B, URL)
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(_jpeg([_app13(b"Photoshop 3.0\0" + block[:65000]), _app13(b"Photoshop 3.0\0" + block[65000:])]))
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == big_iptc
+    out = tmp_path / "out.jpg"
+    notes = write(out, pic.pixels, None, "JPEG", pic.meta)
+    assert not any("not written" in n for n in notes)
+    again = read(out, 10_000)
+    assert again.meta.iptc == big_iptc and _kept(again.meta) == {0x0404: big_iptc, 0x040B: URL}
