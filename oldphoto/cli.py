@@ -441,6 +441,12 @@ def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tu
         settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
         return fingerprint(settings, report.models)
 
+    def former(src: Path) -> tuple[str, ...]:
+        """Other fingerprints of the same outputs, as earlier versions recorded them (pipeline.former_settings)."""
+        settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
+        return tuple(fingerprint(s, report.models) for s in pipeline.former_settings(settings, src.suffix))
+
+    fp.former = former
     return models, fp
 
 
@@ -668,7 +674,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
-                decision = state.decide(rel, found.src, fp(found.src))
+                decision = state.decide(rel, found.src, fp(found.src), _former(fp, found.src))
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
@@ -683,7 +689,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
                     # the source was read for its sha256 here: neither recognising nor the run reads it again
-                    decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha)
+                    decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha, _former(fp, found.src))
                                 or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
@@ -711,8 +717,14 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
     return jobs
 
 
+def _former(fp: Callable[[Path], str], src: Path) -> tuple[str, ...]:
+    """The fingerprints earlier versions recorded for the outputs `fp` fingerprints (none from a plain callable)."""
+    former = getattr(fp, "former", None)
+    return former(src) if former is not None else ()
+
+
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str,
-                sha256: str | None = None) -> Decision | None:
+                sha256: str | None = None, also: tuple[str, ...] = ()) -> Decision | None:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
     settings and models (the state file was lost): recorded again and skipped, instead of refused.
     sha256: the source's, when already read."""
@@ -720,7 +732,7 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
         info = oio.probe(src)
     except ImageError:
         return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, sha256)
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, sha256, also)
     if rec is None:
         return None
     state.record(rel, rec)

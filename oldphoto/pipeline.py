@@ -44,7 +44,7 @@ from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
 __all__ = ["Models", "Event", "FileOutcome", "CommitGate", "resolve_device", "load_models", "new_batcher",
-           "output_paths", "planned_format", "process_file", "recorded_settings", "WEIGHT_NAMES"]
+           "former_settings", "output_paths", "planned_format", "process_file", "recorded_settings", "WEIGHT_NAMES"]
 
 # Registry names of the models the CLI loads for each job.
 WEIGHT_NAMES = {
@@ -204,6 +204,15 @@ def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | 
         # match names the same file (SCAN.PNG stays SCAN.PNG with keep, png writes SCAN.png)
         settings["format"] = "keep"
     return settings
+
+
+def former_settings(settings: dict, src_suffix: str) -> list[dict]:
+    """Other recordings of the same outputs: settings recorded_settings gives as keep for a source whose suffix is
+    a --format's own were recorded by that format's name before (scan.jpg with --format jpeg), so records and XMP
+    made then still count instead of redoing every such photo after an upgrade."""
+    if settings.get("format") != "keep" or settings.get("only_mask"):
+        return []
+    return [{**settings, "format": name} for name, fmt in _CFG_FORMAT.items() if _SUFFIX[fmt] == src_suffix]
 
 
 def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Path]:

@@ -235,13 +235,14 @@ class RunState:
         return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
-                  rel: str | None = None, sha256: str | None = None) -> Record | None:
+                  rel: str | None = None, sha256: str | None = None, also: tuple[str, ...] = ()) -> Record | None:
         """A record for outputs of `src` (known here as `rel`) this state has no record of (the state file was
         deleted, or the outputs were copied without it): all of them exist, belong to no other source here, and
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
         settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
-        (width, height), for the report. sha256: `src`'s, when the caller has read it (else read here if needed)."""
-        made, sha = self._provenances(src, outputs, fp, rel, sha256)
+        (width, height), for the report. sha256: `src`'s, when the caller has read it (else read here if needed).
+        also: other fingerprints of the same outputs (see decide); the record gets `fp`."""
+        made, sha = self._provenances(src, outputs, (fp, *also), rel, sha256)
         if not outputs or len(made) != len(outputs):
             return None
         now = SourceId.of(src)
@@ -258,12 +259,12 @@ class RunState:
         oldphoto made them, as the last change, from a file with `src`'s sha256 (under fingerprint `fp`; None: any
         settings): derivatives of `src` itself, which a run may replace as it would with their record; `src`'s
         sha256 when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
-        made, sha = self._provenances(src, outputs, fp, rel, sha256)
+        made, sha = self._provenances(src, outputs, None if fp is None else (fp,), rel, sha256)
         return list(made), sha
 
-    def _provenances(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None,
+    def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
                      sha256: str | None) -> tuple[dict[Path, Provenance], str | None]:
-        """made_from, with the provenance read from each output it keeps."""
+        """made_from, with the provenance read from each output it keeps (under any of the fingerprints `fps`)."""
         made: dict[Path, Provenance] = {}
         sha = sha256
         for p in outputs:
@@ -272,15 +273,16 @@ class RunState:
             prov = read_provenance(p)
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
-            if fp is not None and fingerprint(prov.parameters["settings"], prov.parameters["models"]) != fp:
+            if fps is not None and fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps:
                 continue
             sha = sha or read_source_sha256(src)
             if prov.source_sha256 == sha:
                 made[p] = prov
         return made, sha
 
-    def decide(self, rel: str, src: Path, fp: str) -> Decision:
-        """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp`."""
+    def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = ()) -> Decision:
+        """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp` (or one of `also`,
+        the same outputs as recorded before: pipeline.former_settings)."""
         rec = self.records.get(rel)
         if rec is None:
             return Decision("run", "new")
@@ -297,7 +299,7 @@ class RunState:
                     return Decision("conflict", f"the existing outputs were made from another file, {rec.source}")
                 return Decision("run", "source changed", source=now)
             refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
-        if rec.fingerprint != fp:
+        if rec.fingerprint != fp and rec.fingerprint not in also:
             return Decision("run", "settings changed", source=now)
         for o in rec.outputs:
             p = self.out_dir / o.path

@@ -1813,3 +1813,24 @@ def test_a_skipped_file_reports_the_notes_of_the_run_that_made_its_outputs(tmp_p
     assert run("restore", src, "--out", out, "--mask-dilate", 5).exit_code == 0  # redone: the run's reason is not kept
     assert run("restore", src, "--out", out, "--mask-dilate", 5).exit_code == 0 and len(fake.calls) == 2
     assert report_of(out)["files"][0]["notes"] == ["fake note"]
+
+
+@pytest.mark.parametrize("then", [("--format", "jpeg"), ()])
+def test_a_record_of_a_format_that_writes_what_keep_writes_made_before_it_was_recorded_as_keep_stays_current(
+        tmp_path, fake, monkeypatch, then):
+    """A cron job that restored its JPEG scans with --format jpeg before such a format was recorded as keep had every
+    photo redone after the upgrade ("settings changed"): the fingerprint as it was then still counts (so does a
+    switch to keep)."""
+    from PIL import Image
+
+    src, out = tmp_path / "scan.jpg", tmp_path / "out"
+    Image.new("L", (8, 8)).save(src)
+    recorded = pipeline.recorded_settings
+    monkeypatch.setattr(pipeline, "recorded_settings",
+                        lambda cfg, models, fmt=None, suffix=None: recorded(cfg, models, fmt))  # as before
+    assert run("restore", src, "--out", out, "--format", "jpeg").exit_code == 0 and len(fake.calls) == 1
+    monkeypatch.setattr(pipeline, "recorded_settings", recorded)
+    dry = run("restore", src, "--out", out, *then, "--dry-run")
+    assert dry.stdout.splitlines()[0].startswith("up to date"), dry.output
+    r = run("restore", src, "--out", out, *then)
+    assert r.exit_code == 0 and len(fake.calls) == 1, r.output
