@@ -158,12 +158,34 @@ def jpeg_app13(payload: bytes) -> bytes:
     than one segment goes on in the next, each opening with the Photoshop header, as Photoshop splits it (readers
     join the segments' data in order, as raster_read does)."""
     step = _MAX_SEGMENT - len(PHOTOSHOP_HEADER)
-    parts = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+    parts, start, ends = [], 0, _resource_ends(payload)
+    for end in ends + [len(payload)]:  # cut between resources where they fit: readers that parse each segment
+        while end - start > step:     # alone (Pillow) get them whole
+            cut = max((e for e in ends if start < e <= start + step), default=start + step)
+            parts.append(payload[start:cut])
+            start = cut
+    parts.append(payload[start:])
     if len(parts) > _MAX_APP13_SEGMENTS:
         raise ValueError(f"a Photoshop resource block of {len(payload)} bytes is larger than "
                          f"{_MAX_APP13_SEGMENTS} JPEG APP13 segments")
     return b"".join(b"\xff\xed" + struct.pack(">H", len(PHOTOSHOP_HEADER) + len(part) + 2) + PHOTOSHOP_HEADER + part
                     for part in parts)
+
+
+def _resource_ends(payload: bytes) -> list[int]:
+    """Where each well-formed 8BIM resource of `payload` ends, up to the first that is not."""
+    ends, pos = [], 0
+    while payload[pos : pos + 4] == b"8BIM" and pos + 7 <= len(payload):
+        name = 1 + payload[pos + 6]
+        at = pos + 6 + name + name % 2
+        if at + 4 > len(payload):
+            break
+        size = struct.unpack(">I", payload[at : at + 4])[0]
+        pos = at + 4 + size + size % 2
+        if pos > len(payload):
+            break
+        ends.append(pos)
+    return ends
 
 
 def jpeg_app13_iptc(iptc: bytes) -> bytes:

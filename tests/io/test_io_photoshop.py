@@ -225,3 +225,26 @@ def test_resources_larger_than_one_app13_segment_are_written_over_several(tmp_pa
     assert not any("not written" in n for n in notes)
     again = read(out, 10_000)
     assert again.meta.iptc == big_iptc and _kept(again.meta) == {0x0404: big_iptc, 0x040B: URL}
+
+
+def test_a_split_resource_block_is_cut_between_resources_where_they_fit(tmp_path):
+    """Pillow parses each APP13 segment alone: IPTC cut in two by a split at a fixed size read back truncated
+    (getiptcinfo errors, later resources lost); cut between resources, each that fits is whole."""
+    from PIL import IptcImagePlugin
+
+    caption = b"\x1c\x02\x78" + struct.pack(">H", 30000) + b"d" * 30000
+    block = resource(0x03F0, b"c" * 40000) + resource(0x0404, caption) + resource(0x040B, URL)
+    out = tmp_path / "out.jpg"
+    out.write_bytes(_jpeg([I.jpeg_app13(block)]))
+    with Image.open(out) as im:
+        assert im.info["photoshop"] == {0x03F0: b"c" * 40000, 0x0404: caption, 0x040B: URL}
+        assert IptcImagePlugin.getiptcinfo(im) == {(2, 120): b"d" * 30000}
+    assert read(out, 10_000).meta.iptc == caption  # ours joins the segments, as before
+    for size in (0, 65519, 65520, 200_000):  # empty, exactly one segment's worth, one byte more, a big one
+        data = I.jpeg_app13(b"x" * size)
+        lengths, pos = [], 0
+        while pos < len(data):
+            assert data[pos : pos + 2] == b"\xff\xed"
+            lengths.append(struct.unpack(">H", data[pos + 2 : pos + 4])[0])
+            pos += 2 + lengths[-1]
+        assert pos == len(data) and max(lengths) <= 65535 and sum(n - 16 for n in lengths) == size
