@@ -131,7 +131,8 @@ def test_iptc_wrappers_roundtrip():
     assert iptc.photoshop_resources(payload[14:]) == {iptc.IPTC_RESOURCE: IPTC}
     big = iptc.jpeg_app13_iptc(b"\x1c" * 70000)  # goes on in a second segment, as Photoshop splits a block
     first = struct.unpack(">H", big[2:4])[0] + 2
-    assert first == 2 + 65535 and big[first : first + 2] == b"\xff\xed" and big[first + 4 :].startswith(b"Photoshop 3.0\0")
+    assert first == 2 + 65535 and big[first : first + 2] == b"\xff\xed"
+    assert big[first + 4 :].startswith(b"Photoshop 3.0\0")
     with pytest.raises(ValueError, match="larger than 16 JPEG APP13 segments"):
         iptc.jpeg_app13(b"\0" * (16 * 65519 + 1))
     with pytest.raises(ValueError, match="says 9 bytes"):
