@@ -38,6 +38,12 @@ def _build(source, **kw):
     return provenance_xmp(source, **args)
 
 
+def _packet(rdf: bytes) -> bytes:
+    """A source packet: `rdf` (its rdf:Description elements) inside x:xmpmeta and rdf:RDF."""
+    return (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            + rdf + b'</rdf:RDF></x:xmpmeta>')
+
+
 def _events(root):
     return root.findall(".//xmpMM:History/rdf:Seq/rdf:li", NS)
 
@@ -72,17 +78,16 @@ def test_merge_keeps_source_properties_and_prefixes():
 def test_properties_restating_the_source_files_layout_are_removed():
     # as Photoshop and Lightroom write them: attribute and element forms, a Seq for BitsPerSample; the scan was
     # stored turned (Orientation 6), 4000 x 3000 at 2400 dpi, 16-bit, and its JPEG had Extended XMP
-    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-              b'<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
-              b'xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
-              b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-              b'tiff:Orientation="6" tiff:ImageWidth="4000" tiff:ImageLength="3000" tiff:XResolution="2400/1" '
-              b'tiff:ResolutionUnit="2" exif:PixelXDimension="4000" exif:ExposureTime="1/125" '
-              b'photoshop:ColorMode="3" photoshop:City="Lyon" xmpNote:HasExtendedXMP="0123456789ABCDEF">'
-              b'<tiff:BitsPerSample><rdf:Seq><rdf:li>16</rdf:li><rdf:li>16</rdf:li><rdf:li>16</rdf:li></rdf:Seq>'
-              b'</tiff:BitsPerSample><exif:PixelYDimension>3000</exif:PixelYDimension>'
-              b'<tiff:Make>Epson</tiff:Make><dc:rights>CC BY</dc:rights>'
-              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    source = _packet(b'<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+                     b'xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
+                     b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+                     b'tiff:Orientation="6" tiff:ImageWidth="4000" tiff:ImageLength="3000" tiff:XResolution="2400/1" '
+                     b'tiff:ResolutionUnit="2" exif:PixelXDimension="4000" exif:ExposureTime="1/125" '
+                     b'photoshop:ColorMode="3" photoshop:City="Lyon" xmpNote:HasExtendedXMP="0123456789ABCDEF">'
+                     b'<tiff:BitsPerSample><rdf:Seq><rdf:li>16</rdf:li><rdf:li>16</rdf:li><rdf:li>16</rdf:li></rdf:Seq>'
+                     b'</tiff:BitsPerSample><exif:PixelYDimension>3000</exif:PixelYDimension>'
+                     b'<tiff:Make>Epson</tiff:Make><dc:rights>CC BY</dc:rights>'
+                     b'</rdf:Description>')
     packet = _build(source)
     for gone in (b"Orientation", b"ImageWidth", b"ImageLength", b"XResolution", b"ResolutionUnit", b"PixelXDimension",
                  b"PixelYDimension", b"BitsPerSample", b"ColorMode", b"HasExtendedXMP"):
@@ -97,12 +102,11 @@ def test_properties_restating_the_source_files_layout_are_removed():
 
 def test_a_thumbnail_in_the_packet_is_dropped_with_a_note():
     # Photoshop and Bridge CS to CS4 kept a base64 JPEG preview of the scan in the packet
-    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-              b'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
-              b'xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/" xmp:CreatorTool="Adobe Photoshop CS3">'
-              b'<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType="Resource"><xmpGImg:width>256</xmpGImg:width>'
-              b'<xmpGImg:format>JPEG</xmpGImg:format><xmpGImg:image>/9j/4AAQSkZJRgABAgEASABIAAD</xmpGImg:image>'
-              b'</rdf:li></rdf:Alt></xmp:Thumbnails></rdf:Description></rdf:RDF></x:xmpmeta>')
+    source = _packet(b'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+                     b'xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/" xmp:CreatorTool="Adobe Photoshop CS3">'
+                     b'<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType="Resource"><xmpGImg:width>256</xmpGImg:width>'
+                     b'<xmpGImg:format>JPEG</xmpGImg:format><xmpGImg:image>/9j/4AAQSkZJRgABAgEASABIAAD</xmpGImg:image>'
+                     b'</rdf:li></rdf:Alt></xmp:Thumbnails></rdf:Description>')
     notes: list[str] = []
     packet = _build(source, notes=notes)
     assert b"Thumbnails" not in packet and b"/9j/" not in packet and b'CreatorTool="Adobe Photoshop CS3"' in packet
@@ -111,13 +115,12 @@ def test_a_thumbnail_in_the_packet_is_dropped_with_a_note():
 
 
 def test_history_is_appended_and_ids_chain():
-    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-              b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
-              b'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#" '
-              b'xmpMM:DocumentID="xmp.did:scan" xmpMM:InstanceID="xmp.iid:scan-1">'
-              b'<xmpMM:History><rdf:Seq><rdf:li rdf:parseType="Resource"><stEvt:action>created</stEvt:action>'
-              b'<stEvt:softwareAgent>EPSON Scan</stEvt:softwareAgent></rdf:li></rdf:Seq></xmpMM:History>'
-              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    source = _packet(b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+                     b'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#" '
+                     b'xmpMM:DocumentID="xmp.did:scan" xmpMM:InstanceID="xmp.iid:scan-1">'
+                     b'<xmpMM:History><rdf:Seq><rdf:li rdf:parseType="Resource"><stEvt:action>created</stEvt:action>'
+                     b'<stEvt:softwareAgent>EPSON Scan</stEvt:softwareAgent></rdf:li></rdf:Seq></xmpMM:History>'
+                     b'</rdf:Description>')
     first = _build(source)
     root = ET.fromstring(first)
     assert [e.find("stEvt:action", NS).text for e in _events(root)] == ["created", "derived"]
@@ -187,12 +190,10 @@ def test_source_sha256_streams(tmp_path):
 
 
 def test_properties_spread_over_several_descriptions_are_replaced_once():
-    source = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-              b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
-              b'xmpMM:InstanceID="xmp.iid:a"/>'
-              b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
-              b'xmpMM:InstanceID="xmp.iid:b"><xmpMM:DocumentID>xmp.did:d</xmpMM:DocumentID></rdf:Description>'
-              b'</rdf:RDF></x:xmpmeta>')
+    source = _packet(b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+                     b'xmpMM:InstanceID="xmp.iid:a"/>'
+                     b'<rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+                     b'xmpMM:InstanceID="xmp.iid:b"><xmpMM:DocumentID>xmp.did:d</xmpMM:DocumentID></rdf:Description>')
     root = ET.fromstring(_build(source))
     ids = [d.get(f"{{{NS['xmpMM']}}}InstanceID") for d in root.iter(f"{{{NS['rdf']}}}Description")]
     assert ids == [None, None]  # attribute forms removed everywhere
