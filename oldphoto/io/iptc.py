@@ -173,18 +173,13 @@ def jpeg_app13(payload: bytes) -> bytes:
 
 
 def _resource_ends(payload: bytes) -> list[int]:
-    """Where each well-formed 8BIM resource of `payload` ends, up to the first that is not."""
+    """Where each well-formed 8BIM resource of `payload` ends, up to the first that is not (read_resources), its
+    padding byte included: a last resource whose padding the block lacks has no end there."""
     ends, pos = [], 0
-    while payload[pos : pos + 4] == b"8BIM" and pos + 7 <= len(payload):
-        name = 1 + payload[pos + 6]
-        at = pos + 6 + name + name % 2
-        if at + 4 > len(payload):
-            break
-        size = struct.unpack(">I", payload[at : at + 4])[0]
-        pos = at + 4 + size + size % 2
-        if pos > len(payload):
-            break
-        ends.append(pos)
+    for _, name, data in read_resources(payload)[0]:
+        pos += 10 + len(name) + len(data) + len(data) % 2  # "8BIM", id, name, size, data, padding
+        if pos <= len(payload):
+            ends.append(pos)
     return ends
 
 

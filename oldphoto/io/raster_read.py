@@ -63,7 +63,6 @@ _MODES = {
 _TRANSPARENT = {"L": "LA", "RGB": "RGBA", "P": "RGBA", "1": "LA"}  # modes whose tRNS colour key means alpha
 _PNG16 = {0: (1, False, "I;16"), 2: (3, False, "RGB;16"), 4: (1, True, "LA;16"), 6: (3, True, "RGBA;16")}
 _BAND_BYTES = 16 << 20
-_JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 
 
 @dataclass
@@ -214,8 +213,8 @@ def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
             notes.append(f"PNG text {key!r} is damaged ({e}) and was not kept")
             continue
         if kind == "app1":  # a whole APP1 segment's payload: EXIF or XMP, told by its header
-            kind = "xmp" if data.startswith(_JPEG_XMP_HEADER) else "exif"
-            data = data[len(_JPEG_XMP_HEADER) :] if kind == "xmp" else data
+            kind = "xmp" if data.startswith(xmp_tree.JPEG_XMP_HEADER) else "exif"
+            data = data[len(xmp_tree.JPEG_XMP_HEADER) :] if kind == "xmp" else data
         found.setdefault(kind, data)
     return found
 

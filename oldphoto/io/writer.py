@@ -44,7 +44,6 @@ from .tiff_write import write_tiff
 WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 _JPEG_SEGMENT = 65533
-_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 # XMP part 3 (1.1.3.1) gives a JPEG's standard packet at most 65502 bytes, two fewer than a segment holds after the
 # header: the limit a reader written to the specification may hold the file to
 _STANDARD_XMP_LIMIT = 65502
@@ -265,7 +264,7 @@ def _jpeg_xmp(xmp: bytes, notes: list[str]) -> bytes:
         notes.append(f"XMP packet of {len(xmp)} bytes not written: larger than one JPEG segment, and "
                      f"{getattr(e, 'reason', e)}")
         return b""
-    out = _segment(0xE1, _XMP_HEADER + standard)
+    out = _segment(0xE1, xmp_tree.JPEG_XMP_HEADER + standard)
     step = _JPEG_SEGMENT - len(xmp_tree.JPEG_EXTENSION_HEADER) - 40  # GUID, full length and offset before each part
     for offset in range(0, len(extension or b""), step):
         out += _segment(0xE1, xmp_tree.JPEG_EXTENSION_HEADER + guid + struct.pack(">II", len(extension), offset)

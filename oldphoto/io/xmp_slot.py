@@ -16,9 +16,8 @@ from typing import BinaryIO
 from . import png
 from . import tiff_ifd as T
 from .reader import sniff
-from .xmp_tree import JPEG_EXTENSION_HEADER
+from .xmp_tree import JPEG_EXTENSION_HEADER, JPEG_XMP_HEADER
 
-JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _XMP_KEYWORD = png.XMP_KEY.encode("latin-1") + b"\0"
 _SOS, _EOI, _APP1 = 0xDA, 0xD9, 0xE1
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length

@@ -21,6 +21,7 @@ RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 XMP_NOTE_NS = "http://ns.adobe.com/xmp/note/"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 HAS_EXTENDED = f"{{{XMP_NOTE_NS}}}HasExtendedXMP"
+JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"  # before the standard packet in its APP1 segment
 JPEG_EXTENSION_HEADER = b"http://ns.adobe.com/xmp/extension/\0"
 _PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
 PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
