@@ -207,11 +207,6 @@ def raw_profile(text: str) -> bytes:
     return data
 
 
-def from_png_text(text: str) -> bytes:
-    """IPTC from a "Raw profile type iptc" text (see iptc_from_profile)."""
-    return iptc_from_profile(raw_profile(text))
-
-
 def iptc_from_profile(data: bytes) -> bytes:
     """IPTC from the bytes of a "Raw profile type iptc" text; also accepts a Photoshop resource block (as some tools
     write) and extracts 0x0404."""

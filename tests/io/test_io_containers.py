@@ -123,7 +123,7 @@ def test_png_chunk_reader_collects_metadata():
 
 def test_iptc_wrappers_roundtrip():
     text = iptc.png_text(IPTC)
-    assert text.startswith("\niptc\n") and iptc.from_png_text(text) == IPTC
+    assert text.startswith("\niptc\n") and iptc.iptc_from_profile(iptc.raw_profile(text)) == IPTC
     segment = iptc.jpeg_app13_iptc(IPTC)
     assert segment[:2] == b"\xff\xed" and struct.unpack(">H", segment[2:4])[0] == len(segment) - 2
     payload = segment[4:]
@@ -136,7 +136,7 @@ def test_iptc_wrappers_roundtrip():
     with pytest.raises(ValueError, match="larger than 16 JPEG APP13 segments"):
         iptc.jpeg_app13(b"\0" * (16 * 65519 + 1))
     with pytest.raises(ValueError, match="says 9 bytes"):
-        iptc.from_png_text("\niptc\n       9\n1c02\n")
+        iptc.iptc_from_profile(iptc.raw_profile("\niptc\n       9\n1c02\n"))
 
 
 def _split_idat(data: bytes, size: int) -> bytes:
