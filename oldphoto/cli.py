@@ -238,6 +238,11 @@ def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path,
     return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
 
 
+def _inside_either(path: Path, folder: Path) -> bool:
+    """Whether `path` lies below `folder`, as written or resolved (_both_ways)."""
+    return any(folder_p in path_p.parents for path_p, folder_p in _both_ways(path, folder))
+
+
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
     """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
     written and resolved (_both_ways)."""
@@ -260,7 +265,7 @@ def _check_report(report: Path, out: Path, inputs: tuple[Path, ...] = ()) -> Non
     Checked before any work, so a bad path is a usage error at once rather than a failure after the whole batch."""
     shown = _shown(report)  # an existing folder is refused by click already
     for inp in inputs:
-        if inp.is_dir() and any(in_p in rep_p.parents for rep_p, in_p in _both_ways(report, inp)):
+        if inp.is_dir() and _inside_either(report, inp):
             raise click.UsageError(f"--report {shown} is inside the input folder {_shown(inp)}; the scans' folders "
                                    f"are never written to: put the report elsewhere (by default it goes to --out)")
     if report.resolve() == out.resolve():
@@ -605,7 +610,7 @@ def _restore_batch(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: 
                 lost = e
         if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
             report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
-            if not _report_outside(report_path, out):
+            if _inside_either(report_path, out):
                 report_path = None
         try:
             if state is not None:
@@ -645,11 +650,6 @@ def _hard_exit(code: int) -> None:
         sys.stderr.flush()
     finally:  # a stream that cannot be flushed (a closed pipe) must not keep the process alive either
         os._exit(code)
-
-
-def _report_outside(report_path: Path, out: Path) -> bool:
-    """Whether the report lies outside the output folder (as written and resolved, see _both_ways)."""
-    return not any(out_p in rep_p.parents for rep_p, out_p in _both_ways(report_path, out))
 
 
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
