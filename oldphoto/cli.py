@@ -238,6 +238,11 @@ def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path,
     return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
 
 
+def _inside_either(path: Path, folder: Path) -> bool:
+    """Whether `path` lies below `folder`, as written or resolved (_both_ways)."""
+    return any(folder_p in path_p.parents for path_p, folder_p in _both_ways(path, folder))
+
+
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
     """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
     written and resolved (_both_ways)."""
@@ -260,7 +265,7 @@ def _check_report(report: Path, out: Path, inputs: tuple[Path, ...] = ()) -> Non
     Checked before any work, so a bad path is a usage error at once rather than a failure after the whole batch."""
     shown = _shown(report)  # an existing folder is refused by click already
     for inp in inputs:
-        if inp.is_dir() and any(in_p in rep_p.parents for rep_p, in_p in _both_ways(report, inp)):
+        if inp.is_dir() and _inside_either(report, inp):
             raise click.UsageError(f"--report {shown} is inside the input folder {_shown(inp)}; the scans' folders "
                                    f"are never written to: put the report elsewhere (by default it goes to --out)")
     if report.resolve() == out.resolve():
@@ -435,18 +440,20 @@ def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tu
     report.models = models.describe()
     report.fingerprint = fingerprint(pipeline.recorded_settings(cfg, models), report.models)
 
-    def fp(src: Path) -> str:
-        """The fingerprint recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, and a
+    def settings_of(src: Path) -> dict:
+        """The settings recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, and a
         --format that writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
-        settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
-        return fingerprint(settings, report.models)
+        return pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
+
+    def fp(src: Path) -> str:
+        """The fingerprint recorded for a source (settings_of)."""
+        return fingerprint(settings_of(src), report.models)
 
     def former(src: Path) -> tuple[str, ...]:
         """Other fingerprints of the same outputs, as earlier versions recorded them (pipeline.former_settings)."""
-        settings = pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
-        return tuple(fingerprint(s, report.models) for s in pipeline.former_settings(settings, src.suffix))
+        return tuple(fingerprint(s, report.models) for s in pipeline.former_settings(settings_of(src), src.suffix))
 
-    fp.former = former
+    fp.former = former  # see decide's `also`: _plan calls it as fp.former(src)
     return models, fp
 
 
@@ -605,7 +612,7 @@ def _restore_batch(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: 
                 lost = e
         if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
             report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
-            if not _report_outside(report_path, out):
+            if _inside_either(report_path, out):
                 report_path = None
         try:
             if state is not None:
@@ -647,11 +654,6 @@ def _hard_exit(code: int) -> None:
         os._exit(code)
 
 
-def _report_outside(report_path: Path, out: Path) -> bool:
-    """Whether the report lies outside the output folder (as written and resolved, see _both_ways)."""
-    return not any(out_p in rep_p.parents for rep_p, out_p in _both_ways(report_path, out))
-
-
 def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
           display: QuietDisplay, pipeline: types.ModuleType, stop: _StopFlag) -> list[_Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
@@ -674,7 +676,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
-                decision = state.decide(rel, found.src, fp(found.src), _former(fp, found.src))
+                decision = state.decide(rel, found.src, fp(found.src), fp.former(found.src))
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
@@ -689,7 +691,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
                     # the source was read for its sha256 here: neither recognising nor the run reads it again
-                    decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha, _former(fp, found.src))
+                    decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha, fp.former(found.src))
                                 or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
@@ -715,12 +717,6 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                                          error=problem.reason))
         display.error(problem.path, problem.reason)
     return jobs
-
-
-def _former(fp: Callable[[Path], str], src: Path) -> tuple[str, ...]:
-    """The fingerprints earlier versions recorded for the outputs `fp` fingerprints (none from a plain callable)."""
-    former = getattr(fp, "former", None)
-    return former(src) if former is not None else ()
 
 
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str,
