@@ -676,7 +676,8 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
-                decision = state.decide(rel, found.src, fp(found.src), fp.former(found.src))
+                wanted, earlier = fp(found.src), fp.former(found.src)
+                decision = state.decide(rel, found.src, wanted, earlier)
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
@@ -691,7 +692,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
                     # the source was read for its sha256 here: neither recognising nor the run reads it again
-                    decision = (_recognised(state, rel, found.src, planned, fp(found.src), sha, fp.former(found.src))
+                    decision = (_recognised(state, rel, found.src, planned, wanted, sha, earlier)
                                 or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
