@@ -686,7 +686,7 @@ def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], stat
                 foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
                 if decision.action == "run" and foreign:
                     known = decision.source if decision.source is not None else SourceId.of(found.src)
-                    made, sha = state.made_from(found.src, foreign, None, rel, known.sha256)
+                    made, sha = state.made_from(found.src, foreign, rel, known.sha256)
                     for p in foreign:
                         if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "

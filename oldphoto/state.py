@@ -253,13 +253,13 @@ class RunState:
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso())
 
-    def made_from(self, src: Path, outputs: list[Path], fp: str | None, rel: str | None = None,
+    def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
                   sha256: str | None = None) -> tuple[list[Path], str | None]:
         """(those of `outputs` that exist, belong to no other source than `rel` here, and say in their XMP that
-        oldphoto made them, as the last change, from a file with `src`'s sha256 (under fingerprint `fp`; None: any
-        settings): derivatives of `src` itself, which a run may replace as it would with their record; `src`'s
-        sha256 when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
-        made, sha = self._provenances(src, outputs, None if fp is None else (fp,), rel, sha256)
+        oldphoto made them, as the last change, from a file with `src`'s sha256, under any settings: derivatives of
+        `src` itself, which a run may replace as it would with their record; `src`'s sha256 when it was given or had
+        to be read, else None). sha256: `src`'s, when the caller has read it."""
+        made, sha = self._provenances(src, outputs, None, rel, sha256)
         return list(made), sha
 
     def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
