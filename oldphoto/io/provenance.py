@@ -222,7 +222,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
     # is what made it large (xmp_tree.split_for_jpeg). Taken only when it is the very extension the packet names.
     extension = xmp_tree.join_extension(parts, guid)[0] if guid else None
     try:
-        if extension is not None and hashlib.md5(extension).hexdigest().upper().encode() == guid.upper():
+        if extension is not None:
             packet = xmp_tree.merge_extension(packet, extension, str(path))
         root, _ = xmp_tree.parse(packet, str(path))
     except XmpError:

@@ -175,24 +175,32 @@ def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None
 
 def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes | None:
     """The JPEG's XMP with its Extended XMP merged in (Photoshop and Lightroom move what does not fit in one APP1
-    segment there: long histories, Camera Raw settings, document ancestors); the standard packet alone, with a note,
-    when the extension is not whole, not the one the packet names, or not XML."""
+    segment there: long histories, Camera Raw settings, document ancestors). When the extension the packet names is
+    missing, not whole, not what its GUID (an MD5) says, or not XML: the standard packet alone, without its pointer
+    to the extension, and a note; segments of other GUIDs are passed over with a note."""
     parts = [data[len(xmp_tree.JPEG_EXTENSION_HEADER) :] for app, data in applist
              if app == "APP1" and data.startswith(xmp_tree.JPEG_EXTENSION_HEADER)]
-    if not parts:
-        return xmp
     guid = xmp_tree.extension_guid(xmp) if xmp else None
     if guid is None:
-        notes.append(f"Extended XMP ({len(parts)} segment(s)) not kept: no XMP packet names it")
+        if parts:
+            notes.append(f"Extended XMP ({len(parts)} segment(s)) not kept: no XMP packet names it")
         return xmp
-    data, held = xmp_tree.join_extension(parts, guid)
-    if data is None:
-        notes.append(f"Extended XMP not kept: {held}")
-        return xmp
+    others = sum(not xmp_tree.is_part_of(part, guid) for part in parts)
+    if others:
+        notes.append(f"{others} Extended XMP segment(s) not kept: not of the GUID {guid.decode('ascii')} the XMP "
+                     "packet names")
+    data, why = xmp_tree.join_extension(parts, guid)
+    if data is not None:
+        try:
+            return xmp_tree.merge_extension(xmp, data, "Extended XMP")
+        except XmpError as e:
+            why = e.reason
+    notes.append(f"Extended XMP not kept: {why}")
     try:
-        return xmp_tree.merge_extension(xmp, data, "Extended XMP")
-    except XmpError as e:
-        notes.append(f"Extended XMP not kept: {e.reason}")
+        return xmp_tree.without_extension(xmp, "XMP packet")
+    except XmpError as e:  # carried as it is, pointer included (the standard packet is what cannot be parsed)
+        if e.reason != why:
+            notes[-1] += f"; the XMP packet that names it cannot be parsed ({e.reason}) and keeps its pointer"
         return xmp
 
 

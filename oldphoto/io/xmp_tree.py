@@ -129,26 +129,59 @@ def extension_guid(packet: bytes) -> bytes | None:
     return found.group(1) if found else None
 
 
+def is_part_of(part: bytes, guid: bytes) -> bool:
+    """Is `part`, the payload of a JPEG extension segment after its header, one of the Extended XMP named `guid`?"""
+    return len(part) >= 40 and part[:32].upper() == guid.upper()
+
+
 def join_extension(parts: list[bytes], guid: bytes) -> tuple[bytes | None, str]:
     """The Extended XMP named `guid` from the payloads of a JPEG's extension segments (after their header: GUID,
-    full length, offset of the part, the part): (its bytes, "") when those of `guid` hold all of it, in order and
-    without gaps; else (None, what they hold)."""
+    full length, offset of the part, the part; those of other GUIDs are passed over): (its bytes, "") when its
+    segments agree on its full length, hold all of it without gaps or overlaps, and its MD5 is `guid`, as the
+    specification makes the GUID; else (None, what is wrong)."""
+    shown = guid.decode("ascii")
     chunks: dict[int, bytes] = {}
-    total = None
+    totals: set[int] = set()
     for part in parts:
-        if len(part) >= 40 and part[:32].upper() == guid.upper():
+        if is_part_of(part, guid):
             total, offset = struct.unpack(">II", part[32:40])
-            chunks[offset] = part[40:]
-    pos = 0
-    for offset in sorted(chunks):
-        if offset != pos:
-            break
-        pos += len(chunks[offset])
-    else:
-        if total is not None and pos == total:
-            return b"".join(chunks[offset] for offset in sorted(chunks)), ""
-    held = sum(len(c) for c in chunks.values())
-    return None, f"its segments for GUID {guid.decode('ascii')} hold {held} of {total or '?'} bytes"
+            totals.add(total)
+            if chunks.setdefault(offset, part[40:]) != part[40:]:
+                return None, f"two of its segments for GUID {shown} give offset {offset} different bytes"
+    if not chunks:
+        return None, f"the packet names GUID {shown}, which no extension segment holds"
+    if len(totals) > 1:
+        lengths = ", ".join(map(str, sorted(totals)))
+        return None, f"its segments for GUID {shown} give different full lengths ({lengths})"
+    (total,) = totals
+    offsets = sorted(chunks)
+    ends = [offset + len(chunks[offset]) for offset in offsets]
+    if offsets[0] != 0 or ends[-1] != total or ends[:-1] != offsets[1:]:  # a part missing, or parts overlapping
+        held = sum(len(c) for c in chunks.values())
+        return None, f"its segments for GUID {shown} hold {held} of {total} bytes, not each once in order"
+    data = b"".join(chunks[offset] for offset in offsets)
+    digest = hashlib.md5(data).hexdigest().upper()
+    if digest != shown.upper():  # changed by a tool that did not rename it, or not the extension the packet names
+        return None, f"its MD5 is {digest}, not the GUID {shown} the packet names"
+    return data, ""
+
+
+def _drop_pointer(rdf: ET.Element) -> None:
+    """Remove xmpNote:HasExtendedXMP, in attribute or element form, from every rdf:Description of `rdf`."""
+    for d in rdf.findall(_DESCRIPTION):
+        d.attrib.pop(HAS_EXTENDED, None)
+        for el in d.findall(HAS_EXTENDED):
+            d.remove(el)
+
+
+def without_extension(standard: bytes, source_name: str) -> bytes:
+    """A JPEG's standard packet without its pointer to an Extended XMP that is not kept (a reader would look for it
+    in the derivative); XmpError when it cannot be parsed."""
+    root, prefixes = parse(standard, source_name)
+    rdf = _rdf(root)
+    if rdf is not None:
+        _drop_pointer(rdf)
+    return wrap(serialize(root, prefixes))
 
 
 def merge_extension(standard: bytes, extension: bytes, source_name: str) -> bytes:
@@ -160,11 +193,9 @@ def merge_extension(standard: bytes, extension: bytes, source_name: str) -> byte
     rdf, ext_rdf = _rdf(root), _rdf(ext_root)
     if rdf is None or ext_rdf is None:
         raise XmpError(source_name, "Extended XMP or its standard packet has no rdf:RDF")
+    _drop_pointer(rdf)
     present: set[str] = set()
     for d in rdf.findall(_DESCRIPTION):
-        d.attrib.pop(HAS_EXTENDED, None)
-        for el in d.findall(HAS_EXTENDED):
-            d.remove(el)
         present |= {el.tag for el in d} | {k for k in d.attrib if k != _ABOUT}
     for d in ext_rdf.findall(_DESCRIPTION):
         # a property is in one part only; should a writer have put one in both, the standard packet's stands
@@ -195,10 +226,7 @@ def split_for_jpeg(packet: bytes, limit: int) -> tuple[bytes, bytes | None, byte
             raise ValueError("it has no rdf:Description whose properties could go to Extended XMP")
         return standard, None, b""
     target = descriptions[0]
-    for d in descriptions:  # a pointer the packet had (to its source's extension), in either form, is stale
-        d.attrib.pop(HAS_EXTENDED, None)
-        for el in d.findall(HAS_EXTENDED):
-            d.remove(el)
+    _drop_pointer(rdf)  # a pointer the packet had (to its source's extension), in either form, is stale
     target.set(HAS_EXTENDED, "0" * 32)  # the GUID's length, to measure the standard part
     movable = [(d, el) for d in descriptions for el in list(d)
                if el.tag not in _STAYS and not el.tag.startswith(tuple(f"{{{ns}}}" for ns in _STAYS_NS))]

@@ -40,23 +40,32 @@ def _segment(payload: bytes) -> bytes:
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
-def _photoshop_jpeg(path, cut: int = 0) -> None:
-    """A JPEG as Photoshop writes one whose XMP does not fit: the title in the standard packet, the ancestors in
-    two extension segments (the last `cut` bytes missing)."""
+def _photoshop_xmp(cut: int = 0) -> tuple[bytes, bytes, list[bytes]]:
+    """The XMP of a JPEG as Photoshop writes one whose XMP does not fit: (standard packet with the title, GUID, the
+    payloads after their header of the extension segments holding the ancestors, the last `cut` bytes missing)."""
     extension = _xmpmeta(b"", _ancestors(3000))
     guid = hashlib.md5(extension).hexdigest().upper().encode()
     standard = (b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
                 + _xmpmeta(b'photoshop:City="Lyon" xmpNote:HasExtendedXMP="' + guid + b'"',
                            b'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Picnic</rdf:li></rdf:Alt></dc:title>')
                 + b'<?xpacket end="w"?>')
-    segments = _segment(b"http://ns.adobe.com/xap/1.0/\0" + standard)
     kept = extension[: len(extension) - cut]
-    for offset in range(0, len(kept), 65000):
-        segments += _segment(HEADER + guid + struct.pack(">II", len(extension), offset) + kept[offset : offset + 65000])
+    parts = [guid + struct.pack(">II", len(extension), offset) + kept[offset : offset + 65000]
+             for offset in range(0, len(kept), 65000)]
+    return standard, guid, parts
+
+
+def _jpeg_with_xmp(path, standard: bytes, parts: list[bytes]) -> None:
+    segments = _segment(b"http://ns.adobe.com/xap/1.0/\0" + standard)
+    segments += b"".join(_segment(HEADER + part) for part in parts)
     plain = io.BytesIO()
     Image.fromarray(gradient(16, 24, 3, np.uint8)).save(plain, "JPEG")
     data = plain.getvalue()
     path.write_bytes(data[:2] + segments + data[2:])
+
+
+def _photoshop_jpeg(path, cut: int = 0) -> None:
+    _jpeg_with_xmp(path, *_photoshop_xmp(cut)[::2])
 
 
 def _properties(packet: bytes) -> tuple[str | None, str | None, int, bool]:
@@ -91,9 +100,61 @@ def test_an_incomplete_extension_is_noted_and_the_standard_packet_kept(tmp_path)
     src = tmp_path / "scan.jpg"
     _photoshop_jpeg(src, cut=100)
     pic = read(src, 10_000)
-    assert _properties(pic.meta.xmp)[:3] == ("Lyon", "Picnic", 0)
+    assert _properties(pic.meta.xmp) == ("Lyon", "Picnic", 0, False)  # no pointer to an extension it lacks
     (note,) = pic.notes
     assert note.startswith("Extended XMP not kept: its segments for GUID") and "bytes" in note
+
+
+def test_an_extension_whose_md5_is_not_its_guid_is_left_out_with_its_pointer(tmp_path):
+    """The GUID is the MD5 of the extension: one changed since (here an ancestor's id, still well-formed XML) was
+    merged into the photo's XMP as if it were the one the packet names."""
+    standard, guid, parts = _photoshop_xmp()
+    at = parts[0].index(b"xmp.did:") + len(b"xmp.did:")
+    parts[0] = parts[0][:at] + (b"f" if parts[0][at : at + 1] != b"f" else b"e") + parts[0][at + 1 :]
+    src = tmp_path / "scan.jpg"
+    _jpeg_with_xmp(src, standard, parts)
+    pic = read(src, 10_000)
+    assert _properties(pic.meta.xmp) == ("Lyon", "Picnic", 0, False)
+    (note,) = pic.notes
+    assert note.startswith("Extended XMP not kept: its MD5 is ") and note.endswith(f"not the GUID {guid.decode()} "
+                                                                                  "the packet names")
+
+
+def test_a_named_extension_that_is_missing_is_noted_and_its_pointer_dropped(tmp_path):
+    """A packet naming an extension that no segment holds (a tool kept the packet and dropped the segments) was
+    carried with its pointer, silently: a reader of the derivative looks for an extension that is not there."""
+    standard, guid, _ = _photoshop_xmp()
+    src = tmp_path / "scan.jpg"
+    _jpeg_with_xmp(src, standard, [])
+    pic = read(src, 10_000)
+    assert _properties(pic.meta.xmp) == ("Lyon", "Picnic", 0, False)
+    assert pic.notes == [f"Extended XMP not kept: the packet names GUID {guid.decode()}, which no extension segment "
+                         "holds"]
+
+
+def test_extension_segments_of_another_guid_are_passed_over_with_a_note(tmp_path):
+    standard, guid, parts = _photoshop_xmp()
+    stale = b"0123456789ABCDEF" * 2 + struct.pack(">II", 5, 0) + b"<x/>\n"  # left from an earlier save
+    src = tmp_path / "scan.jpg"
+    _jpeg_with_xmp(src, standard, [parts[0], stale, *parts[1:]])
+    pic = read(src, 10_000)
+    assert _properties(pic.meta.xmp) == ("Lyon", "Picnic", 3000, False)
+    assert pic.notes == [f"1 Extended XMP segment(s) not kept: not of the GUID {guid.decode()} the XMP packet names"]
+
+
+def test_extension_segments_that_disagree_on_its_full_length_are_not_joined(tmp_path):
+    """Every segment of an extension gives its full length; one that gives another was overlooked (the last
+    segment's length was taken)."""
+    standard, _, parts = _photoshop_xmp()
+    total = struct.unpack(">I", parts[0][32:36])[0]
+    parts[0] = parts[0][:32] + struct.pack(">I", total + 1) + parts[0][36:]
+    src = tmp_path / "scan.jpg"
+    _jpeg_with_xmp(src, standard, parts)
+    pic = read(src, 10_000)
+    assert _properties(pic.meta.xmp) == ("Lyon", "Picnic", 0, False)
+    (note,) = pic.notes
+    assert note.startswith("Extended XMP not kept: its segments for GUID ") and note.endswith(
+        f"give different full lengths ({total}, {total + 1})")
 
 
 def test_a_packet_over_one_segment_is_written_as_extended_xmp(tmp_path):
@@ -183,15 +244,11 @@ def test_a_packet_nested_deeper_than_python_recurses_is_an_xmp_error_not_a_faile
     extension = _nested(1500)
     guid = hashlib.md5(extension).hexdigest().upper().encode()
     standard = _xmpmeta(b'xmpNote:HasExtendedXMP="' + guid + b'"', b"")
-    segments = _segment(b"http://ns.adobe.com/xap/1.0/\0" + standard)
-    segments += _segment(HEADER + guid + struct.pack(">II", len(extension), 0) + extension)
-    plain = io.BytesIO()
-    Image.fromarray(gradient(16, 24, 3, np.uint8)).save(plain, "JPEG")
     src = tmp_path / "scan.jpg"
-    src.write_bytes(plain.getvalue()[:2] + segments + plain.getvalue()[2:])
+    _jpeg_with_xmp(src, standard, [guid + struct.pack(">II", len(extension), 0) + extension])
     pic = read(src, 10_000)
-    assert pic.meta.xmp == standard and pic.notes == ["Extended XMP not kept: XMP packet nests elements deeper than "
-                                                      "256 levels"]
+    assert pic.notes == ["Extended XMP not kept: XMP packet nests elements deeper than 256 levels"]
+    assert b"HasExtendedXMP" not in pic.meta.xmp and b"xmpmeta" in pic.meta.xmp  # the packet, without its pointer
 
 
 def test_a_stale_pointer_in_element_form_is_replaced_by_the_new_one(tmp_path):
