@@ -5,6 +5,7 @@ ExifTool use (PNG has no standard chunk for them).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 IPTC_RESOURCE = 0x0404  # Photoshop image resource id holding IPTC-IIM records
@@ -16,9 +17,8 @@ _MAX_APP13_SEGMENTS = 16  # 1 MB of resources: a caption, IPTC and a URL never n
 _RESOLUTION_INFO, _IPTC_DIGEST = 0x03ED, 0x0425
 # Resources that say something about the photo rather than about the file that held it (its pixels, thumbnail,
 # layers, paths, print and Photoshop settings), so they hold for a restored derivative as well. The resolution is
-# rewritten to the derivative's and the IPTC records follow the IPTC written beside them; the IPTC digest stays as it
-# was: whether it matches those records tells MWG readers whether the IPTC or the XMP was edited last, which the
-# restoration does not change.
+# rewritten to the derivative's, the IPTC records follow the IPTC written beside them and the IPTC digest follows
+# them (_iptc_digest).
 _CARRIED = {0x03F0: "caption", IPTC_RESOURCE: "IPTC", 0x040A: "copyright flag", 0x040B: "URL",
             _IPTC_DIGEST: "IPTC digest", _RESOLUTION_INFO: "resolution info"}
 _NAMES = {0x03EE: "alpha channel names", 0x03F3: "print flags", 0x0400: "layer state", 0x0402: "layer groups",
@@ -120,6 +120,25 @@ def _resolution_info(data: bytes, dpi: tuple[float, float] | None) -> tuple[byte
             + data[16:]), ""
 
 
+def _iptc_digest(digest: bytes, iptc: bytes | None) -> tuple[bytes | None, str]:
+    """The IPTC digest (0x0425) to write beside the IPTC records `iptc`: (digest, "") or (None, why none).
+
+    What it covers (ExifTool's CurrentIPTCDigest, Adobe's XMP Toolkit): the MD5 of the IPTC-IIM block as stored, the
+    data of resource 0x0404 (its size, not the resource's padding byte) or of TIFF tag 33723; the Toolkit also takes
+    it over that tag's data less the NULs padding it to whole LONGs, as older Photoshop computed it.
+    What it says (the Metadata Working Group's convention): a writer that knows XMP sets it when IPTC and XMP agree;
+    one that no longer matches tells readers that a tool unaware of XMP edited the IPTC since, so they prefer it.
+    Hence one that matched `iptc` (the records of the file it was found in, as the reader took them, and those
+    written) becomes the MD5 of the bytes written; one that did not stays as it was, still not matching; beside no
+    IPTC it describes nothing."""
+    if not iptc:
+        return None, "no IPTC is written beside it"
+    trailing = len(iptc) - len(iptc.rstrip(b"\0"))
+    if any(hashlib.md5(iptc[: len(iptc) - n]).digest() == digest for n in range(min(trailing, 4) + 1)):
+        return hashlib.md5(iptc).digest(), ""
+    return digest, ""
+
+
 def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float, float] | None,
                       notes: list[str]) -> list[tuple[int, bytes, bytes]]:
     """The resources of the source's block `block` that a derivative carries (see _CARRIED), with the IPTC records
@@ -137,6 +156,11 @@ def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float,
             data, why = _resolution_info(data, dpi)
             if data is None:
                 notes.append(f"Photoshop resolution info (0x03ed) dropped: {why}")
+                continue
+        elif rid == _IPTC_DIGEST:
+            data, why = _iptc_digest(data, iptc)
+            if data is None:
+                notes.append(f"Photoshop IPTC digest (0x0425) dropped: {why}")
                 continue
         elif rid == IPTC_RESOURCE:
             data = iptc

@@ -108,7 +108,7 @@ def test_resolution_info_beyond_photoshops_fixed_point_is_dropped_with_a_note(tm
                      "fixed-point numbers hold (up to 32767.99)"]
 
 
-def test_the_iptc_digest_is_carried_as_it_was(tmp_path):
+def test_an_iptc_digest_that_does_not_match_is_carried_as_it_was(tmp_path):
     # the IPTC tag wins over the block's copy, edited by another tool since Photoshop wrote the block: the digest,
     # which no longer matches, tells MWG readers that the IPTC was changed after the XMP, as it was
     src = tmp_path / "scan.tif"
@@ -120,6 +120,39 @@ def test_the_iptc_digest_is_carried_as_it_was(tmp_path):
     again = read(out, 10_000).meta
     assert again.iptc == other and _kept(again)[0x0404] == other
     assert _kept(again)[0x0425] == hashlib.md5(IPTC).digest()
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
+def test_an_iptc_digest_of_the_records_without_their_padding_is_renewed_for_the_records_written(tmp_path, fmt):
+    """Older Photoshop wrote TIFF tag 33723 as LONG, NUL-padded to whole values, and its digest over the records
+    without the padding (Adobe's XMP Toolkit accepts either). The padded records were written with that digest as
+    it was, which over them no longer matches: MWG readers then take the IPTC as edited since by a tool that does not
+    know XMP, and prefer it to the XMP."""
+    padded = IPTC + b"\0" * (-len(IPTC) % 4)
+    src = tmp_path / "scan.tif"
+    block = resource(0x0404, IPTC) + resource(0x0425, hashlib.md5(IPTC).digest()) + resource(0x040B, URL)
+    tags = [(34377, 7, len(block), block, True), (33723, 4, len(padded) // 4, np.frombuffer(padded, "<u4"), True)]
+    tifffile.imwrite(src, gradient(24, 36, 3, np.uint8), photometric="rgb", extratags=tags, metadata=None)
+    pic = read(src, 10_000)
+    assert len(padded) > len(IPTC) and pic.meta.iptc == padded
+    out = tmp_path / f"out.{EXT[fmt]}"
+    write(out, pic.pixels, None, fmt, pic.meta)
+    again = read(out, 10_000).meta
+    assert again.iptc == padded and _kept(again)[0x0404] == padded
+    assert _kept(again)[0x0425] == hashlib.md5(padded).digest()
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
+def test_an_iptc_digest_without_iptc_to_describe_is_dropped_with_a_note(tmp_path, fmt):
+    # a tool removed the IPTC and left its digest: written beside no IPTC, it would describe records not there
+    src = tmp_path / "scan.tif"
+    _scan_tiff(src, resource(0x0425, hashlib.md5(IPTC).digest()) + resource(0x040B, URL))
+    pic = read(src, 10_000)
+    assert pic.meta.iptc is None
+    out = tmp_path / f"out.{EXT[fmt]}"
+    notes = write(out, pic.pixels, None, fmt, pic.meta)
+    assert _kept(read(out, 10_000).meta) == {0x040B: URL}
+    assert "Photoshop IPTC digest (0x0425) dropped: no IPTC is written beside it" in notes
 
 
 def test_resolution_info_without_a_resolution_is_dropped_with_its_own_note(tmp_path):
