@@ -132,6 +132,19 @@ def test_a_named_extension_that_is_missing_is_noted_and_its_pointer_dropped(tmp_
                          "holds"]
 
 
+def test_a_pointer_in_a_packet_that_cannot_be_parsed_stays_and_the_note_says_so(tmp_path):
+    guid = b"0123456789ABCDEF" * 2
+    standard = _xmpmeta(b'xmpNote:HasExtendedXMP="' + guid + b'"', b"<dc:title>")  # never closed
+    src = tmp_path / "scan.jpg"
+    _jpeg_with_xmp(src, standard, [])
+    pic = read(src, 10_000)
+    assert pic.meta.xmp == standard  # carried as it is: what cannot be parsed is not edited
+    (note,) = pic.notes
+    assert note.startswith(f"Extended XMP not kept: the packet names GUID {guid.decode()}, which no extension segment "
+                           "holds; the XMP packet that names it cannot be parsed (XMP packet is not well-formed XML")
+    assert note.endswith(") and keeps its pointer")
+
+
 def test_extension_segments_of_another_guid_are_passed_over_with_a_note(tmp_path):
     standard, guid, parts = _photoshop_xmp()
     stale = b"0123456789ABCDEF" * 2 + struct.pack(">II", 5, 0) + b"<x/>\n"  # left from an earlier save
