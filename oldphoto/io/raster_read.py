@@ -32,7 +32,8 @@ def _app13(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
     """Pillow's handler of APP13 segments, but for the IndexError its parse of a Photoshop block raises on a segment
     that ends inside a resource's header (after its id, before its name), as the first of the segments Photoshop
     splits a large block over may: by then the segment is read and in `applist`, from which oldphoto reads the
-    resources itself (readable_block); Pillow's own parse, info["photoshop"], is not used."""
+    resources itself (readable_block); Pillow's own parse, info["photoshop"], is not used. Needed however oldphoto
+    reads the resources: Pillow runs this handler while it opens the file."""
     try:
         JpegImagePlugin.APP(im, marker)
     except IndexError:
