@@ -428,11 +428,12 @@ def _wants_colour(cfg: RestoreConfig, channels: int, near_gray: bool, notes: lis
 
 
 def _scaled_meta(meta, scale: int):
-    """Metadata with the resolution multiplied by the upscale factor (same print size at more pixels). A pixel
-    aspect ratio without unit (meta.aspect, ResolutionUnit 1) holds as it is: both axes grow alike."""
+    """Metadata with the resolution multiplied by the upscale factor (same print size at more pixels), and its
+    frame enlarged (the EXIF values given in the source's pixels follow: io.pixel_tags). A pixel aspect ratio without
+    unit (meta.aspect, ResolutionUnit 1) holds as it is: both axes grow alike."""
     if scale == 1 or meta is None:
         return meta
-    changes = {}
+    changes = {"frame": dataclasses.replace(meta.frame, scale=meta.frame.scale * scale)}
     if getattr(meta, "dpi", None):
         changes["dpi"] = (meta.dpi[0] * scale, meta.dpi[1] * scale)
     tags = getattr(meta, "tiff_tags", None)
@@ -442,7 +443,7 @@ def _scaled_meta(meta, scale: int):
             if k in tags:
                 tags[k] = _scale_rational(tags[k], scale)
         changes["tiff_tags"] = tags
-    return dataclasses.replace(meta, **changes) if changes else meta
+    return dataclasses.replace(meta, **changes)
 
 
 def _scale_rational(value, scale: int):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import piexif
 import pytest
 import tifffile
 import torch
@@ -21,6 +22,7 @@ from PIL import Image
 from oldphoto import pipeline
 from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.errors import ImageError, OldPhotoError
+from oldphoto.io import read, read_provenance
 from oldphoto.lock import FolderLost, OutputLock
 from oldphoto.ops.color import rgb_to_lab
 from oldphoto.ops.masks import dilate
@@ -952,3 +954,76 @@ def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
     with pytest.raises(ImageError) as e:
         process_file(src, tmp_path / "out" / "album" / "e", cfg(), Models(restorer=Identity()))
     assert e.value.reason == f"cannot create the output folder {tmp_path / 'out' / 'album'}: Read-only file system"
+
+
+# ------------------------------------------------------------------------------------------ EXIF in the scan's pixels
+# SubjectArea, SubjectLocation, FocalPlaneX/YResolution and their XMP copies follow the orientation applied on read
+# and --upscale; --only-mask's overlay carries them too
+
+AREA, LOCATION, FPX, FPY = 0x9214, 0xA214, 0xA20E, 0xA20F
+RDF, EXIF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "http://ns.adobe.com/exif/1.0/"
+
+
+def _pixel_exif(path) -> dict:
+    return piexif.load(read(path, 1_000_000).meta.exif)["Exif"]
+
+
+def _oriented_scan(path, stored: np.ndarray, orientation: int, exif: dict, xmp: bytes | None = None) -> None:
+    block = piexif.dump({"0th": {piexif.ImageIFD.Orientation: orientation}, "Exif": exif})
+    kw = {"quality": 100, "subsampling": 0} if path.suffix == ".jpg" else {}
+    Image.fromarray(stored).save(path, exif=block, **({"xmp": xmp} if xmp else {}), **kw)
+
+
+@pytest.mark.parametrize("fmt, ext", [("keep", ".jpg"), ("png", ".png"), ("tiff", ".tif")])
+def test_orientation_6_rectangle_upscaled_twice(tmp_path, fmt, ext):
+    xmp = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="{RDF}"><rdf:Description rdf:about="" '
+           f'xmlns:exif="{EXIF_NS}" exif:FocalPlaneXResolution="4000/3"><exif:SubjectArea><rdf:Seq><rdf:li>10</rdf:li>'
+           '<rdf:li>5</rdf:li><rdf:li>8</rdf:li><rdf:li>4</rdf:li></rdf:Seq></exif:SubjectArea></rdf:Description>'
+           '</rdf:RDF></x:xmpmeta>').encode()
+    src = tmp_path / "scan.jpg"
+    _oriented_scan(src, np.tile(np.array([200, 120, 40], np.uint8), (40, 60, 1)), 6,
+          {AREA: (10, 5, 8, 4), LOCATION: (3, 7), FPX: (4000, 3), FPY: (5000, 1), piexif.ExifIFD.PixelXDimension: 60,
+           piexif.ExifIFD.PixelYDimension: 40}, xmp)
+    out = process_file(src, tmp_path / "o" / "scan", cfg(upscale=2, format=fmt),
+                       Models(restorer=Identity(), upscaler=Nearest(2)))
+    (path,) = out.outputs
+    assert path.suffix == ext
+    exif = _pixel_exif(path)
+    # stored 60 x 40, turned by 6 to 40 x 60, enlarged to 80 x 120: (x, y) -> 2 (39 - y, x); w, h -> 2 (h, w)
+    assert (exif[AREA], exif[LOCATION], exif[FPX], exif[FPY]) == ((68, 20, 8, 16), (64, 6), (10000, 1), (8000, 3))
+    assert (exif[piexif.ExifIFD.PixelXDimension], exif[piexif.ExifIFD.PixelYDimension]) == (80, 120)
+    packet = read(path, 1_000_000).meta.xmp.decode()
+    assert "<rdf:li>68</rdf:li><rdf:li>20</rdf:li><rdf:li>8</rdf:li><rdf:li>16</rdf:li>" in packet
+    assert 'exif:FocalPlaneYResolution="8000/3"' in packet and "FocalPlaneXResolution" not in packet
+    assert read_provenance(path) is not None  # oldphoto's history entry is there too
+    assert out.notes == ["orientation 6 applied: pixels are stored upright"]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_subject_marker_lands_on_the_written_location_once_enlarged(tmp_path, orientation):
+    stored = np.full((6, 9), 40, np.uint8)
+    stored[1, 1:4] = 200  # a 3 x 1 subject rectangle centred on (2, 1), whose centre is brighter
+    stored[1, 2] = 255
+    src = tmp_path / "scan.png"
+    _oriented_scan(src, stored, orientation, {AREA: (2, 1, 3, 1), LOCATION: (2, 1)})
+    out = process_file(src, tmp_path / "o" / "scan", cfg(upscale=2), Models(restorer=Identity(), upscaler=Nearest(2)))
+    px = np.asarray(Image.open(out.outputs[0]))
+    exif = _pixel_exif(out.outputs[0])
+    x, y = exif[LOCATION]
+    assert px[y, x] == 255 and (px == 255).sum() == 4  # on the marker's 2 x 2 block
+    cx, cy, w, h = exif[AREA]
+    ys, xs = np.nonzero(px >= 200)
+    assert (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) == (w, h)  # the subject's extent
+    assert (cx, cy) == (x, y)
+
+
+def test_only_mask_overlay_carries_the_values_turned(tmp_path):
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[5, 10] = 255
+    src = tmp_path / "scan.jpg"
+    _oriented_scan(src, stored, 8, {AREA: (10, 5, 8, 4), FPX: (4000, 3)})
+    out = process_file(src, tmp_path / "o" / "scan", cfg(only_mask=True), Models(detector=BrightDetector()))
+    mask, overlay = out.outputs
+    exif = _pixel_exif(overlay)
+    assert exif[AREA] == (5, 49, 4, 8) and exif[FPY] == (4000, 3) and FPX not in exif  # (x, y) -> (y, 59 - x)
+    assert _pixel_exif(mask) == {}  # a mask keeps only its resolution: no Exif directory

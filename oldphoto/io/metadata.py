@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from . import tiff_ifd as T
+from .pixel_tags import PixelFrame, map_exif
 
 DESCRIPTIVE_TAGS: dict[int, str] = {
     269: "DocumentName", 270: "ImageDescription", 271: "Make", 272: "Model", 285: "PageName",
@@ -57,6 +58,9 @@ class Metadata:
     tiff_tags: dict[int, object] = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)  # PNG tEXt/zTXt/iTXt by keyword; JPEG COM as "Comment"
     png_chunks: dict[str, bytes] = field(default_factory=dict)  # gAMA, cHRM, sRGB, cICP: PNG-only colour info
+    # how the pixels these metadata go with relate to the pixels exif and xmp give values in (SubjectArea ...): turned
+    # upright from the source's orientation (set on read), enlarged (the pipeline); the writer maps those values
+    frame: PixelFrame = PixelFrame()
 
 
 def _is_shape_note(text: str) -> bool:
@@ -176,8 +180,9 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
 
     Starts from the source EXIF; Metadata.tiff_tags override it; Orientation becomes 1, Software becomes
     `software`, PixelX/YDimension follow the output size, resolution follows meta.dpi (the source's
-    aspect-ratio-only resolution, unit 1, is kept as it is; else meta.aspect is written with unit 1). Returns
-    (ifd, byte order to write the EXIF block in, notes about what was left out).
+    aspect-ratio-only resolution, unit 1, is kept as it is; else meta.aspect is written with unit 1), values given
+    in the source's pixels follow meta.frame (pixel_tags.map_exif). Returns (ifd, byte order to write the EXIF
+    block in, notes about what was left out).
     """
     notes: list[str] = []
     ifd, order = T.Ifd(), "<"
@@ -224,4 +229,5 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
         for tag, value in ((PIXEL_X_DIMENSION, width), (PIXEL_Y_DIMENSION, height)):
             if tag in exif.entries:
                 exif.entries[tag] = T.int_entry(tag, value)
+    map_exif(ifd, meta.frame, width, height, notes)
     return ifd, order, notes

@@ -24,6 +24,7 @@ from ..errors import ImageError
 from . import raster_read, tiff_read
 from .buffers import allocate
 from .metadata import X_RESOLUTION, Y_RESOLUTION, Metadata
+from .pixel_tags import PixelFrame
 from .tiff_ifd import IfdError
 
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
@@ -185,6 +186,7 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
         pixels = upright(pixels, pl.orientation, tmp_dir)
         alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
         notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
+        meta.frame = PixelFrame(pl.orientation)  # the writer maps EXIF values given in the stored pixels
         if pl.orientation >= 5:
             _transpose_resolution(meta)
     if alpha is not None and alpha.shape != pixels.shape[:2]:

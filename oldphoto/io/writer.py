@@ -16,7 +16,8 @@ What each format holds (anything else is reported in the returned notes, never d
         No IPTC or Photoshop resources. PNG text only as Description/Author/Copyright (EXIF). Lossy at
         jpeg_quality, lossless when jpeg_quality is 100.
 Everywhere: EXIF Orientation = 1 (pixels are upright), Software = `software`, PixelX/YDimension = the
-output size, EXIF thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their
+output size, SubjectArea, SubjectLocation and FocalPlaneX/YResolution (EXIF and their XMP copies) mapped through
+meta.frame (pixel_tags), EXIF thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their
 internal offsets may no longer hold); of the Photoshop resources only those about the photo (IPTC, caption,
 copyright flag, URL, resolution info rewritten), see iptc.carried_resources.
 """
@@ -39,6 +40,7 @@ from .atomic import Staging, atomic_output
 from .iptc import (IPTC_RESOURCE, PNG_8BIM_KEY, PNG_IPTC_KEY, carried_resources, jpeg_app13, jpeg_app13_iptc,
                    pack_resources, png_text, resource_name)
 from .metadata import PNG_TEXT_TO_TAG, Metadata, aspect_within, output_ifd0
+from .pixel_tags import map_xmp
 from .tiff_write import write_tiff
 
 WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
@@ -80,7 +82,8 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
           provenance_xmp: bytes | None = None, deflate_level: int = 6, staging: Staging | None = None) -> list[str]:
     """Write pixels (H, W, 1|3) uint8|uint16 and optional alpha (H, W) to `path` as `fmt`, atomically.
 
-    meta: the source's metadata (None: none). provenance_xmp: XMP packet replacing meta.xmp (see
+    meta: the source's metadata (None: none; meta.frame: how `pixels` relate to the pixels its EXIF and XMP values
+    were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see
     provenance.provenance_xmp). jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib
     level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could not hold
     (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
@@ -109,6 +112,8 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
         meta = dataclasses.replace(meta, icc=None)
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
+    if xmp:
+        xmp = map_xmp(xmp, meta.frame, ifd0, w, h, notes)  # its copies of EXIF values in pixels agree with ifd0's
     # Photoshop image resources go where the source kept them (TIFF 34377, JPEG APP13, PNG raw profile); a file
     # without them gets only its IPTC, as before
     resources = carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes) if meta.photoshop else None
