@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
-import io
 import json
 import os
-import re
 import signal
 import sys
 import threading
 import time
-import tokenize
 import types
-import typing
 import unicodedata
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -36,11 +31,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, config_fields
 from . import io as oio
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
-from .errors import ImageError, OldPhotoError
+from .errors import ImageError, OldPhotoError, SettingsError
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock, held_by
 from .report import DEVICE_NOTE, FileResult, Report
 from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
@@ -912,138 +907,11 @@ def synth(out: Path, count: int, seed: int, size: int, generator: str, ageing: f
 
 # --------------------------------------------------------------------------------------------------- train / eval
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n"}
-_NONE = {"none", "null", ""}
-
-
 def _import_train_module(path: str) -> types.ModuleType:
     try:
         return importlib.import_module(path)
     except ModuleNotFoundError as e:
         raise RunError(f"{path} cannot be imported ({e}); is that part of oldphoto installed?") from None
-
-
-def _convert(value: str, tp: Any, key: str) -> Any:
-    """`value` as the field type `tp`: int, float, bool, str, Path, Literal, X | None, tuple/list of those."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and value.strip().lower() in _NONE:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, key)
-            except click.BadParameter as e:
-                errors.append(e.message)
-        raise click.BadParameter("; ".join(errors), param_hint=f"--set {key}")
-    if origin is typing.Literal:
-        for option in args:
-            if str(option) == value:
-                return option
-        raise click.BadParameter(f"expected one of {', '.join(map(str, args))}, got {value!r}",
-                                 param_hint=f"--set {key}")
-    if origin in (tuple, list):
-        parts = [p.strip() for p in value.strip().strip("()[]").split(",") if p.strip()]
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(parts) != len(args):
-                raise click.BadParameter(f"expected {len(args)} comma-separated values, got {value!r}",
-                                         param_hint=f"--set {key}")
-            items = [_convert(p, a, key) for p, a in zip(parts, args)]
-        else:
-            elem = args[0] if args else str
-            items = [_convert(p, elem, key) for p in parts]
-        return tuple(items) if origin is tuple else items
-    if tp is bool:
-        v = value.strip().lower()
-        if v in _TRUE:
-            return True
-        if v in _FALSE:
-            return False
-        raise click.BadParameter(f"expected true or false, got {value!r}", param_hint=f"--set {key}")
-    if tp in (int, float):
-        try:
-            return tp(value)
-        except ValueError:
-            raise click.BadParameter(f"expected {tp.__name__}, got {value!r}", param_hint=f"--set {key}") from None
-    if tp is str:
-        return value
-    if isinstance(tp, type) and issubclass(tp, Path):
-        return Path(value).expanduser()
-    raise click.BadParameter(f"a field of type {tp} cannot be set from the command line", param_hint=f"--set {key}")
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """Trailing `# comment` of each field line in the class source (the project's config convention)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    comments: dict[str, str] = {}
-    lines = source.splitlines()
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                m = re.match(r"\s*(\w+)\s*:", lines[tok.start[0] - 1])
-                if m and tok.start[1] > m.end():
-                    comments.setdefault(m.group(1), tok.string.lstrip("#").strip())
-    except tokenize.TokenError:
-        return comments
-    return comments
-
-
-def _config_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
-    hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return "(required)"
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "").replace("pathlib.", "")
-
-
-def build_config(cls: type, pairs: tuple[str, ...], defaults: dict[str, Any] | None = None) -> Any:
-    """An instance of the dataclass `cls` from "key=value" strings, each typed by its field."""
-    fields = dict((f.name, tp) for f, tp in _config_fields(cls))
-    values: dict[str, Any] = dict(defaults or {})
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        if key not in fields:
-            raise click.UsageError(f"unknown key {key!r} for {cls.__module__}.{cls.__qualname__}; "
-                                   f"valid keys: {', '.join(fields)}")
-        values[key] = _convert(value, fields[key], key)
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise click.UsageError(f"invalid settings: {e}") from None
-
-
-def _describe_config(cls: type, defaults: dict[str, Any] | None = None) -> str:
-    """The fields of `cls` with their defaults (those in `defaults` replacing the dataclass's, as the command uses
-    them) and comments, one line each."""
-    comments = _field_comments(cls)
-    defaults = defaults or {}
-    rows = []
-    for f, tp in _config_fields(cls):
-        note = f.metadata.get("help") or comments.get(f.name, "")
-        default = defaults[f.name] if f.name in defaults else _field_default(f)
-        rows.append((f.name, _type_name(tp), repr(default), note))
-    w = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
-    lines = [f"{cls.__module__}.{cls.__qualname__} (set with --set KEY=VALUE):"]
-    for name, tp, default, note in rows:
-        line = f"  {name:<{w[0]}}  {tp:<{w[1]}}  = {default:<{w[2]}}" + (f"  # {note}" if note else "")
-        lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def _jsonable(o: Any) -> Any:
@@ -1079,9 +947,14 @@ def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_con
     if "which" in field_names and list(table.values()).count(table[name]) > 1:
         defaults["which"] = name
     if help_config:  # the defaults this command runs with (`train vae1`: which='vae1')
-        click.echo(_describe_config(cls, defaults))
+        click.echo(config_fields.describe(cls, defaults))
         return
-    cfg = build_config(cls, pairs, defaults)
+    try:
+        cfg = config_fields.build(cls, pairs, defaults)
+    except config_fields.BadValue as e:
+        raise click.BadParameter(e.reason, param_hint="--set" if e.key is None else f"--set {e.key}") from None
+    except SettingsError as e:
+        raise click.UsageError(str(e)) from None
     _log(f"oldphoto {__version__} {kind} {name}: {cfg}")
     try:
         result = fn(cfg, _log)
