@@ -625,7 +625,7 @@ def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, 
     def interrupted(out_dir):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("oldphoto.cli.RunState.open", interrupted)
+    monkeypatch.setattr("oldphoto.state.RunState.open", interrupted)
     out = tmp_path / "out"
     r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
     assert r.exit_code == 130 and "stopped: interrupted by Ctrl-C" in r.stderr and "Aborted" not in r.output
@@ -720,11 +720,11 @@ def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp
     """Ctrl-C pressed again and again at a run that seems stuck: the third lands while the run closes the commit gate
     a second time (it waits a few seconds for a temp file being made on a share that hangs), which skipped noting
     the files still in flight, so the process waited at exit for b's thread, blocked for good."""
-    from oldphoto import cli as cli_module
+    from oldphoto import runner
 
     root, out = scans(tmp_path), tmp_path / "out"
     run_over = threading.Event()
-    real_let_go, calls = cli_module._let_go, []
+    real_let_go, calls = runner._let_go, []
 
     def let_go(gate, display):
         calls.append(1)
@@ -737,7 +737,7 @@ def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp
             press_ctrl_c_twice(should_stop)
             run_over.wait(10)  # blocked in I/O
 
-    monkeypatch.setattr(cli_module, "_let_go", let_go)
+    monkeypatch.setattr(runner, "_let_go", let_go)
     fake.before_write = press_twice
     r = run("restore", root, "--out", out, "--jobs", 1)
     run_over.set()
