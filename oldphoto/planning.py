@@ -23,6 +23,7 @@ from .state import Decision, RunState, SourceId, StateError, fingerprint, now_is
 from .walk import Found, OutputClaims, discover, out_base
 
 if TYPE_CHECKING:
+    from .io import Provenance
     from .pipeline import Models
 
 
@@ -122,9 +123,11 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                         if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
                                                         f"by oldphoto; use --overwrite to replace it")
-                    # the source was read for its sha256 here: neither recognising nor the run reads it again
-                    decision = (_recognised(state, rel, found.src, planned, wanted, sha, earlier)
-                                or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
+                    # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither
+                    # recognising nor the run reads them again
+                    known = dataclasses.replace(known, sha256=sha)
+                    decision = (_recognised(state, rel, found.src, planned, wanted, known, earlier, made)
+                                or dataclasses.replace(decision, source=known))
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
                         why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing \
@@ -151,16 +154,17 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
     return jobs
 
 
-def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str,
-                sha256: str | None = None, also: tuple[str, ...] = ()) -> Decision | None:
+def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, known: SourceId,
+                also: tuple[str, ...], made: dict[Path, Provenance]) -> Decision | None:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
     settings and models (the state file was lost): recorded again and skipped, instead of refused.
-    sha256: the source's, when already read."""
+    known: the source as planning read it, with its sha256; made: the provenance already read from some of the
+    outputs (RunState.made_from)."""
     try:
         info = oio.probe(src)
     except ImageError:
         return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, sha256, also)
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, known, also, made)
     if rec is None:
         return None
     state.record(rel, rec)
