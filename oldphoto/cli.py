@@ -10,24 +10,19 @@ any point, model loading included (143 by SIGTERM once the run has started).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
-import inspect
-import io
 import json
 import os
-import re
 import signal
 import sys
 import threading
 import time
-import tokenize
 import types
-import typing
 import unicodedata
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import click
 from rich.console import Console
@@ -36,15 +31,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from . import io as oio
+from . import __version__, config_fields, planning, runner
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
-from .errors import ImageError, OldPhotoError
-from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock, held_by
-from .report import DEVICE_NOTE, FileResult, Report
-from .state import STATE_NAME, Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
-from .walk import Found, OutputClaims, discover, out_base
+from .errors import BadArgument, CannotRun, OldPhotoError, SettingsError
+from .report import FileResult, Report
 
 _DEFAULT = RestoreConfig()
 _DEFAULT_TILE = TileConfig()
@@ -101,7 +92,7 @@ class _RateColumn(ProgressColumn):
 
 
 class QuietDisplay:
-    """--quiet: nothing but one line per error, on stderr."""
+    """--quiet: nothing but one line per error, on stderr. The displays implement progress.Progress."""
 
     def start(self, report: Report, todo: int, skipped: int) -> None:
         pass
@@ -232,109 +223,42 @@ def _make_display(quiet: bool) -> QuietDisplay:
 
 # --------------------------------------------------------------------------------------------------- restore
 
-def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
-    """(path, folder) as written (made absolute) and resolved: `in/out` where `in/out` is a link to a folder
-    elsewhere is inside `in` as written (the walk of `in` would meet it), not once resolved."""
-    return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
+@contextlib.contextmanager
+def _click_errors() -> Iterator[None]:
+    """A restore run's refusals as click's: a bad argument is a usage error (exit 2); a run that cannot start or
+    finish, a RunError (exit 1)."""
+    try:
+        yield
+    except BadArgument as e:
+        raise click.UsageError(_shown(str(e))) from None
+    except CannotRun as e:
+        raise RunError(str(e)) from None
 
 
-def _inside_either(path: Path, folder: Path) -> bool:
-    """Whether `path` lies below `folder`, as written or resolved (_both_ways)."""
-    return any(folder_p in path_p.parents for path_p, folder_p in _both_ways(path, folder))
-
-
-def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
-    """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
-    written and resolved (_both_ways)."""
-    for inp in inputs:
-        if not inp.is_dir():
-            continue
-        for out_p, in_p in _both_ways(out, inp):
-            if out_p == in_p:
-                raise click.UsageError(f"--out {_shown(out)} is the input folder {_shown(inp)}; write the "
-                                       f"restorations elsewhere")
-            if in_p in out_p.parents:
-                raise click.UsageError(f"--out {_shown(out)} is inside the input folder {_shown(inp)}; choose an "
-                                       f"output folder outside the scans so restorations never mix with the originals")
-
-
-def _check_report(report: Path, out: Path, inputs: tuple[Path, ...] = ()) -> None:
-    """An explicit --report can be written where asked: a .json file (not a folder, nor the output folder's state
-    or lock file, nor a scan or an output, nor anywhere in an input folder, which holds the masters) under a folder
-    that exists or can be created, and is writable.
-    Checked before any work, so a bad path is a usage error at once rather than a failure after the whole batch."""
-    shown = _shown(report)  # an existing folder is refused by click already
-    for inp in inputs:
-        if inp.is_dir() and _inside_either(report, inp):
-            raise click.UsageError(f"--report {shown} is inside the input folder {_shown(inp)}; the scans' folders "
-                                   f"are never written to: put the report elsewhere (by default it goes to --out)")
-    if report.resolve() == out.resolve():
-        raise click.UsageError(f"--report {shown} is the output folder; give a file name, e.g. "
-                               f"{_shown(report / 'report.json')}")
-    if report.resolve() in (out.resolve() / STATE_NAME, out.resolve() / LOCK_NAME):
-        raise click.UsageError(f"--report {shown} would replace the output folder's own {report.name}")
-    if report.suffix.lower() != ".json":  # so that a typo never replaces a scan or a restoration with JSON
-        raise click.UsageError(f"--report {shown}: the report is JSON; give a file name ending in .json")
-    parent = Path(os.path.abspath(report)).parent
-    while not os.path.lexists(parent):  # missing folders are created when the report is written
-        parent = parent.parent
-    if not parent.is_dir():
-        raise click.UsageError(f"--report {shown}: {_shown(parent)} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise click.UsageError(f"--report {shown}: cannot create files in {_shown(parent)}")
-
-
-class _StopFlag:
+class _SignalStop(runner.StopFlag):
     """First Ctrl-C (or SIGTERM): finish cleanly after abandoning the files in flight. Second: stop waiting."""
 
     def __init__(self, display: QuietDisplay):
-        self.event = threading.Event()
-        self.signum: int | None = None
+        super().__init__()
         self._display = display
         self._old: dict[int, Any] = {}
 
-    def __call__(self) -> bool:
-        return self.event.is_set()
-
     def _handle(self, signum, frame) -> None:
-        if self.event.is_set():
+        if self():
             raise KeyboardInterrupt
-        self.signum = signum
-        self.event.set()
+        self.request(signum)
         self._display.note("stopping: abandoning the file(s) in progress; press Ctrl-C again to quit at once")
 
-    def install(self) -> None:
+    def listen(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread (e.g. when embedded)
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
 
-    def restore(self) -> None:
+    def stop_listening(self) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old.clear()
-
-
-@dataclasses.dataclass
-class _Job:
-    index: int  # position in the report
-    found: Found
-    reason: str  # why it runs: "new", "overwrite", "settings changed", "output missing: ..." (state.Decision)
-    known: SourceId | None = None  # the source as planning read it (its sha256 when planning had to hash it)
-
-
-def _short(e: BaseException) -> str:
-    """One-line reason for a failed file."""
-    if isinstance(e, ImageError):
-        return e.reason
-    if isinstance(e, OSError) and e.strerror:
-        where = f" ({e.filename})" if e.filename else ""
-        return f"{e.strerror}{where}"
-    return " ".join(f"{type(e).__name__}: {e}".split())
-
-
-def _rel_str(rel: Path) -> str:
-    return rel.as_posix()
 
 
 @cli.command()
@@ -403,11 +327,12 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
                             detect_scales=None if detect_scales is None else int(detect_scales))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    _check_out(out, inputs)
-    if report_path is not None:
-        if dry_run:
-            raise click.UsageError("--dry-run writes nothing, no report either: leave out --report")
-        _check_report(report_path, out, inputs)
+    with _click_errors():
+        runner.check_out(out, inputs)
+        if report_path is not None:
+            if dry_run:
+                raise click.UsageError("--dry-run writes nothing, no report either: leave out --report")
+            runner.check_report(report_path, out, inputs)
     display = _make_display(quiet)
     try:
         if dry_run:
@@ -426,114 +351,63 @@ def _stopped_by_ctrl_c(display: QuietDisplay) -> int:
     return 128 + signal.SIGINT
 
 
-def _setup(cfg: RestoreConfig, report: Report, pipeline: types.ModuleType) -> tuple[Any, Callable[[Path], str]]:
-    """(the models, the fingerprint of a source's outputs); fills the report's device, models and fingerprint."""
-    try:
-        dev = pipeline.resolve_device(cfg.device)
-    except OldPhotoError as e:
-        raise click.UsageError(str(e)) from None  # e.g. --device cuda on a machine without CUDA
-    try:
-        models = pipeline.load_models(cfg, dev)
-    except OldPhotoError as e:
-        raise RunError(str(e)) from None
-    report.device = str(dev)
-    report.models = models.describe()
-    report.fingerprint = fingerprint(pipeline.recorded_settings(cfg, models), report.models)
-
-    def settings_of(src: Path) -> dict:
-        """The settings recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, and a
-        --format that writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
-        return pipeline.recorded_settings(cfg, models, pipeline.planned_format(src.suffix, cfg), src.suffix)
-
-    def fp(src: Path) -> str:
-        """The fingerprint recorded for a source (settings_of)."""
-        return fingerprint(settings_of(src), report.models)
-
-    def former(src: Path) -> tuple[str, ...]:
-        """Other fingerprints of the same outputs, as earlier versions recorded them (pipeline.former_settings)."""
-        return tuple(fingerprint(s, report.models) for s in pipeline.former_settings(settings_of(src), src.suffix))
-
-    fp.former = former  # see decide's `also`: _plan calls it as fp.former(src)
-    return models, fp
-
-
 def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: QuietDisplay) -> int:
     """Print what a run with these settings would do to each file, and why, on stdout; write nothing (no output,
     state, report or lock). 1 when some file would fail at once (refused, unreadable) or a live run holds the
     output folder (a run now would not start), else 0."""
-    from . import pipeline
-
-    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
-    _, fp = _setup(cfg, report, pipeline)
-    try:
-        state = RunState.load(out, read_only=True)
-    except StateError as e:
-        raise RunError(str(e)) from None
-    try:
-        holder = held_by(out)
-        blocked = holder and f"output folder is in use by {holder}"
-    except OSError as e:  # the lock cannot be read (a folder, unreadable) or made: the run stops at once, as here
-        blocked = f"cannot create or lock the output folder ({e.strerror or e})"
-    if blocked:  # what follows is what a run would do once that is settled
-        display.error(out, f"{blocked}: a run now would not start")
-    jobs = {job.index: job for job in _plan(inputs, out, cfg, fp, state, report, display, pipeline, lambda: False)}
+    with _click_errors():
+        preview = planning.preview(inputs, out, cfg, display)
     verb = "mask" if cfg.only_mask else "restore"
     counts = {verb: 0, "up to date": 0, "fail": 0}
-    for i, result in enumerate(report.results):
-        where = _shown(result.relative or result.source)
-        if i in jobs:
-            problem = _header_problem(Path(result.source), cfg.max_pixels)
-            if problem:
-                result.status, result.error = "failed", problem
-                display.error(result.source, problem)
-        if i in jobs and result.status != "failed":
-            line, kind = f"{verb:<10}  {where}  ({_shown(jobs[i].reason)})", verb
-        elif result.status == "skipped":
-            how = "  (recognised from its outputs' provenance)" if _RECOGNISED_NOTE in result.notes else ""
+    for verdict in preview.verdicts:
+        where = _shown(verdict.where)
+        if verdict.action == "run":
+            line, kind = f"{verb:<10}  {where}  ({_shown(verdict.why)})", verb
+        elif verdict.action == "skip":
+            how = "  (recognised from its outputs' provenance)" if verdict.recognised else ""
             line, kind = f"{'up to date':<10}  {where}{how}", "up to date"
         else:
-            line, kind = f"{'fail':<10}  {where}: {_shown(result.error)}", "fail"
+            line, kind = f"{'fail':<10}  {where}: {_shown(verdict.why)}", "fail"
         counts[kind] += 1
         click.echo(line)
     click.echo(f"dry run: {counts[verb]} to {verb}, {counts['up to date']} up to date, {counts['fail']} would fail; "
                f"nothing was written")
-    return 1 if counts["fail"] or blocked else 0
-
-
-def _header_problem(src: Path, max_pixels: int) -> str | None:
-    """Why the run would refuse `src` from its header alone (not an image, damaged, too large), or None."""
-    try:
-        oio.probe(src, max_pixels)
-    except ImageError as e:
-        return e.reason
-    return None
+    return 1 if counts["fail"] or preview.blocked else 0
 
 
 def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
                  display: QuietDisplay) -> int:
     """Run the batch; -> the exit code. When a second Ctrl-C let go of worker threads that are still stuck, the
     process ends here (_hard_exit) whichever way the run ends: a return, a RunError, any other exception."""
-    abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
+    stop = _SignalStop(display)
+    batch = runner.Batch(inputs, out, report_path, cfg, display, stop)
     code = 1  # should showing an error fail too
     try:
-        code = _restore_batch(inputs, out, report_path, cfg, display, abandoned)
+        with _click_errors():
+            outcome = batch.run()
+        code = _summed_up(outcome, stop, display)
     except BaseException as e:
-        if not _stuck(abandoned):
+        if not batch.stuck():
             raise
         code = _show_as_on_exit(e, display)  # the process ends below, not where this would have been shown
     finally:
-        if _stuck(abandoned):
+        if batch.stuck():
             # The interpreter joins every worker thread before the process ends, and one blocked for good in I/O (a
-            # hung network share) would keep it alive for ever. What the run owns is settled: its temp files were
-            # removed by the commit gate, which lets nothing else in; the state, the report and the lock are written
-            # and released, or that failed and was shown.
+            # hung network share) would keep it alive for ever; what the run owns is settled (Batch.stuck).
             _hard_exit(code)
     return code
 
 
-def _stuck(abandoned: list[Future]) -> bool:
-    """Is a thread the run let go of still working (maybe blocked for good)?"""
-    return any(not fut.done() for fut in abandoned)
+def _summed_up(outcome: runner.Outcome, stop: _SignalStop, display: QuietDisplay) -> int:
+    """Show the run's summary (and the lost output folder, as the last word); -> the exit code."""
+    report = outcome.report
+    display.summary(report)
+    if outcome.lost is not None:
+        display.error(outcome.lost.folder, report.stopped)
+        return 1
+    if report.interrupted:
+        return 128 + (stop.signum or signal.SIGINT)
+    return 1 if outcome.unsaved or any(r.status == "failed" for r in report.results) else 0
 
 
 def _show_as_on_exit(e: BaseException, display: QuietDisplay) -> int:
@@ -548,102 +422,6 @@ def _show_as_on_exit(e: BaseException, display: QuietDisplay) -> int:
     return 1
 
 
-def _restore_batch(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
-                   display: QuietDisplay, abandoned: list[Future]) -> int:
-    """The run behind _run_restore; the files a second Ctrl-C stopped waiting for are added to `abandoned`."""
-    from . import pipeline  # lazy: torch and the models are only needed here
-
-    t0 = time.monotonic()
-    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
-    # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
-    models, fp = _setup(cfg, report, pipeline)
-    stop = _StopFlag(display)
-    state: RunState | None = None
-    unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
-    lost: FolderLost | None = None  # the output folder was deleted, moved or replaced during the run
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = OutputLock(out)
-        lock.acquire()
-    except LockHeld as e:
-        raise RunError(str(e)) from None
-    except OSError as e:
-        raise RunError(f"{out}: cannot create or lock the output folder ({e.strerror or e})") from None
-    try:  # from here on the lock is released whatever happens, a Ctrl-C included
-        if lock.took_over is not None:
-            display.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
-            for tmp in oio.leftover_temps(out, LOCK_NAME):  # we hold the lock: no other run writes there
-                try:
-                    tmp.unlink()
-                    display.note(f"note: {tmp}: removed, a partial file left by that run")
-                except FileNotFoundError:
-                    pass  # removed by hand meanwhile: the goal holds
-                except OSError as e:
-                    unsaved = True
-                    display.error(tmp, f"cannot remove this partial file left by that run ({e.strerror or e})")
-        try:
-            state = RunState.open(out)
-        except StateError as e:
-            raise RunError(str(e)) from None
-        except OSError as e:  # e.g. a full disk: compacting it at the start needs a new copy
-            raise RunError(f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})") from None
-        if state.dropped_torn_line:
-            display.note("note: the previous run stopped while saving its state; its last file will be redone")
-        stop.install()
-        try:
-            jobs = _plan(inputs, out, cfg, fp, state, report, display, pipeline, stop)
-            display.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
-            _execute(jobs, out, cfg, fp, models, state, report, display, stop, pipeline, lock, abandoned)
-        except KeyboardInterrupt:
-            report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
-        except FolderLost as e:
-            lost = e
-        if stop():
-            report.interrupted = True
-    finally:
-        stop.restore()
-        display.close()
-        report.finished = now_iso()
-        report.wall_seconds = time.monotonic() - t0
-        if lost is None:
-            try:  # once more before the state and report go there: it may have gone after the last file
-                lock.check_folder()
-            except FolderLost as e:
-                lost = e
-        if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
-            report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
-            if _inside_either(report_path, out):
-                report_path = None
-        try:
-            if state is not None:
-                state.close(compact=lost is None)
-        except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
-            unsaved = True
-            display.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
-                                      f"during the run are kept")
-        finally:
-            try:
-                if report_path is not None:
-                    report.write(report_path)
-            except OSError as e:
-                raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
-            finally:
-                try:
-                    lock.release()
-                except OSError as e:  # e.g. the folder became read-only: a lock of a finished run is taken over
-                    unsaved = True
-                    display.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes it over")
-    display.summary(report)
-    if lost is not None:  # one line for the run, after the summary so that it is the last word
-        display.error(lost.folder, report.stopped)
-        code = 1
-    elif report.interrupted:
-        code = 128 + (stop.signum or signal.SIGINT)
-    else:
-        code = 1 if unsaved or any(r.status == "failed" for r in report.results) else 0
-    return code
-
-
 def _hard_exit(code: int) -> None:
     """End the process now, with `code`, without waiting for threads (os._exit skips the interpreter's shutdown,
     which joins them); what was printed is flushed first."""
@@ -652,234 +430,6 @@ def _hard_exit(code: int) -> None:
         sys.stderr.flush()
     finally:  # a stream that cannot be flushed (a closed pipe) must not keep the process alive either
         os._exit(code)
-
-
-def _plan(inputs, out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], state: RunState, report: Report,
-          display: QuietDisplay, pipeline: types.ModuleType, stop: _StopFlag) -> list[_Job]:
-    """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
-    settled here, before any model runs. After a stop request the remaining files are left "pending"."""
-    disc = discover(inputs, exclude=out)
-    for p in disc.ignored:
-        display.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
-    claims = OutputClaims((f.src for f in disc.found), folders=[p for p in inputs if p.is_dir()])
-    jobs: list[_Job] = []
-    for found in disc.found:
-        result = FileResult(source=str(found.src), relative=_rel_str(found.rel))
-        report.results.append(result)
-        if stop():
-            continue
-        try:
-            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
-            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg)
-            claims.claim(found.src, planned)
-            rel = _rel_str(found.rel)
-            if cfg.overwrite:
-                decision = Decision("run", "overwrite")
-            else:
-                wanted, earlier = fp(found.src), fp.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier)
-                if decision.action == "conflict":
-                    raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
-                # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
-                # that oldphoto made them from this very file are its own (all there and made with these settings:
-                # up to date; else redone, as with their record).
-                foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
-                if decision.action == "run" and foreign:
-                    known = decision.source if decision.source is not None else SourceId.of(found.src)
-                    made, sha = state.made_from(found.src, foreign, rel, known.sha256)
-                    for p in foreign:
-                        if p not in made:
-                            raise ImageError(found.src, f"{p} already exists and was not made from this file "
-                                                        f"by oldphoto; use --overwrite to replace it")
-                    # the source was read for its sha256 here: neither recognising nor the run reads it again
-                    decision = (_recognised(state, rel, found.src, planned, wanted, sha, earlier)
-                                or dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha)))
-                    if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
-                        missing = next((p for p in planned if not p.exists()), None)
-                        why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing \
-                            else "settings changed"
-                        decision = dataclasses.replace(decision, reason=why)
-            if decision.action == "skip":
-                _fill_skipped(result, state, rel, decision)
-        except ImageError as e:
-            result.status, result.error = "failed", e.reason
-            display.error(found.src, e.reason)
-            continue
-        except OSError as e:  # e.g. the source vanished or became unreadable since the walk, the state file cannot grow
-            result.status, result.error = "failed", _short(e)
-            display.error(found.src, result.error)
-            continue
-        if decision.action != "skip":
-            if decision.reason not in ("new", "overwrite"):
-                result.notes.append(f"redone: {decision.reason}")
-            jobs.append(_Job(len(report.results) - 1, found, decision.reason, decision.source))
-    for problem in disc.problems:
-        report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
-                                         error=problem.reason))
-        display.error(problem.path, problem.reason)
-    return jobs
-
-
-def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str,
-                sha256: str | None = None, also: tuple[str, ...] = ()) -> Decision | None:
-    """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
-    settings and models (the state file was lost): recorded again and skipped, instead of refused.
-    sha256: the source's, when already read."""
-    try:
-        info = oio.probe(src)
-    except ImageError:
-        return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, sha256, also)
-    if rec is None:
-        return None
-    state.record(rel, rec)
-    return Decision("skip", _RECOGNISED_REASON)
-
-
-_RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
-
-
-_RECOGNISED_NOTE = "not in the state file: recognised from the provenance in its outputs' XMP"
-
-
-def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
-    rec = decision.refreshed or state.records[rel]
-    if decision.refreshed is not None:
-        before = state.records[rel].source
-        state.record(rel, decision.refreshed)  # same content, new mtime or path: remember it so we hash only once
-        if rec.source != before:
-            result.notes.append(f"source moved but unchanged (same sha256 as {before})")
-        else:
-            result.notes.append("source touched but unchanged (same sha256)")
-    if decision.reason == _RECOGNISED_REASON:
-        result.notes.append(_RECOGNISED_NOTE)
-    result.status = "skipped"
-    result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
-    result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
-    result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
-    result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
-
-
-def _execute(jobs: list[_Job], out: Path, cfg: RestoreConfig, fp: Callable[[Path], str], models, state: RunState,
-             report: Report, display: QuietDisplay, stop: _StopFlag, pipeline: types.ModuleType,
-             lock: OutputLock, abandoned: list[Future]) -> None:
-    """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
-    the model work of another; results are recorded in the main thread as files finish. Raises FolderLost, once
-    the files in flight have ended, when the output folder was deleted, moved or replaced meanwhile (each file
-    checks it before its outputs are written and as they go in: lock.check_folder). A second Ctrl-C ends the
-    wait: the files still in flight are added to `abandoned`, whose threads may never return."""
-
-    batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
-    gate = pipeline.CommitGate(guard=lock.check_folder)  # closed before returning: no outputs go in after that
-    lost: list[FolderLost] = []  # the first file that found the output folder gone; the others then stop too
-
-    def stopping() -> bool:
-        return stop() or bool(lost)
-
-    def work(job: _Job):
-        sid = job.known
-        if sid is None or sid.sha256 is None or SourceId.of(job.found.src) != dataclasses.replace(sid, sha256=None):
-            # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
-            sid = SourceId.of(job.found.src, with_hash=True)
-        outcome = pipeline.process_file(job.found.src, out_base(out, job.found.rel), cfg, models,
-                                        on_event=display.event, should_stop=stopping, source_sha256=sid.sha256,
-                                        batcher=batcher, commit_gate=gate)
-        return sid, outcome
-
-    pending = list(jobs)
-    running: dict[Future, _Job] = {}
-    pool = ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="oldphoto-file")
-    try:
-        while pending or running:
-            while pending and len(running) < cfg.jobs and not stopping():
-                job = pending.pop(0)
-                running[pool.submit(work, job)] = job
-            if not running:
-                break  # stopped with files left: they stay "pending"
-            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                found_lost = _collect(fut, running.pop(fut), out, fp, state, report, display)
-                if found_lost is not None and not lost:
-                    lost.append(found_lost)
-        if lost:
-            raise lost[0]
-    except KeyboardInterrupt:
-        # Second Ctrl-C: stop waiting for the files in flight. Once the gate is closed none of them can put
-        # outputs in place, nor leave a temp file; those that already did are recorded (their calls only report back
-        # after the commit), the rest stay "interrupted". Every wait is bounded: a thread may be blocked for good.
-        _let_go(gate, display)
-        for fut, job in running.items():
-            if gate.passed(job.found.src) and wait([fut], timeout=_LET_GO_S).done:
-                _collect(fut, job, out, fp, state, report, display)
-            else:
-                report.results[job.index].status = "interrupted"
-        raise
-    finally:
-        # Before the gate is closed again: a further signal may cut that short too, and the caller must still know
-        # which files' threads may never return (the process then ends without waiting for them). Futures that are
-        # done by then are left out there.
-        abandoned.extend(running)  # none unless the run is ending early
-        pool.shutdown(wait=False, cancel_futures=True)
-        _let_go(gate, display)  # again after a signal cut the first one short: it goes on where that stopped
-        report.batches = batcher.stats()
-
-
-_LET_GO_S = 5.0  # how long a second Ctrl-C waits for a commit in progress, or for a file to report it
-
-
-def _let_go(gate, display: QuietDisplay) -> None:
-    """Close the commit gate (see pipeline.CommitGate.close), saying which temp files it could not remove."""
-    for tmp, e in gate.close(_LET_GO_S):
-        display.error(tmp, f"cannot remove this partial file ({e.strerror or e})")
-
-
-def _collect(fut: Future, job: _Job, out: Path, fp: Callable[[Path], str], state: RunState, report: Report,
-             display: QuietDisplay) -> FolderLost | None:
-    """Record a finished file's outcome; the FolderLost it ended with, for the run to stop on (nothing written)."""
-    result = report.results[job.index]
-    src = job.found.src
-    try:
-        sid, outcome = fut.result()
-    except KeyboardInterrupt:  # the pipeline's answer to should_stop(): nothing was written
-        result.status = "interrupted"
-        display.file_done(result)
-        return None
-    except FolderLost as e:  # not this file's fault: the run says so once, for the folder
-        result.status = "interrupted"
-        display.file_done(result)
-        return e
-    except Exception as e:  # noqa: BLE001 - one bad file must not end the batch; recorded and printed
-        result.status, result.error = "failed", _short(e)
-        display.error(src, result.error)
-        display.file_done(result)
-        return None
-    result.status = "done"
-    result.outputs = [str(p) for p in outcome.outputs]
-    result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
-    result.seconds = {k: round(v, 4) for k, v in outcome.seconds.items()}
-    result.mask_coverage = outcome.mask_coverage
-    if outcome.scan_blend is not None:
-        result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
-    result.notes.extend(outcome.notes)
-    result.sha256 = sid.sha256
-    try:
-        state.record(result.relative, Record(
-            source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256, fingerprint=fp(src),
-            outputs=state.outputs_record(outcome.outputs), width=outcome.width, height=outcome.height,
-            megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage, finished=now_iso(),
-            notes=_lasting(outcome.notes)))
-    except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
-        result.status, result.error = "failed", f"written, but cannot be recorded in the state: {_short(e)}"
-        display.error(src, result.error)
-    display.file_done(result)
-    return None
-
-
-def _lasting(notes: list[str]) -> tuple[str, ...]:
-    """The notes a record keeps, for the report of a later run that skips the file: the pipeline's, about the outputs
-    (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching), which
-    would read as news in every later report, nor this run's "redone: ..." (not among outcome.notes)."""
-    return tuple(n for n in notes if not n.startswith(DEVICE_NOTE))
 
 
 # --------------------------------------------------------------------------------------------------- synth
@@ -912,138 +462,11 @@ def synth(out: Path, count: int, seed: int, size: int, generator: str, ageing: f
 
 # --------------------------------------------------------------------------------------------------- train / eval
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n"}
-_NONE = {"none", "null", ""}
-
-
 def _import_train_module(path: str) -> types.ModuleType:
     try:
         return importlib.import_module(path)
     except ModuleNotFoundError as e:
         raise RunError(f"{path} cannot be imported ({e}); is that part of oldphoto installed?") from None
-
-
-def _convert(value: str, tp: Any, key: str) -> Any:
-    """`value` as the field type `tp`: int, float, bool, str, Path, Literal, X | None, tuple/list of those."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and value.strip().lower() in _NONE:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, key)
-            except click.BadParameter as e:
-                errors.append(e.message)
-        raise click.BadParameter("; ".join(errors), param_hint=f"--set {key}")
-    if origin is typing.Literal:
-        for option in args:
-            if str(option) == value:
-                return option
-        raise click.BadParameter(f"expected one of {', '.join(map(str, args))}, got {value!r}",
-                                 param_hint=f"--set {key}")
-    if origin in (tuple, list):
-        parts = [p.strip() for p in value.strip().strip("()[]").split(",") if p.strip()]
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(parts) != len(args):
-                raise click.BadParameter(f"expected {len(args)} comma-separated values, got {value!r}",
-                                         param_hint=f"--set {key}")
-            items = [_convert(p, a, key) for p, a in zip(parts, args)]
-        else:
-            elem = args[0] if args else str
-            items = [_convert(p, elem, key) for p in parts]
-        return tuple(items) if origin is tuple else items
-    if tp is bool:
-        v = value.strip().lower()
-        if v in _TRUE:
-            return True
-        if v in _FALSE:
-            return False
-        raise click.BadParameter(f"expected true or false, got {value!r}", param_hint=f"--set {key}")
-    if tp in (int, float):
-        try:
-            return tp(value)
-        except ValueError:
-            raise click.BadParameter(f"expected {tp.__name__}, got {value!r}", param_hint=f"--set {key}") from None
-    if tp is str:
-        return value
-    if isinstance(tp, type) and issubclass(tp, Path):
-        return Path(value).expanduser()
-    raise click.BadParameter(f"a field of type {tp} cannot be set from the command line", param_hint=f"--set {key}")
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """Trailing `# comment` of each field line in the class source (the project's config convention)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    comments: dict[str, str] = {}
-    lines = source.splitlines()
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                m = re.match(r"\s*(\w+)\s*:", lines[tok.start[0] - 1])
-                if m and tok.start[1] > m.end():
-                    comments.setdefault(m.group(1), tok.string.lstrip("#").strip())
-    except tokenize.TokenError:
-        return comments
-    return comments
-
-
-def _config_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
-    hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return "(required)"
-
-
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "").replace("pathlib.", "")
-
-
-def build_config(cls: type, pairs: tuple[str, ...], defaults: dict[str, Any] | None = None) -> Any:
-    """An instance of the dataclass `cls` from "key=value" strings, each typed by its field."""
-    fields = dict((f.name, tp) for f, tp in _config_fields(cls))
-    values: dict[str, Any] = dict(defaults or {})
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        if key not in fields:
-            raise click.UsageError(f"unknown key {key!r} for {cls.__module__}.{cls.__qualname__}; "
-                                   f"valid keys: {', '.join(fields)}")
-        values[key] = _convert(value, fields[key], key)
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise click.UsageError(f"invalid settings: {e}") from None
-
-
-def _describe_config(cls: type, defaults: dict[str, Any] | None = None) -> str:
-    """The fields of `cls` with their defaults (those in `defaults` replacing the dataclass's, as the command uses
-    them) and comments, one line each."""
-    comments = _field_comments(cls)
-    defaults = defaults or {}
-    rows = []
-    for f, tp in _config_fields(cls):
-        note = f.metadata.get("help") or comments.get(f.name, "")
-        default = defaults[f.name] if f.name in defaults else _field_default(f)
-        rows.append((f.name, _type_name(tp), repr(default), note))
-    w = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
-    lines = [f"{cls.__module__}.{cls.__qualname__} (set with --set KEY=VALUE):"]
-    for name, tp, default, note in rows:
-        line = f"  {name:<{w[0]}}  {tp:<{w[1]}}  = {default:<{w[2]}}" + (f"  # {note}" if note else "")
-        lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def _jsonable(o: Any) -> Any:
@@ -1079,9 +502,14 @@ def _run_training_command(kind: str, name: str, pairs: tuple[str, ...], help_con
     if "which" in field_names and list(table.values()).count(table[name]) > 1:
         defaults["which"] = name
     if help_config:  # the defaults this command runs with (`train vae1`: which='vae1')
-        click.echo(_describe_config(cls, defaults))
+        click.echo(config_fields.describe(cls, defaults))
         return
-    cfg = build_config(cls, pairs, defaults)
+    try:
+        cfg = config_fields.build(cls, pairs, defaults)
+    except config_fields.BadValue as e:
+        raise click.BadParameter(e.reason, param_hint="--set" if e.key is None else f"--set {e.key}") from None
+    except SettingsError as e:
+        raise click.UsageError(str(e)) from None
     _log(f"oldphoto {__version__} {kind} {name}: {cfg}")
     try:
         result = fn(cfg, _log)

@@ -29,3 +29,23 @@ class WeightsError(OldPhotoError):
 
 class SettingsError(OldPhotoError, ValueError):
     """A setting, run folder, corpus or weights name cannot be used as given; the message names it and why."""
+
+
+class BadArgument(OldPhotoError):
+    """An argument of a restore run (its device, its output folder, its report path) cannot be used as given; nothing
+    was done. The CLI shows it as a usage error."""
+
+
+class CannotRun(OldPhotoError):
+    """A restore run cannot start (weights missing, a live run holding the output folder, a state file that cannot be
+    read or written) or finish (its report cannot be written); one line."""
+
+
+def reason_of(e: BaseException) -> str:
+    """The one-line reason a file failed with `e`, as the report keeps it."""
+    if isinstance(e, ImageError):
+        return e.reason
+    if isinstance(e, OSError) and e.strerror:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{e.strerror}{where}"
+    return " ".join(f"{type(e).__name__}: {e}".split())

@@ -116,6 +116,11 @@ def held_by(out_dir: Path) -> str | None:
         return None
     if is_stale(owner, mtime):
         return None
+    return _holder(owner)
+
+
+def _holder(owner: LockOwner | None) -> str:
+    """Who holds a lock that is not stale, in words."""
     return owner.describe() if owner else "a run that is still starting"
 
 
@@ -175,8 +180,7 @@ class OutputLock:
                     return
                 raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment") from None
             if not is_stale(owner, mtime, self.owner.host):
-                holder = owner.describe() if owner else "a run that is still starting"
-                raise LockHeld(f"{self.path.parent}: output folder is in use by {holder} "
+                raise LockHeld(f"{self.path.parent}: output folder is in use by {_holder(owner)} "
                                f"(lock file {self.path}; delete it only if that run is gone)")
             self.path.unlink()
             if not self._try_create():

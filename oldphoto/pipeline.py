@@ -46,7 +46,7 @@ from .stages.upscale import Upscaler
 __all__ = ["Models", "Event", "FileOutcome", "CommitGate", "resolve_device", "load_models", "new_batcher",
            "former_settings", "output_paths", "planned_format", "process_file", "recorded_settings", "WEIGHT_NAMES"]
 
-# Registry names of the models the CLI loads for each job.
+# Registry names of the models a run loads for each job.
 WEIGHT_NAMES = {
     "detector": "detector-v10",
     # the restorer chain, tuned together on its final output (oldphoto train joint) in two phases, from vae1-v1,
@@ -194,10 +194,11 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
 def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | None = None,
                       src_suffix: str | None = None) -> dict:
     """The output settings recorded for a photo whose restoration is written as `written_format` (None: not known):
-    in its outputs' XMP history and, fingerprinted, in its state record (the CLI), so that outputs found after the
-    state file was lost are recognised (RunState.recognise). The models' own threshold, given or not, counts as
-    the default. src_suffix: the source's suffix as written, when known: a --format that writes the very file
-    --format keep would (same path, same format) is recorded as keep, so switching between them redoes nothing."""
+    in its outputs' XMP history and, fingerprinted, in its state record (planning.Fingerprints), so that outputs
+    found after the state file was lost are recognised (RunState.recognise). The models' own threshold, given or
+    not, counts as the default. src_suffix: the source's suffix as written, when known: a --format that writes the
+    very file --format keep would (same path, same format) is recorded as keep, so switching between them redoes
+    nothing."""
     settings = cfg.output_settings(default_threshold(cfg, models), written_format)
     if src_suffix is not None and cfg.format != "keep" and src_suffix == _SUFFIX[_CFG_FORMAT[cfg.format]]:
         # keep writes the suffix as written; the other formats their own (".png", ".tif", ".jpg"): only an exact
@@ -268,7 +269,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     height, width, channels = pixels.shape
     notes = _source_notes(pic)
 
-    # The name decides (what the CLI planned, checked for clashes and recorded); a file whose content is another
+    # The name decides (what the run planned, checked for clashes and recorded); a file whose content is another
     # format than its name says is written in the format of its name.
     named = _FORMAT_OF_SUFFIX.get(src.suffix.lower())
     suffix = src.suffix if named else pic.format
@@ -495,7 +496,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             try:
                 result = oio.write(path, pixels, alpha, fmt, meta, jpeg_quality=cfg.jpeg_quality,
                                    software=software, provenance_xmp=xmp, staging=staging)
-            except ImageError as e:  # the CLI names the source: say which of its outputs failed
+            except ImageError as e:  # the run names the source: say which of its outputs failed
                 raise ImageError(path, f"{path}: {e.reason}") from e
             notes.extend(str(n) for n in result or [] if str(n) not in notes)
         try:

@@ -235,42 +235,46 @@ class RunState:
         return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
-                  rel: str | None = None, sha256: str | None = None, also: tuple[str, ...] = ()) -> Record | None:
+                  rel: str | None = None, source: SourceId | None = None, also: tuple[str, ...] = (),
+                  made: dict[Path, Provenance] | None = None) -> Record | None:
         """A record for outputs of `src` (known here as `rel`) this state has no record of (the state file was
         deleted, or the outputs were copied without it): all of them exist, belong to no other source here, and
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
         settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
-        (width, height), for the report. sha256: `src`'s, when the caller has read it (else read here if needed).
-        also: other fingerprints of the same outputs (see decide); the record gets `fp`."""
-        made, sha = self._provenances(src, outputs, (fp, *also), rel, sha256)
-        if not outputs or len(made) != len(outputs):
+        (width, height), for the report. source: `src` as the caller read it (size, mtime, and its sha256 when read),
+        else read here as needed. also: other fingerprints of the same outputs (see decide); the record gets `fp`.
+        made: made_from's answer for some of `outputs`, whose XMP is not read again."""
+        found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
+                                       made or {})
+        if not outputs or len(found) != len(outputs):
             return None
-        now = SourceId.of(src)
+        now = source if source is not None else SourceId.of(src)
         width, height = size
         # the outputs of one source are written together with one coverage (none in those made before it was kept)
-        coverage = next((prov.mask_coverage for prov in made.values() if prov.mask_coverage is not None), None)
+        coverage = next((prov.mask_coverage for prov in found.values() if prov.mask_coverage is not None), None)
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso())
 
     def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
-                  sha256: str | None = None) -> tuple[list[Path], str | None]:
-        """(those of `outputs` that exist, belong to no other source than `rel` here, and say in their XMP that
-        oldphoto made them, as the last change, from a file with `src`'s sha256, under any settings: derivatives of
-        `src` itself, which a run may replace as it would with their record; `src`'s sha256 when it was given or had
-        to be read, else None). sha256: `src`'s, when the caller has read it."""
-        made, sha = self._provenances(src, outputs, None, rel, sha256)
-        return list(made), sha
+                  sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
+        """({output: its provenance} for those of `outputs` that exist, belong to no other source than `rel` here, and
+        say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256, under any
+        settings: derivatives of `src` itself, which a run may replace as it would with their record; `src`'s sha256
+        when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
+        return self._provenances(src, outputs, None, rel, sha256)
 
     def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
-                     sha256: str | None) -> tuple[dict[Path, Provenance], str | None]:
-        """made_from, with the provenance read from each output it keeps (under any of the fingerprints `fps`)."""
+                     sha256: str | None, read: dict[Path, Provenance] | None = None,
+                     ) -> tuple[dict[Path, Provenance], str | None]:
+        """made_from, kept to the outputs made under one of the fingerprints `fps` (None: any). read: provenances
+        already read from some of `outputs`, taken as they are instead of reading their XMP again."""
         made: dict[Path, Provenance] = {}
         sha = sha256
         for p in outputs:
             if not p.is_file() or self.owner_of(p) not in (None, rel):
                 continue
-            prov = read_provenance(p)
+            prov = read[p] if read and p in read else read_provenance(p)
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
             if fps is not None and fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps:

@@ -2,7 +2,6 @@
 that writes recognisable bytes; the end-to-end tests at the bottom run the real pipeline and io on real
 image files with stand-in models (identity restorer, a bright-pixel detector)."""
 
-import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -26,47 +25,13 @@ import oldphoto.pipeline as pipeline
 from oldphoto import __version__
 from oldphoto.cli import cli
 from oldphoto.config import TONE_STRENGTH
-from oldphoto.errors import ImageError, WeightsError
+from oldphoto.errors import WeightsError
 from oldphoto.lock import LOCK_NAME
 from oldphoto.ops.masks import dilate
 from oldphoto.state import STATE_NAME
-
-
-class FakeModels:
-    def describe(self):
-        return {"restorer": {"name": "fake-restorer", "sha256": "ab" * 32}}
-
-
-class FakePipeline:
-    """Writes b"restored:" + the source bytes to each output; sources starting with b"BAD" fail."""
-
-    def __init__(self):
-        self.calls: list[Path] = []
-        self.before_write = None  # hook(src, should_stop) run before the outputs are written
-        self.after_write = None  # the same, after they are in place
-        self.lock = threading.Lock()
-
-    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
-                     batcher=None, commit_gate=None):
-        with self.lock:
-            self.calls.append(Path(src))
-        data = Path(src).read_bytes()
-        if data.startswith(b"BAD"):
-            raise ImageError(src, "not a decodable image")
-        on_event(pipeline.Event("file_start", src, 0, 2))
-        on_event(pipeline.Event("tiles", src, 1, 2))
-        if self.before_write is not None:
-            self.before_write(Path(src), should_stop)
-        outputs = pipeline.output_paths(out_base, Path(src).suffix, cfg)
-        with commit_gate.entry(src) if commit_gate is not None else contextlib.nullcontext():
-            for o in outputs:
-                o.parent.mkdir(parents=True, exist_ok=True)
-                o.write_bytes(b"restored:" + data)
-        if self.after_write is not None:
-            self.after_write(Path(src), should_stop)
-        on_event(pipeline.Event("tiles", src, 2, 2))
-        on_event(pipeline.Event("file_done", src, 2, 2))
-        return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"])
+from restore_samples import (FakeModels, FakePipeline, WhiteDetector, fake_pipeline, put, real_scans, report_of, scans,
+                             tree)
+from restore_samples import stand_in_models as use_stand_in_models
 
 
 @pytest.fixture(autouse=True)
@@ -79,40 +44,12 @@ def hard_exits(monkeypatch) -> list[int]:
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    fp = FakePipeline()
-    monkeypatch.setattr(pipeline, "load_models", lambda cfg, device: FakeModels())
-    monkeypatch.setattr(pipeline, "process_file", fp.process_file)
-    return fp
+def fake(monkeypatch) -> FakePipeline:
+    return fake_pipeline(monkeypatch)
 
 
 def run(*args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
-
-
-def put(path: Path, data: bytes = b"JPEGDATA") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def tree(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-def report_of(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
-
-
-def scans(tmp_path: Path) -> Path:
-    root = tmp_path / "scans"
-    put(root / "a.jpg", b"A-photo")
-    put(root / "album 1" / "b.PNG", b"B-photo")
-    put(root / "album 1" / "deep" / "c.tif", b"C-photo")
-    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "a.xmp", "a.json", "notes.txt", ".hidden/x.jpg",
-                 "album 1/._b.PNG", "album 1/scan.bmp"):
-        put(root / junk, b"junk")
-    return root
 
 
 def test_version():
@@ -303,21 +240,6 @@ def test_rerun_skips_then_redoes_what_changed(tmp_path, fake):
     again = ("--jpeg-quality", "80", "--mask-dilate", "5", "--jobs", "1", "--device", "cpu")
     assert run("restore", root, "--out", out, *again).exit_code == 0
     assert fake.calls == []  # jobs and device do not change pixels
-
-
-def test_a_source_hashed_while_planning_is_not_read_again_for_its_checksum(tmp_path, fake, monkeypatch):
-    import oldphoto.state as state_module
-    root, out = scans(tmp_path), tmp_path / "out"
-    assert run("restore", root, "--out", out).exit_code == 0
-    os.utime(root / "a.jpg", ns=(1, 1))  # touched: planning must read it to know it is the same photo
-    hashed: list[str] = []
-    real = state_module.read_source_sha256
-    monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
-    fake.calls.clear()
-    assert run("restore", root, "--out", out, "--mask-dilate", "5").exit_code == 0
-    assert len(fake.calls) == 3 and hashed.count("a.jpg") == 1  # once while planning, not again in the worker
-    files = {f["relative"]: f for f in report_of(out)["files"]}
-    assert files["a.jpg"]["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
 
 
 def test_overwrite_redoes_everything(tmp_path, fake):
@@ -625,7 +547,7 @@ def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, 
     def interrupted(out_dir):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("oldphoto.cli.RunState.open", interrupted)
+    monkeypatch.setattr("oldphoto.state.RunState.open", interrupted)
     out = tmp_path / "out"
     r = run("restore", put(tmp_path / "a.jpg"), "--out", out)
     assert r.exit_code == 130 and "stopped: interrupted by Ctrl-C" in r.stderr and "Aborted" not in r.output
@@ -720,11 +642,11 @@ def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp
     """Ctrl-C pressed again and again at a run that seems stuck: the third lands while the run closes the commit gate
     a second time (it waits a few seconds for a temp file being made on a share that hangs), which skipped noting
     the files still in flight, so the process waited at exit for b's thread, blocked for good."""
-    from oldphoto import cli as cli_module
+    from oldphoto import runner
 
     root, out = scans(tmp_path), tmp_path / "out"
     run_over = threading.Event()
-    real_let_go, calls = cli_module._let_go, []
+    real_let_go, calls = runner._let_go, []
 
     def let_go(gate, display):
         calls.append(1)
@@ -737,7 +659,7 @@ def test_a_third_ctrl_c_while_the_run_lets_go_still_ends_the_process_at_once(tmp
             press_ctrl_c_twice(should_stop)
             run_over.wait(10)  # blocked in I/O
 
-    monkeypatch.setattr(cli_module, "_let_go", let_go)
+    monkeypatch.setattr(runner, "_let_go", let_go)
     fake.before_write = press_twice
     r = run("restore", root, "--out", out, "--jobs", 1)
     run_over.set()
@@ -810,18 +732,7 @@ import oldphoto.io as oio
 import oldphoto.io.writer as writer
 import oldphoto.pipeline as pipeline
 from oldphoto.cli import main
-
-
-class IdentityRestorer:  # the stand-ins below, by name too: their names are in the settings' fingerprint
-    def __call__(self, tiles, mask):
-        return tiles.clone()
-
-
-class WhiteDetector:
-    threshold = 0.5
-
-    def __call__(self, tiles):
-        return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
+from restore_samples import IdentityRestorer, WhiteDetector  # the stand-in models of the test's rerun
 
 
 marks = Path(sys.argv[1])
@@ -868,7 +779,8 @@ def test_a_second_sigterm_ends_the_process_even_when_a_worker_never_returns(tmp_
     for name in ("a_hung_read.png", "b_hung_write.png"):
         Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8), "L").save(root / name)
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(repo), str(repo / "tests"), os.environ.get("PYTHONPATH", "")]  # oldphoto, restore_samples
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     err = tmp_path / "stderr.txt"
     with open(err, "wb") as stderr:
         child = subprocess.Popen([sys.executable, "-c", _HUNG_RUN, str(marks), str(root), "--out", str(out),
@@ -1066,47 +978,9 @@ def test_synth_writes_examples_from_the_corpus(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------- end to end
 
-
-class IdentityRestorer:
-    def __call__(self, tiles, mask):
-        return tiles.clone()
-
-
-class WhiteDetector:
-    """Probability 1 where all channels are above 0.98 (the "scratches" painted below)."""
-
-    threshold = 0.5
-
-    def __call__(self, tiles):
-        return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
-
-
 @pytest.fixture
 def stand_in_models(monkeypatch):
-    def load(cfg, device):
-        return pipeline.Models(detector=WhiteDetector(), restorer=None if cfg.only_mask else IdentityRestorer())
-
-    monkeypatch.setattr(pipeline, "load_models", load)
-
-
-def real_scans(tmp_path):
-    import numpy as np
-    import tifffile
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    root = tmp_path / "scans"
-    (root / "box 2").mkdir(parents=True)
-    rgb16 = rng.integers(0, 60000, (70, 90, 3), dtype=np.uint16)
-    rgb16[10:12, :, :] = 65535  # a bright horizontal scratch
-    tifffile.imwrite(root / "box 2" / "portrait.tif", rgb16, photometric="rgb")
-    gray8 = rng.integers(0, 240, (50, 40), dtype=np.uint8)
-    gray8[:, 5] = 255
-    Image.fromarray(gray8, "L").save(root / "street.png")
-    (root / "Thumbs.db").write_bytes(b"\0" * 64)
-    (root / "street.xmp").write_text("<x/>")
-    (root / "torn.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return root, rgb16, gray8
+    use_stand_in_models(monkeypatch)
 
 
 def test_end_to_end_with_the_real_pipeline(tmp_path, stand_in_models):
@@ -1298,29 +1172,6 @@ def lost_state_with_a_mask_missing(tmp_path) -> tuple[Path, Path, tuple]:
     (out / STATE_NAME).unlink()
     (out / "street.mask.png").unlink()
     return root, out, opts
-
-
-def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_its_checksum(tmp_path, stand_in_models,
-                                                                                            monkeypatch):
-    """After a lost state file, a source redone because a sibling output was missing, or because its outputs' XMP
-    shows other settings, was read in full three times for its sha256 (recognising, then checking the outputs
-    are its own, then again in the run): once is enough."""
-    import oldphoto.state as state_module
-    root, out, opts = lost_state_with_a_mask_missing(tmp_path)
-    hashed: list[str] = []
-    real = state_module.read_source_sha256
-    monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
-    assert run("restore", root, "--out", out, *opts).exit_code == 0
-    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "done"]
-    assert sorted(hashed) == ["portrait.tif", "street.png"]
-    assert report_of(out)["files"][1]["sha256"] == hashlib.sha256((root / "street.png").read_bytes()).hexdigest()
-    (out / STATE_NAME).unlink()
-    hashed.clear()
-    assert run("restore", root, "--out", out, *opts, "--mask-dilate", 3).exit_code == 0  # other settings
-    assert [f["status"] for f in report_of(out)["files"]] == ["done", "done"] and sorted(hashed) == [
-        "portrait.tif", "street.png"]
-    assert run("restore", root, "--out", out, *opts, "--mask-dilate", 3).exit_code == 0
-    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
 
 
 def test_outputs_of_a_lost_state_file_replaced_by_a_run_are_not_called_new(tmp_path, stand_in_models):

@@ -1,0 +1,260 @@
+"""What a restore run does to each image found, and why, settled before any model runs: the state's decisions,
+outputs recognised by their provenance after a lost state file, conflicts refused. A dry run (`preview`) lists the
+same plan as verdicts. Reports through progress.Progress; never prints.
+
+pipeline (torch, the models) is imported where a function needs it: the CLI imports this module for every command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+from . import io as oio
+from .config import RestoreConfig
+from .errors import BadArgument, CannotRun, ImageError, OldPhotoError, reason_of
+from .lock import held_by
+from .progress import Progress
+from .report import FileResult, Report
+from .state import Decision, RunState, SourceId, StateError, fingerprint, now_iso
+from .walk import Found, OutputClaims, discover, out_base
+
+if TYPE_CHECKING:
+    from .io import Provenance
+    from .pipeline import Models
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """The settings fingerprints (state.fingerprint) of a source's outputs under one run's settings and models: the
+    one its record gets, and those that earlier versions recorded for the very same outputs, which count as current
+    too (RunState.decide's `also`)."""
+
+    cfg: RestoreConfig
+    models: Models
+    described: dict  # models.describe(), as in the report
+
+    def current(self, src: Path) -> str:
+        return fingerprint(self._settings(src), self.described)
+
+    def former(self, src: Path) -> tuple[str, ...]:
+        """The fingerprints of the same outputs as earlier versions recorded them (pipeline.former_settings)."""
+        from . import pipeline
+
+        return tuple(fingerprint(s, self.described) for s in pipeline.former_settings(self._settings(src), src.suffix))
+
+    def _settings(self, src: Path) -> dict:
+        """The settings recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, and a
+        --format that writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
+        from . import pipeline
+
+        return pipeline.recorded_settings(self.cfg, self.models, pipeline.planned_format(src.suffix, self.cfg),
+                                          src.suffix)
+
+
+def setup(cfg: RestoreConfig, report: Report) -> tuple[Models, Fingerprints]:
+    """(the models, the fingerprints of a source's outputs); fills the report's device, models and fingerprint.
+    BadArgument: the device is not there; CannotRun: the models cannot be loaded."""
+    from . import pipeline  # torch and the models: only a restore run needs them
+
+    try:
+        dev = pipeline.resolve_device(cfg.device)
+    except OldPhotoError as e:
+        raise BadArgument(str(e)) from None  # e.g. --device cuda on a machine without CUDA
+    try:
+        models = pipeline.load_models(cfg, dev)
+    except OldPhotoError as e:
+        raise CannotRun(str(e)) from None
+    report.device = str(dev)
+    report.models = models.describe()
+    report.fingerprint = fingerprint(pipeline.recorded_settings(cfg, models), report.models)
+    return models, Fingerprints(cfg, models, report.models)
+
+
+@dataclass
+class Job:
+    """A file the run works on."""
+
+    index: int  # position in the report
+    found: Found
+    reason: str  # why it runs: "new", "overwrite", "settings changed", "output missing: ..." (state.Decision)
+    known: SourceId | None = None  # the source as planning read it (its sha256 when planning had to hash it)
+
+
+def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprints, state: RunState, report: Report,
+         progress: Progress, stop: Callable[[], bool]) -> list[Job]:
+    """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
+    settled here, before any model runs. After a stop request the remaining files are left "pending"."""
+    from . import pipeline
+
+    disc = discover(inputs, exclude=out)
+    for p in disc.ignored:
+        progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
+    claims = OutputClaims((f.src for f in disc.found), folders=[p for p in inputs if p.is_dir()])
+    jobs: list[Job] = []
+    for found in disc.found:
+        result = FileResult(source=str(found.src), relative=found.rel.as_posix())
+        report.results.append(result)
+        if stop():
+            continue
+        try:
+            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
+            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg)
+            claims.claim(found.src, planned)
+            rel = found.rel.as_posix()
+            if cfg.overwrite:
+                decision = Decision("run", "overwrite")
+            else:
+                wanted, earlier = fps.current(found.src), fps.former(found.src)
+                decision = state.decide(rel, found.src, wanted, earlier)
+                if decision.action == "conflict":
+                    raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
+                # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
+                # that oldphoto made them from this very file are its own (all there and made with these settings:
+                # up to date; else redone, as with their record).
+                foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
+                if decision.action == "run" and foreign:
+                    known = decision.source if decision.source is not None else SourceId.of(found.src)
+                    made, sha = state.made_from(found.src, foreign, rel, known.sha256)
+                    for p in foreign:
+                        if p not in made:
+                            raise ImageError(found.src, f"{p} already exists and was not made from this file "
+                                                        f"by oldphoto; use --overwrite to replace it")
+                    # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither
+                    # recognising nor the run reads them again
+                    known = dataclasses.replace(known, sha256=sha)
+                    decision = (_recognised(state, rel, found.src, planned, wanted, known, earlier, made)
+                                or dataclasses.replace(decision, source=known))
+                    if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
+                        missing = next((p for p in planned if not p.exists()), None)
+                        why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing \
+                            else "settings changed"
+                        decision = dataclasses.replace(decision, reason=why)
+            if decision.action == "skip":
+                _fill_skipped(result, state, rel, decision)
+        except ImageError as e:
+            result.status, result.error = "failed", e.reason
+            progress.error(found.src, e.reason)
+            continue
+        except OSError as e:  # e.g. the source vanished or became unreadable since the walk, the state file cannot grow
+            result.status, result.error = "failed", reason_of(e)
+            progress.error(found.src, result.error)
+            continue
+        if decision.action != "skip":
+            if decision.reason not in ("new", "overwrite"):
+                result.notes.append(f"redone: {decision.reason}")
+            jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source))
+    for problem in disc.problems:
+        report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
+                                         error=problem.reason))
+        progress.error(problem.path, problem.reason)
+    return jobs
+
+
+def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, known: SourceId,
+                also: tuple[str, ...], made: dict[Path, Provenance]) -> Decision | None:
+    """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
+    settings and models (the state file was lost): recorded again and skipped, instead of refused.
+    known: the source as planning read it, with its sha256; made: the provenance already read from some of the
+    outputs (RunState.made_from)."""
+    try:
+        info = oio.probe(src)
+    except ImageError:
+        return None  # the source cannot be read now: the run will say why
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, known, also, made)
+    if rec is None:
+        return None
+    state.record(rel, rec)
+    return Decision("skip", _RECOGNISED_REASON)
+
+
+_RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
+
+
+_RECOGNISED_NOTE = "not in the state file: recognised from the provenance in its outputs' XMP"
+
+
+def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
+    rec = decision.refreshed or state.records[rel]
+    if decision.refreshed is not None:
+        before = state.records[rel].source
+        state.record(rel, decision.refreshed)  # same content, new mtime or path: remember it so we hash only once
+        if rec.source != before:
+            result.notes.append(f"source moved but unchanged (same sha256 as {before})")
+        else:
+            result.notes.append("source touched but unchanged (same sha256)")
+    if decision.reason == _RECOGNISED_REASON:
+        result.notes.append(_RECOGNISED_NOTE)
+    result.status = "skipped"
+    result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
+    result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
+    result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
+    result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
+
+
+# --------------------------------------------------------------------------------------------------- dry run
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a run would do to one file now, and why: a dry run's line."""
+
+    action: str  # "run" | "skip" (up to date) | "fail"
+    where: str  # the file as the report names it: its path below its input folder, else the path given
+    why: str | None = None  # why it would run (state.Decision's reason) or fail
+    recognised: bool = False  # up to date by its outputs' provenance, not by a record of the state file
+
+
+@dataclass(frozen=True)
+class Preview:
+    blocked: str | None  # why a run now would not start (a live run holds the output folder, its lock cannot be made)
+    verdicts: Iterator[Verdict]  # a file each, in the report's order; a file to run has its header read as it comes
+
+
+def preview(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, progress: Progress) -> Preview:
+    """What a run with these settings would do to each file, and why; writes nothing (no output, state, report or
+    lock). Raises BadArgument and CannotRun as the run would at its start (device, models, an unreadable state file);
+    a run that would be blocked is reported through `progress`, and the verdicts say what it would do once that is
+    settled."""
+    report = Report(out_dir=str(out), inputs=[str(p) for p in inputs], settings=cfg.settings(), started=now_iso())
+    _, fps = setup(cfg, report)
+    try:
+        state = RunState.load(out, read_only=True)
+    except StateError as e:
+        raise CannotRun(str(e)) from None
+    try:
+        holder = held_by(out)
+        blocked = holder and f"output folder is in use by {holder}"
+    except OSError as e:  # the lock cannot be read (a folder, unreadable) or made: the run stops at once, as here
+        blocked = f"cannot create or lock the output folder ({e.strerror or e})"
+    if blocked:
+        progress.error(out, f"{blocked}: a run now would not start")
+    jobs = {job.index: job for job in plan(inputs, out, cfg, fps, state, report, progress, lambda: False)}
+    return Preview(blocked, _verdicts(report, jobs, cfg.max_pixels, progress))
+
+
+def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: Progress) -> Iterator[Verdict]:
+    for i, result in enumerate(report.results):
+        where = result.relative or result.source
+        if i in jobs:
+            problem = _header_problem(Path(result.source), max_pixels)
+            if problem:
+                result.status, result.error = "failed", problem
+                progress.error(result.source, problem)
+        if i in jobs and result.status != "failed":
+            yield Verdict("run", where, jobs[i].reason)
+        elif result.status == "skipped":
+            yield Verdict("skip", where, recognised=_RECOGNISED_NOTE in result.notes)
+        else:
+            yield Verdict("fail", where, result.error)
+
+
+def _header_problem(src: Path, max_pixels: int) -> str | None:
+    """Why the run would refuse `src` from its header alone (not an image, damaged, too large), or None."""
+    try:
+        oio.probe(src, max_pixels)
+    except ImageError as e:
+        return e.reason
+    return None

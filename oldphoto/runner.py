@@ -1,0 +1,363 @@
+"""Running a restore batch: its device and models settled, its output folder locked and state opened, the plan
+(planning.py) carried out with up to cfg.jobs files in flight, each file recorded as it finishes; then the state,
+the report and the lock settled, whatever ended the run. Reports through progress.Progress and never prints; a
+StopFlag asks it to stop. Also the checks of where a run may write (check_out, check_report), made before it starts.
+
+pipeline (torch, the models) is imported where a function needs it: the CLI imports this module for every command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from . import io as oio
+from . import planning
+from .config import RestoreConfig
+from .errors import BadArgument, CannotRun, reason_of
+from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
+from .planning import Fingerprints, Job
+from .progress import Progress
+from .report import DEVICE_NOTE, Report
+from .state import STATE_NAME, Record, RunState, SourceId, StateError, now_iso
+from .walk import out_base
+
+if TYPE_CHECKING:
+    from .pipeline import CommitGate, Models
+
+
+class StopFlag:
+    """A request to stop a run, which polls it (the pipeline too, for the files in flight): once it is set no more
+    files are planned or started, those in flight are abandoned (never half written), and what is done stays
+    recorded; the report says "interrupted". request() sets it, from any thread. listen() and stop_listening() bracket
+    the part of a run that takes requests, from its lock and state being held until its files are settled: here they
+    do nothing; the CLI's subclass sets its signal handlers there, and its second signal raises KeyboardInterrupt in
+    the main thread, on which the run stops waiting for the files in flight (they stay "interrupted")."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signum: int | None = None  # the signal that asked, if one did
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def request(self, signum: int | None = None) -> None:
+        self.signum = signum
+        self._event.set()
+
+    def listen(self) -> None:
+        pass
+
+    def stop_listening(self) -> None:
+        """Also called when listen() was not."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, beyond what its report says."""
+
+    report: Report
+    lost: FolderLost | None  # the output folder was deleted, moved or replaced during the run (report.stopped)
+    unsaved: bool  # a file of the run's own could not be removed or rewritten (a partial file, the state, the lock)
+
+
+class Batch:
+    """One restore run of `inputs` into `out`, its report written to `report_path`: run() once, then stuck()."""
+
+    def __init__(self, inputs: Sequence[Path], out: Path, report_path: Path, cfg: RestoreConfig, progress: Progress,
+                 stop: StopFlag) -> None:
+        self.inputs, self.out, self.report_path, self.cfg = tuple(inputs), out, report_path, cfg
+        self.progress, self.stop = progress, stop
+        self._abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
+
+    def stuck(self) -> bool:
+        """Is a thread the run let go of (on a second stop signal) still working, maybe blocked for good in I/O? The
+        interpreter joins every worker thread before the process ends, so the caller must end it otherwise (the CLI:
+        os._exit); what the run owns is settled by then (run() removed its temp files, let nothing else in, wrote
+        and released the state, the report and the lock, or failed to and said so)."""
+        return any(not fut.done() for fut in self._abandoned)
+
+    def run(self) -> Outcome:
+        """Plan and run the batch. Raises BadArgument or CannotRun when it cannot start (nothing then written, and
+        --out not even made) or its report cannot be written; KeyboardInterrupt when stopped outside listen()."""
+        t0 = time.monotonic()
+        out, progress, stop = self.out, self.progress, self.stop
+        report = Report(out_dir=str(out), inputs=[str(p) for p in self.inputs], settings=self.cfg.settings(),
+                        started=now_iso())
+        # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
+        models, fps = planning.setup(self.cfg, report)
+        state: RunState | None = None
+        unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
+        lost: FolderLost | None = None  # the output folder was deleted, moved or replaced during the run
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = OutputLock(out)
+            lock.acquire()
+        except LockHeld as e:
+            raise CannotRun(str(e)) from None
+        except OSError as e:
+            raise CannotRun(f"{out}: cannot create or lock the output folder ({e.strerror or e})") from None
+        try:  # from here on the lock is released whatever happens, a Ctrl-C included
+            if lock.took_over is not None:
+                unsaved = not self._remove_leftovers(lock)
+            try:
+                state = RunState.open(out)
+            except StateError as e:
+                raise CannotRun(str(e)) from None
+            except OSError as e:  # e.g. a full disk: compacting it at the start needs a new copy
+                raise CannotRun(f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})") from None
+            if state.dropped_torn_line:
+                progress.note("note: the previous run stopped while saving its state; its last file will be redone")
+            stop.listen()
+            try:
+                jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress, stop)
+                progress.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
+                self._execute(jobs, fps, models, state, report, lock)
+            except KeyboardInterrupt:
+                report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
+            except FolderLost as e:
+                lost = e
+            if stop():
+                report.interrupted = True
+        finally:
+            stop.stop_listening()
+            progress.close()
+            report.finished = now_iso()
+            report.wall_seconds = time.monotonic() - t0
+            lost, unsettled = self._settle(report, state, lock, lost)
+            unsaved = unsaved or unsettled
+        return Outcome(report, lost, unsaved)
+
+    def _remove_leftovers(self, lock: OutputLock) -> bool:
+        """Remove the temp files the run whose stale lock was taken over left under --out (we hold the lock: no other
+        run writes there); -> False when one could not be removed."""
+        self.progress.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
+        removed = True
+        for tmp in oio.leftover_temps(self.out, LOCK_NAME):
+            try:
+                tmp.unlink()
+                self.progress.note(f"note: {tmp}: removed, a partial file left by that run")
+            except FileNotFoundError:
+                pass  # removed by hand meanwhile: the goal holds
+            except OSError as e:
+                removed = False
+                self.progress.error(tmp, f"cannot remove this partial file left by that run ({e.strerror or e})")
+        return removed
+
+    def _settle(self, report: Report, state: RunState | None, lock: OutputLock,
+                lost: FolderLost | None) -> tuple[FolderLost | None, bool]:
+        """Rewrite the state compactly, write the report and release the lock, once no file is in flight; -> (the
+        output folder lost, now if not before; whether the state or the lock could not be rewritten or removed).
+        Raises CannotRun when the report cannot be written (the lock is released all the same)."""
+        report_path: Path | None = self.report_path
+        unsaved = False
+        if lost is None:
+            try:  # once more before the state and report go there: it may have gone after the last file
+                lock.check_folder()
+            except FolderLost as e:
+                lost = e
+        if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
+            report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
+            if _inside_either(report_path, self.out):
+                report_path = None
+        try:
+            if state is not None:
+                state.close(compact=lost is None)
+        except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
+            unsaved = True
+            self.progress.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
+                                            f"during the run are kept")
+        finally:
+            try:
+                if report_path is not None:
+                    report.write(report_path)
+            except OSError as e:
+                raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
+            finally:
+                try:
+                    lock.release()
+                except OSError as e:  # e.g. the folder became read-only: a lock of a finished run is taken over
+                    unsaved = True
+                    self.progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
+                                                   f"it over")
+        return lost, unsaved
+
+    def _execute(self, jobs: list[Job], fps: Fingerprints, models: Models, state: RunState, report: Report,
+                 lock: OutputLock) -> None:
+        """Run the jobs with up to cfg.jobs files in flight, so reading/decoding/encoding of one file overlaps
+        the model work of another; results are recorded in the main thread as files finish. Raises FolderLost, once
+        the files in flight have ended, when the output folder was deleted, moved or replaced meanwhile (each file
+        checks it before its outputs are written and as they go in: lock.check_folder). A second Ctrl-C ends the
+        wait: the files still in flight are kept for stuck(), as their threads may never return."""
+        from . import pipeline
+
+        cfg, stop = self.cfg, self.stop
+        batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
+        gate = pipeline.CommitGate(guard=lock.check_folder)  # closed before returning: no outputs go in after that
+        lost: list[FolderLost] = []  # the first file that found the output folder gone; the others then stop too
+
+        def stopping() -> bool:
+            return stop() or bool(lost)
+
+        def work(job: Job):
+            sid = job.known
+            if sid is None or sid.sha256 is None or SourceId.of(job.found.src) != dataclasses.replace(sid, sha256=None):
+                # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
+                sid = SourceId.of(job.found.src, with_hash=True)
+            outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,
+                                            on_event=self.progress.event, should_stop=stopping,
+                                            source_sha256=sid.sha256, batcher=batcher, commit_gate=gate)
+            return sid, outcome
+
+        pending = list(jobs)
+        running: dict[Future, Job] = {}
+        pool = ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="oldphoto-file")
+        try:
+            while pending or running:
+                while pending and len(running) < cfg.jobs and not stopping():
+                    job = pending.pop(0)
+                    running[pool.submit(work, job)] = job
+                if not running:
+                    break  # stopped with files left: they stay "pending"
+                finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    found_lost = self._collect(fut, running.pop(fut), fps, state, report)
+                    if found_lost is not None and not lost:
+                        lost.append(found_lost)
+            if lost:
+                raise lost[0]
+        except KeyboardInterrupt:
+            # Second Ctrl-C: stop waiting for the files in flight. Once the gate is closed none of them can put
+            # outputs in place, nor leave a temp file; those that already did are recorded (their calls only report
+            # back after the commit), the rest stay "interrupted". Every wait is bounded: a thread may be blocked for
+            # good.
+            _let_go(gate, self.progress)
+            for fut, job in running.items():
+                if gate.passed(job.found.src) and wait([fut], timeout=_LET_GO_S).done:
+                    self._collect(fut, job, fps, state, report)
+                else:
+                    report.results[job.index].status = "interrupted"
+            raise
+        finally:
+            # Before the gate is closed again: a further signal may cut that short too, and the caller must still
+            # know which files' threads may never return (the process then ends without waiting for them). Futures
+            # that are done by then are left out there.
+            self._abandoned.extend(running)  # none unless the run is ending early
+            pool.shutdown(wait=False, cancel_futures=True)
+            _let_go(gate, self.progress)  # again after a signal cut the first one short: it goes on where that stopped
+            report.batches = batcher.stats()
+
+    def _collect(self, fut: Future, job: Job, fps: Fingerprints, state: RunState,
+                 report: Report) -> FolderLost | None:
+        """Record a finished file's outcome; the FolderLost it ended with, for the run to stop on (nothing written)."""
+        progress = self.progress
+        result = report.results[job.index]
+        src = job.found.src
+        try:
+            sid, outcome = fut.result()
+        except KeyboardInterrupt:  # the pipeline's answer to should_stop(): nothing was written
+            result.status = "interrupted"
+            progress.file_done(result)
+            return None
+        except FolderLost as e:  # not this file's fault: the run says so once, for the folder
+            result.status = "interrupted"
+            progress.file_done(result)
+            return e
+        except Exception as e:  # noqa: BLE001 - one bad file must not end the batch; recorded and reported
+            result.status, result.error = "failed", reason_of(e)
+            progress.error(src, result.error)
+            progress.file_done(result)
+            return None
+        result.status = "done"
+        result.outputs = [str(p) for p in outcome.outputs]
+        result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
+        result.seconds = {k: round(v, 4) for k, v in outcome.seconds.items()}
+        result.mask_coverage = outcome.mask_coverage
+        if outcome.scan_blend is not None:
+            result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
+        result.notes.extend(outcome.notes)
+        result.sha256 = sid.sha256
+        try:
+            state.record(result.relative, Record(
+                source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
+                fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
+                height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
+                finished=now_iso(), notes=_lasting(outcome.notes)))
+        except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
+            result.status, result.error = "failed", f"written, but cannot be recorded in the state: {reason_of(e)}"
+            progress.error(src, result.error)
+        progress.file_done(result)
+        return None
+
+
+_LET_GO_S = 5.0  # how long a second Ctrl-C waits for a commit in progress, or for a file to report it
+
+
+def _let_go(gate: CommitGate, progress: Progress) -> None:
+    """Close the commit gate (see pipeline.CommitGate.close), saying which temp files it could not remove."""
+    for tmp, e in gate.close(_LET_GO_S):
+        progress.error(tmp, f"cannot remove this partial file ({e.strerror or e})")
+
+
+def _lasting(notes: list[str]) -> tuple[str, ...]:
+    """The notes a record keeps, for the report of a later run that skips the file: the pipeline's, about the outputs
+    (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching), which
+    would read as news in every later report, nor this run's "redone: ..." (not among outcome.notes)."""
+    return tuple(n for n in notes if not n.startswith(DEVICE_NOTE))
+
+
+# --------------------------------------------------------------------------------------------------- where a run writes
+
+def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+    """(path, folder) as written (made absolute) and resolved: `in/out` where `in/out` is a link to a folder
+    elsewhere is inside `in` as written (the walk of `in` would meet it), not once resolved."""
+    return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
+
+
+def _inside_either(path: Path, folder: Path) -> bool:
+    """Whether `path` lies below `folder`, as written or resolved (_both_ways)."""
+    return any(folder_p in path_p.parents for path_p, folder_p in _both_ways(path, folder))
+
+
+def check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """The scans are masters: outputs never go into an input folder (nor replace it), judged both by the paths as
+    written and resolved (_both_ways). BadArgument otherwise."""
+    for inp in inputs:
+        if not inp.is_dir():
+            continue
+        for out_p, in_p in _both_ways(out, inp):
+            if out_p == in_p:
+                raise BadArgument(f"--out {out} is the input folder {inp}; write the restorations elsewhere")
+            if in_p in out_p.parents:
+                raise BadArgument(f"--out {out} is inside the input folder {inp}; choose an output folder outside "
+                                  f"the scans so restorations never mix with the originals")
+
+
+def check_report(report: Path, out: Path, inputs: Sequence[Path] = ()) -> None:
+    """A report asked for by path (--report) can be written there: a .json file (not a folder, nor the output
+    folder's state or lock file, nor a scan or an output, nor anywhere in an input folder, which holds the masters)
+    under a folder that exists or can be created, and is writable; BadArgument otherwise.
+    Checked before any work, so a bad path is refused at once rather than failing after the whole batch."""
+    for inp in inputs:  # an existing folder is refused by the CLI already
+        if inp.is_dir() and _inside_either(report, inp):
+            raise BadArgument(f"--report {report} is inside the input folder {inp}; the scans' folders are never "
+                              f"written to: put the report elsewhere (by default it goes to --out)")
+    if report.resolve() == out.resolve():
+        raise BadArgument(f"--report {report} is the output folder; give a file name, e.g. {report / 'report.json'}")
+    if report.resolve() in (out.resolve() / STATE_NAME, out.resolve() / LOCK_NAME):
+        raise BadArgument(f"--report {report} would replace the output folder's own {report.name}")
+    if report.suffix.lower() != ".json":  # so that a typo never replaces a scan or a restoration with JSON
+        raise BadArgument(f"--report {report}: the report is JSON; give a file name ending in .json")
+    parent = Path(os.path.abspath(report)).parent
+    while not os.path.lexists(parent):  # missing folders are created when the report is written
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadArgument(f"--report {report}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadArgument(f"--report {report}: cannot create files in {parent}")

@@ -1,0 +1,124 @@
+"""Stand-ins and sample trees shared by the restore tests, through the CLI (test_cli.py) and the library
+(test_runner.py); a unique module name: test folders have no __init__.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+
+import oldphoto.pipeline as pipeline
+from oldphoto.errors import ImageError
+
+
+class FakeModels:
+    def describe(self):
+        return {"restorer": {"name": "fake-restorer", "sha256": "ab" * 32}}
+
+
+class FakePipeline:
+    """Writes b"restored:" + the source bytes to each output; sources starting with b"BAD" fail."""
+
+    def __init__(self):
+        self.calls: list[Path] = []
+        self.before_write = None  # hook(src, should_stop) run before the outputs are written
+        self.after_write = None  # the same, after they are in place
+        self.lock = threading.Lock()
+
+    def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
+                     batcher=None, commit_gate=None):
+        with self.lock:
+            self.calls.append(Path(src))
+        data = Path(src).read_bytes()
+        if data.startswith(b"BAD"):
+            raise ImageError(src, "not a decodable image")
+        on_event(pipeline.Event("file_start", src, 0, 2))
+        on_event(pipeline.Event("tiles", src, 1, 2))
+        if self.before_write is not None:
+            self.before_write(Path(src), should_stop)
+        outputs = pipeline.output_paths(out_base, Path(src).suffix, cfg)
+        with commit_gate.entry(src) if commit_gate is not None else contextlib.nullcontext():
+            for o in outputs:
+                o.parent.mkdir(parents=True, exist_ok=True)
+                o.write_bytes(b"restored:" + data)
+        if self.after_write is not None:
+            self.after_write(Path(src), should_stop)
+        on_event(pipeline.Event("tiles", src, 2, 2))
+        on_event(pipeline.Event("file_done", src, 2, 2))
+        return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"])
+
+
+def fake_pipeline(monkeypatch) -> FakePipeline:
+    """FakeModels and a FakePipeline in place of the real ones, for the rest of the test."""
+    fp = FakePipeline()
+    monkeypatch.setattr(pipeline, "load_models", lambda cfg, device: FakeModels())
+    monkeypatch.setattr(pipeline, "process_file", fp.process_file)
+    return fp
+
+
+class IdentityRestorer:
+    def __call__(self, tiles, mask):
+        return tiles.clone()
+
+
+class WhiteDetector:
+    """Probability 1 where all channels are above 0.98 (the "scratches" painted by real_scans)."""
+
+    threshold = 0.5
+
+    def __call__(self, tiles):
+        return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
+
+
+def stand_in_models(monkeypatch) -> None:
+    """The real pipeline, with WhiteDetector and IdentityRestorer for the models, for the rest of the test."""
+    def load(cfg, device):
+        return pipeline.Models(detector=WhiteDetector(), restorer=None if cfg.only_mask else IdentityRestorer())
+
+    monkeypatch.setattr(pipeline, "load_models", load)
+
+
+def put(path: Path, data: bytes = b"JPEGDATA") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def scans(tmp_path: Path) -> Path:
+    root = tmp_path / "scans"
+    put(root / "a.jpg", b"A-photo")
+    put(root / "album 1" / "b.PNG", b"B-photo")
+    put(root / "album 1" / "deep" / "c.tif", b"C-photo")
+    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "a.xmp", "a.json", "notes.txt", ".hidden/x.jpg",
+                 "album 1/._b.PNG", "album 1/scan.bmp"):
+        put(root / junk, b"junk")
+    return root
+
+
+def real_scans(tmp_path):
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "scans"
+    (root / "box 2").mkdir(parents=True)
+    rgb16 = rng.integers(0, 60000, (70, 90, 3), dtype=np.uint16)
+    rgb16[10:12, :, :] = 65535  # a bright horizontal scratch
+    tifffile.imwrite(root / "box 2" / "portrait.tif", rgb16, photometric="rgb")
+    gray8 = rng.integers(0, 240, (50, 40), dtype=np.uint8)
+    gray8[:, 5] = 255
+    Image.fromarray(gray8, "L").save(root / "street.png")
+    (root / "Thumbs.db").write_bytes(b"\0" * 64)
+    (root / "street.xmp").write_text("<x/>")
+    (root / "torn.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root, rgb16, gray8

@@ -1,0 +1,247 @@
+"""A restore batch through the library (runner.Batch, planning): what it tells its Progress, in which order, that it
+prints nothing, how it refuses to start, and what it reads of the sources and outputs to plan. The same runs through
+the command line, with what they print and their exit codes, are in test_cli.py."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+import oldphoto.state as state_module
+from oldphoto import planning, runner
+from oldphoto.config import RestoreConfig, TileConfig
+from oldphoto.errors import BadArgument, CannotRun, WeightsError
+from oldphoto.lock import LOCK_NAME
+from oldphoto.state import STATE_NAME, SourceId
+from restore_samples import FakeModels, FakePipeline, fake_pipeline, put, real_scans, report_of, scans, tree
+from restore_samples import stand_in_models as use_stand_in_models
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakePipeline:
+    return fake_pipeline(monkeypatch)
+
+
+@pytest.fixture
+def stand_in_models(monkeypatch):
+    use_stand_in_models(monkeypatch)
+
+
+class Recorder:
+    """A Progress that keeps what it is told, file names for paths."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def note(self, msg):
+        self.calls.append(("note", msg))
+
+    def error(self, path, reason):
+        self.calls.append(("error", Path(path).name, reason))
+
+    def start(self, report, todo, skipped):
+        self.calls.append(("start", len(report.results), todo, skipped))
+
+    def event(self, ev):
+        self.calls.append(("event", ev.kind, ev.path.name, ev.done))
+
+    def file_done(self, result):
+        self.calls.append(("file_done", result.relative, result.status))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def restore(inputs, out: Path, progress=None, stop=None, **options) -> runner.Outcome:
+    """A run as `oldphoto restore INPUTS --out OUT` with `options` (RestoreConfig's fields) makes it."""
+    batch = runner.Batch(list(inputs), out, out / "report.json", RestoreConfig(**options), progress or Recorder(),
+                         stop or runner.StopFlag())
+    outcome = batch.run()
+    assert not batch.stuck()
+    return outcome
+
+
+def clean(outcome: runner.Outcome) -> bool:
+    """Whether the run ended as one the CLI exits 0 on: nothing failed, stopped, lost or left unsaved."""
+    report = outcome.report
+    return (outcome.lost is None and not outcome.unsaved and not report.interrupted
+            and not any(r.status == "failed" for r in report.results))
+
+
+def test_a_run_tells_its_progress_everything_in_order_and_prints_nothing(tmp_path, fake, capfd):
+    root, out = scans(tmp_path), tmp_path / "out"
+    put(root / "broken.jpg", b"BAD bytes")
+    notes = put(tmp_path / "notes.txt")
+    progress = Recorder()
+    outcome = restore([root, notes], out, progress, jobs=1)  # one file in flight: one order only
+
+    def ran(rel):  # what the fake pipeline reports of a file, then the run once it is recorded
+        name = Path(rel).name
+        return [("event", "file_start", name, 0), ("event", "tiles", name, 1), ("event", "tiles", name, 2),
+                ("event", "file_done", name, 2), ("file_done", rel, "done")]
+
+    assert progress.calls == [
+        ("note", f"note: {notes}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored"),
+        ("start", 4, 4, 0), *ran("a.jpg"), *ran("album 1/b.PNG"), *ran("album 1/deep/c.tif"),
+        ("error", "broken.jpg", "not a decodable image"), ("file_done", "broken.jpg", "failed"),
+        ("close",)]
+    assert outcome.lost is None and not outcome.unsaved and not outcome.report.interrupted
+    assert [r.status for r in outcome.report.results] == ["done", "done", "done", "failed"]
+    assert report_of(out)["files"][3]["error"] == "not a decodable image"  # the report as the Outcome has it
+    assert capfd.readouterr() == ("", "")  # the library never prints
+
+    progress = Recorder()
+    assert not clean(restore([root], out, progress))  # broken.jpg again
+    assert [c for c in progress.calls if c[0] not in ("event", "file_done", "error")] == [("start", 4, 1, 3),
+                                                                                          ("close",)]
+
+
+def test_a_stop_requested_before_the_run_leaves_every_file_pending(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    stop = runner.StopFlag()
+    stop.request()
+    outcome = restore([root], out, stop=stop)
+    assert outcome.report.interrupted and stop.signum is None and fake.calls == []
+    assert [r.status for r in outcome.report.results] == ["pending"] * 3
+    assert tree(out) == sorted([STATE_NAME, "report.json"])  # lock released
+
+
+def test_a_run_that_cannot_start_says_why_and_leaves_no_trace(tmp_path, fake, monkeypatch):
+    import oldphoto.pipeline as pipeline
+
+    def no_weights(cfg, device):
+        raise WeightsError("weights/detector-v1.pt: weights file missing for model 'detector-v1'")
+
+    src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
+    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BadArgument, match="CUDA is not available"):
+        restore([src], out, device="cuda")
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "load_models", no_weights)
+        with pytest.raises(CannotRun, match="weights file missing"):
+            restore([src], out)
+    assert not out.exists()
+    (out / LOCK_NAME).mkdir(parents=True)
+    with pytest.raises(CannotRun, match="cannot create or lock the output folder"):
+        restore([src], out)
+    assert fake.calls == [] and tree(out) == []
+
+
+def test_where_a_run_writes_is_checked_before_it_starts(tmp_path):
+    """The messages keep the paths as they are (a control character included): the CLI escapes them."""
+    root = put(tmp_path / "scans" / "a.jpg").parent
+    with pytest.raises(BadArgument, match="is the input folder"):
+        runner.check_out(root, [root])
+    with pytest.raises(BadArgument, match="is inside the input folder"):
+        runner.check_out(root / "out\x1b", [root])
+    runner.check_out(tmp_path / "out", [root, root / "a.jpg"])
+    with pytest.raises(BadArgument) as e:
+        runner.check_report(root / "r\n.json", tmp_path / "out", [root])
+    assert str(e.value).startswith(f"--report {root / 'r'}\n.json is inside the input folder {root}")
+    with pytest.raises(BadArgument, match="give a file name ending in .json"):
+        runner.check_report(tmp_path / "r.txt", tmp_path / "out")
+    runner.check_report(tmp_path / "new" / "r.json", tmp_path / "out", [root])
+
+
+def test_the_fingerprints_of_a_source_are_current_and_former(tmp_path):
+    """A .jpg source restored with --format keep writes what --format jpeg writes, as earlier versions recorded it."""
+    cfg = RestoreConfig()
+    fps = planning.Fingerprints(cfg, FakeModels(), FakeModels().describe())
+    jpeg = planning.Fingerprints(RestoreConfig(format="jpeg"), FakeModels(), FakeModels().describe())
+    assert fps.current(Path("a.jpg")) == jpeg.current(Path("a.jpg"))  # recorded as keep either way
+    assert len(fps.former(Path("a.jpg"))) == 1 and fps.former(Path("a.jpg"))[0] != fps.current(Path("a.jpg"))
+    assert len(fps.former(Path("a.png"))) == 1 and fps.former(Path("a.PNG")) == ()  # keep writes a.PNG
+    quality = planning.Fingerprints(RestoreConfig(jpeg_quality=80), FakeModels(), FakeModels().describe())
+    assert quality.current(Path("a.png")) == fps.current(Path("a.png"))  # no JPEG quality in a PNG
+    assert quality.current(Path("a.jpg")) != fps.current(Path("a.jpg"))
+
+
+def test_a_dry_run_gives_its_verdicts_and_writes_nothing(tmp_path, stand_in_models):
+    from PIL import Image
+
+    root, _, gray8 = real_scans(tmp_path)
+    out = tmp_path / "out"
+    cfg = {"tile": TileConfig(size=128, overlap=16), "jobs": 1}
+    assert not clean(restore([root], out, **cfg))  # torn.jpg fails
+    Image.fromarray(255 - gray8, "L").save(root / "street.png")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    progress = Recorder()
+    preview = planning.preview([root], out, RestoreConfig(**cfg), progress)
+    assert preview.blocked is None and progress.calls == []  # a file's header is read as its verdict comes
+    torn = "cannot read JPEG: Truncated File Read"
+    assert [(v.action, v.where, v.why, v.recognised) for v in preview.verdicts] == [
+        ("skip", "box 2/portrait.tif", None, False), ("run", "street.png", "source changed", False),
+        ("fail", "torn.jpg", torn, False)]
+    assert progress.calls == [("error", "torn.jpg", torn)]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+# --------------------------------------------------------------------------------------------------- reading once
+
+def test_a_source_hashed_while_planning_is_not_read_again_for_its_checksum(tmp_path, fake, monkeypatch):
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert clean(restore([root], out))
+    os.utime(root / "a.jpg", ns=(1, 1))  # touched: planning must read it to know it is the same photo
+    hashed: list[str] = []
+    real = state_module.read_source_sha256
+    monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    fake.calls.clear()
+    assert clean(restore([root], out, mask_dilate=5))
+    assert len(fake.calls) == 3 and hashed.count("a.jpg") == 1  # once while planning, not again in the worker
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["a.jpg"]["sha256"] == hashlib.sha256(b"A-photo").hexdigest()
+
+
+SAVE_MASK = {"tile": TileConfig(size=128, overlap=16), "jobs": 1, "save_mask": True}
+
+
+def lost_state(tmp_path, missing: str | None = None) -> tuple[Path, Path]:
+    """Scans restored with --save-mask, then the state file deleted, and the output `missing`: (root, out)."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    assert clean(restore([root], out, **SAVE_MASK))
+    (out / STATE_NAME).unlink()
+    if missing is not None:
+        (out / missing).unlink()
+    return root, out
+
+
+def test_a_source_whose_outputs_are_recognised_by_provenance_is_read_once_for_its_checksum(tmp_path, stand_in_models,
+                                                                                            monkeypatch):
+    """After a lost state file, a source redone because a sibling output was missing, or because its outputs' XMP
+    shows other settings, was read in full three times for its sha256 (recognising, then checking the outputs
+    are its own, then again in the run): once is enough."""
+    root, out = lost_state(tmp_path, missing="street.mask.png")
+    hashed: list[str] = []
+    real = state_module.read_source_sha256
+    monkeypatch.setattr(state_module, "read_source_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    assert clean(restore([root], out, **SAVE_MASK))
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "done"]
+    assert sorted(hashed) == ["portrait.tif", "street.png"]
+    assert report_of(out)["files"][1]["sha256"] == hashlib.sha256((root / "street.png").read_bytes()).hexdigest()
+    (out / STATE_NAME).unlink()
+    hashed.clear()
+    assert clean(restore([root], out, **SAVE_MASK, mask_dilate=3))  # other settings
+    assert [f["status"] for f in report_of(out)["files"]] == ["done", "done"] and sorted(hashed) == [
+        "portrait.tif", "street.png"]
+    assert clean(restore([root], out, **SAVE_MASK, mask_dilate=3))
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+
+
+def test_outputs_recognised_after_a_lost_state_file_have_their_xmp_read_once(tmp_path, stand_in_models,
+                                                                               monkeypatch):
+    """Recognising the outputs of a lost state file read each output's XMP twice (are they this source's, then are
+    they of these settings) and looked up the source's size and time twice: once each is enough."""
+    root, out = lost_state(tmp_path)
+    read, looked_up = [], []
+    real_read, real_of = state_module.read_provenance, SourceId.of.__func__
+    monkeypatch.setattr(state_module, "read_provenance", lambda p: read.append(p.name) or real_read(p))
+    monkeypatch.setattr(SourceId, "of", classmethod(
+        lambda cls, path, with_hash=False: looked_up.append(Path(path).name) or real_of(cls, path, with_hash)))
+    outcome = restore([root], out, **SAVE_MASK)
+    assert clean(outcome) and [r.status for r in outcome.report.results] == ["skipped", "skipped"]
+    assert sorted(read) == ["portrait.mask.png", "portrait.tif", "street.mask.png", "street.png"]
+    assert sorted(looked_up) == ["portrait.tif", "street.png"]
+    assert all(any("recognised from the provenance" in n for n in r.notes) for r in outcome.report.results)
