@@ -13,8 +13,8 @@ The derivative's pixels are the source's stored pixels turned upright from their
       shown) becomes the derivative's; another size names another file and is carried.
 A value that is malformed (type, count), lies outside the source's pixels or does not fit its field once mapped is
 dropped with a note. The XMP copies (exif:SubjectArea, exif:SubjectLocation, exif:FocalPlaneX/YResolution) take the
-value the EXIF written holds, else their own mapped alike. Offsets inside maker notes cannot be known: they stay as
-they are.
+value the EXIF written holds, else their own mapped alike; the packet's face and person regions and Camera Raw crop
+follow too (xmp_regions). Offsets inside maker notes cannot be known: they stay as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from ..errors import XmpError
 from . import tiff_ifd as T
-from . import xmp_tree
+from . import xmp_regions, xmp_tree
 
 SUBJECT_AREA, SUBJECT_LOCATION = 0x9214, 0xA214
 FOCAL_PLANE_X, FOCAL_PLANE_Y = 0xA20E, 0xA20F
@@ -199,13 +199,15 @@ def _mentions(packet: bytes) -> bool:
 def map_xmp(packet: bytes, frame: PixelFrame, ifd0: T.Ifd, width: int, height: int, notes: list[str]) -> bytes:
     """The XMP packet with its exif:SubjectArea, exif:SubjectLocation and exif:FocalPlaneX/YResolution for the
     derivative: the value `ifd0` (the EXIF written) holds, else their own mapped as map_exif maps EXIF; dropped with
-    a note when that fails. The packet comes back as it is when none of them is in it."""
-    if frame.identity or not _mentions(packet):
+    a note when that fails. Its face and person regions and a Camera Raw crop likewise (xmp_regions). The packet
+    comes back as it is when nothing in it changes."""
+    if frame.identity or not (_mentions(packet) or xmp_regions.mentions(packet)):
         return packet
     try:
         root, prefixes = xmp_tree.parse(packet, "XMP")
     except XmpError as e:
-        notes.append(f"XMP SubjectArea, SubjectLocation and FocalPlane resolutions left as in the source: {e.reason}")
+        notes.append("XMP values in the scan's pixels (SubjectArea, SubjectLocation, FocalPlane resolutions, regions, "
+                     f"Camera Raw crop) left as in the source: {e.reason}")
         return packet
     written = _exif_values(ifd0)
     sw, sh = frame.source_size(width, height)
@@ -226,6 +228,7 @@ def map_xmp(packet: bytes, frame: PixelFrame, ifd0: T.Ifd, width: int, height: i
                 if el is not None:
                     d.remove(el)
                 notes.append(f"XMP exif:{local} dropped: {why}")
+    changed |= xmp_regions.map_regions(root, frame, width, height, notes)
     if not changed:
         return packet
     return xmp_tree.wrap(xmp_tree.serialize(root, prefixes))
