@@ -215,6 +215,16 @@ class _Mapper:
         self.parents[el].remove(el)
         self.changed = True
 
+    def region_list(self, prop: ET.Element, array: ET.Element, what: str,
+                    label: str) -> tuple[ET.Element, list[ET.Element]] | None:
+        """The container and items of a region list; None, the property dropped with a note, when it is no array."""
+        try:
+            return _items(array, what)
+        except _Bad as why:
+            self.remove(prop)
+            self.notes.append(f"XMP {label} dropped: {why}")
+            return None
+
     def each_region(self, prop: ET.Element, container: ET.Element, items: list[ET.Element], kind: str,
                     label, map_one) -> bool:
         """Map every item of a region list; drop those that cannot be, with a note, and the property when none is
@@ -299,12 +309,10 @@ class _Mapper:
         regions = _Struct(prop).element(_q(MPRI, "Regions"))
         if regions is None:
             return
-        try:
-            container, items = _items(regions, "MPRI:Regions")
-        except _Bad as why:
-            self.remove(prop)
-            self.notes.append(f"XMP Microsoft regions (MP:RegionInfo) dropped: {why}")
+        listed = self.region_list(prop, regions, "MPRI:Regions", "Microsoft regions (MP:RegionInfo)")
+        if listed is None:
             return
+        container, items = listed
         grid = self.grid(True)
         rectangle = _q(MPREG, "Rectangle")
 
@@ -329,12 +337,10 @@ class _Mapper:
     # ---------------------------------------------------------------------------------------------- IPTC
 
     def iptc(self, prop: ET.Element) -> None:
-        try:
-            container, items = _items(prop, "Iptc4xmpExt:ImageRegion")
-        except _Bad as why:
-            self.remove(prop)
-            self.notes.append(f"XMP IPTC image regions dropped: {why}")
+        listed = self.region_list(prop, prop, "Iptc4xmpExt:ImageRegion", "IPTC image regions")
+        if listed is None:
             return
+        container, items = listed
         rb = {k: _q(IPTC_EXT, k) for k in ("rbShape", "rbUnit", "rbX", "rbY", "rbW", "rbH", "rbRx", "rbVertices")}
 
         def point(s: _Struct, grid: _Grid) -> bool:

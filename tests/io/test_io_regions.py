@@ -281,3 +281,18 @@ def test_a_region_rotation_changes_sign_when_mirrored(orientation, rotation):
                      "</mwg-rs:RegionList></mwg-rs:Regions>")
     out = map_xmp(packet, PixelFrame(orientation), T.Ifd(), W, H, [])
     assert _root(out).findtext(".//mwg-rs:Rotation", namespaces=NS) == rotation
+
+
+@pytest.mark.parametrize("body, note", [
+    ('<MP:RegionInfo rdf:parseType="Resource"><MPRI:Regions>Ann</MPRI:Regions></MP:RegionInfo>',
+     "XMP Microsoft regions (MP:RegionInfo) dropped: MPRI:Regions is not an RDF array"),
+    ("<Iptc4xmpExt:ImageRegion>face</Iptc4xmpExt:ImageRegion>",
+     "XMP IPTC image regions dropped: Iptc4xmpExt:ImageRegion is not an RDF array"),
+    ('<mwg-rs:Regions rdf:parseType="Resource"><mwg-rs:RegionList>Ann</mwg-rs:RegionList></mwg-rs:Regions>',
+     "XMP MWG regions (mwg-rs:Regions) dropped: RegionList is not an RDF array"),
+])
+def test_a_region_list_that_is_no_array_is_dropped_whole(body, note):
+    notes: list[str] = []
+    out = map_xmp(_packet(body + "<dc:title>Kept</dc:title>"), PixelFrame(6), T.Ifd(), H, W, notes)
+    assert notes == [note]
+    assert b"Regions" not in out and b"ImageRegion" not in out and b"<dc:title>Kept</dc:title>" in out
