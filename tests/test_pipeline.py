@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import struct
 import tracemalloc
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1027,3 +1029,39 @@ def test_only_mask_overlay_carries_the_values_turned(tmp_path):
     exif = _pixel_exif(overlay)
     assert exif[AREA] == (5, 49, 4, 8) and exif[FPY] == (4000, 3) and FPX not in exif  # (x, y) -> (y, 59 - x)
     assert _pixel_exif(mask) == {}  # a mask keeps only its resolution: no Exif directory
+
+
+# ------------------------------------------------------------------------------------------ XMP face regions
+# given in the stored image (MWG guidelines 2.0, 5.9): turned upright with the pixels and enlarged by --upscale
+
+MWG_NS = {"rdf": RDF, "mwg-rs": "http://www.metadataworkinggroup.com/schemas/regions/",
+          "stArea": "http://ns.adobe.com/xmp/sType/Area#", "stDim": "http://ns.adobe.com/xap/1.0/sType/Dimensions#"}
+
+
+def test_an_mwg_face_frames_its_block_once_turned_upright_and_enlarged(tmp_path):
+    stored = np.tile(np.array([40, 60, 90], np.uint8), (40, 60, 1))
+    stored[8:16, 8:24] = (230, 200, 170)  # the face: 16 x 8 stored pixels from (8, 8), on JPEG's 8 x 8 blocks
+    area = {"x": (8 + 8) / 60, "y": (8 + 4) / 40, "w": 16 / 60, "h": 8 / 40}  # normalized centre and size
+    fields = " ".join(f'stArea:{k}="{v:.6f}"' for k, v in area.items())  # Lightroom's 6 decimals
+    xmp = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="{RDF}"><rdf:Description rdf:about="" '
+           + " ".join(f'xmlns:{p}="{u}"' for p, u in MWG_NS.items() if p != "rdf")
+           + '><mwg-rs:Regions rdf:parseType="Resource"><mwg-rs:AppliedToDimensions stDim:w="60" stDim:h="40" '
+           'stDim:unit="pixel"/><mwg-rs:RegionList><rdf:Bag><rdf:li><rdf:Description mwg-rs:Name="Marie" '
+           f'mwg-rs:Type="Face"><mwg-rs:Area {fields} stArea:unit="normalized"/></rdf:Description></rdf:li></rdf:Bag>'
+           "</mwg-rs:RegionList></mwg-rs:Regions></rdf:Description></rdf:RDF></x:xmpmeta>").encode()
+    src = tmp_path / "scan.jpg"
+    _oriented_scan(src, stored, 6, {}, xmp)
+    out = process_file(src, tmp_path / "o" / "scan", cfg(upscale=2), Models(restorer=Identity(), upscaler=Nearest(2)))
+    (path,) = out.outputs
+    written = read(path, 1_000_000)
+    assert written.pixels.shape[:2] == (120, 80)  # 40 x 60 upright, x2
+    root = ET.fromstring(re.sub(rb"<\?xpacket[^>]*\?>", b"", written.meta.xmp).strip())
+    dims = root.find(".//mwg-rs:AppliedToDimensions", MWG_NS)
+    assert (dims.get(f"{{{MWG_NS['stDim']}}}w"), dims.get(f"{{{MWG_NS['stDim']}}}h")) == ("80", "120")
+    a = {k: float(v) for k, v in root.find(".//mwg-rs:Area", MWG_NS).attrib.items() if not v.isalpha()}
+    x, y, w, h = (a[f"{{{MWG_NS['stArea']}}}{k}"] for k in "xywh")
+    box = [round(v) for v in ((x - w / 2) * 80, (y - h / 2) * 120, (x + w / 2) * 80, (y + h / 2) * 120)]
+    ys, xs = np.nonzero(written.pixels[..., 0] > 130)
+    assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # the region frames the face's block
+    assert box == [48, 16, 64, 48]  # stored x 8-24, y 8-16 -> x 40 - 16 .. 40 - 8, y 8 .. 24, doubled
+    assert out.notes == ["orientation 6 applied: pixels are stored upright"]

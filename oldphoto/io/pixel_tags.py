@@ -9,10 +9,12 @@ The derivative's pixels are the source's stored pixels turned upright from their
       height swapping under orientations 5-8.
   FocalPlaneX/YResolution (EXIF 0xA20E/0xA20F, TIFF/EP 0x920E/0x920F in IFD0): image pixels per unit of the focal
       plane, along the stored rows (X) and columns (Y): swapped under 5-8, multiplied by the enlargement, exactly.
+  RelatedImageWidth/Length (Interop 0x1001/0x1002): the image's own size there (as cameras write it, stored or as
+      shown) becomes the derivative's; another size names another file and is carried.
 A value that is malformed (type, count), lies outside the source's pixels or does not fit its field once mapped is
 dropped with a note. The XMP copies (exif:SubjectArea, exif:SubjectLocation, exif:FocalPlaneX/YResolution) take the
-value the EXIF written holds, else their own mapped alike. Offsets inside maker notes cannot be known: they stay as
-they are.
+value the EXIF written holds, else their own mapped alike; the packet's face and person regions and Camera Raw crop
+follow too (xmp_regions). Offsets inside maker notes cannot be known: they stay as they are.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from fractions import Fraction
 
 from ..errors import XmpError
 from . import tiff_ifd as T
-from . import xmp_tree
+from . import xmp_regions, xmp_tree
 
 SUBJECT_AREA, SUBJECT_LOCATION = 0x9214, 0xA214
 FOCAL_PLANE_X, FOCAL_PLANE_Y = 0xA20E, 0xA20F
 EP_FOCAL_PLANE_X, EP_FOCAL_PLANE_Y = 0x920E, 0x920F  # TIFF/EP, IFD0 (its SubjectLocation is 0x9214 there)
+RELATED_WIDTH, RELATED_LENGTH = 0x1001, 0x1002  # Interop directory (DCF)
 _IFD0 = 0  # key of IFD0 among the directories below (the others are keyed by their pointer tag)
 # directory -> (tags of an area, tags of a point, focal plane X and Y tags)
 _TAGS = {_IFD0: ((SUBJECT_AREA,), (), (EP_FOCAL_PLANE_X, EP_FOCAL_PLANE_Y)),
@@ -154,6 +157,23 @@ def map_exif(ifd0: T.Ifd, frame: PixelFrame, width: int, height: int, notes: lis
                 ifd.entries[new] = T.rational_entry(new, *map_resolution(e.rationals()[0], frame.scale))
             except _Unfit as why:
                 notes.append(f"EXIF {_NAMES[tag]} dropped: {why}")
+    exif = ifd0.children.get(T.EXIF_IFD)
+    interop = None if exif is None else exif.children.get(T.INTEROP_IFD)
+    if interop is not None:
+        _map_related_size(interop, frame, sw, sh, width, height)
+
+
+def _map_related_size(interop: T.Ifd, frame: PixelFrame, sw: int, sh: int, width: int, height: int) -> None:
+    """RelatedImageWidth/Length: cameras give the image's own size there (stored, or as shown), which becomes the
+    derivative's, as PixelX/YDimension do; a size that is not the image's names another file (DCF's related image,
+    whose format RelatedImageFileFormat gives), unchanged by oldphoto: carried as it is."""
+    pair = [interop.entries.get(t) for t in (RELATED_WIDTH, RELATED_LENGTH)]
+    if any(e is None or e.type not in _TOP or e.count != 1 for e in pair):
+        return
+    shown = (sh, sw) if frame.turns else (sw, sh)
+    if (pair[0].ints()[0], pair[1].ints()[0]) in ((sw, sh), shown):
+        interop.entries[RELATED_WIDTH] = T.int_entry(RELATED_WIDTH, width)
+        interop.entries[RELATED_LENGTH] = T.int_entry(RELATED_LENGTH, height)
 
 
 def _exif_values(ifd0: T.Ifd) -> dict[str, str | list[str]]:
@@ -179,13 +199,15 @@ def _mentions(packet: bytes) -> bool:
 def map_xmp(packet: bytes, frame: PixelFrame, ifd0: T.Ifd, width: int, height: int, notes: list[str]) -> bytes:
     """The XMP packet with its exif:SubjectArea, exif:SubjectLocation and exif:FocalPlaneX/YResolution for the
     derivative: the value `ifd0` (the EXIF written) holds, else their own mapped as map_exif maps EXIF; dropped with
-    a note when that fails. The packet comes back as it is when none of them is in it."""
-    if frame.identity or not _mentions(packet):
+    a note when that fails. Its face and person regions and a Camera Raw crop likewise (xmp_regions). The packet
+    comes back as it is when nothing in it changes."""
+    if frame.identity or not (_mentions(packet) or xmp_regions.mentions(packet)):
         return packet
     try:
         root, prefixes = xmp_tree.parse(packet, "XMP")
     except XmpError as e:
-        notes.append(f"XMP SubjectArea, SubjectLocation and FocalPlane resolutions left as in the source: {e.reason}")
+        notes.append("XMP values in the scan's pixels (SubjectArea, SubjectLocation, FocalPlane resolutions, regions, "
+                     f"Camera Raw crop) left as in the source: {e.reason}")
         return packet
     written = _exif_values(ifd0)
     sw, sh = frame.source_size(width, height)
@@ -206,6 +228,7 @@ def map_xmp(packet: bytes, frame: PixelFrame, ifd0: T.Ifd, width: int, height: i
                 if el is not None:
                     d.remove(el)
                 notes.append(f"XMP exif:{local} dropped: {why}")
+    changed |= xmp_regions.map_regions(root, frame, width, height, notes)
     if not changed:
         return packet
     return xmp_tree.wrap(xmp_tree.serialize(root, prefixes))

@@ -16,10 +16,11 @@ What each format holds (anything else is reported in the returned notes, never d
         No IPTC or Photoshop resources. PNG text only as Description/Author/Copyright (EXIF). Lossy at
         jpeg_quality, lossless when jpeg_quality is 100.
 Everywhere: EXIF Orientation = 1 (pixels are upright), Software = `software`, PixelX/YDimension = the
-output size, SubjectArea, SubjectLocation and FocalPlaneX/YResolution (EXIF and their XMP copies) mapped through
-meta.frame (pixel_tags), EXIF thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their
-internal offsets may no longer hold); of the Photoshop resources only those about the photo (IPTC, caption,
-copyright flag, URL, resolution info rewritten), see iptc.carried_resources.
+output size, SubjectArea, SubjectLocation, FocalPlaneX/YResolution (EXIF and their XMP copies),
+RelatedImageWidth/Length and the XMP face regions mapped through meta.frame (pixel_tags, xmp_regions), EXIF
+thumbnail dropped (it shows the unrestored image), maker notes copied as bytes (their internal offsets may no
+longer hold); of the Photoshop resources only those about the photo (IPTC, caption, copyright flag, URL,
+resolution info rewritten), see iptc.carried_resources.
 """
 
 from __future__ import annotations

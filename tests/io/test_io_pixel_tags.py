@@ -249,3 +249,32 @@ def test_a_packet_without_them_or_an_upright_source_is_left_byte_for_byte():
     with_area = _xmp(f">{_seq('SubjectArea', 1, 2)}")
     assert map_xmp(plain, PixelFrame(6, 2), T.Ifd(), 80, 120, []) is plain
     assert map_xmp(with_area, PixelFrame(), T.Ifd(), 80, 120, []) is with_area
+
+
+# ---------------------------------------------------------------------------------- Interop: RelatedImageWidth/Length
+
+
+def _related(width: int, length: int, typ: int = T.SHORT) -> T.Ifd:
+    fmt = "<H" if typ == T.SHORT else "<I"
+    interop = T.Ifd({0x1001: T.Entry(0x1001, typ, 1, struct.pack(fmt, width)),
+                     0x1002: T.Entry(0x1002, typ, 1, struct.pack(fmt, length))})
+    return T.Ifd({}, {T.EXIF_IFD: T.Ifd({}, {T.INTEROP_IFD: interop})})
+
+
+@pytest.mark.parametrize("given, written", [
+    ((60, 40), (80, 120)),  # the stored size, as cameras write it
+    ((40, 60), (80, 120)),  # the size as shown
+    ((3000, 2000), (3000, 2000)),  # another file's: carried
+])
+def test_related_image_size_follows_when_it_was_the_image(given, written):
+    ifd = _related(*given)
+    map_exif(ifd, PixelFrame(6, 2), 80, 120, [])
+    interop = ifd.children[T.EXIF_IFD].children[T.INTEROP_IFD].entries
+    assert (interop[0x1001].ints()[0], interop[0x1002].ints()[0]) == written
+
+
+def test_related_image_size_beyond_16_bits_is_written_as_long():
+    ifd = _related(20000, 10000, T.LONG)
+    map_exif(ifd, PixelFrame(1, 4), 80000, 40000, [])
+    interop = ifd.children[T.EXIF_IFD].children[T.INTEROP_IFD].entries
+    assert interop[0x1001].type == T.LONG and interop[0x1001].ints() == (80000,) and interop[0x1002].ints() == (40000,)
