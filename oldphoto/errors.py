@@ -29,3 +29,8 @@ class WeightsError(OldPhotoError):
 
 class SettingsError(OldPhotoError, ValueError):
     """A setting, run folder, corpus or weights name cannot be used as given; the message names it and why."""
+
+
+class TempFolderError(OldPhotoError):
+    """No temp folder can hold a large pixel buffer as a memory-mapped file (io.buffers.allocate); the message names
+    each folder tried and why. The file being worked on fails with it as its ImageError (io.buffers.file_buffers)."""
