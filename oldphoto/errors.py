@@ -41,6 +41,11 @@ class CannotRun(OldPhotoError):
     read or written) or finish (its report cannot be written); one line."""
 
 
+class TempFolderError(OldPhotoError):
+    """No temp folder can hold a large pixel buffer as a memory-mapped file (io.buffers.allocate); the message names
+    each folder tried and why. The file being worked on fails with it as its ImageError (io.buffers.file_buffers)."""
+
+
 def reason_of(e: BaseException) -> str:
     """The one-line reason a file failed with `e`, as the report keeps it."""
     if isinstance(e, ImageError):

@@ -246,9 +246,22 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised. Its guard
     is run before each output is written and as they go in; what it raises propagates, nothing written.
 
-    Raises ImageError for bad input or an unwritable output, KeyboardInterrupt when should_stop() turns
-    true (checked between bands); in both cases no output file is left behind. Stage errors propagate.
+    Raises ImageError for bad input, an unwritable output or no temp folder that can map its large pixel buffers,
+    KeyboardInterrupt when should_stop() turns true (checked between bands); in both cases no output file is left
+    behind. Stage errors propagate.
     """
+    src = Path(src)
+    with oio.file_buffers(src) as placed:  # a temp folder that cannot map files: noted, or the photo's ImageError
+        outcome = _process_file(src, out_base, cfg, models, on_event, should_stop, source_sha256, batcher,
+                                commit_gate)
+    outcome.notes.extend(n for n in placed if n not in outcome.notes)  # read's own are among them already
+    return outcome
+
+
+def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
+                  on_event: Callable[[Event], None] | None, should_stop: Callable[[], bool] | None,
+                  source_sha256: str | None, batcher: TileBatcher | None,
+                  commit_gate: CommitGate | None) -> FileOutcome:
     src, out_base = Path(src), Path(out_base)
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)

@@ -1,7 +1,12 @@
 """Shared by every test: one torch thread; SIGINT as a terminal delivers it, for the tests that send it; the
-weights registry pointed at a test's own folder."""
+weights registry pointed at a test's own folder; mmap refused in chosen folders."""
 
+import errno
+import mmap
+import os
 import signal
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,3 +43,30 @@ def registry_at(monkeypatch):
 
     yield point
     registry.entries.cache_clear()
+
+
+@pytest.fixture
+def unmappable_folders(monkeypatch):
+    """unmappable_folders(*folders, code=errno.ENODEV) -> Maps: mmap fails with `code` on the files in `folders`, as
+    on a file system that cannot map files (some FUSE and network mounts). Maps.refused and Maps.mapped: the folder
+    of each file mapping was refused or made for, in order."""
+    real = mmap.mmap
+    maps = types.SimpleNamespace(refused=[], mapped=[], folders=set(), code=errno.ENODEV)
+
+    def mapping(fileno, *args, **kwargs):
+        if fileno < 0:  # anonymous memory
+            return real(fileno, *args, **kwargs)
+        where = Path(os.readlink(f"/proc/self/fd/{fileno}")).parent  # a temp file's name ends in " (deleted)"
+        if where in maps.folders:
+            maps.refused.append(where)
+            raise OSError(maps.code, os.strerror(maps.code))
+        maps.mapped.append(where)
+        return real(fileno, *args, **kwargs)
+
+    def refuse_in(*folders, code=errno.ENODEV):
+        maps.folders.update(Path(os.path.realpath(f)) for f in folders)
+        maps.code = code
+        monkeypatch.setattr(mmap, "mmap", mapping)
+        return maps
+
+    return refuse_in

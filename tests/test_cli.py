@@ -1012,6 +1012,40 @@ def test_end_to_end_with_the_real_pipeline(tmp_path, stand_in_models):
     assert [files["status"] for files in report_of(out)["files"]] == ["skipped", "skipped", "failed"]
 
 
+def test_a_temp_folder_that_cannot_map_files_is_in_the_report_or_fails_the_file(tmp_path, stand_in_models,
+                                                                                unmappable_folders, monkeypatch):
+    """TMPDIR on a file system that cannot map files (some FUSE and network mounts): the large buffers go to the
+    system temp folder, which each file's report notes name; where that cannot map them either, each file fails
+    with one line naming the folders and why."""
+    import tempfile
+
+    from oldphoto.io import buffers
+
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    named, system = tmp_path / "tmpdir", tmp_path / "system"
+    named.mkdir()
+    system.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(named))
+    monkeypatch.setattr(buffers, "SYSTEM_TEMP", (str(system),))
+    monkeypatch.setattr(buffers, "DISK_THRESHOLD", 0)  # every pixel buffer is a large one
+    unmappable_folders(named)
+    r = run("restore", root, "--out", tmp_path / "out", "--tile", 128, "--overlap", 16, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    note = f"pixel buffers: {named} cannot memory-map files (No such device); put in {system} instead"
+    assert [(f["status"], f["notes"].count(note)) for f in report_of(tmp_path / "out")["files"]] == [("done", 1)] * 2
+    unmappable_folders(system)
+    r = run("restore", root, "--out", tmp_path / "again", "--tile", 128, "--overlap", 16, "--device", "cpu")
+    assert r.exit_code == 1
+    files = report_of(tmp_path / "again")["files"]
+    assert [f["status"] for f in files] == ["failed"] * 2
+    for f in files:
+        assert f["error"].startswith("no temp folder can hold a pixel buffer of ") and f["error"].endswith(
+            f": {named} cannot memory-map files (No such device), nor can {system} (No such device); point TMPDIR "
+            "at a folder on a local disk")
+        assert f"error: {f['source']}: {f['error']}\n" in r.stderr
+
+
 def test_outputs_of_a_lost_state_file_are_recognised_by_their_provenance(tmp_path, stand_in_models):
     import numpy as np
     from PIL import Image

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 import tracemalloc
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from PIL import Image
 from oldphoto import pipeline
 from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.errors import ImageError, OldPhotoError
-from oldphoto.io import read, read_provenance
+from oldphoto.io import buffers, read, read_provenance
 from oldphoto.lock import FolderLost, OutputLock
 from oldphoto.ops.color import rgb_to_lab
 from oldphoto.ops.masks import dilate
@@ -552,6 +553,36 @@ def test_bad_input_is_an_image_error(tmp_path):
     src.write_bytes(b"this is not a png")
     with pytest.raises(ImageError, match="broken.png"):
         process_file(src, tmp_path / "x", cfg(), Models(restorer=Identity()))
+
+
+def test_a_temp_folder_that_cannot_map_files_is_noted_once_or_fails_the_photo(tmp_path, monkeypatch,
+                                                                              unmappable_folders):
+    """Where TMPDIR's file system cannot map files, the buffers over the threshold (here all: the decoded scan, the
+    output, the mask) go to the system temp folder, and the photo's notes say so once; where none can, the photo
+    fails with that reason and leaves nothing."""
+    named, system = tmp_path / "tmpdir", tmp_path / "system"
+    named.mkdir()
+    system.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(named))
+    monkeypatch.setattr(buffers, "SYSTEM_TEMP", (str(system),))
+    monkeypatch.setattr(buffers, "DISK_THRESHOLD", 0)
+    maps = unmappable_folders(named)
+    img = random_image(90, 110, 3, np.uint8, seed=3)
+    src = write_png(tmp_path / "scan.png", img)
+    models = Models(detector=BrightDetector(), restorer=Identity())
+    out = process_file(src, tmp_path / "out" / "scan", cfg(save_mask=True), models)
+    np.testing.assert_array_equal(read_any(out.outputs[0]), img)
+    note = f"pixel buffers: {named} cannot memory-map files (No such device); put in {system} instead"
+    assert out.notes.count(note) == 1 and len(maps.mapped) >= 3 and set(maps.mapped) == {system}
+    unmappable_folders(system)
+    # the PNG fails in reading, the uncompressed TIFF (mapped from its own folder, not copied) at the output buffer
+    for src in (src, write_tiff(tmp_path / "scan.tif", img)):
+        with pytest.raises(ImageError) as e:
+            process_file(src, tmp_path / "again" / "scan", cfg(save_mask=True), models)
+        assert e.value.path == src and e.value.reason == (
+            f"no temp folder can hold a pixel buffer of 29700 bytes: {named} cannot memory-map files (No such device), "
+            f"nor can {system} (No such device); point TMPDIR at a folder on a local disk")
+        assert not (tmp_path / "again").exists()
 
 
 def test_missing_models_are_refused(tmp_path):

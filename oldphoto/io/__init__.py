@@ -9,17 +9,18 @@ Public API (see docs/ARCHITECTURE.md):
     leftover_temps(root, lock_name)               temp files of writes killed before their rename
     provenance_xmp(...) / read_provenance(path) / read_source_sha256(path)
     allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large
+    file_buffers(path)                            around one file's work: allocate's notes, its failure as ImageError
 """
 
 from .atomic import Staging, TempFiles, leftover_temps
-from .buffers import allocate
+from .buffers import BUFFER_NOTE, allocate, file_buffers
 from .metadata import Metadata
 from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
 from .reader import FORMATS, ImageInfo, Picture, probe, read, sniff, upright
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
-    "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "TempFiles", "allocate",
-    "leftover_temps", "probe", "provenance_xmp", "read", "read_provenance", "read_source_sha256", "sniff", "to_uint8",
-    "upright", "write",
+    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "TempFiles",
+    "allocate", "file_buffers", "leftover_temps", "probe", "provenance_xmp", "read", "read_provenance",
+    "read_source_sha256", "sniff", "to_uint8", "upright", "write",
 ]

@@ -6,14 +6,25 @@ import errno
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import ImageError, TempFolderError
 
 DISK_THRESHOLD = 256 << 20  # bytes; larger buffers are memory-mapped temp files
 # what mmap fails with where the file system cannot map a file (some FUSE and network mounts, /proc-like files):
 # readers then read the source instead; any other OSError (EIO, a vanished file) is a real failure
 _UNMAPPABLE = frozenset({errno.ENODEV, errno.EACCES, errno.EINVAL})
+# the system's temp folders, as tempfile looks for one when TMPDIR, TEMP and TMP name none (its documented order):
+# where a large buffer goes when the temp folder named cannot map files
+SYSTEM_TEMP = ("/tmp", "/var/tmp", "/usr/tmp") if os.name == "posix" else ()
+# how a note about the temp folder begins: it tells of this run's machine, not of a file's outputs
+BUFFER_NOTE = "pixel buffers:"
+_NOTES: ContextVar[list[str] | None] = ContextVar("oldphoto_buffer_notes", default=None)
 
 
 def unmappable(e: OSError) -> bool:
@@ -21,12 +32,19 @@ def unmappable(e: OSError) -> bool:
     return e.errno in _UNMAPPABLE
 
 
+class _Unmappable(Exception):
+    """A temp folder whose file system cannot map files; its message: why (mmap's OSError is the cause)."""
+
+
 def allocate(shape: tuple[int, ...], dtype, tmp_dir: str | Path | None = None,
              threshold: int | None = None) -> np.ndarray:
     """Uninitialised array of `shape`/`dtype`: a plain ndarray up to `threshold` bytes (default
-    DISK_THRESHOLD), else a np.memmap on an already-unlinked temp file in `tmp_dir` (default: the system
-    temp folder), freed with the array.
+    DISK_THRESHOLD), else a np.memmap on an already-unlinked temp file in `tmp_dir` (default: the temp
+    folder, TMPDIR when set), freed with the array.
 
+    Where that folder's file system cannot map files (mmap fails with ENODEV, EACCES or EINVAL: some FUSE and
+    network mounts), the buffer goes to the first system temp folder that can (tempfile.gettempdir(), then
+    SYSTEM_TEMP), with a note to the file's file_buffers; never to RAM. TempFolderError when none can.
     Disk space is reserved up front (posix_fallocate), so a full disk raises OSError here instead of a
     SIGBUS while pixels are written.
     """
@@ -34,14 +52,74 @@ def allocate(shape: tuple[int, ...], dtype, tmp_dir: str | Path | None = None,
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes <= (DISK_THRESHOLD if threshold is None else threshold):
         return np.empty(shape, dtype)
-    folder = str(tmp_dir) if tmp_dir is not None else tempfile.gettempdir()
+    why: list[str] = []  # the folders passed over, and why
+    for folder in _folders(tmp_dir):
+        try:
+            buf = _mapped(folder, tuple(shape), dtype, nbytes)
+        except _Unmappable as e:
+            why.append(f"nor can {folder} ({e})" if why else f"{folder} cannot memory-map files ({e})")
+        except OSError as e:
+            if not why:  # the folder asked for (full, say): as before, no other is tried
+                raise
+            why.append(f"{folder} cannot hold it ({os.strerror(e.errno) if e.errno else e})")
+        else:
+            if why:
+                _note(f"{BUFFER_NOTE} {why[0]}; put in {folder} instead")
+            return buf
+    size = f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes} bytes"
+    raise TempFolderError(f"no temp folder can hold a pixel buffer of {size}: {', '.join(why)}; point TMPDIR at a "
+                          "folder on a local disk")
+
+
+def _folders(tmp_dir: str | Path | None) -> list[str]:
+    """`tmp_dir` (default: the temp folder), then the other existing system temp folders, each once."""
+    named = str(tmp_dir) if tmp_dir is not None else tempfile.gettempdir()
+    out, seen = [named], {os.path.realpath(named)}
+    for folder in (tempfile.gettempdir(), *SYSTEM_TEMP):
+        real = os.path.realpath(folder)
+        if real not in seen and os.path.isdir(folder):
+            out.append(folder)
+            seen.add(real)
+    return out
+
+
+def _mapped(folder: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> np.memmap:
+    """A np.memmap of `nbytes` on an unlinked temp file in `folder`, its space reserved; _Unmappable when the
+    folder's file system cannot map files (checked before any space is reserved there)."""
     with tempfile.TemporaryFile(dir=folder, prefix=".oldphoto-buffer-") as f:
+        f.truncate(nbytes)  # sparse until reserved below
+        try:
+            buf = np.memmap(f, dtype=dtype, mode="w+", shape=shape)
+        except OSError as e:
+            if not unmappable(e):
+                raise
+            raise _Unmappable(e.strerror or e) from e
         try:
             os.posix_fallocate(f.fileno(), 0, nbytes)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise OSError(e.errno, f"cannot reserve {nbytes} bytes for a pixel buffer in {folder}: "
                                        f"{e.strerror}") from e
-            f.truncate(nbytes)  # file system without fallocate: sparse file
+            # a file system without fallocate: the file stays sparse
         # the mapping keeps its own reference to the file, so closing (and so deleting) it here is safe
-        return np.memmap(f, dtype=dtype, mode="w+", shape=tuple(shape))
+        return buf
+
+
+def _note(note: str) -> None:
+    notes = _NOTES.get()
+    if notes is not None and note not in notes:
+        notes.append(note)
+
+
+@contextmanager
+def file_buffers(path: str | Path) -> Iterator[list[str]]:
+    """Around the work on one file in this thread: collects allocate's notes (each once) in the list yielded, and
+    turns TempFolderError into that file's ImageError. Outside one, a buffer put in another folder goes unnoted."""
+    notes: list[str] = []
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    except TempFolderError as e:
+        raise ImageError(path, str(e)) from e
+    finally:
+        _NOTES.reset(token)

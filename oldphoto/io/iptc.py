@@ -67,24 +67,24 @@ def photoshop_resources(payload: bytes) -> dict[int, bytes]:
     return {rid: data for rid, _, data in resource_list(payload)}
 
 
-def readable_block(block: bytes | None, where: str, notes: list[str]) -> bytes | None:
+def readable_block(block: bytes | None, where: str,
+                   notes: list[str]) -> tuple[bytes | None, list[tuple[int, bytes, bytes]]]:
     """A source's resource block as a reader keeps it: whole when it parses, else the resources before the damage
-    (each is delimited by its own length, so those still say what they said), with a note."""
+    (each is delimited by its own length, so those still say what they said), with a note; and those resources
+    (read_resources), parsed once for iptc_of."""
     if not block:
-        return None
+        return None, []
     resources, error = read_resources(block)
     if error:
         notes.append(f"Photoshop image resources ({where}) damaged ({error}): {len(resources)} resource(s) before "
                      "the damage kept, the rest dropped")
         block = pack_resources(resources)
-    return block or None
+    return block or None, resources
 
 
-def iptc_of(block: bytes | None) -> bytes | None:
-    """The IPTC records (resource 0x0404) of a readable block, or None."""
-    if not block:
-        return None
-    return next((data for rid, _, data in resource_list(block) if rid == IPTC_RESOURCE and data), None)
+def iptc_of(resources: list[tuple[int, bytes, bytes]]) -> bytes | None:
+    """The IPTC records (resource 0x0404) among a readable block's resources, or None."""
+    return next((data for rid, _, data in resources if rid == IPTC_RESOURCE and data), None)
 
 
 def pack_resources(resources: list[tuple[int, bytes, bytes]]) -> bytes:

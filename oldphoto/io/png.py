@@ -94,6 +94,28 @@ def parse_text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
     return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text
 
 
+class Truncated(ValueError):
+    """The file ends inside a chunk's header, before IEND."""
+
+
+def walk_chunks(fh, start: int = len(SIGNATURE)) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, type, data length) of each chunk of an open PNG from byte `start` (a chunk's header) up to IEND, with
+    `fh` at the chunk's data: the caller reads of it (data, CRC) what it needs and checks what it reads; the next
+    chunk is found from the length whatever was read. Truncated when the file ends inside a chunk's header."""
+    size = fh.seek(0, 2)
+    pos = start
+    while True:
+        fh.seek(pos)
+        hdr = fh.read(8)
+        if len(hdr) < 8:
+            raise Truncated(f"truncated: file ends at byte {size} before the IEND chunk")
+        length, ctype = struct.unpack(">I4s", hdr)
+        yield pos, ctype, length
+        if ctype == b"IEND":
+            return
+        pos += 8 + length + 4
+
+
 def read_chunks(fh, header_only: bool = False) -> PngChunks:
     """Walk the chunks of an open PNG (skipping pixel data) up to IEND; ValueError when it is truncated.
 
@@ -103,20 +125,14 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
     fh.seek(0)
     head = fh.read(33)
     info = PngChunks(read_header(head))
-    pos = 33
-    while True:
-        hdr = fh.read(8)
-        if len(hdr) < 8:
-            raise ValueError(f"truncated: file ends at byte {size} before the IEND chunk")
-        length, ctype = struct.unpack(">I4s", hdr)
+    for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
             return info
         end = pos + 8 + length + 4
         if end > size:
             raise ValueError(f"truncated: {ctype.decode('latin-1')} chunk at byte {pos} ends past the file's "
                              f"{size} bytes")
-        if ctype in (b"IDAT", b"fdAT"):
-            fh.seek(length + 4, 1)  # pixel data: the decoder checks it
+        if ctype in (b"IDAT", b"fdAT"):  # pixel data, not read: the decoder checks it
             if ctype == b"IDAT":
                 if info.idat and sum(info.idat[-1]) == pos:
                     info.idat[-1] = (info.idat[-1][0], end - info.idat[-1][0])
@@ -128,9 +144,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             if zlib.crc32(data, zlib.crc32(ctype)) != crc:
                 raise ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
             _take(info, ctype, data)
-        pos = end
-        if ctype == b"IEND":
-            return info
+    return info
 
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:

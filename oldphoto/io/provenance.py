@@ -223,8 +223,9 @@ def read_provenance(path: str | Path) -> Provenance | None:
     extension = xmp_tree.join_extension(parts, guid)[0] if guid else None
     try:
         if extension is not None:
-            packet = xmp_tree.merge_extension(packet, extension, str(path))
-        root, _ = xmp_tree.parse(packet, str(path))
+            root = xmp_tree.parse_merged(packet, extension, str(path))
+        else:
+            root, _ = xmp_tree.parse(packet, str(path))
     except XmpError:
         return None
     descriptions = list(root.iter(_q("rdf", "Description")))

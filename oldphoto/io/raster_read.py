@@ -330,8 +330,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                          "do not see that text")
             orientation = 1
         xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
-        block = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
-        iptc = profiles.get("iptc") or iptc_of(block)
+        block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        iptc = profiles.get("iptc") or iptc_of(resources)
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
         if meta.dpi is None:
@@ -356,15 +356,15 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             raise ValueError(f"animated {fmt} with {frames} frames is not supported")
         info = im.info
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
-        block = None
+        block, resources = None, []
         if fmt == "JPEG":
             # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
             # resolution info into numbers and cuts a resource that goes on in the next segment (Photoshop splits
             # a block over segments of 64 KB)
             parts = [payload[len(PHOTOSHOP_HEADER) :] for app, payload in im.applist
                      if app == "APP13" and payload.startswith(PHOTOSHOP_HEADER)]
-            block = readable_block(b"".join(parts), "JPEG APP13", notes)
-        iptc = iptc_of(block)
+            block, resources = readable_block(b"".join(parts), "JPEG APP13", notes)
+        iptc = iptc_of(resources)
         text = {}
         if fmt == "JPEG":
             text = _jpeg_comments(im.applist, notes)

@@ -21,7 +21,7 @@ import tifffile
 from PIL import Image
 
 from ..errors import ImageError
-from . import raster_read, tiff_read
+from . import buffers, raster_read, tiff_read
 from .buffers import allocate
 from .metadata import X_RESOLUTION, Y_RESOLUTION, Metadata
 from .pixel_tags import PixelFrame
@@ -170,25 +170,28 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.
 
     max_pixels: refuse images with more pixels (checked on the header, before decoding).
-    tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate).
+    tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate: where its file system cannot map
+    files, a system temp folder, with a note).
     allow_mmap: uncompressed TIFFs may be returned as a copy-on-write map of the file itself.
     Raises ImageError naming the file and the reason.
     """
     path = Path(path)
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
-        pl = _plan(fh, fmt, path, max_pixels)
-        with _decoding(path, fmt):
-            pixels, alpha, meta, notes = pl.decode(tmp_dir, allow_mmap)
-    notes += logged
-    if pl.orientation != 1:
-        pixels = upright(pixels, pl.orientation, tmp_dir)
-        alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
-        notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
-        meta.frame = PixelFrame(pl.orientation)  # the writer maps EXIF values given in the stored pixels
-        if pl.orientation >= 5:
-            _transpose_resolution(meta)
+    with buffers.file_buffers(path) as placed:
+        with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
+            pl = _plan(fh, fmt, path, max_pixels)
+            with _decoding(path, fmt):
+                pixels, alpha, meta, notes = pl.decode(tmp_dir, allow_mmap)
+        notes += logged
+        if pl.orientation != 1:
+            pixels = upright(pixels, pl.orientation, tmp_dir)
+            alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
+            notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
+            meta.frame = PixelFrame(pl.orientation)  # the writer maps EXIF values given in the stored pixels
+            if pl.orientation >= 5:
+                _transpose_resolution(meta)
+    notes += placed
     if alpha is not None and alpha.shape != pixels.shape[:2]:
         raise ImageError(path, f"alpha {alpha.shape} does not match pixels {pixels.shape}")
     return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)

@@ -205,8 +205,8 @@ class TiffPlan:
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
         meta.dpi = dpi_from_tags(meta.tiff_tags)
         meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
-        meta.photoshop = readable_block(_raw(e.get(_PHOTOSHOP), order), "tag 34377", notes)
-        meta.iptc = meta.iptc or iptc_of(meta.photoshop)  # Photoshop keeps IPTC there too, some writers only there
+        meta.photoshop, resources = readable_block(_raw(e.get(_PHOTOSHOP), order), "tag 34377", notes)
+        meta.iptc = meta.iptc or iptc_of(resources)  # Photoshop keeps IPTC there too, some writers only there
         children = {}
         for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
             if tag in e:

@@ -44,7 +44,7 @@ def read_xmp_slot(fh: BinaryIO) -> bytes | None:
             return _tiff(fh)
         if fmt == "WEBP":
             return _one(_webp(fh))
-    except (T.IfdError, struct.error, zlib.error) as e:
+    except (T.IfdError, png.Truncated, struct.error, zlib.error) as e:
         raise SlotError(str(e)) from e
     return None
 
@@ -104,13 +104,10 @@ def _jpeg(fh: BinaryIO, header: bytes) -> list[bytes]:
 
 def _png(fh: BinaryIO) -> list[bytes]:
     """Text chunks keyed XML:com.adobe.xmp up to IEND (iTXt, as the XMP specification asks; tEXt and zTXt too, which
-    oldphoto's reader also takes for the packet). Only those chunks are read, and their CRC checked."""
-    fh.seek(len(png.SIGNATURE))
+    oldphoto's reader also takes for the packet). Only those chunks are read, and their CRC checked: damage in
+    another chunk (a bad CRC), which png.read_chunks refuses, is no concern of the slot's."""
     found = []
-    while True:
-        length, ctype = struct.unpack(">I4s", _exact(fh, 8))
-        if ctype == b"IEND":
-            return found
+    for _, ctype, length in png.walk_chunks(fh):
         if ctype in (b"iTXt", b"tEXt", b"zTXt") and length >= len(_XMP_KEYWORD):
             data = _exact(fh, length)
             (crc,) = struct.unpack(">I", _exact(fh, 4))
@@ -121,8 +118,7 @@ def _png(fh: BinaryIO) -> list[bytes]:
                     found.append(png.parse_text(ctype, data)[1])
                 except (ValueError, IndexError) as e:  # inflates too far; an iTXt cut short after its keyword
                     raise SlotError(f"unreadable {ctype.decode()} chunk {png.XMP_KEY} ({e or 'too short'})") from e
-        else:
-            fh.seek(length + 4, 1)
+    return found
 
 
 def _tiff(fh: BinaryIO) -> bytes | None:

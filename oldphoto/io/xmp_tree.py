@@ -57,15 +57,20 @@ def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
         raise XmpError(source_name, f"XMP packet is not well-formed XML ({e})") from e
     except (LookupError, ValueError) as e:  # an encoding Python does not know, or a multi-byte one expat cannot read
         raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
-    # serialize recurses once per level: a packet nested about a thousand deep (expat reads it) would raise
-    # RecursionError there; XMP itself nests a few levels (a struct in an array in a property)
+    _check_depth(root, source_name)
+    return root, prefixes
+
+
+def _check_depth(root: ET.Element, source_name: str) -> None:
+    """XmpError for a tree deeper than _MAX_DEPTH: serialize recurses once per level, and a packet nested about a
+    thousand deep (expat reads it) would raise RecursionError there; XMP itself nests a few levels (a struct in an
+    array in a property)."""
     todo = [(root, 1)]
     while todo:
         el, depth = todo.pop()
         if depth > _MAX_DEPTH:
             raise XmpError(source_name, f"XMP packet nests elements deeper than {_MAX_DEPTH} levels")
         todo.extend((child, depth + 1) for child in el)
-    return root, prefixes
 
 
 def serialize(root: ET.Element, source_prefixes: Mapping[str, str], preferred: Mapping[str, str] | None = None) -> str:
@@ -188,6 +193,21 @@ def merge_extension(standard: bytes, extension: bytes, source_name: str) -> byte
     """One packet with the properties of a JPEG's standard packet and of its Extended XMP (which holds other
     top-level properties of the same resource), without the pointer to the extension. XmpError when either cannot be
     parsed."""
+    return wrap(serialize(*_merged(standard, extension, source_name)))
+
+
+def parse_merged(standard: bytes, extension: bytes, source_name: str) -> ET.Element:
+    """The tree parse() gives of merge_extension's packet (its root), without serializing and parsing it again:
+    for a reader of its properties. XmpError where merge_extension or that parse would raise it. (One difference: a
+    carriage return in text, given as &#13;, stays one here; serialize writes it as it is, and parsing turns it into
+    a line feed.)"""
+    root, _ = _merged(standard, extension, source_name)
+    _check_depth(root, source_name)  # the extension's properties may sit a level deeper here than in their packet
+    return root
+
+
+def _merged(standard: bytes, extension: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
+    """merge_extension's packet as (root, {namespace uri: prefix}), not serialized."""
     root, prefixes = parse(standard, source_name)
     ext_root, ext_prefixes = parse(extension, source_name)
     rdf, ext_rdf = _rdf(root), _rdf(ext_root)
@@ -204,7 +224,7 @@ def merge_extension(standard: bytes, extension: bytes, source_name: str) -> byte
         for k in [k for k in d.attrib if k in present]:
             del d.attrib[k]
         rdf.append(d)
-    return wrap(serialize(root, {**ext_prefixes, **prefixes}))
+    return root, {**ext_prefixes, **prefixes}
 
 
 def split_for_jpeg(packet: bytes, limit: int) -> tuple[bytes, bytes | None, bytes]:

@@ -290,6 +290,25 @@ def test_read_provenance_refuses_a_file_with_two_xmp_slots_or_a_damaged_structur
     assert read_provenance(tiff) is not None and read_provenance(tmp_path / "cut.tif") is None
 
 
+def test_read_provenance_of_a_png_reads_past_damage_in_other_chunks(tmp_path):
+    """Only the XMP chunk is read and its CRC checked: a bad CRC in another chunk, which the reader refuses, or a
+    file cut inside IEND's CRC does not hide the provenance (png.walk_chunks frames the chunks for both)."""
+    from oldphoto.io import png
+
+    ours = provenance_xmp(None, source_name="scan.png", source_sha256=SHA, software="oldphoto 9.9")
+    path = tmp_path / "d.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=ours)
+    data = path.read_bytes()
+    stamp = bytearray(png.chunk(b"tIME", bytes([7, 234, 1, 2, 3, 4, 5])))
+    stamp[-1] ^= 1
+    (tmp_path / "crc.png").write_bytes(data[:33] + stamp + data[33:])
+    (tmp_path / "iend.png").write_bytes(data[:-2])
+    with pytest.raises(ImageError, match="corrupt tIME chunk at byte 33 \\(CRC mismatch\\)"):
+        read(tmp_path / "crc.png", 10**6)
+    assert read_provenance(tmp_path / "crc.png") == read_provenance(tmp_path / "iend.png") == read_provenance(path)
+    assert read_provenance(path).source_sha256 == SHA
+
+
 def test_mask_coverage_is_recorded_beside_the_source_checksum_and_read_back_exactly(tmp_path):
     coverage = 100 / 3
     ours = provenance_xmp(None, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9",
