@@ -307,9 +307,10 @@ def _let_go(gate: CommitGate, progress: Progress) -> None:
 
 def _lasting(notes: list[str]) -> tuple[str, ...]:
     """The notes a record keeps, for the report of a later run that skips the file: the pipeline's, about the outputs
-    (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching), which
-    would read as news in every later report, nor this run's "redone: ..." (not among outcome.notes)."""
-    return tuple(n for n in notes if not n.startswith(DEVICE_NOTE))
+    (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching) or temp
+    folder (io.buffers), which would read as news in every later report, nor this run's "redone: ..." (not among
+    outcome.notes)."""
+    return tuple(n for n in notes if not n.startswith((DEVICE_NOTE, oio.BUFFER_NOTE)))
 
 
 # --------------------------------------------------------------------------------------------------- where a run writes

@@ -1681,16 +1681,18 @@ def test_outputs_of_a_format_that_writes_what_keep_writes_are_recognised_either_
 def test_a_skipped_file_reports_the_notes_of_the_run_that_made_its_outputs(tmp_path, fake, monkeypatch):
     """A skipped file had no notes in the report, so what the outputs lack ("alpha dropped: JPEG has no
     transparency") was said only by the run that made them: its record keeps them, but not what befell that run's
-    device, which a later run did not meet."""
+    device or temp folder, which a later run did not meet."""
+    buffers = "pixel buffers: /mnt/x cannot memory-map files (No such device); put in /tmp instead"
+
     def short_of_memory(*args, **kw):
         outcome = fake.process_file(*args, **kw)
-        outcome.notes.append("out of device memory: batch size reduced to 4")
+        outcome.notes += ["out of device memory: batch size reduced to 4", buffers]
         return outcome
 
     src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
     monkeypatch.setattr(pipeline, "process_file", short_of_memory)
     assert run("restore", src, "--out", out).exit_code == 0
-    assert report_of(out)["files"][0]["notes"] == ["fake note", "out of device memory: batch size reduced to 4"]
+    assert report_of(out)["files"][0]["notes"] == ["fake note", "out of device memory: batch size reduced to 4", buffers]
     os.utime(src, ns=(1, 1))  # touched: the skip's own note comes first
     assert run("restore", src, "--out", out).exit_code == 0 and len(fake.calls) == 1
     f = report_of(out)["files"][0]
