@@ -95,7 +95,8 @@ def _mapped(folder: str, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -
                 raise
             raise _Unmappable(e.strerror or e) from e
         try:
-            os.posix_fallocate(f.fileno(), 0, nbytes)
+            if hasattr(os, "posix_fallocate"):  # POSIX, not macOS or Windows: there the file stays sparse
+                os.posix_fallocate(f.fileno(), 0, nbytes)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise OSError(e.errno, f"cannot reserve {nbytes} bytes for a pixel buffer in {folder}: "

@@ -73,6 +73,11 @@ def _check_depth(root: ET.Element, source_name: str) -> None:
         todo.extend((child, depth + 1) for child in el)
 
 
+# A literal carriage return in text is read back as a line feed (XML end-of-line handling): a source's &#13; stays
+# a carriage return only written as one.
+_TEXT_ENTITIES = {"\r": "&#13;"}
+
+
 def serialize(root: ET.Element, source_prefixes: Mapping[str, str], preferred: Mapping[str, str] | None = None) -> str:
     """XML text with the packet's own prefixes kept (ElementTree would rename them ns0, ns1 ...); `preferred`
     ({uri: prefix}) names the namespaces the packet did not declare."""
@@ -108,11 +113,11 @@ def serialize(root: ET.Element, source_prefixes: Mapping[str, str], preferred: M
         if len(el) == 0 and not el.text:
             out.append("/>")
         else:
-            out.append(">" + escape(el.text or ""))
+            out.append(">" + escape(el.text or "", _TEXT_ENTITIES))
             for child in el:
                 emit(child, False)
             out.append(f"</{qname(el.tag)}>")
-        out.append(escape(el.tail or ""))
+        out.append(escape(el.tail or "", _TEXT_ENTITIES))
 
     emit(root, True)
     return "".join(out).strip()
@@ -198,9 +203,7 @@ def merge_extension(standard: bytes, extension: bytes, source_name: str) -> byte
 
 def parse_merged(standard: bytes, extension: bytes, source_name: str) -> ET.Element:
     """The tree parse() gives of merge_extension's packet (its root), without serializing and parsing it again:
-    for a reader of its properties. XmpError where merge_extension or that parse would raise it. (One difference: a
-    carriage return in text, given as &#13;, stays one here; serialize writes it as it is, and parsing turns it into
-    a line feed.)"""
+    for a reader of its properties. XmpError where merge_extension or that parse would raise it."""
     root, _ = _merged(standard, extension, source_name)
     _check_depth(root, source_name)  # the extension's properties may sit a level deeper here than in their packet
     return root

@@ -240,6 +240,14 @@ def test_a_full_system_temp_folder_is_named_in_the_error(temp_folders, unmappabl
         allocate((1024, 1024, 2), np.uint8, threshold=0)
 
 
+def test_a_platform_without_posix_fallocate_still_gets_its_buffer_on_disk(temp_folders, monkeypatch):
+    named, _ = temp_folders
+    monkeypatch.delattr(os, "posix_fallocate")
+    buf = allocate((64, 64, 2), np.uint8, threshold=0)
+    buf[...] = 7
+    assert isinstance(buf, np.memmap) and int(buf.sum()) == 7 * buf.size
+
+
 def test_a_temp_folder_failing_otherwise_still_fails_without_trying_another(temp_folders, unmappable_folders):
     named, system = temp_folders
     maps = unmappable_folders(named, code=errno.EIO)
