@@ -157,6 +157,15 @@ def test_the_fingerprints_of_a_source_are_current_and_former(tmp_path):
     assert quality.current(Path("a.jpg")) != fps.current(Path("a.jpg"))
 
 
+def test_fingerprints_are_one_runs_compared_and_hashed_as_objects():
+    """A frozen dataclass compared the models (stages that are nn.Modules) field by field and could not be hashed
+    (its models' description is a dict)."""
+    models = FakeModels()
+    fps = planning.Fingerprints(RestoreConfig(), models, models.describe())
+    assert fps == fps and fps != planning.Fingerprints(RestoreConfig(), models, models.describe())
+    assert {fps: 1}[fps] == 1
+
+
 def test_a_dry_run_gives_its_verdicts_and_writes_nothing(tmp_path, stand_in_models):
     from PIL import Image
 
