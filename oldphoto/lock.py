@@ -74,18 +74,25 @@ def process_start_time(pid: int) -> float | None:
     return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def _read_owner(path: Path) -> LockOwner | None:
-    """The lock's owner, or None when the file is empty or unreadable JSON (a crash between create and write)."""
+def _read_lock(path: Path) -> tuple[LockOwner | None, float] | None:
+    """(the lock's owner, its mtime), from one opening of the file; None when there is no lock file. The owner is None
+    when the file is empty or not the JSON of one (a crash between create and write)."""
     try:
-        data = json.loads(path.read_text() or "null")
+        with open(path, "rb") as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text or "null")
     except json.JSONDecodeError:
-        return None
+        return None, mtime
     if not isinstance(data, dict):
-        return None
+        return None, mtime
     try:
-        return LockOwner(int(data["pid"]), str(data["host"]), float(data["started"]))
+        return LockOwner(int(data["pid"]), str(data["host"]), float(data["started"])), mtime
     except (KeyError, TypeError, ValueError):
-        return None
+        return None, mtime
 
 
 def is_stale(owner: LockOwner | None, lock_mtime: float, host: str | None = None) -> bool:
@@ -108,15 +115,10 @@ def is_stale(owner: LockOwner | None, lock_mtime: float, host: str | None = None
 def held_by(out_dir: Path) -> str | None:
     """Who holds the lock of `out_dir` (e.g. "pid 12 on host, started ..."), when a live run does; None when there is
     no lock or a stale one that a run would take over. Reads only (for a dry run)."""
-    path = Path(out_dir) / LOCK_NAME
-    try:
-        mtime = path.stat().st_mtime
-        owner = _read_owner(path)
-    except FileNotFoundError:
+    found = _read_lock(Path(out_dir) / LOCK_NAME)
+    if found is None or is_stale(*found):
         return None
-    if is_stale(owner, mtime):
-        return None
-    return _holder(owner)
+    return _holder(found[0])
 
 
 def _holder(owner: LockOwner | None) -> str:
@@ -171,14 +173,13 @@ class OutputLock:
         try:
             fcntl.flock(guard, fcntl.LOCK_EX)
             # Re-read under the guard: another run may have replaced the stale lock meanwhile.
-            try:
-                mtime = self.path.stat().st_mtime
-                owner = _read_owner(self.path)
-            except FileNotFoundError:  # released between our create attempt and now
+            found = _read_lock(self.path)
+            if found is None:  # released between our create attempt and now
                 if self._try_create():
                     self._held = True
                     return
-                raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment") from None
+                raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment")
+            owner, mtime = found
             if not is_stale(owner, mtime, self.owner.host):
                 raise LockHeld(f"{self.path.parent}: output folder is in use by {_holder(owner)} "
                                f"(lock file {self.path}; delete it only if that run is gone)")
@@ -190,6 +191,14 @@ class OutputLock:
         finally:
             fcntl.flock(guard, fcntl.LOCK_UN)
             os.close(guard)
+
+    @property
+    def folder_fd(self) -> int:
+        """A descriptor open on the locked folder (O_PATH where there is one), for calls relative to it
+        (io.TempFiles): it stays the folder the run locked, wherever that goes. Valid until release()."""
+        if self._folder_fd < 0:
+            raise RuntimeError(f"{self.path}: folder_fd asked for while the lock is not held")
+        return self._folder_fd
 
     def check_folder(self) -> None:
         """FolderLost unless the folder is still the one this lock was taken in: by its identity, so a folder made
@@ -218,8 +227,8 @@ class OutputLock:
             except FolderLost:  # what is there now under the name is not ours to touch (a copy of our lock included)
                 return
             # Only remove our own lock (never one a later run created after declaring ours stale).
-            current = _read_owner(self.path) if self.path.exists() else None
-            if current == self.owner:
+            found = _read_lock(self.path)
+            if found is not None and found[0] == self.owner:
                 try:
                     self.path.unlink()
                 except FileNotFoundError:
