@@ -15,9 +15,11 @@ deleted: a curator may want them).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -115,6 +117,7 @@ class RunState:
     read_only: bool = False  # record() keeps records in memory only, and close() writes nothing
     _journal: IO[bytes] | None = field(default=None, repr=False)  # unbuffered: see _append
     _owners: dict[str, str] | None = field(default=None, repr=False)  # output path -> rel, built on demand
+    _folder_fd: int | None = field(default=None, repr=False)  # see open()
 
     @property
     def path(self) -> Path:
@@ -155,11 +158,15 @@ class RunState:
         return state
 
     @classmethod
-    def open(cls, out_dir: Path) -> "RunState":
-        """Load, rewrite compactly, and keep the file open for appending records during the run."""
+    def open(cls, out_dir: Path, folder_fd: int | None = None) -> "RunState":
+        """Load, rewrite compactly, and keep the file open for appending records during the run. folder_fd: a
+        descriptor open on out_dir while the state is (the run's lock holds one), through which the outputs a record
+        lists are looked at: a record then describes the folder its state file is in, wherever that folder has gone
+        since (the file is held open too), never what is under the name now."""
         state = cls.load(out_dir)
         state.compact()
         state._journal = open(state.path, "ab", buffering=0)
+        state._folder_fd = folder_fd
         return state
 
     def compact(self) -> None:
@@ -216,7 +223,7 @@ class RunState:
             return record
         current = {o.path for o in record.outputs}
         earlier = [o.path for o in old.outputs] + list(old.former) + list(record.former)
-        kept = [p for p in dict.fromkeys(earlier) if p not in current and (self.out_dir / p).is_file()]
+        kept = [p for p in dict.fromkeys(earlier) if p not in current and self._is_file(p)]
         return replace(record, former=tuple(kept))
 
     def owner_of(self, output: Path) -> str | None:
@@ -231,8 +238,32 @@ class RunState:
     def _rel_out(self, output: Path) -> str:
         return Path(os.path.relpath(os.path.abspath(output), os.path.abspath(self.out_dir))).as_posix()
 
+    def _stat(self, rel: str) -> os.stat_result:
+        """The output at `rel` (relative to the folder: see open's folder_fd)."""
+        if self._folder_fd is None:
+            return os.stat(self.out_dir / rel)
+        try:
+            return os.stat(rel, dir_fd=self._folder_fd)
+        except OSError as e:
+            e.filename = str(self.out_dir / rel)
+            raise
+
+    def _is_file(self, rel: str) -> bool:
+        """As Path.is_file, through _stat."""
+        try:
+            return stat.S_ISREG(self._stat(rel).st_mode)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+                return False
+            raise
+
     def outputs_record(self, outputs: Iterable[Path]) -> tuple[OutputRecord, ...]:
-        return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
+        """The outputs as a record lists them: path relative to the folder, size; OSError (e.g. one is not there)."""
+        records = []
+        for p in outputs:
+            rel = self._rel_out(p)
+            records.append(OutputRecord(rel, self._stat(rel).st_size))
+        return tuple(records)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
                   rel: str | None = None, source: SourceId | None = None, also: tuple[str, ...] = (),

@@ -544,7 +544,7 @@ def test_ctrl_c_while_loading_the_models_exits_130_without_a_trace(tmp_path, mon
 
 
 def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, monkeypatch):
-    def interrupted(out_dir):
+    def interrupted(out_dir, folder_fd=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("oldphoto.state.RunState.open", interrupted)
