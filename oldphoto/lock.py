@@ -5,7 +5,8 @@ alive, or the pid now belongs to a process started after the lock was written) i
 A lock from another host cannot be checked and is respected; the error says which host holds it.
 The folder's identity (st_dev, st_ino) is kept when the lock is taken, so that a run can tell that the folder it
 locked was deleted, moved away or replaced under the same name while it ran (check_folder); the folder is kept open
-meanwhile, so that its inode number cannot go to a folder made in its place.
+meanwhile, so that its inode number cannot go to a folder made in its place, and so that the run's writes there
+(folder_fd) and the lock's removal reach that folder wherever it has gone, never another under its name.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def process_start_time(pid: int) -> float | None:
     return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def _read_lock(path: Path) -> tuple[LockOwner | None, float] | None:
-    """(the lock's owner, its mtime), from one opening of the file; None when there is no lock file. The owner is None
-    when the file is empty or not the JSON of one (a crash between create and write)."""
+def _read_lock(path: Path | str, dir_fd: int | None = None) -> tuple[LockOwner | None, float] | None:
+    """(the lock's owner, its mtime), from one opening of the file (`path` relative to dir_fd when given); None when
+    there is no lock file. The owner is None when the file is empty or not the JSON of one (a crash between create and
+    write)."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags, dir_fd=dir_fd)) as f:
             mtime = os.fstat(f.fileno()).st_mtime
             text = f.read().decode("utf-8", "replace")
     except FileNotFoundError:
@@ -222,17 +224,19 @@ class OutputLock:
             return
         self._held = False
         try:
-            try:
-                self.check_folder()
-            except FolderLost:  # what is there now under the name is not ours to touch (a copy of our lock included)
-                return
-            # Only remove our own lock (never one a later run created after declaring ours stale).
-            found = _read_lock(self.path)
+            # Through the folder held, wherever it has gone (a folder moved away keeps no lock of a finished run, which
+            # a run from another host would have to respect), never what is under the name now (a copy of our lock
+            # in a folder made in its place included). Only our own lock (never one a later run created after
+            # declaring ours stale).
+            found = _read_lock(LOCK_NAME, self._folder_fd)
             if found is not None and found[0] == self.owner:
                 try:
-                    self.path.unlink()
+                    os.unlink(LOCK_NAME, dir_fd=self._folder_fd)
                 except FileNotFoundError:
                     pass  # removed by hand while we ran: the goal (no lock) holds
+                except OSError as e:
+                    e.filename = str(self.path)
+                    raise
         finally:
             os.close(self._folder_fd)  # only now may another folder get the folder's inode number
             self._folder_fd = -1

@@ -176,7 +176,7 @@ class Batch:
         finally:
             try:
                 if report_path is not None:
-                    report.write(report_path)
+                    self._write_report(report, report_path, lock)
             except OSError as e:
                 raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
@@ -187,6 +187,18 @@ class Batch:
                     self.progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
                                                    f"it over")
         return lost, unsaved
+
+    def _write_report(self, report: Report, path: Path, lock: OutputLock) -> None:
+        """A report inside --out goes in through the folder locked, as the outputs do (never into one made under its
+        name, nor making it again); one elsewhere by name. OSError."""
+        if not _below(path, self.out):
+            report.write(path)
+            return
+        temps = oio.TempFiles(self.out, lock.folder_fd)
+        try:
+            report.write(path, temps)
+        finally:
+            temps.close()  # only to let go of its descriptor: the write left no temp file, or raised
 
     def _execute(self, jobs: list[Job], fps: Fingerprints, models: Models, state: RunState, report: Report,
                  lock: OutputLock) -> None:
@@ -332,6 +344,11 @@ def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path,
     """(path, folder) as written (made absolute) and resolved: `in/out` where `in/out` is a link to a folder
     elsewhere is inside `in` as written (the walk of `in` would meet it), not once resolved."""
     return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
+
+
+def _below(path: Path, folder: Path) -> bool:
+    """Whether `path` lies below `folder` as written (made absolute), as io.TempFiles takes it."""
+    return Path(os.path.abspath(folder)) in Path(os.path.abspath(path)).parents
 
 
 def _inside_either(path: Path, folder: Path) -> bool:

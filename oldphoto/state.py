@@ -27,7 +27,7 @@ from typing import IO, Iterable
 
 from .errors import OldPhotoError
 from .io import Provenance, read_provenance, read_source_sha256
-from .io.atomic import atomic_output
+from .io.atomic import TempFiles, write_bytes
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -160,21 +160,33 @@ class RunState:
     @classmethod
     def open(cls, out_dir: Path, folder_fd: int | None = None) -> "RunState":
         """Load, rewrite compactly, and keep the file open for appending records during the run. folder_fd: a
-        descriptor open on out_dir while the state is (the run's lock holds one), through which the outputs a record
-        lists are looked at: a record then describes the folder its state file is in, wherever that folder has gone
-        since (the file is held open too), never what is under the name now."""
+        descriptor open on out_dir while the state is (the run's lock holds one), through which the file is rewritten
+        and opened and the outputs a record lists are looked at: a record then describes the folder its state file is
+        in, wherever that folder has gone since, never what is under the name now."""
         state = cls.load(out_dir)
-        state.compact()
-        state._journal = open(state.path, "ab", buffering=0)
         state._folder_fd = folder_fd
+        state.compact()
+        if folder_fd is None:
+            state._journal = open(state.path, "ab", buffering=0)
+        else:
+            state._journal = open(STATE_NAME, "ab", buffering=0,
+                                  opener=lambda name, flags: os.open(name, flags, 0o666, dir_fd=folder_fd))
         return state
 
     def compact(self) -> None:
-        """Rewrite the file with one line per record, atomically."""
+        """Rewrite the file with one line per record, atomically (through the folder's descriptor, if open() was
+        given one)."""
         lines = [json.dumps({"oldphoto_state": STATE_FORMAT})]
         lines += [self.records[rel].to_json(rel) for rel in sorted(self.records)]
-        with atomic_output(self.path) as f:
-            f.write(("\n".join(lines) + "\n").encode("utf-8"))
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        if self._folder_fd is None:
+            write_bytes(self.path, data)
+            return
+        temps = TempFiles(self.out_dir, self._folder_fd)
+        try:
+            write_bytes(self.path, data, temps)
+        finally:
+            temps.close()  # only to let go of its descriptor: write_bytes left no temp file, or raised
 
     def close(self, compact: bool = True) -> None:
         """End the run's appends and rewrite the file compactly; compact=False writes nothing more (the folder is
@@ -182,8 +194,11 @@ class RunState:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        if compact and not self.read_only:
-            self.compact()
+        try:
+            if compact and not self.read_only:
+                self.compact()
+        finally:
+            self._folder_fd = None  # the caller's, valid only while the state is open
 
     def record(self, rel: str, record: Record) -> None:
         """Remember a finished file; durable once this returns (on OSError, e.g. a full disk, neither kept nor in the

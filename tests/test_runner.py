@@ -305,8 +305,8 @@ def test_an_output_folder_lost_as_a_files_outputs_go_in(tmp_path, stand_in_model
     assert no_errors(progress) and not out.exists()
     if how == "moved":
         assert [r.status for r in outcome.report.results] == ["done", "done"]
-        assert tree(moved) == sorted([LOCK_NAME, STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif",
-                                      "street.mask.png", "street.png"])
+        assert tree(moved) == sorted([STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif",
+                                      "street.mask.png", "street.png"])  # and the run's lock was removed there
         assert recorded(moved) == {"box 2/portrait.tif": ["box 2/portrait.tif", "box 2/portrait.mask.png"],
                                    "street.png": ["street.png", "street.mask.png"]}
     else:
@@ -328,7 +328,7 @@ def test_an_output_folder_lost_between_a_files_outputs_and_its_record(tmp_path, 
     statuses = [r.status for r in outcome.report.results]
     if how == "moved":  # c.tif then finds the folder gone as its outputs would go in
         assert statuses == ["done", "done", "interrupted"]
-        assert tree(moved) == sorted([LOCK_NAME, STATE_NAME, "a.jpg", "album 1/b.PNG"])
+        assert tree(moved) == sorted([STATE_NAME, "a.jpg", "album 1/b.PNG"])
         assert recorded(moved) == {"a.jpg": ["a.jpg"], "album 1/b.PNG": ["album 1/b.PNG"]}
     else:
         assert statuses == ["done", "interrupted", "pending"]
@@ -356,7 +356,7 @@ def test_an_output_folder_moved_while_a_files_outputs_are_written_keeps_none_of_
     outcome = restore([root], out, progress, **SAVE_MASK)
     assert outcome.lost is not None and no_errors(progress) and not out.exists()
     assert [r.status for r in outcome.report.results] == ["done", "interrupted"]
-    assert tree(moved) == sorted([LOCK_NAME, STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif"])
+    assert tree(moved) == sorted([STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif"])
 
 
 def test_an_output_folder_moved_just_after_its_check_is_not_made_again(tmp_path, stand_in_models, monkeypatch):
@@ -380,4 +380,30 @@ def test_an_output_folder_moved_just_after_its_check_is_not_made_again(tmp_path,
     assert outcome.lost is not None and outcome.lost.reason.endswith("was deleted or moved away during the run")
     assert no_errors(progress) and not out.exists()
     assert [r.status for r in outcome.report.results] == ["interrupted", "pending"]
-    assert tree(moved) == sorted([LOCK_NAME, STATE_NAME]) and (moved / "box 2").is_dir()
+    assert tree(moved) == [STATE_NAME] and (moved / "box 2").is_dir()
+
+
+@pytest.mark.parametrize("how", ["moved", "replaced"])
+def test_an_output_folder_lost_just_after_the_last_check_gets_its_state_report_and_lock_settled(tmp_path, fake,
+                                                                                                monkeypatch, how):
+    """Every file done, the folder goes just after the run's last check, as the state is rewritten: the state file,
+    the report inside --out and the lock's removal go through the folder the run holds, which ends as if moved after
+    the run; a folder made in its place gets none of them. By name, the state could not be rewritten (moved) or was
+    rewritten into the new folder (replaced), the report made the folder again or went into the new one, and the
+    moved folder kept the lock."""
+    root, out, moved = scans(tmp_path), tmp_path / "out", tmp_path / "moved"
+    real = state_module.RunState.close
+
+    def close(state, compact=True):
+        lose(out, moved, "moved")
+        if how == "replaced":
+            out.mkdir()
+        real(state, compact)
+
+    monkeypatch.setattr(state_module.RunState, "close", close)
+    outcome = restore([root], out, jobs=1)
+    assert clean(outcome)  # as far as the run can tell, the folder went after it
+    assert tree(moved) == sorted([STATE_NAME, "a.jpg", "album 1/b.PNG", "album 1/deep/c.tif", "report.json"])
+    assert len((moved / STATE_NAME).read_text().splitlines()) == 4  # rewritten compactly: header and three records
+    assert [f["status"] for f in report_of(moved)["files"]] == ["done"] * 3
+    assert tree(out) == [] if how == "replaced" else not out.exists()

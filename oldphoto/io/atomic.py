@@ -319,3 +319,15 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
                 temps.remove(tmp)  # or already removed by its close(): the run has let go of the folder
             else:
                 tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes, temps: TempFiles | None = None) -> None:
+    """Replace `path` by a file holding `data`, atomically; through `temps` when given (see TempFiles), else by name.
+    Raises OSError, KeyboardInterrupt once temps is closed."""
+    staging = Staging(temps)
+    try:
+        with atomic_output(path, staging) as f:
+            f.write(data)
+        staging.commit()
+    finally:
+        staging.discard()  # nothing left after a commit
