@@ -5,7 +5,8 @@ alive, or the pid now belongs to a process started after the lock was written) i
 A lock from another host cannot be checked and is respected; the error says which host holds it.
 The folder's identity (st_dev, st_ino) is kept when the lock is taken, so that a run can tell that the folder it
 locked was deleted, moved away or replaced under the same name while it ran (check_folder); the folder is kept open
-meanwhile, so that its inode number cannot go to a folder made in its place.
+meanwhile, so that its inode number cannot go to a folder made in its place, and so that the run's writes there
+(folder_fd) and the lock's removal reach that folder wherever it has gone, never another under its name.
 """
 
 from __future__ import annotations
@@ -74,18 +75,26 @@ def process_start_time(pid: int) -> float | None:
     return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def _read_owner(path: Path) -> LockOwner | None:
-    """The lock's owner, or None when the file is empty or unreadable JSON (a crash between create and write)."""
+def _read_lock(path: Path | str, dir_fd: int | None = None) -> tuple[LockOwner | None, float] | None:
+    """(the lock's owner, its mtime), from one opening of the file (`path` relative to dir_fd when given); None when
+    there is no lock file. The owner is None when the file is empty or not the JSON of one (a crash between create and
+    write)."""
     try:
-        data = json.loads(path.read_text() or "null")
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags, dir_fd=dir_fd)) as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text or "null")
     except json.JSONDecodeError:
-        return None
+        return None, mtime
     if not isinstance(data, dict):
-        return None
+        return None, mtime
     try:
-        return LockOwner(int(data["pid"]), str(data["host"]), float(data["started"]))
+        return LockOwner(int(data["pid"]), str(data["host"]), float(data["started"])), mtime
     except (KeyError, TypeError, ValueError):
-        return None
+        return None, mtime
 
 
 def is_stale(owner: LockOwner | None, lock_mtime: float, host: str | None = None) -> bool:
@@ -108,15 +117,10 @@ def is_stale(owner: LockOwner | None, lock_mtime: float, host: str | None = None
 def held_by(out_dir: Path) -> str | None:
     """Who holds the lock of `out_dir` (e.g. "pid 12 on host, started ..."), when a live run does; None when there is
     no lock or a stale one that a run would take over. Reads only (for a dry run)."""
-    path = Path(out_dir) / LOCK_NAME
-    try:
-        mtime = path.stat().st_mtime
-        owner = _read_owner(path)
-    except FileNotFoundError:
+    found = _read_lock(Path(out_dir) / LOCK_NAME)
+    if found is None or is_stale(*found):
         return None
-    if is_stale(owner, mtime):
-        return None
-    return _holder(owner)
+    return _holder(found[0])
 
 
 def _holder(owner: LockOwner | None) -> str:
@@ -171,14 +175,13 @@ class OutputLock:
         try:
             fcntl.flock(guard, fcntl.LOCK_EX)
             # Re-read under the guard: another run may have replaced the stale lock meanwhile.
-            try:
-                mtime = self.path.stat().st_mtime
-                owner = _read_owner(self.path)
-            except FileNotFoundError:  # released between our create attempt and now
+            found = _read_lock(self.path)
+            if found is None:  # released between our create attempt and now
                 if self._try_create():
                     self._held = True
                     return
-                raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment") from None
+                raise LockHeld(f"{self.path.parent}: another run took the lock at the same moment")
+            owner, mtime = found
             if not is_stale(owner, mtime, self.owner.host):
                 raise LockHeld(f"{self.path.parent}: output folder is in use by {_holder(owner)} "
                                f"(lock file {self.path}; delete it only if that run is gone)")
@@ -190,6 +193,14 @@ class OutputLock:
         finally:
             fcntl.flock(guard, fcntl.LOCK_UN)
             os.close(guard)
+
+    @property
+    def folder_fd(self) -> int:
+        """A descriptor open on the locked folder (O_PATH where there is one), for calls relative to it
+        (io.TempFiles): it stays the folder the run locked, wherever that goes. Valid until release()."""
+        if self._folder_fd < 0:
+            raise RuntimeError(f"{self.path}: folder_fd asked for while the lock is not held")
+        return self._folder_fd
 
     def check_folder(self) -> None:
         """FolderLost unless the folder is still the one this lock was taken in: by its identity, so a folder made
@@ -213,17 +224,19 @@ class OutputLock:
             return
         self._held = False
         try:
-            try:
-                self.check_folder()
-            except FolderLost:  # what is there now under the name is not ours to touch (a copy of our lock included)
-                return
-            # Only remove our own lock (never one a later run created after declaring ours stale).
-            current = _read_owner(self.path) if self.path.exists() else None
-            if current == self.owner:
+            # Through the folder held, wherever it has gone (a folder moved away keeps no lock of a finished run, which
+            # a run from another host would have to respect), never what is under the name now (a copy of our lock
+            # in a folder made in its place included). Only our own lock (never one a later run created after
+            # declaring ours stale).
+            found = _read_lock(LOCK_NAME, self._folder_fd)
+            if found is not None and found[0] == self.owner:
                 try:
-                    self.path.unlink()
+                    os.unlink(LOCK_NAME, dir_fd=self._folder_fd)
                 except FileNotFoundError:
                     pass  # removed by hand while we ran: the goal (no lock) holds
+                except OSError as e:
+                    e.filename = str(self.path)
+                    raise
         finally:
             os.close(self._folder_fd)  # only now may another folder get the folder's inode number
             self._folder_fd = -1

@@ -335,14 +335,18 @@ class CommitGate:
 
     guard: called before each of a photo's outputs is written (check) and again as they go in (entry); it raises when
     they must not (e.g. lock.OutputLock.check_folder: the output folder was deleted or replaced). Its error closes the
-    gate and propagates, so that photo fails with it and every later one is turned away."""
+    gate and propagates, so that photo stops with it and every later one is turned away; a photo whose writing failed
+    asks it again (process_file), so a failure the folder's loss caused ends the same way.
+    temps: where the outputs' folders and temp files are made, renamed and removed: io.TempFiles on the folder the run
+    holds (through its descriptor, so they follow it if it is moved and never go into another made under its name);
+    None: a TempFiles by name."""
 
-    def __init__(self, guard: Callable[[], None] | None = None) -> None:
+    def __init__(self, guard: Callable[[], None] | None = None, temps: oio.TempFiles | None = None) -> None:
         self._lock = threading.Lock()
         self._open = True
         self._guard = guard
         self._passed: set[str] = set()  # sources whose outputs were put in place
-        self._temps = oio.TempFiles()
+        self._temps = temps if temps is not None else oio.TempFiles()
 
     def staging(self) -> oio.Staging:
         """A staging for the outputs of one source, whose temp files close() removes."""
@@ -488,11 +492,12 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     try:
         for path, (pixels, alpha, fmt, meta) in zip(outputs, items):
             # before each output's folders are made with their parents: an output folder deleted meanwhile (while the
-            # model ran, or while the output before this one was written) is not made again
+            # model ran, or while the output before this one was written) is not made again (nor, later, by the
+            # making itself: it goes through the folder the run holds, staging.temps)
             if gate is not None:
                 gate.check()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                staging.temps.makedirs(path.parent)
             except OSError as e:
                 raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
             try:
@@ -518,5 +523,9 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
         except OSError as e:
             failed = e.filename or outputs[0]
             raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
+    except ImageError:
+        if gate is not None:  # the output folder deleted meanwhile (even as the outputs went in) is why: the photo
+            gate.check()  # did not fail, the run was stopped (FolderLost, chained to the error)
+        raise
     finally:
-        staging.discard()  # after a commit nothing is left to remove
+        staging.discard()  # after a commit nothing is left to remove; through the folder held, wherever it went

@@ -27,11 +27,12 @@ if TYPE_CHECKING:
     from .pipeline import Models
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fingerprints:
     """The settings fingerprints (state.fingerprint) of a source's outputs under one run's settings and models: the
     one its record gets, and those that earlier versions recorded for the very same outputs, which count as current
-    too (RunState.decide's `also`)."""
+    too (RunState.decide's `also`). One run's: compared and hashed as an object (not by its models and their
+    description, which have no equality worth the name and no hash)."""
 
     cfg: RestoreConfig
     models: Models

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .io.atomic import atomic_output
+from .io.atomic import TempFiles, write_bytes
 
 # done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
 # ("interrupted") and the files it never reached ("pending").
@@ -80,13 +80,15 @@ class Report:
         results = d.pop("results")
         return {"oldphoto_version": d.pop("version"), **d, "totals": self.totals(), "files": results}
 
-    def write(self, path: Path) -> None:
-        """Write the report as JSON atomically (temp file in the same folder, fsync, os.replace)."""
+    def write(self, path: Path, temps: TempFiles | None = None) -> None:
+        """Write the report as JSON atomically (temp file in the same folder, fsync, os.replace), its folder made when
+        missing. temps: io.TempFiles on the output folder a run holds, for a report inside it: written (its folder
+        made) through that folder, wherever it has gone, never into one made under its name (nor making it again)."""
         path = Path(path)
         data = (json.dumps(self.to_dict(), indent=2, default=str) + "\n").encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as f:
-            f.write(data)
+        temps = temps if temps is not None else TempFiles()
+        temps.makedirs(path.parent)
+        write_bytes(path, data, temps)
 
 
 def load(path: Path) -> dict:

@@ -107,7 +107,7 @@ class Batch:
             if lock.took_over is not None:
                 unsaved = not self._remove_leftovers(lock)
             try:
-                state = RunState.open(out)
+                state = RunState.open(out, lock.folder_fd)  # a record looks at the outputs in the folder locked
             except StateError as e:
                 raise CannotRun(str(e)) from None
             except OSError as e:  # e.g. a full disk: compacting it at the start needs a new copy
@@ -176,7 +176,7 @@ class Batch:
         finally:
             try:
                 if report_path is not None:
-                    report.write(report_path)
+                    self._write_report(report, report_path, lock)
             except OSError as e:
                 raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
@@ -187,6 +187,18 @@ class Batch:
                     self.progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
                                                    f"it over")
         return lost, unsaved
+
+    def _write_report(self, report: Report, path: Path, lock: OutputLock) -> None:
+        """A report inside --out goes in through the folder locked, as the outputs do (never into one made under its
+        name, nor making it again); one elsewhere by name. OSError."""
+        if not _below(path, self.out):
+            report.write(path)
+            return
+        temps = oio.TempFiles(self.out, lock.folder_fd)
+        try:
+            report.write(path, temps)
+        finally:
+            temps.close()  # only to let go of its descriptor: the write left no temp file, or raised
 
     def _execute(self, jobs: list[Job], fps: Fingerprints, models: Models, state: RunState, report: Report,
                  lock: OutputLock) -> None:
@@ -199,7 +211,9 @@ class Batch:
 
         cfg, stop = self.cfg, self.stop
         batcher = pipeline.new_batcher(cfg, models)  # the files in flight share device batches
-        gate = pipeline.CommitGate(guard=lock.check_folder)  # closed before returning: no outputs go in after that
+        # closed before returning: no outputs go in after that. Their folders and temp files are made, renamed and
+        # removed through the folder locked: a folder moved away gets a set being renamed whole and keeps no temp file.
+        gate = pipeline.CommitGate(guard=lock.check_folder, temps=oio.TempFiles(self.out, lock.folder_fd))
         lost: list[FolderLost] = []  # the first file that found the output folder gone; the others then stop too
 
         def stopping() -> bool:
@@ -227,7 +241,7 @@ class Batch:
                     break  # stopped with files left: they stay "pending"
                 finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    found_lost = self._collect(fut, running.pop(fut), fps, state, report)
+                    found_lost = self._collect(fut, running.pop(fut), fps, state, report, lock)
                     if found_lost is not None and not lost:
                         lost.append(found_lost)
             if lost:
@@ -240,7 +254,7 @@ class Batch:
             _let_go(gate, self.progress)
             for fut, job in running.items():
                 if gate.passed(job.found.src) and wait([fut], timeout=_LET_GO_S).done:
-                    self._collect(fut, job, fps, state, report)
+                    self._collect(fut, job, fps, state, report, lock)
                 else:
                     report.results[job.index].status = "interrupted"
             raise
@@ -253,9 +267,14 @@ class Batch:
             _let_go(gate, self.progress)  # again after a signal cut the first one short: it goes on where that stopped
             report.batches = batcher.stats()
 
-    def _collect(self, fut: Future, job: Job, fps: Fingerprints, state: RunState,
-                 report: Report) -> FolderLost | None:
-        """Record a finished file's outcome; the FolderLost it ended with, for the run to stop on (nothing written)."""
+    def _collect(self, fut: Future, job: Job, fps: Fingerprints, state: RunState, report: Report,
+                 lock: OutputLock) -> FolderLost | None:
+        """Record a finished file's outcome; the FolderLost it ended with, for the run to stop on (nothing written).
+
+        Its record goes into the state file held open, wherever the folder has gone since its outputs went in, and
+        lists those outputs as they are in that folder (RunState.open's folder_fd): moved, the folder keeps both, which
+        agree; deleted, its outputs are no longer there to list and the file stops with the run instead (or, deleted
+        once they are listed, the record goes with the folder: nothing is left that says otherwise)."""
         progress = self.progress
         result = report.results[job.index]
         src = job.found.src
@@ -274,7 +293,23 @@ class Batch:
             progress.error(src, result.error)
             progress.file_done(result)
             return None
-        result.status = "done"
+        try:
+            state.record(result.relative, Record(
+                source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
+                fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
+                height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
+                finished=now_iso(), notes=_lasting(outcome.notes)))
+        except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
+            try:
+                lock.check_folder()
+            except FolderLost as lost:  # deleted since its outputs went in: stopped with the run, not failed
+                result.status = "interrupted"
+                progress.file_done(result)
+                return lost
+            result.status, result.error = "failed", f"written, but cannot be recorded in the state: {reason_of(e)}"
+            progress.error(src, result.error)
+        else:
+            result.status = "done"
         result.outputs = [str(p) for p in outcome.outputs]
         result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
         result.seconds = {k: round(v, 4) for k, v in outcome.seconds.items()}
@@ -283,15 +318,6 @@ class Batch:
             result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
         result.notes.extend(outcome.notes)
         result.sha256 = sid.sha256
-        try:
-            state.record(result.relative, Record(
-                source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
-                fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
-                height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
-                finished=now_iso(), notes=_lasting(outcome.notes)))
-        except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
-            result.status, result.error = "failed", f"written, but cannot be recorded in the state: {reason_of(e)}"
-            progress.error(src, result.error)
         progress.file_done(result)
         return None
 
@@ -319,6 +345,11 @@ def _both_ways(path: Path, folder: Path) -> tuple[tuple[Path, Path], tuple[Path,
     """(path, folder) as written (made absolute) and resolved: `in/out` where `in/out` is a link to a folder
     elsewhere is inside `in` as written (the walk of `in` would meet it), not once resolved."""
     return (Path(os.path.abspath(path)), Path(os.path.abspath(folder))), (path.resolve(), folder.resolve())
+
+
+def _below(path: Path, folder: Path) -> bool:
+    """Whether `path` lies below `folder` as written (made absolute), as io.TempFiles takes it."""
+    return Path(os.path.abspath(folder)) in Path(os.path.abspath(path)).parents
 
 
 def _inside_either(path: Path, folder: Path) -> bool:

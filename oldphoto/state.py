@@ -15,9 +15,11 @@ deleted: a curator may want them).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import IO, Iterable
 
 from .errors import OldPhotoError
 from .io import Provenance, read_provenance, read_source_sha256
-from .io.atomic import atomic_output
+from .io.atomic import TempFiles, write_bytes
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -115,6 +117,7 @@ class RunState:
     read_only: bool = False  # record() keeps records in memory only, and close() writes nothing
     _journal: IO[bytes] | None = field(default=None, repr=False)  # unbuffered: see _append
     _owners: dict[str, str] | None = field(default=None, repr=False)  # output path -> rel, built on demand
+    _folder_fd: int | None = field(default=None, repr=False)  # see open()
 
     @property
     def path(self) -> Path:
@@ -155,19 +158,35 @@ class RunState:
         return state
 
     @classmethod
-    def open(cls, out_dir: Path) -> "RunState":
-        """Load, rewrite compactly, and keep the file open for appending records during the run."""
+    def open(cls, out_dir: Path, folder_fd: int | None = None) -> "RunState":
+        """Load, rewrite compactly, and keep the file open for appending records during the run. folder_fd: a
+        descriptor open on out_dir while the state is (the run's lock holds one), through which the file is rewritten
+        and opened and the outputs a record lists are looked at: a record then describes the folder its state file is
+        in, wherever that folder has gone since, never what is under the name now."""
         state = cls.load(out_dir)
+        state._folder_fd = folder_fd
         state.compact()
-        state._journal = open(state.path, "ab", buffering=0)
+        if folder_fd is None:
+            state._journal = open(state.path, "ab", buffering=0)
+        else:
+            state._journal = open(STATE_NAME, "ab", buffering=0,
+                                  opener=lambda name, flags: os.open(name, flags, 0o666, dir_fd=folder_fd))
         return state
 
     def compact(self) -> None:
-        """Rewrite the file with one line per record, atomically."""
+        """Rewrite the file with one line per record, atomically (through the folder's descriptor, if open() was
+        given one)."""
         lines = [json.dumps({"oldphoto_state": STATE_FORMAT})]
         lines += [self.records[rel].to_json(rel) for rel in sorted(self.records)]
-        with atomic_output(self.path) as f:
-            f.write(("\n".join(lines) + "\n").encode("utf-8"))
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        if self._folder_fd is None:
+            write_bytes(self.path, data)
+            return
+        temps = TempFiles(self.out_dir, self._folder_fd)
+        try:
+            write_bytes(self.path, data, temps)
+        finally:
+            temps.close()  # only to let go of its descriptor: write_bytes left no temp file, or raised
 
     def close(self, compact: bool = True) -> None:
         """End the run's appends and rewrite the file compactly; compact=False writes nothing more (the folder is
@@ -175,8 +194,11 @@ class RunState:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        if compact and not self.read_only:
-            self.compact()
+        try:
+            if compact and not self.read_only:
+                self.compact()
+        finally:
+            self._folder_fd = None  # the caller's, valid only while the state is open
 
     def record(self, rel: str, record: Record) -> None:
         """Remember a finished file; durable once this returns (on OSError, e.g. a full disk, neither kept nor in the
@@ -216,7 +238,7 @@ class RunState:
             return record
         current = {o.path for o in record.outputs}
         earlier = [o.path for o in old.outputs] + list(old.former) + list(record.former)
-        kept = [p for p in dict.fromkeys(earlier) if p not in current and (self.out_dir / p).is_file()]
+        kept = [p for p in dict.fromkeys(earlier) if p not in current and self._is_file(p)]
         return replace(record, former=tuple(kept))
 
     def owner_of(self, output: Path) -> str | None:
@@ -231,8 +253,32 @@ class RunState:
     def _rel_out(self, output: Path) -> str:
         return Path(os.path.relpath(os.path.abspath(output), os.path.abspath(self.out_dir))).as_posix()
 
+    def _stat(self, rel: str) -> os.stat_result:
+        """The output at `rel` (relative to the folder: see open's folder_fd)."""
+        if self._folder_fd is None:
+            return os.stat(self.out_dir / rel)
+        try:
+            return os.stat(rel, dir_fd=self._folder_fd)
+        except OSError as e:
+            e.filename = str(self.out_dir / rel)
+            raise
+
+    def _is_file(self, rel: str) -> bool:
+        """As Path.is_file, through _stat."""
+        try:
+            return stat.S_ISREG(self._stat(rel).st_mode)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+                return False
+            raise
+
     def outputs_record(self, outputs: Iterable[Path]) -> tuple[OutputRecord, ...]:
-        return tuple(OutputRecord(self._rel_out(p), os.stat(p).st_size) for p in outputs)
+        """The outputs as a record lists them: path relative to the folder, size; OSError (e.g. one is not there)."""
+        records = []
+        for p in outputs:
+            rel = self._rel_out(p)
+            records.append(OutputRecord(rel, self._stat(rel).st_size))
+        return tuple(records)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
                   rel: str | None = None, source: SourceId | None = None, also: tuple[str, ...] = (),

@@ -544,7 +544,7 @@ def test_ctrl_c_while_loading_the_models_exits_130_without_a_trace(tmp_path, mon
 
 
 def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, monkeypatch):
-    def interrupted(out_dir):
+    def interrupted(out_dir, folder_fd=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("oldphoto.state.RunState.open", interrupted)
@@ -1465,8 +1465,8 @@ def test_an_output_folder_lost_between_files_stops_the_run(tmp_path, fake, how):
         f"error: {out}: {REPLACED if how == 'replaced' else GONE}"]
     assert [p.name for p in fake.calls] == ["a.jpg", "b.PNG"]
     assert tree(out) == [] if how == "replaced" else not out.exists()  # no output, state, lock nor report there
-    if how == "moved":  # a.jpg's output and record went with the folder; its lock is a dead run's, taken over later
-        assert tree(moved) == sorted([LOCK_NAME, STATE_NAME, "a.jpg"])
+    if how == "moved":  # a.jpg's output and record went with the folder; the run's lock was removed there
+        assert tree(moved) == sorted([STATE_NAME, "a.jpg"])
         assert _state_records(moved) == ["a.jpg"]
 
 

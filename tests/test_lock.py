@@ -129,8 +129,8 @@ def test_check_folder_tells_the_locked_folder_from_one_in_its_place(tmp_path):
     (out / LOCK_NAME).write_bytes((moved / LOCK_NAME).read_bytes())
     with pytest.raises(FolderLost, match=r"the output folder was replaced during the run \(deleted or moved"):
         lock.check_folder()
-    lock.release()  # and is left alone: the lock there is not in the folder this lock was taken in
-    assert (out / LOCK_NAME).exists() and (moved / LOCK_NAME).exists()
+    lock.release()  # and is left alone: the lock there is not in the folder this lock was taken in, which gets it
+    assert (out / LOCK_NAME).exists() and not (moved / LOCK_NAME).exists()
 
 
 def test_a_folder_deleted_and_made_again_is_told_apart_though_its_inode_number_is_free_again(tmp_path):

@@ -4,6 +4,7 @@ the command line, with what they print and their exit codes, are in test_cli.py.
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,15 @@ def test_the_fingerprints_of_a_source_are_current_and_former(tmp_path):
     assert quality.current(Path("a.jpg")) != fps.current(Path("a.jpg"))
 
 
+def test_fingerprints_are_one_runs_compared_and_hashed_as_objects():
+    """A frozen dataclass compared the models (stages that are nn.Modules) field by field and could not be hashed
+    (its models' description is a dict)."""
+    models = FakeModels()
+    fps = planning.Fingerprints(RestoreConfig(), models, models.describe())
+    assert fps == fps and fps != planning.Fingerprints(RestoreConfig(), models, models.describe())
+    assert {fps: 1}[fps] == 1
+
+
 def test_a_dry_run_gives_its_verdicts_and_writes_nothing(tmp_path, stand_in_models):
     from PIL import Image
 
@@ -245,3 +255,155 @@ def test_outputs_recognised_after_a_lost_state_file_have_their_xmp_read_once(tmp
     assert sorted(read) == ["portrait.mask.png", "portrait.tif", "street.mask.png", "street.png"]
     assert sorted(looked_up) == ["portrait.tif", "street.png"]
     assert all(any("recognised from the provenance" in n for n in r.notes) for r in outcome.report.results)
+
+
+# ------------------------------------------------------------------------------------------- the output folder lost
+
+def lose(out: Path, moved: Path, how: str) -> None:
+    """The run's output folder moved away to `moved`, or deleted."""
+    if how == "moved":
+        out.rename(moved)
+    else:
+        shutil.rmtree(out)
+
+
+def recorded(folder: Path) -> dict[str, list[str]]:
+    """The state file of `folder`: its records' outputs, by source."""
+    return {rel: [o.path for o in rec.outputs] for rel, rec in state_module.RunState.load(folder).records.items()}
+
+
+def no_errors(progress: Recorder) -> bool:
+    """Nothing was said of a file: a folder lost is the run's one line (the CLI's), not a file's failure."""
+    return not [c for c in progress.calls if c[0] == "error"]
+
+
+def street_scans(tmp_path) -> tuple[Path, Path, Path]:
+    """(root, out, moved): real_scans less torn.jpg; box 2/portrait.tif is run first, then street.png."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    return root, tmp_path / "out", tmp_path / "moved"
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_an_output_folder_lost_as_a_files_outputs_go_in(tmp_path, stand_in_models, monkeypatch, how):
+    """The folder goes just as street.png's outputs are renamed into place (after the check as they go in). Moved:
+    they land whole where the folder now is and are recorded in its state file, which went with it: done. Deleted:
+    the renames fail and the file is interrupted with the run, not failed. Both were "failed" ("cannot put ... in
+    place"), and a moved folder kept the file's temp files."""
+    root, out, moved = street_scans(tmp_path)
+    real = os.replace
+
+    def replace(src, dst, **kw):
+        if os.path.basename(dst) == "street.png" and out.exists():
+            lose(out, moved, how)
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    progress = Recorder()
+    outcome = restore([root], out, progress, **SAVE_MASK)
+    assert outcome.lost is not None and outcome.lost.reason.endswith("was deleted or moved away during the run")
+    assert no_errors(progress) and not out.exists()
+    if how == "moved":
+        assert [r.status for r in outcome.report.results] == ["done", "done"]
+        assert tree(moved) == sorted([STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif",
+                                      "street.mask.png", "street.png"])  # and the run's lock was removed there
+        assert recorded(moved) == {"box 2/portrait.tif": ["box 2/portrait.tif", "box 2/portrait.mask.png"],
+                                   "street.png": ["street.png", "street.mask.png"]}
+    else:
+        assert [r.status for r in outcome.report.results] == ["done", "interrupted"]
+        assert outcome.report.results[1].outputs == [] and not moved.exists()
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_an_output_folder_lost_between_a_files_outputs_and_its_record(tmp_path, fake, how):
+    """The folder goes once b.PNG's outputs are in, before its record. Moved: the record lists them as they are in the
+    folder where it now is (the state file went with it): done, recorded. Deleted: there are no outputs left to list,
+    and the file is interrupted with the run. Both were "failed" ("written, but cannot be recorded in the state":
+    the outputs were looked up by name)."""
+    root, out, moved = scans(tmp_path), tmp_path / "out", tmp_path / "moved"
+    fake.after_write = lambda src, stop: src.name == "b.PNG" and lose(out, moved, how)
+    progress = Recorder()
+    outcome = restore([root], out, progress, jobs=1)
+    assert outcome.lost is not None and no_errors(progress) and not out.exists()
+    statuses = [r.status for r in outcome.report.results]
+    if how == "moved":  # c.tif then finds the folder gone as its outputs would go in
+        assert statuses == ["done", "done", "interrupted"]
+        assert tree(moved) == sorted([STATE_NAME, "a.jpg", "album 1/b.PNG"])
+        assert recorded(moved) == {"a.jpg": ["a.jpg"], "album 1/b.PNG": ["album 1/b.PNG"]}
+    else:
+        assert statuses == ["done", "interrupted", "pending"]
+
+
+def test_an_output_folder_moved_while_a_files_outputs_are_written_keeps_none_of_its_temp_files(tmp_path,
+                                                                                               stand_in_models,
+                                                                                               monkeypatch):
+    """--save-mask: the folder is moved once street.png is written under its temp name, before its mask: the check
+    before the mask stops the file, and its temp file is removed from the folder where it now is (by name it was not
+    found, and stayed until a later run there took over the lock)."""
+    import oldphoto.pipeline as pipeline
+
+    root, out, moved = street_scans(tmp_path)
+    real = pipeline.oio.write
+
+    def write_then_move(path, *args, **kwargs):
+        notes = real(path, *args, **kwargs)
+        if path.name == "street.png":
+            lose(out, moved, "moved")
+        return notes
+
+    monkeypatch.setattr(pipeline.oio, "write", write_then_move)
+    progress = Recorder()
+    outcome = restore([root], out, progress, **SAVE_MASK)
+    assert outcome.lost is not None and no_errors(progress) and not out.exists()
+    assert [r.status for r in outcome.report.results] == ["done", "interrupted"]
+    assert tree(moved) == sorted([STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif"])
+
+
+def test_an_output_folder_moved_just_after_its_check_is_not_made_again(tmp_path, stand_in_models, monkeypatch):
+    """The folder is moved right after the check before box 2/portrait.tif's first output: the output's folder is made
+    in the folder where it now is, not with its parents under the old name (which made the run's output folder
+    again, then called it "replaced")."""
+    from oldphoto.lock import OutputLock
+
+    root, out, moved = street_scans(tmp_path)
+    real, checks = OutputLock.check_folder, []
+
+    def check_then_move(lock):
+        real(lock)
+        checks.append(1)
+        if len(checks) == 1:
+            lose(out, moved, "moved")
+
+    monkeypatch.setattr(OutputLock, "check_folder", check_then_move)
+    progress = Recorder()
+    outcome = restore([root], out, progress, **SAVE_MASK)
+    assert outcome.lost is not None and outcome.lost.reason.endswith("was deleted or moved away during the run")
+    assert no_errors(progress) and not out.exists()
+    assert [r.status for r in outcome.report.results] == ["interrupted", "pending"]
+    assert tree(moved) == [STATE_NAME] and (moved / "box 2").is_dir()
+
+
+@pytest.mark.parametrize("how", ["moved", "replaced"])
+def test_an_output_folder_lost_just_after_the_last_check_gets_its_state_report_and_lock_settled(tmp_path, fake,
+                                                                                                monkeypatch, how):
+    """Every file done, the folder goes just after the run's last check, as the state is rewritten: the state file,
+    the report inside --out and the lock's removal go through the folder the run holds, which ends as if moved after
+    the run; a folder made in its place gets none of them. By name, the state could not be rewritten (moved) or was
+    rewritten into the new folder (replaced), the report made the folder again or went into the new one, and the
+    moved folder kept the lock."""
+    root, out, moved = scans(tmp_path), tmp_path / "out", tmp_path / "moved"
+    real = state_module.RunState.close
+
+    def close(state, compact=True):
+        lose(out, moved, "moved")
+        if how == "replaced":
+            out.mkdir()
+        real(state, compact)
+
+    monkeypatch.setattr(state_module.RunState, "close", close)
+    outcome = restore([root], out, jobs=1)
+    assert clean(outcome)  # as far as the run can tell, the folder went after it
+    assert tree(moved) == sorted([STATE_NAME, "a.jpg", "album 1/b.PNG", "album 1/deep/c.tif", "report.json"])
+    assert len((moved / STATE_NAME).read_text().splitlines()) == 4  # rewritten compactly: header and three records
+    assert [f["status"] for f in report_of(moved)["files"]] == ["done"] * 3
+    assert tree(out) == [] if how == "replaced" else not out.exists()

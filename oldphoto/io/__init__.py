@@ -5,7 +5,8 @@ Public API (see docs/ARCHITECTURE.md):
     read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
     write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
     Staging(temps=None)                           several writes that replace their paths together (commit)
-    TempFiles()                                   a run's temp files in progress: close() removes them, refuses more
+    TempFiles(root=None, root_fd=None)            a run's temp files in progress: close() removes them, refuses more;
+                                                  made, renamed and removed through the folder held open (root_fd)
     leftover_temps(root, lock_name)               temp files of writes killed before their rename
     provenance_xmp(...) / read_provenance(path) / read_source_sha256(path)
     allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large

@@ -2,6 +2,8 @@
 
 Either the complete new file appears under its name or nothing changes; the temp file is removed on any
 error, KeyboardInterrupt included. Every byte goes through os.write, the one place a full disk shows up.
+A run's outputs (Staging, TempFiles) can be written through a descriptor held on their folder rather than by name,
+so that they stay in that folder whatever becomes of its name.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,8 +79,8 @@ class FdStream(io.RawIOBase):
         return os.lseek(self._fd, 0, io.SEEK_CUR)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync_dir(folder: Path | str, dir_fd: int | None = None) -> None:
+    fd = os.open(folder, os.O_RDONLY, dir_fd=dir_fd)
     try:
         os.fsync(fd)
     except OSError as e:
@@ -87,55 +90,156 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _create_temp(path: Path) -> tuple[Path, int]:
-    tmp = temp_name(path)
-    return tmp, os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+def _open_new(name: Path | str, dir_fd: int | None = None) -> int:
+    """A new file (never an existing one), open for reading and writing."""
+    return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=dir_fd)
+
+
+@contextmanager
+def _named(path: Path, other: Path | None = None) -> Iterator[None]:
+    """An OSError of a call made with names relative to a held folder names the paths in full, as one by path would."""
+    try:
+        yield
+    except OSError as e:
+        e.filename, e.filename2 = str(path), None if other is None else str(other)
+        raise
 
 
 class TempFiles:
     """The temp files of the writes in progress in a run's output folder. close() removes them and refuses any later
     one, so that a run can let go of the folder without waiting for the threads writing there (a second Ctrl-C; a
     thread blocked for good on a hung network share, which will never clean up after itself) and leave no partial
-    file behind."""
+    file behind.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # held while a temp file is made, so that close() never misses one
+    root, root_fd: the output folder and a descriptor open on it (the run's lock holds one: lock.OutputLock.folder_fd).
+    Everything below it is then done through that descriptor rather than by name (folders made, temp files made,
+    renamed into place, removed; folders fsynced): it stays in the folder the run holds even after that folder was
+    moved away (a moved folder keeps no temp file of the run, and a set of outputs renamed as it moved lands whole),
+    and never goes into another folder made under its name (nor makes the folder again). Without them, by name. A
+    duplicate of root_fd is kept, closed by close() once no call can still use it."""
+
+    def __init__(self, root: Path | None = None, root_fd: int | None = None) -> None:
+        if (root is None) != (root_fd is None):
+            raise ValueError("TempFiles needs both the folder and a descriptor open on it, or neither")
+        self._lock = threading.Lock()  # held by every call that makes, renames or removes a file (close() included)
         self._live: set[Path] = set()
         self._closed = False
+        self._root = Path(os.path.abspath(root)) if root is not None else None
+        self._fd = os.dup(root_fd) if root_fd is not None else -1
+
+    def _at(self, path: Path) -> tuple[Path | str, int | None]:
+        """(name, dir_fd) for a system call on `path`: relative to the held folder when there is one (ValueError for a
+        path outside it)."""
+        if self._root is None:
+            return path, None
+        if self._fd < 0:
+            raise RuntimeError(f"{self._root}: the folder's descriptor was closed")
+        return str(Path(os.path.abspath(path)).relative_to(self._root)), self._fd
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise KeyboardInterrupt("the run has let go of the output folder")
+
+    def makedirs(self, folder: Path) -> None:
+        """Make `folder` and the missing folders above it (an existing folder is fine, a file in the way is not:
+        FileExistsError). KeyboardInterrupt once closed, OSError."""
+        with self._lock:
+            self._refuse_if_closed()
+            name, dir_fd = self._at(folder)
+            if dir_fd is None:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                return
+            made = Path()
+            with _named(folder):
+                for part in Path(name).parts:
+                    made /= part
+                    try:
+                        os.mkdir(made, dir_fd=dir_fd)
+                    except FileExistsError:
+                        if not stat.S_ISDIR(os.stat(made, dir_fd=dir_fd).st_mode):
+                            raise
 
     def create(self, path: Path) -> tuple[Path, int]:
         """A new temp file for `path`: (its name, a descriptor open for reading and writing). Raises
         KeyboardInterrupt once closed (as a stop request does: the file is abandoned), OSError."""
         with self._lock:
-            if self._closed:
-                raise KeyboardInterrupt("the run has let go of the output folder")
-            tmp, fd = _create_temp(path)
+            self._refuse_if_closed()
+            tmp = temp_name(path)
+            name, dir_fd = self._at(tmp)
+            with _named(tmp):
+                fd = _open_new(name, dir_fd)
             if self._closed:  # closed meanwhile by a close() that gave up waiting for this (a folder that hangs)
                 os.close(fd)
-                os.unlink(tmp)
+                os.unlink(name, dir_fd=dir_fd)
                 raise KeyboardInterrupt("the run has let go of the output folder")
             self._live.add(tmp)
             return tmp, fd
 
-    def forget(self, tmp: Path) -> None:
-        """`tmp` was renamed into place or removed."""
+    def replace(self, tmp: Path, path: Path) -> None:
+        """Rename `tmp` into place as `path` (in the same folder). KeyboardInterrupt once closed: the run has let go of
+        the folder, nothing more goes in; OSError."""
         with self._lock:
+            self._refuse_if_closed()
+            src, dir_fd = self._at(tmp)
+            dst, _ = self._at(path)
+            with _named(tmp, path):
+                os.replace(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             self._live.discard(tmp)
+
+    def remove(self, tmp: Path) -> None:
+        """Remove `tmp` (already gone is fine). Once closed, close() has removed it (or said why it could not)."""
+        with self._lock:
+            if self._closed:
+                return
+            name, dir_fd = self._at(tmp)
+            with _named(tmp):
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass  # the goal holds
+            self._live.discard(tmp)
+
+    def is_dir(self, path: Path) -> bool:
+        """Whether `path` is a folder (links followed); KeyboardInterrupt once closed."""
+        with self._lock:
+            self._refuse_if_closed()
+            name, dir_fd = self._at(path)
+            try:
+                return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+
+    def fsync_dir(self, folder: Path) -> None:
+        """Make the renames in `folder` durable; KeyboardInterrupt once closed, OSError."""
+        with self._lock:
+            self._refuse_if_closed()
+            name, dir_fd = self._at(folder)
+            with _named(folder):
+                _fsync_dir(name, dir_fd)
 
     def close(self, timeout: float | None = None) -> list[tuple[Path, OSError]]:
         """Refuse every later temp file and remove those still here; waits up to `timeout` seconds (None: as long as
-        it takes) for a temp file being made (one whose making outlasts that is removed by its own thread, should
-        the process still be there when the folder answers). Returns the files that could not be removed, with why."""
+        it takes) for a call in progress (one that outlasts that is left to end by itself: a temp file made then is
+        removed by its own thread, should the process still be there when the folder answers). Returns the files that
+        could not be removed, with why. The held folder's descriptor is closed only when no call was in progress and
+        nothing is left to remove (a later close() tries again)."""
         locked = self._lock.acquire(timeout=-1 if timeout is None else timeout)
         try:
-            self._closed = True  # also without the lock: any later create() sees it
+            self._closed = True  # also without the lock: any later call sees it
             left = []
-            for tmp in sorted(self._live):  # sorted() copies: safe while a thread blocked in create() holds the lock
+            for tmp in sorted(self._live):  # sorted() copies: safe while a thread blocked in a call holds the lock
+                name, dir_fd = self._at(tmp)
                 try:
-                    tmp.unlink(missing_ok=True)  # already renamed into place, or removed by its own thread
+                    os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass  # already renamed into place, or removed by its own thread
                 except OSError as e:
+                    e.filename = str(tmp)
                     left.append((tmp, e))
             self._live = {tmp for tmp, _ in left}
+            if locked and not left and self._fd >= 0:  # no call can be using it: each holds the lock
+                os.close(self._fd)
+                self._fd = -1
             return left
         finally:
             if locked:
@@ -145,44 +249,39 @@ class TempFiles:
 class Staging:
     """The outputs of one source, written as a set: each is complete and fsynced under its temp name, and none
     replaces its path until commit() (then all do), so a failure on the last leaves every earlier path as it
-    was. discard() removes what is staged; a staging is used once. temps: where its temp files are made and
-    tracked while they exist (see TempFiles); None: untracked."""
+    was. discard() removes what is staged; a staging is used once. temps: where its temp files are made, renamed and
+    removed, tracked while they exist (see TempFiles); None: a TempFiles of its own, by name."""
 
     def __init__(self, temps: TempFiles | None = None) -> None:
         self._pending: list[tuple[Path, Path]] = []  # (temp, path)
-        self.temps = temps
-
-    def _gone(self, tmp: Path) -> None:
-        if self.temps is not None:
-            self.temps.forget(tmp)
+        self.temps = temps if temps is not None else TempFiles()
 
     def add(self, tmp: Path, path: Path) -> None:
         self._pending.append((tmp, path))
 
     def commit(self) -> None:
         """Rename every staged file into place (renames within a folder, which a full disk does not stop)."""
+        temps = self.temps
         for _, path in self._pending:  # what would stop a rename halfway through the set: checked first
-            if path.is_dir():
+            if temps.is_dir(path):
                 raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
         pending, self._pending = self._pending, []
-        folders: set[Path] = set()
+        folders: dict[Path, None] = {}
         try:
             while pending:
                 tmp, path = pending[0]
-                os.replace(tmp, path)
-                self._gone(tmp)
-                folders.add(path.parent)
+                temps.replace(tmp, path)
+                folders[path.parent] = None
                 pending.pop(0)
         finally:
             self._pending = pending  # what a failed rename left behind: discard() removes it
         for folder in folders:
-            _fsync_dir(folder)  # make the renames durable
+            temps.fsync_dir(folder)  # make the renames durable
 
     def discard(self) -> None:
         pending, self._pending = self._pending, []
         for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
-            self._gone(tmp)
+            self.temps.remove(tmp)
 
 
 @contextmanager
@@ -194,7 +293,11 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
     """
     path = Path(path)
     temps = staging.temps if staging is not None else None
-    tmp, fd = temps.create(path) if temps is not None else _create_temp(path)
+    if temps is not None:
+        tmp, fd = temps.create(path)
+    else:
+        tmp = temp_name(path)
+        fd = _open_new(tmp)
     done = False
     try:
         yield FdStream(fd)
@@ -212,9 +315,19 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
         if fd >= 0:
             os.close(fd)
         if not done:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass  # removed by TempFiles.close(): the run has let go of the folder
             if temps is not None:
-                temps.forget(tmp)
+                temps.remove(tmp)  # or already removed by its close(): the run has let go of the folder
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes, temps: TempFiles | None = None) -> None:
+    """Replace `path` by a file holding `data`, atomically; through `temps` when given (see TempFiles), else by name.
+    Raises OSError, KeyboardInterrupt once temps is closed."""
+    staging = Staging(temps)
+    try:
+        with atomic_output(path, staging) as f:
+            f.write(data)
+        staging.commit()
+    finally:
+        staging.discard()  # nothing left after a commit

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -163,8 +164,8 @@ def test_closing_temp_files_removes_those_of_writes_in_progress_and_refuses_new_
     _only(tmp_path, "done.png")
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path / "late.png", PX, None, "PNG", None, staging=atomic.Staging(temps))
-    with pytest.raises(FileNotFoundError):
-        staged.commit()  # its temp file is gone: nothing is put in place (a run's commit gate refuses it first)
+    with pytest.raises(KeyboardInterrupt):
+        staged.commit()  # refused, its temp file gone: nothing is put in place (a run's commit gate refuses it first)
     _only(tmp_path, "done.png")
     half.__exit__(None, None, None)  # the thread that wrote half a file comes back after all: nothing left either
     _only(tmp_path, "done.png")
@@ -175,14 +176,14 @@ def test_closing_temp_files_does_not_wait_for_good_on_one_being_made(tmp_path, m
     import time
 
     answer, entered = threading.Event(), threading.Event()
-    real = atomic._create_temp
+    real = atomic._open_new
 
-    def hung(path):
+    def hung(name, dir_fd=None):
         entered.set()
         answer.wait(10)  # a share that does not answer, then does
-        return real(path)
+        return real(name, dir_fd)
 
-    monkeypatch.setattr(atomic, "_create_temp", hung)
+    monkeypatch.setattr(atomic, "_open_new", hung)
     temps, errors = atomic.TempFiles(), []
 
     def writer():
@@ -201,3 +202,63 @@ def test_closing_temp_files_does_not_wait_for_good_on_one_being_made(tmp_path, m
     thread.join(10)
     assert len(errors) == 1 and isinstance(errors[0], KeyboardInterrupt)
     _only(tmp_path)  # made after the run let go, and removed at once by its own thread
+
+
+def held(folder):
+    """TempFiles working through a descriptor open on `folder` (as a run's lock holds one), which it duplicates."""
+    fd = os.open(folder, getattr(os, "O_PATH", os.O_RDONLY))
+    try:
+        return atomic.TempFiles(folder, fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_held_folder_moved_away_gets_its_outputs_whole_and_keeps_no_temp_file(tmp_path):
+    """The folder is moved while a source's outputs are staged and another's are half written: the staged set lands
+    whole in the folder where it now is, and closing removes the half-written temp file there too (by name, the
+    renames failed halfway and the temp files stayed in the moved folder)."""
+    out, moved = tmp_path / "out", tmp_path / "moved"
+    out.mkdir()
+    temps = held(out)
+    staging = atomic.Staging(temps)
+    temps.makedirs(out / "album" / "deep")
+    write(out / "album" / "deep" / "a.png", PX, None, "PNG", None, staging=staging)
+    write(out / "b.tif", PX, None, "TIFF", None, staging=staging)
+    half = atomic.atomic_output(out / "album" / "c.png", atomic.Staging(temps))
+    half.__enter__().write(b"\x89PNG and no more")
+    out.rename(moved)
+    staging.commit()
+    assert temps.close() == []
+    assert not out.exists()
+    assert sorted(p.relative_to(moved).as_posix() for p in moved.rglob("*") if p.is_file()) == [
+        "album/deep/a.png", "b.tif"]
+    assert read(moved / "album" / "deep" / "a.png", 10**6).pixels.shape == PX.shape
+    half.__exit__(None, None, None)
+    assert sorted(p.name for p in moved.rglob("*") if p.is_file()) == ["a.png", "b.tif"]
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_a_held_folder_deleted_gets_nothing_and_is_not_made_again(tmp_path, again):
+    """Deleted (and, again, made anew under its name): nothing is renamed into, made in or fsynced through the folder
+    under the name; the errors name the paths in full."""
+    out = tmp_path / "out"
+    (out / "album").mkdir(parents=True)
+    temps = held(out)
+    staging = atomic.Staging(temps)
+    write(out / "album" / "a.png", PX, None, "PNG", None, staging=staging)
+    shutil.rmtree(out)
+    if again:
+        out.mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        staging.commit()
+    assert info.value.filename.startswith(str(out / "album" / ".a.png.oldphoto-tmp-"))
+    staging.discard()
+    with pytest.raises(FileNotFoundError) as info:
+        temps.makedirs(out / "album" / "deep")
+    assert info.value.filename == str(out / "album" / "deep")
+    with pytest.raises(ImageError, match="No such file or directory"):
+        write(out / "b.png", PX, None, "PNG", None, staging=atomic.Staging(temps))
+    assert temps.close() == []
+    assert (list(out.iterdir()) == []) if again else not out.exists()
+    with pytest.raises(KeyboardInterrupt):  # closed: every later call is refused
+        temps.makedirs(out / "album")
