@@ -212,7 +212,8 @@ class Batch:
                 sid = SourceId.of(job.found.src, with_hash=True)
             outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,
                                             on_event=self.progress.event, should_stop=stopping,
-                                            source_sha256=sid.sha256, batcher=batcher, commit_gate=gate)
+                                            source_sha256=sid.sha256, batcher=batcher, commit_gate=gate,
+                                            sidecar=job.sidecar, stale=job.stale)
             return sid, outcome
 
         pending = list(jobs)
@@ -283,12 +284,13 @@ class Batch:
             result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
         result.notes.extend(outcome.notes)
         result.sha256 = sid.sha256
+        result.sidecar = planning.carried_sidecar(src, job.sidecar and job.sidecar.name, outcome.outputs)
         try:
             state.record(result.relative, Record(
                 source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
                 fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
                 height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
-                finished=now_iso(), notes=_lasting(outcome.notes)))
+                finished=now_iso(), notes=_lasting(outcome.notes), sidecar=outcome.sidecar))
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
             result.status, result.error = "failed", f"written, but cannot be recorded in the state: {reason_of(e)}"
             progress.error(src, result.error)

@@ -7,11 +7,11 @@ fsynced) as files finish, so a crash loses at most the file being written; the f
 
 A file is skipped when its source is unchanged (size + mtime_ns; sha256 when the mtime alone moved, or when the
 record names another source path: a same-named file from another folder must prove its content), its settings
-fingerprint (output settings + model sha256s) is the same, and every recorded output still exists with its
-recorded size, and its XMP sidecar (io.sidecar) is the one the outputs were made with: the same name, and size + mtime
-(sha256 when the mtime alone moved), or none then and now (a record made before sidecars were carried has none, so a
-source without one is not redone for it). A record also remembers, in `former`, the outputs that earlier settings made from the same source
-and that still exist, so a later run with those settings again recognises them as its own (they are never
+fingerprint (output settings + model sha256s) is the same, its XMP sidecar (io.sidecar) is the one the outputs were
+made with (the same name, and size + mtime, sha256 when the mtime alone moved; or none then and now: a record made
+before sidecars were carried has none, so a source without one is not redone for it), and every recorded output still
+exists with its recorded size. A record also remembers, in `former`, the outputs that earlier settings made from the
+same source and that still exist, so a later run with those settings again recognises them as its own (they are never
 deleted: a curator may want them).
 """
 
@@ -288,8 +288,8 @@ class RunState:
             prov = read[p] if read and p in read else read_provenance(p)
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
-            if fps is not None and (prov.sidecar_sha256 != sidecar or fingerprint(prov.parameters["settings"],
-                                                                                   prov.parameters["models"]) not in fps):
+            if fps is not None and (prov.sidecar_sha256 != sidecar
+                                    or fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps):
                 continue
             sha = sha or read_source_sha256(src)
             if prov.source_sha256 == sha:
