@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from . import io as oio
 from .batching import TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError, OldPhotoError, WeightsError, XmpError
+from .io import sidecar as xmp_sidecar
 from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
 from .stages.base import (
     ColorizerStage,
@@ -131,6 +134,9 @@ class FileOutcome:
     mask_coverage: float | None  # percent of pixels marked defect (after dilation); None without a detector
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB"
     scan_blend: tuple[float, float] | None = None  # strengths (s_lo, s_hi) of --scan-blend auto; None: not applied
+    # the source's XMP sidecar as read (its identity, for the state record), also when it could not be carried (its
+    # output is then not among `outputs`); None without one, or when it could not be read
+    sidecar: xmp_sidecar.SidecarId | None = None
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -216,18 +222,26 @@ def former_settings(settings: dict, src_suffix: str) -> list[dict]:
     return [{**settings, "format": name} for name, fmt in _CFG_FORMAT.items() if _SUFFIX[fmt] == src_suffix]
 
 
-def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Path]:
+def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig, sidecar: str | None = None) -> list[Path]:
     """Paths process_file writes for out_base (= out_dir / rel path without suffix).
 
     src_format: the input's suffix (".JPG", kept as written with --format keep) or its format name
     ("JPEG" -> ".jpg"). --only-mask: [NAME.mask.png, NAME.overlay.jpg]; --save-mask: [restored, NAME.mask.png].
+    sidecar: the naming style of the source's XMP sidecar (io.sidecar), None without one: the restored photo's
+    sidecar comes last, named after it in that style (masks and overlays get none).
     """
     base = str(out_base)
     if cfg.only_mask:
         return [Path(base + ".mask.png"), Path(base + ".overlay.jpg")]
     fmt = output_format(src_format, cfg)
     restored = Path(base + (src_format if cfg.format == "keep" and src_format.startswith(".") else _SUFFIX[fmt]))
-    return [restored, Path(base + ".mask.png")] if cfg.save_mask else [restored]
+    paths = [restored, Path(base + ".mask.png")] if cfg.save_mask else [restored]
+    return paths + ([xmp_sidecar.sidecar_path(restored, sidecar)] if sidecar else [])
+
+
+def sidecar_outputs(restored: Path) -> list[Path]:
+    """The names a sidecar of the restored photo `restored` may have, in either style."""
+    return [xmp_sidecar.sidecar_path(restored, style) for style in (xmp_sidecar.IMAGE_STYLE, xmp_sidecar.STEM_STYLE)]
 
 
 # ----------------------------------------------------------------------------------------------- processing
@@ -236,7 +250,8 @@ def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig) -> list[Pa
 def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                  on_event: Callable[[Event], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None,
-                 batcher: TileBatcher | None = None, commit_gate: CommitGate | None = None) -> FileOutcome:
+                 batcher: TileBatcher | None = None, commit_gate: CommitGate | None = None,
+                 sidecar: Path | None = None, stale: Sequence[Path] = ()) -> FileOutcome:
     """Restore one photo (or write its defect mask with cfg.only_mask) and write the outputs atomically.
 
     source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
@@ -245,6 +260,10 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go
     of the output folder), this photo's outputs are discarded instead and KeyboardInterrupt is raised. Its guard
     is run before each output is written and as they go in; what it raises propagates, nothing written.
+    sidecar: the source's XMP sidecar (walk.match_sidecars), carried beside the restored photo (io.sidecar; not with
+    cfg.only_mask); one that cannot be read or parsed is left out with a note, the photo restored all the same.
+    stale: files of earlier runs to remove as the outputs go in (sidecars of the restored photo's name that the source
+    no longer has: planning); so is the sidecar's output path when the sidecar is left out.
 
     Raises ImageError for bad input, an unwritable output or no temp folder that can map its large pixel buffers,
     KeyboardInterrupt when should_stop() turns true (checked between bands); in both cases no output file is left
@@ -253,7 +272,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     src = Path(src)
     with oio.file_buffers(src) as placed:  # a temp folder that cannot map files: noted, or the photo's ImageError
         outcome = _process_file(src, out_base, cfg, models, on_event, should_stop, source_sha256, batcher,
-                                commit_gate)
+                                commit_gate, None if cfg.only_mask else sidecar, stale)
     outcome.notes.extend(n for n in placed if n not in outcome.notes)  # read's own are among them already
     return outcome
 
@@ -261,7 +280,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                   on_event: Callable[[Event], None] | None, should_stop: Callable[[], bool] | None,
                   source_sha256: str | None, batcher: TileBatcher | None,
-                  commit_gate: CommitGate | None) -> FileOutcome:
+                  commit_gate: CommitGate | None, sidecar: Path | None, stale: Sequence[Path]) -> FileOutcome:
     src, out_base = Path(src), Path(out_base)
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -288,8 +307,12 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     suffix = src.suffix if named else pic.format
     if named and named != pic.format and not cfg.only_mask and cfg.format == "keep":
         notes.append(f"content is {pic.format} but the name says {src.suffix}: written as {named}")
-    outputs = output_paths(out_base, suffix, cfg)
+    style = xmp_sidecar.style_of(src.name, sidecar.name) if sidecar is not None else None
+    outputs = output_paths(out_base, suffix, cfg, style)
     _refuse_overwriting_source(src, outputs)
+    carried = _read_sidecar(sidecar, notes) if sidecar is not None else None
+    if sidecar is not None and carried is None:
+        stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     job = TiledPass(src=src, cfg=cfg, models=models, device=device, seconds=seconds, notes=notes,
                     progress=lambda kind, done, total: emit(Event(kind, src, done, total)), stop=stop,
                     batcher=batcher)
@@ -301,7 +324,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate, coverage)
+                       commit_gate, coverage, stale=stale)
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -319,11 +342,14 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             items = [(out, alpha, output_format(suffix, cfg), meta)]
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
-            _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage)
+            written = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage,
+                                 carried, stale)
+        outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
-                       seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths)
+                       seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
+                       sidecar=None if carried is None else carried[1])
 
 
 class CommitGate:
@@ -476,21 +502,53 @@ def _mask_meta(meta):
     return oio.Metadata(dpi=getattr(meta, "dpi", None), aspect=getattr(meta, "aspect", None))
 
 
+def _read_sidecar(path: Path, notes: list[str]) -> tuple[bytes, xmp_sidecar.SidecarId] | None:
+    """(content, identity) of the source's XMP sidecar; None with a note when it cannot be read (the state then
+    records none, so the next run tries again)."""
+    try:
+        return xmp_sidecar.read_sidecar(path)
+    except ImageError as e:
+        notes.append(f"XMP sidecar {path.name} not carried: {e.reason}")
+        return None
+
+
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
-               notes: list[str], gate: CommitGate | None = None, coverage: float | None = None) -> None:
+               notes: list[str], gate: CommitGate | None = None, coverage: float | None = None,
+               sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = ()) -> bool:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
     Each output carries an XMP history entry: settings (recorded_settings), models (names + weight sha256), source
     name + sha256, and the mask's coverage (so a run that recognises the outputs after a lost state file can report
     it, as a record would).
+
+    sidecar: the source's XMP sidecar (content, identity), written to the last of `outputs`, beside the first item
+    (the restored photo), with that photo's history entry (io.sidecar), and put in place with the rest; one that
+    cannot be parsed is left out with a note. `stale` files, and the sidecar's path when it is left out, are removed
+    as the outputs go in. Returns whether the sidecar was written.
     """
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2], src.suffix)
     described = models.describe()
+    # the restored photo and its sidecar describe one file: one history entry, with the same ids and time
+    shared = {"document_id": f"xmp.did:{uuid.uuid4()}", "instance_id": f"xmp.iid:{uuid.uuid4()}",
+              "when": datetime.now(timezone.utc)}
+    provenance = {"source_name": src.name, "source_sha256": source_sha256, "software": software,
+                  "action": "derived", "parameters": settings, "models": described, "mask_coverage": coverage}
+    packet = None
+    if sidecar is not None:
+        (data, read), (pixels, _, fmt, meta) = sidecar, items[0]
+        try:
+            packet = xmp_sidecar.carried_packet(
+                data, sidecar_name=read.name, meta=meta, width=pixels.shape[1], height=pixels.shape[0], fmt=fmt,
+                notes=notes, **provenance, **shared, sidecar_sha256=read.sha256)
+            provenance["sidecar_sha256"] = read.sha256  # every output says which sidecar went with them
+        except XmpError as e:  # the photo is restored all the same, without it
+            notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
+            stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     staging = gate.staging() if gate is not None else oio.Staging()
     try:
-        for path, (pixels, alpha, fmt, meta) in zip(outputs, items):
+        for i, (path, (pixels, alpha, fmt, meta)) in enumerate(zip(outputs, items)):
             # before each output's folders are made with their parents: an output folder deleted meanwhile (while the
             # model ran, or while the output before this one was written) is not made again (nor, later, by the
             # making itself: it goes through the folder the run holds, staging.temps)
@@ -502,9 +560,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
             try:
                 dropped: list[str] = []
-                xmp = oio.provenance_xmp(meta.xmp, source_name=src.name, source_sha256=source_sha256,
-                                         software=software, action="derived", parameters=settings, models=described,
-                                         mask_coverage=coverage, notes=dropped)
+                xmp = oio.provenance_xmp(meta.xmp, notes=dropped, **provenance, **(shared if i == 0 else {}))
                 notes.extend(n for n in dropped if n not in notes)
             except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
                 xmp = meta.xmp
@@ -517,9 +573,14 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             except ImageError as e:  # the run names the source: say which of its outputs failed
                 raise ImageError(path, f"{path}: {e.reason}") from e
             notes.extend(str(n) for n in result or [] if str(n) not in notes)
+        if packet is not None:
+            if gate is not None:
+                gate.check()
+            xmp_sidecar.write_sidecar(outputs[-1], packet, staging)
         try:
             with gate.entry(src) if gate is not None else nullcontext():
                 staging.commit()
+                _remove(stale, staging.temps)
         except OSError as e:
             failed = e.filename or outputs[0]
             raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
@@ -529,3 +590,15 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
         raise
     finally:
         staging.discard()  # after a commit nothing is left to remove; through the folder held, wherever it went
+    return packet is not None
+
+
+def _remove(stale: Sequence[Path], temps: oio.TempFiles) -> None:
+    """Remove files of earlier runs that no longer go with the outputs just put in place, through the folder the run
+    holds (temps); ImageError when one cannot be: the file then fails, and its next run tries again."""
+    for path in stale:
+        try:
+            temps.remove(path)
+        except OSError as e:
+            raise ImageError(path, f"cannot remove {path}, which no longer goes with the restoration: "
+                                   f"{e.strerror or e}") from e

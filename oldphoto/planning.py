@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 from . import io as oio
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, ImageError, OldPhotoError, reason_of
+from .io.sidecar import SidecarId, is_sidecar_name, style_of
 from .lock import held_by
 from .progress import Progress
 from .report import FileResult, Report
@@ -83,6 +84,16 @@ class Job:
     found: Found
     reason: str  # why it runs: "new", "overwrite", "settings changed", "output missing: ..." (state.Decision)
     known: SourceId | None = None  # the source as planning read it (its sha256 when planning had to hash it)
+    sidecar: Path | None = None  # its XMP sidecar, carried to its restoration (none with --only-mask)
+    stale: tuple[Path, ...] = ()  # sidecars of earlier runs beside its restoration that no longer go with it
+
+
+def carried_sidecar(src: Path, sidecar: str | None, outputs: Sequence[str | Path]) -> str | None:
+    """The report's `sidecar` of a file: its XMP sidecar named `sidecar` (beside `src`), when one of its `outputs` is
+    that sidecar carried (io.sidecar: no image output ends in .xmp); else None."""
+    if sidecar is None or not any(is_sidecar_name(Path(o).name) for o in outputs):
+        return None
+    return str(src.with_name(sidecar))
 
 
 def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprints, state: RunState, report: Report,
@@ -94,23 +105,29 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
     disc = discover(inputs, exclude=out)
     for p in disc.ignored:
         progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
-    claims = OutputClaims((f.src for f in disc.found), folders=[p for p in inputs if p.is_dir()])
+    # a source's sidecar is a master too: no output may land on it
+    claims = OutputClaims([f.src for f in disc.found] + [f.sidecar for f in disc.found if f.sidecar is not None],
+                          folders=[p for p in inputs if p.is_dir()])
     jobs: list[Job] = []
     for found in disc.found:
         result = FileResult(source=str(found.src), relative=found.rel.as_posix())
         report.results.append(result)
         if stop():
             continue
+        sidecar = None if cfg.only_mask else found.sidecar  # masks and overlays get none
+        if found.sidecar_note and not cfg.only_mask:
+            result.notes.append(found.sidecar_note)
         try:
             # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
-            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg)
+            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg,
+                                            None if sidecar is None else style_of(found.src.name, sidecar.name))
             claims.claim(found.src, planned)
             rel = found.rel.as_posix()
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
                 wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier)
+                decision = state.decide(rel, found.src, wanted, earlier, sidecar)
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
@@ -127,15 +144,19 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                     # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither
                     # recognising nor the run reads them again
                     known = dataclasses.replace(known, sha256=sha)
-                    decision = (_recognised(state, rel, found.src, planned, wanted, known, earlier, made)
+                    decision = (_recognised(state, rel, found.src, planned, wanted, known, earlier, made, sidecar)
                                 or dataclasses.replace(decision, source=known))
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
-                        why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing \
-                            else "settings changed"
+                        why = _sidecar_moved_on(made, (wanted, *earlier), sidecar) or (
+                            f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
+                            else "settings changed")
                         decision = dataclasses.replace(decision, reason=why)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
+                stale: tuple[Path, ...] = ()
+            else:
+                stale, decision = _stale_sidecars(state, rel, found.src, planned, decision, claims, cfg)
         except ImageError as e:
             result.status, result.error = "failed", e.reason
             progress.error(found.src, e.reason)
@@ -147,7 +168,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
         if decision.action != "skip":
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
-            jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source))
+            jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale))
     for problem in disc.problems:
         report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
                                          error=problem.reason))
@@ -156,16 +177,17 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
 
 
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, known: SourceId,
-                also: tuple[str, ...], made: dict[Path, Provenance]) -> Decision | None:
+                also: tuple[str, ...], made: dict[Path, Provenance], sidecar: Path | None) -> Decision | None:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
-    settings and models (the state file was lost): recorded again and skipped, instead of refused.
-    known: the source as planning read it, with its sha256; made: the provenance already read from some of the
-    outputs (RunState.made_from)."""
+    settings and models, and with its XMP sidecar `sidecar` as it is now (the state file was lost): recorded again
+    and skipped, instead of refused. known: the source as planning read it, with its sha256; made: the provenance
+    already read from some of the outputs (RunState.made_from)."""
     try:
         info = oio.probe(src)
-    except ImageError:
-        return None  # the source cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, known, also, made)
+        carried = None if sidecar is None else SidecarId.of(sidecar, with_hash=True)
+    except (ImageError, OSError):
+        return None  # the source or its sidecar cannot be read now: the run will say why
+    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, known, also, made, carried)
     if rec is None:
         return None
     state.record(rel, rec)
@@ -175,24 +197,67 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
 _RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
 
 
+def _sidecar_moved_on(made: dict[Path, Provenance], fps: tuple[str, ...], sidecar: Path | None) -> str | None:
+    """Why outputs that oldphoto made from this source under these settings (`made`: their provenance; `fps`: the
+    fingerprints of these settings) were not recognised, when it is that their XMP names another sidecar than the
+    source's now, as its record would say (state.decide); None otherwise."""
+    had = {prov.sidecar_sha256 for prov in made.values()
+           if fingerprint(prov.parameters["settings"], prov.parameters["models"]) in fps}
+    try:
+        now = None if sidecar is None else SidecarId.of(sidecar, with_hash=True).sha256
+    except (ImageError, OSError):
+        return None  # unreadable now: the run says why
+    if not had or had == {now}:
+        return None
+    if now is None:
+        return "sidecar removed"
+    return f"sidecar {'added' if had == {None} else 'changed'}: {sidecar.name}"
+
+
+def _stale_sidecars(state: RunState, rel: str, src: Path, planned: list[Path], decision: Decision,
+                    claims: OutputClaims, cfg: RestoreConfig) -> tuple[tuple[Path, ...], Decision]:
+    """(sidecars beside the restored photo's name that earlier runs made from this source and this run does not
+    write: the source's sidecar was removed or renamed since, so they no longer describe the restoration; the decision
+    with the source's sha256 when it had to be read for them). Ours by this source's record, else by their XMP (a lost
+    state file); another tool's sidecar there is left alone. The pipeline removes them as the outputs go in."""
+    if cfg.only_mask:
+        return (), decision
+    from . import pipeline
+
+    there = [p for p in pipeline.sidecar_outputs(planned[0]) if p not in planned and p.is_file()
+             and not claims.taken(p, src)]
+    stale = [p for p in there if state.owner_of(p) == rel]
+    unknown = [p for p in there if state.owner_of(p) is None]
+    if unknown:
+        known = decision.source if decision.source is not None else SourceId.of(src)
+        made, sha = state.made_from(src, unknown, rel, known.sha256)
+        stale += [p for p in unknown if p in made]
+        decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
+    claims.claim(src, stale)  # no other source of this run may write there meanwhile
+    return tuple(stale), decision
+
+
 _RECOGNISED_NOTE = "not in the state file: recognised from the provenance in its outputs' XMP"
 
 
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
-        before = state.records[rel].source
+        before = state.records[rel]
         state.record(rel, decision.refreshed)  # same content, new mtime or path: remember it so we hash only once
-        if rec.source != before:
-            result.notes.append(f"source moved but unchanged (same sha256 as {before})")
-        else:
+        if rec.source != before.source:
+            result.notes.append(f"source moved but unchanged (same sha256 as {before.source})")
+        elif rec.mtime_ns != before.mtime_ns:
             result.notes.append("source touched but unchanged (same sha256)")
+        if rec.sidecar != before.sidecar:
+            result.notes.append(f"sidecar {rec.sidecar.name} touched but unchanged (same sha256)")
     if decision.reason == _RECOGNISED_REASON:
         result.notes.append(_RECOGNISED_NOTE)
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
     result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
+    result.sidecar = carried_sidecar(Path(result.source), rec.sidecar and rec.sidecar.name, result.outputs)
     result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
 
 

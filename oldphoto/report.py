@@ -32,6 +32,7 @@ class FileResult:
     scan_blend: list[float] | None = None  # strengths [s_lo, s_hi] of --scan-blend auto (1 = the restoration as is)
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB", why a file was redone
     sha256: str | None = None  # of the source, when it was read in full
+    sidecar: str | None = None  # the source's XMP sidecar carried beside its restoration (among `outputs`), if one was
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

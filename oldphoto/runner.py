@@ -226,7 +226,8 @@ class Batch:
                 sid = SourceId.of(job.found.src, with_hash=True)
             outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,
                                             on_event=self.progress.event, should_stop=stopping,
-                                            source_sha256=sid.sha256, batcher=batcher, commit_gate=gate)
+                                            source_sha256=sid.sha256, batcher=batcher, commit_gate=gate,
+                                            sidecar=job.sidecar, stale=job.stale)
             return sid, outcome
 
         pending = list(jobs)
@@ -298,7 +299,7 @@ class Batch:
                 source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
                 fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
                 height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
-                finished=now_iso(), notes=_lasting(outcome.notes)))
+                finished=now_iso(), notes=_lasting(outcome.notes), sidecar=outcome.sidecar))
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
             try:
                 lock.check_folder()
@@ -318,6 +319,7 @@ class Batch:
             result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
         result.notes.extend(outcome.notes)
         result.sha256 = sid.sha256
+        result.sidecar = planning.carried_sidecar(src, job.sidecar and job.sidecar.name, outcome.outputs)
         progress.file_done(result)
         return None
 

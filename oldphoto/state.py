@@ -7,9 +7,11 @@ fsynced) as files finish, so a crash loses at most the file being written; the f
 
 A file is skipped when its source is unchanged (size + mtime_ns; sha256 when the mtime alone moved, or when the
 record names another source path: a same-named file from another folder must prove its content), its settings
-fingerprint (output settings + model sha256s) is the same, and every recorded output still exists with its
-recorded size. A record also remembers, in `former`, the outputs that earlier settings made from the same source
-and that still exist, so a later run with those settings again recognises them as its own (they are never
+fingerprint (output settings + model sha256s) is the same, its XMP sidecar (io.sidecar) is the one the outputs were
+made with (the same name, and size + mtime, sha256 when the mtime alone moved; or none then and now: a record made
+before sidecars were carried has none, so a source without one is not redone for it), and every recorded output still
+exists with its recorded size. A record also remembers, in `former`, the outputs that earlier settings made from the
+same source and that still exist, so a later run with those settings again recognises them as its own (they are never
 deleted: a curator may want them).
 """
 
@@ -25,9 +27,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Iterable
 
-from .errors import OldPhotoError
+from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, write_bytes
+from .io.sidecar import SidecarId
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -77,12 +80,14 @@ class Record:
     former: tuple[str, ...] = ()  # outputs of earlier settings, still on disk (paths as in OutputRecord.path)
     # the notes of the run that made the outputs (what they lack, how the scan was read), so a skip reports them too
     notes: tuple[str, ...] = ()
+    sidecar: SidecarId | None = None  # the source's XMP sidecar the outputs were made with (also one left out)
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
         d["outputs"] = [asdict(o) for o in self.outputs]
-        if not self.notes:
-            del d["notes"]  # most files have none: their lines stay as short as before
+        for key in ("notes", "sidecar"):
+            if not d[key]:
+                del d[key]  # most files have none: their lines stay as short as before
         return json.dumps({"rel": rel, **d}, sort_keys=True)
 
     @classmethod
@@ -92,6 +97,9 @@ class Record:
         d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"])) for o in d["outputs"])
         d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
         d["notes"] = tuple(str(n) for n in d.get("notes", ()))  # absent when none, and before notes were kept
+        sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
+        d["sidecar"] = None if sidecar is None else SidecarId(str(sidecar["name"]), int(sidecar["size"]),
+                                                              int(sidecar["mtime_ns"]), sidecar.get("sha256"))
         return cls(**d)
 
 
@@ -282,16 +290,18 @@ class RunState:
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
                   rel: str | None = None, source: SourceId | None = None, also: tuple[str, ...] = (),
-                  made: dict[Path, Provenance] | None = None) -> Record | None:
+                  made: dict[Path, Provenance] | None = None, sidecar: SidecarId | None = None) -> Record | None:
         """A record for outputs of `src` (known here as `rel`) this state has no record of (the state file was
         deleted, or the outputs were copied without it): all of them exist, belong to no other source here, and
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
         settings and models of fingerprint `fp`; None when any of that does not hold. size: the source's
         (width, height), for the report. source: `src` as the caller read it (size, mtime, and its sha256 when read),
         else read here as needed. also: other fingerprints of the same outputs (see decide); the record gets `fp`.
-        made: made_from's answer for some of `outputs`, whose XMP is not read again."""
+        made: made_from's answer for some of `outputs`, whose XMP is not read again. sidecar: the source's XMP
+        sidecar now, with its sha256 (None: it has none): the outputs must say they were made with it (a record made
+        before sidecars were carried, or for a source without one, says none)."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
-                                       made or {})
+                                       made or {}, None if sidecar is None else sidecar.sha256)
         if not outputs or len(found) != len(outputs):
             return None
         now = source if source is not None else SourceId.of(src)
@@ -300,7 +310,7 @@ class RunState:
         coverage = next((prov.mask_coverage for prov in found.values() if prov.mask_coverage is not None), None)
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
-                      megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso())
+                      megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar)
 
     def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
                   sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
@@ -311,10 +321,11 @@ class RunState:
         return self._provenances(src, outputs, None, rel, sha256)
 
     def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
-                     sha256: str | None, read: dict[Path, Provenance] | None = None,
+                     sha256: str | None, read: dict[Path, Provenance] | None = None, sidecar: str | None = None,
                      ) -> tuple[dict[Path, Provenance], str | None]:
-        """made_from, kept to the outputs made under one of the fingerprints `fps` (None: any). read: provenances
-        already read from some of `outputs`, taken as they are instead of reading their XMP again."""
+        """made_from, kept to the outputs made under one of the fingerprints `fps` (None: any) and, with `fps`, with
+        the sidecar whose sha256 is `sidecar` (None: none). read: provenances already read from some of `outputs`,
+        taken as they are instead of reading their XMP again."""
         made: dict[Path, Provenance] = {}
         sha = sha256
         for p in outputs:
@@ -323,16 +334,18 @@ class RunState:
             prov = read[p] if read and p in read else read_provenance(p)
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
-            if fps is not None and fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps:
+            if fps is not None and (prov.sidecar_sha256 != sidecar
+                                    or fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps):
                 continue
             sha = sha or read_source_sha256(src)
             if prov.source_sha256 == sha:
                 made[p] = prov
         return made, sha
 
-    def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = ()) -> Decision:
+    def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = (), sidecar: Path | None = None) -> Decision:
         """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp` (or one of `also`,
-        the same outputs as recorded before: pipeline.former_settings)."""
+        the same outputs as recorded before: pipeline.former_settings) and its XMP sidecar `sidecar` (None: none
+        carried)."""
         rec = self.records.get(rel)
         if rec is None:
             return Decision("run", "new")
@@ -351,6 +364,11 @@ class RunState:
             refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
         if rec.fingerprint != fp and rec.fingerprint not in also:
             return Decision("run", "settings changed", source=now)
+        why, touched = _sidecar_change(rec.sidecar, sidecar)
+        if why:
+            return Decision("run", why, source=now)
+        if touched is not None:
+            refreshed = replace(refreshed or rec, sidecar=touched)
         for o in rec.outputs:
             p = self.out_dir / o.path
             if not p.is_file():
@@ -358,3 +376,25 @@ class RunState:
             if p.stat().st_size != o.size:
                 return Decision("run", f"output changed: {o.path}")
         return Decision("skip", "up to date", refreshed)
+
+
+def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[str | None, SidecarId | None]:
+    """(why a source is redone for its XMP sidecar, or None; the sidecar to record instead of `recorded` when only its
+    mtime moved, or None). recorded: as its record has it; sidecar: the one it has now."""
+    if sidecar is None:
+        return (None if recorded is None else f"sidecar removed: {recorded.name}"), None
+    try:
+        now = SidecarId.of(sidecar)
+        if recorded is None:
+            return f"sidecar added: {now.name}", None
+        if now.name != recorded.name:
+            return f"sidecar changed: {now.name} (was {recorded.name})", None
+        if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
+            return None, None
+        if now.size == recorded.size and recorded.sha256 is not None:
+            now = SidecarId.of(sidecar, with_hash=True)
+            if now.sha256 == recorded.sha256:
+                return None, now
+    except (OSError, ImageError) as e:  # gone or unreadable since the walk: the run says why (not carried)
+        return f"sidecar unreadable: {sidecar.name} ({reason_of(e)})", None
+    return f"sidecar changed: {now.name}", None

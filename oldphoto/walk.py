@@ -3,18 +3,21 @@
 Inputs are files or folders. Folders are walked recursively in sorted (code point) order so runs are
 deterministic; each image gets a relative path that is mirrored under the output folder. Hidden names,
 system files (Thumbs.db, desktop.ini), sidecars and other non-images are skipped without a word: the
-decision is made on the extension alone.
+decision is made on the extension alone. An image's XMP sidecar (NAME.EXT.xmp, or Adobe's NAME.xmp when no other
+file shares NAME) is found beside it, to be carried to its restoration (match_sidecars).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 from .errors import ImageError
+from .io.sidecar import SUFFIX, is_sidecar_name
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})  # compared in lower case
 
@@ -22,6 +25,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}) 
 class Found(NamedTuple):
     src: Path  # the image as given or as reached by the walk (not resolved: symlinks kept)
     rel: Path  # relative path mirrored under --out: the file name for a file input, path below the folder otherwise
+    sidecar: Path | None = None  # its XMP sidecar (match_sidecars)
+    sidecar_note: str | None = None  # why a sidecar beside it is not taken for its own (one line), if one is not
 
 
 @dataclass
@@ -38,6 +43,48 @@ def is_image_name(name: str) -> bool:
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def match_sidecars(files: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+    """{file name: (its XMP sidecar's name or None, a note on a sidecar not taken for it or None)} for the files
+    among `files` (the regular files of one folder, hidden ones left out) that have a sidecar or a note.
+
+    NAME.EXT.xmp (darktable, digiKam, ExifTool's %f.%e.xmp) belongs to the file NAME.EXT, and wins over NAME.xmp.
+    NAME.xmp (Adobe's naming: Lightroom, Bridge, Capture One; digiKam's option) belongs to the one file whose name
+    less its extension is NAME; when several share NAME (scan.tif and scan.jpg, or a raw file and its JPEG, the case
+    Adobe's tools write such sidecars for: they describe the raw) it is taken for none of them, with a note: carried
+    with every one it might describe, captions or person tags of one photo would be given to another. The .xmp is
+    matched in any case; two sidecars of one file that differ only in it are ambiguous too."""
+    names = sorted(files)
+    others = [n for n in names if not is_sidecar_name(n)]
+    exact = set(others)
+    by_stem: dict[str, list[str]] = defaultdict(list)
+    for n in others:
+        by_stem[os.path.splitext(n)[0]].append(n)
+    claims: dict[str, list[tuple[str, bool]]] = defaultdict(list)  # file -> [(sidecar, names it exactly)]
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for x in sorted(n for n in names if is_sidecar_name(n)):
+        base = x[: -len(SUFFIX)]
+        if base in exact:
+            claims[base].append((x, True))
+        elif len(by_stem.get(base, ())) == 1:
+            claims[by_stem[base][0]].append((x, False))
+        elif base in by_stem:
+            for n in by_stem[base]:
+                out[n] = (None, f"XMP sidecar {x} not carried: {', '.join(by_stem[base])} share its name, which does "
+                                f"not say whose it is; name it {n}.xmp to carry it with {n}")
+    for n, found in claims.items():
+        full = [x for x, exactly in found if exactly]
+        stems = [x for x, exactly in found if not exactly]
+        if len(full) > 1 or (not full and len(stems) > 1):
+            two = full if len(full) > 1 else stems
+            out[n] = (None, f"XMP sidecars {', '.join(two)} not carried: two for one file, differing only in case")
+        elif full:
+            out[n] = (full[0], f"XMP sidecar {stems[0]} not carried: {full[0]}, named after this very file, is "
+                               f"carried instead" if stems else None)
+        else:
+            out[n] = (stems[0], None)
+    return out
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -70,6 +117,8 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
         except OSError as e:
             into.problems.append(ImageError(folder, f"cannot list folder ({e.strerror or e})"))
             return
+        files: list[str] = []  # regular files, for the images' sidecars
+        images: list[Found] = []
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
@@ -85,12 +134,34 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
             if stat.S_ISDIR(mode):
                 if exclude is None or not _inside(path.resolve(), exclude):
                     visit(path, rel / entry.name)
-            elif stat.S_ISREG(mode) and is_image_name(entry.name):
-                found.append(Found(path, rel / entry.name))
+            elif stat.S_ISREG(mode):
+                files.append(entry.name)
+                if is_image_name(entry.name):
+                    images.append(Found(path, rel / entry.name))
+        found.extend(_with_sidecars(images, match_sidecars(files)))
 
     visit(root, Path())
     found.sort(key=lambda f: f.rel.parts)
     into.found.extend(found)
+
+
+def _with_sidecars(images: list[Found], matched: dict[str, tuple[str | None, str | None]]) -> list[Found]:
+    """`images` (of one folder) with their sidecars and notes from match_sidecars."""
+    out = []
+    for f in images:
+        sidecar, note = matched.get(f.src.name, (None, None))
+        out.append(f._replace(sidecar=None if sidecar is None else f.src.with_name(sidecar), sidecar_note=note))
+    return out
+
+
+def _sidecars_beside(image: Path) -> dict[str, tuple[str | None, str | None]]:
+    """match_sidecars over the folder of an image given by name; a folder that cannot be listed gives a note."""
+    try:
+        with os.scandir(image.parent) as it:
+            files = [e.name for e in it if not _is_hidden(e.name) and e.is_file()]  # is_file follows links, as stat
+    except OSError as e:
+        return {image.name: (None, f"XMP sidecar: its folder cannot be listed to look for one ({e.strerror or e})")}
+    return match_sidecars(files)
 
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -126,7 +197,7 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
             _walk_folder(inp, result, exclude)
         elif inp.is_file():
             if is_image_name(inp.name):
-                result.found.append(Found(inp, Path(inp.name)))
+                result.found.extend(_with_sidecars([Found(inp, Path(inp.name))], _sidecars_beside(inp)))
             else:
                 result.ignored.append(inp)
         else:
@@ -160,6 +231,11 @@ class OutputClaims:
         self._owner: dict[str, Path] = {}
         self._sources = {_claim_key(Path(os.path.realpath(s))): Path(s) for s in sources}
         self._folders = [Path(os.path.realpath(f)) for f in folders]
+
+    def taken(self, output: Path, src: Path) -> bool:
+        """Whether another source than `src` has claimed `output`."""
+        owner = self._owner.get(_claim_key(output))
+        return owner is not None and owner != src
 
     def claim(self, src: Path, outputs: Sequence[Path]) -> None:
         """Reserve `outputs` for `src`; raises ImageError(src, ...) naming the conflict, reserving nothing."""

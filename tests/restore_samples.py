@@ -10,6 +10,7 @@ from pathlib import Path
 
 import oldphoto.pipeline as pipeline
 from oldphoto.errors import ImageError
+from oldphoto.io.sidecar import SidecarId, is_sidecar_name, style_of
 
 
 class FakeModels:
@@ -18,7 +19,8 @@ class FakeModels:
 
 
 class FakePipeline:
-    """Writes b"restored:" + the source bytes to each output; sources starting with b"BAD" fail."""
+    """Writes b"restored:" + the source bytes to each output (b"sidecar:" + its bytes to its XMP sidecar's); sources
+    starting with b"BAD" fail."""
 
     def __init__(self):
         self.calls: list[Path] = []
@@ -27,7 +29,7 @@ class FakePipeline:
         self.lock = threading.Lock()
 
     def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
-                     batcher=None, commit_gate=None):
+                     batcher=None, commit_gate=None, sidecar=None, stale=()):
         with self.lock:
             self.calls.append(Path(src))
         data = Path(src).read_bytes()
@@ -37,16 +39,21 @@ class FakePipeline:
         on_event(pipeline.Event("tiles", src, 1, 2))
         if self.before_write is not None:
             self.before_write(Path(src), should_stop)
-        outputs = pipeline.output_paths(out_base, Path(src).suffix, cfg)
+        style = None if sidecar is None or cfg.only_mask else style_of(Path(src).name, sidecar.name)
+        outputs = pipeline.output_paths(out_base, Path(src).suffix, cfg, style)
         with commit_gate.entry(src) if commit_gate is not None else contextlib.nullcontext():
             for o in outputs:
                 o.parent.mkdir(parents=True, exist_ok=True)
-                o.write_bytes(b"restored:" + data)
+                o.write_bytes(b"sidecar:" + sidecar.read_bytes() if is_sidecar_name(o.name) else b"restored:" + data)
+            for o in stale:
+                o.unlink(missing_ok=True)
         if self.after_write is not None:
             self.after_write(Path(src), should_stop)
         on_event(pipeline.Event("tiles", src, 2, 2))
         on_event(pipeline.Event("file_done", src, 2, 2))
-        return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"])
+        read = None if style is None else SidecarId.of(sidecar, with_hash=True)
+        return pipeline.FileOutcome(outputs, 40, 30, 0.0012, {"read": 0.01, "restore": 0.02}, 2.5, ["fake note"],
+                                    sidecar=read)
 
 
 def fake_pipeline(monkeypatch) -> FakePipeline:
@@ -98,7 +105,7 @@ def scans(tmp_path: Path) -> Path:
     put(root / "a.jpg", b"A-photo")
     put(root / "album 1" / "b.PNG", b"B-photo")
     put(root / "album 1" / "deep" / "c.tif", b"C-photo")
-    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "a.xmp", "a.json", "notes.txt", ".hidden/x.jpg",
+    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "orphan.xmp", "a.json", "notes.txt", ".hidden/x.jpg",
                  "album 1/._b.PNG", "album 1/scan.bmp"):
         put(root / junk, b"junk")
     return root
@@ -119,6 +126,6 @@ def real_scans(tmp_path):
     gray8[:, 5] = 255
     Image.fromarray(gray8, "L").save(root / "street.png")
     (root / "Thumbs.db").write_bytes(b"\0" * 64)
-    (root / "street.xmp").write_text("<x/>")
+    (root / "orphan.xmp").write_text("<x/>")  # a sidecar of no image: skipped
     (root / "torn.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return root, rgb16, gray8

@@ -1721,3 +1721,112 @@ def test_a_record_of_a_format_that_writes_what_keep_writes_made_before_it_was_re
     assert dry.stdout.splitlines()[0].startswith("up to date"), dry.output
     r = run("restore", src, "--out", out, *then)
     assert r.exit_code == 0 and len(fake.calls) == 1, r.output
+
+
+# ------------------------------------------------------------------------------------------ XMP sidecars
+
+def _sidecar(caption: str) -> str:
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="3"><dc:description><rdf:Alt>'
+            f'<rdf:li xml:lang="x-default">{caption}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
+            '</x:xmpmeta>')
+
+
+def test_a_scans_xmp_sidecar_is_carried_kept_current_and_recognised_after_a_lost_state_file(tmp_path,
+                                                                                           stand_in_models):
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    (root / "street.png.xmp").write_text(_sidecar("Main street, 1932"))  # digiKam's and darktable's naming
+    (root / "box 2" / "portrait.xmp").write_text(_sidecar("Aunt Rose"))  # Adobe's
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["street.png"]["outputs"] == [str(out / "street.png"), str(out / "street.png.xmp")]
+    assert files["street.png"]["sidecar"] == str(root / "street.png.xmp")
+    assert files["box 2/portrait.tif"]["outputs"] == [str(out / "box 2/portrait.tif"), str(out / "box 2/portrait.xmp")]
+    assert "Main street, 1932" in (out / "street.png.xmp").read_text()
+    records = [json.loads(line) for line in (out / STATE_NAME).read_text().splitlines()[1:]]
+    assert [(r["rel"], r["sidecar"]["name"], [o["path"] for o in r["outputs"]]) for r in records] == [
+        ("box 2/portrait.tif", "portrait.xmp", ["box 2/portrait.tif", "box 2/portrait.xmp"]),
+        ("street.png", "street.png.xmp", ["street.png", "street.png.xmp"])]
+    made = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix != ".json" and p.name != STATE_NAME}
+
+    r = run("restore", root, "--out", out, *opts, "-q")  # nothing changed: silent, nothing redone
+    assert r.exit_code == 0 and r.output == ""
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert report_of(out)["files"][1]["sidecar"] == str(root / "street.png.xmp")
+    assert {p: p.stat().st_mtime_ns for p in made} == made
+
+    (root / "street.png.xmp").write_text(_sidecar("Main street, 1933"))  # the archivist corrects the caption
+    dry = run("restore", root, "--out", out, *opts, "--dry-run")
+    assert dry.stdout.splitlines()[:2] == ["up to date  box 2/portrait.tif",
+                                           "restore     street.png  (sidecar changed: street.png.xmp)"]
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["status"] == "done" and "redone: sidecar changed: street.png.xmp" in street["notes"]
+    assert "Main street, 1933" in (out / "street.png.xmp").read_text()
+
+    (out / STATE_NAME).unlink()  # recognised by the provenance in the outputs' XMP, the sidecars' included
+    dry = run("restore", root, "--out", out, *opts, "--dry-run")
+    assert dry.stdout.splitlines()[:2] == ["up to date  box 2/portrait.tif  (recognised from its outputs' provenance)",
+                                           "up to date  street.png  (recognised from its outputs' provenance)"]
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    (root / "street.png.xmp").write_text(_sidecar("Main street, 1934"))
+    (out / STATE_NAME).unlink()  # lost again, and the sidecar edited meanwhile: not taken for current
+    assert "restore     street.png  (sidecar changed: street.png.xmp)" in run(
+        "restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()
+
+    assert run("restore", root, "--out", out, *opts).exit_code == 0  # street.png redone, the state made again
+
+    portrait_xmp = (root / "box 2" / "portrait.xmp").read_bytes()
+    # its sidecar removed: redone, and its derivative's goes too (known as ours by the record, or by its XMP)
+    for lost in (False, True):
+        if lost:
+            (root / "box 2" / "portrait.xmp").write_bytes(portrait_xmp)
+            assert run("restore", root, "--out", out, *opts).exit_code == 0 and (out / "box 2/portrait.xmp").exists()
+            (out / STATE_NAME).unlink()
+        (root / "box 2" / "portrait.xmp").unlink()
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        portrait = report_of(out)["files"][0]
+        assert portrait["status"] == "done", portrait
+        assert f"redone: sidecar removed{'' if lost else ': portrait.xmp'}" in portrait["notes"]
+        assert portrait["outputs"] == [str(out / "box 2/portrait.tif")] and portrait["sidecar"] is None
+        assert not (out / "box 2" / "portrait.xmp").exists()
+
+
+def test_a_file_where_a_sidecar_would_go_is_replaced_only_with_overwrite(tmp_path, fake):
+    """A sidecar a tool wrote for a restoration (digiKam tagging the derivatives) is not oldphoto's to replace."""
+    put(tmp_path / "scans" / "a.jpg", b"A-photo")
+    put(tmp_path / "scans" / "a.jpg.xmp", b"<x:xmpmeta/>")
+    out = tmp_path / "out"
+    put(out / "a.jpg.xmp", b"tags given to the restoration")
+    r = run("restore", tmp_path / "scans", "--out", out)
+    assert r.exit_code == 1 and "a.jpg.xmp already exists and was not made from this file by oldphoto" in r.stderr
+    assert (out / "a.jpg.xmp").read_bytes() == b"tags given to the restoration" and fake.calls == []
+    assert run("restore", tmp_path / "scans", "--out", out, "--overwrite").exit_code == 0
+    assert (out / "a.jpg.xmp").read_bytes() == b"sidecar:<x:xmpmeta/>"
+
+
+def test_a_sidecar_adobe_naming_cannot_assign_is_carried_for_none_and_masks_get_none(tmp_path, fake):
+    root = tmp_path / "scans"
+    for name in ("pair.tif", "pair.jpg", "pair.xmp", "one.png", "one.png.xmp"):
+        put(root / name)
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert tree(out) == sorted([STATE_NAME, "report.json", "one.png", "one.png.xmp", "pair.jpg", "pair.tif"])
+    assert files["pair.tif"]["sidecar"] is None and files["one.png"]["sidecar"] == str(root / "one.png.xmp")
+    assert ("XMP sidecar pair.xmp not carried: pair.jpg, pair.tif share its name, which does not say whose it is; "
+            "name it pair.tif.xmp to carry it with pair.tif") in files["pair.tif"]["notes"]
+    masks = tmp_path / "masks"  # (pair.tif and pair.jpg would have the same mask: one of each is enough here)
+    assert run("restore", root / "one.png", root / "pair.tif", "--out", masks, "--only-mask").exit_code == 0
+    assert tree(masks) == sorted([STATE_NAME, "report.json", "one.mask.png", "one.overlay.jpg", "pair.mask.png",
+                                  "pair.overlay.jpg"])
+    assert not any("sidecar" in n for f in report_of(masks)["files"] for n in f["notes"])
+    put(root / "one.png.xmp", b"<x:xmpmeta>edited</x:xmpmeta>")  # a sidecar does not make masks stale
+    calls = len(fake.calls)
+    assert run("restore", root / "one.png", "--out", masks, "--only-mask").exit_code == 0 and len(fake.calls) == calls

@@ -1096,3 +1096,98 @@ def test_an_mwg_face_frames_its_block_once_turned_upright_and_enlarged(tmp_path)
     assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # the region frames the face's block
     assert box == [48, 16, 64, 48]  # stored x 8-24, y 8-16 -> x 40 - 16 .. 40 - 8, y 8 .. 24, doubled
     assert out.notes == ["orientation 6 applied: pixels are stored upright"]
+
+
+# ------------------------------------------------------------------------------------------ XMP sidecars
+
+_SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            'xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/" '
+            'xmlns:stArea="http://ns.adobe.com/xmp/sType/Area#" '
+            'xmlns:stDim="http://ns.adobe.com/xap/1.0/sType/Dimensions#">'
+            '<dc:title><rdf:Alt><rdf:li xml:lang="x-default">The mill</rdf:li></rdf:Alt></dc:title>'
+            '<mwg-rs:Regions rdf:parseType="Resource"><mwg-rs:AppliedToDimensions stDim:w="40" stDim:h="30" '
+            'stDim:unit="pixel"/><mwg-rs:RegionList><rdf:Bag><rdf:li><rdf:Description mwg-rs:Name="Rose">'
+            '<mwg-rs:Area stArea:x="4" stArea:y="3" stArea:w="8" stArea:h="6" stArea:unit="pixel"/></rdf:Description>'
+            '</rdf:li></rdf:Bag></mwg-rs:RegionList></mwg-rs:Regions></rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+def _turned_jpeg(path: Path) -> Path:
+    """A 40 x 30 JPEG stored turned: EXIF orientation 6 (shown 30 x 40)."""
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Orientation: 6}})
+    Image.fromarray(random_image(30, 40, 3, np.uint8, seed=8)).save(path, exif=exif, quality=95)
+    return path
+
+
+def _xmp_values(data: bytes, local: str) -> list[str]:
+    return re.findall(rf"<[\w-]+:{local}>([^<]*)<", data.decode("utf-8", "replace"))
+
+
+def test_a_sidecar_goes_with_the_restored_photo_mapped_and_with_its_history(tmp_path):
+    src = _turned_jpeg(tmp_path / "scan.jpg")
+    sidecar = tmp_path / "scan.jpg.xmp"
+    sidecar.write_text(_SIDECAR)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "scan.xmp").write_text("an earlier run's sidecar, in Adobe's naming")
+    done = process_file(src, out_dir / "scan", cfg(upscale=2, save_mask=True, format="png"),
+                        Models(detector=BrightDetector(), restorer=Identity(), upscaler=Nearest(2)),
+                        sidecar=sidecar, stale=[out_dir / "scan.xmp"])
+    # named after the restoration, in the scan's sidecar's style; masks get none; the stale one is gone
+    assert done.outputs == [out_dir / "scan.png", out_dir / "scan.mask.png", out_dir / "scan.png.xmp"]
+    assert files_in(out_dir) == ["scan.mask.png", "scan.png", "scan.png.xmp"]
+    assert done.sidecar == pipeline.xmp_sidecar.SidecarId.of(sidecar, with_hash=True)
+    carried = (out_dir / "scan.png.xmp").read_bytes()
+    embedded = read(out_dir / "scan.png", 10**6).meta.xmp
+    assert b"The mill" in carried and b"The mill" not in embedded  # never merged into the photo's own packet
+    # one file, one history entry: the photo's packet and its sidecar share ids, time and settings
+    for local in ("InstanceID", "DocumentID", "when", "parameters", "SourceSHA256", "SidecarSHA256"):
+        assert _xmp_values(carried, local) == _xmp_values(embedded, local) != [], local
+    assert read_provenance(out_dir / "scan.mask.png").sidecar_sha256 == done.sidecar.sha256
+    # the face at x 0-8, y 0-6 of the stored 40 x 30 scan, turned by orientation 6, lies at x 24-30, y 0-8 of the
+    # upright 30 x 40 photo; enlarged twice: centre (54, 8), 12 x 16, in a 60 x 80 restoration
+    area = re.search(rb'stArea:x="([^"]+)" stArea:y="([^"]+)" stArea:w="([^"]+)" stArea:h="([^"]+)"', carried)
+    assert [float(v) for v in area.groups()] == [54, 8, 12, 16] and b'stDim:w="60" stDim:h="80"' in carried
+
+
+def test_a_sidecar_that_cannot_be_parsed_leaves_the_photo_restored_with_a_note(tmp_path):
+    src = write_tiff(tmp_path / "scan.tif", random_image(30, 40, 3, np.uint8, seed=9))
+    sidecar = tmp_path / "scan.xmp"
+    sidecar.write_text("<x:xmpmeta>half written")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "scan.xmp").write_text("the sidecar of an earlier version")  # no longer goes with the photo
+    done = process_file(src, out_dir / "scan", cfg(), Models(restorer=Identity()), sidecar=sidecar)
+    assert done.outputs == [out_dir / "scan.tif"] and files_in(out_dir) == ["scan.tif"]
+    assert done.sidecar.sha256 is not None  # recorded: not redone until it is edited
+    assert [n for n in done.notes if "sidecar" in n] == [
+        "XMP sidecar scan.xmp not carried: XMP packet is not well-formed XML (unbound prefix: line 1, column 0)"]
+    assert read_provenance(out_dir / "scan.tif").sidecar_sha256 is None
+    sidecar.unlink()  # gone since planning: restored all the same, and an earlier one goes
+    (out_dir / "again.xmp").write_text("the sidecar of an earlier version")
+    done = process_file(src, out_dir / "again", cfg(), Models(restorer=Identity()), sidecar=sidecar)
+    assert done.sidecar is None and done.outputs == [out_dir / "again.tif"] and not (out_dir / "again.xmp").exists()
+    assert "XMP sidecar scan.xmp not carried: cannot read: No such file or directory" in done.notes
+
+
+def test_a_closed_gate_lets_no_sidecar_in_either(tmp_path):
+    src = write_tiff(tmp_path / "g.tif", random_image(30, 40, 3, np.uint8, seed=4))
+    (tmp_path / "g.tif.xmp").write_text(_SIDECAR)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    gate = pipeline.CommitGate()
+    gate.close()
+    with pytest.raises(KeyboardInterrupt):
+        process_file(src, out_dir / "g", cfg(), Models(restorer=Identity()), commit_gate=gate,
+                     sidecar=tmp_path / "g.tif.xmp")
+    assert files_in(out_dir) == []
+
+
+def test_only_mask_outputs_get_no_sidecar(tmp_path):
+    src = write_tiff(tmp_path / "g.tif", random_image(30, 40, 3, np.uint8, seed=4))
+    (tmp_path / "g.tif.xmp").write_text(_SIDECAR)
+    assert output_paths(tmp_path / "o" / "g", ".tif", cfg(only_mask=True), "image") == [
+        tmp_path / "o" / "g.mask.png", tmp_path / "o" / "g.overlay.jpg"]
+    done = process_file(src, tmp_path / "o" / "g", cfg(only_mask=True), Models(detector=BrightDetector()),
+                        sidecar=tmp_path / "g.tif.xmp")
+    assert done.sidecar is None and files_in(tmp_path / "o") == ["g.mask.png", "g.overlay.jpg"]

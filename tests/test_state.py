@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from oldphoto.config import RestoreConfig
+from oldphoto.io.sidecar import SidecarId
 from oldphoto.state import STATE_NAME, Record, RunState, SourceId, StateError, fingerprint
 
 MODELS = {"restorer": {"name": "r-v1", "sha256": "ab" * 32}}
@@ -229,3 +230,85 @@ def test_an_append_that_fails_halfway_leaves_no_partial_line(tmp_path, monkeypat
     state.record("c.jpg", replace(rec, outputs=()))  # space freed: the next record follows a whole line
     again = RunState.load(out)
     assert sorted(again.records) == ["a.jpg", "c.jpg"] and not again.dropped_torn_line
+
+
+def test_a_record_from_before_sidecars_were_carried_stays_current_for_a_source_without_one(tmp_path):
+    """Upgrading must not redo a whole collection: a record line as earlier versions wrote it (no "sidecar" key) is
+    up to date for a source with no sidecar, and a record of such a source is written as before."""
+    src, out, fp, state = setup_done(tmp_path)
+    state.close()
+    line = (out / STATE_NAME).read_text().splitlines()[1]
+    assert "sidecar" not in json.loads(line)  # unchanged lines for sources without one
+    again = RunState.load(out)
+    assert again.decide("a.jpg", src, fp).action == "skip"
+    assert again.decide("a.jpg", src, fp, sidecar=None).reason == "up to date"
+    # a sidecar made beside the scan since is carried by redoing it
+    sidecar = src.with_name("a.jpg.xmp")
+    sidecar.write_bytes(b"<x:xmpmeta/>")
+    assert again.decide("a.jpg", src, fp, sidecar=sidecar).reason == "sidecar added: a.jpg.xmp"
+
+
+def sidecar_done(tmp_path):
+    """setup_done, with the source's sidecar recorded as the pipeline reads it."""
+    src, out, fp, state = setup_done(tmp_path)
+    sidecar = src.with_name("a.xmp")
+    sidecar.write_bytes(b"<x:xmpmeta>caption 1</x:xmpmeta>")
+    rec = replace(state.records["a.jpg"], sidecar=SidecarId.of(sidecar, with_hash=True))
+    state.record("a.jpg", rec)
+    state.close()
+    return src, sidecar, out, fp, RunState.load(out)
+
+
+def test_a_changed_added_or_removed_sidecar_redoes_its_source(tmp_path):
+    src, sidecar, out, fp, state = sidecar_done(tmp_path)
+    assert state.records["a.jpg"].sidecar == SidecarId.of(sidecar, with_hash=True)  # read back as written
+    assert state.decide("a.jpg", src, fp, sidecar=sidecar).reason == "up to date"
+    assert state.decide("a.jpg", src, fp).reason == "sidecar removed: a.xmp"
+    os.utime(sidecar, ns=(10**18, 10**18))  # touched, same content: skipped, the new mtime recorded
+    d = state.decide("a.jpg", src, fp, sidecar=sidecar)
+    assert d.action == "skip" and d.refreshed.sidecar.mtime_ns == 10**18 and d.refreshed.mtime_ns == \
+        state.records["a.jpg"].mtime_ns
+    sidecar.write_bytes(b"<x:xmpmeta>caption 2</x:xmpmeta>")  # the same size: its content decides
+    os.utime(sidecar, ns=(10**18, 10**18 + 1))
+    assert state.decide("a.jpg", src, fp, sidecar=sidecar).reason == "sidecar changed: a.xmp"
+    renamed = sidecar.rename(src.with_name("a.jpg.xmp"))
+    assert state.decide("a.jpg", src, fp, sidecar=renamed).reason == "sidecar changed: a.jpg.xmp (was a.xmp)"
+    assert state.decide("a.jpg", src, fp, sidecar=sidecar).reason.startswith("sidecar unreadable: a.xmp (")
+    # the settings come first
+    other_fp = fingerprint(RestoreConfig(format="png").output_settings(), MODELS)
+    assert state.decide("a.jpg", src, other_fp, sidecar=renamed).reason == "settings changed"
+
+
+def test_outputs_are_recognised_only_with_the_sidecar_they_were_made_with(tmp_path):
+    """After a lost state file, outputs are recognised by their XMP: the sidecar they say they carried must be the
+    source's now (none for outputs made without one, as before this feature)."""
+    from oldphoto.io import provenance_xmp
+
+    src = tmp_path / "in" / "a.jpg"
+    src.parent.mkdir()
+    src.write_bytes(b"photo")
+    sidecar = src.with_name("a.jpg.xmp")
+    sidecar.write_bytes(b"<x:xmpmeta/>")
+    now = SidecarId.of(sidecar, with_hash=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = RestoreConfig().output_settings()
+    fp = fingerprint(settings, MODELS)
+
+    def made(path, sidecar_sha256):
+        packet = provenance_xmp(None, source_name="a.jpg", source_sha256=hashlib.sha256(b"photo").hexdigest(),
+                                software="oldphoto 9", parameters=settings, models=MODELS,
+                                sidecar_sha256=sidecar_sha256)
+        path.write_bytes(b'<?xml version="1.0"?>\n' + packet)
+        return path
+
+    state = RunState.load(out, read_only=True)
+    # an .xmp output stands for the image (read whole): every output says which sidecar went with it
+    outputs = [made(out / "a.png.xmp", now.sha256), made(out / "a.jpg.xmp", now.sha256)]
+    rec = state.recognise(src, outputs, fp, rel="a.jpg", sidecar=now)
+    assert rec is not None and rec.sidecar == now
+    assert state.recognise(src, outputs, fp, rel="a.jpg", sidecar=None) is None  # removed since
+    made(outputs[0], None)  # made without one (also: before sidecars were carried)
+    assert state.recognise(src, outputs, fp, rel="a.jpg", sidecar=now) is None
+    made(outputs[1], None)
+    assert state.recognise(src, outputs, fp, rel="a.jpg").sidecar is None

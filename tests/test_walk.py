@@ -120,3 +120,42 @@ def test_output_claims_refuse_second_owner_and_inputs(tmp_path):
     with pytest.raises(ImageError, match="would overwrite an input"):
         claims.claim(a, [b])
     claims.claim(b, [tmp_path / "out/b.png"])  # a refused claim reserved nothing
+
+
+def test_an_images_xmp_sidecar_is_found_beside_it_and_never_taken_for_an_input(tmp_path):
+    root = tmp_path / "scans"
+    for name in ["full.tif", "full.tif.xmp", "full.xmp",  # darktable's / digiKam's name wins over Adobe's
+                 "adobe.jpg", "adobe.xmp",  # Adobe's naming: one file with that stem
+                 "pair.tif", "pair.jpg", "pair.xmp",  # two files share the stem: whose is it?
+                 "raw.jpg", "raw.nef", "raw.xmp",  # Lightroom's RAW + JPEG: the raw's develop settings
+                 "case.png", "case.png.xmp", "case.png.XMP", "orphan.xmp", "sub/deep.webp", "sub/deep.webp.xmp",
+                 ".hidden.png", ".hidden.png.xmp", "gone.png"]:
+        touch(root / name)
+    os.symlink(root / "nowhere.xmp", root / "gone.png.xmp")  # dangling: no sidecar
+    disc = discover([root])
+    found = {f.rel.as_posix(): (f.sidecar and f.sidecar.relative_to(root).as_posix(), f.sidecar_note)
+             for f in disc.found}
+    assert sorted(found) == ["adobe.jpg", "case.png", "full.tif", "gone.png", "pair.jpg", "pair.tif", "raw.jpg",
+                             "sub/deep.webp"]
+    assert found["full.tif"] == ("full.tif.xmp", "XMP sidecar full.xmp not carried: full.tif.xmp, named after this "
+                                                 "very file, is carried instead")
+    assert found["adobe.jpg"] == ("adobe.xmp", None) and found["sub/deep.webp"] == ("sub/deep.webp.xmp", None)
+    assert found["pair.tif"] == (None, "XMP sidecar pair.xmp not carried: pair.jpg, pair.tif share its name, which "
+                                       "does not say whose it is; name it pair.tif.xmp to carry it with pair.tif")
+    assert found["pair.jpg"][0] is None and "name it pair.jpg.xmp" in found["pair.jpg"][1]
+    assert found["raw.jpg"] == (None, "XMP sidecar raw.xmp not carried: raw.jpg, raw.nef share its name, which does "
+                                      "not say whose it is; name it raw.jpg.xmp to carry it with raw.jpg")
+    assert found["case.png"] == (None, "XMP sidecars case.png.XMP, case.png.xmp not carried: two for one file, "
+                                       "differing only in case")
+    assert found["gone.png"] == (None, None)
+    # an image given by name finds its sidecar the same way
+    given = discover([root / "adobe.jpg", root / "pair.tif"]).found
+    assert [(f.sidecar, f.sidecar_note is None) for f in given] == [(root / "adobe.xmp", True), (None, False)]
+
+
+def test_output_claims_say_whether_another_source_took_a_path(tmp_path):
+    claims = OutputClaims()
+    claims.claim(tmp_path / "a.tif", [tmp_path / "out" / "a.xmp"])
+    assert claims.taken(tmp_path / "out" / "A.XMP", tmp_path / "b.jpg")  # case-folded, as claims are
+    assert not claims.taken(tmp_path / "out" / "a.xmp", tmp_path / "a.tif")
+    assert not claims.taken(tmp_path / "out" / "b.xmp", tmp_path / "b.jpg")

@@ -1,7 +1,8 @@
 """Provenance of a derivative, recorded in XMP as archives expect: the source's packet is kept and gets
 an xmpMM:History event (action, softwareAgent, when, parameters), xmpMM:DerivedFrom (source file name and
-its XMP ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256) and, when a defect mask
-was made, the percent of pixels it marked (oldphoto:MaskCoverage).
+its XMP ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256), the SHA-256 of the source's
+XMP sidecar when one was carried beside the derivative (oldphoto:SidecarSHA256) and, when a defect mask was made,
+the percent of pixels it marked (oldphoto:MaskCoverage).
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
 def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256: str, software: str,
                    action: str = "derived", parameters: Mapping[str, object] | None = None,
                    models: Mapping[str, object] | None = None, when: datetime | None = None,
-                   mask_coverage: float | None = None, notes: list[str] | None = None) -> bytes:
+                   mask_coverage: float | None = None, notes: list[str] | None = None,
+                   sidecar_sha256: str | None = None, document_id: str | None = None,
+                   instance_id: str | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -110,6 +113,9 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     mask_coverage: percent of the pixels the defect mask marked (a result, not a setting: it stays out of the
     parameters, whose fingerprint decides what is up to date); None writes none.
     notes: gets a line for what of the source's packet is dropped other than restated file layout (a thumbnail).
+    sidecar_sha256: of the source's XMP sidecar carried beside the derivative (io.sidecar), None when none was.
+    document_id / instance_id: the derivative's xmpMM ids (new ones when None): its embedded packet and its sidecar
+    describe one file, so they share them (and `when`).
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -140,7 +146,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     original = _pop_simple(descriptions, _q("xmpMM", "OriginalDocumentID")) or source_document
     # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
-                 _q("oldphoto", "MaskCoverage")):
+                 _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage")):
         _pop_simple(descriptions, prop)
     for prop in _FILE_LAYOUT:  # the derivative's own tags say these
         _pop_simple(descriptions, prop)
@@ -150,14 +156,14 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
                 d.remove(old)
         if notes is not None:
             notes.append("XMP thumbnail (xmp:Thumbnails) dropped: it shows the unrestored image")
-    for d in descriptions:  # the source's own DerivedFrom describes its parent, not ours
-        for old in d.findall(_q("xmpMM", "DerivedFrom")):
-            d.remove(old)
+    # the source's own DerivedFrom describes its parent, not ours; darktable's sidecars give it as a simple property
+    # (the raw file's name) in attribute form
+    _pop_simple(descriptions, _q("xmpMM", "DerivedFrom"))
     history = next((h for d in descriptions for h in d.findall(_q("xmpMM", "History"))), None)
 
     stamp = when.isoformat(timespec="seconds")
-    instance = f"xmp.iid:{uuid.uuid4()}"
-    _add(target, _q("xmpMM", "DocumentID"), f"xmp.did:{uuid.uuid4()}")
+    instance = instance_id or f"xmp.iid:{uuid.uuid4()}"
+    _add(target, _q("xmpMM", "DocumentID"), document_id or f"xmp.did:{uuid.uuid4()}")
     _add(target, _q("xmpMM", "InstanceID"), instance)
     if original:
         _add(target, _q("xmpMM", "OriginalDocumentID"), original)
@@ -170,6 +176,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         _add(derived, _q("stRef", "instanceID"), source_instance)
     _add(target, _q("oldphoto", "SourceFile"), source_name)
     _add(target, _q("oldphoto", "SourceSHA256"), source_sha256)
+    if sidecar_sha256 is not None:
+        _add(target, _q("oldphoto", "SidecarSHA256"), sidecar_sha256)
     if mask_coverage is not None:
         _add(target, _q("oldphoto", "MaskCoverage"), repr(float(mask_coverage)))  # repr: read back exactly
 
@@ -200,6 +208,24 @@ class Provenance:
     software: str  # stEvt:softwareAgent of the last history event
     parameters: dict  # that event's stEvt:parameters: {"settings": {...}, "models": {...}}
     mask_coverage: float | None = None  # oldphoto:MaskCoverage, percent; None when absent or not a number
+    sidecar_sha256: str | None = None  # oldphoto:SidecarSHA256: the source's XMP sidecar carried; None: none was
+
+
+# an XMP sidecar larger than this is not one (a misnamed file): never read into memory whole
+SIDECAR_LIMIT = 64 << 20
+
+
+def read_sidecar_bytes(path: str | Path) -> bytes:
+    """The content of an XMP sidecar file (io.sidecar), at most SIDECAR_LIMIT bytes. Raises ImageError when it cannot
+    be read (a FIFO found in its place is refused, not waited on: reader.open_source) or is larger."""
+    with open_source(path) as f:
+        try:
+            data = f.read(SIDECAR_LIMIT + 1)
+        except OSError as e:
+            raise ImageError(path, f"cannot read: {e.strerror or e}") from e
+    if len(data) > SIDECAR_LIMIT:
+        raise ImageError(path, f"larger than {SIDECAR_LIMIT >> 20} MiB: not an XMP sidecar")
+    return data
 
 
 def read_provenance(path: str | Path) -> Provenance | None:
@@ -208,19 +234,26 @@ def read_provenance(path: str | Path) -> Provenance | None:
     cannot be parsed, or a file whose structure cannot be walked). The packet is the one in the container's XMP
     slot (xmp_slot), found without decoding the image, with a JPEG's Extended XMP when its MD5 is the GUID the
     packet names: a packet elsewhere in the file (in EXIF carried from the scan, say) is not the file's own, even
-    when it names oldphoto. Raises OSError when the file cannot be read."""
-    with open(path, "rb") as f:
-        try:
-            packet = read_xmp_slot(f)
-            guid = xmp_tree.extension_guid(packet) if packet else None
-            parts = read_jpeg_extension(f) if guid else []
-        except SlotError:  # a damaged or ambiguous file is not recognised: the run refuses rather than trusts it
+    when it names oldphoto. An XMP sidecar (a name ending in .xmp, which oldphoto never gives an image) is its packet
+    whole. Raises OSError when the file cannot be read."""
+    if Path(path).suffix.lower() == ".xmp":
+        with open(path, "rb") as f:
+            packet, extension = f.read(SIDECAR_LIMIT + 1), None
+        if len(packet) > SIDECAR_LIMIT:  # not one oldphoto wrote
             return None
-    if packet is None:
-        return None
-    # A JPEG packet over one segment has its edit history, oldphoto's event last, in Extended XMP when the history
-    # is what made it large (xmp_tree.split_for_jpeg). Taken only when it is the very extension the packet names.
-    extension = xmp_tree.join_extension(parts, guid)[0] if guid else None
+    else:
+        with open(path, "rb") as f:
+            try:
+                packet = read_xmp_slot(f)
+                guid = xmp_tree.extension_guid(packet) if packet else None
+                parts = read_jpeg_extension(f) if guid else []
+            except SlotError:  # a damaged or ambiguous file is not recognised: the run refuses rather than trusts it
+                return None
+        if packet is None:
+            return None
+        # A JPEG packet over one segment has its edit history, oldphoto's event last, in Extended XMP when the history
+        # is what made it large (xmp_tree.split_for_jpeg). Taken only when it is the very extension the packet names.
+        extension = xmp_tree.join_extension(parts, guid)[0] if guid else None
     try:
         if extension is not None:
             root = xmp_tree.parse_merged(packet, extension, str(path))
@@ -229,7 +262,11 @@ def read_provenance(path: str | Path) -> Provenance | None:
     except XmpError:
         return None
     descriptions = list(root.iter(_q("rdf", "Description")))
-    sha = next((v for d in descriptions for v in _simple_values(d, _q("oldphoto", "SourceSHA256"))), None)
+
+    def value(local: str) -> str | None:
+        return next((v for d in descriptions for v in _simple_values(d, _q("oldphoto", local))), None)
+
+    sha = value("SourceSHA256")
     events = [li for seq in root.iter(_q("rdf", "Seq")) for li in seq.findall(_q("rdf", "li"))
               if li.find(_q("stEvt", "action")) is not None]
     if sha is None or not events:
@@ -242,8 +279,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
         return None
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None
-    coverage = next((v for d in descriptions for v in _simple_values(d, _q("oldphoto", "MaskCoverage"))), None)
-    return Provenance(sha, software, parameters, _percent(coverage))
+    return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"))
 
 
 def _percent(text: str | None) -> float | None:

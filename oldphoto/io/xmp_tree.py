@@ -25,6 +25,7 @@ JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"  # before the standard packe
 JPEG_EXTENSION_HEADER = b"http://ns.adobe.com/xmp/extension/\0"
 _PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"  # fixed by the XMP specification
 PADDING = (" " * 99 + "\n") * 20  # room for in-place edits by other tools, as the XMP spec recommends
+_TRAILER = b'<?xpacket end="w"?>'
 _KNOWN = {X_NS: "x", RDF_NS: "rdf", XMP_NOTE_NS: "xmpNote"}  # prefixes for these when a packet lacks them
 _RDF, _DESCRIPTION, _ABOUT = f"{{{RDF_NS}}}RDF", f"{{{RDF_NS}}}Description", f"{{{RDF_NS}}}about"
 _MAX_DEPTH = 256
@@ -125,8 +126,13 @@ def serialize(root: ET.Element, source_prefixes: Mapping[str, str], preferred: M
 
 def wrap(body: str, padding: bool = True) -> bytes:
     """A serialized x:xmpmeta as an XMP packet (UTF-8), with room for in-place edits unless `padding` is False."""
-    return (f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{PADDING if padding else ""}'
-            '<?xpacket end="w"?>').encode()
+    return f'<?xpacket begin="\ufeff" id="{_PACKET_ID}"?>\n{body}\n{PADDING if padding else ""}'.encode() + _TRAILER
+
+
+def unpadded(packet: bytes) -> bytes:
+    """A packet wrap() made, without the padding kept for in-place edits (of no use in a file of its own)."""
+    padded = PADDING.encode() + _TRAILER
+    return packet[: -len(padded)] + _TRAILER if packet.endswith(padded) else packet
 
 
 def _rdf(root: ET.Element) -> ET.Element | None:

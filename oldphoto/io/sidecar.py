@@ -1,0 +1,115 @@
+"""XMP sidecar files: a scan's metadata kept beside it rather than in it (XMP specification, part 3, "External
+storage of metadata"), carried to its restoration as a sidecar of its own.
+
+Names: NAME.EXT.xmp (darktable, digiKam's default, ExifTool's %f.%e.xmp) names its file exactly; NAME.xmp (Adobe's:
+Lightroom, Bridge, Camera Raw, Capture One) names it by its stem, which two files may share (walk.match_sidecars
+settles whose it is). The derivative's sidecar takes the style of the scan's, after the derivative's own name
+(OUT/scan.jpg.xmp for scan.tif.xmp with --format jpeg; OUT/scan.xmp for scan.xmp), with a lower-case .xmp.
+
+Content: the source sidecar's packet, treated as the derivative's embedded packet is (provenance_xmp: the same
+history event, ids and time, so a reader that takes the sidecar first, as digiKam and darktable may, sees the
+derivative's history; restated file layout dropped; pixel_tags.map_xmp: values and regions given in the scan's pixels
+follow the orientation applied and the enlargement), written as a well-formed XML document with its XML declaration
+(part 3's advice for external files), without the padding an embedded packet keeps for in-place edits. Never merged
+into the embedded packet, nor that into it: each keeps what its source said (two packets merged would hold two
+values for one property wherever the tools that wrote them disagreed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ImageError
+from . import xmp_tree
+from .atomic import Staging, atomic_output
+from .metadata import Metadata, output_ifd0
+from .pixel_tags import map_xmp
+from .provenance import provenance_xmp, read_sidecar_bytes, read_source_sha256
+
+SUFFIX = ".xmp"
+IMAGE_STYLE, STEM_STYLE = "image", "stem"  # NAME.EXT.xmp, NAME.xmp
+_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+_TIFF_ORIENTATION = "{http://ns.adobe.com/tiff/1.0/}Orientation"
+
+
+def is_sidecar_name(name: str) -> bool:
+    """A name ending in .xmp, in any case (Windows tools may write .XMP)."""
+    return len(name) > len(SUFFIX) and name[-len(SUFFIX):].lower() == SUFFIX
+
+
+def style_of(image_name: str, sidecar_name: str) -> str:
+    """IMAGE_STYLE when `sidecar_name` is `image_name` + .xmp, else STEM_STYLE."""
+    return IMAGE_STYLE if sidecar_name[: -len(SUFFIX)] == image_name else STEM_STYLE
+
+
+def sidecar_path(output: Path, style: str) -> Path:
+    """The sidecar of the derivative `output`, named in `style`."""
+    return output.with_name(output.name + SUFFIX) if style == IMAGE_STYLE else output.with_suffix(SUFFIX)
+
+
+@dataclass(frozen=True)
+class SidecarId:
+    """A source's XMP sidecar as its state record keeps it: its name beside the scan, size, mtime and sha256."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: str | None = None  # filled when it has been read in full
+
+    @classmethod
+    def of(cls, path: Path, with_hash: bool = False) -> "SidecarId":
+        st = os.stat(path)
+        return cls(path.name, st.st_size, st.st_mtime_ns, read_source_sha256(path) if with_hash else None)
+
+
+def read_sidecar(path: Path) -> tuple[bytes, SidecarId]:
+    """(the sidecar's content, its identity: of the very bytes read). Raises ImageError(path, why) when it cannot be
+    read or is too large to be a sidecar (provenance.SIDECAR_LIMIT)."""
+    try:
+        mtime = os.stat(path).st_mtime_ns  # before the read: an edit meanwhile moves it, and the next run checks
+    except OSError as e:
+        raise ImageError(path, f"cannot read: {e.strerror or e}") from e
+    data = read_sidecar_bytes(path)
+    return data, SidecarId(path.name, len(data), mtime, hashlib.sha256(data).hexdigest())
+
+
+def carried_packet(packet: bytes, *, sidecar_name: str, meta: Metadata, width: int, height: int, fmt: str,
+                   software: str, notes: list[str], **provenance) -> bytes:
+    """The content of a derivative's sidecar from its source sidecar's `packet`: provenance_xmp(packet,
+    **provenance) (the keywords the derivative's own packet was made with, its ids and time included), then mapped
+    onto the `width` x `height` derivative written as `fmt` from the source's `meta` (its frame: the orientation
+    applied and the enlargement), as the writer maps an embedded packet, its copies of EXIF values taking what the
+    EXIF written holds. `notes` gets what was dropped or left, each naming the sidecar. Raises XmpError when `packet`
+    cannot be parsed."""
+    mine: list[str] = []
+    _orientation_note(packet, meta.frame.orientation, mine)
+    xmp = provenance_xmp(packet, notes=mine, software=software, **provenance)
+    ifd0, _, _ = output_ifd0(meta, width=width, height=height, software=software, for_tiff=fmt == "TIFF")
+    xmp = map_xmp(xmp, meta.frame, ifd0, width, height, mine)  # output_ifd0's notes are the image's, said there
+    notes.extend(f"XMP sidecar {sidecar_name}: {n}" for n in mine if f"XMP sidecar {sidecar_name}: {n}" not in notes)
+    return _DECLARATION + xmp_tree.unpadded(xmp) + b"\n"
+
+
+def _orientation_note(packet: bytes, applied: int, notes: list[str]) -> None:
+    """A note when the sidecar gives another tiff:Orientation than the scan's own, which was applied (digiKam and
+    Lightroom may record a turn made in their view there alone): dropped with the other restated layout properties,
+    so the turn is not made."""
+    root, _ = xmp_tree.parse(packet, "XMP sidecar")
+    values = {d.attrib.get(_TIFF_ORIENTATION) or (d.findtext(_TIFF_ORIENTATION) or "").strip()
+              for d in root.iter(f"{{{xmp_tree.RDF_NS}}}Description")} - {"", None}
+    if values and values != {str(applied)}:
+        notes.append(f"its tiff:Orientation {', '.join(sorted(values))} is not applied: the restoration is written "
+                     f"upright from the scan's own orientation ({applied}); turn it by hand if the sidecar's was meant")
+
+
+def write_sidecar(path: Path, data: bytes, staging: Staging | None = None) -> None:
+    """Write `data` to `path` atomically (atomic.atomic_output; with `staging`, put in place on its commit, together
+    with the derivative). Raises ImageError(path, why)."""
+    try:
+        with atomic_output(path, staging) as f:
+            f.write(data)
+    except OSError as e:
+        raise ImageError(path, f"cannot write the XMP sidecar: {e.strerror or e}") from e
