@@ -48,6 +48,29 @@ def fake(monkeypatch) -> FakePipeline:
     return fake_pipeline(monkeypatch)
 
 
+@pytest.fixture
+def press(monkeypatch):
+    """press(signum, times): send the signal `times` times, each once the run's handler has taken the one before (two
+    signals pending at once would count as one press, however long a loaded machine takes to run the handler)."""
+    import oldphoto.cli as cli_module
+    handled: list[int] = []
+    real = cli_module._SignalStop._handle
+
+    def counting(self, signum, frame):
+        handled.append(signum)
+        return real(self, signum, frame)
+
+    monkeypatch.setattr(cli_module._SignalStop, "_handle", counting)
+
+    def send(signum: int, times: int) -> None:
+        for _ in range(times):
+            before, deadline = len(handled), time.monotonic() + 10
+            os.kill(os.getpid(), signum)
+            while len(handled) == before and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs in the main thread
+    return send
+
+
 def run(*args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
@@ -556,14 +579,12 @@ def test_ctrl_c_after_taking_the_lock_exits_130_and_releases_it(tmp_path, fake, 
 
 @pytest.mark.parametrize("signum, presses, code", [(signal.SIGINT, 1, 130), (signal.SIGTERM, 1, 143),
                                                     (signal.SIGINT, 2, 130)])
-def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, fake, signum, presses, code):
+def test_stop_signal_abandons_the_current_file_and_writes_the_report(tmp_path, fake, press, signum, presses, code):
     root, out = scans(tmp_path), tmp_path / "out"
 
     def interrupt_on_b(src, should_stop):
         if src.name == "b.PNG":
-            for _ in range(presses):
-                os.kill(os.getpid(), signum)
-                time.sleep(0.2)
+            press(signum, presses)
             deadline = time.monotonic() + 10
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(0.01)  # the handler runs in the main thread
@@ -1502,7 +1523,7 @@ def test_a_report_asked_for_elsewhere_says_why_the_run_stopped(tmp_path, fake):
 
 
 def test_a_second_ctrl_c_while_the_run_stops_on_a_lost_folder_keeps_its_line_and_exit_code(tmp_path, fake,
-                                                                                          hard_exits):
+                                                                                          hard_exits, press):
     """--jobs 2: a.jpg finds the folder gone while b.PNG is still in flight, and its thread does not return; the user
     presses Ctrl-C twice meanwhile. The run still ends on the folder's one line, exit 1 (the loss, not the signal,
     is what the next run must be told about), without waiting for b's thread; the report asked for elsewhere says
@@ -1519,9 +1540,7 @@ def test_a_second_ctrl_c_while_the_run_stops_on_a_lost_folder_keeps_its_line_and
         deadline = time.monotonic() + 10
         while not should_stop() and time.monotonic() < deadline:  # the run has taken a.jpg's news
             time.sleep(0.01)
-        for _ in range(2):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # two signals pending at once would count as one press
+        press(signal.SIGINT, 2)
         run_over.wait(10)  # a thread blocked in I/O
 
     fake.before_write = lose_then_press_twice
