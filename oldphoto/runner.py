@@ -84,8 +84,10 @@ class Batch:
         return any(not fut.done() for fut in self._abandoned)
 
     def run(self) -> Outcome:
-        """Plan and run the batch. Raises BadArgument or CannotRun when it cannot start (nothing then written, and
-        --out not even made) or its report cannot be written; KeyboardInterrupt when stopped outside listen()."""
+        """Plan and run the batch. Raises BadArgument or CannotRun when it cannot start (its device or models: nothing
+        written, --out not even made; --out locked by a live run or not made: nothing written; its state file that
+        cannot be read or rewritten: the report, listing no file, written all the same) or its report cannot be written;
+        KeyboardInterrupt when stopped outside listen()."""
         t0 = time.monotonic()
         out, progress, stop = self.out, self.progress, self.stop
         report = Report(out_dir=str(out), inputs=[str(p) for p in self.inputs], settings=self.cfg.settings(),

@@ -132,16 +132,17 @@ class RunState:
         return self.out_dir / STATE_NAME
 
     @classmethod
-    def load(cls, out_dir: Path, read_only: bool = False) -> "RunState":
-        """The records as the file holds them. read_only: `record` then only updates them in memory (a dry run)."""
+    def load(cls, out_dir: Path, read_only: bool = False, folder_fd: int | None = None) -> "RunState":
+        """The records as the file holds them. read_only: `record` then only updates them in memory (a dry run).
+        folder_fd: a descriptor open on out_dir, through which the file is read (see open)."""
         state = cls(Path(out_dir), read_only=read_only)
-        if not state.path.exists():
-            return state
         try:
-            text = state.path.read_text(encoding="utf-8")
+            text = state._read(folder_fd)
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise StateError(f"{state.path}: cannot read the state file ({reason})") from None
+        if text is None:
+            return state
         lines = text.split("\n")
         if lines and lines[-1] != "":
             state.dropped_torn_line = True  # no newline: the append never completed
@@ -165,13 +166,24 @@ class RunState:
                 raise StateError(f"{state.path}: line {n} is not a valid record ({e})") from None
         return state
 
+    def _read(self, folder_fd: int | None) -> str | None:
+        """The file's text, None when there is none: through folder_fd when given, else by name."""
+        if folder_fd is None:
+            return self.path.read_text(encoding="utf-8") if self.path.exists() else None
+        try:
+            with open(STATE_NAME, encoding="utf-8",
+                      opener=lambda name, flags: os.open(name, flags, dir_fd=folder_fd)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
     @classmethod
     def open(cls, out_dir: Path, folder_fd: int | None = None) -> "RunState":
         """Load, rewrite compactly, and keep the file open for appending records during the run. folder_fd: a
-        descriptor open on out_dir while the state is (the run's lock holds one), through which the file is rewritten
-        and opened and the outputs a record lists are looked at: a record then describes the folder its state file is
-        in, wherever that folder has gone since, never what is under the name now."""
-        state = cls.load(out_dir)
+        descriptor open on out_dir while the state is (the run's lock holds one), through which the file is read,
+        rewritten and opened and the outputs a record lists are looked at: a record then describes the folder its
+        state file is in, wherever that folder has gone since, never what is under the name now."""
+        state = cls.load(out_dir, folder_fd=folder_fd)  # the records of the folder locked, not of what has its name
         state._folder_fd = folder_fd
         state.compact()
         if folder_fd is None:

@@ -1711,7 +1711,8 @@ def test_a_skipped_file_reports_the_notes_of_the_run_that_made_its_outputs(tmp_p
     src, out = put(tmp_path / "a.jpg"), tmp_path / "out"
     monkeypatch.setattr(pipeline, "process_file", short_of_memory)
     assert run("restore", src, "--out", out).exit_code == 0
-    assert report_of(out)["files"][0]["notes"] == ["fake note", "out of device memory: batch size reduced to 4", buffers]
+    assert report_of(out)["files"][0]["notes"] == ["fake note", "out of device memory: batch size reduced to 4",
+                                                   buffers]
     os.utime(src, ns=(1, 1))  # touched: the skip's own note comes first
     assert run("restore", src, "--out", out).exit_code == 0 and len(fake.calls) == 1
     f = report_of(out)["files"][0]

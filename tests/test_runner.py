@@ -407,3 +407,29 @@ def test_an_output_folder_lost_just_after_the_last_check_gets_its_state_report_a
     assert len((moved / STATE_NAME).read_text().splitlines()) == 4  # rewritten compactly: header and three records
     assert [f["status"] for f in report_of(moved)["files"]] == ["done"] * 3
     assert tree(out) == [] if how == "replaced" else not out.exists()
+
+
+@pytest.mark.parametrize("how", ["moved", "replaced"])
+def test_an_output_folder_lost_before_its_state_is_opened_keeps_its_records(tmp_path, fake, monkeypatch, how):
+    """The folder goes just after the lock is taken, before the state file is read: the state is read, as it is
+    rewritten and appended to, through the folder locked. Read by name, it was empty (or another folder's) and that
+    was written over the records of the folder locked, wherever it had gone."""
+    from oldphoto.lock import OutputLock
+
+    root, out, moved = scans(tmp_path), tmp_path / "out", tmp_path / "moved"
+    assert clean(restore([root], out))
+    before = recorded(out)
+    real = OutputLock.acquire
+
+    def acquire_then_lose(lock):
+        real(lock)
+        lose(out, moved, "moved")
+        if how == "replaced":
+            out.mkdir()
+
+    monkeypatch.setattr(OutputLock, "acquire", acquire_then_lose)
+    progress = Recorder()
+    outcome = restore([root], out, progress)
+    assert outcome.lost is not None and no_errors(progress)
+    assert recorded(moved) == before and len(before) == 3
+    assert tree(out) == [] if how == "replaced" else not out.exists()
