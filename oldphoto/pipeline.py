@@ -599,10 +599,12 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
 
 def _remove(stale: Sequence[Path], temps: oio.TempFiles) -> None:
     """Remove files of earlier runs that no longer go with the outputs just put in place, through the folder the run
-    holds (temps); ImageError when one cannot be: the file then fails, and its next run tries again."""
+    holds (temps); ImageError when one cannot be: the file then fails, and its next run tries again. KeyboardInterrupt
+    once the run has let go of the folder (temps closed while the outputs went in): one left there unsaid would stay
+    for good beside a restoration recorded as done."""
     for path in stale:
         try:
-            temps.remove(path)
+            temps.remove_file(path)
         except OSError as e:
             raise ImageError(path, f"cannot remove {path}, which no longer goes with the restoration: "
                                    f"{e.strerror or e}") from e
