@@ -135,7 +135,8 @@ class FileOutcome:
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB"
     scan_blend: tuple[float, float] | None = None  # strengths (s_lo, s_hi) of --scan-blend auto; None: not applied
     # the source's XMP sidecar as read (its identity, for the state record), also when it could not be carried (its
-    # output is then not among `outputs`); None without one, or when it could not be read
+    # output is then not among `outputs`; one too large to be a sidecar: without its sha256, never read); None without
+    # one, or when it could not be read
     sidecar: xmp_sidecar.SidecarId | None = None
 
 
@@ -310,7 +311,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     style = xmp_sidecar.style_of(src.name, sidecar.name) if sidecar is not None else None
     outputs = output_paths(out_base, suffix, cfg, style)
     _refuse_overwriting_source(src, outputs)
-    carried = _read_sidecar(sidecar, notes) if sidecar is not None else None
+    carried, known = _read_sidecar(sidecar, notes) if sidecar is not None else (None, None)
     if sidecar is not None and carried is None:
         stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     job = TiledPass(src=src, cfg=cfg, models=models, device=device, seconds=seconds, notes=notes,
@@ -349,7 +350,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
-                       sidecar=None if carried is None else carried[1])
+                       sidecar=known)
 
 
 class CommitGate:
@@ -502,14 +503,17 @@ def _mask_meta(meta):
     return oio.Metadata(dpi=getattr(meta, "dpi", None), aspect=getattr(meta, "aspect", None))
 
 
-def _read_sidecar(path: Path, notes: list[str]) -> tuple[bytes, xmp_sidecar.SidecarId] | None:
-    """(content, identity) of the source's XMP sidecar; None with a note when it cannot be read (the state then
-    records none, so the next run tries again)."""
+def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sidecar.SidecarId] | None,
+                                                          xmp_sidecar.SidecarId | None]:
+    """((content, identity) of the source's XMP sidecar, or None with a note when it cannot be read; the identity its
+    state record keeps). A file too large to be a sidecar is recorded as it is (not redone until it changes); one that
+    cannot be read is not (the next run tries again)."""
     try:
-        return xmp_sidecar.read_sidecar(path)
+        carried = xmp_sidecar.read_sidecar(path)
     except ImageError as e:
         notes.append(f"XMP sidecar {path.name} not carried: {e.reason}")
-        return None
+        return None, e.identity if isinstance(e, xmp_sidecar.NotASidecar) else None
+    return carried, carried[1]
 
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
@@ -595,10 +599,12 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
 
 def _remove(stale: Sequence[Path], temps: oio.TempFiles) -> None:
     """Remove files of earlier runs that no longer go with the outputs just put in place, through the folder the run
-    holds (temps); ImageError when one cannot be: the file then fails, and its next run tries again."""
+    holds (temps); ImageError when one cannot be: the file then fails, and its next run tries again. KeyboardInterrupt
+    once the run has let go of the folder (temps closed while the outputs went in): one left there unsaid would stay
+    for good beside a restoration recorded as done."""
     for path in stale:
         try:
-            temps.remove(path)
+            temps.remove_file(path)
         except OSError as e:
             raise ImageError(path, f"cannot remove {path}, which no longer goes with the restoration: "
                                    f"{e.strerror or e}") from e

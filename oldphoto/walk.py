@@ -154,14 +154,21 @@ def _with_sidecars(images: list[Found], matched: dict[str, tuple[str | None, str
     return out
 
 
-def _sidecars_beside(image: Path) -> dict[str, tuple[str | None, str | None]]:
-    """match_sidecars over the folder of an image given by name; a folder that cannot be listed gives a note."""
-    try:
-        with os.scandir(image.parent) as it:
-            files = [e.name for e in it if not _is_hidden(e.name) and e.is_file()]  # is_file follows links, as stat
-    except OSError as e:
-        return {image.name: (None, f"XMP sidecar: its folder cannot be listed to look for one ({e.strerror or e})")}
-    return match_sidecars(files)
+def _sidecars_beside(image: Path, listed: dict[str, dict[str, tuple[str | None, str | None]]],
+                     ) -> dict[str, tuple[str | None, str | None]]:
+    """match_sidecars over the folder of an image given by name; a folder that cannot be listed gives a note.
+    listed: the answers for the folders listed so far, by absolute path (each folder is listed once: a shell glob
+    may give thousands of images of one folder by name)."""
+    folder = os.path.abspath(image.parent)
+    if folder not in listed:
+        try:
+            with os.scandir(folder) as it:
+                files = [e.name for e in it if not _is_hidden(e.name) and e.is_file()]  # is_file follows links
+        except OSError as e:
+            return {image.name: (None, f"XMP sidecar: its folder cannot be listed to look for one "
+                                       f"({e.strerror or e})")}
+        listed[folder] = match_sidecars(files)
+    return listed[folder]
 
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -191,13 +198,14 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
     """
     result = Discovery()
     exclude = None if exclude is None else Path(exclude).resolve()
+    listed: dict[str, dict[str, tuple[str | None, str | None]]] = {}  # the folders of images given by name
     for inp in inputs:
         inp = Path(inp)
         if inp.is_dir():
             _walk_folder(inp, result, exclude)
         elif inp.is_file():
             if is_image_name(inp.name):
-                result.found.extend(_with_sidecars([Found(inp, Path(inp.name))], _sidecars_beside(inp)))
+                result.found.extend(_with_sidecars([Found(inp, Path(inp.name))], _sidecars_beside(inp, listed)))
             else:
                 result.ignored.append(inp)
         else:

@@ -1850,3 +1850,25 @@ def test_a_sidecar_adobe_naming_cannot_assign_is_carried_for_none_and_masks_get_
     put(root / "one.png.xmp", b"<x:xmpmeta>edited</x:xmpmeta>")  # a sidecar does not make masks stale
     calls = len(fake.calls)
     assert run("restore", root / "one.png", "--out", masks, "--only-mask").exit_code == 0 and len(fake.calls) == calls
+
+
+def test_a_file_too_large_to_be_a_sidecar_does_not_redo_its_scan_every_run(tmp_path, stand_in_models):
+    """A .xmp over 64 MiB beside a scan (a misnamed file) is not carried; its scan was recorded as without a sidecar,
+    so every later run redid it ("sidecar added") and read the file again. Recorded as it is, it is left alone until
+    it changes."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    with open(root / "street.png.xmp", "wb") as f:
+        f.truncate((64 << 20) + 1)  # sparse: no disk used
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    street = {f["relative"]: f for f in report_of(out)["files"]}["street.png"]
+    assert street["status"] == "done" and street["sidecar"] is None and not (out / "street.png.xmp").exists()
+    assert "XMP sidecar street.png.xmp not carried: larger than 64 MiB: not an XMP sidecar" in street["notes"]
+    dry = run("restore", root, "--out", out, *opts, "--dry-run")
+    assert dry.exit_code == 0 and dry.stdout.splitlines()[:2] == ["up to date  box 2/portrait.tif",
+                                                                  "up to date  street.png"], dry.output
+    os.utime(root / "street.png.xmp", ns=(1, 1))  # changed: looked at again
+    assert "restore     street.png  (sidecar changed: street.png.xmp)" in run(
+        "restore", root, "--out", out, *opts, "--dry-run").stdout

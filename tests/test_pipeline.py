@@ -1191,3 +1191,25 @@ def test_only_mask_outputs_get_no_sidecar(tmp_path):
     done = process_file(src, tmp_path / "o" / "g", cfg(only_mask=True), Models(detector=BrightDetector()),
                         sidecar=tmp_path / "g.tif.xmp")
     assert done.sidecar is None and files_in(tmp_path / "o") == ["g.mask.png", "g.overlay.jpg"]
+
+
+def test_a_stale_sidecar_left_as_the_run_lets_go_is_not_counted_gone(tmp_path, monkeypatch):
+    """A second Ctrl-C whose close() gave up waiting for a slow commit closes the temp files as the outputs have gone
+    in: the removal of an earlier run's sidecar that no longer goes with the photo did nothing, silently, and the
+    photo passed the gate, to be recorded as done with that sidecar beside it for good."""
+    src = write_tiff(tmp_path / "g.tif", random_image(30, 40, 3, np.uint8, seed=4))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    stale = out_dir / "g.xmp"
+    stale.write_text("the sidecar of an earlier run: the scan's own was removed since")
+    gate = pipeline.CommitGate()
+    commit = pipeline.oio.Staging.commit
+
+    def commit_then_let_go(staging):
+        commit(staging)
+        gate._temps.close()  # as close() does once its wait for the gate's lock has timed out
+
+    monkeypatch.setattr(pipeline.oio.Staging, "commit", commit_then_let_go)
+    with pytest.raises(KeyboardInterrupt):
+        process_file(src, out_dir / "g", cfg(), Models(restorer=Identity()), commit_gate=gate, stale=[stale])
+    assert stale.exists() and not gate.passed(src)  # not recorded as done: the next run removes it

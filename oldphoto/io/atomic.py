@@ -191,13 +191,23 @@ class TempFiles:
         with self._lock:
             if self._closed:
                 return
-            name, dir_fd = self._at(tmp)
-            with _named(tmp):
-                try:
-                    os.unlink(name, dir_fd=dir_fd)
-                except FileNotFoundError:
-                    pass  # the goal holds
+            self._unlink(tmp)
             self._live.discard(tmp)
+
+    def remove_file(self, path: Path) -> None:
+        """Remove `path`, a file that is not a temp file of this run (a stale output: already gone is fine).
+        KeyboardInterrupt once closed, as for a write: close() does not remove it, so it is still there; OSError."""
+        with self._lock:
+            self._refuse_if_closed()
+            self._unlink(path)
+
+    def _unlink(self, path: Path) -> None:
+        name, dir_fd = self._at(path)
+        with _named(path):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass  # the goal holds
 
     def is_dir(self, path: Path) -> bool:
         """Whether `path` is a folder (links followed); KeyboardInterrupt once closed."""

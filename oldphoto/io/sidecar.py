@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError
-from . import xmp_tree
+from . import provenance, xmp_tree
 from .atomic import Staging, atomic_output
 from .metadata import Metadata, output_ifd0
 from .pixel_tags import map_xmp
@@ -65,15 +65,28 @@ class SidecarId:
         return cls(path.name, st.st_size, st.st_mtime_ns, read_source_sha256(path) if with_hash else None)
 
 
+class NotASidecar(ImageError):
+    """A file named as a sidecar too large to be one (provenance.SIDECAR_LIMIT): left out whatever it holds, as long
+    as it stays as it is. identity: its name, size and mtime (no sha256: it is not read), for the state record, so
+    that later runs neither read it again nor redo its scan for it until it changes."""
+
+    def __init__(self, path: Path, reason: str, identity: SidecarId) -> None:
+        super().__init__(path, reason)
+        self.identity = identity
+
+
 def read_sidecar(path: Path) -> tuple[bytes, SidecarId]:
-    """(the sidecar's content, its identity: of the very bytes read). Raises ImageError(path, why) when it cannot be
-    read or is too large to be a sidecar (provenance.SIDECAR_LIMIT)."""
+    """(the sidecar's content, its identity: of the very bytes read). Raises NotASidecar when it is too large to be a
+    sidecar, ImageError(path, why) when it cannot be read (or grew too large as it was)."""
     try:
-        mtime = os.stat(path).st_mtime_ns  # before the read: an edit meanwhile moves it, and the next run checks
+        st = os.stat(path)  # before the read: an edit meanwhile moves its mtime, and the next run checks
     except OSError as e:
         raise ImageError(path, f"cannot read: {e.strerror or e}") from e
+    if st.st_size > provenance.SIDECAR_LIMIT:
+        raise NotASidecar(path, f"larger than {provenance.SIDECAR_LIMIT >> 20} MiB: not an XMP sidecar",
+                          SidecarId(path.name, st.st_size, st.st_mtime_ns))
     data = read_sidecar_bytes(path)
-    return data, SidecarId(path.name, len(data), mtime, hashlib.sha256(data).hexdigest())
+    return data, SidecarId(path.name, len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest())
 
 
 def carried_packet(packet: bytes, *, sidecar_name: str, meta: Metadata, width: int, height: int, fmt: str,

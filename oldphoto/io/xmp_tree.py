@@ -12,6 +12,7 @@ import re
 import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import XmpError
@@ -47,7 +48,7 @@ _MM_HISTORY = f"{{{_MM_NS}}}History"
 def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
     """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
     body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body or _declares_dtd(body):
         raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
     try:
         root = ET.fromstring(body)
@@ -60,6 +61,39 @@ def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
         raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
     _check_depth(root, source_name)
     return root, prefixes
+
+
+class _Doctype(Exception):
+    pass
+
+
+class _Element(Exception):
+    pass
+
+
+def _declares_dtd(body: bytes) -> bool:
+    """Whether `body` has a document type declaration, in whatever encoding it is written: in UTF-16 (an XMP sidecar
+    may be) the bytes b"<!DOCTYPE" are not there, and the entities it declares would be expanded. Read by expat only
+    up to the DOCTYPE or the first element, after which none can come; what is not well-formed is left to the parse."""
+
+    def doctype(*_) -> None:
+        raise _Doctype
+
+    def element(*_) -> None:
+        raise _Element
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = doctype
+    parser.StartElementHandler = element
+    try:
+        parser.Parse(body, True)
+    except _Doctype:
+        return True
+    except _Element:
+        return False  # the root element came first: no DTD can follow
+    except (expat.ExpatError, LookupError, ValueError):
+        return False  # not well-formed, or an encoding expat cannot read: the parse refuses it, saying why
+    return False  # no element at all: the parse refuses it too
 
 
 def _check_depth(root: ET.Element, source_name: str) -> None:

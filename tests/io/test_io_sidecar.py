@@ -117,6 +117,19 @@ def test_a_sidecar_that_cannot_be_parsed_raises_xmp_error():
             _carry(bad, PixelFrame(), [])
 
 
+def test_a_utf16_sidecar_is_carried_but_never_with_a_dtd():
+    """A sidecar in UTF-16 hides the bytes b"<!DOCTYPE": its DTD must still be refused (a few hundred bytes of nested
+    entities expand to gigabytes), and one without is carried, as UTF-8."""
+    text = DIGIKAM.decode().replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    carried = _carry(b"\xfe\xff" + text.encode("utf-16-be"), PixelFrame(), [])
+    assert carried.startswith(b'<?xml version="1.0" encoding="UTF-8"?>') and b"Aunt Rose at the mill" in carried
+    laughs = "".join(f'<!ENTITY e{i} "{f"&e{i - 1};" * 10 if i else "ha"}">' for i in range(4))
+    bomb = text.replace("<x:xmpmeta", f"<!DOCTYPE x:xmpmeta [{laughs}]><x:xmpmeta", 1).replace("mill, 1931", "&e3;")
+    for data in (b"\xfe\xff" + bomb.encode("utf-16-be"), bomb.encode("utf-16")):
+        with pytest.raises(XmpError, match="declares a DTD"):
+            _carry(data, PixelFrame(), [])
+
+
 def test_a_written_sidecar_is_read_back_for_its_provenance_and_staged_with_the_image(tmp_path):
     data = _carry(DIGIKAM, PixelFrame(), [], sidecar_sha256="cd" * 32)
     out = tmp_path / "scan.tif.xmp"
