@@ -1949,3 +1949,14 @@ def test_a_file_too_large_to_be_a_sidecar_does_not_redo_its_scan_every_run(tmp_p
     os.utime(root / "street.png.xmp", ns=(1, 1))  # changed: looked at again
     assert "sidecar     street.png  (sidecar changed: street.png.xmp; the restoration stays)" in run(
         "restore", root, "--out", out, *opts, "--dry-run").stdout
+
+
+def test_a_sidecar_named_for_an_image_in_another_case_is_noted_on_it(tmp_path, fake):
+    put(tmp_path / "scans" / "lower.JPG", b"A-photo")
+    put(tmp_path / "scans" / "lower.jpg.xmp", b"<x:xmpmeta/>")
+    out = tmp_path / "out"
+    assert run("restore", tmp_path / "scans", "--out", out).exit_code == 0
+    lower = report_of(out)["files"][0]
+    assert lower["sidecar"] is None and lower["outputs"] == [str(out / "lower.JPG")]
+    assert ("XMP sidecar lower.jpg.xmp not carried: its name differs in case from this file's; rename it to "
+            "lower.JPG.xmp to carry it") in lower["notes"]
