@@ -139,6 +139,10 @@ class PlainDisplay(QuietDisplay):
             return
         self._done += 1
         secs = sum(result.seconds.values())
+        if result.sidecar_only:
+            self._line(f"[{self._done}/{self._todo}] sidecar {result.relative} (the restoration unchanged, "
+                       f"{secs:.2f} s)")
+            return
         self._line(f"[{self._done}/{self._todo}] done {result.relative} ({result.width}x{result.height}, "
                    f"{result.megapixels:.2f} MP, {secs:.1f} s)")
 
@@ -358,11 +362,13 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
     with _click_errors():
         preview = planning.preview(inputs, out, cfg, display)
     verb = "mask" if cfg.only_mask else "restore"
-    counts = {verb: 0, "up to date": 0, "fail": 0}
+    counts = {verb: 0, "sidecar": 0, "up to date": 0, "fail": 0}
     for verdict in preview.verdicts:
         where = _shown(verdict.where)
         if verdict.action == "run":
             line, kind = f"{verb:<10}  {where}  ({_shown(verdict.why)})", verb
+        elif verdict.action == "sidecar":  # its restoration stays: only the XMP sidecar beside it is rewritten
+            line, kind = f"{'sidecar':<10}  {where}  ({_shown(verdict.why)}; the restoration stays)", "sidecar"
         elif verdict.action == "skip":
             how = "  (recognised from its outputs' provenance)" if verdict.recognised else ""
             line, kind = f"{'up to date':<10}  {where}{how}", "up to date"
@@ -370,8 +376,9 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
             line, kind = f"{'fail':<10}  {where}: {_shown(verdict.why)}", "fail"
         counts[kind] += 1
         click.echo(line)
-    click.echo(f"dry run: {counts[verb]} to {verb}, {counts['up to date']} up to date, {counts['fail']} would fail; "
-               f"nothing was written")
+    sidecars = f"{counts['sidecar']} sidecar(s) to update, " if counts["sidecar"] else ""
+    click.echo(f"dry run: {counts[verb]} to {verb}, {sidecars}{counts['up to date']} up to date, {counts['fail']} "
+               f"would fail; nothing was written")
     return 1 if counts["fail"] or preview.blocked else 0
 
 

@@ -47,7 +47,8 @@ from .stages.restore import Restorer
 from .stages.upscale import Upscaler
 
 __all__ = ["Models", "Event", "FileOutcome", "CommitGate", "resolve_device", "load_models", "new_batcher",
-           "former_settings", "output_paths", "planned_format", "process_file", "recorded_settings", "WEIGHT_NAMES"]
+           "former_settings", "output_paths", "planned_format", "process_file", "recorded_settings", "update_sidecar",
+           "WEIGHT_NAMES"]
 
 # Registry names of the models a run loads for each job.
 WEIGHT_NAMES = {
@@ -351,6 +352,77 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
                        sidecar=known)
+
+
+def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Provenance, size: tuple[int, int],
+                   commit_gate: CommitGate | None = None, sidecar: Path | None = None,
+                   stale: Sequence[Path] = ()) -> FileOutcome:
+    """Write (or remove) the XMP sidecar of a restoration that stays as it is: only the source's sidecar changed
+    (planning: the scan, settings and models are those the restoration was made from, its outputs as recorded). The
+    sidecar is the one a full run would write beside it (io.sidecar.carried_packet, mapped through the scan's frame
+    read from its metadata alone, no pixel decoded), describing the same derivative: the restoration's own history
+    event, ids and time (`made`: its provenance), with this sidecar's sha256 and xmp:MetadataDate now. `stale`: files
+    of earlier runs removed as it goes in; so is its path when `sidecar` is None or cannot be carried. size: the scan's
+    upright (width, height) as recorded. Atomic and through `commit_gate` as process_file's outputs; outputs: the
+    sidecar written, if one was. Raises ImageError (the scan's header unreadable or its size changed since)."""
+    src, out_base = Path(src), Path(out_base)
+    cpu = torch.device("cpu")
+    seconds = {k: 0.0 for k in STAGE_KEYS}
+    notes: list[str] = []
+    with timed(seconds, "read", cpu):
+        info, meta = oio.read_metadata(src, cfg.max_pixels)
+        if (info.width, info.height) != tuple(size):  # the scan was replaced since planning: its next run redoes it
+            raise ImageError(src, f"its size changed while the run was planned ({size[0]} x {size[1]} -> "
+                                  f"{info.width} x {info.height}); rerun to restore it again")
+        suffix = src.suffix if _FORMAT_OF_SUFFIX.get(src.suffix.lower()) else info.format  # as process_file
+        style = xmp_sidecar.style_of(src.name, sidecar.name) if sidecar is not None else None
+        target = output_paths(out_base, suffix, cfg, style)[-1] if style else None
+        carried, known = _read_sidecar(sidecar, notes) if sidecar is not None else (None, None)
+    packet = None
+    if carried is not None:
+        (data, read), scale = carried, cfg.upscale
+        when = datetime.fromisoformat(made.when) if made.when else None
+        try:
+            packet = xmp_sidecar.carried_packet(
+                data, sidecar_name=read.name, meta=_scaled_meta(meta, scale), width=info.width * scale,
+                height=info.height * scale, fmt=output_format(suffix, cfg), notes=notes, source_name=src.name,
+                source_sha256=made.source_sha256, software=made.software, action="derived",
+                parameters=made.parameters["settings"], models=made.parameters["models"],
+                mask_coverage=made.mask_coverage, document_id=made.document_id, instance_id=made.instance_id,
+                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256)
+        except XmpError as e:
+            notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
+    if target is not None and packet is None:
+        stale = [*stale, target]  # an earlier one there no longer goes with the photo
+    with timed(seconds, "write", cpu):
+        staging = commit_gate.staging() if commit_gate is not None else oio.Staging()
+        try:
+            if packet is not None:
+                if commit_gate is not None:
+                    commit_gate.check()
+                try:
+                    staging.temps.makedirs(target.parent)
+                except OSError as e:
+                    raise ImageError(target, f"cannot create the output folder {target.parent}: {e.strerror or e}"
+                                     ) from e
+                xmp_sidecar.write_sidecar(target, packet, staging)
+            try:
+                with commit_gate.entry(src) if commit_gate is not None else nullcontext():
+                    staging.commit()
+                    _remove(stale, staging.temps)
+            except OSError as e:
+                failed = e.filename or target
+                raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
+        except ImageError:
+            if commit_gate is not None:  # as _write_all: a folder lost meanwhile is why (FolderLost)
+                commit_gate.check()
+            raise
+        finally:
+            staging.discard()
+    width, height = size
+    return FileOutcome(outputs=[target] if packet is not None else [], width=width, height=height,
+                       megapixels=width * height / 1e6, seconds=seconds, mask_coverage=made.mask_coverage,
+                       notes=notes, sidecar=known)
 
 
 class CommitGate:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -20,7 +21,7 @@ from .io.sidecar import SidecarId, is_sidecar_name, style_of
 from .lock import held_by
 from .progress import Progress
 from .report import FileResult, Report
-from .state import Decision, RunState, SourceId, StateError, fingerprint, now_iso
+from .state import Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
 
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class Job:
     known: SourceId | None = None  # the source as planning read it (its sha256 when planning had to hash it)
     sidecar: Path | None = None  # its XMP sidecar, carried to its restoration (none with --only-mask)
     stale: tuple[Path, ...] = ()  # sidecars of earlier runs beside its restoration that no longer go with it
+    # only the sidecar beside its restoration is written or removed (state.Decision "sidecar"): the record it updates
+    # (the state's, or one recognised from the outputs' provenance) and the restoration's provenance, which the new
+    # sidecar describes it by (pipeline.update_sidecar); None for a job that restores
+    base: Record | None = None
+    made: Provenance | None = None
 
 
 def carried_sidecar(src: Path, sidecar: str | None, outputs: Sequence[str | Path]) -> str | None:
@@ -123,6 +129,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                             None if sidecar is None else style_of(found.src.name, sidecar.name))
             claims.claim(found.src, planned)
             rel = found.rel.as_posix()
+            base: Record | None = None
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
@@ -132,9 +139,10 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
                 # that oldphoto made them from this very file are its own (all there and made with these settings:
-                # up to date; else redone, as with their record).
+                # up to date, or only the sidecar beside them to write; else redone, as with their record).
                 foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
-                if decision.action == "run" and foreign:
+                made: dict[Path, Provenance] = {}
+                if decision.action in ("run", "sidecar") and foreign:
                     known = decision.source if decision.source is not None else SourceId.of(found.src)
                     made, sha = state.made_from(found.src, foreign, rel, known.sha256)
                     for p in foreign:
@@ -143,15 +151,19 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                                         f"by oldphoto; use --overwrite to replace it")
                     # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither
                     # recognising nor the run reads them again
-                    known = dataclasses.replace(known, sha256=sha)
-                    decision = (_recognised(state, rel, found.src, planned, wanted, known, earlier, made, sidecar)
-                                or dataclasses.replace(decision, source=known))
+                    decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
+                if decision.action == "run" and foreign:
+                    decision, base = _recognised(state, rel, found.src, planned, wanted, decision, earlier, made,
+                                                 sidecar)
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
-                        why = _sidecar_moved_on(made, (wanted, *earlier), sidecar) or (
-                            f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
-                            else "settings changed")
+                        why = (f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
+                               else "settings changed")
                         decision = dataclasses.replace(decision, reason=why)
+                elif decision.action == "sidecar":
+                    base = decision.refreshed or state.records[rel]
+            if decision.action == "sidecar":
+                decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
                 stale: tuple[Path, ...] = ()
@@ -165,7 +177,10 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
             result.status, result.error = "failed", reason_of(e)
             progress.error(found.src, result.error)
             continue
-        if decision.action != "skip":
+        if decision.action == "sidecar":
+            jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale, base,
+                            restoration))
+        elif decision.action != "skip":
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
             jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale))
@@ -176,42 +191,74 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
     return jobs
 
 
-def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, known: SourceId,
-                also: tuple[str, ...], made: dict[Path, Provenance], sidecar: Path | None) -> Decision | None:
+def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, decision: Decision,
+                also: tuple[str, ...], made: dict[Path, Provenance], sidecar: Path | None,
+                ) -> tuple[Decision, Record | None]:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
-    settings and models, and with its XMP sidecar `sidecar` as it is now (the state file was lost): recorded again
-    and skipped, instead of refused. known: the source as planning read it, with its sha256; made: the provenance
-    already read from some of the outputs (RunState.made_from)."""
+    settings and models (the state file was lost). With the sidecar beside the restoration that goes with the source's
+    XMP sidecar `sidecar` as it is now (none: none), they are recorded again and skipped, instead of refused; the
+    restoration and its mask alone recognised, only that sidecar is to be written or removed: a "sidecar" decision,
+    with the record recognised (kept to the job: recorded once the sidecar is settled); else `decision` as it was.
+    decision.source: the source as planning read it, with its sha256; made: the provenance already read from some of
+    the outputs (RunState.made_from)."""
+    known = decision.source
     try:
         info = oio.probe(src)
         carried = None if sidecar is None else SidecarId.of(sidecar, with_hash=True)
     except (ImageError, OSError):
-        return None  # the source or its sidecar cannot be read now: the run will say why
-    rec = state.recognise(src, planned, fp, (info.width, info.height), rel, known, also, made, carried)
-    if rec is None:
-        return None
-    state.record(rel, rec)
-    return Decision("skip", _RECOGNISED_REASON)
+        return decision, None  # the source or its sidecar cannot be read now: the run will say why
+    size = (info.width, info.height)
+    rec = state.recognise(src, planned, fp, size, rel, known, also, made, carried)
+    if rec is not None and carried is not None:  # its sidecar beside it, current
+        state.record(rel, rec)
+        return Decision("skip", _RECOGNISED_REASON), None
+    if rec is None:  # the restoration and its mask alone?
+        rec = state.recognise(src, [p for p in planned if not is_sidecar_name(p.name)], fp, size, rel, known, also,
+                              made)
+        if rec is None:
+            return decision, None
+    from . import pipeline
+
+    # the sidecars beside the restoration that oldphoto made from this source (one the source no longer has too)
+    beside = pipeline.sidecar_outputs(planned[0])
+    ours = {p: prov for p, prov in made.items() if p in beside}
+    ours.update(state.made_from(src, [p for p in beside if p.is_file() and p not in ours], rel, known.sha256)[0])
+    theirs = [prov.sidecar_sha256 for prov in ours.values()]
+    if carried is None and not theirs:  # none then or now (the images' own SidecarSHA256 may name one since removed)
+        state.record(rel, rec)
+        return Decision("skip", _RECOGNISED_REASON), None
+    now = None if carried is None else carried.sha256
+    why = ("sidecar removed" if carried is None else f"sidecar added: {carried.name}" if not theirs
+           else f"sidecar changed: {carried.name}" if now not in theirs else f"sidecar rewritten: {carried.name}")
+    return Decision("sidecar", why, source=known), rec
 
 
 _RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
 
 
-def _sidecar_moved_on(made: dict[Path, Provenance], fps: tuple[str, ...], sidecar: Path | None) -> str | None:
-    """Why outputs that oldphoto made from this source under these settings (`made`: their provenance; `fps`: the
-    fingerprints of these settings) were not recognised, when it is that their XMP names another sidecar than the
-    source's now, as its record would say (state.decide); None otherwise."""
-    had = {prov.sidecar_sha256 for prov in made.values()
-           if fingerprint(prov.parameters["settings"], prov.parameters["models"]) in fps}
+def _describable(decision: Decision, base: Record, restoration: Path, fps: tuple[str, ...],
+                 made: dict[Path, Provenance]) -> tuple[Decision, Provenance | None]:
+    """(a "sidecar" decision as it stands, the restoration's provenance, by which the sidecar describes it) when the
+    restoration's XMP says oldphoto made it, as the last change, from the recorded source under these settings and
+    models, with its ids and time; else a "run" decision (its XMP could not hold that entry, another tool changed it
+    since): the file is redone, as before sidecars were rewritten alone. made: provenances already read."""
     try:
-        now = None if sidecar is None else SidecarId.of(sidecar, with_hash=True).sha256
-    except (ImageError, OSError):
-        return None  # unreadable now: the run says why
-    if not had or had == {now}:
-        return None
-    if now is None:
-        return "sidecar removed"
-    return f"sidecar {'added' if had == {None} else 'changed'}: {sidecar.name}"
+        prov = made[restoration] if restoration in made else oio.read_provenance(restoration)
+    except OSError:
+        prov = None
+    if (prov is not None and prov.source_sha256 == base.sha256 and prov.document_id and prov.instance_id
+            and set(prov.parameters) == {"settings", "models"}
+            and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in fps and _zoned(prov.when)):
+        return decision, prov
+    return dataclasses.replace(decision, action="run"), None
+
+
+def _zoned(stamp: str | None) -> bool:
+    """Whether `stamp` is an ISO 8601 time with its offset, as provenance_xmp writes stEvt:when."""
+    try:
+        return stamp is not None and datetime.fromisoformat(stamp).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _stale_sidecars(state: RunState, rel: str, src: Path, planned: list[Path], decision: Decision,
@@ -267,7 +314,7 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
 class Verdict:
     """What a run would do to one file now, and why: a dry run's line."""
 
-    action: str  # "run" | "skip" (up to date) | "fail"
+    action: str  # "run" | "sidecar" (only the restoration's XMP sidecar rewritten) | "skip" (up to date) | "fail"
     where: str  # the file as the report names it: its path below its input folder, else the path given
     why: str | None = None  # why it would run (state.Decision's reason) or fail
     recognised: bool = False  # up to date by its outputs' provenance, not by a record of the state file
@@ -310,7 +357,7 @@ def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: P
                 result.status, result.error = "failed", problem
                 progress.error(result.source, problem)
         if i in jobs and result.status != "failed":
-            yield Verdict("run", where, jobs[i].reason)
+            yield Verdict("run" if jobs[i].made is None else "sidecar", where, jobs[i].reason)
         elif result.status == "skipped":
             yield Verdict("skip", where, recognised=_RECOGNISED_NOTE in result.notes)
         else:

@@ -33,6 +33,9 @@ class FileResult:
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB", why a file was redone
     sha256: str | None = None  # of the source, when it was read in full
     sidecar: str | None = None  # the source's XMP sidecar carried beside its restoration (among `outputs`), if one was
+    # "done" by writing or removing the restoration's XMP sidecar alone (its source sidecar changed, nothing else): its
+    # pixels were not processed in this run, so it does not count in the totals' megapixels
+    sidecar_only: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -58,13 +61,14 @@ class Report:
     version: str = __version__
 
     def totals(self) -> dict:
-        """Counts per status, summed stage seconds, and megapixels of the files done in this run."""
+        """Counts per status, summed stage seconds, and megapixels of the files restored in this run (not those whose
+        sidecar alone was rewritten, though their status is "done": nor their seconds)."""
         counts = {s: 0 for s in STATUSES}
         stage_seconds: dict[str, float] = {}
         megapixels = 0.0
         for r in self.results:
             counts[r.status] += 1
-            if r.status == "done":
+            if r.status == "done" and not r.sidecar_only:
                 megapixels += r.megapixels or 0.0
                 for stage, s in r.seconds.items():
                     stage_seconds[stage] = stage_seconds.get(stage, 0.0) + s

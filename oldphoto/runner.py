@@ -21,6 +21,7 @@ from . import io as oio
 from . import planning
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, reason_of
+from .io.sidecar import is_sidecar_name
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
 from .progress import Progress
@@ -29,7 +30,7 @@ from .state import STATE_NAME, Record, RunState, SourceId, StateError, now_iso
 from .walk import out_base
 
 if TYPE_CHECKING:
-    from .pipeline import CommitGate, Models
+    from .pipeline import CommitGate, FileOutcome, Models
 
 
 class StopFlag:
@@ -222,6 +223,10 @@ class Batch:
             return stop() or bool(lost)
 
         def work(job: Job):
+            if job.made is not None:  # the restoration stays: its sidecar alone (the record's source, not read again)
+                return job.known, pipeline.update_sidecar(
+                    job.found.src, out_base(self.out, job.found.rel), cfg, job.made,
+                    (job.base.width, job.base.height), commit_gate=gate, sidecar=job.sidecar, stale=job.stale)
             sid = job.known
             if sid is None or sid.sha256 is None or SourceId.of(job.found.src) != dataclasses.replace(sid, sha256=None):
                 # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
@@ -297,11 +302,16 @@ class Batch:
             progress.file_done(result)
             return None
         try:
-            state.record(result.relative, Record(
-                source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
-                fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
-                height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
-                finished=now_iso(), notes=_lasting(outcome.notes), sidecar=outcome.sidecar))
+            if job.made is not None:
+                record, outputs = _sidecar_record(job.base, outcome, state)
+                outcome = dataclasses.replace(outcome, outputs=outputs)
+            else:
+                record = Record(
+                    source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
+                    fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
+                    height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
+                    finished=now_iso(), notes=_lasting(outcome.notes), sidecar=outcome.sidecar)
+            state.record(result.relative, record)
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
             try:
                 lock.check_folder()
@@ -319,11 +329,36 @@ class Batch:
         result.mask_coverage = outcome.mask_coverage
         if outcome.scan_blend is not None:
             result.scan_blend = [round(v, 4) for v in outcome.scan_blend]
+        if job.made is not None:
+            result.sidecar_only = True
+            result.notes.append(_sidecar_only_note(job, outcome))
+            result.notes.extend(n for n in (job.base.notes if job.base else ()) if not n.startswith(_SIDECAR_NOTE))
         result.notes.extend(outcome.notes)
         result.sha256 = sid.sha256
         result.sidecar = planning.carried_sidecar(src, job.sidecar and job.sidecar.name, outcome.outputs)
         progress.file_done(result)
         return None
+
+
+_SIDECAR_NOTE = "XMP sidecar "  # how the notes about a carried sidecar begin (io.sidecar, pipeline)
+
+
+def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tuple[Record, list[Path]]:
+    """(the record of a restoration whose sidecar alone was rewritten or removed: `base` with the sidecar's identity,
+    the outputs as they are now (the restoration and its mask as recorded, then the sidecar written, if one was) and
+    the notes about the sidecar replaced; those outputs). OSError as outputs_record."""
+    kept = [state.out_dir / o.path for o in base.outputs if not is_sidecar_name(o.path)]
+    outputs = kept + list(outcome.outputs)
+    notes = tuple(n for n in base.notes if not n.startswith(_SIDECAR_NOTE)) + _lasting(outcome.notes)
+    return dataclasses.replace(base, outputs=state.outputs_record(outputs), sidecar=outcome.sidecar, notes=notes,
+                               finished=now_iso()), outputs
+
+
+def _sidecar_only_note(job: Job, outcome: FileOutcome) -> str:
+    """The report's note on a file whose sidecar alone was rewritten or removed (its status is "done")."""
+    written = [p for p in outcome.outputs if is_sidecar_name(p.name)]
+    what = f"{written[0].name} written" if written else "its sidecar removed"
+    return f"sidecar only ({job.reason}): {what}, the restoration unchanged"
 
 
 _LET_GO_S = 5.0  # how long a second Ctrl-C waits for a commit in progress, or for a file to report it

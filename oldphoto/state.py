@@ -10,9 +10,10 @@ record names another source path: a same-named file from another folder must pro
 fingerprint (output settings + model sha256s) is the same, its XMP sidecar (io.sidecar) is the one the outputs were
 made with (the same name, and size + mtime, sha256 when the mtime alone moved; or none then and now: a record made
 before sidecars were carried has none, so a source without one is not redone for it), and every recorded output still
-exists with its recorded size. A record also remembers, in `former`, the outputs that earlier settings made from the
-same source and that still exist, so a later run with those settings again recognises them as its own (they are never
-deleted: a curator may want them).
+exists with its recorded size. When all holds but the sidecar (the source's, or its output beside the restoration),
+the decision is "sidecar": only that sidecar is rewritten or removed (planning, pipeline.update_sidecar). A record
+also remembers, in `former`, the outputs that earlier settings made from the same source and that still exist, so a
+later run with those settings again recognises them as its own (they are never deleted: a curator may want them).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import IO, Iterable
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, write_bytes
-from .io.sidecar import SidecarId
+from .io.sidecar import SidecarId, is_sidecar_name
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -105,9 +106,9 @@ class Record:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "skip" | "run" | "conflict"
+    action: str  # "skip" | "run" | "conflict" | "sidecar" (only the XMP sidecar beside the restoration is rewritten)
     reason: str  # e.g. "up to date", "new", "settings changed", "source changed", "output missing: a.png"
-    refreshed: Record | None = None  # for a skip after a hash check: the record with the new mtime
+    refreshed: Record | None = None  # for a skip (or "sidecar") after a hash check: the record with the new mtime
     source: SourceId | None = None  # the source as read for that check (with its sha256), so it is not read twice
 
 
@@ -310,12 +311,17 @@ class RunState:
         (width, height), for the report. source: `src` as the caller read it (size, mtime, and its sha256 when read),
         else read here as needed. also: other fingerprints of the same outputs (see decide); the record gets `fp`.
         made: made_from's answer for some of `outputs`, whose XMP is not read again. sidecar: the source's XMP
-        sidecar now, with its sha256 (None: it has none): the outputs must say they were made with it (a record made
-        before sidecars were carried, or for a source without one, says none)."""
+        sidecar now, with its sha256 (None: it has none), for the record: a sidecar among `outputs` (an .xmp name)
+        must say it carries that one, and describe the first output (the same xmpMM:InstanceID). The images' own
+        oldphoto:SidecarSHA256 is not looked at: it says which sidecar went with them when they were made, and a
+        sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind; whether one should be beside them is
+        the caller's to judge (planning)."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
                                        made or {}, None if sidecar is None else sidecar.sha256)
         if not outputs or len(found) != len(outputs):
             return None
+        if any(is_sidecar_name(p.name) and found[p].instance_id != found[outputs[0]].instance_id for p in outputs):
+            return None  # a sidecar of another restoration
         now = source if source is not None else SourceId.of(src)
         width, height = size
         # the outputs of one source are written together with one coverage (none in those made before it was kept)
@@ -335,9 +341,9 @@ class RunState:
     def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
                      sha256: str | None, read: dict[Path, Provenance] | None = None, sidecar: str | None = None,
                      ) -> tuple[dict[Path, Provenance], str | None]:
-        """made_from, kept to the outputs made under one of the fingerprints `fps` (None: any) and, with `fps`, with
-        the sidecar whose sha256 is `sidecar` (None: none). read: provenances already read from some of `outputs`,
-        taken as they are instead of reading their XMP again."""
+        """made_from, kept to the outputs made under one of the fingerprints `fps` (None: any) and, with `fps`, the
+        sidecars among them (.xmp names) to those carrying the one whose sha256 is `sidecar` (None: none). read:
+        provenances already read from some of `outputs`, taken as they are instead of reading their XMP again."""
         made: dict[Path, Provenance] = {}
         sha = sha256
         for p in outputs:
@@ -346,7 +352,7 @@ class RunState:
             prov = read[p] if read and p in read else read_provenance(p)
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
-            if fps is not None and (prov.sidecar_sha256 != sidecar
+            if fps is not None and ((is_sidecar_name(p.name) and prov.sidecar_sha256 != sidecar)
                                     or fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps):
                 continue
             sha = sha or read_source_sha256(src)
@@ -376,17 +382,21 @@ class RunState:
             refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
         if rec.fingerprint != fp and rec.fingerprint not in also:
             return Decision("run", "settings changed", source=now)
+        # the restoration and its mask first: the sidecar alone is rewritten only beside them as they were made
+        images = [o for o in rec.outputs if not is_sidecar_name(o.path)]
+        for o in images + [o for o in rec.outputs if is_sidecar_name(o.path)]:
+            p = self.out_dir / o.path
+            why = (f"output missing: {o.path}" if not p.is_file()
+                   else f"output changed: {o.path}" if p.stat().st_size != o.size else None)
+            if why:
+                return Decision("sidecar", why, refreshed, now) if is_sidecar_name(o.path) else Decision("run", why)
         why, touched = _sidecar_change(rec.sidecar, sidecar)
         if why:
-            return Decision("run", why, source=now)
+            # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
+            # beside the restoration is to be written or removed (planning checks the restoration can be described)
+            return Decision("sidecar", why, refreshed, now)  # refreshed: the record to update, if its source moved
         if touched is not None:
             refreshed = replace(refreshed or rec, sidecar=touched)
-        for o in rec.outputs:
-            p = self.out_dir / o.path
-            if not p.is_file():
-                return Decision("run", f"output missing: {o.path}")
-            if p.stat().st_size != o.size:
-                return Decision("run", f"output changed: {o.path}")
         return Decision("skip", "up to date", refreshed)
 
 

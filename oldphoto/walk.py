@@ -84,7 +84,35 @@ def match_sidecars(files: Iterable[str]) -> dict[str, tuple[str | None, str | No
                                f"carried instead" if stems else None)
         else:
             out[n] = (stems[0], None)
+    for n, note in _case_notes(names, others, exact, by_stem).items():
+        if out.get(n, (None, None))[1] is None:  # a note on the sidecar it has, or has not, comes first
+            out[n] = (out.get(n, (None, None))[0], note)
     return out
+
+
+def _case_notes(names: list[str], others: list[str], exact: set[str], by_stem: dict[str, list[str]],
+                ) -> dict[str, str]:
+    """{file: a note} for the sidecars among `names` that name no file but one in another case (lower.jpg.xmp beside
+    lower.JPG, LOWER.xmp beside lower.jpg): not carried, as the name decides, but a share that ignores case (SMB,
+    macOS) would take them for that file's, so its notes say how to name them to carry them."""
+    folded: dict[str, list[str]] = defaultdict(list)
+    folded_stems: dict[str, list[str]] = defaultdict(list)
+    for n in others:
+        folded[n.casefold()].append(n)
+        folded_stems[os.path.splitext(n)[0].casefold()].append(n)
+    notes: dict[str, str] = {}
+    for x in (n for n in names if is_sidecar_name(n)):
+        base = x[: -len(SUFFIX)]
+        if base in exact or base in by_stem:
+            continue  # it names a file exactly: match_sidecars settled it
+        targets = [(n, n + SUFFIX) for n in folded.get(base.casefold(), ())]
+        stems = folded_stems.get(base.casefold(), [])
+        if not targets and len(stems) == 1:
+            targets = [(stems[0], os.path.splitext(stems[0])[0] + SUFFIX)]
+        for n, name in targets:
+            how = f"{name}, named after it, is carried instead" if name in names else f"rename it to {name} to carry it"
+            notes.setdefault(n, f"XMP sidecar {x} not carried: its name differs in case from this file's; {how}")
+    return notes
 
 
 def _inside(path: Path, folder: Path) -> bool:

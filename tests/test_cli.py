@@ -28,7 +28,7 @@ from oldphoto.config import TONE_STRENGTH
 from oldphoto.errors import WeightsError
 from oldphoto.lock import LOCK_NAME
 from oldphoto.ops.masks import dilate
-from oldphoto.state import STATE_NAME
+from oldphoto.state import STATE_NAME, RunState
 from restore_samples import (FakeModels, FakePipeline, WhiteDetector, fake_pipeline, put, real_scans, report_of, scans,
                              tree)
 from restore_samples import stand_in_models as use_stand_in_models
@@ -1782,11 +1782,15 @@ def test_a_scans_xmp_sidecar_is_carried_kept_current_and_recognised_after_a_lost
 
     (root / "street.png.xmp").write_text(_sidecar("Main street, 1933"))  # the archivist corrects the caption
     dry = run("restore", root, "--out", out, *opts, "--dry-run")
-    assert dry.stdout.splitlines()[:2] == ["up to date  box 2/portrait.tif",
-                                           "restore     street.png  (sidecar changed: street.png.xmp)"]
+    assert dry.stdout.splitlines() == [
+        "up to date  box 2/portrait.tif",
+        "sidecar     street.png  (sidecar changed: street.png.xmp; the restoration stays)",
+        "dry run: 0 to restore, 1 sidecar(s) to update, 1 up to date, 0 would fail; nothing was written"]
     assert run("restore", root, "--out", out, *opts).exit_code == 0
     street = report_of(out)["files"][1]
-    assert street["status"] == "done" and "redone: sidecar changed: street.png.xmp" in street["notes"]
+    assert street["status"] == "done" and street["sidecar_only"], street
+    assert "sidecar only (sidecar changed: street.png.xmp): street.png.xmp written, the restoration unchanged" in \
+        street["notes"]
     assert "Main street, 1933" in (out / "street.png.xmp").read_text()
 
     (out / STATE_NAME).unlink()  # recognised by the provenance in the outputs' XMP, the sidecars' included
@@ -1796,26 +1800,99 @@ def test_a_scans_xmp_sidecar_is_carried_kept_current_and_recognised_after_a_lost
     assert run("restore", root, "--out", out, *opts).exit_code == 0
     assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
     (root / "street.png.xmp").write_text(_sidecar("Main street, 1934"))
-    (out / STATE_NAME).unlink()  # lost again, and the sidecar edited meanwhile: not taken for current
-    assert "restore     street.png  (sidecar changed: street.png.xmp)" in run(
+    (out / STATE_NAME).unlink()  # lost again, and the sidecar edited meanwhile: only the sidecar is not current
+    assert "sidecar     street.png  (sidecar changed: street.png.xmp; the restoration stays)" in run(
         "restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()
-
-    assert run("restore", root, "--out", out, *opts).exit_code == 0  # street.png redone, the state made again
+    assert run("restore", root, "--out", out, *opts).exit_code == 0  # the state made again
+    assert report_of(out)["files"][1]["sidecar_only"] and "Main street, 1934" in (out / "street.png.xmp").read_text()
 
     portrait_xmp = (root / "box 2" / "portrait.xmp").read_bytes()
-    # its sidecar removed: redone, and its derivative's goes too (known as ours by the record, or by its XMP)
+    # its sidecar removed: its derivative's goes (known as ours by the record, or by its XMP), the restoration stays
     for lost in (False, True):
         if lost:
             (root / "box 2" / "portrait.xmp").write_bytes(portrait_xmp)
             assert run("restore", root, "--out", out, *opts).exit_code == 0 and (out / "box 2/portrait.xmp").exists()
+            assert report_of(out)["files"][0]["sidecar_only"]
             (out / STATE_NAME).unlink()
         (root / "box 2" / "portrait.xmp").unlink()
         assert run("restore", root, "--out", out, *opts).exit_code == 0
         portrait = report_of(out)["files"][0]
-        assert portrait["status"] == "done", portrait
-        assert f"redone: sidecar removed{'' if lost else ': portrait.xmp'}" in portrait["notes"]
+        assert portrait["status"] == "done" and portrait["sidecar_only"], portrait
+        assert (f"sidecar only (sidecar removed{'' if lost else ': portrait.xmp'}): its sidecar removed, the "
+                f"restoration unchanged") in portrait["notes"]
         assert portrait["outputs"] == [str(out / "box 2/portrait.tif")] and portrait["sidecar"] is None
         assert not (out / "box 2" / "portrait.xmp").exists()
+    (out / STATE_NAME).unlink()  # its own XMP still names the sidecar it was made with: recognised all the same
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[0] == \
+        "up to date  box 2/portrait.tif  (recognised from its outputs' provenance)"
+
+
+def test_an_edited_sidecar_rewrites_only_the_sidecar_and_runs_no_model(tmp_path, stand_in_models, monkeypatch):
+    """A caption corrected, a sidecar added, renamed or removed: the restoration is not made again (no model runs),
+    only the sidecar beside it is written or removed, recorded and reported; --overwrite still redoes everything."""
+    import restore_samples
+
+    calls = []
+    detect = restore_samples.WhiteDetector.__call__
+    monkeypatch.setattr(restore_samples.WhiteDetector, "__call__",
+                        lambda self, t: (calls.append(1), detect(self, t))[1])
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0 and calls
+    images = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "street.png", out / "box 2" / "portrait.tif")}
+    steps = [("added", lambda: (root / "street.png.xmp").write_text(_sidecar("Main street"))),
+             ("changed", lambda: (root / "street.png.xmp").write_text(_sidecar("Main street, 1932"))),
+             ("renamed", lambda: (root / "street.png.xmp").rename(root / "street.xmp")),
+             ("removed", lambda: (root / "street.xmp").unlink())]
+    for what, step in steps:
+        calls.clear()
+        step()
+        r = run("restore", root, "--out", out, *opts, "-q")
+        assert r.exit_code == 0 and r.output == "" and calls == [], (what, r.output)
+        street = report_of(out)["files"][1]
+        assert street["status"] == "done" and street["sidecar_only"], (what, street)
+        assert report_of(out)["totals"]["megapixels"] == 0
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in images} == images, what
+        sidecars = sorted(p.name for p in out.glob("street*.xmp"))
+        assert sidecars == {"added": ["street.png.xmp"], "changed": ["street.png.xmp"], "renamed": ["street.xmp"],
+                            "removed": []}[what]
+        record = RunState.load(out).records["street.png"]
+        assert [o.path for o in record.outputs] == ["street.png"] + sidecars
+        assert (record.sidecar and record.sidecar.name) == {"added": "street.png.xmp", "changed": "street.png.xmp",
+                                                            "renamed": "street.xmp", "removed": None}[what]
+        assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == "up to date  street.png"
+    (root / "street.png.xmp").write_text(_sidecar("Main street, 1933"))
+    calls.clear()
+    assert run("restore", root, "--out", out, *opts, "--overwrite").exit_code == 0 and calls
+    assert not report_of(out)["files"][1]["sidecar_only"]
+
+
+def test_a_sidecar_rewritten_alone_is_refused_over_another_tools_file(tmp_path, stand_in_models):
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    put(out / "street.png.xmp", b"tags a tool gave the restoration")
+    (root / "street.png.xmp").write_text(_sidecar("Main street"))
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 1 and "street.png.xmp already exists and was not made from this file by oldphoto" in r.stderr
+    assert (out / "street.png.xmp").read_bytes() == b"tags a tool gave the restoration"
+    assert run("restore", root, "--out", out, *opts, "--overwrite").exit_code == 0
+    assert "Main street" in (out / "street.png.xmp").read_text()
+
+
+def test_a_restoration_whose_xmp_lacks_its_provenance_is_redone_for_its_sidecar(tmp_path, fake):
+    """The sidecar describes the restoration by its XMP: one without oldphoto's entry there (here the stand-in's
+    outputs, as a packet that could not be written) is restored again, as before."""
+    put(tmp_path / "scans" / "a.jpg", b"A-photo")
+    out = tmp_path / "out"
+    assert run("restore", tmp_path / "scans", "--out", out).exit_code == 0
+    put(tmp_path / "scans" / "a.jpg.xmp", b"<x:xmpmeta/>")
+    assert run("restore", tmp_path / "scans", "--out", out).exit_code == 0 and len(fake.calls) == 2
+    assert "redone: sidecar added: a.jpg.xmp" in report_of(out)["files"][0]["notes"]
 
 
 def test_a_file_where_a_sidecar_would_go_is_replaced_only_with_overwrite(tmp_path, fake):
@@ -1870,5 +1947,16 @@ def test_a_file_too_large_to_be_a_sidecar_does_not_redo_its_scan_every_run(tmp_p
     assert dry.exit_code == 0 and dry.stdout.splitlines()[:2] == ["up to date  box 2/portrait.tif",
                                                                   "up to date  street.png"], dry.output
     os.utime(root / "street.png.xmp", ns=(1, 1))  # changed: looked at again
-    assert "restore     street.png  (sidecar changed: street.png.xmp)" in run(
+    assert "sidecar     street.png  (sidecar changed: street.png.xmp; the restoration stays)" in run(
         "restore", root, "--out", out, *opts, "--dry-run").stdout
+
+
+def test_a_sidecar_named_for_an_image_in_another_case_is_noted_on_it(tmp_path, fake):
+    put(tmp_path / "scans" / "lower.JPG", b"A-photo")
+    put(tmp_path / "scans" / "lower.jpg.xmp", b"<x:xmpmeta/>")
+    out = tmp_path / "out"
+    assert run("restore", tmp_path / "scans", "--out", out).exit_code == 0
+    lower = report_of(out)["files"][0]
+    assert lower["sidecar"] is None and lower["outputs"] == [str(out / "lower.JPG")]
+    assert ("XMP sidecar lower.jpg.xmp not carried: its name differs in case from this file's; rename it to "
+            "lower.JPG.xmp to carry it") in lower["notes"]

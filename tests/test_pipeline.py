@@ -1213,3 +1213,59 @@ def test_a_stale_sidecar_left_as_the_run_lets_go_is_not_counted_gone(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         process_file(src, out_dir / "g", cfg(), Models(restorer=Identity()), commit_gate=gate, stale=[stale])
     assert stale.exists() and not gate.passed(src)  # not recorded as done: the next run removes it
+
+
+def _without_ids(data: bytes) -> bytes:
+    """A sidecar less what differs between two runs that made it: ids and times."""
+    data = re.sub(rb"xmp\.[id]id:[0-9a-f-]+", b"ID", data)
+    return re.sub(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", b"TIME", data)
+
+
+def test_a_sidecar_rewritten_alone_is_what_a_full_run_writes_and_describes_the_same_restoration(tmp_path):
+    """Only the scan's sidecar changed: the sidecar beside the unchanged restoration is made from the scan's metadata
+    alone (no pixel decoded, no model run), mapped through its orientation and --upscale as a full run maps it, with
+    the restoration's own history event and ids (its pixels did not change) and a MetadataDate of now."""
+    src = _turned_jpeg(tmp_path / "scan.jpg")
+    sidecar = tmp_path / "scan.jpg.xmp"
+    sidecar.write_text(_SIDECAR)
+    models = Models(detector=BrightDetector(), restorer=Identity(), upscaler=Nearest(2))
+    settings = cfg(upscale=2, format="png")
+    process_file(src, tmp_path / "out" / "scan", settings, models, sidecar=sidecar)
+    image = (tmp_path / "out" / "scan.png").read_bytes()
+    sidecar.write_text(_SIDECAR.replace("The mill", "The mill, 1931"))  # the caption corrected
+    made = read_provenance(tmp_path / "out" / "scan.png")
+    calls = len(models.detector.batches)
+    done = pipeline.update_sidecar(src, tmp_path / "out" / "scan", settings, made, (30, 40), sidecar=sidecar)
+    assert len(models.detector.batches) == calls and (tmp_path / "out" / "scan.png").read_bytes() == image
+    assert done.outputs == [tmp_path / "out" / "scan.png.xmp"] and done.seconds["restore"] == 0
+    assert done.sidecar == pipeline.xmp_sidecar.SidecarId.of(sidecar, with_hash=True)
+    rewritten = (tmp_path / "out" / "scan.png.xmp").read_bytes()
+    process_file(src, tmp_path / "full" / "scan", settings, models, sidecar=sidecar)
+    assert _without_ids(rewritten) == _without_ids((tmp_path / "full" / "scan.png.xmp").read_bytes())
+    assert b'stArea:x="54" stArea:y="8" stArea:w="12" stArea:h="16"' in rewritten and b"The mill, 1931" in rewritten
+    embedded = read(tmp_path / "out" / "scan.png", 10**6).meta.xmp
+    for local in ("InstanceID", "DocumentID", "when", "parameters", "SourceSHA256"):
+        assert _xmp_values(rewritten, local) == _xmp_values(embedded, local) != [], local
+    assert _xmp_values(rewritten, "SidecarSHA256") == [done.sidecar.sha256] != _xmp_values(embedded, "SidecarSHA256")
+    assert _xmp_values(rewritten, "MetadataDate") > _xmp_values(embedded, "MetadataDate") or \
+        _xmp_values(rewritten, "MetadataDate") == _xmp_values(embedded, "MetadataDate")  # same second at most
+    # removed: the sidecar goes, the restoration stays
+    sidecar.unlink()
+    done = pipeline.update_sidecar(src, tmp_path / "out" / "scan", settings, made, (30, 40),
+                                   stale=[tmp_path / "out" / "scan.png.xmp"])
+    assert done.outputs == [] and done.sidecar is None and files_in(tmp_path / "out") == ["scan.png"]
+
+
+def test_a_sidecar_rewritten_alone_goes_through_the_gate(tmp_path):
+    src = write_tiff(tmp_path / "g.tif", random_image(30, 40, 3, np.uint8, seed=4))
+    (tmp_path / "g.tif.xmp").write_text(_SIDECAR)
+    process_file(src, tmp_path / "o" / "g", cfg(), Models(restorer=Identity()))
+    made = read_provenance(tmp_path / "o" / "g.tif")
+    gate = pipeline.CommitGate()
+    gate.close()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.update_sidecar(src, tmp_path / "o" / "g", cfg(), made, (40, 30), commit_gate=gate,
+                                sidecar=tmp_path / "g.tif.xmp")
+    assert files_in(tmp_path / "o") == ["g.tif"]
+    with pytest.raises(ImageError, match="its size changed"):
+        pipeline.update_sidecar(src, tmp_path / "o" / "g", cfg(), made, (30, 30), sidecar=tmp_path / "g.tif.xmp")

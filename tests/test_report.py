@@ -42,7 +42,7 @@ def test_write_is_atomic_json_with_every_field(tmp_path):
     assert [f["status"] for f in d["files"]] == ["done", "done", "skipped", "failed", "pending"]
     first = d["files"][0]
     assert set(first) == {"source", "relative", "status", "error", "outputs", "width", "height", "megapixels",
-                          "seconds", "mask_coverage", "scan_blend", "notes", "sha256", "sidecar"}
+                          "seconds", "mask_coverage", "scan_blend", "notes", "sha256", "sidecar", "sidecar_only"}
     assert first["mask_coverage"] == 1.25 and first["notes"] == ["CMYK converted to RGB"]
     assert d["files"][3]["error"] == "truncated JPEG" and d["totals"]["failed"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]  # no temp file left
@@ -74,3 +74,14 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_file_whose_sidecar_alone_was_rewritten_is_done_but_not_counted_restored(tmp_path):
+    from oldphoto.report import FileResult, Report
+
+    report = Report(out_dir="o", inputs=["i"], settings={}, started="t", wall_seconds=2.0, results=[
+        FileResult(source="a", relative="a", status="done", megapixels=2.0, seconds={"restore": 1.0}),
+        FileResult(source="b", relative="b", status="done", megapixels=30.0, seconds={"write": 0.01},
+                   sidecar_only=True)])
+    t = report.totals()
+    assert t["done"] == 2 and t["megapixels"] == 2.0 and t["seconds"] == {"wall": 2.0, "restore": 1.0}

@@ -259,7 +259,32 @@ def sidecar_done(tmp_path):
     return src, sidecar, out, fp, RunState.load(out)
 
 
-def test_a_changed_added_or_removed_sidecar_redoes_its_source(tmp_path):
+def test_a_changed_added_or_removed_sidecar_asks_for_its_sidecar_alone(tmp_path):
+    """The scan, settings and models unchanged and the restoration there as recorded: a sidecar's change (or its
+    output's) is the sidecar's alone ("sidecar"); the restoration missing or changed comes first ("run")."""
+    src, sidecar, out, fp, state = sidecar_done(tmp_path)
+    (out / "a.xmp").write_bytes(b"carried")
+    state = RunState.open(out)
+    state.record("a.jpg", replace(state.records["a.jpg"], outputs=state.outputs_record([out / "a.jpg", out / "a.xmp"])))
+    sidecar.write_bytes(b"<x:xmpmeta>caption 22</x:xmpmeta>")
+    for change in (None, "missing", "changed"):
+        if change == "missing":
+            sidecar.write_bytes(b"<x:xmpmeta>caption 1</x:xmpmeta>")
+            state.record("a.jpg", replace(state.records["a.jpg"], sidecar=SidecarId.of(sidecar, with_hash=True)))
+            (out / "a.xmp").unlink()
+        if change == "changed":
+            (out / "a.xmp").write_bytes(b"a tool wrote more here")
+        d = state.decide("a.jpg", src, fp, sidecar=sidecar)
+        assert (d.action, d.reason) == ("sidecar", {None: "sidecar changed: a.xmp", "missing": "output missing: a.xmp",
+                                                    "changed": "output changed: a.xmp"}[change])
+    assert state.decide("a.jpg", src, fp).action == "sidecar"  # removed
+    (out / "a.jpg").write_bytes(b"re-saved by a tool")
+    assert (state.decide("a.jpg", src, fp).action, state.decide("a.jpg", src, fp).reason) == (
+        "run", "output changed: a.jpg")
+    state.close()
+
+
+def test_a_changed_added_or_removed_sidecar_is_noticed(tmp_path):
     src, sidecar, out, fp, state = sidecar_done(tmp_path)
     assert state.records["a.jpg"].sidecar == SidecarId.of(sidecar, with_hash=True)  # read back as written
     assert state.decide("a.jpg", src, fp, sidecar=sidecar).reason == "up to date"
@@ -280,9 +305,12 @@ def test_a_changed_added_or_removed_sidecar_redoes_its_source(tmp_path):
 
 
 def test_outputs_are_recognised_only_with_the_sidecar_they_were_made_with(tmp_path):
-    """After a lost state file, outputs are recognised by their XMP: the sidecar they say they carried must be the
-    source's now (none for outputs made without one, as before this feature)."""
-    from oldphoto.io import provenance_xmp
+    """After a lost state file, outputs are recognised by their XMP: a sidecar among them must say it carries the
+    source's sidecar now and describe the restoration (its InstanceID). The images' own SidecarSHA256 is not looked
+    at: a sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind."""
+    import numpy as np
+
+    from oldphoto.io import Metadata, provenance_xmp, write
 
     src = tmp_path / "in" / "a.jpg"
     src.parent.mkdir()
@@ -295,20 +323,25 @@ def test_outputs_are_recognised_only_with_the_sidecar_they_were_made_with(tmp_pa
     settings = RestoreConfig().output_settings()
     fp = fingerprint(settings, MODELS)
 
-    def made(path, sidecar_sha256):
-        packet = provenance_xmp(None, source_name="a.jpg", source_sha256=hashlib.sha256(b"photo").hexdigest(),
-                                software="oldphoto 9", parameters=settings, models=MODELS,
-                                sidecar_sha256=sidecar_sha256)
-        path.write_bytes(b'<?xml version="1.0"?>\n' + packet)
+    def packet(sidecar_sha256, instance):
+        return provenance_xmp(None, source_name="a.jpg", source_sha256=hashlib.sha256(b"photo").hexdigest(),
+                              software="oldphoto 9", parameters=settings, models=MODELS,
+                              sidecar_sha256=sidecar_sha256, instance_id=instance)
+
+    def made(path, sidecar_sha256, instance="xmp.iid:1"):
+        if path.suffix == ".xmp":
+            path.write_bytes(b'<?xml version="1.0"?>\n' + packet(sidecar_sha256, instance))
+        else:
+            write(path, np.zeros((4, 4, 1), np.uint8), None, "PNG", Metadata(),
+                  provenance_xmp=packet(sidecar_sha256, instance))
         return path
 
     state = RunState.load(out, read_only=True)
-    # an .xmp output stands for the image (read whole): every output says which sidecar went with it
-    outputs = [made(out / "a.png.xmp", now.sha256), made(out / "a.jpg.xmp", now.sha256)]
+    image = made(out / "a.png", "0" * 64)  # made with another sidecar, its sidecar rewritten alone since
+    outputs = [image, made(out / "a.png.xmp", now.sha256)]
     rec = state.recognise(src, outputs, fp, rel="a.jpg", sidecar=now)
     assert rec is not None and rec.sidecar == now
+    assert state.recognise(src, [image], fp, rel="a.jpg") is not None  # the images alone: theirs is not looked at
     assert state.recognise(src, outputs, fp, rel="a.jpg", sidecar=None) is None  # removed since
-    made(outputs[0], None)  # made without one (also: before sidecars were carried)
+    made(outputs[1], now.sha256, instance="xmp.iid:2")  # the sidecar of another restoration
     assert state.recognise(src, outputs, fp, rel="a.jpg", sidecar=now) is None
-    made(outputs[1], None)
-    assert state.recognise(src, outputs, fp, rel="a.jpg").sidecar is None

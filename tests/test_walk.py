@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from oldphoto.errors import ImageError
-from oldphoto.walk import OutputClaims, discover, is_image_name, out_base
+from oldphoto.walk import OutputClaims, discover, is_image_name, match_sidecars, out_base
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -172,3 +172,23 @@ def test_images_given_by_name_list_their_folder_once_for_sidecars(tmp_path, monk
     found = discover([tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif"]).found
     assert [f.sidecar and f.sidecar.name for f in found] == ["a.tif.xmp", None, "c.xmp"]
     assert listings == [tmp_path]
+
+
+def test_a_sidecar_that_names_an_image_only_in_another_case_is_not_carried_but_noted():
+    """lower.jpg.xmp beside lower.JPG names no file here, but a share that ignores case (SMB, macOS) would take it for
+    lower.JPG's: its notes say so and how to name it; which sidecar is carried does not change."""
+    assert match_sidecars(["lower.JPG", "lower.jpg.xmp", "orphan.xmp"]) == {"lower.JPG": (None, (
+        "XMP sidecar lower.jpg.xmp not carried: its name differs in case from this file's; rename it to lower.JPG.xmp "
+        "to carry it"))}
+    assert match_sidecars(["Scan.tif", "scan.xmp"])["Scan.tif"] == (None, (
+        "XMP sidecar scan.xmp not carried: its name differs in case from this file's; rename it to Scan.xmp to carry "
+        "it"))
+    assert match_sidecars(["a.jpg", "a.jpg.xmp", "A.JPG.xmp"])["a.jpg"] == ("a.jpg.xmp", (
+        "XMP sidecar A.JPG.xmp not carried: its name differs in case from this file's; a.jpg.xmp, named after it, is "
+        "carried instead"))
+    # a note on the sidecar it has comes first; several files that share the stem get none (none could be told)
+    assert match_sidecars(["b.tif", "b.xmp", "b.tif.xmp", "B.TIF.xmp"])["b.tif"][1].startswith("XMP sidecar b.xmp")
+    assert match_sidecars(["c.jpg", "c.tif", "C.xmp"]) == {}
+    assert match_sidecars(["d.jpg", "d.JPG.xmp"])["d.jpg"] == (None, (
+        "XMP sidecar d.JPG.xmp not carried: its name differs in case from this file's; rename it to d.jpg.xmp to "
+        "carry it"))

@@ -2,6 +2,7 @@
 
 Public API (see docs/ARCHITECTURE.md):
     probe(path) -> ImageInfo                      header only
+    read_metadata(path) -> (ImageInfo, Metadata)  header and metadata as read() gives them, no pixel decoded
     read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
     write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
     Staging(temps=None)                           several writes that replace their paths together (commit)
@@ -17,11 +18,11 @@ from .atomic import Staging, TempFiles, leftover_temps
 from .buffers import BUFFER_NOTE, allocate, file_buffers
 from .metadata import Metadata
 from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
-from .reader import FORMATS, ImageInfo, Picture, probe, read, sniff, upright
+from .reader import FORMATS, ImageInfo, Picture, probe, read, read_metadata, sniff, upright
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
     "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "TempFiles",
-    "allocate", "file_buffers", "leftover_temps", "probe", "provenance_xmp", "read", "read_provenance",
-    "read_source_sha256", "sniff", "to_uint8", "upright", "write",
+    "allocate", "file_buffers", "leftover_temps", "probe", "provenance_xmp", "read", "read_metadata",
+    "read_provenance", "read_source_sha256", "sniff", "to_uint8", "upright", "write",
 ]

@@ -104,7 +104,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
                    models: Mapping[str, object] | None = None, when: datetime | None = None,
                    mask_coverage: float | None = None, notes: list[str] | None = None,
                    sidecar_sha256: str | None = None, document_id: str | None = None,
-                   instance_id: str | None = None) -> bytes:
+                   instance_id: str | None = None, metadata_date: datetime | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -116,6 +116,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     sidecar_sha256: of the source's XMP sidecar carried beside the derivative (io.sidecar), None when none was.
     document_id / instance_id: the derivative's xmpMM ids (new ones when None): its embedded packet and its sidecar
     describe one file, so they share them (and `when`).
+    metadata_date: xmp:MetadataDate, when the metadata changed later than `when` (a sidecar rewritten alone for an
+    unchanged derivative: io.sidecar); `when` by default.
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -167,7 +169,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     _add(target, _q("xmpMM", "InstanceID"), instance)
     if original:
         _add(target, _q("xmpMM", "OriginalDocumentID"), original)
-    _add(target, _q("xmp", "MetadataDate"), stamp)
+    _add(target, _q("xmp", "MetadataDate"), (metadata_date or when).isoformat(timespec="seconds"))
     derived = _add(target, _q("xmpMM", "DerivedFrom"), **{_q("rdf", "parseType"): "Resource"})
     _add(derived, _q("stRef", "filePath"), source_name)
     if source_document:
@@ -209,6 +211,11 @@ class Provenance:
     parameters: dict  # that event's stEvt:parameters: {"settings": {...}, "models": {...}}
     mask_coverage: float | None = None  # oldphoto:MaskCoverage, percent; None when absent or not a number
     sidecar_sha256: str | None = None  # oldphoto:SidecarSHA256: the source's XMP sidecar carried; None: none was
+    # the derivative's xmpMM:DocumentID and InstanceID, and its history event's stEvt:when (as written): a sidecar
+    # rewritten alone describes the derivative by them (pipeline.update_sidecar); None when absent
+    document_id: str | None = None
+    instance_id: str | None = None
+    when: str | None = None
 
 
 # an XMP sidecar larger than this is not one (a misnamed file): never read into memory whole
@@ -279,7 +286,11 @@ def read_provenance(path: str | Path) -> Provenance | None:
         return None
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None
-    return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"))
+    mm = {local: next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", local)) if v), None)
+          for local in ("DocumentID", "InstanceID")}
+    when = (last.findtext(_q("stEvt", "when")) or "").strip() or None
+    return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"),
+                      mm["DocumentID"], mm["InstanceID"], when)
 
 
 def _percent(text: str | None) -> float | None:

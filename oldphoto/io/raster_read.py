@@ -86,6 +86,10 @@ class RasterPlan:
     pages: int = 1
     notes: list[str] = field(default_factory=list)
 
+    def metadata(self) -> Metadata:
+        """The metadata decode() returns, without decoding (reader.read_metadata)."""
+        return self.meta
+
     def decode(self, tmp_dir, allow_mmap: bool) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
         notes = list(self.notes)
         if self.image is None:

@@ -165,6 +165,25 @@ def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
         return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
 
 
+def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[ImageInfo, Metadata]:
+    """(probe's answer, the Metadata read() would give) without decoding a pixel: its frame has the orientation read()
+    applies, and a resolution turned with it (orientation 5-8). For what is derived from the metadata alone (an XMP
+    sidecar rewritten beside an unchanged restoration: pipeline.update_sidecar). A CMYK scan's ICC profile is the
+    file's, not the sRGB one read() converts to. Raises ImageError as read() does."""
+    path = Path(path)
+    with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed: read() gave the notes
+        pl = _plan(fh, fmt, path, max_pixels)
+        with _decoding(path, fmt):
+            meta = pl.metadata()
+        w, h = _upright_shape(pl.width, pl.height, pl.orientation)
+        info = ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
+    if pl.orientation != 1:
+        meta.frame = PixelFrame(pl.orientation)
+        if pl.orientation >= 5:
+            _transpose_resolution(meta)
+    return info, meta
+
+
 def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None,
          allow_mmap: bool = True) -> Picture:
     """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.

@@ -197,6 +197,10 @@ class TiffPlan:
         meta.icc = icc_after
         return pixels, alpha, meta, self.notes + notes
 
+    def metadata(self) -> Metadata:
+        """The metadata decode() returns, without decoding (reader.read_metadata)."""
+        return self._metadata()[0]
+
     def _metadata(self) -> tuple[Metadata, list[str]]:
         notes: list[str] = []
         order, big = self.tif.byteorder, self.tif.is_bigtiff

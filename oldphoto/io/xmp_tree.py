@@ -47,7 +47,10 @@ _MM_HISTORY = f"{{{_MM_NS}}}History"
 
 def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
     """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
-    body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet).strip(b"\0 \t\r\n")
+    body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet)
+    # NUL padding (an embedded packet's, for in-place edits) is stripped from UTF-8 only: in UTF-16 (a sidecar may be
+    # written so) every other byte of the markup is NUL, and the ends' would go with it
+    body = body if _utf16(body) else body.strip(b"\0 \t\r\n")
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body or _declares_dtd(body):
         raise XmpError(source_name, "XMP packet declares a DTD or entities; refused")
     try:
@@ -61,6 +64,12 @@ def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
         raise XmpError(source_name, f"XMP packet declares an encoding that cannot be read ({e})") from e
     _check_depth(root, source_name)
     return root, prefixes
+
+
+def _utf16(data: bytes) -> bool:
+    """Whether `data` is XML in UTF-16: a byte order mark, or its first character "<" with a NUL byte beside it."""
+    head = data.lstrip(b" \t\r\n")[:2]
+    return head in (b"\xff\xfe", b"\xfe\xff", b"<\0", b"\0<")
 
 
 class _Doctype(Exception):

@@ -130,6 +130,26 @@ def test_a_utf16_sidecar_is_carried_but_never_with_a_dtd():
             _carry(data, PixelFrame(), [])
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_sidecar_in_either_byte_order_is_carried(encoding):
+    """Stripping b"\\0" (an embedded packet's padding) from both ends took the last byte of a little-endian sidecar's
+    final ">" (and the first of a big-endian one without its mark): refused as "not well-formed"."""
+    text = DIGIKAM.decode().replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    for data in ("\ufeff" + text + "\n", text):  # with and without the byte order mark
+        if encoding == "utf-16-le" and not data.startswith("\ufeff"):
+            continue  # expat takes a document without a mark for big-endian (XML 1.0, F.1)
+        carried = _carry(data.encode(encoding), PixelFrame(), [])
+        assert carried.startswith(b'<?xml version="1.0" encoding="UTF-8"?>') and b"Aunt Rose at the mill" in carried
+    laughs = '<!ENTITY a "ha">'
+    bomb = text.replace("<x:xmpmeta", f"<!DOCTYPE x:xmpmeta [{laughs}]><x:xmpmeta", 1)
+    with pytest.raises(XmpError, match="declares a DTD"):
+        _carry(("\ufeff" + bomb).encode(encoding), PixelFrame(), [])
+
+
+def test_an_embedded_packet_keeps_its_nul_padding_stripped():
+    assert _carry(DIGIKAM + b"\0" * 64, PixelFrame(), []).count(b"Aunt Rose") == 1
+
+
 def test_a_written_sidecar_is_read_back_for_its_provenance_and_staged_with_the_image(tmp_path):
     data = _carry(DIGIKAM, PixelFrame(), [], sidecar_sha256="cd" * 32)
     out = tmp_path / "scan.tif.xmp"
