@@ -67,9 +67,13 @@ def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
 
 
 def _utf16(data: bytes) -> bool:
-    """Whether `data` is XML in UTF-16: a byte order mark, or its first character "<" with a NUL byte beside it."""
-    head = data.lstrip(b" \t\r\n")[:2]
-    return head in (b"\xff\xfe", b"\xfe\xff", b"<\0", b"\0<")
+    """Whether `data` is XML in UTF-16: a byte order mark, or its first two characters "<" and another, each with a
+    NUL byte beside it (b"\0<" alone is an embedded packet's NUL padding before UTF-8 markup)."""
+    head = data.lstrip(b" \t\r\n")[:4]
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    return len(head) == 4 and (head[:2] == b"<\0" and head[2] != 0 and head[3] == 0
+                               or head[0] == 0 and head[1:3] == b"<\0" and head[3] != 0)
 
 
 class _Doctype(Exception):

@@ -20,3 +20,14 @@ def test_carriage_returns_in_text_survive_serializing():
     root, prefixes = xmp_tree.parse(PACKET, "scan.jpg")
     again = xmp_tree.serialize(root, prefixes).encode()
     assert _description(PACKET) == "line one\r\nline two\r<&" == _description(again)
+
+
+def test_one_nul_before_an_embedded_packet_is_padding_not_utf16():
+    """A single NUL before the markup (after the xpacket header, say) is padding stripped as before UTF-16 sidecars
+    were read: b"\\0<" alone is not UTF-16, whose second character has its own NUL byte."""
+    header = b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    for packet in (b"\0" + PACKET, b" \0" + PACKET + b"\0", header + b"\0" + PACKET + b"\0" * 9):
+        assert _description(packet) == "line one\r\nline two\r<&", packet[:8]
+    for encoding in ("utf-16-le", "utf-16-be"):  # with and without the byte order mark, NULs and all
+        assert _description(("\ufeff" + PACKET.decode()).encode(encoding)) == "line one\r\nline two\r<&"
+    assert _description(PACKET.decode().encode("utf-16-be")) == "line one\r\nline two\r<&"
