@@ -240,14 +240,15 @@ def _describable(decision: Decision, base: Record, restoration: Path, fps: tuple
                  made: dict[Path, Provenance]) -> tuple[Decision, Provenance | None]:
     """(a "sidecar" decision as it stands, the restoration's provenance, by which the sidecar describes it) when the
     restoration's XMP says oldphoto made it, as the last change, from the recorded source under these settings and
-    models, with its ids and time; else a "run" decision (its XMP could not hold that entry, another tool changed it
-    since): the file is redone, as before sidecars were rewritten alone. made: provenances already read."""
+    models, with its ids and time, the instance being the one its event made; else a "run" decision (its XMP could
+    not hold that entry, another tool changed it since, or saved it as a new instance without a step of its own):
+    the file is redone, as before sidecars were rewritten alone. made: provenances already read."""
     try:
         prov = made[restoration] if restoration in made else oio.read_provenance(restoration)
     except OSError:
         prov = None
     if (prov is not None and prov.source_sha256 == base.sha256 and prov.document_id and prov.instance_id
-            and set(prov.parameters) == {"settings", "models"}
+            and prov.instance_id == prov.event_instance_id and set(prov.parameters) == {"settings", "models"}
             and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in fps and _zoned(prov.when)):
         return decision, prov
     return dataclasses.replace(decision, action="run"), None

@@ -1884,6 +1884,32 @@ def test_a_sidecar_rewritten_alone_is_refused_over_another_tools_file(tmp_path, 
     assert "Main street" in (out / "street.png.xmp").read_text()
 
 
+def test_a_restoration_another_tool_gave_a_new_instance_id_is_redone_for_its_sidecar(tmp_path, stand_in_models):
+    """A tool that saved the restoration (a new xmpMM:InstanceID) without a history event of its own: oldphoto's event
+    is still the last, but names another instance. A sidecar rewritten alone would link oldphoto's event to the other
+    tool's instance; the file is redone instead."""
+    import re
+
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    (root / "box 2" / "portrait.tif.xmp").write_text(_sidecar("Aunt Rose"))
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    portrait = out / "box 2" / "portrait.tif"
+    data = portrait.read_bytes()  # the same size: the state finds the restoration as it was made
+    other = b"xmp.iid:00000000-1111-2222-3333-444444444444"
+    edited, n = re.subn(rb"(<xmpMM:InstanceID>)xmp\.iid:[0-9a-f-]{36}", lambda m: m.group(1) + other, data)
+    assert n == 1 and len(edited) == len(data)
+    portrait.write_bytes(edited)
+    (root / "box 2" / "portrait.tif.xmp").write_text(_sidecar("Aunt Rose, 1931"))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    result = report_of(out)["files"][0]
+    assert result["status"] == "done" and not result["sidecar_only"], result
+    assert "redone: sidecar changed: portrait.tif.xmp" in result["notes"]
+    assert other not in portrait.read_bytes() and other not in (out / "box 2" / "portrait.tif.xmp").read_bytes()
+
+
 def test_a_restoration_whose_xmp_lacks_its_provenance_is_redone_for_its_sidecar(tmp_path, fake):
     """The sidecar describes the restoration by its XMP: one without oldphoto's entry there (here the stand-in's
     outputs, as a packet that could not be written) is restored again, as before."""

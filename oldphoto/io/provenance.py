@@ -216,6 +216,9 @@ class Provenance:
     document_id: str | None = None
     instance_id: str | None = None
     when: str | None = None
+    # that event's stEvt:instanceID: the instance oldphoto made; another than instance_id when a tool saved the file
+    # since without recording a step of its own
+    event_instance_id: str | None = None
 
 
 # an XMP sidecar larger than this is not one (a misnamed file): never read into memory whole
@@ -289,8 +292,9 @@ def read_provenance(path: str | Path) -> Provenance | None:
     mm = {local: next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", local)) if v), None)
           for local in ("DocumentID", "InstanceID")}
     when = (last.findtext(_q("stEvt", "when")) or "").strip() or None
+    event_instance = (last.findtext(_q("stEvt", "instanceID")) or "").strip() or None
     return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"),
-                      mm["DocumentID"], mm["InstanceID"], when)
+                      mm["DocumentID"], mm["InstanceID"], when, event_instance)
 
 
 def _percent(text: str | None) -> float | None:
