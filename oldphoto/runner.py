@@ -334,7 +334,8 @@ class Batch:
             result.notes.append(_sidecar_only_note(job, outcome))
             result.notes.extend(n for n in (job.base.notes if job.base else ()) if not n.startswith(_SIDECAR_NOTE))
         result.notes.extend(outcome.notes)
-        result.sha256 = sid.sha256
+        # a sidecar-only job did not read the source whole: its record's sha256, as a skip reports (the same size+mtime)
+        result.sha256 = sid.sha256 if job.made is None or sid.sha256 else job.base.sha256
         result.sidecar = planning.carried_sidecar(src, job.sidecar and job.sidecar.name, outcome.outputs)
         progress.file_done(result)
         return None

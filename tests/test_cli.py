@@ -1884,6 +1884,18 @@ def test_a_sidecar_rewritten_alone_is_refused_over_another_tools_file(tmp_path, 
     assert "Main street" in (out / "street.png.xmp").read_text()
 
 
+def test_a_sidecar_only_result_names_its_sources_sha256_as_a_skip_does(tmp_path, stand_in_models):
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    out = tmp_path / "out"
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (root / "street.png.xmp").write_text(_sidecar("Main street"))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["sidecar_only"] and street["sha256"] == hashlib.sha256((root / "street.png").read_bytes()).hexdigest()
+
+
 def test_a_restoration_another_tool_gave_a_new_instance_id_is_redone_for_its_sidecar(tmp_path, stand_in_models):
     """A tool that saved the restoration (a new xmpMM:InstanceID) without a history event of its own: oldphoto's event
     is still the last, but names another instance. A sidecar rewritten alone would link oldphoto's event to the other
