@@ -84,17 +84,18 @@ def match_sidecars(files: Iterable[str]) -> dict[str, tuple[str | None, str | No
                                f"carried instead" if stems else None)
         else:
             out[n] = (stems[0], None)
-    for n, note in _case_notes(names, others, exact, by_stem).items():
+    for n, note in _case_notes(names, others, exact, by_stem, {f: x for f, (x, _) in out.items() if x}).items():
         if out.get(n, (None, None))[1] is None:  # a note on the sidecar it has, or has not, comes first
             out[n] = (out.get(n, (None, None))[0], note)
     return out
 
 
 def _case_notes(names: list[str], others: list[str], exact: set[str], by_stem: dict[str, list[str]],
-                ) -> dict[str, str]:
+                carried: dict[str, str]) -> dict[str, str]:
     """{file: a note} for the sidecars among `names` that name no file but one in another case (lower.jpg.xmp beside
     lower.JPG, LOWER.xmp beside lower.jpg): not carried, as the name decides, but a share that ignores case (SMB,
-    macOS) would take them for that file's, so its notes say how to name them to carry them."""
+    macOS) would take them for that file's, so its notes say how to name them to carry them, or which sidecar
+    (`carried`: each file's) is carried instead, named after the file itself (NAME.EXT.xmp wins over NAME.xmp)."""
     folded: dict[str, list[str]] = defaultdict(list)
     folded_stems: dict[str, list[str]] = defaultdict(list)
     for n in others:
@@ -110,6 +111,8 @@ def _case_notes(names: list[str], others: list[str], exact: set[str], by_stem: d
         if not targets and len(stems) == 1:
             targets = [(stems[0], os.path.splitext(stems[0])[0] + SUFFIX)]
         for n, name in targets:
+            if name not in names and carried.get(n) == n + SUFFIX:
+                name = carried[n]
             how = f"{name}, named after it, is carried instead" if name in names else f"rename it to {name} to carry it"
             notes.setdefault(n, f"XMP sidecar {x} not carried: its name differs in case from this file's; {how}")
     return notes

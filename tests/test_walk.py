@@ -192,3 +192,10 @@ def test_a_sidecar_that_names_an_image_only_in_another_case_is_not_carried_but_n
     assert match_sidecars(["d.jpg", "d.JPG.xmp"])["d.jpg"] == (None, (
         "XMP sidecar d.JPG.xmp not carried: its name differs in case from this file's; rename it to d.jpg.xmp to "
         "carry it"))
+
+
+def test_a_case_note_never_asks_for_a_rename_that_would_not_carry_the_sidecar():
+    """NAME.EXT.xmp wins over NAME.xmp: renaming A.xmp to a.xmp beside a.jpg and a.jpg.xmp would carry nothing more."""
+    assert match_sidecars(["a.jpg", "a.jpg.xmp", "A.xmp"])["a.jpg"] == ("a.jpg.xmp", (
+        "XMP sidecar A.xmp not carried: its name differs in case from this file's; a.jpg.xmp, named after it, is "
+        "carried instead"))
