@@ -1869,12 +1869,21 @@ def test_an_edited_sidecar_rewrites_only_the_sidecar_and_runs_no_model(tmp_path,
     assert not report_of(out)["files"][1]["sidecar_only"]
 
 
-def test_a_sidecar_rewritten_alone_is_refused_over_another_tools_file(tmp_path, stand_in_models):
+def _restored_scans(tmp_path, sidecars: dict[str, str] | None = None) -> tuple[Path, Path, tuple]:
+    """(scans, output folder, options): real_scans less the torn file, with `sidecars` ({name below scans: caption}),
+    restored once."""
     root, _, _ = real_scans(tmp_path)
     (root / "torn.jpg").unlink()
+    for name, caption in (sidecars or {}).items():
+        (root / name).write_text(_sidecar(caption))
     out = tmp_path / "out"
     opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
     assert run("restore", root, "--out", out, *opts).exit_code == 0
+    return root, out, opts
+
+
+def test_a_sidecar_rewritten_alone_is_refused_over_another_tools_file(tmp_path, stand_in_models):
+    root, out, opts = _restored_scans(tmp_path)
     put(out / "street.png.xmp", b"tags a tool gave the restoration")
     (root / "street.png.xmp").write_text(_sidecar("Main street"))
     r = run("restore", root, "--out", out, *opts)
@@ -1885,11 +1894,7 @@ def test_a_sidecar_rewritten_alone_is_refused_over_another_tools_file(tmp_path, 
 
 
 def test_a_sidecar_only_result_names_its_sources_sha256_as_a_skip_does(tmp_path, stand_in_models):
-    root, _, _ = real_scans(tmp_path)
-    (root / "torn.jpg").unlink()
-    out = tmp_path / "out"
-    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
-    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    root, out, opts = _restored_scans(tmp_path)
     (root / "street.png.xmp").write_text(_sidecar("Main street"))
     assert run("restore", root, "--out", out, *opts).exit_code == 0
     street = report_of(out)["files"][1]
@@ -1902,12 +1907,7 @@ def test_a_restoration_another_tool_gave_a_new_instance_id_is_redone_for_its_sid
     tool's instance; the file is redone instead."""
     import re
 
-    root, _, _ = real_scans(tmp_path)
-    (root / "torn.jpg").unlink()
-    (root / "box 2" / "portrait.tif.xmp").write_text(_sidecar("Aunt Rose"))
-    out = tmp_path / "out"
-    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1)
-    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    root, out, opts = _restored_scans(tmp_path, {"box 2/portrait.tif.xmp": "Aunt Rose"})
     portrait = out / "box 2" / "portrait.tif"
     data = portrait.read_bytes()  # the same size: the state finds the restoration as it was made
     other = b"xmp.iid:00000000-1111-2222-3333-444444444444"
