@@ -136,8 +136,8 @@ class FileOutcome:
     notes: list[str] = field(default_factory=list)  # e.g. "CMYK converted to RGB"
     scan_blend: tuple[float, float] | None = None  # strengths (s_lo, s_hi) of --scan-blend auto; None: not applied
     # the source's XMP sidecar as read (its identity, for the state record), also when it could not be carried (its
-    # output is then not among `outputs`; one too large to be a sidecar: without its sha256, never read); None without
-    # one, or when it could not be read
+    # output is then not among `outputs`; one too large to be a sidecar or whose read failed: without its sha256);
+    # None without one, or when it was gone
     sidecar: xmp_sidecar.SidecarId | None = None
 
 
@@ -578,13 +578,13 @@ def _mask_meta(meta):
 def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sidecar.SidecarId] | None,
                                                           xmp_sidecar.SidecarId | None]:
     """((content, identity) of the source's XMP sidecar, or None with a note when it cannot be read; the identity its
-    state record keeps). A file too large to be a sidecar is recorded as it is (not redone until it changes); one that
-    cannot be read is not (the next run tries again)."""
+    state record keeps). A file too large to be a sidecar, or one that cannot be read, is recorded as it is (not
+    tried again until it changes: a chmod moves its ctime); one gone since the walk is not."""
     try:
         carried = xmp_sidecar.read_sidecar(path)
     except ImageError as e:
         notes.append(f"XMP sidecar {path.name} not carried: {e.reason}")
-        return None, e.identity if isinstance(e, xmp_sidecar.NotASidecar) else None
+        return None, e.identity if isinstance(e, xmp_sidecar.SidecarLeftOut) else None
     return carried, carried[1]
 
 

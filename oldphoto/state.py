@@ -31,7 +31,7 @@ from typing import IO, Iterable
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, write_bytes
-from .io.sidecar import SidecarId, is_sidecar_name
+from .io.sidecar import SidecarId, UnreadableSidecar, is_sidecar_name, read_sidecar
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -81,7 +81,8 @@ class Record:
     former: tuple[str, ...] = ()  # outputs of earlier settings, still on disk (paths as in OutputRecord.path)
     # the notes of the run that made the outputs (what they lack, how the scan was read), so a skip reports them too
     notes: tuple[str, ...] = ()
-    sidecar: SidecarId | None = None  # the source's XMP sidecar the outputs were made with (also one left out)
+    sidecar: SidecarId | None = None  # the source's XMP sidecar the outputs were made with (also one left out,
+    # an unreadable one included: not tried again until it changes)
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
@@ -89,6 +90,8 @@ class Record:
         for key in ("notes", "sidecar"):
             if not d[key]:
                 del d[key]  # most files have none: their lines stay as short as before
+        if d.get("sidecar") and not d["sidecar"]["unreadable"]:
+            del d["sidecar"]["ctime_ns"], d["sidecar"]["unreadable"]  # kept for an unreadable one only
         return json.dumps({"rel": rel, **d}, sort_keys=True)
 
     @classmethod
@@ -99,8 +102,10 @@ class Record:
         d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
         d["notes"] = tuple(str(n) for n in d.get("notes", ()))  # absent when none, and before notes were kept
         sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
-        d["sidecar"] = None if sidecar is None else SidecarId(str(sidecar["name"]), int(sidecar["size"]),
-                                                              int(sidecar["mtime_ns"]), sidecar.get("sha256"))
+        ctime = None if sidecar is None else sidecar.get("ctime_ns")  # absent but for an unreadable one
+        d["sidecar"] = None if sidecar is None else SidecarId(
+            str(sidecar["name"]), int(sidecar["size"]), int(sidecar["mtime_ns"]), sidecar.get("sha256"),
+            None if ctime is None else int(ctime), bool(sidecar.get("unreadable", False)))
         return cls(**d)
 
 
@@ -402,15 +407,23 @@ class RunState:
 
 def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[str | None, SidecarId | None]:
     """(why a source is redone for its XMP sidecar, or None; the sidecar to record instead of `recorded` when only its
-    mtime moved, or None). recorded: as its record has it; sidecar: the one it has now."""
+    mtime moved, or None). recorded: as its record has it; sidecar: the one it has now. One recorded as unreadable is
+    tried again only once its identity (with its ctime: a chmod) moved; one to be tried now that cannot be read says
+    so, as the run will."""
     if sidecar is None:
         return (None if recorded is None else f"sidecar removed: {recorded.name}"), None
     try:
+        if recorded is not None and recorded.unreadable:
+            if recorded.same_unreadable(sidecar):
+                return None, None  # still as it was when its read failed: nothing would come of trying again
+            why = _unreadable(sidecar)
+            return why or (f"sidecar readable again: {sidecar.name}" if sidecar.name == recorded.name
+                           else f"sidecar changed: {sidecar.name} (was {recorded.name})"), None
         now = SidecarId.of(sidecar)
         if recorded is None:
-            return f"sidecar added: {now.name}", None
+            return _unreadable(sidecar) or f"sidecar added: {now.name}", None
         if now.name != recorded.name:
-            return f"sidecar changed: {now.name} (was {recorded.name})", None
+            return _unreadable(sidecar) or f"sidecar changed: {now.name} (was {recorded.name})", None
         if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
             return None, None
         if now.size == recorded.size and recorded.sha256 is not None:
@@ -419,4 +432,17 @@ def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[s
                 return None, now
     except (OSError, ImageError) as e:  # gone or unreadable since the walk: the run says why (not carried)
         return f"sidecar unreadable: {sidecar.name} ({reason_of(e)})", None
-    return f"sidecar changed: {now.name}", None
+    return _unreadable(sidecar) or f"sidecar changed: {now.name}", None
+
+
+def _unreadable(sidecar: Path) -> str | None:
+    """The reason to give for a sidecar about to be tried that cannot be read ("sidecar unreadable: NAME (why)"), so a
+    dry run says what the run will find; None when it can be read (or is too large to be one: not read). It is read
+    whole (a sidecar is small), only for a file whose sidecar is to be written anyway."""
+    try:
+        read_sidecar(sidecar)
+    except UnreadableSidecar as e:
+        return f"sidecar unreadable: {sidecar.name} ({e.reason})"
+    except ImageError:  # too large to be a sidecar, or gone: the usual reason says enough
+        return None
+    return None

@@ -25,7 +25,7 @@ import oldphoto.pipeline as pipeline
 from oldphoto import __version__
 from oldphoto.cli import cli
 from oldphoto.config import TONE_STRENGTH
-from oldphoto.errors import WeightsError
+from oldphoto.errors import ImageError, WeightsError
 from oldphoto.lock import LOCK_NAME
 from oldphoto.ops.masks import dilate
 from oldphoto.state import STATE_NAME, RunState
@@ -1998,3 +1998,61 @@ def test_a_sidecar_named_for_an_image_in_another_case_is_noted_on_it(tmp_path, f
     assert lower["sidecar"] is None and lower["outputs"] == [str(out / "lower.JPG")]
     assert ("XMP sidecar lower.jpg.xmp not carried: its name differs in case from this file's; rename it to "
             "lower.JPG.xmp to carry it") in lower["notes"]
+
+
+def test_an_unreadable_sidecar_is_tried_again_only_once_it_changed(tmp_path, stand_in_models, monkeypatch):
+    """A scan's sidecar whose read fails (permissions: as root a chmod does not stop a read, so the read is replaced)
+    is recorded as it is: later runs skip the file, with the note, until a chmod (its ctime) or an edit moves it; then
+    only the sidecar is written. Before, every run was a sidecar-only job "sidecar added", forever."""
+    import restore_samples
+
+    import oldphoto.io.sidecar as sidecar_io
+
+    calls = []
+    detect = restore_samples.WhiteDetector.__call__
+    monkeypatch.setattr(restore_samples.WhiteDetector, "__call__",
+                        lambda self, t: (calls.append(1), detect(self, t))[1])
+    read = sidecar_io.read_sidecar_bytes
+    denied = {"street.png.xmp"}
+
+    def reading(path):
+        if Path(path).name in denied:
+            raise ImageError(path, "cannot read: Permission denied")
+        return read(path)
+
+    monkeypatch.setattr(sidecar_io, "read_sidecar_bytes", reading)
+    root, out, opts = _restored_scans(tmp_path, {"street.png.xmp": "Main street"})
+    note = "XMP sidecar street.png.xmp not carried: cannot read: Permission denied"
+    assert note in report_of(out)["files"][1]["notes"] and not (out / "street.png.xmp").exists()
+    record = RunState.load(out).records["street.png"]
+    assert record.sidecar.unreadable and record.sidecar.sha256 is None and record.sidecar.ctime_ns
+    for again in range(2):
+        calls.clear()
+        assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == "up to date  street.png"
+        r = run("restore", root, "--out", out, *opts, "-q")
+        street = report_of(out)["files"][1]
+        assert r.exit_code == 0 and r.output == "" and calls == [], again
+        assert street["status"] == "skipped" and note in street["notes"] and street["sidecar"] is None, street
+    # a record of an earlier version has no sidecar for it: one sidecar-only job records it, then it is up to date
+    state = RunState.open(out)
+    state.record("street.png", dataclasses.replace(state.records["street.png"], sidecar=None))
+    state.close()
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == (
+        "sidecar     street.png  (sidecar unreadable: street.png.xmp (cannot read: Permission denied); the "
+        "restoration stays)")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0 and calls == []
+    assert report_of(out)["files"][1]["sidecar_only"] and RunState.load(out).records["street.png"].sidecar.unreadable
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == "up to date  street.png"
+    # the archivist fixes the permissions: a chmod moves its ctime alone, and the next run carries it
+    denied.clear()
+    sidecar = root / "street.png.xmp"
+    mtime = sidecar.stat().st_mtime_ns
+    os.chmod(sidecar, 0o644)
+    assert sidecar.stat().st_mtime_ns == mtime
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == (
+        "sidecar     street.png  (sidecar readable again: street.png.xmp; the restoration stays)")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0 and calls == []
+    street = report_of(out)["files"][1]
+    assert street["sidecar_only"] and note not in street["notes"] and "Main street" in (out / "street.png.xmp").read_text()
+    assert not RunState.load(out).records["street.png"].sidecar.unreadable
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == "up to date  street.png"

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import replace
 
 import pytest
@@ -345,3 +346,20 @@ def test_outputs_are_recognised_only_with_the_sidecar_they_were_made_with(tmp_pa
     assert state.recognise(src, outputs, fp, rel="a.jpg", sidecar=None) is None  # removed since
     made(outputs[1], now.sha256, instance="xmp.iid:2")  # the sidecar of another restoration
     assert state.recognise(src, outputs, fp, rel="a.jpg", sidecar=now) is None
+
+
+def test_an_unreadable_sidecar_is_recorded_with_its_ctime_and_read_back(tmp_path):
+    """Its identity keeps the ctime (a chmod moves it alone) and the mark; a readable one's line stays as before."""
+    sidecar = tmp_path / "a.xmp"
+    sidecar.write_bytes(b"<x:xmpmeta/>")
+    st = sidecar.stat()
+    left = SidecarId("a.xmp", st.st_size, st.st_mtime_ns, None, st.st_ctime_ns, True)
+    rec = Record("/s/a.jpg", 1, 2, None, "fp", (), sidecar=left)
+    assert Record.from_dict(json.loads(rec.to_json("a.jpg"))) == rec and left.same_unreadable(sidecar)
+    readable = replace(rec, sidecar=SidecarId("a.xmp", 3, 4, "ab"))
+    assert json.loads(readable.to_json("a.jpg"))["sidecar"] == {"name": "a.xmp", "size": 3, "mtime_ns": 4,
+                                                                 "sha256": "ab"}
+    assert Record.from_dict(json.loads(readable.to_json("a.jpg"))) == readable
+    time.sleep(0.05)  # past the kernel's coarse clock tick, by which the ctime moves
+    os.chmod(sidecar, 0o600)
+    assert sidecar.stat().st_mtime_ns == st.st_mtime_ns and not left.same_unreadable(sidecar)

@@ -52,32 +52,53 @@ def sidecar_path(output: Path, style: str) -> Path:
 
 @dataclass(frozen=True)
 class SidecarId:
-    """A source's XMP sidecar as its state record keeps it: its name beside the scan, size, mtime and sha256."""
+    """A source's XMP sidecar as its state record keeps it: its name beside the scan, size, mtime and sha256; for one
+    that could not be read (`unreadable`), also its ctime, which a chmod that makes it readable moves (its mtime
+    stays), so that later runs try it again only once it changed."""
 
     name: str
     size: int
     mtime_ns: int
     sha256: str | None = None  # filled when it has been read in full
+    ctime_ns: int | None = None  # kept only for an unreadable one
+    unreadable: bool = False
 
     @classmethod
     def of(cls, path: Path, with_hash: bool = False) -> "SidecarId":
         st = os.stat(path)
         return cls(path.name, st.st_size, st.st_mtime_ns, read_source_sha256(path) if with_hash else None)
 
+    def same_unreadable(self, path: Path) -> bool:
+        """Whether this unreadable sidecar's identity is `path`'s now: the same name, size, mtime and ctime (a chmod,
+        a replacement or an edit moves one of them). OSError when `path` cannot be stat'ed."""
+        st = os.stat(path)
+        return self.unreadable and (self.name, self.size, self.mtime_ns, self.ctime_ns) == (
+            path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-class NotASidecar(ImageError):
-    """A file named as a sidecar too large to be one (provenance.SIDECAR_LIMIT): left out whatever it holds, as long
-    as it stays as it is. identity: its name, size and mtime (no sha256: it is not read), for the state record, so
-    that later runs neither read it again nor redo its scan for it until it changes."""
+
+class SidecarLeftOut(ImageError):
+    """A sidecar not carried whatever it holds, as long as it stays as it is. identity: how its state record keeps it
+    (no sha256: not read), so that later runs neither try it again nor redo its scan for it until it changes."""
 
     def __init__(self, path: Path, reason: str, identity: SidecarId) -> None:
         super().__init__(path, reason)
         self.identity = identity
 
 
+class NotASidecar(SidecarLeftOut):
+    """A file named as a sidecar too large to be one (provenance.SIDECAR_LIMIT): not read. identity: its name, size
+    and mtime."""
+
+
+class UnreadableSidecar(SidecarLeftOut):
+    """A sidecar whose read failed (permissions, an I/O error, grown too large as it was read). identity: its name,
+    size, mtime and ctime as stat'ed before the read, marked unreadable (SidecarId.same_unreadable)."""
+
+
 def read_sidecar(path: Path) -> tuple[bytes, SidecarId]:
     """(the sidecar's content, its identity: of the very bytes read). Raises NotASidecar when it is too large to be a
-    sidecar, ImageError(path, why) when it cannot be read (or grew too large as it was)."""
+    sidecar, UnreadableSidecar when its read fails (or it grew too large as it was), ImageError(path, why) when it
+    cannot be stat'ed (gone: nothing to record)."""
     try:
         st = os.stat(path)  # before the read: an edit meanwhile moves its mtime, and the next run checks
     except OSError as e:
@@ -85,7 +106,11 @@ def read_sidecar(path: Path) -> tuple[bytes, SidecarId]:
     if st.st_size > provenance.SIDECAR_LIMIT:
         raise NotASidecar(path, f"larger than {provenance.SIDECAR_LIMIT >> 20} MiB: not an XMP sidecar",
                           SidecarId(path.name, st.st_size, st.st_mtime_ns))
-    data = read_sidecar_bytes(path)
+    try:
+        data = read_sidecar_bytes(path)
+    except ImageError as e:
+        raise UnreadableSidecar(path, e.reason, SidecarId(path.name, st.st_size, st.st_mtime_ns, None,
+                                                          st.st_ctime_ns, True)) from e
     return data, SidecarId(path.name, len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest())
 
 
