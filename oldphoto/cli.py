@@ -152,9 +152,11 @@ class PlainDisplay(QuietDisplay):
         table.add_column("status")
         for col in ("files", "megapixels", "seconds"):
             table.add_column(col, justify="right")
-        done = [r for r in report.results if r.status == "done"]
-        table.add_row("done", str(t["done"]), f"{t['megapixels']:.2f}",
+        done = [r for r in report.results if r.status == "done" and not r.sidecar_only]
+        table.add_row("done", str(len(done)), f"{t['megapixels']:.2f}",
                       f"{sum(sum(r.seconds.values()) for r in done):.1f}")
+        if t["done"] > len(done):  # their sidecar alone was rewritten: no megapixels restored (report: done)
+            table.add_row("sidecar only", str(t["done"] - len(done)), "", "")
         for status in ("skipped", "failed", "interrupted", "pending"):
             if t[status] or status != "pending" and status != "interrupted":
                 table.add_row(status, str(t[status]), "", "")

@@ -1827,6 +1827,12 @@ def test_a_scans_xmp_sidecar_is_carried_kept_current_and_recognised_after_a_lost
         "up to date  box 2/portrait.tif  (recognised from its outputs' provenance)"
 
 
+def _table_rows(stdout: str) -> dict[str, str]:
+    """{status: files} of the summary table a run prints."""
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines() if line.startswith("│")]
+    return {row[0]: row[1] for row in cells if len(row) > 1}
+
+
 def test_an_edited_sidecar_rewrites_only_the_sidecar_and_runs_no_model(tmp_path, stand_in_models, monkeypatch):
     """A caption corrected, a sidecar added, renamed or removed: the restoration is not made again (no model runs),
     only the sidecar beside it is written or removed, recorded and reported; --overwrite still redoes everything."""
@@ -1851,6 +1857,15 @@ def test_an_edited_sidecar_rewrites_only_the_sidecar_and_runs_no_model(tmp_path,
         step()
         r = run("restore", root, "--out", out, *opts, "-q")
         assert r.exit_code == 0 and r.output == "" and calls == [], (what, r.output)
+        if what == "added":  # the summary table, not -q: the file counts apart from the restored ones
+            step = run("restore", root, "--out", out, *opts, "--overwrite")
+            assert _table_rows(step.stdout)["done"] == "2" and "sidecar only" not in step.stdout  # both restored
+            (root / "street.png.xmp").write_text(_sidecar("Main street, 1931"))
+            r = run("restore", root, "--out", out, *opts)
+            rows = _table_rows(r.stdout)
+            assert (rows["done"], rows["sidecar only"], rows["skipped"]) == ("0", "1", "1"), r.stdout
+            calls.clear()
+            images = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in images}
         street = report_of(out)["files"][1]
         assert street["status"] == "done" and street["sidecar_only"], (what, street)
         assert report_of(out)["totals"]["megapixels"] == 0
