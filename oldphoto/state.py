@@ -31,7 +31,7 @@ from typing import IO, Iterable
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, write_bytes
-from .io.sidecar import SidecarId, UnreadableSidecar, is_sidecar_name, read_sidecar
+from .io.sidecar import SidecarId, SidecarLeftOut, UnreadableSidecar, is_sidecar_name, read_sidecar
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -416,9 +416,14 @@ def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[s
         if recorded is not None and recorded.unreadable:
             if recorded.same_unreadable(sidecar):
                 return None, None  # still as it was when its read failed: nothing would come of trying again
-            why = _unreadable(sidecar)
-            return why or (f"sidecar readable again: {sidecar.name}" if sidecar.name == recorded.name
-                           else f"sidecar changed: {sidecar.name} (was {recorded.name})"), None
+            if sidecar.name != recorded.name:
+                return _unreadable(sidecar) or f"sidecar changed: {sidecar.name} (was {recorded.name})", None
+            try:
+                read_sidecar(sidecar)
+            except SidecarLeftOut as e:  # still unreadable, or now too large to be a sidecar (not read): as the run
+                return (f"sidecar unreadable: {sidecar.name} ({e.reason})" if isinstance(e, UnreadableSidecar)
+                        else f"sidecar changed: {sidecar.name}"), None
+            return f"sidecar readable again: {sidecar.name}", None
         now = SidecarId.of(sidecar)
         if recorded is None:
             return _unreadable(sidecar) or f"sidecar added: {now.name}", None

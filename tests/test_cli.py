@@ -2072,3 +2072,34 @@ def test_an_unreadable_sidecar_is_tried_again_only_once_it_changed(tmp_path, sta
     assert "Main street" in (out / "street.png.xmp").read_text()
     assert not RunState.load(out).records["street.png"].sidecar.unreadable
     assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == "up to date  street.png"
+
+
+def test_an_unreadable_sidecar_replaced_by_a_file_too_large_to_be_one_is_not_said_readable_again(
+        tmp_path, stand_in_models, monkeypatch):
+    """The dry run and the run's reason say what the run finds: a file too large to be a sidecar is not read, so it is
+    "changed", not "readable again"; then it is recorded as it is and skipped."""
+    import oldphoto.io.provenance as provenance
+    import oldphoto.io.sidecar as sidecar_io
+
+    read = sidecar_io.read_sidecar_bytes
+    denied = {"street.png.xmp"}
+
+    def reading(path):
+        if Path(path).name in denied:
+            raise ImageError(path, "cannot read: Permission denied")
+        return read(path)
+
+    monkeypatch.setattr(sidecar_io, "read_sidecar_bytes", reading)
+    root, out, opts = _restored_scans(tmp_path, {"street.png.xmp": "Main street"})
+    assert RunState.load(out).records["street.png"].sidecar.unreadable
+    denied.clear()
+    monkeypatch.setattr(provenance, "SIDECAR_LIMIT", 400)
+    (root / "street.png.xmp").write_text(_sidecar("Main street" + " and the square" * 10))
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == (
+        "sidecar     street.png  (sidecar changed: street.png.xmp; the restoration stays)")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["notes"][0] == "sidecar only (sidecar changed: street.png.xmp): its sidecar removed, " \
+                                 "the restoration unchanged", street
+    assert "XMP sidecar street.png.xmp not carried: larger than 0 MiB: not an XMP sidecar" in street["notes"]
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[1] == "up to date  street.png"
