@@ -12,6 +12,7 @@ import dataclasses
 import os
 import threading
 import time
+from contextlib import closing
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,18 +140,23 @@ class Batch:
 
     def _remove_leftovers(self, lock: OutputLock) -> bool:
         """Remove the temp files the run whose stale lock was taken over left under --out (we hold the lock: no other
-        run writes there); -> False when one could not be removed."""
+        run writes there), through the folder the lock holds, wherever it has gone; -> False when one could not be
+        removed, or a folder searched for them."""
         self.progress.note(f"note: took over a stale lock left by {lock.took_over.describe()}")
         removed = True
-        for tmp in oio.leftover_temps(self.out, LOCK_NAME):
-            try:
-                tmp.unlink()
-                self.progress.note(f"note: {tmp}: removed, a partial file left by that run")
-            except FileNotFoundError:
-                pass  # removed by hand meanwhile: the goal holds
-            except OSError as e:
+        with closing(oio.remove_leftover_temps(self.out, lock.folder_fd, LOCK_NAME)) as found:
+            for left in found:
+                e = left.error
+                if e is None:
+                    self.progress.note(f"note: {left.path}: removed, a partial file left by that run")
+                    continue
                 removed = False
-                self.progress.error(tmp, f"cannot remove this partial file left by that run ({e.strerror or e})")
+                if left.folder:
+                    self.progress.error(left.path, f"cannot search this folder for the partial files left by that "
+                                                   f"run ({e.strerror or e})")
+                else:
+                    self.progress.error(left.path, f"cannot remove this partial file left by that run "
+                                                   f"({e.strerror or e})")
         return removed
 
     def _settle(self, report: Report, state: RunState | None, lock: OutputLock,

@@ -359,6 +359,81 @@ def test_an_output_folder_moved_while_a_files_outputs_are_written_keeps_none_of_
     assert tree(moved) == sorted([STATE_NAME, "box 2/portrait.mask.png", "box 2/portrait.tif"])
 
 
+def stale_lock(out: Path) -> None:
+    """A lock left in `out` by a killed run (a pid no longer alive, on this host)."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": 1.0}))
+
+
+@pytest.mark.parametrize("when", ["before", "while"])
+def test_an_output_folder_moved_as_a_killed_runs_temp_files_are_removed_keeps_none(tmp_path, fake, monkeypatch,
+                                                                                     when):
+    """The folder is moved once its stale lock is taken over, before its leftover temp files are removed or while
+    they are (as the walk lists a subfolder): they are found and removed through the folder the lock holds, in the
+    folder where it now is, and named by their paths as the run was given them (found by name, they stayed in the
+    moved folder until a later run there took over the lock); the run then stops on the folder lost."""
+    root, out, moved = scans(tmp_path), tmp_path / "out", tmp_path / "moved"
+    left = [".a.jpg.oldphoto-tmp-0123abcd", "album 1/.b.PNG.oldphoto-tmp-9f9f9f9f",
+            "album 1/deep/.c.tif.oldphoto-tmp-00aa11bb"]
+    for rel in left:
+        put(out / rel, b"half")
+    stale_lock(out)
+    if when == "before":
+        real = runner.Batch._remove_leftovers
+
+        def move_then_remove(batch, lock):
+            lose(out, moved, "moved")
+            return real(batch, lock)
+
+        monkeypatch.setattr(runner.Batch, "_remove_leftovers", move_then_remove)
+    else:
+        real_scandir = os.scandir
+
+        def move_as_listed(folder=None):
+            where = os.readlink(f"/proc/self/fd/{folder}") if isinstance(folder, int) else os.fspath(folder)
+            if where == str(out / "album 1"):
+                lose(out, moved, "moved")
+            return real_scandir(folder) if folder is not None else real_scandir()
+
+        monkeypatch.setattr(os, "scandir", move_as_listed)
+    progress = Recorder()
+    outcome = restore([root], out, progress)
+    assert outcome.lost is not None and not out.exists() and no_errors(progress)
+    assert not any((moved / rel).exists() for rel in left), tree(moved)
+    assert [c[1] for c in progress.calls if c[0] == "note" and "partial file" in c[1]] == [
+        f"note: {out / rel}: removed, a partial file left by that run" for rel in left]
+    assert not outcome.unsaved
+
+
+def test_a_folder_that_cannot_be_searched_for_a_killed_runs_temp_files_is_named(tmp_path, fake, monkeypatch):
+    """A folder under --out that cannot be listed may hold temp files of the killed run: said, and the run exits as
+    one that left a file of its own (os.walk had passed over it in silence)."""
+    import errno
+
+    root, out = scans(tmp_path), tmp_path / "out"
+    put(out / "album 1" / ".b.PNG.oldphoto-tmp-9f9f9f9f", b"half")
+    stale_lock(out)
+    real_scandir = os.scandir
+
+    def scandir(folder=None):
+        if isinstance(folder, int) and os.readlink(f"/proc/self/fd/{folder}") == str(out / "album 1"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_scandir(folder) if folder is not None else real_scandir()
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    progress = Recorder()
+    outcome = restore([root], out, progress)
+    assert [c for c in progress.calls if c[0] == "error"] == [
+        ("error", "album 1", "cannot search this folder for the partial files left by that run (Permission denied)")]
+    assert outcome.unsaved and outcome.lost is None and (out / "album 1" / ".b.PNG.oldphoto-tmp-9f9f9f9f").exists()
+
+
 def test_an_output_folder_moved_just_after_its_check_is_not_made_again(tmp_path, stand_in_models, monkeypatch):
     """The folder is moved right after the check before box 2/portrait.tif's first output: the output's folder is made
     in the folder where it now is, not with its parents under the old name (which made the run's output folder

@@ -8,13 +8,14 @@ Public API (see docs/ARCHITECTURE.md):
     Staging(temps=None)                           several writes that replace their paths together (commit)
     TempFiles(root=None, root_fd=None)            a run's temp files in progress: close() removes them, refuses more;
                                                   made, renamed and removed through the folder held open (root_fd)
-    leftover_temps(root, lock_name)               temp files of writes killed before their rename
+    remove_leftover_temps(root, root_fd, lock_name)  remove the temp files of writes killed before their rename,
+                                                  through the folder held open -> Leftover per file (folder)
     provenance_xmp(...) / read_provenance(path) / read_source_sha256(path)
     allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large
     file_buffers(path)                            around one file's work: allocate's notes, its failure as ImageError
 """
 
-from .atomic import Staging, TempFiles, leftover_temps
+from .atomic import Leftover, Staging, TempFiles, remove_leftover_temps
 from .buffers import BUFFER_NOTE, allocate, file_buffers
 from .metadata import Metadata
 from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
@@ -22,7 +23,7 @@ from .reader import FORMATS, ImageInfo, Picture, probe, read, read_metadata, sni
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
-    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Metadata", "Picture", "Provenance", "Staging", "TempFiles",
-    "allocate", "file_buffers", "leftover_temps", "probe", "provenance_xmp", "read", "read_metadata",
-    "read_provenance", "read_source_sha256", "sniff", "to_uint8", "upright", "write",
+    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Leftover", "Metadata", "Picture", "Provenance", "Staging",
+    "TempFiles", "allocate", "file_buffers", "probe", "provenance_xmp", "read", "read_metadata", "read_provenance",
+    "read_source_sha256", "remove_leftover_temps", "sniff", "to_uint8", "upright", "write",
 ]

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 TEMP_MARK = ".oldphoto-tmp-"  # temp files are named ".NAME.oldphoto-tmp-<random>"
 _TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_MARK) + r"[0-9a-f]{8}", re.DOTALL)
@@ -27,16 +28,74 @@ def temp_name(path: Path) -> Path:
     return path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}"
 
 
-def leftover_temps(root: Path, lock_name: str) -> list[Path]:
-    """Temp files under `root` (links not followed) that a write killed before its rename left behind (SIGKILL, a
-    power cut: nothing ran to remove them). Removing them is only safe while no other writer uses `root`: a folder
-    below it holding a file `lock_name` is another output folder, which runs of its own may be writing, and is left
-    out."""
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not os.path.lexists(os.path.join(folder, d, lock_name))]
-        found += [Path(folder) / name for name in files if _TEMP_NAME.fullmatch(name)]
-    return sorted(found)
+class Leftover(NamedTuple):
+    """What remove_leftover_temps() found: a temp file (folder False), removed when error is None, else why not; or a
+    folder it could not search (folder True), with why."""
+    path: Path
+    error: OSError | None
+    folder: bool = False
+
+
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_NOT_A_FOLDER = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # gone, or now a file or a link, since it was listed
+
+
+def remove_leftover_temps(root: Path, root_fd: int, lock_name: str) -> Iterator[Leftover]:
+    """Remove the temp files under `root` that writes killed before their rename left behind (SIGKILL, a power cut:
+    nothing ran to remove them), yielding each in path order as it goes, and each folder that could not be searched.
+    Everything goes through `root_fd`, a descriptor open on `root` (O_PATH will do: the run's lock holds one), not by
+    name: each folder is opened relative to the one above it (O_DIRECTORY | O_NOFOLLOW: links are never followed,
+    a link is never a folder) and a file removed relative to its folder, so that the files removed are those of the
+    folder held wherever it has gone, and of none made under its name. `root` only names them. A file already gone
+    is not yielded, nor a folder gone (or replaced by a file or a link) since it was listed. Removing them is only
+    safe while no other writer uses `root`: a folder below it holding a file `lock_name` is another output folder,
+    which runs of its own may be writing, and is left out. Every descriptor opened is closed by the time the
+    iterator is exhausted or closed (use contextlib.closing when it may be left early)."""
+    yield from _remove_in(Path(os.path.abspath(root)), ".", root_fd, lock_name, top=True)
+
+
+def _remove_in(folder: Path, name: str, parent_fd: int, lock_name: str, top: bool = False) -> Iterator[Leftover]:
+    try:
+        fd = os.open(name, _FOLDER_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        if top or e.errno not in _NOT_A_FOLDER:
+            e.filename, e.filename2 = str(folder), None
+            yield Leftover(folder, e, folder=True)
+        return
+    try:
+        try:
+            if not top and _lexists(lock_name, fd):
+                return  # another output folder
+            with os.scandir(fd) as listing:
+                entries = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing)
+        except OSError as e:
+            e.filename, e.filename2 = str(folder), None
+            yield Leftover(folder, e, folder=True)
+            return
+        for entry, is_folder in entries:  # by name at each level: the order of the paths
+            if is_folder:
+                yield from _remove_in(folder / entry, entry, fd, lock_name)
+            elif _TEMP_NAME.fullmatch(entry):
+                path = folder / entry
+                try:
+                    os.unlink(entry, dir_fd=fd)
+                except FileNotFoundError:
+                    continue  # removed by hand meanwhile: the goal holds
+                except OSError as e:
+                    e.filename, e.filename2 = str(path), None
+                    yield Leftover(path, e)
+                    continue
+                yield Leftover(path, None)
+    finally:
+        os.close(fd)
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class FdStream(io.RawIOBase):

@@ -262,3 +262,91 @@ def test_a_held_folder_deleted_gets_nothing_and_is_not_made_again(tmp_path, agai
     assert (list(out.iterdir()) == []) if again else not out.exists()
     with pytest.raises(KeyboardInterrupt):  # closed: every later call is refused
         temps.makedirs(out / "album")
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _held_path(folder):
+    return os.open(folder, getattr(os, "O_PATH", os.O_RDONLY))  # as the run's lock holds its folder
+
+
+LEFT = [".a.jpg.oldphoto-tmp-0123abcd", "album/.b.png.oldphoto-tmp-9f9f9f9f", "album/deep/.c.tif.oldphoto-tmp-00aa11bb",
+        "z/.d.png.oldphoto-tmp-12345678"]
+
+
+def _leftovers(out):
+    for rel in LEFT + ["notes.oldphoto-tmp-0123abcd", ".x.oldphoto-tmp-draft", "album/b.png",
+                       "other/.e.png.oldphoto-tmp-cafe0123", "other/.oldphoto.lock"]:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(b"half")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_leftover_temps_are_removed_through_the_held_folder_wherever_it_went(tmp_path):
+    """Found and removed through the descriptor, in path order, named by the folder's old path: a folder moved before
+    (or while) they are removed keeps none, a folder made under its name is not touched, a folder with a lock of its
+    own (another run's output folder) and a link to a folder are left out, and no descriptor stays open."""
+    out, moved = tmp_path / "out", tmp_path / "moved"
+    _leftovers(out)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / ".f.png.oldphoto-tmp-0badf00d").write_bytes(b"not under out")
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    (out / ".g.png.oldphoto-tmp-77777777").symlink_to(tmp_path / "elsewhere")  # a link: removed, not followed
+    before = _fds()
+    fd = _held_path(out)
+    try:
+        out.rename(moved)
+        _leftovers(out)  # a folder made in its place: not the run's
+        found = list(atomic.remove_leftover_temps(out, fd, ".oldphoto.lock"))
+    finally:
+        os.close(fd)
+    assert _fds() == before
+    expected = sorted(LEFT + [".g.png.oldphoto-tmp-77777777"])
+    assert found == [atomic.Leftover(out / rel, None) for rel in expected]
+    assert not any((moved / rel).exists() or (moved / rel).is_symlink() for rel in expected)
+    assert all((out / rel).exists() for rel in LEFT)
+    assert (moved / "other" / ".e.png.oldphoto-tmp-cafe0123").exists() and (moved / "album" / "b.png").exists()
+    assert (tmp_path / "elsewhere" / ".f.png.oldphoto-tmp-0badf00d").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_leftover_temps_that_cannot_be_removed_or_searched_are_named_and_no_descriptor_stays_open(tmp_path,
+                                                                                                   monkeypatch):
+    """A file that cannot be removed and a folder that cannot be listed are yielded with why, by their full paths;
+    a folder gone since it was listed is not an error; leaving the walk early closes what it opened."""
+    out = tmp_path / "out"
+    _leftovers(out)
+    real_unlink, real_scandir = os.unlink, os.scandir
+
+    def unlink(name, *, dir_fd=None):
+        if name == ".b.png.oldphoto-tmp-9f9f9f9f":
+            raise PermissionError(errno.EPERM, "Operation not permitted", name)
+        return real_unlink(name, dir_fd=dir_fd)
+
+    def scandir(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/deep"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        listing = real_scandir(fd)
+        if os.readlink(f"/proc/self/fd/{fd}") == str(out) and (out / "z").exists():
+            shutil.rmtree(out / "z")  # gone after its folder was listed
+        return listing
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "scandir", scandir)
+    before = _fds()
+    fd = _held_path(out)
+    try:
+        found = list(atomic.remove_leftover_temps(out, fd, ".oldphoto.lock"))
+        walk = atomic.remove_leftover_temps(out, fd, ".oldphoto.lock")
+        assert next(walk).path == out / LEFT[1]  # the first already removed
+        walk.close()  # left with two folders open
+    finally:
+        os.close(fd)
+    assert _fds() == before
+    assert [(f.path, f.folder, f.error and (f.error.filename, f.error.strerror)) for f in found] == [
+        (out / LEFT[0], False, None),
+        (out / LEFT[1], False, (str(out / LEFT[1]), "Operation not permitted")),
+        (out / "album" / "deep", True, (str(out / "album" / "deep"), "Permission denied"))]
+    assert (out / LEFT[1]).exists() and (out / LEFT[2]).exists()
