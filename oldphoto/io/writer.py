@@ -86,12 +86,12 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     """Write pixels (H, W, 1|3) uint8|uint16 and optional alpha (H, W) to `path` as `fmt`, atomically.
 
     meta: the source's metadata (None: none; meta.frame: how `pixels` relate to the pixels its EXIF and XMP values
-    were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see
-    provenance.provenance_xmp), or a function that makes it from the notes known before the pixels are encoded (what
-    the format cannot hold of the pixels and tags; not those about the packet's own values, nor about segments too
-    large, found as it is written), so the packet can say what the file lacks. jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib
-    level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could not hold
-    (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
+    were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see provenance.provenance_xmp),
+    or a function that makes it from the notes known before the pixels are encoded (what the format cannot hold of
+    the pixels and tags; not those about the packet's own values, nor about segments too large, found as it is
+    written), so the packet can say what the file lacks. jpeg_quality: JPEG, and WebP (100 = lossless WebP).
+    deflate_level: zlib level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could
+    not hold (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
     behind and an existing file at `path` is unchanged. staging: the file stays under its temp name until
     staging.commit() (atomic.Staging: the outputs of one source replace their paths together).
     """
