@@ -31,6 +31,7 @@ from .config import RestoreConfig
 from .errors import ImageError, OldPhotoError, WeightsError, XmpError
 from .io import sidecar as xmp_sidecar
 from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
+from .report import lasting_notes
 from .stages.base import (
     ColorizerStage,
     DetectorStage,
@@ -389,7 +390,8 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
                 source_sha256=made.source_sha256, software=made.software, action="derived",
                 parameters=made.parameters["settings"], models=made.parameters["models"],
                 mask_coverage=made.mask_coverage, document_id=made.document_id, instance_id=made.instance_id,
-                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256)
+                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256,
+                kept_notes=made.notes)
         except XmpError as e:
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
     if target is not None and packet is None:
@@ -595,8 +597,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
     Each output carries an XMP history entry: settings (recorded_settings), models (names + weight sha256), source
-    name + sha256, and the mask's coverage (so a run that recognises the outputs after a lost state file can report
-    it, as a record would).
+    name + sha256, the mask's coverage and the file's lasting notes known as it is written (report.lasting_notes; so
+    a run that recognises the outputs after a lost state file can report them, as a record would).
 
     sidecar: the source's XMP sidecar (content, identity), written to the last of `outputs`, beside the first item
     (the restored photo), with that photo's history entry (io.sidecar), and put in place with the rest; one that
@@ -622,6 +624,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
         except XmpError as e:  # the photo is restored all the same, without it
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
             stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
+    kept: list[str] = []  # the lasting notes the restoration's packet says; its sidecar says the same
     staging = gate.staging() if gate is not None else oio.Staging()
     try:
         for i, (path, (pixels, alpha, fmt, meta)) in enumerate(zip(outputs, items)):
@@ -634,24 +637,41 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 staging.temps.makedirs(path.parent)
             except OSError as e:
                 raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
-            try:
+            def xmp_of(found: list[str], xmp: bytes | None = meta.xmp, first: bool = i == 0) -> bytes | None:
+                """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found`."""
+                known = [*notes, *(n for n in found if n not in notes)]
                 dropped: list[str] = []
-                xmp = oio.provenance_xmp(meta.xmp, notes=dropped, **provenance, **(shared if i == 0 else {}))
+                try:
+                    packet = oio.provenance_xmp(xmp, notes=dropped, kept_notes=lasting_notes(known), **provenance,
+                                                **(shared if first else {}))
+                    if any(n not in known for n in dropped):  # what of the packet it drops (a thumbnail), said too
+                        known += [n for n in dropped if n not in known]
+                        packet = oio.provenance_xmp(xmp, kept_notes=lasting_notes(known), **provenance,
+                                                    **(shared if first else {}))
+                except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
+                    note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"
+                    if note not in notes:
+                        notes.append(note)
+                    return xmp
                 notes.extend(n for n in dropped if n not in notes)
-            except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
-                xmp = meta.xmp
-                note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"
-                if note not in notes:
-                    notes.append(note)
+                if first:
+                    kept[:] = lasting_notes(known)
+                return packet
+
             try:
                 result = oio.write(path, pixels, alpha, fmt, meta, jpeg_quality=cfg.jpeg_quality,
-                                   software=software, provenance_xmp=xmp, staging=staging)
+                                   software=software, provenance_xmp=xmp_of, staging=staging)
             except ImageError as e:  # the run names the source: say which of its outputs failed
                 raise ImageError(path, f"{path}: {e.reason}") from e
             notes.extend(str(n) for n in result or [] if str(n) not in notes)
         if packet is not None:
             if gate is not None:
                 gate.check()
+            if kept:  # the restoration's notes, as its packet says them (known once it was written)
+                (data, read), (pixels, _, fmt, meta) = sidecar, items[0]
+                packet = xmp_sidecar.carried_packet(
+                    data, sidecar_name=read.name, meta=meta, width=pixels.shape[1], height=pixels.shape[0], fmt=fmt,
+                    notes=[], **provenance, **shared, kept_notes=tuple(kept))
             xmp_sidecar.write_sidecar(outputs[-1], packet, staging)
         try:
             with gate.entry(src) if gate is not None else nullcontext():

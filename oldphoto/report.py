@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
 from .io.atomic import TempFiles, write_bytes
+from .io.buffers import BUFFER_NOTE
 
 # done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
 # ("interrupted") and the files it never reached ("pending").
@@ -15,6 +17,14 @@ STATUSES = ("done", "skipped", "failed", "interrupted", "pending")
 # how a note about the run's device begins (a tile or batch size reduced), not about a file's outputs: such notes are
 # not kept in the state for the reports of later runs that skip the file
 DEVICE_NOTE = "out of device memory:"
+
+
+def lasting_notes(notes: Iterable[str]) -> tuple[str, ...]:
+    """The notes that stay true of a file's outputs, for the report of a later run that skips it (its state record,
+    and oldphoto:Notes in their XMP for a run that recognises them after a lost state file): the pipeline's, about
+    the outputs (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass,
+    batching) or temp folder (io.buffers), which would read as news in every later report."""
+    return tuple(n for n in notes if not n.startswith((DEVICE_NOTE, BUFFER_NOTE)))
 
 
 @dataclass

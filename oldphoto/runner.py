@@ -26,7 +26,7 @@ from .io.sidecar import is_sidecar_name
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
 from .progress import Progress
-from .report import DEVICE_NOTE, Report
+from .report import Report, lasting_notes
 from .state import STATE_NAME, Record, RunState, SourceId, StateError, now_iso
 from .walk import out_base
 
@@ -378,11 +378,9 @@ def _let_go(gate: CommitGate, progress: Progress) -> None:
 
 
 def _lasting(notes: list[str]) -> tuple[str, ...]:
-    """The notes a record keeps, for the report of a later run that skips the file: the pipeline's, about the outputs
-    (what they lack, how the scan was read); not what befell this run's device (passes.TiledPass, batching) or temp
-    folder (io.buffers), which would read as news in every later report, nor this run's "redone: ..." (not among
-    outcome.notes)."""
-    return tuple(n for n in notes if not n.startswith((DEVICE_NOTE, oio.BUFFER_NOTE)))
+    """The notes a record keeps (report.lasting_notes), for the report of a later run that skips the file; not this
+    run's "redone: ..." (not among outcome.notes)."""
+    return lasting_notes(notes)
 
 
 # --------------------------------------------------------------------------------------------------- where a run writes

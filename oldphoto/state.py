@@ -320,7 +320,8 @@ class RunState:
         must say it carries that one, and describe the first output (the same xmpMM:InstanceID). The images' own
         oldphoto:SidecarSHA256 is not looked at: it says which sidecar went with them when they were made, and a
         sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind; whether one should be beside them is
-        the caller's to judge (planning)."""
+        the caller's to judge (planning). The record's notes are those the first output's XMP keeps (oldphoto:Notes;
+        none in outputs made before they were kept)."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
                                        made or {}, None if sidecar is None else sidecar.sha256)
         if not outputs or len(found) != len(outputs):
@@ -333,7 +334,8 @@ class RunState:
         coverage = next((prov.mask_coverage for prov in found.values() if prov.mask_coverage is not None), None)
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
-                      megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar)
+                      megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
+                      notes=found[outputs[0]].notes)
 
     def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
                   sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:

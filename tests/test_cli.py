@@ -1172,6 +1172,48 @@ def test_outputs_of_a_scan_whose_exif_holds_an_xmp_packet_are_recognised_after_a
     assert all(p.read_bytes() == data for p, data in made.items())
 
 
+def test_files_recognised_after_a_lost_state_file_report_the_notes_of_the_run_that_made_them(tmp_path,
+                                                                                           stand_in_models):
+    """A skipped file's report lists what its outputs lack, as the run that made them said; recognised from their
+    XMP after a lost state file, it listed none (the XMP did not hold them), nor did later runs."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import read_provenance
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 240, (40, 50, 4), dtype=np.uint8), "RGBA").save(root / "clear.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg", exif=exif)
+    (root / "turned.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+                                     'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+                                     'rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:format>image/jpeg'
+                                     '</dc:format></rdf:Description></rdf:RDF></x:xmpmeta>')
+    opts = ("--format", "jpeg", "--save-mask", "--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    made = {f["relative"]: f["notes"] for f in report_of(out)["files"]}
+    assert "alpha dropped: JPEG has no transparency" in made["clear.png"]
+    assert any(n.startswith("orientation 6") for n in made["turned.jpg"]), made
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    skipped = {f["relative"]: f["notes"] for f in report_of(out)["files"]}
+    assert skipped == made
+    (out / STATE_NAME).unlink()
+    for _ in range(2):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        files = report_of(out)["files"]
+        assert [f["status"] for f in files] == ["skipped", "skipped"]
+        assert {f["relative"]: [n for n in f["notes"] if "recognised from the provenance" not in n]
+                for f in files} == skipped
+    sidecar = next(out.glob("turned*.xmp"))
+    assert read_provenance(sidecar).notes == read_provenance(out / "turned.jpg").notes == tuple(made["turned.jpg"])
+    (root / "turned.xmp").write_text((root / "turned.xmp").read_text().replace("image/jpeg", "image/x-jpeg"))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0  # the sidecar alone rewritten: the same notes
+    assert read_provenance(sidecar).notes == read_provenance(out / "turned.jpg").notes
+
+
 @pytest.mark.parametrize("mode", [(), ("--only-mask",)])
 def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
     """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a

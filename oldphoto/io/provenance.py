@@ -1,8 +1,9 @@
 """Provenance of a derivative, recorded in XMP as archives expect: the source's packet is kept and gets
 an xmpMM:History event (action, softwareAgent, when, parameters), xmpMM:DerivedFrom (source file name and
 its XMP ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256), the SHA-256 of the source's
-XMP sidecar when one was carried beside the derivative (oldphoto:SidecarSHA256) and, when a defect mask was made,
-the percent of pixels it marked (oldphoto:MaskCoverage).
+XMP sidecar when one was carried beside the derivative (oldphoto:SidecarSHA256), when a defect mask was made,
+the percent of pixels it marked (oldphoto:MaskCoverage), and the run's lasting notes on the file (oldphoto:Notes, an
+rdf:Seq: what the derivative lacks, how the scan was read; at most NOTES_LIMIT bytes of them).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +51,9 @@ _FILE_LAYOUT = tuple(f"{{{ns}}}{local}" for ns, names in (
 _XMP_THUMBNAILS = f"{{{NS['xmp']}}}Thumbnails"
 # prefixes for the namespaces a packet does not declare itself
 PREFERRED = {uri: p for p, uri in NS.items()} | {xmp_tree.XMP_NOTE_NS: "xmpNote"}
+# the most bytes (UTF-8) of notes an oldphoto:Notes holds: a JPEG's main XMP packet (64 KB, with the history of
+# earlier tools) stays in one segment for them; those past it are left out, a last entry saying how many
+NOTES_LIMIT = 4096
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -104,7 +108,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
                    models: Mapping[str, object] | None = None, when: datetime | None = None,
                    mask_coverage: float | None = None, notes: list[str] | None = None,
                    sidecar_sha256: str | None = None, document_id: str | None = None,
-                   instance_id: str | None = None, metadata_date: datetime | None = None) -> bytes:
+                   instance_id: str | None = None, metadata_date: datetime | None = None,
+                   kept_notes: Sequence[str] = ()) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -113,6 +118,9 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     mask_coverage: percent of the pixels the defect mask marked (a result, not a setting: it stays out of the
     parameters, whose fingerprint decides what is up to date); None writes none.
     notes: gets a line for what of the source's packet is dropped other than restated file layout (a thumbnail).
+    kept_notes: the run's notes on the file that stay true of the derivative (report.lasting_notes), written as
+    oldphoto:Notes (at most NOTES_LIMIT bytes: see capped_notes) so that a run that recognises it after a lost state
+    file reports them as a record would; none writes none.
     sidecar_sha256: of the source's XMP sidecar carried beside the derivative (io.sidecar), None when none was.
     document_id / instance_id: the derivative's xmpMM ids (new ones when None): its embedded packet and its sidecar
     describe one file, so they share them (and `when`).
@@ -148,7 +156,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     original = _pop_simple(descriptions, _q("xmpMM", "OriginalDocumentID")) or source_document
     # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
-                 _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage")):
+                 _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage"), _q("oldphoto", "Notes")):
         _pop_simple(descriptions, prop)
     for prop in _FILE_LAYOUT:  # the derivative's own tags say these
         _pop_simple(descriptions, prop)
@@ -182,6 +190,10 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         _add(target, _q("oldphoto", "SidecarSHA256"), sidecar_sha256)
     if mask_coverage is not None:
         _add(target, _q("oldphoto", "MaskCoverage"), repr(float(mask_coverage)))  # repr: read back exactly
+    if kept_notes:
+        listed = _add(_add(target, _q("oldphoto", "Notes")), _q("rdf", "Seq"))
+        for note in capped_notes(kept_notes):
+            _add(listed, _q("rdf", "li"), note)
 
     if history is None:
         history = _add(target, _q("xmpMM", "History"))
@@ -202,6 +214,19 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     return xmp_tree.wrap(xmp_tree.serialize(root, prefixes, PREFERRED))
 
 
+def capped_notes(notes: Sequence[str]) -> list[str]:
+    """`notes` as oldphoto:Notes holds them: in order while their UTF-8 bytes stay within NOTES_LIMIT, then, when some
+    do not fit, one entry saying how many were left out."""
+    kept: list[str] = []
+    size = 0
+    for i, note in enumerate(notes):
+        size += len(note.encode("utf-8", "surrogatepass"))
+        if size > NOTES_LIMIT:
+            return kept + [f"{len(notes) - i} more note(s) not kept in the XMP"]
+        kept.append(note)
+    return kept
+
+
 @dataclass(frozen=True)
 class Provenance:
     """What oldphoto recorded in a derivative's XMP (provenance_xmp)."""
@@ -219,6 +244,7 @@ class Provenance:
     # that event's stEvt:instanceID: the instance oldphoto made; another than instance_id when a tool saved the file
     # since without recording a step of its own
     event_instance_id: str | None = None
+    notes: tuple[str, ...] = ()  # oldphoto:Notes: the run's lasting notes on the file; () when none (or before kept)
 
 
 # an XMP sidecar larger than this is not one (a misnamed file): never read into memory whole
@@ -293,8 +319,11 @@ def read_provenance(path: str | Path) -> Provenance | None:
           for local in ("DocumentID", "InstanceID")}
     when = (last.findtext(_q("stEvt", "when")) or "").strip() or None
     event_instance = (last.findtext(_q("stEvt", "instanceID")) or "").strip() or None
+    notes = next((tuple(li.text or "" for li in seq.findall(_q("rdf", "li")))
+                  for d in descriptions for listed in d.findall(_q("oldphoto", "Notes"))
+                  for seq in listed.findall(_q("rdf", "Seq"))), ())
     return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"),
-                      mm["DocumentID"], mm["InstanceID"], when, event_instance)
+                      mm["DocumentID"], mm["InstanceID"], when, event_instance, notes)
 
 
 def _percent(text: str | None) -> float | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +81,17 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 
 def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, meta: Metadata | None,
           *, jpeg_quality: int = 95, software: str = f"oldphoto {__version__}",
-          provenance_xmp: bytes | None = None, deflate_level: int = 6, staging: Staging | None = None) -> list[str]:
+          provenance_xmp: bytes | Callable[[list[str]], bytes | None] | None = None, deflate_level: int = 6,
+          staging: Staging | None = None) -> list[str]:
     """Write pixels (H, W, 1|3) uint8|uint16 and optional alpha (H, W) to `path` as `fmt`, atomically.
 
     meta: the source's metadata (None: none; meta.frame: how `pixels` relate to the pixels its EXIF and XMP values
-    were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see
-    provenance.provenance_xmp). jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib
-    level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could not hold
-    (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
+    were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see provenance.provenance_xmp),
+    or a function that makes it from the notes known before the pixels are encoded (what the format cannot hold of
+    the pixels and tags; not those about the packet's own values, nor about segments too large, found as it is
+    written), so the packet can say what the file lacks. jpeg_quality: JPEG, and WebP (100 = lossless WebP).
+    deflate_level: zlib level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could
+    not hold (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
     behind and an existing file at `path` is unchanged. staging: the file stays under its temp name until
     staging.commit() (atomic.Staging: the outputs of one source replace their paths together).
     """
@@ -101,7 +105,6 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
     meta = meta if meta is not None else Metadata()
-    xmp = provenance_xmp if provenance_xmp is not None else meta.xmp
     h, w = pixels.shape[:2]
     if fmt in _MAX_SIDE and max(h, w) > _MAX_SIDE[fmt]:
         raise ImageError(path, f"{fmt} cannot hold {w} x {h} pixels (at most {_MAX_SIDE[fmt]} a side)")
@@ -113,11 +116,23 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
         meta = dataclasses.replace(meta, icc=None)
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
-    if xmp:
-        xmp = map_xmp(xmp, meta.frame, ifd0, w, h, notes)  # its copies of EXIF values in pixels agree with ifd0's
     # Photoshop image resources go where the source kept them (TIFF 34377, JPEG APP13, PNG raw profile); a file
     # without them gets only its IPTC, as before
     resources = carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes) if meta.photoshop else None
+    if fmt in ("JPEG", "WEBP") and pixels.dtype == np.uint16:
+        notes.append(f"16-bit reduced to 8-bit: {fmt} holds 8 bits per sample")
+    if fmt == "JPEG" and alpha is not None:
+        notes.append("alpha dropped: JPEG has no transparency")
+    others = [r for r, _, _ in resources or [] if r != IPTC_RESOURCE and r != 0x0425]
+    if fmt == "WEBP" and others:
+        notes.append(f"Photoshop image resource(s) {', '.join(map(resource_name, others))} not written: WEBP cannot "
+                     "hold them")
+    if callable(provenance_xmp):
+        xmp = provenance_xmp(list(notes))
+    else:
+        xmp = provenance_xmp if provenance_xmp is not None else meta.xmp
+    if xmp:
+        xmp = map_xmp(xmp, meta.frame, ifd0, w, h, notes)  # its copies of EXIF values in pixels agree with ifd0's
     try:
         with atomic_output(path, staging) as out:
             if fmt == "TIFF":
@@ -125,18 +140,10 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
             elif fmt == "PNG":
                 _write_png(out, pixels, alpha, meta, xmp, T.build_exif(ifd0, order), resources, deflate_level)
             else:
-                if pixels.dtype == np.uint16:
-                    notes.append(f"16-bit reduced to 8-bit: {fmt} holds 8 bits per sample")
                 pixels8 = to_uint8(pixels)
                 if fmt == "JPEG":
-                    if alpha is not None:
-                        notes.append("alpha dropped: JPEG has no transparency")
                     _write_jpeg(out, pixels8, meta, xmp, T.build_exif(ifd0, order), resources, jpeg_quality, notes)
                 else:
-                    others = [r for r, _, _ in resources or [] if r != IPTC_RESOURCE and r != 0x0425]
-                    if others:
-                        notes.append(f"Photoshop image resource(s) {', '.join(map(resource_name, others))} not "
-                                     "written: WEBP cannot hold them")
                     _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp,
                                 T.build_exif(ifd0, order), jpeg_quality, notes)
     except OSError as e:

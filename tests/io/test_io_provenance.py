@@ -353,3 +353,39 @@ def test_read_provenance_is_none_for_a_bigtiff_whose_directory_lies_beyond_any_f
     with open(path, "rb") as f, pytest.raises(SlotError):
         read_xmp_slot(f)
     assert read_provenance(path) is None
+
+
+NOTES = ("orientation 6 applied: pixels are stored upright", "alpha dropped: JPEG has no transparency",
+         "CMYK converted to RGB with the plain formula (approximate colours) <&> \u00e9")
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("TIFF", ".tif"), ("JPEG", ".jpg"), ("WEBP", ".webp")])
+def test_kept_notes_are_written_as_oldphoto_notes_and_read_back_in_order(tmp_path, fmt, suffix):
+    ours = _build(XMP, kept_notes=NOTES, mask_coverage=1.5)
+    path = tmp_path / f"n{suffix}"
+    write(path, gradient(16, 24, 3, np.uint8), None, fmt, Metadata(), provenance_xmp=ours)
+    prov = read_provenance(path)
+    assert prov is not None and prov.notes == NOTES and prov.mask_coverage == 1.5
+    again = _build(ours, kept_notes=NOTES[:1])  # a derivative of it: its notes replace the source's
+    assert len(ET.fromstring(again).findall(".//oldphoto:Notes", NS)) == 1
+    older = tmp_path / f"old{suffix}"  # written before notes were kept: none, recognised all the same
+    write(older, gradient(16, 24, 3, np.uint8), None, fmt, Metadata(), provenance_xmp=_build(XMP))
+    assert read_provenance(older).notes == () and read_provenance(older).source_sha256 == SHA
+
+
+def test_notes_of_a_jpeg_whose_history_goes_to_extended_xmp_are_read_back(tmp_path):
+    packet = None
+    for _ in range(200):  # another tool's edits: a history over one JPEG segment
+        packet = _build(packet, software="Adobe Photoshop CC")
+    many = tuple(f"note {i}: " + "x" * 90 for i in range(60))  # past the cap: the last entry says how many
+    ours = _build(packet, kept_notes=many)
+    assert len(ours) > 65000
+    path = tmp_path / "big.jpg"
+    assert write(path, gradient(16, 24, 3, np.uint8), None, "JPEG", Metadata(), provenance_xmp=ours) == []
+    data = path.read_bytes()
+    assert data.count(b"http://ns.adobe.com/xmp/extension/\0") >= 2
+    prov = read_provenance(path)
+    assert prov is not None and prov.software == "oldphoto 0.1.0"
+    kept = sum(len(n.encode()) for n in prov.notes[:-1])
+    assert prov.notes[:-1] == many[:len(prov.notes) - 1] and 4096 - 100 < kept <= 4096
+    assert prov.notes[-1] == f"{len(many) - len(prov.notes) + 1} more note(s) not kept in the XMP"
