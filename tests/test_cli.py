@@ -2057,20 +2057,12 @@ def test_a_sidecar_named_for_an_image_in_another_case_is_noted_on_it(tmp_path, f
             "lower.JPG.xmp to carry it") in lower["notes"]
 
 
-def test_an_unreadable_sidecar_is_tried_again_only_once_it_changed(tmp_path, stand_in_models, monkeypatch):
-    """A scan's sidecar whose read fails (permissions: as root a chmod does not stop a read, so the read is replaced)
-    is recorded as it is: later runs skip the file, with the note, until a chmod (its ctime) or an edit moves it; then
-    only the sidecar is written. Before, every run was a sidecar-only job "sidecar added", forever."""
-    import restore_samples
-
+def _deny_sidecar_reads(monkeypatch, *names: str) -> set[str]:
+    """Sidecars of these names cannot be read (as root a chmod does not stop a read, so the read is replaced); the set
+    returned is live: clear it and they can be read again."""
     import oldphoto.io.sidecar as sidecar_io
 
-    calls = []
-    detect = restore_samples.WhiteDetector.__call__
-    monkeypatch.setattr(restore_samples.WhiteDetector, "__call__",
-                        lambda self, t: (calls.append(1), detect(self, t))[1])
-    read = sidecar_io.read_sidecar_bytes
-    denied = {"street.png.xmp"}
+    read, denied = sidecar_io.read_sidecar_bytes, set(names)
 
     def reading(path):
         if Path(path).name in denied:
@@ -2078,6 +2070,20 @@ def test_an_unreadable_sidecar_is_tried_again_only_once_it_changed(tmp_path, sta
         return read(path)
 
     monkeypatch.setattr(sidecar_io, "read_sidecar_bytes", reading)
+    return denied
+
+
+def test_an_unreadable_sidecar_is_tried_again_only_once_it_changed(tmp_path, stand_in_models, monkeypatch):
+    """A scan's sidecar whose read fails (permissions: as root a chmod does not stop a read, so the read is replaced)
+    is recorded as it is: later runs skip the file, with the note, until a chmod (its ctime) or an edit moves it; then
+    only the sidecar is written. Before, every run was a sidecar-only job "sidecar added", forever."""
+    import restore_samples
+
+    calls = []
+    detect = restore_samples.WhiteDetector.__call__
+    monkeypatch.setattr(restore_samples.WhiteDetector, "__call__",
+                        lambda self, t: (calls.append(1), detect(self, t))[1])
+    denied = _deny_sidecar_reads(monkeypatch, "street.png.xmp")
     root, out, opts = _restored_scans(tmp_path, {"street.png.xmp": "Main street"})
     note = "XMP sidecar street.png.xmp not carried: cannot read: Permission denied"
     assert note in report_of(out)["files"][1]["notes"] and not (out / "street.png.xmp").exists()
@@ -2121,17 +2127,8 @@ def test_an_unreadable_sidecar_replaced_by_a_file_too_large_to_be_one_is_not_sai
     """The dry run and the run's reason say what the run finds: a file too large to be a sidecar is not read, so it is
     "changed", not "readable again"; then it is recorded as it is and skipped."""
     import oldphoto.io.provenance as provenance
-    import oldphoto.io.sidecar as sidecar_io
 
-    read = sidecar_io.read_sidecar_bytes
-    denied = {"street.png.xmp"}
-
-    def reading(path):
-        if Path(path).name in denied:
-            raise ImageError(path, "cannot read: Permission denied")
-        return read(path)
-
-    monkeypatch.setattr(sidecar_io, "read_sidecar_bytes", reading)
+    denied = _deny_sidecar_reads(monkeypatch, "street.png.xmp")
     root, out, opts = _restored_scans(tmp_path, {"street.png.xmp": "Main street"})
     assert RunState.load(out).records["street.png"].sidecar.unreadable
     denied.clear()
