@@ -88,12 +88,13 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     meta: the source's metadata (None: none; meta.frame: how `pixels` relate to the pixels its EXIF and XMP values
     were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see provenance.provenance_xmp),
     or a function that makes it from the notes known before the pixels are encoded (what the format cannot hold of
-    the pixels and tags; not those about the packet's own values, nor about segments too large, found as it is
-    written), so the packet can say what the file lacks. jpeg_quality: JPEG, and WebP (100 = lossless WebP).
-    deflate_level: zlib level for PNG and TIFF (1 fastest, 9 smallest). Returns notes on anything the format could
-    not hold (bit depth, alpha, metadata). Raises ImageError if the file cannot be written; then nothing is left
-    behind and an existing file at `path` is unchanged. staging: the file stays under its temp name until
-    staging.commit() (atomic.Staging: the outputs of one source replace their paths together).
+    the pixels and tags; called again with those about the packet's own values when mapping it drops some; not those
+    about JPEG segments too large, found as it is written), so the packet can say what the file lacks.
+    jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib level for PNG and TIFF (1 fastest, 9
+    smallest). Returns notes on anything the format could not hold (bit depth, alpha, metadata). Raises ImageError
+    if the file cannot be written; then nothing is left behind and an existing file at `path` is unchanged.
+    staging: the file stays under its temp name until staging.commit() (atomic.Staging: the outputs of one source
+    replace their paths together).
     """
     if not 0 <= deflate_level <= 9:
         raise ValueError(f"deflate_level must be in [0, 9], got {deflate_level}")
@@ -127,12 +128,23 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     if fmt == "WEBP" and others:
         notes.append(f"Photoshop image resource(s) {', '.join(map(resource_name, others))} not written: WEBP cannot "
                      "hold them")
+    if fmt == "WEBP" and pixels.shape[2] == 1:
+        notes.append("gray stored as RGB: WEBP has no gray mode")
     if callable(provenance_xmp):
         xmp = provenance_xmp(list(notes))
+        mapped = list(notes)
+        if xmp:
+            mapped_xmp = map_xmp(xmp, meta.frame, ifd0, w, h, mapped)
+            if mapped != notes:  # what of its own values it drops is said in it too: made again with those notes
+                xmp = provenance_xmp(list(mapped))
+                mapped = list(notes)
+                mapped_xmp = map_xmp(xmp, meta.frame, ifd0, w, h, mapped) if xmp else xmp
+            xmp = mapped_xmp
+        notes[:] = mapped
     else:
         xmp = provenance_xmp if provenance_xmp is not None else meta.xmp
-    if xmp:
-        xmp = map_xmp(xmp, meta.frame, ifd0, w, h, notes)  # its copies of EXIF values in pixels agree with ifd0's
+        if xmp:
+            xmp = map_xmp(xmp, meta.frame, ifd0, w, h, notes)  # its copies of EXIF values in pixels agree with ifd0's
     try:
         with atomic_output(path, staging) as out:
             if fmt == "TIFF":
@@ -305,10 +317,8 @@ def _jfif_aspect(out, start: int, aspect: tuple[int, int], notes: list[str]) -> 
 
 
 def _write_webp(out, pixels8, alpha8, meta: Metadata, xmp, exif: bytes, quality: int, notes: list[str]) -> None:
-    if pixels8.shape[2] == 1:
-        notes.append("gray stored as RGB: WEBP has no gray mode")
-        if alpha8 is None:
-            pixels8 = np.repeat(pixels8, 3, axis=2)
+    if pixels8.shape[2] == 1 and alpha8 is None:  # "gray stored as RGB" is noted by write(), before the XMP is made
+        pixels8 = np.repeat(pixels8, 3, axis=2)
     kwargs: dict = {"exif": exif, "lossless": quality == 100, "quality": quality, "exact": True}
     if meta.icc:
         kwargs["icc_profile"] = meta.icc

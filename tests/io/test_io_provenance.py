@@ -389,3 +389,23 @@ def test_notes_of_a_jpeg_whose_history_goes_to_extended_xmp_are_read_back(tmp_pa
     kept = sum(len(n.encode()) for n in prov.notes[:-1])
     assert prov.notes[:-1] == many[:len(prov.notes) - 1] and 4096 - 100 < kept <= 4096
     assert prov.notes[-1] == f"{len(many) - len(prov.notes) + 1} more note(s) not kept in the XMP"
+
+
+@pytest.mark.parametrize("case", ["gray webp", "xmp value dropped"])
+def test_a_packet_made_from_the_writers_notes_says_every_one_of_them(tmp_path, case):
+    """A packet made by a function from the notes the writer knows holds them all as oldphoto:Notes: "gray stored as
+    RGB" (noted as the WEBP was encoded, after the packet was made) and what of the packet's own EXIF copies the
+    pixels' frame drops (noted as it was mapped) were missing from it."""
+    from oldphoto.io.pixel_tags import PixelFrame
+
+    if case == "gray webp":
+        pixels, fmt, meta = np.zeros((20, 30, 1), np.uint8), "WEBP", Metadata()
+    else:
+        area = "<exif:SubjectArea><rdf:Seq>" + "".join(f"<rdf:li>{v}</rdf:li>" for v in range(5)) + "</rdf:Seq>"
+        source = _packet(b'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/">'
+                         + area.encode() + b"</exif:SubjectArea></rdf:Description>")
+        pixels, fmt, meta = np.zeros((20, 30, 3), np.uint8), "PNG", Metadata(xmp=source, frame=PixelFrame(2))
+    out = tmp_path / f"made.{fmt.lower()}"
+    notes = write(out, pixels, None, fmt, meta,
+                  provenance_xmp=lambda found: _build(meta.xmp, kept_notes=found))
+    assert notes and read_provenance(out).notes == tuple(notes)
