@@ -65,7 +65,8 @@ class Report:
     models: dict = field(default_factory=dict)  # {stage: {"name", "sha256"}}
     device: str | None = None
     interrupted: bool = False
-    stopped: str | None = None  # why the run stopped short other than by a signal (its output folder lost), one line
+    stopped: str | None = None  # why the run stopped short other than by a signal (its output folder lost, its state
+    # file unreadable or not rewritable: then no file is listed), one line
     batches: dict = field(default_factory=dict)  # device calls, tiles, tiles per call, calls shared by photos
     results: list[FileResult] = field(default_factory=list)
     version: str = __version__

@@ -88,8 +88,8 @@ class Batch:
     def run(self) -> Outcome:
         """Plan and run the batch. Raises BadArgument or CannotRun when it cannot start (its device or models: nothing
         written, --out not even made; --out locked by a live run or not made: nothing written; its state file that
-        cannot be read or rewritten: the report, listing no file, written all the same) or its report cannot be written;
-        KeyboardInterrupt when stopped outside listen()."""
+        cannot be read or rewritten: the report, listing no file, written all the same, its `stopped` saying why) or
+        its report cannot be written; KeyboardInterrupt when stopped outside listen()."""
         t0 = time.monotonic()
         out, progress, stop = self.out, self.progress, self.stop
         report = Report(out_dir=str(out), inputs=[str(p) for p in self.inputs], settings=self.cfg.settings(),
@@ -112,10 +112,11 @@ class Batch:
                 unsaved = not self._remove_leftovers(lock)
             try:
                 state = RunState.open(out, lock.folder_fd)  # a record looks at the outputs in the folder locked
-            except StateError as e:
-                raise CannotRun(str(e)) from None
-            except OSError as e:  # e.g. a full disk: compacting it at the start needs a new copy
-                raise CannotRun(f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})") from None
+            except (StateError, OSError) as e:
+                # the report written all the same says why it lists no file: not a run that found nothing to do
+                report.stopped = str(e) if isinstance(e, StateError) else (  # e.g. a full disk: compacting needs a copy
+                    f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})")
+                raise CannotRun(report.stopped) from None
             if state.dropped_torn_line:
                 progress.note("note: the previous run stopped while saving its state; its last file will be redone")
             stop.listen()

@@ -1637,6 +1637,18 @@ def test_a_file_whose_record_cannot_be_saved_fails_alone(tmp_path, fake, monkeyp
     assert lines[-1] == "" and [json.loads(line).get("rel") for line in lines[1:-1]] == ["a.jpg", "album 1/deep/c.tif"]
 
 
+def test_a_state_file_that_cannot_be_read_stops_the_run_and_its_report_says_why(tmp_path, fake):
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    (out / STATE_NAME).write_text("garbage{\n")
+    r = run("restore", root, "--out", out, "-q")
+    why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
+           f"and rerun with --overwrite to rebuild it")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}"] and len(fake.calls) == 3
+    rep = report_of(out)
+    assert rep["files"] == [] and rep["stopped"] == why and not (out / LOCK_NAME).exists()
+
+
 @pytest.mark.parametrize("when", ["start", "end"])
 def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake, monkeypatch, when):
     """No room for the compact copy of the state file (a full disk): at the start the run does not start, at the end
@@ -1657,6 +1669,8 @@ def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake,
     if when == "start":
         assert errors == [f"error: {out / STATE_NAME}: cannot write the state file (No space left on device)"]
         assert fake.calls == [] and not (out / LOCK_NAME).exists()
+        rep = report_of(out)  # says why it lists no file, for a monitor that reads only the report
+        assert rep["files"] == [] and rep["stopped"] == errors[0].removeprefix("error: ")
     else:
         assert errors == [f"error: {out / STATE_NAME}: cannot rewrite it compactly (No space left on device); the "
                           f"records appended during the run are kept"]
