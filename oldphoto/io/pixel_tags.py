@@ -192,16 +192,12 @@ def _exif_values(ifd0: T.Ifd) -> dict[str, str | list[str]]:
     return out
 
 
-def _mentions(packet: bytes) -> bool:
-    return any(name.encode(codec) in packet for name in _XMP_NAMES for codec in ("utf-8", "utf-16-le", "utf-16-be"))
-
-
 def map_xmp(packet: bytes, frame: PixelFrame, ifd0: T.Ifd, width: int, height: int, notes: list[str]) -> bytes:
     """The XMP packet with its exif:SubjectArea, exif:SubjectLocation and exif:FocalPlaneX/YResolution for the
     derivative: the value `ifd0` (the EXIF written) holds, else their own mapped as map_exif maps EXIF; dropped with
     a note when that fails. Its face and person regions and a Camera Raw crop likewise (xmp_regions). The packet
     comes back as it is when nothing in it changes."""
-    if frame.identity or not (_mentions(packet) or xmp_regions.mentions(packet)):
+    if frame.identity or not xmp_tree.names_any(packet, _XMP_NAMES + xmp_regions.NAMESPACES):
         return packet
     try:
         root, prefixes = xmp_tree.parse(packet, "XMP")

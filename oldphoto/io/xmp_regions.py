@@ -52,16 +52,11 @@ MPRI = "http://ns.microsoft.com/photo/1.2/t/RegionInfo#"
 MPREG = "http://ns.microsoft.com/photo/1.2/t/Region#"
 IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 CRS = "http://ns.adobe.com/camera-raw-settings/1.0/"
-NAMESPACES = (MWG_RS, MP, IPTC_EXT, CRS)
+NAMESPACES = (MWG_RS, MP, IPTC_EXT, CRS)  # a packet naming none holds no region nor crop: left unparsed
 _RDF = xmp_tree.RDF_NS
 _DESCRIPTION, _LI = f"{{{_RDF}}}Description", f"{{{_RDF}}}li"
 _ARRAYS = tuple(f"{{{_RDF}}}{a}" for a in ("Bag", "Seq", "Alt"))
 _MIRRORS = (2, 4, 5, 7)  # the orientations that mirror the image (the others only turn it)
-
-
-def mentions(packet: bytes) -> bool:
-    """Could the packet hold regions or a Camera Raw crop (one of their namespaces is named)?"""
-    return any(ns.encode(codec) in packet for ns in NAMESPACES for codec in ("utf-8", "utf-16-le", "utf-16-be"))
 
 
 class _Bad(ValueError):

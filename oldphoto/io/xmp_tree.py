@@ -45,6 +45,12 @@ _PHOTOSHOP_HISTORY = "{http://ns.adobe.com/photoshop/1.0/}History"
 _MM_HISTORY = f"{{{_MM_NS}}}History"
 
 
+def names_any(packet: bytes, names: tuple[str, ...]) -> bool:
+    """Could `packet` hold one of `names` (properties, namespaces)? A byte search in each encoding a packet may be
+    written in, so that a packet holding none is passed over without being parsed."""
+    return any(name.encode(codec) in packet for name in names for codec in ("utf-8", "utf-16-le", "utf-16-be"))
+
+
 def parse(packet: bytes, source_name: str) -> tuple[ET.Element, dict[str, str]]:
     """(root element, {namespace uri: prefix as the packet wrote it}); XmpError when it cannot be parsed."""
     body = re.sub(rb"<\?xpacket[^>]*\?>", b"", packet)
