@@ -312,12 +312,12 @@ class Batch:
             if job.made is not None:
                 record, outputs = _sidecar_record(job.base, outcome, state)
                 outcome = dataclasses.replace(outcome, outputs=outputs)
-            else:
+            else:  # outcome.notes hold no "redone: ..." (the run's reason, not the pipeline's): none is kept
                 record = Record(
                     source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
                     fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
                     height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
-                    finished=now_iso(), notes=_lasting(outcome.notes), sidecar=outcome.sidecar)
+                    finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar)
             state.record(result.relative, record)
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
             try:
@@ -357,7 +357,7 @@ def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tupl
     the notes about the sidecar replaced; those outputs). OSError as outputs_record."""
     kept = [state.out_dir / o.path for o in base.outputs if not is_sidecar_name(o.path)]
     outputs = kept + list(outcome.outputs)
-    notes = tuple(n for n in base.notes if not n.startswith(_SIDECAR_NOTE)) + _lasting(outcome.notes)
+    notes = tuple(n for n in base.notes if not n.startswith(_SIDECAR_NOTE)) + lasting_notes(outcome.notes)
     return dataclasses.replace(base, outputs=state.outputs_record(outputs), sidecar=outcome.sidecar, notes=notes,
                                finished=now_iso()), outputs
 
@@ -376,12 +376,6 @@ def _let_go(gate: CommitGate, progress: Progress) -> None:
     """Close the commit gate (see pipeline.CommitGate.close), saying which temp files it could not remove."""
     for tmp, e in gate.close(_LET_GO_S):
         progress.error(tmp, f"cannot remove this partial file ({e.strerror or e})")
-
-
-def _lasting(notes: list[str]) -> tuple[str, ...]:
-    """The notes a record keeps (report.lasting_notes), for the report of a later run that skips the file; not this
-    run's "redone: ..." (not among outcome.notes)."""
-    return lasting_notes(notes)
 
 
 # --------------------------------------------------------------------------------------------------- where a run writes
