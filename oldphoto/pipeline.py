@@ -615,11 +615,15 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                   "action": "derived", "parameters": settings, "models": described, "mask_coverage": coverage}
     packet = None
     if sidecar is not None:
-        (data, read), (pixels, _, fmt, meta) = sidecar, items[0]
+        (data, read), (photo, _, photo_fmt, photo_meta) = sidecar, items[0]
+
+        def sidecar_packet(said: list[str], **more) -> bytes:  # beside the restored photo, with its history entry
+            return xmp_sidecar.carried_packet(
+                data, sidecar_name=read.name, meta=photo_meta, width=photo.shape[1], height=photo.shape[0],
+                fmt=photo_fmt, notes=said, **provenance, **shared, **more)
+
         try:
-            packet = xmp_sidecar.carried_packet(
-                data, sidecar_name=read.name, meta=meta, width=pixels.shape[1], height=pixels.shape[0], fmt=fmt,
-                notes=notes, **provenance, **shared, sidecar_sha256=read.sha256)
+            packet = sidecar_packet(notes, sidecar_sha256=read.sha256)
             provenance["sidecar_sha256"] = read.sha256  # every output says which sidecar went with them
         except XmpError as e:  # the photo is restored all the same, without it
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
@@ -668,10 +672,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             if gate is not None:
                 gate.check()
             if kept:  # the restoration's notes, as its packet says them (known once it was written)
-                (data, read), (pixels, _, fmt, meta) = sidecar, items[0]
-                packet = xmp_sidecar.carried_packet(
-                    data, sidecar_name=read.name, meta=meta, width=pixels.shape[1], height=pixels.shape[0], fmt=fmt,
-                    notes=[], **provenance, **shared, kept_notes=tuple(kept))
+                packet = sidecar_packet([], kept_notes=tuple(kept))
             xmp_sidecar.write_sidecar(outputs[-1], packet, staging)
         try:
             with gate.entry(src) if gate is not None else nullcontext():
