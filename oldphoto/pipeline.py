@@ -396,31 +396,11 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
     if target is not None and packet is None:
         stale = [*stale, target]  # an earlier one there no longer goes with the photo
-    with timed(seconds, "write", cpu):
-        staging = commit_gate.staging() if commit_gate is not None else oio.Staging()
-        try:
-            if packet is not None:
-                if commit_gate is not None:
-                    commit_gate.check()
-                try:
-                    staging.temps.makedirs(target.parent)
-                except OSError as e:
-                    raise ImageError(target, f"cannot create the output folder {target.parent}: {e.strerror or e}"
-                                     ) from e
-                xmp_sidecar.write_sidecar(target, packet, staging)
-            try:
-                with commit_gate.entry(src) if commit_gate is not None else nullcontext():
-                    staging.commit()
-                    _remove(stale, staging.temps)
-            except OSError as e:
-                failed = e.filename or target
-                raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
-        except ImageError:
-            if commit_gate is not None:  # as _write_all: a folder lost meanwhile is why (FolderLost)
-                commit_gate.check()
-            raise
-        finally:
-            staging.discard()
+    with timed(seconds, "write", cpu), _staged(commit_gate) as staging:
+        if packet is not None:
+            _make_folder(target, staging, commit_gate)
+            xmp_sidecar.write_sidecar(target, packet, staging)
+        _put_in_place(staging, commit_gate, src, stale, target)
     width, height = size
     return FileOutcome(outputs=[target] if packet is not None else [], width=width, height=height,
                        megapixels=width * height / 1e6, seconds=seconds, mask_coverage=made.mask_coverage,
@@ -629,18 +609,10 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
             stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     kept: list[str] = []  # the lasting notes the restoration's packet says; its sidecar says the same
-    staging = gate.staging() if gate is not None else oio.Staging()
-    try:
+    with _staged(gate) as staging:
         for i, (path, (pixels, alpha, fmt, meta)) in enumerate(zip(outputs, items)):
-            # before each output's folders are made with their parents: an output folder deleted meanwhile (while the
-            # model ran, or while the output before this one was written) is not made again (nor, later, by the
-            # making itself: it goes through the folder the run holds, staging.temps)
-            if gate is not None:
-                gate.check()
-            try:
-                staging.temps.makedirs(path.parent)
-            except OSError as e:
-                raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
+            _make_folder(path, staging, gate)
+
             def xmp_of(found: list[str], xmp: bytes | None = meta.xmp, first: bool = i == 0) -> bytes | None:
                 """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found`."""
                 known = [*notes, *(n for n in found if n not in notes)]
@@ -674,20 +646,50 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             if kept:  # the restoration's notes, as its packet says them (known once it was written)
                 packet = sidecar_packet([], kept_notes=tuple(kept))
             xmp_sidecar.write_sidecar(outputs[-1], packet, staging)
-        try:
-            with gate.entry(src) if gate is not None else nullcontext():
-                staging.commit()
-                _remove(stale, staging.temps)
-        except OSError as e:
-            failed = e.filename or outputs[0]
-            raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
+        _put_in_place(staging, gate, src, stale, outputs[0])
+    return packet is not None
+
+
+@contextmanager
+def _staged(gate: CommitGate | None) -> Iterator[oio.Staging]:
+    """The staging of one source's outputs (through the gate's temp files when there is a gate); what is left staged
+    is removed on the way out (after a commit nothing is; through the folder held, wherever it went). An ImageError
+    meanwhile asks the gate once more: the output folder deleted meanwhile (even as the outputs went in) is why, and
+    the photo did not fail, the run was stopped (FolderLost, chained to the error)."""
+    staging = gate.staging() if gate is not None else oio.Staging()
+    try:
+        yield staging
     except ImageError:
-        if gate is not None:  # the output folder deleted meanwhile (even as the outputs went in) is why: the photo
-            gate.check()  # did not fail, the run was stopped (FolderLost, chained to the error)
+        if gate is not None:
+            gate.check()
         raise
     finally:
-        staging.discard()  # after a commit nothing is left to remove; through the folder held, wherever it went
-    return packet is not None
+        staging.discard()
+
+
+def _make_folder(path: Path, staging: oio.Staging, gate: CommitGate | None) -> None:
+    """Make the folders of output `path`, after asking the gate: an output folder deleted meanwhile (while the model
+    ran, or while the output before this one was written) is not made again (nor, later, by the making itself: it
+    goes through the folder the run holds, staging.temps)."""
+    if gate is not None:
+        gate.check()
+    try:
+        staging.temps.makedirs(path.parent)
+    except OSError as e:
+        raise ImageError(path, f"cannot create the output folder {path.parent}: {e.strerror or e}") from e
+
+
+def _put_in_place(staging: oio.Staging, gate: CommitGate | None, src: Path, stale: Sequence[Path], first: Path,
+                  ) -> None:
+    """Commit the staged outputs of `src` through the gate's entry and remove the `stale` files of earlier runs;
+    ImageError naming the output that could not go in (`first` when the error names none)."""
+    try:
+        with gate.entry(src) if gate is not None else nullcontext():
+            staging.commit()
+            _remove(stale, staging.temps)
+    except OSError as e:
+        failed = e.filename or first
+        raise ImageError(failed, f"cannot put {failed} in place: {e.strerror or e}") from e
 
 
 def _remove(stale: Sequence[Path], temps: oio.TempFiles) -> None:
