@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .io.atomic import TempFiles, write_bytes
+from .io.atomic import TempFiles, closing_temps, write_bytes
 from .io.buffers import BUFFER_NOTE
 
 # done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
@@ -98,13 +98,14 @@ class Report:
 
     def write(self, path: Path, temps: TempFiles | None = None) -> None:
         """Write the report as JSON atomically (temp file in the same folder, fsync, os.replace), its folder made when
-        missing. temps: io.TempFiles on the output folder a run holds, for a report inside it: written (its folder
-        made) through that folder, wherever it has gone, never into one made under its name (nor making it again)."""
+        missing. temps: io.TempFiles on the output folder a run holds, for a report inside it, closed by the time this
+        returns: written (its folder made) through that folder, wherever it has gone, never into one made under its
+        name (nor making it again). OSError; PartialFiles when its temp file could not be removed either."""
         path = Path(path)
         data = (json.dumps(self.to_dict(), indent=2, default=str) + "\n").encode()
-        temps = temps if temps is not None else TempFiles()
-        temps.makedirs(path.parent)
-        write_bytes(path, data, temps)
+        with closing_temps(temps if temps is not None else TempFiles()) as temps:
+            temps.makedirs(path.parent)
+            write_bytes(path, data, temps)
 
 
 def load(path: Path) -> dict:

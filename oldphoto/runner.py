@@ -113,6 +113,8 @@ class Batch:
             try:
                 state = RunState.open(out, lock.folder_fd)  # a record looks at the outputs in the folder locked
             except (StateError, OSError) as e:
+                if isinstance(e, OSError):
+                    unsaved = _name_left(e, progress) or unsaved
                 # the report written all the same says why it lists no file: not a run that found nothing to do
                 report.stopped = str(e) if isinstance(e, StateError) else (  # e.g. a full disk: compacting needs a copy
                     f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})")
@@ -163,7 +165,8 @@ class Batch:
     def _settle(self, report: Report, state: RunState | None, lock: OutputLock,
                 lost: FolderLost | None) -> tuple[FolderLost | None, bool]:
         """Rewrite the state compactly, write the report and release the lock, once no file is in flight; -> (the
-        output folder lost, now if not before; whether the state or the lock could not be rewritten or removed).
+        output folder lost, now if not before; whether a file of the run's own could not be rewritten or removed: the
+        state, a temp file of it or of the report, the lock).
         Raises CannotRun when the report cannot be written (the lock is released all the same)."""
         report_path: Path | None = self.report_path
         unsaved = False
@@ -181,6 +184,7 @@ class Batch:
                 state.close(compact=lost is None)
         except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
             unsaved = True
+            _name_left(e, self.progress)
             self.progress.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
                                             f"during the run are kept")
         finally:
@@ -188,6 +192,7 @@ class Batch:
                 if report_path is not None:
                     self._write_report(report, report_path, lock)
             except OSError as e:
+                unsaved = _name_left(e, self.progress) or unsaved
                 raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
                 try:
@@ -200,15 +205,8 @@ class Batch:
 
     def _write_report(self, report: Report, path: Path, lock: OutputLock) -> None:
         """A report inside --out goes in through the folder locked, as the outputs do (never into one made under its
-        name, nor making it again); one elsewhere by name. OSError."""
-        if not _below(path, self.out):
-            report.write(path)
-            return
-        temps = oio.TempFiles(self.out, lock.folder_fd)
-        try:
-            report.write(path, temps)
-        finally:
-            temps.close()  # only to let go of its descriptor: the write left no temp file, or raised
+        name, nor making it again); one elsewhere by name. OSError (PartialFiles: see _name_left)."""
+        report.write(path, oio.TempFiles(self.out, lock.folder_fd) if _below(path, self.out) else None)
 
     def _execute(self, jobs: list[Job], fps: Fingerprints, models: Models, state: RunState, report: Report,
                  lock: OutputLock) -> None:
@@ -374,8 +372,21 @@ _LET_GO_S = 5.0  # how long a second Ctrl-C waits for a commit in progress, or f
 
 def _let_go(gate: CommitGate, progress: Progress) -> None:
     """Close the commit gate (see pipeline.CommitGate.close), saying which temp files it could not remove."""
-    for tmp, e in gate.close(_LET_GO_S):
+    _cannot_remove(gate.close(_LET_GO_S), progress)
+
+
+def _cannot_remove(left: list[tuple[Path, OSError]], progress: Progress) -> None:
+    for tmp, e in left:
         progress.error(tmp, f"cannot remove this partial file ({e.strerror or e})")
+
+
+def _name_left(e: OSError, progress: Progress) -> bool:
+    """Name the temp files that a failed write of the run's own file (its state, its report) could not remove either
+    (io.PartialFiles), one error line each as for the outputs' (_let_go); -> whether there were any."""
+    left = e.left if isinstance(e, oio.PartialFiles) else []
+    _cannot_remove(left, progress)
+    return bool(left)
+
 
 
 # --------------------------------------------------------------------------------------------------- where a run writes

@@ -30,7 +30,7 @@ from typing import IO, Iterable
 
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
-from .io.atomic import TempFiles, write_bytes
+from .io.atomic import TempFiles, closing_temps, write_bytes
 from .io.sidecar import SidecarId, SidecarLeftOut, UnreadableSidecar, is_sidecar_name, read_sidecar
 
 STATE_NAME = ".oldphoto-state.jsonl"
@@ -201,18 +201,13 @@ class RunState:
 
     def compact(self) -> None:
         """Rewrite the file with one line per record, atomically (through the folder's descriptor, if open() was
-        given one)."""
+        given one). OSError; PartialFiles when its temp copy could not be removed either."""
         lines = [json.dumps({"oldphoto_state": STATE_FORMAT})]
         lines += [self.records[rel].to_json(rel) for rel in sorted(self.records)]
         data = ("\n".join(lines) + "\n").encode("utf-8")
-        if self._folder_fd is None:
-            write_bytes(self.path, data)
-            return
-        temps = TempFiles(self.out_dir, self._folder_fd)
-        try:
+        temps = TempFiles() if self._folder_fd is None else TempFiles(self.out_dir, self._folder_fd)
+        with closing_temps(temps):
             write_bytes(self.path, data, temps)
-        finally:
-            temps.close()  # only to let go of its descriptor: write_bytes left no temp file, or raised
 
     def close(self, compact: bool = True) -> None:
         """End the run's appends and rewrite the file compactly; compact=False writes nothing more (the folder is

@@ -1682,6 +1682,65 @@ def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake,
         "done" if when == "start" else "skipped"] * 3
 
 
+def _fill_then_jam(monkeypatch, name: str, jam: dict | None = None) -> list[Path]:
+    """The disk fills as the temp copy of the run's own file `name` (its state, its report) is written, and that temp
+    file cannot be removed either (an I/O error), while jam["on"] (always, without it): -> the temp files made."""
+    real_fsync, real_unlink, real_open, made = os.fsync, os.unlink, os.open, []
+    jam = jam if jam is not None else {"on": True}
+
+    def ours(path) -> bool:
+        return jam["on"] and os.path.basename(path).startswith(f".{name}.oldphoto-tmp-")
+
+    def open_(path, flags, mode=0o777, *, dir_fd=None):
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if ours(path):
+            made.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return fd
+
+    def fsync(fd):
+        if ours(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    def unlink(path, *a, **kw):
+        if ours(path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "unlink", unlink)
+    return made
+
+
+@pytest.mark.parametrize("when", ["start", "end"])
+def test_a_state_file_whose_temp_copy_cannot_be_removed_names_it(tmp_path, fake, monkeypatch, when):
+    """The compact copy of the state file fails (a full disk) and cannot be removed either: one more line names it,
+    as for an output's, and the state's own line gives the write's reason, not the removal's. Before, the copy was
+    left unnamed (and the state's line said 'Input/output error')."""
+    root, out, jam = scans(tmp_path), tmp_path / "out", {"on": when == "start"}
+    fake.after_write = lambda src, stop: jam.update(on=src.name == "c.tif")
+    left = _fill_then_jam(monkeypatch, STATE_NAME, jam)
+    r = run("restore", root, "--out", out, "-q")
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(left) == 1 and left[0].exists()
+    why = (f"{out / STATE_NAME}: cannot write the state file (No space left on device)" if when == "start" else
+           f"{out / STATE_NAME}: cannot rewrite it compactly (No space left on device); the records appended during "
+           f"the run are kept")
+    partial = f"error: {left[0]}: cannot remove this partial file (Input/output error)"
+    assert sorted(r.stderr.splitlines()) == sorted([f"error: {why}", partial])
+
+
+@pytest.mark.parametrize("where", ["inside", "elsewhere"])
+def test_a_report_whose_temp_file_cannot_be_removed_names_it(tmp_path, fake, monkeypatch, where):
+    root, out = scans(tmp_path), tmp_path / "out"
+    rep = out / "report.json" if where == "inside" else tmp_path / "logs" / "report.json"
+    left = _fill_then_jam(monkeypatch, "report.json")
+    r = run("restore", root, "--out", out, "--report", rep, "-q")
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(left) == 1 and left[0].exists()
+    assert r.stderr.splitlines() == [f"error: {left[0]}: cannot remove this partial file (Input/output error)",
+                                     f"error: {rep}: cannot write the report (No space left on device)"]
+
+
 def test_a_lock_that_cannot_be_removed_is_one_error_line(tmp_path, fake, monkeypatch):
     """The output folder became read-only (or immutable) during the run: its lock stays, the run says so in one line
     and exits 1 rather than with a traceback; the outputs, state and report written before are kept."""

@@ -15,7 +15,7 @@ Public API (see docs/ARCHITECTURE.md):
     file_buffers(path)                            around one file's work: allocate's notes, its failure as ImageError
 """
 
-from .atomic import Leftover, Staging, TempFiles, remove_leftover_temps
+from .atomic import Leftover, PartialFiles, Staging, TempFiles, remove_leftover_temps
 from .buffers import BUFFER_NOTE, allocate, file_buffers
 from .metadata import Metadata
 from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
@@ -23,7 +23,8 @@ from .reader import FORMATS, ImageInfo, Picture, probe, read, read_metadata, sni
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
-    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Leftover", "Metadata", "Picture", "Provenance", "Staging",
-    "TempFiles", "allocate", "file_buffers", "probe", "provenance_xmp", "read", "read_metadata", "read_provenance",
-    "read_source_sha256", "remove_leftover_temps", "sniff", "to_uint8", "upright", "write",
+    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Leftover", "Metadata", "PartialFiles", "Picture",
+    "Provenance", "Staging", "TempFiles", "allocate", "file_buffers", "probe", "provenance_xmp", "read",
+    "read_metadata", "read_provenance", "read_source_sha256", "remove_leftover_temps", "sniff", "to_uint8", "upright",
+    "write",
 ]

@@ -383,11 +383,38 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
     finally:
         if fd >= 0:
             os.close(fd)
-        if not done:
+        if not done:  # an error is on its way out: one removing the temp file must not hide it
             if temps is not None:
-                temps.remove(tmp)  # or already removed by its close(): the run has let go of the folder
+                try:
+                    temps.remove(tmp)  # or already removed by its close(): the run has let go of the folder
+                except OSError:
+                    pass  # still listed: its close() tries again, and names it if it cannot
             else:
                 tmp.unlink(missing_ok=True)
+
+
+class PartialFiles(OSError):
+    """A write failed (this error's errno, strerror and filename are those of `cause`, its error) and left temp files
+    that could not be removed either: `left`, each with why (TempFiles.close), for the caller to name."""
+
+    def __init__(self, cause: OSError, left: list[tuple[Path, OSError]]) -> None:
+        super().__init__(*cause.args)
+        self.filename, self.filename2 = cause.filename, cause.filename2
+        self.left = left
+
+
+@contextmanager
+def closing_temps(temps: TempFiles) -> Iterator[TempFiles]:
+    """`temps` for the writes of the body (one file of the run's own: its state, its report), closed on the way out.
+    An OSError of the body that left a temp file close() cannot remove comes out as PartialFiles, naming it."""
+    try:
+        yield temps
+    except BaseException as e:
+        left = temps.close()
+        if left and isinstance(e, OSError):
+            raise PartialFiles(e, left) from e
+        raise
+    temps.close()  # nothing to remove after a write that went in: only to let go of its descriptor
 
 
 def write_bytes(path: Path, data: bytes, temps: TempFiles | None = None) -> None:

@@ -171,6 +171,34 @@ def test_closing_temp_files_removes_those_of_writes_in_progress_and_refuses_new_
     _only(tmp_path, "done.png")
 
 
+def test_a_failed_write_whose_temp_file_cannot_be_removed_says_why_and_names_it(tmp_path, monkeypatch):
+    """The disk fills as the file is written, and its temp file cannot be removed either: the write's error is the
+    full disk (not hidden by the removal's), and closing its temp files (closing_temps) names the one left."""
+    real_unlink = os.unlink
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def unlink(path, *a, **kw):
+        if atomic.TEMP_MARK in os.path.basename(path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "unlink", unlink)
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(atomic.PartialFiles) as caught:
+            with atomic.closing_temps(atomic.TempFiles(tmp_path, folder)) as temps:
+                atomic.write_bytes(tmp_path / "state.jsonl", b"{}\n", temps)
+    finally:
+        os.close(folder)
+    e = caught.value
+    assert (e.errno, e.strerror) == (errno.ENOSPC, os.strerror(errno.ENOSPC))
+    [(tmp, why)] = e.left
+    assert tmp.parent == tmp_path and tmp.exists() and why.errno == errno.EIO and why.filename == str(tmp)
+
+
 def test_closing_temp_files_does_not_wait_for_good_on_one_being_made(tmp_path, monkeypatch):
     import threading
     import time
