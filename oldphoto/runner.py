@@ -115,23 +115,27 @@ class Batch:
             except (StateError, OSError) as e:
                 if isinstance(e, OSError):
                     unsaved = _name_left(e, progress) or unsaved
-                # the report written all the same says why it lists no file: not a run that found nothing to do
-                report.stopped = str(e) if isinstance(e, StateError) else (  # e.g. a full disk: compacting needs a copy
-                    f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})")
-                raise CannotRun(report.stopped) from None
-            if state.dropped_torn_line:
-                progress.note("note: the previous run stopped while saving its state; its last file will be redone")
-            stop.listen()
-            try:
-                jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress, stop)
-                progress.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
-                self._execute(jobs, fps, models, state, report, lock)
-            except KeyboardInterrupt:
-                report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
-            except FolderLost as e:
-                lost = e
-            if stop():
-                report.interrupted = True
+                    lost = _folder_lost(lock)  # deleted in the instant since it was locked: the folder's line instead
+                if lost is None:
+                    # the report written all the same says why it lists no file: not a run that found nothing to do
+                    report.stopped = str(e) if isinstance(e, StateError) else (  # e.g. a full disk: compacting needs
+                        f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})")  # a copy
+                    raise CannotRun(report.stopped) from None
+            if state is not None:
+                if state.dropped_torn_line:
+                    progress.note("note: the previous run stopped while saving its state; its last file will be "
+                                  "redone")
+                stop.listen()
+                try:
+                    jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress, stop)
+                    progress.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
+                    self._execute(jobs, fps, models, state, report, lock)
+                except KeyboardInterrupt:
+                    report.interrupted = True  # second Ctrl-C: whatever is still in flight stays "interrupted"
+                except FolderLost as e:
+                    lost = e
+                if stop():
+                    report.interrupted = True
         finally:
             stop.stop_listening()
             progress.close()
@@ -166,41 +170,52 @@ class Batch:
                 lost: FolderLost | None) -> tuple[FolderLost | None, bool]:
         """Rewrite the state compactly, write the report and release the lock, once no file is in flight; -> (the
         output folder lost, now if not before; whether a file of the run's own could not be rewritten or removed: the
-        state, a temp file of it or of the report, the lock).
-        Raises CannotRun when the report cannot be written (the lock is released all the same)."""
+        state, a temp file of it or of the report, the lock). A state or report under --out that cannot be written
+        because the folder went in the instant after its last check ends the run as the folder's loss, not as theirs.
+        Raises CannotRun when the report cannot be written otherwise (the lock is released all the same)."""
+        progress = self.progress
         report_path: Path | None = self.report_path
         unsaved = False
-        if lost is None:
-            try:  # once more before the state and report go there: it may have gone after the last file
-                lock.check_folder()
-            except FolderLost as e:
-                lost = e
-        if lost is not None:  # its state is not rewritten there, and a report goes only where asked outside it
-            report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
-            if _inside_either(report_path, self.out):
-                report_path = None
+
+        def stop_on(found: FolderLost | None) -> None:
+            """The folder found lost: its state is not rewritten there, and a report goes only where asked outside."""
+            nonlocal lost, report_path
+            if found is not None:
+                lost = found
+                report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
+                if report_path is not None and _inside_either(report_path, self.out):
+                    report_path = None
+
+        # checked once more before the state and report go there: it may have gone after the last file
+        stop_on(lost or _folder_lost(lock))
         try:
             if state is not None:
                 state.close(compact=lost is None)
         except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
-            unsaved = True
-            _name_left(e, self.progress)
-            self.progress.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
-                                            f"during the run are kept")
+            unsaved = _name_left(e, progress) or unsaved
+            if lost is None:
+                stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
+            if lost is None:
+                unsaved = True
+                progress.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
+                                           f"during the run are kept")
         finally:
             try:
                 if report_path is not None:
                     self._write_report(report, report_path, lock)
             except OSError as e:
-                unsaved = _name_left(e, self.progress) or unsaved
-                raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
+                unsaved = _name_left(e, progress) or unsaved
+                if lost is None and _inside_either(report_path, self.out):
+                    stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
+                if lost is None:
+                    raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
                 try:
                     lock.release()
                 except OSError as e:  # e.g. the folder became read-only: a lock of a finished run is taken over
                     unsaved = True
-                    self.progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
-                                                   f"it over")
+                    progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
+                                              f"it over")
         return lost, unsaved
 
     def _write_report(self, report: Report, path: Path, lock: OutputLock) -> None:
@@ -387,6 +402,14 @@ def _name_left(e: OSError, progress: Progress) -> bool:
     _cannot_remove(left, progress)
     return bool(left)
 
+
+def _folder_lost(lock: OutputLock) -> FolderLost | None:
+    """The output folder's loss, if lock.check_folder finds it now."""
+    try:
+        lock.check_folder()
+    except FolderLost as e:
+        return e
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- where a run writes

@@ -1611,6 +1611,64 @@ def test_an_output_folder_lost_after_the_last_file_gets_no_state_or_report(tmp_p
     assert tree(out) == []
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+@pytest.mark.parametrize("when", ["state", "report"])
+def test_an_output_folder_lost_just_after_the_last_check_gives_the_folders_line(tmp_path, fake, monkeypatch, how,
+                                                                                 when):
+    """The folder goes in the instant after the run's last check, as the state is rewritten or the report written
+    into it: neither can go in (the folder held is deleted), and the run ends on the folder's own line, exit 1, not
+    on 'cannot rewrite it compactly' or 'cannot write the report'; a folder made in its place gets nothing."""
+    from oldphoto.report import Report
+
+    root, out = scans(tmp_path), tmp_path / "out"
+    real = RunState.close if when == "state" else Report.write
+
+    def lose_then(*args, **kw):
+        shutil.rmtree(out)
+        if how == "replaced":
+            out.mkdir()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(*((RunState, "close") if when == "state" else (Report, "write")), lose_then)
+    r = run("restore", root, "--out", out, "--jobs", 1, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {out}: {REPLACED if how == 'replaced' else GONE}"]
+    assert tree(out) == [] if how == "replaced" else not out.exists()
+
+
+def test_an_output_folder_deleted_as_the_state_is_rewritten_still_gets_a_report_elsewhere(tmp_path, fake,
+                                                                                          monkeypatch):
+    root, out, rep = scans(tmp_path), tmp_path / "out", tmp_path / "logs" / "report.json"
+    real = RunState.close
+
+    def lose_then(state, compact=True):
+        shutil.rmtree(out)
+        real(state, compact)
+
+    monkeypatch.setattr(RunState, "close", lose_then)
+    r = run("restore", root, "--out", out, "--report", rep, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {out}: {GONE}"]
+    report = json.loads(rep.read_text())  # the records went with the folder, as they had been appended
+    assert report["stopped"] == GONE and [f["status"] for f in report["files"]] == ["done"] * 3
+
+
+def test_an_output_folder_deleted_as_its_state_is_opened_gives_the_folders_line(tmp_path, fake, monkeypatch):
+    """Deleted in the instant after the lock is taken: the state file cannot be rewritten there, and the run says
+    why (the folder's line), not 'cannot write the state file (No such file or directory)'."""
+    from oldphoto.lock import OutputLock
+
+    root, out, rep = scans(tmp_path), tmp_path / "out", tmp_path / "report.json"
+    real = OutputLock.acquire
+
+    def acquire_then_lose(lock):
+        real(lock)
+        shutil.rmtree(out)
+
+    monkeypatch.setattr(OutputLock, "acquire", acquire_then_lose)
+    r = run("restore", root, "--out", out, "--report", rep, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {out}: {GONE}"]
+    assert fake.calls == [] and not out.exists() and json.loads(rep.read_text())["stopped"] == GONE
+
+
 def test_a_file_whose_record_cannot_be_saved_fails_alone(tmp_path, fake, monkeypatch):
     """The disk fills just as a file's record is appended to the state: that file fails with one line, the batch
     goes on, and the state file holds whole lines only (the next run loads it)."""
