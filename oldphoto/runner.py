@@ -9,6 +9,7 @@ pipeline (torch, the models) is imported where a function needs it: the CLI impo
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from . import io as oio
 from . import planning
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, reason_of
+from .io.atomic import closing_temps, write_bytes
 from .io.sidecar import is_sidecar_name
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
@@ -88,7 +90,8 @@ class Batch:
     def run(self) -> Outcome:
         """Plan and run the batch. Raises BadArgument or CannotRun when it cannot start (its device or models: nothing
         written, --out not even made; --out locked by a live run or not made: nothing written; its state file that
-        cannot be read or rewritten: the report, listing no file, written all the same, its `stopped` saying why) or
+        cannot be read or rewritten: the report, listing no file, written all the same, its `stopped` saying why, once
+        the last run's report there is kept beside it: _keep_last_report) or
         its report cannot be written; KeyboardInterrupt when stopped outside listen()."""
         t0 = time.monotonic()
         out, progress, stop = self.out, self.progress, self.stop
@@ -97,6 +100,7 @@ class Batch:
         # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
         models, fps = planning.setup(self.cfg, report)
         state: RunState | None = None
+        unstarted: str | None = None  # why its state file stopped the run before it planned a file
         unsaved = False  # a file of the run's own could not be removed or rewritten (a partial file, state, lock)
         lost: FolderLost | None = None  # the output folder was deleted, moved or replaced during the run
         try:
@@ -120,7 +124,7 @@ class Batch:
                     # the report written all the same says why it lists no file: not a run that found nothing to do
                     report.stopped = str(e) if isinstance(e, StateError) else (  # e.g. a full disk: compacting needs
                         f"{out / STATE_NAME}: cannot write the state file ({e.strerror or e})")  # a copy
-                    raise CannotRun(report.stopped) from None
+                    unstarted = report.stopped  # raised once the report is written and the lock released
             if state is not None:
                 if state.dropped_torn_line:
                     progress.note("note: the previous run stopped while saving its state; its last file will be "
@@ -141,8 +145,10 @@ class Batch:
             progress.close()
             report.finished = now_iso()
             report.wall_seconds = time.monotonic() - t0
-            lost, unsettled = self._settle(report, state, lock, lost)
+            lost, unsettled, kept = self._settle(report, state, lock, lost, unstarted is not None)
             unsaved = unsaved or unsettled
+        if unstarted is not None and lost is None:
+            raise CannotRun(unstarted if kept is None else f"{unstarted}; the last run's report kept as {kept}")
         return Outcome(report, lost, unsaved)
 
     def _remove_leftovers(self, lock: OutputLock) -> bool:
@@ -166,13 +172,16 @@ class Batch:
                                                    f"({e.strerror or e})")
         return removed
 
-    def _settle(self, report: Report, state: RunState | None, lock: OutputLock,
-                lost: FolderLost | None) -> tuple[FolderLost | None, bool]:
+    def _settle(self, report: Report, state: RunState | None, lock: OutputLock, lost: FolderLost | None,
+                unstarted: bool = False) -> tuple[FolderLost | None, bool, Path | None]:
         """Rewrite the state compactly, write the report and release the lock, once no file is in flight; -> (the
         output folder lost, now if not before; whether a file of the run's own could not be rewritten or removed: the
-        state, a temp file of it or of the report, the lock). A state or report under --out that cannot be written
-        because the folder went in the instant after its last check ends the run as the folder's loss, not as theirs.
-        Raises CannotRun when the report cannot be written otherwise (the lock is released all the same)."""
+        state, a temp file of it or of the report, the lock; where the last run's report was kept, see
+        _keep_last_report). A state or report under --out that cannot be written because the folder went in the
+        instant after its last check ends the run as the folder's loss, not as theirs. Raises CannotRun when the
+        report cannot be written otherwise (the lock is released all the same), unless the run never started
+        (`unstarted`: its state file stopped it, which the caller says): then the report's error is one line more."""
+        kept: Path | None = None
         progress = self.progress
         report_path: Path | None = self.report_path
         unsaved = False
@@ -202,12 +211,19 @@ class Batch:
         finally:
             try:
                 if report_path is not None:
-                    self._write_report(report, report_path, lock)
+                    write = True
+                    if unstarted:  # its report lists no file: the last run's is kept first
+                        write, kept = self._keep_last_report(report_path, lock)
+                    if write:
+                        self._write_report(report, report_path, lock)
             except OSError as e:
                 unsaved = _name_left(e, progress) or unsaved
                 if lost is None and _inside_either(report_path, self.out):
                     stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
-                if lost is None:
+                if lost is None and unstarted:
+                    unsaved = True
+                    progress.error(report_path, f"cannot write the report ({e.strerror or e})")
+                elif lost is None:
                     raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
             finally:
                 try:
@@ -216,7 +232,32 @@ class Batch:
                     unsaved = True
                     progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
                                               f"it over")
-        return lost, unsaved
+        return lost, unsaved, kept
+
+    def _keep_last_report(self, path: Path, lock: OutputLock) -> tuple[bool, Path | None]:
+        """Before the report of a run that never started (it lists no file) goes to `path`: the report there, of the
+        last run that did, is copied beside it as NAME.previous.json, so that the report at `path` says why this run
+        did nothing and the last run's is not lost. One of a run that never started either is not kept (a copy made
+        before stays). -> (whether the report may now be written at `path`: not when the last one cannot be read or
+        kept, which then stays as it is, an error line saying why; where it was kept, or None)."""
+        aside = path.with_name(f"{path.stem}.previous{path.suffix}")
+        held = _below(path, self.out)  # read and copied through the folder locked, as the report is written
+        try:
+            try:
+                with open(path, "rb", opener=_opener(self.out, lock.folder_fd) if held else None) as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return True, None
+            if _unstarted_report(data):
+                return True, None
+            with closing_temps(oio.TempFiles(self.out, lock.folder_fd) if held else oio.TempFiles()) as temps:
+                write_bytes(aside, data, temps)
+        except OSError as e:
+            _name_left(e, self.progress)
+            self.progress.error(path, f"cannot keep the last run's report as {aside.name} ({e.strerror or e}); it "
+                                      f"stays as it was, this run's is not written")
+            return False, None
+        return True, aside
 
     def _write_report(self, report: Report, path: Path, lock: OutputLock) -> None:
         """A report inside --out goes in through the folder locked, as the outputs do (never into one made under its
@@ -401,6 +442,25 @@ def _name_left(e: OSError, progress: Progress) -> bool:
     left = e.left if isinstance(e, oio.PartialFiles) else []
     _cannot_remove(left, progress)
     return bool(left)
+
+
+def _opener(root: Path, root_fd: int):
+    """An opener for open() that opens a path below `root` relative to `root_fd`, a descriptor held on it."""
+    root = Path(os.path.abspath(root))
+
+    def opener(path, flags):
+        return os.open(str(Path(os.path.abspath(path)).relative_to(root)), flags, dir_fd=root_fd)
+
+    return opener
+
+
+def _unstarted_report(data: bytes) -> bool:
+    """Whether `data` is the report of a run that never started: it lists no file and says why it stopped."""
+    try:
+        d = json.loads(data)
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return isinstance(d, dict) and d.get("files") == [] and bool(d.get("stopped"))
 
 
 def _folder_lost(lock: OutputLock) -> FolderLost | None:

@@ -1695,16 +1695,42 @@ def test_a_file_whose_record_cannot_be_saved_fails_alone(tmp_path, fake, monkeyp
     assert lines[-1] == "" and [json.loads(line).get("rel") for line in lines[1:-1]] == ["a.jpg", "album 1/deep/c.tif"]
 
 
-def test_a_state_file_that_cannot_be_read_stops_the_run_and_its_report_says_why(tmp_path, fake):
+@pytest.mark.parametrize("where", ["inside", "elsewhere"])
+def test_a_state_file_that_cannot_be_read_stops_the_run_and_its_report_says_why(tmp_path, fake, where):
+    """The report says why the run did nothing (read alone, one listing no file looks like a run with nothing to do),
+    and the last run's report, which it replaces, is kept beside it as report.previous.json (the error line says so):
+    a cron job reading report.json learns of the stop, an archivist keeps what the last run did. A second stopped run
+    replaces the first one's report without keeping it, so the copy stays the last run's that did something."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    rep = out / "report.json" if where == "inside" else tmp_path / "logs" / "report.json"
+    previous = rep.with_name("report.previous.json")
+    assert run("restore", root, "--out", out, "--report", rep).exit_code == 0
+    last = rep.read_bytes()
+    (out / STATE_NAME).write_text("garbage{\n")
+    why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
+           f"and rerun with --overwrite to rebuild it")
+    for _ in range(2):
+        r = run("restore", root, "--out", out, "--report", rep, "-q")
+        assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}; the last run's report kept as {previous}"
+                                                              if _ == 0 else f"error: {why}"]
+        stopped = json.loads(rep.read_text())
+        assert stopped["files"] == [] and stopped["stopped"] == why and not (out / LOCK_NAME).exists()
+        assert previous.read_bytes() == last and len(fake.calls) == 3
+
+
+def test_a_last_report_that_cannot_be_kept_stays_as_it_was(tmp_path, fake):
     root, out = scans(tmp_path), tmp_path / "out"
     assert run("restore", root, "--out", out).exit_code == 0
+    last = (out / "report.json").read_bytes()
+    (out / "report.previous.json").mkdir()  # in the way
     (out / STATE_NAME).write_text("garbage{\n")
     r = run("restore", root, "--out", out, "-q")
     why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
            f"and rerun with --overwrite to rebuild it")
-    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}"] and len(fake.calls) == 3
-    rep = report_of(out)
-    assert rep["files"] == [] and rep["stopped"] == why and not (out / LOCK_NAME).exists()
+    assert r.exit_code == 1 and r.stderr.splitlines() == [
+        f"error: {out / 'report.json'}: cannot keep the last run's report as report.previous.json (a folder is in "
+        f"the way); it stays as it was, this run's is not written", f"error: {why}"]
+    assert (out / "report.json").read_bytes() == last and not [p for p in os.listdir(out) if "oldphoto-tmp" in p]
 
 
 @pytest.mark.parametrize("when", ["start", "end"])
