@@ -1718,6 +1718,24 @@ def test_a_state_file_that_cannot_be_read_stops_the_run_and_its_report_says_why(
         assert previous.read_bytes() == last and len(fake.calls) == 3
 
 
+def test_a_report_that_cannot_be_written_after_a_state_file_stopped_the_run_does_not_hide_why(tmp_path, fake,
+                                                                                             monkeypatch):
+    from oldphoto.report import Report
+
+    root, out = scans(tmp_path), tmp_path / "out"
+    put(out / STATE_NAME, b"garbage{\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Report, "write", full)
+    r = run("restore", root, "--out", out, "-q")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [
+        f"error: {out / 'report.json'}: cannot write the report (No space left on device)",
+        f"error: {out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file and rerun with "
+        f"--overwrite to rebuild it"]
+
+
 def test_a_last_report_that_cannot_be_kept_stays_as_it_was(tmp_path, fake):
     root, out = scans(tmp_path), tmp_path / "out"
     assert run("restore", root, "--out", out).exit_code == 0
