@@ -458,7 +458,7 @@ def _unstarted_report(data: bytes) -> bool:
     """Whether `data` is the report of a run that never started: it lists no file and says why it stopped."""
     try:
         d = json.loads(data)
-    except ValueError:  # UnicodeDecodeError included
+    except (ValueError, RecursionError):  # UnicodeDecodeError included; nested too deeply for the parser
         return False
     return isinstance(d, dict) and d.get("files") == [] and bool(d.get("stopped"))
 

@@ -1751,6 +1751,20 @@ def test_a_last_report_that_cannot_be_kept_stays_as_it_was(tmp_path, fake):
     assert (out / "report.json").read_bytes() == last and not [p for p in os.listdir(out) if "oldphoto-tmp" in p]
 
 
+def test_a_last_report_too_deeply_nested_to_parse_is_kept_not_a_traceback(tmp_path, fake):
+    """A last report that is not a report of ours (hand-edited, garbage) is kept like any other, also one nested too
+    deeply for the JSON parser (RecursionError, not ValueError): before, that escaped as a traceback."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    last = b"[" * 200_000
+    put(out / "report.json", last)
+    put(out / STATE_NAME, b"garbage{\n")
+    r = run("restore", root, "--out", out, "-q")
+    why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
+           f"and rerun with --overwrite to rebuild it")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}; the last run's report kept as {out / 'report.previous.json'}"]
+    assert (out / "report.previous.json").read_bytes() == last and report_of(out)["stopped"] == why
+
+
 @pytest.mark.parametrize("when", ["start", "end"])
 def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake, monkeypatch, when):
     """No room for the compact copy of the state file (a full disk): at the start the run does not start, at the end
