@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 import threading
 import time
 from contextlib import closing
@@ -243,12 +244,8 @@ class Batch:
         aside = path.with_name(f"{path.stem}.previous{path.suffix}")
         held = _below(path, self.out)  # read and copied through the folder locked, as the report is written
         try:
-            try:
-                with open(path, "rb", opener=_opener(self.out, lock.folder_fd) if held else None) as f:
-                    data = f.read()
-            except FileNotFoundError:
-                return True, None
-            if _unstarted_report(data):
+            data = _read_regular(path, self.out, lock.folder_fd if held else None)
+            if data is None or _unstarted_report(data):  # nothing there to keep (no file, a FIFO, ...), or no need
                 return True, None
             with closing_temps(oio.TempFiles(self.out, lock.folder_fd) if held else oio.TempFiles()) as temps:
                 write_bytes(aside, data, temps)
@@ -444,14 +441,21 @@ def _name_left(e: OSError, progress: Progress) -> bool:
     return bool(left)
 
 
-def _opener(root: Path, root_fd: int):
-    """An opener for open() that opens a path below `root` relative to `root_fd`, a descriptor held on it."""
-    root = Path(os.path.abspath(root))
-
-    def opener(path, flags):
-        return os.open(str(Path(os.path.abspath(path)).relative_to(root)), flags, dir_fd=root_fd)
-
-    return opener
+def _read_regular(path: Path, root: Path, root_fd: int | None) -> bytes | None:
+    """The bytes of the regular file at `path` (links followed; opened relative to `root_fd`, a descriptor held on
+    `root`, when given), or None when there is none: nothing there, or something else (a FIFO, a device), never opened
+    in a way that waits (a FIFO with no writer would hang the run for good, its lock held). OSError."""
+    name = str(path) if root_fd is None else os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=root_fd).st_mode):
+            return None
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
+    except FileNotFoundError:
+        return None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since its stat
+            return None
+        return f.read()
 
 
 def _unstarted_report(data: bytes) -> bool:

@@ -1765,6 +1765,33 @@ def test_a_last_report_too_deeply_nested_to_parse_is_kept_not_a_traceback(tmp_pa
     assert (out / "report.previous.json").read_bytes() == last and report_of(out)["stopped"] == why
 
 
+@pytest.mark.parametrize("where", ["inside", "elsewhere"])
+def test_a_report_path_that_is_not_a_regular_file_is_not_read(tmp_path, fake, where):
+    """report.json is a FIFO (or a device): opening it to keep it would wait for a writer for ever, a cron run hung
+    with its lock held. Nothing there to keep: the run's report replaces it, as it did before reports were kept."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    rep = out / "report.json" if where == "inside" else tmp_path / "logs" / "report.json"
+    put(out / STATE_NAME, b"garbage{\n")
+    rep.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(rep)
+
+    def hung(signum, frame):
+        raise TimeoutError("the run blocked on the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        r = run("restore", root, "--out", out, "--report", rep, "-q")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
+           f"and rerun with --overwrite to rebuild it")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}"]
+    assert rep.is_file() and json.loads(rep.read_text())["stopped"] == why
+    assert not rep.with_name("report.previous.json").exists() and not (out / LOCK_NAME).exists()
+
+
 @pytest.mark.parametrize("when", ["start", "end"])
 def test_a_state_file_that_cannot_be_compacted_is_one_error_line(tmp_path, fake, monkeypatch, when):
     """No room for the compact copy of the state file (a full disk): at the start the run does not start, at the end
