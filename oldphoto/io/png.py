@@ -6,6 +6,7 @@ written by `write_png`, which filters and deflates a band of rows at a time (no 
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import struct
@@ -55,6 +56,7 @@ class PngChunks:
     others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
+    plte: bytes | None = None  # the PLTE chunk as stored (length, type, data, CRC), for pixels_for_pillow
     color: dict[str, bytes] = field(default_factory=dict)
     frames: int = 1  # from acTL: an animated PNG has more than one
     idat: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) of runs of whole IDAT chunks
@@ -127,6 +129,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
     info = PngChunks(read_header(head))
     for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
+            info.idat.append((pos, 8 + length + 4))  # the first IDAT chunk alone: enough to open, not to decode
             return info
         end = pos + 8 + length + 4
         if end > size:
@@ -143,8 +146,14 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             (crc,) = struct.unpack(">I", fh.read(4))
             if zlib.crc32(data, zlib.crc32(ctype)) != crc:
                 raise ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
+            if ctype == b"PLTE" and info.plte is None:
+                info.plte = _as_stored(length, ctype, data, crc)
             _take(info, ctype, data)
     return info
+
+
+def _as_stored(length: int, ctype: bytes, data: bytes, crc: int) -> bytes:
+    return struct.pack(">I4s", length, ctype) + data + struct.pack(">I", crc)
 
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
@@ -156,8 +165,12 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
         # chunk is left out, as a malformed EXIF block is
         info.damaged.append(f"PNG {name} chunk is damaged ({e or 'too short'}) and was not kept")
         return
-    if ctype == b"pHYs" and len(data) == 9:
-        info.phys = struct.unpack(">IIB", data)
+    if ctype == b"pHYs":
+        if len(data) != 9 or data[8] > 1:
+            why = f"{len(data)} bytes, not 9" if len(data) != 9 else f"unknown unit {data[8]}"
+            info.damaged.append(f"PNG pHYs chunk is damaged ({why}) and was not kept")
+        else:
+            info.phys = struct.unpack(">IIB", data)
     elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
         info.trns = data
     elif ctype == b"acTL" and len(data) == 8:
@@ -262,6 +275,73 @@ def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
         mm[first + n : first + n + 12] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs
         with memoryview(mm) as whole, whole[start : first + n + 12] as data:
             yield data
+
+
+class PixelChunks(io.RawIOBase):
+    """The open PNG `fh` as Pillow needs to see it to decode its pixels (read_chunks gave `info`): signature, IHDR,
+    PLTE, tRNS, the IDAT chunks and IEND, read from `fh` as Pillow reads (nothing is copied up front).
+
+    oldphoto reads the other chunks itself (read_chunks); Pillow, shown them, parses them too and refuses the whole
+    file over one it cannot take: a text chunk that inflates to more than its 1 MB (an ImageMagick raw profile, a
+    long XMP packet, which read_chunks takes up to 64 MiB and a 16-bit PNG is read with), a pHYs of the wrong
+    length (which read_chunks leaves out, as libpng does)."""
+
+    def __init__(self, fh, info: PngChunks):
+        super().__init__()
+        if len(info.idat) != 1:
+            raise ValueError("IDAT chunks are not consecutive (another chunk between them)" if info.idat
+                             else "no IDAT chunk (no pixel data)")
+        fh.seek(0)
+        head = fh.read(33)  # signature and IHDR, CRC included, as stored
+        trns = chunk(b"tRNS", info.trns) if info.trns is not None else b""
+        first, n = info.idat[0]
+        # (start in this stream, bytes, offset in fh or the bytes themselves)
+        self._parts = [(0, len(head), head)]
+        for part in (info.plte or b"", trns, first, chunk(b"IEND", b"")):
+            start = self._parts[-1][0] + self._parts[-1][1]
+            if isinstance(part, int):
+                self._parts.append((start, n, part))
+            elif part:
+                self._parts.append((start, len(part), part))
+        self._size = self._parts[-1][0] + self._parts[-1][1]
+        self._fh, self._pos = fh, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = max(0, offset + (0, self._pos, self._size)[whence])
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        with memoryview(buf) as out:
+            done = 0
+            for start, n, src in self._parts:
+                if done == len(out):
+                    break
+                at = self._pos - start
+                if not 0 <= at < n:
+                    continue
+                k = min(n - at, len(out) - done)
+                if isinstance(src, int):
+                    self._fh.seek(src + at)
+                    got = self._fh.readinto(out[done : done + k])
+                    if not got:
+                        break
+                    k = got
+                else:
+                    out[done : done + k] = src[at : at + k]
+                done += k
+                self._pos += k
+                if k < n - at and done < len(out):
+                    break  # a short read of the file: what it gave
+            return done
 
 
 def _read_stream(fh, prefix: bytes, first: int, n: int) -> memoryview:

@@ -347,8 +347,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             alpha = alpha or png.colour_key(header, chunks.trns)
             return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
                               orientation, meta, None, None, png_chunks=chunks, notes=notes)
-        fh.seek(0)
-        im = PngImagePlugin.PngImageFile(fh)
+        im = PngImagePlugin.PngImageFile(png.PixelChunks(fh, chunks))  # the chunks it needs for the pixels only
     else:
         if fmt == "WEBP":
             _check_riff_size(fh)

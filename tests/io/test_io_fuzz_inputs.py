@@ -1,0 +1,78 @@
+"""Odd but readable inputs found by a fuzzing campaign over archive-like folders: each is read, with a note where
+something of the file is left out, never refused for a part oldphoto does not need."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from io_samples import gradient
+from oldphoto.io import probe, read
+
+
+def _chunk(ctype: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
+
+
+def _png_with(path, pixels: np.ndarray, *chunks: bytes, mode: str | None = None) -> None:
+    """A PNG written by Pillow, with `chunks` put just after its IHDR."""
+    Image.fromarray(pixels, mode).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:33] + b"".join(chunks) + data[33:])
+
+
+@pytest.mark.parametrize("kind", ["rgb", "palette", "gray_key"])
+def test_an_8_bit_png_with_a_text_chunk_over_pillows_limit_is_read(tmp_path, kind):
+    # ImageMagick stores profiles as hex in zTXt: a 600 KB XMP packet inflates past Pillow's 1 MB per text chunk,
+    # which refused the whole photo ("Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK"); read_chunks
+    # takes such chunks up to 64 MiB, as a 16-bit PNG was read
+    text = b"Comment\0\0" + zlib.compress(b"a long caption " * 100_000)
+    path = tmp_path / "big_text.png"
+    pixels = gradient(12, 10, 3, np.uint8)
+    if kind == "rgb":
+        Image.fromarray(pixels).save(path)
+    elif kind == "palette":
+        Image.fromarray(pixels).quantize(8).save(path, transparency=2)
+    else:
+        Image.fromarray(pixels[:, :, 0]).save(path, transparency=int(pixels[0, 0, 0]))
+    with Image.open(path) as im:
+        expected = np.asarray(im.convert("RGB" if kind == "rgb" else "RGBA"))
+    data = path.read_bytes()
+    path.write_bytes(data[:33] + _chunk(b"zTXt", text) + data[33:])
+    pic = read(path, 10**6)
+    assert pic.meta.text["Comment"].startswith("a long caption ") and len(pic.meta.text["Comment"]) == 1_500_000
+    if kind == "rgb":
+        assert np.array_equal(pic.pixels, expected) and pic.alpha is None
+    elif kind == "palette":  # PLTE and its tRNS alpha reach the decoder
+        assert np.array_equal(pic.pixels, expected[:, :, :3]) and np.array_equal(pic.alpha, expected[:, :, 3])
+    else:  # a gray colour key becomes alpha
+        assert np.array_equal(pic.pixels[:, :, 0], pixels[:, :, 0]) and np.array_equal(pic.alpha, expected[:, :, 3])
+        assert pic.alpha[0, 0] == 0
+    assert probe(path).source_mode in ("RGB", "P", "L")
+
+
+def test_a_text_chunk_after_the_pixel_data_of_an_8_bit_png_is_read_by_oldphoto_not_pillow(tmp_path):
+    path = tmp_path / "late_text.png"
+    Image.fromarray(gradient(9, 7, 3, np.uint8)).save(path)
+    data = path.read_bytes()
+    late = _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * 2_000_000))
+    path.write_bytes(data[:-12] + late + data[-12:])  # before IEND
+    pic = read(path, 10**6)
+    assert pic.meta.text["Comment"] == "x" * 2_000_000 and pic.pixels.shape == (9, 7, 3)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("phys, why", [(b"\1\2\3", "3 bytes, not 9"), (struct.pack(">IIB", 3000, 3000, 9),
+                                                                     "unknown unit 9")])
+def test_a_damaged_png_phys_is_left_out_with_a_note(tmp_path, depth, phys, why):
+    # a pHYs of the wrong length failed an 8-bit PNG (Pillow: "Truncated pHYs chunk") and was dropped without a
+    # word from a 16-bit one; one with an unknown unit was dropped without a word from both
+    path = tmp_path / "phys.png"
+    _png_with(path, gradient(6, 5, 1, np.uint16 if depth == 16 else np.uint8)[:, :, 0], _chunk(b"pHYs", phys))
+    pic = read(path, 10**6)
+    assert pic.meta.dpi is None and pic.meta.aspect is None
+    assert f"PNG pHYs chunk is damaged ({why}) and was not kept" in pic.notes
