@@ -47,6 +47,22 @@ def _app13(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
 _APP13 = JpegImagePlugin.MARKER.get(0xFFED)
 if isinstance(_APP13, tuple) and len(_APP13) == 3 and _APP13[2] is getattr(JpegImagePlugin, "APP", None):
     JpegImagePlugin.MARKER[0xFFED] = (*_APP13[:2], _app13)
+
+
+def _app2(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
+    """Pillow's handler of APP2 segments, less the ICC segments too short to hold their sequence number and count:
+    Pillow's own assembly of the profile, as it reads the frame header, raised IndexError on one and refused the
+    photo. oldphoto assembles the profile from `applist` itself (_jpeg_icc), where the segment stays."""
+    JpegImagePlugin.APP(im, marker)
+    icc = getattr(im, "icclist", None)
+    if icc and len(icc[-1]) < len(_ICC_HEADER) + 2:
+        icc.pop()
+
+
+_APP2 = JpegImagePlugin.MARKER.get(0xFFE2)
+if isinstance(_APP2, tuple) and len(_APP2) == 3 and _APP2[2] is getattr(JpegImagePlugin, "APP", None):
+    JpegImagePlugin.MARKER[0xFFE2] = (*_APP2[:2], _app2)
+_ICC_HEADER = b"ICC_PROFILE\0"
 _OPENERS = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
             "WEBP": WebPImagePlugin.WebPImageFile}
 # Pillow mode -> (mode each band is converted to, colour channels, alpha, note)
@@ -241,6 +257,26 @@ def _one_of(chunk: bytes | None, profile: bytes | None, what: str, notes: list[s
     return chunk
 
 
+def _jpeg_icc(applist: list, notes: list[str]) -> bytes | None:
+    """A JPEG's ICC profile from its APP2 segments (ICC.1, B.4: each numbered from 1 and giving their count), in
+    their numbers' order; None with a note when they do not make one whole (Pillow drops such a profile without a
+    word)."""
+    parts = [payload for app, payload in applist if app == "APP2" and payload.startswith(_ICC_HEADER)]
+    if not parts:
+        return None
+    n = len(_ICC_HEADER)
+    if any(len(p) < n + 2 for p in parts):
+        notes.append("ICC profile dropped: one of its JPEG APP2 segments is cut short")
+        return None
+    numbers = sorted(p[n] for p in parts)
+    counts = sorted({p[n + 1] for p in parts})
+    if counts != [len(parts)] or numbers != list(range(1, len(parts) + 1)):
+        notes.append(f"ICC profile dropped: its JPEG APP2 segments do not make one whole (numbered "
+                     f"{', '.join(map(str, numbers))}, of {' or '.join(map(str, counts))})")
+        return None
+    return b"".join(p[n + 2 :] for p in sorted(parts, key=lambda p: p[n])) or None
+
+
 def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
     """Every COM segment, not the last alone as Pillow's info["comment"]: one "Comment", a line break between
     two segments' texts (with a note, as it is no longer byte for byte)."""
@@ -378,7 +414,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         xmp = info.get("xmp") or None
         if fmt == "JPEG":
             xmp = _with_extension(xmp, im.applist, notes)
-        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=xmp, iptc=iptc,
+        icc = _jpeg_icc(im.applist, notes) if fmt == "JPEG" else info.get("icc_profile") or None
+        meta = Metadata(exif=exif, icc=icc, xmp=xmp, iptc=iptc,
                         photoshop=block, tiff_tags=tags, text=text,
                         dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:

@@ -76,3 +76,39 @@ def test_a_damaged_png_phys_is_left_out_with_a_note(tmp_path, depth, phys, why):
     pic = read(path, 10**6)
     assert pic.meta.dpi is None and pic.meta.aspect is None
     assert f"PNG pHYs chunk is damaged ({why}) and was not kept" in pic.notes
+
+
+def _jpeg_with_app2(path, *payloads: bytes) -> None:
+    Image.fromarray(gradient(8, 10, 3, np.uint8)).save(path, quality=95)
+    data = path.read_bytes()
+    segs = b"".join(b"\xff\xe2" + struct.pack(">H", len(p) + 2) + p for p in payloads)
+    path.write_bytes(data[:2] + segs + data[2:])
+
+
+_ICC = b"ICC_PROFILE\0"
+
+
+@pytest.mark.parametrize("segments, note", [
+    # an APP2 segment too short for its number and count: Pillow raised IndexError ("index out of range")
+    ([_ICC + b"\x01"], "ICC profile dropped: one of its JPEG APP2 segments is cut short"),
+    # an incomplete, repeated or miscounted profile: Pillow dropped it without a word
+    ([_ICC + b"\x01\x02" + b"p" * 40], "ICC profile dropped: its JPEG APP2 segments do not make one whole "
+                                      "(numbered 1, of 2)"),
+    ([_ICC + b"\x01\x01" + b"p" * 40] * 2, "(numbered 1, 1, of 1)"),
+    ([_ICC + b"\x01\x00" + b"p" * 40], "(numbered 1, of 0)"),
+])
+def test_a_jpeg_icc_profile_that_is_not_whole_is_dropped_with_a_note(tmp_path, segments, note):
+    path = tmp_path / "icc.jpg"
+    _jpeg_with_app2(path, *segments)
+    pic = read(path, 10**6)
+    assert pic.meta.icc is None and pic.pixels.shape == (8, 10, 3)
+    assert [n for n in pic.notes if n.startswith("ICC profile dropped")] == [n for n in pic.notes if note in n]
+    assert any(note in n for n in pic.notes)
+
+
+def test_a_jpeg_icc_profile_in_two_segments_out_of_order_is_put_together(tmp_path):
+    path = tmp_path / "icc2.jpg"
+    profile = bytes(range(256)) * 3
+    _jpeg_with_app2(path, _ICC + b"\x02\x02" + profile[300:], _ICC + b"\x01\x02" + profile[:300])
+    pic = read(path, 10**6)
+    assert pic.meta.icc == profile and not [n for n in pic.notes if "ICC" in n]
