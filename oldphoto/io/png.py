@@ -27,6 +27,7 @@ COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only 
 # chunks oldphoto reads (or that only describe how this file stored its pixels); others are named in a note
 _KNOWN = frozenset({"IHDR", "PLTE", "IDAT", "IEND", "tRNS", "iCCP", "eXIf", "tEXt", "zTXt", "iTXt", "pHYs", "acTL",
                     "fcTL", "fdAT", *COLOR_CHUNKS})
+_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type (PNG 11.2.2)
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
 _BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
@@ -72,6 +73,8 @@ def read_header(head: bytes) -> PngHeader:
     w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if w == 0 or h == 0:
         raise ValueError(f"header gives an empty image ({w} x {h})")
+    if depth not in _DEPTHS.get(color, ()):
+        raise ValueError(f"invalid header: bit depth {depth} with colour type {color}")
     return PngHeader(w, h, depth, color, interlace)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -344,6 +345,18 @@ def _comment(raw: bytes | str) -> str:
         return raw.decode("latin-1")
 
 
+@contextmanager
+def _identified(fmt: str) -> Iterator[None]:
+    """Pillow's "not identified by this driver" (its header parse found no size or layout) said plainly."""
+    try:
+        yield
+    except SyntaxError as e:
+        if str(e) != "not identified by this driver":
+            raise
+        what = "frame header (SOF)" if fmt == "JPEG" else "header"
+        raise ValueError(f"no valid {what} giving the image's size and layout: damaged or cut short") from e
+
+
 def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool = False) -> RasterPlan:
     """What read() will produce; header_only (for probe) skips what lies after a PNG's pixel data."""
     notes: list[str] = []
@@ -383,12 +396,14 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             alpha = alpha or png.colour_key(header, chunks.trns)
             return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
                               orientation, meta, None, None, png_chunks=chunks, notes=notes)
-        im = PngImagePlugin.PngImageFile(png.PixelChunks(fh, chunks))  # the chunks it needs for the pixels only
+        with _identified("PNG"):
+            im = PngImagePlugin.PngImageFile(png.PixelChunks(fh, chunks))  # the chunks it needs for the pixels only
     else:
         if fmt == "WEBP":
             _check_riff_size(fh)
         fh.seek(0)
-        im = _OPENERS[fmt](fh)
+        with _identified(fmt):
+            im = _OPENERS[fmt](fh)
         check_size(*im.size)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:

@@ -254,6 +254,8 @@ def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
         tif = tifffile.TiffFile(fh)
     index, masks, pages = choose_page(tif)
     p = tif.pages[index]
+    if not (p.imagewidth and p.imagelength):  # as PNG's header says it; found only by the pipeline before
+        raise ValueError(f"header gives an empty image ({p.imagewidth} x {p.imagelength})")
     check_size(p.imagewidth, p.imagelength)
     wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | set(WINDOWS_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC}
     wanted |= {_PHOTOSHOP, T.EXIF_IFD, T.GPS_IFD}

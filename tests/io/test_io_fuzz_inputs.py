@@ -8,9 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from io_samples import gradient
+from oldphoto.errors import ImageError
 from oldphoto.io import probe, read
 
 
@@ -112,3 +114,56 @@ def test_a_jpeg_icc_profile_in_two_segments_out_of_order_is_put_together(tmp_pat
     _jpeg_with_app2(path, _ICC + b"\x02\x02" + profile[300:], _ICC + b"\x01\x02" + profile[:300])
     pic = read(path, 10**6)
     assert pic.meta.icc == profile and not [n for n in pic.notes if "ICC" in n]
+
+
+def _refused(path, *words: str) -> str:
+    with pytest.raises(ImageError) as info:
+        read(path, 10**6)
+    msg = str(info.value)
+    assert str(path) in msg and "\n" not in msg and "not identified by this driver" not in msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("name, data, fmt", [("a.jpg", b"\xff\xd8", "JPEG"), ("b.png", b"\x89PN", "PNG"),
+                                             ("c.tif", b"MM\0", "TIFF"), ("d.webp", b"RIFF\x10\0\0\0WE", "WebP")])
+def test_a_file_cut_inside_its_signature_is_called_cut_short(tmp_path, name, data, fmt):
+    # was "not a JPEG, PNG, TIFF or WebP image (file starts with b'\xff\xd8')"
+    (tmp_path / name).write_bytes(data)
+    _refused(tmp_path / name, f"cut short: the file has only {len(data)} byte(s), the start of a {fmt} header")
+
+
+def test_headers_pillow_cannot_identify_are_explained(tmp_path):
+    # Pillow's "not identified by this driver": a JPEG cut before its frame header, or with a height of 0 ...
+    Image.fromarray(gradient(8, 10, 3, np.uint8)).save(tmp_path / "x.jpg")
+    data = (tmp_path / "x.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:20])
+    _refused(tmp_path / "cut.jpg", "cannot read JPEG: no valid frame header (SOF)", "damaged or cut short")
+    sof = data.index(b"\xff\xc0")
+    (tmp_path / "zero.jpg").write_bytes(data[: sof + 5] + b"\0\0" + data[sof + 7 :])
+    _refused(tmp_path / "zero.jpg", "no valid frame header (SOF) giving the image's size and layout")
+    # ... and a PNG bit depth its colour type cannot have
+    Image.fromarray(gradient(8, 10, 3, np.uint8)).save(tmp_path / "x.png")
+    data = bytearray((tmp_path / "x.png").read_bytes())
+    data[24] = 7
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "seven.png").write_bytes(bytes(data))
+    _refused(tmp_path / "seven.png", "cannot read PNG: invalid header: bit depth 7 with colour type 2")
+
+
+def test_a_tiff_of_width_0_is_refused_from_its_header(tmp_path):
+    # found by the pipeline after reading before ("empty image of shape (6, 0, 3)"), so --dry-run called it new
+    path = tmp_path / "empty.tif"
+    tifffile.imwrite(path, gradient(6, 5, 3, np.uint8), photometric="rgb")
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        at = ifd + 2 + 12 * k
+        if struct.unpack("<H", data[at : at + 2])[0] == 256:
+            typ = struct.unpack("<H", data[at + 2 : at + 4])[0]
+            data[at + 8 : at + 12] = b"\0\0\0\0" if typ == 4 else b"\0\0" + bytes(data[at + 10 : at + 12])
+    path.write_bytes(bytes(data))
+    _refused(path, "header gives an empty image (0 x 6)")
+    with pytest.raises(ImageError, match=r"empty image \(0 x 6\)"):
+        probe(path)
