@@ -4,8 +4,9 @@ Inputs are files or folders. Folders are walked recursively in sorted (code poin
 deterministic; each image gets a relative path that is mirrored under the output folder. Hidden names,
 system files (Thumbs.db, desktop.ini), sidecars and other non-images are skipped without a word: the
 decision is made on the extension alone. A name of an image that is a broken symbolic link, or no regular file (a
-FIFO, a socket, a device), is a problem: a scan the run cannot read, not something else. An image's XMP sidecar (NAME.EXT.xmp, or Adobe's NAME.xmp when no other
-file shares NAME) is found beside it, to be carried to its restoration (match_sidecars).
+FIFO, a socket, a device), is a problem: a scan the run cannot read, not something else. An image's XMP sidecar
+(NAME.EXT.xmp, or Adobe's NAME.xmp when no other file shares NAME) is found beside it, to be carried to its
+restoration (match_sidecars).
 """
 
 from __future__ import annotations
