@@ -444,6 +444,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         channels = 1 if convert_to == "LA" else 3
     if note:
         notes.append(note)
+    elif fmt == "PNG" and header.color_type in (0, 4) and header.bit_depth in (2, 4):  # Pillow reads them as "L"
+        notes.append(f"{header.bit_depth}-bit gray converted to 8-bit")
     dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
     return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
                       convert_to, notes=notes)

@@ -167,3 +167,18 @@ def test_a_tiff_of_width_0_is_refused_from_its_header(tmp_path):
     _refused(path, "header gives an empty image (0 x 6)")
     with pytest.raises(ImageError, match=r"empty image \(0 x 6\)"):
         probe(path)
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_a_2_or_4_bit_gray_png_says_it_became_8_bit(tmp_path, depth):
+    # 1-bit PNGs and 2/4-bit TIFFs had their note, 2/4-bit PNGs none: the bit depth changed without a word
+    levels = (1 << depth) - 1
+    values = (np.arange(6 * 8).reshape(6, 8) % (levels + 1)).astype(np.uint8)
+    rows = [np.packbits(np.unpackbits(r[:, None], axis=1)[:, 8 - depth :].ravel()) for r in values]
+    raw = b"".join(b"\0" + r.tobytes() for r in rows)
+    path = tmp_path / f"gray{depth}.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 6, depth, 0, 0, 0, 0))
+                     + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+    pic = read(path, 10**6)
+    assert np.array_equal(pic.pixels[:, :, 0], values * (255 // levels))
+    assert f"{depth}-bit gray converted to 8-bit" in pic.notes
