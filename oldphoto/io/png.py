@@ -57,7 +57,7 @@ class PngChunks:
     others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
-    plte: bytes | None = None  # the PLTE chunk as stored (length, type, data, CRC), for pixels_for_pillow
+    plte: bytes | None = None  # the PLTE chunk as stored (length, type, data, CRC), for PixelChunks
     color: dict[str, bytes] = field(default_factory=dict)
     frames: int = 1  # from acTL: an animated PNG has more than one
     idat: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) of runs of whole IDAT chunks
@@ -291,12 +291,13 @@ class PixelChunks(io.RawIOBase):
 
     def __init__(self, fh, info: PngChunks):
         super().__init__()
-        if len(info.idat) != 1:
-            raise ValueError("IDAT chunks are not consecutive (another chunk between them)" if info.idat
-                             else "no IDAT chunk (no pixel data)")
+        if not info.idat:
+            raise ValueError("no IDAT chunk (no pixel data)")
         fh.seek(0)
         head = fh.read(33)  # signature and IHDR, CRC included, as stored
         trns = chunk(b"tRNS", info.trns) if info.trns is not None else b""
+        # the first run of IDAT chunks: shown the whole file, Pillow too stopped at the chunk after it (IDAT chunks
+        # that come after another chunk are not read; the pixels of a stream that ended before them are)
         first, n = info.idat[0]
         # (start in this stream, bytes, offset in fh or the bytes themselves)
         self._parts = [(0, len(head), head)]

@@ -182,3 +182,16 @@ def test_a_2_or_4_bit_gray_png_says_it_became_8_bit(tmp_path, depth):
     pic = read(path, 10**6)
     assert np.array_equal(pic.pixels[:, :, 0], values * (255 // levels))
     assert f"{depth}-bit gray converted to 8-bit" in pic.notes
+
+
+def test_an_8_bit_png_with_a_chunk_between_idat_chunks_is_read_from_the_first_run_as_pillow_read_it(tmp_path):
+    # a stray chunk after the pixel data, then an empty IDAT: Pillow, shown the whole file, decoded the first run of
+    # IDAT chunks and read the photo; PixelChunks refused it ("IDAT chunks are not consecutive")
+    pixels = gradient(12, 10, 3, np.uint8)
+    path = tmp_path / "gap.png"
+    Image.fromarray(pixels).save(path)
+    data = path.read_bytes()
+    end = data.index(b"IEND") - 4
+    path.write_bytes(data[:end] + _chunk(b"tEXt", b"Note\0late") + _chunk(b"IDAT", b"") + data[end:])
+    pic = read(path, 10**6)
+    assert np.array_equal(pic.pixels, pixels) and pic.meta.text == {"Note": "late"}
