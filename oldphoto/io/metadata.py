@@ -58,6 +58,9 @@ class Metadata:
     tiff_tags: dict[int, object] = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)  # PNG tEXt/zTXt/iTXt by keyword; JPEG COM as "Comment"
     png_chunks: dict[str, bytes] = field(default_factory=dict)  # gAMA, cHRM, sRGB, cICP: PNG-only colour info
+    # keywords of `text` a PNG stored compressed (zTXt, compressed iTXt) -> the largest inflated size of those chunks:
+    # a PNG derivative writes them compressed too (png.compressed_ok)
+    compressed_text: dict[str, int] = field(default_factory=dict)
     # how the pixels these metadata go with relate to the pixels exif and xmp give values in (SubjectArea ...): turned
     # upright from the source's orientation (set on read), enlarged (the pipeline); the writer maps those values
     frame: PixelFrame = PixelFrame()

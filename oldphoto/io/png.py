@@ -29,6 +29,10 @@ _KNOWN = frozenset({"IHDR", "PLTE", "IDAT", "IEND", "tRNS", "iCCP", "eXIf", "tEX
                     "fcTL", "fdAT", *COLOR_CHUNKS})
 _DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type (PNG 11.2.2)
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
+# Pillow refuses a whole PNG over one zTXt or compressed iTXt that inflates to 1 MiB or more (MAX_TEXT_CHUNK; plain
+# tEXt has no such limit, only 64 MiB of text in all): a text written compressed stays under it, unless the source's
+# own compressed chunk of that keyword already went past it (text_chunk, compressed_ok)
+PILLOW_MAX_TEXT_CHUNK = 1 << 20
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
 _BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
 _METERS_PER_INCH = 0.0254
@@ -52,6 +56,9 @@ class PngChunks:
     exif: bytes | None = None
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt; a repeated keyword's texts joined
+    # keyword -> the largest inflated size (bytes) of its compressed chunks (zTXt, iTXt with the compression flag), for
+    # the keywords of `text` stored compressed: a derivative keeps them compressed
+    compressed: dict[str, int] = field(default_factory=dict)
     repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
     damaged: list[str] = field(default_factory=list)  # notes on ICC and text chunks that could not be unpacked
     others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
@@ -86,17 +93,17 @@ def _inflate(data: bytes, what: str) -> bytes:
     return out
 
 
-def parse_text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
-    """(keyword, text as bytes: latin-1 for tEXt/zTXt, UTF-8 for iTXt)."""
+def parse_text(ctype: bytes, data: bytes) -> tuple[str, bytes, bool]:
+    """(keyword, text as bytes: latin-1 for tEXt/zTXt, UTF-8 for iTXt, whether the chunk stored it compressed)."""
     key, _, rest = data.partition(b"\0")
     if ctype == b"tEXt":
-        return key.decode("latin-1"), rest
+        return key.decode("latin-1"), rest, False
     if ctype == b"zTXt":
-        return key.decode("latin-1"), _inflate(rest[1:], "zTXt chunk")
-    compressed = rest[0]
+        return key.decode("latin-1"), _inflate(rest[1:], "zTXt chunk"), True
+    compressed = bool(rest[0])
     _lang, _, rest = rest[2:].partition(b"\0")
     _translated, _, text = rest.partition(b"\0")
-    return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text
+    return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text, compressed
 
 
 class Truncated(ValueError):
@@ -192,7 +199,7 @@ def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:
     elif ctype == b"eXIf" and info.exif is None:
         info.exif = data
     elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-        key, value = parse_text(ctype, data)
+        key, value, compressed = parse_text(ctype, data)
         if key in info.text or (key == XMP_KEY and info.xmp is not None):
             info.repeated[key] = info.repeated.get(key, 1) + 1
         if key == XMP_KEY:
@@ -203,6 +210,10 @@ def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:
             info.text[key] = text
         elif not key.startswith(RAW_PROFILE):  # PNG allows a keyword more than once (several comments, say)
             info.text[key] += "\n" + text
+        else:
+            return  # not kept: nor is how it was stored
+        if compressed:
+            info.compressed[key] = max(info.compressed.get(key, 0), len(value))
 
 
 def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | None:
@@ -393,15 +404,32 @@ def keyword_ok(key: str) -> bool:
     return 1 <= len(key) <= 79 and all(ord(ch) < 256 for ch in key)
 
 
-def text_chunk(key: str, value: str) -> bytes:
-    """tEXt when the value is Latin-1, else iTXt (UTF-8)."""
+def text_chunk(key: str, value: str, compress: bool = False) -> bytes:
+    """tEXt when the value is Latin-1, else iTXt (UTF-8); compressed (zTXt, or iTXt with the compression flag) when
+    asked."""
     if not keyword_ok(key):
         raise ValueError(f"PNG text keyword must be 1-79 Latin-1 characters, got {key!r}")
     k = key.encode("latin-1")
     try:
-        return chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
+        data = value.encode("latin-1")
+        return chunk(b"zTXt", k + b"\0\0" + zlib.compress(data, 9)) if compress else chunk(b"tEXt", k + b"\0" + data)
     except UnicodeEncodeError:
-        return chunk(b"iTXt", k + b"\0\0\0\0\0" + value.encode("utf-8"))
+        data = value.encode("utf-8")
+        if compress:
+            return chunk(b"iTXt", k + b"\0\1\0\0\0" + zlib.compress(data, 9))
+        return chunk(b"iTXt", k + b"\0\0\0\0\0" + data)
+
+
+def compressed_ok(value: str, source_size: int) -> bool:
+    """May a text compressed in the source (its compressed chunk(s) of this keyword inflating to `source_size` bytes at
+    most) be written compressed again? Yes, unless it became one text that Pillow would now refuse (several chunks of
+    one keyword joined past PILLOW_MAX_TEXT_CHUNK), where no compressed chunk of the source was: it is then written
+    uncompressed, as readable as the source was."""
+    try:
+        size = len(value.encode("latin-1"))  # as text_chunk stores it
+    except UnicodeEncodeError:
+        size = len(value.encode("utf-8"))
+    return size < PILLOW_MAX_TEXT_CHUNK or size <= source_size
 
 
 def xmp_chunk(xmp: bytes) -> bytes:

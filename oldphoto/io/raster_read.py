@@ -386,7 +386,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
         iptc = profiles.get("iptc") or iptc_of(resources)
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
-                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
+                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),
+                        compressed_text={k: n for k, n in chunks.compressed.items() if k in text})
         if meta.dpi is None:
             meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
         if header.bit_depth == 16:

@@ -450,6 +450,61 @@ def test_repeated_png_text_keywords_are_joined_and_a_second_xmp_packet_noted(tmp
                                  "2 PNG text chunks 'XML:com.adobe.xmp': only the first is kept"]
 
 
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 8
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        out.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def test_png_text_compressed_in_the_source_stays_compressed(tmp_path):
+    # a 50 MB zTXt in a small PNG was written back as tEXt, making a 50 MB derivative: each text keeps the compression
+    # its chunk had (zTXt, or iTXt with the compression flag), an uncompressed one stays uncompressed
+    def chunk(ctype, body):
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+    buf = io.BytesIO()
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    long_text = "scan log line\n" * 4_000_000  # 56 MB
+    extra = (chunk(b"zTXt", b"Log\0\0" + zlib.compress(long_text.encode()))
+             + chunk(b"iTXt", b"Title\0\1\0\0\0" + zlib.compress("Öl auf Leinwand ✓".encode()))
+             + chunk(b"tEXt", b"Notes\0" + b"A" * 2_000_000))  # plain: Pillow reads it; compressed it could not
+    (tmp_path / "src.png").write_bytes(data[:33] + extra + data[33:])
+    pic = read(tmp_path / "src.png", 10_000)
+    assert pic.meta.text["Log"] == long_text and pic.meta.compressed_text == {"Log": len(long_text),
+                                                                             "Title": len("Öl auf Leinwand ✓".encode())}
+    out = tmp_path / "out.png"
+    assert write(out, pic.pixels, None, "PNG", pic.meta) == []
+    assert out.stat().st_size < 1_000_000 + 2_000_000  # not 56 MB: the 2 MB tEXt stays plain
+    kinds = {body.split(b"\0", 1)[0]: (ctype, body) for ctype, body in _png_chunks(out.read_bytes())
+             if ctype in (b"tEXt", b"zTXt", b"iTXt")}
+    assert kinds[b"Log"][0] == b"zTXt" and kinds[b"Notes"][0] == b"tEXt"
+    assert kinds[b"Title"][0] == b"iTXt" and kinds[b"Title"][1][len(b"Title\0") :].startswith(b"\1\0")
+    back = read(out, 10_000)
+    assert back.meta.text == pic.meta.text and back.meta.compressed_text == pic.meta.compressed_text
+    for path in (tmp_path / "src.png", out):  # Pillow's 1 MiB per compressed text: the copy is read as the source is
+        with pytest.raises(ValueError, match="MAX_TEXT_CHUNK"):
+            Image.open(path)
+    small = Metadata(text={"Log": "short"}, compressed_text={"Log": 5})
+    write(out, pic.pixels, None, "PNG", small)
+    with Image.open(out) as im:
+        assert im.text["Log"] == "short"
+
+
+def test_png_texts_joined_past_pillows_limit_are_written_uncompressed(tmp_path):
+    # two zTXt of one keyword, each under Pillow's 1 MiB, joined: compressed, the one text would make Pillow refuse the
+    # derivative of a source it reads, so it is written plain
+    meta = Metadata(text={"Comment": "x" * 700_000 + "\n" + "y" * 700_000}, compressed_text={"Comment": 700_000})
+    path = tmp_path / "joined.png"
+    write(path, gradient(5, 7, 3, np.uint8), None, "PNG", meta)
+    assert [c for c, _ in _png_chunks(path.read_bytes()) if c in (b"tEXt", b"zTXt", b"iTXt")] == [b"tEXt"]
+    with Image.open(path) as im:
+        assert len(im.text["Comment"]) == 1_400_001
+
+
 def test_further_pictures_of_an_mpf_jpeg_are_noted(tmp_path):
     # a camera or a scanner's software may append previews (Multi-Picture Format, APP2 "MPF"): only the first
     # image, the photo, is read
