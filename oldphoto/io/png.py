@@ -179,8 +179,12 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
         if len(data) != 9 or data[8] > 1:
             why = f"{len(data)} bytes, not 9" if len(data) != 9 else f"unknown unit {data[8]}"
             info.damaged.append(f"PNG pHYs chunk is damaged ({why}) and was not kept")
+        elif 0 in (phys := struct.unpack(">IIB", data))[:2]:
+            unit = "per metre" if phys[2] == 1 else "(aspect ratio, no unit)"
+            info.damaged.append(f"PNG pHYs resolution {phys[0]} x {phys[1]} {unit} dropped: a resolution of 0 means "
+                                "nothing")
         else:
-            info.phys = struct.unpack(">IIB", data)
+            info.phys = phys
     elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
         info.trns = data
     elif ctype == b"acTL" and len(data) == 8:

@@ -22,7 +22,7 @@ from . import xmp_tree
 from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, iptc_from_profile, iptc_of, raw_profile, readable_block
-from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd
+from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, resolution_note, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
 # on stderr, which --quiet cannot silence. oldphoto parses EXIF itself and puts what is wrong in the file's notes.
@@ -181,12 +181,17 @@ def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
     return from_phys
 
 
-def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None:
+def _jpeg_dpi(info: dict, tags: dict[int, object], notes: list[str]) -> tuple[float, float] | None:
     """JFIF density when its unit is absolute (not Pillow's info["dpi"], which makes up 72 dpi for EXIF without
     resolution and uses XResolution for both axes), or the EXIF resolution when it agrees with the JFIF
-    density (it is exact; JFIF holds whole numbers) or the JFIF header gives no unit, as for PNG's pHYs."""
+    density (it is exact; JFIF holds whole numbers) or the JFIF header gives no unit, as for PNG's pHYs. A JFIF
+    density of 0 in an absolute unit, or in a unit JFIF does not define, is passed over with a note (0 without a
+    unit, like 1:1, says nothing and is passed over silently)."""
     unit, density = info.get("jfif_unit"), info.get("jfif_density")
     from_exif = dpi_from_tags(tags)
+    if unit is not None and density and (unit > 2 or (unit and not all(density))):
+        why = f"unknown unit {unit}" if unit > 2 else "a resolution of 0"
+        notes.append(f"JFIF density {density[0]} x {density[1]} ignored: {why} means nothing")
     if unit not in (1, 2) or not density or not all(density):
         return from_exif
     scale = 2.54 if unit == 2 else 1.0  # JFIF unit 2 is dots per cm
@@ -327,6 +332,12 @@ def _note_more_pictures(mp: bytes | None, notes: list[str]) -> None:
                      "the photo, is read")
 
 
+def _note_resolution(tags: dict[int, object], notes: list[str]) -> None:
+    """A note for an EXIF resolution that means nothing (metadata.resolution_note), which is dropped."""
+    if (note := resolution_note(tags, "EXIF")) is not None:
+        notes.append(note)
+
+
 def _jpeg_aspect(info: dict, tags: dict[int, object]) -> tuple[int, int] | None:
     """Pixel aspect ratio from a JFIF density without unit, or from EXIF resolution with unit 1 (none). JFIF's
     1:1 without unit says nothing: every encoder writes it when it has no resolution to give."""
@@ -378,6 +389,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                 notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
         profiles = _raw_profiles(text, notes)
         exif, tags, orientation = _exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
+        _note_resolution(tags, notes)
         if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
             notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
                          "do not see that text")
@@ -411,6 +423,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             raise ValueError(f"animated {fmt} with {frames} frames is not supported")
         info = im.info
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
+        _note_resolution(tags, notes)
         block, resources = None, []
         if fmt == "JPEG":
             # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
@@ -433,7 +446,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         icc = _jpeg_icc(im.applist, notes) if fmt == "JPEG" else info.get("icc_profile") or None
         meta = Metadata(exif=exif, icc=icc, xmp=xmp, iptc=iptc,
                         photoshop=block, tiff_tags=tags, text=text,
-                        dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
+                        dpi=_jpeg_dpi(info, tags, notes) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:
             meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
     mode = im.mode

@@ -687,3 +687,80 @@ def test_a_turned_scan_keeps_its_resolution_on_the_right_axes(tmp_path, fmt):
     again = read(out, 10_000).meta
     assert again.dpi == pytest.approx((2400.0, 1200.0))
     assert (again.tiff_tags[282], again.tiff_tags[283]) == ((2400, 1), (1200, 1))
+
+
+def _gray_tiff(path: Path, *resolution) -> None:
+    tags = [long_(256, 7), long_(257, 5), short(258, 8), short(259, 1), short(262, 1), short(277, 1), long_(278, 5),
+            *resolution]
+    path.write_bytes(tiff_structure("<", tags, strip=bytes(35)))
+
+
+@pytest.mark.parametrize("resolution, note", [
+    ([rational(282, (0, 1)), rational(283, (0, 1)), short(296, 2)],
+     "TIFF resolution 0/1 x 0/1 dropped: a resolution of 0 means nothing"),
+    ([rational(282, (300, 0)), rational(283, (300, 1)), short(296, 2)],
+     "TIFF resolution 300/0 x 300/1 dropped: a zero denominator means nothing"),
+    ([rational(282, (300, 1)), rational(283, (300, 1)), short(296, 7)],
+     "TIFF resolution 300/1 x 300/1 dropped: unknown ResolutionUnit 7 means nothing"),
+    ([rational(282, (0, 1)), rational(283, (4, 1)), short(296, 1)],  # an aspect ratio without unit
+     "TIFF resolution 0/1 x 4/1 dropped: a resolution of 0 means nothing"),
+])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_meaningless_tiff_resolution_is_dropped_with_a_note(tmp_path, resolution, note, fmt):
+    # XResolution 0/1 was carried as 0 dpi; a zero denominator or an unknown unit was dropped without a word
+    _gray_tiff(tmp_path / "s.tif", *resolution)
+    src = read(tmp_path / "s.tif", 10_000)
+    assert (src.meta.dpi, src.meta.aspect) == (None, None) and note in src.notes
+    out, _, path = _roundtrip(tmp_path, src.meta, fmt, px=src.pixels)
+    assert (out.meta.dpi, out.meta.aspect) == (None, None)
+    assert not any(t in out.meta.tiff_tags for t in (282, 283, 296)), out.meta.tiff_tags
+    assert not any("resolution" in n for n in out.notes), out.notes  # nothing of it was written
+    if fmt == "PNG":
+        assert b"pHYs" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("phys, note", [
+    ((0, 0, 1), "PNG pHYs resolution 0 x 0 per metre dropped: a resolution of 0 means nothing"),
+    ((11811, 0, 1), "PNG pHYs resolution 11811 x 0 per metre dropped: a resolution of 0 means nothing"),
+    ((0, 3, 0), "PNG pHYs resolution 0 x 3 (aspect ratio, no unit) dropped: a resolution of 0 means nothing"),
+])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_png_phys_of_0_is_dropped_with_a_note(tmp_path, phys, note, depth):
+    buf = io.BytesIO()
+    px = gradient(5, 7, 3, np.uint8 if depth == 8 else np.uint16)
+    png.write_png(buf, px, None, [png.chunk(b"pHYs", struct.pack(">IIB", *phys))])
+    (tmp_path / "s.png").write_bytes(buf.getvalue())
+    src = read(tmp_path / "s.png", 10_000)
+    assert (src.meta.dpi, src.meta.aspect) == (None, None) and note in src.notes
+    _, _, path = _roundtrip(tmp_path, src.meta, "PNG", px=src.pixels)
+    assert b"pHYs" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_an_exif_resolution_of_0_is_dropped_with_a_note(tmp_path, fmt):
+    exif = tiff_structure("<", [rational(282, (0, 1)), rational(283, (0, 1)), short(296, 2)])
+    path = tmp_path / f"s.{EXT[fmt]}"
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(path, exif=b"Exif\0\0" + exif)
+    src = read(path, 10_000)
+    assert src.meta.dpi is None and "EXIF resolution 0/1 x 0/1 dropped: a resolution of 0 means nothing" in src.notes
+    out, _, _ = _roundtrip(tmp_path, src.meta, fmt, name="out", px=src.pixels)
+    assert out.meta.dpi is None and not any(t in out.meta.tiff_tags for t in (282, 283))
+
+
+@pytest.mark.parametrize("unit, density, note", [
+    (1, (0, 0), "JFIF density 0 x 0 ignored: a resolution of 0 means nothing"),
+    (2, (118, 0), "JFIF density 118 x 0 ignored: a resolution of 0 means nothing"),
+    (3, (300, 300), "JFIF density 300 x 300 ignored: unknown unit 3 means nothing"),
+])
+def test_a_meaningless_jfif_density_is_ignored_with_a_note(tmp_path, unit, density, note):
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    assert data[6:11] == b"JFIF\0"
+    data[13] = unit
+    data[14:18] = struct.pack(">HH", *density)
+    (tmp_path / "s.jpg").write_bytes(bytes(data))
+    src = read(tmp_path / "s.jpg", 10_000)
+    assert src.meta.dpi is None and note in src.notes
+    _, notes, path = _roundtrip(tmp_path, src.meta, "JPEG", px=src.pixels)
+    assert _jfif(path)[0] == 0  # no unit written
