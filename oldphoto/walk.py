@@ -160,7 +160,9 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
                 # stat() follows symlinks: a link to a folder is walked, a dangling link is neither.
                 mode = entry.stat().st_mode
             except FileNotFoundError:
-                if is_image_name(entry.name):  # a scan moved or its drive not mounted: not to be passed over silently
+                # a dangling link with a scan's name (a scan moved, its drive not mounted) is not passed over silently;
+                # a file removed since the folder was listed is simply no longer there
+                if is_image_name(entry.name) and _is_link(entry):
                     into.problems.append(ImageError(path, f"broken symbolic link (to {_link_target(path)}, "
                                                           f"which does not exist)"))
                 continue
@@ -207,6 +209,13 @@ def _sidecars_beside(image: Path, listed: dict[str, dict[str, tuple[str | None, 
                                        f"({e.strerror or e})")}
         listed[folder] = match_sidecars(files)
     return listed[folder]
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _link_target(path: Path) -> str:

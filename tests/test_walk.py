@@ -216,3 +216,29 @@ def test_a_broken_link_or_a_fifo_named_like_an_image_is_a_problem_not_passed_ove
     assert sorted((p.path.name, p.reason) for p in disc.problems) == [
         ("pipe.png", "not a regular file or folder (a named pipe)"),
         ("scan.tif", f"broken symbolic link (to {tmp_path / 'gone' / 'scan.tif'}, which does not exist)")]
+
+
+def test_a_scan_removed_while_its_folder_is_walked_is_not_called_a_broken_link(tmp_path, monkeypatch):
+    # stat() after the listing found no file: for a regular file that was removed meanwhile (another process tidying
+    # the tree), not a dangling link; it is gone, as if listed a moment later
+    root = tmp_path / "in"
+    touch(root / "ok.jpg")
+    touch(root / "vanishing.jpg")
+    real = os.scandir
+
+    class Listing:
+        def __init__(self, folder):
+            self._it = real(folder)
+
+        def __enter__(self):
+            entries = list(self._it)
+            if (root / "vanishing.jpg").exists():
+                (root / "vanishing.jpg").unlink()
+            return iter(entries)
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr("oldphoto.walk.os.scandir", Listing)
+    disc = discover([root])
+    assert rels(disc) == ["ok.jpg"] and disc.problems == []
