@@ -3,8 +3,10 @@
 Inputs are files or folders. Folders are walked recursively in sorted (code point) order so runs are
 deterministic; each image gets a relative path that is mirrored under the output folder. Hidden names,
 system files (Thumbs.db, desktop.ini), sidecars and other non-images are skipped without a word: the
-decision is made on the extension alone. An image's XMP sidecar (NAME.EXT.xmp, or Adobe's NAME.xmp when no other
-file shares NAME) is found beside it, to be carried to its restoration (match_sidecars).
+decision is made on the extension alone. A name of an image that is a broken symbolic link, or no regular file (a
+FIFO, a socket, a device), is a problem: a scan the run cannot read, not something else. An image's XMP sidecar
+(NAME.EXT.xmp, or Adobe's NAME.xmp when no other file shares NAME) is found beside it, to be carried to its
+restoration (match_sidecars).
 """
 
 from __future__ import annotations
@@ -158,7 +160,12 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
                 # stat() follows symlinks: a link to a folder is walked, a dangling link is neither.
                 mode = entry.stat().st_mode
             except FileNotFoundError:
-                continue  # dangling symlink
+                # a dangling link with a scan's name (a scan moved, its drive not mounted) is not passed over silently;
+                # a file removed since the folder was listed is simply no longer there
+                if is_image_name(entry.name) and _is_link(entry):
+                    into.problems.append(ImageError(path, f"broken symbolic link (to {_link_target(path)}, "
+                                                          f"which does not exist)"))
+                continue
             except OSError as e:
                 into.problems.append(ImageError(path, f"cannot stat ({e.strerror or e})"))
                 continue
@@ -169,6 +176,8 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
                 files.append(entry.name)
                 if is_image_name(entry.name):
                     images.append(Found(path, rel / entry.name))
+            elif is_image_name(entry.name):  # never opened: reading a FIFO could wait for good
+                into.problems.append(ImageError(path, _not_a_file_or_folder(path)))
         found.extend(_with_sidecars(images, match_sidecars(files)))
 
     visit(root, Path())
@@ -200,6 +209,20 @@ def _sidecars_beside(image: Path, listed: dict[str, dict[str, tuple[str | None, 
                                        f"({e.strerror or e})")}
         listed[folder] = match_sidecars(files)
     return listed[folder]
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "a missing file"
 
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),

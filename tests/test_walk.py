@@ -199,3 +199,46 @@ def test_a_case_note_never_asks_for_a_rename_that_would_not_carry_the_sidecar():
     assert match_sidecars(["a.jpg", "a.jpg.xmp", "A.xmp"])["a.jpg"] == ("a.jpg.xmp", (
         "XMP sidecar A.xmp not carried: its name differs in case from this file's; a.jpg.xmp, named after it, is "
         "carried instead"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_broken_link_or_a_fifo_named_like_an_image_is_a_problem_not_passed_over(tmp_path):
+    # found by fuzzing an archive-like tree: a scan whose link points to a moved file or an unmounted drive, or a
+    # FIFO named scan.png, was skipped without a word, so a run said all was done
+    root = tmp_path / "in"
+    touch(root / "ok.jpg")
+    os.symlink(tmp_path / "gone" / "scan.tif", root / "scan.tif")
+    os.symlink(tmp_path / "nowhere", root / "notes.txt")  # not an image's name: still passed over
+    os.mkfifo(root / "pipe.png")
+    os.mkfifo(root / "pipe.log")
+    disc = discover([root])
+    assert rels(disc) == ["ok.jpg"]
+    assert sorted((p.path.name, p.reason) for p in disc.problems) == [
+        ("pipe.png", "not a regular file or folder (a named pipe)"),
+        ("scan.tif", f"broken symbolic link (to {tmp_path / 'gone' / 'scan.tif'}, which does not exist)")]
+
+
+def test_a_scan_removed_while_its_folder_is_walked_is_not_called_a_broken_link(tmp_path, monkeypatch):
+    # stat() after the listing found no file: for a regular file that was removed meanwhile (another process tidying
+    # the tree), not a dangling link; it is gone, as if listed a moment later
+    root = tmp_path / "in"
+    touch(root / "ok.jpg")
+    touch(root / "vanishing.jpg")
+    real = os.scandir
+
+    class Listing:
+        def __init__(self, folder):
+            self._it = real(folder)
+
+        def __enter__(self):
+            entries = list(self._it)
+            if (root / "vanishing.jpg").exists():
+                (root / "vanishing.jpg").unlink()
+            return iter(entries)
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr("oldphoto.walk.os.scandir", Listing)
+    disc = discover([root])
+    assert rels(disc) == ["ok.jpg"] and disc.problems == []

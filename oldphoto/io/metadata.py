@@ -58,6 +58,9 @@ class Metadata:
     tiff_tags: dict[int, object] = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)  # PNG tEXt/zTXt/iTXt by keyword; JPEG COM as "Comment"
     png_chunks: dict[str, bytes] = field(default_factory=dict)  # gAMA, cHRM, sRGB, cICP: PNG-only colour info
+    # keywords of `text` a PNG stored compressed (zTXt, compressed iTXt) -> the largest inflated size of those chunks:
+    # a PNG derivative writes them compressed too (png.compressed_ok)
+    compressed_text: dict[str, int] = field(default_factory=dict)
     # how the pixels these metadata go with relate to the pixels exif and xmp give values in (SubjectArea ...): turned
     # upright from the source's orientation (set on read), enlarged (the pipeline); the writer maps those values
     frame: PixelFrame = PixelFrame()
@@ -122,10 +125,11 @@ def tag_entry(tag: int, value: object) -> T.Entry:
 
 
 def dpi_from_tags(tags: dict[int, object]) -> tuple[float, float] | None:
-    """Dots per inch from X/YResolution + ResolutionUnit (default inch); None without an absolute unit."""
+    """Dots per inch from X/YResolution + ResolutionUnit (default inch); None without an absolute unit, or for one
+    that means nothing (a zero, a zero denominator: see resolution_note)."""
     x, y = tags.get(X_RESOLUTION), tags.get(Y_RESOLUTION)
     unit = tags.get(RESOLUTION_UNIT, _INCH)
-    if not (isinstance(x, tuple) and isinstance(y, tuple)) or unit not in (_INCH, _CM) or not x[1] or not y[1]:
+    if not (isinstance(x, tuple) and isinstance(y, tuple)) or unit not in (_INCH, _CM) or not all((*x, *y)):
         return None
     scale = 2.54 if unit == _CM else 1.0
     return (x[0] / x[1] * scale, y[0] / y[1] * scale)
@@ -143,6 +147,25 @@ def aspect_from_tags(tags: dict[int, object]) -> tuple[int, int] | None:
         return (xn // xd, yn // yd)
     ratio = Fraction(xn, xd) / Fraction(yn, yd)
     return (ratio.numerator, ratio.denominator)
+
+
+def resolution_note(tags: dict[int, object], where: str) -> str | None:
+    """The note for X/YResolution and ResolutionUnit that mean nothing, and are dropped (dpi_from_tags and
+    aspect_from_tags give None for them): a zero, a zero denominator, a unit TIFF does not define; None otherwise.
+    `where`: whose tags they are ("TIFF", "EXIF")."""
+    x, y = tags.get(X_RESOLUTION), tags.get(Y_RESOLUTION)
+    unit = tags.get(RESOLUTION_UNIT, _INCH)
+    if not (isinstance(x, tuple) and isinstance(y, tuple)):
+        return None
+    if unit not in (_NO_UNIT, _INCH, _CM):
+        why = f"unknown ResolutionUnit {unit}"
+    elif not (x[1] and y[1]):
+        why = "a zero denominator"
+    elif not (x[0] and y[0]):
+        why = "a resolution of 0"
+    else:
+        return None
+    return f"{where} resolution {x[0]}/{x[1]} x {y[0]}/{y[1]} dropped: {why} means nothing"
 
 
 def aspect_within(aspect: tuple[int, int], top: int) -> tuple[int, int] | None:
@@ -210,7 +233,7 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
     if meta.dpi is not None:
         for e in _resolution_entries(meta.dpi, source_resolution):
             ifd.entries[e.tag] = e
-    elif _aspect_only(source_resolution):
+    elif aspect_from_tags(source_resolution) is not None:  # unit 1, no zero
         for tag, value in source_resolution.items():
             ifd.entries[tag] = tag_entry(tag, value)
     elif meta.aspect is not None:  # e.g. from a PNG's pHYs with unit 0

@@ -6,6 +6,7 @@ written by `write_png`, which filters and deflates a band of rows at a time (no 
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import struct
@@ -26,7 +27,12 @@ COLOR_CHUNKS = ("gAMA", "cHRM", "sRGB", "cICP")  # colour information that only 
 # chunks oldphoto reads (or that only describe how this file stored its pixels); others are named in a note
 _KNOWN = frozenset({"IHDR", "PLTE", "IDAT", "IEND", "tRNS", "iCCP", "eXIf", "tEXt", "zTXt", "iTXt", "pHYs", "acTL",
                     "fcTL", "fdAT", *COLOR_CHUNKS})
+_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type (PNG 11.2.2)
 _MAX_INFLATE = 64 << 20  # compressed text/ICC chunks larger than this once inflated are refused
+# Pillow refuses a whole PNG over one zTXt or compressed iTXt that inflates to 1 MiB or more (MAX_TEXT_CHUNK; plain
+# tEXt has no such limit, only 64 MiB of text in all): a text written compressed stays under it, unless the source's
+# own compressed chunk of that keyword already went past it (text_chunk, compressed_ok)
+PILLOW_MAX_TEXT_CHUNK = 1 << 20
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
 _BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
 _METERS_PER_INCH = 0.0254
@@ -50,11 +56,15 @@ class PngChunks:
     exif: bytes | None = None
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)  # other tEXt/zTXt/iTXt; a repeated keyword's texts joined
+    # keyword -> the largest inflated size (bytes) of its compressed chunks (zTXt, iTXt with the compression flag), for
+    # the keywords of `text` stored compressed: a derivative keeps them compressed
+    compressed: dict[str, int] = field(default_factory=dict)
     repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
     damaged: list[str] = field(default_factory=list)  # notes on ICC and text chunks that could not be unpacked
     others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
+    plte: bytes | None = None  # the PLTE chunk as stored (length, type, data, CRC), for PixelChunks
     color: dict[str, bytes] = field(default_factory=dict)
     frames: int = 1  # from acTL: an animated PNG has more than one
     idat: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) of runs of whole IDAT chunks
@@ -70,6 +80,8 @@ def read_header(head: bytes) -> PngHeader:
     w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if w == 0 or h == 0:
         raise ValueError(f"header gives an empty image ({w} x {h})")
+    if depth not in _DEPTHS.get(color, ()):
+        raise ValueError(f"invalid header: bit depth {depth} with colour type {color}")
     return PngHeader(w, h, depth, color, interlace)
 
 
@@ -81,17 +93,17 @@ def _inflate(data: bytes, what: str) -> bytes:
     return out
 
 
-def parse_text(ctype: bytes, data: bytes) -> tuple[str, bytes]:
-    """(keyword, text as bytes: latin-1 for tEXt/zTXt, UTF-8 for iTXt)."""
+def parse_text(ctype: bytes, data: bytes) -> tuple[str, bytes, bool]:
+    """(keyword, text as bytes: latin-1 for tEXt/zTXt, UTF-8 for iTXt, whether the chunk stored it compressed)."""
     key, _, rest = data.partition(b"\0")
     if ctype == b"tEXt":
-        return key.decode("latin-1"), rest
+        return key.decode("latin-1"), rest, False
     if ctype == b"zTXt":
-        return key.decode("latin-1"), _inflate(rest[1:], "zTXt chunk")
-    compressed = rest[0]
+        return key.decode("latin-1"), _inflate(rest[1:], "zTXt chunk"), True
+    compressed = bool(rest[0])
     _lang, _, rest = rest[2:].partition(b"\0")
     _translated, _, text = rest.partition(b"\0")
-    return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text
+    return key.decode("latin-1"), _inflate(text, "iTXt chunk") if compressed else text, compressed
 
 
 class Truncated(ValueError):
@@ -127,6 +139,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
     info = PngChunks(read_header(head))
     for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
+            info.idat.append((pos, 8 + length + 4))  # the first IDAT chunk alone: enough to open, not to decode
             return info
         end = pos + 8 + length + 4
         if end > size:
@@ -143,8 +156,14 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             (crc,) = struct.unpack(">I", fh.read(4))
             if zlib.crc32(data, zlib.crc32(ctype)) != crc:
                 raise ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
+            if ctype == b"PLTE" and info.plte is None:
+                info.plte = _as_stored(length, ctype, data, crc)
             _take(info, ctype, data)
     return info
+
+
+def _as_stored(length: int, ctype: bytes, data: bytes, crc: int) -> bytes:
+    return struct.pack(">I4s", length, ctype) + data + struct.pack(">I", crc)
 
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
@@ -156,8 +175,16 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
         # chunk is left out, as a malformed EXIF block is
         info.damaged.append(f"PNG {name} chunk is damaged ({e or 'too short'}) and was not kept")
         return
-    if ctype == b"pHYs" and len(data) == 9:
-        info.phys = struct.unpack(">IIB", data)
+    if ctype == b"pHYs":
+        if len(data) != 9 or data[8] > 1:
+            why = f"{len(data)} bytes, not 9" if len(data) != 9 else f"unknown unit {data[8]}"
+            info.damaged.append(f"PNG pHYs chunk is damaged ({why}) and was not kept")
+        elif 0 in (phys := struct.unpack(">IIB", data))[:2]:
+            unit = "per metre" if phys[2] == 1 else "(aspect ratio, no unit)"
+            info.damaged.append(f"PNG pHYs resolution {phys[0]} x {phys[1]} {unit} dropped: a resolution of 0 means "
+                                "nothing")
+        else:
+            info.phys = phys
     elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
         info.trns = data
     elif ctype == b"acTL" and len(data) == 8:
@@ -176,7 +203,7 @@ def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:
     elif ctype == b"eXIf" and info.exif is None:
         info.exif = data
     elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-        key, value = parse_text(ctype, data)
+        key, value, compressed = parse_text(ctype, data)
         if key in info.text or (key == XMP_KEY and info.xmp is not None):
             info.repeated[key] = info.repeated.get(key, 1) + 1
         if key == XMP_KEY:
@@ -187,6 +214,10 @@ def _take_metadata(info: PngChunks, ctype: bytes, data: bytes) -> None:
             info.text[key] = text
         elif not key.startswith(RAW_PROFILE):  # PNG allows a keyword more than once (several comments, say)
             info.text[key] += "\n" + text
+        else:
+            return  # not kept: nor is how it was stored
+        if compressed:
+            info.compressed[key] = max(info.compressed.get(key, 0), len(value))
 
 
 def dpi_from_phys(phys: tuple[int, int, int] | None) -> tuple[float, float] | None:
@@ -264,6 +295,74 @@ def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
             yield data
 
 
+class PixelChunks(io.RawIOBase):
+    """The open PNG `fh` as Pillow needs to see it to decode its pixels (read_chunks gave `info`): signature, IHDR,
+    PLTE, tRNS, the IDAT chunks and IEND, read from `fh` as Pillow reads (nothing is copied up front).
+
+    oldphoto reads the other chunks itself (read_chunks); Pillow, shown them, parses them too and refuses the whole
+    file over one it cannot take: a text chunk that inflates to more than its 1 MB (an ImageMagick raw profile, a
+    long XMP packet, which read_chunks takes up to 64 MiB and a 16-bit PNG is read with), a pHYs of the wrong
+    length (which read_chunks leaves out, as libpng does)."""
+
+    def __init__(self, fh, info: PngChunks):
+        super().__init__()
+        if not info.idat:
+            raise ValueError("no IDAT chunk (no pixel data)")
+        fh.seek(0)
+        head = fh.read(33)  # signature and IHDR, CRC included, as stored
+        trns = chunk(b"tRNS", info.trns) if info.trns is not None else b""
+        # the first run of IDAT chunks: shown the whole file, Pillow too stopped at the chunk after it (IDAT chunks
+        # that come after another chunk are not read; the pixels of a stream that ended before them are)
+        first, n = info.idat[0]
+        # (start in this stream, bytes, offset in fh or the bytes themselves)
+        self._parts = [(0, len(head), head)]
+        for part in (info.plte or b"", trns, first, chunk(b"IEND", b"")):
+            start = self._parts[-1][0] + self._parts[-1][1]
+            if isinstance(part, int):
+                self._parts.append((start, n, part))
+            elif part:
+                self._parts.append((start, len(part), part))
+        self._size = self._parts[-1][0] + self._parts[-1][1]
+        self._fh, self._pos = fh, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = max(0, offset + (0, self._pos, self._size)[whence])
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        with memoryview(buf) as out:
+            done = 0
+            for start, n, src in self._parts:
+                if done == len(out):
+                    break
+                at = self._pos - start
+                if not 0 <= at < n:
+                    continue
+                k = min(n - at, len(out) - done)
+                if isinstance(src, int):
+                    self._fh.seek(src + at)
+                    got = self._fh.readinto(out[done : done + k])
+                    if not got:
+                        break
+                    k = got
+                else:
+                    out[done : done + k] = src[at : at + k]
+                done += k
+                self._pos += k
+                if k < n - at and done < len(out):
+                    break  # a short read of the file: what it gave
+            return done
+
+
 def _read_stream(fh, prefix: bytes, first: int, n: int) -> memoryview:
     """pixel_stream's bytes read into memory, for a file that cannot be mapped: this costs one copy of the
     compressed pixel data (read straight into place, not copied again)."""
@@ -309,15 +408,32 @@ def keyword_ok(key: str) -> bool:
     return 1 <= len(key) <= 79 and all(ord(ch) < 256 for ch in key)
 
 
-def text_chunk(key: str, value: str) -> bytes:
-    """tEXt when the value is Latin-1, else iTXt (UTF-8)."""
+def text_chunk(key: str, value: str, compress: bool = False) -> bytes:
+    """tEXt when the value is Latin-1, else iTXt (UTF-8); compressed (zTXt, or iTXt with the compression flag) when
+    asked."""
     if not keyword_ok(key):
         raise ValueError(f"PNG text keyword must be 1-79 Latin-1 characters, got {key!r}")
     k = key.encode("latin-1")
     try:
-        return chunk(b"tEXt", k + b"\0" + value.encode("latin-1"))
+        data = value.encode("latin-1")
+        return chunk(b"zTXt", k + b"\0\0" + zlib.compress(data, 9)) if compress else chunk(b"tEXt", k + b"\0" + data)
     except UnicodeEncodeError:
-        return chunk(b"iTXt", k + b"\0\0\0\0\0" + value.encode("utf-8"))
+        data = value.encode("utf-8")
+        if compress:
+            return chunk(b"iTXt", k + b"\0\1\0\0\0" + zlib.compress(data, 9))
+        return chunk(b"iTXt", k + b"\0\0\0\0\0" + data)
+
+
+def compressed_ok(value: str, source_size: int) -> bool:
+    """May a text compressed in the source (its compressed chunk(s) of this keyword inflating to `source_size` bytes at
+    most) be written compressed again? Yes, unless it became one text that Pillow would now refuse (several chunks of
+    one keyword joined past PILLOW_MAX_TEXT_CHUNK), where no compressed chunk of the source was: it is then written
+    uncompressed, as readable as the source was."""
+    try:
+        size = len(value.encode("latin-1"))  # as text_chunk stores it
+    except UnicodeEncodeError:
+        size = len(value.encode("utf-8"))
+    return size < PILLOW_MAX_TEXT_CHUNK or size <= source_size
 
 
 def xmp_chunk(xmp: bytes) -> bytes:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from . import xmp_tree
 from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, iptc_from_profile, iptc_of, raw_profile, readable_block
-from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd
+from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, resolution_note, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
 # on stderr, which --quiet cannot silence. oldphoto parses EXIF itself and puts what is wrong in the file's notes.
@@ -47,6 +48,22 @@ def _app13(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
 _APP13 = JpegImagePlugin.MARKER.get(0xFFED)
 if isinstance(_APP13, tuple) and len(_APP13) == 3 and _APP13[2] is getattr(JpegImagePlugin, "APP", None):
     JpegImagePlugin.MARKER[0xFFED] = (*_APP13[:2], _app13)
+
+
+def _app2(im: JpegImagePlugin.JpegImageFile, marker: int) -> None:
+    """Pillow's handler of APP2 segments, less the ICC segments too short to hold their sequence number and count:
+    Pillow's own assembly of the profile, as it reads the frame header, raised IndexError on one and refused the
+    photo. oldphoto assembles the profile from `applist` itself (_jpeg_icc), where the segment stays."""
+    JpegImagePlugin.APP(im, marker)
+    icc = getattr(im, "icclist", None)
+    if icc and len(icc[-1]) < len(_ICC_HEADER) + 2:
+        icc.pop()
+
+
+_APP2 = JpegImagePlugin.MARKER.get(0xFFE2)
+if isinstance(_APP2, tuple) and len(_APP2) == 3 and _APP2[2] is getattr(JpegImagePlugin, "APP", None):
+    JpegImagePlugin.MARKER[0xFFE2] = (*_APP2[:2], _app2)
+_ICC_HEADER = b"ICC_PROFILE\0"
 _OPENERS = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
             "WEBP": WebPImagePlugin.WebPImageFile}
 # Pillow mode -> (mode each band is converted to, colour channels, alpha, note)
@@ -164,12 +181,17 @@ def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
     return from_phys
 
 
-def _jpeg_dpi(info: dict, tags: dict[int, object]) -> tuple[float, float] | None:
+def _jpeg_dpi(info: dict, tags: dict[int, object], notes: list[str]) -> tuple[float, float] | None:
     """JFIF density when its unit is absolute (not Pillow's info["dpi"], which makes up 72 dpi for EXIF without
     resolution and uses XResolution for both axes), or the EXIF resolution when it agrees with the JFIF
-    density (it is exact; JFIF holds whole numbers) or the JFIF header gives no unit, as for PNG's pHYs."""
+    density (it is exact; JFIF holds whole numbers) or the JFIF header gives no unit, as for PNG's pHYs. A JFIF
+    density of 0 in an absolute unit, or in a unit JFIF does not define, is passed over with a note (0 without a
+    unit, like 1:1, says nothing and is passed over silently)."""
     unit, density = info.get("jfif_unit"), info.get("jfif_density")
     from_exif = dpi_from_tags(tags)
+    if unit is not None and density and (unit > 2 or (unit and not all(density))):
+        why = f"unknown unit {unit}" if unit > 2 else "a resolution of 0"
+        notes.append(f"JFIF density {density[0]} x {density[1]} ignored: {why} means nothing")
     if unit not in (1, 2) or not density or not all(density):
         return from_exif
     scale = 2.54 if unit == 2 else 1.0  # JFIF unit 2 is dots per cm
@@ -241,6 +263,26 @@ def _one_of(chunk: bytes | None, profile: bytes | None, what: str, notes: list[s
     return chunk
 
 
+def _jpeg_icc(applist: list, notes: list[str]) -> bytes | None:
+    """A JPEG's ICC profile from its APP2 segments (ICC.1, B.4: each numbered from 1 and giving their count), in
+    their numbers' order; None with a note when they do not make one whole (Pillow drops such a profile without a
+    word)."""
+    parts = [payload for app, payload in applist if app == "APP2" and payload.startswith(_ICC_HEADER)]
+    if not parts:
+        return None
+    n = len(_ICC_HEADER)
+    if any(len(p) < n + 2 for p in parts):
+        notes.append("ICC profile dropped: one of its JPEG APP2 segments is cut short")
+        return None
+    numbers = sorted(p[n] for p in parts)
+    counts = sorted({p[n + 1] for p in parts})
+    if counts != [len(parts)] or numbers != list(range(1, len(parts) + 1)):
+        notes.append(f"ICC profile dropped: its JPEG APP2 segments do not make one whole (numbered "
+                     f"{', '.join(map(str, numbers))}, of {' or '.join(map(str, counts))})")
+        return None
+    return b"".join(p[n + 2 :] for p in sorted(parts, key=lambda p: p[n])) or None
+
+
 def _jpeg_comments(applist: list, notes: list[str]) -> dict[str, str]:
     """Every COM segment, not the last alone as Pillow's info["comment"]: one "Comment", a line break between
     two segments' texts (with a note, as it is no longer byte for byte)."""
@@ -290,6 +332,12 @@ def _note_more_pictures(mp: bytes | None, notes: list[str]) -> None:
                      "the photo, is read")
 
 
+def _note_resolution(tags: dict[int, object], notes: list[str]) -> None:
+    """A note for an EXIF resolution that means nothing (metadata.resolution_note), which is dropped."""
+    if (note := resolution_note(tags, "EXIF")) is not None:
+        notes.append(note)
+
+
 def _jpeg_aspect(info: dict, tags: dict[int, object]) -> tuple[int, int] | None:
     """Pixel aspect ratio from a JFIF density without unit, or from EXIF resolution with unit 1 (none). JFIF's
     1:1 without unit says nothing: every encoder writes it when it has no resolution to give."""
@@ -306,6 +354,18 @@ def _comment(raw: bytes | str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+@contextmanager
+def _identified(fmt: str) -> Iterator[None]:
+    """Pillow's "not identified by this driver" (its header parse found no size or layout) said plainly."""
+    try:
+        yield
+    except SyntaxError as e:
+        if str(e) != "not identified by this driver":
+            raise
+        what = "frame header (SOF)" if fmt == "JPEG" else "header"
+        raise ValueError(f"no valid {what} giving the image's size and layout: damaged or cut short") from e
 
 
 def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool = False) -> RasterPlan:
@@ -329,6 +389,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                 notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
         profiles = _raw_profiles(text, notes)
         exif, tags, orientation = _exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
+        _note_resolution(tags, notes)
         if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
             notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
                          "do not see that text")
@@ -337,7 +398,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
         iptc = profiles.get("iptc") or iptc_of(resources)
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
-                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color))
+                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),
+                        compressed_text={k: n for k, n in chunks.compressed.items() if k in text})
         if meta.dpi is None:
             meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
         if header.bit_depth == 16:
@@ -347,19 +409,21 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             alpha = alpha or png.colour_key(header, chunks.trns)
             return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
                               orientation, meta, None, None, png_chunks=chunks, notes=notes)
-        fh.seek(0)
-        im = PngImagePlugin.PngImageFile(fh)
+        with _identified("PNG"):
+            im = PngImagePlugin.PngImageFile(png.PixelChunks(fh, chunks))  # the chunks it needs for the pixels only
     else:
         if fmt == "WEBP":
             _check_riff_size(fh)
         fh.seek(0)
-        im = _OPENERS[fmt](fh)
+        with _identified(fmt):
+            im = _OPENERS[fmt](fh)
         check_size(*im.size)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             raise ValueError(f"animated {fmt} with {frames} frames is not supported")
         info = im.info
         exif, tags, orientation = _exif_fields(info.get("exif"), notes)
+        _note_resolution(tags, notes)
         block, resources = None, []
         if fmt == "JPEG":
             # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
@@ -379,9 +443,10 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         xmp = info.get("xmp") or None
         if fmt == "JPEG":
             xmp = _with_extension(xmp, im.applist, notes)
-        meta = Metadata(exif=exif, icc=info.get("icc_profile") or None, xmp=xmp, iptc=iptc,
+        icc = _jpeg_icc(im.applist, notes) if fmt == "JPEG" else info.get("icc_profile") or None
+        meta = Metadata(exif=exif, icc=icc, xmp=xmp, iptc=iptc,
                         photoshop=block, tiff_tags=tags, text=text,
-                        dpi=_jpeg_dpi(info, tags) if fmt == "JPEG" else dpi_from_tags(tags))
+                        dpi=_jpeg_dpi(info, tags, notes) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:
             meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
     mode = im.mode
@@ -393,6 +458,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         channels = 1 if convert_to == "LA" else 3
     if note:
         notes.append(note)
+    elif fmt == "PNG" and header.color_type in (0, 4) and header.bit_depth in (2, 4):  # Pillow reads them as "L"
+        notes.append(f"{header.bit_depth}-bit gray converted to 8-bit")
     dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
     return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
                       convert_to, notes=notes)

@@ -68,6 +68,19 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
+               (b"II+\0", "TIFF"), (b"MM\0+", "TIFF"))
+
+
+def _cut_short(head: bytes) -> str | None:
+    """The format whose signature a file too short to hold one begins with (all of it: fewer than 16 bytes), or
+    None: such a file is a scan cut short, not some other kind of file."""
+    if len(head) >= 16:
+        return None
+    if head[:4] == b"RIFF"[: len(head)] and b"WEBP".startswith(head[8:12]) and len(head) < 12:
+        return "WebP"
+    return next((f for sig, f in _SIGNATURES if len(head) < len(sig) and sig.startswith(head)), None)
+
 # What decoders raise on damaged or unsupported files (imagecodecs errors are RuntimeErrors).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error,
                   RuntimeError, tifffile.TiffFileError, Image.DecompressionBombError, IfdError)
@@ -130,6 +143,9 @@ def _opened(path: Path) -> Iterator[tuple[object, str]]:
         if not head:
             raise ImageError(path, "empty file (0 bytes)")
         fmt = sniff(head)
+        cut = _cut_short(head)
+        if fmt is None and cut is not None:
+            raise ImageError(path, f"cut short: the file has only {len(head)} byte(s), the start of a {cut} header")
         if fmt is None:
             raise ImageError(path, f"not a JPEG, PNG, TIFF or WebP image (file starts with {head[:8]!r})")
         yield fh, fmt

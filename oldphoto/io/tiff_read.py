@@ -25,7 +25,7 @@ from .buffers import allocate, unmappable
 from .cmyk import CmykConverter
 from .iptc import iptc_of, readable_block
 from .metadata import (DESCRIPTIVE_TAGS, LAYOUT_TAGS, ORIENTATION, RESOLUTION_TAGS, WINDOWS_TAGS, YCBCR_TAGS, Metadata,
-                       aspect_from_tags, dpi_from_tags, orientation_of, tags_from_ifd)
+                       aspect_from_tags, dpi_from_tags, orientation_of, resolution_note, tags_from_ifd)
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _TRANSPARENCY_MASK, _SEPARATED, _YCBCR = 0, 1, 2, 3, 4, 5, 6
 _REDUCED, _MASK = 1, 4  # NewSubfileType bits: a reduced-resolution version, a transparency mask
@@ -209,6 +209,8 @@ class TiffPlan:
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
         meta.dpi = dpi_from_tags(meta.tiff_tags)
         meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
+        if (note := resolution_note(meta.tiff_tags, "TIFF")) is not None:
+            notes.append(note)
         meta.photoshop, resources = readable_block(_raw(e.get(_PHOTOSHOP), order), "tag 34377", notes)
         meta.iptc = meta.iptc or iptc_of(resources)  # Photoshop keeps IPTC there too, some writers only there
         children = {}
@@ -254,6 +256,8 @@ def plan(fh, check_size: Callable[[int, int], None]) -> TiffPlan:
         tif = tifffile.TiffFile(fh)
     index, masks, pages = choose_page(tif)
     p = tif.pages[index]
+    if not (p.imagewidth and p.imagelength):  # as PNG's header says it; found only by the pipeline before
+        raise ValueError(f"header gives an empty image ({p.imagewidth} x {p.imagelength})")
     check_size(p.imagewidth, p.imagelength)
     wanted = set(DESCRIPTIVE_TAGS) | set(RESOLUTION_TAGS) | set(WINDOWS_TAGS) | {ORIENTATION, _ICC, _XMP, _IPTC}
     wanted |= {_PHOTOSHOP, T.EXIF_IFD, T.GPS_IFD}

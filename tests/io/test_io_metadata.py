@@ -450,6 +450,61 @@ def test_repeated_png_text_keywords_are_joined_and_a_second_xmp_packet_noted(tmp
                                  "2 PNG text chunks 'XML:com.adobe.xmp': only the first is kept"]
 
 
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 8
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        out.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def test_png_text_compressed_in_the_source_stays_compressed(tmp_path):
+    # a 50 MB zTXt in a small PNG was written back as tEXt, making a 50 MB derivative: each text keeps the compression
+    # its chunk had (zTXt, or iTXt with the compression flag), an uncompressed one stays uncompressed
+    def chunk(ctype, body):
+        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+    buf = io.BytesIO()
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    long_text = "scan log line\n" * 4_000_000  # 56 MB
+    extra = (chunk(b"zTXt", b"Log\0\0" + zlib.compress(long_text.encode()))
+             + chunk(b"iTXt", b"Title\0\1\0\0\0" + zlib.compress("Öl auf Leinwand ✓".encode()))
+             + chunk(b"tEXt", b"Notes\0" + b"A" * 2_000_000))  # plain: Pillow reads it; compressed it could not
+    (tmp_path / "src.png").write_bytes(data[:33] + extra + data[33:])
+    pic = read(tmp_path / "src.png", 10_000)
+    assert pic.meta.text["Log"] == long_text and pic.meta.compressed_text == {"Log": len(long_text),
+                                                                             "Title": len("Öl auf Leinwand ✓".encode())}
+    out = tmp_path / "out.png"
+    assert write(out, pic.pixels, None, "PNG", pic.meta) == []
+    assert out.stat().st_size < 1_000_000 + 2_000_000  # not 56 MB: the 2 MB tEXt stays plain
+    kinds = {body.split(b"\0", 1)[0]: (ctype, body) for ctype, body in _png_chunks(out.read_bytes())
+             if ctype in (b"tEXt", b"zTXt", b"iTXt")}
+    assert kinds[b"Log"][0] == b"zTXt" and kinds[b"Notes"][0] == b"tEXt"
+    assert kinds[b"Title"][0] == b"iTXt" and kinds[b"Title"][1][len(b"Title\0") :].startswith(b"\1\0")
+    back = read(out, 10_000)
+    assert back.meta.text == pic.meta.text and back.meta.compressed_text == pic.meta.compressed_text
+    for path in (tmp_path / "src.png", out):  # Pillow's 1 MiB per compressed text: the copy is read as the source is
+        with pytest.raises(ValueError, match="MAX_TEXT_CHUNK"):
+            Image.open(path)
+    small = Metadata(text={"Log": "short"}, compressed_text={"Log": 5})
+    write(out, pic.pixels, None, "PNG", small)
+    with Image.open(out) as im:
+        assert im.text["Log"] == "short"
+
+
+def test_png_texts_joined_past_pillows_limit_are_written_uncompressed(tmp_path):
+    # two zTXt of one keyword, each under Pillow's 1 MiB, joined: compressed, the one text would make Pillow refuse the
+    # derivative of a source it reads, so it is written plain
+    meta = Metadata(text={"Comment": "x" * 700_000 + "\n" + "y" * 700_000}, compressed_text={"Comment": 700_000})
+    path = tmp_path / "joined.png"
+    write(path, gradient(5, 7, 3, np.uint8), None, "PNG", meta)
+    assert [c for c, _ in _png_chunks(path.read_bytes()) if c in (b"tEXt", b"zTXt", b"iTXt")] == [b"tEXt"]
+    with Image.open(path) as im:
+        assert len(im.text["Comment"]) == 1_400_001
+
+
 def test_further_pictures_of_an_mpf_jpeg_are_noted(tmp_path):
     # a camera or a scanner's software may append previews (Multi-Picture Format, APP2 "MPF"): only the first
     # image, the photo, is read
@@ -632,3 +687,80 @@ def test_a_turned_scan_keeps_its_resolution_on_the_right_axes(tmp_path, fmt):
     again = read(out, 10_000).meta
     assert again.dpi == pytest.approx((2400.0, 1200.0))
     assert (again.tiff_tags[282], again.tiff_tags[283]) == ((2400, 1), (1200, 1))
+
+
+def _gray_tiff(path: Path, *resolution) -> None:
+    tags = [long_(256, 7), long_(257, 5), short(258, 8), short(259, 1), short(262, 1), short(277, 1), long_(278, 5),
+            *resolution]
+    path.write_bytes(tiff_structure("<", tags, strip=bytes(35)))
+
+
+@pytest.mark.parametrize("resolution, note", [
+    ([rational(282, (0, 1)), rational(283, (0, 1)), short(296, 2)],
+     "TIFF resolution 0/1 x 0/1 dropped: a resolution of 0 means nothing"),
+    ([rational(282, (300, 0)), rational(283, (300, 1)), short(296, 2)],
+     "TIFF resolution 300/0 x 300/1 dropped: a zero denominator means nothing"),
+    ([rational(282, (300, 1)), rational(283, (300, 1)), short(296, 7)],
+     "TIFF resolution 300/1 x 300/1 dropped: unknown ResolutionUnit 7 means nothing"),
+    ([rational(282, (0, 1)), rational(283, (4, 1)), short(296, 1)],  # an aspect ratio without unit
+     "TIFF resolution 0/1 x 4/1 dropped: a resolution of 0 means nothing"),
+])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_meaningless_tiff_resolution_is_dropped_with_a_note(tmp_path, resolution, note, fmt):
+    # XResolution 0/1 was carried as 0 dpi; a zero denominator or an unknown unit was dropped without a word
+    _gray_tiff(tmp_path / "s.tif", *resolution)
+    src = read(tmp_path / "s.tif", 10_000)
+    assert (src.meta.dpi, src.meta.aspect) == (None, None) and note in src.notes
+    out, _, path = _roundtrip(tmp_path, src.meta, fmt, px=src.pixels)
+    assert (out.meta.dpi, out.meta.aspect) == (None, None)
+    assert not any(t in out.meta.tiff_tags for t in (282, 283, 296)), out.meta.tiff_tags
+    assert not any("resolution" in n for n in out.notes), out.notes  # nothing of it was written
+    if fmt == "PNG":
+        assert b"pHYs" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("phys, note", [
+    ((0, 0, 1), "PNG pHYs resolution 0 x 0 per metre dropped: a resolution of 0 means nothing"),
+    ((11811, 0, 1), "PNG pHYs resolution 11811 x 0 per metre dropped: a resolution of 0 means nothing"),
+    ((0, 3, 0), "PNG pHYs resolution 0 x 3 (aspect ratio, no unit) dropped: a resolution of 0 means nothing"),
+])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_png_phys_of_0_is_dropped_with_a_note(tmp_path, phys, note, depth):
+    buf = io.BytesIO()
+    px = gradient(5, 7, 3, np.uint8 if depth == 8 else np.uint16)
+    png.write_png(buf, px, None, [png.chunk(b"pHYs", struct.pack(">IIB", *phys))])
+    (tmp_path / "s.png").write_bytes(buf.getvalue())
+    src = read(tmp_path / "s.png", 10_000)
+    assert (src.meta.dpi, src.meta.aspect) == (None, None) and note in src.notes
+    _, _, path = _roundtrip(tmp_path, src.meta, "PNG", px=src.pixels)
+    assert b"pHYs" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_an_exif_resolution_of_0_is_dropped_with_a_note(tmp_path, fmt):
+    exif = tiff_structure("<", [rational(282, (0, 1)), rational(283, (0, 1)), short(296, 2)])
+    path = tmp_path / f"s.{EXT[fmt]}"
+    Image.fromarray(gradient(5, 7, 3, np.uint8)).save(path, exif=b"Exif\0\0" + exif)
+    src = read(path, 10_000)
+    assert src.meta.dpi is None and "EXIF resolution 0/1 x 0/1 dropped: a resolution of 0 means nothing" in src.notes
+    out, _, _ = _roundtrip(tmp_path, src.meta, fmt, name="out", px=src.pixels)
+    assert out.meta.dpi is None and not any(t in out.meta.tiff_tags for t in (282, 283))
+
+
+@pytest.mark.parametrize("unit, density, note", [
+    (1, (0, 0), "JFIF density 0 x 0 ignored: a resolution of 0 means nothing"),
+    (2, (118, 0), "JFIF density 118 x 0 ignored: a resolution of 0 means nothing"),
+    (3, (300, 300), "JFIF density 300 x 300 ignored: unknown unit 3 means nothing"),
+])
+def test_a_meaningless_jfif_density_is_ignored_with_a_note(tmp_path, unit, density, note):
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 8, 3, np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    assert data[6:11] == b"JFIF\0"
+    data[13] = unit
+    data[14:18] = struct.pack(">HH", *density)
+    (tmp_path / "s.jpg").write_bytes(bytes(data))
+    src = read(tmp_path / "s.jpg", 10_000)
+    assert src.meta.dpi is None and note in src.notes
+    _, notes, path = _roundtrip(tmp_path, src.meta, "JPEG", px=src.pixels)
+    assert _jfif(path)[0] == 0  # no unit written
