@@ -614,8 +614,12 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             _make_folder(path, staging, gate)
 
             def xmp_of(found: list[str], xmp: bytes | None = meta.xmp, first: bool = i == 0) -> bytes | None:
-                """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found`."""
-                known = [*notes, *(n for n in found if n not in notes)]
+                """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found` in the
+                first output; in a later one (a --save-mask mask, an --only-mask overlay) what the writer found of that
+                file alone: the others are about the first (an "alpha dropped" is not the mask's) or said there, and a
+                run recognising the outputs after a lost state file reports the first's with theirs
+                (RunState.recognise)."""
+                known = [*notes, *(n for n in found if n not in notes)] if first else list(found)
                 dropped: list[str] = []
                 try:
                     packet = oio.provenance_xmp(xmp, notes=dropped, kept_notes=lasting_notes(known), **provenance,

@@ -320,8 +320,8 @@ class RunState:
         must say it carries that one, and describe the first output (the same xmpMM:InstanceID). The images' own
         oldphoto:SidecarSHA256 is not looked at: it says which sidecar went with them when they were made, and a
         sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind; whether one should be beside them is
-        the caller's to judge (planning). The record's notes are those the first output's XMP keeps (oldphoto:Notes;
-        none in outputs made before they were kept)."""
+        the caller's to judge (planning). The record's notes are those the outputs' XMP keeps (oldphoto:Notes; none in
+        outputs made before they were kept): see _kept_notes."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
                                        made or {}, None if sidecar is None else sidecar.sha256)
         if not outputs or len(found) != len(outputs):
@@ -335,7 +335,7 @@ class RunState:
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
-                      notes=found[outputs[0]].notes)
+                      notes=_kept_notes(found, outputs))
 
     def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
                   sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
@@ -453,3 +453,15 @@ def _unreadable(sidecar: Path) -> str | None:
     except ImageError:  # too large to be a sidecar, or gone: the usual reason says enough
         return None
     return None
+
+
+def _kept_notes(found: dict[Path, Provenance], outputs: list[Path]) -> tuple[str, ...]:
+    """A file's notes from the oldphoto:Notes of its outputs (`found`: their provenance), as its record would keep
+    them: the first output's (the restoration's, or the --only-mask mask's: the file's notes), then what each later
+    image output says of its own file alone (a --save-mask mask, an --only-mask overlay; older ones repeat the
+    first's)."""
+    images = [p for p in outputs if not is_sidecar_name(p.name)]
+    notes = list(found[images[0]].notes) if images else []
+    for p in images[1:]:
+        notes += [n for n in found[p].notes if n not in notes]
+    return tuple(notes)

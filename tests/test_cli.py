@@ -1214,6 +1214,45 @@ def test_files_recognised_after_a_lost_state_file_report_the_notes_of_the_run_th
     assert read_provenance(sidecar).notes == read_provenance(out / "turned.jpg").notes
 
 
+def test_a_masks_xmp_says_only_its_own_notes_and_recognition_reports_every_outputs(tmp_path, stand_in_models):
+    """A --save-mask mask's oldphoto:Notes repeated the restoration's ("alpha dropped" is not the mask's), and a run
+    recognising the outputs after a lost state file read the first output's alone: with --only-mask what its overlay
+    lacks (written after the mask) went unreported. A JPEG's notes on its segments (a comment over one) are in its
+    packet too, so they are reported then as well."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from oldphoto.io import read_provenance
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "c" * 70000, zip=True)
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 240, (40, 50, 4), dtype=np.uint8), "RGBA").save(root / "clear.png", pnginfo=text)
+    alpha = "alpha dropped: JPEG has no transparency"
+    comment = "comment of 70000 bytes not written: larger than one JPEG segment"
+    for mode, first, later in ((("--format", "jpeg", "--save-mask"), "clear.jpg", "clear.mask.png"),
+                               (("--only-mask",), "clear.mask.png", "clear.overlay.jpg")):
+        opts = (*mode, "--jobs", 1, "--tile", 128, "--overlap", 16)
+        out = tmp_path / f"out{len(mode)}"
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (made,) = report_of(out)["files"]
+        assert made["status"] == "done" and comment in made["notes"], made
+        if "--save-mask" in mode:
+            assert alpha in made["notes"] and read_provenance(out / later).notes == ()  # nothing of the mask's own
+            assert set(read_provenance(out / first).notes) == set(made["notes"])
+        else:  # the overlay's comment, said in the overlay alone
+            assert comment not in read_provenance(out / first).notes
+            assert read_provenance(out / later).notes == (comment,)
+        (out / STATE_NAME).unlink()
+        for _ in range(2):  # recognised, then skipped by the record made from the provenance
+            assert run("restore", root, "--out", out, *opts).exit_code == 0
+            (f,) = report_of(out)["files"]
+            assert f["status"] == "skipped"
+            assert [n for n in f["notes"] if "recognised from the provenance" not in n] == made["notes"], mode
+
+
 @pytest.mark.parametrize("mode", [(), ("--only-mask",)])
 def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
     """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a
