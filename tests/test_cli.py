@@ -1253,6 +1253,85 @@ def test_a_masks_xmp_says_only_its_own_notes_and_recognition_reports_every_outpu
             assert [n for n in f["notes"] if "recognised from the provenance" not in n] == made["notes"], mode
 
 
+@pytest.mark.parametrize("edit", ["turn removed", "turn added"])
+def test_a_sidecar_rewritten_alone_says_its_own_notes_also_once_the_state_file_is_lost(tmp_path, stand_in_models,
+                                                                                        edit):
+    """A sidecar rewritten alone (the restoration up to date) kept the notes on the sidecar the restoration was made
+    with, in its own XMP and, after a lost state file, in the report of the run that recognised the outputs (read from
+    the restoration's XMP, which stays as it was): a tiff:Orientation since removed was still said not applied, one
+    since added was not said. The restoration is not rewritten; the sidecar beside it says the current one's."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import read_provenance
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    turn, plain = ' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"', ""
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"{}><dc:format>image/jpeg'
+              '</dc:format></rdf:Description></rdf:RDF></x:xmpmeta>')
+    before, after = (turn, plain) if edit == "turn removed" else (plain, turn)
+    (root / "turned.xmp").write_text(packet.format(before))
+    opts = ("--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    said = [n for n in report_of(out)["files"][0]["notes"] if n.startswith("XMP sidecar turned.xmp: its tiff:")]
+    assert len(said) == (edit == "turn removed"), said
+    restoration = (out / "turned.jpg").read_bytes()
+    (root / "turned.xmp").write_text(packet.format(after))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "done" and f["sidecar_only"], f
+    now = [n for n in f["notes"] if not n.startswith("sidecar only")]
+    assert any(n.startswith("XMP sidecar turned.xmp: its tiff:Orientation 3") for n in now) == (edit == "turn added")
+    assert not set(said) & set(now)
+    assert (out / "turned.jpg").read_bytes() == restoration  # left as it was, its XMP with its own
+    assert read_provenance(out / "turned.xmp").notes == tuple(now)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and f["notes"] == now, f
+    (out / STATE_NAME).unlink()
+    for recognised in (True, False):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (f,) = report_of(out)["files"]
+        assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]) == recognised
+        assert [n for n in f["notes"] if "recognised from the provenance" not in n] == now, f
+
+
+def test_outputs_recognised_without_a_sidecar_now_report_no_notes_on_the_one_they_were_made_with(tmp_path,
+                                                                                                 stand_in_models):
+    """The restoration's XMP keeps the notes on the sidecar it was made with; recognised after a lost state file once
+    that sidecar and its copy beside the restoration are gone, the file was reported with them all the same."""
+    import numpy as np
+    from PIL import Image
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    (root / "turned.jpg.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"/>'
+        '</rdf:RDF></x:xmpmeta>')
+    opts = ("--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (made,) = report_of(out)["files"]
+    assert any(n.startswith("XMP sidecar turned.jpg.xmp: ") for n in made["notes"]), made
+    for gone in (root / "turned.jpg.xmp", out / "turned.jpg.xmp", out / STATE_NAME):
+        gone.unlink()
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]), f
+    assert [n for n in f["notes"] if "recognised from the provenance" not in n] == [
+        n for n in made["notes"] if not n.startswith("XMP sidecar ")]
+
+
 @pytest.mark.parametrize("mode", [(), ("--only-mask",)])
 def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
     """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a
