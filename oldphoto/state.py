@@ -459,10 +459,11 @@ def _kept_notes(found: dict[Path, Provenance], outputs: list[Path], sidecar: Sid
     """A file's notes from the oldphoto:Notes of its outputs (`found`: their provenance), as its record would keep
     them: the first output's (the restoration's, or the --only-mask mask's: the file's notes), then what each later
     image output says of its own file alone (a --save-mask mask, an --only-mask overlay; older ones repeat the
-    first's). The notes about the source's sidecar (SIDECAR_NOTE) are those of the sidecar beside them, which carries
-    the restoration's notes with those on the sidecar it was made from: one rewritten alone since
-    (pipeline.update_sidecar) says the current sidecar's, where the restoration, left as it was, keeps those of the one
-    it was made with. Without a sidecar now (`sidecar` None), none is said."""
+    first's, those on the sidecar then among them: never taken from them). The notes about the source's sidecar
+    (SIDECAR_NOTE) are those of the sidecar beside them, which carries the restoration's notes with those on the
+    sidecar it was made from: one rewritten alone since (pipeline.update_sidecar) says the current sidecar's, where
+    the restoration, left as it was, keeps those of the one it was made with. Without a sidecar now (`sidecar` None),
+    none is said."""
     images = [p for p in outputs if not is_sidecar_name(p.name)]
     beside = [found[p].notes for p in outputs if is_sidecar_name(p.name)]
     notes = list(found[images[0]].notes) if images else []
@@ -473,6 +474,7 @@ def _kept_notes(found: dict[Path, Provenance], outputs: list[Path], sidecar: Sid
             notes = list(beside[0])  # the restoration's, in their order, with the sidecar's current ones
         else:  # one that does not carry the restoration's (made before notes were kept): its own on the sidecar
             notes += [n for n in beside[0] if n.startswith(SIDECAR_NOTE)]
-    for p in images[1:]:
-        notes += [n for n in found[p].notes if n not in notes]
+    for p in images[1:]:  # a later output's own notes are never about the sidecar: one made before they were kept
+        # alone repeats the first's, those on the sidecar as it then was among them (true of no sidecar now)
+        notes += [n for n in found[p].notes if n not in notes and not n.startswith(SIDECAR_NOTE)]
     return tuple(notes)

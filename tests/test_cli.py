@@ -1332,6 +1332,66 @@ def test_outputs_recognised_without_a_sidecar_now_report_no_notes_on_the_one_the
         n for n in made["notes"] if not n.startswith("XMP sidecar ")]
 
 
+@pytest.mark.parametrize("edit", ["sidecar removed", "sidecar changed"])
+def test_a_mask_made_before_it_kept_only_its_own_notes_brings_back_no_stale_note_on_the_sidecar(tmp_path,
+                                                                                              stand_in_models, edit):
+    """A --save-mask mask made before masks kept only their own notes repeats the restoration's, those on the
+    scan's sidecar as it then was among them. Recognised after a lost state file, those were dropped from the
+    restoration's (no sidecar now, or the one beside the restoration, rewritten alone since, says the current one's),
+    then added back from the mask's: a tiff:Orientation the sidecar no longer has (or no sidecar at all) was said not
+    applied, beside the current sidecar's own."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from oldphoto.io import provenance_xmp, read_provenance
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{}"/>'
+              '</rdf:RDF></x:xmpmeta>')
+    (root / "turned.jpg.xmp").write_text(packet.format(3))
+    opts = ("--save-mask", "--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (made,) = report_of(out)["files"]
+    stale = [n for n in made["notes"] if n.startswith("XMP sidecar turned.jpg.xmp: its tiff:Orientation 3")]
+    assert stale, made
+    # the mask as the version before wrote it: its oldphoto:Notes the restoration's
+    mask = out / "turned.mask.png"
+    prov = read_provenance(mask)
+    old = provenance_xmp(None, source_name="turned.jpg", source_sha256=prov.source_sha256, software=prov.software,
+                         parameters=prov.parameters["settings"], models=prov.parameters["models"],
+                         mask_coverage=prov.mask_coverage, sidecar_sha256=prov.sidecar_sha256,
+                         kept_notes=read_provenance(out / "turned.jpg").notes)
+    with Image.open(mask) as im:
+        pixels = im.copy()
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", old.decode("utf-8"))
+    pixels.save(mask, pnginfo=info)
+    assert read_provenance(mask).notes == read_provenance(out / "turned.jpg").notes
+    (out / STATE_NAME).unlink()  # its record no longer matches the mask
+    if edit == "sidecar removed":
+        for gone in (root / "turned.jpg.xmp", out / "turned.jpg.xmp"):
+            gone.unlink()
+    else:  # rewritten alone (the outputs recognised), then the state file lost again
+        (root / "turned.jpg.xmp").write_text(packet.format(8))
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (f,) = report_of(out)["files"]
+        assert f["sidecar_only"] and not set(stale) & set(f["notes"]), f
+        (out / STATE_NAME).unlink()
+    for _ in range(2):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (f,) = report_of(out)["files"]
+        assert f["status"] == "skipped", f
+        assert not set(stale) & set(f["notes"]), f["notes"]
+        now = [n for n in f["notes"] if n.startswith("XMP sidecar ")]
+        assert len(now) == (edit == "sidecar changed") and all("tiff:Orientation 8" in n for n in now), now
+
+
 @pytest.mark.parametrize("mode", [(), ("--only-mask",)])
 def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
     """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a
