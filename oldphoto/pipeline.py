@@ -364,8 +364,9 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
     read from its metadata alone, no pixel decoded), describing the same derivative: the restoration's own history
     event, ids and time (`made`: its provenance), with this sidecar's sha256 and xmp:MetadataDate now. `stale`: files
     of earlier runs removed as it goes in; so is its path when `sidecar` is None or cannot be carried. size: the scan's
-    upright (width, height) as recorded. Atomic and through `commit_gate` as process_file's outputs; outputs: the
-    sidecar written, if one was. Raises ImageError (the scan's header unreadable or its size changed since)."""
+    upright (width, height) as recorded. Its oldphoto:Notes: the restoration's (made.notes), those on the sidecar
+    being this one's. Atomic and through `commit_gate` as process_file's outputs; outputs: the sidecar written, if one
+    was. Raises ImageError (the scan's header unreadable or its size changed since)."""
     src, out_base = Path(src), Path(out_base)
     cpu = torch.device("cpu")
     seconds = {k: 0.0 for k in STAGE_KEYS}
@@ -383,15 +384,22 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
     if carried is not None:
         (data, read), scale = carried, cfg.upscale
         when = datetime.fromisoformat(made.when) if made.when else None
-        try:
-            packet = xmp_sidecar.carried_packet(
+
+        def sidecar_packet(said: list[str], kept: tuple[str, ...]) -> bytes:
+            return xmp_sidecar.carried_packet(
                 data, sidecar_name=read.name, meta=_scaled_meta(meta, scale), width=info.width * scale,
-                height=info.height * scale, fmt=output_format(suffix, cfg), notes=notes, source_name=src.name,
+                height=info.height * scale, fmt=output_format(suffix, cfg), notes=said, source_name=src.name,
                 source_sha256=made.source_sha256, software=made.software, action="derived",
                 parameters=made.parameters["settings"], models=made.parameters["models"],
                 mask_coverage=made.mask_coverage, document_id=made.document_id, instance_id=made.instance_id,
-                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256,
-                kept_notes=made.notes)
+                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256, kept_notes=kept)
+
+        try:
+            sidecar_packet(notes, ())  # what of this sidecar is dropped or not applied: notes on it, said in it
+            # the restoration's notes, less those on the sidecar it was made with (its XMP keeps them as they were,
+            # the restoration is not rewritten): this one's instead (RunState.recognise reads them here)
+            packet = sidecar_packet([], tuple(n for n in made.notes if not n.startswith(xmp_sidecar.SIDECAR_NOTE))
+                                    + lasting_notes(notes))
         except XmpError as e:
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
     if target is not None and packet is None:
@@ -614,8 +622,12 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             _make_folder(path, staging, gate)
 
             def xmp_of(found: list[str], xmp: bytes | None = meta.xmp, first: bool = i == 0) -> bytes | None:
-                """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found`."""
-                known = [*notes, *(n for n in found if n not in notes)]
+                """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found` in the
+                first output; in a later one (a --save-mask mask, an --only-mask overlay) what the writer found of that
+                file alone: the others are about the first (an "alpha dropped" is not the mask's) or said there, and a
+                run recognising the outputs after a lost state file reports the first's with theirs
+                (RunState.recognise)."""
+                known = [*notes, *(n for n in found if n not in notes)] if first else list(found)
                 dropped: list[str] = []
                 try:
                     packet = oio.provenance_xmp(xmp, notes=dropped, kept_notes=lasting_notes(known), **provenance,

@@ -25,7 +25,7 @@ from . import planning
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, reason_of
 from .io.atomic import closing_temps, write_bytes
-from .io.sidecar import is_sidecar_name
+from .io.sidecar import SIDECAR_NOTE, is_sidecar_name
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
 from .progress import Progress
@@ -390,7 +390,7 @@ class Batch:
         if job.made is not None:
             result.sidecar_only = True
             result.notes.append(_sidecar_only_note(job, outcome))
-            result.notes.extend(n for n in (job.base.notes if job.base else ()) if not n.startswith(_SIDECAR_NOTE))
+            result.notes.extend(n for n in (job.base.notes if job.base else ()) if not n.startswith(SIDECAR_NOTE))
         result.notes.extend(outcome.notes)
         # a sidecar-only job did not read the source whole: its record's sha256, as a skip reports (the same size+mtime)
         result.sha256 = sid.sha256 if job.made is None or sid.sha256 else job.base.sha256
@@ -399,16 +399,13 @@ class Batch:
         return None
 
 
-_SIDECAR_NOTE = "XMP sidecar "  # how the notes about a carried sidecar begin (io.sidecar, pipeline)
-
-
 def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tuple[Record, list[Path]]:
     """(the record of a restoration whose sidecar alone was rewritten or removed: `base` with the sidecar's identity,
     the outputs as they are now (the restoration and its mask as recorded, then the sidecar written, if one was) and
     the notes about the sidecar replaced; those outputs). OSError as outputs_record."""
     kept = [state.out_dir / o.path for o in base.outputs if not is_sidecar_name(o.path)]
     outputs = kept + list(outcome.outputs)
-    notes = tuple(n for n in base.notes if not n.startswith(_SIDECAR_NOTE)) + lasting_notes(outcome.notes)
+    notes = tuple(n for n in base.notes if not n.startswith(SIDECAR_NOTE)) + lasting_notes(outcome.notes)
     return dataclasses.replace(base, outputs=state.outputs_record(outputs), sidecar=outcome.sidecar, notes=notes,
                                finished=now_iso()), outputs
 

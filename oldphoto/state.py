@@ -31,7 +31,7 @@ from typing import IO, Iterable
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, closing_temps, write_bytes
-from .io.sidecar import SidecarId, SidecarLeftOut, UnreadableSidecar, is_sidecar_name, read_sidecar
+from .io.sidecar import SIDECAR_NOTE, SidecarId, SidecarLeftOut, UnreadableSidecar, is_sidecar_name, read_sidecar
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
@@ -315,8 +315,8 @@ class RunState:
         must say it carries that one, and describe the first output (the same xmpMM:InstanceID). The images' own
         oldphoto:SidecarSHA256 is not looked at: it says which sidecar went with them when they were made, and a
         sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind; whether one should be beside them is
-        the caller's to judge (planning). The record's notes are those the first output's XMP keeps (oldphoto:Notes;
-        none in outputs made before they were kept)."""
+        the caller's to judge (planning). The record's notes are those the outputs' XMP keeps (oldphoto:Notes; none in
+        outputs made before they were kept): see _kept_notes."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
                                        made or {}, None if sidecar is None else sidecar.sha256)
         if not outputs or len(found) != len(outputs):
@@ -330,7 +330,7 @@ class RunState:
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
-                      notes=found[outputs[0]].notes)
+                      notes=_kept_notes(found, outputs, sidecar))
 
     def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
                   sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
@@ -448,3 +448,28 @@ def _unreadable(sidecar: Path) -> str | None:
     except ImageError:  # too large to be a sidecar, or gone: the usual reason says enough
         return None
     return None
+
+
+def _kept_notes(found: dict[Path, Provenance], outputs: list[Path], sidecar: SidecarId | None) -> tuple[str, ...]:
+    """A file's notes from the oldphoto:Notes of its outputs (`found`: their provenance), as its record would keep
+    them: the first output's (the restoration's, or the --only-mask mask's: the file's notes), then what each later
+    image output says of its own file alone (a --save-mask mask, an --only-mask overlay; older ones repeat the
+    first's, those on the sidecar then among them: never taken from them). The notes about the source's sidecar
+    (SIDECAR_NOTE) are those of the sidecar beside them, which carries the restoration's notes with those on the
+    sidecar it was made from: one rewritten alone since (pipeline.update_sidecar) says the current sidecar's, where
+    the restoration, left as it was, keeps those of the one it was made with. Without a sidecar now (`sidecar` None),
+    none is said."""
+    images = [p for p in outputs if not is_sidecar_name(p.name)]
+    beside = [found[p].notes for p in outputs if is_sidecar_name(p.name)]
+    notes = list(found[images[0]].notes) if images else []
+    if beside or sidecar is None:
+        notes = [n for n in notes if not n.startswith(SIDECAR_NOTE)]
+    if beside:
+        if [n for n in beside[0] if not n.startswith(SIDECAR_NOTE)] == notes:
+            notes = list(beside[0])  # the restoration's, in their order, with the sidecar's current ones
+        else:  # one that does not carry the restoration's (made before notes were kept): its own on the sidecar
+            notes += [n for n in beside[0] if n.startswith(SIDECAR_NOTE)]
+    for p in images[1:]:  # a later output's own notes are never about the sidecar: one made before they were kept
+        # alone repeats the first's, those on the sidecar as it then was among them (true of no sidecar now)
+        notes += [n for n in found[p].notes if n not in notes and not n.startswith(SIDECAR_NOTE)]
+    return tuple(notes)

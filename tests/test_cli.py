@@ -1214,6 +1214,184 @@ def test_files_recognised_after_a_lost_state_file_report_the_notes_of_the_run_th
     assert read_provenance(sidecar).notes == read_provenance(out / "turned.jpg").notes
 
 
+def test_a_masks_xmp_says_only_its_own_notes_and_recognition_reports_every_outputs(tmp_path, stand_in_models):
+    """A --save-mask mask's oldphoto:Notes repeated the restoration's ("alpha dropped" is not the mask's), and a run
+    recognising the outputs after a lost state file read the first output's alone: with --only-mask what its overlay
+    lacks (written after the mask) went unreported. A JPEG's notes on its segments (a comment over one) are in its
+    packet too, so they are reported then as well."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from oldphoto.io import read_provenance
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "c" * 70000, zip=True)
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 240, (40, 50, 4), dtype=np.uint8), "RGBA").save(root / "clear.png", pnginfo=text)
+    alpha = "alpha dropped: JPEG has no transparency"
+    comment = "comment of 70000 bytes not written: larger than one JPEG segment"
+    for mode, first, later in ((("--format", "jpeg", "--save-mask"), "clear.jpg", "clear.mask.png"),
+                               (("--only-mask",), "clear.mask.png", "clear.overlay.jpg")):
+        opts = (*mode, "--jobs", 1, "--tile", 128, "--overlap", 16)
+        out = tmp_path / f"out{len(mode)}"
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (made,) = report_of(out)["files"]
+        assert made["status"] == "done" and comment in made["notes"], made
+        if "--save-mask" in mode:
+            assert alpha in made["notes"] and read_provenance(out / later).notes == ()  # nothing of the mask's own
+            assert set(read_provenance(out / first).notes) == set(made["notes"])
+        else:  # the overlay's comment, said in the overlay alone
+            assert comment not in read_provenance(out / first).notes
+            assert read_provenance(out / later).notes == (comment,)
+        (out / STATE_NAME).unlink()
+        for _ in range(2):  # recognised, then skipped by the record made from the provenance
+            assert run("restore", root, "--out", out, *opts).exit_code == 0
+            (f,) = report_of(out)["files"]
+            assert f["status"] == "skipped"
+            assert [n for n in f["notes"] if "recognised from the provenance" not in n] == made["notes"], mode
+
+
+@pytest.mark.parametrize("edit", ["turn removed", "turn added"])
+def test_a_sidecar_rewritten_alone_says_its_own_notes_also_once_the_state_file_is_lost(tmp_path, stand_in_models,
+                                                                                        edit):
+    """A sidecar rewritten alone (the restoration up to date) kept the notes on the sidecar the restoration was made
+    with, in its own XMP and, after a lost state file, in the report of the run that recognised the outputs (read from
+    the restoration's XMP, which stays as it was): a tiff:Orientation since removed was still said not applied, one
+    since added was not said. The restoration is not rewritten; the sidecar beside it says the current one's."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import read_provenance
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    turn, plain = ' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"', ""
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"{}><dc:format>image/jpeg'
+              '</dc:format></rdf:Description></rdf:RDF></x:xmpmeta>')
+    before, after = (turn, plain) if edit == "turn removed" else (plain, turn)
+    (root / "turned.xmp").write_text(packet.format(before))
+    opts = ("--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    said = [n for n in report_of(out)["files"][0]["notes"] if n.startswith("XMP sidecar turned.xmp: its tiff:")]
+    assert len(said) == (edit == "turn removed"), said
+    restoration = (out / "turned.jpg").read_bytes()
+    (root / "turned.xmp").write_text(packet.format(after))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "done" and f["sidecar_only"], f
+    now = [n for n in f["notes"] if not n.startswith("sidecar only")]
+    assert any(n.startswith("XMP sidecar turned.xmp: its tiff:Orientation 3") for n in now) == (edit == "turn added")
+    assert not set(said) & set(now)
+    assert (out / "turned.jpg").read_bytes() == restoration  # left as it was, its XMP with its own
+    assert read_provenance(out / "turned.xmp").notes == tuple(now)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and f["notes"] == now, f
+    (out / STATE_NAME).unlink()
+    for recognised in (True, False):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (f,) = report_of(out)["files"]
+        assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]) == recognised
+        assert [n for n in f["notes"] if "recognised from the provenance" not in n] == now, f
+
+
+def test_outputs_recognised_without_a_sidecar_now_report_no_notes_on_the_one_they_were_made_with(tmp_path,
+                                                                                                 stand_in_models):
+    """The restoration's XMP keeps the notes on the sidecar it was made with; recognised after a lost state file once
+    that sidecar and its copy beside the restoration are gone, the file was reported with them all the same."""
+    import numpy as np
+    from PIL import Image
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    (root / "turned.jpg.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"/>'
+        '</rdf:RDF></x:xmpmeta>')
+    opts = ("--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (made,) = report_of(out)["files"]
+    assert any(n.startswith("XMP sidecar turned.jpg.xmp: ") for n in made["notes"]), made
+    for gone in (root / "turned.jpg.xmp", out / "turned.jpg.xmp", out / STATE_NAME):
+        gone.unlink()
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "skipped" and any("recognised from the provenance" in n for n in f["notes"]), f
+    assert [n for n in f["notes"] if "recognised from the provenance" not in n] == [
+        n for n in made["notes"] if not n.startswith("XMP sidecar ")]
+
+
+@pytest.mark.parametrize("edit", ["sidecar removed", "sidecar changed"])
+def test_a_mask_made_before_it_kept_only_its_own_notes_brings_back_no_stale_note_on_the_sidecar(tmp_path,
+                                                                                              stand_in_models, edit):
+    """A --save-mask mask made before masks kept only their own notes repeats the restoration's, those on the
+    scan's sidecar as it then was among them. Recognised after a lost state file, those were dropped from the
+    restoration's (no sidecar now, or the one beside the restoration, rewritten alone since, says the current one's),
+    then added back from the mask's: a tiff:Orientation the sidecar no longer has (or no sidecar at all) was said not
+    applied, beside the current sidecar's own."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from oldphoto.io import provenance_xmp, read_provenance
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{}"/>'
+              '</rdf:RDF></x:xmpmeta>')
+    (root / "turned.jpg.xmp").write_text(packet.format(3))
+    opts = ("--save-mask", "--jobs", 1, "--tile", 128, "--overlap", 16)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (made,) = report_of(out)["files"]
+    stale = [n for n in made["notes"] if n.startswith("XMP sidecar turned.jpg.xmp: its tiff:Orientation 3")]
+    assert stale, made
+    # the mask as the version before wrote it: its oldphoto:Notes the restoration's
+    mask = out / "turned.mask.png"
+    prov = read_provenance(mask)
+    old = provenance_xmp(None, source_name="turned.jpg", source_sha256=prov.source_sha256, software=prov.software,
+                         parameters=prov.parameters["settings"], models=prov.parameters["models"],
+                         mask_coverage=prov.mask_coverage, sidecar_sha256=prov.sidecar_sha256,
+                         kept_notes=read_provenance(out / "turned.jpg").notes)
+    with Image.open(mask) as im:
+        pixels = im.copy()
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", old.decode("utf-8"))
+    pixels.save(mask, pnginfo=info)
+    assert read_provenance(mask).notes == read_provenance(out / "turned.jpg").notes
+    (out / STATE_NAME).unlink()  # its record no longer matches the mask
+    if edit == "sidecar removed":
+        for gone in (root / "turned.jpg.xmp", out / "turned.jpg.xmp"):
+            gone.unlink()
+    else:  # rewritten alone (the outputs recognised), then the state file lost again
+        (root / "turned.jpg.xmp").write_text(packet.format(8))
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (f,) = report_of(out)["files"]
+        assert f["sidecar_only"] and not set(stale) & set(f["notes"]), f
+        (out / STATE_NAME).unlink()
+    for _ in range(2):  # recognised, then skipped by the record made from the provenance
+        assert run("restore", root, "--out", out, *opts).exit_code == 0
+        (f,) = report_of(out)["files"]
+        assert f["status"] == "skipped", f
+        assert not set(stale) & set(f["notes"]), f["notes"]
+        now = [n for n in f["notes"] if n.startswith("XMP sidecar ")]
+        assert len(now) == (edit == "sidecar changed") and all("tiff:Orientation 8" in n for n in now), now
+
+
 @pytest.mark.parametrize("mode", [(), ("--only-mask",)])
 def test_files_recognised_from_their_provenance_report_their_mask_coverage(tmp_path, stand_in_models, mode):
     """A file skipped by its state record reports its mask coverage; one recognised from its outputs' XMP after a

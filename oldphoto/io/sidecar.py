@@ -33,6 +33,9 @@ SUFFIX = ".xmp"
 IMAGE_STYLE, STEM_STYLE = "image", "stem"  # NAME.EXT.xmp, NAME.xmp
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 _TIFF_ORIENTATION = "{http://ns.adobe.com/tiff/1.0/}Orientation"
+# how every note about a source's sidecar begins (carried_packet's, the pipeline's "... not carried: why"): they are
+# true of that sidecar, and a new one replaces them (pipeline.update_sidecar, runner, RunState.recognise)
+SIDECAR_NOTE = "XMP sidecar "
 
 
 def is_sidecar_name(name: str) -> bool:

@@ -26,8 +26,10 @@ resolution info rewritten), see iptc.carried_resources.
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +90,9 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     meta: the source's metadata (None: none; meta.frame: how `pixels` relate to the pixels its EXIF and XMP values
     were given for, see pixel_tags). provenance_xmp: XMP packet replacing meta.xmp (see provenance.provenance_xmp),
     or a function that makes it from the notes known before the pixels are encoded (what the format cannot hold of
-    the pixels and tags; called again with those about the packet's own values when mapping it drops some; not those
-    about JPEG segments too large, found as it is written), so the packet can say what the file lacks.
+    the pixels and tags, JPEG segments too large among them; called again with those about the packet's own values
+    when mapping it drops some), so the packet can say what the file lacks. The one note it cannot say is about
+    itself: a packet too large for a JPEG even split into Extended XMP is not written at all (see _jpeg_xmp).
     jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib level for PNG and TIFF (1 fastest, 9
     smallest). Returns notes on anything the format could not hold (bit depth, alpha, metadata). Raises ImageError
     if the file cannot be written; then nothing is left behind and an existing file at `path` is unchanged.
@@ -130,6 +133,9 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
                      "hold them")
     if fmt == "WEBP" and pixels.shape[2] == 1:
         notes.append("gray stored as RGB: WEBP has no gray mode")
+    exif = None if fmt == "TIFF" else T.build_exif(ifd0, order)  # map_xmp reads ifd0, never changes it
+    # what of the metadata a JPEG's segments cannot hold is settled here, before the packet that says so is made
+    jpeg = _jpeg_settings(meta, exif, resources, jpeg_quality, pixels.shape[2], notes) if fmt == "JPEG" else None
     if callable(provenance_xmp):
         xmp = provenance_xmp(list(notes))
         mapped = list(notes)
@@ -150,14 +156,14 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
             if fmt == "TIFF":
                 _write_tiff(out, pixels, alpha, meta, xmp, ifd0, resources, deflate_level)
             elif fmt == "PNG":
-                _write_png(out, pixels, alpha, meta, xmp, T.build_exif(ifd0, order), resources, deflate_level)
+                _write_png(out, pixels, alpha, meta, xmp, exif, resources, deflate_level)
             else:
                 pixels8 = to_uint8(pixels)
                 if fmt == "JPEG":
-                    _write_jpeg(out, pixels8, meta, xmp, T.build_exif(ifd0, order), resources, jpeg_quality, notes)
+                    _write_jpeg(out, pixels8, xmp, jpeg, notes)
                 else:
-                    _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp,
-                                T.build_exif(ifd0, order), jpeg_quality, notes)
+                    _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp, exif,
+                                jpeg_quality)
     except OSError as e:
         raise ImageError(path, f"cannot write {fmt}: {e.strerror or e}") from e
     return notes
@@ -238,7 +244,21 @@ def _pil(pixels8: np.ndarray, alpha8: np.ndarray | None = None) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels8), "RGB")
 
 
-def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, resources, quality: int, notes: list[str]) -> None:
+@dataclass
+class _JpegSettings:
+    """How a JPEG is encoded, decided before its XMP packet is made (_jpeg_settings): Pillow's arguments, the
+    segments written after its own (APP13) and the JFIF pixel aspect ratio patched in once it is encoded."""
+
+    kwargs: dict
+    extra: bytes = b""
+    aspect: tuple[int, int] | None = None
+
+
+def _jpeg_settings(meta: Metadata, exif: bytes, resources, quality: int, channels: int,
+                   notes: list[str]) -> _JpegSettings:
+    """The encoder's settings for the JPEG, with a note on each of its metadata that one segment cannot hold (EXIF,
+    Photoshop resources or IPTC, comment) or JFIF cannot (an aspect ratio): all known from the metadata alone, so the
+    XMP packet, made after this, can say them too."""
     kwargs: dict = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}  # 4:4:4 for archive quality
     if len(exif) + 6 <= _JPEG_SEGMENT:
         kwargs["exif"] = b"Exif\0\0" + exif
@@ -257,10 +277,6 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, resources, quali
             extra += jpeg_app13_iptc(meta.iptc)
         except ValueError as e:
             notes.append(f"IPTC not written: {e}")
-    if xmp:
-        extra += _jpeg_xmp(xmp, notes)
-    if extra:
-        kwargs["extra"] = extra
     if meta.dpi:
         kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
     aspect = None
@@ -269,16 +285,43 @@ def _write_jpeg(out, pixels8, meta: Metadata, xmp, exif: bytes, resources, quali
         if aspect is None:
             notes.append(f"pixel aspect ratio {meta.aspect[0]}:{meta.aspect[1]} not written to JFIF: more than "
                          "65535 (EXIF keeps it)")
+        elif not _jfif_first(_pil(np.zeros((1, 1, channels), np.uint8)), kwargs):
+            notes.append(_NO_JFIF.format(*aspect))
+            aspect = None
     if "Comment" in meta.text:
         comment = meta.text["Comment"].encode("utf-8")
         if len(comment) <= _JPEG_SEGMENT:
             kwargs["comment"] = comment
         else:
             notes.append(f"comment of {len(comment)} bytes not written: larger than one JPEG segment")
+    return _JpegSettings(kwargs, extra, aspect)
+
+
+_NO_JFIF = "pixel aspect ratio {}:{} not written to JFIF: the encoder wrote no JFIF header (EXIF keeps it)"
+
+
+def _jfif_first(image: Image.Image, kwargs: dict) -> bool:
+    """Whether the encoder writes a JFIF header first when it saves `image` (of the mode of the pixels to be written)
+    with these settings: asked of one pixel before the packet is made, since whether the aspect ratio can be
+    written to it is a note the packet gives."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", **{k: v for k, v in kwargs.items() if k in ("quality", "subsampling", "dpi")})
+    head = buf.getvalue()[:11]
+    return head[:4] == b"\xff\xd8\xff\xe0" and head[6:11] == b"JFIF\0"  # SOI, APP0 JFIF first
+
+
+def _write_jpeg(out, pixels8, xmp: bytes | None, settings: _JpegSettings, notes: list[str]) -> None:
+    """Encode the JPEG with `settings` (_jpeg_settings) and the XMP packet's segments (a note when it cannot be
+    written: made before it, the packet cannot say so itself)."""
+    kwargs, extra = dict(settings.kwargs), settings.extra
+    if xmp:
+        extra += _jpeg_xmp(xmp, notes)
+    if extra:
+        kwargs["extra"] = extra
     start = out.tell()
     _pil(pixels8).save(out, "JPEG", **kwargs)
-    if aspect is not None:
-        _jfif_aspect(out, start, aspect, notes)
+    if settings.aspect is not None:
+        _jfif_aspect(out, start, settings.aspect, notes)
 
 
 def _jpeg_xmp(xmp: bytes, notes: list[str]) -> bytes:
@@ -311,13 +354,12 @@ def _jfif_aspect(out, start: int, aspect: tuple[int, int], notes: list[str]) -> 
     if head[:4] == b"\xff\xd8\xff\xe0" and head[6:11] == b"JFIF\0":  # SOI, APP0 JFIF first
         out.seek(start + 13)  # units (1 byte), X density, Y density (2 bytes each, big-endian)
         out.write(struct.pack(">BHH", 0, *aspect))
-    else:
-        notes.append(f"pixel aspect ratio {aspect[0]}:{aspect[1]} not written to JFIF: the encoder wrote no JFIF "
-                     "header (EXIF keeps it)")
+    else:  # not met: _jpeg_settings asked the encoder first; said all the same should it write otherwise now
+        notes.append(_NO_JFIF.format(*aspect))
     out.seek(end)
 
 
-def _write_webp(out, pixels8, alpha8, meta: Metadata, xmp, exif: bytes, quality: int, notes: list[str]) -> None:
+def _write_webp(out, pixels8, alpha8, meta: Metadata, xmp, exif: bytes, quality: int) -> None:
     if pixels8.shape[2] == 1 and alpha8 is None:  # "gray stored as RGB" is noted by write(), before the XMP is made
         pixels8 = np.repeat(pixels8, 3, axis=2)
     kwargs: dict = {"exif": exif, "lossless": quality == 100, "quality": quality, "exact": True}

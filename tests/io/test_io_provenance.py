@@ -409,3 +409,40 @@ def test_a_packet_made_from_the_writers_notes_says_every_one_of_them(tmp_path, c
     notes = write(out, pixels, None, fmt, meta,
                   provenance_xmp=lambda found: _build(meta.xmp, kept_notes=found))
     assert notes and read_provenance(out).notes == tuple(notes)
+
+
+@pytest.mark.parametrize("case", ["exif", "iptc", "comment", "aspect"])
+def test_a_jpegs_packet_says_what_its_segments_could_not_hold(tmp_path, case):
+    """What a JPEG's segments cannot hold (EXIF or IPTC larger than they take, a comment over one segment, an aspect
+    ratio beyond JFIF's 16-bit densities) was noted only as the file was encoded, after its packet was made: the
+    packet's oldphoto:Notes lacked it, and so did a run recognising the output after a lost state file."""
+    meta = {"exif": Metadata(tiff_tags={270: "d" * 70000}), "iptc": Metadata(iptc=b"\x1c\x02\x78" + b"i" * 1_200_000),
+            "comment": Metadata(text={"Comment": "c" * 70000}), "aspect": Metadata(aspect=(70001, 3))}[case]
+    out = tmp_path / "made.jpg"
+    notes = write(out, gradient(16, 24, 3, np.uint8), None, "JPEG", meta,
+                  provenance_xmp=lambda found: _build(meta.xmp, kept_notes=found))
+    assert any(w in n for n in notes for w in ("EXIF block", "IPTC not written", "comment of", "not written to JFIF"))
+    assert read_provenance(out).notes == tuple(notes)
+
+
+def test_a_jpeg_whose_encoder_writes_no_jfif_header_says_so_in_its_packet(tmp_path, monkeypatch):
+    """Whether the aspect ratio can go in the JFIF header is asked of the encoder before the packet is made: an
+    encoder writing none (here made to by the test) is said in the packet, and the file is written as before."""
+    from io import BytesIO
+
+    from PIL import Image, JpegImagePlugin
+
+    def no_jfif(im, fp, filename):  # the encoder's output with its APP0 JFIF segment taken out
+        buf = BytesIO()
+        save(im, buf, filename)
+        data = buf.getvalue()
+        fp.write(data[:2] + data[4 + int.from_bytes(data[4:6], "big"):])
+
+    save = JpegImagePlugin._save
+    monkeypatch.setitem(Image.SAVE, "JPEG", no_jfif)
+    out = tmp_path / "made.jpg"
+    notes = write(out, gradient(16, 24, 3, np.uint8), None, "JPEG", Metadata(aspect=(2, 1)),
+                  provenance_xmp=lambda found: _build(None, kept_notes=found))
+    assert notes == ["pixel aspect ratio 2:1 not written to JFIF: the encoder wrote no JFIF header (EXIF keeps it)"]
+    assert read_provenance(out).notes == tuple(notes)
+    assert read(out, 10**6).meta.aspect == (2, 1)  # from the EXIF
