@@ -87,6 +87,21 @@ def iptc_of(resources: list[tuple[int, bytes, bytes]]) -> bytes | None:
     return next((data for rid, _, data in resources if rid == IPTC_RESOURCE and data), None)
 
 
+def without_padding(iptc: bytes) -> bytes:
+    """IPTC-IIM records without the NULs after the last one (TIFF tag 33723 is written as LONG by Photoshop, ExifTool
+    and oldphoto, NUL-padded to whole values): the records themselves, as a JPEG or PNG holds them. Records that do
+    not parse up to there (an extended dataset, a damaged one) are kept as they are."""
+    pos = 0
+    while pos + 5 <= len(iptc) and iptc[pos] == 0x1C:
+        (size,) = struct.unpack(">H", iptc[pos + 3 : pos + 5])
+        if size & 0x8000:
+            return iptc  # an extended dataset's length follows in further bytes: not looked into
+        pos += 5 + size
+    if pos == 0 or pos >= len(iptc) or iptc[pos:].strip(b"\0"):
+        return iptc
+    return iptc[:pos]
+
+
 def pack_resources(resources: list[tuple[int, bytes, bytes]]) -> bytes:
     """Inverse of resource_list."""
     out = bytearray()
@@ -125,7 +140,8 @@ def _iptc_digest(digest: bytes, iptc: bytes | None) -> tuple[bytes | None, str]:
 
     What it covers (ExifTool's CurrentIPTCDigest, Adobe's XMP Toolkit): the MD5 of the IPTC-IIM block as stored, the
     data of resource 0x0404 (its size, not the resource's padding byte) or of TIFF tag 33723; the Toolkit also takes
-    it over that tag's data less the NULs padding it to whole LONGs, as older Photoshop computed it.
+    it over that tag's data less the NULs padding it to whole LONGs, as older Photoshop computed it (the reader gives
+    a TIFF's records without that padding: a digest over them with it matches too).
     What it says (the Metadata Working Group's convention): a writer that knows XMP sets it when IPTC and XMP agree;
     one that no longer matches tells readers that a tool unaware of XMP edited the IPTC since, so they prefer it.
     Hence one that matched `iptc` (the records of the file it was found in, as the reader took them, and those
@@ -134,21 +150,27 @@ def _iptc_digest(digest: bytes, iptc: bytes | None) -> tuple[bytes | None, str]:
     if not iptc:
         return None, "no IPTC is written beside it"
     trailing = len(iptc) - len(iptc.rstrip(b"\0"))
-    if any(hashlib.md5(iptc[: len(iptc) - n]).digest() == digest for n in range(min(trailing, 4) + 1)):
+    covered = [iptc[: len(iptc) - n] for n in range(min(trailing, 4) + 1)]
+    covered += [iptc + b"\0" * n for n in range(1, 4)]  # records read without their padding (without_padding)
+    if any(hashlib.md5(records).digest() == digest for records in covered):
         return hashlib.md5(iptc).digest(), ""
     return digest, ""
 
 
 def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float, float] | None,
-                      notes: list[str]) -> list[tuple[int, bytes, bytes]]:
+                      notes: list[str], iptc_in_block: bool = True) -> list[tuple[int, bytes, bytes]]:
     """The resources of the source's block `block` that a derivative carries (see _CARRIED), with the IPTC records
-    `iptc` (added when the block has none) and the resolution `dpi`; a note names every resource left out."""
+    `iptc` (added when the block has none) and the resolution `dpi`; a note names every resource left out.
+    Without `iptc_in_block` given records `iptc` are not in the block (its digest still describes them): a TIFF or
+    PNG output holds them once, in its own tag or text (ExifTool's -validate calls a TIFF's copy in the block
+    non-standard); a block's own records, when `iptc` is None, stay in it."""
     try:
         resources = resource_list(block) if block else []
     except ValueError as e:  # the reader only keeps blocks that parse; a Metadata made by hand may not
         notes.append(f"Photoshop image resources not written: {e}")
         resources = []
     source_iptc = next((data for rid, _, data in resources if rid == IPTC_RESOURCE), None)
+    separate = bool(iptc) and not iptc_in_block  # the records `iptc` are written beside the block, not in it
     iptc = iptc or source_iptc  # a reader gives the block's own records when it found no others
     kept, dropped = [], []
     for rid, name, data in resources:
@@ -163,12 +185,14 @@ def carried_resources(block: bytes | None, iptc: bytes | None, dpi: tuple[float,
                 notes.append(f"Photoshop IPTC digest (0x0425) dropped: {why}")
                 continue
         elif rid == IPTC_RESOURCE:
+            if separate:
+                continue
             data = iptc
         if rid not in _CARRIED:
             dropped.append(rid)
         elif all(r != rid for r, _, _ in kept):  # a repeated id: the first is the one readers take
             kept.append((rid, name, data))
-    if iptc and source_iptc is None:
+    if iptc and source_iptc is None and iptc_in_block:
         kept.append((IPTC_RESOURCE, b"\0\0", iptc))
     if dropped:
         why = " (a thumbnail shows the unrestored image)" if THUMBNAILS & set(dropped) else ""

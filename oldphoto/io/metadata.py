@@ -253,4 +253,40 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
             if tag in exif.entries:
                 exif.entries[tag] = T.int_entry(tag, value)
     map_exif(ifd, meta.frame, width, height, notes)
+    if for_tiff and order == ">":  # the TIFF writer is little-endian: Unicode texts go over to its byte order
+        _unicode_texts_little_endian(ifd)
+        order = "<"
     return ifd, order, notes
+
+
+def add_jpeg_required(ifd: T.Ifd, width: int, height: int) -> None:
+    """The tags EXIF requires of a JPEG that a scan of another format may not have given (ExifTool's -validate:
+    "Missing required JPEG ... tag"): YCbCrPositioning, 1 (centred, JFIF's chroma siting, which the encoder writes),
+    and, in an EXIF sub-directory, PixelX/YDimension, the size of the compressed image. Those present are kept."""
+    ifd.entries.setdefault(531, T.short_entry(531, 1))
+    exif = ifd.children.get(T.EXIF_IFD)
+    if exif is not None and exif:
+        for tag, value in ((PIXEL_X_DIMENSION, width), (PIXEL_Y_DIMENSION, height)):
+            exif.entries.setdefault(tag, T.int_entry(tag, value))
+
+
+# EXIF texts with an 8-byte character code (EXIF 2.3, 4.6.5 UserComment; GPSProcessingMethod, GPSAreaInformation):
+# "UNICODE\0" is UCS-2 in the byte order of the file holding it, as ExifTool and exiv2 read it
+_CODED_TEXTS = {T.EXIF_IFD: (37510,), T.GPS_IFD: (27, 28)}
+_UNICODE_CODE = b"UNICODE\0"
+
+
+def _unicode_texts_little_endian(ifd: T.Ifd) -> None:
+    """Swap the UCS-2 of the Unicode coded texts of a big-endian source's EXIF into the little-endian order the
+    directory is written in (their UNDEFINED bytes are not swapped with the numbers: exiv2 read them garbled and
+    ExifTool warned "Wrong byte order for EXIF UserComment UNICODE text")."""
+    for sub, tags in _CODED_TEXTS.items():
+        child = ifd.children.get(sub)
+        for tag in tags if child is not None else ():
+            e = child.entries.get(tag)
+            if e is None or e.type != T.UNDEFINED or not e.data.startswith(_UNICODE_CODE):
+                continue
+            text = e.data[len(_UNICODE_CODE):]
+            even = len(text) - len(text) % 2
+            swapped = bytes(text[i ^ 1] for i in range(even)) + text[even:]
+            child.entries[tag] = T.Entry(tag, e.type, e.count, _UNICODE_CODE + swapped)

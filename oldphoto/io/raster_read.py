@@ -233,7 +233,8 @@ def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes
 
 def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
     """The hex "Raw profile type ..." texts ImageMagick (and ExifTool) write into PNG for metadata PNG had no chunk
-    for, taken out of `text`: {"iptc" | "8bim" | "exif" | "xmp": bytes}. Left as text they would be carried as such,
+    for, taken out of `text`: {"iptc" | "8bim" | "exif" | "xmp": bytes}, and "iptc block": the Photoshop resource
+    block an iptc profile may hold whole (its IPTC is "iptc"). Left as text they would be carried as such,
     an EXIF of the unrestored file among them; one that is damaged is dropped with a note (the photo is still
     read)."""
     found: dict[str, bytes] = {}
@@ -243,7 +244,14 @@ def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
             continue  # not metadata oldphoto reads: carried as the text it is
         try:
             data = raw_profile(text.pop(key))
-            data = iptc_from_profile(data) if kind == "iptc" else data
+            if kind == "iptc" and data.removeprefix(PHOTOSHOP_HEADER).startswith(b"8BIM"):
+                # ExifTool writes a whole Photoshop resource block there: its other resources (copyright flag,
+                # URL, caption ...) are the file's resources, as in an 8bim profile
+                block = data.removeprefix(PHOTOSHOP_HEADER)
+                data = iptc_from_profile(block)
+                found.setdefault("iptc block", block)
+            elif kind == "iptc":
+                data = iptc_from_profile(data)
         except ValueError as e:
             notes.append(f"PNG text {key!r} is damaged ({e}) and was not kept")
             continue
@@ -395,7 +403,11 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                          "do not see that text")
             orientation = 1
         xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
-        block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        if "8bim" in profiles or "iptc block" not in profiles:
+            block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        else:
+            block, resources = readable_block(profiles["iptc block"], f"PNG text {png.RAW_PROFILE + 'iptc'!r}",
+                                              notes)
         iptc = profiles.get("iptc") or iptc_of(resources)
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),

@@ -23,7 +23,7 @@ import tifffile
 from . import tiff_ifd as T
 from .buffers import allocate, unmappable
 from .cmyk import CmykConverter
-from .iptc import iptc_of, readable_block
+from .iptc import iptc_of, readable_block, without_padding
 from .metadata import (DESCRIPTIVE_TAGS, LAYOUT_TAGS, ORIENTATION, RESOLUTION_TAGS, WINDOWS_TAGS, YCBCR_TAGS, Metadata,
                        aspect_from_tags, dpi_from_tags, orientation_of, resolution_note, tags_from_ifd)
 
@@ -207,6 +207,7 @@ class TiffPlan:
         e = self.ifd0.entries
         meta = Metadata(icc=_raw(e.get(_ICC), order), xmp=_raw(e.get(_XMP), order),
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
+        meta.iptc = meta.iptc and without_padding(meta.iptc)  # the records, not the NULs making whole LONGs
         meta.dpi = dpi_from_tags(meta.tiff_tags)
         meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
         if (note := resolution_note(meta.tiff_tags, "TIFF")) is not None:

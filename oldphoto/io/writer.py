@@ -8,8 +8,8 @@ What each format holds (anything else is reported in the returned notes, never d
         "Raw profile type iptc", as ExifTool/ImageMagick; Photoshop resources as "Raw profile type 8bim"), DPI or
         pixel aspect ratio (pHYs unit 1 or 0), all text, gAMA/cHRM/sRGB/cICP.
   TIFF  8/16-bit gray/RGB + alpha, Deflate. EXIF and GPS as sub-directories, descriptive tags in IFD0,
-        ICC (34675), XMP (700), IPTC (33723), Photoshop resources (34377), resolution tags (ResolutionUnit 1 for an
-        aspect ratio only).
+        ICC (34675), XMP (700), IPTC (33723, LONG), Photoshop resources (34377), resolution tags (ResolutionUnit 1
+        for an aspect ratio only).
         PNG text only as Description/Author/Copyright.
   WEBP  8-bit RGB(A) (gray is stored as RGB), <= 16383 px a side. EXIF, ICC, XMP; DPI and pixel aspect
         ratio only inside EXIF.
@@ -43,7 +43,7 @@ from . import xmp_tree
 from .atomic import Staging, atomic_output
 from .iptc import (IPTC_RESOURCE, PNG_8BIM_KEY, PNG_IPTC_KEY, carried_resources, jpeg_app13, jpeg_app13_iptc,
                    pack_resources, png_text, resource_name)
-from .metadata import PNG_TEXT_TO_TAG, Metadata, aspect_within, output_ifd0
+from .metadata import PNG_TEXT_TO_TAG, Metadata, add_jpeg_required, aspect_within, output_ifd0
 from .pixel_tags import map_xmp
 from .tiff_write import write_tiff
 
@@ -120,9 +120,20 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
         meta = dataclasses.replace(meta, icc=None)
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
+    if fmt == "JPEG":
+        add_jpeg_required(ifd0, w, h)
     # Photoshop image resources go where the source kept them (TIFF 34377, JPEG APP13, PNG raw profile); a file
     # without them gets only its IPTC, as before
-    resources = carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes) if meta.photoshop else None
+    if fmt == "TIFF" and meta.iptc and len(meta.iptc) % 4:
+        # tag 33723 is written as LONG, as Photoshop writes it (Nikon Capture reads no other type, ExifTool's
+        # -validate warns about any other): NUL-padded to whole values, which its IPTC digest then covers, as
+        # ExifTool's CurrentIPTCDigest does (iptc._iptc_digest)
+        meta = dataclasses.replace(meta, iptc=meta.iptc + b"\0" * (-len(meta.iptc) % 4))
+    if meta.photoshop:  # a TIFF or PNG holds the IPTC once, in its own tag or text (see _write_tiff, _write_png)
+        resources = carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes,
+                                      iptc_in_block=fmt not in ("TIFF", "PNG"))
+    else:
+        resources = None
     if fmt in ("JPEG", "WEBP") and pixels.dtype == np.uint16:
         notes.append(f"16-bit reduced to 8-bit: {fmt} holds 8 bits per sample")
     if fmt == "JPEG" and alpha is not None:
@@ -204,10 +215,11 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
 
 def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.Ifd, resources, level: int) -> None:
     block = pack_resources(resources) if resources else None
-    for tag, typ, blob in ((34675, T.UNDEFINED, meta.icc), (700, T.BYTE, xmp), (33723, T.UNDEFINED, meta.iptc),
-                           (34377, T.BYTE, block)):
+    for tag, typ, blob in ((34675, T.UNDEFINED, meta.icc), (700, T.BYTE, xmp), (34377, T.BYTE, block)):
         if blob:
             ifd0.entries[tag] = T.bytes_entry(tag, typ, blob)
+    if meta.iptc:  # LONG, as Photoshop writes it (padded to whole values by write()): the bytes in file order
+        ifd0.entries[33723] = T.Entry(33723, T.LONG, len(meta.iptc) // 4, bytes(meta.iptc))
     write_tiff(out, pixels, alpha, ifd0, level)
 
 

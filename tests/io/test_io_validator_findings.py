@@ -1,0 +1,133 @@
+"""Defects found by validating restorations of files tagged by ExifTool with ExifTool and exiv2: each case is built
+here in pure Python (CI has neither tool), in the layout those tools read and write."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+
+import numpy as np
+import tifffile
+from PIL import Image, PngImagePlugin
+
+from io_samples import IPTC, gradient
+from oldphoto.io import read, write
+from oldphoto.io import iptc as I
+
+URL = b"https://archive.example/rights"
+
+
+def _resource(rid: int, data: bytes) -> bytes:
+    return b"8BIM" + struct.pack(">H", rid) + b"\0\0" + struct.pack(">I", len(data)) + data + b"\0" * (len(data) % 2)
+
+
+def _jpeg_with_app13(block: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(buf, "JPEG", quality=90)
+    payload = b"Photoshop 3.0\0" + block
+    segment = b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+    data = buf.getvalue()
+    return data[:2] + segment + data[2:]
+
+
+def test_tiff_iptc_tag_is_long_padded_once_and_its_digest_covers_it(tmp_path):
+    """ExifTool -validate warned "Non-standard format (undef) for IFD0 0x83bb IPTC-NAA" (Photoshop writes the tag as
+    LONG, Nikon Capture reads nothing else) and "[minor] Non-standard IPTC at TIFF-IFD0-Photoshop-IPTC": a TIFF output
+    held the records in tag 33723 and a second copy in the Photoshop block. Its digest must be the MD5 of the tag's
+    bytes, padding included, as ExifTool computes CurrentIPTCDigest (else "IPTCDigest is not current")."""
+    assert len(IPTC) % 4  # the records need padding to whole LONGs
+    block = _resource(0x0404, IPTC) + _resource(0x0425, hashlib.md5(IPTC).digest()) + _resource(0x040B, URL)
+    src = tmp_path / "scan.jpg"
+    src.write_bytes(_jpeg_with_app13(block))
+    pic = read(src, 10_000)
+    out = tmp_path / "out.tif"
+    write(out, pic.pixels, None, "TIFF", pic.meta)
+    with tifffile.TiffFile(out) as tif:
+        tag = tif.pages[0].tags[33723]
+        assert tag.dtype == 4 and tag.count * 4 == len(IPTC) + (-len(IPTC) % 4)
+        tag_bytes = tif.filehandle
+        tag_bytes.seek(tag.valueoffset)
+        stored = tag_bytes.read(tag.count * 4)
+        resources = I.photoshop_resources(bytes(tif.pages[0].tags[34377].value))
+    assert stored == IPTC + b"\0" * (-len(IPTC) % 4)
+    assert 0x0404 not in resources and resources[0x040B] == URL
+    assert resources[0x0425] == hashlib.md5(stored).digest()
+    again = read(out, 10_000).meta
+    assert again.iptc == IPTC  # read back as the records, without the padding
+    # and into a JPEG, the digest is the records' own again
+    jpeg = tmp_path / "out.jpg"
+    write(jpeg, pic.pixels, None, "JPEG", again)
+    back = I.photoshop_resources(read(jpeg, 10_000).meta.photoshop)
+    assert back[0x0404] == IPTC and back[0x0425] == hashlib.md5(IPTC).digest()
+
+
+def test_png_iptc_profile_holding_a_photoshop_block_keeps_its_other_resources(tmp_path):
+    """ExifTool writes a PNG's IPTC, with Photoshop's copyright flag and URL, as one resource block in the text
+    "Raw profile type iptc": only the IPTC was read out of it, and the flag and URL were lost without a note."""
+    block = (_resource(0x0404, IPTC) + _resource(0x040A, b"\x01") + _resource(0x040B, URL)
+             + _resource(0x0425, hashlib.md5(IPTC).digest()))
+    data = b"Photoshop 3.0\0" + block
+    hexed = data.hex()
+    text = "\nIPTC profile\n" + f"{len(data):8d}\n" + "\n".join(hexed[i:i + 72] for i in range(0, len(hexed), 72))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type iptc", text + "\n", zip=True)
+    src = tmp_path / "scan.png"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, pnginfo=info)
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == IPTC and pic.notes == []
+    for fmt, ext in (("JPEG", "jpg"), ("TIFF", "tif"), ("PNG", "png")):
+        out = tmp_path / f"out.{ext}"
+        write(out, pic.pixels, None, fmt, pic.meta)
+        again = read(out, 10_000).meta
+        kept = I.photoshop_resources(again.photoshop)
+        assert again.iptc == IPTC and kept[0x040A] == b"\x01" and kept[0x040B] == URL, fmt
+
+
+def _exif_with(exif_ifd: dict, gps: dict | None = None) -> bytes:
+    import piexif  # big-endian, as ExifTool writes a JPEG's EXIF
+    data = piexif.dump({"0th": {271: b"Epson"}, "Exif": exif_ifd, "GPS": gps or {}})
+    assert data.startswith(b"Exif\0\0MM")
+    return data[6:]
+
+
+def test_unicode_exif_texts_follow_a_tiff_outputs_byte_order(tmp_path):
+    """A UserComment (or GPSProcessingMethod, GPSAreaInformation) with character code UNICODE is UCS-2 in the EXIF's
+    byte order: from a big-endian JPEG EXIF into the little-endian TIFF it was carried unswapped, and exiv2 read it
+    as garbage ("iconv: Invalid or incomplete multibyte"), ExifTool warned "Wrong byte order for EXIF UserComment"."""
+    import piexif
+    text = "Ünïcødé — 日本語"
+    exif = _exif_with({37510: b"UNICODE\0" + text.encode("utf-16-be")},
+                      {27: b"UNICODE\0" + "GPS".encode("utf-16-be"), 28: b"ASCII\0\0\0Lyon"})
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=b"Exif\0\0" + exif)
+    pic = read(src, 10_000)
+    write(tmp_path / "out.tif", pic.pixels, None, "TIFF", pic.meta)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.byteorder == "<"
+    back = read(tmp_path / "out.tif", 10_000).meta.exif
+    assert back.startswith(b"II")
+    d = piexif.load(b"Exif\0\0" + back)
+    assert d["Exif"][37510] == b"UNICODE\0" + text.encode("utf-16-le")
+    assert d["GPS"][27] == b"UNICODE\0" + "GPS".encode("utf-16-le") and d["GPS"][28] == b"ASCII\0\0\0Lyon"
+    # a JPEG output keeps the source's order, and the text with it
+    write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+    again = read(tmp_path / "out.jpg", 10_000).meta.exif
+    assert again.startswith(b"MM") and piexif.load(b"Exif\0\0" + again)["Exif"][37510] == d["Exif"][37510].replace(
+        text.encode("utf-16-le"), text.encode("utf-16-be"))
+
+
+def test_a_jpeg_output_gets_the_exif_tags_a_jpeg_requires(tmp_path):
+    """ExifTool -validate: "Missing required JPEG IFD0 tag 0x0213 YCbCrPositioning" and "Missing required JPEG ExifIFD
+    tag 0xa002 ExifImageWidth / 0xa003 ExifImageHeight" for a TIFF or PNG scan written as JPEG (a TIFF has no
+    YCbCrPositioning, and PixelX/YDimension are only required of compressed images)."""
+    import piexif
+    exif = _exif_with({36867: b"1952:07:14 15:30:00"})
+    src = tmp_path / "scan.png"
+    info = PngImagePlugin.PngInfo()
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, pnginfo=info, exif=b"Exif\0\0" + exif)
+    pic = read(src, 10_000)
+    write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+    d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.jpg", 10_000).meta.exif)
+    assert d["0th"][531] == 1 and d["Exif"][40962] == 36 and d["Exif"][40963] == 24
+    assert d["Exif"][36867] == b"1952:07:14 15:30:00"
