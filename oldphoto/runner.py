@@ -528,23 +528,23 @@ def check_report(report: Path, out: Path, inputs: Sequence[Path] = ()) -> None:
         raise BadArgument(f"--report {report}: {parent} is not a folder")
     cannot = _cannot_create_in(parent, report.name)
     if cannot is not None:
-        raise BadArgument(f"--report {report}: cannot create files in {parent} "
-                          f"({cannot.strerror or cannot})")
+        raise BadArgument(f"--report {report}: {cannot}")
 
 
-def _cannot_create_in(folder: Path, name: str) -> OSError | None:
+def _cannot_create_in(folder: Path, name: str) -> str | None:
     """Why no file can be created in `folder`, found by creating one there and removing it at once (None: it can).
     os.access asks the permission bits only, which grant root everything: /proc, /sys, a read-only mount or a full
-    inode table refuse the file all the same. The file is hidden and named as a write of the run names its temp files
-    (io.atomic.temp_name), so that one left by a kill in between is removed like theirs."""
-    probe = temp_name(folder / name)
+    inode table refuse the file all the same. The file is hidden and named as the run's temp files are
+    (io.atomic.temp_name: `.NAME.check.oldphoto-tmp-*`), so that one left by a kill in between is removed like theirs
+    when it is in the output folder."""
+    probe = temp_name(folder / f"{name}.check")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as e:
-        return e
+        return f"cannot create files in {folder} ({e.strerror or e})"
     os.close(fd)
     try:
         os.unlink(probe)
-    except OSError as e:  # made but not removable: nothing of the run's may stay behind there either
-        return e
+    except OSError as e:  # made but not removable: say where it stays
+        return f"the file made in {folder} to try it could not be removed ({e.strerror or e}): {probe}"
     return None

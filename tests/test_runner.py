@@ -167,8 +167,14 @@ def test_the_report_folder_is_tried_by_a_file_made_and_removed_there(tmp_path, m
     with pytest.raises(BadArgument, match=f"cannot create files in {where} \\(Read-only file system\\)$"):
         runner.check_report(where / "new" / "r.json", tmp_path / "out")
     # tried in the folder that exists, hidden, named as the run's temp files are (removed after a kill)
-    assert [p.parent for p in made] == [where] and made[0].name.startswith(".r.json.oldphoto-tmp-")
+    assert [p.parent for p in made] == [where] and made[0].name.startswith(".r.json.check.oldphoto-tmp-")
     assert list(where.iterdir()) == []
+    monkeypatch.setattr(runner.os, "open", real_open)
+    monkeypatch.setattr(runner.os, "unlink", lambda path: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(BadArgument, match="could not be removed \\(I/O error\\)") as e:
+        runner.check_report(where / "r.json", tmp_path / "out")
+    left = list(where.iterdir())  # named, so that it can be removed by hand
+    assert len(left) == 1 and str(e.value).endswith(f": {left[0]}")
 
 
 def test_the_fingerprints_of_a_source_are_current_and_former(tmp_path):
