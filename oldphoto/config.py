@@ -98,8 +98,11 @@ class RestoreConfig:
             if not 0.0 <= self.tone_strength <= 1.0:
                 raise ValueError(f"tone strength must be in [0, 1], got {self.tone_strength}")
             if self.tone_mode != "photo":
-                raise ValueError(f"tone strength scales the photo's tone correction; tone {self.tone_mode!r} "
-                                 "has none: use it with tone 'photo'")
+                # with scope defects the tone is the scan's by default, and tone 'photo' is refused there
+                why = ("scope 'defects' keeps the scan's tone, and tone 'scan' has none: use it with scope 'all'"
+                       if self.tone is None and self.scope == "defects"
+                       else f"tone {self.tone_mode!r} has none: use it with tone 'photo'")
+                raise ValueError(f"tone strength scales the photo's tone correction; {why}")
         if self.scan_blend not in SCAN_BLENDS:
             raise ValueError(f"scan blend must be one of {SCAN_BLENDS}, got {self.scan_blend!r}")
         if self.detect_scales is not None and self.detect_scales not in DETECT_SCALES:
@@ -177,14 +180,16 @@ class RestoreConfig:
         A setting that cannot change the outputs is given its default value, so that changing it alone redoes
         nothing and outputs made with the default stay current: jpeg_quality when the restored photo is written as
         PNG or TIFF (--format png or tiff, or `written_format`, the format of one photo's output, "PNG" / "TIFF" /
-        "JPEG" / "WEBP", when known), format with only_mask (always NAME.mask.png + NAME.overlay.jpg), and
-        mask_threshold when it equals `default_threshold`, the one the models would use anyway.
+        "JPEG" / "WEBP", when known), format, tone and tone_strength with only_mask (always NAME.mask.png +
+        NAME.overlay.jpg, of the scan's own pixels), and mask_threshold when it equals `default_threshold`, the one
+        the models would use anyway.
         """
         d = self.settings()
         if not self.only_mask and (self.format in ("png", "tiff") or written_format in ("PNG", "TIFF")):
             d["jpeg_quality"] = JPEG_QUALITY
         if self.only_mask:
             d["format"] = "keep"
+            d["tone"], d["tone_strength"] = "photo", None  # nothing is restored, so nothing is toned
         if default_threshold is not None and d["mask_threshold"] == default_threshold:
             d["mask_threshold"] = None
         for k in ("device", "overwrite", "jobs", "max_pixels"):

@@ -24,7 +24,7 @@ from . import io as oio
 from . import planning
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, reason_of
-from .io.atomic import closing_temps, write_bytes
+from .io.atomic import closing_temps, temp_name, write_bytes
 from .io.sidecar import SIDECAR_NOTE, is_sidecar_name
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
@@ -508,7 +508,8 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
 def check_report(report: Path, out: Path, inputs: Sequence[Path] = ()) -> None:
     """A report asked for by path (--report) can be written there: a .json file (not a folder, nor the output
     folder's state or lock file, nor a scan or an output, nor anywhere in an input folder, which holds the masters)
-    under a folder that exists or can be created, and is writable; BadArgument otherwise.
+    under a folder that exists or can be created, and where a file can be made (_cannot_create_in); BadArgument
+    otherwise.
     Checked before any work, so a bad path is refused at once rather than failing after the whole batch."""
     for inp in inputs:  # an existing folder is refused by the CLI already
         if inp.is_dir() and _inside_either(report, inp):
@@ -525,5 +526,25 @@ def check_report(report: Path, out: Path, inputs: Sequence[Path] = ()) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise BadArgument(f"--report {report}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadArgument(f"--report {report}: cannot create files in {parent}")
+    cannot = _cannot_create_in(parent, report.name)
+    if cannot is not None:
+        raise BadArgument(f"--report {report}: {cannot}")
+
+
+def _cannot_create_in(folder: Path, name: str) -> str | None:
+    """Why no file can be created in `folder`, found by creating one there and removing it at once (None: it can).
+    os.access asks the permission bits only, which grant root everything: /proc, /sys, a read-only mount or a full
+    inode table refuse the file all the same. The file is hidden and named as the run's temp files are
+    (io.atomic.temp_name: `.NAME.check.oldphoto-tmp-*`), so that one left by a kill in between is removed like theirs
+    when it is in the output folder."""
+    probe = temp_name(folder / f"{name}.check")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        return f"cannot create files in {folder} ({e.strerror or e})"
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError as e:  # made but not removable: say where it stays
+        return f"the file made in {folder} to try it could not be removed ({e.strerror or e}): {probe}"
+    return None

@@ -385,6 +385,16 @@ def test_invalid_report_path_is_a_usage_error_before_any_work(tmp_path, fake):
     assert src.read_bytes() == b"JPEGDATA"
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_report_folder_where_no_file_can_be_made_is_a_usage_error_even_for_root(tmp_path, fake):
+    """os.access grants root every folder; /proc refuses any new file all the same. The run restored its files, then
+    failed on the report (exit 1); the check now makes a file there, so it is refused before any work."""
+    src, out = put(tmp_path / "in" / "a.jpg"), tmp_path / "out"
+    r = run("restore", src, "--out", out, "--report", "/proc/r.json")
+    assert r.exit_code == 2 and "--report /proc/r.json: cannot create files in /proc (" in r.output, r.output
+    assert fake.calls == [] and not out.exists()
+
+
 def test_report_holds_the_resolved_tone_of_the_scope(tmp_path, fake):
     src = put(tmp_path / "a.jpg")
     out = tmp_path / "out"

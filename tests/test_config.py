@@ -70,6 +70,9 @@ def test_tone_strength_applies_to_the_photo_tone_only():
             RestoreConfig(tone_strength=bad)
     with pytest.raises(ValueError, match="tone 'scan' has none"):
         RestoreConfig(scope="defects", tone_strength=0.5)  # defects default to the scan's tone
+    # ... and refuse tone 'photo': the message must not send the user there
+    with pytest.raises(ValueError, match="scope 'defects' keeps the scan's tone.*use it with scope 'all'$"):
+        RestoreConfig(scope="defects", tone_strength=0.5)
 
 
 def test_scan_blend_applies_only_where_it_can_and_off_keeps_earlier_outputs_current():
@@ -102,6 +105,15 @@ def test_settings_that_cannot_change_the_outputs_keep_their_fingerprint():
     assert RestoreConfig(mask_threshold=0.9).output_settings(0.9) == same(0.9) == same()
     assert RestoreConfig(mask_threshold=0.8).output_settings(0.9) != same(0.9)
     assert RestoreConfig(mask_threshold=0.9).output_settings() != same()  # the default unknown: it counts
+
+
+def test_only_mask_outputs_do_not_depend_on_the_tone():
+    """--only-mask restores nothing, so --tone and --tone-strength (accepted with it) change no mask or overlay:
+    a rerun with one of them given must redo nothing (it redid every mask and overlay)."""
+    only = RestoreConfig(only_mask=True).output_settings()
+    for kw in ({"tone": "scan"}, {"tone": "tile"}, {"tone": "photo"}, {"tone_strength": 0.5}):
+        assert RestoreConfig(only_mask=True, **kw).output_settings() == only, kw
+    assert RestoreConfig(tone="scan").output_settings() != RestoreConfig().output_settings()  # restoring: it counts
 
 
 

@@ -2,6 +2,7 @@
 prints nothing, how it refuses to start, and what it reads of the sources and outputs to plan. The same runs through
 the command line, with what they print and their exit codes, are in test_cli.py."""
 
+import errno
 import hashlib
 import os
 import shutil
@@ -143,6 +144,37 @@ def test_where_a_run_writes_is_checked_before_it_starts(tmp_path):
     with pytest.raises(BadArgument, match="give a file name ending in .json"):
         runner.check_report(tmp_path / "r.txt", tmp_path / "out")
     runner.check_report(tmp_path / "new" / "r.json", tmp_path / "out", [root])
+
+
+def test_the_report_folder_is_tried_by_a_file_made_and_removed_there(tmp_path, monkeypatch):
+    """check_report makes a file where the report would go (the nearest folder that exists) and removes it: nothing
+    is left behind, no missing folder is made, and a folder that refuses the file (a read-only mount: root passes
+    os.access there) is a BadArgument naming why."""
+    where = tmp_path / "reports"
+    where.mkdir()
+    runner.check_report(where / "r.json", tmp_path / "out")
+    runner.check_report(where / "new" / "deeper" / "r.json", tmp_path / "out")
+    assert list(where.iterdir()) == [] and not (tmp_path / "out").exists()
+    made, real_open = [], os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            made.append(Path(path))
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(runner.os, "open", read_only)
+    with pytest.raises(BadArgument, match=f"cannot create files in {where} \\(Read-only file system\\)$"):
+        runner.check_report(where / "new" / "r.json", tmp_path / "out")
+    # tried in the folder that exists, hidden, named as the run's temp files are (removed after a kill)
+    assert [p.parent for p in made] == [where] and made[0].name.startswith(".r.json.check.oldphoto-tmp-")
+    assert list(where.iterdir()) == []
+    monkeypatch.setattr(runner.os, "open", real_open)
+    monkeypatch.setattr(runner.os, "unlink", lambda path: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(BadArgument, match="could not be removed \\(I/O error\\)") as e:
+        runner.check_report(where / "r.json", tmp_path / "out")
+    left = list(where.iterdir())  # named, so that it can be removed by hand
+    assert len(left) == 1 and str(e.value).endswith(f": {left[0]}")
 
 
 def test_the_fingerprints_of_a_source_are_current_and_former(tmp_path):
