@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -42,6 +43,27 @@ _DEFAULT_TILE = TileConfig()
 
 
 _UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # control characters, undecodable bytes, line separators
+
+
+
+# RestoreConfig's refusals name its fields (it is the library's API too); the CLI says them as the options typed.
+_OPTION_WORDS = [
+    (re.compile(r"\b(only|save)_mask\b"), r"--\1-mask"),
+    (re.compile(r"\bcolorize\b"), "--colorize"),
+    (re.compile(r"\bupscale x?(\d)\b"), r"--upscale \1"),
+    (re.compile(r"\b(scope|tone) '(\w+)'"), r"--\1 \2"),
+    (re.compile(r"\btone strength\b"), "--tone-strength"),
+    (re.compile(r"\bleave tone unset\b"), "leave out --tone"),
+    (re.compile(r"^overlap\b"), "--overlap"),
+]
+
+
+def _as_options(message: str) -> str:
+    """A RestoreConfig refusal in the words of the command line: 'only_mask' -> '--only-mask', "scope 'defects'"
+    -> '--scope defects', 'upscale x2' -> '--upscale 2'."""
+    for pattern, words in _OPTION_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _shown(text: Any) -> str:
@@ -332,7 +354,7 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
                             scan_blend=scan_blend,
                             detect_scales=None if detect_scales is None else int(detect_scales))
     except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(_as_options(str(e))) from None
     with _click_errors():
         runner.check_out(out, inputs)
         if report_path is not None:

@@ -120,11 +120,11 @@ class RestoreConfig:
             if self.only_mask:
                 raise ValueError("scope 'defects' changes defect pixels; only_mask changes none: choose one")
             if self.upscale != 1:
-                raise ValueError(f"scope 'defects' keeps the scan's own pixels, which cannot be upscaled x"
-                                 f"{self.upscale}: use upscale 1")
+                raise ValueError(f"scope 'defects' keeps the scan's own pixels, which cannot be enlarged by upscale "
+                                 f"x{self.upscale}: use upscale 1")
             if self.tone not in (None, "scan"):
                 raise ValueError(f"scope 'defects' fills defects in the scan's tone; tone {self.tone!r} would "
-                                 "not match the untouched pixels: leave tone unset or use 'scan'")
+                                 "not match the untouched pixels: leave tone unset or use tone 'scan'")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg quality must be in [1, 100], got {self.jpeg_quality}")
 

@@ -124,22 +124,22 @@ def test_control_characters_in_names_are_escaped_in_every_printed_line(tmp_path,
 @pytest.mark.parametrize("extra, message", [
     (["--tile", "300"], "'300' is not one of"),
     (["--upscale", "3"], "'3' is not one of"),
-    (["--overlap", "200"], "overlap must be in [0, 128]"),
+    (["--overlap", "200"], "--overlap must be in [0, 128]"),
     (["--device", "gpu"], "unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
     (["--jpeg-quality", "0"], "1<=x<=100"),
     (["--mask-threshold", "1.5"], "0<x<1"),
     (["--jobs", "0"], "x>=1"),
     (["--format", "gif"], "'gif' is not one of"),
     (["--tone", "none"], "'none' is not one of"),
-    (["--scope", "defects", "--upscale", "2"], "cannot be upscaled x2"),
-    (["--scope", "defects", "--tone", "tile"], "tone 'tile' would not match"),
-    (["--scope", "defects", "--only-mask"], "only_mask changes none"),
-    (["--only-mask", "--colorize"], "only_mask changes no pixels; colorize adds colour"),
-    (["--only-mask", "--upscale", "2"], "upscale x2 enlarges a restoration"),
+    (["--scope", "defects", "--upscale", "2"], "--scope defects keeps the scan's own pixels, which cannot be enlarged by --upscale 2: use --upscale 1"),
+    (["--scope", "defects", "--tone", "tile"], "--tone tile would not match"),
+    (["--scope", "defects", "--only-mask"], "--scope defects changes defect pixels; --only-mask changes none: choose one"),
+    (["--only-mask", "--colorize"], "--only-mask changes no pixels; --colorize adds colour"),
+    (["--only-mask", "--upscale", "2"], "--upscale 2 enlarges a restoration"),
     (["--tone-strength", "1.5"], "0<=x<=1"),
     (["--scan-blend", "always"], "'always' is not one of 'auto', 'off'"),
     (["--detect-scales", "3"], "'3' is not one of '1', '2'"),
-    (["--tone", "scan", "--tone-strength", "0.5"], "tone 'scan' has none"),
+    (["--tone", "scan", "--tone-strength", "0.5"], "--tone-strength scales the photo's tone correction; --tone scan has none: use it with --tone photo"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, fake, extra, message):
     src = put(tmp_path / "a.jpg")
@@ -1949,7 +1949,8 @@ def test_a_last_report_too_deeply_nested_to_parse_is_kept_not_a_traceback(tmp_pa
     r = run("restore", root, "--out", out, "-q")
     why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
            f"and rerun with --overwrite to rebuild it")
-    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}; the last run's report kept as {out / 'report.previous.json'}"]
+    kept = f"; the last run's report kept as {out / 'report.previous.json'}"
+    assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}{kept}"]
     assert (out / "report.previous.json").read_bytes() == last and report_of(out)["stopped"] == why
 
 

@@ -17,7 +17,7 @@ from oldphoto.config import TONE_STRENGTH, RestoreConfig, TileConfig
     ({"scope": "defects", "only_mask": True}, "only_mask changes none"),
     ({"only_mask": True, "colorize": True}, "only_mask changes no pixels; colorize adds colour"),
     ({"only_mask": True, "upscale": 2}, "only_mask writes masks at the scan's size; upscale x2"),
-    ({"scope": "defects", "upscale": 2}, "cannot be upscaled x2"),
+    ({"scope": "defects", "upscale": 2}, "cannot be enlarged by upscale x2: use upscale 1"),
     ({"scope": "defects", "tone": "photo"}, "tone 'photo' would not match"),
 ])
 def test_bad_restore_settings_are_refused_with_the_value(kw, message):

@@ -243,7 +243,8 @@ def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: byte
         chunks.append(png.text_chunk(PNG_8BIM_KEY, png_text(pack_resources(resources), "8bim")))
     compressed = meta.compressed_text  # as the source PNG stored them (the XMP packet stays uncompressed: xmp_chunk)
     chunks += [png.text_chunk(k, v, k in compressed and png.compressed_ok(v, compressed[k]))
-               for k, v in meta.text.items() if k not in (png.XMP_KEY, PNG_IPTC_KEY, PNG_8BIM_KEY) and png.keyword_ok(k)]
+               for k, v in meta.text.items()
+               if k not in (png.XMP_KEY, PNG_IPTC_KEY, PNG_8BIM_KEY) and png.keyword_ok(k)]
     png.write_png(out, pixels, alpha, chunks, level)
 
 
