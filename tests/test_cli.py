@@ -1263,6 +1263,20 @@ def test_a_masks_xmp_says_only_its_own_notes_and_recognition_reports_every_outpu
             assert [n for n in f["notes"] if "recognised from the provenance" not in n] == made["notes"], mode
 
 
+def _turned_scan(tmp_path: Path) -> Path:
+    """tmp_path/scans holding turned.jpg: 50 x 40 noise stored with EXIF orientation 6 (upright 40 x 50)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
+                                                                                                  exif=exif)
+    return root
+
+
 @pytest.mark.parametrize("edit", ["turn removed", "turn added"])
 def test_a_sidecar_rewritten_alone_says_its_own_notes_also_once_the_state_file_is_lost(tmp_path, stand_in_models,
                                                                                         edit):
@@ -1270,17 +1284,9 @@ def test_a_sidecar_rewritten_alone_says_its_own_notes_also_once_the_state_file_i
     with, in its own XMP and, after a lost state file, in the report of the run that recognised the outputs (read from
     the restoration's XMP, which stays as it was): a tiff:Orientation since removed was still said not applied, one
     since added was not said. The restoration is not rewritten; the sidecar beside it says the current one's."""
-    import numpy as np
-    from PIL import Image
-
     from oldphoto.io import read_provenance
 
-    root, out = tmp_path / "scans", tmp_path / "out"
-    root.mkdir()
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
-                                                                                                  exif=exif)
+    root, out = _turned_scan(tmp_path), tmp_path / "out"
     turn, plain = ' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"', ""
     packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
               '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"{}><dc:format>image/jpeg'
@@ -1316,15 +1322,8 @@ def test_outputs_recognised_without_a_sidecar_now_report_no_notes_on_the_one_the
                                                                                                  stand_in_models):
     """The restoration's XMP keeps the notes on the sidecar it was made with; recognised after a lost state file once
     that sidecar and its copy beside the restoration are gone, the file was reported with them all the same."""
-    import numpy as np
-    from PIL import Image
 
-    root, out = tmp_path / "scans", tmp_path / "out"
-    root.mkdir()
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
-                                                                                                  exif=exif)
+    root, out = _turned_scan(tmp_path), tmp_path / "out"
     (root / "turned.jpg.xmp").write_text(
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"/>'
@@ -1350,17 +1349,11 @@ def test_a_mask_made_before_it_kept_only_its_own_notes_brings_back_no_stale_note
     restoration's (no sidecar now, or the one beside the restoration, rewritten alone since, says the current one's),
     then added back from the mask's: a tiff:Orientation the sidecar no longer has (or no sidecar at all) was said not
     applied, beside the current sidecar's own."""
-    import numpy as np
     from PIL import Image, PngImagePlugin
 
     from oldphoto.io import provenance_xmp, read_provenance
 
-    root, out = tmp_path / "scans", tmp_path / "out"
-    root.mkdir()
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(np.random.default_rng(9).integers(0, 240, (40, 50, 3), dtype=np.uint8)).save(root / "turned.jpg",
-                                                                                                  exif=exif)
+    root, out = _turned_scan(tmp_path), tmp_path / "out"
     packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
               '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{}"/>'
               '</rdf:RDF></x:xmpmeta>')
