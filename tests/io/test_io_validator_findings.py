@@ -131,3 +131,23 @@ def test_a_jpeg_output_gets_the_exif_tags_a_jpeg_requires(tmp_path):
     d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.jpg", 10_000).meta.exif)
     assert d["0th"][531] == 1 and d["Exif"][40962] == 36 and d["Exif"][40963] == 24
     assert d["Exif"][36867] == b"1952:07:14 15:30:00"
+
+
+def test_a_little_endian_unicode_text_in_a_big_endian_exif_is_not_swapped_into_the_wrong_order(tmp_path):
+    """Microsoft Photo (Windows Explorer, Photo Gallery) writes a UNICODE UserComment little-endian even into a
+    big-endian EXIF (ExifTool reads it by guessing the order): swapping it as big-endian made a little-endian TIFF
+    hold it big-endian, exiv2 read it garbled and ExifTool warned "Wrong byte order", where the text, carried as it
+    was, read right. One with a byte order mark is swapped with its mark."""
+    import piexif
+    text = "Grand-mère à Lyon, 1952"
+    exif = _exif_with({37510: b"UNICODE\0" + text.encode("utf-16-le")},
+                      {27: b"UNICODE\0" + "\ufeffGPS".encode("utf-16-be"), 28: b"UNICODE " + "Ain".encode("utf-16-be")})
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=b"Exif\0\0" + exif)
+    pic = read(src, 10_000)
+    write(tmp_path / "out.tif", pic.pixels, None, "TIFF", pic.meta)
+    d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.tif", 10_000).meta.exif)
+    assert d["Exif"][37510] == b"UNICODE\0" + text.encode("utf-16-le")
+    assert d["GPS"][27] == b"UNICODE\0" + "\ufeffGPS".encode("utf-16-le")
+    assert d["GPS"][28] == b"UNICODE " + "Ain".encode("utf-16-le")  # the code as some cameras write it
+
