@@ -87,17 +87,23 @@ def iptc_of(resources: list[tuple[int, bytes, bytes]]) -> bytes | None:
     return next((data for rid, _, data in resources if rid == IPTC_RESOURCE and data), None)
 
 
+# the NULs after a TIFF's IPTC records that pad them to whole LONGs: up to 3 (Photoshop, ExifTool, exiv2), or 4 where
+# the records filled whole LONGs already (ImageMagick pads to the next one regardless)
+_LONG_PADDING = 4
+
+
 def without_padding(iptc: bytes) -> bytes:
     """IPTC-IIM records without the NULs after the last one (TIFF tag 33723 is written as LONG by Photoshop, ExifTool
     and oldphoto, NUL-padded to whole values): the records themselves, as a JPEG or PNG holds them. Records that do
-    not parse up to there (an extended dataset, a damaged one) are kept as they are."""
+    not parse up to there (an extended dataset, a damaged one), or followed by more NULs than such padding, are kept as
+    they are (an IPTC digest over them then matches as stored)."""
     pos = 0
     while pos + 5 <= len(iptc) and iptc[pos] == 0x1C:
         (size,) = struct.unpack(">H", iptc[pos + 3 : pos + 5])
         if size & 0x8000:
             return iptc  # an extended dataset's length follows in further bytes: not looked into
         pos += 5 + size
-    if pos == 0 or pos >= len(iptc) or iptc[pos:].strip(b"\0"):
+    if pos == 0 or pos >= len(iptc) or len(iptc) - pos > _LONG_PADDING or iptc[pos:].strip(b"\0"):
         return iptc
     return iptc[:pos]
 
@@ -151,7 +157,7 @@ def _iptc_digest(digest: bytes, iptc: bytes | None) -> tuple[bytes | None, str]:
         return None, "no IPTC is written beside it"
     trailing = len(iptc) - len(iptc.rstrip(b"\0"))
     covered = [iptc[: len(iptc) - n] for n in range(min(trailing, 4) + 1)]
-    covered += [iptc + b"\0" * n for n in range(1, 4)]  # records read without their padding (without_padding)
+    covered += [iptc + b"\0" * n for n in range(1, _LONG_PADDING + 1)]  # records read without their padding
     if any(hashlib.md5(records).digest() == digest for records in covered):
         return hashlib.md5(iptc).digest(), ""
     return digest, ""

@@ -271,22 +271,40 @@ def add_jpeg_required(ifd: T.Ifd, width: int, height: int) -> None:
 
 
 # EXIF texts with an 8-byte character code (EXIF 2.3, 4.6.5 UserComment; GPSProcessingMethod, GPSAreaInformation):
-# "UNICODE\0" is UCS-2 in the byte order of the file holding it, as ExifTool and exiv2 read it
+# "UNICODE\0" is UCS-2 in the byte order of the file holding it, as ExifTool and exiv2 read it (ExifTool also takes
+# "UNICODE " with a space, as some cameras write it)
 _CODED_TEXTS = {T.EXIF_IFD: (37510,), T.GPS_IFD: (27, 28)}
-_UNICODE_CODE = b"UNICODE\0"
+_UNICODE_CODES = (b"UNICODE\0", b"UNICODE ")
+
+
+def _ucs2_big_endian(text: bytes) -> bool:
+    """Whether UCS-2 `text` found in a big-endian EXIF is big-endian, as it should be: Microsoft Photo (Windows
+    Explorer, Photo Gallery) wrote it little-endian whatever the EXIF's order. A byte order mark says; else ExifTool's
+    guess: the byte of each character that takes the more different values is its low byte, or, as many, the one
+    that is zero less often."""
+    if text[:2] in (b"\xfe\xff", b"\xff\xfe"):
+        return text[:2] == b"\xfe\xff"
+    even = len(text) - len(text) % 2
+    high, low = text[0:even:2], text[1:even:2]  # of each character read big-endian
+    if len(set(high)) != len(set(low)):
+        return len(set(high)) < len(set(low))
+    return low.count(0) <= high.count(0)
 
 
 def _unicode_texts_little_endian(ifd: T.Ifd) -> None:
     """Swap the UCS-2 of the Unicode coded texts of a big-endian source's EXIF into the little-endian order the
     directory is written in (their UNDEFINED bytes are not swapped with the numbers: exiv2 read them garbled and
-    ExifTool warned "Wrong byte order for EXIF UserComment UNICODE text")."""
+    ExifTool warned "Wrong byte order for EXIF UserComment UNICODE text"). A text already little-endian (Microsoft
+    Photo's, see _ucs2_big_endian) is right in the output as it is, and stays so."""
     for sub, tags in _CODED_TEXTS.items():
         child = ifd.children.get(sub)
         for tag in tags if child is not None else ():
             e = child.entries.get(tag)
-            if e is None or e.type != T.UNDEFINED or not e.data.startswith(_UNICODE_CODE):
+            if e is None or e.type != T.UNDEFINED or e.data[:8] not in _UNICODE_CODES:
                 continue
-            text = e.data[len(_UNICODE_CODE):]
+            code, text = e.data[:8], e.data[8:]
+            if not _ucs2_big_endian(text):
+                continue
             even = len(text) - len(text) % 2
             swapped = bytes(text[i ^ 1] for i in range(even)) + text[even:]
-            child.entries[tag] = T.Entry(tag, e.type, e.count, _UNICODE_CODE + swapped)
+            child.entries[tag] = T.Entry(tag, e.type, e.count, code + swapped)

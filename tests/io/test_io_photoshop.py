@@ -147,6 +147,27 @@ def test_an_iptc_digest_of_the_records_without_their_padding_is_renewed_for_the_
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
+def test_an_iptc_digest_over_a_whole_long_of_padding_is_renewed_for_the_records_written(tmp_path, fmt):
+    """ImageMagick pads tag 33723 to the next whole LONG even when the records fill whole LONGs already: four NULs. A
+    digest over the tag as stored (as ExifTool's CurrentIPTCDigest takes it) matched the source's records: the reader
+    gives them without those NULs, and the digest, not recognised over them, was carried stale ("IPTCDigest is not
+    current"), where it had been renewed before."""
+    records = IPTC + b"\x1c\x02\x19\x00\x05Lyons"
+    stored = records + b"\0" * 4
+    assert len(records) % 4 == 0
+    src = tmp_path / "scan.tif"
+    block = resource(0x0425, hashlib.md5(stored).digest()) + resource(0x040B, URL)
+    tags = [(34377, 7, len(block), block, True), (33723, 4, len(stored) // 4, np.frombuffer(stored, "<u4"), True)]
+    tifffile.imwrite(src, gradient(24, 36, 3, np.uint8), photometric="rgb", extratags=tags, metadata=None)
+    pic = read(src, 10_000)
+    assert pic.meta.iptc == records
+    out = tmp_path / f"out.{EXT[fmt]}"
+    write(out, pic.pixels, None, fmt, pic.meta)
+    again = read(out, 10_000).meta
+    assert again.iptc == records and _kept(again)[0x0425] == hashlib.md5(records).digest()
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
 def test_an_iptc_digest_without_iptc_to_describe_is_dropped_with_a_note(tmp_path, fmt):
     # a tool removed the IPTC and left its digest: written beside no IPTC, it would describe records not there
     src = tmp_path / "scan.tif"

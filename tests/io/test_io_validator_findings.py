@@ -131,3 +131,53 @@ def test_a_jpeg_output_gets_the_exif_tags_a_jpeg_requires(tmp_path):
     d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.jpg", 10_000).meta.exif)
     assert d["0th"][531] == 1 and d["Exif"][40962] == 36 and d["Exif"][40963] == 24
     assert d["Exif"][36867] == b"1952:07:14 15:30:00"
+
+
+def test_a_little_endian_unicode_text_in_a_big_endian_exif_is_not_swapped_into_the_wrong_order(tmp_path):
+    """Microsoft Photo (Windows Explorer, Photo Gallery) writes a UNICODE UserComment little-endian even into a
+    big-endian EXIF (ExifTool reads it by guessing the order): swapping it as big-endian made a little-endian TIFF
+    hold it big-endian, exiv2 read it garbled and ExifTool warned "Wrong byte order", where the text, carried as it
+    was, read right. One with a byte order mark is swapped with its mark."""
+    import piexif
+    text = "Grand-mère à Lyon, 1952"
+    exif = _exif_with({37510: b"UNICODE\0" + text.encode("utf-16-le")},
+                      {27: b"UNICODE\0" + "\ufeffGPS".encode("utf-16-be"), 28: b"UNICODE " + "Ain".encode("utf-16-be")})
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=b"Exif\0\0" + exif)
+    pic = read(src, 10_000)
+    write(tmp_path / "out.tif", pic.pixels, None, "TIFF", pic.meta)
+    d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.tif", 10_000).meta.exif)
+    assert d["Exif"][37510] == b"UNICODE\0" + text.encode("utf-16-le")
+    assert d["GPS"][27] == b"UNICODE\0" + "\ufeffGPS".encode("utf-16-le")
+    assert d["GPS"][28] == b"UNICODE " + "Ain".encode("utf-16-le")  # the code as some cameras write it
+
+
+def test_only_the_nuls_padding_a_tiffs_iptc_to_whole_longs_are_taken_off_its_records():
+    """The reader takes off the NULs after the last record, found by walking the records (0x1C, record, dataset, 16-bit
+    size): a record's own data ending in NULs is the record's. More NULs than LONG padding (up to 4, ImageMagick's)
+    are not padding: kept, as a digest over them then still matches."""
+    binary = b"\x1c\x02\xc8\x00\x06ab\0\0\0\0"  # a record whose data ends in NULs
+    records = IPTC + binary
+    assert I.without_padding(records) == records
+    for pad in range(1, 5):
+        assert I.without_padding(records + b"\0" * pad) == records
+    assert I.without_padding(records + b"\0" * 5) == records + b"\0" * 5
+    assert I.without_padding(records + b"\0\0\x1c") == records + b"\0\0\x1c"  # not NULs: kept
+    assert I.without_padding(IPTC + b"\x1c\x02\x78\x00\x20short\0\0") == IPTC + b"\x1c\x02\x78\x00\x20short\0\0"
+    extended = b"\x1c\x08\x0a\x80\x04\x00\x00\x00\x02ab"  # an extended dataset: its length in the next 4 bytes
+    assert I.without_padding(IPTC + extended + b"\0") == IPTC + extended + b"\0"
+
+
+def test_the_pixel_dimensions_a_jpeg_gets_are_the_written_images_turned_upright(tmp_path):
+    """Orientation 6 turns the scan: PixelX/YDimension, added or given by the scan (another tool's size, here), are
+    those of the pixels written, upright."""
+    import piexif
+    for given in ({40962: 4000, 40963: 3000}, {}):
+        src = tmp_path / "scan.jpg"
+        data = piexif.dump({"0th": {271: b"Epson", 274: 6}, "Exif": {36867: b"1952:07:14 15:30:00", **given}})
+        Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=data)
+        pic = read(src, 10_000)
+        assert pic.pixels.shape[:2] == (36, 24) and pic.notes == ["orientation 6 applied: pixels are stored upright"]
+        write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+        d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.jpg", 10_000).meta.exif)
+        assert (d["Exif"][40962], d["Exif"][40963], d["0th"][274]) == (24, 36, 1), given
