@@ -211,7 +211,7 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
     ifd, order = T.Ifd(), "<"
     if meta.exif:
         try:
-            ifd, order, has_thumbnail = T.parse_exif(meta.exif)
+            ifd, order, has_thumbnail = T.parse_exif(meta.exif)  # what it drops, the reader noted
         except T.IfdError as e:
             notes.append(f"EXIF block not written: it is malformed ({e})")
         else:

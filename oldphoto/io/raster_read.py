@@ -153,7 +153,7 @@ def _exif_fields(blob: bytes | None, notes: list[str]) -> tuple[bytes | None, di
         return None, {}, 1
     blob = blob[6:] if blob.startswith(b"Exif\0\0") else blob
     try:
-        ifd0, _, _ = T.parse_exif(blob)
+        ifd0, _, _ = T.parse_exif(blob, notes)  # what it drops (a value outside the block ...) is noted
     except T.IfdError as e:
         notes.append(f"EXIF block is malformed and was not kept ({e})")
         return None, {}, 1

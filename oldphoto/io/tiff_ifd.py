@@ -24,10 +24,16 @@ SUB_IFD_TAGS = (EXIF_IFD, GPS_IFD, INTEROP_IFD)
 _MAX_ENTRIES = 4096  # real directories hold a few hundred at most; more means garbage offsets
 _MAX_VALUE_BYTES = 256 << 20  # one tag value (ICC, XMP, maker notes are far smaller)
 _MAX_DEPTH = 3  # IFD0 -> Exif -> Interop
+_MAX_BAD = 10  # entries with unreadable values a lenient read drops before it calls the directory garbage (ExifTool's)
+_DIRECTORY_NAMES = {34665: "Exif", 34853: "GPS", 40965: "Interop"}
 
 
 class IfdError(ValueError):
     """The bytes do not hold a readable TIFF directory."""
+
+
+class _LoopError(IfdError):
+    """Sub-directories nested past _MAX_DEPTH: garbage, even to a lenient read."""
 
 
 def swap_order(typ: int, data: bytes) -> bytes:
@@ -134,44 +140,83 @@ def file_reader(fh) -> ReadAt:
 
 
 def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted: set[int] | None = None,
-             follow: tuple[int, ...] = SUB_IFD_TAGS, _depth: int = 0) -> tuple[Ifd, int]:
+             follow: tuple[int, ...] = SUB_IFD_TAGS, notes: list[str] | None = None, name: str = "IFD0",
+             _depth: int = 0) -> tuple[Ifd, int]:
     """Read the directory at `offset`; returns it and the next directory's offset (0 = none).
 
     `wanted`: load only these tags' values (pointer tags in `follow` are always loaded and followed);
     None loads every tag. Entries of unknown types are skipped, as the TIFF spec tells readers to.
+    A directory whose entries are whole but whose next-directory offset the end of the data cuts off is the last
+    (offset 0), as ExifTool and exiv2 read it: piexif ends an EXIF block so when its last directory is an Exif, GPS
+    or Interop one with no values after its entries.
+    `notes` given, the directory is read leniently, as ExifTool reads it: an entry whose value lies outside the data
+    and a sub-directory (Exif, GPS, Interop) that cannot be read are dropped, each with a note there, and the rest
+    is kept; more than _MAX_BAD such entries, or more than half of a directory's, mean garbage and raise, as does a
+    pointer loop. `name` names the directory in those notes.
     """
     if _depth > _MAX_DEPTH:
-        raise IfdError("sub-directories nested too deep (pointer loop?)")
+        raise _LoopError("sub-directories nested too deep (pointer loop?)")
     cnt_fmt, off_fmt, entry_size = ("Q", "Q", 20) if bigtiff else ("H", "I", 12)
+    next_size = 8 if bigtiff else 4
     head = read_at(offset, 8 if bigtiff else 2)
     (n,) = struct.unpack(order + cnt_fmt, head)
     if n > _MAX_ENTRIES:
         raise IfdError(f"directory at byte {offset} claims {n} entries")
-    body = read_at(offset + len(head), n * entry_size + (8 if bigtiff else 4))
+    try:
+        body = read_at(offset + len(head), n * entry_size + next_size)
+        (next_offset,) = struct.unpack(order + off_fmt, body[n * entry_size :])
+    except IfdError:  # no room for the next-directory offset: the last directory, when its entries are whole
+        body, next_offset = read_at(offset + len(head), n * entry_size), 0
     ifd = Ifd()
     field_size = entry_size - 4 - (8 if bigtiff else 4)
+    known, bad, said = 0, 0, []
     for i in range(n):
         raw = body[i * entry_size : (i + 1) * entry_size]
         tag, typ = struct.unpack(order + "HH", raw[:4])
         (count,) = struct.unpack(order + off_fmt, raw[4 : 4 + field_size])
         value_field = raw[4 + field_size :]
-        if typ not in TYPE_SIZE or (wanted is not None and tag not in wanted and tag not in follow):
+        if typ not in TYPE_SIZE:
+            continue
+        known += 1
+        if wanted is not None and tag not in wanted and tag not in follow:
             continue
         size = count * TYPE_SIZE[typ]
-        if size > _MAX_VALUE_BYTES:
-            raise IfdError(f"tag {tag} claims {size} bytes")
-        if size <= field_size:
-            data = value_field[:size]
-        else:
-            (where,) = struct.unpack(order + off_fmt, value_field)
-            data = read_at(where, size)
+        try:
+            if size > _MAX_VALUE_BYTES:
+                raise IfdError(f"tag {tag} claims {size} bytes")
+            if size <= field_size:
+                data = value_field[:size]
+            else:
+                (where,) = struct.unpack(order + off_fmt, value_field)
+                data = read_at(where, size)
+        except IfdError as e:
+            if notes is None:
+                raise
+            bad += 1
+            said.append(f"EXIF {name} tag {tag:#06x} dropped: its value is unreadable ({e})")
+            continue
         entry = Entry(tag, typ, count, swap_order(typ, data) if order == ">" else data)
         if tag in follow and count == 1 and typ in (LONG, 13, LONG8, IFD8):
-            child, _ = read_ifd(read_at, entry.ints()[0], order, bigtiff, follow=follow, _depth=_depth + 1)
+            sub = _DIRECTORY_NAMES.get(tag, f"{tag:#06x}")
+            sub_notes = None if notes is None else []
+            try:
+                child, _ = read_ifd(read_at, entry.ints()[0], order, bigtiff, follow=follow, notes=sub_notes,
+                                    name=sub, _depth=_depth + 1)
+            except _LoopError:
+                raise
+            except IfdError as e:
+                if notes is None:
+                    raise
+                said.append(f"EXIF {sub} directory dropped: it is unreadable ({e})")
+                continue
+            said += sub_notes or []
             ifd.children[tag] = child
         else:
             ifd.entries[tag] = entry
-    (next_offset,) = struct.unpack(order + off_fmt, body[-(8 if bigtiff else 4) :])
+    if bad > _MAX_BAD or 2 * bad > known:
+        raise IfdError(f"{bad} of the {known} entries of the directory at byte {offset} have values outside the data")
+    if notes is not None:
+        notes += said
     return ifd, next_offset
 
 
@@ -215,10 +260,12 @@ def serialize(ifd: Ifd, order: str, bigtiff: bool, base: int) -> bytes:
     return bytes(out + values + tail)
 
 
-def parse_exif(blob: bytes) -> tuple[Ifd, str, bool]:
+def parse_exif(blob: bytes, notes: list[str] | None = None) -> tuple[Ifd, str, bool]:
     """EXIF block (TIFF structure, optional b"Exif\\0\\0" prefix) -> (IFD0 with children, byte order, has IFD1).
 
-    IFD1 (the embedded thumbnail) is not returned: it shows the unrestored, possibly unrotated image.
+    Read leniently (read_ifd): what is dropped is said in `notes` (when given); an IFD0 that cannot be read, or
+    garbage, raises IfdError. IFD1 (the embedded thumbnail) is not returned: it shows the unrestored, possibly
+    unrotated image; one whose offset leads nowhere (past the end, as some writers leave it) counts as none.
     """
     if blob.startswith(b"Exif\0\0"):
         blob = blob[6:]
@@ -231,8 +278,16 @@ def parse_exif(blob: bytes) -> tuple[Ifd, str, bool]:
     if len(blob) < 8:
         raise IfdError(f"EXIF block ends inside its TIFF header ({len(blob)} bytes)")
     (first,) = struct.unpack(order + "I", blob[4:8])
-    ifd0, next_offset = read_ifd(bytes_reader(blob), first, order, False)
-    return ifd0, order, next_offset != 0
+    read_at = bytes_reader(blob)
+    ifd0, next_offset = read_ifd(read_at, first, order, False, notes=[] if notes is None else notes)
+    has_ifd1 = False
+    if next_offset:
+        try:
+            read_ifd(read_at, next_offset, order, False, wanted=set(), follow=())
+            has_ifd1 = True
+        except IfdError:
+            pass
+    return ifd0, order, has_ifd1
 
 
 def build_exif(ifd0: Ifd, order: str = "<") -> bytes:

@@ -217,8 +217,9 @@ class TiffPlan:
         children = {}
         for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
             if tag in e:
-                try:
-                    children[tag], _ = T.read_ifd(T.file_reader(self.fh), e[tag].ints()[0], order, big)
+                try:  # leniently, as an EXIF block (T.parse_exif): a value past the file's end drops its entry
+                    children[tag], _ = T.read_ifd(T.file_reader(self.fh), e[tag].ints()[0], order, big, notes=notes,
+                                                  name="Exif" if tag == T.EXIF_IFD else name)
                 except T.IfdError as err:
                     notes.append(f"{name} directory is unreadable and was not kept ({err})")
         if children or any(t in WINDOWS_TAGS for t in e):

@@ -14,6 +14,7 @@ from PIL import Image, PngImagePlugin
 from io_samples import IPTC, gradient
 from oldphoto.io import read, write
 from oldphoto.io import iptc as I
+from oldphoto.io import tiff_ifd as T
 
 URL = b"https://archive.example/rights"
 
@@ -181,3 +182,89 @@ def test_the_pixel_dimensions_a_jpeg_gets_are_the_written_images_turned_upright(
         write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
         d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.jpg", 10_000).meta.exif)
         assert (d["Exif"][40962], d["Exif"][40963], d["0th"][274]) == (24, 36, 1), given
+
+
+def _gps_last_exif() -> bytes:
+    """piexif's layout of an EXIF whose last directory, GPS, holds its values in its entries: it ends right after
+    them, without the 4-byte next-directory offset (ExifTool and exiv2 read it)."""
+    import piexif
+    data = piexif.dump({"0th": {271: b"Epson", 274: 6}, "GPS": {0: (2, 2, 0, 0), 5: 0}})
+    gps = T.read_ifd(T.bytes_reader(data[6:]), 8, ">", False, follow=())[0].entries[T.GPS_IFD].ints()[0]
+    assert len(data) - 6 == gps + 2 + 2 * 12  # the GPS directory's entries end the block
+    return data[6:]
+
+
+def test_exif_whose_last_directory_lacks_its_next_offset_is_kept(tmp_path):
+    """An EXIF block whose last directory (GPS, or IFD0 itself) ends without its next-directory offset was refused
+    whole as "malformed ... not kept": all of the scan's EXIF was lost. It is read as the last directory, and what is
+    written has the offset."""
+    ifd0_only = b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 274, 3, 1, 6, 0)  # IFD0: Orientation
+    for name, exif in (("gps", _gps_last_exif()), ("ifd0", ifd0_only)):
+        src = tmp_path / f"{name}.jpg"
+        Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=b"Exif\0\0" + exif)
+        pic = read(src, 10_000)
+        assert pic.meta.exif is not None and pic.pixels.shape[:2] == (36, 24), name  # its orientation 6 applied
+        assert pic.notes == ["orientation 6 applied: pixels are stored upright"], name
+        for fmt, ext in (("JPEG", "jpg"), ("TIFF", "tif")):
+            out = tmp_path / f"{name}_out.{ext}"
+            write(out, pic.pixels, None, fmt, pic.meta)
+            back = read(out, 10_000)
+            assert back.notes == [], (name, fmt)
+            if name == "ifd0" and fmt == "TIFF":
+                continue  # nothing beyond IFD0's own tags: no EXIF block
+            ifd0, order, _ = T.parse_exif(back.meta.exif)
+            if name == "gps":
+                assert ifd0.entries[271].text() == "Epson" and ifd0.children[T.GPS_IFD].entries[0].data == b"\2\2\0\0"
+            _assert_whole(back.meta.exif, order)
+
+
+def _assert_whole(blob: bytes, order: str) -> None:
+    """Every directory of the EXIF block `blob` (IFD0 and those its pointers lead to) has its next-directory offset."""
+    todo = [struct.unpack(order + "I", blob[4:8])[0]]
+    while todo:
+        at = todo.pop()
+        (n,) = struct.unpack(order + "H", blob[at : at + 2])
+        assert at + 2 + 12 * n + 4 <= len(blob), at
+        for i in range(n):
+            tag, _, _, value = struct.unpack(order + "HHII", blob[at + 2 + 12 * i : at + 14 + 12 * i])
+            if tag in T.SUB_IFD_TAGS:
+                todo.append(value)
+
+
+def _le_exif(ifd0: list[tuple[int, int, int, bytes]], values: bytes = b"", next_ifd: int = 0) -> bytes:
+    """Little-endian EXIF block: IFD0 at 8 with entries (tag, type, count, 4-byte field), then `values`."""
+    out = b"II*\0" + struct.pack("<IH", 8, len(ifd0))
+    for tag, typ, count, field_ in ifd0:
+        out += struct.pack("<HHI", tag, typ, count) + field_
+    return out + struct.pack("<I", next_ifd) + values
+
+
+def test_exif_value_or_directory_past_the_end_drops_only_itself(tmp_path):
+    """A value whose offset points past the block, a GPS pointer leading nowhere, an IFD1 (thumbnail) offset past the
+    end: each dropped alone, as ExifTool does ("Bad offset for IFD0 Make"), not the whole EXIF; the value and the
+    directory with a note, the IFD1 pointer silently (a thumbnail is dropped anyway, and there is none)."""
+    artist = b"Studio Lumiere\0"
+    n = 4
+    values_at = 8 + 2 + 12 * n + 4
+    exif = _le_exif([(271, 2, 6, struct.pack("<I", values_at + 200)),  # Make: 200 bytes past its place
+                     (274, 3, 1, struct.pack("<HH", 1, 0)),
+                     (315, 2, len(artist), struct.pack("<I", values_at)),
+                     (T.GPS_IFD, 4, 1, struct.pack("<I", 5000))], artist, next_ifd=9000)
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=b"Exif\0\0" + exif)
+    pic = read(src, 10_000)
+    assert pic.meta.exif is not None and pic.meta.tiff_tags[315] == "Studio Lumiere"
+    assert pic.notes == [f"EXIF IFD0 tag 0x010f dropped: its value is unreadable (offset {values_at + 200}+6 is "
+                         f"outside the {len(exif)}-byte block)",
+                         f"EXIF GPS directory dropped: it is unreadable (offset 5000+2 is outside the {len(exif)}-byte "
+                         "block)"]
+    notes = write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+    assert not any("thumbnail" in n for n in notes)
+    ifd0, _, has_thumb = T.parse_exif(read(tmp_path / "out.jpg", 10_000).meta.exif)
+    assert 271 not in ifd0.entries and ifd0.entries[315].data == artist and not ifd0.children and not has_thumb
+    # garbage stays refused: most of the entries with values outside the block
+    junk = _le_exif([(270 + i, 2, 40, struct.pack("<I", 7000 + i)) for i in range(3)] + [(274, 3, 1, b"\1\0\0\0")])
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(src, exif=b"Exif\0\0" + junk)
+    pic = read(src, 10_000)
+    assert pic.meta.exif is None and len(pic.notes) == 1 and "EXIF block is malformed" in pic.notes[0]
+
