@@ -82,6 +82,39 @@ def readable_block(block: bytes | None, where: str,
     return block or None, resources
 
 
+def merged_resources(kept: list[tuple[int, bytes, bytes]], added: list[tuple[int, bytes, bytes]], kept_where: str,
+                     added_where: str, notes: list[str]) -> list[tuple[int, bytes, bytes]]:
+    """The resources of two blocks a file holds (a PNG's `Raw profile type 8bim` text, `kept`, and ExifTool's whole
+    block in its `Raw profile type iptc` text, `added`): `kept`'s, then those of `added` whose id `kept` lacks. Where
+    both give an id, `kept`'s stay and a differing one of `added` is named in a note; except the IPTC records and
+    their digest, which the IPTC text holds in its own right: `added`'s, when it has records, replace `kept`'s (a
+    differing one of `kept` is named in a note; a digest only where `added` has one)."""
+    if not added:
+        return list(kept)
+    taken = set()  # ids whose resource `added` gives, whatever `kept` holds
+    if iptc_of(added) is not None:
+        taken = {rid for rid, _, _ in added if rid in (IPTC_RESOURCE, _IPTC_DIGEST)}
+    ids = {rid for rid, _, _ in kept}
+    lost_kept, lost_added = set(), set()
+    out = []
+    for rid, name, data in kept:
+        if rid not in taken:
+            out.append((rid, name, data))
+        elif all(d != data for r, _, d in added if r == rid):
+            lost_kept.add(rid)
+    for rid, name, data in added:
+        if rid not in ids or rid in taken:
+            out.append((rid, name, data))
+        elif all(d != data for r, _, d in kept if r == rid):
+            lost_added.add(rid)
+    for lost, where, why in ((lost_added, added_where, f"they differ from those of {kept_where}, which are kept"),
+                             (lost_kept, kept_where, f"those of {added_where}, whose IPTC records are read, are kept")):
+        if lost:
+            names = ", ".join(resource_name(r) for r in sorted(lost))
+            notes.append(f"Photoshop resource(s) {names} of {where} not kept: {why}")
+    return out
+
+
 def iptc_of(resources: list[tuple[int, bytes, bytes]]) -> bytes | None:
     """The IPTC records (resource 0x0404) among a readable block's resources, or None."""
     return next((data for rid, _, data in resources if rid == IPTC_RESOURCE and data), None)

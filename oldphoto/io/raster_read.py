@@ -21,7 +21,8 @@ from . import tiff_ifd as T
 from . import xmp_tree
 from .buffers import allocate
 from .cmyk import CmykConverter
-from .iptc import PHOTOSHOP_HEADER, PNG_8BIM_KEY, iptc_from_profile, iptc_of, raw_profile, readable_block
+from .iptc import (PHOTOSHOP_HEADER, PNG_8BIM_KEY, PNG_IPTC_KEY, iptc_from_profile, iptc_of, merged_resources,
+                   pack_resources, raw_profile, readable_block)
 from .metadata import Metadata, aspect_from_tags, dpi_from_tags, orientation_of, resolution_note, tags_from_ifd
 
 # Opening a JPEG, Pillow parses its EXIF for info["dpi"] (not used: _jpeg_dpi) and warns about a damaged block
@@ -234,7 +235,7 @@ def _with_extension(xmp: bytes | None, applist: list, notes: list[str]) -> bytes
 def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
     """The hex "Raw profile type ..." texts ImageMagick (and ExifTool) write into PNG for metadata PNG had no chunk
     for, taken out of `text`: {"iptc" | "8bim" | "exif" | "xmp": bytes}, and "iptc block": the Photoshop resource
-    block an iptc profile may hold whole (its IPTC is "iptc"). Left as text they would be carried as such,
+    block an iptc profile may hold whole (its IPTC among its resources). Left as text they would be carried as such,
     an EXIF of the unrestored file among them; one that is damaged is dropped with a note (the photo is still
     read)."""
     found: dict[str, bytes] = {}
@@ -246,11 +247,11 @@ def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
             data = raw_profile(text.pop(key))
             if kind == "iptc" and data.removeprefix(PHOTOSHOP_HEADER).startswith(b"8BIM"):
                 # ExifTool writes a whole Photoshop resource block there: its other resources (copyright flag,
-                # URL, caption ...) are the file's resources, as in an 8bim profile
-                block = data.removeprefix(PHOTOSHOP_HEADER)
-                data = iptc_from_profile(block)
-                found.setdefault("iptc block", block)
-            elif kind == "iptc":
+                # URL, caption ...) are the file's resources, as in an 8bim profile, and read as one (a damaged
+                # one keeps those before the damage, with a note); its IPTC records are among them
+                found.setdefault("iptc block", data.removeprefix(PHOTOSHOP_HEADER))
+                continue
+            if kind == "iptc":
                 data = iptc_from_profile(data)
         except ValueError as e:
             notes.append(f"PNG text {key!r} is damaged ({e}) and was not kept")
@@ -403,11 +404,15 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                          "do not see that text")
             orientation = 1
         xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
-        if "8bim" in profiles or "iptc block" not in profiles:
-            block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
-        else:
-            block, resources = readable_block(profiles["iptc block"], f"PNG text {png.RAW_PROFILE + 'iptc'!r}",
-                                              notes)
+        block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+        if "iptc block" in profiles:  # ExifTool's: its resources join the 8bim text's (iptc.merged_resources)
+            own, in_iptc = readable_block(profiles["iptc block"], f"PNG text {PNG_IPTC_KEY!r}", notes)
+            if "8bim" not in profiles:
+                block, resources = own, in_iptc
+            else:
+                resources = merged_resources(resources, in_iptc, f"PNG text {PNG_8BIM_KEY!r}",
+                                             f"PNG text {PNG_IPTC_KEY!r}", notes)
+                block = pack_resources(resources) or None
         iptc = profiles.get("iptc") or iptc_of(resources)
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),

@@ -268,3 +268,58 @@ def test_exif_value_or_directory_past_the_end_drops_only_itself(tmp_path):
     pic = read(src, 10_000)
     assert pic.meta.exif is None and len(pic.notes) == 1 and "EXIF block is malformed" in pic.notes[0]
 
+
+def _profile_text(data: bytes, kind: str) -> str:
+    hexed = data.hex()
+    return f"\n{kind}\n" + f"{len(data):8d}\n" + "\n".join(hexed[i:i + 72] for i in range(0, len(hexed), 72)) + "\n"
+
+
+def _png_with_profiles(path, **profiles: bytes) -> None:
+    info = PngImagePlugin.PngInfo()
+    for kind, data in profiles.items():
+        info.add_text(f"Raw profile type {kind}", _profile_text(data, kind), zip=True)
+    Image.fromarray(gradient(24, 36, 3, np.uint8)).save(path, pnginfo=info)
+
+
+def test_png_8bim_and_iptc_profiles_give_their_resources_together(tmp_path):
+    """A PNG with ImageMagick's `Raw profile type 8bim` and ExifTool's whole block in `Raw profile type iptc` took
+    the resources of the 8bim one only: the copyright flag and URL of the iptc one were lost without a note. They
+    are merged: the 8bim one's stay where both give one (a differing one of the iptc text is named in a note), the
+    IPTC records and their digest are the iptc text's."""
+    old_iptc = b"\x1c\x02\x00\x00\x02\x00\x04" + b"\x1c\x02\x78\x00\x03Old"
+    eight = (_resource(0x03F0, b"Caption of 8bim") + _resource(0x0404, old_iptc)
+             + _resource(0x0425, hashlib.md5(old_iptc).digest()))
+    in_iptc = (_resource(0x0404, IPTC) + _resource(0x040A, b"\x01") + _resource(0x040B, URL)
+               + _resource(0x03F0, b"Caption of iptc") + _resource(0x0425, hashlib.md5(IPTC).digest()))
+    src = tmp_path / "scan.png"
+    _png_with_profiles(src, **{"8bim": eight, "iptc": b"Photoshop 3.0\0" + in_iptc})
+    pic = read(src, 10_000)
+    kept = I.photoshop_resources(pic.meta.photoshop)
+    assert pic.meta.iptc == IPTC and kept[0x040A] == b"\x01" and kept[0x040B] == URL
+    assert kept[0x03F0] == b"Caption of 8bim" and kept[0x0425] == hashlib.md5(IPTC).digest()
+    assert pic.notes == ["Photoshop resource(s) 0x03f0 (caption) of PNG text 'Raw profile type iptc' not kept: they "
+                         "differ from those of PNG text 'Raw profile type 8bim', which are kept",
+                         "Photoshop resource(s) 0x0404 (IPTC), 0x0425 (IPTC digest) of PNG text 'Raw profile type "
+                         "8bim' not kept: those of PNG text 'Raw profile type iptc', whose IPTC records are read, are "
+                         "kept"]
+    for fmt, ext in (("JPEG", "jpg"), ("PNG", "png")):
+        out = tmp_path / f"out.{ext}"
+        write(out, pic.pixels, None, fmt, pic.meta)
+        again = read(out, 10_000).meta
+        back = I.photoshop_resources(again.photoshop)
+        assert again.iptc == IPTC and back[0x040A] == b"\x01" and back[0x040B] == URL, fmt
+        assert back[0x03F0] == b"Caption of 8bim", fmt
+
+
+def test_png_iptc_profile_with_a_damaged_block_keeps_the_resources_before_the_damage(tmp_path):
+    """A damaged resource block in `Raw profile type iptc` was dropped whole ("damaged ... not kept"), IPTC
+    included, where one in `Raw profile type 8bim` keeps the resources before the damage, with a note: both do."""
+    block = _resource(0x0404, IPTC) + _resource(0x040B, URL) + b"8BIM\x04\x0a\0\0\0\0\0\x40\x01"  # last cut short
+    for kind in ("iptc", "8bim"):
+        src = tmp_path / f"{kind}.png"
+        _png_with_profiles(src, **{kind: b"Photoshop 3.0\0" + block if kind == "iptc" else block})
+        pic = read(src, 10_000)
+        assert pic.meta.iptc == IPTC and I.photoshop_resources(pic.meta.photoshop)[0x040B] == URL, kind
+        assert pic.notes == [f"Photoshop image resources (PNG text 'Raw profile type {kind}') damaged (resource "
+                             "0x040a claims 64 bytes past the end of the block): 2 "
+                             "resource(s) before the damage kept, the rest dropped"], kind
