@@ -1269,3 +1269,42 @@ def test_a_sidecar_rewritten_alone_goes_through_the_gate(tmp_path):
     assert files_in(tmp_path / "o") == ["g.tif"]
     with pytest.raises(ImageError, match="its size changed"):
         pipeline.update_sidecar(src, tmp_path / "o" / "g", cfg(), made, (30, 30), sidecar=tmp_path / "g.tif.xmp")
+
+
+# ------------------------------------------------------------------------------------------ TIFF compression
+
+
+def _compression(path: Path) -> tuple[int, int]:
+    with tifffile.TiffFile(path) as t:
+        return int(t.pages[0].compression), int(t.pages[0].predictor)
+
+
+@pytest.mark.parametrize("compression,want", [("lzw", (5, 1)), ("packbits", (32773, 1)), ("none", (1, 1)),
+                                              ("adobe_deflate", (8, 1))])
+def test_keep_writes_the_master_compression(tmp_path, compression, want):
+    img = random_image(40, 30, 3, np.uint16, seed=11)
+    tifffile.imwrite(tmp_path / "scan.tif", img, photometric="rgb", compression=compression, rowsperstrip=8)
+    out = process_file(tmp_path / "scan.tif", tmp_path / "out" / "scan", cfg(), Models(restorer=Identity()))
+    assert out.outputs == [tmp_path / "out" / "scan.tif"]
+    assert _compression(out.outputs[0]) == want
+    np.testing.assert_array_equal(read_any(out.outputs[0]), img)
+    assert not any("compression" in n for n in out.notes)
+
+
+def test_keep_writes_a_jpeg_tiff_master_as_lzw_and_says_so(tmp_path):
+    img = random_image(32, 32, 3, np.uint8, seed=12)
+    tifffile.imwrite(tmp_path / "scan.tif", img, photometric="rgb", compression="jpeg", rowsperstrip=16)
+    out = process_file(tmp_path / "scan.tif", tmp_path / "out" / "scan", cfg(), Models(restorer=Identity()))
+    assert _compression(out.outputs[0]) == (5, 2)
+    note = "TIFF compression 7 (JPEG) of the scan not kept: written as LZW (lossless) with the horizontal predictor"
+    assert note in out.notes
+    assert note in read_provenance(out.outputs[0]).notes  # in the output's oldphoto:Notes too
+
+
+def test_format_tiff_from_a_png_is_lzw_with_predictor(tmp_path):
+    img = random_image(30, 20, 3, np.uint8, seed=13)
+    src = write_png(tmp_path / "scan.png", img)
+    out = process_file(src, tmp_path / "out" / "scan", cfg(format="tiff"), Models(restorer=Identity()))
+    assert out.outputs == [tmp_path / "out" / "scan.tif"]
+    assert _compression(out.outputs[0]) == (5, 2)
+    np.testing.assert_array_equal(read_any(out.outputs[0]), img)

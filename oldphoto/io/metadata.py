@@ -64,6 +64,9 @@ class Metadata:
     # how the pixels these metadata go with relate to the pixels exif and xmp give values in (SubjectArea ...): turned
     # upright from the source's orientation (set on read), enlarged (the pipeline); the writer maps those values
     frame: PixelFrame = PixelFrame()
+    # a TIFF's (Compression, Predictor) of the page read: a TIFF derivative stores its pixels the same way where every
+    # TIFF reader knows how, else in LZW (tiff_write.output_compression); None for other formats
+    tiff_compression: tuple[int, int] | None = None
 
 
 def _is_shape_note(text: str) -> bool:

@@ -208,6 +208,8 @@ class TiffPlan:
         meta = Metadata(icc=_raw(e.get(_ICC), order), xmp=_raw(e.get(_XMP), order),
                         iptc=_raw(e.get(_IPTC), order), tiff_tags=tags_from_ifd(self.ifd0))
         meta.iptc = meta.iptc and without_padding(meta.iptc)  # the records, not the NULs making whole LONGs
+        predictor = self.page.predictor  # a damaged tag (count > 1) gives a tuple: as if there were none
+        meta.tiff_compression = (int(self.page.compression), predictor if isinstance(predictor, int) else 1)
         meta.dpi = dpi_from_tags(meta.tiff_tags)
         meta.aspect = aspect_from_tags(meta.tiff_tags)  # ResolutionUnit 1: never with dpi
         if (note := resolution_note(meta.tiff_tags, "TIFF")) is not None:

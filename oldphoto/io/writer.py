@@ -7,7 +7,9 @@ What each format holds (anything else is reported in the returned notes, never d
   PNG   8/16-bit gray/RGB + alpha. EXIF (eXIf), ICC (iCCP), XMP (iTXt XML:com.adobe.xmp), IPTC (text chunk
         "Raw profile type iptc", as ExifTool/ImageMagick; Photoshop resources as "Raw profile type 8bim"), DPI or
         pixel aspect ratio (pHYs unit 1 or 0), all text, gAMA/cHRM/sRGB/cICP.
-  TIFF  8/16-bit gray/RGB + alpha, Deflate. EXIF and GPS as sub-directories, descriptive tags in IFD0,
+  TIFF  8/16-bit gray/RGB + alpha; a TIFF master's compression where it is none, LZW, PackBits or Deflate, else LZW
+        with the horizontal predictor (tiff_write.output_compression). EXIF and GPS as sub-directories, descriptive
+        tags in IFD0,
         ICC (34675), XMP (700), IPTC (33723, LONG), Photoshop resources (34377), resolution tags (ResolutionUnit 1
         for an aspect ratio only).
         PNG text only as Description/Author/Copyright.
@@ -45,7 +47,7 @@ from .iptc import (IPTC_RESOURCE, PNG_8BIM_KEY, PNG_IPTC_KEY, carried_resources,
                    pack_resources, png_text, resource_name)
 from .metadata import PNG_TEXT_TO_TAG, Metadata, add_jpeg_required, aspect_within, output_ifd0
 from .pixel_tags import map_xmp
-from .tiff_write import write_tiff
+from .tiff_write import output_compression, write_tiff
 
 WRITE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
 _MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
@@ -93,9 +95,10 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     the pixels and tags, JPEG segments too large among them; called again with those about the packet's own values
     when mapping it drops some), so the packet can say what the file lacks. The one note it cannot say is about
     itself: a packet too large for a JPEG even split into Extended XMP is not written at all (see _jpeg_xmp).
-    jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib level for PNG and TIFF (1 fastest, 9
-    smallest). Returns notes on anything the format could not hold (bit depth, alpha, metadata). Raises ImageError
-    if the file cannot be written; then nothing is left behind and an existing file at `path` is unchanged.
+    jpeg_quality: JPEG, and WebP (100 = lossless WebP). deflate_level: zlib level for PNG and a Deflate TIFF (1
+    fastest, 9 smallest); a TIFF stores its pixels as meta.tiff_compression says (tiff_write.output_compression).
+    Returns notes on anything the format could not hold (bit depth, alpha, metadata). Raises ImageError if the file
+    cannot be written; then nothing is left behind and an existing file at `path` is unchanged.
     staging: the file stays under its temp name until staging.commit() (atomic.Staging: the outputs of one source
     replace their paths together).
     """
@@ -144,6 +147,9 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
                      "hold them")
     if fmt == "WEBP" and pixels.shape[2] == 1:
         notes.append("gray stored as RGB: WEBP has no gray mode")
+    if fmt == "TIFF":  # known before the packet is made, which says it
+        compression, predictor, note = output_compression(meta.tiff_compression)
+        notes += [note] if note else []
     exif = None if fmt == "TIFF" else T.build_exif(ifd0, order)  # map_xmp reads ifd0, never changes it
     # what of the metadata a JPEG's segments cannot hold is settled here, before the packet that says so is made
     jpeg = _jpeg_settings(meta, exif, resources, jpeg_quality, pixels.shape[2], notes) if fmt == "JPEG" else None
@@ -165,7 +171,7 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     try:
         with atomic_output(path, staging) as out:
             if fmt == "TIFF":
-                _write_tiff(out, pixels, alpha, meta, xmp, ifd0, resources, deflate_level)
+                _write_tiff(out, pixels, alpha, meta, xmp, ifd0, resources, deflate_level, (compression, predictor))
             elif fmt == "PNG":
                 _write_png(out, pixels, alpha, meta, xmp, exif, resources, deflate_level)
             else:
@@ -213,14 +219,15 @@ def _not_carried(meta: Metadata, fmt: str) -> list[str]:
     return notes
 
 
-def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.Ifd, resources, level: int) -> None:
+def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.Ifd, resources, level: int,
+                storage: tuple[int, int]) -> None:
     block = pack_resources(resources) if resources else None
     for tag, typ, blob in ((34675, T.UNDEFINED, meta.icc), (700, T.BYTE, xmp), (34377, T.BYTE, block)):
         if blob:
             ifd0.entries[tag] = T.bytes_entry(tag, typ, blob)
     if meta.iptc:  # LONG, as Photoshop writes it (padded to whole values by write()): the bytes in file order
         ifd0.entries[33723] = T.Entry(33723, T.LONG, len(meta.iptc) // 4, bytes(meta.iptc))
-    write_tiff(out, pixels, alpha, ifd0, level)
+    write_tiff(out, pixels, alpha, ifd0, level, *storage)
 
 
 def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: bytes, resources, level: int) -> None:
