@@ -20,6 +20,7 @@ _SWAP_UNIT = {3: 2, 4: 4, 5: 4, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 4, 16: 8, 1
 
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 34665, 34853, 40965
 SUB_IFD_TAGS = (EXIF_IFD, GPS_IFD, INTEROP_IFD)
+_POINTERS = (LONG, 13, LONG8, IFD8)  # the types a pointer to a sub-directory is followed with (13: IFD)
 
 _MAX_ENTRIES = 4096  # real directories hold a few hundred at most; more means garbage offsets
 _MAX_VALUE_BYTES = 256 << 20  # one tag value (ICC, XMP, maker notes are far smaller)
@@ -170,15 +171,21 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
     ifd = Ifd()
     field_size = entry_size - 4 - (8 if bigtiff else 4)
     known, bad, said = 0, 0, []
+    fields = [struct.unpack(order + "HH" + off_fmt, body[i * entry_size : (i + 1) * entry_size - field_size])
+              for i in range(n)]
+    # a pointer tag repeated: only the copy kept (the last, as for any tag) is followed; following every copy made
+    # a few KB of repeated pointers cost n**4 entry reads (IFD0 -> Exif -> Interop -> Interop) and a note per copy
+    last = {tag: i for i, (tag, typ, count) in enumerate(fields) if tag in follow and count == 1 and typ in _POINTERS}
     for i in range(n):
         raw = body[i * entry_size : (i + 1) * entry_size]
-        tag, typ = struct.unpack(order + "HH", raw[:4])
-        (count,) = struct.unpack(order + off_fmt, raw[4 : 4 + field_size])
+        tag, typ, count = fields[i]
         value_field = raw[4 + field_size :]
         if typ not in TYPE_SIZE:
             continue
         known += 1
         if wanted is not None and tag not in wanted and tag not in follow:
+            continue
+        if last.get(tag, i) != i:
             continue
         size = count * TYPE_SIZE[typ]
         try:
@@ -196,7 +203,7 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
             said.append(f"EXIF {name} tag {tag:#06x} dropped: its value is unreadable ({e})")
             continue
         entry = Entry(tag, typ, count, swap_order(typ, data) if order == ">" else data)
-        if tag in follow and count == 1 and typ in (LONG, 13, LONG8, IFD8):
+        if tag in follow and count == 1 and typ in _POINTERS:
             sub = _DIRECTORY_NAMES.get(tag, f"{tag:#06x}")
             sub_notes = None if notes is None else []
             try:

@@ -220,7 +220,10 @@ class TiffPlan:
         for tag, name in ((T.EXIF_IFD, "EXIF"), (T.GPS_IFD, "GPS")):
             if tag in e:
                 try:  # leniently, as an EXIF block (T.parse_exif): a value past the file's end drops its entry
-                    children[tag], _ = T.read_ifd(T.file_reader(self.fh), e[tag].ints()[0], order, big, notes=notes,
+                    offsets = e[tag].ints()
+                    if len(offsets) != 1:  # as parse_exif, which follows a pointer of count 1 only
+                        raise T.IfdError(f"tag {tag} holds {len(offsets)} offsets, not 1")
+                    children[tag], _ = T.read_ifd(T.file_reader(self.fh), offsets[0], order, big, notes=notes,
                                                   name="Exif" if tag == T.EXIF_IFD else name)
                 except T.IfdError as err:
                     notes.append(f"{name} directory is unreadable and was not kept ({err})")

@@ -12,6 +12,7 @@ import tifffile
 
 from io_samples import gradient
 from oldphoto.io import buffers, read, write
+from oldphoto.io.metadata import Metadata
 
 H, W = 1500, 1200  # 10.8 MB as 16-bit RGB
 
@@ -64,8 +65,12 @@ def test_large_buffers_go_to_disk(tmp_path, px, monkeypatch):
     np.testing.assert_array_equal(pic.pixels, px)
 
 
-@pytest.mark.parametrize("fmt", ["TIFF", "PNG"])
-def test_writing_streams_without_a_full_copy(tmp_path, px, fmt):
+@pytest.mark.parametrize("fmt,storage", [("TIFF", None), ("TIFF", (1, 1)), ("TIFF", (5, 1)), ("TIFF", (32773, 1)),
+                                         ("TIFF", (8, 2)), ("PNG", None)],
+                         ids=["tiff-default", "tiff-none", "tiff-lzw", "tiff-packbits", "tiff-deflate", "png"])
+def test_writing_streams_without_a_full_copy(tmp_path, px, fmt, storage):
+    """Every compression a TIFF output keeps from its master (tiff_write.KEPT) streams too."""
     alpha = px[:, :, 0].copy()
-    _, peak = _peak(lambda: write(tmp_path / f"x.{fmt}", px, alpha, fmt, None))
+    meta = None if storage is None else Metadata(tiff_compression=storage)
+    _, peak = _peak(lambda: write(tmp_path / f"x.{fmt}", px, alpha, fmt, meta))
     assert peak < 0.5 * px.nbytes, f"{peak / px.nbytes:.2f}x"

@@ -284,3 +284,21 @@ def test_windows_tags_are_carried_and_unknown_tags_noted(tmp_path, fmt):
     assert ifd0.entries[40091].data == title and ifd0.entries[40091].type == 1
     assert ifd0.entries[18246].ints() == (4,)
     assert 37724 not in ifd0.entries and 65000 not in ifd0.entries
+
+
+@pytest.mark.parametrize("pointer", [(34665, 4, 0, b""), long_(34665, 8, 8), long_(34853, 8, 8)],
+                         ids=["exif-count-0", "exif-count-2", "gps-count-2"])
+def test_a_pointer_tag_without_one_offset_drops_only_its_directory(tmp_path, pointer):
+    """An Exif or GPS pointer in a TIFF's IFD0 holding no offset (count 0) refused the whole scan ("cannot read TIFF:
+    tuple index out of range"); one holding several read its first. Its directory is unreadable: dropped alone, with
+    a note, as a pointer of the wrong type is; the pixels and other tags are read."""
+    layout = [short(256, 3), short(257, 2), short(258, 8, 8, 8), short(259, 1), short(262, 2), short(277, 3),
+              short(278, 2)]
+    path = tmp_path / "scan.tif"
+    path.write_bytes(tiff_structure("<", layout + [pointer, ascii_(271, "Epson")], strip=bytes(range(18))))
+    pic = read(path, 10_000)
+    np.testing.assert_array_equal(pic.pixels.reshape(-1), np.arange(18))
+    name = "EXIF" if pointer[0] == 34665 else "GPS"
+    assert [n for n in pic.notes if not n.startswith("tifffile:")] == [
+        f"{name} directory is unreadable and was not kept (tag {pointer[0]} holds {pointer[2]} offsets, not 1)"]
+    assert pic.meta.tiff_tags[271] == "Epson"

@@ -323,3 +323,43 @@ def test_png_iptc_profile_with_a_damaged_block_keeps_the_resources_before_the_da
         assert pic.notes == [f"Photoshop image resources (PNG text 'Raw profile type {kind}') damaged (resource "
                              "0x040a claims 64 bytes past the end of the block): 2 "
                              "resource(s) before the damage kept, the rest dropped"], kind
+
+
+def _le_dir(entries: list[tuple[int, int, int, bytes]], next_ifd: int = 0) -> bytes:
+    return (struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHI", t, typ, c) + f for t, typ, c, f in entries)
+            + struct.pack("<I", next_ifd))
+
+
+def test_repeated_pointer_tags_are_followed_once():
+    """A directory repeating a pointer tag (Exif, GPS, Interop) had every copy followed, the last one kept: 40 copies
+    at each of IFD0 -> Exif -> Interop -> Interop, 2 KB of EXIF, took 40**4 entry reads (seconds; 8 KB took minutes),
+    and copies leading nowhere each added a note to a lenient read. Only the copy that is kept is followed."""
+    n = 40
+    size = 2 + 12 * n + 4
+    exif_at, interop_at, inner_at = 8 + size, 8 + 2 * size, 8 + 3 * size
+    blob = (b"II*\0" + struct.pack("<I", 8)
+            + _le_dir([(T.EXIF_IFD, 4, 1, struct.pack("<I", exif_at))] * n)
+            + _le_dir([(T.INTEROP_IFD, 4, 1, struct.pack("<I", interop_at))] * n)
+            + _le_dir([(T.INTEROP_IFD, 4, 1, struct.pack("<I", inner_at))] * n)
+            + _le_dir([(1, 2, 4, b"R98\0")] * n))
+    reads = []
+    read_at = T.bytes_reader(blob)
+
+    def counted(offset: int, size: int) -> bytes:
+        reads.append(offset)
+        return read_at(offset, size)
+
+    notes = []
+    ifd0, _ = T.read_ifd(counted, 8, "<", False, notes=notes)
+    exif = ifd0.children[T.EXIF_IFD]
+    assert exif.children[T.INTEROP_IFD].children[T.INTEROP_IFD].entries[1].data == b"R98\0"
+    assert len(reads) < 20 and notes == []
+    # the kept copy is the last, as before; copies leading nowhere before it are not read, nor noted
+    gps_at = 8 + 2 + 12 * 502 + 4
+    gps = [(T.GPS_IFD, 4, 1, struct.pack("<I", 90_000 + i)) for i in range(500)]
+    blob = (b"II*\0" + struct.pack("<I", 8)
+            + _le_dir([(274, 3, 1, b"\1\0\0\0")] + gps + [(T.GPS_IFD, 4, 1, struct.pack("<I", gps_at))])
+            + _le_dir([(0, 1, 4, b"\2\3\0\0")]))
+    notes = []
+    ifd0, _, _ = T.parse_exif(blob, notes)
+    assert ifd0.children[T.GPS_IFD].entries[0].data == b"\2\3\0\0" and notes == []
