@@ -121,6 +121,8 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
         notes.append(f"ICC profile ({meta.icc[16:20].decode('latin-1').strip()}) dropped: it does not "
                      f"describe {'gray' if stored_channels == 1 else 'RGB'} pixels")
         meta = dataclasses.replace(meta, icc=None)
+    if fmt == "PNG" and meta.icc and "sRGB" in meta.png_chunks:
+        notes.append("PNG sRGB chunk not written: the scan's ICC profile is (iCCP), and a PNG holds one or the other")
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
     if fmt == "JPEG":
@@ -233,9 +235,11 @@ def _write_tiff(out, pixels, alpha, meta: Metadata, xmp: bytes | None, ifd0: T.I
 def _write_png(out, pixels, alpha, meta: Metadata, xmp: bytes | None, exif: bytes, resources, level: int) -> None:
     chunks = []
     if meta.icc:
-        chunks.append(png.iccp_chunk(meta.icc))  # iCCP overrides gAMA/cHRM/sRGB, which must not coexist
-    else:
-        chunks += [png.chunk(name.encode(), data) for name, data in meta.png_chunks.items()]
+        chunks.append(png.iccp_chunk(meta.icc))
+    # gAMA and cHRM stay beside an iCCP, as the readers' fallback the PNG specification encourages (11.3.3.4);
+    # only sRGB and iCCP must not both be present (write() notes an sRGB left out)
+    chunks += [png.chunk(name.encode(), data) for name, data in meta.png_chunks.items()
+               if not (meta.icc and name == "sRGB")]
     if meta.dpi:
         if png.phys_fits(meta.dpi):
             chunks.append(png.phys_chunk(meta.dpi))

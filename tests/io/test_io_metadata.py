@@ -370,6 +370,31 @@ def test_a_png_whose_exif_resolution_is_beyond_phys_is_read_at_its_phys_resoluti
     assert pic.meta.dpi == pytest.approx((300.0, 300.0), abs=0.01)
 
 
+def _png_chunk_names(path) -> list[str]:
+    data, pos, names = Path(path).read_bytes(), 8, []
+    while pos < len(data):
+        size = struct.unpack(">I", data[pos:pos + 4])[0]
+        names.append(data[pos + 4:pos + 8].decode("latin-1"))
+        pos += 12 + size
+    return names
+
+
+def test_png_gama_chrm_kept_beside_iccp_srgb_not(tmp_path):
+    # PNG 11.3.3.4: gAMA and cHRM beside an iCCP are the fallback of readers without colour management (encoders
+    # are encouraged to write them); only sRGB and iCCP must not both be present
+    gama, chrm = struct.pack(">I", 45455), struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    meta = Metadata(icc=SRGB_ICC, png_chunks={"gAMA": gama, "cHRM": chrm})
+    pic, notes, path = _roundtrip(tmp_path, meta, "PNG", px=gradient(24, 36, 3, np.uint16))
+    names = _png_chunk_names(path)
+    assert {"iCCP", "gAMA", "cHRM"} <= set(names) and "sRGB" not in names, names
+    assert max(names.index(n) for n in ("iCCP", "gAMA", "cHRM")) < names.index("IDAT")
+    assert pic.meta.icc == SRGB_ICC and pic.meta.png_chunks == {"gAMA": gama, "cHRM": chrm} and notes == []
+    both = Metadata(icc=SRGB_ICC, png_chunks={"sRGB": b"\0", "gAMA": gama})  # a master with both (invalid)
+    pic, notes, path = _roundtrip(tmp_path, both, "PNG", name="both")
+    assert "sRGB" not in _png_chunk_names(path) and pic.meta.png_chunks == {"gAMA": gama}
+    assert any(n.startswith("PNG sRGB chunk not written") for n in notes), notes
+
+
 def test_png_text_and_colour_chunks(tmp_path):
     meta = Metadata(text={"Title": "Picnic", "Author": "Jane Doe", "Comment": "Ünïcode ok"},
                     png_chunks={"gAMA": struct.pack(">I", 45455)})
