@@ -458,16 +458,18 @@ def test_every_jpeg_comment_is_kept(tmp_path):
     assert pic.notes == ["2 JPEG comments joined into one, a line break between them"]
 
 
-def test_repeated_png_text_keywords_are_joined_and_a_second_xmp_packet_noted(tmp_path):
-    def chunk(ctype, body):
-        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+def _png_chunk(ctype: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC."""
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
 
+
+def test_repeated_png_text_keywords_are_joined_and_a_second_xmp_packet_noted(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
     data = buf.getvalue()
-    extra = (chunk(b"tEXt", b"Comment\0first") + chunk(b"iTXt", "Comment\0\0\0\0\0zweite Öse".encode())
-             + chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + XMP)
-             + chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0<x/>"))
+    extra = (_png_chunk(b"tEXt", b"Comment\0first") + _png_chunk(b"iTXt", "Comment\0\0\0\0\0zweite Öse".encode())
+             + _png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + XMP)
+             + _png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0<x/>"))
     (tmp_path / "src.png").write_bytes(data[:33] + extra + data[33:])
     pic = read(tmp_path / "src.png", 10_000)
     assert pic.meta.text == {"Comment": "first\nzweite Öse"} and pic.meta.xmp == XMP
@@ -487,16 +489,13 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 def test_png_text_compressed_in_the_source_stays_compressed(tmp_path):
     # a 50 MB zTXt in a small PNG was written back as tEXt, making a 50 MB derivative: each text keeps the compression
     # its chunk had (zTXt, or iTXt with the compression flag), an uncompressed one stays uncompressed
-    def chunk(ctype, body):
-        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
-
     buf = io.BytesIO()
     Image.fromarray(gradient(5, 7, 3, np.uint8)).save(buf, "PNG")
     data = buf.getvalue()
     long_text = "scan log line\n" * 4_000_000  # 56 MB
-    extra = (chunk(b"zTXt", b"Log\0\0" + zlib.compress(long_text.encode()))
-             + chunk(b"iTXt", b"Title\0\1\0\0\0" + zlib.compress("Öl auf Leinwand ✓".encode()))
-             + chunk(b"tEXt", b"Notes\0" + b"A" * 2_000_000))  # plain: Pillow reads it; compressed it could not
+    extra = (_png_chunk(b"zTXt", b"Log\0\0" + zlib.compress(long_text.encode()))
+             + _png_chunk(b"iTXt", b"Title\0\1\0\0\0" + zlib.compress("Öl auf Leinwand ✓".encode()))
+             + _png_chunk(b"tEXt", b"Notes\0" + b"A" * 2_000_000))  # plain: Pillow reads it; compressed it could not
     (tmp_path / "src.png").write_bytes(data[:33] + extra + data[33:])
     pic = read(tmp_path / "src.png", 10_000)
     assert pic.meta.text["Log"] == long_text and pic.meta.compressed_text == {"Log": len(long_text),
@@ -669,14 +668,11 @@ def test_a_compressed_chunk_that_does_not_inflate_is_noted_not_fatal(tmp_path, d
 def test_png_chunks_not_carried_are_named(tmp_path):
     # GIMP and scanner software add background colour, significant bits, modification time, physical scale: these
     # were dropped without a word
-    def chunk(ctype, body):
-        return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
-
     path = tmp_path / "scan.png"
     write(path, gradient(6, 8, 1, np.uint16), None, "PNG", Metadata(dpi=(1200.0, 1200.0)))
     data = path.read_bytes()
-    extra = (chunk(b"sBIT", b"\x0c") + chunk(b"bKGD", b"\xff\xff") + chunk(b"tIME", bytes(7))
-             + chunk(b"sCAL", b"\x022.1\x003.2") + chunk(b"bKGD", b"\0\0"))
+    extra = (_png_chunk(b"sBIT", b"\x0c") + _png_chunk(b"bKGD", b"\xff\xff") + _png_chunk(b"tIME", bytes(7))
+             + _png_chunk(b"sCAL", b"\x022.1\x003.2") + _png_chunk(b"bKGD", b"\0\0"))
     path.write_bytes(data[:33] + extra + data[33:])
     pic = read(path, 10_000)
     assert pic.notes == ["PNG chunk(s) sBIT, bKGD, tIME, sCAL not carried"]
