@@ -316,6 +316,8 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     carried, known = _read_sidecar(sidecar, notes) if sidecar is not None else (None, None)
     if sidecar is not None and carried is None:
         stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
+    # the scan, as every output and the restoration's sidecar name it: one parent, said alike in each packet
+    parent = oio.parent_ids(pic.meta.xmp, carried[0] if carried is not None else None)
     job = TiledPass(src=src, cfg=cfg, models=models, device=device, seconds=seconds, notes=notes,
                     progress=lambda kind, done, total: emit(Event(kind, src, done, total)), stop=stop,
                     batcher=batcher)
@@ -327,7 +329,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate, coverage, stale=stale)
+                       commit_gate, coverage, stale=stale, parent=parent)
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -346,7 +348,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
             written = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage,
-                                 carried, stale)
+                                 carried, stale, parent)
         outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
 
     emit(Event("file_done", src, job.done, job.total))
@@ -365,8 +367,10 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
     event, ids and time (`made`: its provenance), with this sidecar's sha256 and xmp:MetadataDate now. `stale`: files
     of earlier runs removed as it goes in; so is its path when `sidecar` is None or cannot be carried. size: the scan's
     upright (width, height) as recorded. Its oldphoto:Notes: the restoration's (made.notes), those on the sidecar
-    being this one's. Atomic and through `commit_gate` as process_file's outputs; outputs: the sidecar written, if one
-    was. Raises ImageError (the scan's header unreadable or its size changed since)."""
+    being this one's; its xmpMM:DerivedFrom and OriginalDocumentID: the parent the restoration names (made.parent),
+    which the new sidecar might not give as the one it was made with did. Atomic and through `commit_gate` as
+    process_file's outputs; outputs: the sidecar written, if one was. Raises ImageError (the scan's header unreadable
+    or its size changed since)."""
     src, out_base = Path(src), Path(out_base)
     cpu = torch.device("cpu")
     seconds = {k: 0.0 for k in STAGE_KEYS}
@@ -392,7 +396,8 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
                 source_sha256=made.source_sha256, software=made.software, action="derived",
                 parameters=made.parameters["settings"], models=made.parameters["models"],
                 mask_coverage=made.mask_coverage, document_id=made.document_id, instance_id=made.instance_id,
-                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256, kept_notes=kept)
+                when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256, kept_notes=kept,
+                parent=made.parent)
 
         try:
             sidecar_packet(notes, ())  # what of this sidecar is dropped or not applied: notes on it, said in it
@@ -580,7 +585,8 @@ def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sideca
 
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
                notes: list[str], gate: CommitGate | None = None, coverage: float | None = None,
-               sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = ()) -> bool:
+               sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = (),
+               parent: oio.ParentIds | None = None) -> bool:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
@@ -592,6 +598,9 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     (the restored photo), with that photo's history entry (io.sidecar), and put in place with the rest; one that
     cannot be parsed is left out with a note. `stale` files, and the sidecar's path when it is left out, are removed
     as the outputs go in. Returns whether the sidecar was written.
+
+    parent: the source's identity (oio.parent_ids), which every output's xmpMM:DerivedFrom and OriginalDocumentID
+    state, the sidecar's too, whichever packet each was made from; None: each from its own source packet.
     """
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2], src.suffix)
@@ -600,7 +609,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     shared = {"document_id": f"xmp.did:{uuid.uuid4()}", "instance_id": f"xmp.iid:{uuid.uuid4()}",
               "when": datetime.now(timezone.utc)}
     provenance = {"source_name": src.name, "source_sha256": source_sha256, "software": software,
-                  "action": "derived", "parameters": settings, "models": described, "mask_coverage": coverage}
+                  "action": "derived", "parameters": settings, "models": described, "mask_coverage": coverage,
+                  "parent": parent}
     packet = None
     if sidecar is not None:
         (data, read), (photo, _, photo_fmt, photo_meta) = sidecar, items[0]

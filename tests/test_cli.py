@@ -2356,6 +2356,93 @@ def test_a_sidecar_only_result_names_its_sources_sha256_as_a_skip_does(tmp_path,
     assert street["sidecar_only"] and street["sha256"] == hashlib.sha256((root / "street.png").read_bytes()).hexdigest()
 
 
+def _packet_with_ids(title: str, ids: dict[str, str]) -> str:
+    """An XMP packet with a dc:title and the xmpMM ids given ({"DocumentID": ..., ...}), in attribute form."""
+    said = "".join(f' xmpMM:{local}="{value}"' for local, value in ids.items())
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            f'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"{said}><dc:title><rdf:Alt>'
+            f'<rdf:li xml:lang="x-default">{title}</rdf:li></rdf:Alt></dc:title></rdf:Description></rdf:RDF>'
+            '</x:xmpmeta>')
+
+
+def _parent_named(packet: bytes) -> dict[str, str | None]:
+    """What a packet says of its parent: xmpMM:DerivedFrom's stRef fields and xmpMM:OriginalDocumentID, with the
+    packet's dc:title and its own DocumentID and InstanceID."""
+    from oldphoto.io import xmp_tree
+
+    mm, ref = "{http://ns.adobe.com/xap/1.0/mm/}", "{http://ns.adobe.com/xap/1.0/sType/ResourceRef#}"
+    root, _ = xmp_tree.parse(packet, "test")
+    (d,) = root.iter("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    (derived,) = d.findall(f"{mm}DerivedFrom")
+    title = d.find("{http://purl.org/dc/elements/1.1/}title")
+    return {"filePath": derived.findtext(f"{ref}filePath"), "documentID": derived.findtext(f"{ref}documentID"),
+            "instanceID": derived.findtext(f"{ref}instanceID"), "original": d.findtext(f"{mm}OriginalDocumentID"),
+            "DocumentID": d.findtext(f"{mm}DocumentID"), "InstanceID": d.findtext(f"{mm}InstanceID"),
+            "title": None if title is None else title.findtext(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li")}
+
+
+def _embedded_xmp(path: Path) -> bytes:
+    from oldphoto.io.xmp_slot import read_xmp_slot
+
+    with open(path, "rb") as f:
+        return read_xmp_slot(f)
+
+
+_SCAN_IDS = {"DocumentID": "xmp.did:abc", "InstanceID": "xmp.iid:abc"}
+_SIDECAR_IDS = {"DocumentID": "xmp.did:side", "InstanceID": "xmp.iid:side", "OriginalDocumentID": "xmp.did:first"}
+
+
+@pytest.mark.parametrize("embedded, beside, parent", [
+    (_SCAN_IDS, {}, ("xmp.did:abc", "xmp.iid:abc", "xmp.did:abc")),  # the validator's case
+    (None, _SIDECAR_IDS, ("xmp.did:side", "xmp.iid:side", "xmp.did:first")),  # no embedded packet: the sidecar's
+    ({}, _SIDECAR_IDS, ("xmp.did:side", "xmp.iid:side", "xmp.did:first")),  # one without ids: the sidecar's
+    (_SCAN_IDS, _SIDECAR_IDS, ("xmp.did:abc", "xmp.iid:abc", "xmp.did:abc")),  # both: the file's own, whole
+    ({}, {}, (None, None, None)),
+], ids=["embedded", "no-packet-sidecar", "sidecar", "both", "neither"])
+def test_a_restoration_and_its_sidecar_name_one_parent(tmp_path, stand_in_models, embedded, beside, parent):
+    """xmpMM:DerivedFrom and OriginalDocumentID say the same in the restoration's embedded packet, its sidecar and the
+    --save-mask mask, each packet keeping the rest of its own source; a sidecar rewritten alone names the parent the
+    restoration names, and the outputs are recognised after a lost state file."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    info = PngImagePlugin.PngInfo()
+    if embedded is not None:
+        info.add_itxt("XML:com.adobe.xmp", _packet_with_ids("Embedded", embedded))
+    Image.fromarray(np.random.default_rng(3).integers(0, 240, (20, 24), dtype=np.uint8), "L").save(
+        root / "scan.png", pnginfo=info)
+    (root / "scan.png.xmp").write_text(_packet_with_ids("Sidecar", beside))
+    opts = ("--tile", 128, "--overlap", 16, "--jobs", 1, "--save-mask")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    photo, sidecar = _parent_named(_embedded_xmp(out / "scan.png")), _parent_named((out / "scan.png.xmp").read_bytes())
+    expected = dict(zip(("documentID", "instanceID", "original"), parent), filePath="scan.png")
+    assert {k: photo[k] for k in expected} == {k: sidecar[k] for k in expected} == expected, (photo, sidecar)
+    assert {k: _parent_named(_embedded_xmp(out / "scan.mask.png"))[k] for k in expected} == expected
+    # each keeps its own source's other properties; one derivative: the same ids
+    assert (photo["title"], sidecar["title"]) == ("Embedded" if embedded is not None else None, "Sidecar")
+    assert (photo["DocumentID"], photo["InstanceID"]) == (sidecar["DocumentID"], sidecar["InstanceID"])
+    image_bytes = (out / "scan.png").read_bytes()
+
+    # the sidecar edited, now giving other ids: rewritten alone, it names the parent the restoration names
+    (root / "scan.png.xmp").write_text(_packet_with_ids("Sidecar, edited", {"DocumentID": "xmp.did:new"}))
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert report_of(out)["files"][0]["sidecar_only"]
+    rewritten = _parent_named((out / "scan.png.xmp").read_bytes())
+    assert (out / "scan.png").read_bytes() == image_bytes and rewritten["title"] == "Sidecar, edited"
+    assert {k: rewritten[k] for k in expected} == expected
+    assert (rewritten["DocumentID"], rewritten["InstanceID"]) == (photo["DocumentID"], photo["InstanceID"])
+
+    (out / STATE_NAME).unlink()  # the sidecar goes with the restoration by its InstanceID, as before
+    assert run("restore", root, "--out", out, *opts, "--dry-run").stdout.splitlines()[0] == \
+        "up to date  scan.png  (recognised from its outputs' provenance)"
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped"]
+    assert (out / "scan.png").read_bytes() == image_bytes
+
+
 def test_a_restoration_another_tool_gave_a_new_instance_id_is_redone_for_its_sidecar(tmp_path, stand_in_models):
     """A tool that saved the restoration (a new xmpMM:InstanceID) without a history event of its own: oldphoto's event
     is still the last, but names another instance. A sidecar rewritten alone would link oldphoto's event to the other

@@ -11,6 +11,7 @@ Public API (see docs/ARCHITECTURE.md):
     remove_leftover_temps(root, root_fd, lock_name)  remove the temp files of writes killed before their rename,
                                                   through the folder held open -> Leftover per file (folder)
     provenance_xmp(...) / read_provenance(path) / read_source_sha256(path)
+    parent_ids(embedded, sidecar) -> ParentIds    a scan's identity as its derivatives' xmpMM:DerivedFrom names it
     allocate(shape, dtype, tmp_dir=None)          RAM, or a disk-backed np.memmap when large
     file_buffers(path)                            around one file's work: allocate's notes, its failure as ImageError
 """
@@ -18,13 +19,13 @@ Public API (see docs/ARCHITECTURE.md):
 from .atomic import Leftover, PartialFiles, Staging, TempFiles, remove_leftover_temps
 from .buffers import BUFFER_NOTE, allocate, file_buffers
 from .metadata import Metadata
-from .provenance import Provenance, provenance_xmp, read_provenance, read_source_sha256
+from .provenance import ParentIds, Provenance, parent_ids, provenance_xmp, read_provenance, read_source_sha256
 from .reader import FORMATS, ImageInfo, Picture, probe, read, read_metadata, sniff, upright
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
-    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Leftover", "Metadata", "PartialFiles", "Picture",
-    "Provenance", "Staging", "TempFiles", "allocate", "file_buffers", "probe", "provenance_xmp", "read",
-    "read_metadata", "read_provenance", "read_source_sha256", "remove_leftover_temps", "sniff", "to_uint8", "upright",
-    "write",
+    "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Leftover", "Metadata", "ParentIds", "PartialFiles",
+    "Picture", "Provenance", "Staging", "TempFiles", "allocate", "file_buffers", "parent_ids", "probe",
+    "provenance_xmp", "read", "read_metadata", "read_provenance", "read_source_sha256", "remove_leftover_temps",
+    "sniff", "to_uint8", "upright", "write",
 ]

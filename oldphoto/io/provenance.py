@@ -1,9 +1,9 @@
 """Provenance of a derivative, recorded in XMP as archives expect: the source's packet is kept and gets
 an xmpMM:History event (action, softwareAgent, when, parameters), xmpMM:DerivedFrom (source file name and
-its XMP ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256), the SHA-256 of the source's
-XMP sidecar when one was carried beside the derivative (oldphoto:SidecarSHA256), when a defect mask was made,
-the percent of pixels it marked (oldphoto:MaskCoverage), and the run's lasting notes on the file (oldphoto:Notes, an
-rdf:Seq: what the derivative lacks, how the scan was read; at most NOTES_LIMIT bytes of them).
+its XMP ids: parent_ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256), the SHA-256 of
+the source's XMP sidecar when one was carried beside the derivative (oldphoto:SidecarSHA256), when a defect mask was
+made, the percent of pixels it marked (oldphoto:MaskCoverage), and the run's lasting notes on the file (oldphoto:Notes,
+an rdf:Seq: what the derivative lacks, how the scan was read; at most NOTES_LIMIT bytes of them).
 """
 
 from __future__ import annotations
@@ -103,13 +103,60 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
     return el
 
 
+@dataclass(frozen=True)
+class ParentIds:
+    """The identity of the file a derivative is made from, as its xmpMM:DerivedFrom (stRef:documentID, instanceID)
+    and xmpMM:OriginalDocumentID state it: the parent's xmpMM:DocumentID, InstanceID and OriginalDocumentID (None
+    where it gives none). The derivative's OriginalDocumentID is the parent's own, else the parent's DocumentID."""
+
+    document_id: str | None = None
+    instance_id: str | None = None
+    original_document_id: str | None = None
+
+    @property
+    def original(self) -> str | None:
+        """The derivative's xmpMM:OriginalDocumentID."""
+        return self.original_document_id or self.document_id
+
+
+def xmp_ids(packet: bytes | None, source_name: str = "XMP") -> ParentIds | None:
+    """The xmpMM ids a packet gives its file (DocumentID, InstanceID, OriginalDocumentID: the first non-empty value of
+    each in its top-level rdf:Description elements, as provenance_xmp replaces them); None when it gives none of them,
+    or there is no packet or it cannot be parsed."""
+    if not packet:
+        return None
+    try:
+        root, _ = xmp_tree.parse(packet, source_name)
+    except XmpError:
+        return None
+    descriptions = _top_descriptions(root)
+    ids = ParentIds(*(next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", local)) if v), None)
+                      for local in ("DocumentID", "InstanceID", "OriginalDocumentID")))
+    return ids if ids != ParentIds() else None
+
+
+def _top_descriptions(root: ET.Element) -> list[ET.Element]:
+    """The rdf:Description elements describing a packet's file: those of its rdf:RDF, not those nested in a property
+    (a Photoshop xmpMM:Pantry item's ids are another document's)."""
+    rdf = root if root.tag == _q("rdf", "RDF") else root.find(_q("rdf", "RDF"))
+    return [] if rdf is None else rdf.findall(_q("rdf", "Description"))
+
+
+def parent_ids(embedded: bytes | None, sidecar: bytes | None = None) -> ParentIds:
+    """The identity of a scan, as every derivative of it (and the derivative's XMP sidecar) names its parent: the ids
+    of the scan's embedded packet, which are the file's own; where it gives none (no packet, none in it, or one that
+    cannot be parsed), those of its XMP sidecar, as Adobe's tools take a raw file's sidecar DocumentID for the file's
+    (its XMP lives there); else none (ParentIds()). Taken whole from one packet, never mixed from both."""
+    return xmp_ids(embedded, "XMP") or xmp_ids(sidecar, "XMP sidecar") or ParentIds()
+
+
 def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256: str, software: str,
                    action: str = "derived", parameters: Mapping[str, object] | None = None,
                    models: Mapping[str, object] | None = None, when: datetime | None = None,
                    mask_coverage: float | None = None, notes: list[str] | None = None,
                    sidecar_sha256: str | None = None, document_id: str | None = None,
                    instance_id: str | None = None, metadata_date: datetime | None = None,
-                   kept_notes: Sequence[str] = ()) -> bytes:
+                   kept_notes: Sequence[str] = (), parent: ParentIds | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -126,6 +173,9 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     describe one file, so they share them (and `when`).
     metadata_date: xmp:MetadataDate, when the metadata changed later than `when` (a sidecar rewritten alone for an
     unchanged derivative: io.sidecar); `when` by default.
+    parent: the source file's identity, which xmpMM:DerivedFrom and OriginalDocumentID state (parent_ids: the same in
+    the derivative's embedded packet and its sidecar, each made from another source packet); None: the ids of
+    `source_xmp` itself. Either way the source packet's own ids are replaced by the derivative's.
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -151,9 +201,10 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         descriptions = [ET.SubElement(rdf, _q("rdf", "Description"), {_q("rdf", "about"): ""})]
     target = descriptions[0]
 
-    source_instance = _pop_simple(descriptions, _q("xmpMM", "InstanceID"))
-    source_document = _pop_simple(descriptions, _q("xmpMM", "DocumentID"))
-    original = _pop_simple(descriptions, _q("xmpMM", "OriginalDocumentID")) or source_document
+    own = ParentIds(*(_pop_simple(descriptions, _q("xmpMM", local))
+                      for local in ("DocumentID", "InstanceID", "OriginalDocumentID")))
+    parent = own if parent is None else parent
+    source_document, source_instance, original = parent.document_id, parent.instance_id, parent.original
     # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
                  _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage"), _q("oldphoto", "Notes")):
@@ -245,6 +296,9 @@ class Provenance:
     # since without recording a step of its own
     event_instance_id: str | None = None
     notes: tuple[str, ...] = ()  # oldphoto:Notes: the run's lasting notes on the file; () when none (or before kept)
+    # the parent as the derivative names it: its xmpMM:DerivedFrom's stRef:documentID and instanceID, and its
+    # xmpMM:OriginalDocumentID (ParentIds.original gives it back); a sidecar rewritten alone names the same
+    parent: ParentIds = ParentIds()
 
 
 # an XMP sidecar larger than this is not one (a misnamed file): never read into memory whole
@@ -323,7 +377,21 @@ def read_provenance(path: str | Path) -> Provenance | None:
                   for d in descriptions for listed in d.findall(_q("oldphoto", "Notes"))
                   for seq in listed.findall(_q("rdf", "Seq"))), ())
     return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"),
-                      mm["DocumentID"], mm["InstanceID"], when, event_instance, notes)
+                      mm["DocumentID"], mm["InstanceID"], when, event_instance, notes, _named_parent(root))
+
+
+def _named_parent(root: ET.Element) -> ParentIds:
+    """The parent a derivative's packet names: the stRef ids of its first xmpMM:DerivedFrom (as a resource, in
+    attribute form or as a nested rdf:Description, as tools that rewrite a packet may give it) and its
+    OriginalDocumentID, in its top-level descriptions."""
+    descriptions = _top_descriptions(root)
+    refs = [r for d in descriptions for r in d.findall(_q("xmpMM", "DerivedFrom"))][:1]
+
+    def ref(local: str) -> str | None:
+        return next((v for r in refs for e in r.iter() for v in _simple_values(e, _q("stRef", local)) if v), None)
+
+    original = next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", "OriginalDocumentID")) if v), None)
+    return ParentIds(ref("documentID"), ref("instanceID"), original)
 
 
 def _percent(text: str | None) -> float | None:

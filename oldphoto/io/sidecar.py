@@ -8,11 +8,12 @@ settles whose it is). The derivative's sidecar takes the style of the scan's, af
 
 Content: the source sidecar's packet, treated as the derivative's embedded packet is (provenance_xmp: the same
 history event, ids and time, so a reader that takes the sidecar first, as digiKam and darktable may, sees the
-derivative's history; restated file layout dropped; pixel_tags.map_xmp: values and regions given in the scan's pixels
-follow the orientation applied and the enlargement), written as a well-formed XML document with its XML declaration
-(part 3's advice for external files), without the padding an embedded packet keeps for in-place edits. Never merged
-into the embedded packet, nor that into it: each keeps what its source said (two packets merged would hold two
-values for one property wherever the tools that wrote them disagreed).
+derivative's history; the same parent in xmpMM:DerivedFrom and OriginalDocumentID, the scan's identity whichever
+packet gave it: provenance.parent_ids; restated file layout dropped; pixel_tags.map_xmp: values and regions given in
+the scan's pixels follow the orientation applied and the enlargement), written as a well-formed XML document with its
+XML declaration (part 3's advice for external files), without the padding an embedded packet keeps for in-place
+edits. Never merged into the embedded packet, nor that into it: each keeps what its source said (two packets merged
+would hold two values for one property wherever the tools that wrote them disagreed), but for the parent.
 """
 
 from __future__ import annotations

@@ -202,6 +202,68 @@ def test_properties_spread_over_several_descriptions_are_replaced_once():
     assert root.find(".//xmpMM:DerivedFrom/stRef:documentID", NS).text == "xmp.did:d"
 
 
+_MM = b'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"'
+
+
+def _with_ids(**ids: str) -> bytes:
+    said = b"".join(f' xmpMM:{k}="{v}"'.encode() for k, v in ids.items())
+    return _packet(b'<rdf:Description rdf:about="" ' + _MM + said + b'/>')
+
+
+def test_a_scans_identity_is_its_embedded_packets_else_its_sidecars_whole():
+    from oldphoto.io import ParentIds, parent_ids
+
+    embedded = _with_ids(DocumentID="xmp.did:e", InstanceID="xmp.iid:e")
+    sidecar = _with_ids(DocumentID="xmp.did:s", InstanceID="xmp.iid:s", OriginalDocumentID="xmp.did:o")
+    assert parent_ids(embedded, sidecar) == ParentIds("xmp.did:e", "xmp.iid:e")  # not mixed with the sidecar's
+    assert parent_ids(embedded, sidecar).original == "xmp.did:e"
+    for none in (None, b"", XMP, b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF>"):  # none, no ids, not parsed
+        assert parent_ids(none, sidecar) == ParentIds("xmp.did:s", "xmp.iid:s", "xmp.did:o"), none
+        assert parent_ids(none, sidecar).original == "xmp.did:o"
+        assert parent_ids(none, None) == parent_ids(none, b"<broken") == ParentIds()
+    # a Photoshop Pantry item's ids are another document's, not the file's
+    pantry = _packet(b'<rdf:Description rdf:about="" ' + _MM + b'><xmpMM:Pantry><rdf:Bag><rdf:li>'
+                     b'<rdf:Description xmpMM:DocumentID="xmp.did:placed" xmpMM:InstanceID="xmp.iid:placed"/>'
+                     b'</rdf:li></rdf:Bag></xmpMM:Pantry></rdf:Description>')
+    assert parent_ids(pantry, sidecar).document_id == "xmp.did:s"
+
+
+def _provenance_of(packet: bytes, folder):
+    write(folder / "p.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=packet)
+    return read_provenance(folder / "p.png")
+
+
+def test_the_parent_given_is_named_instead_of_the_source_packets_ids(tmp_path):
+    from oldphoto.io import ParentIds
+
+    source = _with_ids(DocumentID="xmp.did:s", InstanceID="xmp.iid:s", OriginalDocumentID="xmp.did:o")
+    for parent, named in [(ParentIds("xmp.did:e", "xmp.iid:e"), ("xmp.did:e", "xmp.iid:e", "xmp.did:e")),
+                          (ParentIds(), (None, None, None)), (None, ("xmp.did:s", "xmp.iid:s", "xmp.did:o"))]:
+        packet = _build(source, parent=parent)
+        root = ET.fromstring(packet)
+        assert (root.findtext(".//xmpMM:DerivedFrom/stRef:documentID", namespaces=NS),
+                root.findtext(".//xmpMM:DerivedFrom/stRef:instanceID", namespaces=NS),
+                root.findtext(".//xmpMM:OriginalDocumentID", namespaces=NS)) == named
+        assert root.findtext(".//xmpMM:DerivedFrom/stRef:filePath", namespaces=NS) == "scan_0042.tif"
+        assert b"xmp.did:s" not in packet or parent is None  # the source's own ids are not the derivative's
+        prov = _provenance_of(packet, tmp_path)
+        assert (prov.parent.document_id, prov.parent.instance_id, prov.parent.original) == named
+        again = _provenance_of(_build(None, parent=prov.parent), tmp_path)  # named so again (update_sidecar)
+        assert again.parent.original == prov.parent.original and again.parent.document_id == named[0]
+
+
+def test_the_parent_is_read_back_from_a_derived_from_another_tool_rewrote():
+    """xmpMM:DerivedFrom as a nested rdf:Description with attributes, as a tool rewriting the packet may give it."""
+    from oldphoto.io import ParentIds, xmp_tree
+    from oldphoto.io.provenance import _named_parent
+
+    packet = _packet(b'<rdf:Description rdf:about="" ' + _MM + b' xmlns:stRef="http://ns.adobe.com/xap/1.0/sType/'
+                     b'ResourceRef#" xmpMM:OriginalDocumentID="xmp.did:o"><xmpMM:DerivedFrom><rdf:Description '
+                     b'stRef:documentID="xmp.did:p" stRef:instanceID="xmp.iid:p" stRef:filePath="scan.tif"/>'
+                     b'</xmpMM:DerivedFrom></rdf:Description>')
+    assert _named_parent(xmp_tree.parse(packet, "t")[0]) == ParentIds("xmp.did:p", "xmp.iid:p", "xmp.did:o")
+
+
 @pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("TIFF", ".tif"), ("JPEG", ".jpg"), ("WEBP", ".webp")])
 def test_read_provenance_finds_what_oldphoto_recorded_in_every_format(tmp_path, fmt, suffix):
     ours = provenance_xmp(XMP, source_name="scan.tif", source_sha256=SHA, software="oldphoto 9.9",
