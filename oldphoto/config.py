@@ -174,18 +174,21 @@ class RestoreConfig:
             del out["detect_scales"]
         return out
 
-    def output_settings(self, default_threshold: float | None = None, written_format: str | None = None) -> dict:
+    def output_settings(self, default_threshold: float | None = None, written_format: str | None = None,
+                        lossless_master: bool = False) -> dict:
         """The settings that change output pixels; used to decide whether an existing output is current.
 
         A setting that cannot change the outputs is given its default value, so that changing it alone redoes
         nothing and outputs made with the default stay current: jpeg_quality when the restored photo is written as
         PNG or TIFF (--format png or tiff, or `written_format`, the format of one photo's output, "PNG" / "TIFF" /
-        "JPEG" / "WEBP", when known), format, tone and tone_strength with only_mask (always NAME.mask.png +
+        "JPEG" / "WEBP", when known), or as WebP from a lossless WebP master (`lossless_master`: the output is
+        lossless too, io.writer.webp_is_lossless), format, tone and tone_strength with only_mask (always NAME.mask.png +
         NAME.overlay.jpg, of the scan's own pixels), and mask_threshold when it equals `default_threshold`, the one
         the models would use anyway.
         """
         d = self.settings()
-        if not self.only_mask and (self.format in ("png", "tiff") or written_format in ("PNG", "TIFF")):
+        lossless = written_format in ("PNG", "TIFF") or (written_format == "WEBP" and lossless_master)
+        if not self.only_mask and (self.format in ("png", "tiff") or lossless):
             d["jpeg_quality"] = JPEG_QUALITY
         if self.only_mask:
             d["format"] = "keep"

@@ -201,14 +201,15 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
 
 
 def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | None = None,
-                      src_suffix: str | None = None) -> dict:
+                      src_suffix: str | None = None, lossless_master: bool = False) -> dict:
     """The output settings recorded for a photo whose restoration is written as `written_format` (None: not known):
     in its outputs' XMP history and, fingerprinted, in its state record (planning.Fingerprints), so that outputs
     found after the state file was lost are recognised (RunState.recognise). The models' own threshold, given or
     not, counts as the default. src_suffix: the source's suffix as written, when known: a --format that writes the
     very file --format keep would (same path, same format) is recorded as keep, so switching between them redoes
-    nothing."""
-    settings = cfg.output_settings(default_threshold(cfg, models), written_format)
+    nothing. lossless_master: the source is a lossless WebP (Metadata.webp_lossless), whose WebP output is lossless
+    whatever --jpeg-quality (config.output_settings)."""
+    settings = cfg.output_settings(default_threshold(cfg, models), written_format, lossless_master)
     if src_suffix is not None and cfg.format != "keep" and src_suffix == _SUFFIX[_CFG_FORMAT[cfg.format]]:
         # keep writes the suffix as written; the other formats their own (".png", ".tif", ".jpg"): only an exact
         # match names the same file (SCAN.PNG stays SCAN.PNG with keep, png writes SCAN.png)
@@ -603,7 +604,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     state, the sidecar's too, whichever packet each was made from; None: each from its own source packet.
     """
     software = f"oldphoto {__version__}"
-    settings = recorded_settings(cfg, models, items[0][2], src.suffix)
+    settings = recorded_settings(cfg, models, items[0][2], src.suffix,
+                                 bool(getattr(items[0][3], "webp_lossless", None)))
     described = models.describe()
     # the restored photo and its sidecar describe one file: one history entry, with the same ids and time
     shared = {"document_id": f"xmp.did:{uuid.uuid4()}", "instance_id": f"xmp.iid:{uuid.uuid4()}",

@@ -39,6 +39,8 @@ class Fingerprints:
     cfg: RestoreConfig
     models: Models
     described: dict  # models.describe(), as in the report
+    # source path -> is it a lossless WebP (io.lossless_webp), looked up once a run: planning and the record agree
+    lossless: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def current(self, src: Path) -> str:
         return fingerprint(self._settings(src), self.described)
@@ -50,12 +52,18 @@ class Fingerprints:
         return tuple(fingerprint(s, self.described) for s in pipeline.former_settings(self._settings(src), src.suffix))
 
     def _settings(self, src: Path) -> dict:
-        """The settings recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, and a
-        --format that writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
+        """The settings recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, nor does the
+        WebP output of a lossless WebP master (lossless too: its chunk headers are read to know), and a --format that
+        writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
         from . import pipeline
 
-        return pipeline.recorded_settings(self.cfg, self.models, pipeline.planned_format(src.suffix, self.cfg),
-                                          src.suffix)
+        fmt = pipeline.planned_format(src.suffix, self.cfg)
+        lossless = False
+        if fmt == "WEBP" and not self.cfg.only_mask:
+            if src not in self.lossless:
+                self.lossless[src] = oio.lossless_webp(src)
+            lossless = self.lossless[src]
+        return pipeline.recorded_settings(self.cfg, self.models, fmt, src.suffix, lossless)
 
 
 def setup(cfg: RestoreConfig, report: Report) -> tuple[Models, Fingerprints]:

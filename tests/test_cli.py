@@ -1576,6 +1576,75 @@ def test_end_to_end_scope_defects_with_save_mask(tmp_path, stand_in_models, monk
     assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
 
 
+def test_end_to_end_a_lossless_webp_master_gives_a_lossless_webp_whatever_the_quality(tmp_path, stand_in_models):
+    """--format keep: a lossless WebP master (VP8L) gives a lossless WebP, its kept pixels bit for bit, and
+    --jpeg-quality redoes only a lossy master's output, also as recognised after a lost state file."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import read
+
+    def bitstreams(path):
+        data = path.read_bytes()
+        return {c for c in (b"VP8L", b"VP8 ", b"ALPH") if c in data}
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    rgba = np.random.default_rng(3).integers(0, 240, (40, 50, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[30:, 40:, 3] = 0  # a transparent corner, its colour kept too
+    rgba[8:10, :, :3] = 255  # a scratch for the detector
+    Image.fromarray(rgba).save(root / "lossless.webp", lossless=True, exact=True)
+    Image.fromarray(rgba[..., :3]).save(root / "lossy.webp", quality=90)
+    opts = ("--scope", "defects", "--save-mask", "--jobs", 1, "-q")
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    assert bitstreams(out / "lossless.webp") == {b"VP8L"} and bitstreams(out / "lossy.webp") == {b"VP8 "}
+    restored = read(out / "lossless.webp", 10_000)
+    mask = np.asarray(Image.open(out / "lossless.mask.png")) == 255
+    assert mask[8:10].all() and mask.mean() < 0.2
+    assert np.array_equal(restored.pixels[~mask], rgba[..., :3][~mask])  # untouched pixels bit for bit
+    assert np.array_equal(restored.alpha, rgba[..., 3])
+    made = (out / "lossless.webp").read_bytes()
+
+    def statuses():
+        return {f["relative"]: f["status"] for f in report_of(out)["files"]}
+
+    assert run("restore", root, "--out", out, *opts, "--jpeg-quality", 80).exit_code == 0
+    assert statuses() == {"lossless.webp": "skipped", "lossy.webp": "done"}  # the lossless output does not depend
+    (out / STATE_NAME).unlink()  # its outputs' XMP settings: the same as planning's
+    assert run("restore", root, "--out", out, *opts, "--jpeg-quality", 70).exit_code == 0
+    assert statuses() == {"lossless.webp": "skipped", "lossy.webp": "done"}
+    assert (out / "lossless.webp").read_bytes() == made
+
+
+def test_webp_outputs_of_lossless_masters_written_lossy_before_stay_current(tmp_path, stand_in_models, monkeypatch):
+    """Outputs an earlier version wrote lossy from a lossless master, at the default quality, have the settings
+    fingerprint of a lossless output now: they stay current (as TIFF outputs written before their master's
+    compression was kept); --overwrite writes them lossless. Those made at another quality are redone once."""
+    import numpy as np
+    from PIL import Image
+
+    import oldphoto.io.raster_read as raster_read
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    Image.fromarray(np.random.default_rng(4).integers(0, 240, (30, 40, 3), dtype=np.uint8)).save(
+        root / "a.webp", lossless=True)
+    q80 = tmp_path / "q80"
+    with monkeypatch.context() as m:
+        m.setattr(raster_read, "webp_lossless", lambda fh: None)  # as before: masters not told apart
+        assert run("restore", root, "--out", out, "-q").exit_code == 0
+        assert run("restore", root, "--out", q80, "-q", "--jpeg-quality", 80).exit_code == 0
+    assert b"VP8 " in (out / "a.webp").read_bytes()
+    assert run("restore", root, "--out", out, "-q").exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped"]
+    assert run("restore", root, "--out", out, "-q", "--overwrite").exit_code == 0
+    assert b"VP8L" in (out / "a.webp").read_bytes()
+    # made at another quality: recorded with it, which a lossless output's settings no longer hold: redone once
+    assert run("restore", root, "--out", q80, "-q", "--jpeg-quality", 80).exit_code == 0
+    assert [f["status"] for f in report_of(q80)["files"]] == ["done"] and b"VP8L" in (q80 / "a.webp").read_bytes()
+
+
 def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_models):
 
     root, rgb16, gray8 = real_scans(tmp_path)
@@ -2174,7 +2243,7 @@ def test_a_record_of_a_format_that_writes_what_keep_writes_made_before_it_was_re
     Image.new("L", (8, 8)).save(src)
     recorded = pipeline.recorded_settings
     monkeypatch.setattr(pipeline, "recorded_settings",
-                        lambda cfg, models, fmt=None, suffix=None: recorded(cfg, models, fmt))  # as before
+                        lambda cfg, models, fmt=None, suffix=None, *_: recorded(cfg, models, fmt))  # as before
     assert run("restore", src, "--out", out, "--format", "jpeg").exit_code == 0 and len(fake.calls) == 1
     monkeypatch.setattr(pipeline, "recorded_settings", recorded)
     dry = run("restore", src, "--out", out, *then, "--dry-run")

@@ -98,6 +98,10 @@ def test_settings_that_cannot_change_the_outputs_keep_their_fingerprint():
         q80 = RestoreConfig(jpeg_quality=80).output_settings(None, written)
         assert (q80 != RestoreConfig().output_settings(None, written)) is differ, written
     assert RestoreConfig(only_mask=True, jpeg_quality=80).output_settings(None, "PNG") != only_default  # overlay
+    # the WebP output of a lossless WebP master is lossless whatever the quality; a lossy master's is not
+    assert RestoreConfig(jpeg_quality=80).output_settings(None, "WEBP", True) == same(None, "WEBP", True)
+    assert RestoreConfig(jpeg_quality=80).output_settings(None, "JPEG", True) != same(None, "JPEG", True)
+    assert RestoreConfig(only_mask=True, jpeg_quality=80).output_settings(None, "PNG", True) != only_default
     # --only-mask always writes NAME.mask.png + NAME.overlay.jpg
     only = RestoreConfig(only_mask=True).output_settings()
     assert RestoreConfig(only_mask=True, format="png").output_settings() == only

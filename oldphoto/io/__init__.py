@@ -3,6 +3,7 @@
 Public API (see docs/ARCHITECTURE.md):
     probe(path) -> ImageInfo                      header only
     read_metadata(path) -> (ImageInfo, Metadata)  header and metadata as read() gives them, no pixel decoded
+    lossless_webp(path) -> bool                   a lossless (VP8L) WebP? From its chunk headers alone
     read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
     write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
     Staging(temps=None)                           several writes that replace their paths together (commit)
@@ -20,12 +21,12 @@ from .atomic import Leftover, PartialFiles, Staging, TempFiles, remove_leftover_
 from .buffers import BUFFER_NOTE, allocate, file_buffers
 from .metadata import Metadata
 from .provenance import ParentIds, Provenance, parent_ids, provenance_xmp, read_provenance, read_source_sha256
-from .reader import FORMATS, ImageInfo, Picture, probe, read, read_metadata, sniff, upright
+from .reader import FORMATS, ImageInfo, Picture, lossless_webp, probe, read, read_metadata, sniff, upright
 from .writer import WRITE_FORMATS, to_uint8, write
 
 __all__ = [
     "BUFFER_NOTE", "FORMATS", "WRITE_FORMATS", "ImageInfo", "Leftover", "Metadata", "ParentIds", "PartialFiles",
-    "Picture", "Provenance", "Staging", "TempFiles", "allocate", "file_buffers", "parent_ids", "probe",
-    "provenance_xmp", "read", "read_metadata", "read_provenance", "read_source_sha256", "remove_leftover_temps",
-    "sniff", "to_uint8", "upright", "write",
+    "Picture", "Provenance", "Staging", "TempFiles", "allocate", "file_buffers", "lossless_webp", "parent_ids",
+    "probe", "provenance_xmp", "read", "read_metadata", "read_provenance", "read_source_sha256",
+    "remove_leftover_temps", "sniff", "to_uint8", "upright", "write",
 ]

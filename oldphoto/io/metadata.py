@@ -67,6 +67,9 @@ class Metadata:
     # a TIFF's (Compression, Predictor) of the page read: a TIFF derivative stores its pixels the same way where every
     # TIFF reader knows how, else in LZW (tiff_write.output_compression); None for other formats
     tiff_compression: tuple[int, int] | None = None
+    # a WebP's bitstream: True for lossless (VP8L, alone or in a VP8X container), False for lossy (VP8, its alpha
+    # in ALPH); a WebP derivative of a lossless master is lossless too (writer._write_webp); None for other formats
+    webp_lossless: bool | None = None
 
 
 def _is_shape_note(text: str) -> bool:

@@ -169,6 +169,35 @@ def _check_riff_size(fh) -> None:
         raise ValueError(f"truncated: the RIFF header gives {declared + 8} bytes but the file has {size}")
 
 
+_WEBP_CHUNKS = 1000  # chunks looked through for the image's before giving up (a valid file has it among its first few)
+
+
+def webp_lossless(fh) -> bool | None:
+    """Is the WebP open in `fh` lossless: True for a VP8L bitstream (alone, or in a VP8X container), False for a VP8
+    one (lossy; any alpha in an ALPH chunk beside it), None where no image chunk is found within the RIFF size (an
+    animation, whose frames are ANMF chunks, or a damaged or cut short file: reading it says what is wrong). Walks
+    the chunk headers only; leaves the position anywhere."""
+    fh.seek(4)
+    head = fh.read(8)
+    if len(head) < 8 or head[4:] != b"WEBP":
+        return None
+    end, pos = 8 + struct.unpack("<I", head[:4])[0], 12
+    for _ in range(_WEBP_CHUNKS):
+        if pos + 8 > end:
+            break
+        fh.seek(pos)
+        chunk = fh.read(8)
+        if len(chunk) < 8:
+            break
+        fourcc, size = struct.unpack("<4sI", chunk)
+        if fourcc == b"VP8L":
+            return True
+        if fourcc == b"VP8 ":
+            return False
+        pos += 8 + size + size % 2
+    return None
+
+
 def _png_dpi(phys, tags: dict[int, object]) -> tuple[float, float] | None:
     """pHYs, or the EXIF resolution when it agrees with pHYs (it is exact; pHYs is rounded to px/m)."""
     from_phys, from_exif = png.dpi_from_phys(phys), dpi_from_tags(tags)
@@ -429,8 +458,10 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         with _identified("PNG"):
             im = PngImagePlugin.PngImageFile(png.PixelChunks(fh, chunks))  # the chunks it needs for the pixels only
     else:
+        lossless = None
         if fmt == "WEBP":
             _check_riff_size(fh)
+            lossless = webp_lossless(fh)
         fh.seek(0)
         with _identified(fmt):
             im = _OPENERS[fmt](fh)
@@ -466,6 +497,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                         dpi=_jpeg_dpi(info, tags, notes) if fmt == "JPEG" else dpi_from_tags(tags))
         if meta.dpi is None:
             meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
+        meta.webp_lossless = lossless
     mode = im.mode
     if mode not in _MODES:
         raise ValueError(f"unsupported pixel mode {mode!r}")

@@ -181,6 +181,17 @@ def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
         return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
 
 
+def lossless_webp(path: str | Path) -> bool:
+    """Is the file at `path` a lossless WebP (VP8L: raster_read.webp_lossless, as read() sets Metadata.webp_lossless),
+    whose --format keep output is lossless too, whatever --jpeg-quality: known from its chunk headers alone, before
+    it is read (planning's settings fingerprints). False for any other file, and for one that cannot be read."""
+    try:
+        with open_source(path) as fh:
+            return fh.read(4) == b"RIFF" and raster_read.webp_lossless(fh) is True
+    except (ImageError, OSError, struct.error):
+        return False
+
+
 def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[ImageInfo, Metadata]:
     """(probe's answer, the Metadata read() would give) without decoding a pixel: its frame has the orientation read()
     applies, and a resolution turned with it (orientation 5-8). For what is derived from the metadata alone (an XMP
