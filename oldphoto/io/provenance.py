@@ -122,7 +122,7 @@ class ParentIds:
 def xmp_ids(packet: bytes | None, source_name: str = "XMP") -> ParentIds | None:
     """The xmpMM ids a packet gives its file (DocumentID, InstanceID, OriginalDocumentID: the first non-empty value of
     each in its top-level rdf:Description elements, as provenance_xmp replaces them); None when it gives none of them,
-    or there is no packet or it cannot be parsed."""
+    or there is no packet, it cannot be parsed or provenance_xmp refuses its root (a sidecar not carried)."""
     if not packet:
         return None
     try:
@@ -137,8 +137,15 @@ def xmp_ids(packet: bytes | None, source_name: str = "XMP") -> ParentIds | None:
 
 def _top_descriptions(root: ET.Element) -> list[ET.Element]:
     """The rdf:Description elements describing a packet's file: those of its rdf:RDF, not those nested in a property
-    (a Photoshop xmpMM:Pantry item's ids are another document's)."""
-    rdf = root if root.tag == _q("rdf", "RDF") else root.find(_q("rdf", "RDF"))
+    (a Photoshop xmpMM:Pantry item's ids are another document's); none for a packet whose root provenance_xmp refuses
+    (not x:xmpmeta or rdf:RDF: an x:xapmeta, say): a sidecar with such a root is not carried, and its ids are not the
+    parent's either."""
+    if root.tag == _q("rdf", "RDF"):
+        rdf = root
+    elif root.tag == _q("x", "xmpmeta"):
+        rdf = root.find(_q("rdf", "RDF"))
+    else:
+        rdf = None
     return [] if rdf is None else rdf.findall(_q("rdf", "Description"))
 
 

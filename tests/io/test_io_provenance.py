@@ -228,6 +228,23 @@ def test_a_scans_identity_is_its_embedded_packets_else_its_sidecars_whole():
     assert parent_ids(pantry, sidecar).document_id == "xmp.did:s"
 
 
+def test_a_packet_whose_root_is_refused_gives_no_parent_ids():
+    """A sidecar whose root provenance_xmp refuses (x:xapmeta, another root: not carried, a note says so) names no
+    parent either: the restoration's DerivedFrom would otherwise name a packet the run said it left out; an embedded
+    one so (carried unchanged, without oldphoto's entry) leaves the parent to the sidecar, as one not parsed does."""
+    from oldphoto.io import ParentIds, parent_ids
+
+    rdf = (b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" ' + _MM
+           + b' xmpMM:DocumentID="xmp.did:x" xmpMM:InstanceID="xmp.iid:x"/></rdf:RDF>')
+    xapmeta = b'<x:xapmeta xmlns:x="adobe:ns:meta/">' + rdf + b'</x:xapmeta>'
+    with pytest.raises(XmpError, match="root"):
+        _build(xapmeta)
+    sidecar = _with_ids(DocumentID="xmp.did:s", InstanceID="xmp.iid:s")
+    assert parent_ids(None, xapmeta) == ParentIds()
+    assert parent_ids(xapmeta, sidecar) == ParentIds("xmp.did:s", "xmp.iid:s")
+    assert parent_ids(rdf, None) == ParentIds("xmp.did:x", "xmp.iid:x")  # a bare rdf:RDF is taken, as there
+
+
 def _provenance_of(packet: bytes, folder):
     write(folder / "p.png", gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=packet)
     return read_provenance(folder / "p.png")
