@@ -97,15 +97,18 @@ def _decoding(path: Path, fmt: str) -> Iterator[None]:
         raise ImageError(path, f"cannot read {fmt}: {reason}") from e
 
 
-def open_source(path: str | Path):
+def open_source(path: str | Path, buffering: int = -1):
     """`path` opened for binary reading without waiting: a FIFO, socket or device found where a scan was (put there
     after the walk) is refused instead of blocking the run for good. A regular file under a lease (an SMB oplock, an
     NFS delegation: the open without waiting fails, but asks its holder to give it up) is opened once the lease is
-    given up, or broken by the kernel (lease-break-time, 45 s by default), as a plain open waits. Raises ImageError."""
+    given up, or broken by the kernel (lease-break-time, 45 s by default), as a plain open waits. buffering: open()'s
+    (by default the file system's block size, 1 MiB on some network shares: a few header bytes want a small one).
+    Raises ImageError."""
     deadline = time.monotonic() + _LEASE_WAIT_S
     while True:
         try:
-            fh = open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
+            fh = open(path, "rb", buffering,
+                      opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
             break
         except BlockingIOError as e:  # a lease being broken, or a device that would block
             try:
@@ -181,12 +184,18 @@ def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
         return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
 
 
+_HEADER_BUFFER = 64  # bytes read at a time by lossless_webp: the RIFF header and the first chunk's header fit
+
+
 def lossless_webp(path: str | Path) -> bool:
     """Is the file at `path` a lossless WebP (VP8L: raster_read.webp_lossless, as read() sets Metadata.webp_lossless),
     whose --format keep output is lossless too, whatever --jpeg-quality: known from its chunk headers alone, before
-    it is read (planning's settings fingerprints). False for any other file, and for one that cannot be read."""
+    it is read (planning's settings fingerprints). False for any other file, and for one that cannot be read.
+    Planning asks it of every WebP master, each run: a buffer of _HEADER_BUFFER bytes, so that a share whose block
+    size is 1 MiB (CIFS, NFS) sends that much of each file, not 1 MiB (a VP8X container: that again per chunk before
+    the image's)."""
     try:
-        with open_source(path) as fh:
+        with open_source(path, _HEADER_BUFFER) as fh:
             return fh.read(4) == b"RIFF" and raster_read.webp_lossless(fh) is True
     except (ImageError, OSError, struct.error):
         return False

@@ -57,6 +57,39 @@ def test_only_a_webp_has_a_bitstream_to_tell(tmp_path):
     assert lossless_webp(tmp_path / "m.png") is False and lossless_webp(tmp_path / "missing.webp") is False
 
 
+@pytest.mark.parametrize("kw", [{}, {"icc_profile": SRGB_ICC}], ids=["simple", "extended"])
+def test_telling_a_lossless_master_reads_a_few_bytes_of_it_on_a_share_with_large_blocks(tmp_path, monkeypatch, kw):
+    """Planning asks lossless_webp of every WebP master, each run: on a network share whose block size is 1 MiB (open's
+    default buffer there), a buffered read of its first 4 bytes would fetch 1 MiB of each file."""
+    import io
+
+    from oldphoto.io import reader
+
+    read_bytes = []
+
+    class Counting(io.FileIO):
+        def readinto(self, b):
+            n = super().readinto(b)
+            read_bytes.append(n or 0)
+            return n
+
+        def read(self, size=-1):
+            data = super().read(size)
+            read_bytes.append(len(data or b""))
+            return data
+
+    def share_open(path, mode="r", buffering=-1, *args, opener=None, **more):  # a 1 MiB st_blksize, as on CIFS or NFS
+        assert mode == "rb"
+        return io.BufferedReader(Counting(path, "r", opener=opener), 1 << 20 if buffering in (-1, 1) else buffering)
+
+    noise = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)  # ~100 KB, lossless
+    master = _master(tmp_path / "m.webp", noise, True, **kw)
+    assert master.stat().st_size > 50_000
+    monkeypatch.setattr(reader, "open", share_open, raising=False)
+    assert lossless_webp(master) and read_bytes
+    assert sum(read_bytes) <= 256, read_bytes
+
+
 def test_chunks_before_the_image_are_passed_over_and_a_file_without_one_tells_nothing(tmp_path):
     data = _master(tmp_path / "m.webp", _rgba()[..., :3], True).read_bytes()
     odd = b"ZZZZ" + struct.pack("<I", 3) + b"abc\0"  # an unknown chunk, odd-sized (padded)
