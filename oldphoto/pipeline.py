@@ -140,6 +140,10 @@ class FileOutcome:
     # output is then not among `outputs`; one too large to be a sidecar or whose read failed: without its sha256);
     # None without one, or when it was gone
     sidecar: xmp_sidecar.SidecarId | None = None
+    # the source as read for this restoration: a lossless WebP (Metadata.webp_lossless), whose WebP output is lossless
+    # whatever --jpeg-quality: its state record's fingerprint says what was written (planning.Fingerprints.current),
+    # should the master have been replaced between planning and the read; None: not read (a sidecar written alone)
+    lossless_master: bool | None = None
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -355,7 +359,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
-                       sidecar=known)
+                       sidecar=known, lossless_master=bool(pic.meta.webp_lossless))
 
 
 def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Provenance, size: tuple[int, int],

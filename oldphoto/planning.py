@@ -42,8 +42,10 @@ class Fingerprints:
     # source path -> is it a lossless WebP (io.lossless_webp), looked up once a run: planning and the record agree
     lossless: dict = dataclasses.field(default_factory=dict, repr=False)
 
-    def current(self, src: Path) -> str:
-        return fingerprint(self._settings(src), self.described)
+    def current(self, src: Path, lossless: bool | None = None) -> str:
+        """The fingerprint of `src`'s outputs; lossless: whether it is a lossless WebP as the job read it (its record
+        says what was written, should the master have been replaced since planning looked), None: as planning saw it."""
+        return fingerprint(self._settings(src, lossless), self.described)
 
     def former(self, src: Path) -> tuple[str, ...]:
         """The fingerprints of the same outputs as earlier versions recorded them (pipeline.former_settings)."""
@@ -51,16 +53,19 @@ class Fingerprints:
 
         return tuple(fingerprint(s, self.described) for s in pipeline.former_settings(self._settings(src), src.suffix))
 
-    def _settings(self, src: Path) -> dict:
+    def _settings(self, src: Path, read: bool | None = None) -> dict:
         """The settings recorded for a source: a PNG or TIFF output does not depend on --jpeg-quality, nor does the
         WebP output of a lossless WebP master (lossless too: its chunk headers are read to know), and a --format that
-        writes what keep would is keep (as in the outputs' XMP: process_file records the same)."""
+        writes what keep would is keep (as in the outputs' XMP: process_file records the same). read: the source as
+        the job read it was a lossless WebP, or not (None: looked up here)."""
         from . import pipeline
 
         fmt = pipeline.planned_format(src.suffix, self.cfg)
         lossless = False
         if fmt == "WEBP" and not self.cfg.only_mask:
-            if src not in self.lossless:
+            if read is not None:
+                self.lossless[src] = read
+            elif src not in self.lossless:
                 self.lossless[src] = oio.lossless_webp(src)
             lossless = self.lossless[src]
         return pipeline.recorded_settings(self.cfg, self.models, fmt, src.suffix, lossless)

@@ -366,7 +366,8 @@ class Batch:
             else:  # outcome.notes hold no "redone: ..." (the run's reason, not the pipeline's): none is kept
                 record = Record(
                     source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
-                    fingerprint=fps.current(src), outputs=state.outputs_record(outcome.outputs), width=outcome.width,
+                    fingerprint=fps.current(src, outcome.lossless_master),  # as read: replaced since planning?
+                    outputs=state.outputs_record(outcome.outputs), width=outcome.width,
                     height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
                     finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar)
             state.record(result.relative, record)

@@ -1645,6 +1645,38 @@ def test_webp_outputs_of_lossless_masters_written_lossy_before_stay_current(tmp_
     assert [f["status"] for f in report_of(q80)["files"]] == ["done"] and b"VP8L" in (q80 / "a.webp").read_bytes()
 
 
+@pytest.mark.parametrize("before, after", [(True, False), (False, True)],
+                         ids=["lossless-to-lossy", "lossy-to-lossless"])
+def test_a_webp_master_replaced_between_planning_and_its_read_is_recorded_as_written(tmp_path, stand_in_models,
+                                                                                     monkeypatch, before, after):
+    """Planning reads a WebP master's chunk headers for its fingerprint; a master replaced (lossless <-> lossy, the
+    same name) before the job reads it is written as the job read it, and its state record says so: the next run at
+    the same --jpeg-quality finds it up to date, not "settings changed" (one more restoration for nothing)."""
+    import numpy as np
+    from PIL import Image
+
+    import oldphoto.io as oio
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    root.mkdir()
+    pixels = np.random.default_rng(5).integers(0, 240, (30, 40, 3), dtype=np.uint8)
+    master = root / "a.webp"
+    Image.fromarray(pixels).save(master, lossless=before)
+    looked = oio.lossless_webp
+
+    def then_replaced(path):
+        seen = looked(path)
+        Image.fromarray(pixels[::-1].copy()).save(master, lossless=after)  # another file, the same name
+        return seen
+
+    with monkeypatch.context() as m:
+        m.setattr(oio, "lossless_webp", then_replaced)
+        assert run("restore", root, "--out", out, "-q", "--jpeg-quality", 80).exit_code == 0
+    assert (b"VP8L" if after else b"VP8 ") in (out / "a.webp").read_bytes()  # as the job read it
+    assert run("restore", root, "--out", out, "-q", "--jpeg-quality", 80).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped"]
+
+
 def test_an_unwritable_output_folder_fails_that_file_alone(tmp_path, stand_in_models):
 
     root, rgb16, gray8 = real_scans(tmp_path)
