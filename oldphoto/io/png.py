@@ -427,13 +427,14 @@ def text_chunk(key: str, value: str, compress: bool = False) -> bytes:
 def compressed_ok(value: str, source_size: int) -> bool:
     """May a text compressed in the source (its compressed chunk(s) of this keyword inflating to `source_size` bytes at
     most) be written compressed again? Yes, unless it became one text that Pillow would now refuse (several chunks of
-    one keyword joined past PILLOW_MAX_TEXT_CHUNK), where no compressed chunk of the source was: it is then written
-    uncompressed, as readable as the source was."""
+    one keyword joined past PILLOW_MAX_TEXT_CHUNK) where no compressed chunk of the source went past it: it is then
+    written uncompressed, as readable as the source was. A source whose own compressed chunk went past it was refused
+    by Pillow already: its text stays compressed, however much was joined to it."""
     try:
         size = len(value.encode("latin-1"))  # as text_chunk stores it
     except UnicodeEncodeError:
         size = len(value.encode("utf-8"))
-    return size < PILLOW_MAX_TEXT_CHUNK or size <= source_size
+    return size < PILLOW_MAX_TEXT_CHUNK or source_size >= PILLOW_MAX_TEXT_CHUNK
 
 
 def xmp_chunk(xmp: bytes) -> bytes:

@@ -529,6 +529,16 @@ def test_png_texts_joined_past_pillows_limit_are_written_uncompressed(tmp_path):
         assert len(im.text["Comment"]) == 1_400_001
 
 
+def test_a_text_compressed_past_pillows_limit_stays_compressed_when_joined(tmp_path):
+    # a 2 MB zTXt and a short tEXt of one keyword, joined: the source's compressed chunk was past Pillow's 1 MiB
+    # already (Pillow refused the source), so the joined text is written compressed, not as a 2 MB tEXt
+    meta = Metadata(text={"Log": "x" * 2_000_000 + "\nlast line"}, compressed_text={"Log": 2_000_000})
+    path = tmp_path / "joined.png"
+    write(path, gradient(5, 7, 3, np.uint8), None, "PNG", meta)
+    assert [c for c, _ in _png_chunks(path.read_bytes()) if c in (b"tEXt", b"zTXt", b"iTXt")] == [b"zTXt"]
+    assert path.stat().st_size < 100_000 and read(path, 10_000).meta.text == meta.text
+
+
 def test_further_pictures_of_an_mpf_jpeg_are_noted(tmp_path):
     # a camera or a scanner's software may append previews (Multi-Picture Format, APP2 "MPF"): only the first
     # image, the photo, is read
