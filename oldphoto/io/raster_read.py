@@ -292,6 +292,20 @@ def _raw_profiles(text: dict[str, str], notes: list[str]) -> dict[str, bytes]:
     return found
 
 
+def _png_resources(profiles: dict[str, bytes], notes: list[str]) -> tuple[bytes | None, list]:
+    """(block, resources) of a PNG's Photoshop image resources (readable_block) from its raw profiles (_raw_profiles):
+    the 8bim text's; ExifTool's whole block in the iptc text joins them (iptc.merged_resources), or stands alone."""
+    block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
+    if "iptc block" not in profiles:
+        return block, resources
+    own, in_iptc = readable_block(profiles["iptc block"], f"PNG text {PNG_IPTC_KEY!r}", notes)
+    if "8bim" not in profiles:
+        return own, in_iptc
+    resources = merged_resources(resources, in_iptc, f"PNG text {PNG_8BIM_KEY!r}", f"PNG text {PNG_IPTC_KEY!r}",
+                                 notes)
+    return pack_resources(resources) or None, resources
+
+
 def _one_of(chunk: bytes | None, profile: bytes | None, what: str, notes: list[str]) -> bytes | None:
     """The PNG's own chunk for EXIF or XMP, else the raw profile text's copy; a differing copy is noted."""
     if chunk is None:
@@ -433,15 +447,7 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
                          "do not see that text")
             orientation = 1
         xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
-        block, resources = readable_block(profiles.get("8bim"), f"PNG text {PNG_8BIM_KEY!r}", notes)
-        if "iptc block" in profiles:  # ExifTool's: its resources join the 8bim text's (iptc.merged_resources)
-            own, in_iptc = readable_block(profiles["iptc block"], f"PNG text {PNG_IPTC_KEY!r}", notes)
-            if "8bim" not in profiles:
-                block, resources = own, in_iptc
-            else:
-                resources = merged_resources(resources, in_iptc, f"PNG text {PNG_8BIM_KEY!r}",
-                                             f"PNG text {PNG_IPTC_KEY!r}", notes)
-                block = pack_resources(resources) or None
+        block, resources = _png_resources(profiles, notes)
         iptc = profiles.get("iptc") or iptc_of(resources)
         meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
                         dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),
