@@ -45,7 +45,6 @@ _DEFAULT_TILE = TileConfig()
 _UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})  # control characters, undecodable bytes, line separators
 
 
-
 # RestoreConfig's refusals name its fields (it is the library's API too); the CLI says them as the options typed.
 _OPTION_WORDS = [
     (re.compile(r"\b(only|save)_mask\b"), r"--\1-mask"),
