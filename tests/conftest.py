@@ -1,6 +1,7 @@
 """Shared by every test: one torch thread; SIGINT as a terminal delivers it, for the tests that send it; the
 weights registry pointed at a test's own folder; mmap refused in chosen folders."""
 
+import contextlib
 import errno
 import mmap
 import os
@@ -21,6 +22,27 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def deadline():
+    """deadline(seconds, why): a context in which a call that blocks for good (opening a FIFO without a writer) raises
+    TimeoutError(why) after `seconds` instead of hanging the test run (SIGALRM; the handler before is put back)."""
+
+    @contextlib.contextmanager
+    def within(seconds: int, why: str):
+        def expired(signum, frame):
+            raise TimeoutError(why)
+
+        old = signal.signal(signal.SIGALRM, expired)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+
+    return within
 
 
 @pytest.fixture

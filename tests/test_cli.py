@@ -2052,7 +2052,7 @@ def test_a_last_report_too_deeply_nested_to_parse_is_kept_not_a_traceback(tmp_pa
 
 
 @pytest.mark.parametrize("where", ["inside", "elsewhere"])
-def test_a_report_path_that_is_not_a_regular_file_is_not_read(tmp_path, fake, where):
+def test_a_report_path_that_is_not_a_regular_file_is_not_read(tmp_path, fake, where, deadline):
     """report.json is a FIFO (or a device): opening it to keep it would wait for a writer for ever, a cron run hung
     with its lock held. Nothing there to keep: the run's report replaces it, as it did before reports were kept."""
     root, out = scans(tmp_path), tmp_path / "out"
@@ -2060,17 +2060,8 @@ def test_a_report_path_that_is_not_a_regular_file_is_not_read(tmp_path, fake, wh
     put(out / STATE_NAME, b"garbage{\n")
     rep.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(rep)
-
-    def hung(signum, frame):
-        raise TimeoutError("the run blocked on the FIFO")
-
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(5)
-    try:
+    with deadline(5, "the run blocked on the FIFO"):
         r = run("restore", root, "--out", out, "--report", rep, "-q")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     why = (f"{out / STATE_NAME}: line 1 is not valid JSON (Expecting value); delete the file "
            f"and rerun with --overwrite to rebuild it")
     assert r.exit_code == 1 and r.stderr.splitlines() == [f"error: {why}"]

@@ -214,23 +214,14 @@ def test_probe_reads_the_header_only(tmp_path):
     _fails(tmp_path / "cut.png", "truncated")
 
 
-def test_a_fifo_where_a_scan_was_is_refused_without_waiting(tmp_path):
+def test_a_fifo_where_a_scan_was_is_refused_without_waiting(tmp_path, deadline):
     """A FIFO (or device) put in place of a scan after the walk: reading it would wait for a writer for good."""
     fifo = tmp_path / "scan.png"
     os.mkfifo(fifo)
-
-    def blocked(signum, frame):
-        raise TimeoutError("opening the FIFO waited for a writer")
-
-    old = signal.signal(signal.SIGALRM, blocked)
-    signal.alarm(5)
-    try:
+    with deadline(5, "opening the FIFO waited for a writer"):
         _fails(fifo, "cannot open", "not a regular file")
         with pytest.raises(ImageError, match="not a regular file"):
             read_source_sha256(fifo)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_a_scan_under_a_lease_is_read_once_the_lease_is_given_up(tmp_path):
