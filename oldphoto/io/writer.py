@@ -108,6 +108,36 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     staging: the file stays under its temp name until staging.commit() (atomic.Staging: the outputs of one source
     replace their paths together).
     """
+    path, fmt = _checked_request(path, pixels, alpha, fmt, jpeg_quality, deflate_level)
+    meta = meta if meta is not None else Metadata()
+    h, w = pixels.shape[:2]
+    notes = _not_carried(meta, fmt)
+    meta = _without_unfit_icc(meta, fmt, pixels.shape[2], notes)
+    ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
+    notes += ifd_notes
+    if fmt == "JPEG":
+        add_jpeg_required(ifd0, w, h)
+    meta = _iptc_padded_for_tiff(meta, fmt)
+    resources = _resources_for(meta, fmt, notes)
+    notes += _format_losses(fmt, pixels, alpha, resources)
+    storage = _tiff_storage(meta, notes) if fmt == "TIFF" else None  # known before the packet is made, which says it
+    exif = None if fmt == "TIFF" else T.build_exif(ifd0, order)  # map_xmp reads ifd0, never changes it
+    # what of the metadata a JPEG's segments cannot hold is settled here, before the packet that says so is made
+    jpeg = _jpeg_settings(meta, exif, resources, jpeg_quality, pixels.shape[2], notes) if fmt == "JPEG" else None
+    xmp = _xmp_packet(provenance_xmp, meta, ifd0, w, h, notes)
+    try:
+        with atomic_output(path, staging) as out:
+            _encode(out, fmt, pixels, alpha, meta, xmp, ifd0, exif, resources, jpeg, storage, deflate_level,
+                    jpeg_quality, notes)
+    except OSError as e:
+        raise ImageError(path, f"cannot write {fmt}: {e.strerror or e}") from e
+    return notes
+
+
+def _checked_request(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, jpeg_quality: int,
+                     deflate_level: int) -> tuple[Path, str]:
+    """write()'s arguments checked, before anything is made: -> (path as a Path, fmt upper-case). Raises ValueError
+    for an argument out of its range, ImageError for pixels larger than the format holds."""
     if not 0 <= deflate_level <= 9:
         raise ValueError(f"deflate_level must be in [0, 9], got {deflate_level}")
     path = Path(path)
@@ -117,34 +147,50 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     _check_arrays(pixels, alpha)
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
-    meta = meta if meta is not None else Metadata()
     h, w = pixels.shape[:2]
     if fmt in _MAX_SIDE and max(h, w) > _MAX_SIDE[fmt]:
         raise ImageError(path, f"{fmt} cannot hold {w} x {h} pixels (at most {_MAX_SIDE[fmt]} a side)")
-    notes = _not_carried(meta, fmt)
-    stored_channels = 3 if fmt == "WEBP" else pixels.shape[2]
+    return path, fmt
+
+
+def _without_unfit_icc(meta: Metadata, fmt: str, channels: int, notes: list[str]) -> Metadata:
+    """`meta` less an ICC profile that does not describe the pixels as stored (a WebP stores gray as RGB), with a
+    note; and a note when a PNG's sRGB chunk gives way to the profile."""
+    stored_channels = 3 if fmt == "WEBP" else channels
     if meta.icc and not _icc_fits(meta.icc, stored_channels):
         notes.append(f"ICC profile ({meta.icc[16:20].decode('latin-1').strip()}) dropped: it does not "
                      f"describe {'gray' if stored_channels == 1 else 'RGB'} pixels")
         meta = dataclasses.replace(meta, icc=None)
     if fmt == "PNG" and meta.icc and "sRGB" in meta.png_chunks:
         notes.append("PNG sRGB chunk not written: the scan's ICC profile is (iCCP), and a PNG holds one or the other")
-    ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
-    notes += ifd_notes
-    if fmt == "JPEG":
-        add_jpeg_required(ifd0, w, h)
-    # Photoshop image resources go where the source kept them (TIFF 34377, JPEG APP13, PNG raw profile); a file
-    # without them gets only its IPTC, as before
+    return meta
+
+
+def _iptc_padded_for_tiff(meta: Metadata, fmt: str) -> Metadata:
+    """`meta` with its IPTC NUL-padded to whole LONG values for a TIFF, else as it is."""
     if fmt == "TIFF" and meta.iptc and len(meta.iptc) % 4:
         # tag 33723 is written as LONG, as Photoshop writes it (Nikon Capture reads no other type, ExifTool's
         # -validate warns about any other): NUL-padded to whole values, which its IPTC digest then covers, as
         # ExifTool's CurrentIPTCDigest does (iptc._iptc_digest)
         meta = dataclasses.replace(meta, iptc=meta.iptc + b"\0" * (-len(meta.iptc) % 4))
-    if meta.photoshop:  # a TIFF or PNG holds the IPTC once, in its own tag or text (see _write_tiff, _write_png)
-        resources = carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes,
-                                      iptc_in_block=fmt not in ("TIFF", "PNG"))
-    else:
-        resources = None
+    return meta
+
+
+def _resources_for(meta: Metadata, fmt: str, notes: list[str]) -> list[tuple[int, bytes, bytes]] | None:
+    """The Photoshop image resources the output carries (iptc.carried_resources), None when the source had none."""
+    # they go where the source kept them (TIFF 34377, JPEG APP13, PNG raw profile); a file without them gets only
+    # its IPTC, as before
+    if not meta.photoshop:
+        return None
+    # a TIFF or PNG holds the IPTC once, in its own tag or text (see _write_tiff, _write_png)
+    return carried_resources(meta.photoshop, meta.iptc, meta.dpi, notes, iptc_in_block=fmt not in ("TIFF", "PNG"))
+
+
+def _format_losses(fmt: str, pixels: np.ndarray, alpha: np.ndarray | None,
+                   resources: list[tuple[int, bytes, bytes]] | None) -> list[str]:
+    """Notes on what of the pixels (H, W, 1|3) and alpha (H, W), and of the Photoshop resources, `fmt` cannot hold
+    as they are."""
+    notes = []
     if fmt in ("JPEG", "WEBP") and pixels.dtype == np.uint16:
         notes.append(f"16-bit reduced to 8-bit: {fmt} holds 8 bits per sample")
     if fmt == "JPEG" and alpha is not None:
@@ -155,43 +201,60 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
                      "hold them")
     if fmt == "WEBP" and pixels.shape[2] == 1:
         notes.append("gray stored as RGB: WEBP has no gray mode")
-    if fmt == "TIFF":  # known before the packet is made, which says it
-        compression, predictor, note = output_compression(meta.tiff_compression)
-        notes += [note] if note else []
-    exif = None if fmt == "TIFF" else T.build_exif(ifd0, order)  # map_xmp reads ifd0, never changes it
-    # what of the metadata a JPEG's segments cannot hold is settled here, before the packet that says so is made
-    jpeg = _jpeg_settings(meta, exif, resources, jpeg_quality, pixels.shape[2], notes) if fmt == "JPEG" else None
-    if callable(provenance_xmp):
-        xmp = provenance_xmp(list(notes))
-        mapped = list(notes)
-        if xmp:
-            mapped_xmp = map_xmp(xmp, meta.frame, ifd0, w, h, mapped)
-            if mapped != notes:  # what of its own values it drops is said in it too: made again with those notes
-                xmp = provenance_xmp(list(mapped))
-                mapped = list(notes)
-                mapped_xmp = map_xmp(xmp, meta.frame, ifd0, w, h, mapped) if xmp else xmp
-            xmp = mapped_xmp
-        notes[:] = mapped
-    else:
-        xmp = provenance_xmp if provenance_xmp is not None else meta.xmp
-        if xmp:
-            xmp = map_xmp(xmp, meta.frame, ifd0, w, h, notes)  # its copies of EXIF values in pixels agree with ifd0's
-    try:
-        with atomic_output(path, staging) as out:
-            if fmt == "TIFF":
-                _write_tiff(out, pixels, alpha, meta, xmp, ifd0, resources, deflate_level, (compression, predictor))
-            elif fmt == "PNG":
-                _write_png(out, pixels, alpha, meta, xmp, exif, resources, deflate_level)
-            else:
-                pixels8 = to_uint8(pixels)
-                if fmt == "JPEG":
-                    _write_jpeg(out, pixels8, xmp, jpeg, notes)
-                else:
-                    _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp, exif,
-                                jpeg_quality, webp_is_lossless(meta, jpeg_quality))
-    except OSError as e:
-        raise ImageError(path, f"cannot write {fmt}: {e.strerror or e}") from e
     return notes
+
+
+def _tiff_storage(meta: Metadata, notes: list[str]) -> tuple[int, int]:
+    """(Compression, Predictor) of a TIFF output (tiff_write.output_compression), with its note if any."""
+    compression, predictor, note = output_compression(meta.tiff_compression)
+    notes += [note] if note else []
+    return compression, predictor
+
+
+def _xmp_packet(provenance_xmp: bytes | Callable[[list[str]], bytes | None] | None, meta: Metadata, ifd0: T.Ifd,
+                w: int, h: int, notes: list[str]) -> bytes | None:
+    """The XMP packet to write (see write()'s provenance_xmp), its values in pixels mapped to the output's w x h
+    (map_xmp), with notes on what mapping drops."""
+    if callable(provenance_xmp):
+        return _provenance_packet(provenance_xmp, meta, ifd0, w, h, notes)
+    xmp = provenance_xmp if provenance_xmp is not None else meta.xmp
+    # its copies of EXIF values in pixels agree with ifd0's
+    return map_xmp(xmp, meta.frame, ifd0, w, h, notes) if xmp else xmp
+
+
+def _provenance_packet(make: Callable[[list[str]], bytes | None], meta: Metadata, ifd0: T.Ifd, w: int, h: int,
+                       notes: list[str]) -> bytes | None:
+    """The packet `make` gives for the notes so far, mapped; made again when mapping drops some of its own values,
+    so that it says that too. `notes` gets those of the mapping (in place: it is write()'s list)."""
+    xmp = make(list(notes))
+    mapped = list(notes)
+    if xmp:
+        mapped_xmp = map_xmp(xmp, meta.frame, ifd0, w, h, mapped)
+        if mapped != notes:  # what of its own values it drops is said in it too: made again with those notes
+            xmp = make(list(mapped))
+            mapped = list(notes)
+            mapped_xmp = map_xmp(xmp, meta.frame, ifd0, w, h, mapped) if xmp else xmp
+        xmp = mapped_xmp
+    notes[:] = mapped
+    return xmp
+
+
+def _encode(out, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, meta: Metadata, xmp: bytes | None,
+            ifd0: T.Ifd, exif: bytes | None, resources, jpeg: _JpegSettings | None, storage: tuple[int, int] | None,
+            deflate_level: int, jpeg_quality: int, notes: list[str]) -> None:
+    """Encode pixels (H, W, 1|3) uint8|uint16 and alpha (H, W) as `fmt` into `out`, with what write() settled; JPEG
+    and WebP get them reduced to 8 bits (to_uint8)."""
+    if fmt == "TIFF":
+        _write_tiff(out, pixels, alpha, meta, xmp, ifd0, resources, deflate_level, storage)
+    elif fmt == "PNG":
+        _write_png(out, pixels, alpha, meta, xmp, exif, resources, deflate_level)
+    else:
+        pixels8 = to_uint8(pixels)
+        if fmt == "JPEG":
+            _write_jpeg(out, pixels8, xmp, jpeg, notes)
+        else:
+            _write_webp(out, pixels8, None if alpha is None else to_uint8(alpha), meta, xmp, exif, jpeg_quality,
+                        webp_is_lossless(meta, jpeg_quality))
 
 
 def _icc_fits(icc: bytes, channels: int) -> bool:
