@@ -140,6 +140,22 @@ def file_reader(fh) -> ReadAt:
     return read_at
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How a directory is laid out: a classic TIFF's or a BigTIFF's."""
+
+    count: str  # struct code of the entry count
+    offset: str  # struct code of an offset (a value's, the next directory's)
+    head: int  # bytes of the entry count
+    entry: int  # bytes of one entry: tag, type, count, value field
+    field: int  # bytes of an entry's value field (values this size or smaller are held in it)
+    next: int  # bytes of the next-directory offset
+
+
+_CLASSIC = _Layout("H", "I", 2, 12, 4, 4)
+_BIGTIFF = _Layout("Q", "Q", 8, 20, 8, 8)
+
+
 def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted: set[int] | None = None,
              follow: tuple[int, ...] = SUB_IFD_TAGS, notes: list[str] | None = None, name: str = "IFD0",
              _depth: int = 0) -> tuple[Ifd, int]:
@@ -157,29 +173,14 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
     """
     if _depth > _MAX_DEPTH:
         raise _LoopError("sub-directories nested too deep (pointer loop?)")
-    cnt_fmt, off_fmt, entry_size = ("Q", "Q", 20) if bigtiff else ("H", "I", 12)
-    next_size = 8 if bigtiff else 4
-    head = read_at(offset, 8 if bigtiff else 2)
-    (n,) = struct.unpack(order + cnt_fmt, head)
-    if n > _MAX_ENTRIES:
-        raise IfdError(f"directory at byte {offset} claims {n} entries")
-    try:
-        body = read_at(offset + len(head), n * entry_size + next_size)
-        (next_offset,) = struct.unpack(order + off_fmt, body[n * entry_size :])
-    except IfdError:  # no room for the next-directory offset: the last directory, when its entries are whole
-        body, next_offset = read_at(offset + len(head), n * entry_size), 0
+    layout = _BIGTIFF if bigtiff else _CLASSIC
+    fields, next_offset = _read_entry_fields(read_at, offset, order, layout)
     ifd = Ifd()
-    field_size = entry_size - 4 - (8 if bigtiff else 4)
     known, bad, said = 0, 0, []
-    fields = [struct.unpack(order + "HH" + off_fmt, body[i * entry_size : (i + 1) * entry_size - field_size])
-              for i in range(n)]
     # a pointer tag repeated: only the copy kept (the last, as for any tag) is followed; following every copy made
     # a few KB of repeated pointers cost n**4 entry reads (IFD0 -> Exif -> Interop -> Interop) and a note per copy
-    last = {tag: i for i, (tag, typ, count) in enumerate(fields) if tag in follow and count == 1 and typ in _POINTERS}
-    for i in range(n):
-        raw = body[i * entry_size : (i + 1) * entry_size]
-        tag, typ, count = fields[i]
-        value_field = raw[4 + field_size :]
+    last = {tag: i for i, (tag, typ, count, _) in enumerate(fields) if _is_pointer(tag, typ, count, follow)}
+    for i, (tag, typ, count, value_field) in enumerate(fields):
         if typ not in TYPE_SIZE:
             continue
         known += 1
@@ -187,15 +188,8 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
             continue
         if last.get(tag, i) != i:
             continue
-        size = count * TYPE_SIZE[typ]
         try:
-            if size > _MAX_VALUE_BYTES:
-                raise IfdError(f"tag {tag} claims {size} bytes")
-            if size <= field_size:
-                data = value_field[:size]
-            else:
-                (where,) = struct.unpack(order + off_fmt, value_field)
-                data = read_at(where, size)
+            data = _entry_value(read_at, order, layout, tag, typ, count, value_field)
         except IfdError as e:
             if notes is None:
                 raise
@@ -203,21 +197,10 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
             said.append(f"EXIF {name} tag {tag:#06x} dropped: its value is unreadable ({e})")
             continue
         entry = Entry(tag, typ, count, swap_order(typ, data) if order == ">" else data)
-        if tag in follow and count == 1 and typ in _POINTERS:
-            sub = _DIRECTORY_NAMES.get(tag, f"{tag:#06x}")
-            sub_notes = None if notes is None else []
-            try:
-                child, _ = read_ifd(read_at, entry.ints()[0], order, bigtiff, follow=follow, notes=sub_notes,
-                                    name=sub, _depth=_depth + 1)
-            except _LoopError:
-                raise
-            except IfdError as e:
-                if notes is None:
-                    raise
-                said.append(f"EXIF {sub} directory dropped: it is unreadable ({e})")
-                continue
-            said += sub_notes or []
-            ifd.children[tag] = child
+        if _is_pointer(tag, typ, count, follow):
+            child = _read_sub_directory(read_at, entry, order, bigtiff, follow, notes is not None, said, _depth)
+            if child is not None:
+                ifd.children[tag] = child
         else:
             ifd.entries[tag] = entry
     if bad > _MAX_BAD or 2 * bad > known:
@@ -225,6 +208,66 @@ def read_ifd(read_at: ReadAt, offset: int, order: str, bigtiff: bool, *, wanted:
     if notes is not None:
         notes += said
     return ifd, next_offset
+
+
+def _read_entry_fields(read_at: ReadAt, offset: int, order: str,
+                       layout: _Layout) -> tuple[list[tuple[int, int, int, bytes]], int]:
+    """The directory at `offset` as its entries' (tag, type, count, raw value field), and the next directory's offset
+    (0 when the end of the data cuts it off). Raises IfdError when the entries are not whole or implausibly many."""
+    head = read_at(offset, layout.head)
+    (n,) = struct.unpack(order + layout.count, head)
+    if n > _MAX_ENTRIES:
+        raise IfdError(f"directory at byte {offset} claims {n} entries")
+    size = n * layout.entry
+    try:
+        body = read_at(offset + len(head), size + layout.next)
+        (next_offset,) = struct.unpack(order + layout.offset, body[size:])
+    except IfdError:  # no room for the next-directory offset: the last directory, when its entries are whole
+        body, next_offset = read_at(offset + len(head), size), 0
+    fields = []
+    for i in range(n):
+        raw = body[i * layout.entry : (i + 1) * layout.entry]
+        tag, typ, count = struct.unpack(order + "HH" + layout.offset, raw[: layout.entry - layout.field])
+        fields.append((tag, typ, count, raw[layout.entry - layout.field :]))
+    return fields, next_offset
+
+
+def _is_pointer(tag: int, typ: int, count: int, follow: tuple[int, ...]) -> bool:
+    """Is the entry a pointer to a sub-directory that is followed?"""
+    return tag in follow and count == 1 and typ in _POINTERS
+
+
+def _entry_value(read_at: ReadAt, order: str, layout: _Layout, tag: int, typ: int, count: int,
+                 value_field: bytes) -> bytes:
+    """An entry's value bytes as stored (in `order`): in its value field when they fit, else at the offset it holds.
+    Raises IfdError for a value implausibly large or outside the data."""
+    size = count * TYPE_SIZE[typ]
+    if size > _MAX_VALUE_BYTES:
+        raise IfdError(f"tag {tag} claims {size} bytes")
+    if size <= layout.field:
+        return value_field[:size]
+    (where,) = struct.unpack(order + layout.offset, value_field)
+    return read_at(where, size)
+
+
+def _read_sub_directory(read_at: ReadAt, pointer: Entry, order: str, bigtiff: bool, follow: tuple[int, ...],
+                        lenient: bool, said: list[str], depth: int) -> Ifd | None:
+    """The sub-directory `pointer` points to, its notes added to `said`; read leniently, one that cannot be read is
+    None with a note there (a pointer loop raises all the same)."""
+    sub = _DIRECTORY_NAMES.get(pointer.tag, f"{pointer.tag:#06x}")
+    sub_notes = [] if lenient else None
+    try:
+        child, _ = read_ifd(read_at, pointer.ints()[0], order, bigtiff, follow=follow, notes=sub_notes, name=sub,
+                            _depth=depth + 1)
+    except _LoopError:
+        raise
+    except IfdError as e:
+        if not lenient:
+            raise
+        said.append(f"EXIF {sub} directory dropped: it is unreadable ({e})")
+        return None
+    said += sub_notes or []
+    return child
 
 
 def serialize(ifd: Ifd, order: str, bigtiff: bool, base: int) -> bytes:
