@@ -182,58 +182,62 @@ class Batch:
         instant after its last check ends the run as the folder's loss, not as theirs. Raises CannotRun when the
         report cannot be written otherwise (the lock is released all the same), unless the run never started
         (`unstarted`: its state file stopped it, which the caller says): then the report's error is one line more."""
-        kept: Path | None = None
-        progress = self.progress
-        report_path: Path | None = self.report_path
-        unsaved = False
-
-        def stop_on(found: FolderLost | None) -> None:
-            """The folder found lost: its state is not rewritten there, and a report goes only where asked outside."""
-            nonlocal lost, report_path
-            if found is not None:
-                lost = found
-                report.stopped = f"{lost.reason}: stopped, nothing more written or recorded"
-                if report_path is not None and _inside_either(report_path, self.out):
-                    report_path = None
-
+        ending = _Ending(report, self.out, lost, self.report_path)
         # checked once more before the state and report go there: it may have gone after the last file
-        stop_on(lost or _folder_lost(lock))
+        ending.stop_on(lost or _folder_lost(lock))
         try:
-            if state is not None:
-                state.close(compact=lost is None)
-        except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
-            unsaved = _name_left(e, progress) or unsaved
-            if lost is None:
-                stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
-            if lost is None:
-                unsaved = True
-                progress.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records appended "
-                                           f"during the run are kept")
+            self._close_state(state, lock, ending)
         finally:
             try:
-                if report_path is not None:
-                    write = True
-                    if unstarted:  # its report lists no file: the last run's is kept first
-                        write, kept = self._keep_last_report(report_path, lock)
-                    if write:
-                        self._write_report(report, report_path, lock)
-            except OSError as e:
-                unsaved = _name_left(e, progress) or unsaved
-                if lost is None and _inside_either(report_path, self.out):
-                    stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
-                if lost is None and unstarted:
-                    unsaved = True
-                    progress.error(report_path, f"cannot write the report ({e.strerror or e})")
-                elif lost is None:
-                    raise CannotRun(f"{report_path}: cannot write the report ({e.strerror or e})") from None
+                self._write_last_report(report, lock, unstarted, ending)
             finally:
-                try:
-                    lock.release()
-                except OSError as e:  # e.g. the folder became read-only: a lock of a finished run is taken over
-                    unsaved = True
-                    progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes "
-                                              f"it over")
-        return lost, unsaved, kept
+                self._release_lock(lock, ending)
+        return ending.lost, ending.unsaved, ending.kept
+
+    def _close_state(self, state: RunState | None, lock: OutputLock, ending: _Ending) -> None:
+        """Close the state, rewritten compactly unless the folder is lost; one that cannot be is an error line (its
+        appended records stay), or the folder's loss when the folder went since its check."""
+        try:
+            if state is not None:
+                state.close(compact=ending.lost is None)
+        except OSError as e:  # e.g. a full disk: the file keeps the records as they were appended
+            ending.unsaved = _name_left(e, self.progress) or ending.unsaved
+            if ending.lost is None:
+                ending.stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
+            if ending.lost is None:
+                ending.unsaved = True
+                self.progress.error(state.path, f"cannot rewrite it compactly ({e.strerror or e}); the records "
+                                                f"appended during the run are kept")
+
+    def _write_last_report(self, report: Report, lock: OutputLock, unstarted: bool, ending: _Ending) -> None:
+        """Write the report where it still goes (ending.report_path), the last run's kept first for a run that never
+        started. Raises CannotRun when it cannot be written, unless the run never started (an error line then) or
+        the folder it goes in is found lost."""
+        path = ending.report_path
+        try:
+            if path is not None:
+                write = True
+                if unstarted:  # its report lists no file: the last run's is kept first
+                    write, ending.kept = self._keep_last_report(path, lock)
+                if write:
+                    self._write_report(report, path, lock)
+        except OSError as e:
+            ending.unsaved = _name_left(e, self.progress) or ending.unsaved
+            if ending.lost is None and _inside_either(path, self.out):
+                ending.stop_on(_folder_lost(lock))  # deleted since its check: the folder's line says it
+            if ending.lost is None and unstarted:
+                ending.unsaved = True
+                self.progress.error(path, f"cannot write the report ({e.strerror or e})")
+            elif ending.lost is None:
+                raise CannotRun(f"{path}: cannot write the report ({e.strerror or e})") from None
+
+    def _release_lock(self, lock: OutputLock, ending: _Ending) -> None:
+        """Release the lock; one that cannot be removed is an error line, and the next run takes it over."""
+        try:
+            lock.release()
+        except OSError as e:  # e.g. the folder became read-only: a lock of a finished run is taken over
+            ending.unsaved = True
+            self.progress.error(lock.path, f"cannot remove the lock ({e.strerror or e}); the next run takes it over")
 
     def _keep_last_report(self, path: Path, lock: OutputLock) -> tuple[bool, Path | None]:
         """Before the report of a run that never started (it lists no file) goes to `path`: the report there, of the
@@ -398,6 +402,28 @@ class Batch:
         result.sidecar = planning.carried_sidecar(src, job.sidecar and job.sidecar.name, outcome.outputs)
         progress.file_done(result)
         return None
+
+
+@dataclass
+class _Ending:
+    """What settling a run's end (Batch._settle) has found so far: the output folder lost, where the report still goes
+    (None: nowhere), whether a file of the run's own could not be rewritten or removed, where the last run's report
+    was kept."""
+
+    report: Report
+    out: Path
+    lost: FolderLost | None
+    report_path: Path | None
+    unsaved: bool = False
+    kept: Path | None = None
+
+    def stop_on(self, found: FolderLost | None) -> None:
+        """The folder found lost: its state is not rewritten there, and a report goes only where asked outside."""
+        if found is not None:
+            self.lost = found
+            self.report.stopped = f"{found.reason}: stopped, nothing more written or recorded"
+            if self.report_path is not None and _inside_either(self.report_path, self.out):
+                self.report_path = None
 
 
 def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tuple[Record, list[Path]]:
