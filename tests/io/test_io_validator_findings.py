@@ -8,6 +8,7 @@ import io
 import struct
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image, PngImagePlugin
 
@@ -194,6 +195,7 @@ def _gps_last_exif() -> bytes:
     return data[6:]
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow reads the same damaged EXIF alongside ours
 def test_exif_whose_last_directory_lacks_its_next_offset_is_kept(tmp_path):
     """An EXIF block whose last directory (GPS, or IFD0 itself) ends without its next-directory offset was refused
     whole as "malformed ... not kept": all of the scan's EXIF was lost. It is read as the last directory, and what is
@@ -239,6 +241,7 @@ def _le_exif(ifd0: list[tuple[int, int, int, bytes]], values: bytes = b"", next_
     return out + struct.pack("<I", next_ifd) + values
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data", "ignore:Truncated File Read")  # Pillow reads it too
 def test_exif_value_or_directory_past_the_end_drops_only_itself(tmp_path):
     """A value whose offset points past the block, a GPS pointer leading nowhere, an IFD1 (thumbnail) offset past the
     end: each dropped alone, as ExifTool does ("Bad offset for IFD0 Make"), not the whole EXIF; the value and the
