@@ -116,7 +116,7 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
     if fmt == "JPEG":
-        add_jpeg_required(ifd0, w, h)
+        add_jpeg_required(ifd0, w, h, pixels.shape[2])
     meta = _iptc_padded_for_tiff(meta, fmt)
     resources = _resources_for(meta, fmt, notes)
     notes += _format_losses(fmt, pixels, alpha, resources)

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image, PngImagePlugin
 
-from io_samples import IPTC, gradient
+from io_samples import IPTC, ascii_, gradient, long_, short, tiff_structure, undefined
 from oldphoto.io import read, write
 from oldphoto.io import iptc as I
 from oldphoto.io import tiff_ifd as T
@@ -133,6 +133,56 @@ def test_a_jpeg_output_gets_the_exif_tags_a_jpeg_requires(tmp_path):
     d = piexif.load(b"Exif\0\0" + read(tmp_path / "out.jpg", 10_000).meta.exif)
     assert d["0th"][531] == 1 and d["Exif"][40962] == 36 and d["Exif"][40963] == 24
     assert d["Exif"][36867] == b"1952:07:14 15:30:00"
+
+
+def _tiff_scan(path, exif_sub: list, channels: int = 3) -> None:
+    """An uncompressed TIFF scan whose Exif directory holds `exif_sub`, as a scanner writes it."""
+    px = gradient(2, 4, channels, np.uint8)
+    layout = [long_(256, 4), long_(257, 2), short(258, *[8] * channels), short(259, 1),
+              short(262, 2 if channels == 3 else 1), short(277, channels), long_(278, 2), ascii_(271, "Epson")]
+    path.write_bytes(tiff_structure("<", layout, exif_sub, strip=px.tobytes()))
+
+
+def _exif_ifd(path) -> dict:
+    ifd0, _, _ = T.parse_exif(read(path, 10_000).meta.exif)
+    return {tag: e.data for tag, e in ifd0.children[T.EXIF_IFD].entries.items()}
+
+
+@pytest.mark.parametrize("channels, components", [(3, b"\1\2\3\0"), (1, b"\1\0\0\0")])
+def test_a_jpeg_output_gets_the_exif_directorys_required_tags_from_a_tiff_scan(tmp_path, channels, components):
+    """ExifTool -validate: "Missing required JPEG ExifIFD tag 0x9000 ExifVersion / 0xa000 FlashpixVersion / 0x9101
+    ComponentsConfiguration" for a scanner TIFF's Exif directory written as JPEG. They describe the file written:
+    EXIF 2.32 and FlashpixVersion 1.0 (what ExifTool writes), and the encoder's components (Y Cb Cr, or Y alone for
+    gray), replacing the TIFF's 4,5,6,0 (uncompressed RGB). ColorSpace is not invented."""
+    src = tmp_path / "scan.tif"
+    _tiff_scan(src, [ascii_(36867, "1952:07:14 15:30:00"), undefined(37121, b"\4\5\6\0")], channels)
+    write(tmp_path / "out.jpg", read(src, 10_000).pixels, None, "JPEG", read(src, 10_000).meta)
+    exif = _exif_ifd(tmp_path / "out.jpg")
+    assert exif[36864] == b"0232" and exif[40960] == b"0100" and exif[37121] == components
+    assert exif[36867] == b"1952:07:14 15:30:00\0" and 40961 not in exif
+    # a TIFF or PNG output gets none of them: the scan's Exif directory is carried as it was
+    for fmt in ("TIFF", "PNG"):
+        out = tmp_path / f"out.{fmt.lower()}"
+        write(out, read(src, 10_000).pixels, None, fmt, read(src, 10_000).meta)
+        exif = _exif_ifd(out)
+        assert 36864 not in exif and 40960 not in exif and exif[37121] == b"\4\5\6\0"
+
+
+def test_the_scans_exif_and_flashpix_versions_are_kept_and_no_exif_directory_is_made(tmp_path):
+    """A version the scan's Exif directory states is kept (the tags it carries follow that version's rules); a scan
+    without an Exif directory gets none just for these tags (ExifTool requires them only of one that exists)."""
+    src = tmp_path / "scan.tif"
+    _tiff_scan(src, [undefined(36864, b"0220"), undefined(40960, b"0101"), ascii_(36867, "1952:07:14 15:30:00")])
+    pic = read(src, 10_000)
+    write(tmp_path / "out.jpg", pic.pixels, None, "JPEG", pic.meta)
+    exif = _exif_ifd(tmp_path / "out.jpg")
+    assert exif[36864] == b"0220" and exif[40960] == b"0101" and exif[37121] == b"\1\2\3\0"
+    bare = tmp_path / "bare.tif"
+    _tiff_scan(bare, [])
+    pic = read(bare, 10_000)
+    write(tmp_path / "bare.jpg", pic.pixels, None, "JPEG", pic.meta)
+    ifd0, _, _ = T.parse_exif(read(tmp_path / "bare.jpg", 10_000).meta.exif)
+    assert T.EXIF_IFD not in ifd0.children and ifd0.entries[531].ints() == (1,)
 
 
 def test_a_little_endian_unicode_text_in_a_big_endian_exif_is_not_swapped_into_the_wrong_order(tmp_path):
