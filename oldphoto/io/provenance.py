@@ -43,7 +43,8 @@ _FILE_LAYOUT = tuple(f"{{{ns}}}{local}" for ns, names in (
     (_TIFF_NS, ("ImageWidth", "ImageLength", "BitsPerSample", "Compression", "PhotometricInterpretation",
                 "SamplesPerPixel", "PlanarConfiguration", "YCbCrSubSampling", "YCbCrPositioning", "Orientation",
                 "XResolution", "YResolution", "ResolutionUnit", "NativeDigest")),
-    (_EXIF_NS, ("PixelXDimension", "PixelYDimension", "NativeDigest")),
+    (_EXIF_NS, ("PixelXDimension", "PixelYDimension", "ComponentsConfiguration", "CompressedBitsPerPixel",
+               "NativeDigest")),
     (_PHOTOSHOP_NS, ("ColorMode", "ICCProfile")),
     (xmp_tree.XMP_NOTE_NS, ("HasExtendedXMP",)),  # the source JPEG's extension segments are not this file's
 ) for local in names)

@@ -86,11 +86,15 @@ def test_properties_restating_the_source_files_layout_are_removed():
                      b'photoshop:ColorMode="3" photoshop:City="Lyon" xmpNote:HasExtendedXMP="0123456789ABCDEF">'
                      b'<tiff:BitsPerSample><rdf:Seq><rdf:li>16</rdf:li><rdf:li>16</rdf:li><rdf:li>16</rdf:li></rdf:Seq>'
                      b'</tiff:BitsPerSample><exif:PixelYDimension>3000</exif:PixelYDimension>'
+                     b'<exif:ComponentsConfiguration><rdf:Seq><rdf:li>4</rdf:li><rdf:li>5</rdf:li><rdf:li>6</rdf:li>'
+                     b'<rdf:li>0</rdf:li></rdf:Seq></exif:ComponentsConfiguration>'
+                     b'<exif:CompressedBitsPerPixel>4/1</exif:CompressedBitsPerPixel>'
                      b'<tiff:Make>Epson</tiff:Make><dc:rights>CC BY</dc:rights>'
                      b'</rdf:Description>')
     packet = _build(source)
     for gone in (b"Orientation", b"ImageWidth", b"ImageLength", b"XResolution", b"ResolutionUnit", b"PixelXDimension",
-                 b"PixelYDimension", b"BitsPerSample", b"ColorMode", b"HasExtendedXMP"):
+                 b"PixelYDimension", b"BitsPerSample", b"ColorMode", b"HasExtendedXMP", b"ComponentsConfiguration",
+                 b"CompressedBitsPerPixel"):
         assert gone not in packet, gone
     root = ET.fromstring(packet)
     desc = root.find(".//rdf:Description", NS)
