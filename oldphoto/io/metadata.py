@@ -273,22 +273,32 @@ _WRITTEN_VERSIONS = {_EXIF_VERSION: b"0232", _FLASHPIX_VERSION: b"0100"}
 _JPEG_COMPONENTS = {3: b"\x01\x02\x03\x00", 1: b"\x01\x00\x00\x00"}  # Y Cb Cr; Y alone (the others: 0, none)
 
 
+def add_exif_versions(ifd: T.Ifd) -> None:
+    """ExifVersion 0232 and FlashpixVersion 0100 in the Exif sub-directory of IFD0 `ifd`, where it exists and lacks
+    them: they describe the EXIF block as written (every tag ExifTool knows is defined by 2.32 or before, and EXIF
+    3.0's UTF-8 entries are not read), not the photo, and ExifTool's -validate requires them in a JPEG's and in a
+    TIFF's ("Missing required ... ExifIFD tag"). A version the scan stated is kept. No Exif sub-directory is made for
+    them (ExifTool requires them only of one that exists)."""
+    exif = ifd.children.get(T.EXIF_IFD)
+    if exif is not None and exif:
+        for tag, version in _WRITTEN_VERSIONS.items():
+            exif.entries.setdefault(tag, T.bytes_entry(tag, T.UNDEFINED, version))
+
+
 def add_jpeg_required(ifd: T.Ifd, width: int, height: int, channels: int = 3) -> None:
     """The tags EXIF requires of a JPEG that a scan of another format may not have given (ExifTool's -validate:
     "Missing required JPEG ... tag"): YCbCrPositioning, 1 (centred, JFIF's chroma siting, which the encoder writes),
-    and, in an EXIF sub-directory, PixelX/YDimension, the size of the compressed image, ExifVersion 0232 and
-    FlashpixVersion 0100. Those present are kept. ComponentsConfiguration describes the `channels`-channel data the
-    encoder writes (1,2,3,0: Y Cb Cr; 1,0,0,0 for gray: Y alone), so it is always set: a TIFF scan's (4,5,6,0, its
-    uncompressed RGB) or a colour scan's in a gray output would be wrong for this file. No Exif sub-directory is
-    made for them (ExifTool requires them only of one that exists), and ColorSpace is not added (sRGB or
-    uncalibrated: a fact about the photo's colours the scan did not state)."""
+    and, in an EXIF sub-directory, PixelX/YDimension, the size of the compressed image (and the versions every
+    output gets: add_exif_versions). Those present are kept. ComponentsConfiguration describes the `channels`-channel
+    data the encoder writes (1,2,3,0: Y Cb Cr; 1,0,0,0 for gray: Y alone), so it is always set: a TIFF scan's
+    (4,5,6,0, its uncompressed RGB) or a colour scan's in a gray output would be wrong for this file. No Exif
+    sub-directory is made for them, and ColorSpace is not added (sRGB or uncalibrated: a fact about the photo's
+    colours the scan did not state)."""
     ifd.entries.setdefault(531, T.short_entry(531, 1))
     exif = ifd.children.get(T.EXIF_IFD)
     if exif is not None and exif:
         for tag, value in ((PIXEL_X_DIMENSION, width), (PIXEL_Y_DIMENSION, height)):
             exif.entries.setdefault(tag, T.int_entry(tag, value))
-        for tag, version in _WRITTEN_VERSIONS.items():
-            exif.entries.setdefault(tag, T.bytes_entry(tag, T.UNDEFINED, version))
         components = _JPEG_COMPONENTS[channels]
         exif.entries[_COMPONENTS_CONFIGURATION] = T.bytes_entry(_COMPONENTS_CONFIGURATION, T.UNDEFINED, components)
 

@@ -45,7 +45,7 @@ from . import xmp_tree
 from .atomic import Staging, atomic_output
 from .iptc import (IPTC_RESOURCE, PNG_8BIM_KEY, PNG_IPTC_KEY, carried_resources, jpeg_app13, jpeg_app13_iptc,
                    pack_resources, png_text, resource_name)
-from .metadata import PNG_TEXT_TO_TAG, Metadata, add_jpeg_required, aspect_within, output_ifd0
+from .metadata import PNG_TEXT_TO_TAG, Metadata, add_exif_versions, add_jpeg_required, aspect_within, output_ifd0
 from .pixel_tags import map_xmp
 from .tiff_write import output_compression, write_tiff
 
@@ -115,6 +115,7 @@ def write(path: str | Path, pixels: np.ndarray, alpha: np.ndarray | None, fmt: s
     meta = _without_unfit_icc(meta, fmt, pixels.shape[2], notes)
     ifd0, order, ifd_notes = output_ifd0(meta, width=w, height=h, software=software, for_tiff=fmt == "TIFF")
     notes += ifd_notes
+    add_exif_versions(ifd0)
     if fmt == "JPEG":
         add_jpeg_required(ifd0, w, h, pixels.shape[2])
     meta = _iptc_padded_for_tiff(meta, fmt)
