@@ -27,6 +27,10 @@ LAYOUT_TAGS = frozenset({
     325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 532,
 })
 YCBCR_TAGS = frozenset({529, 531})  # JPEG EXIF convention; meaningless in an RGB TIFF
+# Exif ComponentsConfiguration and CompressedBitsPerPixel: how the scan's file stored its pixels (a camera JPEG's
+# Y,Cb,Cr and 4 bits a pixel; a TIFF's 4,5,6,0), wrong in a re-encoded output, and "not allowed in TIFF" (ExifTool's
+# -validate); dropped from every output's Exif directory, as their XMP counterparts are (provenance._FILE_LAYOUT)
+SOURCE_COMPRESSION_TAGS = frozenset({37121, 37122})
 # What Windows Explorer writes in IFD0 of a TIFF (and JPEG EXIF) when an archivist edits its title, comments,
 # authors, tags, subject or rating: carried entry by entry, as stored (UCS-2 bytes), like the rest of EXIF.
 WINDOWS_TAGS = {18246: "Rating", 18249: "RatingPercent", 40091: "XPTitle", 40092: "XPComment", 40093: "XPAuthor",
@@ -258,6 +262,8 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
         for tag, value in ((PIXEL_X_DIMENSION, width), (PIXEL_Y_DIMENSION, height)):
             if tag in exif.entries:
                 exif.entries[tag] = T.int_entry(tag, value)
+        for tag in SOURCE_COMPRESSION_TAGS:  # the scan's file, not this one (a JPEG's: add_jpeg_required)
+            exif.entries.pop(tag, None)
     map_exif(ifd, meta.frame, width, height, notes)
     if for_tiff and order == ">":  # the TIFF writer is little-endian: Unicode texts go over to its byte order
         _unicode_texts_little_endian(ifd)

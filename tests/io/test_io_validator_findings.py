@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image, PngImagePlugin
 
-from io_samples import IPTC, ascii_, gradient, long_, short, tiff_structure, undefined
+from io_samples import IPTC, ascii_, gradient, long_, rational, short, tiff_structure, undefined
 from oldphoto.io import read, write
 from oldphoto.io import iptc as I
 from oldphoto.io import tiff_ifd as T
@@ -161,12 +161,31 @@ def test_a_jpeg_output_gets_the_exif_directorys_required_tags_from_a_tiff_scan(t
     assert exif[36864] == b"0232" and exif[40960] == b"0100" and exif[37121] == components
     assert exif[36867] == b"1952:07:14 15:30:00\0" and 40961 not in exif
     # a TIFF or PNG output gets the versions (ExifTool requires them of a TIFF's Exif directory too: "Missing
-    # required TIFF ExifIFD tag"), and keeps the scan's components, which describe its uncompressed RGB
+    # required TIFF ExifIFD tag"), but not the scan's components, which described the scan's file (ExifTool: "not
+    # allowed in TIFF"; test_the_scans_compression_tags_are_not_carried)
     for fmt in ("TIFF", "PNG"):
         out = tmp_path / f"out.{fmt.lower()}"
         write(out, read(src, 10_000).pixels, None, fmt, read(src, 10_000).meta)
         exif = _exif_ifd(out)
-        assert exif[36864] == b"0232" and exif[40960] == b"0100" and exif[37121] == b"\4\5\6\0"
+        assert exif[36864] == b"0232" and exif[40960] == b"0100" and 37121 not in exif
+        assert exif[36867] == b"1952:07:14 15:30:00\0"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF", "PNG", "WEBP"])
+def test_the_scans_compression_tags_are_not_carried(tmp_path, fmt):
+    """A camera JPEG's ComponentsConfiguration (Y,Cb,Cr) and CompressedBitsPerPixel describe how that file was
+    compressed: carried into a TIFF, ExifTool's -validate reports both ("not allowed in TIFF"), and in a re-encoded
+    JPEG, a PNG or a WebP (a gray one too) they state a compression the file does not have; the XMP drops them
+    likewise. A JPEG output gets its own ComponentsConfiguration (add_jpeg_required)."""
+    src = tmp_path / "scan.tif"
+    _tiff_scan(src, [ascii_(36867, "1952:07:14 15:30:00"), undefined(37121, b"\1\2\3\0"), rational(37122, (4, 1))],
+               1)
+    pic = read(src, 10_000)
+    out = tmp_path / f"out.{fmt.lower()}"
+    write(out, pic.pixels, None, fmt, pic.meta)
+    exif = _exif_ifd(out)
+    assert 37122 not in exif and exif[36867] == b"1952:07:14 15:30:00\0"
+    assert exif.get(37121) == (b"\1\0\0\0" if fmt == "JPEG" else None)
 
 
 def test_the_scans_exif_and_flashpix_versions_are_kept_and_no_exif_directory_is_made(tmp_path):
