@@ -88,6 +88,10 @@ def _is_shape_note(text: str) -> bool:
     return isinstance(value, dict) and list(value) == ["shape"]
 
 
+# BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG: the integer types a resolution written with the wrong type is found in
+_INT_TYPES = (T.BYTE, T.SHORT, T.LONG, 6, 8, 9)
+
+
 def tags_from_ifd(ifd: T.Ifd) -> dict[int, object]:
     """Descriptive and resolution tags of a directory as Python values (see Metadata.tiff_tags)."""
     out: dict[int, object] = {}
@@ -98,7 +102,9 @@ def tags_from_ifd(ifd: T.Ifd) -> dict[int, object]:
             out[tag] = e.text()
         elif tag in (X_RESOLUTION, Y_RESOLUTION) and e.type == T.RATIONAL and e.count == 1:
             out[tag] = e.rationals()[0]
-        elif tag == RESOLUTION_UNIT and e.type in (T.SHORT, T.LONG) and e.count == 1:
+        elif tag in (X_RESOLUTION, Y_RESOLUTION) and e.type in _INT_TYPES and e.count == 1 and e.ints()[0] >= 0:
+            out[tag] = (e.ints()[0], 1)  # a whole number in an integer type (gThumb writes SLONG), as ExifTool reads it
+        elif tag == RESOLUTION_UNIT and e.type in _INT_TYPES and e.count == 1:
             out[tag] = e.ints()[0]
     return out
 
