@@ -266,7 +266,9 @@ def output_ifd0(meta: Metadata, *, width: int, height: int, software: str,
     exif = ifd.children.get(T.EXIF_IFD)
     if exif is not None:
         for tag, value in ((PIXEL_X_DIMENSION, width), (PIXEL_Y_DIMENSION, height)):
-            if tag in exif.entries:
+            if tag in exif.entries and for_tiff:  # EXIF: not in a TIFF, whose ImageWidth/Length give it (ExifTool
+                del exif.entries[tag]  # -validate: "ExifImageWidth is not allowed in TIFF")
+            elif tag in exif.entries:
                 exif.entries[tag] = T.int_entry(tag, value)
         for tag in SOURCE_COMPRESSION_TAGS:  # the scan's file, not this one (a JPEG's: add_jpeg_required)
             exif.entries.pop(tag, None)
