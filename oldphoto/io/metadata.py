@@ -353,5 +353,5 @@ def _unicode_texts_little_endian(ifd: T.Ifd) -> None:
             if not _ucs2_big_endian(text):
                 continue
             even = len(text) - len(text) % 2
-            swapped = bytes(text[i ^ 1] for i in range(even)) + text[even:]
+            swapped = T.swap_order(T.SHORT, text[:even]) + text[even:]
             child.entries[tag] = T.Entry(tag, e.type, e.count, code + swapped)
