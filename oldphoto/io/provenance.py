@@ -80,10 +80,15 @@ def _simple_values(d: ET.Element, prop: str) -> list[str]:
     return values + [(c.text or "").strip() for c in d.findall(prop)]
 
 
+def _first_simple(descriptions: list[ET.Element], prop: str) -> str | None:
+    """The first non-empty value of a simple property in `descriptions` (None when none has one)."""
+    return next((v for d in descriptions for v in _simple_values(d, prop) if v), None)
+
+
 def _pop_simple(descriptions: list[ET.Element], prop: str) -> str | None:
     """Remove a simple property (attribute or element form) from every rdf:Description; return its first
     non-empty value."""
-    found = next((v for d in descriptions for v in _simple_values(d, prop) if v), None)
+    found = _first_simple(descriptions, prop)
     for d in descriptions:
         d.attrib.pop(prop, None)
         for child in d.findall(prop):
@@ -131,7 +136,7 @@ def xmp_ids(packet: bytes | None, source_name: str = "XMP") -> ParentIds | None:
     except XmpError:
         return None
     descriptions = _top_descriptions(root)
-    ids = ParentIds(*(next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", local)) if v), None)
+    ids = ParentIds(*(_first_simple(descriptions, _q("xmpMM", local))
                       for local in ("DocumentID", "InstanceID", "OriginalDocumentID")))
     return ids if ids != ParentIds() else None
 
@@ -377,8 +382,7 @@ def read_provenance(path: str | Path) -> Provenance | None:
         return None
     if not software.startswith("oldphoto ") or not isinstance(parameters, dict):
         return None
-    mm = {local: next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", local)) if v), None)
-          for local in ("DocumentID", "InstanceID")}
+    mm = {local: _first_simple(descriptions, _q("xmpMM", local)) for local in ("DocumentID", "InstanceID")}
     when = (last.findtext(_q("stEvt", "when")) or "").strip() or None
     event_instance = (last.findtext(_q("stEvt", "instanceID")) or "").strip() or None
     notes = next((tuple(li.text or "" for li in seq.findall(_q("rdf", "li")))
@@ -398,7 +402,7 @@ def _named_parent(root: ET.Element) -> ParentIds:
     def ref(local: str) -> str | None:
         return next((v for r in refs for e in r.iter() for v in _simple_values(e, _q("stRef", local)) if v), None)
 
-    original = next((v for d in descriptions for v in _simple_values(d, _q("xmpMM", "OriginalDocumentID")) if v), None)
+    original = _first_simple(descriptions, _q("xmpMM", "OriginalDocumentID"))
     return ParentIds(ref("documentID"), ref("instanceID"), original)
 
 
