@@ -400,8 +400,12 @@ def _jfif_first(image: Image.Image, kwargs: dict) -> bool:
     written to it is a note the packet gives."""
     buf = io.BytesIO()
     image.save(buf, "JPEG", **{k: v for k, v in kwargs.items() if k in ("quality", "subsampling", "dpi")})
-    head = buf.getvalue()[:11]
-    return head[:4] == b"\xff\xd8\xff\xe0" and head[6:11] == b"JFIF\0"  # SOI, APP0 JFIF first
+    return _starts_with_jfif(buf.getvalue())
+
+
+def _starts_with_jfif(head: bytes) -> bool:
+    """Whether a JPEG's first bytes are SOI then an APP0 JFIF segment."""
+    return head[:4] == b"\xff\xd8\xff\xe0" and head[6:11] == b"JFIF\0"
 
 
 def _write_jpeg(out, pixels8, xmp: bytes | None, settings: _JpegSettings, notes: list[str]) -> None:
@@ -445,7 +449,7 @@ def _jfif_aspect(out, start: int, aspect: tuple[int, int], notes: list[str]) -> 
     end = out.tell()
     out.seek(start)
     head = out.read(18)
-    if head[:4] == b"\xff\xd8\xff\xe0" and head[6:11] == b"JFIF\0":  # SOI, APP0 JFIF first
+    if _starts_with_jfif(head):
         out.seek(start + 13)  # units (1 byte), X density, Y density (2 bytes each, big-endian)
         out.write(struct.pack(">BHH", 0, *aspect))
     else:  # not met: _jpeg_settings asked the encoder first; said all the same should it write otherwise now
