@@ -131,7 +131,8 @@ def carried_packet(packet: bytes, *, sidecar_name: str, meta: Metadata, width: i
     xmp = provenance_xmp(packet, notes=mine, software=software, **provenance)
     ifd0, _, _ = output_ifd0(meta, width=width, height=height, software=software, for_tiff=fmt == "TIFF")
     xmp = map_xmp(xmp, meta.frame, ifd0, width, height, mine)  # output_ifd0's notes are the image's, said there
-    notes.extend(f"XMP sidecar {sidecar_name}: {n}" for n in mine if f"XMP sidecar {sidecar_name}: {n}" not in notes)
+    prefix = f"{SIDECAR_NOTE}{sidecar_name}: "
+    notes.extend(prefix + n for n in mine if prefix + n not in notes)
     return _DECLARATION + xmp_tree.unpadded(xmp) + b"\n"
 
 
