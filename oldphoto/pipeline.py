@@ -319,8 +319,6 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     outputs = output_paths(out_base, suffix, cfg, style)
     _refuse_overwriting_source(src, outputs)
     carried, known = _read_sidecar(sidecar, notes) if sidecar is not None else (None, None)
-    if sidecar is not None and carried is None:
-        stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     # the scan, as every output and the restoration's sidecar name it: one parent, said alike in each packet
     parent = oio.parent_ids(pic.meta.xmp, carried[0] if carried is not None else None)
     job = TiledPass(src=src, cfg=cfg, models=models, device=device, seconds=seconds, notes=notes,
@@ -599,10 +597,11 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     name + sha256, the mask's coverage and the file's lasting notes known as it is written (report.lasting_notes; so
     a run that recognises the outputs after a lost state file can report them, as a record would).
 
-    sidecar: the source's XMP sidecar (content, identity), written to the last of `outputs`, beside the first item
-    (the restored photo), with that photo's history entry (io.sidecar), and put in place with the rest; one that
-    cannot be parsed is left out with a note. `stale` files, and the sidecar's path when it is left out, are removed
-    as the outputs go in. Returns whether the sidecar was written.
+    sidecar: the source's XMP sidecar (content, identity), written to the last of `outputs` (then one more than
+    `items`: the sidecar's path), beside the first item (the restored photo), with that photo's history entry
+    (io.sidecar), and put in place with the rest; one that cannot be parsed is left out with a note. `stale` files,
+    and the sidecar's path when no sidecar is written there (none given, or left out), are removed as the outputs go
+    in. Returns whether the sidecar was written.
 
     parent: the source's identity (oio.parent_ids), which every output's xmpMM:DerivedFrom and OriginalDocumentID
     state, the sidecar's too, whichever packet each was made from; None: each from its own source packet.
@@ -631,7 +630,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             provenance["sidecar_sha256"] = read.sha256  # every output says which sidecar went with them
         except XmpError as e:  # the photo is restored all the same, without it
             notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
-            stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
+    if packet is None and len(outputs) > len(items):  # a sidecar's path, none written there: unreadable or left out
+        stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     kept: list[str] = []  # the lasting notes the restoration's packet says; its sidecar says the same
     with _staged(gate) as staging:
         for i, (path, (pixels, alpha, fmt, meta)) in enumerate(zip(outputs, items)):

@@ -177,7 +177,7 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
                 if is_image_name(entry.name):
                     images.append(Found(path, rel / entry.name))
             elif is_image_name(entry.name):  # never opened: reading a FIFO could wait for good
-                into.problems.append(ImageError(path, _not_a_file_or_folder(path)))
+                into.problems.append(ImageError(path, _not_regular(mode)))
         found.extend(_with_sidecars(images, match_sidecars(files)))
 
     visit(root, Path())
@@ -237,6 +237,11 @@ def _not_a_file_or_folder(path: Path) -> str:
         return "no such file or folder"
     except OSError as e:
         return f"cannot stat ({e.strerror or e})"
+    return _not_regular(mode)
+
+
+def _not_regular(mode: int) -> str:
+    """Why something of `mode` (st_mode), neither a regular file nor a folder, is not read."""
     kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
     return f"not a regular file or folder ({kind})" if kind else "not a regular file or folder"
 
