@@ -55,21 +55,16 @@ class Picture:
     notes: list[str] = field(default_factory=list)  # conversions made on read, e.g. "CMYK converted to RGB"
 
 
-def sniff(head: bytes) -> str | None:
-    """Format from the first 12 bytes, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return "TIFF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
+# the signatures a file starts with (a WebP's is split: RIFF, its size, WEBP), for sniff and _cut_short
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
                (b"II+\0", "TIFF"), (b"MM\0+", "TIFF"))
+
+
+def sniff(head: bytes) -> str | None:
+    """Format from the first 12 bytes, or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((f for sig, f in _SIGNATURES if head.startswith(sig)), None)
 
 
 def _cut_short(head: bytes) -> str | None:
@@ -80,6 +75,7 @@ def _cut_short(head: bytes) -> str | None:
     if head[:4] == b"RIFF"[: len(head)] and b"WEBP".startswith(head[8:12]) and len(head) < 12:
         return "WebP"
     return next((f for sig, f in _SIGNATURES if len(head) < len(sig) and sig.startswith(head)), None)
+
 
 # What decoders raise on damaged or unsupported files (imagecodecs errors are RuntimeErrors).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error,
