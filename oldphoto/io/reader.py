@@ -170,14 +170,19 @@ def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:
     return (h, w) if orientation >= 5 else (w, h)
 
 
+def _info(fmt: str, pl) -> ImageInfo:
+    """What probe() says of the planned read `pl`: its size upright."""
+    w, h = _upright_shape(pl.width, pl.height, pl.orientation)
+    return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
+
+
 def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
     """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded.
     max_pixels: refuse (ImageError, as read does) an image with more pixels."""
     path = Path(path)
     with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed; probe reports no notes
         pl = _plan(fh, fmt, path, max_pixels, header_only=True)
-        w, h = _upright_shape(pl.width, pl.height, pl.orientation)
-        return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
+        return _info(fmt, pl)
 
 
 _HEADER_BUFFER = 64  # bytes read at a time by lossless_webp: the RIFF header and the first chunk's header fit
@@ -207,12 +212,8 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
         pl = _plan(fh, fmt, path, max_pixels)
         with _decoding(path, fmt):
             meta = pl.metadata()
-        w, h = _upright_shape(pl.width, pl.height, pl.orientation)
-        info = ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
-    if pl.orientation != 1:
-        meta.frame = PixelFrame(pl.orientation)
-        if pl.orientation >= 5:
-            _transpose_resolution(meta)
+        info = _info(fmt, pl)
+    _turn_metadata(meta, pl.orientation)
     return info, meta
 
 
@@ -239,13 +240,19 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
             pixels = upright(pixels, pl.orientation, tmp_dir)
             alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
             notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
-            meta.frame = PixelFrame(pl.orientation)  # the writer maps EXIF values given in the stored pixels
-            if pl.orientation >= 5:
-                _transpose_resolution(meta)
+            _turn_metadata(meta, pl.orientation)
     notes += placed
     if alpha is not None and alpha.shape != pixels.shape[:2]:
         raise ImageError(path, f"alpha {alpha.shape} does not match pixels {pixels.shape}")
     return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)
+
+
+def _turn_metadata(meta: Metadata, orientation: int) -> None:
+    """`meta` for pixels that orientation `orientation` has turned upright (read, read_metadata)."""
+    if orientation != 1:
+        meta.frame = PixelFrame(orientation)  # the writer maps EXIF values given in the stored pixels
+        if orientation >= 5:
+            _transpose_resolution(meta)
 
 
 def _transpose_resolution(meta: Metadata) -> None:
