@@ -64,7 +64,7 @@ class PngChunks:
     others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
-    plte: bytes | None = None  # the PLTE chunk as stored (length, type, data, CRC), for PixelChunks
+    plte: bytes | None = None  # the first PLTE chunk's data, for PixelChunks
     color: dict[str, bytes] = field(default_factory=dict)
     frames: int = 1  # from acTL: an animated PNG has more than one
     idat: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) of runs of whole IDAT chunks
@@ -156,14 +156,8 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             (crc,) = struct.unpack(">I", fh.read(4))
             if zlib.crc32(data, zlib.crc32(ctype)) != crc:
                 raise ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
-            if ctype == b"PLTE" and info.plte is None:
-                info.plte = _as_stored(length, ctype, data, crc)
             _take(info, ctype, data)
     return info
-
-
-def _as_stored(length: int, ctype: bytes, data: bytes, crc: int) -> bytes:
-    return struct.pack(">I4s", length, ctype) + data + struct.pack(">I", crc)
 
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
@@ -185,6 +179,8 @@ def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:
                                 "nothing")
         else:
             info.phys = phys
+    elif ctype == b"PLTE" and info.plte is None:
+        info.plte = data
     elif ctype == b"tRNS" and not info.idat:  # after the pixel data it is out of place; libpng ignores it
         info.trns = data
     elif ctype == b"acTL" and len(data) == 8:
@@ -310,13 +306,14 @@ class PixelChunks(io.RawIOBase):
             raise ValueError("no IDAT chunk (no pixel data)")
         fh.seek(0)
         head = fh.read(33)  # signature and IHDR, CRC included, as stored
+        plte = chunk(b"PLTE", info.plte) if info.plte is not None else b""  # as stored: its CRC was checked
         trns = chunk(b"tRNS", info.trns) if info.trns is not None else b""
         # the first run of IDAT chunks: shown the whole file, Pillow too stopped at the chunk after it (IDAT chunks
         # that come after another chunk are not read; the pixels of a stream that ended before them are)
         first, n = info.idat[0]
         # (start in this stream, bytes, offset in fh or the bytes themselves)
         self._parts = [(0, len(head), head)]
-        for part in (info.plte or b"", trns, first, chunk(b"IEND", b"")):
+        for part in (plte, trns, first, chunk(b"IEND", b"")):
             start = self._parts[-1][0] + self._parts[-1][1]
             if isinstance(part, int):
                 self._parts.append((start, n, part))

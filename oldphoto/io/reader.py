@@ -55,21 +55,16 @@ class Picture:
     notes: list[str] = field(default_factory=list)  # conversions made on read, e.g. "CMYK converted to RGB"
 
 
-def sniff(head: bytes) -> str | None:
-    """Format from the first 12 bytes, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return "TIFF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
+# the signatures a file starts with (a WebP's is split: RIFF, its size, WEBP), for sniff and _cut_short
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
                (b"II+\0", "TIFF"), (b"MM\0+", "TIFF"))
+
+
+def sniff(head: bytes) -> str | None:
+    """Format from the first 12 bytes, or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((f for sig, f in _SIGNATURES if head.startswith(sig)), None)
 
 
 def _cut_short(head: bytes) -> str | None:
@@ -80,6 +75,7 @@ def _cut_short(head: bytes) -> str | None:
     if head[:4] == b"RIFF"[: len(head)] and b"WEBP".startswith(head[8:12]) and len(head) < 12:
         return "WebP"
     return next((f for sig, f in _SIGNATURES if len(head) < len(sig) and sig.startswith(head)), None)
+
 
 # What decoders raise on damaged or unsupported files (imagecodecs errors are RuntimeErrors).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error,
@@ -174,14 +170,19 @@ def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:
     return (h, w) if orientation >= 5 else (w, h)
 
 
+def _info(fmt: str, pl) -> ImageInfo:
+    """What probe() says of the planned read `pl`: its size upright."""
+    w, h = _upright_shape(pl.width, pl.height, pl.orientation)
+    return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
+
+
 def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
     """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded.
     max_pixels: refuse (ImageError, as read does) an image with more pixels."""
     path = Path(path)
     with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed; probe reports no notes
         pl = _plan(fh, fmt, path, max_pixels, header_only=True)
-        w, h = _upright_shape(pl.width, pl.height, pl.orientation)
-        return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
+        return _info(fmt, pl)
 
 
 _HEADER_BUFFER = 64  # bytes read at a time by lossless_webp: the RIFF header and the first chunk's header fit
@@ -211,12 +212,8 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
         pl = _plan(fh, fmt, path, max_pixels)
         with _decoding(path, fmt):
             meta = pl.metadata()
-        w, h = _upright_shape(pl.width, pl.height, pl.orientation)
-        info = ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
-    if pl.orientation != 1:
-        meta.frame = PixelFrame(pl.orientation)
-        if pl.orientation >= 5:
-            _transpose_resolution(meta)
+        info = _info(fmt, pl)
+    _turn_metadata(meta, pl.orientation)
     return info, meta
 
 
@@ -243,13 +240,19 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
             pixels = upright(pixels, pl.orientation, tmp_dir)
             alpha = upright(alpha, pl.orientation, tmp_dir) if alpha is not None else None
             notes.append(f"orientation {pl.orientation} applied: pixels are stored upright")
-            meta.frame = PixelFrame(pl.orientation)  # the writer maps EXIF values given in the stored pixels
-            if pl.orientation >= 5:
-                _transpose_resolution(meta)
+            _turn_metadata(meta, pl.orientation)
     notes += placed
     if alpha is not None and alpha.shape != pixels.shape[:2]:
         raise ImageError(path, f"alpha {alpha.shape} does not match pixels {pixels.shape}")
     return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)
+
+
+def _turn_metadata(meta: Metadata, orientation: int) -> None:
+    """`meta` for pixels that orientation `orientation` has turned upright (read, read_metadata)."""
+    if orientation != 1:
+        meta.frame = PixelFrame(orientation)  # the writer maps EXIF values given in the stored pixels
+        if orientation >= 5:
+            _transpose_resolution(meta)
 
 
 def _transpose_resolution(meta: Metadata) -> None:
