@@ -189,7 +189,7 @@ def _iptc_digest(digest: bytes, iptc: bytes | None) -> tuple[bytes | None, str]:
     if not iptc:
         return None, "no IPTC is written beside it"
     trailing = len(iptc) - len(iptc.rstrip(b"\0"))
-    covered = [iptc[: len(iptc) - n] for n in range(min(trailing, 4) + 1)]
+    covered = [iptc[: len(iptc) - n] for n in range(min(trailing, _LONG_PADDING) + 1)]
     covered += [iptc + b"\0" * n for n in range(1, _LONG_PADDING + 1)]  # records read without their padding
     if any(hashlib.md5(records).digest() == digest for records in covered):
         return hashlib.md5(iptc).digest(), ""

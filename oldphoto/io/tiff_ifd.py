@@ -26,7 +26,7 @@ _MAX_ENTRIES = 4096  # real directories hold a few hundred at most; more means g
 _MAX_VALUE_BYTES = 256 << 20  # one tag value (ICC, XMP, maker notes are far smaller)
 _MAX_DEPTH = 3  # IFD0 -> Exif -> Interop
 _MAX_BAD = 10  # entries with unreadable values a lenient read drops before it calls the directory garbage (ExifTool's)
-_DIRECTORY_NAMES = {34665: "Exif", 34853: "GPS", 40965: "Interop"}
+_DIRECTORY_NAMES = {EXIF_IFD: "Exif", GPS_IFD: "GPS", INTEROP_IFD: "Interop"}
 
 
 class IfdError(ValueError):
