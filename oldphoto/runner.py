@@ -376,9 +376,8 @@ class Batch:
                     finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar)
             state.record(result.relative, record)
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
-            try:
-                lock.check_folder()
-            except FolderLost as lost:  # deleted since its outputs went in: stopped with the run, not failed
+            lost = _folder_lost(lock)
+            if lost is not None:  # deleted since its outputs went in: stopped with the run, not failed
                 result.status = "interrupted"
                 progress.file_done(result)
                 return lost
