@@ -394,7 +394,7 @@ class Batch:
         if job.made is not None:
             result.sidecar_only = True
             result.notes.append(_sidecar_only_note(job, outcome))
-            result.notes.extend(n for n in (job.base.notes if job.base else ()) if not n.startswith(SIDECAR_NOTE))
+            result.notes.extend(n for n in job.base.notes if not n.startswith(SIDECAR_NOTE))
         result.notes.extend(outcome.notes)
         # a sidecar-only job did not read the source whole: its record's sha256, as a skip reports (the same size+mtime)
         result.sha256 = sid.sha256 if job.made is None or sid.sha256 else job.base.sha256
