@@ -235,7 +235,7 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     # the sidecars beside the restoration that oldphoto made from this source (one the source no longer has too)
     beside = pipeline.sidecar_outputs(planned[0])
     ours = {p: prov for p, prov in made.items() if p in beside}
-    ours.update(state.made_from(src, [p for p in beside if p.is_file() and p not in ours], rel, known.sha256)[0])
+    ours.update(state.made_from(src, [p for p in beside if p not in ours], rel, known.sha256)[0])
     theirs = [prov.sidecar_sha256 for prov in ours.values()]
     if carried is None and not theirs:  # none then or now (the images' own SidecarSHA256 may name one since removed)
         state.record(rel, rec)

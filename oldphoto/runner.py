@@ -251,7 +251,7 @@ class Batch:
             data = _read_regular(path, self.out, lock.folder_fd if held else None)
             if data is None or _unstarted_report(data):  # nothing there to keep (no file, a FIFO, ...), or no need
                 return True, None
-            with closing_temps(oio.TempFiles(self.out, lock.folder_fd) if held else oio.TempFiles()) as temps:
+            with closing_temps(self._temps(path, lock)) as temps:
                 write_bytes(aside, data, temps)
         except OSError as e:
             _name_left(e, self.progress)
@@ -261,9 +261,14 @@ class Batch:
         return True, aside
 
     def _write_report(self, report: Report, path: Path, lock: OutputLock) -> None:
-        """A report inside --out goes in through the folder locked, as the outputs do (never into one made under its
-        name, nor making it again); one elsewhere by name. OSError (PartialFiles: see _name_left)."""
-        report.write(path, oio.TempFiles(self.out, lock.folder_fd) if _below(path, self.out) else None)
+        """Write the report at `path` (see _temps). OSError (PartialFiles: see _name_left)."""
+        report.write(path, self._temps(path, lock))
+
+    def _temps(self, path: Path, lock: OutputLock) -> oio.TempFiles:
+        """Where a file of the run's own at `path` (its report, the last run's kept) is written: one inside --out
+        through the folder locked, as the outputs are (never into one made under its name, nor making it again); one
+        elsewhere by name."""
+        return oio.TempFiles(self.out, lock.folder_fd) if _below(path, self.out) else oio.TempFiles()
 
     def _execute(self, jobs: list[Job], fps: Fingerprints, models: Models, state: RunState, report: Report,
                  lock: OutputLock) -> None:
@@ -376,9 +381,8 @@ class Batch:
                     finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar)
             state.record(result.relative, record)
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
-            try:
-                lock.check_folder()
-            except FolderLost as lost:  # deleted since its outputs went in: stopped with the run, not failed
+            lost = _folder_lost(lock)
+            if lost is not None:  # deleted since its outputs went in: stopped with the run, not failed
                 result.status = "interrupted"
                 progress.file_done(result)
                 return lost
@@ -395,7 +399,7 @@ class Batch:
         if job.made is not None:
             result.sidecar_only = True
             result.notes.append(_sidecar_only_note(job, outcome))
-            result.notes.extend(n for n in (job.base.notes if job.base else ()) if not n.startswith(SIDECAR_NOTE))
+            result.notes.extend(n for n in job.base.notes if not n.startswith(SIDECAR_NOTE))
         result.notes.extend(outcome.notes)
         # a sidecar-only job did not read the source whole: its record's sha256, as a skip reports (the same size+mtime)
         result.sha256 = sid.sha256 if job.made is None or sid.sha256 else job.base.sha256
