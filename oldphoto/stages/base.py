@@ -191,11 +191,6 @@ def run_stage(name: str, stage, device: torch.device, shape: tuple[int, ...], *i
     return check_output(name, stage(*inputs), shape)
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an accelerator out-of-memory error (the kind worth retrying with smaller batches)."""
-    return isinstance(exc, torch.OutOfMemoryError)
-
-
 def release_memory(device: torch.device) -> None:
     """Give cached accelerator memory back after an OOM so the retry starts clean."""
     if device.type == "cuda":
