@@ -22,6 +22,11 @@ class GlobalContext(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, f: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        channels = self.mlp[0].in_features // 2
+        if f.dim() != 4 or f.shape[1] != channels or tuple(m.shape) != (f.shape[0], 1, *f.shape[2:]):
+            # a mask of another size could broadcast against f and weigh the wrong cells without an error
+            raise ValueError(f"GlobalContext: expected features (B, {channels}, h, w) and mask (B, 1, h, w), "
+                             f"got {tuple(f.shape)} and {tuple(m.shape)}")
         intact = 1 - m
         # a tile that is all defect falls back to plain statistics over every cell
         weight = torch.where(intact.flatten(1).sum(1).view(-1, 1, 1, 1) > 0, intact, torch.ones_like(intact))

@@ -33,8 +33,10 @@ class PartialNonLocal(nn.Module):
         self.out = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or m.dim() != 4 or m.shape[1] != 1 or m.shape[0] != x.shape[0] or m.shape[2:] != x.shape[2:]:
-            raise ValueError(f"expected features (B, C, h, w) and mask (B, 1, h, w), "
+        c = self.theta.in_features
+        if x.dim() != 4 or x.shape[1] != c or tuple(m.shape) != (x.shape[0], 1, *x.shape[2:]):
+            # checked up front: a tile without defects would otherwise return zeros of the wrong width unnoticed
+            raise ValueError(f"PartialNonLocal: expected features (B, {c}, h, w) and mask (B, 1, h, w), "
                              f"got {tuple(x.shape)} and {tuple(m.shape)}")
         b, c, h, w = x.shape
         out = x.new_zeros(b, c, h * w)

@@ -26,9 +26,10 @@ class PatchDiscriminator(nn.Module):
         self.head = nn.Conv2d(c, 1, 3, padding=1)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        k = 2**self.layers
-        if x.dim() != 4 or x.shape[2] % k or x.shape[3] % k:
-            raise ValueError(f"expected (B, C, H, W) with H, W multiples of {k}, got {tuple(x.shape)}")
+        """x (B, in_channels, H, W) [0, 1] -> every block's activations, then the scores (B, 1, H/2**layers, ...)."""
+        k, c = 2**self.layers, self.blocks[0][0].in_channels
+        if x.dim() != 4 or x.shape[1] != c or x.shape[2] % k or x.shape[3] % k:
+            raise ValueError(f"expected (B, {c}, H, W) with H, W multiples of {k}, got {tuple(x.shape)}")
         feats, h = [], x * 2 - 1
         for block in self.blocks:
             h = block(h)

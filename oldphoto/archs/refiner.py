@@ -59,9 +59,11 @@ class Refiner(nn.Module):
         self.register_buffer("taps", gaussian_taps(LOW_SIGMA), persistent=False)
 
     def forward(self, x: torch.Tensor, r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        if x.dim() != 4 or x.shape[1] != 3 or h % 4 or w % 4:
+        """x scan, r restoration (B, 3, H, W) [0, 1], m (B, 1, H, W) {0, 1}, H and W multiples of 4 -> (B, 3, H, W),
+        about [0, 1] (not clipped; the stage clips)."""
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] % 4 or x.shape[3] % 4:
             raise ValueError(f"Refiner: expected x (B, 3, H, W) with H, W multiples of 4, got {tuple(x.shape)}")
+        b, _, h, w = x.shape
         if tuple(r.shape) != tuple(x.shape) or tuple(m.shape) != (b, 1, h, w):
             raise ValueError(f"Refiner: r must be {tuple(x.shape)} and m {(b, 1, h, w)}, got {tuple(r.shape)}, "
                              f"{tuple(m.shape)}")

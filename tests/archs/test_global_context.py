@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from oldphoto.archs.global_context import GlobalContext
@@ -33,3 +36,14 @@ def test_all_defect_tile_uses_every_cell():
     torch.nn.init.normal_(ctx.mlp[-1].weight)
     gamma, beta = ctx(torch.randn(1, 4, 5, 5), torch.ones(1, 1, 5, 5))
     assert torch.isfinite(gamma).all() and torch.isfinite(beta).all()
+
+
+@pytest.mark.parametrize("f_shape, m_shape", [
+    ((2, 8, 6, 6), (2, 1, 1, 1)),  # would broadcast: every cell weighed by one value
+    ((2, 8, 6, 6), (2, 1, 3, 3)),
+    ((2, 4, 6, 6), (2, 1, 6, 6)),  # channels other than the module's
+    ((8, 6, 6), (1, 6, 6)),
+])
+def test_rejects_mismatched_inputs_with_their_shapes(f_shape, m_shape):
+    with pytest.raises(ValueError, match=re.escape(f"got {f_shape} and {m_shape}")):
+        GlobalContext(8)(torch.randn(*f_shape), torch.zeros(*m_shape))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from oldphoto.archs import build
@@ -65,3 +68,18 @@ def test_mapping_keeps_intact_cells_local_when_global_branch_is_off():
     assert not torch.allclose(on[..., 0, 0], off[..., 0, 0])
     # with no post blocks, only the fused cell (and conv_out's 3x3 neighbourhood) can differ
     assert torch.allclose(on[..., 3:, 3:], off[..., 3:, 3:], atol=1e-6)
+
+
+@pytest.mark.parametrize("defects", [False, True])
+def test_features_of_another_width_are_refused_with_or_without_defects(defects):
+    # without defects the block used to return zeros of the wrong width instead of failing
+    block, _, m = _setup()
+    x = torch.randn(1, 5, 8, 8)
+    with pytest.raises(ValueError, match=re.escape("(B, 8, h, w)") + ".*" + re.escape("got (1, 5, 8, 8)")):
+        block(x, m if defects else torch.zeros_like(m))
+
+
+def test_mask_of_another_size_is_refused_with_its_shape():
+    block, x, _ = _setup()
+    with pytest.raises(ValueError, match=re.escape("got (1, 8, 8, 8) and (1, 1, 4, 4)")):
+        block(x, torch.ones(1, 1, 4, 4))

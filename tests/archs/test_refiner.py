@@ -23,7 +23,7 @@ def test_open_gate_returns_the_scan():
     assert torch.allclose(model(x, r, torch.zeros(1, 1, 16, 16)), x, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 30, 32), (1, 1, 32, 32)])
+@pytest.mark.parametrize("shape", [(1, 3, 30, 32), (1, 1, 32, 32), (3, 32, 32)])
 def test_rejects_bad_shapes_with_the_shape_in_the_message(shape):
     model = build("refiner", width=4)
     x = torch.rand(*shape)
