@@ -94,6 +94,10 @@ def weighted_low_band(bands: Iterable[tuple[np.ndarray, np.ndarray]], height: in
     """
     shrinker = BoxShrinker(height, width, channels + 1, out_height, out_width, cell=cell)
     for d, w in bands:
+        if d.ndim != 3 or d.shape[1:] != (width, channels) or w.shape != (*d.shape[:2], 1):
+            # checked here: BoxShrinker would only see their concatenation, of a channel count neither has
+            raise ValueError(f"weighted_low_band: expected d (n, {width}, {channels}) and w (n, {width}, 1), got "
+                             f"{d.shape} and {w.shape}")
         shrinker.add(np.concatenate([d * w, w], axis=2))
     small = torch.from_numpy(shrinker.result())[None]  # (1, C + 1, h, w): means of d * w and of w
     del shrinker  # its float64 sums: 200 MB at 100 MP, not needed through the blur

@@ -51,6 +51,9 @@ def intact_low_band(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """The low band of d (B, C, H, W) over the pixels outside m (B, 1, H, W) {0, 1}: area means over 4 x 4 cells of
     d * (1 - m) and 1 - m, a normalised Gaussian blur of LOW_SIGMA cells, bilinear back to (H, W). Inside a large
     defect it is interpolated from the intact pixels around it (zero where there are none within reach)."""
+    if d.dim() != 4 or tuple(m.shape) != (d.shape[0], 1, *d.shape[2:]):
+        raise ValueError(f"intact_low_band: expected d (B, C, H, W) and m (B, 1, H, W), got {tuple(d.shape)} and "
+                         f"{tuple(m.shape)}")
     w = 1.0 - m.to(d.dtype)
     dw = F.avg_pool2d(d * w, LOW_SHRINK, ceil_mode=True)
     ws = F.avg_pool2d(w, LOW_SHRINK, ceil_mode=True)
@@ -93,7 +96,7 @@ def blend_features(x: torch.Tensor, o: torch.Tensor, m: torch.Tensor) -> torch.T
 def blend(x: torch.Tensor, o: torch.Tensor, m: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
     """The module docstring's blend: x, o (B, C, H, W) [0, 1], m (B, 1, H, W) {0, 1}, strengths (B, 2) (s_lo,
     s_hi) in [0, 1] -> (B, C, H, W), clamped to [0, 1]. Strengths (1, 1) return o."""
-    if tuple(strengths.shape) != (x.shape[0], 2) or tuple(o.shape) != tuple(x.shape) or x.dim() != 4 \
+    if x.dim() != 4 or tuple(strengths.shape) != (x.shape[0], 2) or tuple(o.shape) != tuple(x.shape) \
             or tuple(m.shape) != (x.shape[0], 1, *x.shape[2:]):
         raise ValueError(f"scan blend: expected x, o (B, C, H, W), m (B, 1, H, W) and strengths (B, 2), got "
                          f"{tuple(x.shape)}, {tuple(o.shape)}, {tuple(m.shape)}, {tuple(strengths.shape)}")

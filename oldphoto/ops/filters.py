@@ -54,4 +54,8 @@ def normalized_blur(weighted: torch.Tensor, weight: torch.Tensor, taps: torch.Te
     """blur(weighted) / blur(weight): the blur of d over weights w, given d * w (B, C, H, W) and w (B, 1, H, W)
     >= 0 (e.g. area means of both at a reduced size); where the blurred weight is below 1e-3 the result fades to
     zero instead of dividing by nothing."""
+    if weighted.dim() != 4 or tuple(weight.shape) != (weighted.shape[0], 1, *weighted.shape[2:]):
+        # a weight of another size could broadcast in the division and spread one pixel's weight over all
+        raise ValueError(f"normalized_blur: expected weighted (B, C, H, W) and weight (B, 1, H, W), got "
+                         f"{tuple(weighted.shape)} and {tuple(weight.shape)}")
     return blur(weighted, taps).div_(blur(weight, taps).clamp_min_(1e-3))  # in place: no third full-size copy

@@ -92,8 +92,10 @@ class CurveFit:
                 or scan.shape[:2] != restored.shape[:2] or scan.shape[2] not in (1, self.channels):
             raise ValueError(f"CurveFit.add: expected scan (n, W, 1 or {self.channels}) and restored "
                              f"(n, W, {self.channels}) of one size, got {scan.shape} and {restored.shape}")
-        if intact is not None and intact.shape != restored.shape[:2]:
-            raise ValueError(f"CurveFit.add: intact must be {restored.shape[:2]}, got {intact.shape}")
+        if intact is not None and (intact.shape != restored.shape[:2] or intact.dtype != bool):
+            # an integer 0/1 array would index rows 0 and 1 instead of selecting pixels, and fit garbage silently
+            raise ValueError(f"CurveFit.add: intact must be bool {restored.shape[:2]}, got {intact.dtype} "
+                             f"{intact.shape}")
         for c in range(self.channels):
             x = scan[..., c if scan.shape[2] > 1 else 0]
             y = restored[..., c]
@@ -106,6 +108,7 @@ class CurveFit:
             self._sy[c] += np.bincount(b, weights=y, minlength=BINS)
 
     def curve(self) -> ToneCurve:
+        """The fitted ToneCurve: per channel one knot per non-empty bin (none for a channel with no pixels yet)."""
         xs, ys = [], []
         for c in range(self.channels):
             ok = self._n[c] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -98,6 +100,15 @@ def test_weighted_low_band_matches_whole_image_and_ignores_zero_weights(band):
     d2 = np.where(wt > 0, d, 1e3).astype(np.float32)
     again = weighted_low_band(((d2[a:a + band], wt[a:a + band]) for a in range(0, h, band)), h, w, c, 16, 12, 1.5)
     torch.testing.assert_close(again, got, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("w_shape", [(10, 8, 2), (9, 8, 1)])
+def test_weighted_low_band_names_bands_that_do_not_fit(w_shape):
+    # weights of 2 channels reached BoxShrinker as a 3-channel concatenation; 9 rows beside 10 failed in numpy
+    d, wt = np.zeros((10, 8, 1), np.float32), np.ones(w_shape, np.float32)
+    says = f"expected d (n, 8, 1) and w (n, 8, 1), got (10, 8, 1) and {w_shape}"
+    with pytest.raises(ValueError, match=re.escape(says)):
+        weighted_low_band([(d, wt)], 10, 8, 1, 5, 4, 1.0)
 
 
 def test_weighted_low_band_refuses_missing_rows():

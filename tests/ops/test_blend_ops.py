@@ -58,3 +58,17 @@ def test_blend_refuses_a_mask_that_is_not_b_1_h_w(mask_shape):
     # a 3-channel mask was taken as a per-channel one; other sizes failed in broadcasting, shapes unnamed
     with pytest.raises(ValueError, match=r"m \(B, 1, H, W\).*" + re.escape(str(mask_shape))):
         blend(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(mask_shape), torch.ones(2, 2))
+
+
+def test_blend_refuses_a_scan_without_a_batch_axis_by_its_shape():
+    # a 0-d scan used to fail in x.shape[0] before the check, with an IndexError
+    with pytest.raises(ValueError, match=re.escape("got (), (2, 3, 8, 8)")):
+        blend(torch.tensor(0.0), torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8), torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("d_shape, m_shape", [((2, 1, 16, 16), (2, 1, 1, 1)), ((2, 1, 16, 16), (2, 3, 16, 16)),
+                                              ((1, 16, 16), (1, 16, 16))])
+def test_low_band_refuses_a_mask_that_does_not_fit_showing_both_shapes(d_shape, m_shape):
+    # a (B, 1, 1, 1) mask broadcast silently; a 3-channel one blurred into a 3-channel result
+    with pytest.raises(ValueError, match=re.escape(f"got {d_shape} and {m_shape}")):
+        intact_low_band(torch.zeros(d_shape), torch.zeros(m_shape))

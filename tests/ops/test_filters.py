@@ -1,8 +1,10 @@
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from oldphoto.ops.filters import blur, gaussian_taps, masked_blur
+from oldphoto.ops.filters import blur, gaussian_taps, masked_blur, normalized_blur
 
 
 def test_masked_blur_keeps_flat_fields_and_smooths_detail():
@@ -63,3 +65,10 @@ def test_blur_passes_gradients_and_rejects_even_taps():
     assert torch.allclose(inner, torch.ones_like(inner), atol=1e-5)  # normalised taps: an inner pixel counts once
     with pytest.raises(ValueError, match=r"odd length.*\(4,\)"):
         blur(d, torch.ones(4) / 4)
+
+
+@pytest.mark.parametrize("weight_shape", [(2, 1, 1, 1), (2, 3, 8, 8), (2, 1, 8, 9)])
+def test_normalized_blur_refuses_a_weight_that_does_not_fit_showing_both_shapes(weight_shape):
+    # (2, 1, 1, 1) broadcast in the division, (2, 3, 8, 8) gave per-channel weights: both silently
+    with pytest.raises(ValueError, match=re.escape(f"got (2, 3, 8, 8) and {weight_shape}")):
+        normalized_blur(torch.zeros(2, 3, 8, 8), torch.ones(weight_shape), gaussian_taps(1.0))

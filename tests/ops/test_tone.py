@@ -56,3 +56,10 @@ def test_a_scan_without_its_channel_axis_is_refused_by_name():
     # (n, W) instead of (n, W, 1): was an IndexError from inside the shape check
     with pytest.raises(ValueError, match=r"got \(4, 5\) and \(4, 5, 3\)"):
         CurveFit(3).add(np.zeros((4, 5), np.float32), np.zeros((4, 5, 3), np.float32))
+
+
+def test_an_intact_mask_that_is_not_bool_is_refused():
+    # a 0/1 integer array indexed rows 0 and 1 instead of selecting pixels: a wrong fit, silently
+    scan = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5, 1)
+    with pytest.raises(ValueError, match=r"intact must be bool \(4, 5\), got int64 \(4, 5\)"):
+        CurveFit(1).add(scan, scan, np.ones((4, 5), np.int64))
