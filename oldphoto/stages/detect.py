@@ -44,7 +44,7 @@ class Detector:
         return next(self.model.parameters()).device
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        """tiles (B, 3, T, T) float in [0, 1] -> probability (B, 1, T, T) in [0, 1], on the tiles' device."""
+        """tiles (B, 1 or 3, T, T) float in [0, 1] -> probability (B, 1, T, T) in [0, 1], on the tiles' device."""
         check_tiles("Detector", tiles, channels=(1, 3))
         with torch.inference_mode():
             x = tiles.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
@@ -75,7 +75,7 @@ class TwoScaleDetector:
     pass trusted less (w = half_weight) since it also answers to coarse content. Scans finer than the training
     recipe (wider defects over smoother content) are what the second pass is for.
 
-    tiles (B, 3, T, T) float in [0, 1], T even -> probability (B, 1, T, T) in [0, 1]. `threshold` is for
+    tiles (B, 1 or 3, T, T) float in [0, 1], T even -> probability (B, 1, T, T) in [0, 1]. `threshold` is for
     `--only-mask`, `restore_threshold` for the restorer's mask (stages.restore.restore_threshold prefers it).
     """
 
@@ -94,7 +94,10 @@ class TwoScaleDetector:
         return self.detector.device
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[-1] % 2 or tiles.shape[-2] % 2:
+        """tiles (B, 1 or 3, T, T) float in [0, 1], T even -> probability (B, 1, T, T) in [0, 1], tiles' device."""
+        # checked here, not left to the detector: its error would name it, and a stand-in may not check at all
+        check_tiles("TwoScaleDetector", tiles, channels=(1, 3))
+        if tiles.shape[-1] % 2 or tiles.shape[-2] % 2:
             raise ValueError(f"TwoScaleDetector: expected tiles (B, 3, T, T) with T even, got {shape_of(tiles)}")
         full = self.detector(tiles)
         half = self.detector(F.avg_pool2d(tiles.float(), 2))
@@ -102,4 +105,5 @@ class TwoScaleDetector:
         return 1 - (1 - full) * (1 - self.half_weight * half)
 
     def binarize(self, prob: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Probability map (any shape) -> {0, 1} float mask at `threshold`, by default the `--only-mask` one."""
         return self.detector.binarize(prob, self.threshold if threshold is None else threshold)

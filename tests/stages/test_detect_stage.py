@@ -126,3 +126,13 @@ def test_two_scales_mark_at_least_what_either_pass_marks_and_set_the_restore_thr
 
     assert restore_threshold(Restorer(), det) == 0.8  # one pass: the threshold the restorer was tuned with
     assert restore_threshold(Restorer(), two) == TWO_SCALE_RESTORE_THRESHOLD  # two: the detector's own
+
+
+@pytest.mark.parametrize("tiles, says", [(torch.rand(1, 2, 32, 32), r"\(B, 1 or 3, T, T\).*\(1, 2, 32, 32\)"),
+                                         (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "dtype torch.uint8")])
+def test_two_scales_refuse_tiles_the_detector_cannot_take_in_their_own_name(tiles, says):
+    # were passed on: a stand-in detector that does not check took them; a Detector's error named only itself
+    inner = _BySize(32, half=0.2)
+    with pytest.raises(ValueError, match="^TwoScaleDetector: .*" + says):
+        TwoScaleDetector(inner)(tiles)
+    assert inner.seen == []
