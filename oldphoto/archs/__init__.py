@@ -8,6 +8,7 @@ ARCHS: dict[str, type[nn.Module]] = {}
 
 
 def register(name: str):
+    """Class decorator: ARCHS[name] = the class (the name registry entries give as "arch"); ValueError if taken."""
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         if name in ARCHS:
             raise ValueError(f"architecture {name!r} registered twice")
@@ -18,6 +19,7 @@ def register(name: str):
 
 
 def build(name: str, **kwargs) -> nn.Module:
+    """A new, untrained ARCHS[name](**kwargs); KeyError naming the known architectures for an unknown name."""
     if name not in ARCHS:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}")
     return ARCHS[name](**kwargs)

@@ -10,6 +10,7 @@ from .res_block import ResBlock
 
 
 def check_image(x: torch.Tensor, multiple: int, what: str = "image") -> None:
+    """ValueError showing x's shape unless it is (B, 3, H, W) with H and W multiples of `multiple`."""
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] % multiple or x.shape[3] % multiple:
         raise ValueError(f"expected {what} (B, 3, H, W) with H, W multiples of {multiple}, got {tuple(x.shape)}")
 

@@ -30,6 +30,7 @@ class Upscaler:
 
     @classmethod
     def from_registry(cls, name: str, scale: int, device: str | torch.device = "cpu") -> "Upscaler":
+        """Load the "upscaler" entry `name`, run at `scale` (one of the model's scales, ValueError otherwise)."""
         entry = registry.get(name, "upscaler")
         return cls(registry.load_entry(entry, device), scale, entry)
 
