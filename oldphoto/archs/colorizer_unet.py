@@ -23,9 +23,10 @@ def _block(cin: int, cout: int, n: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class GlobalContext(nn.Module):
+class SceneMean(nn.Module):
     """Adds a projection of the image-wide mean feature to every position: sky, foliage and skin get colours
-    consistent with the whole scene rather than only with their receptive field. (B, C, h, w) -> same."""
+    consistent with the whole scene rather than only with their receptive field. (B, C, h, w) -> same. (Not
+    archs.global_context.GlobalContext, which weighs the intact cells of a mask.)"""
 
     def __init__(self, c: int):
         super().__init__()
@@ -53,7 +54,7 @@ class ColorizerUNet(nn.Module):
             raise ValueError(f"in_stride must be >= 1, got {in_stride}")
         self.channels, self.ab_scale, self.in_stride = channels, float(ab_scale), int(in_stride)
         self.enc = nn.ModuleList(_block(1 if i == 0 else channels[i - 1], c, blocks) for i, c in enumerate(channels))
-        self.context = GlobalContext(channels[-1])
+        self.context = SceneMean(channels[-1])
         self.proj = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 1) for i in range(len(channels) - 1))
         self.dec = nn.ModuleList(_block(2 * channels[i], channels[i], blocks) for i in range(len(channels) - 1))
         self.head = nn.Conv2d(channels[0], 2, 3, padding=1, padding_mode="replicate")

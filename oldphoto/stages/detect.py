@@ -98,7 +98,7 @@ class TwoScaleDetector:
         # checked here, not left to the detector: its error would name it, and a stand-in may not check at all
         check_tiles("TwoScaleDetector", tiles, channels=(1, 3))
         if tiles.shape[-1] % 2 or tiles.shape[-2] % 2:
-            raise ValueError(f"TwoScaleDetector: expected tiles (B, 3, T, T) with T even, got {shape_of(tiles)}")
+            raise ValueError(f"TwoScaleDetector: expected tiles (B, 1 or 3, T, T) with T even, got {shape_of(tiles)}")
         full = self.detector(tiles)
         half = self.detector(F.avg_pool2d(tiles.float(), 2))
         half = F.interpolate(half, size=tiles.shape[-2:], mode="bilinear", align_corners=False)
