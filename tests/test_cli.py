@@ -1046,6 +1046,29 @@ def test_end_to_end_with_the_real_pipeline(tmp_path, stand_in_models):
     assert [files["status"] for files in report_of(out)["files"]] == ["skipped", "skipped", "failed"]
 
 
+def test_a_png_with_a_damaged_ancillary_chunk_is_restored_with_a_note(tmp_path, stand_in_models):
+    """A tIME chunk with a bad CRC (libpng only warns about it) costs the photo nothing: restored, exit 0, the
+    dropped chunk named in the file's notes in report.json; the scan is not touched."""
+    import numpy as np
+    from PIL import Image
+
+    from oldphoto.io import png
+
+    root, out = tmp_path / "scans", tmp_path / "out"
+    gray = np.random.default_rng(3).integers(0, 240, (30, 20), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "plain.png")
+    data = (tmp_path / "plain.png").read_bytes()
+    stamp = bytearray(png.chunk(b"tIME", bytes([7, 234, 1, 2, 3, 4, 5])))
+    stamp[-1] ^= 1
+    scan = put(root / "old.png", data[:33] + bytes(stamp) + data[33:])
+    before = scan.read_bytes()
+    r = run("restore", root, "--out", out, "--tile", 128, "--overlap", 16, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    (f,) = report_of(out)["files"]
+    assert f["status"] == "done" and "PNG tIME chunk at byte 33 dropped: CRC mismatch (damaged)" in f["notes"]
+    assert np.array_equal(np.asarray(Image.open(out / "old.png")), gray) and scan.read_bytes() == before
+
+
 def test_a_temp_folder_that_cannot_map_files_is_in_the_report_or_fails_the_file(tmp_path, stand_in_models,
                                                                                 unmappable_folders, monkeypatch):
     """TMPDIR on a file system that cannot map files (some FUSE and network mounts): the large buffers go to the

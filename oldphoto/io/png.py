@@ -60,7 +60,8 @@ class PngChunks:
     # the keywords of `text` stored compressed: a derivative keeps them compressed
     compressed: dict[str, int] = field(default_factory=dict)
     repeated: dict[str, int] = field(default_factory=dict)  # keyword -> text chunks with it, where more than one
-    damaged: list[str] = field(default_factory=list)  # notes on ICC and text chunks that could not be unpacked
+    # notes on ancillary chunks dropped for a bad CRC, and on ICC, text and pHYs chunks that could not be taken
+    damaged: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)  # names of the chunks not read (sBIT, bKGD, tIME, sCAL ...)
     phys: tuple[int, int, int] | None = None  # (x per unit, y per unit, unit 1 = metre, 0 = none: aspect only)
     trns: bytes | None = None
@@ -129,7 +130,8 @@ def walk_chunks(fh, start: int = len(SIGNATURE)) -> Iterator[tuple[int, bytes, i
 
 
 def read_chunks(fh, header_only: bool = False) -> PngChunks:
-    """Walk the chunks of an open PNG (skipping pixel data) up to IEND; ValueError when it is truncated.
+    """Walk the chunks of an open PNG up to IEND; ValueError when it is truncated or a critical chunk's CRC does not
+    hold (IHDR, PLTE, IDAT, IEND ...); an ancillary chunk with a bad CRC is dropped with a note in `damaged`.
 
     header_only: stop at the first IDAT (what probe() needs; chunks after the pixel data are not seen).
     """
@@ -137,6 +139,8 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
     fh.seek(0)
     head = fh.read(33)
     info = PngChunks(read_header(head))
+    if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
+        raise _corrupt(b"IHDR", 8)
     for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
             info.idat.append((pos, 8 + length + 4))  # the first IDAT chunk alone: enough to open, not to decode
@@ -145,19 +149,52 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
         if end > size:
             raise ValueError(f"truncated: {ctype.decode('latin-1')} chunk at byte {pos} ends past the file's "
                              f"{size} bytes")
-        if ctype in (b"IDAT", b"fdAT"):  # pixel data, not read: the decoder checks it
-            if ctype == b"IDAT":
-                if info.idat and sum(info.idat[-1]) == pos:
-                    info.idat[-1] = (info.idat[-1][0], end - info.idat[-1][0])
-                else:
-                    info.idat.append((pos, end - pos))
-        else:
+        if ctype == b"IDAT":  # pixel data, only checked here: Pillow, which decodes 8-bit PNGs, skips its CRC
+            if not _streamed_crc_ok(fh, ctype, length):
+                raise _corrupt(ctype, pos)
+            if info.idat and sum(info.idat[-1]) == pos:
+                info.idat[-1] = (info.idat[-1][0], end - info.idat[-1][0])
+            else:
+                info.idat.append((pos, end - pos))
+        elif ctype != b"fdAT":  # an animation's frame data, not read (animations are refused)
             data = fh.read(length)
             (crc,) = struct.unpack(">I", fh.read(4))
-            if zlib.crc32(data, zlib.crc32(ctype)) != crc:
-                raise ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
-            _take(info, ctype, data)
+            if zlib.crc32(data, zlib.crc32(ctype)) == crc:
+                _take(info, ctype, data)
+            elif _ancillary(ctype):
+                _drop(info, ctype, pos)
+            else:
+                raise _corrupt(ctype, pos)
     return info
+
+
+def _ancillary(ctype: bytes) -> bool:
+    """Is the chunk ancillary (first letter lowercase, PNG 5.4), one a reader may do without? Others are critical."""
+    return bool(ctype[0] & 0x20)
+
+
+def _corrupt(ctype: bytes, pos: int) -> ValueError:
+    return ValueError(f"corrupt {ctype.decode('latin-1')} chunk at byte {pos} (CRC mismatch)")
+
+
+def _drop(info: PngChunks, ctype: bytes, pos: int) -> None:
+    """An ancillary chunk whose CRC does not hold is left out, as libpng does: its bytes are not what was written, so
+    nothing of it is trusted (text, profile, resolution, colour, transparency) and the photo is read without it."""
+    what = "; the photo is read without its transparency" if ctype == b"tRNS" else ""
+    info.damaged.append(f"PNG {ctype.decode('latin-1')} chunk at byte {pos} dropped: CRC mismatch (damaged){what}")
+
+
+def _streamed_crc_ok(fh, ctype: bytes, length: int, block: int = 1 << 20) -> bool:
+    """Does the CRC after the next `length` bytes of `fh` hold? Read a block at a time: an IDAT chunk may be large."""
+    crc = zlib.crc32(ctype)
+    while length > 0:
+        data = fh.read(min(length, block))
+        if not data:
+            raise ValueError(f"truncated: the file ends inside a {ctype.decode('latin-1')} chunk (changed while it "
+                             "was read)")
+        crc = zlib.crc32(data, crc)
+        length -= len(data)
+    return fh.read(4) == struct.pack(">I", crc)
 
 
 def _take(info: PngChunks, ctype: bytes, data: bytes) -> None:

@@ -104,8 +104,9 @@ def _jpeg(fh: BinaryIO, header: bytes) -> list[bytes]:
 
 def _png(fh: BinaryIO) -> list[bytes]:
     """Text chunks keyed XML:com.adobe.xmp up to IEND (iTXt, as the XMP specification asks; tEXt and zTXt too, which
-    oldphoto's reader also takes for the packet). Only those chunks are read, and their CRC checked: damage in
-    another chunk (a bad CRC), which png.read_chunks refuses, is no concern of the slot's."""
+    oldphoto's reader also takes for the packet). Only those chunks are read, and their CRC checked (a bad one is a
+    SlotError: the packet is not trusted, as png.read_chunks drops it): damage in another chunk is no concern of the
+    slot's."""
     found = []
     for _, ctype, length in png.walk_chunks(fh):
         if ctype in (b"iTXt", b"tEXt", b"zTXt") and length >= len(_XMP_KEYWORD):

@@ -15,9 +15,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from io_samples import gradient, long_, short, tiff_structure
+from io_samples import SRGB_ICC, XMP, gradient, long_, rich_exif, short, tiff_structure
 from oldphoto.errors import ImageError
-from oldphoto.io import probe, read, read_source_sha256, write
+from oldphoto.io import png, probe, read, read_source_sha256, write
 
 EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
 
@@ -187,14 +187,99 @@ def test_animations_are_refused(tmp_path):
     _fails(tmp_path / "a.webp", "animated WEBP with 3 frames")
 
 
-def test_corrupt_png_chunk(tmp_path):
+def _spoil_crc(data: bytes, ctype: bytes, start: bytes = b"") -> tuple[bytes, int]:
+    """The PNG `data` with one bit of the CRC of its first `ctype` chunk whose data starts with `start` flipped (its
+    data left as it was), and that chunk's offset."""
+    pos = 8
+    while True:
+        length, name = struct.unpack(">I4s", data[pos : pos + 8])
+        if name == ctype and data[pos + 8 :].startswith(start):
+            end = pos + 12 + length
+            return data[: end - 1] + bytes([data[end - 1] ^ 1]) + data[end:], pos
+        pos += 12 + length
+
+
+def _dropped(ctype: bytes, pos: int, more: str = "") -> str:
+    return f"PNG {ctype.decode()} chunk at byte {pos} dropped: CRC mismatch (damaged){more}"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_text_and_time_chunks_with_a_bad_crc_are_dropped_with_a_note(tmp_path, rich_meta, dtype):
+    """libpng only warns about an ancillary chunk whose CRC does not hold, and leaves it out: so does the reader, with
+    a note naming it; the photo and the other chunks' metadata are read as from the undamaged file."""
+    rich_meta.text = {"Comment": "Box 4", "Title": "Picnic"}
+    path, damaged = tmp_path / "x.png", tmp_path / "damaged.png"
+    write(path, gradient(8, 8, 3, dtype), None, "PNG", rich_meta)
+    good = read(path, 100)
+    data = path.read_bytes()
+    data = data[:33] + png.chunk(b"tIME", bytes([7, 234, 1, 2, 3, 4, 5])) + data[33:]
+    data, stamp = _spoil_crc(data, b"tIME")
+    data, comment = _spoil_crc(data, b"tEXt", b"Comment\0")
+    damaged.write_bytes(data)
+    pic = read(damaged, 100)
+    assert good.notes == [] and pic.notes == [_dropped(b"tIME", 33), _dropped(b"tEXt", comment)] and stamp == 33
+    np.testing.assert_array_equal(pic.pixels, good.pixels)
+    del good.meta.text["Comment"]
+    assert pic.meta == good.meta and pic.meta.text == {"Title": "Picnic"} and pic.meta.icc and pic.meta.xmp
+
+
+@pytest.mark.parametrize("ctype, field", [(b"iCCP", "icc"), (b"eXIf", "exif"), (b"iTXt", "xmp"),
+                                          (b"gAMA", "png_chunks"), (b"pHYs", "aspect")])
+def test_png_metadata_chunk_with_a_bad_crc_is_not_trusted(tmp_path, ctype, field):
+    """Its data may read well, but are not what was written: the ICC profile, EXIF, XMP, colour or resolution of an
+    ancillary chunk with a bad CRC is left out (here each chunk's data is intact, its CRC alone spoilt)."""
+    chunks = [png.iccp_chunk(SRGB_ICC), png.xmp_chunk(XMP), png.chunk(b"gAMA", struct.pack(">I", 45455)),
+              png.aspect_chunk((3, 2))]
+    if ctype != b"pHYs":  # its resolution would stand in for the aspect ratio
+        chunks.append(png.chunk(b"eXIf", rich_exif()))
+    path, damaged = tmp_path / "x.png", tmp_path / "damaged.png"
+    with open(path, "wb") as f:
+        png.write_png(f, gradient(8, 8, 3, np.uint8), None, chunks)
+    good = read(path, 100)
+    data, at = _spoil_crc(path.read_bytes(), ctype)
+    damaged.write_bytes(data)
+    pic = read(damaged, 100)
+    assert pic.notes == [_dropped(ctype, at)]
+    assert getattr(good.meta, field) and not getattr(pic.meta, field)
+    for kept in {"icc", "xmp", "png_chunks", "aspect"} - {field}:
+        assert getattr(pic.meta, kept) == getattr(good.meta, kept), kept
+    np.testing.assert_array_equal(pic.pixels, good.pixels)
+
+
+def test_png_trns_chunk_with_a_bad_crc_is_dropped_and_the_photo_read_opaque(tmp_path):
+    """tRNS is ancillary, though it makes pixels transparent: as libpng does, a tRNS with a bad CRC is left out and
+    the photo read without transparency (its colours as stored), which the note says."""
+    opaque = _dropped(b"tRNS", 0, "; the photo is read without its transparency").replace(" at byte 0", " at byte {}")
+    palette = tmp_path / "palette.png"
+    im = Image.fromarray(gradient(8, 8, 3, np.uint8)).convert("P")
+    im.save(palette, transparency=im.getpixel((0, 0)))
+    gray = gradient(8, 8, 1, np.uint16)
+    key = tmp_path / "key16.png"
+    with open(key, "wb") as f:  # a 16-bit colour key, which libpng turns into alpha
+        png.write_png(f, gray, None, [png.chunk(b"tRNS", struct.pack(">H", int(gray[0, 0, 0])))])
+    for path in (palette, key):
+        good = read(path, 100)
+        data, at = _spoil_crc(path.read_bytes(), b"tRNS")
+        (tmp_path / "damaged.png").write_bytes(data)
+        pic = read(tmp_path / "damaged.png", 100)
+        assert good.alpha is not None and good.alpha.min() == 0 and pic.alpha is None
+        assert opaque.format(at) in pic.notes and len(pic.notes) == len(good.notes) + 1
+        np.testing.assert_array_equal(pic.pixels, good.pixels)
+
+
+@pytest.mark.parametrize("ctype, dtype", [(b"IHDR", np.uint8), (b"IHDR", np.uint16), (b"IDAT", np.uint8),
+                                          (b"IDAT", np.uint16), (b"PLTE", None), (b"IEND", np.uint8)])
+def test_png_critical_chunk_with_a_bad_crc_refuses_the_photo(tmp_path, ctype, dtype):
+    """A critical chunk cannot be done without: one with a bad CRC refuses the photo in one line, as libpng would
+    (Pillow, which decodes 8-bit PNGs, does not check the pixel data's CRC: the reader does)."""
     path = tmp_path / "x.png"
-    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
-    data = bytearray(path.read_bytes())
-    pos = data.index(b"eXIf") + 8
-    data[pos] ^= 0xFF
-    path.write_bytes(bytes(data))
-    _fails(path, "CRC mismatch")
+    if dtype is None:
+        Image.fromarray(gradient(8, 8, 3, np.uint8)).convert("P").save(path)
+    else:
+        write(path, gradient(8, 8, 3, dtype), None, "PNG", None)
+    data, at = _spoil_crc(path.read_bytes(), ctype)
+    path.write_bytes(data)
+    _fails(path, f"cannot read PNG: corrupt {ctype.decode()} chunk at byte {at} (CRC mismatch)")
 
 
 def test_one_bad_file_does_not_affect_the_next(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
@@ -374,8 +375,9 @@ def test_read_provenance_refuses_a_file_with_two_xmp_slots_or_a_damaged_structur
 
 
 def test_read_provenance_of_a_png_reads_past_damage_in_other_chunks(tmp_path):
-    """Only the XMP chunk is read and its CRC checked: a bad CRC in another chunk, which the reader refuses, or a
-    file cut inside IEND's CRC does not hide the provenance (png.walk_chunks frames the chunks for both)."""
+    """Only the XMP chunk is read and its CRC checked: a bad CRC in another chunk (an ancillary one, which the reader
+    drops with a note) or a file cut inside IEND's CRC does not hide the provenance (png.walk_chunks frames the
+    chunks for both)."""
     from oldphoto.io import png
 
     ours = provenance_xmp(None, source_name="scan.png", source_sha256=SHA, software="oldphoto 9.9")
@@ -386,10 +388,27 @@ def test_read_provenance_of_a_png_reads_past_damage_in_other_chunks(tmp_path):
     stamp[-1] ^= 1
     (tmp_path / "crc.png").write_bytes(data[:33] + stamp + data[33:])
     (tmp_path / "iend.png").write_bytes(data[:-2])
-    with pytest.raises(ImageError, match="corrupt tIME chunk at byte 33 \\(CRC mismatch\\)"):
-        read(tmp_path / "crc.png", 10**6)
+    assert read(tmp_path / "crc.png", 10**6).notes == ["PNG tIME chunk at byte 33 dropped: CRC mismatch (damaged)"]
     assert read_provenance(tmp_path / "crc.png") == read_provenance(tmp_path / "iend.png") == read_provenance(path)
     assert read_provenance(path).source_sha256 == SHA
+
+
+def test_a_png_xmp_chunk_with_a_bad_crc_gives_no_provenance(tmp_path):
+    """An XMP chunk whose CRC does not hold is not trusted, though its packet parses: read_provenance gives None (the
+    file is not recognised as oldphoto's), and the reader drops the packet with a note."""
+    from oldphoto.io import png
+
+    ours = provenance_xmp(None, source_name="scan.png", source_sha256=SHA, software="oldphoto 9.9")
+    path = tmp_path / "d.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", Metadata(), provenance_xmp=ours)
+    data = bytearray(path.read_bytes())
+    at = data.index(png.XMP_KEY.encode()) - 8
+    (length,) = struct.unpack(">I", data[at : at + 4])
+    data[at + 12 + length - 1] ^= 1  # the CRC's last byte: the packet itself is intact
+    (tmp_path / "crc.png").write_bytes(bytes(data))
+    assert read_provenance(path).source_sha256 == SHA and read_provenance(tmp_path / "crc.png") is None
+    pic = read(tmp_path / "crc.png", 10**6)
+    assert pic.meta.xmp is None and pic.notes == [f"PNG iTXt chunk at byte {at} dropped: CRC mismatch (damaged)"]
 
 
 def test_mask_coverage_is_recorded_beside_the_source_checksum_and_read_back_exactly(tmp_path):
