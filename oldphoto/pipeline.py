@@ -30,6 +30,7 @@ from .batching import TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError, OldPhotoError, WeightsError, XmpError
 from .io import sidecar as xmp_sidecar
+from .io.provenance import SourceStamp
 from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
 from .report import lasting_notes
 from .stages.base import (
@@ -259,10 +260,16 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                  on_event: Callable[[Event], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None,
                  batcher: TileBatcher | None = None, commit_gate: CommitGate | None = None,
-                 sidecar: Path | None = None, stale: Sequence[Path] = ()) -> FileOutcome:
+                 sidecar: Path | None = None, stale: Sequence[Path] = (),
+                 source_stamp: SourceStamp | None = None) -> FileOutcome:
     """Restore one photo (or write its defect mask with cfg.only_mask) and write the outputs atomically.
 
     source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
+    source_stamp: the source's stat taken before source_sha256 was read (None: taken here, before the hash and the
+    read). The
+    outputs go in place only if the source still stats so, or else still has that sha256 (a touch, a chmod, the same
+    bytes copied over it); otherwise the photo fails with SOURCE_CHANGED, nothing written: its pixels and metadata
+    may not be the bytes its provenance names (a scan still being written, replaced or edited meanwhile).
     batcher: a TileBatcher over the same `models` shared by the photos processed concurrently (see
     new_batcher), so their tiles share device batches; None gives this photo its own.
     commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go
@@ -273,14 +280,14 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     stale: files of earlier runs to remove as the outputs go in (sidecars of the restored photo's name that the source
     no longer has: planning); so is the sidecar's output path when the sidecar is left out.
 
-    Raises ImageError for bad input, an unwritable output or no temp folder that can map its large pixel buffers,
-    KeyboardInterrupt when should_stop() turns true (checked between bands); in both cases no output file is left
-    behind. Stage errors propagate.
+    Raises ImageError for bad input, a source that changed as it was read, an unwritable output or no temp folder
+    that can map its large pixel buffers, KeyboardInterrupt when should_stop() turns true (checked between bands); in
+    both cases no output file is left behind. Stage errors propagate.
     """
     src = Path(src)
     with oio.file_buffers(src) as placed:  # a temp folder that cannot map files: noted, or the photo's ImageError
         outcome = _process_file(src, out_base, cfg, models, on_event, should_stop, source_sha256, batcher,
-                                commit_gate, None if cfg.only_mask else sidecar, stale)
+                                commit_gate, None if cfg.only_mask else sidecar, stale, source_stamp)
     outcome.notes.extend(n for n in placed if n not in outcome.notes)  # read's own are among them already
     return outcome
 
@@ -288,7 +295,8 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                   on_event: Callable[[Event], None] | None, should_stop: Callable[[], bool] | None,
                   source_sha256: str | None, batcher: TileBatcher | None,
-                  commit_gate: CommitGate | None, sidecar: Path | None, stale: Sequence[Path]) -> FileOutcome:
+                  commit_gate: CommitGate | None, sidecar: Path | None, stale: Sequence[Path],
+                  stamp: SourceStamp | None) -> FileOutcome:
     src, out_base = Path(src), Path(out_base)
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -302,9 +310,11 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
         raise OldPhotoError("the batcher was made for other models or another device")
 
     with timed(seconds, "read", cpu):
-        pic = oio.read(src, cfg.max_pixels)
-        if source_sha256 is None:
+        if stamp is None:
+            stamp = _stamp(src)
+        if source_sha256 is None:  # before the decode, as the runner does: a change after it then fails the check
             source_sha256 = oio.read_source_sha256(src)
+        pic = oio.read(src, cfg.max_pixels)
     pixels = _check_pixels(src, pic.pixels)
     height, width, channels = pixels.shape
     notes = _source_notes(pic)
@@ -332,7 +342,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate, coverage, stale=stale, parent=parent)
+                       commit_gate, coverage, stale=stale, parent=parent, stamp=stamp)
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -351,7 +361,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
             written = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage,
-                                 carried, stale, parent)
+                                 carried, stale, parent, stamp)
         outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
 
     emit(Event("file_done", src, job.done, job.total))
@@ -573,6 +583,37 @@ def _mask_meta(meta):
     return oio.Metadata(dpi=getattr(meta, "dpi", None), aspect=getattr(meta, "aspect", None))
 
 
+SOURCE_CHANGED = "changed while it was being read (still being written?); it will be retried next run"
+
+
+def _stamp(src: Path) -> SourceStamp:
+    """`src`'s stamp now; ImageError when it cannot be stat'ed."""
+    try:
+        return SourceStamp.of(src)
+    except OSError as e:
+        raise ImageError(src, f"cannot open: {e.strerror or e}") from e
+
+
+def _check_unchanged(src: Path, stamp: SourceStamp, sha256: str) -> None:
+    """Let `src`'s outputs go in only while it holds the bytes whose sha256 is `sha256`, stat'ed as `stamp` before
+    they were read: when it stats the same (no second read); else (rare: something touched it during its restoration)
+    when it has the same size and, read again, that sha256 (a touch, a chmod, a hard link made by a backup tool, the
+    same bytes copied over it: a nightly job that does so must not fail it every night). ImageError(src,
+    SOURCE_CHANGED) otherwise; ImageError too when it is gone."""
+    try:
+        now = SourceStamp.of(src)
+    except OSError as e:
+        raise ImageError(src, f"removed or renamed while it was being read ({e.strerror or e}); nothing written") from e
+    if now == stamp:
+        return
+    try:
+        same = now.size == stamp.size and oio.read_source_sha256(src) == sha256
+    except ImageError:  # gone or unreadable since the stat: not the bytes read either
+        same = False
+    if not same:
+        raise ImageError(src, SOURCE_CHANGED)
+
+
 def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sidecar.SidecarId] | None,
                                                           xmp_sidecar.SidecarId | None]:
     """((content, identity) of the source's XMP sidecar, or None with a note when it cannot be read; the identity its
@@ -589,7 +630,7 @@ def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sideca
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
                notes: list[str], gate: CommitGate | None = None, coverage: float | None = None,
                sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = (),
-               parent: oio.ParentIds | None = None) -> bool:
+               parent: oio.ParentIds | None = None, stamp: SourceStamp | None = None) -> bool:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
@@ -605,6 +646,9 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
 
     parent: the source's identity (oio.parent_ids), which every output's xmpMM:DerivedFrom and OriginalDocumentID
     state, the sidecar's too, whichever packet each was made from; None: each from its own source packet.
+
+    stamp: the source's stat before source_sha256 was read: checked once the outputs are staged, before they go in
+    (_check_unchanged); None: not checked.
     """
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2], src.suffix,
@@ -674,6 +718,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             if kept:  # the restoration's notes, as its packet says them (known once it was written)
                 packet = sidecar_packet([], kept_notes=tuple(kept))
             xmp_sidecar.write_sidecar(outputs[-1], packet, staging)
+        if stamp is not None:  # last, once the outputs are written: it covers the whole read, decode and write
+            _check_unchanged(src, stamp, source_sha256)
         _put_in_place(staging, gate, src, stale, outputs[0])
     return packet is not None
 

@@ -25,6 +25,7 @@ from . import planning
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, reason_of
 from .io.atomic import closing_temps, temp_name, write_bytes
+from .io.provenance import SourceStamp
 from .io.sidecar import SIDECAR_NOTE, is_sidecar_name
 from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
@@ -295,13 +296,17 @@ class Batch:
                     job.found.src, out_base(self.out, job.found.rel), cfg, job.made,
                     (job.base.width, job.base.height), commit_gate=gate, sidecar=job.sidecar, stale=job.stale)
             sid = job.known
-            if sid is None or sid.sha256 is None or SourceId.of(job.found.src) != dataclasses.replace(sid, sha256=None):
+            # planning's sha256 holds while the source stats as it did before planning read it (inode and ctime too:
+            # a copy with the same size and mtime renamed over it is another file)
+            if sid is None or sid.sha256 is None or sid.stamp is None or SourceStamp.of(job.found.src) != sid.stamp:
                 # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
                 sid = SourceId.of(job.found.src, with_hash=True)
+            # the outputs go in only if the source still stats as sid.stamp (or has sid.sha256): the record and the
+            # outputs' provenance then describe the bytes decoded
             outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,
                                             on_event=self.progress.event, should_stop=stopping,
                                             source_sha256=sid.sha256, batcher=batcher, commit_gate=gate,
-                                            sidecar=job.sidecar, stale=job.stale)
+                                            sidecar=job.sidecar, stale=job.stale, source_stamp=sid.stamp)
             return sid, outcome
 
         pending = list(jobs)

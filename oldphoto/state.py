@@ -31,6 +31,7 @@ from typing import IO, Iterable
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, closing_temps, write_bytes
+from .io.provenance import SourceStamp
 from .io.sidecar import SIDECAR_NOTE, SidecarId, SidecarLeftOut, UnreadableSidecar, is_sidecar_name, read_sidecar
 
 STATE_NAME = ".oldphoto-state.jsonl"
@@ -52,11 +53,15 @@ class SourceId:
     size: int
     mtime_ns: int
     sha256: str | None = None  # filled when the file has been read in full anyway
+    # the stat the size and mtime come from, taken before the sha256 was read: the run puts outputs decoded from the
+    # file in place only while it still stats so (or holds the same bytes: pipeline); not part of a record
+    stamp: SourceStamp | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, path: Path, with_hash: bool = False) -> "SourceId":
-        st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns, read_source_sha256(path) if with_hash else None)
+        st = os.stat(path)  # before the read: the stamp then covers the bytes hashed
+        return cls(st.st_size, st.st_mtime_ns, read_source_sha256(path) if with_hash else None,
+                   SourceStamp.from_stat(st))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class FakePipeline:
         self.lock = threading.Lock()
 
     def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
-                     batcher=None, commit_gate=None, sidecar=None, stale=()):
+                     batcher=None, commit_gate=None, sidecar=None, stale=(), source_stamp=None):
         with self.lock:
             self.calls.append(Path(src))
         data = Path(src).read_bytes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -72,6 +73,29 @@ def read_source_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
         except OSError as e:
             raise ImageError(path, f"cannot read for checksum: {e.strerror or e}") from e
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """What a stat says of a source file: its device and inode (a file renamed over it is another one), size, and
+    mtime and ctime in ns (a write in place moves both; a copy that keeps the mtime, `cp -p` or rsync, renamed over it
+    still has another inode and ctime). Taken before the file's sha256 is read and again before its outputs go in
+    place (pipeline): the same stamp then says that the bytes hashed are the bytes decoded."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> "SourceStamp":
+        """The stamp of `path` now (links followed); OSError when it cannot be stat'ed."""
+        return cls.from_stat(os.stat(path))
+
+    @classmethod
+    def from_stat(cls, st: os.stat_result) -> "SourceStamp":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _simple_values(d: ET.Element, prop: str) -> list[str]:
