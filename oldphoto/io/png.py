@@ -131,7 +131,9 @@ def walk_chunks(fh, start: int = len(SIGNATURE)) -> Iterator[tuple[int, bytes, i
 
 def read_chunks(fh, header_only: bool = False) -> PngChunks:
     """Walk the chunks of an open PNG up to IEND; ValueError when it is truncated or a critical chunk's CRC does not
-    hold (IHDR, PLTE, IDAT, IEND ...); an ancillary chunk with a bad CRC is dropped with a note in `damaged`.
+    hold (IHDR, PLTE of a palette image, IDAT, IEND ...); an ancillary chunk with a bad CRC is dropped with a note in
+    `damaged`, as is the optional suggested palette (PLTE) of a truecolour image (PNG 11.2.3; libpng takes it as
+    ancillary).
 
     header_only: stop at the first IDAT (what probe() needs; chunks after the pixel data are not seen).
     """
@@ -161,7 +163,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             (crc,) = struct.unpack(">I", fh.read(4))
             if zlib.crc32(data, zlib.crc32(ctype)) == crc:
                 _take(info, ctype, data)
-            elif _ancillary(ctype):
+            elif _ancillary(ctype) or (ctype == b"PLTE" and info.header.color_type in (2, 6)):
                 _drop(info, ctype, pos)
             else:
                 raise _corrupt(ctype, pos)

@@ -282,6 +282,22 @@ def test_png_critical_chunk_with_a_bad_crc_refuses_the_photo(tmp_path, ctype, dt
     _fails(path, f"cannot read PNG: corrupt {ctype.decode()} chunk at byte {at} (CRC mismatch)")
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_suggested_palette_with_a_bad_crc_in_a_truecolour_photo_is_dropped(tmp_path, dtype):
+    """PLTE is critical only where the pixels are indices (colour type 3): in an RGB(A) photo it is an optional
+    suggested palette (PNG 11.2.3), which libpng treats as ancillary (warns, ignores it). Such a photo is read, the
+    palette dropped with a note, not refused."""
+    path = tmp_path / "x.png"
+    with open(path, "wb") as f:
+        png.write_png(f, gradient(8, 8, 3, dtype), None, [png.chunk(b"PLTE", bytes(range(12)))])
+    good = read(path, 100)
+    data, at = _spoil_crc(path.read_bytes(), b"PLTE")
+    (tmp_path / "damaged.png").write_bytes(data)
+    pic = read(tmp_path / "damaged.png", 100)
+    assert pic.notes == good.notes + [_dropped(b"PLTE", at)]
+    np.testing.assert_array_equal(pic.pixels, good.pixels)
+
+
 def test_one_bad_file_does_not_affect_the_next(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
     write(tmp_path / "good.png", gradient(8, 8, 3, np.uint8), None, "PNG", None)
