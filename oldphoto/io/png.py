@@ -129,13 +129,14 @@ def walk_chunks(fh, start: int = len(SIGNATURE)) -> Iterator[tuple[int, bytes, i
         pos += 8 + length + 4
 
 
-def read_chunks(fh, header_only: bool = False) -> PngChunks:
+def read_chunks(fh, header_only: bool = False, pixels: bool = True) -> PngChunks:
     """Walk the chunks of an open PNG up to IEND; ValueError when it is truncated or a critical chunk's CRC does not
     hold (IHDR, PLTE of a palette image, IDAT, IEND ...); an ancillary chunk with a bad CRC is dropped with a note in
     `damaged`, as is the optional suggested palette (PLTE) of a truecolour image (PNG 11.2.3; libpng takes it as
     ancillary).
 
     header_only: stop at the first IDAT (what probe() needs; chunks after the pixel data are not seen).
+    pixels: check the CRC of the IDAT chunks (read whole for it); False where no pixel is decoded (read_metadata).
     """
     size = fh.seek(0, 2)
     fh.seek(0)
@@ -152,7 +153,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             raise ValueError(f"truncated: {ctype.decode('latin-1')} chunk at byte {pos} ends past the file's "
                              f"{size} bytes")
         if ctype == b"IDAT":  # pixel data, only checked here: Pillow, which decodes 8-bit PNGs, skips its CRC
-            if not _streamed_crc_ok(fh, ctype, length):
+            if pixels and not _streamed_crc_ok(fh, ctype, length):
                 raise _corrupt(ctype, pos)
             if info.idat and sum(info.idat[-1]) == pos:
                 info.idat[-1] = (info.idat[-1][0], end - info.idat[-1][0])

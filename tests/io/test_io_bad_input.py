@@ -17,7 +17,7 @@ from PIL import Image
 
 from io_samples import SRGB_ICC, XMP, gradient, long_, rich_exif, short, tiff_structure
 from oldphoto.errors import ImageError
-from oldphoto.io import png, probe, read, read_source_sha256, write
+from oldphoto.io import png, probe, read, read_metadata, read_source_sha256, write
 
 EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
 
@@ -296,6 +296,18 @@ def test_png_suggested_palette_with_a_bad_crc_in_a_truecolour_photo_is_dropped(t
     pic = read(tmp_path / "damaged.png", 100)
     assert pic.notes == good.notes + [_dropped(b"PLTE", at)]
     np.testing.assert_array_equal(pic.pixels, good.pixels)
+
+
+def test_png_metadata_alone_does_not_read_the_pixel_data(tmp_path, monkeypatch):
+    """read_metadata (a sidecar rewritten beside an unchanged restoration) decodes no pixel: nor does it read the
+    pixel data for its CRC (a 1 GB scan on a share would be read whole each such rerun); read() still checks it."""
+    path = tmp_path / "x.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    data, at = _spoil_crc(path.read_bytes(), b"IDAT")
+    path.write_bytes(data)
+    info, meta = read_metadata(path, 100)
+    assert (info.width, info.height) == (8, 8)
+    _fails(path, f"corrupt IDAT chunk at byte {at}")
 
 
 def test_one_bad_file_does_not_affect_the_next(tmp_path):
