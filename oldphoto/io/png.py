@@ -72,12 +72,15 @@ class PngChunks:
 
 
 def read_header(head: bytes) -> PngHeader:
-    """The IHDR fields from the first 33 bytes of the file."""
+    """The IHDR fields from the first 33 bytes of the file; its CRC checked first, so that damage to a field is said
+    to be damage, not a size over the limit or an invalid depth."""
     if len(head) < 33 or not head.startswith(SIGNATURE):
         raise ValueError("file ends inside the PNG header")
     length, ctype = struct.unpack(">I4s", head[8:16])
     if ctype != b"IHDR" or length != 13:
         raise ValueError(f"first chunk is {ctype!r}, not IHDR")
+    if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
+        raise _corrupt(b"IHDR", 8)
     w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if w == 0 or h == 0:
         raise ValueError(f"header gives an empty image ({w} x {h})")
@@ -141,9 +144,7 @@ def read_chunks(fh, header_only: bool = False, pixels: bool = True) -> PngChunks
     size = fh.seek(0, 2)
     fh.seek(0)
     head = fh.read(33)
-    info = PngChunks(read_header(head))
-    if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
-        raise _corrupt(b"IHDR", 8)
+    info = PngChunks(read_header(head))  # its CRC checked there
     for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
             info.idat.append((pos, 8 + length + 4))  # the first IDAT chunk alone: enough to open, not to decode

@@ -310,6 +310,20 @@ def test_png_metadata_alone_does_not_read_the_pixel_data(tmp_path, monkeypatch):
     _fails(path, f"corrupt IDAT chunk at byte {at}")
 
 
+@pytest.mark.parametrize("byte, flip", [(16, 0x40), (24, 0x04), (25, 0x20)])  # width's top byte, depth, colour
+def test_png_damaged_header_is_named_as_such_not_as_too_large_or_invalid(tmp_path, byte, flip):
+    """A bit flipped in IHDR's data (not its CRC) gives a corrupt IHDR, checked before its fields are believed: not
+    a size over --max-pixels (which would ask for a higher limit), nor an invalid depth or colour type."""
+    path = tmp_path / "x.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    data = bytearray(path.read_bytes())
+    data[byte] ^= flip
+    path.write_bytes(bytes(data))
+    _fails(path, "corrupt IHDR chunk at byte 8 (CRC mismatch)")
+    with pytest.raises(ImageError, match="corrupt IHDR"):
+        probe(path, 10**6)
+
+
 def test_one_bad_file_does_not_affect_the_next(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
     write(tmp_path / "good.png", gradient(8, 8, 3, np.uint8), None, "PNG", None)
