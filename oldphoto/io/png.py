@@ -184,7 +184,9 @@ def _corrupt(ctype: bytes, pos: int) -> ValueError:
 def _drop(info: PngChunks, ctype: bytes, pos: int) -> None:
     """An ancillary chunk whose CRC does not hold is left out, as libpng does: its bytes are not what was written, so
     nothing of it is trusted (text, profile, resolution, colour, transparency) and the photo is read without it."""
-    what = "; the photo is read without its transparency" if ctype == b"tRNS" else ""
+    # a tRNS gives transparency only before the pixel data of a gray, RGB or palette image (not beside an alpha channel)
+    used = ctype == b"tRNS" and not info.idat and info.header.color_type in (0, 2, 3)
+    what = "; the photo is read without its transparency" if used else ""
     info.damaged.append(f"PNG {ctype.decode('latin-1')} chunk at byte {pos} dropped: CRC mismatch (damaged){what}")
 
 

@@ -324,6 +324,20 @@ def test_png_damaged_header_is_named_as_such_not_as_too_large_or_invalid(tmp_pat
         probe(path, 10**6)
 
 
+def test_png_trns_with_a_bad_crc_where_it_means_nothing_does_not_say_transparency_is_lost(tmp_path):
+    """A tRNS in an RGBA photo (which its alpha channel makes transparent; PNG 11.3.2.1 forbids tRNS there) or after
+    the pixel data (out of place, ignored) is dropped with the plain note: the photo keeps its alpha."""
+    path = tmp_path / "x.png"
+    alpha = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    with open(path, "wb") as f:
+        png.write_png(f, gradient(8, 8, 3, np.uint8), alpha, [png.chunk(b"tRNS", b"\0\0\0\0\0\0")])
+    data, at = _spoil_crc(path.read_bytes(), b"tRNS")
+    path.write_bytes(data)
+    pic = read(path, 100)
+    assert pic.notes == [_dropped(b"tRNS", at)]
+    np.testing.assert_array_equal(pic.alpha, alpha)
+
+
 def test_one_bad_file_does_not_affect_the_next(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
     write(tmp_path / "good.png", gradient(8, 8, 3, np.uint8), None, "PNG", None)
