@@ -72,12 +72,15 @@ class PngChunks:
 
 
 def read_header(head: bytes) -> PngHeader:
-    """The IHDR fields from the first 33 bytes of the file."""
+    """The IHDR fields from the first 33 bytes of the file; its CRC checked first, so that damage to a field is said
+    to be damage, not a size over the limit or an invalid depth."""
     if len(head) < 33 or not head.startswith(SIGNATURE):
         raise ValueError("file ends inside the PNG header")
     length, ctype = struct.unpack(">I4s", head[8:16])
     if ctype != b"IHDR" or length != 13:
         raise ValueError(f"first chunk is {ctype!r}, not IHDR")
+    if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
+        raise _corrupt(b"IHDR", 8)
     w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if w == 0 or h == 0:
         raise ValueError(f"header gives an empty image ({w} x {h})")
@@ -129,18 +132,19 @@ def walk_chunks(fh, start: int = len(SIGNATURE)) -> Iterator[tuple[int, bytes, i
         pos += 8 + length + 4
 
 
-def read_chunks(fh, header_only: bool = False) -> PngChunks:
+def read_chunks(fh, header_only: bool = False, pixels: bool = True) -> PngChunks:
     """Walk the chunks of an open PNG up to IEND; ValueError when it is truncated or a critical chunk's CRC does not
-    hold (IHDR, PLTE, IDAT, IEND ...); an ancillary chunk with a bad CRC is dropped with a note in `damaged`.
+    hold (IHDR, PLTE of a palette image, IDAT, IEND ...); an ancillary chunk with a bad CRC is dropped with a note in
+    `damaged`, as is the optional suggested palette (PLTE) of a truecolour image (PNG 11.2.3; libpng takes it as
+    ancillary).
 
     header_only: stop at the first IDAT (what probe() needs; chunks after the pixel data are not seen).
+    pixels: check the CRC of the IDAT chunks (read whole for it); False where no pixel is decoded (read_metadata).
     """
     size = fh.seek(0, 2)
     fh.seek(0)
     head = fh.read(33)
-    info = PngChunks(read_header(head))
-    if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
-        raise _corrupt(b"IHDR", 8)
+    info = PngChunks(read_header(head))  # its CRC checked there
     for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
             info.idat.append((pos, 8 + length + 4))  # the first IDAT chunk alone: enough to open, not to decode
@@ -150,7 +154,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             raise ValueError(f"truncated: {ctype.decode('latin-1')} chunk at byte {pos} ends past the file's "
                              f"{size} bytes")
         if ctype == b"IDAT":  # pixel data, only checked here: Pillow, which decodes 8-bit PNGs, skips its CRC
-            if not _streamed_crc_ok(fh, ctype, length):
+            if pixels and not _streamed_crc_ok(fh, ctype, length):
                 raise _corrupt(ctype, pos)
             if info.idat and sum(info.idat[-1]) == pos:
                 info.idat[-1] = (info.idat[-1][0], end - info.idat[-1][0])
@@ -161,7 +165,7 @@ def read_chunks(fh, header_only: bool = False) -> PngChunks:
             (crc,) = struct.unpack(">I", fh.read(4))
             if zlib.crc32(data, zlib.crc32(ctype)) == crc:
                 _take(info, ctype, data)
-            elif _ancillary(ctype):
+            elif _ancillary(ctype) or (ctype == b"PLTE" and info.header.color_type in (2, 6)):
                 _drop(info, ctype, pos)
             else:
                 raise _corrupt(ctype, pos)
@@ -180,7 +184,9 @@ def _corrupt(ctype: bytes, pos: int) -> ValueError:
 def _drop(info: PngChunks, ctype: bytes, pos: int) -> None:
     """An ancillary chunk whose CRC does not hold is left out, as libpng does: its bytes are not what was written, so
     nothing of it is trusted (text, profile, resolution, colour, transparency) and the photo is read without it."""
-    what = "; the photo is read without its transparency" if ctype == b"tRNS" else ""
+    # a tRNS gives transparency only before the pixel data of a gray, RGB or palette image (not beside an alpha channel)
+    used = ctype == b"tRNS" and not info.idat and info.header.color_type in (0, 2, 3)
+    what = "; the photo is read without its transparency" if used else ""
     info.damaged.append(f"PNG {ctype.decode('latin-1')} chunk at byte {pos} dropped: CRC mismatch (damaged){what}")
 
 

@@ -420,14 +420,16 @@ def _identified(fmt: str) -> Iterator[None]:
         raise ValueError(f"no valid {what} giving the image's size and layout: damaged or cut short") from e
 
 
-def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool = False) -> RasterPlan:
-    """What read() will produce; header_only (for probe) skips what lies after a PNG's pixel data."""
+def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool = False,
+         pixels: bool = True) -> RasterPlan:
+    """What read() will produce; header_only (for probe) skips what lies after a PNG's pixel data; pixels False (for
+    read_metadata, which decodes none) leaves a PNG's pixel data unread (its CRC unchecked)."""
     notes: list[str] = []
     if fmt == "PNG":
         fh.seek(0)
         header = png.read_header(fh.read(33))
         check_size(header.width, header.height)
-        chunks = png.read_chunks(fh, header_only)
+        chunks = png.read_chunks(fh, header_only, pixels)
         if chunks.frames > 1:
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
         text = dict(chunks.text)

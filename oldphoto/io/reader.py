@@ -150,7 +150,7 @@ def _opened(path: Path) -> Iterator[tuple[object, str]]:
         yield fh, fmt
 
 
-def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = False):
+def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = False, pixels: bool = True):
     def check_size(w: int, h: int) -> None:
         if max_pixels is not None and w * h > max_pixels:
             # a limit that is no whole tenth of a megapixel (--max-pixels 100) is shown as given, not as "0.0 MP"
@@ -163,7 +163,7 @@ def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = 
                 return tiff_read.plan(fh, check_size)
             except tiff_read.UnsupportedTiff as e:
                 raise ImageError(path, str(e)) from e
-        return raster_read.plan(fh, fmt, check_size, header_only)
+        return raster_read.plan(fh, fmt, check_size, header_only, pixels)
 
 
 def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:
@@ -209,7 +209,7 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
     file's, not the sRGB one read() converts to. Raises ImageError as read() does."""
     path = Path(path)
     with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed: read() gave the notes
-        pl = _plan(fh, fmt, path, max_pixels)
+        pl = _plan(fh, fmt, path, max_pixels, pixels=False)  # a PNG's pixel data not read for its CRC either
         with _decoding(path, fmt):
             meta = pl.metadata()
         info = _info(fmt, pl)

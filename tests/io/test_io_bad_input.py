@@ -17,7 +17,7 @@ from PIL import Image
 
 from io_samples import SRGB_ICC, XMP, gradient, long_, rich_exif, short, tiff_structure
 from oldphoto.errors import ImageError
-from oldphoto.io import png, probe, read, read_source_sha256, write
+from oldphoto.io import png, probe, read, read_metadata, read_source_sha256, write
 
 EXT = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp"}
 
@@ -280,6 +280,62 @@ def test_png_critical_chunk_with_a_bad_crc_refuses_the_photo(tmp_path, ctype, dt
     data, at = _spoil_crc(path.read_bytes(), ctype)
     path.write_bytes(data)
     _fails(path, f"cannot read PNG: corrupt {ctype.decode()} chunk at byte {at} (CRC mismatch)")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_suggested_palette_with_a_bad_crc_in_a_truecolour_photo_is_dropped(tmp_path, dtype):
+    """PLTE is critical only where the pixels are indices (colour type 3): in an RGB(A) photo it is an optional
+    suggested palette (PNG 11.2.3), which libpng treats as ancillary (warns, ignores it). Such a photo is read, the
+    palette dropped with a note, not refused."""
+    path = tmp_path / "x.png"
+    with open(path, "wb") as f:
+        png.write_png(f, gradient(8, 8, 3, dtype), None, [png.chunk(b"PLTE", bytes(range(12)))])
+    good = read(path, 100)
+    data, at = _spoil_crc(path.read_bytes(), b"PLTE")
+    (tmp_path / "damaged.png").write_bytes(data)
+    pic = read(tmp_path / "damaged.png", 100)
+    assert pic.notes == good.notes + [_dropped(b"PLTE", at)]
+    np.testing.assert_array_equal(pic.pixels, good.pixels)
+
+
+def test_png_metadata_alone_does_not_read_the_pixel_data(tmp_path, monkeypatch):
+    """read_metadata (a sidecar rewritten beside an unchanged restoration) decodes no pixel: nor does it read the
+    pixel data for its CRC (a 1 GB scan on a share would be read whole each such rerun); read() still checks it."""
+    path = tmp_path / "x.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    data, at = _spoil_crc(path.read_bytes(), b"IDAT")
+    path.write_bytes(data)
+    info, meta = read_metadata(path, 100)
+    assert (info.width, info.height) == (8, 8)
+    _fails(path, f"corrupt IDAT chunk at byte {at}")
+
+
+@pytest.mark.parametrize("byte, flip", [(16, 0x40), (24, 0x04), (25, 0x20)])  # width's top byte, depth, colour
+def test_png_damaged_header_is_named_as_such_not_as_too_large_or_invalid(tmp_path, byte, flip):
+    """A bit flipped in IHDR's data (not its CRC) gives a corrupt IHDR, checked before its fields are believed: not
+    a size over --max-pixels (which would ask for a higher limit), nor an invalid depth or colour type."""
+    path = tmp_path / "x.png"
+    write(path, gradient(8, 8, 3, np.uint8), None, "PNG", None)
+    data = bytearray(path.read_bytes())
+    data[byte] ^= flip
+    path.write_bytes(bytes(data))
+    _fails(path, "corrupt IHDR chunk at byte 8 (CRC mismatch)")
+    with pytest.raises(ImageError, match="corrupt IHDR"):
+        probe(path, 10**6)
+
+
+def test_png_trns_with_a_bad_crc_where_it_means_nothing_does_not_say_transparency_is_lost(tmp_path):
+    """A tRNS in an RGBA photo (which its alpha channel makes transparent; PNG 11.3.2.1 forbids tRNS there) or after
+    the pixel data (out of place, ignored) is dropped with the plain note: the photo keeps its alpha."""
+    path = tmp_path / "x.png"
+    alpha = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    with open(path, "wb") as f:
+        png.write_png(f, gradient(8, 8, 3, np.uint8), alpha, [png.chunk(b"tRNS", b"\0\0\0\0\0\0")])
+    data, at = _spoil_crc(path.read_bytes(), b"tRNS")
+    path.write_bytes(data)
+    pic = read(path, 100)
+    assert pic.notes == [_dropped(b"tRNS", at)]
+    np.testing.assert_array_equal(pic.alpha, alpha)
 
 
 def test_one_bad_file_does_not_affect_the_next(tmp_path):
