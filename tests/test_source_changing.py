@@ -369,3 +369,22 @@ def test_a_scan_touched_as_its_sidecar_alone_is_rewritten_is_no_change(tmp_path,
     assert [(r.status, r.sidecar_only) for r in outcome.report.results] == [("done", True)] and not progress.errors
     assert b">new<" in (out / "scan.tif.xmp").read_bytes()
     assert records(out)["scan.tif"]["sha256"] == sha(data)
+
+
+def test_a_scan_changed_as_its_mask_alone_is_made_fails(tmp_path, models, monkeypatch):
+    """--only-mask: its mask and overlay go in under the same check as a restoration."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    scan(root / "scan.tif", 1)
+
+    def rewrite(src):
+        scan(src, 2)
+        later(src)
+
+    while_decoding(monkeypatch, rewrite)
+    progress = Quiet()
+    outcome = runner.Batch([root], out, out / "report.json", RestoreConfig(**OPTIONS, only_mask=True), progress,
+                           runner.StopFlag()).run()
+    [result] = outcome.report.results
+    assert (result.status, result.error) == ("failed", CHANGED)
+    assert not [p.name for p in out.iterdir() if p.name.startswith("scan.")]
+    assert "scan.tif" not in records(out)
