@@ -372,7 +372,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 
 def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Provenance, size: tuple[int, int],
                    commit_gate: CommitGate | None = None, sidecar: Path | None = None,
-                   stale: Sequence[Path] = ()) -> FileOutcome:
+                   stale: Sequence[Path] = (), source_stamp: SourceStamp | None = None) -> FileOutcome:
     """Write (or remove) the XMP sidecar of a restoration that stays as it is: only the source's sidecar changed
     (planning: the scan, settings and models are those the restoration was made from, its outputs as recorded). The
     sidecar is the one a full run would write beside it (io.sidecar.carried_packet, mapped through the scan's frame
@@ -382,13 +382,16 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
     upright (width, height) as recorded. Its oldphoto:Notes: the restoration's (made.notes), those on the sidecar
     being this one's; its xmpMM:DerivedFrom and OriginalDocumentID: the parent the restoration names (made.parent),
     which the new sidecar might not give as the one it was made with did. Atomic and through `commit_gate` as
-    process_file's outputs; outputs: the sidecar written, if one was. Raises ImageError (the scan's header unreadable
-    or its size changed since)."""
+    process_file's outputs; outputs: the sidecar written, if one was. source_stamp: the scan's stat as planning took
+    it (None: taken here, before its metadata is read): it goes in only while the scan still stats so, or still has
+    made.source_sha256 (as process_file). Raises ImageError (the scan's header unreadable, its size changed since, or
+    it changed as it was read: SOURCE_CHANGED)."""
     src, out_base = Path(src), Path(out_base)
     cpu = torch.device("cpu")
     seconds = {k: 0.0 for k in STAGE_KEYS}
     notes: list[str] = []
     with timed(seconds, "read", cpu):
+        stamp = source_stamp if source_stamp is not None else _stamp(src)
         info, meta = oio.read_metadata(src, cfg.max_pixels)
         if (info.width, info.height) != tuple(size):  # the scan was replaced since planning: its next run redoes it
             raise ImageError(src, f"its size changed while the run was planned ({size[0]} x {size[1]} -> "
@@ -426,6 +429,7 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
         if packet is not None:
             _make_folder(target, staging, commit_gate)
             xmp_sidecar.write_sidecar(target, packet, staging)
+        _check_unchanged(src, stamp, made.source_sha256)  # its metadata, read above, is of the bytes the packet names
         _put_in_place(staging, commit_gate, src, stale, target)
     width, height = size
     return FileOutcome(outputs=[target] if packet is not None else [], width=width, height=height,

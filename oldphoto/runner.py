@@ -294,7 +294,8 @@ class Batch:
             if job.made is not None:  # the restoration stays: its sidecar alone (the record's source, not read again)
                 return job.known, pipeline.update_sidecar(
                     job.found.src, out_base(self.out, job.found.rel), cfg, job.made,
-                    (job.base.width, job.base.height), commit_gate=gate, sidecar=job.sidecar, stale=job.stale)
+                    (job.base.width, job.base.height), commit_gate=gate, sidecar=job.sidecar, stale=job.stale,
+                    source_stamp=job.known and job.known.stamp)
             sid = job.known
             # planning's sha256 holds while the source stats as it did before planning read it (inode and ctime too:
             # a copy with the same size and mtime renamed over it is another file)

@@ -298,3 +298,93 @@ def test_a_sidecar_edited_during_the_run_is_taken_up_by_the_next_run(tmp_path, m
     assert (result.status, result.sidecar_only) == ("done", True)
     assert records(out)["scan.tif"]["sidecar"]["sha256"] == sha(PACKET.format("new").encode())
     assert b">new<" in (out / "scan.tif.xmp").read_bytes()
+
+
+def test_a_scan_changed_as_its_sidecar_alone_is_rewritten_fails(tmp_path, models, monkeypatch):
+    """Only the scan's XMP sidecar changed since its restoration: the run reads the scan's metadata (no pixel) for the
+    sidecar it writes beside the restoration, naming the restoration's source sha256. Replaced meanwhile by another
+    scan of the same size, that sidecar would describe other bytes than those it names: the file fails instead,
+    nothing put in place, and the next run restores it."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    src = root / "scan.tif"
+    scan(src, 1)
+    xmp = root / "scan.tif.xmp"
+    xmp.write_text(PACKET.format("old"))
+    assert [r.status for r in restore(root, out)[0].report.results] == ["done"]
+    xmp.write_text(PACKET.format("new"))
+    later(xmp)
+    real_update, real_meta, final = pipeline.update_sidecar, oio.read_metadata, {}
+
+    def update_sidecar(*args, **kwargs):
+        monkeypatch.setattr(oio, "read_metadata", read_then_replace)
+        return real_update(*args, **kwargs)
+
+    def read_then_replace(path, *args, **kwargs):
+        got = real_meta(path, *args, **kwargs)
+        final["data"] = scan(Path(path), 2)  # the same width and height
+        later(Path(path))
+        return got
+
+    monkeypatch.setattr(pipeline, "update_sidecar", update_sidecar)
+    outcome, progress = restore(root, out)
+    [result] = outcome.report.results
+    assert (result.status, result.error) == ("failed", CHANGED)
+    assert progress.errors == [("scan.tif", CHANGED)]
+    assert b">old<" in (out / "scan.tif.xmp").read_bytes()
+    assert records(out)["scan.tif"]["sidecar"]["sha256"] == sha(PACKET.format("old").encode())
+    assert not [p.name for p in out.iterdir() if "oldphoto-tmp" in p.name]
+    monkeypatch.undo()
+    use_stand_in_models(monkeypatch)
+    outcome, progress = restore(root, out)
+    assert [(r.status, r.sidecar_only) for r in outcome.report.results] == [("done", False)] and not progress.errors
+    assert_restored_from(out, final["data"])
+    assert b">new<" in (out / "scan.tif.xmp").read_bytes()
+
+
+def test_a_scan_touched_as_its_sidecar_alone_is_rewritten_is_no_change(tmp_path, models, monkeypatch):
+    """A touch of the scan while its sidecar alone is rewritten: the same bytes, the sidecar goes in."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    src = root / "scan.tif"
+    data = scan(src, 1)
+    xmp = root / "scan.tif.xmp"
+    xmp.write_text(PACKET.format("old"))
+    assert [r.status for r in restore(root, out)[0].report.results] == ["done"]
+    xmp.write_text(PACKET.format("new"))
+    later(xmp)
+    real_meta = oio.read_metadata
+
+    def read_then_touch(path, *args, **kwargs):
+        got = real_meta(path, *args, **kwargs)
+        later(Path(path))
+        return got
+
+    real_update = pipeline.update_sidecar
+
+    def update_sidecar(*args, **kwargs):
+        monkeypatch.setattr(oio, "read_metadata", read_then_touch)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "update_sidecar", update_sidecar)
+    outcome, progress = restore(root, out)
+    assert [(r.status, r.sidecar_only) for r in outcome.report.results] == [("done", True)] and not progress.errors
+    assert b">new<" in (out / "scan.tif.xmp").read_bytes()
+    assert records(out)["scan.tif"]["sha256"] == sha(data)
+
+
+def test_a_scan_changed_as_its_mask_alone_is_made_fails(tmp_path, models, monkeypatch):
+    """--only-mask: its mask and overlay go in under the same check as a restoration."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    scan(root / "scan.tif", 1)
+
+    def rewrite(src):
+        scan(src, 2)
+        later(src)
+
+    while_decoding(monkeypatch, rewrite)
+    progress = Quiet()
+    outcome = runner.Batch([root], out, out / "report.json", RestoreConfig(**OPTIONS, only_mask=True), progress,
+                           runner.StopFlag()).run()
+    [result] = outcome.report.results
+    assert (result.status, result.error) == ("failed", CHANGED)
+    assert not [p.name for p in out.iterdir() if p.name.startswith("scan.")]
+    assert "scan.tif" not in records(out)
