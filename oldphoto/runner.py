@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 from . import io as oio
 from . import planning
 from .config import RestoreConfig
-from .errors import BadArgument, CannotRun, reason_of
+from .errors import BadArgument, CannotRun, ImageError, reason_of
 from .io.atomic import closing_temps, temp_name, write_bytes
 from .io.provenance import SourceStamp
 from .io.sidecar import SIDECAR_NOTE, is_sidecar_name
@@ -299,9 +299,12 @@ class Batch:
             sid = job.known
             # planning's sha256 holds while the source stats as it did before planning read it (inode and ctime too:
             # a copy with the same size and mtime renamed over it is another file)
-            if sid is None or sid.sha256 is None or sid.stamp is None or SourceStamp.of(job.found.src) != sid.stamp:
-                # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
-                sid = SourceId.of(job.found.src, with_hash=True)
+            try:
+                if sid is None or sid.sha256 is None or sid.stamp is None or SourceStamp.of(job.found.src) != sid.stamp:
+                    # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
+                    sid = SourceId.of(job.found.src, with_hash=True)
+            except OSError as e:  # removed or made unreadable since planning: its line, as the reader words it
+                raise ImageError(job.found.src, f"cannot open: {e.strerror or e}") from e
             # the outputs go in only if the source still stats as sid.stamp (or has sid.sha256): the record and the
             # outputs' provenance then describe the bytes decoded
             outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,

@@ -388,3 +388,16 @@ def test_a_scan_changed_as_its_mask_alone_is_made_fails(tmp_path, models, monkey
     assert (result.status, result.error) == ("failed", CHANGED)
     assert not [p.name for p in out.iterdir() if p.name.startswith("scan.")]
     assert "scan.tif" not in records(out)
+
+
+def test_a_scan_removed_after_planning_fails_alone_with_one_plain_line(tmp_path, models, monkeypatch):
+    """Removed after planning stat'ed (and hashed) it, before its turn: one `cannot open` line naming it once, as the
+    reader words it (was the OSError's own text, its path repeated), and the batch goes on."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    scan(root / "a.tif", 1)
+    scan(root / "b.tif", 2)
+    while_decoding(monkeypatch, lambda src: (root / "b.tif").unlink())
+    outcome, progress = restore(root, out)
+    assert [(r.status, r.error) for r in outcome.report.results] == [
+        ("done", None), ("failed", "cannot open: No such file or directory")]
+    assert progress.errors == [("b.tif", "cannot open: No such file or directory")]
