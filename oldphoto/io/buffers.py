@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import ImageError, TempFolderError
 
 DISK_THRESHOLD = 256 << 20  # bytes; larger buffers are memory-mapped temp files
-# what mmap fails with where the file system cannot map a file (some FUSE and network mounts, /proc-like files):
-# readers then read the source instead; any other OSError (EIO, a vanished file) is a real failure
+# what mmap fails with where the file system cannot map a file (some FUSE and network mounts): a temp folder there is
+# passed over for another; any other OSError (EIO, a full disk) is a real failure. Sources are never mapped.
 _UNMAPPABLE = frozenset({errno.ENODEV, errno.EACCES, errno.EINVAL})
 # the system's temp folders, as tempfile looks for one when TMPDIR, TEMP and TMP name none (its documented order):
 # where a large buffer goes when the temp folder named cannot map files
@@ -28,7 +28,7 @@ _NOTES: ContextVar[list[str] | None] = ContextVar("oldphoto_buffer_notes", defau
 
 
 def unmappable(e: OSError) -> bool:
-    """Did mapping a source fail only because its file system cannot map it (so a plain read may work)?"""
+    """Did mapping a file fail only because its file system cannot map files (so another folder's may)?"""
     return e.errno in _UNMAPPABLE
 
 

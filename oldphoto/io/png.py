@@ -7,18 +7,16 @@ written by `write_png`, which filters and deflates a band of rows at a time (no 
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import struct
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import imagecodecs
 import numpy as np
 
-from .buffers import unmappable
+from .buffers import allocate
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEY = "XML:com.adobe.xmp"
@@ -36,6 +34,9 @@ PILLOW_MAX_TEXT_CHUNK = 1 << 20
 _IDAT_SIZE = 256 << 10  # bytes per IDAT chunk
 _BAND_BYTES = 128 << 10  # raw bytes per encoded band of rows (the filters need ~30x that as scratch)
 _METERS_PER_INCH = 0.0254
+# a 16-bit PNG's compressed stream larger than this is read into our own temp file, not RAM: libpng wants it whole,
+# and in RAM it would add up to the decoded size again (noisy scans barely compress)
+_STREAM_RAM = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -291,18 +292,17 @@ def samples16(header: PngHeader, trns: bytes | None) -> int:
     return {0: 1, 2: 3, 4: 2, 6: 4}[header.color_type] + colour_key(header, trns)
 
 
-@contextmanager
-def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
-    """The PNG libpng needs to decode the pixels of the open file `fh` (read_chunks gave `info`): signature,
-    IHDR, tRNS when it is a colour key (libpng makes alpha of it), the IDAT chunks and IEND.
+def pixel_stream(fh, info: PngChunks, tmp_dir=None) -> np.ndarray:
+    """The PNG libpng needs to decode the pixels of the open file `fh` (read_chunks gave `info`): signature, IHDR,
+    tRNS when it is a colour key (libpng makes alpha of it), the IDAT chunks and IEND; (bytes,) uint8.
 
     libpng checks every chunk it is given and complains about what it dislikes (a damaged or "known incorrect"
     sRGB ICC profile, an odd sBIT or text chunk ...); imagecodecs logs that, and Python's last-resort handler
     prints it on stderr, past --quiet. oldphoto reads the other chunks itself, so libpng is not shown them.
-    No copy of the compressed data: a private (copy-on-write) map of the file, where the bytes just before the
-    IDAT chunks become signature, IHDR and tRNS and those just after become IEND, in memory only (a page or
-    two is copied; the file is never changed). Where the file system cannot map the file, the stream is built
-    in memory instead.
+    One copy of the compressed data, read straight into an allocate() buffer: RAM up to _STREAM_RAM, else our own
+    unlinked temp file in `tmp_dir`.
+    Not a map of the source: a scan cut short in place while libpng reads it would raise SIGBUS, killing the whole
+    run. ValueError when the file ends before its chunks do (changed while it was read).
     """
     if len(info.idat) != 1:
         raise ValueError("IDAT chunks are not consecutive (another chunk between them)" if info.idat
@@ -311,27 +311,23 @@ def pixel_stream(fh, info: PngChunks) -> Iterator[memoryview]:
     fh.seek(0)
     head = fh.read(33)  # signature and IHDR, CRC included, as stored
     prefix = head + (chunk(b"tRNS", info.trns) if colour_key(info.header, info.trns) else b"")
-    start = first - len(prefix)  # >= 0: IHDR and a tRNS before the IDATs take as many bytes in the file
-    if start < 0:
-        raise ValueError(f"invalid PNG: first IDAT chunk at byte {first}")
     size, end = os.fstat(fh.fileno()).st_size, first + n + 12
-    if size < end:  # the map would be too short for the chunks (or, empty, could not be made)
+    if size < end:  # said before any buffer is made
         raise ValueError(f"truncated: the file has {size} bytes, its chunks end at byte {end} (changed while it was "
                          f"read)")
-    try:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
-    except OSError as e:
-        if not unmappable(e):
-            raise
-        mm = None  # decoded outside the handler, so that a decoding error is not chained to this one
-    if mm is None:
-        yield _read_stream(fh, prefix, first, n)
-        return
-    with mm:
-        mm[start:first] = prefix
-        mm[first + n : first + n + 12] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs
-        with memoryview(mm) as whole, whole[start : first + n + 12] as data:
-            yield data
+    buf = allocate((len(prefix) + n + 12,), np.uint8, tmp_dir, threshold=_STREAM_RAM)
+    buf[: len(prefix)] = np.frombuffer(prefix, np.uint8)
+    fh.seek(first)
+    with memoryview(buf) as whole:
+        pos, stop = len(prefix), len(prefix) + n
+        while pos < stop:
+            got = fh.readinto(whole[pos:stop])
+            if not got:
+                raise ValueError(f"truncated: the file ends at byte {first + pos - len(prefix)}, its chunks end at "
+                                 f"byte {end} (changed while it was read)")
+            pos += got
+    buf[stop:] = np.frombuffer(chunk(b"IEND", b""), np.uint8)  # read_chunks saw at least IEND after the IDATs
+    return buf
 
 
 class PixelChunks(io.RawIOBase):
@@ -401,24 +397,6 @@ class PixelChunks(io.RawIOBase):
                 if k < n - at and done < len(out):
                     break  # a short read of the file: what it gave
             return done
-
-
-def _read_stream(fh, prefix: bytes, first: int, n: int) -> memoryview:
-    """pixel_stream's bytes read into memory, for a file that cannot be mapped: this costs one copy of the
-    compressed pixel data (read straight into place, not copied again)."""
-    buf = bytearray(len(prefix) + n + 12)
-    buf[: len(prefix)] = prefix
-    fh.seek(first)
-    with memoryview(buf) as whole:
-        pos, end = len(prefix), len(prefix) + n
-        while pos < end:
-            got = fh.readinto(whole[pos:end])
-            if not got:
-                raise ValueError(f"truncated: the file ends at byte {first + pos - len(prefix)}, its chunks end at "
-                                 f"byte {first + n + 12} (changed while it was read)")
-            pos += got
-    buf[end:] = chunk(b"IEND", b"")  # read_chunks saw at least IEND after the IDATs
-    return memoryview(buf)
 
 
 def decode16(data, header: PngHeader, trns: bytes | None, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -108,14 +108,14 @@ class RasterPlan:
         """The metadata decode() returns, without decoding (reader.read_metadata)."""
         return self.meta
 
-    def decode(self, tmp_dir, allow_mmap: bool) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
+    def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
         notes = list(self.notes)
         if self.image is None:
             header = self.png_chunks.header
             out = allocate((header.height, header.width, png.samples16(header, self.png_chunks.trns)), np.uint16,
                            tmp_dir)
-            with png.pixel_stream(self.fh, self.png_chunks) as data:
-                pixels, alpha = png.decode16(data, header, self.png_chunks.trns, out)
+            data = png.pixel_stream(self.fh, self.png_chunks, tmp_dir)
+            pixels, alpha = png.decode16(data, header, self.png_chunks.trns, out)
             return pixels, alpha, self.meta, notes
         pixels, alpha = self._decode_pillow(tmp_dir, notes)
         return pixels, alpha, self.meta, notes

@@ -217,14 +217,12 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
     return info, meta
 
 
-def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None,
-         allow_mmap: bool = True) -> Picture:
+def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None) -> Picture:
     """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.
 
     max_pixels: refuse images with more pixels (checked on the header, before decoding).
     tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate: where its file system cannot map
     files, a system temp folder, with a note).
-    allow_mmap: uncompressed TIFFs may be returned as a copy-on-write map of the file itself.
     Raises ImageError naming the file and the reason.
     """
     path = Path(path)
@@ -234,7 +232,7 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
         with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
             pl = _plan(fh, fmt, path, max_pixels)
             with _decoding(path, fmt):
-                pixels, alpha, meta, notes = pl.decode(tmp_dir, allow_mmap)
+                pixels, alpha, meta, notes = pl.decode(tmp_dir)
         notes += logged
         if pl.orientation != 1:
             pixels = upright(pixels, pl.orientation, tmp_dir)

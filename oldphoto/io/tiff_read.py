@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 
 from . import tiff_ifd as T
-from .buffers import allocate, unmappable
+from .buffers import allocate
 from .cmyk import CmykConverter
 from .iptc import iptc_of, readable_block, without_padding
 from .metadata import (DESCRIPTIVE_TAGS, LAYOUT_TAGS, ORIENTATION, RESOLUTION_TAGS, WINDOWS_TAGS, YCBCR_TAGS, Metadata,
@@ -191,9 +191,9 @@ class TiffPlan:
     def page(self) -> tifffile.TiffPage:
         return self.tif.pages[self.index]
 
-    def decode(self, tmp_dir, allow_mmap: bool) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
+    def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
         meta, notes = self._metadata()
-        pixels, alpha, icc_after = _decode_pixels(self, tmp_dir, allow_mmap, meta.icc, notes)
+        pixels, alpha, icc_after = _decode_pixels(self, tmp_dir, meta.icc, notes)
         meta.icc = icc_after
         return pixels, alpha, meta, self.notes + notes
 
@@ -338,12 +338,41 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
     raise UnsupportedTiff(f"unsupported colour layout: {name} with {colour} colour sample(s)")
 
 
-def _check_data_in_file(p: tifffile.TiffPage, size: int) -> None:
+def _data_end(p: tifffile.TiffPage) -> int:
+    """The byte after the page's last strip or tile; ValueError when it has none."""
     ends = [o + n for o, n in zip(p.dataoffsets, p.databytecounts) if n]
     if not ends:
         raise ValueError("TIFF page has no image data")
-    if max(ends) > size:
-        raise ValueError(f"truncated: image data runs to byte {max(ends)} but the file has {size} bytes")
+    return max(ends)
+
+
+def _check_data_in_file(p: tifffile.TiffPage, size: int) -> None:
+    if _data_end(p) > size:
+        raise ValueError(f"truncated: image data runs to byte {_data_end(p)} but the file has {size} bytes")
+
+
+def _read_page(p: tifffile.TiffPage, out: np.ndarray, fh) -> None:
+    """The page's pixels into `out` (its p.shape, p.dtype), decoded a slice at a time with plain reads of `fh`.
+
+    Never a map of the source: a scan cut short in place while it is read (software saving over the same file) would
+    raise SIGBUS on the first page touched past its new end, killing the whole run. ValueError when the file no longer
+    holds the page's data, before or after tifffile read it, whatever tifffile made of the short read (an error, a
+    decoding error, zeros)."""
+    try:
+        with _damaged():
+            p.asarray(out=out, maxworkers=1, buffersize=_READ_BYTES)
+    except (ValueError, RuntimeError, tifffile.TiffFileError) as e:  # imagecodecs raises RuntimeErrors
+        _check_still_there(p, fh, e)
+        raise
+    _check_still_there(p, fh, None)
+
+
+def _check_still_there(p: tifffile.TiffPage, fh, cause: BaseException | None) -> None:
+    """ValueError (from `cause`) when `fh` has become shorter than the page's data: it changed while it was read."""
+    size, end = os.fstat(fh.fileno()).st_size, _data_end(p)
+    if size < end:
+        raise ValueError(f"truncated: the file ends at byte {size}, its pixel data at byte {end} (changed while it "
+                         "was read)") from cause
 
 
 def _bands(height: int, row_bytes: int):
@@ -352,9 +381,9 @@ def _bands(height: int, row_bytes: int):
         yield slice(y0, min(height, y0 + step))
 
 
-def _decode_pixels(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, notes: list[str]):
+def _decode_pixels(pl: TiffPlan, tmp_dir, icc: bytes | None, notes: list[str]):
     """-> (pixels (H, W, C), alpha (H, W) or None, ICC profile valid for the returned pixels)."""
-    pixels, alpha, icc = _decode_page(pl, tmp_dir, allow_mmap, icc, notes)
+    pixels, alpha, icc = _decode_page(pl, tmp_dir, icc, notes)
     if pl.mask is not None:
         alpha = _mask_alpha(pl, tmp_dir)
     return pixels, alpha, icc
@@ -365,8 +394,7 @@ def _mask_alpha(pl: TiffPlan, tmp_dir) -> np.ndarray:
     m = pl.tif.pages[pl.mask]
     _check_data_in_file(m, pl.tif.filehandle.size)
     inside = allocate(m.shape, m.dtype, tmp_dir)  # bool, a byte per pixel
-    with _damaged():
-        m.asarray(out=inside, maxworkers=1, buffersize=_READ_BYTES)
+    _read_page(m, inside, pl.fh)
     alpha = allocate(inside.shape, pl.dtype, tmp_dir)
     top = np.iinfo(pl.dtype).max
     for rows in _bands(inside.shape[0], inside.shape[1] * pl.dtype.itemsize):
@@ -374,20 +402,12 @@ def _mask_alpha(pl: TiffPlan, tmp_dir) -> np.ndarray:
     return alpha
 
 
-def _decode_page(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, notes: list[str]):
+def _decode_page(pl: TiffPlan, tmp_dir, icc: bytes | None, notes: list[str]):
     p = pl.page
     _check_data_in_file(p, pl.tif.filehandle.size)
     photometric, h, w = int(p.photometric), p.imagelength, p.imagewidth
-    native = p.bitspersample == 8 or pl.tif.byteorder == ("<" if sys.byteorder == "little" else ">")
-    if allow_mmap and native and p.is_memmappable and photometric in (_MINISBLACK, _RGB) \
-            and p.bitspersample in (8, 16) and int(p.planarconfig) == 1 \
-            and not (pl.extra_alpha and int(p.extrasamples[0]) == _ASSOC_ALPHA):
-        arr = _map_page(pl)
-        if arr is not None:
-            return _split(arr, pl.extra_alpha) + (icc,)
-    raw = allocate(p.shape, p.dtype, tmp_dir)
-    with _damaged():
-        p.asarray(out=raw, maxworkers=1, buffersize=_READ_BYTES)  # compressed data read a slice at a time
+    raw = allocate(p.shape, p.dtype, tmp_dir)  # an uncompressed page too is read into it: see _read_page
+    _read_page(p, raw, pl.fh)
     if int(p.planarconfig) == 2 and raw.ndim == 3:  # (S, H, W) -> (H, W, S)
         inter = allocate((h, w, raw.shape[0]), raw.dtype, tmp_dir)
         for rows in _bands(h, w * raw.shape[0] * raw.itemsize):
@@ -407,22 +427,6 @@ def _decode_page(pl: TiffPlan, tmp_dir, allow_mmap: bool, icc: bytes | None, not
         _unpremultiply(pixels, alpha)
         notes.append("associated (premultiplied) alpha converted to straight alpha")
     return pixels, alpha, icc
-
-
-def _map_page(pl: TiffPlan) -> np.ndarray | None:
-    """A copy-on-write map of the page's pixels in the file: no decoding, no RAM for pixels; writes never reach
-    the source. None where the file system cannot map the file: the page is then read as a compressed one is."""
-    p = pl.page
-    where = pl.fh.tell()
-    try:  # the open file, not its name: the file read and hashed, even if the path was replaced meanwhile
-        return np.memmap(pl.fh, dtype=p.dtype, mode="c", offset=p.dataoffsets[0],
-                         shape=(p.imagelength, p.imagewidth, p.samplesperpixel))
-    except OSError as e:
-        if not unmappable(e):
-            raise
-        return None
-    finally:
-        pl.fh.seek(where)  # np.memmap seeks to the end of a file object to learn its size
 
 
 def _split(arr: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:

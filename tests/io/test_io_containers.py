@@ -234,4 +234,4 @@ def test_16_bit_png_cut_short_after_its_chunks_were_read_says_so(tmp_path, keep)
         path.write_bytes(buf.getvalue()[:keep % len(buf.getvalue())])
         with pytest.raises(ValueError, match=r"^truncated: the file has \d+ bytes, its chunks end at byte \d+ "
                                              r"\(changed while it was read\)$"):
-            plan.decode(None, True)
+            plan.decode(None)

@@ -30,7 +30,7 @@ def _read(path, **kw):
 def test_lossless_compressions_are_exact(tmp_path, compression, bigtiff):
     path = tmp_path / "x.tif"
     tifffile.imwrite(path, RGB16, photometric="rgb", compression=compression, bigtiff=bigtiff, rowsperstrip=7)
-    pic = _read(path, allow_mmap=False)
+    pic = _read(path)
     assert pic.source_mode == "RGB;16" and pic.pixels.dtype == np.uint16
     np.testing.assert_array_equal(pic.pixels, RGB16)
 
