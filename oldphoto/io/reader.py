@@ -132,8 +132,8 @@ def open_source(path: str | Path, buffering: int = -1):
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[object, str]]:
-    fh = open_source(path)
+def _opened(path: Path, buffering: int = -1) -> Iterator[tuple[object, str]]:
+    fh = open_source(path, buffering)
     with fh:
         try:
             head = fh.read(16)
@@ -186,6 +186,9 @@ def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
 
 
 _HEADER_BUFFER = 64  # bytes read at a time by lossless_webp: the RIFF header and the first chunk's header fit
+# bytes read at a time by read_metadata: it seeks from chunk header to chunk header past a PNG's pixel data (8 KiB IDAT
+# chunks from libpng and most writers), which a buffer of the block size (4 KiB, 1 MiB on some shares) read anyway
+_METADATA_BUFFER = 64
 
 
 def lossless_webp(path: str | Path) -> bool:
@@ -208,7 +211,7 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
     sidecar rewritten beside an unchanged restoration: pipeline.update_sidecar). A CMYK scan's ICC profile is the
     file's, not the sRGB one read() converts to. Raises ImageError as read() does."""
     path = Path(path)
-    with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed: read() gave the notes
+    with _opened(path, _METADATA_BUFFER) as (fh, fmt), tiff_read.log_notes():  # not printed: read() gave the notes
         pl = _plan(fh, fmt, path, max_pixels, pixels=False)  # a PNG's pixel data not read for its CRC either
         with _decoding(path, fmt):
             meta = pl.metadata()
