@@ -358,9 +358,12 @@ def _read_page(p: tifffile.TiffPage, out: np.ndarray, fh) -> None:
     raise SIGBUS on the first page touched past its new end, killing the whole run. ValueError when the file no longer
     holds the page's data, before or after tifffile read it, whatever tifffile made of the short read (an error, a
     decoding error, zeros)."""
+    # a plain view of a disk buffer (np.memmap): tifffile would flush one it read a contiguous page into, an msync
+    # writing the whole unlinked scratch file out to disk (seconds for a 100-MP scan) for nothing
+    view = out.view(np.ndarray)
     try:
         with _damaged():
-            p.asarray(out=out, maxworkers=1, buffersize=_READ_BYTES)
+            p.asarray(out=view, maxworkers=1, buffersize=_READ_BYTES)
     except (ValueError, RuntimeError, tifffile.TiffFileError) as e:  # imagecodecs raises RuntimeErrors
         _check_still_there(p, fh, e)
         raise

@@ -79,6 +79,27 @@ def test_large_buffers_go_to_disk(tmp_path, px, monkeypatch):
     np.testing.assert_array_equal(pic.pixels, px)
 
 
+@pytest.mark.parametrize("mask", [False, True])
+def test_an_uncompressed_tiff_read_into_a_disk_buffer_is_not_synced_to_disk(tmp_path, px, monkeypatch, mask):
+    """tifffile flushes an np.memmap it read a contiguous page into (msync: a synchronous write of the whole buffer,
+    about 1 s for a 60-MP 16-bit scan on a fast disk, several on a slow one); a scratch buffer on an unlinked temp
+    file needs no such write."""
+    path = tmp_path / "u.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(px, photometric="rgb")
+        if mask:  # a transparency mask page, read as alpha
+            tw.write(np.ones((H, W), bool), photometric=4, subfiletype=4)
+    monkeypatch.setattr(buffers, "DISK_THRESHOLD", 1 << 10)
+    flushed = []
+    real = np.memmap.flush
+    monkeypatch.setattr(np.memmap, "flush", lambda self: flushed.append(self.nbytes) or real(self))
+    pic = read(path, 10**8, tmp_dir=tmp_path)
+    assert isinstance(pic.pixels.base, np.memmap) or isinstance(pic.pixels, np.memmap)
+    np.testing.assert_array_equal(pic.pixels, px)
+    assert (pic.alpha is not None) == mask
+    assert flushed == []
+
+
 @pytest.mark.parametrize("fmt,storage", [("TIFF", None), ("TIFF", (1, 1)), ("TIFF", (5, 1)), ("TIFF", (32773, 1)),
                                          ("TIFF", (8, 2)), ("PNG", None)],
                          ids=["tiff-default", "tiff-none", "tiff-lzw", "tiff-packbits", "tiff-deflate", "png"])
