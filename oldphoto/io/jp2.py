@@ -70,7 +70,8 @@ def boxes(fh, start: int, end: int) -> Iterator[Box]:
         elif length == 0:
             length = end - pos
         if length < header or pos + length > end:
-            raise BoxError(f"box {_name(kind)} at byte {pos} gives {length} bytes, but only {end - pos} remain")
+            raise BoxError(f"box {_name(kind)} at byte {pos} gives {length} bytes, but only {end - pos} remain: "
+                           "cut short or damaged")
         yield Box(kind, pos + header, pos + length)
         pos += length
     raise BoxError(f"more than {_MAX_BOXES} boxes")
@@ -319,7 +320,7 @@ def _walk(fh, size: int, check_size, exif_fields, note_resolution, notes: list[s
     """(jp2h's contents, the jp2c box, the metadata of the uuid boxes) from the top-level boxes. A box that
     breaks the walk before the codestream is found refuses the file; after it, the rest is left with a note."""
     header, codestream = None, None
-    xmp = exif = iptc = None
+    found: dict[str, bytes | None] = {}
     others: list[str] = []
     try:
         for box in boxes(fh, 0, size):
@@ -330,7 +331,7 @@ def _walk(fh, size: int, check_size, exif_fields, note_resolution, notes: list[s
             elif box.type == b"jp2c" and codestream is None:
                 codestream = box
             elif box.type == b"uuid":
-                xmp, exif, iptc = _read_uuid(fh, box, (xmp, exif, iptc), others)
+                _read_uuid(fh, box, found, others)
             elif box.type in (b"xml ", b"asoc", b"lbl ", b"uinf", b"jp2i") and _name(box.type) not in others:
                 others.append(_name(box.type))
     except BoxError as e:
@@ -343,32 +344,34 @@ def _walk(fh, size: int, check_size, exif_fields, note_resolution, notes: list[s
         raise BoxError("no codestream box (jp2c)")
     if others:
         notes.append(f"JPEG 2000 box(es) {', '.join(others)} not carried")
-    exif_block, tags, orientation = exif_fields(exif, notes)
+    if found.get("IPTC") is not None and not found["IPTC"].startswith(b"\x1c"):
+        notes.append("IPTC uuid box dropped: it holds no IPTC-IIM records (they begin with 0x1C)")
+        found["IPTC"] = None
+    exif_block, tags, orientation = exif_fields(found.get("EXIF"), notes)
     note_resolution(tags, notes)
     if orientation != 1:  # JPEG 2000 readers show the pixels as stored: so does the derivative
         notes.append(f"EXIF orientation {orientation} not applied: JPEG 2000 has none, its readers show the pixels "
                      "as stored")
-    meta = Metadata(exif=exif_block, xmp=xmp, iptc=iptc, tiff_tags=tags, dpi=dpi_from_tags(tags))
+    meta = Metadata(exif=exif_block, xmp=found.get("XMP"), iptc=found.get("IPTC"), tiff_tags=tags,
+                    dpi=dpi_from_tags(tags))
     return header, codestream, meta
 
 
-def _read_uuid(fh, box: Box, found: tuple, others: list[str]) -> tuple:
-    """(xmp, exif, iptc) with this uuid box's contents in its place (the first of each kind is kept)."""
-    xmp, exif, iptc = found
-    data = _contents(fh, box)
-    uuid, body = data[:16], data[16:]
-    if uuid == UUID_XMP and xmp is None:
-        xmp = body or None
-    elif uuid == UUID_EXIF and exif is None:
-        exif = body or None
-    elif uuid == UUID_IPTC and iptc is None:
-        iptc = body or None
-    else:
-        what = {UUID_XMP: "XMP", UUID_EXIF: "EXIF", UUID_IPTC: "IPTC"}.get(uuid)
-        name = f"'uuid' ({what}, a second one)" if what else f"'uuid' ({uuid.hex().upper()})"
-        if name not in others:
-            others.append(name)
-    return xmp, exif, iptc
+_UUIDS = {UUID_XMP: "XMP", UUID_EXIF: "EXIF", UUID_IPTC: "IPTC"}
+
+
+def _read_uuid(fh, box: Box, found: dict[str, bytes | None], others: list[str]) -> None:
+    """This uuid box's contents into `found` ("XMP", "EXIF", "IPTC": the first of each kind is kept), or its name
+    into `others`. Only the contents of those read are read: another may be large (GeoJP2 ...)."""
+    fh.seek(box.start)
+    uuid = fh.read(min(16, box.end - box.start))
+    what = _UUIDS.get(uuid)
+    if what is not None and found.get(what) is None:
+        found[what] = fh.read(box.end - box.start - 16) or None
+        return
+    name = f"'uuid' ({what}, a second one)" if what else f"'uuid' ({uuid.hex().upper()})"
+    if name not in others:
+        others.append(name)
 
 
 def _read_jp2h(fh, jp2h: Box, notes: list[str]) -> _Header:

@@ -218,3 +218,10 @@ def test_sycc_is_converted_to_rgb(tmp_path):
     pic = read(_put(tmp_path / "a.jp2", data), 10**6)
     assert np.abs(pic.pixels.astype(int) - rgb).max() <= 3 and "sYCC converted to RGB" in pic.notes
     assert pic.meta.icc is None
+
+
+def test_an_iptc_box_without_records_is_dropped_with_a_note(tmp_path):
+    data = jp2(gradient(8, 9, 3, np.uint8), after=uuid(UUID_IPTC, b"8BIM not records"))
+    pic = read(_put(tmp_path / "a.jp2", data), 10**6)
+    assert pic.meta.iptc is None
+    assert "IPTC uuid box dropped: it holds no IPTC-IIM records (they begin with 0x1C)" in pic.notes
