@@ -71,7 +71,9 @@ STAGE_KEYS = ("read", "detect", "restore", "colorize", "upscale", "write", "tili
 
 _SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp"}
 _FORMAT_OF_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".tif": "TIFF",
-                     ".tiff": "TIFF", ".webp": "WEBP"}
+                     ".tiff": "TIFF", ".webp": "WEBP", ".jp2": "JPEG2000", ".j2k": "JPEG2000"}
+# formats read but not written: --format keep writes their restoration in this format, under its own suffix
+_KEPT_AS = {"JPEG2000": "TIFF"}
 _CFG_FORMAT = {"png": "PNG", "tiff": "TIFF", "jpeg": "JPEG"}
 
 
@@ -194,6 +196,7 @@ def output_format(src_format: str, cfg: RestoreConfig) -> str:
     if cfg.format != "keep":
         return _CFG_FORMAT[cfg.format]
     fmt = _FORMAT_OF_SUFFIX.get(src_format.lower()) if src_format.startswith(".") else src_format.upper()
+    fmt = _KEPT_AS.get(fmt, fmt)
     if fmt not in _SUFFIX:
         raise ValueError(f"unknown image format {src_format!r}; expected one of {sorted(_SUFFIX)} or their suffixes")
     return fmt
@@ -202,7 +205,17 @@ def output_format(src_format: str, cfg: RestoreConfig) -> str:
 def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
     """The format the restored photo of a source named *src_suffix will be written in (process_file follows the
     name), None for a suffix that is not an image's."""
-    return _CFG_FORMAT[cfg.format] if cfg.format != "keep" else _FORMAT_OF_SUFFIX.get(src_suffix.lower())
+    if cfg.format != "keep":
+        return _CFG_FORMAT[cfg.format]
+    fmt = _FORMAT_OF_SUFFIX.get(src_suffix.lower())
+    return _KEPT_AS.get(fmt, fmt)
+
+
+def _kept_suffix(src_suffix: str) -> str:
+    """The suffix --format keep gives the restored photo of a source named *src_suffix: the one written (SCAN.PNG
+    stays SCAN.PNG), but a format oldphoto does not write gets that of the format written instead (a.jp2 -> a.tif)."""
+    fmt = _FORMAT_OF_SUFFIX.get(src_suffix.lower())
+    return _SUFFIX[_KEPT_AS[fmt]] if fmt in _KEPT_AS else src_suffix
 
 
 def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | None = None,
@@ -215,9 +228,11 @@ def recorded_settings(cfg: RestoreConfig, models: Models, written_format: str | 
     nothing. lossless_master: the source is a lossless WebP (Metadata.webp_lossless), whose WebP output is lossless
     whatever --jpeg-quality (config.output_settings)."""
     settings = cfg.output_settings(default_threshold(cfg, models), written_format, lossless_master)
-    if src_suffix is not None and cfg.format != "keep" and src_suffix == _SUFFIX[_CFG_FORMAT[cfg.format]]:
+    if (src_suffix is not None and cfg.format != "keep"
+            and _kept_suffix(src_suffix) == _SUFFIX[_CFG_FORMAT[cfg.format]]):
         # keep writes the suffix as written; the other formats their own (".png", ".tif", ".jpg"): only an exact
-        # match names the same file (SCAN.PNG stays SCAN.PNG with keep, png writes SCAN.png)
+        # match names the same file (SCAN.PNG stays SCAN.PNG with keep, png writes SCAN.png; a.jp2 is a.tif with
+        # either keep or tiff)
         settings["format"] = "keep"
     return settings
 
@@ -243,7 +258,8 @@ def output_paths(out_base: Path, src_format: str, cfg: RestoreConfig, sidecar: s
     if cfg.only_mask:
         return [Path(base + ".mask.png"), Path(base + ".overlay.jpg")]
     fmt = output_format(src_format, cfg)
-    restored = Path(base + (src_format if cfg.format == "keep" and src_format.startswith(".") else _SUFFIX[fmt]))
+    keep_suffix = cfg.format == "keep" and src_format.startswith(".")
+    restored = Path(base + (_kept_suffix(src_format) if keep_suffix else _SUFFIX[fmt]))
     paths = [restored, Path(base + ".mask.png")] if cfg.save_mask else [restored]
     return paths + ([xmp_sidecar.sidecar_path(restored, sidecar)] if sidecar else [])
 
@@ -324,7 +340,8 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     named = _FORMAT_OF_SUFFIX.get(src.suffix.lower())
     suffix = src.suffix if named else pic.format
     if named and named != pic.format and not cfg.only_mask and cfg.format == "keep":
-        notes.append(f"content is {pic.format} but the name says {src.suffix}: written as {named}")
+        notes.append(f"content is {pic.format} but the name says {src.suffix}: written as "
+                     f"{_KEPT_AS.get(named, named)}")
     style = xmp_sidecar.style_of(src.name, sidecar.name) if sidecar is not None else None
     outputs = output_paths(out_base, suffix, cfg, style)
     _refuse_overwriting_source(src, outputs)

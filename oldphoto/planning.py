@@ -123,7 +123,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
 
     disc = discover(inputs, exclude=out)
     for p in disc.ignored:
-        progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored")
+        progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp .jp2 .j2k), ignored")
     # a source's sidecar is a master too: no output may land on it
     claims = OutputClaims([f.src for f in disc.found] + [f.sidecar for f in disc.found if f.sidecar is not None],
                           folders=[p for p in inputs if p.is_dir()])

@@ -21,7 +21,8 @@ from typing import Iterable, NamedTuple, Sequence
 from .errors import ImageError
 from .io.sidecar import SUFFIX, is_sidecar_name
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})  # compared in lower case
+# compared in lower case; .jp2 (a JP2 file) and .j2k (a bare JPEG 2000 codestream) are read, never written
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".jp2", ".j2k"})
 
 
 class Found(NamedTuple):

@@ -84,7 +84,7 @@ def test_a_run_tells_its_progress_everything_in_order_and_prints_nothing(tmp_pat
                 ("event", "file_done", name, 2), ("file_done", rel, "done")]
 
     assert progress.calls == [
-        ("note", f"note: {notes}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp), ignored"),
+        ("note", f"note: {notes}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp .jp2 .j2k), ignored"),
         ("start", 4, 4, 0), *ran("a.jpg"), *ran("album 1/b.PNG"), *ran("album 1/deep/c.tif"),
         ("error", "broken.jpg", "not a decodable image"), ("file_done", "broken.jpg", "failed"),
         ("close",)]

@@ -148,7 +148,7 @@ class RasterPlan:
         return pixels, alpha
 
 
-def _exif_fields(blob: bytes | None, notes: list[str]) -> tuple[bytes | None, dict[int, object], int]:
+def exif_fields(blob: bytes | None, notes: list[str]) -> tuple[bytes | None, dict[int, object], int]:
     """(EXIF block without prefix or None if unusable, descriptive tags, orientation)."""
     if not blob:
         return None, {}, 1
@@ -384,7 +384,7 @@ def _note_more_pictures(mp: bytes | None, notes: list[str]) -> None:
                      "the photo, is read")
 
 
-def _note_resolution(tags: dict[int, object], notes: list[str]) -> None:
+def note_resolution(tags: dict[int, object], notes: list[str]) -> None:
     """A note for an EXIF resolution that means nothing (metadata.resolution_note), which is dropped."""
     if (note := resolution_note(tags, "EXIF")) is not None:
         notes.append(note)
@@ -442,8 +442,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
             else:
                 notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
         profiles = _raw_profiles(text, notes)
-        exif, tags, orientation = _exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
-        _note_resolution(tags, notes)
+        exif, tags, orientation = exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
+        note_resolution(tags, notes)
         if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
             notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
                          "do not see that text")
@@ -478,8 +478,8 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         if frames > 1:
             raise ValueError(f"animated {fmt} with {frames} frames is not supported")
         info = im.info
-        exif, tags, orientation = _exif_fields(info.get("exif"), notes)
-        _note_resolution(tags, notes)
+        exif, tags, orientation = exif_fields(info.get("exif"), notes)
+        note_resolution(tags, notes)
         block, resources = None, []
         if fmt == "JPEG":
             # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the

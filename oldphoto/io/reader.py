@@ -21,19 +21,19 @@ import tifffile
 from PIL import Image
 
 from ..errors import ImageError
-from . import buffers, raster_read, tiff_read
+from . import buffers, jp2, raster_read, tiff_read
 from .buffers import allocate
 from .metadata import X_RESOLUTION, Y_RESOLUTION, Metadata
 from .pixel_tags import PixelFrame
 from .tiff_ifd import IfdError
 
-FORMATS = ("JPEG", "PNG", "TIFF", "WEBP")
+FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "JPEG2000")
 _LEASE_WAIT_S = 60.0  # longer than the kernel takes to break a lease by default (45 s)
 
 
 @dataclass(frozen=True)
 class ImageInfo:
-    format: str  # "JPEG" | "PNG" | "TIFF" | "WEBP"
+    format: str  # "JPEG" | "PNG" | "TIFF" | "WEBP" | "JPEG2000"
     width: int  # upright (after EXIF/TIFF orientation)
     height: int
     channels: int  # colour channels read() returns: 1 (gray) or 3 (RGB)
@@ -48,7 +48,7 @@ class ImageInfo:
 class Picture:
     pixels: np.ndarray  # (H, W, C) uint8|uint16, C in {1, 3}, upright; may be a np.memmap
     alpha: np.ndarray | None  # (H, W), same dtype as pixels; straight (not premultiplied)
-    format: str  # "JPEG" | "PNG" | "TIFF" | "WEBP"
+    format: str  # "JPEG" | "PNG" | "TIFF" | "WEBP" | "JPEG2000" (a JP2 file or a bare codestream)
     meta: Metadata
     source_mode: str  # e.g. "RGB", "L", "I;16", "P", "CMYK", "RGBA" (informational)
     orientation: int = 1  # orientation found in the file, already applied to pixels
@@ -57,7 +57,8 @@ class Picture:
 
 # the signatures a file starts with (a WebP's is split: RIFF, its size, WEBP), for sniff and _cut_short
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
-               (b"II+\0", "TIFF"), (b"MM\0+", "TIFF"))
+               (b"II+\0", "TIFF"), (b"MM\0+", "TIFF"), (jp2.JP2_SIGNATURE, "JPEG2000"),
+               (jp2.J2K_SIGNATURE, "JPEG2000"))
 
 
 def sniff(head: bytes) -> str | None:
@@ -146,7 +147,7 @@ def _opened(path: Path, buffering: int = -1) -> Iterator[tuple[object, str]]:
         if fmt is None and cut is not None:
             raise ImageError(path, f"cut short: the file has only {len(head)} byte(s), the start of a {cut} header")
         if fmt is None:
-            raise ImageError(path, f"not a JPEG, PNG, TIFF or WebP image (file starts with {head[:8]!r})")
+            raise ImageError(path, f"not a JPEG, PNG, TIFF, WebP or JPEG 2000 image (file starts with {head[:8]!r})")
         yield fh, fmt
 
 
@@ -162,6 +163,11 @@ def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = 
             try:
                 return tiff_read.plan(fh, check_size)
             except tiff_read.UnsupportedTiff as e:
+                raise ImageError(path, str(e)) from e
+        if fmt == "JPEG2000":
+            try:
+                return jp2.plan(fh, check_size, raster_read.exif_fields, raster_read.note_resolution)
+            except jp2.Unsupported as e:
                 raise ImageError(path, str(e)) from e
         return raster_read.plan(fh, fmt, check_size, header_only, pixels)
 

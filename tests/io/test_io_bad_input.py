@@ -41,7 +41,7 @@ def test_zero_byte_file(tmp_path):
 
 def test_text_file_named_jpg(tmp_path):
     (tmp_path / "notes.jpg").write_text("hello, this is not a photo\n")
-    _fails(tmp_path / "notes.jpg", "not a JPEG, PNG, TIFF or WebP", "hello")
+    _fails(tmp_path / "notes.jpg", "not a JPEG, PNG, TIFF, WebP or JPEG 2000", "hello")
 
 
 def test_missing_file_and_folder_named_like_an_image(tmp_path):
