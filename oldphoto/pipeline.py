@@ -359,7 +359,8 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             shown = overlay(pixels, mask)
             _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
                                  (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate, coverage, stale=stale, parent=parent, stamp=stamp)
+                       commit_gate, coverage, stale=stale, parent=parent, stamp=stamp,
+                       same_read=_reads_as(src, cfg.max_pixels, pic))
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -378,7 +379,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
             written = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage,
-                                 carried, stale, parent, stamp)
+                                 carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic))
         outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
 
     emit(Event("file_done", src, job.done, job.total))
@@ -615,12 +616,14 @@ def _stamp(src: Path) -> SourceStamp:
         raise ImageError(src, f"cannot open: {e.strerror or e}") from e
 
 
-def _check_unchanged(src: Path, stamp: SourceStamp, sha256: str) -> None:
+def _check_unchanged(src: Path, stamp: SourceStamp, sha256: str, same_read: Callable[[], bool] | None = None) -> None:
     """Let `src`'s outputs go in only while it holds the bytes whose sha256 is `sha256`, stat'ed as `stamp` before
     they were read: when it stats the same (no second read); else (rare: something touched it during its restoration)
     when it has the same size and, read again, that sha256 (a touch, a chmod, a hard link made by a backup tool, the
-    same bytes copied over it: a nightly job that does so must not fail it every night). ImageError(src,
-    SOURCE_CHANGED) otherwise; ImageError too when it is gone."""
+    same bytes copied over it: a nightly job that does so must not fail it every night), and same_read() (when given)
+    says that decoding it again gives what was decoded: the same bytes at the end do not show that the decoder saw
+    them throughout (a writer that cut the file short and wrote it again, a lenient decoder taking the gap). ImageError
+    (src, SOURCE_CHANGED) otherwise; ImageError too when it is gone."""
     try:
         now = SourceStamp.of(src)
     except OSError as e:
@@ -631,8 +634,22 @@ def _check_unchanged(src: Path, stamp: SourceStamp, sha256: str) -> None:
         same = now.size == stamp.size and oio.read_source_sha256(src) == sha256
     except ImageError:  # gone or unreadable since the stat: not the bytes read either
         same = False
-    if not same:
+    if not (same and (same_read is None or same_read())):
         raise ImageError(src, SOURCE_CHANGED)
+
+
+def _reads_as(src: Path, max_pixels: int, pic: oio.Picture) -> Callable[[], bool]:
+    """A check that `src`, decoded again, gives `pic`'s pixels, alpha and metadata (for _check_unchanged)."""
+    def same_read() -> bool:
+        try:
+            again = oio.read(src, max_pixels)
+        except ImageError:
+            return False
+        if (again.alpha is None) != (pic.alpha is None) or again.meta != pic.meta:
+            return False
+        alpha_same = pic.alpha is None or np.array_equal(again.alpha, pic.alpha)
+        return alpha_same and np.array_equal(again.pixels, pic.pixels)
+    return same_read
 
 
 def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sidecar.SidecarId] | None,
@@ -651,7 +668,8 @@ def _read_sidecar(path: Path, notes: list[str]) -> tuple[tuple[bytes, xmp_sideca
 def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
                notes: list[str], gate: CommitGate | None = None, coverage: float | None = None,
                sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = (),
-               parent: oio.ParentIds | None = None, stamp: SourceStamp | None = None) -> bool:
+               parent: oio.ParentIds | None = None, stamp: SourceStamp | None = None,
+               same_read: Callable[[], bool] | None = None) -> bool:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
@@ -669,7 +687,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     state, the sidecar's too, whichever packet each was made from; None: each from its own source packet.
 
     stamp: the source's stat before source_sha256 was read: checked once the outputs are staged, before they go in
-    (_check_unchanged); None: not checked.
+    (_check_unchanged); None: not checked. same_read: how _check_unchanged tells, when the stat moved, that the
+    decoder saw the bytes whole (_reads_as).
     """
     software = f"oldphoto {__version__}"
     settings = recorded_settings(cfg, models, items[0][2], src.suffix,
@@ -740,7 +759,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                 packet = sidecar_packet([], kept_notes=tuple(kept))
             xmp_sidecar.write_sidecar(outputs[-1], packet, staging)
         if stamp is not None:  # last, once the outputs are written: it covers the whole read, decode and write
-            _check_unchanged(src, stamp, source_sha256)
+            _check_unchanged(src, stamp, source_sha256, same_read)
         _put_in_place(staging, gate, src, stale, outputs[0])
     return packet is not None
 

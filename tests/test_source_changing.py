@@ -401,3 +401,29 @@ def test_a_scan_removed_after_planning_fails_alone_with_one_plain_line(tmp_path,
     assert [(r.status, r.error) for r in outcome.report.results] == [
         ("done", None), ("failed", "cannot open: No such file or directory")]
     assert progress.errors == [("b.tif", "cannot open: No such file or directory")]
+
+
+def test_a_scan_rewritten_with_its_own_bytes_while_a_lenient_decoder_read_a_gap_fails(tmp_path, models, monkeypatch):
+    """Cut short and written again with the same bytes while it was decoded (`cp` of the same file over it), a decoder
+    that takes a gap for zeros gives other pixels, yet the bytes at the end hash the same: decoded again, the photo
+    does not give what was restored, so nothing goes in (the same sha256 alone let it in, the pixels wrong)."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    src = root / "scan.tif"
+    data = scan(src, 1)
+    real, calls = oio.read, []
+
+    def read(path, *args, **kwargs):
+        pic = real(path, *args, **kwargs)
+        if not calls:
+            pic.pixels[:10] = 0  # the rows the decoder found missing
+            Path(path).write_bytes(data)
+            later(Path(path))
+        calls.append(path)
+        return pic
+
+    monkeypatch.setattr(oio, "read", read)
+    assert_failed_with_nothing_in_place(*restore(root, out), out)
+    assert len(calls) == 2  # read again once the stat had moved
+    monkeypatch.setattr(oio, "read", real)
+    assert [r.status for r in restore(root, out)[0].report.results] == ["done"]
+    assert_restored_from(out, data)
