@@ -147,6 +147,8 @@ class FileOutcome:
     # whatever --jpeg-quality: its state record's fingerprint says what was written (planning.Fingerprints.current),
     # should the master have been replaced between planning and the read; None: not read (a sidecar written alone)
     lossless_master: bool | None = None
+    # hex sha256 of each of `outputs` written, by path: its bytes as they went into place (oio.Staging, hashed)
+    output_sha256: dict[Path, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -357,10 +359,10 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
         check_stop(stop)
         with timed(seconds, "write", cpu):
             shown = overlay(pixels, mask)
-            _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
-                                 (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models, notes,
-                       commit_gate, coverage, stale=stale, parent=parent, stamp=stamp,
-                       same_read=_reads_as(src, cfg.max_pixels, pic))
+            _, digests = _write_all(outputs, [(mask[..., None], None, "PNG", _mask_meta(pic.meta)),
+                                              (shown, None, "JPEG", pic.meta)], src, cfg, source_sha256, models,
+                                    notes, commit_gate, coverage, stale=stale, parent=parent, stamp=stamp,
+                                    same_read=_reads_as(src, cfg.max_pixels, pic))
     else:
         # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
         out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
@@ -378,14 +380,14 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
             items = [(out, alpha, output_format(suffix, cfg), meta)]
             if cfg.save_mask:
                 items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
-            written = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate, coverage,
-                                 carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic))
+            written, digests = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate,
+                                          coverage, carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic))
         outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
-                       sidecar=known, lossless_master=bool(pic.meta.webp_lossless))
+                       sidecar=known, lossless_master=bool(pic.meta.webp_lossless), output_sha256=digests)
 
 
 def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Provenance, size: tuple[int, int],
@@ -452,7 +454,7 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
     width, height = size
     return FileOutcome(outputs=[target] if packet is not None else [], width=width, height=height,
                        megapixels=width * height / 1e6, seconds=seconds, mask_coverage=made.mask_coverage,
-                       notes=notes, sidecar=known)
+                       notes=notes, sidecar=known, output_sha256=dict(staging.sha256))
 
 
 class CommitGate:
@@ -478,8 +480,9 @@ class CommitGate:
         self._temps = temps if temps is not None else oio.TempFiles()
 
     def staging(self) -> oio.Staging:
-        """A staging for the outputs of one source, whose temp files close() removes."""
-        return oio.Staging(self._temps)
+        """A staging for the outputs of one source, whose temp files close() removes; each read back for its sha256
+        (hashed)."""
+        return oio.Staging(self._temps, hashed=True)
 
     def check(self) -> None:
         """Before anything of a photo's outputs is written (folders included): raises as entry() would now."""
@@ -669,7 +672,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                notes: list[str], gate: CommitGate | None = None, coverage: float | None = None,
                sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = (),
                parent: oio.ParentIds | None = None, stamp: SourceStamp | None = None,
-               same_read: Callable[[], bool] | None = None) -> bool:
+               same_read: Callable[[], bool] | None = None) -> tuple[bool, dict[Path, str]]:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
@@ -681,7 +684,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     `items`: the sidecar's path), beside the first item (the restored photo), with that photo's history entry
     (io.sidecar), and put in place with the rest; one that cannot be parsed is left out with a note. `stale` files,
     and the sidecar's path when no sidecar is written there (none given, or left out), are removed as the outputs go
-    in. Returns whether the sidecar was written.
+    in. Returns (whether the sidecar was written, the sha256 of each file put in place by its path: see _staged).
 
     parent: the source's identity (oio.parent_ids), which every output's xmpMM:DerivedFrom and OriginalDocumentID
     state, the sidecar's too, whichever packet each was made from; None: each from its own source packet.
@@ -761,7 +764,7 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
         if stamp is not None:  # last, once the outputs are written: it covers the whole read, decode and write
             _check_unchanged(src, stamp, source_sha256, same_read)
         _put_in_place(staging, gate, src, stale, outputs[0])
-    return packet is not None
+    return packet is not None, dict(staging.sha256)
 
 
 @contextmanager
@@ -769,8 +772,9 @@ def _staged(gate: CommitGate | None) -> Iterator[oio.Staging]:
     """The staging of one source's outputs (through the gate's temp files when there is a gate); what is left staged
     is removed on the way out (after a commit nothing is; through the folder held, wherever it went). An ImageError
     meanwhile asks the gate once more: the output folder deleted meanwhile (even as the outputs went in) is why, and
-    the photo did not fail, the run was stopped (FolderLost, chained to the error)."""
-    staging = gate.staging() if gate is not None else oio.Staging()
+    the photo did not fail, the run was stopped (FolderLost, chained to the error). Each file staged is read back for
+    its sha256 once written (staging.sha256: the outputs' fixity, for their state record and the report)."""
+    staging = gate.staging() if gate is not None else oio.Staging(hashed=True)
     try:
         yield staging
     except ImageError:

@@ -316,6 +316,7 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
         result.notes.append(_RECOGNISED_NOTE)
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
+    result.output_sha256 = [o.sha256 for o in rec.outputs]  # as recorded: a skip reads no output
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
     result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
     result.sidecar = carried_sidecar(Path(result.source), rec.sidecar and rec.sidecar.name, result.outputs)

@@ -34,6 +34,9 @@ class FileResult:
     status: str = "pending"  # one of STATUSES
     error: str | None = None  # one line, for failed files
     outputs: list[str] = field(default_factory=list)
+    # hex sha256 of each of `outputs` (aligned): its bytes as they went into place, for a skipped file as its state
+    # record has them; None where not known (recorded by an earlier version; an image recognised from its XMP)
+    output_sha256: list[str | None] = field(default_factory=list)
     width: int | None = None  # input pixels
     height: int | None = None
     megapixels: float | None = None

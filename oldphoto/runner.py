@@ -379,13 +379,12 @@ class Batch:
             return None
         try:
             if job.made is not None:
-                record, outputs = _sidecar_record(job.base, outcome, state)
-                outcome = dataclasses.replace(outcome, outputs=outputs)
+                record, outcome = _sidecar_record(job.base, outcome, state)
             else:  # outcome.notes hold no "redone: ..." (the run's reason, not the pipeline's): none is kept
                 record = Record(
                     source=os.path.abspath(src), size=sid.size, mtime_ns=sid.mtime_ns, sha256=sid.sha256,
                     fingerprint=fps.current(src, outcome.lossless_master),  # as read: replaced since planning?
-                    outputs=state.outputs_record(outcome.outputs), width=outcome.width,
+                    outputs=state.outputs_record(outcome.outputs, outcome.output_sha256), width=outcome.width,
                     height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
                     finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar)
             state.record(result.relative, record)
@@ -400,6 +399,7 @@ class Batch:
         else:
             result.status = "done"
         result.outputs = [str(p) for p in outcome.outputs]
+        result.output_sha256 = [outcome.output_sha256.get(p) for p in outcome.outputs]
         result.width, result.height, result.megapixels = outcome.width, outcome.height, outcome.megapixels
         result.seconds = {k: round(v, 4) for k, v in outcome.seconds.items()}
         result.mask_coverage = outcome.mask_coverage
@@ -439,15 +439,18 @@ class _Ending:
                 self.report_path = None
 
 
-def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tuple[Record, list[Path]]:
+def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tuple[Record, FileOutcome]:
     """(the record of a restoration whose sidecar alone was rewritten or removed: `base` with the sidecar's identity,
-    the outputs as they are now (the restoration and its mask as recorded, then the sidecar written, if one was) and
-    the notes about the sidecar replaced; those outputs). OSError as outputs_record."""
-    kept = [state.out_dir / o.path for o in base.outputs if not is_sidecar_name(o.path)]
-    outputs = kept + list(outcome.outputs)
+    the outputs as they are now (the restoration and its mask as recorded, with their sha256 as recorded, then the
+    sidecar written, if one was, with its own) and the notes about the sidecar replaced; `outcome` with those outputs
+    and sha256s). OSError as outputs_record."""
+    kept = {state.out_dir / o.path: o.sha256 for o in base.outputs if not is_sidecar_name(o.path)}
+    outputs = list(kept) + list(outcome.outputs)
+    digests = {p: sha for p, sha in kept.items() if sha is not None} | outcome.output_sha256
     notes = tuple(n for n in base.notes if not n.startswith(SIDECAR_NOTE)) + lasting_notes(outcome.notes)
-    return dataclasses.replace(base, outputs=state.outputs_record(outputs), sidecar=outcome.sidecar, notes=notes,
-                               finished=now_iso()), outputs
+    record = dataclasses.replace(base, outputs=state.outputs_record(outputs, digests), sidecar=outcome.sidecar,
+                                 notes=notes, finished=now_iso())
+    return record, dataclasses.replace(outcome, outputs=outputs, output_sha256=digests)
 
 
 def _sidecar_only_note(job: Job, outcome: FileOutcome) -> str:

@@ -26,7 +26,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Iterable, Mapping
 
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
@@ -68,6 +68,10 @@ class SourceId:
 class OutputRecord:
     path: str  # relative to the output folder, POSIX separators
     size: int
+    # hex sha256 of its bytes as they went into place (fixity: never read again to decide a skip); None when not
+    # known: recorded by an earlier version, or an image recognised from its XMP after a lost state file (recognise).
+    # Kept inside the output's entry, absent when None: an older oldphoto reads only path and size there.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class Record:
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
-        d["outputs"] = [asdict(o) for o in self.outputs]
+        d["outputs"] = [{k: v for k, v in asdict(o).items() if k != "sha256" or v is not None} for o in self.outputs]
         for key in ("notes", "sidecar"):
             if not d[key]:
                 del d[key]  # most files have none: their lines stay as short as before
@@ -103,7 +107,8 @@ class Record:
     def from_dict(cls, d: dict) -> "Record":
         d = dict(d)
         d.pop("rel", None)
-        d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"])) for o in d["outputs"])
+        d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"]), _hex_digest(o.get("sha256")))
+                             for o in d["outputs"])  # no sha256 in records of earlier versions
         d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
         d["notes"] = tuple(str(n) for n in d.get("notes", ()))  # absent when none, and before notes were kept
         sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
@@ -112,6 +117,15 @@ class Record:
             str(sidecar["name"]), int(sidecar["size"]), int(sidecar["mtime_ns"]), sidecar.get("sha256"),
             None if ctime is None else int(ctime), bool(sidecar.get("unreadable", False)))
         return cls(**d)
+
+
+def _hex_digest(value) -> str | None:
+    """A recorded sha256 (64 lower-case hex digits) or None; ValueError for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise ValueError(f"not a sha256: {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -298,12 +312,15 @@ class RunState:
                 return False
             raise
 
-    def outputs_record(self, outputs: Iterable[Path]) -> tuple[OutputRecord, ...]:
-        """The outputs as a record lists them: path relative to the folder, size; OSError (e.g. one is not there)."""
+    def outputs_record(self, outputs: Iterable[Path], sha256: Mapping[Path, str | None] | None = None,
+                       ) -> tuple[OutputRecord, ...]:
+        """The outputs as a record lists them: path relative to the folder, size, and the sha256 `sha256` gives for
+        the path (None when it gives none); OSError (e.g. one is not there)."""
+        digests = sha256 or {}
         records = []
         for p in outputs:
             rel = self._rel_out(p)
-            records.append(OutputRecord(rel, self._stat(rel).st_size))
+            records.append(OutputRecord(rel, self._stat(rel).st_size, digests.get(p)))
         return tuple(records)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
@@ -321,7 +338,8 @@ class RunState:
         oldphoto:SidecarSHA256 is not looked at: it says which sidecar went with them when they were made, and a
         sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind; whether one should be beside them is
         the caller's to judge (planning). The record's notes are those the outputs' XMP keeps (oldphoto:Notes; none in
-        outputs made before they were kept): see _kept_notes."""
+        outputs made before they were kept): see _kept_notes. Its outputs' sha256: a sidecar's (read whole for its
+        XMP anyway, it is read once more), None for the images (their XMP is found without reading their pixels)."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
                                        made or {}, None if sidecar is None else sidecar.sha256)
         if not outputs or len(found) != len(outputs):
@@ -332,8 +350,11 @@ class RunState:
         width, height = size
         # the outputs of one source are written together with one coverage (none in those made before it was kept)
         coverage = next((prov.mask_coverage for prov in found.values() if prov.mask_coverage is not None), None)
+        # a sidecar's digest costs one more read of a file read whole for its provenance just now; an image's would
+        # read all its pixels (only its XMP was read): left unknown
+        digests = {p: _sidecar_sha256(p) for p in outputs if is_sidecar_name(p.name)}
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
-                      outputs=self.outputs_record(outputs), width=width, height=height,
+                      outputs=self.outputs_record(outputs, digests), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
                       notes=_kept_notes(found, outputs, sidecar))
 
@@ -453,6 +474,15 @@ def _unreadable(sidecar: Path) -> str | None:
     except ImageError:  # too large to be a sidecar, or gone: the usual reason says enough
         return None
     return None
+
+
+def _sidecar_sha256(path: Path) -> str:
+    """Hex sha256 of the XMP sidecar output at `path`, read in 1 MiB chunks (a sidecar is small: one read). OSError."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _kept_notes(found: dict[Path, Provenance], outputs: list[Path], sidecar: SidecarId | None) -> tuple[str, ...]:

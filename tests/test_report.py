@@ -41,8 +41,9 @@ def test_write_is_atomic_json_with_every_field(tmp_path):
     assert d["started"] < d["finished"] and d["interrupted"] is False and d["device"] == "cpu"
     assert [f["status"] for f in d["files"]] == ["done", "done", "skipped", "failed", "pending"]
     first = d["files"][0]
-    assert set(first) == {"source", "relative", "status", "error", "outputs", "width", "height", "megapixels",
-                          "seconds", "mask_coverage", "scan_blend", "notes", "sha256", "sidecar", "sidecar_only"}
+    assert set(first) == {"source", "relative", "status", "error", "outputs", "output_sha256", "width", "height",
+                          "megapixels", "seconds", "mask_coverage", "scan_blend", "notes", "sha256", "sidecar",
+                          "sidecar_only"}
     assert first["mask_coverage"] == 1.25 and first["notes"] == ["CMYK converted to RGB"]
     assert d["files"][3]["error"] == "truncated JPEG" and d["totals"]["failed"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]  # no temp file left

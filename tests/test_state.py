@@ -363,3 +363,28 @@ def test_an_unreadable_sidecar_is_recorded_with_its_ctime_and_read_back(tmp_path
     time.sleep(0.05)  # past the kernel's coarse clock tick, by which the ctime moves
     os.chmod(sidecar, 0o600)
     assert sidecar.stat().st_mtime_ns == st.st_mtime_ns and not left.same_unreadable(sidecar)
+
+
+def test_an_outputs_sha256_is_kept_in_its_entry_and_absent_when_unknown(tmp_path):
+    """Fixity: recorded inside the output's entry, which older versions read only the path and size of (a new key at
+    the record's top level would make them refuse the file); one not known (an earlier version's record) leaves the
+    entry as it was. A malformed one is refused like any other bad field."""
+    src, out, fp, state = setup_done(tmp_path)
+    rec = state.records["a.jpg"]
+    assert rec.outputs[0].sha256 is None
+    assert json.loads(rec.to_json("a.jpg"))["outputs"] == [{"path": "a.jpg", "size": 8}]
+    digest = hashlib.sha256(b"restored").hexdigest()
+    state.record("a.jpg", replace(rec, outputs=state.outputs_record([out / "a.jpg"], {out / "a.jpg": digest})))
+    line = json.loads(state.records["a.jpg"].to_json("a.jpg"))
+    assert line["outputs"] == [{"path": "a.jpg", "size": 8, "sha256": digest}]
+    assert set(line) == set(json.loads(rec.to_json("a.jpg")))  # no new key beside the earlier ones
+    state.close()
+    again = RunState.load(out)
+    assert again.records["a.jpg"].outputs[0].sha256 == digest
+    assert again.decide("a.jpg", src, fp).action == "skip"
+    (out / "a.jpg").write_bytes(b"RESTORED")  # same size: a skip never reads an output to check its digest
+    assert again.decide("a.jpg", src, fp).action == "skip"
+    lines = (out / STATE_NAME).read_text().splitlines()
+    (out / STATE_NAME).write_text(lines[0] + "\n" + lines[1].replace(digest, "not-a-digest") + "\n")
+    with pytest.raises(StateError, match="line 2 is not a valid record"):
+        RunState.load(out)

@@ -9,6 +9,7 @@ so that they stay in that folder whatever becomes of its name.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import re
@@ -319,14 +320,22 @@ class Staging:
     """The outputs of one source, written as a set: each is complete and fsynced under its temp name, and none
     replaces its path until commit() (then all do), so a failure on the last leaves every earlier path as it
     was. discard() removes what is staged; a staging is used once. temps: where its temp files are made, renamed and
-    removed, tracked while they exist (see TempFiles); None: a TempFiles of its own, by name."""
+    removed, tracked while they exist (see TempFiles); None: a TempFiles of its own, by name.
 
-    def __init__(self, temps: TempFiles | None = None) -> None:
+    hashed: each file staged is read back once complete and fsynced, and its sha256 (hex) kept in `sha256` by its
+    path (an output's fixity, for the state and the report): what goes into place is those very bytes, as the file
+    holds them (one read each, from the page cache)."""
+
+    def __init__(self, temps: TempFiles | None = None, hashed: bool = False) -> None:
         self._pending: list[tuple[Path, Path]] = []  # (temp, path)
         self.temps = temps if temps is not None else TempFiles()
+        self.hashed = hashed
+        self.sha256: dict[Path, str] = {}
 
-    def add(self, tmp: Path, path: Path) -> None:
+    def add(self, tmp: Path, path: Path, sha256: str | None = None) -> None:
         self._pending.append((tmp, path))
+        if sha256 is not None:
+            self.sha256[path] = sha256
 
     def commit(self) -> None:
         """Rename every staged file into place (renames within a folder, which a full disk does not stop)."""
@@ -356,7 +365,8 @@ class Staging:
 @contextmanager
 def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[FdStream]:
     """Yield a stream for the new content of `path`; on normal exit it replaces `path` atomically, or, with a
-    staging, is kept complete under its temp name until staging.commit().
+    staging, is kept complete under its temp name until staging.commit() (and read back for its sha256 first when the
+    staging is hashed).
 
     Raises OSError (cannot create, write, fsync or rename); the caller names the file in its error.
     """
@@ -371,10 +381,12 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
     try:
         yield FdStream(fd)
         os.fsync(fd)
+        # read back through the descriptor it was written by: the temp file itself, whatever its name meets meanwhile
+        digest = _sha256_of(fd) if staging is not None and staging.hashed else None
         os.close(fd)
         fd = -1
         if staging is not None:
-            staging.add(tmp, path)
+            staging.add(tmp, path, digest)
             done = True
             return
         os.replace(tmp, path)
@@ -391,6 +403,20 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
                     pass  # still listed: its close() tries again, and names it if it cannot
             else:
                 tmp.unlink(missing_ok=True)
+
+
+_HASH_CHUNK = 1 << 20
+
+
+def _sha256_of(fd: int) -> str:
+    """Hex sha256 of the whole file open on `fd`, read from its first byte in 1 MiB chunks (pread: the descriptor's
+    offset is not moved). OSError."""
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, _HASH_CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
 
 
 class PartialFiles(OSError):

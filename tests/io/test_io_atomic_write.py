@@ -378,3 +378,29 @@ def test_leftover_temps_that_cannot_be_removed_or_searched_are_named_and_no_desc
         (out / LEFT[1], False, (str(out / LEFT[1]), "Operation not permitted")),
         (out / "album" / "deep", True, (str(out / "album" / "deep"), "Permission denied"))]
     assert (out / LEFT[1]).exists() and (out / LEFT[2]).exists()
+
+
+def test_a_hashed_staging_keeps_the_sha256_of_each_file_as_it_holds_its_bytes(tmp_path):
+    """Read back once complete, not taken from the stream: bytes a writer went back and changed (a TIFF's offsets
+    patched after its pixels) count as they ended up; a file over one read chunk is hashed whole."""
+    import hashlib
+
+    staging = atomic.Staging(hashed=True)
+    big, small = tmp_path / "big.tif", tmp_path / "small.xmp"
+    data = np.random.default_rng(1).integers(0, 256, (5 << 20) // 2, dtype=np.uint8).tobytes()
+    with atomic.atomic_output(big, staging) as f:
+        f.write(data)
+        f.seek(3)
+        f.write(b"patched")
+    with atomic.atomic_output(small, staging) as f:
+        f.write(b"<x:xmpmeta/>")
+    assert not big.exists()  # digests are known before anything goes in
+    staging.commit()
+    assert staging.sha256 == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (big, small)}
+    assert big.read_bytes()[3:10] == b"patched"
+
+    plain = atomic.Staging()  # the state file and the report: not read back
+    with atomic.atomic_output(tmp_path / "report.json", plain) as f:
+        f.write(b"{}")
+    plain.commit()
+    assert plain.sha256 == {}

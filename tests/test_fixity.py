@@ -1,0 +1,193 @@
+"""Fixity: the sha256 of each output as it went into place, in the state record and in the report's `output_sha256`
+(aligned with `outputs`); a skip gives them as recorded, reading no output. The real pipeline and io, with stand-in
+models (identity restorer, a bright-pixel detector)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from oldphoto.cli import cli
+from oldphoto.io import atomic
+from oldphoto.state import STATE_NAME, RunState
+from restore_samples import real_scans, report_of
+from restore_samples import stand_in_models as use_stand_in_models
+
+OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1, "-q")
+SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+           '<rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
+           '</x:xmpmeta>')
+
+
+@pytest.fixture
+def stand_in_models(monkeypatch):
+    use_stand_in_models(monkeypatch)
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> list[int]:
+    """The staged files read back for their sha256 (one entry each), counted through atomic._sha256_of."""
+    calls: list[int] = []
+    real = atomic._sha256_of
+
+    def counting(fd: int) -> str:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(atomic, "_sha256_of", counting)
+    return calls
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scans(tmp_path):
+    """real_scans without the torn JPEG, the street scan with an XMP sidecar: (root, out)."""
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1932"))
+    return root, tmp_path / "out"
+
+
+def digests_of(out) -> dict[str, list]:
+    """{relative: [(output path, its sha256 in the report)]} of the last run's report."""
+    return {f["relative"]: list(zip(f["outputs"], f["output_sha256"], strict=True)) for f in report_of(out)["files"]}
+
+
+def recorded(out) -> dict[str, list]:
+    """{relative: [(output path, its sha256 in the state record)]}."""
+    return {rel: [(str(out / o.path), o.sha256) for o in rec.outputs]
+            for rel, rec in RunState.load(out).records.items()}
+
+
+def assert_on_disk(out):
+    """Every output of the report has the sha256 of the file there, and the state records say the same."""
+    got = digests_of(out)
+    assert got and all(digest == sha(Path(p)) for pairs in got.values() for p, digest in pairs), got
+    assert recorded(out) == got
+
+
+@pytest.mark.parametrize("mode, names", [
+    ((), {"street.png": ["street.png", "street.png.xmp"], "box 2/portrait.tif": ["box 2/portrait.tif"]}),
+    (("--format", "jpeg", "--save-mask"),
+     {"street.png": ["street.jpg", "street.mask.png", "street.jpg.xmp"],
+      "box 2/portrait.tif": ["box 2/portrait.jpg", "box 2/portrait.mask.png"]}),
+    (("--format", "tiff"),
+     {"street.png": ["street.tif", "street.tif.xmp"], "box 2/portrait.tif": ["box 2/portrait.tif"]}),
+    (("--only-mask",), {"street.png": ["street.mask.png", "street.overlay.jpg"],
+                        "box 2/portrait.tif": ["box 2/portrait.mask.png", "box 2/portrait.overlay.jpg"]}),
+])
+def test_each_output_kind_has_the_sha256_of_its_file_and_a_skip_reads_none(tmp_path, stand_in_models, hashed, mode,
+                                                                           names):
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, *mode).exit_code == 0
+    got = digests_of(out)
+    assert {rel: [p for p, _ in pairs] for rel, pairs in got.items()} == {
+        rel: [str(out / n) for n in ns] for rel, ns in names.items()}
+    assert_on_disk(out)
+    assert len(hashed) == sum(len(ns) for ns in names.values())  # one read-back per output, none of state or report
+    lines = [json.loads(line) for line in (out / STATE_NAME).read_text().splitlines()[1:]]
+    assert all(len(o["sha256"]) == 64 for line in lines for o in line["outputs"])
+
+    hashed.clear()
+    r = run("restore", root, "--out", out, *OPTS, *mode)  # nothing changed: skipped, the digests as recorded
+    assert r.exit_code == 0 and [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert digests_of(out) == got and hashed == []
+
+
+def test_a_skip_opens_no_output(tmp_path, stand_in_models, monkeypatch):
+    """A cron rerun over a collection stays a stat per output: the recorded digests are not checked by reading."""
+    import builtins
+    import os
+
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    outputs = {p for pairs in digests_of(out).values() for p, _ in pairs}
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def seen(name, dir_fd=None):
+        full = os.path.join(os.fspath(out), os.fspath(name)) if dir_fd is not None else os.fspath(name)
+        if os.path.abspath(full) in outputs:
+            opened.append(full)
+
+    monkeypatch.setattr(builtins, "open", lambda file, *a, **k: (seen(file) if isinstance(file, (str, os.PathLike))
+                                                                  else None, real_open(file, *a, **k))[1])
+    monkeypatch.setattr(os, "open", lambda path, flags, *a, **k: (seen(path, k.get("dir_fd")),
+                                                                  real_os_open(path, flags, *a, **k))[1])
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"] and opened == []
+
+
+def test_a_record_of_an_earlier_version_gives_null_and_is_still_skipped(tmp_path, stand_in_models):
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    made = digests_of(out)
+    lines = (out / STATE_NAME).read_text().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    for record in records:  # as versions before fixity wrote them: path and size only
+        record["outputs"] = [{"path": o["path"], "size": o["size"]} for o in record["outputs"]]
+    (out / STATE_NAME).write_text("\n".join([lines[0], *map(json.dumps, records)]) + "\n")
+
+    dry = run("restore", root, "--out", out, *OPTS[:-1], "--dry-run")
+    assert dry.stdout.splitlines()[:2] == ["up to date  box 2/portrait.tif", "up to date  street.png"]
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert digests_of(out) == {rel: [(p, None) for p, _ in pairs] for rel, pairs in made.items()}
+    # compacted as it was read: still none, the lines as an earlier version wrote them
+    assert [json.loads(line)["outputs"] for line in (out / STATE_NAME).read_text().splitlines()[1:]] == \
+        [r["outputs"] for r in records]
+
+
+def test_outputs_recognised_after_a_lost_state_file_give_the_sidecars_digest_and_null_for_images(tmp_path,
+                                                                                              stand_in_models,
+                                                                                              hashed):
+    """An image's XMP is found without reading its pixels: its digest would cost a whole read, and stays unknown; the
+    sidecar beside it, read whole for its provenance anyway, gets its own."""
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    (out / STATE_NAME).unlink()
+    hashed.clear()
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"] and hashed == []
+    street = out / "street.png"
+    assert digests_of(out) == {
+        "box 2/portrait.tif": [(str(out / "box 2/portrait.tif"), None), (str(out / "box 2/portrait.mask.png"), None)],
+        "street.png": [(str(street), None), (str(out / "street.mask.png"), None),
+                       (str(out / "street.png.xmp"), sha(out / "street.png.xmp"))]}
+    assert recorded(out) == digests_of(out)
+
+
+def test_a_sidecar_rewritten_alone_gets_its_new_digest_and_the_restoration_keeps_the_recorded_one(tmp_path,
+                                                                                                stand_in_models):
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    before = digests_of(out)["street.png"]
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["sidecar_only"] and street["status"] == "done", street
+    after = digests_of(out)["street.png"]
+    assert after[:2] == before[:2] and after[2][0] == before[2][0] and after[2][1] != before[2][1]
+    assert_on_disk(out)
+
+    # a record of an earlier version: the restoration's digest stays unknown, the new sidecar's is known
+    lines = (out / STATE_NAME).read_text().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    for record in records:
+        record["outputs"] = [{"path": o["path"], "size": o["size"]} for o in record["outputs"]]
+    (out / STATE_NAME).write_text("\n".join([lines[0], *map(json.dumps, records)]) + "\n")
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1934"))
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert report_of(out)["files"][1]["sidecar_only"]
+    assert digests_of(out)["street.png"] == [(before[0][0], None), (before[1][0], None),
+                                             (before[2][0], sha(out / "street.png.xmp"))]
+    assert recorded(out)["street.png"] == digests_of(out)["street.png"]
