@@ -402,10 +402,10 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
     upright (width, height) as recorded. Its oldphoto:Notes: the restoration's (made.notes), those on the sidecar
     being this one's; its xmpMM:DerivedFrom and OriginalDocumentID: the parent the restoration names (made.parent),
     which the new sidecar might not give as the one it was made with did. Atomic and through `commit_gate` as
-    process_file's outputs; outputs: the sidecar written, if one was. source_stamp: the scan's stat as planning took
-    it (None: taken here, before its metadata is read): it goes in only while the scan still stats so, or still has
-    made.source_sha256 (as process_file). Raises ImageError (the scan's header unreadable, its size changed since, or
-    it changed as it was read: SOURCE_CHANGED)."""
+    process_file's outputs; outputs: the sidecar written, if one was (output_sha256: its sha256). source_stamp: the
+    scan's stat as planning took it (None: taken here, before its metadata is read): it goes in only while the scan
+    still stats so, or still has made.source_sha256 (as process_file). Raises ImageError (the scan's header
+    unreadable, its size changed since, or it changed as it was read: SOURCE_CHANGED)."""
     src, out_base = Path(src), Path(out_base)
     cpu = torch.device("cpu")
     seconds = {k: 0.0 for k in STAGE_KEYS}

@@ -14,6 +14,9 @@ exists with its recorded size. When all holds but the sidecar (the source's, or 
 the decision is "sidecar": only that sidecar is rewritten or removed (planning, pipeline.update_sidecar). A record
 also remembers, in `former`, the outputs that earlier settings made from the same source and that still exist, so a
 later run with those settings again recognises them as its own (they are never deleted: a curator may want them).
+
+Each output is listed with the sha256 of its bytes as they went into place (fixity, for the report: OutputRecord),
+which no decision reads: an output counts as there as made by its size alone, so a rerun stays a stat per file.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Public API (see docs/ARCHITECTURE.md):
     lossless_webp(path) -> bool                   a lossless (VP8L) WebP? From its chunk headers alone
     read(path, max_pixels) -> Picture             pixels (H, W, 1|3) uint8|uint16, alpha, Metadata
     write(path, pixels, alpha, fmt, meta, ...)    -> notes on what the format could not hold
-    Staging(temps=None)                           several writes that replace their paths together (commit)
+    Staging(temps=None, hashed=False)             several writes that replace their paths together (commit);
+                                                  hashed: each read back for its sha256 before the rename
     TempFiles(root=None, root_fd=None)            a run's temp files in progress: close() removes them, refuses more;
                                                   made, renamed and removed through the folder held open (root_fd)
     remove_leftover_temps(root, root_fd, lock_name)  remove the temp files of writes killed before their rename,
