@@ -211,6 +211,12 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
     return _KEPT_AS.get(fmt, fmt)
 
 
+def borrows_suffix(src_suffix: str, cfg: RestoreConfig) -> bool:
+    """Whether --format keep names the restored photo of a source named *src_suffix with another format's suffix
+    (a.jp2 -> a.tif): its output is not its own name, and a master of that name claims it first (planning)."""
+    return cfg.format == "keep" and _FORMAT_OF_SUFFIX.get(src_suffix.lower()) in _KEPT_AS
+
+
 def _kept_suffix(src_suffix: str) -> str:
     """The suffix --format keep gives the restored photo of a source named *src_suffix: the one written (SCAN.PNG
     stays SCAN.PNG), but a format oldphoto does not write gets that of the format written instead (a.jp2 -> a.tif)."""
