@@ -211,10 +211,10 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
     return _KEPT_AS.get(fmt, fmt)
 
 
-def borrows_suffix(src_suffix: str, cfg: RestoreConfig) -> bool:
-    """Whether --format keep names the restored photo of a source named *src_suffix with another format's suffix
-    (a.jp2 -> a.tif): its output is not its own name, and a master of that name claims it first (planning)."""
-    return cfg.format == "keep" and _FORMAT_OF_SUFFIX.get(src_suffix.lower()) in _KEPT_AS
+def borrows_suffix(src_suffix: str) -> bool:
+    """Whether a source named *src_suffix is in a format oldphoto does not write (a.jp2): its restored photo never
+    has its own name (a.tif with keep or tiff), and a master of that name claims it first (planning)."""
+    return _FORMAT_OF_SUFFIX.get(src_suffix.lower()) in _KEPT_AS
 
 
 def _kept_suffix(src_suffix: str) -> str:

@@ -127,10 +127,10 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
     # a source's sidecar is a master too: no output may land on it
     claims = OutputClaims([f.src for f in disc.found] + [f.sidecar for f in disc.found if f.sidecar is not None],
                           folders=[p for p in inputs if p.is_dir()])
-    # Outputs are claimed first by the masters restored under their own name, then by those whose --format keep
-    # output borrows another format's suffix: a TIFF master keeps a.tif over the JPEG 2000 access copy beside it.
+    # Outputs are claimed first by masters in a format oldphoto writes, then by those in one it does not (JPEG 2000),
+    # whose restoration never has their own name: a TIFF master keeps a.tif over the a.jp2 access copy beside it.
     claimed: dict[Path, list[Path] | ImageError] = {}
-    for found in sorted(disc.found, key=lambda f: pipeline.borrows_suffix(f.src.suffix, cfg)):
+    for found in sorted(disc.found, key=lambda f: pipeline.borrows_suffix(f.src.suffix)):
         sidecar = None if cfg.only_mask else found.sidecar  # masks and overlays get none
         try:
             # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
