@@ -213,6 +213,12 @@ def planned_format(src_suffix: str, cfg: RestoreConfig) -> str | None:
     return _KEPT_AS.get(fmt, fmt)
 
 
+def borrows_suffix(src_suffix: str) -> bool:
+    """Whether a source named *src_suffix is in a format oldphoto does not write (a.jp2): its restored photo never
+    has its own name (a.tif with keep or tiff), and a master of that name claims it first (planning)."""
+    return _FORMAT_OF_SUFFIX.get(src_suffix.lower()) in _KEPT_AS
+
+
 def _kept_suffix(src_suffix: str) -> str:
     """The suffix --format keep gives the restored photo of a source named *src_suffix: the one written (SCAN.PNG
     stays SCAN.PNG), but a format oldphoto does not write gets that of the format written instead (a.jp2 -> a.tif)."""

@@ -127,6 +127,19 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
     # a source's sidecar is a master too: no output may land on it
     claims = OutputClaims([f.src for f in disc.found] + [f.sidecar for f in disc.found if f.sidecar is not None],
                           folders=[p for p in inputs if p.is_dir()])
+    # Outputs are claimed first by masters in a format oldphoto writes, then by those in one it does not (JPEG 2000),
+    # whose restoration never has their own name: a TIFF master keeps a.tif over the a.jp2 access copy beside it.
+    claimed: dict[Path, list[Path] | ImageError] = {}
+    for found in sorted(disc.found, key=lambda f: pipeline.borrows_suffix(f.src.suffix)):
+        sidecar = None if cfg.only_mask else found.sidecar  # masks and overlays get none
+        try:
+            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
+            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg,
+                                            None if sidecar is None else style_of(found.src.name, sidecar.name))
+            claims.claim(found.src, planned)
+            claimed[found.src] = planned
+        except ImageError as e:
+            claimed[found.src] = e
     jobs: list[Job] = []
     for found in disc.found:
         result = FileResult(source=str(found.src), relative=found.rel.as_posix())
@@ -137,10 +150,9 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
         if found.sidecar_note and not cfg.only_mask:
             result.notes.append(found.sidecar_note)
         try:
-            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
-            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg,
-                                            None if sidecar is None else style_of(found.src.name, sidecar.name))
-            claims.claim(found.src, planned)
+            planned = claimed[found.src]
+            if isinstance(planned, ImageError):
+                raise planned
             rel = found.rel.as_posix()
             base: Record | None = None
             if cfg.overwrite:

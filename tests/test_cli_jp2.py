@@ -130,3 +130,30 @@ def test_a_jp2_named_file_holding_a_jpeg_is_written_as_tiff_with_a_note(tmp_path
     (f,) = report_of(out)["files"]
     assert f["outputs"] == [str(out / "x.tif")]
     assert "content is JPEG but the name says .jp2: written as TIFF" in f["notes"]
+
+
+def test_a_tiff_master_keeps_its_restoration_when_a_jp2_access_copy_of_the_same_name_lies_beside_it(
+        tmp_path, stand_in_models):
+    # TIFF master + JP2 access copy of the same name is a common archive layout: the master sorts after a.jp2, but
+    # its output a.tif is its own name; the JP2, whose keep output only borrows the suffix, is the one refused
+    root = tmp_path / "scans"
+    master = np.random.default_rng(6).integers(0, 60000, (40, 50, 3), dtype=np.uint16)
+    root.mkdir()
+    tifffile.imwrite(root / "a.tif", master)
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out, *_OPTS).exit_code == 0
+    put(root / "a.jp2", jp2((master >> 8).astype(np.uint8)))
+    for _ in range(2):
+        r = run("restore", root, "--out", out, *_OPTS)
+        assert r.exit_code == 1, r.output
+        files = {f["relative"]: f for f in report_of(out)["files"]}
+        assert files["a.tif"]["status"] == "skipped", files  # still current: not failed for the JP2's sake
+        assert files["a.jp2"]["status"] == "failed"
+        assert f"already produced from {root / 'a.tif'}" in files["a.jp2"]["error"], files
+        assert np.array_equal(tifffile.imread(out / "a.tif"), master)
+    for fmt in ("keep", "tiff"):  # tiff writes the very file keep does
+        fresh = tmp_path / f"fresh-{fmt}"
+        assert run("restore", root, "--out", fresh, *_OPTS, "--format", fmt).exit_code == 1
+        files = {f["relative"]: f for f in report_of(fresh)["files"]}
+        assert (files["a.tif"]["status"], files["a.jp2"]["status"]) == ("done", "failed"), files
+        assert np.array_equal(tifffile.imread(fresh / "a.tif"), master)
