@@ -395,6 +395,7 @@ class Batch:
                 progress.file_done(result)
                 return lost
             result.status, result.error = "failed", f"written, but cannot be recorded in the state: {reason_of(e)}"
+            state.unvouch(result.relative)  # its record, kept, lists the outputs it replaced: not their sha256
             progress.error(src, result.error)
         else:
             result.status = "done"
