@@ -337,10 +337,13 @@ class Batch:
             # good.
             _let_go(gate, self.progress)
             for fut, job in running.items():
-                if gate.passed(job.found.src) and wait([fut], timeout=_LET_GO_S).done:
+                passed = gate.passed(job.found.src)
+                if passed and wait([fut], timeout=_LET_GO_S).done:
                     self._collect(fut, job, fps, state, report, lock)
                 else:
                     report.results[job.index].status = "interrupted"
+                    if passed:  # its outputs went in, unrecorded: the record kept lists those they replaced
+                        state.unvouch(report.results[job.index].relative)
             raise
         finally:
             # Before the gate is closed again: a further signal may cut that short too, and the caller must still
@@ -395,6 +398,7 @@ class Batch:
                 progress.file_done(result)
                 return lost
             result.status, result.error = "failed", f"written, but cannot be recorded in the state: {reason_of(e)}"
+            state.unvouch(result.relative)  # its record, kept, lists the outputs it replaced: not their sha256
             progress.error(src, result.error)
         else:
             result.status = "done"

@@ -255,6 +255,14 @@ class RunState:
         self.records[rel] = record
         self._owners = None
 
+    def unvouch(self, rel: str) -> None:
+        """The record of `rel` (if any) without its outputs' sha256, in memory (the file gets it so when compacted):
+        its outputs were replaced but their new record could not be written, so the digests it holds may be of bytes
+        no longer there. A rerun that skips the file then gives null for them rather than those (see the runner)."""
+        rec = self.records.get(rel)
+        if rec is not None and any(o.sha256 is not None for o in rec.outputs):
+            self.records[rel] = replace(rec, outputs=tuple(replace(o, sha256=None) for o in rec.outputs))
+
     def _append(self, line: str) -> None:
         """Append `line` and fsync, or leave the file as it was: what a failed write (a full disk) put there is cut
         off again, so the next record never follows a partial line. Raises OSError naming the state file."""

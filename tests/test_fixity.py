@@ -191,3 +191,74 @@ def test_a_sidecar_rewritten_alone_gets_its_new_digest_and_the_restoration_keeps
     assert digests_of(out)["street.png"] == [(before[0][0], None), (before[1][0], None),
                                              (before[2][0], sha(out / "street.png.xmp"))]
     assert recorded(out)["street.png"] == digests_of(out)["street.png"]
+
+
+def test_outputs_written_but_not_recorded_lose_the_recorded_digests_of_the_bytes_they_replaced(tmp_path,
+                                                                                             stand_in_models,
+                                                                                             monkeypatch):
+    """The outputs went in, their record could not (a full disk): the record kept lists the same paths at the same
+    sizes, so a rerun skips the file, and must not give the sha256 of the bytes those outputs replaced."""
+    import errno
+
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    before = digests_of(out)["street.png"]
+    (out / "street.mask.png").unlink()
+    real = RunState.record
+
+    def full(self, rel, record):
+        if rel == "street.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rel, record)
+
+    monkeypatch.setattr(RunState, "record", full)
+    run("restore", root, "--out", out, *OPTS, "--save-mask")
+    street = report_of(out)["files"][1]
+    assert street["status"] == "failed" and "cannot be recorded" in street["error"], street
+    assert [d for _, d in digests_of(out)["street.png"]] == [sha(Path(p)) for p, _ in before]  # as written
+    assert all(d != sha(Path(p)) for p, d in before)  # every output was replaced (ids and time in their XMP)
+    monkeypatch.setattr(RunState, "record", real)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["status"] == "skipped" and digests_of(out)["street.png"] == [(p, None) for p, _ in before]
+    assert recorded(out)["street.png"] == digests_of(out)["street.png"]
+
+
+def test_outputs_in_place_when_a_second_ctrl_c_gave_up_on_their_file_lose_the_recorded_digests(tmp_path,
+                                                                                             stand_in_models,
+                                                                                             monkeypatch):
+    """A second Ctrl-C while a file's outputs have gone in, its thread not reporting back in time: `interrupted`,
+    unrecorded; the record kept lists the outputs they replaced, and a rerun skipping it gives null, not their
+    sha256."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import oldphoto.cli as cli_module
+    from oldphoto import pipeline, runner
+
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    before = digests_of(out)["street.png"]
+    (out / "street.mask.png").unlink()
+    real, released = pipeline._put_in_place, threading.Event()
+
+    def in_then_slow(*args):
+        real(*args)
+        for _ in range(2):  # Ctrl-C twice: stop, then stop waiting
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        released.wait(10)
+
+    monkeypatch.setattr(pipeline, "_put_in_place", in_then_slow)
+    monkeypatch.setattr(runner, "_LET_GO_S", 0.3)
+    monkeypatch.setattr(cli_module, "_hard_exit", lambda code: None)  # not os._exit: the test goes on
+    r = CliRunner().invoke(cli, [str(a) for a in ("restore", root, "--out", out, *OPTS, "--save-mask")])
+    released.set()
+    assert r.exit_code == 130 and [f["status"] for f in report_of(out)["files"]] == ["skipped", "interrupted"]
+    monkeypatch.setattr(pipeline, "_put_in_place", real)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert digests_of(out)["street.png"] == [(p, None) for p, _ in before]
+    assert all(d != sha(Path(p)) for p, d in before)  # the bytes they were recorded with are gone
