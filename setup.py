@@ -23,7 +23,7 @@ setup(
         "numpy>=1.24",
         "pillow>=10.0",
         "tifffile>=2023.7.10",
-        "imagecodecs>=2023.9.18",  # LZW/JPEG/Deflate TIFF codecs that archives use
+        "imagecodecs>=2023.9.18",  # LZW/JPEG/Deflate TIFF codecs that archives use; JPEG 2000 (OpenJPEG)
         "piexif>=1.1.3",
         "click>=8.1",
         "rich>=13.0",
