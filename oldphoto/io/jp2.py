@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 
-from .buffers import allocate
+from .buffers import allocate, unpremultiply
 from .metadata import Metadata, dpi_from_tags
 
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"
@@ -163,7 +163,7 @@ class Jp2Plan:
         _full_range(buf, self.depth)
         pixels, alpha = _split(buf, self.order, self.channels, tmp_dir)
         if alpha is not None and self.premultiplied:
-            _unpremultiply(pixels, alpha)
+            unpremultiply(pixels, alpha)
             notes.append("premultiplied alpha converted to straight alpha")
         return pixels, alpha, self.meta, notes
 
@@ -192,15 +192,6 @@ def _full_range(buf: np.ndarray, depth: int) -> None:
     for y0 in range(0, buf.shape[0], step):
         rows = buf[y0 : y0 + step]
         rows[...] = np.minimum(rows.astype(np.uint32), largest) * top // largest
-
-
-def _unpremultiply(pixels: np.ndarray, alpha: np.ndarray) -> None:
-    top = float(np.iinfo(pixels.dtype).max)
-    step = max(1, _BAND_BYTES // max(1, pixels[0].nbytes * 4))
-    for y0 in range(0, pixels.shape[0], step):
-        a = alpha[y0 : y0 + step].astype(np.float32)[..., None]
-        straight = np.where(a > 0, pixels[y0 : y0 + step] * (top / np.maximum(a, 1.0)), 0.0)
-        pixels[y0 : y0 + step] = np.rint(np.clip(straight, 0, top)).astype(pixels.dtype)
 
 
 @dataclass
