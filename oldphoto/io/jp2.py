@@ -213,17 +213,15 @@ def plan(fh, check_size: Callable[[int, int], None], exif_fields, note_resolutio
     notes: list[str] = []
     size = fh.seek(0, 2)
     fh.seek(0)
-    if fh.read(4) == J2K_SIGNATURE:
+    if fh.read(4) == J2K_SIGNATURE:  # a bare codestream: the whole file, no header boxes, no metadata
+        header, codestream, meta = _Header(), Box(b"jp2c", 0, size), Metadata()
         siz = read_siz(fh, 0)
-        check_size(siz.width, siz.height)
-        _check_ends(fh, Box(b"jp2c", 0, size))
-        channels, order, premultiplied = _layout(siz, _Header(), notes)
-        return _made(fh, Box(b"jp2c", 0, size), False, siz, channels, order, premultiplied, Metadata(), notes)
-    header, codestream, meta = _walk(fh, size, check_size, exif_fields, note_resolution, notes)
-    siz = read_siz(fh, codestream.start)
-    if header.ihdr is not None and header.ihdr[:2] != (siz.width, siz.height):
-        raise BoxError(f"the ihdr box says {header.ihdr[0]} x {header.ihdr[1]} pixels, the codestream "
-                       f"{siz.width} x {siz.height}")
+    else:
+        header, codestream, meta = _walk(fh, size, check_size, exif_fields, note_resolution, notes)
+        siz = read_siz(fh, codestream.start)
+        if header.ihdr is not None and header.ihdr[:2] != (siz.width, siz.height):
+            raise BoxError(f"the ihdr box says {header.ihdr[0]} x {header.ihdr[1]} pixels, the codestream "
+                           f"{siz.width} x {siz.height}")
     check_size(siz.width, siz.height)
     _check_ends(fh, codestream)
     channels, order, premultiplied = _layout(siz, header, notes)
