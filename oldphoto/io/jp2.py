@@ -3,11 +3,11 @@
 The header (ihdr box, the codestream's SIZ marker) is read first: the size is checked against max_pixels and what
 oldphoto cannot give faithfully (subsampled or signed components, more than 4 components, depth > 16, a palette) is
 refused before the codestream is read. Pixels are decoded by OpenJPEG (imagecodecs.jpeg2k_decode) straight into
-the output buffer. Only the codestream is given to it: given the whole JP2, it changes the pixels when the colr box
-holds an ICC profile (a 16-bit RGB with an sRGB profile came back off by up to 4: a colour conversion the carried
-profile would no longer describe); the cdef box (which component is which colour, which the alpha) is applied here
-instead. Metadata: colr (ICC profile), res (resc / resd resolution), uuid boxes (XMP, EXIF, IPTC); other uuid and
-xml boxes are noted as not carried.
+the output buffer. Only the codestream is given to it (but for an sYCC file, given whole so that it converts to RGB):
+given the whole JP2, it changes the pixels when the colr box holds an ICC profile (a 16-bit RGB with an sRGB profile
+came back off by up to 4: a colour conversion the carried profile would no longer describe); the cdef box (which
+component is which colour, which the alpha) is applied here instead. Metadata: colr (ICC profile), res (resc /
+resd resolution), uuid boxes (XMP, EXIF, IPTC); other uuid and xml boxes are noted as not carried.
 """
 
 from __future__ import annotations
