@@ -290,10 +290,9 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
 
     source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
     source_stamp: the source's stat taken before source_sha256 was read (None: taken here, before the hash and the
-    read). The
-    outputs go in place only if the source still stats so, or else still has that sha256 (a touch, a chmod, the same
-    bytes copied over it); otherwise the photo fails with SOURCE_CHANGED, nothing written: its pixels and metadata
-    may not be the bytes its provenance names (a scan still being written, replaced or edited meanwhile).
+    read). The outputs go in place only if the source still stats so, or else still has that sha256 (a touch, a
+    chmod, the same bytes copied over it); otherwise the photo fails with SOURCE_CHANGED, nothing written: its pixels
+    and metadata may not be the bytes its provenance names (a scan still being written, replaced or edited meanwhile).
     batcher: a TileBatcher over the same `models` shared by the photos processed concurrently (see
     new_batcher), so their tiles share device batches; None gives this photo its own.
     commit_gate: the outputs are put in place only through it; once the caller has closed it (it is letting go

@@ -119,27 +119,13 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
          progress: Progress, stop: Callable[[], bool]) -> list[Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
     settled here, before any model runs. After a stop request the remaining files are left "pending"."""
-    from . import pipeline
-
     disc = discover(inputs, exclude=out)
     for p in disc.ignored:
         progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp .jp2 .j2k), ignored")
     # a source's sidecar is a master too: no output may land on it
     claims = OutputClaims([f.src for f in disc.found] + [f.sidecar for f in disc.found if f.sidecar is not None],
                           folders=[p for p in inputs if p.is_dir()])
-    # Outputs are claimed first by masters in a format oldphoto writes, then by those in one it does not (JPEG 2000),
-    # whose restoration never has their own name: a TIFF master keeps a.tif over the a.jp2 access copy beside it.
-    claimed: dict[Path, list[Path] | ImageError] = {}
-    for found in sorted(disc.found, key=lambda f: pipeline.borrows_suffix(f.src.suffix)):
-        sidecar = None if cfg.only_mask else found.sidecar  # masks and overlays get none
-        try:
-            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
-            planned = pipeline.output_paths(out_base(out, found.rel), found.src.suffix, cfg,
-                                            None if sidecar is None else style_of(found.src.name, sidecar.name))
-            claims.claim(found.src, planned)
-            claimed[found.src] = planned
-        except ImageError as e:
-            claimed[found.src] = e
+    claimed = _claim_outputs(disc.found, out, cfg, claims)
     jobs: list[Job] = []
     for found in disc.found:
         result = FileResult(source=str(found.src), relative=found.rel.as_posix())
@@ -214,6 +200,28 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                          error=problem.reason))
         progress.error(problem.path, problem.reason)
     return jobs
+
+
+def _claim_outputs(found: Sequence[Found], out: Path, cfg: RestoreConfig, claims: OutputClaims,
+                   ) -> dict[Path, list[Path] | ImageError]:
+    """By source: the output paths planned for it, claimed in `claims`, or the ImageError saying why they cannot be
+    (OutputClaims.claim: a path another source, or a master, holds)."""
+    from . import pipeline
+
+    claimed: dict[Path, list[Path] | ImageError] = {}
+    # Outputs are claimed first by masters in a format oldphoto writes, then by those in one it does not (JPEG 2000),
+    # whose restoration never has their own name: a TIFF master keeps a.tif over the a.jp2 access copy beside it.
+    for f in sorted(found, key=lambda each: pipeline.borrows_suffix(each.src.suffix)):
+        sidecar = None if cfg.only_mask else f.sidecar  # masks and overlays get none
+        try:
+            # The suffix as written: the pipeline keeps it with --format keep (when it matches the content).
+            planned = pipeline.output_paths(out_base(out, f.rel), f.src.suffix, cfg,
+                                            None if sidecar is None else style_of(f.src.name, sidecar.name))
+            claims.claim(f.src, planned)
+            claimed[f.src] = planned
+        except ImageError as e:
+            claimed[f.src] = e
+    return claimed
 
 
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, decision: Decision,

@@ -296,15 +296,7 @@ class Batch:
                     job.found.src, out_base(self.out, job.found.rel), cfg, job.made,
                     (job.base.width, job.base.height), commit_gate=gate, sidecar=job.sidecar, stale=job.stale,
                     source_stamp=job.known and job.known.stamp)
-            sid = job.known
-            # planning's sha256 holds while the source stats as it did before planning read it (inode and ctime too:
-            # a copy with the same size and mtime renamed over it is another file)
-            try:
-                if sid is None or sid.sha256 is None or sid.stamp is None or SourceStamp.of(job.found.src) != sid.stamp:
-                    # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
-                    sid = SourceId.of(job.found.src, with_hash=True)
-            except OSError as e:  # removed or made unreadable since planning: its line, as the reader words it
-                raise ImageError(job.found.src, f"cannot open: {e.strerror or e}") from e
+            sid = _hashed_source(job)
             # the outputs go in only if the source still stats as sid.stamp (or has sid.sha256): the record and the
             # outputs' provenance then describe the bytes decoded
             outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,
@@ -441,6 +433,20 @@ class _Ending:
             self.report.stopped = f"{found.reason}: stopped, nothing more written or recorded"
             if self.report_path is not None and _inside_either(self.report_path, self.out):
                 self.report_path = None
+
+
+def _hashed_source(job: Job) -> SourceId:
+    """The job's source with its sha256, and the stat taken before that was read: planning's while the source stats as
+    it did before planning read it (inode and ctime too: a copy with the same size and mtime renamed over it is another
+    file), else stat'ed and read again now. ImageError when it cannot be (removed or made unreadable since planning)."""
+    sid = job.known
+    try:
+        if sid is None or sid.sha256 is None or sid.stamp is None or SourceStamp.of(job.found.src) != sid.stamp:
+            # Hashing reads the whole source once, which also brings it into the page cache for the decoder.
+            sid = SourceId.of(job.found.src, with_hash=True)
+    except OSError as e:  # its line, as the reader words it
+        raise ImageError(job.found.src, f"cannot open: {e.strerror or e}") from e
+    return sid
 
 
 def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tuple[Record, FileOutcome]:

@@ -363,7 +363,7 @@ class RunState:
         coverage = next((prov.mask_coverage for prov in found.values() if prov.mask_coverage is not None), None)
         # a sidecar's digest costs one more read of a file read whole for its provenance just now; an image's would
         # read all its pixels (only its XMP was read): left unknown
-        digests = {p: _sidecar_sha256(p) for p in outputs if is_sidecar_name(p.name)}
+        digests = {p: read_source_sha256(p) for p in outputs if is_sidecar_name(p.name)}
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs, digests), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
@@ -485,15 +485,6 @@ def _unreadable(sidecar: Path) -> str | None:
     except ImageError:  # too large to be a sidecar, or gone: the usual reason says enough
         return None
     return None
-
-
-def _sidecar_sha256(path: Path) -> str:
-    """Hex sha256 of the XMP sidecar output at `path`, read in 1 MiB chunks (a sidecar is small: one read). OSError."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _kept_notes(found: dict[Path, Provenance], outputs: list[Path], sidecar: SidecarId | None) -> tuple[str, ...]:

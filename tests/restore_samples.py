@@ -8,7 +8,10 @@ import json
 import threading
 from pathlib import Path
 
+from click.testing import CliRunner
+
 import oldphoto.pipeline as pipeline
+from oldphoto.cli import cli
 from oldphoto.errors import ImageError
 from oldphoto.io.sidecar import SidecarId, is_sidecar_name, style_of
 
@@ -84,6 +87,11 @@ def stand_in_models(monkeypatch) -> None:
         return pipeline.Models(detector=WhiteDetector(), restorer=None if cfg.only_mask else IdentityRestorer())
 
     monkeypatch.setattr(pipeline, "load_models", load)
+
+
+def run(*args, **kw):
+    """The command line with `args` (each given as str()), in this process: click's Result; exceptions not caught."""
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
 def put(path: Path, data: bytes = b"JPEGDATA") -> Path:

@@ -19,18 +19,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import oldphoto.pipeline as pipeline
 from oldphoto import __version__
-from oldphoto.cli import cli
 from oldphoto.config import TONE_STRENGTH
 from oldphoto.errors import ImageError, WeightsError
 from oldphoto.lock import LOCK_NAME
 from oldphoto.ops.masks import dilate
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import (FakeModels, FakePipeline, WhiteDetector, fake_pipeline, put, real_scans, report_of, scans,
-                             tree)
+from restore_samples import (FakeModels, FakePipeline, WhiteDetector, fake_pipeline, put, real_scans, report_of, run,
+                             scans, tree)
 from restore_samples import stand_in_models as use_stand_in_models
 
 
@@ -69,10 +67,6 @@ def press(monkeypatch):
             while len(handled) == before and time.monotonic() < deadline:
                 time.sleep(0.01)  # the handler runs in the main thread
     return send
-
-
-def run(*args, **kw):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
 def test_version():

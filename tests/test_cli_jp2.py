@@ -6,13 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
 from jp2_samples import DPI_600, UUID_EXIF, UUID_IPTC, UUID_XMP, colr_icc, jp2, res, uuid
 from PIL import ImageCms
-from restore_samples import put, report_of
+from restore_samples import put, report_of, run
 from restore_samples import stand_in_models as use_stand_in_models
-
-from oldphoto.cli import cli
 
 _ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 _XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -33,10 +30,6 @@ def _exif() -> bytes:
     ifd0 = struct.pack("<H", 2) + struct.pack("<HHII", 271, 2, 6, make_at) + struct.pack("<HHII", 34665, 4, 1, exif_at)
     sub = struct.pack("<H", 1) + struct.pack("<HHII", 36867, 2, len(date), date_at)
     return b"II*\0" + struct.pack("<I", ifd0_at) + ifd0 + b"\0" * 4 + sub + b"\0" * 4 + b"Epson\0" + date
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture

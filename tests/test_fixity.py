@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from oldphoto.cli import cli
 from oldphoto.io import atomic
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import real_scans, report_of
+from restore_samples import real_scans, report_of, run
 from restore_samples import stand_in_models as use_stand_in_models
 
 OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1, "-q")
@@ -39,10 +39,6 @@ def hashed(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(atomic, "_sha256_of", counting)
     return calls
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def sha(path) -> str:

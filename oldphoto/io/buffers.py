@@ -1,4 +1,5 @@
-"""Pixel buffers that fall back to disk: 100-megapixel 16-bit images should not need their size in RAM."""
+"""Pixel buffers that fall back to disk: 100-megapixel 16-bit images should not need their size in RAM; and work done
+on such a buffer in place, a band of rows at a time, so that its scratch stays small too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from ..errors import ImageError, TempFolderError
 
 DISK_THRESHOLD = 256 << 20  # bytes; larger buffers are memory-mapped temp files
+_BAND_BYTES = 16 << 20  # float32 scratch per band of rows worked on in place
 # what mmap fails with where the file system cannot map a file (some FUSE and network mounts): a temp folder there is
 # passed over for another; any other OSError (EIO, a full disk) is a real failure. Sources are never mapped.
 _UNMAPPABLE = frozenset({errno.ENODEV, errno.EACCES, errno.EINVAL})
@@ -124,3 +126,16 @@ def file_buffers(path: str | Path) -> Iterator[list[str]]:
         raise ImageError(path, str(e)) from e
     finally:
         _NOTES.reset(token)
+
+
+def unpremultiply(pixels: np.ndarray, alpha: np.ndarray) -> None:
+    """Premultiplied (associated) colour (H, W, C) uint8|uint16 made straight in place: each sample divided by its
+    pixel's alpha (H, W), same dtype, scaled to the dtype's full range; 0 where the alpha is 0 (a TIFF's associated
+    alpha, a JPEG 2000 premultiplied opacity)."""
+    top = float(np.iinfo(pixels.dtype).max)
+    step = max(1, _BAND_BYTES // max(1, pixels.shape[1] * pixels.shape[2] * 4))
+    for y0 in range(0, pixels.shape[0], step):
+        rows = slice(y0, y0 + step)
+        a = alpha[rows].astype(np.float32)[..., None]
+        straight = np.where(a > 0, pixels[rows] * (top / np.maximum(a, 1.0)), 0.0)
+        pixels[rows] = np.rint(np.clip(straight, 0, top)).astype(pixels.dtype)

@@ -3,11 +3,11 @@
 The header (ihdr box, the codestream's SIZ marker) is read first: the size is checked against max_pixels and what
 oldphoto cannot give faithfully (subsampled or signed components, more than 4 components, depth > 16, a palette) is
 refused before the codestream is read. Pixels are decoded by OpenJPEG (imagecodecs.jpeg2k_decode) straight into
-the output buffer. Only the codestream is given to it: given the whole JP2, it changes the pixels when the colr box
-holds an ICC profile (a 16-bit RGB with an sRGB profile came back off by up to 4: a colour conversion the carried
-profile would no longer describe); the cdef box (which component is which colour, which the alpha) is applied here
-instead. Metadata: colr (ICC profile), res (resc / resd resolution), uuid boxes (XMP, EXIF, IPTC); other uuid and
-xml boxes are noted as not carried.
+the output buffer. Only the codestream is given to it (but for an sYCC file, given whole so that it converts to RGB):
+given the whole JP2, it changes the pixels when the colr box holds an ICC profile (a 16-bit RGB with an sRGB profile
+came back off by up to 4: a colour conversion the carried profile would no longer describe); the cdef box (which
+component is which colour, which the alpha) is applied here instead. Metadata: colr (ICC profile), res (resc /
+resd resolution), uuid boxes (XMP, EXIF, IPTC); other uuid and xml boxes are noted as not carried.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 
-from .buffers import allocate
+from .buffers import allocate, unpremultiply
 from .metadata import Metadata, dpi_from_tags
 
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"
@@ -163,7 +163,7 @@ class Jp2Plan:
         _full_range(buf, self.depth)
         pixels, alpha = _split(buf, self.order, self.channels, tmp_dir)
         if alpha is not None and self.premultiplied:
-            _unpremultiply(pixels, alpha)
+            unpremultiply(pixels, alpha)
             notes.append("premultiplied alpha converted to straight alpha")
         return pixels, alpha, self.meta, notes
 
@@ -194,15 +194,6 @@ def _full_range(buf: np.ndarray, depth: int) -> None:
         rows[...] = np.minimum(rows.astype(np.uint32), largest) * top // largest
 
 
-def _unpremultiply(pixels: np.ndarray, alpha: np.ndarray) -> None:
-    top = float(np.iinfo(pixels.dtype).max)
-    step = max(1, _BAND_BYTES // max(1, pixels[0].nbytes * 4))
-    for y0 in range(0, pixels.shape[0], step):
-        a = alpha[y0 : y0 + step].astype(np.float32)[..., None]
-        straight = np.where(a > 0, pixels[y0 : y0 + step] * (top / np.maximum(a, 1.0)), 0.0)
-        pixels[y0 : y0 + step] = np.rint(np.clip(straight, 0, top)).astype(pixels.dtype)
-
-
 @dataclass
 class _Header:
     """What the jp2h box holds (the parts oldphoto reads)."""
@@ -222,17 +213,15 @@ def plan(fh, check_size: Callable[[int, int], None], exif_fields, note_resolutio
     notes: list[str] = []
     size = fh.seek(0, 2)
     fh.seek(0)
-    if fh.read(4) == J2K_SIGNATURE:
+    if fh.read(4) == J2K_SIGNATURE:  # a bare codestream: the whole file, no header boxes, no metadata
+        header, codestream, meta = _Header(), Box(b"jp2c", 0, size), Metadata()
         siz = read_siz(fh, 0)
-        check_size(siz.width, siz.height)
-        _check_ends(fh, Box(b"jp2c", 0, size))
-        channels, order, premultiplied = _layout(siz, _Header(), notes)
-        return _made(fh, Box(b"jp2c", 0, size), False, siz, channels, order, premultiplied, Metadata(), notes)
-    header, codestream, meta = _walk(fh, size, check_size, exif_fields, note_resolution, notes)
-    siz = read_siz(fh, codestream.start)
-    if header.ihdr is not None and header.ihdr[:2] != (siz.width, siz.height):
-        raise BoxError(f"the ihdr box says {header.ihdr[0]} x {header.ihdr[1]} pixels, the codestream "
-                       f"{siz.width} x {siz.height}")
+    else:
+        header, codestream, meta = _walk(fh, size, check_size, exif_fields, note_resolution, notes)
+        siz = read_siz(fh, codestream.start)
+        if header.ihdr is not None and header.ihdr[:2] != (siz.width, siz.height):
+            raise BoxError(f"the ihdr box says {header.ihdr[0]} x {header.ihdr[1]} pixels, the codestream "
+                           f"{siz.width} x {siz.height}")
     check_size(siz.width, siz.height)
     _check_ends(fh, codestream)
     channels, order, premultiplied = _layout(siz, header, notes)

@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 
 from . import tiff_ifd as T
-from .buffers import allocate
+from .buffers import allocate, unpremultiply
 from .cmyk import CmykConverter
 from .iptc import iptc_of, readable_block, without_padding
 from .metadata import (DESCRIPTIVE_TAGS, LAYOUT_TAGS, ORIENTATION, RESOLUTION_TAGS, WINDOWS_TAGS, YCBCR_TAGS, Metadata,
@@ -427,7 +427,7 @@ def _decode_page(pl: TiffPlan, tmp_dir, icc: bytes | None, notes: list[str]):
     if photometric == _SEPARATED:
         pixels, icc = _cmyk_to_rgb(pixels, icc, tmp_dir, notes)
     if alpha is not None and int(p.extrasamples[0]) == _ASSOC_ALPHA:
-        _unpremultiply(pixels, alpha)
+        unpremultiply(pixels, alpha)
         notes.append("associated (premultiplied) alpha converted to straight alpha")
     return pixels, alpha, icc
 
@@ -486,11 +486,3 @@ def _cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None, tmp_dir, notes: list[str])
         out[rows] = convert(cmyk[rows])
     notes.extend(convert.notes)
     return out, convert.icc_out
-
-
-def _unpremultiply(pixels: np.ndarray, alpha: np.ndarray) -> None:
-    top = float(np.iinfo(pixels.dtype).max)
-    for rows in _bands(pixels.shape[0], pixels.shape[1] * pixels.shape[2] * 4):
-        a = alpha[rows].astype(np.float32)[..., None]
-        straight = np.where(a > 0, pixels[rows] * (top / np.maximum(a, 1.0)), 0.0)
-        pixels[rows] = np.rint(np.clip(straight, 0, top)).astype(pixels.dtype)

@@ -221,8 +221,8 @@ def test_16_bit_png_trns_after_the_pixel_data_is_ignored(tmp_path):
 
 @pytest.mark.parametrize("keep", [0, 20, -12])
 def test_16_bit_png_cut_short_after_its_chunks_were_read_says_so(tmp_path, keep):
-    """The scan is cut short (rewritten by another program) between reading its chunks and decoding its pixels: the
-    reason was the map's "mmap slice assignment is wrong size" or "cannot mmap an empty file"."""
+    """The scan is cut short (rewritten by another program) between reading its chunks and decoding its pixels: said
+    as such, not as whatever the read of the short file meets (once a map's "cannot mmap an empty file")."""
     from oldphoto.io import raster_read
 
     buf = io.BytesIO()
