@@ -141,6 +141,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                 raise planned
             rel = found.rel.as_posix()
             base: Record | None = None
+            unvouched: list[str] = []  # notes on outputs whose recorded sha256 a sidecar-only job no longer gives
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
@@ -173,8 +174,11 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                         decision = dataclasses.replace(decision, reason=why)
                 elif decision.action == "sidecar":
                     base = decision.refreshed or state.records[rel]
+                    unvouched = _unvouched_notes(state.records[rel], base)
             if decision.action == "sidecar":
                 decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
+                if decision.action == "sidecar":  # its images stay as they are: their digests as the record now has
+                    result.notes.extend(unvouched)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
                 stale: tuple[Path, ...] = ()
@@ -332,6 +336,7 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
             result.notes.append("source touched but unchanged (same sha256)")
         if rec.sidecar != before.sidecar:
             result.notes.append(f"sidecar {rec.sidecar.name} touched but unchanged (same sha256)")
+        result.notes.extend(_unvouched_notes(before, rec))  # recorded above: said once, in the run that found it
     if decision.reason == _RECOGNISED_REASON:
         result.notes.append(_RECOGNISED_NOTE)
     result.status = "skipped"
@@ -341,6 +346,14 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
     result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
     result.sidecar = carried_sidecar(Path(result.source), rec.sidecar and rec.sidecar.name, result.outputs)
     result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
+
+
+def _unvouched_notes(before: Record, after: Record) -> list[str]:
+    """A note for each output of `before` whose sha256 `after` no longer gives (RunState.decide: found at another
+    mtime than recorded, at the same size), one line each."""
+    kept = {o.path: o.sha256 for o in after.outputs}
+    return [f"output modified since it was recorded (same size): its sha256 is not given: {o.path}"
+            for o in before.outputs if o.sha256 is not None and kept.get(o.path) is None]
 
 
 # --------------------------------------------------------------------------------------------------- dry run

@@ -454,12 +454,16 @@ def _sidecar_record(base: Record, outcome: FileOutcome, state: RunState) -> tupl
     the outputs as they are now (the restoration and its mask as recorded, with their sha256 as recorded, then the
     sidecar written, if one was, with its own) and the notes about the sidecar replaced; `outcome` with those outputs
     and sha256s). OSError as outputs_record."""
-    kept = {state.out_dir / o.path: o.sha256 for o in base.outputs if not is_sidecar_name(o.path)}
+    images = [o for o in base.outputs if not is_sidecar_name(o.path)]
+    kept = {state.out_dir / o.path: o.sha256 for o in images}
     outputs = list(kept) + list(outcome.outputs)
     digests = {p: sha for p, sha in kept.items() if sha is not None} | outcome.output_sha256
     notes = tuple(n for n in base.notes if not n.startswith(SIDECAR_NOTE)) + lasting_notes(outcome.notes)
-    record = dataclasses.replace(base, outputs=state.outputs_record(outputs, digests), sidecar=outcome.sidecar,
-                                 notes=notes, finished=now_iso())
+    listed = state.outputs_record(outputs, digests)
+    # an image's digest stays vouched for by the mtime it was recorded with (as planning found it), not by the one it
+    # has now: one modified meanwhile loses it on the next run
+    listed = tuple(dataclasses.replace(o, mtime_ns=i.mtime_ns) for o, i in zip(listed, images)) + listed[len(images):]
+    record = dataclasses.replace(base, outputs=listed, sidecar=outcome.sidecar, notes=notes, finished=now_iso())
     return record, dataclasses.replace(outcome, outputs=outputs, output_sha256=digests)
 
 

@@ -16,7 +16,9 @@ also remembers, in `former`, the outputs that earlier settings made from the sam
 later run with those settings again recognises them as its own (they are never deleted: a curator may want them).
 
 Each output is listed with the sha256 of its bytes as they went into place (fixity, for the report: OutputRecord),
-which no decision reads: an output counts as there as made by its size alone, so a rerun stays a stat per file.
+which no decision reads: an output counts as there as made by its size alone, so a rerun stays a stat per file. The
+mtime of that stat is recorded beside the sha256: an output found at another one keeps its skip but loses its digest
+(the bytes may have been replaced since, e.g. by a run killed before it could record them).
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ class OutputRecord:
     # known: recorded by an earlier version, or an image recognised from its XMP after a lost state file (recognise).
     # Kept inside the output's entry, absent when None: an older oldphoto reads only path and size there.
     sha256: str | None = None
+    # its st_mtime_ns when recorded, only beside a sha256 (absent too when None: recorded before it was kept): a skip
+    # that stats the output at another mtime no longer vouches for the digest (RunState.decide), without reading it
+    mtime_ns: int | None = None
+
+    def unvouched(self) -> "OutputRecord":
+        """This output without its sha256 (and the mtime that vouched for it): its bytes may be others now."""
+        return replace(self, sha256=None, mtime_ns=None)
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,8 @@ class Record:
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
-        d["outputs"] = [{k: v for k, v in asdict(o).items() if k != "sha256" or v is not None} for o in self.outputs]
+        d["outputs"] = [{k: v for k, v in asdict(o).items() if k in ("path", "size") or v is not None}
+                        for o in self.outputs]
         for key in ("notes", "sidecar"):
             if not d[key]:
                 del d[key]  # most files have none: their lines stay as short as before
@@ -110,8 +120,9 @@ class Record:
     def from_dict(cls, d: dict) -> "Record":
         d = dict(d)
         d.pop("rel", None)
-        d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"]), _hex_digest(o.get("sha256")))
-                             for o in d["outputs"])  # no sha256 in records of earlier versions
+        d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"]), _hex_digest(o.get("sha256")),
+                                          None if o.get("mtime_ns") is None else int(o["mtime_ns"]))
+                             for o in d["outputs"])  # no sha256 (nor mtime_ns) in records of earlier versions
         d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
         d["notes"] = tuple(str(n) for n in d.get("notes", ()))  # absent when none, and before notes were kept
         sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
@@ -135,7 +146,9 @@ def _hex_digest(value) -> str | None:
 class Decision:
     action: str  # "skip" | "run" | "conflict" | "sidecar" (only the XMP sidecar beside the restoration is rewritten)
     reason: str  # e.g. "up to date", "new", "settings changed", "source changed", "output missing: a.png"
-    refreshed: Record | None = None  # for a skip (or "sidecar") after a hash check: the record with the new mtime
+    # for a skip (or "sidecar"): the record to go on from, when it changed: the source's new mtime or path after a
+    # hash check, the sidecar's new mtime, outputs no longer vouched for (OutputRecord.mtime_ns) without their sha256
+    refreshed: Record | None = None
     source: SourceId | None = None  # the source as read for that check (with its sha256), so it is not read twice
 
 
@@ -261,7 +274,7 @@ class RunState:
         no longer there. A rerun that skips the file then gives null for them rather than those (see the runner)."""
         rec = self.records.get(rel)
         if rec is not None and any(o.sha256 is not None for o in rec.outputs):
-            self.records[rel] = replace(rec, outputs=tuple(replace(o, sha256=None) for o in rec.outputs))
+            self.records[rel] = replace(rec, outputs=tuple(o.unvouched() for o in rec.outputs))
 
     def _append(self, line: str) -> None:
         """Append `line` and fsync, or leave the file as it was: what a failed write (a full disk) put there is cut
@@ -326,12 +339,14 @@ class RunState:
     def outputs_record(self, outputs: Iterable[Path], sha256: Mapping[Path, str | None] | None = None,
                        ) -> tuple[OutputRecord, ...]:
         """The outputs as a record lists them: path relative to the folder, size, and the sha256 `sha256` gives for
-        the path (None when it gives none); OSError (e.g. one is not there)."""
+        the path (None when it gives none) with the mtime (ns) of the same stat beside it; OSError (e.g. one is not
+        there)."""
         digests = sha256 or {}
         records = []
         for p in outputs:
             rel = self._rel_out(p)
-            records.append(OutputRecord(rel, self._stat(rel).st_size, digests.get(p)))
+            st, digest = self._stat(rel), digests.get(p)
+            records.append(OutputRecord(rel, st.st_size, digest, None if digest is None else st.st_mtime_ns))
         return tuple(records)
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
@@ -423,12 +438,20 @@ class RunState:
             return Decision("run", "settings changed", source=now)
         # the restoration and its mask first: the sidecar alone is rewritten only beside them as they were made
         images = [o for o in rec.outputs if not is_sidecar_name(o.path)]
+        vouched: dict[str, OutputRecord] = {}  # path -> the output as the record now vouches for it
         for o in images + [o for o in rec.outputs if is_sidecar_name(o.path)]:
             p = self.out_dir / o.path
-            why = (f"output missing: {o.path}" if not p.is_file()
-                   else f"output changed: {o.path}" if p.stat().st_size != o.size else None)
+            st = p.stat() if p.is_file() else None
+            why = (f"output missing: {o.path}" if st is None
+                   else f"output changed: {o.path}" if st.st_size != o.size else None)
             if why:
-                return Decision("sidecar", why, refreshed, now) if is_sidecar_name(o.path) else Decision("run", why)
+                if not is_sidecar_name(o.path):
+                    return Decision("run", why)
+                return Decision("sidecar", why, _vouched_for(refreshed, rec, vouched), now)
+            # Same size, another mtime: still skipped (an archivist's later edit is never overwritten for it), but
+            # its recorded sha256 may be of bytes no longer there (a run killed before recording their replacement)
+            vouched[o.path] = o if o.sha256 is None or o.mtime_ns in (None, st.st_mtime_ns) else o.unvouched()
+        refreshed = _vouched_for(refreshed, rec, vouched)
         why, touched = _sidecar_change(rec.sidecar, sidecar)
         if why:
             # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
@@ -437,6 +460,15 @@ class RunState:
         if touched is not None:
             refreshed = replace(refreshed or rec, sidecar=touched)
         return Decision("skip", "up to date", refreshed)
+
+
+def _vouched_for(refreshed: Record | None, rec: Record, vouched: dict[str, OutputRecord]) -> Record | None:
+    """`refreshed` (None: not refreshed so far) with the outputs `vouched` gives for their paths, when one of them
+    lost its sha256 (else `refreshed` as it was): the record a skip, or a sidecar-only job, then goes on from."""
+    outputs = tuple(vouched.get(o.path, o) for o in rec.outputs)
+    if outputs == rec.outputs:
+        return refreshed
+    return replace(refreshed or rec, outputs=outputs)
 
 
 def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[str | None, SidecarId | None]:

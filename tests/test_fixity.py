@@ -258,3 +258,140 @@ def test_outputs_in_place_when_a_second_ctrl_c_gave_up_on_their_file_lose_the_re
     assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
     assert digests_of(out)["street.png"] == [(p, None) for p, _ in before]
     assert all(d != sha(Path(p)) for p, d in before)  # the bytes they were recorded with are gone
+
+
+MODIFIED = "output modified since it was recorded (same size): its sha256 is not given: {}"
+
+
+def replace_in_place(out, other, names, mtime_ns=None):
+    """What a run killed between its renames and its record leaves: each of `names` (relative to `out`) replaced by
+    the same output of another run (`other`: the same size, other bytes: ids and time in its XMP), its record as it
+    was. mtime_ns: given to them (the next clock tick would do; set, so that it cannot fall in the same one)."""
+    import os
+    import shutil
+
+    for name in names:
+        target, new = out / name, other / name
+        assert new.stat().st_size == target.stat().st_size and new.read_bytes() != target.read_bytes()
+        staged = target.with_name(target.name + ".new")
+        shutil.copyfile(new, staged)
+        stamp = mtime_ns or target.stat().st_mtime_ns + 10**9
+        os.utime(staged, ns=(stamp, stamp))
+        os.replace(staged, target)
+
+
+def notes_of(out, rel) -> list[str]:
+    return next(f["notes"] for f in report_of(out)["files"] if f["relative"] == rel)
+
+
+def test_outputs_replaced_by_a_killed_run_are_skipped_with_null_and_a_note_once(tmp_path, stand_in_models):
+    """Killed after its renames, before its record: the record lists the same paths at the same sizes with the sha256
+    of the bytes replaced. Their new mtime says so without reading them: still skipped (never redone for it), null,
+    a note in the run that finds it; the record then holds no digest for them, and later runs say null, no note."""
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert run("restore", root, "--out", tmp_path / "other", *OPTS, "--save-mask").exit_code == 0
+    before = digests_of(out)
+    names = ["street.png", "street.mask.png", "street.png.xmp"]
+    replace_in_place(out, tmp_path / "other", names)
+
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert digests_of(out) == {"box 2/portrait.tif": before["box 2/portrait.tif"],  # mtimes as recorded: as recorded
+                               "street.png": [(p, None) for p, _ in before["street.png"]]}
+    assert [n for n in notes_of(out, "street.png") if n.startswith("output modified")] == [
+        MODIFIED.format(n) for n in names]
+    assert not any(n.startswith("output modified") for n in notes_of(out, "box 2/portrait.tif"))
+    assert recorded(out) == digests_of(out)
+    street = next(json.loads(line) for line in (out / STATE_NAME).read_text().splitlines()[1:]
+                  if json.loads(line)["rel"] == "street.png")
+    assert all(set(o) == {"path", "size"} for o in street["outputs"])  # compacted: no digest, no mtime
+
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert digests_of(out)["street.png"] == [(p, None) for p, _ in before["street.png"]]
+    assert not any(n.startswith("output modified") for n in notes_of(out, "street.png"))
+
+
+def test_a_sidecar_only_job_after_a_killed_run_gives_null_for_the_images_it_keeps(tmp_path, stand_in_models):
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert run("restore", root, "--out", tmp_path / "other", *OPTS, "--save-mask").exit_code == 0
+    before = digests_of(out)["street.png"]
+    replace_in_place(out, tmp_path / "other", ["street.png", "street.png.xmp"])
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
+
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["sidecar_only"] and street["status"] == "done", street
+    sidecar = out / "street.png.xmp"
+    assert digests_of(out)["street.png"] == [(before[0][0], None), before[1], (str(sidecar), sha(sidecar))]
+    assert MODIFIED.format("street.png") in street["notes"]
+    assert not any(n.startswith("output modified") and "mask" in n for n in street["notes"])
+    assert recorded(out)["street.png"] == digests_of(out)["street.png"]
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    assert digests_of(out)["street.png"] == recorded(out)["street.png"]  # skipped: the mask's mtime still vouches
+    assert not any(n.startswith("output modified") for n in notes_of(out, "street.png"))
+
+
+def test_an_output_merely_touched_gives_null_too(tmp_path, stand_in_models):
+    """Same bytes, new mtime: a skip reads no output, so it cannot tell a touch from a replacement."""
+    import os
+
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    before = digests_of(out)
+    os.utime(out / "box 2/portrait.tif", ns=(10**18, 10**18))
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert digests_of(out) == {**before, "box 2/portrait.tif": [(str(out / "box 2/portrait.tif"), None)]}
+    assert notes_of(out, "box 2/portrait.tif")[0] == MODIFIED.format("box 2/portrait.tif")
+
+
+def test_a_record_without_mtimes_keeps_giving_the_recorded_digests(tmp_path, stand_in_models):
+    """Records made before mtimes were kept beside the sha256: nothing vouches for or against the digest, which is
+    given as recorded, as before (the output touched or not)."""
+    import os
+
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    before = digests_of(out)
+    lines = (out / STATE_NAME).read_text().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    for record in records:
+        assert all("mtime_ns" in o for o in record["outputs"])
+        record["outputs"] = [{k: v for k, v in o.items() if k != "mtime_ns"} for o in record["outputs"]]
+    (out / STATE_NAME).write_text("\n".join([lines[0], *map(json.dumps, records)]) + "\n")
+    for p, _ in before["street.png"]:
+        os.utime(p, ns=(10**18, 10**18))
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+    assert digests_of(out) == before and recorded(out) == before
+    assert not any(n.startswith("output modified") for f in report_of(out)["files"] for n in f["notes"])
+
+
+def test_a_restoration_touched_while_its_sidecar_alone_is_rewritten_loses_its_digest_on_the_next_run(
+        tmp_path, stand_in_models, monkeypatch):
+    """The sidecar-only job keeps the restoration's digest with the mtime that vouched for it when planned, not the
+    one it has as the record is made."""
+    import os
+
+    from oldphoto import pipeline
+
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    restoration = out / "street.png"
+    real = pipeline.update_sidecar
+
+    def then_touched(*args, **kw):
+        outcome = real(*args, **kw)
+        os.utime(restoration, ns=(10**18, 10**18))
+        return outcome
+
+    monkeypatch.setattr(pipeline, "update_sidecar", then_touched)
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert report_of(out)["files"][1]["sidecar_only"]
+    assert digests_of(out)["street.png"][0] == (str(restoration), sha(restoration))  # as recorded
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert digests_of(out)["street.png"][0] == (str(restoration), None)
+    assert MODIFIED.format("street.png") in notes_of(out, "street.png")

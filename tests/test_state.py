@@ -376,7 +376,8 @@ def test_an_outputs_sha256_is_kept_in_its_entry_and_absent_when_unknown(tmp_path
     digest = hashlib.sha256(b"restored").hexdigest()
     state.record("a.jpg", replace(rec, outputs=state.outputs_record([out / "a.jpg"], {out / "a.jpg": digest})))
     line = json.loads(state.records["a.jpg"].to_json("a.jpg"))
-    assert line["outputs"] == [{"path": "a.jpg", "size": 8, "sha256": digest}]
+    mtime = (out / "a.jpg").stat().st_mtime_ns  # beside the digest, from the stat that gave the size
+    assert line["outputs"] == [{"path": "a.jpg", "size": 8, "sha256": digest, "mtime_ns": mtime}]
     assert set(line) == set(json.loads(rec.to_json("a.jpg")))  # no new key beside the earlier ones
     state.close()
     again = RunState.load(out)
@@ -388,3 +389,31 @@ def test_an_outputs_sha256_is_kept_in_its_entry_and_absent_when_unknown(tmp_path
     (out / STATE_NAME).write_text(lines[0] + "\n" + lines[1].replace(digest, "not-a-digest") + "\n")
     with pytest.raises(StateError, match="line 2 is not a valid record"):
         RunState.load(out)
+
+
+def test_an_output_at_another_mtime_is_still_skipped_without_its_recorded_sha256(tmp_path):
+    """The digest is vouched for by the output's mtime when it was recorded: at another one (same size) the bytes may
+    have been replaced since (a run killed before recording them), or merely touched; no output is read to tell. The
+    skip stands; the record it goes on from (`refreshed`) lists that output without sha256 or mtime."""
+    src, out, fp, state = setup_done(tmp_path)
+    digest = hashlib.sha256(b"restored").hexdigest()
+    state.record("a.jpg", replace(state.records["a.jpg"],
+                                  outputs=state.outputs_record([out / "a.jpg"], {out / "a.jpg": digest})))
+    recorded = state.records["a.jpg"].outputs[0]
+    assert recorded.mtime_ns == (out / "a.jpg").stat().st_mtime_ns
+    d = state.decide("a.jpg", src, fp)
+    assert (d.action, d.refreshed) == ("skip", None)  # as recorded: no new record
+
+    os.utime(out / "a.jpg", ns=(10**18, 10**18))
+    d = state.decide("a.jpg", src, fp)
+    assert (d.action, d.reason) == ("skip", "up to date")
+    assert d.refreshed == replace(state.records["a.jpg"], outputs=(replace(recorded, sha256=None, mtime_ns=None),))
+    assert json.loads(d.refreshed.to_json("a.jpg"))["outputs"] == [{"path": "a.jpg", "size": 8}]
+
+    older = replace(recorded, mtime_ns=None)  # recorded before mtimes were kept: the digest as recorded
+    state.record("a.jpg", replace(state.records["a.jpg"], outputs=(older,)))
+    assert json.loads(state.records["a.jpg"].to_json("a.jpg"))["outputs"] == [
+        {"path": "a.jpg", "size": 8, "sha256": digest}]
+    assert state.decide("a.jpg", src, fp).refreshed is None
+    state.close()
+    assert RunState.load(out).records["a.jpg"].outputs == (older,)
