@@ -174,7 +174,8 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                         decision = dataclasses.replace(decision, reason=why)
                 elif decision.action == "sidecar":
                     base = decision.refreshed or state.records[rel]
-                    unvouched = _unvouched_notes(state.records[rel], base)
+                    # of the images it keeps: the sidecar beside them is rewritten or removed, its digest its own
+                    unvouched = _unvouched_notes(state.records[rel], base, images_only=True)
             if decision.action == "sidecar":
                 decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
                 if decision.action == "sidecar":  # its images stay as they are: their digests as the record now has
@@ -348,12 +349,13 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
     result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
 
 
-def _unvouched_notes(before: Record, after: Record) -> list[str]:
+def _unvouched_notes(before: Record, after: Record, images_only: bool = False) -> list[str]:
     """A note for each output of `before` whose sha256 `after` no longer gives (RunState.decide: found at another
-    mtime than recorded, at the same size), one line each."""
+    mtime than recorded, at the same size), one line each; images_only: for its images alone (not its sidecar)."""
     kept = {o.path: o.sha256 for o in after.outputs}
     return [f"output modified since it was recorded (same size): its sha256 is not given: {o.path}"
-            for o in before.outputs if o.sha256 is not None and kept.get(o.path) is None]
+            for o in before.outputs if o.sha256 is not None and kept.get(o.path) is None
+            and not (images_only and is_sidecar_name(o.path))]
 
 
 # --------------------------------------------------------------------------------------------------- dry run

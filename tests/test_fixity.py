@@ -395,3 +395,20 @@ def test_a_restoration_touched_while_its_sidecar_alone_is_rewritten_loses_its_di
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
     assert digests_of(out)["street.png"][0] == (str(restoration), None)
     assert MODIFIED.format("street.png") in notes_of(out, "street.png")
+
+
+def test_a_sidecar_only_job_says_nothing_of_the_sidecar_it_rewrites(tmp_path, stand_in_models):
+    """The output sidecar found at another mtime, then rewritten by a sidecar-only job: the report gives its new
+    sha256, so no note says its sha256 is not given (the restoration kept, replaced too, still gets one)."""
+    root, out = scans(tmp_path)
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert run("restore", root, "--out", tmp_path / "other", *OPTS).exit_code == 0
+    replace_in_place(out, tmp_path / "other", ["street.png", "street.png.xmp"])
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
+
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    street = report_of(out)["files"][1]
+    assert street["sidecar_only"] and street["status"] == "done", street
+    sidecar = out / "street.png.xmp"
+    assert digests_of(out)["street.png"][-1] == (str(sidecar), sha(sidecar))
+    assert [n for n in street["notes"] if n.startswith("output modified")] == [MODIFIED.format("street.png")]
