@@ -420,6 +420,111 @@ def _identified(fmt: str) -> Iterator[None]:
         raise ValueError(f"no valid {what} giving the image's size and layout: damaged or cut short") from e
 
 
+def _png_metadata(chunks: png.PngChunks, notes: list[str]) -> tuple[Metadata, int]:
+    """(metadata, orientation) of a PNG from its chunks, noting what is not carried."""
+    text = dict(chunks.text)
+    notes += chunks.damaged
+    if chunks.others:
+        notes.append(f"PNG chunk(s) {', '.join(chunks.others)} not carried")
+    for key, count in chunks.repeated.items():
+        if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
+            notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")
+        else:
+            notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
+    profiles = _raw_profiles(text, notes)
+    exif, tags, orientation = exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
+    note_resolution(tags, notes)
+    if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
+        notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
+                     "do not see that text")
+        orientation = 1
+    xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
+    block, resources = _png_resources(profiles, notes)
+    iptc = profiles.get("iptc") or iptc_of(resources)
+    meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
+                    dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),
+                    compressed_text={k: n for k, n in chunks.compressed.items() if k in text})
+    if meta.dpi is None:
+        meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
+    return meta, orientation
+
+
+def _png16_plan(fh, header: png.PngHeader, chunks: png.PngChunks, orientation: int, meta: Metadata,
+                notes: list[str]) -> RasterPlan:
+    """The plan of a 16-bit PNG, which png's own decoder reads (Pillow would narrow it)."""
+    if header.color_type not in _PNG16:
+        raise ValueError(f"invalid PNG: colour type {header.color_type} cannot have 16 bits")
+    channels, alpha, mode = _PNG16[header.color_type]
+    alpha = alpha or png.colour_key(header, chunks.trns)
+    return RasterPlan(fh, "PNG", header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
+                      orientation, meta, None, None, png_chunks=chunks, notes=notes)
+
+
+def _opened(fh, fmt: str, check_size: Callable[[int, int], None]) -> Image.Image:
+    """The JPEG or WebP in `fh` opened by Pillow (nothing decoded yet), its size checked; a still image only."""
+    fh.seek(0)
+    with _identified(fmt):
+        im = _OPENERS[fmt](fh)
+    check_size(*im.size)
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise ValueError(f"animated {fmt} with {frames} frames is not supported")
+    return im
+
+
+def _pillow_metadata(im: Image.Image, fmt: str, notes: list[str]) -> tuple[Metadata, int]:
+    """(metadata, orientation) of a JPEG or WebP as Pillow opened it, noting what is not carried."""
+    info = im.info
+    exif, tags, orientation = exif_fields(info.get("exif"), notes)
+    note_resolution(tags, notes)
+    block, resources = None, []
+    if fmt == "JPEG":
+        # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
+        # resolution info into numbers and cuts a resource that goes on in the next segment (Photoshop splits
+        # a block over segments of 64 KB)
+        parts = [payload[len(PHOTOSHOP_HEADER) :] for app, payload in im.applist
+                 if app == "APP13" and payload.startswith(PHOTOSHOP_HEADER)]
+        block, resources = readable_block(b"".join(parts), "JPEG APP13", notes)
+    iptc = iptc_of(resources)
+    text = {}
+    if fmt == "JPEG":
+        text = _jpeg_comments(im.applist, notes)
+        _note_more_pictures(info.get("mp"), notes)
+        _note_other_segments(im.applist, notes)
+    elif info.get("comment"):
+        text = {"Comment": _comment(info["comment"])}
+    xmp = info.get("xmp") or None
+    if fmt == "JPEG":
+        xmp = _with_extension(xmp, im.applist, notes)
+    icc = _jpeg_icc(im.applist, notes) if fmt == "JPEG" else info.get("icc_profile") or None
+    meta = Metadata(exif=exif, icc=icc, xmp=xmp, iptc=iptc,
+                    photoshop=block, tiff_tags=tags, text=text,
+                    dpi=_jpeg_dpi(info, tags, notes) if fmt == "JPEG" else dpi_from_tags(tags))
+    if meta.dpi is None:
+        meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
+    return meta, orientation
+
+
+def _pillow_plan(fh, fmt: str, im: Image.Image, orientation: int, meta: Metadata, notes: list[str],
+                 gray_bits: int | None) -> RasterPlan:
+    """The plan of an image Pillow decodes, by its mode; gray_bits: the depth of a 2- or 4-bit gray PNG (Pillow
+    reads it as "L", so no mode says it was widened), else None."""
+    mode = im.mode
+    if mode not in _MODES:
+        raise ValueError(f"unsupported pixel mode {mode!r}")
+    convert_to, channels, alpha, note = _MODES[mode]
+    if mode in _TRANSPARENT and im.info.get("transparency") is not None:
+        convert_to, alpha = _TRANSPARENT[mode], True
+        channels = 1 if convert_to == "LA" else 3
+    if note:
+        notes.append(note)
+    elif gray_bits:
+        notes.append(f"{gray_bits}-bit gray converted to 8-bit")
+    dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
+    return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
+                      convert_to, notes=notes)
+
+
 def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool = False,
          pixels: bool = True) -> RasterPlan:
     """What read() will produce; header_only (for probe) skips what lies after a PNG's pixel data; pixels False (for
@@ -432,92 +537,18 @@ def plan(fh, fmt: str, check_size: Callable[[int, int], None], header_only: bool
         chunks = png.read_chunks(fh, header_only, pixels)
         if chunks.frames > 1:
             raise ValueError(f"animated PNG with {chunks.frames} frames is not supported")
-        text = dict(chunks.text)
-        notes += chunks.damaged
-        if chunks.others:
-            notes.append(f"PNG chunk(s) {', '.join(chunks.others)} not carried")
-        for key, count in chunks.repeated.items():
-            if key == png.XMP_KEY or key.startswith(png.RAW_PROFILE):
-                notes.append(f"{count} PNG text chunks {key!r}: only the first is kept")
-            else:
-                notes.append(f"{count} PNG text chunks {key!r} joined into one, a line break between them")
-        profiles = _raw_profiles(text, notes)
-        exif, tags, orientation = exif_fields(_one_of(chunks.exif, profiles.get("exif"), "EXIF", notes), notes)
-        note_resolution(tags, notes)
-        if chunks.exif is None and orientation != 1:  # viewers show such a PNG as stored: so does its derivative
-            notes.append(f"orientation {orientation} of the EXIF in a PNG raw profile text not applied: PNG readers "
-                         "do not see that text")
-            orientation = 1
-        xmp = _one_of(chunks.xmp, profiles.get("xmp"), "XMP", notes)
-        block, resources = _png_resources(profiles, notes)
-        iptc = profiles.get("iptc") or iptc_of(resources)
-        meta = Metadata(exif=exif, icc=chunks.icc, xmp=xmp, iptc=iptc, photoshop=block, tiff_tags=tags, text=text,
-                        dpi=_png_dpi(chunks.phys, tags), png_chunks=dict(chunks.color),
-                        compressed_text={k: n for k, n in chunks.compressed.items() if k in text})
-        if meta.dpi is None:
-            meta.aspect = png.aspect_from_phys(chunks.phys) or aspect_from_tags(tags)
+        meta, orientation = _png_metadata(chunks, notes)
         if header.bit_depth == 16:
-            if header.color_type not in _PNG16:
-                raise ValueError(f"invalid PNG: colour type {header.color_type} cannot have 16 bits")
-            channels, alpha, mode = _PNG16[header.color_type]
-            alpha = alpha or png.colour_key(header, chunks.trns)
-            return RasterPlan(fh, fmt, header.width, header.height, channels, np.dtype(np.uint16), alpha, mode,
-                              orientation, meta, None, None, png_chunks=chunks, notes=notes)
+            return _png16_plan(fh, header, chunks, orientation, meta, notes)
         with _identified("PNG"):
             im = PngImagePlugin.PngImageFile(png.PixelChunks(fh, chunks))  # the chunks it needs for the pixels only
-    else:
-        lossless = None
-        if fmt == "WEBP":
-            _check_riff_size(fh)
-            lossless = webp_lossless(fh)
-        fh.seek(0)
-        with _identified(fmt):
-            im = _OPENERS[fmt](fh)
-        check_size(*im.size)
-        frames = getattr(im, "n_frames", 1)
-        if frames > 1:
-            raise ValueError(f"animated {fmt} with {frames} frames is not supported")
-        info = im.info
-        exif, tags, orientation = exif_fields(info.get("exif"), notes)
-        note_resolution(tags, notes)
-        block, resources = None, []
-        if fmt == "JPEG":
-            # the APP13 segments themselves, not Pillow's parse of them: it keeps no resource names, turns the
-            # resolution info into numbers and cuts a resource that goes on in the next segment (Photoshop splits
-            # a block over segments of 64 KB)
-            parts = [payload[len(PHOTOSHOP_HEADER) :] for app, payload in im.applist
-                     if app == "APP13" and payload.startswith(PHOTOSHOP_HEADER)]
-            block, resources = readable_block(b"".join(parts), "JPEG APP13", notes)
-        iptc = iptc_of(resources)
-        text = {}
-        if fmt == "JPEG":
-            text = _jpeg_comments(im.applist, notes)
-            _note_more_pictures(info.get("mp"), notes)
-            _note_other_segments(im.applist, notes)
-        elif info.get("comment"):
-            text = {"Comment": _comment(info["comment"])}
-        xmp = info.get("xmp") or None
-        if fmt == "JPEG":
-            xmp = _with_extension(xmp, im.applist, notes)
-        icc = _jpeg_icc(im.applist, notes) if fmt == "JPEG" else info.get("icc_profile") or None
-        meta = Metadata(exif=exif, icc=icc, xmp=xmp, iptc=iptc,
-                        photoshop=block, tiff_tags=tags, text=text,
-                        dpi=_jpeg_dpi(info, tags, notes) if fmt == "JPEG" else dpi_from_tags(tags))
-        if meta.dpi is None:
-            meta.aspect = _jpeg_aspect(info, tags) if fmt == "JPEG" else aspect_from_tags(tags)
-        meta.webp_lossless = lossless
-    mode = im.mode
-    if mode not in _MODES:
-        raise ValueError(f"unsupported pixel mode {mode!r}")
-    convert_to, channels, alpha, note = _MODES[mode]
-    if mode in _TRANSPARENT and im.info.get("transparency") is not None:
-        convert_to, alpha = _TRANSPARENT[mode], True
-        channels = 1 if convert_to == "LA" else 3
-    if note:
-        notes.append(note)
-    elif fmt == "PNG" and header.color_type in (0, 4) and header.bit_depth in (2, 4):  # Pillow reads them as "L"
-        notes.append(f"{header.bit_depth}-bit gray converted to 8-bit")
-    dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
-    return RasterPlan(fh, fmt, im.size[0], im.size[1], channels, dtype, alpha, mode, orientation, meta, im,
-                      convert_to, notes=notes)
-
+        gray_bits = header.bit_depth if header.color_type in (0, 4) and header.bit_depth in (2, 4) else None
+        return _pillow_plan(fh, fmt, im, orientation, meta, notes, gray_bits)
+    lossless = None
+    if fmt == "WEBP":
+        _check_riff_size(fh)
+        lossless = webp_lossless(fh)
+    im = _opened(fh, fmt, check_size)
+    meta, orientation = _pillow_metadata(im, fmt, notes)
+    meta.webp_lossless = lossless
+    return _pillow_plan(fh, fmt, im, orientation, meta, notes, None)
