@@ -220,6 +220,25 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     when = when or datetime.now(timezone.utc)
     if when.tzinfo is None:
         raise ValueError("when must carry a time zone")
+    root, prefixes, descriptions = _source_descriptions(source_xmp, source_name)
+    target = descriptions[0]
+    own, history = _strip_source_claims(descriptions, notes)
+    parent = own if parent is None else parent
+
+    instance = instance_id or f"xmp.iid:{uuid.uuid4()}"
+    _add_identity(target, document_id or f"xmp.did:{uuid.uuid4()}", instance, metadata_date or when, source_name,
+                  parent)
+    _add_source(target, source_name, source_sha256, sidecar_sha256, mask_coverage, kept_notes)
+    settings = {"settings": dict(parameters or {}), "models": dict(models or {})}
+    _add_event(target, history, action, instance, when.isoformat(timespec="seconds"), software, settings)
+    return xmp_tree.wrap(xmp_tree.serialize(root, prefixes, PREFERRED))
+
+
+def _source_descriptions(source_xmp: bytes | None,
+                         source_name: str) -> tuple[ET.Element, dict[str, str], list[ET.Element]]:
+    """(x:xmpmeta root, prefixes, rdf:Description elements, at least one) of the source's packet, a bare rdf:RDF
+    wrapped and what is missing added; a fresh one for no packet. Raises XmpError when it cannot be parsed or has
+    another root."""
     if source_xmp:
         root, prefixes = xmp_tree.parse(source_xmp, source_name)
     else:
@@ -236,12 +255,15 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     descriptions = rdf.findall(_q("rdf", "Description"))
     if not descriptions:
         descriptions = [ET.SubElement(rdf, _q("rdf", "Description"), {_q("rdf", "about"): ""})]
-    target = descriptions[0]
+    return root, prefixes, descriptions
 
+
+def _strip_source_claims(descriptions: list[ET.Element],
+                         notes: list[str] | None) -> tuple[ParentIds, ET.Element | None]:
+    """Remove from the source's descriptions what is not true of the derivative (noted in `notes` where not restated
+    file layout); returns (the source packet's own ids, its xmpMM:History or None)."""
     own = ParentIds(*(_pop_simple(descriptions, _q("xmpMM", local))
                       for local in ("DocumentID", "InstanceID", "OriginalDocumentID")))
-    parent = own if parent is None else parent
-    source_document, source_instance, original = parent.document_id, parent.instance_id, parent.original
     # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
                  _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage"), _q("oldphoto", "Notes")):
@@ -258,20 +280,28 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     # (the raw file's name) in attribute form
     _pop_simple(descriptions, _q("xmpMM", "DerivedFrom"))
     history = next((h for d in descriptions for h in d.findall(_q("xmpMM", "History"))), None)
+    return own, history
 
-    stamp = when.isoformat(timespec="seconds")
-    instance = instance_id or f"xmp.iid:{uuid.uuid4()}"
-    _add(target, _q("xmpMM", "DocumentID"), document_id or f"xmp.did:{uuid.uuid4()}")
+
+def _add_identity(target: ET.Element, document: str, instance: str, metadata_date: datetime, source_name: str,
+                  parent: ParentIds) -> None:
+    """The derivative's xmpMM ids and xmp:MetadataDate, and its xmpMM:DerivedFrom: `source_name` and `parent`'s ids."""
+    _add(target, _q("xmpMM", "DocumentID"), document)
     _add(target, _q("xmpMM", "InstanceID"), instance)
-    if original:
-        _add(target, _q("xmpMM", "OriginalDocumentID"), original)
-    _add(target, _q("xmp", "MetadataDate"), (metadata_date or when).isoformat(timespec="seconds"))
+    if parent.original:
+        _add(target, _q("xmpMM", "OriginalDocumentID"), parent.original)
+    _add(target, _q("xmp", "MetadataDate"), metadata_date.isoformat(timespec="seconds"))
     derived = _add(target, _q("xmpMM", "DerivedFrom"), **{_q("rdf", "parseType"): "Resource"})
     _add(derived, _q("stRef", "filePath"), source_name)
-    if source_document:
-        _add(derived, _q("stRef", "documentID"), source_document)
-    if source_instance:
-        _add(derived, _q("stRef", "instanceID"), source_instance)
+    if parent.document_id:
+        _add(derived, _q("stRef", "documentID"), parent.document_id)
+    if parent.instance_id:
+        _add(derived, _q("stRef", "instanceID"), parent.instance_id)
+
+
+def _add_source(target: ET.Element, source_name: str, source_sha256: str, sidecar_sha256: str | None,
+                mask_coverage: float | None, kept_notes: Sequence[str]) -> None:
+    """oldphoto's own properties: the source file and its checksums, the mask's coverage and the lasting notes."""
     _add(target, _q("oldphoto", "SourceFile"), source_name)
     _add(target, _q("oldphoto", "SourceSHA256"), source_sha256)
     if sidecar_sha256 is not None:
@@ -283,6 +313,10 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
         for note in capped_notes(kept_notes):
             _add(listed, _q("rdf", "li"), note)
 
+
+def _add_event(target: ET.Element, history: ET.Element | None, action: str, instance: str, stamp: str,
+               software: str, settings: dict[str, dict]) -> None:
+    """Append the derivative's stEvt entry to `history` (the source's xmpMM:History; a new one when None)."""
     if history is None:
         history = _add(target, _q("xmpMM", "History"))
     seq = history.find(_q("rdf", "Seq"))
@@ -293,13 +327,10 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     _add(event, _q("stEvt", "instanceID"), instance)
     _add(event, _q("stEvt", "when"), stamp)
     _add(event, _q("stEvt", "softwareAgent"), software)
-    settings = {"settings": dict(parameters or {}), "models": dict(models or {})}
     _add(event, _q("stEvt", "parameters"),
          json.dumps(settings, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":")))
     if action == "derived":
         _add(event, _q("stEvt", "changed"), "/")  # the whole image changed
-
-    return xmp_tree.wrap(xmp_tree.serialize(root, prefixes, PREFERRED))
 
 
 def capped_notes(notes: Sequence[str]) -> list[str]:
