@@ -16,6 +16,7 @@ import hashlib
 import threading
 import uuid
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -699,61 +700,19 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     decoder saw the bytes whole (_reads_as).
     """
     software = f"oldphoto {__version__}"
-    settings = recorded_settings(cfg, models, items[0][2], src.suffix,
-                                 bool(getattr(items[0][3], "webp_lossless", None)))
-    described = models.describe()
-    # the restored photo and its sidecar describe one file: one history entry, with the same ids and time
-    shared = {"document_id": f"xmp.did:{uuid.uuid4()}", "instance_id": f"xmp.iid:{uuid.uuid4()}",
-              "when": datetime.now(timezone.utc)}
-    provenance = {"source_name": src.name, "source_sha256": source_sha256, "software": software,
-                  "action": "derived", "parameters": settings, "models": described, "mask_coverage": coverage,
-                  "parent": parent}
-    packet = None
+    provenance, shared = _provenance_args(items, src, cfg, source_sha256, models, coverage, parent, software)
+    sidecar_packet = packet = None
     if sidecar is not None:
-        (data, read), (photo, _, photo_fmt, photo_meta) = sidecar, items[0]
-
-        def sidecar_packet(said: list[str], **more) -> bytes:  # beside the restored photo, with its history entry
-            return xmp_sidecar.carried_packet(
-                data, sidecar_name=read.name, meta=photo_meta, width=photo.shape[1], height=photo.shape[0],
-                fmt=photo_fmt, notes=said, **provenance, **shared, **more)
-
-        try:
-            packet = sidecar_packet(notes, sidecar_sha256=read.sha256)
-            provenance["sidecar_sha256"] = read.sha256  # every output says which sidecar went with them
-        except XmpError as e:  # the photo is restored all the same, without it
-            notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
+        sidecar_packet = _sidecar_packer(sidecar, items[0], provenance, shared)
+        packet = _first_sidecar_packet(sidecar_packet, sidecar[1], provenance, notes)
     if packet is None and len(outputs) > len(items):  # a sidecar's path, none written there: unreadable or left out
         stale = [*stale, outputs[-1]]  # an earlier one there no longer goes with the photo
     kept: list[str] = []  # the lasting notes the restoration's packet says; its sidecar says the same
     with _staged(gate) as staging:
         for i, (path, (pixels, alpha, fmt, meta)) in enumerate(zip(outputs, items)):
             _make_folder(path, staging, gate)
-
-            def xmp_of(found: list[str], xmp: bytes | None = meta.xmp, first: bool = i == 0) -> bytes | None:
-                """The output's packet, its oldphoto:Notes those of the file so far with the writer's `found` in the
-                first output; in a later one (a --save-mask mask, an --only-mask overlay) what the writer found of that
-                file alone: the others are about the first (an "alpha dropped" is not the mask's) or said there, and a
-                run recognising the outputs after a lost state file reports the first's with theirs
-                (RunState.recognise)."""
-                known = [*notes, *(n for n in found if n not in notes)] if first else list(found)
-                dropped: list[str] = []
-                try:
-                    packet = oio.provenance_xmp(xmp, notes=dropped, kept_notes=lasting_notes(known), **provenance,
-                                                **(shared if first else {}))
-                    if any(n not in known for n in dropped):  # what of the packet it drops (a thumbnail), said too
-                        known += [n for n in dropped if n not in known]
-                        packet = oio.provenance_xmp(xmp, kept_notes=lasting_notes(known), **provenance,
-                                                    **(shared if first else {}))
-                except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
-                    note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"
-                    if note not in notes:
-                        notes.append(note)
-                    return xmp
-                notes.extend(n for n in dropped if n not in notes)
-                if first:
-                    kept[:] = lasting_notes(known)
-                return packet
-
+            xmp_of = partial(_output_packet, xmp=meta.xmp, first=i == 0, notes=notes, kept=kept,
+                             provenance=provenance, shared=shared)
             try:
                 result = oio.write(path, pixels, alpha, fmt, meta, jpeg_quality=cfg.jpeg_quality,
                                    software=software, provenance_xmp=xmp_of, staging=staging)
@@ -770,6 +729,75 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
             _check_unchanged(src, stamp, source_sha256, same_read)
         _put_in_place(staging, gate, src, stale, outputs[0])
     return packet is not None, dict(staging.sha256)
+
+
+def _provenance_args(items, src: Path, cfg: RestoreConfig, source_sha256: str, models: Models,
+                     coverage: float | None, parent: oio.ParentIds | None, software: str) -> tuple[dict, dict]:
+    """(the oio.provenance_xmp arguments of every output's packet, those the restored photo (the first of `items`)
+    shares with its sidecar: new ids and the time)."""
+    settings = recorded_settings(cfg, models, items[0][2], src.suffix,
+                                 bool(getattr(items[0][3], "webp_lossless", None)))
+    described = models.describe()
+    # the restored photo and its sidecar describe one file: one history entry, with the same ids and time
+    shared = {"document_id": f"xmp.did:{uuid.uuid4()}", "instance_id": f"xmp.iid:{uuid.uuid4()}",
+              "when": datetime.now(timezone.utc)}
+    provenance = {"source_name": src.name, "source_sha256": source_sha256, "software": software,
+                  "action": "derived", "parameters": settings, "models": described, "mask_coverage": coverage,
+                  "parent": parent}
+    return provenance, shared
+
+
+def _sidecar_packer(sidecar: tuple[bytes, xmp_sidecar.SidecarId], photo_item, provenance: dict,
+                    shared: dict) -> Callable[..., bytes]:
+    """How the source's XMP sidecar's packet is made beside the restored photo (`photo_item`), with its history
+    entry: provenance and shared as they are when it is called."""
+    (data, read), (photo, _, photo_fmt, photo_meta) = sidecar, photo_item
+
+    def sidecar_packet(said: list[str], **more) -> bytes:
+        return xmp_sidecar.carried_packet(
+            data, sidecar_name=read.name, meta=photo_meta, width=photo.shape[1], height=photo.shape[0],
+            fmt=photo_fmt, notes=said, **provenance, **shared, **more)
+
+    return sidecar_packet
+
+
+def _first_sidecar_packet(sidecar_packet: Callable[..., bytes], read: xmp_sidecar.SidecarId, provenance: dict,
+                          notes: list[str]) -> bytes | None:
+    """The sidecar's packet, its sha256 then added to `provenance`; None, with a note, when it cannot be parsed."""
+    try:
+        packet = sidecar_packet(notes, sidecar_sha256=read.sha256)
+        provenance["sidecar_sha256"] = read.sha256  # every output says which sidecar went with them
+    except XmpError as e:  # the photo is restored all the same, without it
+        notes.append(f"XMP sidecar {read.name} not carried: {e.reason}")
+        return None
+    return packet
+
+
+def _output_packet(found: list[str], *, xmp: bytes | None, first: bool, notes: list[str], kept: list[str],
+                   provenance: dict, shared: dict) -> bytes | None:
+    """An output's packet (oio.write's provenance_xmp), its oldphoto:Notes those of the file so far with the writer's
+    `found` in the first output (then kept in `kept`); in a later one (a --save-mask mask, an --only-mask overlay)
+    what the writer found of that file alone: the others are about the first (an "alpha dropped" is not the mask's)
+    or said there, and a run recognising the outputs after a lost state file reports the first's with theirs
+    (RunState.recognise)."""
+    known = [*notes, *(n for n in found if n not in notes)] if first else list(found)
+    dropped: list[str] = []
+    try:
+        packet = oio.provenance_xmp(xmp, notes=dropped, kept_notes=lasting_notes(known), **provenance,
+                                    **(shared if first else {}))
+        if any(n not in known for n in dropped):  # what of the packet it drops (a thumbnail), said too
+            known += [n for n in dropped if n not in known]
+            packet = oio.provenance_xmp(xmp, kept_notes=lasting_notes(known), **provenance,
+                                        **(shared if first else {}))
+    except XmpError as e:  # the source's own metadata is kept as it is rather than dropped or refused
+        note = f"{e.reason}: carried unchanged, without oldphoto's provenance entry"
+        if note not in notes:
+            notes.append(note)
+        return xmp
+    notes.extend(n for n in dropped if n not in notes)
+    if first:
+        kept[:] = lasting_notes(known)
+    return packet
 
 
 @contextmanager
