@@ -327,32 +327,13 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     device = resolve_device(cfg.device)
     cpu = torch.device("cpu")
     seconds = {k: 0.0 for k in STAGE_KEYS}
-    _check_models(cfg, models)
-    if batcher is None:
-        batcher = new_batcher(cfg, models, device)
-    elif batcher.models is not models or batcher.device != device:
-        raise OldPhotoError("the batcher was made for other models or another device")
-
+    batcher = _checked_batcher(cfg, models, device, batcher)
     with timed(seconds, "read", cpu):
-        if stamp is None:
-            stamp = _stamp(src)
-        if source_sha256 is None:  # before the decode, as the runner does: a change after it then fails the check
-            source_sha256 = oio.read_source_sha256(src)
-        pic = oio.read(src, cfg.max_pixels)
+        stamp, source_sha256, pic = _read_source(src, cfg, stamp, source_sha256)
     pixels = _check_pixels(src, pic.pixels)
     height, width, channels = pixels.shape
     notes = _source_notes(pic)
-
-    # The name decides (what the run planned, checked for clashes and recorded); a file whose content is another
-    # format than its name says is written in the format of its name.
-    named = _FORMAT_OF_SUFFIX.get(src.suffix.lower())
-    suffix = src.suffix if named else pic.format
-    if named and named != pic.format and not cfg.only_mask and cfg.format == "keep":
-        notes.append(f"content is {pic.format} but the name says {src.suffix}: written as "
-                     f"{_KEPT_AS.get(named, named)}")
-    style = xmp_sidecar.style_of(src.name, sidecar.name) if sidecar is not None else None
-    outputs = output_paths(out_base, suffix, cfg, style)
-    _refuse_overwriting_source(src, outputs)
+    suffix, outputs = _named_outputs(src, out_base, cfg, pic.format, sidecar, notes)
     carried, known = _read_sidecar(sidecar, notes) if sidecar is not None else (None, None)
     # the scan, as every output and the restoration's sidecar name it: one parent, said alike in each packet
     parent = oio.parent_ids(pic.meta.xmp, carried[0] if carried is not None else None)
@@ -370,22 +351,8 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                                     notes, commit_gate, coverage, stale=stale, parent=parent, stamp=stamp,
                                     same_read=_reads_as(src, cfg.max_pixels, pic))
     else:
-        # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
-        out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
-        colorize = _wants_colour(cfg, pixels.shape[2], job.near_gray, notes)
-        if job.near_gray:
-            notes.append("RGB photo with (nearly) equal channels restored as grayscale"
-                         + (", then colorized" if colorize else ""))
-        if colorize:
-            job.colorize(out)
-        check_stop(stop)
-        scale = cfg.upscale
-        alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
-        meta = _scaled_meta(pic.meta, scale)
+        items, coverage = _restored_items(job, pixels, pic, cfg, suffix, notes, stop)
         with timed(seconds, "write", cpu):
-            items = [(out, alpha, output_format(suffix, cfg), meta)]
-            if cfg.save_mask:
-                items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
             written, digests = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate,
                                           coverage, carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic))
         outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
@@ -394,6 +361,66 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
                        sidecar=known, lossless_master=bool(pic.meta.webp_lossless), output_sha256=digests)
+
+
+def _checked_batcher(cfg: RestoreConfig, models: Models, device: torch.device,
+                     batcher: TileBatcher | None) -> TileBatcher:
+    """`batcher` (a new one when None), once the models suit cfg; refused when made for other models or device."""
+    _check_models(cfg, models)
+    if batcher is None:
+        batcher = new_batcher(cfg, models, device)
+    elif batcher.models is not models or batcher.device != device:
+        raise OldPhotoError("the batcher was made for other models or another device")
+    return batcher
+
+
+def _read_source(src: Path, cfg: RestoreConfig, stamp: SourceStamp | None,
+                 source_sha256: str | None) -> tuple[SourceStamp, str, oio.Picture]:
+    """(the source's stat, its sha256, its decoded picture), the stat and sha256 taken first where not given."""
+    if stamp is None:
+        stamp = _stamp(src)
+    if source_sha256 is None:  # before the decode, as the runner does: a change after it then fails the check
+        source_sha256 = oio.read_source_sha256(src)
+    return stamp, source_sha256, oio.read(src, cfg.max_pixels)
+
+
+def _named_outputs(src: Path, out_base: Path, cfg: RestoreConfig, content: str, sidecar: Path | None,
+                   notes: list[str]) -> tuple[str, list[Path]]:
+    """(the suffix written, the output paths) of `src`, whose decoded `content` format its name may belie; refuses
+    a path that is the source."""
+    # The name decides (what the run planned, checked for clashes and recorded); a file whose content is another
+    # format than its name says is written in the format of its name.
+    named = _FORMAT_OF_SUFFIX.get(src.suffix.lower())
+    suffix = src.suffix if named else content
+    if named and named != content and not cfg.only_mask and cfg.format == "keep":
+        notes.append(f"content is {content} but the name says {src.suffix}: written as "
+                     f"{_KEPT_AS.get(named, named)}")
+    style = xmp_sidecar.style_of(src.name, sidecar.name) if sidecar is not None else None
+    outputs = output_paths(out_base, suffix, cfg, style)
+    _refuse_overwriting_source(src, outputs)
+    return suffix, outputs
+
+
+def _restored_items(job: TiledPass, pixels: np.ndarray, pic: oio.Picture, cfg: RestoreConfig, suffix: str,
+                    notes: list[str], stop: Callable[[], bool]) -> tuple[list, float | None]:
+    """(the (pixels, alpha, fmt, meta) _write_all writes: the restored, maybe colorized photo, then with --save-mask
+    its mask; the mask's coverage) of `pixels`."""
+    # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
+    out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
+    colorize = _wants_colour(cfg, pixels.shape[2], job.near_gray, notes)
+    if job.near_gray:
+        notes.append("RGB photo with (nearly) equal channels restored as grayscale"
+                     + (", then colorized" if colorize else ""))
+    if colorize:
+        job.colorize(out)
+    check_stop(stop)
+    scale = cfg.upscale
+    alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
+    meta = _scaled_meta(pic.meta, scale)
+    items = [(out, alpha, output_format(suffix, cfg), meta)]
+    if cfg.save_mask:
+        items.append((mask[..., None], None, "PNG", _mask_meta(pic.meta)))
+    return items, coverage
 
 
 def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Provenance, size: tuple[int, int],
