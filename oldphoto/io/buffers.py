@@ -27,6 +27,7 @@ SYSTEM_TEMP = ("/tmp", "/var/tmp", "/usr/tmp") if os.name == "posix" else ()
 # how a note about the temp folder begins: it tells of this run's machine, not of a file's outputs
 BUFFER_NOTE = "pixel buffers:"
 _NOTES: ContextVar[list[str] | None] = ContextVar("oldphoto_buffer_notes", default=None)
+MEMINFO = "/proc/meminfo"  # Linux's account of memory; where it is missing (macOS, Windows) nothing is checked
 
 
 def unmappable(e: OSError) -> bool:
@@ -71,6 +72,33 @@ def allocate(shape: tuple[int, ...], dtype, tmp_dir: str | Path | None = None,
     size = f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes} bytes"
     raise TempFolderError(f"no temp folder can hold a pixel buffer of {size}: {', '.join(why)}; point TMPDIR at a "
                           "folder on a local disk")
+
+
+def in_ram(nbytes: int) -> int:
+    """The bytes of RAM a buffer of `nbytes` that allocate() makes takes: all of them up to DISK_THRESHOLD, none
+    above (memory-mapped on disk)."""
+    return nbytes if nbytes <= DISK_THRESHOLD else 0
+
+
+def available_memory(meminfo: str | Path | None = None) -> int | None:
+    """Bytes the machine can give now before the kernel's OOM killer steps in: MemAvailable + SwapFree of
+    `meminfo` (default MEMINFO, read afresh at each call), or None where that file does not exist or names no
+    MemAvailable (not Linux, or a kernel older than 3.14): nothing can be said. OSError when it exists but cannot be
+    read."""
+    try:
+        with open(meminfo or MEMINFO, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[name.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    if "MemAvailable" not in fields:
+        return None
+    return fields["MemAvailable"] + fields.get("SwapFree", 0)
 
 
 def _folders(tmp_dir: str | Path | None) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 
-from .buffers import allocate, unpremultiply
+from .buffers import allocate, in_ram, unpremultiply
 from .metadata import Metadata, dpi_from_tags
 
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"
@@ -142,6 +142,16 @@ class Jp2Plan:
     def metadata(self) -> Metadata:
         """The metadata decode() returns, without decoding (reader.read_metadata)."""
         return self.meta
+
+    def decoder_memory(self) -> tuple[int, str]:
+        """(bytes of RAM decode() holds at its peak, why): OpenJPEG's int32 planes, the codestream read whole, and
+        the output buffer where allocate() keeps it in RAM. Known from the header alone (reader.read checks it
+        against the memory available before decoding)."""
+        n = self.channels + (1 if self.alpha else 0)
+        samples = self.width * self.height * n
+        start = 0 if self.sycc else self.codestream.start
+        need = 4 * samples + (self.codestream.end - start) + in_ram(samples * self.dtype.itemsize)
+        return need, "JPEG 2000 decoding holds 32-bit planes in RAM"
 
     def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
         """(pixels (H, W, C) uint8|uint16, alpha (H, W) or None, meta, notes). Peak memory: the file's bytes up to

@@ -19,7 +19,7 @@ from ..errors import XmpError
 from . import png
 from . import tiff_ifd as T
 from . import xmp_tree
-from .buffers import allocate
+from .buffers import allocate, in_ram
 from .cmyk import CmykConverter
 from .iptc import (PHOTOSHOP_HEADER, PNG_8BIM_KEY, PNG_IPTC_KEY, iptc_from_profile, iptc_of, merged_resources,
                    pack_resources, raw_profile, readable_block)
@@ -82,6 +82,7 @@ _MODES = {
 _TRANSPARENT = {"L": "LA", "RGB": "RGBA", "P": "RGBA", "1": "LA"}  # modes whose tRNS colour key means alpha
 _PNG16 = {0: (1, False, "I;16"), 2: (3, False, "RGB;16"), 4: (1, True, "LA;16"), 6: (3, True, "RGBA;16")}
 _BAND_BYTES = 16 << 20
+_PILLOW_ONE_BYTE = ("1", "L", "P")  # Pillow modes it stores in a byte a pixel; "I;16" in 2, the others here in 4
 
 
 @dataclass
@@ -107,6 +108,19 @@ class RasterPlan:
     def metadata(self) -> Metadata:
         """The metadata decode() returns, without decoding (reader.read_metadata)."""
         return self.meta
+
+    def decoder_memory(self) -> tuple[int, str] | None:
+        """(bytes of RAM decode() holds at its peak, why) for an image Pillow decodes: its whole decoded image
+        (Pillow keeps RGB, RGBA, LA, PA and CMYK in 4 bytes a pixel) and our copies of it where allocate() keeps
+        them in RAM; None for a 16-bit PNG, decoded a band at a time into allocate()'s buffers."""
+        if self.image is None:
+            return None
+        mode = self.image.mode
+        pixel = 1 if mode in _PILLOW_ONE_BYTE else 2 if mode == "I;16" else 4
+        area = self.width * self.height
+        ours = in_ram(area * self.channels * self.dtype.itemsize)
+        ours += in_ram(area * self.dtype.itemsize) if self.alpha else 0
+        return area * pixel + ours, f"Pillow holds the whole decoded {self.format} in RAM"
 
     def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
         notes = list(self.notes)

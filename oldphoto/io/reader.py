@@ -1,7 +1,8 @@
 """Read photos: probe(path) for the header only, read(path, max_pixels) for upright pixels + metadata.
 
 Every failure caused by the file raises ImageError(path, reason); the image size is checked against
-max_pixels before any pixel buffer is allocated.
+max_pixels before any pixel buffer is allocated, and the RAM a decoder holds itself (JPEG 2000, Pillow's formats)
+against the memory available, before decoding.
 """
 
 from __future__ import annotations
@@ -229,7 +230,8 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
 def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None) -> Picture:
     """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.
 
-    max_pixels: refuse images with more pixels (checked on the header, before decoding).
+    max_pixels: refuse images with more pixels (checked on the header, before decoding); an image whose decoder
+    would hold more RAM than the machine has available now is refused too (_check_memory).
     tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate: where its file system cannot map
     files, a system temp folder, with a note).
     Raises ImageError naming the file and the reason.
@@ -240,6 +242,7 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     with buffers.file_buffers(path) as placed:
         with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
             pl = _plan(fh, fmt, path, max_pixels)
+            _check_memory(path, pl.decoder_memory())
             with _decoding(path, fmt):
                 pixels, alpha, meta, notes = pl.decode(tmp_dir)
         notes += logged
@@ -252,6 +255,27 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     if alpha is not None and alpha.shape != pixels.shape[:2]:
         raise ImageError(path, f"alpha {alpha.shape} does not match pixels {pixels.shape}")
     return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)
+
+
+def _check_memory(path: Path, need: tuple[int, str] | None) -> None:
+    """ImageError when the decoder's own RAM (need: (bytes, why), or None where it needs none beyond allocate()'s
+    buffers) is more than the machine can give now (buffers.available_memory, read afresh for each file): refused
+    before decoding, as the OOM killer would otherwise end the whole run. Nothing is checked where that is unknown."""
+    if need is None:
+        return
+    available = buffers.available_memory()
+    if available is None or need[0] <= available:
+        return
+    raise ImageError(path, f"needs about {_bytes(need[0])} of memory to decode ({need[1]}); {_bytes(available)} "
+                           "available now: not read")
+
+
+def _bytes(n: int) -> str:
+    """`n` bytes for a message: in GiB, MiB or KiB with one decimal, or in bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _turn_metadata(meta: Metadata, orientation: int) -> None:

@@ -191,6 +191,11 @@ class TiffPlan:
     def page(self) -> tifffile.TiffPage:
         return self.tif.pages[self.index]
 
+    def decoder_memory(self) -> None:
+        """None: a TIFF is decoded into allocate()'s buffers (on disk when large), strips and tiles a few at a time,
+        so it needs no more RAM than any other file (reader.read's check)."""
+        return None
+
     def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
         meta, notes = self._metadata()
         pixels, alpha, icc_after = _decode_pixels(self, tmp_dir, meta.icc, notes)
