@@ -82,13 +82,13 @@ def in_ram(nbytes: int) -> int:
 
 def available_memory(meminfo: str | Path | None = None) -> int | None:
     """Bytes the machine can give now before the kernel's OOM killer steps in: MemAvailable + SwapFree of
-    `meminfo` (default MEMINFO, read afresh at each call), or None where that file does not exist or names no
-    MemAvailable (not Linux, or a kernel older than 3.14): nothing can be said. OSError when it exists but cannot be
-    read."""
+    `meminfo` (default MEMINFO, read afresh at each call), or None where that file cannot be read or names no
+    MemAvailable (not Linux, a kernel older than 3.14, a sandbox hiding /proc): nothing can be said, and the check it
+    serves is advisory, so no scan is refused for want of it. A container's cgroup limit is not read."""
     try:
         with open(meminfo or MEMINFO, encoding="ascii", errors="replace") as f:
             text = f.read()
-    except FileNotFoundError:
+    except OSError:  # missing or unreadable: the guard is skipped rather than every scan failing on it
         return None
     fields = {}
     for line in text.splitlines():

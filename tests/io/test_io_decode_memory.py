@@ -48,6 +48,7 @@ def test_meminfo_gives_available_memory_and_swap(tmp_path):
     info.write_text("MemTotal:       16000000 kB\nMemFree:          100000 kB\n")  # a kernel older than 3.14
     assert buffers.available_memory(info) is None
     assert buffers.available_memory(tmp_path / "missing") is None  # not Linux: nothing can be said
+    assert buffers.available_memory(tmp_path) is None  # unreadable (a folder here): no scan refused for it
 
 
 def test_a_jp2_whose_planes_do_not_fit_is_refused_before_decoding(tmp_path, monkeypatch):
