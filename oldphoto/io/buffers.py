@@ -80,15 +80,21 @@ def in_ram(nbytes: int) -> int:
     return nbytes if nbytes <= DISK_THRESHOLD else 0
 
 
-def available_memory(meminfo: str | Path | None = None) -> int | None:
-    """Bytes the machine can give now before the kernel's OOM killer steps in: MemAvailable + SwapFree of
-    `meminfo` (default MEMINFO, read afresh at each call), or None where that file cannot be read or names no
-    MemAvailable (not Linux, a kernel older than 3.14, a sandbox hiding /proc): nothing can be said, and the check it
-    serves is advisory, so no scan is refused for want of it. A container's cgroup limit is not read."""
-    try:
-        with open(meminfo or MEMINFO, encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:  # missing or unreadable: the guard is skipped rather than every scan failing on it
+def available_memory(meminfo: str | Path | None = None, root: str | Path = "/") -> int | None:
+    """Bytes this process can be given now before the kernel's OOM killer steps in: the smaller of MemAvailable +
+    SwapFree of `meminfo` (default MEMINFO) and what the process's cgroup memory limit leaves (_cgroup_available,
+    under `root`: a container's OOM killer acts on that limit, which /proc/meminfo does not show), read afresh at
+    each call. None where neither says anything (not Linux, a kernel older than 3.14, a sandbox hiding /proc, no
+    cgroup limit): the check it serves is advisory, so no scan is refused for want of it."""
+    bounds = [b for b in (_meminfo_available(meminfo), _cgroup_available(Path(root))) if b is not None]
+    return min(bounds) if bounds else None
+
+
+def _meminfo_available(meminfo: str | Path | None) -> int | None:
+    """MemAvailable + SwapFree of `meminfo` (default MEMINFO), or None where it cannot be read or names no
+    MemAvailable."""
+    text = _read(meminfo or MEMINFO)
+    if text is None:  # missing or unreadable: the guard is skipped rather than every scan failing on it
         return None
     fields = {}
     for line in text.splitlines():
@@ -99,6 +105,70 @@ def available_memory(meminfo: str | Path | None = None) -> int | None:
     if "MemAvailable" not in fields:
         return None
     return fields["MemAvailable"] + fields.get("SwapFree", 0)
+
+
+# a cgroup v1 memory.limit_in_bytes at least this large is no limit (unlimited: 2**63 less a page)
+_CGROUP_V1_NO_LIMIT = 1 << 60
+# (mount, limit, usage, reclaimable page cache in memory.stat: the first found) by cgroup version
+_CGROUP_FILES = {"v2": ("sys/fs/cgroup", "memory.max", "memory.current", ("inactive_file",)),
+                 "v1": ("sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                        ("total_inactive_file", "inactive_file"))}
+
+
+def _cgroup_available(root: Path) -> int | None:
+    """What the memory limits of this process's cgroup (/proc/self/cgroup under `root`) and of the cgroups above it
+    leave: the least over them of limit - usage + inactive_file (page cache the kernel reclaims before an OOM kill),
+    cgroup v2 (the "0::PATH" line: memory.max, "max" for none, memory.current) or v1 (the "memory" controller's line:
+    memory.limit_in_bytes, a huge value for none, memory.usage_in_bytes) under /sys/fs/cgroup; in a container the
+    hierarchy's root is usually the container's own cgroup, read too. None where no limit is found; a cgroup whose
+    files are missing, unreadable or unparsable gives no bound (no scan is refused for want of them)."""
+    text = _read(root / "proc/self/cgroup")
+    if text is None:
+        return None
+    bounds = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            version = "v2"
+        elif "memory" in parts[1].split(","):
+            version = "v1"
+        else:
+            continue
+        mount = root / _CGROUP_FILES[version][0]
+        own = Path(parts[2].strip().lstrip("/"))
+        for folder in {mount / up for up in (own, *own.parents)}:  # the process's cgroup, those above, the root
+            if (bound := _cgroup_bound(folder, version)) is not None:
+                bounds.append(bound)
+    return min(bounds) if bounds else None
+
+
+def _cgroup_bound(folder: Path, version: str) -> int | None:
+    """limit - usage + inactive page cache of the cgroup `folder`, or None (no limit, or a file missing or
+    unparsable)."""
+    _, limit_file, usage_file, cache_fields = _CGROUP_FILES[version]
+    limit, usage, stat = (_read(folder / name) for name in (limit_file, usage_file, "memory.stat"))
+    if limit is None or usage is None or stat is None or limit.strip() == "max":
+        return None
+    fields = dict(line.split(None, 1) for line in stat.splitlines() if len(line.split()) == 2)
+    cache = next((fields[name].strip() for name in cache_fields if name in fields), None)
+    try:
+        limit_n, usage_n, cache_n = int(limit), int(usage), int(cache) if cache is not None else None
+    except ValueError:
+        return None
+    if cache_n is None or (version == "v1" and limit_n >= _CGROUP_V1_NO_LIMIT):
+        return None
+    return max(0, limit_n - usage_n + cache_n)
+
+
+def _read(path: str | Path) -> str | None:
+    """The text of `path`, or None where it is missing or cannot be read."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
 
 
 def _folders(tmp_dir: str | Path | None) -> list[str]:

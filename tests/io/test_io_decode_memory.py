@@ -44,11 +44,94 @@ def test_meminfo_gives_available_memory_and_swap(tmp_path):
     info = tmp_path / "meminfo"
     info.write_text("MemTotal:       16000000 kB\nMemFree:          100000 kB\nMemAvailable:    2000000 kB\n"
                     "SwapTotal:       1000000 kB\nSwapFree:         500000 kB\n")
-    assert buffers.available_memory(info) == 2_500_000 * 1024
+    no_cgroup = tmp_path / "root"  # no /proc/self/cgroup there: this machine's cgroup limit, if any, not read
+    assert buffers.available_memory(info, no_cgroup) == 2_500_000 * 1024
     info.write_text("MemTotal:       16000000 kB\nMemFree:          100000 kB\n")  # a kernel older than 3.14
-    assert buffers.available_memory(info) is None
-    assert buffers.available_memory(tmp_path / "missing") is None  # not Linux: nothing can be said
-    assert buffers.available_memory(tmp_path) is None  # unreadable (a folder here): no scan refused for it
+    assert buffers.available_memory(info, no_cgroup) is None
+    assert buffers.available_memory(tmp_path / "missing", no_cgroup) is None  # not Linux: nothing can be said
+    assert buffers.available_memory(tmp_path, no_cgroup) is None  # unreadable (a folder here): no scan refused
+
+
+def _cgroup(root, own: str, folder: str, files: dict[str, str]) -> None:
+    """A fake /proc/self/cgroup under `root` naming `own`, and the cgroup files `files` in `folder` under it."""
+    (root / "proc/self").mkdir(parents=True, exist_ok=True)
+    (root / "proc/self/cgroup").write_text(own)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / folder / name).write_text(text)
+
+
+def _meminfo(tmp_path, available_kb: int):
+    info = tmp_path / "meminfo"
+    info.write_text(f"MemTotal: 64000000 kB\nMemAvailable: {available_kb} kB\nSwapFree: 0 kB\n")
+    return info
+
+
+def test_a_cgroup_v2_limit_bounds_the_memory_available(tmp_path):
+    info, root = _meminfo(tmp_path, 32_000_000), tmp_path / "root"
+    stat = "anon 100\nfile 900\nactive_file 400\ninactive_file 500\n"
+    _cgroup(root, "0::/user.slice/job\n", "sys/fs/cgroup/user.slice/job",
+            {"memory.max": "4000\n", "memory.current": "3000\n", "memory.stat": stat})
+    assert buffers.available_memory(info, root) == 4000 - 3000 + 500  # page cache is reclaimed before an OOM kill
+    _cgroup(root, "0::/user.slice/job\n", "sys/fs/cgroup/user.slice", {"memory.max": "3000\n",
+                                                                          "memory.current": "2900\n",
+                                                                          "memory.stat": stat})
+    assert buffers.available_memory(info, root) == 3000 - 2900 + 500  # a tighter limit above it counts too
+    for name, text in (("memory.max", "max\n"), ("memory.current", "oops\n"), ("memory.stat", "anon 1\n")):
+        kept = (root / "sys/fs/cgroup/user.slice" / name).read_text()
+        (root / "sys/fs/cgroup/user.slice" / name).write_text(text)
+        assert buffers.available_memory(info, root) == 1500  # no limit, or unparsable: no bound from that one
+        (root / "sys/fs/cgroup/user.slice" / name).write_text(kept)
+    assert buffers.available_memory(info, root) == 600
+    for folder in ("user.slice", "user.slice/job"):
+        (root / "sys/fs/cgroup" / folder / "memory.max").write_text("max\n")
+    assert buffers.available_memory(info, root) == 32_000_000 * 1024  # no limit anywhere: /proc/meminfo's
+    assert buffers.available_memory(tmp_path / "missing", root) is None
+
+
+def test_a_cgroup_v1_limit_bounds_the_memory_available(tmp_path):
+    info, root = _meminfo(tmp_path, 32_000_000), tmp_path / "root"
+    own = "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n"
+    stat = "cache 800\ninactive_file 100\ntotal_inactive_file 700\n"
+    # in a container the hierarchy's root is its own cgroup: /docker/abc is not there
+    _cgroup(root, own, "sys/fs/cgroup/memory", {"memory.limit_in_bytes": "8000\n",
+                                                "memory.usage_in_bytes": "5000\n", "memory.stat": stat})
+    assert buffers.available_memory(info, root) == 8000 - 5000 + 700
+    (root / "sys/fs/cgroup/memory/memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # unlimited
+    assert buffers.available_memory(info, root) == 32_000_000 * 1024
+    _cgroup(root, own, "sys/fs/cgroup/memory/docker/abc", {"memory.limit_in_bytes": "6000\n",
+                                                           "memory.usage_in_bytes": "1000\n",
+                                                           "memory.stat": "inactive_file 10\n"})
+    assert buffers.available_memory(info, root) == 6000 - 1000 + 10  # the process's own cgroup, seen from the host
+    (root / "sys/fs/cgroup/memory/docker/abc/memory.stat").unlink()
+    assert buffers.available_memory(info, root) == 32_000_000 * 1024  # a file missing: no bound, nothing refused
+
+
+def test_without_proc_self_cgroup_or_its_files_nothing_is_bounded(tmp_path):
+    info, root = _meminfo(tmp_path, 1000), tmp_path / "root"
+    assert buffers.available_memory(info, root) == 1000 * 1024
+    _cgroup(root, "garbage\n4:memory:/x\n0::/y\n", "sys/fs/cgroup", {})
+    assert buffers.available_memory(info, root) == 1000 * 1024
+    (root / "sys/fs/cgroup/memory.max").mkdir()  # unreadable (a folder)
+    assert buffers.available_memory(info, root) == 1000 * 1024
+    _cgroup(root, "0::/\n", "sys/fs/cgroup", {"memory.current": "1\n", "memory.stat": "inactive_file 0\n"})
+    assert buffers.available_memory(tmp_path / "missing", root) is None
+
+
+def test_on_this_machine_the_cgroup_changes_nothing_unless_it_sets_a_limit():
+    """The default root is "/": where this process's cgroup sets no memory limit (this machine's), the answer is
+    /proc/meminfo's alone."""
+    from pathlib import Path
+
+    bound = buffers._cgroup_available(Path("/"))
+    alone = buffers.available_memory(root="/nonexistent-root")
+    both = buffers.available_memory()
+    if bound is None:
+        assert (both is None) == (alone is None)
+        if both is not None:  # MemAvailable moves between the reads: the same within 64 MiB
+            assert abs(both - alone) < 64 << 20
+    else:
+        assert both <= bound
 
 
 def test_a_jp2_whose_planes_do_not_fit_is_refused_before_decoding(tmp_path, monkeypatch):
@@ -97,7 +180,7 @@ def test_with_memory_enough_or_unknown_scans_are_read(tmp_path, monkeypatch):
     assert reader.read(jpg_path, 400_000_000).pixels.shape == (40, 50, 3)
     monkeypatch.undo()
     monkeypatch.setattr(buffers, "MEMINFO", str(tmp_path / "no-meminfo"))  # macOS: not checked
-    assert buffers.available_memory() is None
+    assert buffers.available_memory(root=tmp_path) is None
     assert np.array_equal(reader.read(jp2_path, 400_000_000).pixels, _RGB)
 
 
