@@ -111,15 +111,24 @@ class RasterPlan:
 
     def decoder_memory(self) -> tuple[int, str] | None:
         """(bytes of RAM decode() holds at its peak, why) for an image Pillow decodes: its whole decoded image
-        (Pillow keeps RGB, RGBA, LA, PA and CMYK in 4 bytes a pixel) and our copies of it where allocate() keeps
-        them in RAM; None for a 16-bit PNG, decoded a band at a time into allocate()'s buffers."""
+        (Pillow keeps RGB, RGBA, LA, PA and CMYK in 4 bytes a pixel), our copies of it where allocate() keeps them in
+        RAM and the scratch of a band of rows (Pillow's crop and conversion, a CMYK one's float32 arithmetic); while
+        it decodes, a progressive JPEG's DCT coefficients (2 bytes each, the whole image's: libjpeg frees them before
+        our copies are made) and libwebp's RGBA canvas and Pillow's copy of its bytes (held until the end). None for
+        a 16-bit PNG, decoded a band at a time into allocate()'s buffers."""
         if self.image is None:
             return None
-        mode = self.image.mode
-        pixel = 1 if mode in _PILLOW_ONE_BYTE else 2 if mode == "I;16" else 4
+        im = self.image
+        pixel = 1 if im.mode in _PILLOW_ONE_BYTE else 2 if im.mode == "I;16" else 4
         area = self.width * self.height
         ours = in_ram(area * self.channels * self.dtype.itemsize)
         ours += in_ram(area * self.dtype.itemsize) if self.alpha else 0
+        band = min(self.height, _band_rows(self.width, self.dtype)) * self.width * 4 * self.dtype.itemsize
+        ours += band * (16 if im.mode == "CMYK" else 3)
+        if self.format == "WEBP":
+            ours += 8 * area
+        elif self.format == "JPEG" and im.info.get("progressive"):
+            ours = max(ours, _coefficient_bytes(im))
         return area * pixel + ours, f"Pillow holds the whole decoded {self.format} in RAM"
 
     def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
@@ -141,7 +150,7 @@ class RasterPlan:
         pixels = allocate((h, w, self.channels), self.dtype, tmp_dir)
         alpha = allocate((h, w), self.dtype, tmp_dir) if self.alpha else None
         cmyk = CmykConverter(self.meta.icc, np.uint8) if im.mode == "CMYK" else None
-        step = max(1, _BAND_BYTES // (w * 4 * self.dtype.itemsize))
+        step = _band_rows(w, self.dtype)
         for y0 in range(0, h, step):
             y1 = min(h, y0 + step)
             part = im.crop((0, y0, w, y1))
@@ -160,6 +169,21 @@ class RasterPlan:
             notes.extend(cmyk.notes)
             self.meta.icc = cmyk.icc_out
         return pixels, alpha
+
+
+def _band_rows(width: int, dtype: np.dtype) -> int:
+    """Rows _decode_pillow converts at a time: _BAND_BYTES of them in 4 samples a pixel."""
+    return max(1, _BAND_BYTES // (width * 4 * dtype.itemsize))
+
+
+def _coefficient_bytes(im: Image.Image) -> int:
+    """The bytes of the DCT coefficients libjpeg holds for the whole of the progressive JPEG `im` (Pillow's opened
+    image, nothing decoded): 2 bytes each, 64 a block of 8 x 8 samples, each component's blocks padded to whole
+    MCUs; 6 bytes a pixel for 4:4:4 RGB, 3 for 4:2:0, 2 for gray."""
+    layers = [(h, v) for _, h, v, _ in getattr(im, "layer", [])] or [(1, 1)] * len(im.getbands())
+    hmax, vmax = max(h for h, _ in layers), max(v for _, v in layers)
+    mcus_x, mcus_y = -(-im.size[0] // (8 * hmax)), -(-im.size[1] // (8 * vmax))
+    return sum(mcus_x * h * mcus_y * v * 128 for h, v in layers)
 
 
 def exif_fields(blob: bytes | None, notes: list[str]) -> tuple[bytes | None, dict[int, object], int]:

@@ -12,7 +12,7 @@ from jp2_samples import jp2, top_boxes
 from PIL import Image, ImageFile
 
 from oldphoto.errors import ImageError
-from oldphoto.io import buffers, jp2 as jp2_module, reader
+from oldphoto.io import buffers, jp2 as jp2_module, raster_read, reader
 
 _RGB = np.random.default_rng(7).integers(0, 250, (40, 50, 3), dtype=np.uint8)
 
@@ -165,7 +165,7 @@ def test_a_jpeg_whose_decoded_image_does_not_fit_is_refused_before_decoding(tmp_
     _no_decoding(monkeypatch)
     with pytest.raises(ImageError) as e:
         reader.read(path, 400_000_000)
-    need = 40 * 50 * 4 + _RGB.size  # Pillow keeps RGB in 4 bytes a pixel, then our copy
+    need = 40 * 50 * 4 + _RGB.size + 3 * 40 * 50 * 4  # Pillow keeps RGB in 4 bytes a pixel, our copy, a band's scratch
     assert e.value.reason == (f"needs about {need / 1024:.1f} KiB of memory to decode (Pillow holds the whole "
                               "decoded JPEG in RAM); 1000 bytes available now: not read")
 
@@ -177,11 +177,43 @@ def test_with_memory_enough_or_unknown_scans_are_read(tmp_path, monkeypatch):
     need = 4 * _RGB.size + len(jp2_path.read_bytes()) + _RGB.size
     _available(monkeypatch, need)  # exactly what it needs: no margin is asked for
     assert np.array_equal(reader.read(jp2_path, 400_000_000).pixels, _RGB)
+    _available(monkeypatch, 40 * 50 * 4 + _RGB.size + 3 * 40 * 50 * 4)
     assert reader.read(jpg_path, 400_000_000).pixels.shape == (40, 50, 3)
     monkeypatch.undo()
     monkeypatch.setattr(buffers, "MEMINFO", str(tmp_path / "no-meminfo"))  # macOS: not checked
     assert buffers.available_memory(root=tmp_path) is None
     assert np.array_equal(reader.read(jp2_path, 400_000_000).pixels, _RGB)
+
+
+def _progressive_jpeg(pixels: np.ndarray, subsampling: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90, progressive=True, subsampling=subsampling)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("subsampling, blocks", [(0, 25 * 20 * 3), (2, 13 * 10 * 6)])
+def test_a_progressive_jpeg_counts_its_dct_coefficients(tmp_path, subsampling, blocks):
+    """libjpeg holds a progressive JPEG's coefficients whole (2 bytes each, 64 a block, padded to whole MCUs) while
+    Pillow decodes it; a big one (here 4:4:4: 6 bytes a pixel) needs more than our copies of it."""
+    pixels = np.repeat(np.repeat(_RGB, 4, 0), 4, 1)  # 160 x 200: 4:4:4 25 x 20 blocks each; 4:2:0 13 x 10 MCUs
+    path = tmp_path / "p.jpg"
+    path.write_bytes(_progressive_jpeg(pixels, subsampling))
+    area = 160 * 200
+    with reader._opened(path) as (fh, fmt):
+        pl = reader._plan(fh, fmt, path, None)
+        assert raster_read._coefficient_bytes(pl.image) == blocks * 128
+        ours = 3 * area + 3 * area * 4  # our copy, a band's scratch (the whole image here)
+        assert pl.decoder_memory()[0] == 4 * area + max(ours, blocks * 128)
+    assert reader.read(path, 400_000_000).pixels.shape == (160, 200, 3)
+
+
+def test_a_webp_counts_libwebps_canvas_and_the_frames_bytes(tmp_path):
+    path = tmp_path / "a.webp"
+    Image.fromarray(_RGB).save(path, "WEBP", quality=90)
+    with reader._opened(path) as (fh, fmt):
+        pl = reader._plan(fh, fmt, path, None)
+        area = 40 * 50
+        assert pl.decoder_memory()[0] == 4 * area + 3 * area + 3 * area * 4 + 8 * area
 
 
 def test_tiff_and_16_bit_png_decode_into_disk_buffers_and_are_not_checked(tmp_path, monkeypatch):
