@@ -254,3 +254,17 @@ def test_in_a_run_the_scans_that_do_not_fit_fail_alone_and_the_next_run_reads_th
     assert r.exit_code == 0, r.output
     files = {f["relative"]: f["status"] for f in report_of(out)["files"]}
     assert files == {"a.jp2": "done", "b.jpg": "done", "c.tif": "skipped"}
+
+
+def test_probe_and_read_metadata_decode_no_pixels_and_are_never_refused_for_memory(tmp_path, monkeypatch):
+    jp2_path, jpg_path, webp_path = tmp_path / "a.jp2", tmp_path / "a.jpg", tmp_path / "a.webp"
+    jp2_path.write_bytes(jp2(_RGB))
+    jpg_path.write_bytes(_progressive_jpeg(_RGB, 0))
+    Image.fromarray(_RGB).save(webp_path, "WEBP")
+    _available(monkeypatch, 1)
+    _no_decoding(monkeypatch)
+    for path in (jp2_path, jpg_path, webp_path):
+        assert reader.probe(path).width == 50
+        assert reader.read_metadata(path)[0].height == 40
+        with pytest.raises(ImageError, match="of memory to decode"):
+            reader.read(path, 400_000_000)
