@@ -18,6 +18,11 @@ class ImageError(OldPhotoError):
         super().__init__(f"{self.path}: {self.reason}")
 
 
+class NoMemory(ImageError):
+    """A file's decoder would hold more RAM than the machine can give now: refused before decoding (it fails alone,
+    and the next run tries it again)."""
+
+
 class XmpError(ImageError):
     """A source's XMP packet cannot be parsed (not well-formed, a DTD, another root): its derivatives carry it
     unchanged instead of a packet with their provenance added."""

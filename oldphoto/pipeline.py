@@ -29,7 +29,7 @@ from . import __version__
 from . import io as oio
 from .batching import TileBatcher
 from .config import RestoreConfig
-from .errors import ImageError, OldPhotoError, WeightsError, XmpError
+from .errors import ImageError, NoMemory, OldPhotoError, WeightsError, XmpError
 from .io import sidecar as xmp_sidecar
 from .io.provenance import SourceStamp
 from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
@@ -679,6 +679,8 @@ def _reads_as(src: Path, max_pixels: int, pic: oio.Picture) -> Callable[[], bool
     def same_read() -> bool:
         try:
             again = oio.read(src, max_pixels)
+        except NoMemory:
+            raise  # its own reason: the file fails for want of memory, not as changed
         except ImageError:
             return False
         if (again.alpha is None) != (pic.alpha is None) or again.meta != pic.meta:

@@ -18,7 +18,7 @@ import oldphoto.io as oio
 import oldphoto.io.sidecar as sidecar_module
 from oldphoto import pipeline, planning, runner
 from oldphoto.config import RestoreConfig, TileConfig
-from oldphoto.errors import ImageError
+from oldphoto.errors import ImageError, NoMemory
 from oldphoto.state import STATE_NAME
 from restore_samples import stand_in_models as use_stand_in_models
 
@@ -427,3 +427,27 @@ def test_a_scan_rewritten_with_its_own_bytes_while_a_lenient_decoder_read_a_gap_
     monkeypatch.setattr(oio, "read", real)
     assert [r.status for r in restore(root, out)[0].report.results] == ["done"]
     assert_restored_from(out, data)
+
+
+def test_a_scan_touched_during_its_run_whose_second_decode_lacks_memory_says_so(tmp_path, models, monkeypatch):
+    """The stat moved (a touch) and the check decodes the scan again, which is refused for want of memory: the file
+    fails with that reason, not as changed (it was not), and nothing goes in."""
+    root, out = tmp_path / "scans", tmp_path / "out"
+    src = root / "scan.tif"
+    scan(src, 1)
+    real, calls = oio.read, []
+
+    def read(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            pic = real(path, *args, **kwargs)
+            later(Path(path))
+            return pic
+        raise NoMemory(path, "needs about 2.0 GiB of memory to decode (test); 1.0 GiB available now: not read")
+
+    monkeypatch.setattr(oio, "read", read)
+    outcome, progress = restore(root, out)
+    [result] = outcome.report.results
+    assert (result.status, result.error) == (
+        "failed", "needs about 2.0 GiB of memory to decode (test); 1.0 GiB available now: not read")
+    assert not (out / "scan.tif").exists()

@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..errors import ImageError
+from ..errors import ImageError, NoMemory
 from . import buffers, jp2, raster_read, tiff_read
 from .buffers import allocate
 from .metadata import X_RESOLUTION, Y_RESOLUTION, Metadata
@@ -258,15 +258,16 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
 
 
 def _check_memory(path: Path, need: tuple[int, str] | None) -> None:
-    """ImageError when the decoder's own RAM (need: (bytes, why), or None where it needs none beyond allocate()'s
-    buffers) is more than the machine can give now (buffers.available_memory, read afresh for each file): refused
-    before decoding, as the OOM killer would otherwise end the whole run. Nothing is checked where that is unknown."""
+    """NoMemory (an ImageError) when the decoder's own RAM (need: (bytes, why), or None where it needs none beyond
+    allocate()'s buffers) is more than the machine can give now (buffers.available_memory, read afresh for each file):
+    refused before decoding, as the OOM killer would otherwise end the whole run. Nothing is checked where that is
+    unknown."""
     if need is None:
         return
     available = buffers.available_memory()
     if available is None or need[0] <= available:
         return
-    raise ImageError(path, f"needs about {_bytes(need[0])} of memory to decode ({need[1]}); {_bytes(available)} "
+    raise NoMemory(path, f"needs about {_bytes(need[0])} of memory to decode ({need[1]}); {_bytes(available)} "
                            "available now: not read")
 
 
