@@ -41,6 +41,8 @@ from .io.sidecar import SIDECAR_NOTE, SidecarId, SidecarLeftOut, UnreadableSidec
 
 STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
+# the errors of a stat that Path.is_file takes for "no file there" (nothing at the path, a broken or looping link)
+_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
 
 class StateError(OldPhotoError):
@@ -332,7 +334,7 @@ class RunState:
         try:
             return stat.S_ISREG(self._stat(rel).st_mode)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            if e.errno in _NOT_THERE:
                 return False
             raise
 
@@ -441,7 +443,7 @@ class RunState:
         vouched: dict[str, OutputRecord] = {}  # path -> the output as the record now vouches for it
         for o in images + [o for o in rec.outputs if is_sidecar_name(o.path)]:
             p = self.out_dir / o.path
-            st = p.stat() if p.is_file() else None
+            st = _file_stat(p)
             why = (f"output missing: {o.path}" if st is None
                    else f"output changed: {o.path}" if st.st_size != o.size else None)
             if why:
@@ -460,6 +462,20 @@ class RunState:
         if touched is not None:
             refreshed = replace(refreshed or rec, sidecar=touched)
         return Decision("skip", "up to date", refreshed)
+
+
+def _file_stat(path: Path) -> os.stat_result | None:
+    """`path`'s stat (links followed) when Path.is_file would say it is a regular file, else None: one stat where
+    is_file and then stat take two (decide stats every recorded output of every source on each rerun)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno in _NOT_THERE:
+            return None
+        raise
+    except ValueError:  # a name no file can have (a NUL in it): is_file says False too
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _vouched_for(refreshed: Record | None, rec: Record, vouched: dict[str, OutputRecord]) -> Record | None:
