@@ -26,7 +26,7 @@ _MAX_ENTRIES = 4096  # real directories hold a few hundred at most; more means g
 _MAX_VALUE_BYTES = 256 << 20  # one tag value (ICC, XMP, maker notes are far smaller)
 _MAX_DEPTH = 3  # IFD0 -> Exif -> Interop
 _MAX_BAD = 10  # entries with unreadable values a lenient read drops before it calls the directory garbage (ExifTool's)
-_DIRECTORY_NAMES = {EXIF_IFD: "Exif", GPS_IFD: "GPS", INTEROP_IFD: "Interop"}
+DIRECTORY_NAMES = {EXIF_IFD: "Exif", GPS_IFD: "GPS", INTEROP_IFD: "Interop"}  # how notes name them
 
 
 class IfdError(ValueError):
@@ -254,7 +254,7 @@ def _read_sub_directory(read_at: ReadAt, pointer: Entry, order: str, bigtiff: bo
                         lenient: bool, said: list[str], depth: int) -> Ifd | None:
     """The sub-directory `pointer` points to, its notes added to `said`; read leniently, one that cannot be read is
     None with a note there (a pointer loop raises all the same)."""
-    sub = _DIRECTORY_NAMES.get(pointer.tag, f"{pointer.tag:#06x}")
+    sub = DIRECTORY_NAMES.get(pointer.tag, f"{pointer.tag:#06x}")
     sub_notes = [] if lenient else None
     try:
         child, _ = read_ifd(read_at, pointer.ints()[0], order, bigtiff, follow=follow, notes=sub_notes, name=sub,
