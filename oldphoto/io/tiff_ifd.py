@@ -26,7 +26,7 @@ _MAX_ENTRIES = 4096  # real directories hold a few hundred at most; more means g
 _MAX_VALUE_BYTES = 256 << 20  # one tag value (ICC, XMP, maker notes are far smaller)
 _MAX_DEPTH = 3  # IFD0 -> Exif -> Interop
 _MAX_BAD = 10  # entries with unreadable values a lenient read drops before it calls the directory garbage (ExifTool's)
-_DIRECTORY_NAMES = {EXIF_IFD: "Exif", GPS_IFD: "GPS", INTEROP_IFD: "Interop"}
+DIRECTORY_NAMES = {EXIF_IFD: "Exif", GPS_IFD: "GPS", INTEROP_IFD: "Interop"}  # how notes name them
 
 
 class IfdError(ValueError):
@@ -254,7 +254,7 @@ def _read_sub_directory(read_at: ReadAt, pointer: Entry, order: str, bigtiff: bo
                         lenient: bool, said: list[str], depth: int) -> Ifd | None:
     """The sub-directory `pointer` points to, its notes added to `said`; read leniently, one that cannot be read is
     None with a note there (a pointer loop raises all the same)."""
-    sub = _DIRECTORY_NAMES.get(pointer.tag, f"{pointer.tag:#06x}")
+    sub = DIRECTORY_NAMES.get(pointer.tag, f"{pointer.tag:#06x}")
     sub_notes = [] if lenient else None
     try:
         child, _ = read_ifd(read_at, pointer.ints()[0], order, bigtiff, follow=follow, notes=sub_notes, name=sub,
@@ -277,12 +277,11 @@ def serialize(ifd: Ifd, order: str, bigtiff: bool, base: int) -> bytes:
     """
     if base % 2:
         raise ValueError(f"directory offset must be even, got {base}")
-    cnt_fmt, off_fmt, entry_size = ("Q", "Q", 20) if bigtiff else ("H", "I", 12)
-    field_size = entry_size - 4 - (8 if bigtiff else 4)
+    layout = _BIGTIFF if bigtiff else _CLASSIC
     children = {t: c for t, c in ifd.children.items() if c}
     # a pointer entry without its directory would dangle: pointers are always regenerated
     tags = sorted((set(ifd.entries) - set(SUB_IFD_TAGS)) | set(children))
-    head_len = (8 if bigtiff else 2) + len(tags) * entry_size + (8 if bigtiff else 4)
+    head_len = layout.head + len(tags) * layout.entry + layout.next
     values = bytearray()
     fields: dict[int, tuple[int, int, bytes]] = {}
     for tag in tags:
@@ -290,23 +289,23 @@ def serialize(ifd: Ifd, order: str, bigtiff: bool, base: int) -> bytes:
             continue
         e = ifd.entries[tag]
         data = swap_order(e.type, e.data) if order == ">" else e.data
-        if len(data) <= field_size:
-            fields[tag] = (e.type, e.count, data.ljust(field_size, b"\0"))
+        if len(data) <= layout.field:
+            fields[tag] = (e.type, e.count, data.ljust(layout.field, b"\0"))
         else:
-            fields[tag] = (e.type, e.count, struct.pack(order + off_fmt, base + head_len + len(values)))
+            fields[tag] = (e.type, e.count, struct.pack(order + layout.offset, base + head_len + len(values)))
             values += data
             if len(values) % 2:
                 values += b"\0"  # TIFF values start on word boundaries
     tail = bytearray()
     for tag in sorted(children):
         where = base + head_len + len(values) + len(tail)
-        fields[tag] = (IFD8 if bigtiff else LONG, 1, struct.pack(order + off_fmt, where))
+        fields[tag] = (IFD8 if bigtiff else LONG, 1, struct.pack(order + layout.offset, where))
         tail += serialize(children[tag], order, bigtiff, where)
-    out = bytearray(struct.pack(order + cnt_fmt, len(tags)))
+    out = bytearray(struct.pack(order + layout.count, len(tags)))
     for tag in tags:
         typ, count, value = fields[tag]
-        out += struct.pack(order + "HH" + off_fmt, tag, typ, count) + value
-    out += struct.pack(order + off_fmt, 0)
+        out += struct.pack(order + "HH" + layout.offset, tag, typ, count) + value
+    out += struct.pack(order + layout.offset, 0)
     return bytes(out + values + tail)
 
 

@@ -229,7 +229,7 @@ class TiffPlan:
                     if len(offsets) != 1:  # as parse_exif, which follows a pointer of count 1 only
                         raise T.IfdError(f"tag {tag} holds {len(offsets)} offsets, not 1")
                     children[tag], _ = T.read_ifd(T.file_reader(self.fh), offsets[0], order, big, notes=notes,
-                                                  name="Exif" if tag == T.EXIF_IFD else name)
+                                                  name=T.DIRECTORY_NAMES[tag])
                 except T.IfdError as err:
                     notes.append(f"{name} directory is unreadable and was not kept ({err})")
         if children or any(t in WINDOWS_TAGS for t in e):
