@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 
-from .buffers import allocate, in_ram, unpremultiply
+from .buffers import allocate, bands, in_ram, unpremultiply
 from .metadata import Metadata, dpi_from_tags
 
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"
@@ -31,7 +31,6 @@ UUID_IPTC = bytes.fromhex("33C7A4D2B81D4723A0BAF1A3E097AD38")
 _ENUM_CS = {16: ("sRGB", 3), 17: ("greyscale", 1), 18: ("sYCC", 3)}  # EnumCS -> (name, colour channels)
 _MAX_BOXES = 10_000  # boxes looked through at one level before giving up (a valid file has a handful)
 _METRES_PER_INCH = 0.0254
-_BAND_BYTES = 16 << 20
 
 
 class Unsupported(ValueError):
@@ -198,10 +197,8 @@ def _full_range(buf: np.ndarray, depth: int) -> None:
     if depth in (8, 16):
         return
     top, largest = np.iinfo(buf.dtype).max, (1 << depth) - 1
-    step = max(1, _BAND_BYTES // max(1, buf[0].nbytes * 4))
-    for y0 in range(0, buf.shape[0], step):
-        rows = buf[y0 : y0 + step]
-        rows[...] = np.minimum(rows.astype(np.uint32), largest) * top // largest
+    for rows in bands(buf.shape[0], buf[0].nbytes * 4):  # uint32 scratch
+        buf[rows] = np.minimum(buf[rows].astype(np.uint32), largest) * top // largest
 
 
 @dataclass
