@@ -21,6 +21,7 @@ import numpy as np
 
 from .buffers import allocate, bands, in_ram, unpremultiply
 from .metadata import Metadata, dpi_from_tags
+from .raster_read import exif_fields, note_resolution
 
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"
 J2K_SIGNATURE = b"\xff\x4f\xff\x51"  # SOC then SIZ
@@ -214,9 +215,8 @@ class _Header:
     dpi: tuple[float, float] | None = None
 
 
-def plan(fh, check_size: Callable[[int, int], None], exif_fields, note_resolution) -> Jp2Plan:
-    """What read() will produce. exif_fields(blob, notes) -> (exif, tags, orientation) and note_resolution(tags,
-    notes): the EXIF handling every format shares (raster_read). Raises Unsupported, BoxError, ValueError."""
+def plan(fh, check_size: Callable[[int, int], None]) -> Jp2Plan:
+    """What read() will produce. Raises Unsupported, BoxError, ValueError."""
     notes: list[str] = []
     size = fh.seek(0, 2)
     fh.seek(0)
@@ -224,7 +224,7 @@ def plan(fh, check_size: Callable[[int, int], None], exif_fields, note_resolutio
         header, codestream, meta = _Header(), Box(b"jp2c", 0, size), Metadata()
         siz = read_siz(fh, 0)
     else:
-        header, codestream, meta = _walk(fh, size, check_size, exif_fields, note_resolution, notes)
+        header, codestream, meta = _walk(fh, size, check_size, notes)
         siz = read_siz(fh, codestream.start)
         if header.ihdr is not None and header.ihdr[:2] != (siz.width, siz.height):
             raise BoxError(f"the ihdr box says {header.ihdr[0]} x {header.ihdr[1]} pixels, the codestream "
@@ -311,10 +311,10 @@ def _cdef_layout(cdef: list[tuple[int, int, int]], n: int) -> tuple[int, tuple[i
     return len(colour), order, any(typ == 2 for _, typ in alphas)
 
 
-def _walk(fh, size: int, check_size, exif_fields, note_resolution, notes: list[str]) -> tuple[_Header, Box,
-                                                                                              Metadata]:
-    """(jp2h's contents, the jp2c box, the metadata of the uuid boxes) from the top-level boxes. A box that
-    breaks the walk before the codestream is found refuses the file; after it, the rest is left with a note."""
+def _walk(fh, size: int, check_size, notes: list[str]) -> tuple[_Header, Box, Metadata]:
+    """(jp2h's contents, the jp2c box, the metadata of the uuid boxes: EXIF handled as every format's, raster_read's)
+    from the top-level boxes. A box that breaks the walk before the codestream is found refuses the file; after it,
+    the rest is left with a note."""
     header, codestream = None, None
     found: dict[str, bytes | None] = {}
     others: list[str] = []

@@ -167,7 +167,7 @@ def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = 
                 raise ImageError(path, str(e)) from e
         if fmt == "JPEG2000":
             try:
-                return jp2.plan(fh, check_size, raster_read.exif_fields, raster_read.note_resolution)
+                return jp2.plan(fh, check_size)
             except jp2.Unsupported as e:
                 raise ImageError(path, str(e)) from e
         return raster_read.plan(fh, fmt, check_size, header_only, pixels)
