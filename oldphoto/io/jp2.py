@@ -147,10 +147,8 @@ class Jp2Plan:
         """(bytes of RAM decode() holds at its peak, why): OpenJPEG's int32 planes, the codestream read whole, and
         the output buffer where allocate() keeps it in RAM. Known from the header alone (reader.read checks it
         against the memory available before decoding)."""
-        n = self.channels + (1 if self.alpha else 0)
-        samples = self.width * self.height * n
-        start = 0 if self.sycc else self.codestream.start
-        need = 4 * samples + (self.codestream.end - start) + in_ram(samples * self.dtype.itemsize)
+        samples = self.width * self.height * len(self.order)
+        need = 4 * samples + (self.codestream.end - self._start()) + in_ram(samples * self.dtype.itemsize)
         return need, "JPEG 2000 decoding holds 32-bit planes in RAM"
 
     def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
@@ -158,8 +156,7 @@ class Jp2Plan:
         the codestream's end, OpenJPEG's own int32 planes (4 bytes a sample) and the output buffer (which may be
         memory-mapped: buffers.allocate)."""
         notes = list(self.notes)
-        n = self.channels + (1 if self.alpha else 0)
-        start = 0 if self.sycc else self.codestream.start
+        n, start = len(self.order), self._start()
         self.fh.seek(start)
         data = self.fh.read(self.codestream.end - start)
         buf = allocate((self.height, self.width, n), self.dtype, tmp_dir)
@@ -176,6 +173,11 @@ class Jp2Plan:
             unpremultiply(pixels, alpha)
             notes.append("premultiplied alpha converted to straight alpha")
         return pixels, alpha, self.meta, notes
+
+    def _start(self) -> int:
+        """Where the bytes given to OpenJPEG start (they end with the codestream): the codestream's, or for sYCC the
+        file's."""
+        return 0 if self.sycc else self.codestream.start
 
 
 def _split(buf: np.ndarray, order: tuple[int, ...], channels: int, tmp_dir) -> tuple[np.ndarray, np.ndarray | None]:
