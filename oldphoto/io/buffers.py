@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ImageError, TempFolderError
 
 DISK_THRESHOLD = 256 << 20  # bytes; larger buffers are memory-mapped temp files
-_BAND_BYTES = 16 << 20  # float32 scratch per band of rows worked on in place
+_BAND_BYTES = 16 << 20  # scratch per band of rows worked on in place (bands)
 # what mmap fails with where the file system cannot map a file (some FUSE and network mounts): a temp folder there is
 # passed over for another; any other OSError (EIO, a full disk) is a real failure. Sources are never mapped.
 _UNMAPPABLE = frozenset({errno.ENODEV, errno.EACCES, errno.EINVAL})
@@ -226,14 +226,19 @@ def file_buffers(path: str | Path) -> Iterator[list[str]]:
         _NOTES.reset(token)
 
 
+def bands(height: int, row_bytes: int) -> Iterator[slice]:
+    """Slices of `height` rows, each about _BAND_BYTES of scratch where a row takes `row_bytes`."""
+    step = max(1, _BAND_BYTES // max(1, row_bytes))
+    for y0 in range(0, height, step):
+        yield slice(y0, min(height, y0 + step))
+
+
 def unpremultiply(pixels: np.ndarray, alpha: np.ndarray) -> None:
     """Premultiplied (associated) colour (H, W, C) uint8|uint16 made straight in place: each sample divided by its
     pixel's alpha (H, W), same dtype, scaled to the dtype's full range; 0 where the alpha is 0 (a TIFF's associated
     alpha, a JPEG 2000 premultiplied opacity)."""
     top = float(np.iinfo(pixels.dtype).max)
-    step = max(1, _BAND_BYTES // max(1, pixels.shape[1] * pixels.shape[2] * 4))
-    for y0 in range(0, pixels.shape[0], step):
-        rows = slice(y0, y0 + step)
+    for rows in bands(pixels.shape[0], pixels.shape[1] * pixels.shape[2] * 4):  # float32 scratch
         a = alpha[rows].astype(np.float32)[..., None]
         straight = np.where(a > 0, pixels[rows] * (top / np.maximum(a, 1.0)), 0.0)
         pixels[rows] = np.rint(np.clip(straight, 0, top)).astype(pixels.dtype)

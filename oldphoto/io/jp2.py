@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 
-from .buffers import allocate, in_ram, unpremultiply
+from .buffers import allocate, bands, in_ram, unpremultiply
 from .metadata import Metadata, dpi_from_tags
+from .raster_read import exif_fields, note_resolution
 
 JP2_SIGNATURE = b"\0\0\0\x0cjP  \r\n\x87\n"
 J2K_SIGNATURE = b"\xff\x4f\xff\x51"  # SOC then SIZ
@@ -31,7 +32,6 @@ UUID_IPTC = bytes.fromhex("33C7A4D2B81D4723A0BAF1A3E097AD38")
 _ENUM_CS = {16: ("sRGB", 3), 17: ("greyscale", 1), 18: ("sYCC", 3)}  # EnumCS -> (name, colour channels)
 _MAX_BOXES = 10_000  # boxes looked through at one level before giving up (a valid file has a handful)
 _METRES_PER_INCH = 0.0254
-_BAND_BYTES = 16 << 20
 
 
 class Unsupported(ValueError):
@@ -147,10 +147,8 @@ class Jp2Plan:
         """(bytes of RAM decode() holds at its peak, why): OpenJPEG's int32 planes, the codestream read whole, and
         the output buffer where allocate() keeps it in RAM. Known from the header alone (reader.read checks it
         against the memory available before decoding)."""
-        n = self.channels + (1 if self.alpha else 0)
-        samples = self.width * self.height * n
-        start = 0 if self.sycc else self.codestream.start
-        need = 4 * samples + (self.codestream.end - start) + in_ram(samples * self.dtype.itemsize)
+        samples = self.width * self.height * len(self.order)
+        need = 4 * samples + (self.codestream.end - self._start()) + in_ram(samples * self.dtype.itemsize)
         return need, "JPEG 2000 decoding holds 32-bit planes in RAM"
 
     def decode(self, tmp_dir) -> tuple[np.ndarray, np.ndarray | None, Metadata, list[str]]:
@@ -158,8 +156,7 @@ class Jp2Plan:
         the codestream's end, OpenJPEG's own int32 planes (4 bytes a sample) and the output buffer (which may be
         memory-mapped: buffers.allocate)."""
         notes = list(self.notes)
-        n = self.channels + (1 if self.alpha else 0)
-        start = 0 if self.sycc else self.codestream.start
+        n, start = len(self.order), self._start()
         self.fh.seek(start)
         data = self.fh.read(self.codestream.end - start)
         buf = allocate((self.height, self.width, n), self.dtype, tmp_dir)
@@ -176,6 +173,11 @@ class Jp2Plan:
             unpremultiply(pixels, alpha)
             notes.append("premultiplied alpha converted to straight alpha")
         return pixels, alpha, self.meta, notes
+
+    def _start(self) -> int:
+        """Where the bytes given to OpenJPEG start (they end with the codestream): the codestream's, or for sYCC the
+        file's."""
+        return 0 if self.sycc else self.codestream.start
 
 
 def _split(buf: np.ndarray, order: tuple[int, ...], channels: int, tmp_dir) -> tuple[np.ndarray, np.ndarray | None]:
@@ -198,10 +200,8 @@ def _full_range(buf: np.ndarray, depth: int) -> None:
     if depth in (8, 16):
         return
     top, largest = np.iinfo(buf.dtype).max, (1 << depth) - 1
-    step = max(1, _BAND_BYTES // max(1, buf[0].nbytes * 4))
-    for y0 in range(0, buf.shape[0], step):
-        rows = buf[y0 : y0 + step]
-        rows[...] = np.minimum(rows.astype(np.uint32), largest) * top // largest
+    for rows in bands(buf.shape[0], buf[0].nbytes * 4):  # uint32 scratch
+        buf[rows] = np.minimum(buf[rows].astype(np.uint32), largest) * top // largest
 
 
 @dataclass
@@ -217,9 +217,8 @@ class _Header:
     dpi: tuple[float, float] | None = None
 
 
-def plan(fh, check_size: Callable[[int, int], None], exif_fields, note_resolution) -> Jp2Plan:
-    """What read() will produce. exif_fields(blob, notes) -> (exif, tags, orientation) and note_resolution(tags,
-    notes): the EXIF handling every format shares (raster_read). Raises Unsupported, BoxError, ValueError."""
+def plan(fh, check_size: Callable[[int, int], None]) -> Jp2Plan:
+    """What read() will produce. Raises Unsupported, BoxError, ValueError."""
     notes: list[str] = []
     size = fh.seek(0, 2)
     fh.seek(0)
@@ -227,7 +226,7 @@ def plan(fh, check_size: Callable[[int, int], None], exif_fields, note_resolutio
         header, codestream, meta = _Header(), Box(b"jp2c", 0, size), Metadata()
         siz = read_siz(fh, 0)
     else:
-        header, codestream, meta = _walk(fh, size, check_size, exif_fields, note_resolution, notes)
+        header, codestream, meta = _walk(fh, size, check_size, notes)
         siz = read_siz(fh, codestream.start)
         if header.ihdr is not None and header.ihdr[:2] != (siz.width, siz.height):
             raise BoxError(f"the ihdr box says {header.ihdr[0]} x {header.ihdr[1]} pixels, the codestream "
@@ -314,10 +313,10 @@ def _cdef_layout(cdef: list[tuple[int, int, int]], n: int) -> tuple[int, tuple[i
     return len(colour), order, any(typ == 2 for _, typ in alphas)
 
 
-def _walk(fh, size: int, check_size, exif_fields, note_resolution, notes: list[str]) -> tuple[_Header, Box,
-                                                                                              Metadata]:
-    """(jp2h's contents, the jp2c box, the metadata of the uuid boxes) from the top-level boxes. A box that
-    breaks the walk before the codestream is found refuses the file; after it, the rest is left with a note."""
+def _walk(fh, size: int, check_size, notes: list[str]) -> tuple[_Header, Box, Metadata]:
+    """(jp2h's contents, the jp2c box, the metadata of the uuid boxes: EXIF handled as every format's, raster_read's)
+    from the top-level boxes. A box that breaks the walk before the codestream is found refuses the file; after it,
+    the rest is left with a note."""
     header, codestream = None, None
     found: dict[str, bytes | None] = {}
     others: list[str] = []

@@ -53,6 +53,7 @@ class PngChunks:
     """Everything oldphoto reads from a PNG besides the pixel data."""
 
     header: PngHeader
+    head: bytes  # signature and IHDR, CRC included, as stored: the start of what the pixels' decoders are shown
     icc: bytes | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
@@ -145,7 +146,7 @@ def read_chunks(fh, header_only: bool = False, pixels: bool = True) -> PngChunks
     size = fh.seek(0, 2)
     fh.seek(0)
     head = fh.read(33)
-    info = PngChunks(read_header(head))  # its CRC checked there
+    info = PngChunks(read_header(head), head)  # its CRC checked there
     for pos, ctype, length in walk_chunks(fh, 33):
         if ctype == b"IDAT" and header_only:
             info.idat.append((pos, 8 + length + 4))  # the first IDAT chunk alone: enough to open, not to decode
@@ -308,9 +309,7 @@ def pixel_stream(fh, info: PngChunks, tmp_dir=None) -> np.ndarray:
         raise ValueError("IDAT chunks are not consecutive (another chunk between them)" if info.idat
                          else "no IDAT chunk (no pixel data)")
     first, n = info.idat[0]
-    fh.seek(0)
-    head = fh.read(33)  # signature and IHDR, CRC included, as stored
-    prefix = head + (chunk(b"tRNS", info.trns) if colour_key(info.header, info.trns) else b"")
+    prefix = info.head + (chunk(b"tRNS", info.trns) if colour_key(info.header, info.trns) else b"")
     size, end = os.fstat(fh.fileno()).st_size, first + n + 12
     if size < end:  # said before any buffer is made
         raise ValueError(f"truncated: the file has {size} bytes, its chunks end at byte {end} (changed while it was "
@@ -343,15 +342,13 @@ class PixelChunks(io.RawIOBase):
         super().__init__()
         if not info.idat:
             raise ValueError("no IDAT chunk (no pixel data)")
-        fh.seek(0)
-        head = fh.read(33)  # signature and IHDR, CRC included, as stored
         plte = chunk(b"PLTE", info.plte) if info.plte is not None else b""  # as stored: its CRC was checked
         trns = chunk(b"tRNS", info.trns) if info.trns is not None else b""
         # the first run of IDAT chunks: shown the whole file, Pillow too stopped at the chunk after it (IDAT chunks
         # that come after another chunk are not read; the pixels of a stream that ended before them are)
         first, n = info.idat[0]
         # (start in this stream, bytes, offset in fh or the bytes themselves)
-        self._parts = [(0, len(head), head)]
+        self._parts = [(0, len(info.head), info.head)]
         for part in (plte, trns, first, chunk(b"IEND", b"")):
             start = self._parts[-1][0] + self._parts[-1][1]
             if isinstance(part, int):

@@ -160,17 +160,14 @@ def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = 
             raise ImageError(path, f"{w} x {h} pixels ({w * h / 1e6:.1f} MP) exceeds the limit of {limit} MP")
 
     with _decoding(path, fmt):
-        if fmt == "TIFF":
-            try:
+        try:
+            if fmt == "TIFF":
                 return tiff_read.plan(fh, check_size)
-            except tiff_read.UnsupportedTiff as e:
-                raise ImageError(path, str(e)) from e
-        if fmt == "JPEG2000":
-            try:
-                return jp2.plan(fh, check_size, raster_read.exif_fields, raster_read.note_resolution)
-            except jp2.Unsupported as e:
-                raise ImageError(path, str(e)) from e
-        return raster_read.plan(fh, fmt, check_size, header_only, pixels)
+            if fmt == "JPEG2000":
+                return jp2.plan(fh, check_size)
+            return raster_read.plan(fh, fmt, check_size, header_only, pixels)
+        except (tiff_read.UnsupportedTiff, jp2.Unsupported) as e:  # the reason alone, not "cannot read ...: "
+            raise ImageError(path, str(e)) from e
 
 
 def _upright_shape(w: int, h: int, orientation: int) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 
 from . import tiff_ifd as T
-from .buffers import allocate, unpremultiply
+from .buffers import allocate, bands, unpremultiply
 from .cmyk import CmykConverter
 from .iptc import iptc_of, readable_block, without_padding
 from .metadata import (DESCRIPTIVE_TAGS, LAYOUT_TAGS, ORIENTATION, RESOLUTION_TAGS, WINDOWS_TAGS, YCBCR_TAGS, Metadata,
@@ -39,7 +39,6 @@ _PHOTOMETRIC_NAMES = {4: "transparency mask", 8: "CIELab", 9: "ICCLab", 10: "ITU
 # TiffPage fields used as single numbers; a damaged tag (count > 1) makes tifffile give a tuple instead
 _NUMBER_FIELDS = ("imagewidth", "imagelength", "imagedepth", "samplesperpixel", "subfiletype", "photometric",
                   "sampleformat", "planarconfig", "compression")
-_BAND_BYTES = 16 << 20  # conversions run over bands of rows of about this size
 _READ_BYTES = 1 << 20  # compressed bytes tifffile reads (and decodes) per pass: bounds its scratch memory
 
 
@@ -383,12 +382,6 @@ def _check_still_there(p: tifffile.TiffPage, fh, cause: BaseException | None) ->
                          "was read)") from cause
 
 
-def _bands(height: int, row_bytes: int):
-    step = max(1, _BAND_BYTES // max(1, row_bytes))
-    for y0 in range(0, height, step):
-        yield slice(y0, min(height, y0 + step))
-
-
 def _decode_pixels(pl: TiffPlan, tmp_dir, icc: bytes | None, notes: list[str]):
     """-> (pixels (H, W, C), alpha (H, W) or None, ICC profile valid for the returned pixels)."""
     pixels, alpha, icc = _decode_page(pl, tmp_dir, icc, notes)
@@ -405,7 +398,7 @@ def _mask_alpha(pl: TiffPlan, tmp_dir) -> np.ndarray:
     _read_page(m, inside, pl.fh)
     alpha = allocate(inside.shape, pl.dtype, tmp_dir)
     top = np.iinfo(pl.dtype).max
-    for rows in _bands(inside.shape[0], inside.shape[1] * pl.dtype.itemsize):
+    for rows in bands(inside.shape[0], inside.shape[1] * pl.dtype.itemsize):
         np.multiply(inside[rows], top, out=alpha[rows], dtype=pl.dtype)
     return alpha
 
@@ -418,7 +411,7 @@ def _decode_page(pl: TiffPlan, tmp_dir, icc: bytes | None, notes: list[str]):
     _read_page(p, raw, pl.fh)
     if int(p.planarconfig) == 2 and raw.ndim == 3:  # (S, H, W) -> (H, W, S)
         inter = allocate((h, w, raw.shape[0]), raw.dtype, tmp_dir)
-        for rows in _bands(h, w * raw.shape[0] * raw.itemsize):
+        for rows in bands(h, w * raw.shape[0] * raw.itemsize):
             inter[rows] = np.moveaxis(raw[:, rows], 0, 2)
         raw = inter
     if raw.ndim == 2:
@@ -448,13 +441,13 @@ def _gray(raw, bits: int, inverted: bool, pl: TiffPlan, tmp_dir):
     if bits in (8, 16):
         if inverted:
             top = np.iinfo(pixels.dtype).max
-            for rows in _bands(raw.shape[0], raw.shape[1] * raw.itemsize):
+            for rows in bands(raw.shape[0], raw.shape[1] * raw.itemsize):
                 np.subtract(top, pixels[rows], out=pixels[rows])
         return pixels, alpha
     out = allocate(pixels.shape, np.uint8, tmp_dir)
     levels = (np.arange(1 << bits) * 255 // ((1 << bits) - 1)).astype(np.uint8)  # 1-bit: bools -> 0/255
     lut = levels[::-1] if inverted else levels
-    for rows in _bands(raw.shape[0], raw.shape[1]):
+    for rows in bands(raw.shape[0], raw.shape[1]):
         out[rows] = lut[pixels[rows].astype(np.intp)]
     if alpha is not None:
         alpha = levels[alpha.astype(np.intp)]  # alpha is never inverted
@@ -477,7 +470,7 @@ def _colormap8(colormap) -> np.ndarray | None:
 def _palette(raw, colormap, dtype: np.dtype, tmp_dir) -> np.ndarray:
     lut = (_colormap8(colormap) if dtype == np.uint8 else np.asarray(colormap).astype(np.uint16)).T  # (entries, 3)
     out = allocate((raw.shape[0], raw.shape[1], 3), dtype, tmp_dir)
-    for rows in _bands(raw.shape[0], raw.shape[1] * 3 * dtype.itemsize):
+    for rows in bands(raw.shape[0], raw.shape[1] * 3 * dtype.itemsize):
         idx = np.minimum(raw[rows, :, 0].astype(np.intp), len(lut) - 1)
         out[rows] = lut[idx]
     return out
@@ -487,7 +480,7 @@ def _cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None, tmp_dir, notes: list[str])
     """-> (RGB pixels, ICC profile valid for them)."""
     convert = CmykConverter(icc, cmyk.dtype)
     out = allocate(cmyk.shape[:2] + (3,), cmyk.dtype, tmp_dir)
-    for rows in _bands(cmyk.shape[0], cmyk.shape[1] * 4 * cmyk.itemsize):
+    for rows in bands(cmyk.shape[0], cmyk.shape[1] * 4 * cmyk.itemsize):
         out[rows] = convert(cmyk[rows])
     notes.extend(convert.notes)
     return out, convert.icc_out
