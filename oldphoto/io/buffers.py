@@ -107,11 +107,15 @@ def _meminfo_available(meminfo: str | Path | None) -> int | None:
     return fields["MemAvailable"] + fields.get("SwapFree", 0)
 
 
-# a cgroup v1 memory.limit_in_bytes at least this large is no limit (unlimited: 2**63 less a page)
+# a cgroup v1 memory.limit_in_bytes (or memory.memsw.limit_in_bytes) at least this large is no limit (unlimited: 2**63
+# less a page)
 _CGROUP_V1_NO_LIMIT = 1 << 60
-# (mount, limit, usage, reclaimable page cache in memory.stat: the first found) by cgroup version
-_CGROUP_FILES = {"v2": ("sys/fs/cgroup", "memory.max", "memory.current", ("inactive_file",)),
-                 "v1": ("sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+# (mount, the (limit, usage) files each giving a bound, reclaimable page cache in memory.stat: the first found) by
+# cgroup version. v1's memory.memsw.* (present where swap is accounted) limit memory + swap: with much of the cgroup
+# swapped out, that limit is the nearer one (3 GB used of a limit of 8, 6 GB in swap, 10 GB for both: 1 GB left, not 5)
+_CGROUP_FILES = {"v2": ("sys/fs/cgroup", (("memory.max", "memory.current"),), ("inactive_file",)),
+                 "v1": ("sys/fs/cgroup/memory", (("memory.limit_in_bytes", "memory.usage_in_bytes"),
+                                                 ("memory.memsw.limit_in_bytes", "memory.memsw.usage_in_bytes")),
                         ("total_inactive_file", "inactive_file"))}
 
 
@@ -119,7 +123,8 @@ def _cgroup_available(root: Path) -> int | None:
     """What the memory limits of this process's cgroup (/proc/self/cgroup under `root`) and of the cgroups above it
     leave: the least over them of limit - usage + inactive_file (page cache the kernel reclaims before an OOM kill),
     cgroup v2 (the "0::PATH" line: memory.max, "max" for none, memory.current) or v1 (the "memory" controller's line:
-    memory.limit_in_bytes, a huge value for none, memory.usage_in_bytes) under /sys/fs/cgroup; in a container the
+    memory.limit_in_bytes, a huge value for none, memory.usage_in_bytes; and memory + swap, memory.memsw.limit_in_bytes
+    and memory.memsw.usage_in_bytes, where swap is accounted) under /sys/fs/cgroup; in a container the
     hierarchy's root is usually the container's own cgroup, read too. None where no limit is found; a cgroup whose
     files are missing, unreadable or unparsable gives no bound (no scan is refused for want of them)."""
     text = _read(root / "proc/self/cgroup")
@@ -145,21 +150,29 @@ def _cgroup_available(root: Path) -> int | None:
 
 
 def _cgroup_bound(folder: Path, version: str) -> int | None:
-    """limit - usage + inactive page cache of the cgroup `folder`, or None (no limit, or a file missing or
-    unparsable)."""
-    _, limit_file, usage_file, cache_fields = _CGROUP_FILES[version]
-    limit, usage, stat = (_read(folder / name) for name in (limit_file, usage_file, "memory.stat"))
-    if limit is None or usage is None or stat is None or limit.strip() == "max":
+    """The least limit - usage + inactive page cache over the limits of the cgroup `folder` (v1: memory, and memory +
+    swap), or None where none gives one (no limit, or its files missing or unparsable)."""
+    _, limits, cache_fields = _CGROUP_FILES[version]
+    stat = _read(folder / "memory.stat")
+    if stat is None:
         return None
     fields = dict(line.split(None, 1) for line in stat.splitlines() if len(line.split()) == 2)
     cache = next((fields[name].strip() for name in cache_fields if name in fields), None)
-    try:
-        limit_n, usage_n, cache_n = int(limit), int(usage), int(cache) if cache is not None else None
-    except ValueError:
+    if cache is None or not cache.isdigit():
         return None
-    if cache_n is None or (version == "v1" and limit_n >= _CGROUP_V1_NO_LIMIT):
-        return None
-    return max(0, limit_n - usage_n + cache_n)
+    bounds = []
+    for limit_file, usage_file in limits:
+        limit, usage = (_read(folder / name) for name in (limit_file, usage_file))
+        if limit is None or usage is None or limit.strip() == "max":
+            continue
+        try:
+            limit_n, usage_n = int(limit), int(usage)
+        except ValueError:
+            continue
+        if version == "v1" and limit_n >= _CGROUP_V1_NO_LIMIT:
+            continue
+        bounds.append(max(0, limit_n - usage_n + int(cache)))
+    return min(bounds) if bounds else None
 
 
 def _read(path: str | Path) -> str | None:
