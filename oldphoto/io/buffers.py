@@ -7,8 +7,9 @@ import errno
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -173,6 +174,70 @@ def _cgroup_bound(folder: Path, version: str) -> int | None:
             continue
         bounds.append(max(0, limit_n - usage_n + int(cache)))
     return min(bounds) if bounds else None
+
+
+class MemoryShort(Exception):
+    """A decoder's need that the memory available (`available`: bytes, read then) cannot hold, even were every
+    reservation held in the process given back (DecoderMemory.reserve)."""
+
+    def __init__(self, available: int) -> None:
+        super().__init__(f"{available} bytes available")
+        self.available = available
+
+
+class DecoderMemory:
+    """The RAM reserved by the decoders running in this process (read(): from its memory check until its decode
+    returns or raises), so that files decoded at once (--jobs, one thread each) do not each count the same free memory
+    as theirs. Only the decoders' needs are counted, not what each file's pipeline holds around them.
+
+    A need that fits in available_memory() less what the others hold goes in at once; one that would fit only were
+    the others' reservations given back waits for a release (or poll_s seconds: other programs may free memory) and
+    is checked afresh; one that would not fit even so is refused (MemoryShort). With nothing else held that is the
+    plain check: no file is refused because of another in flight, and none waits unless another decodes. A waiter
+    holds no reservation, and a holder's decode asks for no other, so no wait is on a waiter: a wait ends when the
+    decodes in flight return. Where one is blocked for good (a hung share), those waiting for it re-read the memory
+    every poll_s seconds, and a second Ctrl-C lets go of both alike (runner: Batch.stuck, the CLI's hard exit)."""
+
+    def __init__(self, poll_s: float = 1.0) -> None:
+        self.poll_s = poll_s
+        self._changed = threading.Condition()
+        self._held = 0  # bytes reserved now, by every holder together
+
+    def held(self) -> int:
+        """Bytes reserved now."""
+        with self._changed:
+            return self._held
+
+    def reserve(self, need: int) -> AbstractContextManager[None]:
+        """Reserve `need` bytes, waiting as the class says; -> a context manager to enter at once, which gives them
+        back when its block ends, however. MemoryShort when `need` cannot fit. Where available_memory() says nothing,
+        the need goes in unchecked (still counted: it may say something to the next)."""
+        with self._changed:
+            while True:
+                # read under the lock: a release in between would otherwise go unseen until the next poll
+                available = available_memory()
+                # What a decode in flight has allocated so far is already out of `available`, and its whole
+                # reservation is taken off again here: counted twice. That only makes a need wait for a release, never
+                # refuses it: the bound for refusing gives every reservation back (the most a release can free).
+                if available is None or need <= available - self._held:
+                    break
+                if need > available + self._held:
+                    raise MemoryShort(available)
+                self._changed.wait(self.poll_s)
+            self._held += need
+        return self._giving_back(need)
+
+    @contextmanager
+    def _giving_back(self, need: int) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held -= need
+                self._changed.notify_all()
+
+
+DECODERS = DecoderMemory()  # the process's decoders (reader.read)
 
 
 def _read(path: str | Path) -> str | None:
