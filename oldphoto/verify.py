@@ -3,8 +3,8 @@ compared with the sha256 recorded as it went into place (state.OutputRecord); wi
 sha256 its record keeps. For archivists who check their derivatives now and then, e.g. from cron.
 
 Reads only: nothing is written under OUT (no lock taken, no state rewrite, no temp file) nor anywhere else, so it
-works on a read-only folder or mount; files are opened with O_NOATIME where the system allows it, so that reading
-them does not even move their access times. Files are read in chunks (outputs can be GBs).
+works on a read-only folder or mount; the outputs, the masters and the state file are opened with O_NOATIME where
+the system allows it, so that reading them does not even move their access times. Files are read in chunks (outputs can be GBs).
 
 An output is looked up from a descriptor held on OUT, one folder of its path at a time, links never followed: an
 output replaced by a symbolic link (or a folder on its path replaced by one) is not the file that was recorded,
@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -31,7 +30,7 @@ from . import __version__
 from .errors import OldPhotoError
 from .io.atomic import TempFiles, closing_temps, write_bytes
 from .lock import held_by
-from .state import STATE_NAME, OutputRecord, Record, RunState, StateError
+from .state import STATE_NAME, OutputRecord, Record, RunState, StateError, now_iso
 
 OK, CHANGED, MISSING, UNREADABLE, UNVERIFIABLE = "ok", "changed", "missing", "unreadable", "unverifiable"
 STATUSES = (OK, CHANGED, MISSING, UNREADABLE, UNVERIFIABLE)
@@ -93,7 +92,8 @@ class Audit:
         return {s: sum(c.status == s for c in checks) for s in STATUSES}
 
     def to_dict(self) -> dict:
-        return {"oldphoto_version": __version__, "out_dir": str(self.out_dir), "started": self.started,
+        # out_dir absolute: the report is kept apart from OUT, read from anywhere, and its outputs' paths are under it
+        return {"oldphoto_version": __version__, "out_dir": os.path.abspath(self.out_dir), "started": self.started,
                 "finished": self.finished, "sources": self.sources, "records": self.records,
                 "failed": self.failed, "torn_state": self.torn_state,
                 "totals": {"outputs": self.counts(self.outputs),
@@ -120,7 +120,7 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
     state file or one that cannot be read, a live run holds it (nothing is read then), or a run held it meanwhile;
     KeyboardInterrupt passes through (nothing is left open)."""
     out = Path(out)
-    started = _now()
+    started = now_iso()
     try:
         root = os.open(out, _FOLDER)  # a link named as OUT is followed: that is the folder meant
     except OSError as e:
@@ -129,7 +129,7 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
         _refuse_if_held(out, "output folder is in use by {}: its outputs are being replaced; verify once it is done")
         before = _state_id(out, root)
         try:
-            state = RunState.load(out, read_only=True, folder_fd=root)
+            state = _NoAtimeState.load(out, read_only=True, folder_fd=root)
         except StateError as e:
             raise CannotVerify(str(e)) from None
         rels = sorted(state.records)
@@ -151,11 +151,21 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
                                f"verify again")
     finally:
         os.close(root)
-    return Audit(out, len(rels), tuple(outputs), tuple(masters), sources, started, _now(), state.dropped_torn_line)
+    return Audit(out, len(rels), tuple(outputs), tuple(masters), sources, started, now_iso(),
+                 state.dropped_torn_line)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+class _NoAtimeState(RunState):
+    """A RunState whose file is read through the folder's descriptor with O_NOATIME where granted (see _open): as
+    the outputs are, so that an audit leaves even the state file's access time as it was."""
+
+    def _read(self, folder_fd: int | None) -> str | None:
+        try:
+            fd = _open(STATE_NAME, folder_fd, os.O_RDONLY | _CLOEXEC)
+        except FileNotFoundError:
+            return None
+        with open(fd, encoding="utf-8") as f:
+            return f.read()
 
 
 def _tell(on_check: OnCheck | None, check: Check, done: int, total: int) -> None:
@@ -193,8 +203,10 @@ def _check_output(root: int, rel: str, o: OutputRecord) -> Check:
                      None if st is None else st.st_mtime_ns, reason)
 
     parts = PurePosixPath(o.path).parts
-    if not parts or o.path.startswith("/") or any(p in (".", "..") or "\0" in p for p in parts):
+    if not parts or o.path.startswith("/") or any(p in (".", "..") for p in parts):
         return found(UNREADABLE, reason="the state file names a path outside the output folder")
+    if not _nameable(o.path):
+        return found(UNREADABLE, reason=_UNNAMEABLE)
     folders: list[int] = []
     try:
         fd = root
@@ -236,12 +248,14 @@ def _check_master(rel: str, record: Record) -> Check:
                      None if st is None else st.st_size, record.mtime_ns, None if st is None else st.st_mtime_ns,
                      reason)
 
+    if not _nameable(record.source):
+        return found(UNREADABLE, reason=_UNNAMEABLE)
     try:
         st = os.stat(record.source)
     except (FileNotFoundError, NotADirectoryError):
         return found(MISSING)
-    except (OSError, ValueError) as e:  # ValueError: a NUL in the recorded name
-        return found(UNREADABLE, reason=getattr(e, "strerror", None) or str(e))
+    except OSError as e:
+        return found(UNREADABLE, reason=e.strerror or str(e))
     if not stat.S_ISREG(st.st_mode):
         return found(CHANGED, reason=f"now {_kind(st.st_mode)}")
     if record.sha256 is None:
@@ -253,6 +267,19 @@ def _check_master(rel: str, record: Record) -> Check:
     if digest is None:
         return found(CHANGED, reason=f"now {_kind(st.st_mode)}")
     return found(OK if digest == record.sha256 else CHANGED, st, digest)
+
+
+_UNNAMEABLE = "the state file names a path that no file can have"
+
+
+def _nameable(path: str) -> bool:
+    """Whether `path` can name a file: no NUL, and encodable as the system's names are (surrogateescape: a byte of a
+    name that is not UTF-8 reads back as \\udc80-\\udcff, but no other lone surrogate can be one); a damaged or
+    hand-edited state file may hold either, which os calls would raise ValueError for."""
+    try:
+        return b"\0" not in os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
 
 
 def _sha256(name: str, dir_fd: int | None, follow: bool) -> tuple[str | None, os.stat_result]:

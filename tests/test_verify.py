@@ -244,3 +244,36 @@ def test_a_torn_last_line_is_said_and_the_records_before_it_are_checked(tmp_path
     result = verify.audit(out)
     assert result.torn_state and result.to_dict()["torn_state"] is True
     assert [c.status for c in result.outputs] == ["ok", "ok", "ok"]
+
+
+@pytest.mark.skipif(not getattr(os, "O_NOATIME", 0), reason="O_NOATIME is Linux's")
+def test_no_access_time_moves_not_even_the_state_files(tmp_path):
+    """relatime moves an access time older than the file's mtime on the next read: set them so, and none may move."""
+    out, scans = folder(tmp_path)
+    files = [out / STATE_NAME, out / "a.png", out / "sub" / "a.mask.png", out / "b.png", scans / "a.jpg"]
+    for path in files:
+        st = path.stat()
+        os.utime(path, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))
+    before = {path: path.stat().st_atime_ns for path in files}
+    assert not verify.audit(out, sources=True).failed
+    assert {path: path.stat().st_atime_ns for path in files} == before
+
+
+def test_a_path_no_file_can_have_in_the_state_is_one_unreadable_check_not_a_crash(tmp_path):
+    """A lone surrogate that no byte of a name decodes to (or a NUL), in a damaged or hand-edited state file."""
+    out, scans = folder(tmp_path)
+    write_state(out, {"a.jpg": record(master(scans / "a.jpg", b"A"), OutputRecord("\ud800.png", 1, sha(b"x"), None),
+                                      OutputRecord("nul\0.png", 1, sha(b"x"), None)),
+                      "b.jpg": record({**master(scans / "b.jpg", b"B"), "source": "/scans/\ud800.jpg"})})
+    result = verify.audit(out, sources=True)
+    assert [(c.status, c.reason) for c in result.outputs + result.masters] == [
+        ("unreadable", "the state file names a path that no file can have")] * 2 + [
+        ("ok", ""), ("unreadable", "the state file names a path that no file can have")]
+
+
+def test_the_reports_out_dir_is_absolute(tmp_path, monkeypatch):
+    """Its outputs' paths are relative to it, and the report is read from elsewhere (cron keeps it apart)."""
+    folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = verify.audit(Path("out"))
+    assert result.out_dir == Path("out") and result.to_dict()["out_dir"] == str(tmp_path / "out")
