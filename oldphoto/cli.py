@@ -489,24 +489,25 @@ def verify(ctx: click.Context, out: Path, sources: bool, list_unverified: bool, 
                                    f"give another name")
         with _click_errors():
             runner.check_report(report_path, out)
-    try:
-        with _verify_progress(quiet) as on_check:
-            result = audit(out, sources, on_check)
-    except CannotVerify as e:
-        raise RunError(str(e)) from None
+    try:  # a Ctrl-C while the lines are printed or the report written too (it leaves no temp file: Audit.write)
+        try:
+            with _verify_progress(quiet) as on_check:
+                result = audit(out, sources, on_check)
+        except CannotVerify as e:
+            raise RunError(str(e)) from None
+        for checks, master in ((result.outputs, False), (result.masters, True)):
+            for check in checks:
+                if check.problem or list_unverified and check.status == UNVERIFIABLE:
+                    click.echo(_checked_line(check, master))
+        if not quiet:
+            _verify_summary(result, list_unverified)
+        if report_path is not None:
+            try:
+                result.write(report_path)
+            except OSError as e:
+                raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
     except KeyboardInterrupt:
         raise Interrupted("interrupted by Ctrl-C") from None
-    for checks, master in ((result.outputs, False), (result.masters, True)):
-        for check in checks:
-            if check.problem or list_unverified and check.status == UNVERIFIABLE:
-                click.echo(_checked_line(check, master))
-    if not quiet:
-        _verify_summary(result, list_unverified)
-    if report_path is not None:
-        try:
-            result.write(report_path)
-        except OSError as e:
-            raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
     ctx.exit(1 if result.failed else 0)
 
 

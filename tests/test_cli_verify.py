@@ -227,3 +227,19 @@ def test_a_report_inside_the_output_folder_is_written_where_asked(restored):
     assert sorted(os.listdir(out / "audits")) == ["audit.json"]
     r = run("verify", out)  # a restore output folder may hold other files: verify looks at the recorded ones only
     assert r.exit_code == 0
+
+
+def test_ctrl_c_as_the_report_is_written_exits_130_too_and_leaves_no_file(restored, tmp_path, monkeypatch):
+    """Not click's `Aborted!` and exit 1, which cron would take for problems found."""
+    root, out = restored
+    real = os.fsync
+
+    def interrupted(fd):
+        real(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)  # the report's temp file, written in full
+    (tmp_path / "audits").mkdir()
+    r = run("verify", out, "-q", "--report", tmp_path / "audits" / "audit.json")
+    assert r.exit_code == 130 and r.stdout == "" and r.stderr == "stopped: interrupted by Ctrl-C\n"
+    assert os.listdir(tmp_path / "audits") == []
