@@ -505,6 +505,9 @@ def verify(ctx: click.Context, out: Path, sources: bool, list_unverified: bool, 
             try:
                 result.write(report_path)
             except OSError as e:
+                for tmp, why in getattr(e, "left", ()):  # io.PartialFiles: its temp file could not be removed either
+                    click.echo(f"error: {_shown(tmp)}: cannot remove this partial file ({_shown(why.strerror or why)})",
+                               err=True)
                 raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
     except KeyboardInterrupt:
         raise Interrupted("interrupted by Ctrl-C") from None

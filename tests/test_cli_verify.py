@@ -2,6 +2,7 @@
 models): problems one line each on stdout, a summary, exit codes for cron, --sources, --report, and nothing written
 anywhere, on a read-only folder too."""
 
+import errno
 import json
 import os
 import socket
@@ -243,3 +244,26 @@ def test_ctrl_c_as_the_report_is_written_exits_130_too_and_leaves_no_file(restor
     r = run("verify", out, "-q", "--report", tmp_path / "audits" / "audit.json")
     assert r.exit_code == 130 and r.stdout == "" and r.stderr == "stopped: interrupted by Ctrl-C\n"
     assert os.listdir(tmp_path / "audits") == []
+
+
+def test_a_report_that_cannot_be_written_names_a_temp_file_it_leaves(restored, tmp_path, monkeypatch):
+    """A full disk, then a temp file that cannot be removed either: the folder holds a file verify made, say which."""
+    root, out = restored
+    real_unlink = os.unlink
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def stuck(name, *args, **kwargs):
+        if "oldphoto-tmp" in str(name) and ".check." not in str(name):  # not --report's probe: its check
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(os, "unlink", stuck)
+    (tmp_path / "audits").mkdir()
+    r = run("verify", out, "-q", "--report", tmp_path / "audits" / "audit.json")
+    (left,) = os.listdir(tmp_path / "audits")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [
+        f"error: {tmp_path / 'audits' / left}: cannot remove this partial file (Input/output error)",
+        f"error: {tmp_path / 'audits' / 'audit.json'}: cannot write the report (No space left on device)"]
