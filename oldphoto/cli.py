@@ -1,4 +1,5 @@
-"""Command line: `oldphoto restore | synth | train | eval | export`. The only module that prints (click + rich).
+"""Command line: `oldphoto restore | verify | synth | train | eval | export`. The only module that prints (click +
+rich).
 
 Exit codes of `restore`: 0 every file done or already up to date; 1 some file failed, or the run could not
 start (output folder locked by a live run, weights missing, unreadable state file) or lost its output folder
@@ -6,6 +7,10 @@ start (output folder locked by a live run, weights missing, unreadable state fil
 rewrite a file of its own (a killed run's partial file, the state file, the lock); 2 usage error (bad option
 value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
 any point, model loading included (143 by SIGTERM once the run has started).
+
+Exit codes of `verify`: 0 every output that has a sha256 recorded is as recorded (and every master, with --sources);
+1 some file changed, missing or unreadable, or the audit could not be made (no or damaged state file, a live run
+holding the folder, or one that held it meanwhile), or its --report could not be written; 2 usage error; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TO
                      TileConfig)
 from .errors import BadArgument, CannotRun, OldPhotoError, SettingsError
 from .report import FileResult, Report
+from .verify import UNVERIFIABLE, Audit, CannotVerify, Check, OnCheck, audit
 
 _DEFAULT = RestoreConfig()
 _DEFAULT_TILE = TileConfig()
@@ -460,6 +466,107 @@ def _hard_exit(code: int) -> None:
         sys.stderr.flush()
     finally:  # a stream that cannot be flushed (a closed pipe) must not keep the process alive either
         os._exit(code)
+
+
+# --------------------------------------------------------------------------------------------------- verify
+
+@cli.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--sources", is_flag=True, help="Also check each master scan against the sha256 it had when restored.")
+@click.option("--list-unverified", is_flag=True,
+              help="Name each file that has no sha256 recorded (by default they are only counted).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the audit as JSON to this file [default: none; nothing is written].")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the problems found (and errors): nothing when all is "
+              "well.")
+@click.pass_context
+def verify(ctx: click.Context, out: Path, sources: bool, list_unverified: bool, report_path: Path | None,
+           quiet: bool) -> None:
+    """Check the outputs in OUT against the sha256 each had as it went into place (a fixity audit); writes nothing."""
+    if report_path is not None:
+        if report_path.resolve() == out.resolve() / "report.json":  # before check_report tries a file there
+            raise click.UsageError(f"--report {_shown(report_path)} would replace the last restore run's report; "
+                                   f"give another name")
+        with _click_errors():
+            runner.check_report(report_path, out)
+    try:  # a Ctrl-C while the lines are printed or the report written too (it leaves no temp file: Audit.write)
+        try:
+            with _verify_progress(quiet) as on_check:
+                result = audit(out, sources, on_check)
+        except CannotVerify as e:
+            raise RunError(str(e)) from None
+        for checks, master in ((result.outputs, False), (result.masters, True)):
+            for check in checks:
+                if check.problem or list_unverified and check.status == UNVERIFIABLE:
+                    click.echo(_checked_line(check, master))
+        if not quiet:
+            _verify_summary(result, list_unverified)
+        if report_path is not None:
+            try:
+                result.write(report_path)
+            except OSError as e:
+                for tmp, why in getattr(e, "left", ()):  # io.PartialFiles: its temp file could not be removed either
+                    click.echo(f"error: {_shown(tmp)}: cannot remove this partial file ({_shown(why.strerror or why)})",
+                               err=True)
+                raise RunError(f"{report_path}: cannot write the report ({e.strerror or e})") from None
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted by Ctrl-C") from None
+    ctx.exit(1 if result.failed else 0)
+
+
+@contextlib.contextmanager
+def _verify_progress(quiet: bool) -> Iterator[OnCheck | None]:
+    """The audit's on_check: a files bar on a terminal (not with --quiet), removed once it ends; else None."""
+    if quiet or not Console(stderr=True).is_terminal:
+        yield None
+        return
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=Console(stderr=True, highlight=False), transient=True)
+    task = progress.add_task("verify", total=None)
+
+    def on_check(check: Check, done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        yield on_check
+
+
+def _checked_line(check: Check, master: bool) -> str:
+    """One line for a file that is not ok: `changed: PATH (recorded sha256 X..., now Y...)`, `missing: PATH`, ...
+    (PATH: an output's relative to OUT, a master's absolute), names escaped as in every message."""
+    words = [check.reason] if check.reason else []
+    if check.sha256 is not None and check.sha256 != check.recorded_sha256:
+        words.append(f"recorded sha256 {check.recorded_sha256[:12]}..., now {check.sha256[:12]}...")
+    if check.size is not None and check.size != check.recorded_size:
+        words.append(f"size {check.recorded_size} -> {check.size} bytes")
+    if check.problem and check.recorded_sha256 is None and check.size is not None:
+        words.append("no sha256 recorded")
+    how = f" ({_shown('; '.join(words))})" if words else ""
+    return f"{'master ' if master else ''}{check.status}: {_shown(check.path)}{how}"
+
+
+def _verify_summary(result: Audit, listed: bool) -> None:
+    """The audit's counts in one line (the masters' in a second, when checked), and what the unverifiable mean."""
+    def counted(checks: tuple[Check, ...]) -> str:
+        n = result.counts(checks)
+        words = [f"{n['ok']} ok", f"{n['changed']} changed", f"{n['missing']} missing"]
+        return ", ".join(words + [f"{n[s]} {s}" for s in ("unreadable", "unverifiable") if n[s]])
+
+    if result.torn_state:
+        click.echo("note: the state file's last line is torn (a run was killed as it recorded a file): that file's "
+                   "outputs are checked against the record before it, if any")
+    click.echo(f"verified {len(result.outputs)} output(s) of {result.records} file(s) in {_shown(result.out_dir)}: "
+               f"{counted(result.outputs)}")
+    if result.sources:
+        click.echo(f"verified {len(result.masters)} master(s): {counted(result.masters)}")
+    unverified = sum(c.status == UNVERIFIABLE for c in result.outputs + result.masters)
+    if unverified:
+        how = "" if listed else "; --list-unverified names them"
+        click.echo(f"{unverified} file(s) have no sha256 recorded, so their bytes were not checked (they do not fail "
+                   f"the audit); a restore run with --overwrite (which redoes every file) records them{how}")
+    problems = sum(c.problem for c in result.outputs + result.masters)
+    click.echo(f"{problems} problem(s) found" if problems else "every file with a sha256 recorded is as recorded")
 
 
 # --------------------------------------------------------------------------------------------------- synth
