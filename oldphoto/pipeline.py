@@ -364,7 +364,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
         with timed(seconds, "read", cpu):
             grown, curated = _curated_mask(src, mask, cfg, (width, height), stop)
         items, coverage = _restored_items(job, pixels, pic, cfg, suffix, notes, stop, grown)
-        del grown  # the mask written with --save-mask is among the items
+        del grown  # done with here: only a --save-mask item still holds it
         with timed(seconds, "write", cpu):
             written, digests = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate,
                                           coverage, carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic),
