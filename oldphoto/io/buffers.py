@@ -7,8 +7,9 @@ import errno
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -107,11 +108,15 @@ def _meminfo_available(meminfo: str | Path | None) -> int | None:
     return fields["MemAvailable"] + fields.get("SwapFree", 0)
 
 
-# a cgroup v1 memory.limit_in_bytes at least this large is no limit (unlimited: 2**63 less a page)
+# a cgroup v1 memory.limit_in_bytes (or memory.memsw.limit_in_bytes) at least this large is no limit (unlimited: 2**63
+# less a page)
 _CGROUP_V1_NO_LIMIT = 1 << 60
-# (mount, limit, usage, reclaimable page cache in memory.stat: the first found) by cgroup version
-_CGROUP_FILES = {"v2": ("sys/fs/cgroup", "memory.max", "memory.current", ("inactive_file",)),
-                 "v1": ("sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+# (mount, the (limit, usage) files each giving a bound, reclaimable page cache in memory.stat: the first found) by
+# cgroup version. v1's memory.memsw.* (present where swap is accounted) limit memory + swap: with much of the cgroup
+# swapped out, that limit is the nearer one (3 GB used of a limit of 8, 6 GB in swap, 10 GB for both: 1 GB left, not 5)
+_CGROUP_FILES = {"v2": ("sys/fs/cgroup", (("memory.max", "memory.current"),), ("inactive_file",)),
+                 "v1": ("sys/fs/cgroup/memory", (("memory.limit_in_bytes", "memory.usage_in_bytes"),
+                                                 ("memory.memsw.limit_in_bytes", "memory.memsw.usage_in_bytes")),
                         ("total_inactive_file", "inactive_file"))}
 
 
@@ -119,7 +124,8 @@ def _cgroup_available(root: Path) -> int | None:
     """What the memory limits of this process's cgroup (/proc/self/cgroup under `root`) and of the cgroups above it
     leave: the least over them of limit - usage + inactive_file (page cache the kernel reclaims before an OOM kill),
     cgroup v2 (the "0::PATH" line: memory.max, "max" for none, memory.current) or v1 (the "memory" controller's line:
-    memory.limit_in_bytes, a huge value for none, memory.usage_in_bytes) under /sys/fs/cgroup; in a container the
+    memory.limit_in_bytes, a huge value for none, memory.usage_in_bytes; and memory + swap, memory.memsw.limit_in_bytes
+    and memory.memsw.usage_in_bytes, where swap is accounted) under /sys/fs/cgroup; in a container the
     hierarchy's root is usually the container's own cgroup, read too. None where no limit is found; a cgroup whose
     files are missing, unreadable or unparsable gives no bound (no scan is refused for want of them)."""
     text = _read(root / "proc/self/cgroup")
@@ -145,21 +151,93 @@ def _cgroup_available(root: Path) -> int | None:
 
 
 def _cgroup_bound(folder: Path, version: str) -> int | None:
-    """limit - usage + inactive page cache of the cgroup `folder`, or None (no limit, or a file missing or
-    unparsable)."""
-    _, limit_file, usage_file, cache_fields = _CGROUP_FILES[version]
-    limit, usage, stat = (_read(folder / name) for name in (limit_file, usage_file, "memory.stat"))
-    if limit is None or usage is None or stat is None or limit.strip() == "max":
+    """The least limit - usage + inactive page cache over the limits of the cgroup `folder` (v1: memory, and memory +
+    swap), or None where none gives one (no limit, or its files missing or unparsable)."""
+    _, limits, cache_fields = _CGROUP_FILES[version]
+    stat = _read(folder / "memory.stat")
+    if stat is None:
         return None
     fields = dict(line.split(None, 1) for line in stat.splitlines() if len(line.split()) == 2)
     cache = next((fields[name].strip() for name in cache_fields if name in fields), None)
-    try:
-        limit_n, usage_n, cache_n = int(limit), int(usage), int(cache) if cache is not None else None
-    except ValueError:
+    if cache is None or not cache.isdigit():
         return None
-    if cache_n is None or (version == "v1" and limit_n >= _CGROUP_V1_NO_LIMIT):
-        return None
-    return max(0, limit_n - usage_n + cache_n)
+    bounds = []
+    for limit_file, usage_file in limits:
+        limit, usage = (_read(folder / name) for name in (limit_file, usage_file))
+        if limit is None or usage is None or limit.strip() == "max":
+            continue
+        try:
+            limit_n, usage_n = int(limit), int(usage)
+        except ValueError:
+            continue
+        if version == "v1" and limit_n >= _CGROUP_V1_NO_LIMIT:
+            continue
+        bounds.append(max(0, limit_n - usage_n + int(cache)))
+    return min(bounds) if bounds else None
+
+
+class MemoryShort(Exception):
+    """A decoder's need that the memory available (`available`: bytes, read then) cannot hold, even were every
+    reservation held in the process given back (DecoderMemory.reserve)."""
+
+    def __init__(self, available: int) -> None:
+        super().__init__(f"{available} bytes available")
+        self.available = available
+
+
+class DecoderMemory:
+    """The RAM reserved by the decoders running in this process (read(): from its memory check until its decode
+    returns or raises), so that files decoded at once (--jobs, one thread each) do not each count the same free memory
+    as theirs. Only the decoders' needs are counted, not what each file's pipeline holds around them.
+
+    A need that fits in available_memory() less what the others hold goes in at once; one that would fit only were
+    the others' reservations given back waits for a release (or poll_s seconds: other programs may free memory) and
+    is checked afresh; one that would not fit even so is refused (MemoryShort). With nothing else held that is the
+    plain check: no file is refused because of another in flight, and none waits unless another decodes. A waiter
+    holds no reservation, and a holder's decode asks for no other, so no wait is on a waiter: a wait ends when the
+    decodes in flight return. Where one is blocked for good (a hung share), those waiting for it re-read the memory
+    every poll_s seconds, and a second Ctrl-C lets go of both alike (runner: Batch.stuck, the CLI's hard exit)."""
+
+    def __init__(self, poll_s: float = 1.0) -> None:
+        self.poll_s = poll_s
+        self._changed = threading.Condition()
+        self._held = 0  # bytes reserved now, by every holder together
+
+    def held(self) -> int:
+        """Bytes reserved now."""
+        with self._changed:
+            return self._held
+
+    def reserve(self, need: int) -> AbstractContextManager[None]:
+        """Reserve `need` bytes, waiting as the class says; -> a context manager to enter at once, which gives them
+        back when its block ends, however. MemoryShort when `need` cannot fit. Where available_memory() says nothing,
+        the need goes in unchecked (still counted: it may say something to the next)."""
+        with self._changed:
+            while True:
+                # read under the lock: a release in between would otherwise go unseen until the next poll
+                available = available_memory()
+                # What a decode in flight has allocated so far is already out of `available`, and its whole
+                # reservation is taken off again here: counted twice. That only makes a need wait for a release, never
+                # refuses it: the bound for refusing gives every reservation back (the most a release can free).
+                if available is None or need <= available - self._held:
+                    break
+                if need > available + self._held:
+                    raise MemoryShort(available)
+                self._changed.wait(self.poll_s)
+            self._held += need
+        return self._giving_back(need)
+
+    @contextmanager
+    def _giving_back(self, need: int) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held -= need
+                self._changed.notify_all()
+
+
+DECODERS = DecoderMemory()  # the process's decoders (reader.read)
 
 
 def _read(path: str | Path) -> str | None:

@@ -228,7 +228,8 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.
 
     max_pixels: refuse images with more pixels (checked on the header, before decoding); an image whose decoder
-    would hold more RAM than the machine has available now is refused too (_check_memory).
+    would hold more RAM than the machine has available now is refused too, and one that would fit only once the files
+    being decoded in other threads are done waits for them (_reserved).
     tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate: where its file system cannot map
     files, a system temp folder, with a note).
     Raises ImageError naming the file and the reason.
@@ -239,8 +240,7 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     with buffers.file_buffers(path) as placed:
         with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
             pl = _plan(fh, fmt, path, max_pixels)
-            _check_memory(path, pl.decoder_memory())
-            with _decoding(path, fmt):
+            with _reserved(path, pl.decoder_memory()), _decoding(path, fmt):
                 pixels, alpha, meta, notes = pl.decode(tmp_dir)
         notes += logged
         if pl.orientation != 1:
@@ -254,18 +254,23 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     return Picture(pixels, alpha, fmt, meta, pl.source_mode, pl.orientation, notes)
 
 
-def _check_memory(path: Path, need: tuple[int, str] | None) -> None:
-    """NoMemory (an ImageError) when the decoder's own RAM (need: (bytes, why), or None where it needs none beyond
-    allocate()'s buffers) is more than the machine can give now (buffers.available_memory, read afresh for each file):
-    refused before decoding, as the OOM killer would otherwise end the whole run. Nothing is checked where that is
-    unknown."""
+@contextmanager
+def _reserved(path: Path, need: tuple[int, str] | None) -> Iterator[None]:
+    """Around a decode: the decoder's own RAM (need: (bytes, why), or None where it needs none beyond allocate()'s
+    buffers) reserved in buffers.DECODERS until the decode returns or raises, checked against what the machine can
+    give now (buffers.available_memory, read afresh for each file) less what the decodes in other threads hold: such
+    a need waits for them, and one more than the machine can give even so is NoMemory (an ImageError), refused before
+    decoding, as the OOM killer would otherwise end the whole run. Nothing is checked where that is unknown."""
     if need is None:
+        yield
         return
-    available = buffers.available_memory()
-    if available is None or need[0] <= available:
-        return
-    raise NoMemory(path, f"needs about {_bytes(need[0])} of memory to decode ({need[1]}); {_bytes(available)} "
-                           "available now: not read")
+    try:
+        held = buffers.DECODERS.reserve(need[0])
+    except buffers.MemoryShort as e:
+        raise NoMemory(path, f"needs about {_bytes(need[0])} of memory to decode ({need[1]}); {_bytes(e.available)} "
+                             "available now: not read") from None
+    with held:
+        yield
 
 
 def _bytes(n: int) -> str:
