@@ -170,6 +170,29 @@ def test_read_mask_takes_half_of_full_scale_at_any_depth(tmp_path):
         read_mask(tmp_path / "d.jpg", "d.jpg", (4, 1), 100)
 
 
+def test_a_stroke_erased_to_transparency_is_erased_whatever_colour_is_kept_under_it(tmp_path):
+    rgba = np.full((1, 4, 4), 255, np.uint8)  # white strokes; an editor's eraser took the alpha of the first two
+    rgba[0, :, 3] = [0, 127, 128, 255]
+    assert read_mask(save(tmp_path / "a.png", rgba), "a.png", (4, 1), 100)[0].tolist() == [[0, 0, 1, 1]]
+    rgba[0, 0, :3] = (12, 200, 3)  # no colour shows where it is transparent
+    assert read_mask(save(tmp_path / "b.png", rgba), "b.png", (4, 1), 100)[0].tolist() == [[0, 0, 1, 1]]
+    la = np.zeros((1, 2, 2), np.uint16)
+    la[0] = [[65535, 32767], [65535, 65535]]  # 16-bit gray + alpha: just under half of full scale, then full
+    tifffile.imwrite(tmp_path / "c.tif", la, photometric="minisblack", extrasamples=[2], planarconfig="contig")
+    assert read_mask(tmp_path / "c.tif", "c.tif", (2, 1), 100)[0].tolist() == [[0, 1]]
+
+
+def test_a_mask_is_decoded_within_the_decoder_memory_reservation(tmp_path, monkeypatch):
+    from oldphoto.io import buffers
+    path = save(tmp_path / "a.png", np.zeros((3, 4), np.uint8))
+    monkeypatch.setattr(buffers, "available_memory", lambda meminfo=None: 1)
+    with pytest.raises(MaskError) as e:
+        read_mask(path, "a.png", (4, 3), 100)
+    assert e.value.reason.startswith(f"mask {path} cannot be used: needs about ")
+    assert e.value.reason.endswith("available now: not read")
+    assert buffers.DECODERS.held() == 0
+
+
 def test_rerun_skips_and_a_mask_edited_added_or_removed_redoes_its_scan(tmp_path, scans, models):
     root, rgb16, gray8 = scans
     review, out = tmp_path / "review", tmp_path / "restored"

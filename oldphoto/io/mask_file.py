@@ -1,11 +1,12 @@
 """Curated defect masks (`restore --masks DIR`): a curator's corrected NAME.mask.png (or .tif), read in place of the
 detector's mask.
 
-A mask file is read once: its bytes into memory, their sha256, then decoded from those very bytes (through a
-private temp copy, removed once decoded: the PNG and TIFF decoders want a file), so an editor saving over it meanwhile
-cannot pair one version's digest with another's pixels. Gray 8- or 16-bit, 1-bit, palette, or RGB / RGBA whose
-colour channels are equal (what editors often save); alpha is ignored. A pixel is a defect when its value is at least
-half of full scale (128 of 255, 32768 of 65535).
+A mask file is read once: copied to a private temp file and hashed as it is copied, then that copy decoded
+(reader.read(source=): the same header check against --max-pixels, decoder memory reservation and one-line errors as
+a scan's), so an editor saving over it meanwhile cannot pair one version's digest with another's pixels. Gray 8- or
+16-bit, 1-bit, palette, or RGB whose colour channels are equal (what editors often save), with or without alpha: a
+value with alpha is taken over black (a stroke erased to transparency is erased, whatever colour the editor keeps
+under it). A pixel is a defect when its value is at least half of full scale (128 of 255, 32768 of 65535).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
-from . import reader, tiff_read
+from . import reader
 from .buffers import allocate
 from .provenance import read_source_sha256
 
@@ -27,6 +28,7 @@ from .provenance import read_source_sha256
 # `--only-mask` writes, then TIFF (an editor's other lossless choice)
 MASK_SUFFIXES = (".mask.png", ".mask.tif", ".mask.tiff")
 _BAND_PIXELS = 1 << 20  # pixels per band when the decoded mask is checked and thresholded
+_COPY_BYTES = 1 << 20  # bytes read at a time as the mask file is hashed and copied
 _SLACK = 16 << 20  # bytes a mask file may hold beyond 8 a pixel (16-bit RGBA, uncompressed): headers, metadata
 
 
@@ -66,28 +68,48 @@ def find_mask(base: Path) -> Path | None:
 
 
 def read_mask(path: Path, name: str, size: tuple[int, int], max_pixels: int) -> tuple[np.ndarray, MaskId]:
-    """(the defects (H, W) bool, from io.allocate: True where the value is at least half of full scale; the file's
-    identity, recorded as `name`) of the mask file at `path`, which must be `size` = (width, height) upright (the
-    scan's). Raises MaskError."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise MaskError(path, f"cannot be read: {e.strerror or e}") from e
-    width, height = size
-    limit = 8 * width * height + _SLACK
-    if st.st_size > limit:  # never read into memory: no mask of this scan's size is that large
-        raise MaskError(path, f"holds {st.st_size} bytes, more than any mask of {width} x {height} pixels")
+    """(the defects (H, W) bool, from io.allocate: True where the value, over black where the mask has alpha, is at
+    least half of full scale; the file's identity, recorded as `name`) of the mask file at `path`, which must be
+    `size` = (width, height) upright (the scan's). Raises MaskError."""
+    # a named temp file: tifffile takes the name of the file it is handed
+    with tempfile.NamedTemporaryFile(prefix="oldphoto-mask-") as copy:
+        identity = _copied(path, name, copy, 8 * size[0] * size[1] + _SLACK)
+        try:
+            info = reader.probe(path, max_pixels, source=copy)
+            _check_format(path, info.format)
+            _check_size(path, (info.width, info.height), size)
+            pic = reader.read(path, max_pixels, source=copy)  # its notes are on the mask, not the scan: not kept
+        except MaskError:
+            raise
+        except ImageError as e:  # damaged, unsupported, over --max-pixels, too large for the memory available
+            raise MaskError(path, f"cannot be used: {e.reason}") from e
+    return _defects(path, pic.pixels, pic.alpha), identity
+
+
+def _copied(path: Path, name: str, copy, limit: int) -> MaskId:
+    """The mask file at `path` copied into the open file `copy`, hashed as it is copied: its identity (as `name`).
+    A file of more than `limit` bytes (more than any mask of the scan's size) is refused before it is read whole.
+    Raises MaskError."""
+    digest, n = hashlib.sha256(), 0
     try:
         with reader.open_source(path) as fh:
-            data = fh.read(limit + 1)
+            st = os.fstat(fh.fileno())
+            if st.st_size > limit:
+                raise MaskError(path, f"holds {st.st_size} bytes, more than any mask of the scan's size")
+            while chunk := fh.read(_COPY_BYTES):
+                n += len(chunk)
+                if n > limit:
+                    raise MaskError(path, f"grew past {limit} bytes as it was read")
+                digest.update(chunk)
+                copy.write(chunk)
+        copy.flush()
+    except MaskError:
+        raise
     except ImageError as e:
         raise MaskError(path, f"cannot be read: {e.reason}") from e
-    except OSError as e:
+    except OSError as e:  # the mask, or its temp copy (a full disk)
         raise MaskError(path, f"cannot be read: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise MaskError(path, f"grew past {limit} bytes as it was read")
-    identity = MaskId(name, len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest())
-    return _decoded(path, data, size, max_pixels), identity
+    return MaskId(name, n, st.st_mtime_ns, digest.hexdigest())
 
 
 def check_header(path: Path, size: tuple[int, int], max_pixels: int) -> None:
@@ -112,46 +134,29 @@ def _check_size(path: Path, found: tuple[int, int], size: tuple[int, int]) -> No
         raise MaskError(path, f"is {found[0]} x {found[1]}, the scan is {size[0]} x {size[1]}")
 
 
-def _decoded(path: Path, data: bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """The defects of the mask file whose content is `data` (see read_mask)."""
-    fmt = reader.sniff(data[:16])
-    _check_format(path, fmt)
-    # a named temp file: tifffile wants a name; the decoders' logged notes are not the scan's
-    with tempfile.NamedTemporaryFile(prefix="oldphoto-mask-") as fh, tiff_read.log_notes():
-        fh.write(data)
-        fh.flush()
-        fh.seek(0)
-        try:
-            plan = reader._plan(fh, fmt, path, max_pixels)
-            info = reader._info(fmt, plan)
-            _check_size(path, (info.width, info.height), size)
-            reader._check_memory(path, plan.decoder_memory())
-            with reader._decoding(path, fmt):
-                pixels, _, _, _ = plan.decode(None)
-        except MaskError:
-            raise
-        except ImageError as e:  # damaged, unsupported, over --max-pixels, too large for the memory available
-            raise MaskError(path, f"cannot be used: {e.reason}") from e
-    if plan.orientation != 1:
-        pixels = reader.upright(pixels, plan.orientation)
-    return _defects(path, pixels)
-
-
-def _defects(path: Path, pixels: np.ndarray) -> np.ndarray:
-    """pixels (H, W, 1 or 3) uint8/uint16 -> (H, W) bool, band by band; ImageError when a pixel's channels differ."""
+def _defects(path: Path, pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """pixels (H, W, 1 or 3) uint8/uint16, alpha (H, W) or None -> (H, W) bool, band by band: each value taken over
+    black where there is alpha (value x alpha / full scale: a stroke erased to transparency in an editor that keeps
+    the colour under it is erased), then at least half of full scale. MaskError when a pixel's channels differ."""
     h, w, c = pixels.shape
     top = int(np.iinfo(pixels.dtype).max)
     out = allocate((h, w), np.bool_)
     rows = max(1, _BAND_PIXELS // w)
     for a in range(0, h, rows):
-        band = pixels[a: a + rows]
+        band = pixels[a: a + rows].astype(np.uint64)
+        full = top
+        if alpha is not None:  # over black, scaled by full scale once more: v x alpha against top x top
+            band *= alpha[a: a + rows, :, None]
+            full = top * top
         if c > 1:
             odd = (band != band[..., :1]).any(axis=2)
             if odd.any():
                 y, x = (int(v) for v in np.argwhere(odd)[0])
-                value = tuple(int(v) for v in band[y, x])
+                value = tuple(int(v) for v in pixels[a + y, x])
+                if alpha is not None:
+                    value += (int(alpha[a + y, x]),)
                 raise MaskError(path, f"is not gray: pixel ({x}, {a + y}) is {value}; a mask is black (intact) and "
                                        f"white (defect), saved as gray or with equal colour channels")
         # at least half of full scale: 2 v >= top (128 of 255, 32768 of 65535)
-        out[a: a + band.shape[0]] = band[..., 0].astype(np.uint32) * 2 >= top
+        out[a: a + band.shape[0]] = band[..., 0] * 2 >= full
     return out
