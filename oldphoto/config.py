@@ -215,8 +215,8 @@ class RestoreConfig:
             d.pop("tone_strength")  # as before the option existed (all of the curve): earlier outputs stay current
         if d["scan_blend"] == "off":
             d.pop("scan_blend")  # as before the option existed: earlier outputs stay current
-        if "masks" in d:
-            # whether curated masks are in use, not where they are: moving the folder redoes nothing, and each
-            # record says which mask file (and which bytes) its outputs were made with (state.Record.mask)
-            d["masks"] = True
+        # which mask a scan was restored with is its record's (state.Record.mask) and its outputs' XMP
+        # (oldphoto:MaskSHA256), not a setting: a scan without a curated mask is restored with the detector's, --masks
+        # or not, so giving --masks redoes only the scans that have one, and moving the folder redoes nothing
+        d.pop("masks", None)
         return d

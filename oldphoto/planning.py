@@ -170,7 +170,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                 decision = Decision("run", "overwrite")
             else:
                 wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask)
+                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None)
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows

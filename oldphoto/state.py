@@ -109,7 +109,7 @@ class Record:
     sidecar: SidecarId | None = None  # the source's XMP sidecar the outputs were made with (also one left out,
     # an unreadable one included: not tried again until it changes)
     # the curated mask (--masks) the restoration was made with; None: the detector's (no mask file for it, or --masks
-    # not in use: the fingerprint says which), and in records made before the option existed
+    # not in use), and in records made before the option existed
     mask: MaskId | None = None
 
     def to_json(self, rel: str) -> str:
@@ -431,11 +431,11 @@ class RunState:
         return made, sha
 
     def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = (), sidecar: Path | None = None,
-               mask: tuple[Path, str] | None = None) -> Decision:
+               mask: tuple[Path, str] | None = None, masks: bool = False) -> Decision:
         """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp` (or one of `also`,
         the same outputs as recorded before: pipeline.former_settings), its XMP sidecar `sidecar` (None: none
         carried) and its curated mask `mask` (its path, its name as recorded: io.mask_file.MaskId; None: none, or
-        --masks not in use, which the fingerprint says)."""
+        --masks not in use: `masks` says which)."""
         rec = self.records.get(rel)
         if rec is None:
             return Decision("run", "new")
@@ -454,7 +454,7 @@ class RunState:
             refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
         if rec.fingerprint != fp and rec.fingerprint not in also:
             return Decision("run", "settings changed", source=now)
-        why, touched = _mask_change(rec.mask, mask)
+        why, touched = _mask_change(rec.mask, mask, masks)
         if why:  # before the outputs: a sidecar missing beside them must not make it a sidecar-only job
             return Decision("run", why, source=now)
         if touched is not None:
@@ -543,12 +543,16 @@ def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[s
     return _unreadable(sidecar) or f"sidecar changed: {now.name}", None
 
 
-def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None) -> tuple[str | None, MaskId | None]:
+def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None, masks: bool = True,
+                 ) -> tuple[str | None, MaskId | None]:
     """(why a source is redone for its curated mask, or None; the mask to record instead of `recorded` when only its
     mtime moved, or None), as _sidecar_change: the same name, and size + mtime, sha256 when the mtime alone moved.
-    recorded: as its record has it; mask: (its path, its name) now."""
+    recorded: as its record has it; mask: (its path, its name) now; masks: whether --masks is in use."""
     if mask is None:
-        return (None if recorded is None else f"mask removed: {recorded.name}"), None
+        if recorded is None:
+            return None, None
+        return (f"mask removed: {recorded.name}" if masks
+                else f"curated mask not in use (no --masks): {recorded.name}"), None
     path, name = mask
     if recorded is None:
         return f"mask added: {name}", None

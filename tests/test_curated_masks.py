@@ -237,10 +237,24 @@ def test_rerun_skips_and_a_mask_edited_added_or_removed_redoes_its_scan(tmp_path
         "street.png": ("done", ["redone: mask added: street.mask.png"])}
     assert not (tifffile.imread(out / "box 2" / "portrait.tif") != rgb16).any(axis=2)[30:36, 20:27].any()
     assert np.array_equal(np.asarray(Image.open(out / "street.png")), gray8)  # an empty mask: nothing to change
-    # without --masks: the detector's everywhere, a setting changed
-    r = restore(root, out)
-    assert {f["relative"]: f["notes"] for f in report_of(out)["files"]}["street.png"][0] == "redone: settings changed"
-    assert r.exit_code == 0
+    # without --masks: the detector's everywhere; the scan restored with it already is up to date
+    assert statuses(restore(root, out)) == {
+        "box 2/portrait.tif": ("skipped", []),
+        "street.png": ("done", ["redone: curated mask not in use (no --masks): street.mask.png"])}
+
+
+def test_masks_given_at_last_redo_only_the_scans_that_have_one(tmp_path, scans, models):
+    root, rgb16, gray8 = scans
+    out = tmp_path / "restored"
+    assert restore(root, out).exit_code == 0  # the whole collection, with the detector's masks
+    review = tmp_path / "review"
+    save(review / "box 2" / "portrait.mask.png", curated((70, 90)))
+    r = restore(root, out, "--masks", review)
+    assert r.exit_code == 0, r.output
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["street.png"]["status"] == "skipped" and files["street.png"]["mask_source"] == "detector"
+    assert files["box 2/portrait.tif"]["notes"][0] == "redone: mask added: box 2/portrait.mask.png"
+    assert "masks" not in read_provenance(out / "street.png").parameters["settings"]
 
 
 def test_masks_with_only_mask_or_beside_the_outputs_or_the_scans_is_a_usage_error(tmp_path, scans, models):
@@ -256,11 +270,11 @@ def test_masks_with_only_mask_or_beside_the_outputs_or_the_scans_is_a_usage_erro
     assert not (tmp_path / "out").exists()
 
 
-def test_settings_fingerprint_says_whether_masks_are_used_not_where(tmp_path):
+def test_settings_fingerprint_is_the_same_with_masks_or_without(tmp_path):
     plain = RestoreConfig().output_settings()
     assert "masks" not in plain and "masks" not in RestoreConfig().settings()  # earlier outputs stay current
     with_masks = RestoreConfig(masks=tmp_path / "review")
-    assert with_masks.output_settings()["masks"] is True
+    assert with_masks.output_settings() == plain  # which mask each scan had is its record's (and its XMP's)
     assert with_masks.settings()["masks"] == str(tmp_path / "review")  # the report says where
 
 
