@@ -191,9 +191,11 @@ class TiledPass:
         key = BatchKey(tile=tile, only_mask=out is None, threshold=threshold,
                        mask_dilate=0 if curated else cfg.dilate_px, upscale=cfg.upscale, curated=curated)
 
-        def cut(a: np.ndarray, r: int, inside: bool) -> list[np.ndarray]:
-            """The tiles of this row of `a` (pixels or the curated mask), mirrored past the photo's edges."""
-            band = a[r: r + tile] if inside else a[rows_idx[y: y + tile]]  # (T, W, ...)
+        def cut(image: np.ndarray, y: int) -> list[np.ndarray]:
+            """The tiles of the grid row at `y` of `image` (the pixels or the curated mask), mirrored past the photo's
+            edges: views where the row lies inside it, small copies where it does not."""
+            r = y - m  # image row of the band's first row
+            band = image[r: r + tile] if 0 <= r and r + tile <= h else image[rows_idx[y: y + tile]]  # (T, W, ...)
             return [band[:, a - m: a - m + tile] if m <= a and a - m + tile <= w else band[:, cols_idx[a: a + tile]]
                     for a in xs]
 
@@ -216,14 +218,12 @@ class TiledPass:
         for y in ys:
             check_stop(self.stop)
             with timed(self.seconds, "tiling", _CPU):
-                r = y - m  # image row of the band's first row
-                inside = 0 <= r and r + tile <= h
                 # float copies of this row's tiles only, so the band (and the memory map behind it) can go
-                x = torch.from_numpy(to_float(np.stack(cut(pixels, r, inside)))).permute(0, 3, 1, 2)
+                x = torch.from_numpy(to_float(np.stack(cut(pixels, y)))).permute(0, 3, 1, 2)
                 if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
                     x = x.expand(-1, 3, -1, -1)
                 x = x.contiguous()
-                masks = torch.from_numpy(np.stack(cut(given, r, inside)) > 0).float()[:, None] if curated else None
+                masks = torch.from_numpy(np.stack(cut(given, y)) > 0).float()[:, None] if curated else None
             rows.append((y, batcher.submit(x, key, self, self.seconds, self.notes, masks)))
             while rows and batcher.pending(self) >= batcher.batch_for(tile):
                 collect_oldest()
