@@ -13,7 +13,7 @@ from PIL import Image
 
 import oldphoto.pipeline as pipeline
 from oldphoto.config import RestoreConfig
-from oldphoto.io import read_provenance
+from oldphoto.io import read_provenance, reader
 from oldphoto.io.mask_file import MaskError, MaskId, read_mask
 from oldphoto.ops.masks import dilate
 from oldphoto.state import STATE_NAME, Record, RunState
@@ -120,6 +120,23 @@ def test_mask_dilate_applies_to_the_curated_mask(tmp_path, scans, models):
     # the restorer was handed the mask as drawn, as floats 0 / 1
     handed = torch.cat(models.restorer.masks)
     assert set(handed.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_a_turned_scans_mask_is_drawn_upright_and_acts_on_the_upright_pixels(tmp_path, models):
+    root, review, out = tmp_path / "scans", tmp_path / "review", tmp_path / "restored"
+    root.mkdir()
+    stored = np.random.default_rng(3).integers(0, 200, (40, 60), np.uint8)  # no white: the detector flags nothing
+    tifffile.imwrite(root / "turned.tif", stored, extratags=[(274, "H", 1, 6, False)])  # shown turned 90 clockwise
+    upright = np.rot90(stored, -1)  # (60, 40), as the scan is shown and --only-mask writes its mask
+    mask = np.zeros(upright.shape, np.uint8)
+    mask[5:9, 30:38] = 255  # near the top right of the upright photo: nowhere near it in the stored one
+    save(review / "turned.mask.png", mask)
+    assert restore(root, out, "--masks", review, "--mask-dilate", 0).exit_code == 0
+    restored = reader.read(out / "turned.tif", 10**6).pixels[..., 0]
+    assert np.array_equal(restored != upright, mask > 0)
+    save(review / "turned.mask.png", mask.T.copy())  # drawn on the stored pixels: refused, one line
+    r = restore(root, tmp_path / "again", "--masks", review)
+    assert r.exit_code == 1 and f"mask {review / 'turned.mask.png'} is 60 x 40, the scan is 40 x 60" in r.stderr
 
 
 def test_a_mask_of_the_wrong_size_fails_its_scan_alone_in_one_line(tmp_path, scans, models):
