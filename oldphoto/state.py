@@ -11,8 +11,9 @@ fingerprint (output settings + model sha256s) is the same, its XMP sidecar (io.s
 made with (the same name, and size + mtime, sha256 when the mtime alone moved; or none then and now: a record made
 before sidecars were carried has none, so a source without one is not redone for it), its curated mask (--masks:
 io.mask_file.MaskId, compared the same way; "mask added", "mask changed", "mask removed" otherwise) is the one the
-outputs were made with, and every recorded output still exists with its recorded size. When all holds but the sidecar (the source's, or its output beside the restoration),
-the decision is "sidecar": only that sidecar is rewritten or removed (planning, pipeline.update_sidecar). A record
+outputs were made with, and every recorded output still exists with its recorded size. When all holds but the
+sidecar (the source's, or its output beside the restoration), the decision is "sidecar": only that sidecar is
+rewritten or removed (planning, pipeline.update_sidecar). A record
 also remembers, in `former`, the outputs that earlier settings made from the same source and that still exist, so a
 later run with those settings again recognises them as its own (they are never deleted: a curator may want them).
 

@@ -4,7 +4,8 @@ sha256 its record keeps. For archivists who check their derivatives now and then
 
 Reads only: nothing is written under OUT (no lock taken, no state rewrite, no temp file) nor anywhere else, so it
 works on a read-only folder or mount; the outputs, the masters and the state file are opened with O_NOATIME where
-the system allows it, so that reading them does not even move their access times. Files are read in chunks (outputs can be GBs).
+the system allows it, so that reading them does not even move their access times. Files are read in chunks
+(outputs can be GBs).
 
 An output is looked up from a descriptor held on OUT, one folder of its path at a time, links never followed: an
 output replaced by a symbolic link (or a folder on its path replaced by one) is not the file that was recorded,
