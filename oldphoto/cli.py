@@ -385,7 +385,7 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     except ValueError as e:
         raise click.UsageError(_as_options(str(e))) from None
     with _click_errors():
-        listed = None if files_from is None else selection.read_list(files_from, click.get_binary_stream("stdin"))
+        listed = None if files_from is None else selection.read_list(files_from, getattr(sys.stdin, "buffer", None))
         select = selection.Selection.build(include, exclude, listed)
         runner.check_out(out, inputs)
         if report_path is not None:
