@@ -44,6 +44,9 @@ class BatchKey:
     threshold: float  # defect probability above which the restorer's mask is 1
     mask_dilate: int  # pixels the restorer's mask is grown by
     upscale: int  # output scale s of the upscaler (1: none)
+    # the restorer's mask comes with the tiles (a curator's, --masks: already grown over the whole photo), the
+    # detector does not run on them; threshold and mask_dilate then go unused
+    curated: bool = False
 
 
 @dataclass(eq=False)
@@ -79,6 +82,7 @@ class _Item:
     index: int
     key: BatchKey
     tile: torch.Tensor  # (3, T, T) float32 CPU in [0, 1]
+    mask: torch.Tensor | None = None  # (1, T, T) float32 CPU {0, 1}: the restorer's mask, with key.curated
 
 
 class TileBatcher:
@@ -105,13 +109,19 @@ class TileBatcher:
             return self._sizes.get(tile, self.batch_size)
 
     def submit(self, tiles: torch.Tensor, key: BatchKey, owner: object, seconds: dict[str, float],
-               notes: list[str]) -> Ticket:
-        """Queue tiles (n, 3, T, T) float32 CPU in [0, 1]; returns the ticket to collect them with."""
+               notes: list[str], masks: torch.Tensor | None = None) -> Ticket:
+        """Queue tiles (n, 3, T, T) float32 CPU in [0, 1]; returns the ticket to collect them with. masks: with
+        key.curated (and only then), each tile's mask for the restorer, (n, 1, T, T) float32 CPU, 1 = defect."""
         if tiles.ndim != 4 or tiles.shape[1] != 3 or tuple(tiles.shape[2:]) != (key.tile, key.tile):
             raise ValueError(f"expected tiles (n, 3, {key.tile}, {key.tile}), got {tuple(tiles.shape)}")
+        if key.curated != (masks is not None) or (
+                masks is not None and tuple(masks.shape) != (len(tiles), 1, key.tile, key.tile)):
+            raise ValueError(f"expected {'masks (n, 1, T, T) with' if key.curated else 'no masks without'} curated "
+                             f"tiles, got {None if masks is None else tuple(masks.shape)}")
         ticket = Ticket(owner, len(tiles), seconds, notes)
         with self._lock:
-            self._queue.extend(_Item(ticket, i, key, tiles[i]) for i in range(len(tiles)))
+            self._queue.extend(_Item(ticket, i, key, tiles[i], None if masks is None else masks[i])
+                               for i in range(len(tiles)))
         return ticket
 
     def pending(self, owner: object) -> int:
@@ -157,7 +167,8 @@ class TileBatcher:
         seconds: dict[str, float] = {}
         try:
             with torch.inference_mode():
-                images, probs = self._batch(torch.stack([it.tile for it in part]), key, seconds)
+                given = torch.stack([it.mask for it in part]) if key.curated else None
+                images, probs = self._batch(torch.stack([it.tile for it in part]), key, seconds, given)
         except torch.OutOfMemoryError as exc:
             release_memory(self.device)
             self._out_of_memory(part, key, exc)
@@ -173,21 +184,26 @@ class TileBatcher:
         self._share(part, seconds)
         self._finish(part, images=images, probs=probs)
 
-    def _batch(self, x: torch.Tensor, key: BatchKey, seconds: dict[str, float]):
-        """Tiles (n, 3, T, T) -> (output (n, 3, sT, sT) or None, prob (n, 1, T, T) or None), float32 on the CPU."""
+    def _batch(self, x: torch.Tensor, key: BatchKey, seconds: dict[str, float], given: torch.Tensor | None = None):
+        """Tiles (n, 3, T, T) -> (output (n, 3, sT, sT) or None, prob (n, 1, T, T) or None), float32 on the CPU.
+        given: the restorer's masks (n, 1, T, T) with key.curated: no detection then (prob None)."""
         n, dev, models, s, t = len(x), self.device, self.models, key.upscale, key.tile
         with timed(seconds, "tiling", _CPU):
             x = x.to(dev)
+            given = None if given is None else given.to(dev)
         prob = None
-        if models.detector is not None:
+        if models.detector is not None and not key.curated:
             with timed(seconds, "detect", dev):
                 prob = run_stage("detector", models.detector, dev, (n, 1, t, t), x).clamp(0, 1)
         if key.only_mask:
             return None, prob.cpu()
         y = x
         if models.restorer is not None:
-            mask = (prob > key.threshold).float() if prob is not None else torch.zeros_like(x[:, :1])
-            mask = dilate(mask, key.mask_dilate)
+            if given is not None:
+                mask = given  # grown over the whole photo already (passes.grow_mask)
+            else:
+                mask = (prob > key.threshold).float() if prob is not None else torch.zeros_like(x[:, :1])
+                mask = dilate(mask, key.mask_dilate)
             with timed(seconds, "restore", dev):
                 y = run_stage("restorer", models.restorer, dev, (n, 3, t, t), y, mask)
         if s > 1:

@@ -60,6 +60,7 @@ _OPTION_WORDS = [
     (re.compile(r"\btone strength\b"), "--tone-strength"),
     (re.compile(r"\bleave tone unset\b"), "leave out --tone"),
     (re.compile(r"^overlap\b"), "--overlap"),
+    (re.compile(r"^masks\b"), "--masks"),
 ]
 
 
@@ -358,6 +359,9 @@ class _SignalStop(runner.StopFlag):
               help="all: restore the whole photo; defects: change only the defect mask's pixels, keep every "
                    "other pixel exactly as scanned.")
 @click.option("--save-mask", is_flag=True, help="Also write NAME.mask.png: the pixels the restoration refilled.")
+@click.option("--masks", "masks", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of curated defect masks laid out as --only-mask writes them (DIR/PATH.mask.png): a scan's "
+                   "mask there replaces the detector's; a scan without one gets the detector's.")
 @click.option("--scan-blend", type=click.Choice(SCAN_BLENDS), default=_DEFAULT.scan_blend, show_default=True,
               help="auto: on a scan judged mildly degraded, keep part of its own tone and detail outside the "
                    "defects; off: the restoration as is.")
@@ -370,8 +374,8 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
             device: str, batch_size: int, tile: str, overlap: int, edge_margin: int, fmt: str, overwrite: bool,
             jobs: int, report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
-            save_mask: bool, scan_blend: str, detect_scales: str | None, dry_run: bool, include: tuple[str, ...],
-            exclude: tuple[str, ...], files_from: str | None) -> None:
+            save_mask: bool, masks: Path | None, scan_blend: str, detect_scales: str | None, dry_run: bool,
+            include: tuple[str, ...], exclude: tuple[str, ...], files_from: str | None) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -381,13 +385,15 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
                             mask_dilate=mask_dilate, jpeg_quality=jpeg_quality, tone=tone,
                             tone_strength=tone_strength, scope=scope, save_mask=save_mask,
                             scan_blend=scan_blend,
-                            detect_scales=None if detect_scales is None else int(detect_scales))
+                            detect_scales=None if detect_scales is None else int(detect_scales), masks=masks)
     except ValueError as e:
         raise click.UsageError(_as_options(str(e))) from None
     with _click_errors():
         listed = None if files_from is None else selection.read_list(files_from, getattr(sys.stdin, "buffer", None))
         select = selection.Selection.build(include, exclude, listed)
         runner.check_out(out, inputs)
+        if masks is not None:
+            runner.check_masks(masks, out, inputs)
         if report_path is not None:
             if dry_run:
                 raise click.UsageError("--dry-run writes nothing, no report either: leave out --report")

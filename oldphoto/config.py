@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 FORMATS = ("keep", "png", "tiff", "jpeg")
 TILE_SIZES = (128, 256)
@@ -80,6 +81,10 @@ class RestoreConfig:
     # (its masks restore a little better at every scale tried), 1 with only_mask (the curator's candidates: one
     # pass flags less intact content at the recipe's scale); weights/README.md, twenty-seventh session
     detect_scales: int | None = None
+    # a folder of curated defect masks laid out as only_mask writes them (DIR/<path without suffix>.mask.png): a
+    # scan's mask there replaces the detector's wherever the restoration uses one (io.mask_file, passes.TiledPass);
+    # a scan without one gets the detector's. None: the detector's for every scan
+    masks: Path | None = None
 
     def __post_init__(self) -> None:
         if self.upscale not in UPSCALE_FACTORS:
@@ -125,6 +130,8 @@ class RestoreConfig:
             if self.tone not in (None, "scan"):
                 raise ValueError(f"scope 'defects' fills defects in the scan's tone; tone {self.tone!r} would "
                                  "not match the untouched pixels: leave tone unset or use tone 'scan'")
+        if self.masks is not None and self.only_mask:
+            raise ValueError("masks restores with curated masks; only_mask writes the detector's own: choose one")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg quality must be in [1, 100], got {self.jpeg_quality}")
 
@@ -172,6 +179,10 @@ class RestoreConfig:
                "scan_blend": self.scan_blend_mode, "detect_scales": self.scales}
         if self.scales == 1:  # absent at 1: outputs made with one pass before the option existed stay current
             del out["detect_scales"]
+        if self.masks is None:
+            del out["masks"]  # absent when not used: outputs made before the option existed stay current
+        else:
+            out["masks"] = str(self.masks)
         return out
 
     def output_settings(self, default_threshold: float | None = None, written_format: str | None = None,
@@ -204,4 +215,8 @@ class RestoreConfig:
             d.pop("tone_strength")  # as before the option existed (all of the curve): earlier outputs stay current
         if d["scan_blend"] == "off":
             d.pop("scan_blend")  # as before the option existed: earlier outputs stay current
+        # which mask a scan was restored with is its record's (state.Record.mask) and its outputs' XMP
+        # (oldphoto:MaskSHA256), not a setting: a scan without a curated mask is restored with the detector's, --masks
+        # or not, so giving --masks redoes only the scans that have one, and moving the folder redoes nothing
+        d.pop("masks", None)
         return d

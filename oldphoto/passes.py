@@ -10,6 +10,8 @@
 - scan_blend: `--scan-blend auto` gives back part of the scan (tone, detail) outside the defects where a gate judges
   the scan mildly degraded (ops/blend.py says how).
 - keep_intact: `--scope defects` puts the scan's own pixels back everywhere outside the defect mask.
+- grow_mask: a curated mask (`--masks`) grown by --mask-dilate once over the whole photo; TiledPass.restore then
+  hands its tiles to the restorer and uses it wherever the detector's mask would be (the detector does not run).
 - overlay, upscale_alpha, is_near_gray, make_gray: whole-image helpers, also band by band.
 
 Memory: the input stays in its integer dtype; float copies exist only for the tile rows queued for the device
@@ -110,10 +112,14 @@ class TiledPass:
         coverage = self._tiled(pixels, out=None, mask_out=mask, colorize=False)
         return mask, coverage
 
-    def restore(self, pixels: np.ndarray, colorize: bool) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    def restore(self, pixels: np.ndarray, colorize: bool, curated: np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray | None, float | None]:
         """pixels (H, W, C) uint -> output (sH, sW, C') same dtype, the defect mask acted on (H, W) uint8 (255 =
         defect; None when nothing needs it: no detector, or --tone tile without --save-mask) and its coverage %
         (None without detector).
+
+        curated: a curator's mask (H, W) uint8 (255 = defect), grown already (grow_mask): the restorer gets its tiles
+        instead of the detector's (which does not run), and it is the mask acted on, returned as it is.
 
         C' is 3 for colour input or when colorizing (gray then fills all three channels), else 1.
         An RGB scan of a black-and-white print (is_near_gray over the pixels outside the mask: stains and dust
@@ -121,13 +127,18 @@ class TiledPass:
         the scan's own pixels back.
         """
         h, w, c = pixels.shape
+        if curated is not None and curated.shape != (h, w):
+            raise ValueError(f"TiledPass.restore: curated mask {curated.shape} does not match the photo {pixels.shape}")
         s = self.cfg.upscale
         out = oio.allocate((s * h, s * w, 3 if (c == 3 or colorize) else 1), pixels.dtype)
         tone, defects_only = self.cfg.tone_mode, self.cfg.scope == "defects"
         even = tone in ("photo", "scan") and self.models.restorer is not None
-        keep = (even or defects_only or self.cfg.save_mask) and self.models.detector is not None
-        mask = oio.allocate((h, w), np.uint8) if keep else None
-        coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize)
+        if curated is not None:
+            mask = curated
+        else:
+            keep = (even or defects_only or self.cfg.save_mask) and self.models.detector is not None
+            mask = oio.allocate((h, w), np.uint8) if keep else None
+        coverage = self._tiled(pixels, out=out, mask_out=mask, colorize=colorize, given=curated)
         with timed(self.seconds, "restore", _CPU):
             self.near_gray = c == 3 and is_near_gray(pixels, mask)
             if even:
@@ -142,12 +153,13 @@ class TiledPass:
                 keep_intact(out, pixels, mask, self.stop)
         return out, mask, coverage
 
-    def _tiled(self, pixels, out, mask_out, colorize) -> float | None:
-        """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory."""
+    def _tiled(self, pixels, out, mask_out, colorize, given=None) -> float | None:
+        """Run the tile grid, halving the tile (and overlap) when even one tile per batch is out of memory. given: a
+        curated mask (restore), cut into tiles beside the photo's."""
         tile, overlap, margin = self.cfg.tile.size, self.cfg.tile.overlap, self.cfg.tile.edge_margin
         while True:
             try:
-                return self._grid(pixels, out, mask_out, colorize, tile, overlap, margin)
+                return self._grid(pixels, out, mask_out, colorize, tile, overlap, margin, given)
             except OutOfMemoryAtBatchOne:
                 if tile // 2 < MIN_TILE:
                     raise ImageError(self.src, f"out of {self.device.type} memory even with one {tile}-px tile "
@@ -157,9 +169,10 @@ class TiledPass:
             finally:
                 self.batcher.cancel(self)  # tiles still queued for a failed or stopped grid
 
-    def _grid(self, pixels, out, mask_out, colorize, tile, overlap, m) -> float | None:
+    def _grid(self, pixels, out, mask_out, colorize, tile, overlap, m, given=None) -> float | None:
         h, w, c = pixels.shape
         cfg, models, batcher = self.cfg, self.models, self.batcher
+        curated = given is not None  # the restorer's mask is cut from it: no probabilities to merge and threshold
         # the grid covers the image grown by m (--edge-margin) mirrored pixels on every side
         ys = grid(padded_size(h + 2 * m, tile), tile, overlap)
         xs = grid(padded_size(w + 2 * m, tile), tile, overlap)
@@ -170,13 +183,22 @@ class TiledPass:
         rows_idx = mirror_index(h, ys[-1] + tile, start=-m)
         cols_idx = mirror_index(w, xs[-1] + tile, start=-m)
         image_merger = None if out is None else RowMerger(w, 3, tile, overlap, cfg.upscale, height=h, margin=m)
-        has_mask = models.detector is not None
+        has_mask = models.detector is not None and not curated
         mask_merger = RowMerger(w, 1, tile, overlap, 1, height=h, margin=m) if has_mask else None
         threshold = self.threshold if has_mask else 0.0
-        sink = _Sink(out, mask_out, colorize, gray=c == 1, threshold=threshold,
+        sink = _Sink(out, mask_out if has_mask else None, colorize, gray=c == 1, threshold=threshold,
                      dilator=RowDilator(w, cfg.dilate_px) if has_mask else None)
-        key = BatchKey(tile=tile, only_mask=out is None, threshold=threshold, mask_dilate=cfg.dilate_px,
-                       upscale=cfg.upscale)
+        key = BatchKey(tile=tile, only_mask=out is None, threshold=threshold,
+                       mask_dilate=0 if curated else cfg.dilate_px, upscale=cfg.upscale, curated=curated)
+
+        def cut(image: np.ndarray, y: int) -> list[np.ndarray]:
+            """The tiles of the grid row at `y` of `image` (the pixels or the curated mask), mirrored past the photo's
+            edges: views where the row lies inside it, small copies where it does not."""
+            r = y - m  # image row of the band's first row
+            band = image[r: r + tile] if 0 <= r and r + tile <= h else image[rows_idx[y: y + tile]]  # (T, W, ...)
+            return [band[:, a - m: a - m + tile] if m <= a and a - m + tile <= w else band[:, cols_idx[a: a + tile]]
+                    for a in xs]
+
         # Tile rows are submitted in raster order and collected in that order; rows go on being submitted while
         # fewer than a batch of this photo's tiles wait, so a narrow image still fills its batches, and whatever
         # other photos have queued meanwhile shares them.
@@ -196,17 +218,13 @@ class TiledPass:
         for y in ys:
             check_stop(self.stop)
             with timed(self.seconds, "tiling", _CPU):
-                r = y - m  # image row of the band's first row
-                inside = 0 <= r and r + tile <= h
-                band = pixels[r: r + tile] if inside else pixels[rows_idx[y: y + tile]]  # (T, W, C)
                 # float copies of this row's tiles only, so the band (and the memory map behind it) can go
-                tiles = [band[:, a - m: a - m + tile] if m <= a and a - m + tile <= w
-                         else band[:, cols_idx[a: a + tile]] for a in xs]
-                x = torch.from_numpy(to_float(np.stack(tiles))).permute(0, 3, 1, 2)
+                x = torch.from_numpy(to_float(np.stack(cut(pixels, y)))).permute(0, 3, 1, 2)
                 if x.shape[1] == 1:  # gray photos go through the RGB models as three equal channels
                     x = x.expand(-1, 3, -1, -1)
                 x = x.contiguous()
-            rows.append((y, batcher.submit(x, key, self, self.seconds, self.notes)))
+                masks = torch.from_numpy(np.stack(cut(given, y)) > 0).float()[:, None] if curated else None
+            rows.append((y, batcher.submit(x, key, self, self.seconds, self.notes, masks)))
             while rows and batcher.pending(self) >= batcher.batch_for(tile):
                 collect_oldest()
         while rows:
@@ -217,6 +235,8 @@ class TiledPass:
             if mask_merger is not None:
                 sink.mask(mask_merger.finish())
                 sink.mask_done()
+        if curated:
+            return 100.0 * _count_set(given) / (h * w)
         return sink.coverage(h * w) if has_mask else None
 
     def colorize(self, out: np.ndarray) -> None:
@@ -376,6 +396,32 @@ def scan_blend(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stage,
         intact = (mask[a:b] == 0).astype(np.float32)[..., None]
         out[a:b] = from_float(o - (1 - s_lo) * lo - intact * (1 - s_hi) * (o - x - lo), out.dtype)
     return s_lo, s_hi
+
+
+def grow_mask(defects: np.ndarray, radius: int, stop: Callable[[], bool] = lambda: False) -> np.ndarray:
+    """A curated mask as the restoration acts on it: defects (H, W) bool -> (H, W) uint8 (255 = defect; io.allocate,
+    disk-backed when large) grown by `radius` pixels (--mask-dilate, as the detector's mask is), band by band."""
+    h, w = defects.shape
+    out = oio.allocate((h, w), np.uint8)
+    dilator, done = RowDilator(w, radius), 0
+    rows = max(1, BAND_PIXELS // w)
+
+    def store(grown: np.ndarray) -> None:
+        nonlocal done
+        out[done: done + grown.shape[0]] = grown.astype(np.uint8) * np.uint8(255)
+        done += grown.shape[0]
+
+    for a in range(0, h, rows):
+        check_stop(stop)
+        store(dilator.push(defects[a: a + rows]))
+    store(dilator.finish())
+    return out
+
+
+def _count_set(mask: np.ndarray) -> int:
+    """Pixels of mask (H, W) that are set (> 0), band by band (no whole-image temporary)."""
+    rows = max(1, BAND_PIXELS // mask.shape[1])
+    return sum(int(np.count_nonzero(mask[a: a + rows])) for a in range(0, mask.shape[0], rows))
 
 
 def keep_intact(out: np.ndarray, pixels: np.ndarray, mask: np.ndarray, stop: Callable[[], bool] = lambda: False

@@ -31,8 +31,9 @@ from .batching import TileBatcher
 from .config import RestoreConfig
 from .errors import ImageError, NoMemory, OldPhotoError, WeightsError, XmpError
 from .io import sidecar as xmp_sidecar
+from .io.mask_file import MaskError, MaskId, read_mask
 from .io.provenance import SourceStamp
-from .passes import TiledPass, check_stop, default_threshold, overlay, upscale_alpha
+from .passes import TiledPass, check_stop, default_threshold, grow_mask, overlay, upscale_alpha
 from .report import lasting_notes
 from .stages.base import (
     ColorizerStage,
@@ -150,6 +151,9 @@ class FileOutcome:
     lossless_master: bool | None = None
     # hex sha256 of each of `outputs` written, by path: its bytes as they went into place (oio.Staging, hashed)
     output_sha256: dict[Path, str] = field(default_factory=dict)
+    # the curated mask the restoration acted on (--masks), as read (its identity, for the state record); None: the
+    # detector's
+    mask: MaskId | None = None
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -286,7 +290,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                  should_stop: Callable[[], bool] | None = None, source_sha256: str | None = None,
                  batcher: TileBatcher | None = None, commit_gate: CommitGate | None = None,
                  sidecar: Path | None = None, stale: Sequence[Path] = (),
-                 source_stamp: SourceStamp | None = None) -> FileOutcome:
+                 source_stamp: SourceStamp | None = None, mask: Path | None = None) -> FileOutcome:
     """Restore one photo (or write its defect mask with cfg.only_mask) and write the outputs atomically.
 
     source_sha256: the source's digest when the caller has already read it in full (else it is computed here).
@@ -303,6 +307,11 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     cfg.only_mask); one that cannot be read or parsed is left out with a note, the photo restored all the same.
     stale: files of earlier runs to remove as the outputs go in (sidecars of the restored photo's name that the source
     no longer has: planning); so is the sidecar's output path when the sidecar is left out.
+    mask: the photo's curated mask file (--masks: planning.curated_mask; not with cfg.only_mask), read once (its
+    bytes hashed and decoded: io.mask_file), grown by cfg.dilate_px and used wherever the detector's mask would be
+    (the restorer's tiles, --scope defects, --save-mask, the scan blend, the even tone's intact pixels, the gray
+    check); the detector does not run. One that cannot be used (not the scan's size, not gray) fails the photo, its
+    reason naming the mask file.
 
     Raises ImageError for bad input, a source that changed as it was read, an unwritable output or no temp folder
     that can map its large pixel buffers, KeyboardInterrupt when should_stop() turns true (checked between bands); in
@@ -311,7 +320,7 @@ def process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
     src = Path(src)
     with oio.file_buffers(src) as placed:  # a temp folder that cannot map files: noted, or the photo's ImageError
         outcome = _process_file(src, out_base, cfg, models, on_event, should_stop, source_sha256, batcher,
-                                commit_gate, None if cfg.only_mask else sidecar, stale, source_stamp)
+                                commit_gate, None if cfg.only_mask else sidecar, stale, source_stamp, mask)
     outcome.notes.extend(n for n in placed if n not in outcome.notes)  # read's own are among them already
     return outcome
 
@@ -320,7 +329,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                   on_event: Callable[[Event], None] | None, should_stop: Callable[[], bool] | None,
                   source_sha256: str | None, batcher: TileBatcher | None,
                   commit_gate: CommitGate | None, sidecar: Path | None, stale: Sequence[Path],
-                  stamp: SourceStamp | None) -> FileOutcome:
+                  stamp: SourceStamp | None, mask: Path | None = None) -> FileOutcome:
     src, out_base = Path(src), Path(out_base)
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -341,6 +350,7 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                     progress=lambda kind, done, total: emit(Event(kind, src, done, total)), stop=stop,
                     batcher=batcher)
 
+    curated: MaskId | None = None
     if cfg.only_mask:
         mask, coverage = job.detect_only(pixels)
         check_stop(stop)
@@ -351,16 +361,35 @@ def _process_file(src: Path, out_base: Path, cfg: RestoreConfig, models: Models,
                                     notes, commit_gate, coverage, stale=stale, parent=parent, stamp=stamp,
                                     same_read=_reads_as(src, cfg.max_pixels, pic))
     else:
-        items, coverage = _restored_items(job, pixels, pic, cfg, suffix, notes, stop)
+        with timed(seconds, "read", cpu):
+            grown, curated = _curated_mask(src, mask, cfg, (width, height), stop)
+        items, coverage = _restored_items(job, pixels, pic, cfg, suffix, notes, stop, grown)
+        del grown  # done with here: only a --save-mask item still holds it
         with timed(seconds, "write", cpu):
             written, digests = _write_all(outputs, items, src, cfg, source_sha256, models, notes, commit_gate,
-                                          coverage, carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic))
+                                          coverage, carried, stale, parent, stamp, _reads_as(src, cfg.max_pixels, pic),
+                                          curated)
         outputs = outputs[:len(items)] + ([outputs[-1]] if written else [])
 
     emit(Event("file_done", src, job.done, job.total))
     return FileOutcome(outputs=outputs, width=width, height=height, megapixels=width * height / 1e6,
                        seconds=seconds, mask_coverage=coverage, notes=notes, scan_blend=job.blend_strengths,
-                       sidecar=known, lossless_master=bool(pic.meta.webp_lossless), output_sha256=digests)
+                       sidecar=known, lossless_master=bool(pic.meta.webp_lossless), output_sha256=digests,
+                       mask=curated)
+
+
+def _curated_mask(src: Path, mask: Path | None, cfg: RestoreConfig, size: tuple[int, int],
+                  stop: Callable[[], bool]) -> tuple[np.ndarray | None, MaskId | None]:
+    """(the curated mask at `mask` as the restoration acts on it: (H, W) uint8, 255 = defect, grown by cfg.dilate_px;
+    its identity as read), (None, None) without one. ImageError naming `src`, its reason the mask file's (MaskError)."""
+    if mask is None:
+        return None, None
+    name = mask.relative_to(cfg.masks).as_posix() if cfg.masks is not None else mask.name
+    try:
+        defects, identity = read_mask(mask, name, size, cfg.max_pixels)
+    except MaskError as e:
+        raise ImageError(src, e.reason) from e
+    return grow_mask(defects, cfg.dilate_px, stop), identity
 
 
 def _checked_batcher(cfg: RestoreConfig, models: Models, device: torch.device,
@@ -402,11 +431,12 @@ def _named_outputs(src: Path, out_base: Path, cfg: RestoreConfig, content: str, 
 
 
 def _restored_items(job: TiledPass, pixels: np.ndarray, pic: oio.Picture, cfg: RestoreConfig, suffix: str,
-                    notes: list[str], stop: Callable[[], bool]) -> tuple[list, float | None]:
+                    notes: list[str], stop: Callable[[], bool], curated: np.ndarray | None = None,
+                    ) -> tuple[list, float | None]:
     """(the (pixels, alpha, fmt, meta) _write_all writes: the restored, maybe colorized photo, then with --save-mask
-    its mask; the mask's coverage) of `pixels`."""
+    its mask; the mask's coverage) of `pixels`; curated: a curator's mask, grown (TiledPass.restore)."""
     # the colorize flag only shapes the output of a 1-channel photo; an RGB one is judged once restored
-    out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1)
+    out, mask, coverage = job.restore(pixels, cfg.colorize and pixels.shape[2] == 1, curated)
     colorize = _wants_colour(cfg, pixels.shape[2], job.near_gray, notes)
     if job.near_gray:
         notes.append("RGB photo with (nearly) equal channels restored as grayscale"
@@ -466,7 +496,7 @@ def update_sidecar(src: Path, out_base: Path, cfg: RestoreConfig, made: oio.Prov
                 parameters=made.parameters["settings"], models=made.parameters["models"],
                 mask_coverage=made.mask_coverage, document_id=made.document_id, instance_id=made.instance_id,
                 when=when, metadata_date=datetime.now(timezone.utc), sidecar_sha256=read.sha256, kept_notes=kept,
-                parent=made.parent)
+                parent=made.parent, mask_file=made.mask_file, mask_sha256=made.mask_sha256)
 
         try:
             sidecar_packet(notes, ())  # what of this sidecar is dropped or not applied: notes on it, said in it
@@ -707,7 +737,8 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
                notes: list[str], gate: CommitGate | None = None, coverage: float | None = None,
                sidecar: tuple[bytes, xmp_sidecar.SidecarId] | None = None, stale: Sequence[Path] = (),
                parent: oio.ParentIds | None = None, stamp: SourceStamp | None = None,
-               same_read: Callable[[], bool] | None = None) -> tuple[bool, dict[Path, str]]:
+               same_read: Callable[[], bool] | None = None, curated: MaskId | None = None,
+               ) -> tuple[bool, dict[Path, str]]:
     """Write each (pixels, alpha, fmt, meta) to its path, as a set: all complete under temp names first, then
     renamed into place together, so a failure on any leaves every path as it was (oio.Staging).
 
@@ -727,9 +758,13 @@ def _write_all(outputs: list[Path], items, src: Path, cfg: RestoreConfig, source
     stamp: the source's stat before source_sha256 was read: checked once the outputs are staged, before they go in
     (_check_unchanged); None: not checked. same_read: how _check_unchanged tells, when the stat moved, that the
     decoder saw the bytes whole (_reads_as).
+
+    curated: the curated mask the restoration acted on (--masks), named with its sha256 in every output's packet.
     """
     software = f"oldphoto {__version__}"
     provenance, shared = _provenance_args(items, src, cfg, source_sha256, models, coverage, parent, software)
+    if curated is not None:
+        provenance.update(mask_file=curated.name, mask_sha256=curated.sha256)
     sidecar_packet = packet = None
     if sidecar is not None:
         sidecar_packet = _sidecar_packer(sidecar, items[0], provenance, shared)

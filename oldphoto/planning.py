@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 from . import io as oio
 from .config import RestoreConfig
 from .errors import BadArgument, CannotRun, ImageError, OldPhotoError, reason_of
+from .io.mask_file import MaskError, MaskId, find_mask
+from .io.mask_file import check_header as check_mask_header
 from .io.sidecar import SidecarId, is_sidecar_name, style_of
 from .lock import held_by
 from .progress import Progress
@@ -106,6 +108,27 @@ class Job:
     # sidecar describes it by (pipeline.update_sidecar); None for a job that restores
     base: Record | None = None
     made: Provenance | None = None
+    mask: Path | None = None  # its curated mask (--masks), restored with instead of the detector's; None: none
+
+
+def curated_mask(cfg: RestoreConfig, rel: Path) -> tuple[Path, str] | None:
+    """(the path, the name in the mask folder, POSIX) of the curated mask of the scan at `rel` below its input folder
+    (cfg.masks / its path without suffix + .mask.png, as --only-mask with --out cfg.masks writes it: walk.out_base;
+    io.mask_file.find_mask), None when there is none or --masks is not in use. MaskError when two are there."""
+    if cfg.masks is None:
+        return None
+    path = find_mask(out_base(cfg.masks, rel))
+    return None if path is None else (path, path.relative_to(cfg.masks).as_posix())
+
+
+def mask_source(cfg: RestoreConfig, mask: MaskId | None) -> str:
+    """The report's `mask_source` of a restoration made with the curated mask `mask` (None: the detector's)."""
+    return "detector" if mask is None or cfg.masks is None else str(cfg.masks / mask.name)
+
+
+def _no_mask_note(cfg: RestoreConfig, rel: Path) -> str:
+    """The note on a scan restored with the detector's mask although --masks is in use."""
+    return f"no curated mask {out_base(cfg.masks, rel)}.mask.png: restored with the detector's mask"
 
 
 def carried_sidecar(src: Path, sidecar: str | None, outputs: Sequence[str | Path]) -> str | None:
@@ -144,13 +167,14 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
             if isinstance(planned, ImageError):
                 raise planned
             rel = found.rel.as_posix()
+            mask = curated_mask(cfg, found.rel)
             base: Record | None = None
             unvouched: list[str] = []  # notes on outputs whose recorded sha256 a sidecar-only job no longer gives
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
                 wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier, sidecar)
+                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None)
                 if decision.action == "conflict":
                     raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
@@ -170,7 +194,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                     decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
                 if decision.action == "run" and foreign:
                     decision, base = _recognised(state, rel, found.src, planned, wanted, decision, earlier, made,
-                                                 sidecar)
+                                                 sidecar, mask)
                     if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
                         missing = next((p for p in planned if not p.exists()), None)
                         why = (f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
@@ -186,6 +210,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                     result.notes.extend(unvouched)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
+                result.mask_source = mask_source(cfg, state.records[rel].mask)
                 stale: tuple[Path, ...] = ()
             else:
                 stale, decision = _stale_sidecars(state, rel, found.src, planned, decision, claims, cfg)
@@ -198,12 +223,16 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
             progress.error(found.src, result.error)
             continue
         if decision.action == "sidecar":
+            result.mask_source = mask_source(cfg, base.mask)
             jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale, base,
                             restoration))
         elif decision.action != "skip":
             if decision.reason not in ("new", "overwrite"):
                 result.notes.append(f"redone: {decision.reason}")
-            jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale))
+            if cfg.masks is not None and mask is None:
+                result.notes.append(_no_mask_note(cfg, found.rel))
+            jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale,
+                            mask=None if mask is None else mask[0]))
     for problem in disc.problems:
         report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
                                          error=problem.reason))
@@ -235,28 +264,30 @@ def _claim_outputs(found: Sequence[Found], out: Path, cfg: RestoreConfig, claims
 
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, decision: Decision,
                 also: tuple[str, ...], made: dict[Path, Provenance], sidecar: Path | None,
-                ) -> tuple[Decision, Record | None]:
+                mask: tuple[Path, str] | None) -> tuple[Decision, Record | None]:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
     settings and models (the state file was lost). With the sidecar beside the restoration that goes with the source's
     XMP sidecar `sidecar` as it is now (none: none), they are recorded again and skipped, instead of refused; the
     restoration and its mask alone recognised, only that sidecar is to be written or removed: a "sidecar" decision,
     with the record recognised (kept to the job: recorded once the sidecar is settled); else `decision` as it was.
     decision.source: the source as planning read it, with its sha256; made: the provenance already read from some of
-    the outputs (RunState.made_from)."""
+    the outputs (RunState.made_from). mask: the source's curated mask (path, name), which the outputs must say they
+    were made with (None: the detector's)."""
     known = decision.source
     try:
         info = oio.probe(src)
         carried = None if sidecar is None else SidecarId.of(sidecar, with_hash=True)
+        curated = None if mask is None else MaskId.of(*mask, with_hash=True)
     except (ImageError, OSError):
-        return decision, None  # the source or its sidecar cannot be read now: the run will say why
+        return decision, None  # the source, its sidecar or its mask cannot be read now: the run will say why
     size = (info.width, info.height)
-    rec = state.recognise(src, planned, fp, size, rel, known, also, made, carried)
+    rec = state.recognise(src, planned, fp, size, rel, known, also, made, carried, curated)
     if rec is not None and carried is not None:  # its sidecar beside it, current
         state.record(rel, rec)
         return Decision("skip", _RECOGNISED_REASON), None
     if rec is None:  # the restoration and its mask alone?
         rec = state.recognise(src, [p for p in planned if not is_sidecar_name(p.name)], fp, size, rel, known, also,
-                              made)
+                              made, mask=curated)
         if rec is None:
             return decision, None
     from . import pipeline
@@ -341,6 +372,8 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
             result.notes.append("source touched but unchanged (same sha256)")
         if rec.sidecar != before.sidecar:
             result.notes.append(f"sidecar {rec.sidecar.name} touched but unchanged (same sha256)")
+        if rec.mask != before.mask:
+            result.notes.append(f"mask {rec.mask.name} touched but unchanged (same sha256)")
         result.notes.extend(_unvouched_notes(before, rec))  # recorded above: said once, in the run that found it
     if decision.reason == _RECOGNISED_REASON:
         result.notes.append(_RECOGNISED_NOTE)
@@ -408,7 +441,7 @@ def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: P
     for i, result in enumerate(report.results):
         where = result.relative or result.source
         if i in jobs:
-            problem = _header_problem(Path(result.source), max_pixels)
+            problem = _header_problem(Path(result.source), max_pixels, jobs[i].mask)
             if problem:
                 result.status, result.error = "failed", problem
                 progress.error(result.source, problem)
@@ -420,10 +453,16 @@ def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: P
             yield Verdict("fail", where, result.error)
 
 
-def _header_problem(src: Path, max_pixels: int) -> str | None:
-    """Why the run would refuse `src` from its header alone (not an image, damaged, too large), or None."""
+def _header_problem(src: Path, max_pixels: int, mask: Path | None = None) -> str | None:
+    """Why the run would refuse `src` from its header alone (not an image, damaged, too large), or that of its
+    curated mask `mask` (not a PNG or TIFF, damaged, not the scan's size), or None."""
     try:
-        oio.probe(src, max_pixels)
+        info = oio.probe(src, max_pixels)
     except ImageError as e:
+        return e.reason
+    try:
+        if mask is not None:
+            check_mask_header(mask, (info.width, info.height), max_pixels)
+    except MaskError as e:
         return e.reason
     return None

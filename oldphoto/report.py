@@ -49,6 +49,9 @@ class FileResult:
     # "done" by writing or removing the restoration's XMP sidecar alone (its source sidecar changed, nothing else): its
     # pixels were not processed in this run, so it does not count in the totals' megapixels
     sidecar_only: bool = False
+    # where the defect mask its restoration acted on came from: "detector", or the curated mask file's path (--masks);
+    # None where no restoration is described (failed, pending)
+    mask_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -305,7 +305,8 @@ class Batch:
             outcome = pipeline.process_file(job.found.src, out_base(self.out, job.found.rel), cfg, models,
                                             on_event=self.progress.event, should_stop=stopping,
                                             source_sha256=sid.sha256, batcher=batcher, commit_gate=gate,
-                                            sidecar=job.sidecar, stale=job.stale, source_stamp=sid.stamp)
+                                            sidecar=job.sidecar, stale=job.stale, source_stamp=sid.stamp,
+                                            mask=job.mask)
             return sid, outcome
 
         pending = list(jobs)
@@ -384,7 +385,8 @@ class Batch:
                     fingerprint=fps.current(src, outcome.lossless_master),  # as read: replaced since planning?
                     outputs=state.outputs_record(outcome.outputs, outcome.output_sha256), width=outcome.width,
                     height=outcome.height, megapixels=outcome.megapixels, mask_coverage=outcome.mask_coverage,
-                    finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar)
+                    finished=now_iso(), notes=lasting_notes(outcome.notes), sidecar=outcome.sidecar,
+                    mask=outcome.mask)
             state.record(result.relative, record)
         except OSError as e:  # e.g. a full disk: its outputs are in place, but a rerun must check them again
             lost = _folder_lost(lock)
@@ -412,6 +414,8 @@ class Batch:
         # a sidecar-only job did not read the source whole: its record's sha256, as a skip reports (the same size+mtime)
         result.sha256 = sid.sha256 if job.made is None or sid.sha256 else job.base.sha256
         result.sidecar = planning.carried_sidecar(src, job.sidecar and job.sidecar.name, outcome.outputs)
+        if job.made is None:  # a sidecar-only job's is its record's, set by planning
+            result.mask_source = planning.mask_source(self.cfg, outcome.mask)
         progress.file_done(result)
         return None
 
@@ -563,6 +567,21 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
             if in_p in out_p.parents:
                 raise BadArgument(f"--out {out} is inside the input folder {inp}; choose an output folder outside "
                                   f"the scans so restorations never mix with the originals")
+
+
+def check_masks(masks: Path, out: Path, inputs: Sequence[Path]) -> None:
+    """The curated masks are read, never written, nor restored: --masks may not be the output folder, nor lie inside
+    it or hold it (a --save-mask output could otherwise land on the very mask it was made from), nor be an input
+    folder or lie inside one (its masks would be walked as scans); judged both by the paths as written and resolved
+    (_both_ways). BadArgument otherwise."""
+    for masks_p, out_p in _both_ways(masks, out):
+        if masks_p == out_p or out_p in masks_p.parents or masks_p in out_p.parents:
+            raise BadArgument(f"--masks {masks} and --out {out} are the same folder or one holds the other; keep the "
+                              f"curated masks apart from the restorations")
+    for inp in inputs:
+        if inp.is_dir() and any(masks_p == in_p or in_p in masks_p.parents for masks_p, in_p in _both_ways(masks, inp)):
+            raise BadArgument(f"--masks {masks} is inside the input folder {inp}: its masks would be restored as "
+                              f"scans; keep them apart from the scans")
 
 
 def check_report(report: Path, out: Path, inputs: Sequence[Path] = ()) -> None:

@@ -9,8 +9,9 @@ A file is skipped when its source is unchanged (size + mtime_ns; sha256 when the
 record names another source path: a same-named file from another folder must prove its content), its settings
 fingerprint (output settings + model sha256s) is the same, its XMP sidecar (io.sidecar) is the one the outputs were
 made with (the same name, and size + mtime, sha256 when the mtime alone moved; or none then and now: a record made
-before sidecars were carried has none, so a source without one is not redone for it), and every recorded output still
-exists with its recorded size. When all holds but the sidecar (the source's, or its output beside the restoration),
+before sidecars were carried has none, so a source without one is not redone for it), its curated mask (--masks:
+io.mask_file.MaskId, compared the same way; "mask added", "mask changed", "mask removed" otherwise) is the one the
+outputs were made with, and every recorded output still exists with its recorded size. When all holds but the sidecar (the source's, or its output beside the restoration),
 the decision is "sidecar": only that sidecar is rewritten or removed (planning, pipeline.update_sidecar). A record
 also remembers, in `former`, the outputs that earlier settings made from the same source and that still exist, so a
 later run with those settings again recognises them as its own (they are never deleted: a curator may want them).
@@ -37,6 +38,7 @@ from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
 from .io.atomic import TempFiles, closing_temps, write_bytes
 from .io.provenance import SourceStamp
+from .io.mask_file import MaskId
 from .io.sidecar import SIDECAR_NOTE, SidecarId, SidecarLeftOut, UnreadableSidecar, is_sidecar_name, read_sidecar
 
 STATE_NAME = ".oldphoto-state.jsonl"
@@ -106,12 +108,15 @@ class Record:
     notes: tuple[str, ...] = ()
     sidecar: SidecarId | None = None  # the source's XMP sidecar the outputs were made with (also one left out,
     # an unreadable one included: not tried again until it changes)
+    # the curated mask (--masks) the restoration was made with; None: the detector's (no mask file for it, or --masks
+    # not in use), and in records made before the option existed
+    mask: MaskId | None = None
 
     def to_json(self, rel: str) -> str:
         d = asdict(self)
         d["outputs"] = [{k: v for k, v in asdict(o).items() if k in ("path", "size") or v is not None}
                         for o in self.outputs]
-        for key in ("notes", "sidecar"):
+        for key in ("notes", "sidecar", "mask"):
             if not d[key]:
                 del d[key]  # most files have none: their lines stay as short as before
         if d.get("sidecar") and not d["sidecar"]["unreadable"]:
@@ -132,6 +137,9 @@ class Record:
         d["sidecar"] = None if sidecar is None else SidecarId(
             str(sidecar["name"]), int(sidecar["size"]), int(sidecar["mtime_ns"]), sidecar.get("sha256"),
             None if ctime is None else int(ctime), bool(sidecar.get("unreadable", False)))
+        mask = d.get("mask")  # absent without a curated mask, and before --masks existed
+        d["mask"] = None if mask is None else MaskId(str(mask["name"]), int(mask["size"]), int(mask["mtime_ns"]),
+                                                     _hex_digest(mask.get("sha256")))
         return cls(**d)
 
 
@@ -353,7 +361,8 @@ class RunState:
 
     def recognise(self, src: Path, outputs: list[Path], fp: str, size: tuple[int, int] = (0, 0),
                   rel: str | None = None, source: SourceId | None = None, also: tuple[str, ...] = (),
-                  made: dict[Path, Provenance] | None = None, sidecar: SidecarId | None = None) -> Record | None:
+                  made: dict[Path, Provenance] | None = None, sidecar: SidecarId | None = None,
+                  mask: MaskId | None = None) -> Record | None:
         """A record for outputs of `src` (known here as `rel`) this state has no record of (the state file was
         deleted, or the outputs were copied without it): all of them exist, belong to no other source here, and
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256 under the
@@ -367,9 +376,12 @@ class RunState:
         sidecar rewritten alone since (pipeline.update_sidecar) leaves it behind; whether one should be beside them is
         the caller's to judge (planning). The record's notes are those the outputs' XMP keeps (oldphoto:Notes; none in
         outputs made before they were kept): see _kept_notes. Its outputs' sha256: a sidecar's (read whole for its
-        XMP anyway, it is read once more), None for the images (their XMP is found without reading their pixels)."""
+        XMP anyway, it is read once more), None for the images (their XMP is found without reading their pixels).
+        mask: the source's curated mask now, with its sha256 (None: none, or --masks not in use): every output must
+        say it was made with that one (oldphoto:MaskSHA256; none: the detector's), and the record keeps it."""
         found, sha = self._provenances(src, outputs, (fp, *also), rel, None if source is None else source.sha256,
-                                       made or {}, None if sidecar is None else sidecar.sha256)
+                                       made or {}, None if sidecar is None else sidecar.sha256,
+                                       None if mask is None else mask.sha256)
         if not outputs or len(found) != len(outputs):
             return None
         if any(is_sidecar_name(p.name) and found[p].instance_id != found[outputs[0]].instance_id for p in outputs):
@@ -384,7 +396,7 @@ class RunState:
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs, digests), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
-                      notes=_kept_notes(found, outputs, sidecar))
+                      notes=_kept_notes(found, outputs, sidecar), mask=mask)
 
     def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
                   sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
@@ -396,10 +408,11 @@ class RunState:
 
     def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
                      sha256: str | None, read: dict[Path, Provenance] | None = None, sidecar: str | None = None,
-                     ) -> tuple[dict[Path, Provenance], str | None]:
+                     mask: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
         """made_from, kept to the outputs made under one of the fingerprints `fps` (None: any) and, with `fps`, the
-        sidecars among them (.xmp names) to those carrying the one whose sha256 is `sidecar` (None: none). read:
-        provenances already read from some of `outputs`, taken as they are instead of reading their XMP again."""
+        sidecars among them (.xmp names) to those carrying the one whose sha256 is `sidecar` (None: none), and all of
+        them to those made with the curated mask whose sha256 is `mask` (None: the detector's). read: provenances
+        already read from some of `outputs`, taken as they are instead of reading their XMP again."""
         made: dict[Path, Provenance] = {}
         sha = sha256
         for p in outputs:
@@ -409,6 +422,7 @@ class RunState:
             if prov is None or set(prov.parameters) != {"settings", "models"}:
                 continue
             if fps is not None and ((is_sidecar_name(p.name) and prov.sidecar_sha256 != sidecar)
+                                    or prov.mask_sha256 != mask
                                     or fingerprint(prov.parameters["settings"], prov.parameters["models"]) not in fps):
                 continue
             sha = sha or read_source_sha256(src)
@@ -416,10 +430,12 @@ class RunState:
                 made[p] = prov
         return made, sha
 
-    def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = (), sidecar: Path | None = None) -> Decision:
+    def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = (), sidecar: Path | None = None,
+               mask: tuple[Path, str] | None = None, masks: bool = False) -> Decision:
         """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp` (or one of `also`,
-        the same outputs as recorded before: pipeline.former_settings) and its XMP sidecar `sidecar` (None: none
-        carried)."""
+        the same outputs as recorded before: pipeline.former_settings), its XMP sidecar `sidecar` (None: none
+        carried) and its curated mask `mask` (its path, its name as recorded: io.mask_file.MaskId; None: none, or
+        --masks not in use: `masks` says which)."""
         rec = self.records.get(rel)
         if rec is None:
             return Decision("run", "new")
@@ -438,6 +454,11 @@ class RunState:
             refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
         if rec.fingerprint != fp and rec.fingerprint not in also:
             return Decision("run", "settings changed", source=now)
+        why, touched = _mask_change(rec.mask, mask, masks)
+        if why:  # before the outputs: a sidecar missing beside them must not make it a sidecar-only job
+            return Decision("run", why, source=now)
+        if touched is not None:
+            refreshed = replace(refreshed or rec, mask=touched)
         # the restoration and its mask first: the sidecar alone is rewritten only beside them as they were made
         images = [o for o in rec.outputs if not is_sidecar_name(o.path)]
         vouched: dict[str, OutputRecord] = {}  # path -> the output as the record now vouches for it
@@ -520,6 +541,34 @@ def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[s
     except (OSError, ImageError) as e:  # gone or unreadable since the walk: the run says why (not carried)
         return f"sidecar unreadable: {sidecar.name} ({reason_of(e)})", None
     return _unreadable(sidecar) or f"sidecar changed: {now.name}", None
+
+
+def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None, masks: bool = True,
+                 ) -> tuple[str | None, MaskId | None]:
+    """(why a source is redone for its curated mask, or None; the mask to record instead of `recorded` when only its
+    mtime moved, or None), as _sidecar_change: the same name, and size + mtime, sha256 when the mtime alone moved.
+    recorded: as its record has it; mask: (its path, its name) now; masks: whether --masks is in use."""
+    if mask is None:
+        if recorded is None:
+            return None, None
+        return (f"mask removed: {recorded.name}" if masks
+                else f"curated mask not in use (no --masks): {recorded.name}"), None
+    path, name = mask
+    if recorded is None:
+        return f"mask added: {name}", None
+    if name != recorded.name:
+        return f"mask changed: {name} (was {recorded.name})", None
+    try:
+        now = MaskId.of(path, name)
+        if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
+            return None, None
+        if now.size == recorded.size and recorded.sha256 is not None:
+            now = MaskId.of(path, name, with_hash=True)
+            if now.sha256 == recorded.sha256:
+                return None, now
+    except (OSError, ImageError) as e:  # gone or unreadable since it was found: the run says why the scan fails
+        return f"mask unreadable: {name} ({reason_of(e)})", None
+    return f"mask changed: {name}", None
 
 
 def _unreadable(sidecar: Path) -> str | None:

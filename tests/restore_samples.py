@@ -27,14 +27,16 @@ class FakePipeline:
 
     def __init__(self):
         self.calls: list[Path] = []
+        self.masks: list[Path | None] = []  # the curated mask each call was given (--masks), in call order
         self.before_write = None  # hook(src, should_stop) run before the outputs are written
         self.after_write = None  # the same, after they are in place
         self.lock = threading.Lock()
 
     def process_file(self, src, out_base, cfg, models, on_event=None, should_stop=None, source_sha256=None,
-                     batcher=None, commit_gate=None, sidecar=None, stale=(), source_stamp=None):
+                     batcher=None, commit_gate=None, sidecar=None, stale=(), source_stamp=None, mask=None):
         with self.lock:
             self.calls.append(Path(src))
+            self.masks.append(mask)
         data = Path(src).read_bytes()
         if data.startswith(b"BAD"):
             raise ImageError(src, "not a decodable image")

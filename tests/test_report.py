@@ -43,7 +43,7 @@ def test_write_is_atomic_json_with_every_field(tmp_path):
     first = d["files"][0]
     assert set(first) == {"source", "relative", "status", "error", "outputs", "output_sha256", "width", "height",
                           "megapixels", "seconds", "mask_coverage", "scan_blend", "notes", "sha256", "sidecar",
-                          "sidecar_only"}
+                          "sidecar_only", "mask_source"}
     assert first["mask_coverage"] == 1.25 and first["notes"] == ["CMYK converted to RGB"]
     assert d["files"][3]["error"] == "truncated JPEG" and d["totals"]["failed"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]  # no temp file left

@@ -2,8 +2,10 @@
 an xmpMM:History event (action, softwareAgent, when, parameters), xmpMM:DerivedFrom (source file name and
 its XMP ids: parent_ids), new Document/Instance ids, the source's SHA-256 (oldphoto:SourceSHA256), the SHA-256 of
 the source's XMP sidecar when one was carried beside the derivative (oldphoto:SidecarSHA256), when a defect mask was
-made, the percent of pixels it marked (oldphoto:MaskCoverage), and the run's lasting notes on the file (oldphoto:Notes,
-an rdf:Seq: what the derivative lacks, how the scan was read; at most NOTES_LIMIT bytes of them).
+made, the percent of pixels it marked (oldphoto:MaskCoverage), when a curator's mask was used instead of the
+detector's (--masks), its name in the mask folder and its SHA-256 (oldphoto:MaskFile, oldphoto:MaskSHA256), and the
+run's lasting notes on the file (oldphoto:Notes, an rdf:Seq: what the derivative lacks, how the scan was read; at
+most NOTES_LIMIT bytes of them).
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
                    mask_coverage: float | None = None, notes: list[str] | None = None,
                    sidecar_sha256: str | None = None, document_id: str | None = None,
                    instance_id: str | None = None, metadata_date: datetime | None = None,
-                   kept_notes: Sequence[str] = (), parent: ParentIds | None = None) -> bytes:
+                   kept_notes: Sequence[str] = (), parent: ParentIds | None = None,
+                   mask_file: str | None = None, mask_sha256: str | None = None) -> bytes:
     """XMP packet (UTF-8 bytes) for a derivative of `source_name`.
 
     source_xmp: the source's packet (kept: every other property survives) or None.
@@ -213,6 +216,8 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     parent: the source file's identity, which xmpMM:DerivedFrom and OriginalDocumentID state (parent_ids: the same in
     the derivative's embedded packet and its sidecar, each made from another source packet); None: the ids of
     `source_xmp` itself. Either way the source packet's own ids are replaced by the derivative's.
+    mask_file / mask_sha256: the curated mask the derivative was restored with (--masks: its name in the mask folder,
+    the sha256 of its bytes), None when the detector's mask was used.
     Raises XmpError(source_name, ...) (an ImageError) when the source packet cannot be parsed.
     """
     if not action or not action.isidentifier():
@@ -228,7 +233,7 @@ def provenance_xmp(source_xmp: bytes | None, *, source_name: str, source_sha256:
     instance = instance_id or f"xmp.iid:{uuid.uuid4()}"
     _add_identity(target, document_id or f"xmp.did:{uuid.uuid4()}", instance, metadata_date or when, source_name,
                   parent)
-    _add_source(target, source_name, source_sha256, sidecar_sha256, mask_coverage, kept_notes)
+    _add_source(target, source_name, source_sha256, sidecar_sha256, mask_coverage, kept_notes, mask_file, mask_sha256)
     settings = {"settings": dict(parameters or {}), "models": dict(models or {})}
     _add_event(target, history, action, instance, when.isoformat(timespec="seconds"), software, settings)
     return xmp_tree.wrap(xmp_tree.serialize(root, prefixes, PREFERRED))
@@ -266,7 +271,8 @@ def _strip_source_claims(descriptions: list[ET.Element],
                       for local in ("DocumentID", "InstanceID", "OriginalDocumentID")))
     # what oldphoto said of the source's own source, if it was a derivative too, is not true of this file
     for prop in (_q("xmp", "MetadataDate"), _q("oldphoto", "SourceFile"), _q("oldphoto", "SourceSHA256"),
-                 _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage"), _q("oldphoto", "Notes")):
+                 _q("oldphoto", "SidecarSHA256"), _q("oldphoto", "MaskCoverage"), _q("oldphoto", "Notes"),
+                 _q("oldphoto", "MaskFile"), _q("oldphoto", "MaskSHA256")):
         _pop_simple(descriptions, prop)
     for prop in _FILE_LAYOUT:  # the derivative's own tags say these
         _pop_simple(descriptions, prop)
@@ -300,14 +306,19 @@ def _add_identity(target: ET.Element, document: str, instance: str, metadata_dat
 
 
 def _add_source(target: ET.Element, source_name: str, source_sha256: str, sidecar_sha256: str | None,
-                mask_coverage: float | None, kept_notes: Sequence[str]) -> None:
-    """oldphoto's own properties: the source file and its checksums, the mask's coverage and the lasting notes."""
+                mask_coverage: float | None, kept_notes: Sequence[str], mask_file: str | None = None,
+                mask_sha256: str | None = None) -> None:
+    """oldphoto's own properties: the source file and its checksums, the mask's coverage (and the curated mask used),
+    and the lasting notes."""
     _add(target, _q("oldphoto", "SourceFile"), source_name)
     _add(target, _q("oldphoto", "SourceSHA256"), source_sha256)
     if sidecar_sha256 is not None:
         _add(target, _q("oldphoto", "SidecarSHA256"), sidecar_sha256)
     if mask_coverage is not None:
         _add(target, _q("oldphoto", "MaskCoverage"), repr(float(mask_coverage)))  # repr: read back exactly
+    if mask_sha256 is not None:
+        _add(target, _q("oldphoto", "MaskFile"), mask_file or "")
+        _add(target, _q("oldphoto", "MaskSHA256"), mask_sha256)
     if kept_notes:
         listed = _add(_add(target, _q("oldphoto", "Notes")), _q("rdf", "Seq"))
         for note in capped_notes(kept_notes):
@@ -367,6 +378,9 @@ class Provenance:
     # the parent as the derivative names it: its xmpMM:DerivedFrom's stRef:documentID and instanceID, and its
     # xmpMM:OriginalDocumentID (ParentIds.original gives it back); a sidecar rewritten alone names the same
     parent: ParentIds = ParentIds()
+    # oldphoto:MaskFile and MaskSHA256: the curated mask it was restored with (--masks); None: the detector's
+    mask_file: str | None = None
+    mask_sha256: str | None = None
 
 
 # an XMP sidecar larger than this is not one (a misnamed file): never read into memory whole
@@ -444,7 +458,8 @@ def read_provenance(path: str | Path) -> Provenance | None:
                   for d in descriptions for listed in d.findall(_q("oldphoto", "Notes"))
                   for seq in listed.findall(_q("rdf", "Seq"))), ())
     return Provenance(sha, software, parameters, _percent(value("MaskCoverage")), value("SidecarSHA256"),
-                      mm["DocumentID"], mm["InstanceID"], when, event_instance, notes, _named_parent(root))
+                      mm["DocumentID"], mm["InstanceID"], when, event_instance, notes, _named_parent(root),
+                      value("MaskFile"), value("MaskSHA256"))
 
 
 def _named_parent(root: ET.Element) -> ParentIds:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -134,22 +135,32 @@ def open_source(path: str | Path, buffering: int = -1):
 
 
 @contextmanager
-def _opened(path: Path, buffering: int = -1) -> Iterator[tuple[object, str]]:
-    fh = open_source(path, buffering)
-    with fh:
-        try:
-            head = fh.read(16)
-        except OSError as e:  # e.g. a folder opened on some systems, or an I/O error
-            raise ImageError(path, f"cannot read: {e.strerror or e}") from e
-        if not head:
-            raise ImageError(path, "empty file (0 bytes)")
-        fmt = sniff(head)
-        cut = _cut_short(head)
-        if fmt is None and cut is not None:
-            raise ImageError(path, f"cut short: the file has only {len(head)} byte(s), the start of a {cut} header")
-        if fmt is None:
-            raise ImageError(path, f"not a JPEG, PNG, TIFF, WebP or JPEG 2000 image (file starts with {head[:8]!r})")
-        yield fh, fmt
+def _opened(path: Path, buffering: int = -1, source: BinaryIO | None = None,
+            ) -> Iterator[tuple[BinaryIO, str]]:
+    """(`path` opened, its format); with `source`, that file (from its start, left open) instead, named `path`."""
+    if source is not None:
+        source.seek(0)
+        yield source, _format_of(path, source)
+        return
+    with open_source(path, buffering) as fh:
+        yield fh, _format_of(path, fh)
+
+
+def _format_of(path: Path, fh: BinaryIO) -> str:
+    """The format of the file `fh` (at its start) from its first bytes; ImageError when it is none read() knows."""
+    try:
+        head = fh.read(16)
+    except OSError as e:  # e.g. a folder opened on some systems, or an I/O error
+        raise ImageError(path, f"cannot read: {e.strerror or e}") from e
+    if not head:
+        raise ImageError(path, "empty file (0 bytes)")
+    fmt = sniff(head)
+    cut = _cut_short(head)
+    if fmt is None and cut is not None:
+        raise ImageError(path, f"cut short: the file has only {len(head)} byte(s), the start of a {cut} header")
+    if fmt is None:
+        raise ImageError(path, f"not a JPEG, PNG, TIFF, WebP or JPEG 2000 image (file starts with {head[:8]!r})")
+    return fmt
 
 
 def _plan(fh, fmt: str, path: Path, max_pixels: int | None, header_only: bool = False, pixels: bool = True):
@@ -180,11 +191,11 @@ def _info(fmt: str, pl) -> ImageInfo:
     return ImageInfo(fmt, w, h, pl.channels, pl.dtype, pl.pages, pl.alpha, pl.orientation, pl.source_mode)
 
 
-def probe(path: str | Path, max_pixels: int | None = None) -> ImageInfo:
+def probe(path: str | Path, max_pixels: int | None = None, *, source: BinaryIO | None = None) -> ImageInfo:
     """Format, upright size, channels, dtype and pages from the header; no pixel data is decoded.
-    max_pixels: refuse (ImageError, as read does) an image with more pixels."""
+    max_pixels: refuse (ImageError, as read does) an image with more pixels. source: as read()'s."""
     path = Path(path)
-    with _opened(path) as (fh, fmt), tiff_read.log_notes():  # not printed; probe reports no notes
+    with _opened(path, source=source) as (fh, fmt), tiff_read.log_notes():  # not printed; probe reports no notes
         pl = _plan(fh, fmt, path, max_pixels, header_only=True)
         return _info(fmt, pl)
 
@@ -224,7 +235,8 @@ def read_metadata(path: str | Path, max_pixels: int | None = None) -> tuple[Imag
     return info, meta
 
 
-def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None) -> Picture:
+def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None,
+         source: BinaryIO | None = None) -> Picture:
     """Decode `path` into upright pixels (H, W, 1|3) uint8/uint16, alpha (H, W) or None, and metadata.
 
     max_pixels: refuse images with more pixels (checked on the header, before decoding); an image whose decoder
@@ -232,13 +244,17 @@ def read(path: str | Path, max_pixels: int, *, tmp_dir: str | Path | None = None
     being decoded in other threads are done waits for them (_reserved).
     tmp_dir: where buffers over 256 MiB are memory-mapped (see buffers.allocate: where its file system cannot map
     files, a system temp folder, with a note).
+    source: a binary file open for reading (seekable, on disk: the decoders take its descriptor) decoded instead of
+    opening `path`, from its start, and left open; `path` names it in errors and notes. For a private copy whose
+    bytes were hashed as they were copied, so that the pixels are those of the digest whatever happens to `path`
+    meanwhile (io.mask_file).
     Raises ImageError naming the file and the reason.
     """
     path = Path(path)
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     with buffers.file_buffers(path) as placed:
-        with _opened(path) as (fh, fmt), tiff_read.log_notes() as logged:
+        with _opened(path, source=source) as (fh, fmt), tiff_read.log_notes() as logged:
             pl = _plan(fh, fmt, path, max_pixels)
             with _reserved(path, pl.decoder_memory()), _decoding(path, fmt):
                 pixels, alpha, meta, notes = pl.decode(tmp_dir)
