@@ -59,8 +59,11 @@ def parse_pattern(text: str) -> Pattern:
         raise ValueError(f"{text!r} goes up with '..': patterns match paths below the input folder")
     if not segments:
         raise ValueError(f"{text!r} matches nothing: give a name or a path below the input folder")
-    above = _regex(segments[:-1]) if len(segments) > 1 and segments[-1] == "**" else None
-    return Pattern(text, len(segments) > 1, folders_only, _regex(segments), above)
+    try:
+        above = _regex(segments[:-1]) if len(segments) > 1 and segments[-1] == "**" else None
+        return Pattern(text, len(segments) > 1, folders_only, _regex(segments), above)
+    except re.error as e:  # a set the regular expression refuses: a reversed range, '[z-a]'
+        raise ValueError(f"{text!r} is not a valid pattern ({e.msg} in a [...] set)") from None
 
 
 def _regex(segments: list[str]) -> re.Pattern[str]:
@@ -100,9 +103,9 @@ def _segment(seg: str) -> str:
                 inner = seg[i + 1:j]
                 negate = inner.startswith("!")
                 inner = inner[1:] if negate else inner
-                inner = inner.replace("\\", "\\\\").replace("[", "\\[")
-                if not negate and inner.startswith("^"):
-                    inner = "\\" + inner
+                # plain in a glob's set, not in a regular expression's: '\\', '[', a ']' first ('[]]', '[!]]'), '^'
+                # first, and the doubled '&&', '||', '~~' Python reserves for set operations
+                inner = re.sub(r"([\\\[\]^&|~])", r"\\\1", inner)
                 out += f"[^/{inner}]" if negate else f"[{inner}]"
                 i = j
         else:
@@ -127,6 +130,8 @@ def parse_list(name: str, data: bytes) -> FileList:
     """The entries of a list file's bytes: one path a line (LF or CRLF; a UTF-8 byte order mark, as spreadsheet
     exports write, ignored), taken as written otherwise (a name may begin or end with a space); blank lines and
     lines starting with '#' left out. BadArgument when it is not UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's and Notepad's "Unicode text"
+        raise BadArgument(f"--files-from {_named(name)}: UTF-16 text, not UTF-8: save the list as UTF-8")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -211,3 +211,20 @@ def test_reading_a_list_that_is_missing_or_from_stdin(tmp_path):
         read_list(str(tmp_path))
     got = read_list("-", io.BytesIO(b"a.tif\n"))
     assert got.entries == ((1, "a.tif"),) and got.shown == "<stdin>"
+
+
+def test_a_set_is_a_globs_set_whatever_the_regular_expression_would_make_of_it():
+    assert parse_pattern("x[!]].tif").matches(["xa.tif"], False)  # not ']': one character, then '.tif'
+    assert not parse_pattern("x[!]].tif").matches(["x].tif"], False)
+    assert not parse_pattern("x[!]].tif").matches(["xa].tif"], False)
+    assert parse_pattern("x[]a].tif").matches(["x].tif"], False)
+    assert parse_pattern("v[&&1].tif").matches(["v&.tif"], False)  # no set intersection (nor its warning)
+    assert parse_pattern("v[~|^].tif").matches(["v^.tif"], False) and not parse_pattern("v[~|^].tif").matches(
+        ["vb.tif"], False)
+    with pytest.raises(BadArgument, match=r"^--include: '\[z-a\]\*' is not a valid pattern \(bad character range"):
+        select(include=["[z-a]*"])
+
+
+def test_a_utf16_list_is_named_as_such():
+    with pytest.raises(BadArgument, match=r"^--files-from sel.txt: UTF-16 text, not UTF-8: save the list as UTF-8$"):
+        parse_list("sel.txt", "a.tif\r\n".encode("utf-16"))
