@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,25 +211,23 @@ def _look_up(listed: FileList, roots: Sequence[Path], into: Discovery, exclude: 
     """The images a --files-from list names under each of the folders `roots` (a list each, sorted by relative
     path), without walking them; an entry that names no image there is a problem of its own, named LIST:LINE.
     A relative entry is looked for under every root, an absolute one under the root it is in (as written, or with
-    the links in the root's own path resolved). The selection's patterns apply; a file they leave out is counted."""
+    the links in the root's own path resolved). Each name is taken as the folder spells it (_on_disk), so a listed
+    file gets the relative path, and so the outputs, records and curated mask, that the walk would give it. The
+    selection's patterns apply; a file they leave out is counted."""
     found: list[list[Found]] = [[] for _ in roots]
-    names: dict[Path, set[str] | None] = {}  # folder -> its entries' names (None: it cannot be listed)
+    folders = _Listings()
     sidecars: dict[str, dict[str, tuple[str | None, str | None]]] = {}
     # as the walk: a root in the output folder was asked for, so the files in it are not refused
     outs = [None if exclude is None or _inside(root.resolve(), exclude) else exclude for root in roots]
     for n, entry in listed.entries:
         where = Path(f"{listed.shown}:{n}")
-        hits, reason = _listed_paths(entry, roots)
+        hits, reason = _listed_paths(entry, roots, folders)
         if not hits:
             into.problems.append(ImageError(where, f"{entry!r}: {reason}"))
             continue
-        if not is_image_name(entry):
-            into.problems.append(ImageError(where, f"{entry!r}: not a supported image type "
-                                                   f"({' '.join(sorted(IMAGE_SUFFIXES))})"))
-            continue
         for i, rel in hits:
             path = roots[i] / rel
-            problem = _not_a_listed_image(path, names, outs[i])
+            problem = _not_a_listed_image(path, rel, outs[i])
             if problem is not None:
                 into.problems.append(ImageError(where, f"{entry!r}: {problem}"))
             elif select.selects(rel.parts):
@@ -240,47 +239,115 @@ def _look_up(listed: FileList, roots: Sequence[Path], into: Discovery, exclude: 
     return found
 
 
-def _listed_paths(entry: str, roots: Sequence[Path]) -> tuple[list[tuple[int, Path]], str]:
-    """([(index of a root, the entry's path below it)] for the roots it names something under, why none if none)."""
+class _Listings:
+    """The names in the folders a --files-from list looks in, each folder listed once (a list of 100 000 scans of
+    one folder must not list it 100 000 times)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str] | None] = {}
+        self._folded: dict[str, dict[str, list[str]]] = {}  # NFC, case-folded name -> the names, made on a miss
+
+    def names(self, folder: str) -> frozenset[str] | None:
+        """The names in `folder`; None when it cannot be listed (a folder one may enter but not list, a file)."""
+        if folder not in self._names:
+            try:
+                self._names[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._names[folder] = None
+        return self._names[folder]
+
+    def alike(self, folder: str, name: str) -> list[str]:
+        """The names in `folder` (listed) equal to `name` in Unicode NFC and ignoring case."""
+        if folder not in self._folded:
+            folded: dict[str, list[str]] = {}
+            for other in self._names[folder] or ():
+                folded.setdefault(unicodedata.normalize("NFC", other).casefold(), []).append(other)
+            self._folded[folder] = folded
+        return self._folded[folder].get(unicodedata.normalize("NFC", name).casefold(), [])
+
+
+def _on_disk(root: Path, parts: Sequence[str], folders: _Listings) -> tuple[Path | None, str]:
+    """(The path below `root` that a list's `parts` name, spelled as its folders spell it, "") or (None, why not).
+    A name is taken as written when its folder has it, else the one name there equal to it in Unicode NFC (a list
+    exported in NFC, a name written in NFD by macOS); one that differs only in case is not taken (a case-sensitive
+    file system may hold both), but named. A folder that cannot be listed takes the name as written."""
+    folder, spelled = str(root), []
+    for part in parts:
+        there = folders.names(folder)
+        if there is not None and part not in there:
+            alike = folders.alike(folder, part)
+            same = [n for n in alike if unicodedata.normalize("NFC", n) == unicodedata.normalize("NFC", part)]
+            if len(same) != 1:
+                cased = ", ".join("/".join((*spelled, n)) for n in sorted(alike))
+                return None, f"not found: {cased} there differs in case" if alike else "not found"
+            part = same[0]
+        spelled.append(part)
+        folder = os.path.join(folder, part)
+    if there is None and not os.path.lexists(folder):
+        return None, "not found"
+    return Path(*spelled), ""
+
+
+def _listed_paths(entry: str, roots: Sequence[Path], folders: _Listings) -> tuple[list[tuple[int, Path]], str]:
+    """([(index of a root, the entry's path below it, as on disk)] for the roots it names something under, why none
+    if none)."""
+    if "\0" in entry:
+        return [], "not a path (it holds a NUL character)"
     norm = os.path.normpath(entry)
     if os.path.isabs(norm):
         for i, root in enumerate(roots):
             for base in dict.fromkeys((os.path.abspath(root), os.path.realpath(root))):
                 rel = os.path.relpath(norm, base)
-                if rel != os.curdir and rel.split(os.sep)[0] != os.pardir:
-                    return [(i, Path(rel))], ""
+                if rel == os.curdir:
+                    return [], "an input folder: list the images in it"
+                if rel.split(os.sep)[0] != os.pardir:
+                    spelled, why = _on_disk(root, rel.split(os.sep), folders)
+                    return ([(i, spelled)], "") if spelled is not None else ([], why + _hint(entry))
         return [], "not inside an input folder"
     if norm == os.curdir or norm.split(os.sep)[0] == os.pardir:
         return [], "not a path below the input folder"
-    hits = [(i, Path(norm)) for i, root in enumerate(roots) if os.path.lexists(root / norm)]
-    where = f"the input folder {roots[0]}" if len(roots) == 1 else "any input folder"
-    return hits, f"not found in {where}" if roots else "no input folder given to look for it in"
+    hits, why = [], "not found"
+    for i, root in enumerate(roots):
+        spelled, reason = _on_disk(root, norm.split(os.sep), folders)
+        if spelled is not None:
+            hits.append((i, spelled))
+        elif why == "not found":
+            why = reason
+    where = f"in the input folder {roots[0]}" if len(roots) == 1 else "in any input folder"
+    if not roots:
+        return [], "no input folder given to look for it in"
+    return hits, f"{why} {where}{_hint(entry)}" if why == "not found" else why + _hint(entry)
 
 
-def _not_a_listed_image(path: Path, names: dict[Path, set[str] | None], exclude: Path | None) -> str | None:
-    """Why the listed `path` (that exists, if only as a link) is not taken, or None: a broken link, a folder,
-    something else than a regular file, a name that differs in case from the file's (the walk would give the file
-    another name), a file in the output folder."""
+def _hint(entry: str) -> str:
+    """What may be wrong with a listed path that names nothing, from the way it is written."""
+    if entry != entry.strip():
+        return " (the line begins or ends with white space, taken as part of the name)"
+    if "\\" in entry:
+        return " (a '\\' is part of a name here: folders are separated by '/')"
+    return ""
+
+
+def _not_a_listed_image(path: Path, rel: Path, exclude: Path | None) -> str | None:
+    """Why the listed `path` (`rel` below its input folder; there, if only as a link) is not taken, or None: a broken
+    link, a folder, something else than a regular file, no image's name, a hidden name (never walked), a file in the
+    output folder."""
+    no_image = None if is_image_name(path.name) else f"not a supported image type ({' '.join(sorted(IMAGE_SUFFIXES))})"
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        return f"broken symbolic link (to {_link_target(path)}, which does not exist)" if path.is_symlink() \
-            else "not found"
+        return no_image or (f"broken symbolic link (to {_link_target(path)}, which does not exist)"
+                            if path.is_symlink() else "not found")
     except OSError as e:
-        return f"cannot stat ({e.strerror or e})"
+        return no_image or f"cannot stat ({e.strerror or e})"
     if stat.S_ISDIR(mode):
         return "a folder: list the images in it"
+    if no_image:
+        return no_image
     if not stat.S_ISREG(mode):
         return _not_regular(mode)
-    if path.parent not in names:
-        try:
-            names[path.parent] = set(os.listdir(path.parent))
-        except OSError:
-            names[path.parent] = None  # the file is there all the same (a folder it may read but not list)
-    there = names[path.parent]
-    if there is not None and path.name not in there:
-        other = sorted(n for n in there if n.casefold() == path.name.casefold())
-        return f"not found: {', '.join(other)} there differs in case" if other else "not found"
+    if any(_is_hidden(part) for part in rel.parts):
+        return "hidden (a name on its path begins with '.'): the walk never takes it"
     if exclude is not None and _inside(path.resolve(), exclude):
         return "inside the output folder"
     return None

@@ -167,13 +167,12 @@ def test_files_from_entries_that_name_no_image_fail_each_on_its_own_line(tmp_pat
     assert got[:6] == [
         ("sel.txt:1", f"'box12/missing.tif': not found in the input folder {root}"),
         ("sel.txt:2", "'box13/notes.txt': not a supported image type (.j2k .jp2 .jpeg .jpg .png .tif .tiff .webp)"),
-        ("sel.txt:3", "'box12': not a supported image type (.j2k .jp2 .jpeg .jpg .png .tif .tiff .webp)"),
+        ("sel.txt:3", "'box12': a folder: list the images in it"),
         ("sel.txt:4", f"'{tmp_path / 'elsewhere' / 'x.tif'}': not inside an input folder"),
         ("sel.txt:5", "'../archive/top.png': not a path below the input folder"),
         ("sel.txt:6", f"'moved.tif': broken symbolic link (to {tmp_path / 'gone.tif'}, which does not exist)")]
-    assert len(got) == 7 and got[6][0] == "sel.txt:7"  # the case differs: found or not as the file system has it
-    assert got[6][1] in ("'BOX12/SCAN_0001.TIF': not found in the input folder " + str(root),
-                         "'BOX12/SCAN_0001.TIF': not found: scan_0001.tif there differs in case")
+    # the case differs: named, whether the file system ignores case or not (the walk would name the file otherwise)
+    assert got[6:] == [("sel.txt:7", "'BOX12/SCAN_0001.TIF': not found: box12 there differs in case")]
 
 
 def test_files_from_a_folder_named_like_an_image_and_the_patterns_too(tmp_path):
@@ -228,3 +227,49 @@ def test_a_set_is_a_globs_set_whatever_the_regular_expression_would_make_of_it()
 def test_a_utf16_list_is_named_as_such():
     with pytest.raises(BadArgument, match=r"^--files-from sel.txt: UTF-16 text, not UTF-8: save the list as UTF-8$"):
         parse_list("sel.txt", "a.tif\r\n".encode("utf-16"))
+
+
+def test_files_from_takes_a_name_as_its_folder_spells_it_and_says_why_a_line_names_nothing(tmp_path):
+    root = tmp_path / "in"
+    nfd_folder, nfd_name = unicodedata.normalize("NFD", "Göteborg"), unicodedata.normalize("NFD", "Müller.tif")
+    for name in [f"{nfd_folder}/{nfd_name}", ".trash/old.tif", ".h.tif", "box/a.tif", "box/b.tif"]:
+        touch(root / name)
+    walked = discover([root]).found[0]
+    listed = listing("Göteborg/Müller.tif\n.trash/old.tif\n.h.tif\nbox/a.tif \nbox\\b.tif\nbox/\nbox/a\0.tif\n"
+                     f"{root}\n")
+    disc = discover([root], select=select(listed=listed))
+    # a catalogue's NFC names find the NFD names macOS wrote, and the file gets the walk's relative path
+    assert [(f.src, f.rel) for f in disc.found] == [(walked.src, walked.rel)]
+    assert [(str(p.path), p.reason) for p in disc.problems] == [
+        ("sel.txt:2", "'.trash/old.tif': hidden (a name on its path begins with '.'): the walk never takes it"),
+        ("sel.txt:3", "'.h.tif': hidden (a name on its path begins with '.'): the walk never takes it"),
+        ("sel.txt:4", f"'box/a.tif ': not found in the input folder {root} (the line begins or ends with white "
+                      f"space, taken as part of the name)"),
+        ("sel.txt:5", f"'box\\\\b.tif': not found in the input folder {root} (a '\\' is part of a name here: folders "
+                      f"are separated by '/')"),
+        ("sel.txt:6", "'box/': a folder: list the images in it"),
+        ("sel.txt:7", "'box/a\\x00.tif': not a path (it holds a NUL character)"),
+        ("sel.txt:8", f"'{root}': an input folder: list the images in it")]
+
+
+def test_files_from_names_a_folder_that_differs_in_case_on_any_file_system(tmp_path):
+    root = tmp_path / "in"
+    touch(root / "Box12" / "a.tif")
+    disc = discover([root], select=select(listed=listing(f"BOX12/a.tif\n{root}/box12/a.tif\n")))
+    assert disc.found == []
+    assert [p.reason for p in disc.problems] == ["'BOX12/a.tif': not found: Box12 there differs in case",
+                                                 f"'{root}/box12/a.tif': not found: Box12 there differs in case"]
+
+
+def test_files_from_lists_each_folder_once_for_a_long_list(tmp_path, monkeypatch):
+    import oldphoto.walk as walk
+    root = tmp_path / "in"
+    for k in range(300):
+        touch(root / "box" / f"scan_{k:04d}.tif")
+    calls: list[str] = []
+    real = os.listdir
+    monkeypatch.setattr(walk.os, "listdir", lambda p: calls.append(str(p)) or real(p))
+    nfc = "".join(f"box/scan_{k:04d}.tif\nbox/nope_{k}.tif\n" for k in range(300))
+    disc = discover([root], select=select(listed=listing(nfc)))
+    assert len(disc.found) == 300 and len(disc.problems) == 300
+    assert sorted(calls) == [str(root), str(root / "box")]
