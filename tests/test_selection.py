@@ -10,12 +10,7 @@ import pytest
 from oldphoto.errors import BadArgument
 from oldphoto.selection import Selection, parse_list, parse_pattern, read_list
 from oldphoto.walk import discover
-
-
-def touch(path: Path, data: bytes = b"x") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+from restore_samples import put as touch
 
 
 def rels(disc) -> list[str]:
