@@ -316,11 +316,16 @@ def _listed_paths(entry: str, roots: Sequence[Path], folders: _Listings) -> tupl
     where = f"in the input folder {roots[0]}" if len(roots) == 1 else "in any input folder"
     if not roots:
         return [], "no input folder given to look for it in"
-    return hits, f"{why} {where}{_hint(entry)}" if why == "not found" else why + _hint(entry)
+    return hits, f"{why} {where}{_hint(entry, roots)}" if why == "not found" else why + _hint(entry, roots)
 
 
-def _hint(entry: str) -> str:
+def _hint(entry: str, roots: Sequence[Path] = ()) -> str:
     """What may be wrong with a listed path that names nothing, from the way it is written."""
+    here = os.path.abspath(entry)
+    if not os.path.isabs(entry) and os.path.lexists(here) and any(_inside(Path(here), Path(os.path.abspath(r)))
+                                                                   for r in roots):
+        # `find archive -name '*.tif' > list` writes archive/box12/a.tif for the input folder archive
+        return " (a path from the current folder: write it below the input folder, or absolute)"
     if entry != entry.strip():
         return " (the line begins or ends with white space, taken as part of the name)"
     if "\\" in entry:

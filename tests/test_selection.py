@@ -268,3 +268,12 @@ def test_files_from_lists_each_folder_once_for_a_long_list(tmp_path, monkeypatch
     disc = discover([root], select=select(listed=listing(nfc)))
     assert len(disc.found) == 300 and len(disc.problems) == 300
     assert sorted(calls) == [str(root), str(root / "box")]
+
+
+def test_files_from_says_when_a_line_is_a_path_from_the_current_folder(tmp_path, monkeypatch):
+    touch(tmp_path / "archive" / "box12" / "a.tif")
+    monkeypatch.chdir(tmp_path)
+    disc = discover([Path("archive")], select=select(listed=listing("archive/box12/a.tif\n")))  # as find writes it
+    assert [p.reason for p in disc.problems] == [
+        "'archive/box12/a.tif': not found in the input folder archive (a path from the current folder: write it "
+        "below the input folder, or absolute)"]
