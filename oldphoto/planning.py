@@ -147,6 +147,8 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
     disc = discover(inputs, exclude=out, select=select)
     if select:
         report.selection = {**select.describe(), "left_out": disc.left_out, "folders_left_out": disc.folders_left_out}
+    for p in disc.named_over:
+        progress.note(f"note: {p}: named as an input, so taken, though {select.filters} would leave it out")
     for p in disc.ignored:
         progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp .jp2 .j2k), ignored")
     # a source's sidecar is a master too: no output may land on it

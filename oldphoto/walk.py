@@ -42,6 +42,7 @@ class Discovery:
     problems: list[ImageError] = field(default_factory=list)  # folders that could not be listed
     left_out: int = 0  # images of the input folders the selection's patterns leave out
     folders_left_out: int = 0  # folders the selection's patterns leave out, never entered
+    named_over: list[Path] = field(default_factory=list)  # images named as inputs that the patterns would leave out
 
 
 def is_image_name(name: str) -> bool:
@@ -444,6 +445,8 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None, select: Select
                 result.found.extend(next(chosen))
         elif inp.is_file():
             if is_image_name(inp.name):
+                if (select.include or select.exclude) and not select.takes((inp.name,)):
+                    result.named_over.append(inp)  # taken all the same: said, since `scans/*` names some this way
                 result.found.extend(_with_sidecars([Found(inp, Path(inp.name))], _sidecars_beside(inp, listed)))
             else:
                 result.ignored.append(inp)

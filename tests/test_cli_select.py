@@ -119,3 +119,12 @@ def test_bad_selections_are_usage_errors_in_one_line(tmp_path, fake, args, messa
     r = run("restore", root, "--out", out, *args)
     assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith(f"Error: {message}")
     assert fake.calls == [] and not out.exists()
+
+
+def test_a_named_file_the_patterns_would_leave_out_is_taken_with_a_note(tmp_path, fake):
+    root, out = box(tmp_path), tmp_path / "out"
+    access = root / "box12" / "scan_0001_access.jpg"
+    r = run("restore", access, root / "box12" / "scan_0001.tif", "--out", out, "--exclude", "*_access.*")
+    assert r.exit_code == 0 and sorted(p.name for p in fake.calls) == ["scan_0001.tif", "scan_0001_access.jpg"]
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {access}: named as an input, so taken, though --exclude would leave it out"]
