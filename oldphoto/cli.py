@@ -37,7 +37,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, config_fields, planning, runner
+from . import __version__, config_fields, planning, runner, selection
 from .config import (DETECT_SCALES, FORMATS, SCAN_BLENDS, SCOPES, TILE_SIZES, TONE_MODES, TONE_STRENGTH, RestoreConfig,
                      TileConfig)
 from .errors import BadArgument, CannotRun, OldPhotoError, SettingsError
@@ -156,8 +156,9 @@ class PlainDisplay(QuietDisplay):
 
     def start(self, report: Report, todo: int, skipped: int) -> None:
         self._todo = todo
-        self._line(f"oldphoto {__version__}: {len(report.results)} image(s), {todo} to do, {skipped} up to date; "
-                   f"out: {report.out_dir}; device: {report.device}")
+        left = _left_out(report.selection)
+        self._line(f"oldphoto {__version__}: {len(report.results)} image(s), {todo} to do, {skipped} up to date"
+                   f"{f', {left}' if left else ''}; out: {report.out_dir}; device: {report.device}")
 
     def note(self, msg: str) -> None:
         self._line(msg)
@@ -188,6 +189,8 @@ class PlainDisplay(QuietDisplay):
         for status in ("skipped", "failed", "interrupted", "pending"):
             if t[status] or status != "pending" and status != "interrupted":
                 table.add_row(status, str(t[status]), "", "")
+        if _left_out(report.selection):  # not in the report's files: the patterns chose them out (Report.selection)
+            table.add_row("left out", str(report.selection["left_out"]), "", "")
         rate = t["megapixels_per_second"]
         table.add_section()
         table.add_row("run", str(t["files"]), f"{rate:.3f}/s" if rate is not None else "",
@@ -247,6 +250,17 @@ class RichDisplay(PlainDisplay):
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def _left_out(selection: dict | None) -> str | None:
+    """'12 left out by --include/--exclude (and 2 folder(s) not entered)', from Report.selection; None without
+    patterns."""
+    if not selection or not (selection["include"] or selection["exclude"]):
+        return None
+    options = "/".join(f"--{k}" for k in ("include", "exclude") if selection[k])
+    folders = selection["folders_left_out"]
+    return f"{selection['left_out']} left out by {options}" + (f" (and {folders} folder(s) not entered)" if folders
+                                                                else "")
 
 
 def _make_display(quiet: bool) -> QuietDisplay:
@@ -319,6 +333,15 @@ class _SignalStop(runner.StopFlag):
               help="Report file [default: OUT/report.json].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--dry-run", is_flag=True, help="List what a run would do to each file, and why; write nothing.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Take only the images of the input folders that match (repeatable): '*.tif', 'box12/**'; "
+                   "without '/' a name in any folder, with '/' a path below the input folder; case ignored.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out the images, or folders, of the input folders that match (repeatable): '*_access.*', "
+                   "'rejected/'.")
+@click.option("--files-from", metavar="FILE",
+              help="Take only the images listed in FILE ('-': standard input), one path a line, relative to an input "
+                   "folder or absolute inside one; '#' lines and blank lines ignored.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULT.max_pixels, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Defect probability threshold [default: the restorer's when restoring, the detector's with "
@@ -351,7 +374,8 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
             device: str, batch_size: int, tile: str, overlap: int, edge_margin: int, fmt: str, overwrite: bool,
             jobs: int, report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
-            save_mask: bool, masks: Path | None, scan_blend: str, detect_scales: str | None, dry_run: bool) -> None:
+            save_mask: bool, masks: Path | None, scan_blend: str, detect_scales: str | None, dry_run: bool,
+            include: tuple[str, ...], exclude: tuple[str, ...], files_from: str | None) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -365,6 +389,8 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     except ValueError as e:
         raise click.UsageError(_as_options(str(e))) from None
     with _click_errors():
+        listed = None if files_from is None else selection.read_list(files_from, getattr(sys.stdin, "buffer", None))
+        select = selection.Selection.build(include, exclude, listed)
         runner.check_out(out, inputs)
         if masks is not None:
             runner.check_masks(masks, out, inputs)
@@ -375,9 +401,9 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     display = _make_display(quiet)
     try:
         if dry_run:
-            code = _dry_run(inputs, out, cfg, display)
+            code = _dry_run(inputs, out, cfg, display, select)
         else:
-            code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display)
+            code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display, select)
     except KeyboardInterrupt:  # before the stop flag was installed (loading the models) or after it was removed
         code = _stopped_by_ctrl_c(display)
     ctx.exit(code)
@@ -390,12 +416,13 @@ def _stopped_by_ctrl_c(display: QuietDisplay) -> int:
     return 128 + signal.SIGINT
 
 
-def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: QuietDisplay) -> int:
+def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: QuietDisplay,
+             select: selection.Selection = selection.Selection()) -> int:
     """Print what a run with these settings would do to each file, and why, on stdout; write nothing (no output,
     state, report or lock). 1 when some file would fail at once (refused, unreadable) or a live run holds the
     output folder (a run now would not start), else 0."""
     with _click_errors():
-        preview = planning.preview(inputs, out, cfg, display)
+        preview = planning.preview(inputs, out, cfg, display, select)
     verb = "mask" if cfg.only_mask else "restore"
     counts = {verb: 0, "sidecar": 0, "up to date": 0, "fail": 0}
     for verdict in preview.verdicts:
@@ -412,17 +439,18 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
         counts[kind] += 1
         click.echo(line)
     sidecars = f"{counts['sidecar']} sidecar(s) to update, " if counts["sidecar"] else ""
+    left = _left_out(preview.selection)
     click.echo(f"dry run: {counts[verb]} to {verb}, {sidecars}{counts['up to date']} up to date, {counts['fail']} "
-               f"would fail; nothing was written")
+               f"would fail{f', {left}' if left else ''}; nothing was written")
     return 1 if counts["fail"] or preview.blocked else 0
 
 
 def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
-                 display: QuietDisplay) -> int:
+                 display: QuietDisplay, select: selection.Selection = selection.Selection()) -> int:
     """Run the batch; -> the exit code. When a second Ctrl-C let go of worker threads that are still stuck, the
     process ends here (_hard_exit) whichever way the run ends: a return, a RunError, any other exception."""
     stop = _SignalStop(display)
-    batch = runner.Batch(inputs, out, report_path, cfg, display, stop)
+    batch = runner.Batch(inputs, out, report_path, cfg, display, stop, select)
     code = 1  # should showing an error fail too
     try:
         with _click_errors():

@@ -23,6 +23,7 @@ from .io.sidecar import SidecarId, is_sidecar_name, style_of
 from .lock import held_by
 from .progress import Progress
 from .report import FileResult, Report
+from .selection import Selection
 from .state import Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
 
@@ -139,10 +140,15 @@ def carried_sidecar(src: Path, sidecar: str | None, outputs: Sequence[str | Path
 
 
 def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprints, state: RunState, report: Report,
-         progress: Progress, stop: Callable[[], bool]) -> list[Job]:
+         progress: Progress, stop: Callable[[], bool], select: Selection = Selection()) -> list[Job]:
     """Report entries for every image found; the jobs that need work. Conflicts and up-to-date files are
-    settled here, before any model runs. After a stop request the remaining files are left "pending"."""
-    disc = discover(inputs, exclude=out)
+    settled here, before any model runs. After a stop request the remaining files are left "pending".
+    select: the images of the input folders to take (report.selection says what it left out)."""
+    disc = discover(inputs, exclude=out, select=select)
+    if select:
+        report.selection = {**select.describe(), "left_out": disc.left_out, "folders_left_out": disc.folders_left_out}
+    for p in disc.named_over:
+        progress.note(f"note: {p}: named as an input, so taken, though {select.filters} would leave it out")
     for p in disc.ignored:
         progress.note(f"note: {p}: not a supported image type (.jpg .jpeg .png .tif .tiff .webp .jp2 .j2k), ignored")
     # a source's sidecar is a master too: no output may land on it
@@ -407,9 +413,11 @@ class Verdict:
 class Preview:
     blocked: str | None  # why a run now would not start (a live run holds the output folder, its lock cannot be made)
     verdicts: Iterator[Verdict]  # a file each, in the report's order; a file to run has its header read as it comes
+    selection: dict | None = None  # what the selection left out (Report.selection)
 
 
-def preview(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, progress: Progress) -> Preview:
+def preview(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, progress: Progress,
+            select: Selection = Selection()) -> Preview:
     """What a run with these settings would do to each file, and why; writes nothing (no output, state, report or
     lock). Raises BadArgument and CannotRun as the run would at its start (device, models, an unreadable state file);
     a run that would be blocked is reported through `progress`, and the verdicts say what it would do once that is
@@ -427,8 +435,8 @@ def preview(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, progress: Pro
         blocked = f"cannot create or lock the output folder ({e.strerror or e})"
     if blocked:
         progress.error(out, f"{blocked}: a run now would not start")
-    jobs = {job.index: job for job in plan(inputs, out, cfg, fps, state, report, progress, lambda: False)}
-    return Preview(blocked, _verdicts(report, jobs, cfg.max_pixels, progress))
+    jobs = {job.index: job for job in plan(inputs, out, cfg, fps, state, report, progress, lambda: False, select)}
+    return Preview(blocked, _verdicts(report, jobs, cfg.max_pixels, progress), report.selection)
 
 
 def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: Progress) -> Iterator[Verdict]:

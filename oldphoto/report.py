@@ -74,6 +74,10 @@ class Report:
     stopped: str | None = None  # why the run stopped short other than by a signal (its output folder lost, its state
     # file unreadable or not rewritable: then no file is listed), one line
     batches: dict = field(default_factory=dict)  # device calls, tiles, tiles per call, calls shared by photos
+    # --include / --exclude / --files-from as given (selection.Selection.describe), with the images of the input
+    # folders the patterns left out ("left_out") and the folders they left out, never entered ("folders_left_out");
+    # None: every image was taken
+    selection: dict | None = None
     results: list[FileResult] = field(default_factory=list)
     version: str = __version__
 

@@ -31,6 +31,7 @@ from .lock import LOCK_NAME, FolderLost, LockHeld, OutputLock
 from .planning import Fingerprints, Job
 from .progress import Progress
 from .report import Report, lasting_notes
+from .selection import Selection
 from .state import STATE_NAME, Record, RunState, SourceId, StateError, now_iso
 from .walk import out_base
 
@@ -74,11 +75,13 @@ class Outcome:
 
 
 class Batch:
-    """One restore run of `inputs` into `out`, its report written to `report_path`: run() once, then stuck()."""
+    """One restore run of `inputs` into `out`, its report written to `report_path`: run() once, then stuck().
+    select: the images of the input folders it takes (selection.py)."""
 
     def __init__(self, inputs: Sequence[Path], out: Path, report_path: Path, cfg: RestoreConfig, progress: Progress,
-                 stop: StopFlag) -> None:
+                 stop: StopFlag, select: Selection = Selection()) -> None:
         self.inputs, self.out, self.report_path, self.cfg = tuple(inputs), out, report_path, cfg
+        self.select = select
         self.progress, self.stop = progress, stop
         self._abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
 
@@ -133,7 +136,7 @@ class Batch:
                                   "redone")
                 stop.listen()
                 try:
-                    jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress, stop)
+                    jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress, stop, self.select)
                     progress.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
                     self._execute(jobs, fps, models, state, report, lock)
                 except KeyboardInterrupt:

@@ -6,13 +6,15 @@ system files (Thumbs.db, desktop.ini), sidecars and other non-images are skipped
 decision is made on the extension alone. A name of an image that is a broken symbolic link, or no regular file (a
 FIFO, a socket, a device), is a problem: a scan the run cannot read, not something else. An image's XMP sidecar
 (NAME.EXT.xmp, or Adobe's NAME.xmp when no other file shares NAME) is found beside it, to be carried to its
-restoration (match_sidecars).
+restoration (match_sidecars). A Selection (selection.py: --include, --exclude, --files-from) narrows what the folders
+give.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 from .errors import ImageError
 from .io.sidecar import SUFFIX, is_sidecar_name
+from .selection import FileList, Selection
 
 # compared in lower case; .jp2 (a JP2 file) and .j2k (a bare JPEG 2000 codestream) are read, never written
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".jp2", ".j2k"})
@@ -37,6 +40,9 @@ class Discovery:
     found: list[Found] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)  # explicit file inputs that are not supported images
     problems: list[ImageError] = field(default_factory=list)  # folders that could not be listed
+    left_out: int = 0  # images of the input folders the selection's patterns leave out
+    folders_left_out: int = 0  # folders the selection's patterns leave out, never entered
+    named_over: list[Path] = field(default_factory=list)  # images named as inputs that the patterns would leave out
 
 
 def is_image_name(name: str) -> bool:
@@ -126,16 +132,17 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> None:
+def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None, select: Selection = Selection()) -> None:
     """Depth-first walk following folder symlinks; a folder already seen (same device + inode) is not
     entered again, which is what stops symlink loops and double visits. A folder that resolves to `exclude`
-    (resolved: the output folder) or below it is not entered, unless the root itself is there."""
+    (resolved: the output folder) or below it is not entered, unless the root itself is there; nor is one that
+    `select` prunes. The images `select` does not take are counted, not found."""
     seen: set[tuple[int, int]] = set()
     found: list[Found] = []
     if exclude is not None and _inside(root.resolve(), exclude):
         exclude = None  # the walk was asked for inside it: the caller's choice
 
-    def visit(folder: Path, rel: Path) -> None:
+    def visit(folder: Path, rel: Path, included: bool) -> None:
         try:
             st = folder.stat()
         except OSError as e:
@@ -157,13 +164,14 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
             if _is_hidden(entry.name):
                 continue
             path = folder / entry.name
+            parts = (*rel.parts, entry.name)
             try:
                 # stat() follows symlinks: a link to a folder is walked, a dangling link is neither.
                 mode = entry.stat().st_mode
             except FileNotFoundError:
                 # a dangling link with a scan's name (a scan moved, its drive not mounted) is not passed over silently;
                 # a file removed since the folder was listed is simply no longer there
-                if is_image_name(entry.name) and _is_link(entry):
+                if is_image_name(entry.name) and _is_link(entry) and _taken(select, parts, included, into):
                     into.problems.append(ImageError(path, f"broken symbolic link (to {_link_target(path)}, "
                                                           f"which does not exist)"))
                 continue
@@ -171,19 +179,184 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None) -> No
                 into.problems.append(ImageError(path, f"cannot stat ({e.strerror or e})"))
                 continue
             if stat.S_ISDIR(mode):
-                if exclude is None or not _inside(path.resolve(), exclude):
-                    visit(path, rel / entry.name)
+                if select.prunes(parts):
+                    into.folders_left_out += 1
+                elif exclude is None or not _inside(path.resolve(), exclude):
+                    visit(path, rel / entry.name, included or select.includes_folder(parts))
             elif stat.S_ISREG(mode):
+                # every file of the folder, taken or not, for its images' sidecars: which sidecar is whose must not
+                # depend on the selection (the outputs would)
                 files.append(entry.name)
-                if is_image_name(entry.name):
+                if is_image_name(entry.name) and _taken(select, parts, included, into):
                     images.append(Found(path, rel / entry.name))
-            elif is_image_name(entry.name):  # never opened: reading a FIFO could wait for good
+            elif is_image_name(entry.name) and _taken(select, parts, included, into):  # never opened: a FIFO
+                # could make a read wait for good
                 into.problems.append(ImageError(path, _not_regular(mode)))
         found.extend(_with_sidecars(images, match_sidecars(files)))
 
-    visit(root, Path())
+    visit(root, Path(), False)
     found.sort(key=lambda f: f.rel.parts)
     into.found.extend(found)
+
+
+def _taken(select: Selection, parts: tuple[str, ...], included: bool, into: Discovery) -> bool:
+    """select.takes, a file it leaves out counted."""
+    if select.takes(parts, included):
+        return True
+    into.left_out += 1
+    return False
+
+
+def _look_up(listed: FileList, roots: Sequence[Path], into: Discovery, exclude: Path | None, select: Selection,
+             ) -> list[list[Found]]:
+    """The images a --files-from list names under each of the folders `roots` (a list each, sorted by relative
+    path), without walking them; an entry that names no image there is a problem of its own, named LIST:LINE.
+    A relative entry is looked for under every root, an absolute one under the root it is in (as written, or with
+    the links in the root's own path resolved). Each name is taken as the folder spells it (_on_disk), so a listed
+    file gets the relative path, and so the outputs, records and curated mask, that the walk would give it. The
+    selection's patterns apply; a file they leave out is counted."""
+    found: list[list[Found]] = [[] for _ in roots]
+    folders = _Listings()
+    sidecars: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+    # as the walk: a root in the output folder was asked for, so the files in it are not refused
+    outs = [None if exclude is None or _inside(root.resolve(), exclude) else exclude for root in roots]
+    for n, entry in listed.entries:
+        where = Path(f"{listed.shown}:{n}")
+        hits, reason = _listed_paths(entry, roots, folders)
+        if not hits:
+            into.problems.append(ImageError(where, f"{entry!r}: {reason}"))
+            continue
+        for i, rel in hits:
+            path = roots[i] / rel
+            problem = _not_a_listed_image(path, rel, outs[i])
+            if problem is not None:
+                into.problems.append(ImageError(where, f"{entry!r}: {problem}"))
+            elif select.selects(rel.parts):
+                found[i].extend(_with_sidecars([Found(path, rel)], _sidecars_beside(path, sidecars)))
+            else:
+                into.left_out += 1
+    for each in found:
+        each.sort(key=lambda f: f.rel.parts)
+    return found
+
+
+class _Listings:
+    """The names in the folders a --files-from list looks in, each folder listed once (a list of 100 000 scans of
+    one folder must not list it 100 000 times)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str] | None] = {}
+        self._folded: dict[str, dict[str, list[str]]] = {}  # NFC, case-folded name -> the names, made on a miss
+
+    def names(self, folder: str) -> frozenset[str] | None:
+        """The names in `folder`; None when it cannot be listed (a folder one may enter but not list, a file)."""
+        if folder not in self._names:
+            try:
+                self._names[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._names[folder] = None
+        return self._names[folder]
+
+    def alike(self, folder: str, name: str) -> list[str]:
+        """The names in `folder` (listed) equal to `name` in Unicode NFC and ignoring case."""
+        if folder not in self._folded:
+            folded: dict[str, list[str]] = {}
+            for other in self._names[folder] or ():
+                folded.setdefault(unicodedata.normalize("NFC", other).casefold(), []).append(other)
+            self._folded[folder] = folded
+        return self._folded[folder].get(unicodedata.normalize("NFC", name).casefold(), [])
+
+
+def _on_disk(root: Path, parts: Sequence[str], folders: _Listings) -> tuple[Path | None, str]:
+    """(The path below `root` that a list's `parts` name, spelled as its folders spell it, "") or (None, why not).
+    A name is taken as written when its folder has it, else the one name there equal to it in Unicode NFC (a list
+    exported in NFC, a name written in NFD by macOS); one that differs only in case is not taken (a case-sensitive
+    file system may hold both), but named. A folder that cannot be listed takes the name as written."""
+    folder, spelled = str(root), []
+    for part in parts:
+        there = folders.names(folder)
+        if there is not None and part not in there:
+            alike = folders.alike(folder, part)
+            same = [n for n in alike if unicodedata.normalize("NFC", n) == unicodedata.normalize("NFC", part)]
+            if len(same) != 1:
+                cased = ", ".join("/".join((*spelled, n)) for n in sorted(alike))
+                return None, f"not found: {cased} there differs in case" if alike else "not found"
+            part = same[0]
+        spelled.append(part)
+        folder = os.path.join(folder, part)
+    if there is None and not os.path.lexists(folder):
+        return None, "not found"
+    return Path(*spelled), ""
+
+
+def _listed_paths(entry: str, roots: Sequence[Path], folders: _Listings) -> tuple[list[tuple[int, Path]], str]:
+    """([(index of a root, the entry's path below it, as on disk)] for the roots it names something under, why none
+    if none)."""
+    if "\0" in entry:
+        return [], "not a path (it holds a NUL character)"
+    norm = os.path.normpath(entry)
+    if os.path.isabs(norm):
+        for i, root in enumerate(roots):
+            for base in dict.fromkeys((os.path.abspath(root), os.path.realpath(root))):
+                rel = os.path.relpath(norm, base)
+                if rel == os.curdir:
+                    return [], "an input folder: list the images in it"
+                if rel.split(os.sep)[0] != os.pardir:
+                    spelled, why = _on_disk(root, rel.split(os.sep), folders)
+                    return ([(i, spelled)], "") if spelled is not None else ([], why + _hint(entry))
+        return [], "not inside an input folder"
+    if norm == os.curdir or norm.split(os.sep)[0] == os.pardir:
+        return [], "not a path below the input folder"
+    hits, why = [], "not found"
+    for i, root in enumerate(roots):
+        spelled, reason = _on_disk(root, norm.split(os.sep), folders)
+        if spelled is not None:
+            hits.append((i, spelled))
+        elif why == "not found":
+            why = reason
+    where = f"in the input folder {roots[0]}" if len(roots) == 1 else "in any input folder"
+    if not roots:
+        return [], "no input folder given to look for it in"
+    return hits, f"{why} {where}{_hint(entry, roots)}" if why == "not found" else why + _hint(entry, roots)
+
+
+def _hint(entry: str, roots: Sequence[Path] = ()) -> str:
+    """What may be wrong with a listed path that names nothing, from the way it is written."""
+    here = os.path.abspath(entry)
+    if not os.path.isabs(entry) and os.path.lexists(here) and any(_inside(Path(here), Path(os.path.abspath(r)))
+                                                                   for r in roots):
+        # `find archive -name '*.tif' > list` writes archive/box12/a.tif for the input folder archive
+        return " (a path from the current folder: write it below the input folder, or absolute)"
+    if entry != entry.strip():
+        return " (the line begins or ends with white space, taken as part of the name)"
+    if "\\" in entry:
+        return " (a '\\' is part of a name here: folders are separated by '/')"
+    return ""
+
+
+def _not_a_listed_image(path: Path, rel: Path, exclude: Path | None) -> str | None:
+    """Why the listed `path` (`rel` below its input folder; there, if only as a link) is not taken, or None: a broken
+    link, a folder, something else than a regular file, no image's name, a hidden name (never walked), a file in the
+    output folder."""
+    no_image = None if is_image_name(path.name) else f"not a supported image type ({' '.join(sorted(IMAGE_SUFFIXES))})"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return no_image or (f"broken symbolic link (to {_link_target(path)}, which does not exist)"
+                            if path.is_symlink() else "not found")
+    except OSError as e:
+        return no_image or f"cannot stat ({e.strerror or e})"
+    if stat.S_ISDIR(mode):
+        return "a folder: list the images in it"
+    if no_image:
+        return no_image
+    if not stat.S_ISREG(mode):
+        return _not_regular(mode)
+    if any(_is_hidden(part) for part in rel.parts):
+        return "hidden (a name on its path begins with '.'): the walk never takes it"
+    if exclude is not None and _inside(path.resolve(), exclude):
+        return "inside the output folder"
+    return None
 
 
 def _with_sidecars(images: list[Found], matched: dict[str, tuple[str | None, str | None]]) -> list[Found]:
@@ -247,11 +420,13 @@ def _not_regular(mode: int) -> str:
     return f"not a regular file or folder ({kind})" if kind else "not a regular file or folder"
 
 
-def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
+def discover(inputs: Sequence[Path], exclude: Path | None = None, select: Selection = Selection()) -> Discovery:
     """Images under `inputs`, in input order, each folder's images sorted by relative path.
 
     exclude: a folder the walk never descends into, however it is reached (a symlink in an input tree that
     points to the output folder must not feed the outputs back in as inputs).
+    select: the images of the input folders to take (selection.py); those named as inputs are taken whatever it says.
+    With a --files-from list the folders are not walked: only the files it names are looked up in them.
 
     The same image reached twice with the same relative path (e.g. a file given twice) is listed once;
     distinct images that would get the same output are left to `OutputClaims` to refuse.
@@ -259,12 +434,19 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None) -> Discovery:
     result = Discovery()
     exclude = None if exclude is None else Path(exclude).resolve()
     listed: dict[str, dict[str, tuple[str | None, str | None]]] = {}  # the folders of images given by name
+    folders = [Path(p) for p in inputs if Path(p).is_dir()]
+    chosen = None if select.listed is None else iter(_look_up(select.listed, folders, result, exclude, select))
     for inp in inputs:
         inp = Path(inp)
         if inp.is_dir():
-            _walk_folder(inp, result, exclude)
+            if chosen is None:
+                _walk_folder(inp, result, exclude, select)
+            else:
+                result.found.extend(next(chosen))
         elif inp.is_file():
             if is_image_name(inp.name):
+                if (select.include or select.exclude) and not select.takes((inp.name,)):
+                    result.named_over.append(inp)  # taken all the same: said, since `scans/*` names some this way
                 result.found.extend(_with_sidecars([Found(inp, Path(inp.name))], _sidecars_beside(inp, listed)))
             else:
                 result.ignored.append(inp)
