@@ -77,7 +77,8 @@ class Budget:
         self._t0: float | None = None
 
     def start(self) -> None:
-        """The run starts now: the budget counts from here (before the models load: that takes part of the night too)."""
+        """The run starts now: the budget counts from here, before the models load (that takes part of the night
+        too)."""
         self._t0 = self._clock()
 
     def spent(self) -> bool:
