@@ -20,6 +20,7 @@ them too. Nothing here changes what a file's outputs are: the selection is not p
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -132,11 +133,13 @@ def parse_list(name: str, data: bytes) -> FileList:
     lines starting with '#' left out. BadArgument when it is not UTF-8."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's and Notepad's "Unicode text"
         raise BadArgument(f"--files-from {_named(name)}: UTF-16 text, not UTF-8: save the list as UTF-8")
+    # the mark taken off before decoding: utf-8-sig's error offsets count from after it, not in `data`
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        text = data.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise BadArgument(f"--files-from {_named(name)}: not UTF-8 text (byte 0x{data[e.start]:02x} on line "
+        line = body[:e.start].count(b"\n") + 1
+        raise BadArgument(f"--files-from {_named(name)}: not UTF-8 text (byte 0x{body[e.start]:02x} on line "
                           f"{line})") from None
     entries = []
     for n, line in enumerate(text.split("\n"), 1):

@@ -196,6 +196,9 @@ def test_list_files_are_read_as_utf8_with_lines_as_written():
                                                                           (5, "\td.tif"))
     with pytest.raises(BadArgument, match=r"^--files-from sel.txt: not UTF-8 text \(byte 0xff on line 2\)$"):
         parse_list("sel.txt", b"a.tif\n\xff.tif\n")
+    # after a byte order mark too: the byte and line named are the bad one's, not those 3 bytes earlier
+    with pytest.raises(BadArgument, match=r"^--files-from sel.txt: not UTF-8 text \(byte 0xe9 on line 3\)$"):
+        parse_list("sel.txt", b"\xef\xbb\xbfa.tif\nb.tif\ncaf\xe9.tif\n")
 
 
 def test_reading_a_list_that_is_missing_or_from_stdin(tmp_path):
