@@ -434,11 +434,12 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None, select: Select
     result = Discovery()
     exclude = None if exclude is None else Path(exclude).resolve()
     listed: dict[str, dict[str, tuple[str | None, str | None]]] = {}  # the folders of images given by name
-    folders = [Path(p) for p in inputs if Path(p).is_dir()]
+    # each input's kind asked once: the lists _look_up gives are taken one a folder, in the same order
+    kinds = [(Path(p), Path(p).is_dir()) for p in inputs]
+    folders = [inp for inp, is_folder in kinds if is_folder]
     chosen = None if select.listed is None else iter(_look_up(select.listed, folders, result, exclude, select))
-    for inp in inputs:
-        inp = Path(inp)
-        if inp.is_dir():
+    for inp, is_folder in kinds:
+        if is_folder:
             if chosen is None:
                 _walk_folder(inp, result, exclude, select)
             else:

@@ -280,3 +280,20 @@ def test_files_from_says_when_a_line_is_a_path_from_the_current_folder(tmp_path,
     assert [p.reason for p in disc.problems] == [
         "'archive/box12/a.tif': not found in the input folder archive (a path from the current folder: write it "
         "below the input folder, or absolute)"]
+
+
+def test_files_from_with_an_input_that_becomes_a_folder_meanwhile_is_no_traceback(tmp_path, monkeypatch):
+    """An input's kind is asked once: one mounted or made between two asks must not misalign the lists per folder."""
+    a, late = tmp_path / "a", tmp_path / "late"
+    touch(a / "one.tif")
+    touch(late / "one.tif")
+    real, asked = Path.is_dir, []
+
+    def is_dir(path):
+        asked.append(path)
+        return real(path) and (path != late or asked.count(late) > 1)  # `late` is a folder from its second ask
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    disc = discover([a, late], select=select(listed=listing("one.tif\n")))
+    assert [f.src for f in disc.found] == [a / "one.tif"]
+    assert [p.path for p in disc.problems] == [late]  # not a folder when asked: a problem of its own
