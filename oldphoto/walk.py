@@ -189,9 +189,9 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None, selec
                 files.append(entry.name)
                 if is_image_name(entry.name) and _taken(select, parts, included, into):
                     images.append(Found(path, rel / entry.name))
-            elif is_image_name(entry.name) and _taken(select, parts, included, into):  # never opened: a FIFO
-                # could make a read wait for good
-                into.problems.append(ImageError(path, _not_regular(mode)))
+            elif is_image_name(entry.name) and _taken(select, parts, included, into):
+                into.problems.append(ImageError(path, _not_regular(mode)))  # never opened: a FIFO could make a
+                # read wait for good
         found.extend(_with_sidecars(images, match_sidecars(files)))
 
     visit(root, Path(), False)
@@ -307,17 +307,18 @@ def _listed_paths(entry: str, roots: Sequence[Path], folders: _Listings) -> tupl
         return [], "not inside an input folder"
     if norm == os.curdir or norm.split(os.sep)[0] == os.pardir:
         return [], "not a path below the input folder"
+    if not roots:
+        return [], "no input folder given to look for it in"
     hits, why = [], "not found"
     for i, root in enumerate(roots):
         spelled, reason = _on_disk(root, norm.split(os.sep), folders)
         if spelled is not None:
             hits.append((i, spelled))
         elif why == "not found":
-            why = reason
-    where = f"in the input folder {roots[0]}" if len(roots) == 1 else "in any input folder"
-    if not roots:
-        return [], "no input folder given to look for it in"
-    return hits, f"{why} {where}{_hint(entry, roots)}" if why == "not found" else why + _hint(entry, roots)
+            why = reason  # a name that differs in case, said rather than a bare "not found"
+    if why == "not found":
+        why += f" in the input folder {roots[0]}" if len(roots) == 1 else " in any input folder"
+    return hits, why + _hint(entry, roots)
 
 
 def _hint(entry: str, roots: Sequence[Path] = ()) -> str:
