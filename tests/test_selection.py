@@ -297,3 +297,12 @@ def test_files_from_with_an_input_that_becomes_a_folder_meanwhile_is_no_tracebac
     disc = discover([a, late], select=select(listed=listing("one.tif\n")))
     assert [f.src for f in disc.found] == [a / "one.tif"]
     assert [p.path for p in disc.problems] == [late]  # not a folder when asked: a problem of its own
+
+
+def test_files_from_without_an_input_folder_names_each_line(tmp_path):
+    named = touch(tmp_path / "named.jpg")
+    touch(tmp_path / "a.tif")
+    disc = discover([named], select=select(listed=listing(f"a.tif\n{tmp_path / 'a.tif'}\n")))
+    assert [f.src for f in disc.found] == [named]
+    assert [p.reason for p in disc.problems] == ["'a.tif': no input folder given to look for it in",
+                                                 f"'{tmp_path / 'a.tif'}': not inside an input folder"]
