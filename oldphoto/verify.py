@@ -134,18 +134,7 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
             state = _NoAtimeState.load(out, read_only=True, folder_fd=root)
         except StateError as e:
             raise CannotVerify(str(e)) from None
-        rels = sorted(state.records)
-        total = sum(len(state.records[rel].outputs) for rel in rels) + (len(rels) if sources else 0)
-        outputs: list[Check] = []
-        masters: list[Check] = []
-        for rel in rels:
-            record = state.records[rel]
-            for o in record.outputs:
-                outputs.append(_check_output(root, rel, o))
-                _tell(on_check, outputs[-1], len(outputs) + len(masters), total)
-            if sources:
-                masters.append(_check_master(rel, record))
-                _tell(on_check, masters[-1], len(outputs) + len(masters), total)
+        outputs, masters = _check_all(root, state, sources, on_check)
         _refuse_if_held(out, "a run started while the audit read the folder (held by {}): verify again once it is "
                              "done")
         if _state_id(out, root) != before:
@@ -153,8 +142,26 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
                                f"verify again")
     finally:
         os.close(root)
-    return Audit(out, len(rels), tuple(outputs), tuple(masters), sources, started, now_iso(),
-                 state.dropped_torn_line)
+    return Audit(out, len(state.records), outputs, masters, sources, started, now_iso(), state.dropped_torn_line)
+
+
+def _check_all(root: int, state: RunState, sources: bool, on_check: OnCheck | None,
+               ) -> tuple[tuple[Check, ...], tuple[Check, ...]]:
+    """(The checks of every output `state` lists, of each master with `sources`), in the order of the records (by
+    rel) and of each record's outputs, `on_check` told after each file."""
+    rels = sorted(state.records)
+    total = sum(len(state.records[rel].outputs) for rel in rels) + (len(rels) if sources else 0)
+    outputs: list[Check] = []
+    masters: list[Check] = []
+    for rel in rels:
+        record = state.records[rel]
+        for o in record.outputs:
+            outputs.append(_check_output(root, rel, o))
+            _tell(on_check, outputs[-1], len(outputs) + len(masters), total)
+        if sources:
+            masters.append(_check_master(rel, record))
+            _tell(on_check, masters[-1], len(outputs) + len(masters), total)
+    return tuple(outputs), tuple(masters)
 
 
 class _NoAtimeState(RunState):
@@ -234,7 +241,7 @@ def _check_output(root: int, rel: str, o: OutputRecord) -> Check:
     """One output, looked up from `root` (OUT) a folder at a time, no link followed; read only when it has a digest."""
     file = _Recorded(rel, o.path, o.sha256, o.size, o.mtime_ns)
     parts = PurePosixPath(o.path).parts
-    if not parts or o.path.startswith("/") or any(p in (".", "..") for p in parts):
+    if not parts or o.path.startswith("/") or ".." in parts:  # (PurePosixPath leaves out a '.')
         return file.found(UNREADABLE, reason="the state file names a path outside the output folder")
     if not _nameable(o.path):
         return file.found(UNREADABLE, reason=_UNNAMEABLE)
