@@ -31,8 +31,12 @@ from .errors import BadArgument
 
 @dataclass(frozen=True)
 class Pattern:
+    """One --include or --exclude glob (parse_pattern), as the module's docstring says it matches."""
+
     text: str  # as given
-    anchored: bool  # it has a `/` (not counting a trailing one): matched against the relative path, not the name
+    # it has a `/` between two names (not a trailing one, nor that of a leading './'): matched against the relative
+    # path, not the name
+    anchored: bool
     folders_only: bool  # it ended in `/`
     regex: re.Pattern[str]
     # of a pattern ending in '/**': the folder it names everything below of, which stands for all that (so the walk

@@ -39,7 +39,9 @@ class Found(NamedTuple):
 class Discovery:
     found: list[Found] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)  # explicit file inputs that are not supported images
-    problems: list[ImageError] = field(default_factory=list)  # folders that could not be listed
+    # folders that could not be listed, images that cannot be read (a broken link, a FIFO), --files-from lines that
+    # name no image
+    problems: list[ImageError] = field(default_factory=list)
     left_out: int = 0  # images of the input folders the selection's patterns leave out
     folders_left_out: int = 0  # folders the selection's patterns leave out, never entered
     named_over: list[Path] = field(default_factory=list)  # images named as inputs that the patterns would leave out
