@@ -20,6 +20,7 @@ them too. Nothing here changes what a file's outputs are: the selection is not p
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -30,8 +31,12 @@ from .errors import BadArgument
 
 @dataclass(frozen=True)
 class Pattern:
+    """One --include or --exclude glob (parse_pattern), as the module's docstring says it matches."""
+
     text: str  # as given
-    anchored: bool  # it has a `/` (not counting a trailing one): matched against the relative path, not the name
+    # it has a `/` between two names (not a trailing one, nor that of a leading './'): matched against the relative
+    # path, not the name
+    anchored: bool
     folders_only: bool  # it ended in `/`
     regex: re.Pattern[str]
     # of a pattern ending in '/**': the folder it names everything below of, which stands for all that (so the walk
@@ -132,11 +137,13 @@ def parse_list(name: str, data: bytes) -> FileList:
     lines starting with '#' left out. BadArgument when it is not UTF-8."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's and Notepad's "Unicode text"
         raise BadArgument(f"--files-from {_named(name)}: UTF-16 text, not UTF-8: save the list as UTF-8")
+    # the mark taken off before decoding: utf-8-sig's error offsets count from after it, not in `data`
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        text = data.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise BadArgument(f"--files-from {_named(name)}: not UTF-8 text (byte 0x{data[e.start]:02x} on line "
+        line = body[:e.start].count(b"\n") + 1
+        raise BadArgument(f"--files-from {_named(name)}: not UTF-8 text (byte 0x{body[e.start]:02x} on line "
                           f"{line})") from None
     entries = []
     for n, line in enumerate(text.split("\n"), 1):

@@ -25,6 +25,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from . import __version__
@@ -133,18 +134,7 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
             state = _NoAtimeState.load(out, read_only=True, folder_fd=root)
         except StateError as e:
             raise CannotVerify(str(e)) from None
-        rels = sorted(state.records)
-        total = sum(len(state.records[rel].outputs) for rel in rels) + (len(rels) if sources else 0)
-        outputs: list[Check] = []
-        masters: list[Check] = []
-        for rel in rels:
-            record = state.records[rel]
-            for o in record.outputs:
-                outputs.append(_check_output(root, rel, o))
-                _tell(on_check, outputs[-1], len(outputs) + len(masters), total)
-            if sources:
-                masters.append(_check_master(rel, record))
-                _tell(on_check, masters[-1], len(outputs) + len(masters), total)
+        outputs, masters = _check_all(root, state, sources, on_check)
         _refuse_if_held(out, "a run started while the audit read the folder (held by {}): verify again once it is "
                              "done")
         if _state_id(out, root) != before:
@@ -152,8 +142,26 @@ def audit(out: Path, sources: bool = False, on_check: OnCheck | None = None) -> 
                                f"verify again")
     finally:
         os.close(root)
-    return Audit(out, len(rels), tuple(outputs), tuple(masters), sources, started, now_iso(),
-                 state.dropped_torn_line)
+    return Audit(out, len(state.records), outputs, masters, sources, started, now_iso(), state.dropped_torn_line)
+
+
+def _check_all(root: int, state: RunState, sources: bool, on_check: OnCheck | None,
+               ) -> tuple[tuple[Check, ...], tuple[Check, ...]]:
+    """(The checks of every output `state` lists, of each master with `sources`), in the order of the records (by
+    rel) and of each record's outputs, `on_check` told after each file."""
+    rels = sorted(state.records)
+    total = sum(len(state.records[rel].outputs) for rel in rels) + (len(rels) if sources else 0)
+    outputs: list[Check] = []
+    masters: list[Check] = []
+    for rel in rels:
+        record = state.records[rel]
+        for o in record.outputs:
+            outputs.append(_check_output(root, rel, o))
+            _tell(on_check, outputs[-1], len(outputs) + len(masters), total)
+        if sources:
+            masters.append(_check_master(rel, record))
+            _tell(on_check, masters[-1], len(outputs) + len(masters), total)
+    return tuple(outputs), tuple(masters)
 
 
 class _NoAtimeState(RunState):
@@ -197,17 +205,46 @@ def _state_id(out: Path, root: int) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    """One file as its record describes it (an output, or a master), and the checks of it."""
+
+    rel: str
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int | None
+
+    def found(self, status: str, st: os.stat_result | None = None, digest: str | None = None, reason: str = "",
+              ) -> Check:
+        """The Check: `status`, with `st` (the stat of the regular file there, if any) and its `digest`, if read."""
+        return Check(self.rel, self.path, status, self.sha256, digest, self.size, None if st is None else st.st_size,
+                     self.mtime_ns, None if st is None else st.st_mtime_ns, reason)
+
+    def compare(self, st: os.stat_result, read: Callable[[], tuple[str | None, os.stat_result]]) -> Check:
+        """The Check of what is there (`st`: its stat); read (_sha256) only when it is a regular file and a digest
+        was recorded to compare with: else a size of its own says enough."""
+        if not stat.S_ISREG(st.st_mode):
+            return self.found(CHANGED, reason=f"now {_kind(st.st_mode)}")
+        if self.sha256 is None:
+            return self.found(CHANGED, st) if st.st_size != self.size else self.found(UNVERIFIABLE, st)
+        try:
+            digest, st = read()
+        except OSError as e:
+            return self.found(UNREADABLE, reason=e.strerror or str(e))
+        if digest is None:  # replaced by something else since its stat
+            return self.found(CHANGED, reason=f"now {_kind(st.st_mode)}")
+        return self.found(OK if digest == self.sha256 else CHANGED, st, digest)
+
+
 def _check_output(root: int, rel: str, o: OutputRecord) -> Check:
     """One output, looked up from `root` (OUT) a folder at a time, no link followed; read only when it has a digest."""
-    def found(status: str, st: os.stat_result | None = None, sha256: str | None = None, reason: str = "") -> Check:
-        return Check(rel, o.path, status, o.sha256, sha256, o.size, None if st is None else st.st_size, o.mtime_ns,
-                     None if st is None else st.st_mtime_ns, reason)
-
+    file = _Recorded(rel, o.path, o.sha256, o.size, o.mtime_ns)
     parts = PurePosixPath(o.path).parts
-    if not parts or o.path.startswith("/") or any(p in (".", "..") for p in parts):
-        return found(UNREADABLE, reason="the state file names a path outside the output folder")
+    if not parts or o.path.startswith("/") or ".." in parts:  # (PurePosixPath leaves out a '.')
+        return file.found(UNREADABLE, reason="the state file names a path outside the output folder")
     if not _nameable(o.path):
-        return found(UNREADABLE, reason=_UNNAMEABLE)
+        return file.found(UNREADABLE, reason=_UNNAMEABLE)
     folders: list[int] = []
     try:
         fd = root
@@ -215,28 +252,18 @@ def _check_output(root: int, rel: str, o: OutputRecord) -> Check:
             try:
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
-                return found(MISSING)
+                return file.found(MISSING)
             except OSError as e:
-                return found(UNREADABLE, reason=e.strerror or str(e))
+                return file.found(UNREADABLE, reason=e.strerror or str(e))
             if i < len(parts) - 1:
                 if not stat.S_ISDIR(st.st_mode):
-                    return found(CHANGED, reason=f"{'/'.join(parts[:i + 1])} is now {_kind(st.st_mode)}")
+                    return file.found(CHANGED, reason=f"{'/'.join(parts[:i + 1])} is now {_kind(st.st_mode)}")
                 try:
                     fd = os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as e:  # replaced since its lstat, or not searchable
-                    return found(UNREADABLE, reason=f"{'/'.join(parts[:i + 1])}: {e.strerror or e}")
+                    return file.found(UNREADABLE, reason=f"{'/'.join(parts[:i + 1])}: {e.strerror or e}")
                 folders.append(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return found(CHANGED, reason=f"now {_kind(st.st_mode)}")
-        if o.sha256 is None:  # nothing to compare the bytes with: not read; a size of its own says enough
-            return found(CHANGED, st) if st.st_size != o.size else found(UNVERIFIABLE, st)
-        try:
-            digest, st = _sha256(parts[-1], fd, follow=False)
-        except OSError as e:
-            return found(UNREADABLE, reason=e.strerror or str(e))
-        if digest is None:  # replaced by something else since its lstat
-            return found(CHANGED, reason=f"now {_kind(st.st_mode)}")
-        return found(OK if digest == o.sha256 else CHANGED, st, digest)
+        return file.compare(st, partial(_sha256, parts[-1], fd, follow=False))
     finally:
         for fd in folders:
             os.close(fd)
@@ -244,30 +271,16 @@ def _check_output(root: int, rel: str, o: OutputRecord) -> Check:
 
 def _check_master(rel: str, record: Record) -> Check:
     """A record's master, by the path it keeps (links followed)."""
-    def found(status: str, st: os.stat_result | None = None, sha256: str | None = None, reason: str = "") -> Check:
-        return Check(rel, record.source, status, record.sha256, sha256, record.size,
-                     None if st is None else st.st_size, record.mtime_ns, None if st is None else st.st_mtime_ns,
-                     reason)
-
+    file = _Recorded(rel, record.source, record.sha256, record.size, record.mtime_ns)
     if not _nameable(record.source):
-        return found(UNREADABLE, reason=_UNNAMEABLE)
+        return file.found(UNREADABLE, reason=_UNNAMEABLE)
     try:
         st = os.stat(record.source)
     except (FileNotFoundError, NotADirectoryError):
-        return found(MISSING)
+        return file.found(MISSING)
     except OSError as e:
-        return found(UNREADABLE, reason=e.strerror or str(e))
-    if not stat.S_ISREG(st.st_mode):
-        return found(CHANGED, reason=f"now {_kind(st.st_mode)}")
-    if record.sha256 is None:
-        return found(CHANGED, st) if st.st_size != record.size else found(UNVERIFIABLE, st)
-    try:
-        digest, st = _sha256(record.source, None, follow=True)
-    except OSError as e:
-        return found(UNREADABLE, reason=e.strerror or str(e))
-    if digest is None:
-        return found(CHANGED, reason=f"now {_kind(st.st_mode)}")
-    return found(OK if digest == record.sha256 else CHANGED, st, digest)
+        return file.found(UNREADABLE, reason=e.strerror or str(e))
+    return file.compare(st, partial(_sha256, record.source, None, follow=True))
 
 
 _UNNAMEABLE = "the state file names a path that no file can have"

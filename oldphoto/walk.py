@@ -39,7 +39,9 @@ class Found(NamedTuple):
 class Discovery:
     found: list[Found] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)  # explicit file inputs that are not supported images
-    problems: list[ImageError] = field(default_factory=list)  # folders that could not be listed
+    # folders that could not be listed, images that cannot be read (a broken link, a FIFO), --files-from lines that
+    # name no image
+    problems: list[ImageError] = field(default_factory=list)
     left_out: int = 0  # images of the input folders the selection's patterns leave out
     folders_left_out: int = 0  # folders the selection's patterns leave out, never entered
     named_over: list[Path] = field(default_factory=list)  # images named as inputs that the patterns would leave out
@@ -189,9 +191,9 @@ def _walk_folder(root: Path, into: Discovery, exclude: Path | None = None, selec
                 files.append(entry.name)
                 if is_image_name(entry.name) and _taken(select, parts, included, into):
                     images.append(Found(path, rel / entry.name))
-            elif is_image_name(entry.name) and _taken(select, parts, included, into):  # never opened: a FIFO
-                # could make a read wait for good
-                into.problems.append(ImageError(path, _not_regular(mode)))
+            elif is_image_name(entry.name) and _taken(select, parts, included, into):
+                into.problems.append(ImageError(path, _not_regular(mode)))  # never opened: a FIFO could make a
+                # read wait for good
         found.extend(_with_sidecars(images, match_sidecars(files)))
 
     visit(root, Path(), False)
@@ -307,17 +309,18 @@ def _listed_paths(entry: str, roots: Sequence[Path], folders: _Listings) -> tupl
         return [], "not inside an input folder"
     if norm == os.curdir or norm.split(os.sep)[0] == os.pardir:
         return [], "not a path below the input folder"
+    if not roots:
+        return [], "no input folder given to look for it in"
     hits, why = [], "not found"
     for i, root in enumerate(roots):
         spelled, reason = _on_disk(root, norm.split(os.sep), folders)
         if spelled is not None:
             hits.append((i, spelled))
         elif why == "not found":
-            why = reason
-    where = f"in the input folder {roots[0]}" if len(roots) == 1 else "in any input folder"
-    if not roots:
-        return [], "no input folder given to look for it in"
-    return hits, f"{why} {where}{_hint(entry, roots)}" if why == "not found" else why + _hint(entry, roots)
+            why = reason  # a name that differs in case, said rather than a bare "not found"
+    if why == "not found":
+        why += f" in the input folder {roots[0]}" if len(roots) == 1 else " in any input folder"
+    return hits, why + _hint(entry, roots)
 
 
 def _hint(entry: str, roots: Sequence[Path] = ()) -> str:
@@ -434,11 +437,12 @@ def discover(inputs: Sequence[Path], exclude: Path | None = None, select: Select
     result = Discovery()
     exclude = None if exclude is None else Path(exclude).resolve()
     listed: dict[str, dict[str, tuple[str | None, str | None]]] = {}  # the folders of images given by name
-    folders = [Path(p) for p in inputs if Path(p).is_dir()]
+    # each input's kind asked once: the lists _look_up gives are taken one a folder, in the same order
+    kinds = [(Path(p), Path(p).is_dir()) for p in inputs]
+    folders = [inp for inp, is_folder in kinds if is_folder]
     chosen = None if select.listed is None else iter(_look_up(select.listed, folders, result, exclude, select))
-    for inp in inputs:
-        inp = Path(inp)
-        if inp.is_dir():
+    for inp, is_folder in kinds:
+        if is_folder:
             if chosen is None:
                 _walk_folder(inp, result, exclude, select)
             else:

@@ -196,6 +196,9 @@ def test_list_files_are_read_as_utf8_with_lines_as_written():
                                                                           (5, "\td.tif"))
     with pytest.raises(BadArgument, match=r"^--files-from sel.txt: not UTF-8 text \(byte 0xff on line 2\)$"):
         parse_list("sel.txt", b"a.tif\n\xff.tif\n")
+    # after a byte order mark too: the byte and line named are the bad one's, not those 3 bytes earlier
+    with pytest.raises(BadArgument, match=r"^--files-from sel.txt: not UTF-8 text \(byte 0xe9 on line 3\)$"):
+        parse_list("sel.txt", b"\xef\xbb\xbfa.tif\nb.tif\ncaf\xe9.tif\n")
 
 
 def test_reading_a_list_that_is_missing_or_from_stdin(tmp_path):
@@ -277,3 +280,29 @@ def test_files_from_says_when_a_line_is_a_path_from_the_current_folder(tmp_path,
     assert [p.reason for p in disc.problems] == [
         "'archive/box12/a.tif': not found in the input folder archive (a path from the current folder: write it "
         "below the input folder, or absolute)"]
+
+
+def test_files_from_with_an_input_that_becomes_a_folder_meanwhile_is_no_traceback(tmp_path, monkeypatch):
+    """An input's kind is asked once: one mounted or made between two asks must not misalign the lists per folder."""
+    a, late = tmp_path / "a", tmp_path / "late"
+    touch(a / "one.tif")
+    touch(late / "one.tif")
+    real, asked = Path.is_dir, []
+
+    def is_dir(path):
+        asked.append(path)
+        return real(path) and (path != late or asked.count(late) > 1)  # `late` is a folder from its second ask
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    disc = discover([a, late], select=select(listed=listing("one.tif\n")))
+    assert [f.src for f in disc.found] == [a / "one.tif"]
+    assert [p.path for p in disc.problems] == [late]  # not a folder when asked: a problem of its own
+
+
+def test_files_from_without_an_input_folder_names_each_line(tmp_path):
+    named = touch(tmp_path / "named.jpg")
+    touch(tmp_path / "a.tif")
+    disc = discover([named], select=select(listed=listing(f"a.tif\n{tmp_path / 'a.tif'}\n")))
+    assert [f.src for f in disc.found] == [named]
+    assert [p.reason for p in disc.problems] == ["'a.tif': no input folder given to look for it in",
+                                                 f"'{tmp_path / 'a.tif'}': not inside an input folder"]
