@@ -65,15 +65,23 @@ class StopFlag:
         """Also called when listen() was not."""
 
 
-class Budget:
-    """A run's time budget (--stop-after): once `seconds` have passed since the run started (on `clock`, monotonic
-    seconds; tests give their own), no new file is planned or started. Unlike a StopFlag it abandons nothing: the
-    files in flight finish and are recorded, the rest stay "not_started" for the next run (report.budget_reached)."""
+def window_clock() -> float:
+    """Seconds of real time from a fixed point, never set back: Linux's CLOCK_BOOTTIME, which also counts the time the
+    machine was suspended (a night's window passes while it sleeps; time.monotonic stops then), else time.monotonic."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+
+class Budget:
+    """A run's time budget (--stop-after): once `seconds` have passed since the run started (on `clock`: seconds that
+    only go forward, window_clock unless given; tests give their own), no new file is planned or started. Unlike a
+    StopFlag it abandons nothing: the files in flight finish and are recorded, the rest stay "not_started" for the
+    next run (report.budget_reached)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] | None = None) -> None:
         if not seconds >= 0:  # NaN too
             raise ValueError(f"a time budget is 0 seconds or more, got {seconds!r}")
-        self.seconds, self._clock = seconds, clock
+        self.seconds, self._clock = seconds, clock or window_clock
         self._t0: float | None = None
 
     def start(self) -> None:
@@ -186,10 +194,11 @@ class Batch:
                     report.interrupted = True
         finally:
             stop.stop_listening()
-            if report.budget_reached:  # the files it left: planned or not, none of them was begun
-                for result in report.results:
-                    if result.status == "pending":
-                        result.status = "not_started"
+            for result in report.results:
+                if result.status == "pending" and report.budget_reached:  # planned or not, none of them was begun
+                    result.status = "not_started"
+                if result.status not in ("done", "skipped"):  # planning said where a sidecar-only job's mask came
+                    result.mask_source = None  # from: no restoration is described by a file not done (README)
             progress.close()
             report.finished = now_iso()
             report.wall_seconds = time.monotonic() - t0

@@ -4,14 +4,21 @@ when the fake pipeline has been called for a given number of files, so no test w
 
 import functools
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from oldphoto import cli, runner
+from oldphoto import cli, planning, runner
 from oldphoto.config import RestoreConfig
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import FakePipeline, fake_pipeline, put, report_of, run, scans, tree
+from restore_samples import (FakePipeline, fake_pipeline, put, real_scans, report_of, run, scans, stand_in_models,
+                             tree)
+
+_SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+            '<rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
+            '</x:xmpmeta>')  # an XMP sidecar with a caption
 
 FILES = ["a.jpg", "album 1/b.PNG", "album 1/deep/c.tif"]  # scans()' images, in the order a run takes them
 
@@ -248,3 +255,49 @@ def test_a_budget_is_0_seconds_or_more_counted_from_its_start():
     for bad in (-1, float("nan")):
         with pytest.raises(ValueError):
             runner.Budget(bad)
+
+
+def test_the_budget_counts_the_hours_the_machine_slept(monkeypatch):
+    """A night's window passes while the machine is suspended: the budget's own clock says so (time.monotonic, which
+    stops then on Linux, would let a run start new files hours past the window)."""
+    if not hasattr(time, "CLOCK_BOOTTIME"):
+        pytest.skip("no clock that counts suspended time here")
+    real, slept = time.clock_gettime, [0.0]
+    monkeypatch.setattr(time, "clock_gettime",
+                        lambda clock: real(clock) + (slept[0] if clock == time.CLOCK_BOOTTIME else 0.0))
+    budget = runner.Budget(3600)
+    budget.start()
+    assert not budget.spent()
+    slept[0] = 2 * 3600.0  # suspended two hours: time.monotonic did not move
+    assert budget.spent()
+
+
+def test_a_sidecar_only_file_the_budget_left_describes_no_restoration(tmp_path, monkeypatch):
+    """Planning says where a sidecar-only job's mask came from (its record); left not_started by the budget, the file
+    restored nothing in this run: its mask_source is null, as for any file not reached."""
+    stand_in_models(monkeypatch)
+    root, _, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    (root / "street.png.xmp").write_text(_SIDECAR.format("Main street, 1932"))
+    out, opts = tmp_path / "out", ("--tile", 128, "--overlap", 16, "--jobs", 1)
+    assert run("restore", root, "--out", out, *opts).exit_code == 0
+    (root / "street.png.xmp").write_text(_SIDECAR.format("Main street, 1933"))  # a sidecar-only job now
+
+    planned = threading.Event()
+    real_plan = planning.plan
+
+    def plan(*args, **kwargs):
+        jobs = real_plan(*args, **kwargs)
+        planned.set()
+        return jobs
+
+    monkeypatch.setattr(planning, "plan", plan)
+    budget_clock(monkeypatch, lambda: 86400.0 if planned.is_set() else 0.0)  # spent once the plan is made
+    r = run("restore", root, "--out", out, *opts, "--stop-after", "1h")
+    assert r.exit_code == 3, r.output
+    files = {f["relative"]: f for f in report_of(out)["files"]}
+    assert files["street.png"]["status"] == "not_started" and files["street.png"]["sidecar_only"] is False
+    assert files["street.png"]["mask_source"] is None and files["street.png"]["outputs"] == []
+    assert files["box 2/portrait.tif"]["status"] == "skipped"
+    assert files["box 2/portrait.tif"]["mask_source"] == "detector"
+    assert "Main street, 1932" in (out / "street.png.xmp").read_text()  # not rewritten
