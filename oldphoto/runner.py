@@ -180,10 +180,12 @@ class Batch:
                                   "redone")
                 stop.listen()
                 try:
-                    # a file not planned yet is not started either once the budget is spent (planning may read
-                    # every source: after a lost state file, to recognise its outputs)
+                    # a file not planned yet is not started either once the budget is spent: planning may read
+                    # every source (after a lost state file, to recognise its outputs; after a copy that gave the
+                    # sources new mtimes, to compare their sha256), and what it found is recorded as it goes, so the
+                    # next run goes on from there. The files it did not look at are "not_started", up to date or not.
                     jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress,
-                                         lambda: stop() or self._budget_spent(report), self.select)
+                                         lambda: stop() or self._budget_spent(report, checking=True), self.select)
                     progress.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
                     self._execute(jobs, fps, models, state, report, lock)
                 except KeyboardInterrupt:
@@ -208,15 +210,18 @@ class Batch:
             raise CannotRun(unstarted if kept is None else f"{unstarted}; the last run's report kept as {kept}")
         return Outcome(report, lost, unsaved)
 
-    def _budget_spent(self, report: Report) -> bool:
-        """Whether the run's budget forbids starting the file waiting now; the first time it does, the report and a
-        note say so. Asked only while no stop is requested: files a signal left are "pending", not "not_started"."""
+    def _budget_spent(self, report: Report, checking: bool = False) -> bool:
+        """Whether the run's budget forbids starting the file waiting now (`checking`: looking at it, in planning);
+        the first time it does, the report and a note say so. Asked only while no stop is requested: files a signal
+        left are "pending", not "not_started"."""
         if self.budget is None or not self.budget.spent():
             return False
         if not report.budget_reached:
             report.budget_reached = True
-            self.progress.note(f"note: --stop-after {duration_words(self.budget.seconds)} reached: no more files "
-                               f"start; those in flight finish")
+            budget = duration_words(self.budget.seconds)
+            self.progress.note(f"note: --stop-after {budget} reached while checking which files need work: the rest "
+                               f"are not looked at, up to date or not, and none starts" if checking else
+                               f"note: --stop-after {budget} reached: no more files start; those in flight finish")
         return True
 
     def _remove_leftovers(self, lock: OutputLock) -> bool:

@@ -83,7 +83,8 @@ def test_a_budget_of_0_starts_nothing_and_the_report_says_so(tmp_path, fake):
     assert d["totals"]["not_started"] == 3 and d["totals"]["pending"] == 0
     assert "stop_after" not in d["settings"]
     assert tree(out) == sorted([STATE_NAME, "report.json"])  # nothing partial, the lock released
-    assert "note: --stop-after 0s reached: no more files start; those in flight finish" in r.stderr
+    assert ("note: --stop-after 0s reached while checking which files need work: the rest are not looked at, up to "
+            "date or not, and none starts") in r.stderr  # planning stopped at once: no file looked at
     assert r.stdout.rstrip().endswith("stopped at --stop-after 0s: 3 file(s) not started; rerun to continue")
     assert "not started" in r.stdout  # the summary table's row
 
@@ -102,6 +103,7 @@ def test_a_budget_spent_after_the_first_file_leaves_the_rest_to_the_next_run(tmp
     assert records(out) == ["a.jpg"]  # only the file done is recorded
     assert tree(out) == sorted([STATE_NAME, "report.json", "a.jpg"])  # no temp file, no lock
     assert "; stop after 5h" in r.stderr  # the start line
+    assert "note: --stop-after 5h reached: no more files start; those in flight finish" in r.stderr
     assert "stopped at --stop-after 5h: 2 file(s) not started; rerun to continue" in r.stdout
 
     # the next night (a budget not reached): the first file is up to date, the budget is no setting
@@ -301,3 +303,33 @@ def test_a_sidecar_only_file_the_budget_left_describes_no_restoration(tmp_path, 
     assert files["box 2/portrait.tif"]["status"] == "skipped"
     assert files["box 2/portrait.tif"]["mask_source"] == "detector"
     assert "Main street, 1932" in (out / "street.png.xmp").read_text()  # not rewritten
+
+
+def test_a_budget_spent_while_checking_leaves_even_up_to_date_files_not_started(tmp_path, fake, monkeypatch):
+    """Planning may read every source (a lost state file, sources copied with new mtimes): the budget stops it too,
+    and the files it did not look at are not_started, up to date or not (exit 3). Looked at within the budget, an
+    up-to-date collection exits 0."""
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    fake.calls.clear()
+    looked = []
+    real_decide = RunState.decide
+
+    def decide(self, rel, *args, **kwargs):
+        looked.append(rel)
+        return real_decide(self, rel, *args, **kwargs)
+
+    monkeypatch.setattr(RunState, "decide", decide)
+    budget_clock(monkeypatch, lambda: 86400.0 if looked else 0.0)  # spent once the first file is looked at
+    r = run("restore", root, "--out", out, "--stop-after", "1h")
+    assert r.exit_code == 3, r.output
+    assert looked == ["a.jpg"] and fake.calls == []
+    assert statuses(out) == ["skipped", "not_started", "not_started"]
+    assert "reached while checking which files need work: the rest are not looked at, up to date or not" in r.stderr
+    assert records(out) == sorted(FILES)  # nothing lost
+
+    looked.clear()
+    budget_clock(monkeypatch, lambda: 0.0)
+    r = run("restore", root, "--out", out, "--stop-after", "1h")
+    assert r.exit_code == 0 and statuses(out) == ["skipped"] * 3 and fake.calls == []
+    assert report_of(out)["budget_reached"] is False and "not started" not in r.stdout
