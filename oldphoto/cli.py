@@ -5,8 +5,9 @@ Exit codes of `restore`: 0 every file done or already up to date; 1 some file fa
 start (output folder locked by a live run, weights missing, unreadable state file) or lost its output folder
 (deleted, moved or replaced while it ran, whether or not a signal stopped it too), or could not remove or
 rewrite a file of its own (a killed run's partial file, the state file, the lock); 2 usage error (bad option
-value, missing input, --out equal to or inside an input folder, unwritable --report); 130 stopped by Ctrl-C at
-any point, model loading included (143 by SIGTERM once the run has started).
+value, missing input, --out equal to or inside an input folder, unwritable --report); 3 its --stop-after budget
+was spent with files not started, none failed (rerun to continue); 130 stopped by Ctrl-C at any point, model
+loading included (143 by SIGTERM once the run has started).
 
 Exit codes of `verify`: 0 every output that has a sha256 recorded is as recorded (and every master, with --sources);
 1 some file changed, missing or unreadable, or the audit could not be made (no or damaged state file, a live run
@@ -157,8 +158,9 @@ class PlainDisplay(QuietDisplay):
     def start(self, report: Report, todo: int, skipped: int) -> None:
         self._todo = todo
         left = _left_out(report.selection)
+        budget = "" if report.stop_after is None else f"; stop after {runner.duration_words(report.stop_after)}"
         self._line(f"oldphoto {__version__}: {len(report.results)} image(s), {todo} to do, {skipped} up to date"
-                   f"{f', {left}' if left else ''}; out: {report.out_dir}; device: {report.device}")
+                   f"{f', {left}' if left else ''}; out: {report.out_dir}; device: {report.device}{budget}")
 
     def note(self, msg: str) -> None:
         self._line(msg)
@@ -186,9 +188,9 @@ class PlainDisplay(QuietDisplay):
                       f"{sum(sum(r.seconds.values()) for r in done):.1f}")
         if t["done"] > len(done):  # their sidecar alone was rewritten: no megapixels restored (report: done)
             table.add_row("sidecar only", str(t["done"] - len(done)), "", "")
-        for status in ("skipped", "failed", "interrupted", "pending"):
-            if t[status] or status != "pending" and status != "interrupted":
-                table.add_row(status, str(t[status]), "", "")
+        for status in ("skipped", "failed", "interrupted", "pending", "not_started"):
+            if t[status] or status in ("skipped", "failed"):
+                table.add_row(status.replace("_", " "), str(t[status]), "", "")
         if _left_out(report.selection):  # not in the report's files: the patterns chose them out (Report.selection)
             table.add_row("left out", str(report.selection["left_out"]), "", "")
         rate = t["megapixels_per_second"]
@@ -202,6 +204,9 @@ class PlainDisplay(QuietDisplay):
             click.echo(f"failed: {_shown(r.source)}: {_shown(r.error)}")
         if len(failed) > 20:
             click.echo(f"... and {len(failed) - 20} more failures (see the report)")
+        if report.budget_reached:
+            click.echo(f"stopped at --stop-after {runner.duration_words(report.stop_after)}: {t['not_started']} "
+                       f"file(s) not started; rerun to continue")
 
 
 class RichDisplay(PlainDisplay):
@@ -271,6 +276,28 @@ def _make_display(quiet: bool) -> QuietDisplay:
 
 # --------------------------------------------------------------------------------------------------- restore
 
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.IGNORECASE)
+
+
+class _Duration(click.ParamType):
+    """--stop-after: '90m', '5h', '1h30m', '45s', '1h30m15s' or plain seconds ('5400') -> whole seconds (int)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        if text.isascii() and text.isdigit():
+            return int(text)
+        m = _DURATION.fullmatch(text) if text.isascii() else None
+        if m is None or not any(m.groups()):
+            self.fail(f"{_shown(text)!r} is not a duration: give hours, minutes and seconds as 5h, 90m, 1h30m, 45s, "
+                      f"or plain seconds", param, ctx)
+        h, mins, secs = (int(g or 0) for g in m.groups())
+        return h * 3600 + mins * 60 + secs
+
+
 @contextlib.contextmanager
 def _click_errors() -> Iterator[None]:
     """A restore run's refusals as click's: a bad argument is a usage error (exit 2); a run that cannot start or
@@ -332,6 +359,10 @@ class _SignalStop(runner.StopFlag):
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Report file [default: OUT/report.json].")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--stop-after", type=_Duration(), default=None, metavar="DURATION",
+              help="Start no new file once this long has passed since the run started (5h, 90m, 1h30m, 45s or "
+                   "seconds); the files in flight finish, and a rerun takes up the rest. Exit 3 when files were "
+                   "left.")
 @click.option("--dry-run", is_flag=True, help="List what a run would do to each file, and why; write nothing.")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Take only the images of the input folders that match (repeatable): '*.tif', 'box12/**'; "
@@ -375,7 +406,7 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
             jobs: int, report_path: Path | None, quiet: bool, max_pixels: int, mask_threshold: float | None,
             mask_dilate: int | None, jpeg_quality: int, tone: str | None, tone_strength: float | None, scope: str,
             save_mask: bool, masks: Path | None, scan_blend: str, detect_scales: str | None, dry_run: bool,
-            include: tuple[str, ...], exclude: tuple[str, ...], files_from: str | None) -> None:
+            include: tuple[str, ...], exclude: tuple[str, ...], files_from: str | None, stop_after: int | None) -> None:
     """Restore the images in INPUTS (files or folders, walked recursively) into --out."""
     try:
         cfg = RestoreConfig(only_mask=only_mask, colorize=colorize, upscale=int(upscale), device=device,
@@ -401,9 +432,13 @@ def restore(ctx: click.Context, inputs: tuple[Path, ...], out: Path, only_mask: 
     display = _make_display(quiet)
     try:
         if dry_run:
+            if stop_after is not None:  # a time budget cuts a run short somewhere: the list shows all the work
+                display.note(f"note: --dry-run ignores --stop-after {runner.duration_words(stop_after)}: it lists "
+                             f"all the work, not only what a run would start in that time")
             code = _dry_run(inputs, out, cfg, display, select)
         else:
-            code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display, select)
+            budget = None if stop_after is None else runner.Budget(stop_after)
+            code = _run_restore(inputs, out, report_path or out / "report.json", cfg, display, select, budget)
     except KeyboardInterrupt:  # before the stop flag was installed (loading the models) or after it was removed
         code = _stopped_by_ctrl_c(display)
     ctx.exit(code)
@@ -446,11 +481,12 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
 
 
 def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: RestoreConfig,
-                 display: QuietDisplay, select: selection.Selection = selection.Selection()) -> int:
+                 display: QuietDisplay, select: selection.Selection = selection.Selection(),
+                 budget: runner.Budget | None = None) -> int:
     """Run the batch; -> the exit code. When a second Ctrl-C let go of worker threads that are still stuck, the
     process ends here (_hard_exit) whichever way the run ends: a return, a RunError, any other exception."""
     stop = _SignalStop(display)
-    batch = runner.Batch(inputs, out, report_path, cfg, display, stop, select)
+    batch = runner.Batch(inputs, out, report_path, cfg, display, stop, select, budget)
     code = 1  # should showing an error fail too
     try:
         with _click_errors():
@@ -468,6 +504,9 @@ def _run_restore(inputs: tuple[Path, ...], out: Path, report_path: Path, cfg: Re
     return code
 
 
+EXIT_BUDGET = 3  # restore: --stop-after spent with files not started, none failed
+
+
 def _summed_up(outcome: runner.Outcome, stop: _SignalStop, display: QuietDisplay) -> int:
     """Show the run's summary (and the lost output folder, as the last word); -> the exit code."""
     report = outcome.report
@@ -477,7 +516,11 @@ def _summed_up(outcome: runner.Outcome, stop: _SignalStop, display: QuietDisplay
         return 1
     if report.interrupted:
         return 128 + (stop.signum or signal.SIGINT)
-    return 1 if outcome.unsaved or any(r.status == "failed" for r in report.results) else 0
+    if outcome.unsaved or any(r.status == "failed" for r in report.results):
+        return 1
+    # a planned end, nothing wrong; distinct from 0 so that a script knows work remains (a budget spent as the last
+    # file ran left none: 0)
+    return EXIT_BUDGET if report.budget_reached else 0
 
 
 def _show_as_on_exit(e: BaseException, display: QuietDisplay) -> int:

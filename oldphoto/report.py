@@ -12,8 +12,9 @@ from .io.atomic import TempFiles, closing_temps, write_bytes
 from .io.buffers import BUFFER_NOTE
 
 # done / skipped / failed are the normal outcomes; an interrupted run also lists the file it abandoned
-# ("interrupted") and the files it never reached ("pending").
-STATUSES = ("done", "skipped", "failed", "interrupted", "pending")
+# ("interrupted") and the files it never reached ("pending"); a run that spent its time budget (--stop-after), the
+# files it did not start ("not_started": nothing was abandoned, a rerun takes them).
+STATUSES = ("done", "skipped", "failed", "interrupted", "pending", "not_started")
 # how a note about the run's device begins (a tile or batch size reduced), not about a file's outputs: such notes are
 # not kept in the state for the reports of later runs that skip the file
 DEVICE_NOTE = "out of device memory:"
@@ -50,7 +51,7 @@ class FileResult:
     # pixels were not processed in this run, so it does not count in the totals' megapixels
     sidecar_only: bool = False
     # where the defect mask its restoration acted on came from: "detector", or the curated mask file's path (--masks);
-    # None where no restoration is described (failed, pending)
+    # None where no restoration is described (failed, pending, not_started)
     mask_source: str | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +74,10 @@ class Report:
     interrupted: bool = False
     stopped: str | None = None  # why the run stopped short other than by a signal (its output folder lost, its state
     # file unreadable or not rewritable: then no file is listed), one line
+    stop_after: float | None = None  # the run's time budget in seconds from its start (--stop-after); None: none
+    # the budget was spent while files were still to start: those are "not_started"; the files in flight then were
+    # finished, not abandoned (so never interrupted by it)
+    budget_reached: bool = False
     batches: dict = field(default_factory=dict)  # device calls, tiles, tiles per call, calls shared by photos
     # --include / --exclude / --files-from as given (selection.Selection.describe), with the images of the input
     # folders the patterns left out ("left_out") and the folders they left out, never entered ("folders_left_out");

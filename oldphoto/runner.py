@@ -18,7 +18,7 @@ from contextlib import closing
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import io as oio
 from . import planning
@@ -65,6 +65,47 @@ class StopFlag:
         """Also called when listen() was not."""
 
 
+def window_clock() -> float:
+    """Seconds of real time from a fixed point, never set back: Linux's CLOCK_BOOTTIME, which also counts the time the
+    machine was suspended (a night's window passes while it sleeps; time.monotonic stops then), else time.monotonic."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+
+
+class Budget:
+    """A run's time budget (--stop-after): once `seconds` have passed since the run started (on `clock`: seconds that
+    only go forward, window_clock unless given; tests give their own), no new file is planned or started. Unlike a
+    StopFlag it abandons nothing: the files in flight finish and are recorded, the rest stay "not_started" for the
+    next run (report.budget_reached)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] | None = None) -> None:
+        if not seconds >= 0:  # NaN too
+            raise ValueError(f"a time budget is 0 seconds or more, got {seconds!r}")
+        self.seconds, self._clock = seconds, clock or window_clock
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        """The run starts now: the budget counts from here, before the models load (that takes part of the night
+        too)."""
+        self._t0 = self._clock()
+
+    def spent(self) -> bool:
+        if self._t0 is None:
+            raise RuntimeError("Budget.spent() before start()")
+        return self._clock() - self._t0 >= self.seconds
+
+
+def duration_words(seconds: float) -> str:
+    """`seconds` as --stop-after takes it: 5400 -> '1h30m', 18000 -> '5h', 45 -> '45s', 0 -> '0s' (whole seconds)."""
+    left = int(round(seconds))
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended, beyond what its report says."""
@@ -76,12 +117,13 @@ class Outcome:
 
 class Batch:
     """One restore run of `inputs` into `out`, its report written to `report_path`: run() once, then stuck().
-    select: the images of the input folders it takes (selection.py)."""
+    select: the images of the input folders it takes (selection.py); budget: how long it may go on starting files
+    (None: no limit), which is not a setting (never in the fingerprint: a run stopped by it is taken up as it was)."""
 
     def __init__(self, inputs: Sequence[Path], out: Path, report_path: Path, cfg: RestoreConfig, progress: Progress,
-                 stop: StopFlag, select: Selection = Selection()) -> None:
+                 stop: StopFlag, select: Selection = Selection(), budget: Budget | None = None) -> None:
         self.inputs, self.out, self.report_path, self.cfg = tuple(inputs), out, report_path, cfg
-        self.select = select
+        self.select, self.budget = select, budget
         self.progress, self.stop = progress, stop
         self._abandoned: list[Future] = []  # files a second Ctrl-C stopped waiting for
 
@@ -99,9 +141,11 @@ class Batch:
         the last run's report there is kept beside it: _keep_last_report) or
         its report cannot be written; KeyboardInterrupt when stopped outside listen()."""
         t0 = time.monotonic()
+        if self.budget is not None:
+            self.budget.start()
         out, progress, stop = self.out, self.progress, self.stop
         report = Report(out_dir=str(out), inputs=[str(p) for p in self.inputs], settings=self.cfg.settings(),
-                        started=now_iso())
+                        started=now_iso(), stop_after=None if self.budget is None else self.budget.seconds)
         # Settle the device and the models before touching --out: a run that cannot start leaves no trace.
         models, fps = planning.setup(self.cfg, report)
         state: RunState | None = None
@@ -136,7 +180,12 @@ class Batch:
                                   "redone")
                 stop.listen()
                 try:
-                    jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress, stop, self.select)
+                    # a file not planned yet is not started either once the budget is spent: planning may read
+                    # every source (after a lost state file, to recognise its outputs; after a copy that gave the
+                    # sources new mtimes, to compare their sha256), and what it found is recorded as it goes, so the
+                    # next run goes on from there. The files it did not look at are "not_started", up to date or not.
+                    jobs = planning.plan(self.inputs, out, self.cfg, fps, state, report, progress,
+                                         lambda: stop() or self._budget_spent(report, checking=True), self.select)
                     progress.start(report, len(jobs), sum(r.status == "skipped" for r in report.results))
                     self._execute(jobs, fps, models, state, report, lock)
                 except KeyboardInterrupt:
@@ -147,6 +196,11 @@ class Batch:
                     report.interrupted = True
         finally:
             stop.stop_listening()
+            for result in report.results:
+                if result.status == "pending" and report.budget_reached:  # planned or not, none of them was begun
+                    result.status = "not_started"
+                if result.status not in ("done", "skipped"):  # planning said where a sidecar-only job's mask came
+                    result.mask_source = None  # from: no restoration is described by a file not done (README)
             progress.close()
             report.finished = now_iso()
             report.wall_seconds = time.monotonic() - t0
@@ -155,6 +209,20 @@ class Batch:
         if unstarted is not None and lost is None:
             raise CannotRun(unstarted if kept is None else f"{unstarted}; the last run's report kept as {kept}")
         return Outcome(report, lost, unsaved)
+
+    def _budget_spent(self, report: Report, checking: bool = False) -> bool:
+        """Whether the run's budget forbids starting the file waiting now (`checking`: looking at it, in planning);
+        the first time it does, the report and a note say so. Asked only while no stop is requested: files a signal
+        left are "pending", not "not_started"."""
+        if self.budget is None or not self.budget.spent():
+            return False
+        if not report.budget_reached:
+            report.budget_reached = True
+            budget = duration_words(self.budget.seconds)
+            self.progress.note(f"note: --stop-after {budget} reached while checking which files need work: the rest "
+                               f"are not looked at, up to date or not, and none starts" if checking else
+                               f"note: --stop-after {budget} reached: no more files start; those in flight finish")
+        return True
 
     def _remove_leftovers(self, lock: OutputLock) -> bool:
         """Remove the temp files the run whose stale lock was taken over left under --out (we hold the lock: no other
@@ -314,11 +382,12 @@ class Batch:
         pool = ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="oldphoto-file")
         try:
             while pending or running:
-                while pending and len(running) < cfg.jobs and not stopping():
+                # the budget only keeps new files from starting: those in flight finish (`stopping` is theirs)
+                while pending and len(running) < cfg.jobs and not stopping() and not self._budget_spent(report):
                     job = pending.pop(0)
                     running[pool.submit(work, job)] = job
                 if not running:
-                    break  # stopped with files left: they stay "pending"
+                    break  # stopped with files left: they stay "pending" ("not_started" for the budget: run())
                 finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     found_lost = self._collect(fut, running.pop(fut), fps, state, report, lock)
