@@ -115,11 +115,12 @@ class TiledPass:
     def restore(self, pixels: np.ndarray, colorize: bool, curated: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray | None, float | None]:
         """pixels (H, W, C) uint -> output (sH, sW, C') same dtype, the defect mask acted on (H, W) uint8 (255 =
-        defect; None when nothing needs it: no detector, or --tone tile without --save-mask) and its coverage %
-        (None without detector).
+        defect; None when nothing needs it: no detector and no curated mask, or --tone tile without --save-mask) and
+        its coverage % (None with neither).
 
         curated: a curator's mask (H, W) uint8 (255 = defect), grown already (grow_mask): the restorer gets its tiles
-        instead of the detector's (which does not run), and it is the mask acted on, returned as it is.
+        instead of the detector's (which does not run), and it is the mask acted on, returned as it is, its coverage
+        that of the mask as grown.
 
         C' is 3 for colour input or when colorizing (gray then fills all three channels), else 1.
         An RGB scan of a black-and-white print (is_near_gray over the pixels outside the mask: stains and dust

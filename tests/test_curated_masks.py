@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import oldphoto.pipeline as pipeline
-from oldphoto.config import RestoreConfig
+from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.io import read_provenance, reader
 from oldphoto.io.mask_file import MaskError, MaskId, read_mask
 from oldphoto.ops.masks import dilate
@@ -328,3 +328,41 @@ def test_outputs_made_with_the_same_mask_are_recognised_after_a_lost_state_file(
     save(mask, edited)
     assert restore(root, out, "--masks", review).exit_code == 0
     assert [f["status"] for f in report_of(out)["files"]] == ["done", "skipped"]
+
+
+class MaskOut:
+    """A "restorer" whose output is the mask it is handed: the restoration then shows where each tile's mask lay."""
+
+    def __call__(self, tiles, mask):
+        return mask.expand(-1, 3, -1, -1).clone()
+
+
+class Nearest:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+@pytest.mark.parametrize("channels, dtype", [(1, np.uint8), (3, np.uint16)])
+@pytest.mark.parametrize("margin, scale", [(0, 1), (7, 2)])
+def test_each_tiles_mask_lies_on_its_pixels_across_tiles_the_edge_margin_and_upscaling(tmp_path, channels, dtype,
+                                                                                      margin, scale):
+    rng = np.random.default_rng(3)
+    h, w = 197, 331  # 2 x 3 tiles of 128 with an overlap of 32, and more with the margin
+    pixels = rng.integers(0, 200, (h, w, channels)).astype(dtype)
+    src = tmp_path / "scan.tif"
+    tifffile.imwrite(src, pixels if channels == 3 else pixels[..., 0])
+    mask = (rng.random((h, w)) > 0.97).astype(np.uint8) * 255
+    mask[0, :] = mask[:, -1] = 255  # on the edges the margin mirrors
+    path = save(tmp_path / "masks" / "scan.mask.png", mask)
+    cfg = RestoreConfig(device="cpu", tile=TileConfig(128, 32, 3, edge_margin=margin), tone="tile", upscale=scale,
+                        mask_dilate=0, masks=tmp_path / "masks")
+    models = pipeline.Models(restorer=MaskOut(), upscaler=Nearest(scale) if scale > 1 else None)
+    done = pipeline.process_file(src, tmp_path / "out" / "scan", cfg, models, mask=path)
+    out = tifffile.imread(done.outputs[0]).reshape(scale * h, scale * w, -1)[..., 0]
+    want = np.repeat(np.repeat(mask > 0, scale, 0), scale, 1)
+    assert set(np.unique(out).tolist()) <= {0, int(np.iinfo(dtype).max)}
+    assert np.array_equal(out > 0, want)
+    assert done.mask_coverage == pytest.approx(100 * (mask > 0).mean())

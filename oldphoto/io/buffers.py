@@ -9,7 +9,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -208,33 +208,36 @@ class DecoderMemory:
         with self._changed:
             return self._held
 
-    def reserve(self, need: int) -> AbstractContextManager[None]:
-        """Reserve `need` bytes, waiting as the class says; -> a context manager to enter at once, which gives them
-        back when its block ends, however. MemoryShort when `need` cannot fit. Where available_memory() says nothing,
-        the need goes in unchecked (still counted: it may say something to the next)."""
-        with self._changed:
-            while True:
-                # read under the lock: a release in between would otherwise go unseen until the next poll
-                available = available_memory()
-                # What a decode in flight has allocated so far is already out of `available`, and its whole
-                # reservation is taken off again here: counted twice. That only makes a need wait for a release, never
-                # refuses it: the bound for refusing gives every reservation back (the most a release can free).
-                if available is None or need <= available - self._held:
-                    break
-                if need > available + self._held:
-                    raise MemoryShort(available)
-                self._changed.wait(self.poll_s)
-            self._held += need
-        return self._giving_back(need)
-
     @contextmanager
-    def _giving_back(self, need: int) -> Iterator[None]:
+    def reserve(self, need: int) -> Iterator[None]:
+        """A context manager that reserves `need` bytes on entry, waiting as the class says, and gives them back when
+        its block ends, however. MemoryShort (on entry) when `need` cannot fit. Where available_memory() says
+        nothing, the need goes in unchecked (still counted: it may say something to the next)."""
+        taken = 0  # bytes this block holds, to give back
+        # Made inside the try, and counted in `taken` in the same line (no call between, where a signal's handler
+        # could run): a KeyboardInterrupt (a Ctrl-C in the main thread) landing anywhere up to the block's end gives
+        # back what was taken, never leaving it held for good.
         try:
+            with self._changed:
+                while True:
+                    # read under the lock: a release in between would otherwise go unseen until the next poll
+                    available = available_memory()
+                    # What a decode in flight has allocated so far is already out of `available`, and its whole
+                    # reservation is taken off again here: counted twice. That only makes a need wait for a release,
+                    # never refuses it: the bound for refusing gives every reservation back (the most a release can
+                    # free).
+                    if available is None or need <= available - self._held:
+                        break
+                    if need > available + self._held:
+                        raise MemoryShort(available)
+                    self._changed.wait(self.poll_s)
+                self._held, taken = self._held + need, need
             yield
         finally:
-            with self._changed:
-                self._held -= need
-                self._changed.notify_all()
+            if taken:
+                with self._changed:
+                    self._held -= taken
+                    self._changed.notify_all()
 
 
 DECODERS = DecoderMemory()  # the process's decoders (reader.read)

@@ -281,12 +281,11 @@ def _reserved(path: Path, need: tuple[int, str] | None) -> Iterator[None]:
         yield
         return
     try:
-        held = buffers.DECODERS.reserve(need[0])
-    except buffers.MemoryShort as e:
+        with buffers.DECODERS.reserve(need[0]):
+            yield
+    except buffers.MemoryShort as e:  # raised by the reservation alone, never from the decode
         raise NoMemory(path, f"needs about {_bytes(need[0])} of memory to decode ({need[1]}); {_bytes(e.available)} "
                              "available now: not read") from None
-    with held:
-        yield
 
 
 def _bytes(n: int) -> str:

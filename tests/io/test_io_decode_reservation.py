@@ -5,6 +5,7 @@ because of another file in flight."""
 from __future__ import annotations
 
 import io
+import sys
 import threading
 
 import numpy as np
@@ -120,12 +121,14 @@ def test_a_need_too_big_even_alone_is_refused_without_waiting(monkeypatch):
     with ledger.reserve(6):
         _asked_once(monkeypatch, 10)
         with pytest.raises(buffers.MemoryShort) as e:
-            ledger.reserve(17)  # more than 10 + the 6 held: the first's release cannot make room for it
+            with ledger.reserve(17):  # more than 10 + the 6 held: the first's release cannot make room for it
+                pass
         assert e.value.available == 10
         assert ledger.held() == 6
     _asked_once(monkeypatch, 10)
     with pytest.raises(buffers.MemoryShort):
-        ledger.reserve(11)  # nothing held: the plain check
+        with ledger.reserve(11):  # nothing held: the plain check
+            pass
     assert ledger.held() == 0
 
 
@@ -158,7 +161,8 @@ def test_a_waiter_holds_nothing_when_it_is_interrupted(monkeypatch):
         monkeypatch.setattr(buffers, "available_memory",
                             lambda meminfo=None: next(answers, None) or interrupted())
         with pytest.raises(KeyboardInterrupt):
-            ledger.reserve(6)
+            with ledger.reserve(6):
+                pass
         assert ledger.held() == 6
     assert ledger.held() == 0
 
@@ -271,3 +275,51 @@ def test_a_decode_that_raises_gives_its_reservation_back(tmp_path, monkeypatch, 
     monkeypatch.undo()
     _availability(monkeypatch, need)
     assert reader.read(path, 400_000_000).pixels.shape == (40, 50, 3)  # all of it free again: read
+
+
+
+# one landing in a generator's close is printed, not raised, as Python does; the decode then goes on
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_before_the_decode_starts_leaves_no_reservation_held(tmp_path, monkeypatch):
+    """A Ctrl-C in the main thread raises KeyboardInterrupt where its handler runs: as a Python function is entered
+    (its first instruction, where CPython runs signal handlers). Wherever it lands in read() before the decode starts
+    (threading's own functions aside: a lock's Python-level bookkeeping is no more safe there than anywhere), nothing
+    stays reserved: a reservation left held for good would make every later need in the process wait for a release
+    that never comes, or be refused."""
+    path = tmp_path / "a.jpg"
+    _jpeg(path)
+    _availability(monkeypatch, 1 << 40)
+    ledger = buffers.DecoderMemory(poll_s=0.01)
+    monkeypatch.setattr(buffers, "DECODERS", ledger)  # a failure here must not leave the process's ledger held
+    real_load, decoding = ImageFile.ImageFile.load, []
+
+    def load(image):
+        decoding.append(1)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    landed, calls = 0, 0
+    while calls >= landed:  # the Ctrl-C on entering the first function, then the second, ... until the decode starts
+        landed, calls = landed + 1, 0
+        decoding.clear()
+
+        def interrupt(frame, event, arg):
+            nonlocal calls
+            if event == "call" and not decoding and frame.f_code.co_filename != threading.__file__:
+                calls += 1
+                if calls == landed:
+                    raise KeyboardInterrupt
+            return None
+
+        sys.settrace(interrupt)
+        try:
+            reader.read(path, 400_000_000)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        other = threading.Thread(target=ledger.held, daemon=True)  # its lock free, not only its count
+        other.start()
+        other.join(_WAIT_S)
+        assert not other.is_alive() and ledger.held() == 0, f"held after a Ctrl-C on entering call {landed}"
+    assert landed > 30  # the calls before the decode were all tried
