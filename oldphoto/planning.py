@@ -109,6 +109,9 @@ class Job:
     base: Record | None = None
     made: Provenance | None = None
     mask: Path | None = None  # its curated mask (--masks), restored with instead of the detector's; None: none
+    # notes that describe its work ("redone: REASON", no curated mask): the runner adds them to its report entry when
+    # it starts, so a file a stop or --stop-after left unstarted does not read as redone
+    notes: tuple[str, ...] = ()
 
 
 def curated_mask(cfg: RestoreConfig, rel: Path) -> tuple[Path, str] | None:
@@ -229,12 +232,11 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
             jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale, base,
                             restoration))
         elif decision.action != "skip":
-            if decision.reason not in ("new", "overwrite"):
-                result.notes.append(f"redone: {decision.reason}")
+            said = [f"redone: {decision.reason}"] if decision.reason not in ("new", "overwrite") else []
             if cfg.masks is not None and mask is None:
-                result.notes.append(_no_mask_note(cfg, found.rel))
+                said.append(_no_mask_note(cfg, found.rel))
             jobs.append(Job(len(report.results) - 1, found, decision.reason, decision.source, sidecar, stale,
-                            mask=None if mask is None else mask[0]))
+                            mask=None if mask is None else mask[0], notes=tuple(said)))
     for problem in disc.problems:
         report.results.append(FileResult(source=str(problem.path), relative="", status="failed",
                                          error=problem.reason))

@@ -385,6 +385,7 @@ class Batch:
                 # the budget only keeps new files from starting: those in flight finish (`stopping` is theirs)
                 while pending and len(running) < cfg.jobs and not stopping() and not self._budget_spent(report):
                     job = pending.pop(0)
+                    report.results[job.index].notes.extend(job.notes)
                     running[pool.submit(work, job)] = job
                 if not running:
                     break  # stopped with files left: they stay "pending" ("not_started" for the budget: run())

@@ -333,3 +333,16 @@ def test_a_budget_spent_while_checking_leaves_even_up_to_date_files_not_started(
     r = run("restore", root, "--out", out, "--stop-after", "1h")
     assert r.exit_code == 0 and statuses(out) == ["skipped"] * 3 and fake.calls == []
     assert report_of(out)["budget_reached"] is False and "not started" not in r.stdout
+
+
+def test_a_file_left_unstarted_is_not_said_to_be_redone(tmp_path, fake, monkeypatch):
+    root, out = scans(tmp_path), tmp_path / "out"
+    assert run("restore", root, "--out", out).exit_code == 0
+    fake.calls.clear()
+    budget_clock(monkeypatch, clock_after(fake, 1))  # settings changed: all three would be redone
+    r = run("restore", root, "--out", out, "--mask-dilate", 3, "--stop-after", "5h", "--jobs", 1)
+    assert r.exit_code == 3, r.output
+    files = report_of(out)["files"]
+    assert [f["status"] for f in files] == ["done", "not_started", "not_started"]
+    assert files[0]["notes"][0] == "redone: settings changed"  # the file that ran says why
+    assert not any(n.startswith("redone") for f in files[1:] for n in f["notes"])
