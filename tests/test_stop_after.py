@@ -333,3 +333,13 @@ def test_a_budget_spent_while_checking_leaves_even_up_to_date_files_not_started(
     r = run("restore", root, "--out", out, "--stop-after", "1h")
     assert r.exit_code == 0 and statuses(out) == ["skipped"] * 3 and fake.calls == []
     assert report_of(out)["budget_reached"] is False and "not started" not in r.stdout
+
+
+@pytest.mark.parametrize("given", ["9" * 5000, "9" * 4299 + "h", "9223372036854775808", "2562047788015216h"])
+def test_a_duration_too_long_for_a_64_bit_integer_is_a_usage_error(tmp_path, fake, given):
+    # 5000 digits were more than Python reads into an integer, 4299 hours' seconds more than json writes: tracebacks
+    root, out = scans(tmp_path), tmp_path / "out"
+    r = run("restore", root, "--out", out, "--stop-after", given)
+    assert r.exit_code == 2 and "is too long a duration: at most 9223372036854775807 seconds" in r.stderr
+    assert fake.calls == [] and not out.exists()
+    assert cli._Duration().convert("9223372036854775807", None, None) == 2 ** 63 - 1
