@@ -277,6 +277,7 @@ def _make_display(quiet: bool) -> QuietDisplay:
 # --------------------------------------------------------------------------------------------------- restore
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.IGNORECASE)
+_LONGEST = 2 ** 63 - 1  # seconds of --stop-after
 
 
 class _Duration(click.ParamType):
@@ -288,14 +289,23 @@ class _Duration(click.ParamType):
         if isinstance(value, int):
             return value
         text = str(value)
-        if text.isascii() and text.isdigit():
-            return int(text)
         m = _DURATION.fullmatch(text) if text.isascii() else None
-        if m is None or not any(m.groups()):
+        if text.isascii() and text.isdigit():
+            groups = (None, None, text)
+        elif m is None or not any(m.groups()):
             self.fail(f"{_shown(text)!r} is not a duration: give hours, minutes and seconds as 5h, 90m, 1h30m, 45s, "
                       f"or plain seconds", param, ctx)
-        h, mins, secs = (int(g or 0) for g in m.groups())
-        return h * 3600 + mins * 60 + secs
+        else:
+            groups = m.groups()
+        # at most what a signed 64-bit integer holds, for any reader of report.json's stop_after; the digits are
+        # counted first: Python refuses to read (and json to write) an integer of more than 4300 of them
+        if any(len((g or "").lstrip("0")) > 19 for g in groups):
+            seconds = _LONGEST + 1
+        else:
+            seconds = sum(int(g or 0) * size for g, size in zip(groups, (3600, 60, 1)))
+        if seconds > _LONGEST:
+            self.fail(f"{_shown(text)!r} is too long a duration: at most {_LONGEST} seconds", param, ctx)
+        return seconds
 
 
 @contextlib.contextmanager

@@ -21,10 +21,11 @@ them too. Nothing here changes what a file's outputs are: the selection is not p
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from .errors import BadArgument
 
@@ -67,34 +68,63 @@ def parse_pattern(text: str) -> Pattern:
     try:
         above = _regex(segments[:-1]) if len(segments) > 1 and segments[-1] == "**" else None
         return Pattern(text, len(segments) > 1, folders_only, _regex(segments), above)
-    except re.error as e:  # a set the regular expression refuses: a reversed range, '[z-a]'
-        raise ValueError(f"{text!r} is not a valid pattern ({e.msg} in a [...] set)") from None
+    except ValueError as e:  # a reversed range in a set, '[z-a]' (_set)
+        raise ValueError(f"{text!r} is not a valid pattern ({e} in a [...] set)") from None
 
 
 def _regex(segments: list[str]) -> re.Pattern[str]:
-    """The regular expression of a glob's segments, case-insensitive, in NFC."""
-    body = ""
+    """The regular expression of a glob's segments, case-insensitive, in NFC.
+
+    Each run of stars but the last is matched at the first place its following text fits, never retried (the
+    greedy glob match, right since the next star takes up whatever lies between): tried every way, as a plain
+    regular expression would, '*a*a*a*a*a*b' took minutes against a 120-character name."""
+    segments = [unicodedata.normalize("NFC", s) for s in segments]  # before a set's ranges are read
+    path = len(segments) > 1  # a '**' is folders, not a name's '*'
+    if path:  # '**/**' is one '**': any number of folders twice is any number of them
+        segments = [s for i, s in enumerate(segments) if not (s == "**" and i and segments[i - 1] == "**")]
+    names = itertools.count()
+    pieces: list[str | None] = []  # None: a '**' before the last segment
     for i, seg in enumerate(segments):
         last = i == len(segments) - 1
-        if seg == "**" and len(segments) > 1:
-            # any number of whole folders; last, everything below (at least one name)
-            body += ".+" if last else "(?:[^/]+/)*"
+        if seg == "**" and path:
+            pieces.append(".+" if last else None)  # last, everything below (at least one name)
         else:
-            body += _segment(seg) + ("" if last else "/")
-    return re.compile(unicodedata.normalize("NFC", body), re.IGNORECASE | re.DOTALL)
+            pieces.append(_segment(seg, names) + ("" if last else "/"))
+    body = _first_fit("(?:[^/]+/)*", pieces, names)  # any number of whole folders
+    return re.compile(body, re.IGNORECASE | re.DOTALL)
 
 
-def _segment(seg: str) -> str:
-    """The regular expression of one path segment of a glob (no `/` in it)."""
-    out, i = "", 0
+def _first_fit(star: str, pieces: list, names: Iterator[int]) -> str:
+    """The regular expression of `pieces` (regular expressions, None where `star` goes): each `star` but the last
+    takes the least that lets the text up to the next one match, and is never tried again (a lookahead's group, as
+    atomic groups came only in Python 3.11); the last is a plain one (what follows it must end the text)."""
+    chunks = [""]
+    for piece in pieces:
+        if piece is None:
+            chunks.append("")
+        else:
+            chunks[-1] += piece
+    if len(chunks) == 1:
+        return chunks[0]
+    out = chunks[0]
+    for chunk in chunks[1:-1]:
+        g = f"g{next(names)}"
+        out += f"(?=(?P<{g}>{star}?{chunk}))(?P={g})"
+    return out + star + chunks[-1]
+
+
+def _segment(seg: str, names: Iterator[int]) -> str:
+    """The regular expression of one path segment of a glob (no `/` in it); `names` numbers its groups."""
+    pieces: list[str | None] = []  # None: a '*'
+    i = 0
     while i < len(seg):
         c = seg[i]
         if c == "*":
             while i + 1 < len(seg) and seg[i + 1] == "*":
                 i += 1  # '**' inside a name is one '*'
-            out += "[^/]*"
+            pieces.append(None)
         elif c == "?":
-            out += "[^/]"
+            pieces.append("[^/]")
         elif c == "[":
             j = i + 1
             if j < len(seg) and seg[j] == "!":
@@ -103,20 +133,35 @@ def _segment(seg: str) -> str:
                 j += 1  # a ']' first in the set is one of its characters
             j = seg.find("]", j)
             if j < 0:
-                out += re.escape(c)  # no closing ']': a plain '['
+                pieces.append(re.escape(c))  # no closing ']': a plain '['
             else:
-                inner = seg[i + 1:j]
-                negate = inner.startswith("!")
-                inner = inner[1:] if negate else inner
-                # plain in a glob's set, not in a regular expression's: '\\', '[', a ']' first ('[]]', '[!]]'), '^'
-                # first, and the doubled '&&', '||', '~~' Python reserves for set operations
-                inner = re.sub(r"([\\\[\]^&|~])", r"\\\1", inner)
-                out += f"[^/{inner}]" if negate else f"[{inner}]"
+                pieces.append(_set(seg[i + 1:j]))
                 i = j
         else:
-            out += re.escape(c)
+            pieces.append(re.escape(c))
         i += 1
-    return out
+    return _first_fit("[^/]*", pieces, names)
+
+
+def _set(inner: str) -> str:
+    """The regular expression of a glob's set, `inner` what lies between its brackets: every character itself but
+    a '!' first (not of the set) and a '-' between two (a range). Each character escaped, so that none means what it
+    would in a regular expression's set ('^' first, '\\', '[', set operations such as '--' and '&&'), and a negated
+    set never joins its '/' to a '-' of the glob's ('[!-a]' is not '[^/-a]'). ValueError for a reversed range."""
+    negate = inner.startswith("!")
+    chars = inner[1:] if negate else inner
+    out, k = "", 0
+    while k < len(chars):
+        if k + 2 < len(chars) and chars[k + 1] == "-":
+            a, b = chars[k], chars[k + 2]
+            if a > b:
+                raise ValueError(f"bad character range {a}-{b}")
+            out += f"{re.escape(a)}-{re.escape(b)}"
+            k += 3
+        else:
+            out += re.escape(chars[k])
+            k += 1
+    return f"[^/{out}]" if negate else f"[{out}]"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import stat
 import time
@@ -125,23 +126,102 @@ class Record:
         return json.dumps({"rel": rel, **d}, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Record":
-        d = dict(d)
+    def from_dict(cls, d) -> "Record":
+        """A record as to_json wrote it (`rel` besides); TypeError or ValueError, naming the field, for one of
+        another shape or type (a damaged file): never a value of a wrong type kept for later code to trip over."""
+        d = dict(_object(d, "the record"))
         d.pop("rel", None)
-        d["outputs"] = tuple(OutputRecord(str(o["path"]), int(o["size"]), _hex_digest(o.get("sha256")),
-                                          None if o.get("mtime_ns") is None else int(o["mtime_ns"]))
-                             for o in d["outputs"])  # no sha256 (nor mtime_ns) in records of earlier versions
-        d["former"] = tuple(str(p) for p in d.get("former", ()))  # absent in state files written before it existed
-        d["notes"] = tuple(str(n) for n in d.get("notes", ()))  # absent when none, and before notes were kept
+        d["source"], d["fingerprint"] = _text(d["source"], "source"), _text(d["fingerprint"], "fingerprint")
+        d["size"], d["mtime_ns"] = _count(d["size"], "size"), _integer(d["mtime_ns"], "mtime_ns")
+        d["sha256"] = _hex_digest(d["sha256"])
+        for key in ("width", "height"):
+            d[key] = _count(d.get(key, 0), key)
+        if "megapixels" in d:
+            d["megapixels"] = _number(d["megapixels"], "megapixels")
+        if d.get("mask_coverage") is not None:  # None: no mask
+            d["mask_coverage"] = _number(d["mask_coverage"], "mask_coverage")
+        d["finished"] = _text(d.get("finished", ""), "finished")
+        d["outputs"] = tuple(_output(o) for o in _list(d["outputs"], "outputs"))
+        # absent in state files written before they existed, and (notes) when none
+        d["former"] = tuple(_text(p, "former") for p in _list(d.get("former", []), "former"))
+        d["notes"] = tuple(_text(n, "notes") for n in _list(d.get("notes", []), "notes"))
         sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
-        ctime = None if sidecar is None else sidecar.get("ctime_ns")  # absent but for an unreadable one
-        d["sidecar"] = None if sidecar is None else SidecarId(
-            str(sidecar["name"]), int(sidecar["size"]), int(sidecar["mtime_ns"]), sidecar.get("sha256"),
-            None if ctime is None else int(ctime), bool(sidecar.get("unreadable", False)))
+        if sidecar is not None:
+            sidecar = _object(sidecar, "sidecar")
+            ctime = sidecar.get("ctime_ns")  # absent but for an unreadable one
+            unreadable = sidecar.get("unreadable", False)
+            if not isinstance(unreadable, bool):
+                raise TypeError(f"sidecar unreadable is {unreadable!r}, not true or false")
+            sidecar = SidecarId(_text(sidecar["name"], "sidecar name"), _count(sidecar["size"], "sidecar size"),
+                                _integer(sidecar["mtime_ns"], "sidecar mtime_ns"),
+                                _maybe_text(sidecar.get("sha256"), "sidecar sha256"),
+                                None if ctime is None else _integer(ctime, "sidecar ctime_ns"), unreadable)
+        d["sidecar"] = sidecar
         mask = d.get("mask")  # absent without a curated mask, and before --masks existed
-        d["mask"] = None if mask is None else MaskId(str(mask["name"]), int(mask["size"]), int(mask["mtime_ns"]),
-                                                     _hex_digest(mask.get("sha256")))
+        if mask is not None:
+            mask = _object(mask, "mask")
+            mask = MaskId(_text(mask["name"], "mask name"), _count(mask["size"], "mask size"),
+                          _integer(mask["mtime_ns"], "mask mtime_ns"), _hex_digest(mask.get("sha256")))
+        d["mask"] = mask
         return cls(**d)
+
+
+def _output(o) -> OutputRecord:
+    """An entry of a record's `outputs`; no sha256 (nor mtime_ns) in records of earlier versions."""
+    o = _object(o, "an output")
+    mtime = o.get("mtime_ns")
+    return OutputRecord(_text(o["path"], "output path"), _count(o["size"], "output size"),
+                        _hex_digest(o.get("sha256")), None if mtime is None else _integer(mtime, "output mtime_ns"))
+
+
+def _object(value, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is {_short(value)}, not an object")
+    return value
+
+
+def _list(value, what: str) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"{what} is {_short(value)}, not a list")
+    return value
+
+
+def _text(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is {_short(value)}, not a string")
+    return value
+
+
+def _maybe_text(value, what: str) -> str | None:
+    return None if value is None else _text(value, what)
+
+
+def _integer(value, what: str) -> int:
+    """A whole number a 64-bit signed integer holds, as the fields of a stat are (a float, 1.5 or 1e999, is not)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} is {_short(value)}, not a whole number")
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{what} is {_short(value)}, out of range")
+    return value
+
+
+def _count(value, what: str) -> int:
+    """A size: a whole number, 0 or more."""
+    if _integer(value, what) < 0:
+        raise ValueError(f"{what} is {value}, less than 0")
+    return value
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{what} is {_short(value)}, not a finite number")
+    return float(value)
+
+
+def _short(value) -> str:
+    """`value` as a message shows it: at most 40 characters of its repr."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _hex_digest(value) -> str | None:
@@ -204,16 +284,18 @@ class RunState:
                 continue
             try:
                 d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StateError(f"{state.path}: line {n} is not valid JSON ({e.msg}); delete the file and "
+            except (ValueError, RecursionError) as e:  # JSONDecodeError; an integer of over 4300 digits; deep nesting
+                reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e).split(":")[0]
+                raise StateError(f"{state.path}: line {n} is not valid JSON ({reason}); delete the file and "
                                  f"rerun with --overwrite to rebuild it") from None
             if n == 1:
-                if d.get("oldphoto_state") != STATE_FORMAT:
-                    raise StateError(f"{state.path}: unknown state format {d.get('oldphoto_state')!r} "
+                if not isinstance(d, dict) or d.get("oldphoto_state") != STATE_FORMAT:
+                    found = d.get("oldphoto_state") if isinstance(d, dict) else d
+                    raise StateError(f"{state.path}: unknown state format {_short(found)} "
                                      f"(expected {STATE_FORMAT})")
                 continue
             try:
-                state.records[str(d["rel"])] = Record.from_dict(d)
+                state.records[_text(_object(d, "the record")["rel"], "rel")] = Record.from_dict(d)
             except (KeyError, TypeError, ValueError) as e:
                 raise StateError(f"{state.path}: line {n} is not a valid record ({e})") from None
         return state

@@ -2,6 +2,7 @@
 
 import io
 import os
+import time
 import unicodedata
 from pathlib import Path
 
@@ -306,3 +307,22 @@ def test_files_from_without_an_input_folder_names_each_line(tmp_path):
     assert [f.src for f in disc.found] == [named]
     assert [p.reason for p in disc.problems] == ["'a.tif': no input folder given to look for it in",
                                                  f"'{tmp_path / 'a.tif'}': not inside an input folder"]
+
+
+def test_a_negated_set_starting_with_a_dash_and_a_double_dash_are_the_globs_sets(recwarn):
+    # '[!-a]' is neither '-' nor 'a' (it was the regular expression's range '/'-'a': digits and capitals left out)
+    assert parse_pattern("[!-a]x").matches(["5x"], False) and parse_pattern("[!-a]x").matches(["Bx"], False)
+    assert not parse_pattern("[!-a]x").matches(["-x"], False)
+    assert not parse_pattern("[!--]x").matches(["-x"], False) and parse_pattern("[!--]x").matches(["0x"], False)
+    assert parse_pattern("[+--]x").matches([",x"], False)  # the range '+' to '-'
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]  # Python's "possible set difference"
+
+
+def test_stars_are_not_tried_every_way():
+    # a plain regular expression took seconds here (minutes with 120 characters): each '*' is tried once
+    started = time.monotonic()
+    assert not parse_pattern("*a*a*a*a*a*b").matches(["a" * 80], False)
+    assert not parse_pattern("**/a/**/a/**/a/**/b").matches(["a"] * 300, False)
+    assert time.monotonic() - started < 1
+    assert parse_pattern("*a*a*a*a*a*b").matches(["a" * 80 + "b"], False)
+    assert parse_pattern("*a*b*c").matches(["xaybzcc"], False) and not parse_pattern("*a*b*c").matches(["abcab"], False)

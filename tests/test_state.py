@@ -2,6 +2,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import replace
@@ -417,3 +418,40 @@ def test_an_output_at_another_mtime_is_still_skipped_without_its_recorded_sha256
     assert state.decide("a.jpg", src, fp).refreshed is None
     state.close()
     assert RunState.load(out).records["a.jpg"].outputs == (older,)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"sidecar": "a.xmp"}, "sidecar is 'a.xmp', not an object"),  # AttributeError
+    ({"mask": [1]}, "mask is [1], not an object"),
+    ({"outputs": [["a.jpg", 8]]}, "an output is ['a.jpg', 8], not an object"),
+    ({"size": 1e999}, "size is inf, not a whole number"),  # OverflowError
+    ({"mtime_ns": "12"}, "mtime_ns is '12', not a whole number"),
+    ({"size": -5}, "size is -5, less than 0"),
+    ({"mtime_ns": 2**64}, "mtime_ns is 18446744073709551616, out of range"),
+    ({"sha256": 1.5}, "not a sha256: 1.5"),  # verify --sources sliced it: TypeError
+    ({"source": ["a.jpg"]}, "source is ['a.jpg'], not a string"),
+    ({"former": "a.png"}, "former is 'a.png', not a list"),
+    ({"megapixels": float("nan")}, "megapixels is nan, not a finite number"),
+    ({"sidecar": {"name": "a.xmp", "size": 1, "mtime_ns": 2, "unreadable": "no"}}, "sidecar unreadable is 'no'"),
+])
+def test_a_record_field_of_another_type_is_a_state_error(tmp_path, change, why):
+    # found fuzzing the state file: each was a traceback in verify or restore (an AttributeError or OverflowError
+    # out of Record.from_dict, or a value of the wrong type it kept for later code)
+    src, out, fp, state = setup_done(tmp_path)
+    state.close()
+    lines = (out / STATE_NAME).read_text().splitlines()
+    (out / STATE_NAME).write_text(lines[0] + "\n" + json.dumps({**json.loads(lines[1]), **change}) + "\n")
+    with pytest.raises(StateError, match=rf"{STATE_NAME}: line 2 is not a valid record \({re.escape(why)}"):
+        RunState.load(out)
+
+
+@pytest.mark.parametrize("line, why", [("null", "unknown state format None"), ("[1]", "unknown state format [1]"),
+                                       ("1" + "0" * 5000, "line 1 is not valid JSON (Exceeds the limit (4300 digits)"),
+                                       ("[" * 100000 + "]" * 100000, "line 1 is not valid JSON (maximum recursion")])
+def test_a_first_line_of_another_shape_is_a_state_error(tmp_path, line, why):
+    (tmp_path / STATE_NAME).write_text(line + "\n")
+    with pytest.raises(StateError, match=re.escape(why)):
+        RunState.load(tmp_path)
+    (tmp_path / STATE_NAME).write_text('{"oldphoto_state": 1}\n' + line + "\n")
+    with pytest.raises(StateError, match="line 2 is not"):
+        RunState.load(tmp_path)

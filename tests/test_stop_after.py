@@ -346,3 +346,13 @@ def test_a_file_left_unstarted_is_not_said_to_be_redone(tmp_path, fake, monkeypa
     assert [f["status"] for f in files] == ["done", "not_started", "not_started"]
     assert files[0]["notes"][0] == "redone: settings changed"  # the file that ran says why
     assert not any(n.startswith("redone") for f in files[1:] for n in f["notes"])
+
+
+@pytest.mark.parametrize("given", ["9" * 5000, "9" * 4299 + "h", "9223372036854775808", "2562047788015216h"])
+def test_a_duration_too_long_for_a_64_bit_integer_is_a_usage_error(tmp_path, fake, given):
+    # 5000 digits were more than Python reads into an integer, 4299 hours' seconds more than json writes: tracebacks
+    root, out = scans(tmp_path), tmp_path / "out"
+    r = run("restore", root, "--out", out, "--stop-after", given)
+    assert r.exit_code == 2 and "is too long a duration: at most 9223372036854775807 seconds" in r.stderr
+    assert fake.calls == [] and not out.exists()
+    assert cli._Duration().convert("9223372036854775807", None, None) == 2 ** 63 - 1

@@ -90,10 +90,11 @@ def log_notes() -> Iterator[list[str]]:
 @contextmanager
 def _damaged() -> Iterator[None]:
     """Around tifffile calls: tifffile trips over some damaged directories with a TypeError (e.g. a tuple
-    where it expects a number); report it as the damaged file it is, not as a programming error."""
+    where it expects a number) or a ZeroDivisionError (a tile width of 0); report it as the damaged file it is, not
+    as a programming error."""
     try:
         yield
-    except TypeError as e:
+    except (TypeError, ZeroDivisionError) as e:
         raise tifffile.TiffFileError(f"damaged image directory ({e})") from e
 
 
@@ -107,6 +108,8 @@ def _check_numbers(p: tifffile.TiffPage) -> None:
 def _is_preview(p: tifffile.TiffPage, main: tifffile.TiffPage) -> bool:
     # flagged reduced-resolution, or an unflagged thumbnail: at most half the size, same aspect ratio
     if p.subfiletype & _REDUCED:
+        return True
+    if not main.imagewidth:  # no pixels in any page (the largest is read): refused as an empty image, not divided by
         return True
     small = p.imagewidth * 2 <= main.imagewidth and p.imagelength * 2 <= main.imagelength
     expected_height = p.imagewidth * main.imagelength / main.imagewidth
@@ -320,6 +323,8 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
     if photometric == _PALETTE and colour == 1:
         if bits > 16 or alpha:
             raise UnsupportedTiff(f"unsupported palette layout ({bits}-bit, {spp} samples)")
+        if p.colormap is None:
+            raise tifffile.TiffFileError("damaged image directory (a palette image without its ColorMap)")
         notes.append("palette converted to RGB")
         eight = p.colormap is not None and _colormap8(p.colormap) is not None
         return 3, np.dtype(np.uint8 if eight else np.uint16), False, "P"

@@ -195,3 +195,38 @@ def test_an_8_bit_png_with_a_chunk_between_idat_chunks_is_read_from_the_first_ru
     path.write_bytes(data[:end] + _chunk(b"tEXt", b"Note\0late") + _chunk(b"IDAT", b"") + data[end:])
     pic = read(path, 10**6)
     assert np.array_equal(pic.pixels, pixels) and pic.meta.text == {"Note": "late"}
+
+
+def _with_tags(path, **tags: int) -> None:
+    """The TIFF at `path` (little-endian, as tifffile writes it) with the SHORT or LONG tags named by number
+    (`t256=0`) set to these values in every image directory, in place."""
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    while ifd:
+        n = struct.unpack("<H", data[ifd: ifd + 2])[0]
+        for k in range(n):
+            at = ifd + 2 + 12 * k
+            tag, typ = struct.unpack("<HH", data[at: at + 4])
+            if f"t{tag}" in tags:
+                data[at + 8: at + 12] = struct.pack("<I" if typ == 4 else "<HH", tags[f"t{tag}"], *([] if typ == 4
+                                                                                                   else [0]))
+        ifd = struct.unpack("<I", data[ifd + 2 + 12 * n: ifd + 6 + 12 * n])[0]
+    path.write_bytes(bytes(data))
+
+
+def test_tiff_fields_a_decoder_divides_by_or_looks_up_are_a_damaged_file_not_a_traceback(tmp_path):
+    # found fuzzing curated masks (--masks), which are read as scans are: ZeroDivisionError and TypeError escaped
+    two = tmp_path / "two_pages_of_width_0.tif"  # the largest, read, has no pixels: the other is not divided by it
+    with tifffile.TiffWriter(two) as t:
+        t.write(gradient(6, 5, 1, np.uint8)[:, :, 0])
+        t.write(gradient(3, 2, 1, np.uint8)[:, :, 0])
+    _with_tags(two, t256=0, t257=0)
+    _refused(two, "header gives an empty image (0 x 0)")
+    tiled = tmp_path / "tile_width_0.tif"
+    tifffile.imwrite(tiled, gradient(32, 32, 1, np.uint8)[:, :, 0], tile=(16, 16))
+    _with_tags(tiled, t322=0)
+    _refused(tiled, "cannot read TIFF: damaged image directory")
+    palette = tmp_path / "palette_without_colormap.tif"  # photometric 3, no ColorMap tag
+    tifffile.imwrite(palette, gradient(6, 5, 1, np.uint8)[:, :, 0])
+    _with_tags(palette, t262=3)
+    _refused(palette, "damaged image directory (a palette image without its ColorMap)")
