@@ -178,7 +178,8 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                 decision = Decision("run", "overwrite")
             else:
                 wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None)
+                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None,
+                                        _touched(planned, out, cfg))
                 if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
                     raise ImageError(found.src, decision.reason)
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
@@ -238,6 +239,15 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                          error=problem.reason))
         progress.error(problem.path, problem.reason)
     return jobs
+
+
+def _touched(planned: list[Path], out: Path, cfg: RestoreConfig) -> frozenset[str]:
+    """The outputs below `out` (POSIX, as a state record lists them) a redo of the file whose outputs are `planned`
+    writes or may remove: those, and a sidecar of an earlier run beside its restoration (_stale_sidecars)."""
+    from . import pipeline
+
+    beside = [] if cfg.only_mask else pipeline.sidecar_outputs(planned[0])
+    return frozenset(Path(os.path.relpath(p, out)).as_posix() for p in [*planned, *beside])
 
 
 def _claim_outputs(found: Sequence[Found], out: Path, cfg: RestoreConfig, claims: OutputClaims,

@@ -455,14 +455,16 @@ class RunState:
         return made, sha
 
     def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = (), sidecar: Path | None = None,
-               mask: tuple[Path, str] | None = None, masks: bool = False) -> Decision:
+               mask: tuple[Path, str] | None = None, masks: bool = False,
+               touches: frozenset[str] | None = None) -> Decision:
         """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp` (or one of `also`,
         the same outputs as recorded before: pipeline.former_settings), its XMP sidecar `sidecar` (None: none
         carried) and its curated mask `mask` (its path, its name as recorded: io.mask_file.MaskId; None: none, or
         --masks not in use: `masks` says which). Outputs changed since oldphoto wrote them are never replaced (see the
         module's docstring): a skip names them (`kept`), and a file to be redone or to have its sidecar rewritten is a
-        "conflict" instead, its reason the one line it fails with. ImageError: an output to be read for that cannot
-        be."""
+        "conflict" instead, its reason the one line it fails with. touches: the outputs (as OutputRecord.path) a redo
+        would write or remove (None: all those recorded); one of another name (a --format changed) stays where it is,
+        so its edit does not stop a redo. ImageError: an output to be read for that cannot be."""
         rec = self.records.get(rel)
         if rec is None:
             return Decision("run", "new")
@@ -518,6 +520,9 @@ class RunState:
         if action is None:  # up to date: an edited output stays as it is, its record as oldphoto wrote it (noted)
             return Decision("skip", "up to date", refreshed, kept=tuple(edited),
                             unvouched=tuple(o.path for o, _ in moved))
+        if action == "run" and touches is not None:  # those left where they are (the record's `former` then)
+            edited = [e for e in edited if e.path in touches]
+            moved = [(o, st) for o, st in moved if o.path in touches]
         if action == "run" and not edited and not moved:
             return Decision("run", redo, source=now)
         # About to be replaced (or described anew): an output at another mtime is read, only now, to tell a touch

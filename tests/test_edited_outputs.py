@@ -102,7 +102,8 @@ def test_a_curated_mask_survives_the_review_run_again_and_fails_its_scan_when_th
 def test_a_retouched_restoration_is_kept_and_told_from_a_touch_by_its_sha256_when_it_would_be_redone(
         scans, tmp_path, stand_in_models):
     """Another size: kept (a stat tells). The same size at another mtime: a skip reads nothing; a settings change
-    reads it: other bytes fail the file, the same bytes merely touched are redone as ever."""
+    reads it: other bytes fail the file, the same bytes merely touched are redone as ever. A redo that writes other
+    names (--format) leaves it where it is."""
     root, _ = scans
     out = tmp_path / "out"
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
@@ -133,6 +134,10 @@ def test_a_retouched_restoration_is_kept_and_told_from_a_touch_by_its_sha256_whe
     assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0).exit_code == 0
     street = entry(out, "street.png")
     assert street["status"] == "done" and "redone: settings changed" in street["notes"]
+
+    photo.write_bytes(retouched)  # another format writes beside it: it stays where it is, no reason to fail
+    assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0, "--format", "tiff").exit_code == 0
+    assert photo.read_bytes() == retouched and entry(out, "street.png")["outputs"] == [str(out / "street.tif")]
 
 
 def test_captions_written_into_the_restorations_sidecar_are_kept(scans, tmp_path, stand_in_models):
