@@ -478,6 +478,7 @@ def _dry_run(inputs: tuple[Path, ...], out: Path, cfg: RestoreConfig, display: Q
             line, kind = f"{'sidecar':<10}  {where}  ({_shown(verdict.why)}; the restoration stays)", "sidecar"
         elif verdict.action == "skip":
             how = "  (recognised from its outputs' provenance)" if verdict.recognised else ""
+            how += "".join(f"  ({_shown(note)})" for note in verdict.kept)  # outputs edited since, kept
             line, kind = f"{'up to date':<10}  {where}{how}", "up to date"
         else:
             line, kind = f"{'fail':<10}  {where}: {_shown(verdict.why)}", "fail"

@@ -24,7 +24,7 @@ from .lock import held_by
 from .progress import Progress
 from .report import FileResult, Report
 from .selection import Selection
-from .state import Decision, Record, RunState, SourceId, StateError, fingerprint, now_iso
+from .state import Decision, EditedOutput, Record, RunState, SourceId, StateError, fingerprint, now_iso
 from .walk import Found, OutputClaims, discover, out_base
 
 if TYPE_CHECKING:
@@ -174,14 +174,14 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
             rel = found.rel.as_posix()
             mask = curated_mask(cfg, found.rel)
             base: Record | None = None
-            unvouched: list[str] = []  # notes on outputs whose recorded sha256 a sidecar-only job no longer gives
             if cfg.overwrite:
                 decision = Decision("run", "overwrite")
             else:
                 wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None)
-                if decision.action == "conflict":
-                    raise ImageError(found.src, f"{decision.reason}; use --overwrite to replace them")
+                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None,
+                                        _touched(planned, out, cfg))
+                if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
+                    raise ImageError(found.src, decision.reason)
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
                 # that oldphoto made them from this very file are its own (all there and made with these settings:
                 # up to date, or only the sidecar beside them to write; else redone, as with their record).
@@ -206,13 +206,10 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                else "settings changed")
                         decision = dataclasses.replace(decision, reason=why)
                 elif decision.action == "sidecar":
+                    # its images stay, with their digests (one found at another mtime was read: the same bytes)
                     base = decision.refreshed or state.records[rel]
-                    # of the images it keeps: the sidecar beside them is rewritten or removed, its digest its own
-                    unvouched = _unvouched_notes(state.records[rel], base, images_only=True)
             if decision.action == "sidecar":
                 decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
-                if decision.action == "sidecar":  # its images stay as they are: their digests as the record now has
-                    result.notes.extend(unvouched)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
                 result.mask_source = mask_source(cfg, state.records[rel].mask)
@@ -242,6 +239,15 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                          error=problem.reason))
         progress.error(problem.path, problem.reason)
     return jobs
+
+
+def _touched(planned: list[Path], out: Path, cfg: RestoreConfig) -> frozenset[str]:
+    """The outputs below `out` (POSIX, as a state record lists them) a redo of the file whose outputs are `planned`
+    writes or may remove: those, and a sidecar of an earlier run beside its restoration (_stale_sidecars)."""
+    from . import pipeline
+
+    beside = [] if cfg.only_mask else pipeline.sidecar_outputs(planned[0])
+    return frozenset(Path(os.path.relpath(p, out)).as_posix() for p in [*planned, *beside])
 
 
 def _claim_outputs(found: Sequence[Found], out: Path, cfg: RestoreConfig, claims: OutputClaims,
@@ -378,25 +384,31 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
             result.notes.append(f"sidecar {rec.sidecar.name} touched but unchanged (same sha256)")
         if rec.mask != before.mask:
             result.notes.append(f"mask {rec.mask.name} touched but unchanged (same sha256)")
-        result.notes.extend(_unvouched_notes(before, rec))  # recorded above: said once, in the run that found it
     if decision.reason == _RECOGNISED_REASON:
         result.notes.append(_RECOGNISED_NOTE)
+    result.notes.extend(kept_note(state.out_dir / e.path, e) for e in decision.kept)
+    # its record keeps their digests as written (a redo reads them to tell an edit from a touch): said on every skip
+    result.notes.extend(f"output modified since it was recorded (same size): its sha256 is not given: {p}"
+                        for p in decision.unvouched)
+    unknown = {e.path for e in decision.kept} | set(decision.unvouched)
     result.status = "skipped"
     result.outputs = [str(state.out_dir / o.path) for o in rec.outputs]
-    result.output_sha256 = [o.sha256 for o in rec.outputs]  # as recorded: a skip reads no output
+    # as recorded (a skip reads no output), but for those changed, or perhaps changed, since: not the bytes there
+    result.output_sha256 = [None if o.path in unknown else o.sha256 for o in rec.outputs]
     result.width, result.height, result.megapixels = rec.width, rec.height, rec.megapixels
     result.mask_coverage, result.sha256 = rec.mask_coverage, rec.sha256
     result.sidecar = carried_sidecar(Path(result.source), rec.sidecar and rec.sidecar.name, result.outputs)
     result.notes.extend(rec.notes)  # what the outputs are like, as the run that made them said (after the skip's own)
 
 
-def _unvouched_notes(before: Record, after: Record, images_only: bool = False) -> list[str]:
-    """A note for each output of `before` whose sha256 `after` no longer gives (RunState.decide: found at another
-    mtime than recorded, at the same size), one line each; images_only: for its images alone (not its sidecar)."""
-    kept = {o.path: o.sha256 for o in after.outputs}
-    return [f"output modified since it was recorded (same size): its sha256 is not given: {o.path}"
-            for o in before.outputs if o.sha256 is not None and kept.get(o.path) is None
-            and not (images_only and is_sidecar_name(o.path))]
+_KEPT_TAIL = ": kept; --overwrite replaces it"
+
+
+def kept_note(path: Path, edited: EditedOutput) -> str:
+    """The note on a skipped file's output `edited` (at `path`) changed since oldphoto wrote it, said on every run
+    that finds it so (its record keeps the size written): the folder holds work that is not oldphoto's."""
+    return (f"{path} changed since oldphoto wrote it ({edited.size} bytes, {edited.recorded} as written)"
+            f"{_KEPT_TAIL}")
 
 
 # --------------------------------------------------------------------------------------------------- dry run
@@ -409,6 +421,7 @@ class Verdict:
     where: str  # the file as the report names it: its path below its input folder, else the path given
     why: str | None = None  # why it would run (state.Decision's reason) or fail
     recognised: bool = False  # up to date by its outputs' provenance, not by a record of the state file
+    kept: tuple[str, ...] = ()  # up to date: the notes on its outputs changed since oldphoto wrote them (kept_note)
 
 
 @dataclass(frozen=True)
@@ -452,7 +465,8 @@ def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: P
         if i in jobs and result.status != "failed":
             yield Verdict("run" if jobs[i].made is None else "sidecar", where, jobs[i].reason)
         elif result.status == "skipped":
-            yield Verdict("skip", where, recognised=_RECOGNISED_NOTE in result.notes)
+            yield Verdict("skip", where, recognised=_RECOGNISED_NOTE in result.notes,
+                          kept=tuple(n for n in result.notes if n.endswith(_KEPT_TAIL)))
         else:
             yield Verdict("fail", where, result.error)
 

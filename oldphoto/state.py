@@ -11,16 +11,22 @@ fingerprint (output settings + model sha256s) is the same, its XMP sidecar (io.s
 made with (the same name, and size + mtime, sha256 when the mtime alone moved; or none then and now: a record made
 before sidecars were carried has none, so a source without one is not redone for it), its curated mask (--masks:
 io.mask_file.MaskId, compared the same way; "mask added", "mask changed", "mask removed" otherwise) is the one the
-outputs were made with, and every recorded output still exists with its recorded size. When all holds but the
-sidecar (the source's, or its output beside the restoration), the decision is "sidecar": only that sidecar is
-rewritten or removed (planning, pipeline.update_sidecar). A record
+outputs were made with, and every recorded output still exists. When all holds but the sidecar (the source's, or
+its output missing beside the restoration), the decision is "sidecar": only that sidecar is rewritten or removed
+(planning, pipeline.update_sidecar). An output missing is made again; one changed since oldphoto wrote it (another
+size than recorded; or, looked at only when the file is to be redone or its sidecar rewritten, another mtime and
+another sha256) is human work (a corrected mask, a retouched photo, captions a cataloguing tool wrote) and is never
+replaced: a file otherwise up to date is skipped with it kept (planning notes it), one to be redone fails instead
+("conflict"), and only --overwrite replaces it. A record
 also remembers, in `former`, the outputs that earlier settings made from the same source and that still exist, so a
 later run with those settings again recognises them as its own (they are never deleted: a curator may want them).
 
 Each output is listed with the sha256 of its bytes as they went into place (fixity, for the report: OutputRecord),
-which no decision reads: an output counts as there as made by its size alone, so a rerun stays a stat per file. The
-mtime of that stat is recorded beside the sha256: an output found at another one keeps its skip but loses its digest
-(the bytes may have been replaced since, e.g. by a run killed before it could record them).
+which no skip reads: an output counts as there as made by its size alone, so a rerun stays a stat per file. The
+mtime of that stat is recorded beside the sha256: an output found at another one keeps its skip, but its digest is
+not given (the bytes may have been replaced since: an edit in place, a run killed before it could record them); the
+record keeps it, so that a file about to be redone (or its sidecar rewritten) has such an output read, to tell an
+edit from a touch.
 """
 
 from __future__ import annotations
@@ -234,13 +240,30 @@ def _hex_digest(value) -> str | None:
 
 
 @dataclass(frozen=True)
+class EditedOutput:
+    """A recorded output changed since oldphoto wrote it (RunState.decide): never replaced without --overwrite."""
+
+    path: str  # as OutputRecord.path
+    size: int  # bytes now
+    recorded: int  # bytes as written
+
+
+@dataclass(frozen=True)
 class Decision:
     action: str  # "skip" | "run" | "conflict" | "sidecar" (only the XMP sidecar beside the restoration is rewritten)
-    reason: str  # e.g. "up to date", "new", "settings changed", "source changed", "output missing: a.png"
+    # e.g. "up to date", "new", "settings changed", "source changed", "output missing: a.png"; for a conflict, the
+    # one line the file fails with
+    reason: str
     # for a skip (or "sidecar"): the record to go on from, when it changed: the source's new mtime or path after a
-    # hash check, the sidecar's new mtime, outputs no longer vouched for (OutputRecord.mtime_ns) without their sha256
+    # hash check, the sidecar's or mask's new mtime, (for "sidecar") outputs read at a new mtime with their digest
     refreshed: Record | None = None
     source: SourceId | None = None  # the source as read for that check (with its sha256), so it is not read twice
+    # the outputs changed since oldphoto wrote them: kept by a skip (their record as it was, their digests not
+    # given), the reason of a conflict otherwise
+    kept: tuple[EditedOutput, ...] = ()
+    # for a skip: the outputs (OutputRecord.path) found at another mtime than recorded, at their size: not read, so
+    # their recorded digests are not given, though their record keeps them (a redo reads them to tell an edit)
+    unvouched: tuple[str, ...] = ()
 
 
 def now_iso() -> str:
@@ -514,17 +537,23 @@ class RunState:
         return made, sha
 
     def decide(self, rel: str, src: Path, fp: str, also: tuple[str, ...] = (), sidecar: Path | None = None,
-               mask: tuple[Path, str] | None = None, masks: bool = False) -> Decision:
+               mask: tuple[Path, str] | None = None, masks: bool = False,
+               touches: frozenset[str] | None = None) -> Decision:
         """Whether `src` (known here as `rel`) needs processing with the settings fingerprint `fp` (or one of `also`,
         the same outputs as recorded before: pipeline.former_settings), its XMP sidecar `sidecar` (None: none
         carried) and its curated mask `mask` (its path, its name as recorded: io.mask_file.MaskId; None: none, or
-        --masks not in use: `masks` says which)."""
+        --masks not in use: `masks` says which). Outputs changed since oldphoto wrote them are never replaced (see the
+        module's docstring): a skip names them (`kept`), and a file to be redone or to have its sidecar rewritten is a
+        "conflict" instead, its reason the one line it fails with. touches: the outputs (as OutputRecord.path) a redo
+        would write or remove (None: all those recorded); one of another name (a --format changed) stays where it is,
+        so its edit does not stop a redo. ImageError: an output to be read for that cannot be."""
         rec = self.records.get(rel)
         if rec is None:
             return Decision("run", "new")
         now = SourceId.of(src)
         same_path = os.path.abspath(src) == rec.source
         refreshed = None
+        redo: str | None = None  # why the outputs are to be made again, before they are looked at
         if (now.size, now.mtime_ns) != (rec.size, rec.mtime_ns) or not same_path:
             # Size equal but mtime moved (a copy, a touch), or another file under the same relative path (which may
             # well have the same size and mtime, e.g. a copy made with `cp -p`): the content decides, read once.
@@ -532,40 +561,86 @@ class RunState:
                 now = replace(now, sha256=read_source_sha256(src))
             if now.sha256 is None or now.sha256 != rec.sha256:
                 if not same_path:
-                    return Decision("conflict", f"the existing outputs were made from another file, {rec.source}")
-                return Decision("run", "source changed", source=now)
-            refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
-        if rec.fingerprint != fp and rec.fingerprint not in also:
-            return Decision("run", "settings changed", source=now)
-        why, touched = _mask_change(rec.mask, mask, masks)
-        if why:  # before the outputs: a sidecar missing beside them must not make it a sidecar-only job
-            return Decision("run", why, source=now)
-        if touched is not None:
-            refreshed = replace(refreshed or rec, mask=touched)
+                    return Decision("conflict", f"the existing outputs were made from another file, {rec.source}; "
+                                                f"use --overwrite to replace them")
+                redo = "source changed"
+            else:
+                refreshed = replace(rec, source=os.path.abspath(src), mtime_ns=now.mtime_ns)
+        if redo is None and rec.fingerprint != fp and rec.fingerprint not in also:
+            redo = "settings changed"
+        if redo is None:
+            # before the outputs: a sidecar missing beside them must not make it a sidecar-only job
+            redo, touched = _mask_change(rec.mask, mask, masks)
+            if touched is not None:
+                refreshed = replace(refreshed or rec, mask=touched)
         # the restoration and its mask first: the sidecar alone is rewritten only beside them as they were made
         images = [o for o in rec.outputs if not is_sidecar_name(o.path)]
-        vouched: dict[str, OutputRecord] = {}  # path -> the output as the record now vouches for it
+        vouched: dict[str, OutputRecord] = {}  # path -> the output read at a new mtime, its digest still true
+        edited: list[EditedOutput] = []  # outputs another hand changed since they were written: kept
+        moved: list[tuple[OutputRecord, os.stat_result]] = []  # same size, another mtime, a digest to tell by
+        action = None if redo is None else "run"
         for o in images + [o for o in rec.outputs if is_sidecar_name(o.path)]:
-            p = self.out_dir / o.path
-            st = _file_stat(p)
-            why = (f"output missing: {o.path}" if st is None
-                   else f"output changed: {o.path}" if st.st_size != o.size else None)
+            st = _file_stat(self.out_dir / o.path)
+            if st is None:  # nothing to lose: made again (the sidecar beside the restoration alone, if only it)
+                if action is None:  # the images come first: one missing redoes the file, whatever follows
+                    action, redo = "sidecar" if is_sidecar_name(o.path) else "run", f"output missing: {o.path}"
+            elif st.st_size != o.size:
+                edited.append(EditedOutput(o.path, st.st_size, o.size))
+            elif o.sha256 is not None and o.mtime_ns not in (None, st.st_mtime_ns):
+                # Same size, another mtime: its recorded sha256 may be of bytes no longer there (edited in place, or a
+                # run killed before recording their replacement). A skip reads nothing: the digest is not given, but
+                # stays recorded, as written, for a redo to tell an edit from a touch by
+                moved.append((o, st))
+        if action is None:
+            why, touched = _sidecar_change(rec.sidecar, sidecar)
             if why:
-                if not is_sidecar_name(o.path):
-                    return Decision("run", why)
-                return Decision("sidecar", why, _vouched_for(refreshed, rec, vouched), now)
-            # Same size, another mtime: still skipped (an archivist's later edit is never overwritten for it), but
-            # its recorded sha256 may be of bytes no longer there (a run killed before recording their replacement)
-            vouched[o.path] = o if o.sha256 is None or o.mtime_ns in (None, st.st_mtime_ns) else o.unvouched()
-        refreshed = _vouched_for(refreshed, rec, vouched)
-        why, touched = _sidecar_change(rec.sidecar, sidecar)
-        if why:
-            # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
-            # beside the restoration is to be written or removed (planning checks the restoration can be described)
-            return Decision("sidecar", why, refreshed, now)  # refreshed: the record to update, if its source moved
-        if touched is not None:
-            refreshed = replace(refreshed or rec, sidecar=touched)
-        return Decision("skip", "up to date", refreshed)
+                # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
+                # beside the restoration is to be written or removed (planning checks the restoration can be described)
+                action, redo = "sidecar", why
+            elif touched is not None:
+                refreshed = replace(refreshed or rec, sidecar=touched)
+        if action is None:  # up to date: an edited output stays as it is, its record as oldphoto wrote it (noted)
+            return Decision("skip", "up to date", refreshed, kept=tuple(edited),
+                            unvouched=tuple(o.path for o, _ in moved))
+        if action == "run" and touches is not None:  # those left where they are (the record's `former` then)
+            edited = [e for e in edited if e.path in touches]
+            moved = [(o, st) for o, st in moved if o.path in touches]
+        if action == "run" and not edited and not moved:
+            return Decision("run", redo, source=now)
+        # About to be replaced (or described anew): an output at another mtime is read, only now, to tell a touch
+        # (redone as ever) from an edit at the same size (kept: the file fails)
+        for o, st in moved:
+            if self._sha256_of(src, o) != o.sha256:
+                edited.append(EditedOutput(o.path, st.st_size, o.size))
+            else:  # the very bytes recorded: the digest holds at the mtime it has now
+                vouched[o.path] = replace(o, mtime_ns=st.st_mtime_ns)
+        if edited:
+            return Decision("conflict", self._edited_reason(edited, action, redo), kept=tuple(edited))
+        if action == "run":
+            return Decision("run", redo, source=now)
+        return Decision("sidecar", redo, _vouched_for(refreshed, rec, vouched), now)
+
+    def _sha256_of(self, src: Path, output: OutputRecord) -> str:
+        """The sha256 of the recorded output `output` now; ImageError naming it, for the source `src`, when it cannot
+        be read."""
+        path = self.out_dir / output.path
+        try:
+            return read_source_sha256(path)
+        except (OSError, ImageError) as e:
+            raise ImageError(src, f"{path}: cannot be read to tell whether it was changed since oldphoto wrote it "
+                                  f"({reason_of(e)})") from None
+
+    def _edited_reason(self, edited: list[EditedOutput], action: str, why: str) -> str:
+        """The one line a file fails with whose outputs `edited` would be replaced, or described anew by the sidecar
+        beside them (`action` "sidecar"), for the reason `why`."""
+        names = [str(self.out_dir / e.path) for e in edited]
+        shown = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        it, was = ("it", "was") if len(names) == 1 else ("them", "were")
+        if action == "run" or any(is_sidecar_name(e.path) for e in edited):
+            fate = "would be replaced"
+        else:  # images that stay as they are, but that a sidecar written now would describe as oldphoto's own
+            fate = f"would be described anew by the sidecar beside {it}"
+        return f"{shown} {was} changed since oldphoto wrote {it} and {fate} ({why}): move {it} away, or use --overwrite"
 
 
 def _file_stat(path: Path) -> os.stat_result | None:
@@ -583,8 +658,8 @@ def _file_stat(path: Path) -> os.stat_result | None:
 
 
 def _vouched_for(refreshed: Record | None, rec: Record, vouched: dict[str, OutputRecord]) -> Record | None:
-    """`refreshed` (None: not refreshed so far) with the outputs `vouched` gives for their paths, when one of them
-    lost its sha256 (else `refreshed` as it was): the record a skip, or a sidecar-only job, then goes on from."""
+    """`refreshed` (None: not refreshed so far) with the outputs `vouched` gives for their paths (read at a new mtime:
+    the same bytes), when there are some (else `refreshed` as it was): the record a sidecar-only job goes on from."""
     outputs = tuple(vouched.get(o.path, o) for o in rec.outputs)
     if outputs == rec.outputs:
         return refreshed

@@ -2557,18 +2557,25 @@ def test_a_restoration_and_its_sidecar_name_one_parent(tmp_path, stand_in_models
 
 def test_a_restoration_another_tool_gave_a_new_instance_id_is_redone_for_its_sidecar(tmp_path, stand_in_models):
     """A tool that saved the restoration (a new xmpMM:InstanceID) without a history event of its own: oldphoto's event
-    is still the last, but names another instance. A sidecar rewritten alone would link oldphoto's event to the other
-    tool's instance; the file is redone instead."""
+    is still the last, but names another instance. Its bytes are not those recorded: kept, the file fails (see
+    test_edited_outputs). Not told so (its mtime set back), a sidecar rewritten alone would link oldphoto's event to
+    the other tool's instance; the file is redone instead."""
     import re
 
     root, out, opts = _restored_scans(tmp_path, {"box 2/portrait.tif.xmp": "Aunt Rose"})
     portrait = out / "box 2" / "portrait.tif"
     data = portrait.read_bytes()  # the same size: the state finds the restoration as it was made
+    written = portrait.stat().st_mtime_ns
     other = b"xmp.iid:00000000-1111-2222-3333-444444444444"
     edited, n = re.subn(rb"(<xmpMM:InstanceID>)xmp\.iid:[0-9a-f-]{36}", lambda m: m.group(1) + other, data)
     assert n == 1 and len(edited) == len(data)
     portrait.write_bytes(edited)
     (root / "box 2" / "portrait.tif.xmp").write_text(_sidecar("Aunt Rose, 1931"))
+    r = run("restore", root, "--out", out, *opts)
+    assert r.exit_code == 1 and f"{portrait} was changed since oldphoto wrote it and would be described anew by the " \
+        f"sidecar beside it (sidecar changed: portrait.tif.xmp): move it away, or use --overwrite" in r.stderr
+    assert portrait.read_bytes() == edited
+    os.utime(portrait, ns=(written, written))  # as if untouched: the stat alike, nothing read
     assert run("restore", root, "--out", out, *opts).exit_code == 0
     result = report_of(out)["files"][0]
     assert result["status"] == "done" and not result["sidecar_only"], result

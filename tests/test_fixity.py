@@ -284,10 +284,11 @@ def notes_of(out, rel) -> list[str]:
     return next(f["notes"] for f in report_of(out)["files"] if f["relative"] == rel)
 
 
-def test_outputs_replaced_by_a_killed_run_are_skipped_with_null_and_a_note_once(tmp_path, stand_in_models):
+def test_outputs_replaced_by_a_killed_run_are_skipped_with_null_and_a_note(tmp_path, stand_in_models):
     """Killed after its renames, before its record: the record lists the same paths at the same sizes with the sha256
-    of the bytes replaced. Their new mtime says so without reading them: still skipped (never redone for it), null,
-    a note in the run that finds it; the record then holds no digest for them, and later runs say null, no note."""
+    of the bytes replaced. Their new mtime says so without reading them: still skipped (never redone for it), null
+    and a note on every run that skips them; the record keeps the digests as written (a redo reads the outputs to
+    tell an edit from a touch by them: test_edited_outputs)."""
     root, out = scans(tmp_path)
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     assert run("restore", root, "--out", tmp_path / "other", *OPTS, "--save-mask").exit_code == 0
@@ -295,42 +296,38 @@ def test_outputs_replaced_by_a_killed_run_are_skipped_with_null_and_a_note_once(
     names = ["street.png", "street.mask.png", "street.png.xmp"]
     replace_in_place(out, tmp_path / "other", names)
 
-    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
-    assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
-    assert digests_of(out) == {"box 2/portrait.tif": before["box 2/portrait.tif"],  # mtimes as recorded: as recorded
-                               "street.png": [(p, None) for p, _ in before["street.png"]]}
-    assert [n for n in notes_of(out, "street.png") if n.startswith("output modified")] == [
-        MODIFIED.format(n) for n in names]
-    assert not any(n.startswith("output modified") for n in notes_of(out, "box 2/portrait.tif"))
-    assert recorded(out) == digests_of(out)
-    street = next(json.loads(line) for line in (out / STATE_NAME).read_text().splitlines()[1:]
-                  if json.loads(line)["rel"] == "street.png")
-    assert all(set(o) == {"path", "size"} for o in street["outputs"])  # compacted: no digest, no mtime
-
-    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
-    assert digests_of(out)["street.png"] == [(p, None) for p, _ in before["street.png"]]
-    assert not any(n.startswith("output modified") for n in notes_of(out, "street.png"))
+    for _ in range(2):
+        assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+        assert [f["status"] for f in report_of(out)["files"]] == ["skipped", "skipped"]
+        assert digests_of(out) == {"box 2/portrait.tif": before["box 2/portrait.tif"],  # mtimes as recorded
+                                   "street.png": [(p, None) for p, _ in before["street.png"]]}
+        assert [n for n in notes_of(out, "street.png") if n.startswith("output modified")] == [
+            MODIFIED.format(n) for n in names]
+        assert not any(n.startswith("output modified") for n in notes_of(out, "box 2/portrait.tif"))
+        assert recorded(out) == before
 
 
-def test_a_sidecar_only_job_after_a_killed_run_gives_null_for_the_images_it_keeps(tmp_path, stand_in_models):
+def test_outputs_a_killed_run_replaced_are_kept_from_a_sidecar_only_job_until_overwrite(tmp_path, stand_in_models):
+    """Replaced at their sizes after their record (a run killed between its renames and its record): a file whose
+    sidecar is to be rewritten reads them, finds other bytes than recorded and cannot tell them from an edit by hand:
+    it fails, nothing written (see Known limits); --overwrite redoes it, with its digests."""
     root, out = scans(tmp_path)
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     assert run("restore", root, "--out", tmp_path / "other", *OPTS, "--save-mask").exit_code == 0
-    before = digests_of(out)["street.png"]
     replace_in_place(out, tmp_path / "other", ["street.png", "street.png.xmp"])
+    kept = {p: p.read_bytes() for p in out.glob("street*")}
     (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
 
-    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
+    r = run("restore", root, "--out", out, *OPTS, "--save-mask")
     street = report_of(out)["files"][1]
-    assert street["sidecar_only"] and street["status"] == "done", street
-    sidecar = out / "street.png.xmp"
-    assert digests_of(out)["street.png"] == [(before[0][0], None), before[1], (str(sidecar), sha(sidecar))]
-    assert MODIFIED.format("street.png") in street["notes"]
-    assert not any(n.startswith("output modified") and "mask" in n for n in street["notes"])
-    assert recorded(out)["street.png"] == digests_of(out)["street.png"]
-    assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
-    assert digests_of(out)["street.png"] == recorded(out)["street.png"]  # skipped: the mask's mtime still vouches
-    assert not any(n.startswith("output modified") for n in notes_of(out, "street.png"))
+    assert r.exit_code == 1 and street["status"] == "failed", street
+    assert street["error"] == (f"{out / 'street.png'} and {out / 'street.png.xmp'} were changed since oldphoto wrote "
+                               f"them and would be replaced (sidecar changed: street.png.xmp): move them away, or use "
+                               f"--overwrite")
+    assert {p: p.read_bytes() for p in out.glob("street*")} == kept
+    assert run("restore", root, "--out", out, *OPTS, "--save-mask", "--overwrite").exit_code == 0
+    assert [d for _, d in digests_of(out)["street.png"]] == [sha(Path(p)) for p, _ in digests_of(out)["street.png"]]
+    assert "Main street, 1933" in (out / "street.png.xmp").read_text()
 
 
 def test_an_output_merely_touched_gives_null_too(tmp_path, stand_in_models):
@@ -397,18 +394,25 @@ def test_a_restoration_touched_while_its_sidecar_alone_is_rewritten_loses_its_di
     assert MODIFIED.format("street.png") in notes_of(out, "street.png")
 
 
-def test_a_sidecar_only_job_says_nothing_of_the_sidecar_it_rewrites(tmp_path, stand_in_models):
-    """The output sidecar found at another mtime, then rewritten by a sidecar-only job: the report gives its new
-    sha256, so no note says its sha256 is not given (the restoration kept, replaced too, still gets one)."""
+def test_a_sidecar_only_job_says_nothing_of_outputs_merely_touched(tmp_path, stand_in_models):
+    """The restoration and its sidecar found at other mtimes (the same bytes: touched), then the sidecar rewritten
+    alone: both were read to tell a touch from an edit, so the restoration keeps its digest, vouched for at its new
+    mtime, and the sidecar gets its new one; no note says a sha256 is not given, then or on the next run's skip."""
+    import os
+
     root, out = scans(tmp_path)
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
-    assert run("restore", root, "--out", tmp_path / "other", *OPTS).exit_code == 0
-    replace_in_place(out, tmp_path / "other", ["street.png", "street.png.xmp"])
+    before = digests_of(out)["street.png"]
+    for name in ("street.png", "street.png.xmp"):
+        os.utime(out / name, ns=(10**18, 10**18))
     (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
 
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
     street = report_of(out)["files"][1]
     assert street["sidecar_only"] and street["status"] == "done", street
     sidecar = out / "street.png.xmp"
-    assert digests_of(out)["street.png"][-1] == (str(sidecar), sha(sidecar))
-    assert [n for n in street["notes"] if n.startswith("output modified")] == [MODIFIED.format("street.png")]
+    assert digests_of(out)["street.png"] == [before[0], (str(sidecar), sha(sidecar))]
+    assert not any(n.startswith("output modified") for n in street["notes"])
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    assert digests_of(out)["street.png"] == [before[0], (str(sidecar), sha(sidecar))]
+    assert not any(n.startswith("output modified") for n in notes_of(out, "street.png"))

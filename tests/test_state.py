@@ -11,7 +11,7 @@ import pytest
 
 from oldphoto.config import RestoreConfig
 from oldphoto.io.sidecar import SidecarId
-from oldphoto.state import STATE_NAME, Record, RunState, SourceId, StateError, fingerprint
+from oldphoto.state import STATE_NAME, EditedOutput, Record, RunState, SourceId, StateError, fingerprint
 
 MODELS = {"restorer": {"name": "r-v1", "sha256": "ab" * 32}}
 
@@ -61,13 +61,11 @@ def test_record_is_durable_before_close(tmp_path):
     assert RunState.load(out).decide("a.jpg", src, fp).action == "skip"
 
 
-def test_changed_source_settings_or_outputs_are_redone(tmp_path):
+def test_changed_source_settings_or_missing_outputs_are_redone(tmp_path):
     src, out, fp, state = setup_done(tmp_path)
     other_fp = fingerprint(RestoreConfig(format="png").output_settings(), MODELS)
     assert state.decide("a.jpg", src, other_fp).reason == "settings changed"
 
-    (out / "a.jpg").write_bytes(b"edited by hand, longer")
-    assert state.decide("a.jpg", src, fp).reason == "output changed: a.jpg"
     (out / "a.jpg").unlink()
     assert state.decide("a.jpg", src, fp).reason == "output missing: a.jpg"
     (out / "a.jpg").write_bytes(b"restored")
@@ -77,6 +75,54 @@ def test_changed_source_settings_or_outputs_are_redone(tmp_path):
     assert state.decide("a.jpg", src, fp).reason == "source changed"
     src.write_bytes(b"a longer photo")
     assert state.decide("a.jpg", src, fp).reason == "source changed"
+
+
+def test_an_output_edited_since_it_was_written_is_kept_and_never_redone_over(tmp_path):
+    """Another size than recorded: human work (a corrected mask, a retouched photo). Up to date otherwise, the file is
+    skipped with the output kept and named (`kept`), its record left as written (no `refreshed`: said again next run);
+    to be redone for any reason, the file fails in one line naming the output, the reason and the remedy."""
+    src, out, fp, state = setup_done(tmp_path)
+    (out / "a.jpg").write_bytes(b"edited by hand, longer")
+    d = state.decide("a.jpg", src, fp)
+    assert (d.action, d.reason, d.refreshed, d.kept) == ("skip", "up to date", None, (EditedOutput("a.jpg", 22, 8),))
+    other_fp = fingerprint(RestoreConfig(format="png").output_settings(), MODELS)
+    d = state.decide("a.jpg", src, other_fp)
+    assert (d.action, d.reason) == ("conflict", f"{out / 'a.jpg'} was changed since oldphoto wrote it and would be "
+                                                f"replaced (settings changed): move it away, or use --overwrite")
+    src.write_bytes(b"a longer photo")
+    assert state.decide("a.jpg", src, fp).reason.endswith("would be replaced (source changed): move it away, or use "
+                                                          "--overwrite")
+    (out / "a.jpg").unlink()  # moved away: nothing to lose, made again
+    assert state.decide("a.jpg", src, fp).reason == "source changed"
+
+
+def test_an_output_edited_at_its_size_is_told_by_its_sha256_only_when_the_file_is_to_be_redone(tmp_path):
+    """Same size, another mtime: a skip reads nothing (the digest merely not vouched for, as before); a file to be
+    redone has the output read, and fails when its bytes are not those recorded. The same bytes touched, or no digest
+    or mtime recorded, are redone as ever."""
+    src, out, fp, state = setup_done(tmp_path)
+    digest = hashlib.sha256(b"restored").hexdigest()
+    state.record("a.jpg", replace(state.records["a.jpg"],
+                                  outputs=state.outputs_record([out / "a.jpg"], {out / "a.jpg": digest})))
+    other_fp = fingerprint(RestoreConfig(format="png").output_settings(), MODELS)
+    (out / "a.jpg").write_bytes(b"RESTORED")  # retouched in place, same size
+    os.utime(out / "a.jpg", ns=(10**18, 10**18))
+    d = state.decide("a.jpg", src, fp)
+    assert (d.action, d.kept, d.unvouched, d.refreshed) == ("skip", (), ("a.jpg",), None)
+    d = state.decide("a.jpg", src, other_fp)
+    assert d.action == "conflict" and d.kept == (EditedOutput("a.jpg", 8, 8),)
+    assert "(settings changed): move it away" in d.reason
+    (out / "a.jpg").write_bytes(b"restored")  # the very bytes again, at a new mtime: a touch
+    os.utime(out / "a.jpg", ns=(10**18, 10**18))
+    assert (state.decide("a.jpg", src, other_fp).action, state.decide("a.jpg", src, other_fp).reason) == (
+        "run", "settings changed")
+    (out / "a.jpg").write_bytes(b"RESTORED")  # edited, its mtime set back: not told (nothing is read for a stat alike)
+    os.utime(out / "a.jpg", ns=(state.records["a.jpg"].outputs[0].mtime_ns,) * 2)
+    assert state.decide("a.jpg", src, other_fp).action == "run"
+    state.record("a.jpg", replace(state.records["a.jpg"], outputs=(replace(state.records["a.jpg"].outputs[0],
+                                                                           mtime_ns=None),)))
+    os.utime(out / "a.jpg", ns=(10**18, 10**18))  # no mtime recorded (an older oldphoto's record): as before
+    assert state.decide("a.jpg", src, other_fp).action == "run"
 
 
 def test_touched_source_with_same_content_is_skipped_and_refreshed(tmp_path):
@@ -263,26 +309,46 @@ def sidecar_done(tmp_path):
 
 def test_a_changed_added_or_removed_sidecar_asks_for_its_sidecar_alone(tmp_path):
     """The scan, settings and models unchanged and the restoration there as recorded: a sidecar's change (or its
-    output's) is the sidecar's alone ("sidecar"); the restoration missing or changed comes first ("run")."""
+    output's absence) is the sidecar's alone ("sidecar"); the restoration missing comes first ("run"). The
+    restoration's sidecar or the restoration edited since (captions a cataloguing tool wrote, a retouch) are kept:
+    skipped, or, when the sidecar is to be rewritten, the file fails."""
     src, sidecar, out, fp, state = sidecar_done(tmp_path)
     (out / "a.xmp").write_bytes(b"carried")
     state = RunState.open(out)
     state.record("a.jpg", replace(state.records["a.jpg"], outputs=state.outputs_record([out / "a.jpg", out / "a.xmp"])))
     sidecar.write_bytes(b"<x:xmpmeta>caption 22</x:xmpmeta>")
-    for change in (None, "missing", "changed"):
-        if change == "missing":
-            sidecar.write_bytes(b"<x:xmpmeta>caption 1</x:xmpmeta>")
-            state.record("a.jpg", replace(state.records["a.jpg"], sidecar=SidecarId.of(sidecar, with_hash=True)))
-            (out / "a.xmp").unlink()
-        if change == "changed":
-            (out / "a.xmp").write_bytes(b"a tool wrote more here")
-        d = state.decide("a.jpg", src, fp, sidecar=sidecar)
-        assert (d.action, d.reason) == ("sidecar", {None: "sidecar changed: a.xmp", "missing": "output missing: a.xmp",
-                                                    "changed": "output changed: a.xmp"}[change])
-    assert state.decide("a.jpg", src, fp).action == "sidecar"  # removed
+    d = state.decide("a.jpg", src, fp, sidecar=sidecar)
+    assert (d.action, d.reason) == ("sidecar", "sidecar changed: a.xmp")
+    sidecar.write_bytes(b"<x:xmpmeta>caption 1</x:xmpmeta>")
+    state.record("a.jpg", replace(state.records["a.jpg"], sidecar=SidecarId.of(sidecar, with_hash=True)))
+    (out / "a.xmp").unlink()
+    d = state.decide("a.jpg", src, fp, sidecar=sidecar)
+    assert (d.action, d.reason) == ("sidecar", "output missing: a.xmp")
+
+    (out / "a.xmp").write_bytes(b"a tool wrote more here")  # captions written into the restoration's sidecar
+    d = state.decide("a.jpg", src, fp, sidecar=sidecar)
+    assert (d.action, d.kept) == ("skip", (EditedOutput("a.xmp", 22, 7),))
+    d = state.decide("a.jpg", src, fp)  # the scan's sidecar removed: the restoration's would be removed
+    assert (d.action, d.reason) == ("conflict", f"{out / 'a.xmp'} was changed since oldphoto wrote it and would be "
+                                                f"replaced (sidecar removed: a.xmp): move it away, or use --overwrite")
+    (out / "a.xmp").write_bytes(b"carried")
     (out / "a.jpg").write_bytes(b"re-saved by a tool")
+    d = state.decide("a.jpg", src, fp, sidecar=sidecar)
+    assert (d.action, d.kept) == ("skip", (EditedOutput("a.jpg", 18, 8),))
+    d = state.decide("a.jpg", src, fp)
+    assert (d.action, d.reason) == ("conflict", f"{out / 'a.jpg'} was changed since oldphoto wrote it and would be "
+                                                f"described anew by the sidecar beside it (sidecar removed: a.xmp): "
+                                                f"move it away, or use --overwrite")
+    (out / "a.xmp").write_bytes(b"a tool wrote more here")
+    assert state.decide("a.jpg", src, fp).reason.startswith(
+        f"{out / 'a.jpg'} and {out / 'a.xmp'} were changed since oldphoto wrote them and would be replaced (")
+    (out / "a.jpg").unlink()
     assert (state.decide("a.jpg", src, fp).action, state.decide("a.jpg", src, fp).reason) == (
-        "run", "output changed: a.jpg")
+        "conflict", f"{out / 'a.xmp'} was changed since oldphoto wrote it and would be replaced (output missing: "
+                    f"a.jpg): move it away, or use --overwrite")
+    (out / "a.xmp").unlink()
+    assert (state.decide("a.jpg", src, fp).action, state.decide("a.jpg", src, fp).reason) == (
+        "run", "output missing: a.jpg")
     state.close()
 
 
@@ -392,10 +458,11 @@ def test_an_outputs_sha256_is_kept_in_its_entry_and_absent_when_unknown(tmp_path
         RunState.load(out)
 
 
-def test_an_output_at_another_mtime_is_still_skipped_without_its_recorded_sha256(tmp_path):
+def test_an_output_at_another_mtime_is_still_skipped_without_giving_its_recorded_sha256(tmp_path):
     """The digest is vouched for by the output's mtime when it was recorded: at another one (same size) the bytes may
-    have been replaced since (a run killed before recording them), or merely touched; no output is read to tell. The
-    skip stands; the record it goes on from (`refreshed`) lists that output without sha256 or mtime."""
+    have been replaced since (a run killed before recording them, an edit in place), or merely touched; a skip reads
+    no output to tell. The skip stands, naming the output (`unvouched`: its digest not given); the record keeps the
+    digest of the bytes written, and the mtime it was written at, for a redo to tell an edit from a touch by."""
     src, out, fp, state = setup_done(tmp_path)
     digest = hashlib.sha256(b"restored").hexdigest()
     state.record("a.jpg", replace(state.records["a.jpg"],
@@ -403,19 +470,20 @@ def test_an_output_at_another_mtime_is_still_skipped_without_its_recorded_sha256
     recorded = state.records["a.jpg"].outputs[0]
     assert recorded.mtime_ns == (out / "a.jpg").stat().st_mtime_ns
     d = state.decide("a.jpg", src, fp)
-    assert (d.action, d.refreshed) == ("skip", None)  # as recorded: no new record
+    assert (d.action, d.refreshed, d.unvouched) == ("skip", None, ())  # as recorded: no new record
 
     os.utime(out / "a.jpg", ns=(10**18, 10**18))
     d = state.decide("a.jpg", src, fp)
-    assert (d.action, d.reason) == ("skip", "up to date")
-    assert d.refreshed == replace(state.records["a.jpg"], outputs=(replace(recorded, sha256=None, mtime_ns=None),))
-    assert json.loads(d.refreshed.to_json("a.jpg"))["outputs"] == [{"path": "a.jpg", "size": 8}]
+    assert (d.action, d.reason, d.refreshed, d.unvouched) == ("skip", "up to date", None, ("a.jpg",))
+    os.utime(src, ns=(10**18, 10**18))  # the source touched too: its new mtime recorded, the output's record as it was
+    d = state.decide("a.jpg", src, fp)
+    assert d.refreshed.mtime_ns == 10**18 and d.refreshed.outputs == (recorded,) and d.unvouched == ("a.jpg",)
 
     older = replace(recorded, mtime_ns=None)  # recorded before mtimes were kept: the digest as recorded
     state.record("a.jpg", replace(state.records["a.jpg"], outputs=(older,)))
     assert json.loads(state.records["a.jpg"].to_json("a.jpg"))["outputs"] == [
         {"path": "a.jpg", "size": 8, "sha256": digest}]
-    assert state.decide("a.jpg", src, fp).refreshed is None
+    assert state.decide("a.jpg", src, fp).unvouched == ()
     state.close()
     assert RunState.load(out).records["a.jpg"].outputs == (older,)
 

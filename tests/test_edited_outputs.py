@@ -1,0 +1,165 @@
+"""Outputs changed since oldphoto wrote them (a curator's corrected mask, a retouched restoration, captions a
+cataloguing tool wrote into the restoration's sidecar) are never replaced without --overwrite: a file otherwise up to
+date is skipped with a note, one to be redone fails in one line, nothing written. The real pipeline and io, with the
+stand-in models of restore_samples."""
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from restore_samples import real_scans, report_of, run
+from restore_samples import stand_in_models as use_stand_in_models
+
+OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1)
+SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+           '<rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
+           '</x:xmpmeta>')
+
+
+@pytest.fixture
+def stand_in_models(monkeypatch):
+    use_stand_in_models(monkeypatch)
+
+
+@pytest.fixture
+def scans(tmp_path):
+    """(scans folder, its portrait's pixels): real_scans without its damaged JPEG."""
+    root, rgb16, _ = real_scans(tmp_path)
+    (root / "torn.jpg").unlink()
+    return root, rgb16
+
+
+def entry(out, rel) -> dict:
+    return next(f for f in report_of(out)["files"] if f["relative"] == rel)
+
+
+def kept(path, size, written) -> str:
+    return f"{path} changed since oldphoto wrote it ({size} bytes, {written} as written): kept; --overwrite replaces it"
+
+
+def refused(path, why) -> str:
+    return f"{path} was changed since oldphoto wrote it and would be replaced ({why}): move it away, or use --overwrite"
+
+
+def files_of(folder) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
+            and p.name != "report.json"}
+
+
+def test_a_curated_mask_survives_the_review_run_again_and_fails_its_scan_when_that_changes(scans, tmp_path,
+                                                                                         stand_in_models):
+    """The README's workflow: review, correct a mask in place, review again (cron, new scans): the mask is kept, with
+    a note each run; the scan replaced: that file fails in one line, nothing written for it; --overwrite replaces."""
+    root, rgb16 = scans
+    review = tmp_path / "review"
+    assert run("restore", root, "--out", review, "--only-mask", *OPTS).exit_code == 0
+    mask = review / "box 2" / "portrait.mask.png"
+    written = mask.stat().st_size
+    corrected = np.asarray(Image.open(mask)).copy()
+    corrected[30:40, 20:60] = 255  # a missed stain painted in
+    Image.fromarray(corrected).save(mask)
+    size = mask.stat().st_size
+    assert size != written
+    before = files_of(review)
+
+    for _ in range(2):  # said on every run: the folder holds work that is not oldphoto's
+        r = run("restore", root, "--out", review, "--only-mask", *OPTS)
+        assert r.exit_code == 0, r.output
+        portrait = entry(review, "box 2/portrait.tif")
+        assert portrait["status"] == "skipped" and kept(mask, size, written) in portrait["notes"]
+        # the mask's recorded digest is not that of the file there; the overlay's still is
+        assert portrait["output_sha256"][0] is None and portrait["output_sha256"][1] is not None
+        assert files_of(review) == before
+    r = run("restore", root, "--out", review, "--only-mask", *OPTS, "--dry-run")
+    assert r.exit_code == 0 and f"up to date  box 2/portrait.tif  ({kept(mask, size, written)})" in r.output
+
+    restored = tmp_path / "restored"  # the curated mask is the one restored with
+    assert run("restore", root, "--out", restored, "--masks", review, *OPTS).exit_code == 0
+    assert entry(restored, "box 2/portrait.tif")["mask_source"] == str(mask)
+
+    rgb16[40:42, :, :] = 65535  # the scan replaced (rescanned)
+    tifffile.imwrite(root / "box 2" / "portrait.tif", rgb16, photometric="rgb")
+    line = refused(mask, "source changed")
+    r = run("restore", root, "--out", review, "--only-mask", *OPTS, "--dry-run")
+    assert r.exit_code == 1 and f"fail        box 2/portrait.tif: {line}" in r.output
+    r = run("restore", root, "--out", review, "--only-mask", *OPTS)
+    assert r.exit_code == 1 and f"{root / 'box 2' / 'portrait.tif'}: {line}" in r.stderr
+    portrait = entry(review, "box 2/portrait.tif")
+    assert (portrait["status"], portrait["error"]) == ("failed", line)
+    assert entry(review, "street.png")["status"] == "skipped"
+    assert files_of(review) == before  # neither the mask nor the overlay beside it written
+
+    assert run("restore", root, "--out", review, "--only-mask", *OPTS, "--overwrite").exit_code == 0
+    assert mask.read_bytes() != before[mask] and entry(review, "box 2/portrait.tif")["status"] == "done"
+    assert run("restore", root, "--out", review, "--only-mask", *OPTS).exit_code == 0
+    assert entry(review, "box 2/portrait.tif")["notes"] == []
+
+
+def test_a_retouched_restoration_is_kept_and_told_from_a_touch_by_its_sha256_when_it_would_be_redone(
+        scans, tmp_path, stand_in_models):
+    """Another size: kept (a stat tells). The same size at another mtime: a skip reads nothing; a settings change
+    reads it: other bytes fail the file, the same bytes merely touched are redone as ever. A redo that writes other
+    names (--format) leaves it where it is."""
+    root, _ = scans
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    photo = out / "street.png"
+    made = photo.read_bytes()
+    retouched = made + b"retouched"  # bytes after IEND: a reader never sees them, a stat does
+    photo.write_bytes(retouched)
+    r = run("restore", root, "--out", out, *OPTS)
+    assert r.exit_code == 0 and kept(photo, len(retouched), len(made)) in entry(out, "street.png")["notes"]
+    assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0).exit_code == 1
+    assert entry(out, "street.png")["error"] == refused(photo, "settings changed")
+    assert photo.read_bytes() == retouched
+
+    stamp = photo.stat().st_mtime_ns  # retouched at its size: only the bytes tell
+    same_size = made.replace(b"xmp.iid:", b"xmp.iiD:", 1)
+    assert same_size != made and len(same_size) == len(made)
+    photo.write_bytes(same_size)
+    os.utime(photo, ns=(stamp + 10**9, stamp + 10**9))
+    r = run("restore", root, "--out", out, *OPTS)
+    assert r.exit_code == 0 and entry(out, "street.png")["status"] == "skipped"
+    assert not any("changed since" in n for n in entry(out, "street.png")["notes"])
+    assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0).exit_code == 1
+    assert entry(out, "street.png")["error"] == refused(photo, "settings changed")
+    assert photo.read_bytes() == same_size
+
+    photo.write_bytes(made)  # the very bytes oldphoto wrote, at another mtime: a touch
+    os.utime(photo, ns=(stamp + 2 * 10**9, stamp + 2 * 10**9))
+    assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0).exit_code == 0
+    street = entry(out, "street.png")
+    assert street["status"] == "done" and "redone: settings changed" in street["notes"]
+
+    photo.write_bytes(retouched)  # another format writes beside it: it stays where it is, no reason to fail
+    assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0, "--format", "tiff").exit_code == 0
+    assert photo.read_bytes() == retouched and entry(out, "street.png")["outputs"] == [str(out / "street.tif")]
+
+
+def test_captions_written_into_the_restorations_sidecar_are_kept(scans, tmp_path, stand_in_models):
+    """A cataloguing tool wrote into the sidecar carried beside the restoration: kept; the scan's sidecar corrected
+    since, the file fails rather than rewrite it; --overwrite writes it anew."""
+    root, _ = scans
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street"))
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    carried = out / "street.png.xmp"
+    written = carried.stat().st_size
+    tagged = carried.read_text().replace("Main street", "Main street, tagged in the catalogue")
+    carried.write_text(tagged)
+    r = run("restore", root, "--out", out, *OPTS)
+    assert r.exit_code == 0 and kept(carried, carried.stat().st_size, written) in entry(out, "street.png")["notes"]
+    assert entry(out, "street.png")["output_sha256"][-1] is None
+
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))
+    r = run("restore", root, "--out", out, *OPTS, "--dry-run")
+    assert r.exit_code == 1 and refused(carried, "sidecar changed: street.png.xmp") in r.output
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 1
+    assert entry(out, "street.png")["error"] == refused(carried, "sidecar changed: street.png.xmp")
+    assert carried.read_text() == tagged
+    assert run("restore", root, "--out", out, *OPTS, "--overwrite").exit_code == 0
+    assert "Main street, 1933" in carried.read_text()
