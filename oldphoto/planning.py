@@ -180,16 +180,20 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                 wanted, earlier = fps.current(found.src), fps.former(found.src)
                 decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None,
                                         _touched(planned, out, cfg))
+                made: dict[Path, Provenance] = {}
+                if decision.kept:  # changed since oldphoto wrote them, unless their XMP says it made them since
+                    decision, base, made = _made_since(state, rel, found.src, planned, wanted, earlier, decision,
+                                                       sidecar, mask)
                 if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
                     raise ImageError(found.src, decision.reason)
                 # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
                 # that oldphoto made them from this very file are its own (all there and made with these settings:
                 # up to date, or only the sidecar beside them to write; else redone, as with their record).
                 foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
-                made: dict[Path, Provenance] = {}
                 if decision.action in ("run", "sidecar") and foreign:
                     known = decision.source if decision.source is not None else SourceId.of(found.src)
-                    made, sha = state.made_from(found.src, foreign, rel, known.sha256)
+                    theirs, sha = state.made_from(found.src, [p for p in foreign if p not in made], rel, known.sha256)
+                    made.update(theirs)
                     for p in foreign:
                         if p not in made:
                             raise ImageError(found.src, f"{p} already exists and was not made from this file "
@@ -205,7 +209,7 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                         why = (f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
                                else "settings changed")
                         decision = dataclasses.replace(decision, reason=why)
-                elif decision.action == "sidecar":
+                elif decision.action == "sidecar" and base is None:
                     # its images stay, with their digests (one found at another mtime was read: the same bytes)
                     base = decision.refreshed or state.records[rel]
             if decision.action == "sidecar":
@@ -319,6 +323,48 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
 _RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
 
 
+def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, also: tuple[str, ...],
+                decision: Decision, sidecar: Path | None, mask: tuple[Path, str] | None,
+                ) -> tuple[Decision, Record | None, dict[Path, Provenance]]:
+    """(the decision, the record a "sidecar" one goes on from when it is not the state's, the provenances read) for a
+    file whose outputs `decision.kept` (a skip or a conflict: RunState.decide) are not as recorded. Those whose XMP
+    says oldphoto made them, as the last change, from this very source under these settings and models (`fp`, or one
+    of `also`) with its curated mask `mask` as it is now, and later than the record (their event after it was
+    finished; a sidecar: or carrying another of the source's sidecars than recorded, as one rewritten alone), are no
+    edit: a run that put them in place was stopped before it could record them (killed, a full disk, a second
+    Ctrl-C). An edit that keeps the packet of the outputs recorded (captions a cataloguing tool wrote into the sidecar
+    beside the restoration, bytes appended) stays one. All of them so, the file is recognised as after a
+    lost state file (_recognised: recorded again and skipped, or only the sidecar beside the restoration to write);
+    else a conflict goes on as the decision `then` it would be without them (a "sidecar" one redone: the record it
+    would go on from lists them as they were), or fails for the others alone. A skip not so recognised stays as it
+    is. OSError, ImageError: the source or its mask cannot be read."""
+    known = decision.source if decision.source is not None else SourceId.of(src)
+    made, sha = state.made_from(src, [state.out_dir / e.path for e in decision.kept], rel, known.sha256)
+    curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
+    rec = state.records[rel]
+    carried = None if rec.sidecar is None else rec.sidecar.sha256
+    ours = {Path(os.path.relpath(p, state.out_dir)).as_posix() for p, prov in made.items()
+            if prov.mask_sha256 == curated
+            and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in (fp, *also)
+            and (_later(prov.when, rec.finished) or (is_sidecar_name(p.name) and prov.sidecar_sha256 != carried))}
+    if not ours:
+        return decision, None, made
+    known = dataclasses.replace(known, sha256=sha)
+    edited = [e for e in decision.kept if e.path not in ours]
+    if not edited:
+        then, base = _recognised(state, rel, src, planned, fp, Decision("run", "", source=known), also, made,
+                                 sidecar, mask)
+        if then.action != "run":
+            return then, base, made
+    if decision.then is None:  # a skip: its outputs as they are, each noted
+        return decision, None, made
+    action, why = decision.then.action, decision.then.reason
+    if edited:
+        return dataclasses.replace(decision, reason=state.edited_reason(edited, action, why), kept=tuple(edited),
+                                   source=known), None, made
+    return Decision("run", why, source=known), None, made
+
+
 def _describable(decision: Decision, base: Record, restoration: Path, fps: tuple[str, ...],
                  made: dict[Path, Provenance]) -> tuple[Decision, Provenance | None]:
     """(a "sidecar" decision as it stands, the restoration's provenance, by which the sidecar describes it) when the
@@ -335,6 +381,15 @@ def _describable(decision: Decision, base: Record, restoration: Path, fps: tuple
             and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in fps and _zoned(prov.when)):
         return decision, prov
     return dataclasses.replace(decision, action="run"), None
+
+
+def _later(stamp: str | None, than: str) -> bool:
+    """Whether the ISO 8601 time `stamp` (an stEvt:when, with its offset) is after `than` (a record's finished): in
+    whole seconds, as both are written, so one in the same second is not."""
+    try:
+        return stamp is not None and datetime.fromisoformat(stamp) > datetime.fromisoformat(than)
+    except (ValueError, TypeError):  # TypeError: one of them without its offset
+        return False
 
 
 def _zoned(stamp: str | None) -> bool:

@@ -264,6 +264,9 @@ class Decision:
     # for a skip: the outputs (OutputRecord.path) found at another mtime than recorded, at their size: not read, so
     # their recorded digests are not given, though their record keeps them (a redo reads them to tell an edit)
     unvouched: tuple[str, ...] = ()
+    # for a conflict over outputs changed since: the decision ("run" or "sidecar", its reason) were they not, for
+    # planning to go on with when their XMP shows oldphoto made them after all (a run killed before its record)
+    then: Decision | None = None
 
 
 def now_iso() -> str:
@@ -499,6 +502,14 @@ class RunState:
         # a sidecar's digest costs one more read of a file read whole for its provenance just now; an image's would
         # read all its pixels (only its XMP was read): left unknown
         digests = {p: read_source_sha256(p) for p in outputs if is_sidecar_name(p.name)}
+        # an image as its record here has it (same size and mtime: a file whose other outputs a killed run replaced)
+        # keeps the digest recorded, as a skip would give it
+        recorded = {o.path: o for o in self.records[rel].outputs} if rel in self.records else {}
+        for p in outputs:
+            o, st = recorded.get(self._rel_out(p)), _file_stat(p)
+            if (p not in digests and o is not None and o.sha256 is not None and st is not None
+                    and (st.st_size, st.st_mtime_ns) == (o.size, o.mtime_ns)):
+                digests[p] = o.sha256
         return Record(source=os.path.abspath(src), size=now.size, mtime_ns=now.mtime_ns, sha256=sha, fingerprint=fp,
                       outputs=self.outputs_record(outputs, digests), width=width, height=height,
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
@@ -615,7 +626,8 @@ class RunState:
             else:  # the very bytes recorded: the digest holds at the mtime it has now
                 vouched[o.path] = replace(o, mtime_ns=st.st_mtime_ns)
         if edited:
-            return Decision("conflict", self._edited_reason(edited, action, redo), kept=tuple(edited))
+            return Decision("conflict", self.edited_reason(edited, action, redo), source=now, kept=tuple(edited),
+                            then=Decision(action, redo, source=now))
         if action == "run":
             return Decision("run", redo, source=now)
         return Decision("sidecar", redo, _vouched_for(refreshed, rec, vouched), now)
@@ -630,7 +642,7 @@ class RunState:
             raise ImageError(src, f"{path}: cannot be read to tell whether it was changed since oldphoto wrote it "
                                   f"({reason_of(e)})") from None
 
-    def _edited_reason(self, edited: list[EditedOutput], action: str, why: str) -> str:
+    def edited_reason(self, edited: list[EditedOutput], action: str, why: str) -> str:
         """The one line a file fails with whose outputs `edited` would be replaced, or described anew by the sidecar
         beside them (`action` "sidecar"), for the reason `why`."""
         names = [str(self.out_dir / e.path) for e in edited]

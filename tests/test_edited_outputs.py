@@ -163,3 +163,123 @@ def test_captions_written_into_the_restorations_sidecar_are_kept(scans, tmp_path
     assert carried.read_text() == tagged
     assert run("restore", root, "--out", out, *OPTS, "--overwrite").exit_code == 0
     assert "Main street, 1933" in carried.read_text()
+
+
+RECOGNISED = "not in the state file: recognised from the provenance in its outputs' XMP"
+
+
+def next_second():
+    """Sleep into the next whole second: a record's finished and an output's stEvt:when are written in seconds, and
+    an output counts as made after its record only in a later second."""
+    import time
+
+    time.sleep(1.01 - time.time() % 1)
+
+
+def test_outputs_a_run_put_in_place_but_could_not_record_are_its_own_not_edits(scans, tmp_path, stand_in_models):
+    """A run killed between its renames and its records (SIGKILL, power loss): the state file as it was before, the
+    outputs those of the new settings. The next run with them recognises every file from its outputs' XMP (this scan,
+    these settings and models, made after the record), records it and skips it; nothing is written or failed."""
+    from oldphoto.state import STATE_NAME
+
+    root, _ = scans
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out, "--save-mask", *OPTS).exit_code == 0
+    before = (out / STATE_NAME).read_bytes()
+    next_second()
+    assert run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0).exit_code == 0
+    (out / STATE_NAME).write_bytes(before)  # killed before it could record them
+    photo = out / "street.png"
+    photo.write_bytes(photo.read_bytes() + b"retouched")  # an edit that keeps the packet looks like oldphoto's own
+    made = files_of(out)
+    r = run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0, "--dry-run")
+    assert r.exit_code == 0 and "up to date  street.png  (recognised from its outputs' provenance)" in r.output
+    r = run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0)
+    assert r.exit_code == 0, r.output
+    for f in report_of(out)["files"]:
+        assert f["status"] == "skipped" and RECOGNISED in f["notes"], f
+        assert not any("changed since" in n for n in f["notes"])
+    assert files_of(out) == made
+    r = run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0)
+    assert r.exit_code == 0 and all(f["status"] == "skipped" and f["notes"] == [] for f in report_of(out)["files"])
+
+    photo.write_bytes(made[photo] + b"again")  # edited after the record that recognised it: an edit, kept
+    r = run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0)
+    assert r.exit_code == 0
+    assert kept(photo, len(made[photo]) + 5, len(made[photo])) in entry(out, "street.png")["notes"]
+
+
+def test_a_sidecar_rewritten_alone_but_not_recorded_for_a_full_disk_is_recognised(scans, tmp_path, stand_in_models,
+                                                                                  monkeypatch):
+    """The scan's sidecar corrected: only the sidecar beside the restoration is rewritten, and its record fails (a
+    full disk). The next run finds that sidecar at another size than recorded, carrying the scan's sidecar as it is
+    now: oldphoto's own, recognised, not "would be replaced (sidecar changed)"."""
+    import errno
+
+    from oldphoto.state import RunState
+
+    root, _ = scans
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street"))
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))
+    real = RunState.record
+
+    def full(self, rel, record):
+        if rel == "street.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rel, record)
+
+    monkeypatch.setattr(RunState, "record", full)
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 1
+    assert "cannot be recorded" in entry(out, "street.png")["error"]
+    assert "Main street, 1933" in (out / "street.png.xmp").read_text()
+    monkeypatch.setattr(RunState, "record", real)
+    made = files_of(out)
+    r = run("restore", root, "--out", out, *OPTS)
+    assert r.exit_code == 0, r.output
+    street = entry(out, "street.png")
+    assert street["status"] == "skipped" and RECOGNISED in street["notes"], street
+    assert files_of(out) == made
+
+
+def _dropped_xmp(photo):
+    Image.open(photo).save(photo)  # Pillow writes no XMP it is not given
+
+
+def _step_added(photo):
+    from PIL import PngImagePlugin
+
+    with Image.open(photo) as im:
+        packet = im.info["XML:com.adobe.xmp"]
+        pixels = im.copy()
+    step = ('<rdf:li rdf:parseType="Resource"><stEvt:action>saved</stEvt:action>'
+            '<stEvt:softwareAgent>Adobe Photoshop CC</stEvt:softwareAgent></rdf:li></rdf:Seq>')
+    assert packet.count("</rdf:Seq>") == 1
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", packet.replace("</rdf:Seq>", step))
+    pixels.save(photo, pnginfo=info)
+
+
+@pytest.mark.parametrize("edit", [_dropped_xmp, _step_added])
+def test_an_edit_of_an_output_a_killed_run_left_unrecorded_is_still_kept(scans, tmp_path, stand_in_models, edit):
+    """As above, then the restoration edited by a tool that drops oldphoto's XMP or adds its own step to its history:
+    an edit, kept (the file fails, its outputs as they are); the other files are recognised."""
+    from oldphoto.state import STATE_NAME
+
+    root, _ = scans
+    out = tmp_path / "out"
+    assert run("restore", root, "--out", out, *OPTS).exit_code == 0
+    before = (out / STATE_NAME).read_bytes()
+    next_second()
+    assert run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0).exit_code == 0
+    (out / STATE_NAME).write_bytes(before)
+    photo = out / "street.png"
+    edit(photo)
+    made = files_of(out)
+    r = run("restore", root, "--out", out, *OPTS, "--mask-dilate", 0)
+    assert r.exit_code == 1
+    assert entry(out, "street.png")["error"] == refused(photo, "settings changed")
+    portrait = entry(out, "box 2/portrait.tif")
+    assert portrait["status"] == "skipped" and RECOGNISED in portrait["notes"]
+    assert files_of(out) == made
