@@ -341,15 +341,26 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     else a conflict goes on as the decision `then` it would be without them (a "sidecar" one redone: the record it
     would go on from lists them as they were), or fails for the others alone. A skip not so recognised stays as it
     is. OSError, ImageError: the source or its mask cannot be read."""
-    known = decision.source if decision.source is not None else SourceId.of(src)
-    made, sha = state.made_from(src, [state.out_dir / e.path for e in decision.kept], rel, known.sha256)
-    curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
     rec = state.records[rel]
     carried = None if rec.sidecar is None else rec.sidecar.sha256
+    # Their XMP first: only an output that says it was made under these settings after the record (or a sidecar
+    # carrying another scan sidecar) has the scan and its curated mask read for their sha256, so a rerun over an edit
+    # that kept oldphoto's packet (the usual kept edit) stays a stat per file
+    read: dict[Path, Provenance] = {}
+    for e in decision.kept:
+        p = state.out_dir / e.path
+        prov = oio.read_provenance(p) if p.is_file() else None
+        if (prov is not None and set(prov.parameters) == {"settings", "models"}
+                and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in (fp, *also)
+                and (_later(prov.when, rec.finished) or (is_sidecar_name(p.name) and prov.sidecar_sha256 != carried))):
+            read[p] = prov
+    if not read:
+        return decision, None, {}
+    known = decision.source if decision.source is not None else SourceId.of(src)
+    made, sha = state.made_from(src, list(read), rel, known.sha256, read)
+    curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
     ours = {Path(os.path.relpath(p, state.out_dir)).as_posix() for p, prov in made.items()
-            if prov.mask_sha256 == curated
-            and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in (fp, *also)
-            and (_later(prov.when, rec.finished) or (is_sidecar_name(p.name) and prov.sidecar_sha256 != carried))}
+            if prov.mask_sha256 == curated}
     if not ours:
         return decision, None, made
     known = dataclasses.replace(known, sha256=sha)

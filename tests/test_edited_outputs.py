@@ -285,3 +285,38 @@ def test_an_edit_of_an_output_a_killed_run_left_unrecorded_is_still_kept(scans, 
     portrait = entry(out, "box 2/portrait.tif")
     assert portrait["status"] == "skipped" and RECOGNISED in portrait["notes"]
     assert files_of(out) == made
+
+
+def test_a_rerun_over_a_kept_edit_that_kept_oldphotos_xmp_hashes_nothing(scans, tmp_path, stand_in_models,
+                                                                         monkeypatch):
+    """A retouched restoration whose editor kept oldphoto's XMP packet (bytes appended here), its scan restored with
+    a curated mask: every rerun skips it with its note, and stays a stat per file: neither the scan nor its curated
+    mask is read for a sha256 (its packet's time is not after the record: no run put it in place unrecorded)."""
+    import oldphoto.io.mask_file as mask_file
+    import oldphoto.state as state
+
+    root, _ = scans
+    review, out = tmp_path / "review", tmp_path / "out"
+    assert run("restore", root, "--out", review, "--only-mask", *OPTS).exit_code == 0
+    assert run("restore", root, "--out", out, "--masks", review, *OPTS).exit_code == 0
+    photo = out / "street.png"
+    written = photo.stat().st_size
+    photo.write_bytes(photo.read_bytes() + b"retouched")
+    hashed = []
+    real_sha, real_mask = state.read_source_sha256, mask_file.MaskId.of.__func__
+
+    def sha(path, *a, **k):
+        hashed.append(str(path))
+        return real_sha(path, *a, **k)
+
+    def mask_id(cls, path, name, with_hash=False):
+        if with_hash:
+            hashed.append(str(path))
+        return real_mask(cls, path, name, with_hash)
+
+    monkeypatch.setattr(state, "read_source_sha256", sha)
+    monkeypatch.setattr(mask_file.MaskId, "of", classmethod(mask_id))
+    for _ in range(2):
+        assert run("restore", root, "--out", out, "--masks", review, *OPTS).exit_code == 0
+        assert kept(photo, written + 9, written) in entry(out, "street.png")["notes"]
+        assert hashed == []
