@@ -278,7 +278,7 @@ def _claim_outputs(found: Sequence[Found], out: Path, cfg: RestoreConfig, claims
 
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, decision: Decision,
                 also: tuple[str, ...], made: dict[Path, Provenance], sidecar: Path | None,
-                mask: tuple[Path, str] | None) -> tuple[Decision, Record | None]:
+                mask: tuple[Path, str] | None, skip: str = "") -> tuple[Decision, Record | None]:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
     settings and models (the state file was lost). With the sidecar beside the restoration that goes with the source's
     XMP sidecar `sidecar` as it is now (none: none), they are recorded again and skipped, instead of refused; the
@@ -286,7 +286,8 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     with the record recognised (kept to the job: recorded once the sidecar is settled); else `decision` as it was.
     decision.source: the source as planning read it, with its sha256; made: the provenance already read from some of
     the outputs (RunState.made_from). mask: the source's curated mask (path, name), which the outputs must say they
-    were made with (None: the detector's)."""
+    were made with (None: the detector's). skip: the reason of the skip (_RECOGNISED_REASON when not given)."""
+    skip = skip or _RECOGNISED_REASON
     known = decision.source
     try:
         info = oio.probe(src)
@@ -298,7 +299,7 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     rec = state.recognise(src, planned, fp, size, rel, known, also, made, carried, curated)
     if rec is not None and carried is not None:  # its sidecar beside it, current
         state.record(rel, rec)
-        return Decision("skip", _RECOGNISED_REASON), None
+        return Decision("skip", skip), None
     if rec is None:  # the restoration and its mask alone?
         rec = state.recognise(src, [p for p in planned if not is_sidecar_name(p.name)], fp, size, rel, known, also,
                               made, mask=curated)
@@ -313,7 +314,7 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     theirs = [prov.sidecar_sha256 for prov in ours.values()]
     if carried is None and not theirs:  # none then or now (the images' own SidecarSHA256 may name one since removed)
         state.record(rel, rec)
-        return Decision("skip", _RECOGNISED_REASON), None
+        return Decision("skip", skip), None
     now = None if carried is None else carried.sha256
     why = ("sidecar removed" if carried is None else f"sidecar added: {carried.name}" if not theirs
            else f"sidecar changed: {carried.name}" if now not in theirs else f"sidecar rewritten: {carried.name}")
@@ -321,6 +322,8 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
 
 
 _RECOGNISED_REASON = "up to date (recognised from its outputs' provenance)"
+# a file the state file has, whose outputs a run put in place but could not record (_made_since)
+_UNRECORDED_REASON = "up to date (its unrecorded outputs recognised from their provenance)"
 
 
 def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, also: tuple[str, ...],
@@ -338,22 +341,33 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     else a conflict goes on as the decision `then` it would be without them (a "sidecar" one redone: the record it
     would go on from lists them as they were), or fails for the others alone. A skip not so recognised stays as it
     is. OSError, ImageError: the source or its mask cannot be read."""
-    known = decision.source if decision.source is not None else SourceId.of(src)
-    made, sha = state.made_from(src, [state.out_dir / e.path for e in decision.kept], rel, known.sha256)
-    curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
     rec = state.records[rel]
     carried = None if rec.sidecar is None else rec.sidecar.sha256
+    # Their XMP first: only an output that says it was made under these settings after the record (or a sidecar
+    # carrying another scan sidecar) has the scan and its curated mask read for their sha256, so a rerun over an edit
+    # that kept oldphoto's packet (the usual kept edit) stays a stat per file
+    read: dict[Path, Provenance] = {}
+    for e in decision.kept:
+        p = state.out_dir / e.path
+        prov = oio.read_provenance(p) if p.is_file() else None
+        if (prov is not None and set(prov.parameters) == {"settings", "models"}
+                and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in (fp, *also)
+                and (_later(prov.when, rec.finished) or (is_sidecar_name(p.name) and prov.sidecar_sha256 != carried))):
+            read[p] = prov
+    if not read:
+        return decision, None, {}
+    known = decision.source if decision.source is not None else SourceId.of(src)
+    made, sha = state.made_from(src, list(read), rel, known.sha256, read)
+    curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
     ours = {Path(os.path.relpath(p, state.out_dir)).as_posix() for p, prov in made.items()
-            if prov.mask_sha256 == curated
-            and fingerprint(prov.parameters["settings"], prov.parameters["models"]) in (fp, *also)
-            and (_later(prov.when, rec.finished) or (is_sidecar_name(p.name) and prov.sidecar_sha256 != carried))}
+            if prov.mask_sha256 == curated}
     if not ours:
         return decision, None, made
     known = dataclasses.replace(known, sha256=sha)
     edited = [e for e in decision.kept if e.path not in ours]
     if not edited:
         then, base = _recognised(state, rel, src, planned, fp, Decision("run", "", source=known), also, made,
-                                 sidecar, mask)
+                                 sidecar, mask, _UNRECORDED_REASON)
         if then.action != "run":
             return then, base, made
     if decision.then is None:  # a skip: its outputs as they are, each noted
@@ -423,7 +437,13 @@ def _stale_sidecars(state: RunState, rel: str, src: Path, planned: list[Path], d
     return tuple(stale), decision
 
 
-_RECOGNISED_NOTE = "not in the state file: recognised from the provenance in its outputs' XMP"
+# the notes on a file skipped by its outputs' provenance: the state file has no record of it (lost), or its record
+# is older than its outputs, which a run put in place but could not record (killed, a full disk, a second Ctrl-C)
+_RECOGNISED_NOTES = {
+    _RECOGNISED_REASON: "not in the state file: recognised from the provenance in its outputs' XMP",
+    _UNRECORDED_REASON: "outputs put in place by a run that could not record them: recognised from the provenance "
+                        "in their XMP",
+}
 
 
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
@@ -439,8 +459,8 @@ def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decis
             result.notes.append(f"sidecar {rec.sidecar.name} touched but unchanged (same sha256)")
         if rec.mask != before.mask:
             result.notes.append(f"mask {rec.mask.name} touched but unchanged (same sha256)")
-    if decision.reason == _RECOGNISED_REASON:
-        result.notes.append(_RECOGNISED_NOTE)
+    if decision.reason in _RECOGNISED_NOTES:
+        result.notes.append(_RECOGNISED_NOTES[decision.reason])
     result.notes.extend(kept_note(state.out_dir / e.path, e) for e in decision.kept)
     # its record keeps their digests as written (a redo reads them to tell an edit from a touch): said on every skip
     result.notes.extend(f"output modified since it was recorded (same size): its sha256 is not given: {p}"
@@ -520,7 +540,7 @@ def _verdicts(report: Report, jobs: dict[int, Job], max_pixels: int, progress: P
         if i in jobs and result.status != "failed":
             yield Verdict("run" if jobs[i].made is None else "sidecar", where, jobs[i].reason)
         elif result.status == "skipped":
-            yield Verdict("skip", where, recognised=_RECOGNISED_NOTE in result.notes,
+            yield Verdict("skip", where, recognised=any(n in result.notes for n in _RECOGNISED_NOTES.values()),
                           kept=tuple(n for n in result.notes if n.endswith(_KEPT_TAIL)))
         else:
             yield Verdict("fail", where, result.error)

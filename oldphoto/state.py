@@ -515,13 +515,14 @@ class RunState:
                       megapixels=width * height / 1e6, mask_coverage=coverage, finished=now_iso(), sidecar=sidecar,
                       notes=_kept_notes(found, outputs, sidecar), mask=mask)
 
-    def made_from(self, src: Path, outputs: list[Path], rel: str | None = None,
-                  sha256: str | None = None) -> tuple[dict[Path, Provenance], str | None]:
+    def made_from(self, src: Path, outputs: list[Path], rel: str | None = None, sha256: str | None = None,
+                  read: dict[Path, Provenance] | None = None) -> tuple[dict[Path, Provenance], str | None]:
         """({output: its provenance} for those of `outputs` that exist, belong to no other source than `rel` here, and
         say in their XMP that oldphoto made them, as the last change, from a file with `src`'s sha256, under any
         settings: derivatives of `src` itself, which a run may replace as it would with their record; `src`'s sha256
-        when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it."""
-        return self._provenances(src, outputs, None, rel, sha256)
+        when it was given or had to be read, else None). sha256: `src`'s, when the caller has read it. read:
+        provenances the caller has read from some of `outputs`, not read again."""
+        return self._provenances(src, outputs, None, rel, sha256, read)
 
     def _provenances(self, src: Path, outputs: list[Path], fps: tuple[str, ...] | None, rel: str | None,
                      sha256: str | None, read: dict[Path, Provenance] | None = None, sidecar: str | None = None,

@@ -165,7 +165,9 @@ def test_captions_written_into_the_restorations_sidecar_are_kept(scans, tmp_path
     assert "Main street, 1933" in carried.read_text()
 
 
-RECOGNISED = "not in the state file: recognised from the provenance in its outputs' XMP"
+# a file the state file has, recognised by its outputs' XMP: not the note of a lost state file
+RECOGNISED = "outputs put in place by a run that could not record them: recognised from the provenance in their XMP"
+LOST = "not in the state file: recognised from the provenance in its outputs' XMP"
 
 
 def next_second():
@@ -197,7 +199,7 @@ def test_outputs_a_run_put_in_place_but_could_not_record_are_its_own_not_edits(s
     r = run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0)
     assert r.exit_code == 0, r.output
     for f in report_of(out)["files"]:
-        assert f["status"] == "skipped" and RECOGNISED in f["notes"], f
+        assert f["status"] == "skipped" and RECOGNISED in f["notes"] and LOST not in f["notes"], f
         assert not any("changed since" in n for n in f["notes"])
     assert files_of(out) == made
     r = run("restore", root, "--out", out, "--save-mask", *OPTS, "--mask-dilate", 0)
@@ -283,3 +285,38 @@ def test_an_edit_of_an_output_a_killed_run_left_unrecorded_is_still_kept(scans, 
     portrait = entry(out, "box 2/portrait.tif")
     assert portrait["status"] == "skipped" and RECOGNISED in portrait["notes"]
     assert files_of(out) == made
+
+
+def test_a_rerun_over_a_kept_edit_that_kept_oldphotos_xmp_hashes_nothing(scans, tmp_path, stand_in_models,
+                                                                         monkeypatch):
+    """A retouched restoration whose editor kept oldphoto's XMP packet (bytes appended here), its scan restored with
+    a curated mask: every rerun skips it with its note, and stays a stat per file: neither the scan nor its curated
+    mask is read for a sha256 (its packet's time is not after the record: no run put it in place unrecorded)."""
+    import oldphoto.io.mask_file as mask_file
+    import oldphoto.state as state
+
+    root, _ = scans
+    review, out = tmp_path / "review", tmp_path / "out"
+    assert run("restore", root, "--out", review, "--only-mask", *OPTS).exit_code == 0
+    assert run("restore", root, "--out", out, "--masks", review, *OPTS).exit_code == 0
+    photo = out / "street.png"
+    written = photo.stat().st_size
+    photo.write_bytes(photo.read_bytes() + b"retouched")
+    hashed = []
+    real_sha, real_mask = state.read_source_sha256, mask_file.MaskId.of.__func__
+
+    def sha(path, *a, **k):
+        hashed.append(str(path))
+        return real_sha(path, *a, **k)
+
+    def mask_id(cls, path, name, with_hash=False):
+        if with_hash:
+            hashed.append(str(path))
+        return real_mask(cls, path, name, with_hash)
+
+    monkeypatch.setattr(state, "read_source_sha256", sha)
+    monkeypatch.setattr(mask_file.MaskId, "of", classmethod(mask_id))
+    for _ in range(2):
+        assert run("restore", root, "--out", out, "--masks", review, *OPTS).exit_code == 0
+        assert kept(photo, written + 9, written) in entry(out, "street.png")["notes"]
+        assert hashed == []
