@@ -40,7 +40,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Iterable, Mapping
+from typing import IO, Callable, Iterable, Mapping, TypeVar
 
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
@@ -53,6 +53,7 @@ STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
 # the errors of a stat that Path.is_file takes for "no file there" (nothing at the path, a broken or looping link)
 _NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+_Id = TypeVar("_Id", SidecarId, MaskId)
 
 
 class StateError(OldPhotoError):
@@ -703,21 +704,31 @@ def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[s
             return _unreadable(sidecar) or f"sidecar added: {now.name}", None
         if now.name != recorded.name:
             return _unreadable(sidecar) or f"sidecar changed: {now.name} (was {recorded.name})", None
-        if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
-            return None, None
-        if now.size == recorded.size and recorded.sha256 is not None:
-            now = SidecarId.of(sidecar, with_hash=True)
-            if now.sha256 == recorded.sha256:
-                return None, now
+        same, touched = _same_bytes(recorded, now, lambda: SidecarId.of(sidecar, with_hash=True))
+        if same:
+            return None, touched
     except (OSError, ImageError) as e:  # gone or unreadable since the walk: the run says why (not carried)
         return f"sidecar unreadable: {sidecar.name} ({reason_of(e)})", None
     return _unreadable(sidecar) or f"sidecar changed: {now.name}", None
 
 
+def _same_bytes(recorded, now, hashed: Callable[[], _Id]) -> tuple[bool, _Id | None]:
+    """(whether the file `now` (a SidecarId or MaskId without its sha256) holds the bytes `recorded` was made from, the
+    id to record instead of `recorded` when only its mtime moved, else None): the same size and mtime, or the same size
+    and sha256 (`hashed()`: `now` with it, read only then) where `recorded` has one. OSError, ImageError from hashed."""
+    if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
+        return True, None
+    if now.size == recorded.size and recorded.sha256 is not None:
+        now = hashed()
+        if now.sha256 == recorded.sha256:
+            return True, now
+    return False, None
+
+
 def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None, masks: bool = True,
                  ) -> tuple[str | None, MaskId | None]:
     """(why a source is redone for its curated mask, or None; the mask to record instead of `recorded` when only its
-    mtime moved, or None), as _sidecar_change: the same name, and size + mtime, sha256 when the mtime alone moved.
+    mtime moved, or None), as _sidecar_change: the same name, and the same bytes (_same_bytes).
     recorded: as its record has it; mask: (its path, its name) now; masks: whether --masks is in use."""
     if mask is None:
         if recorded is None:
@@ -730,13 +741,9 @@ def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None, masks: 
     if name != recorded.name:
         return f"mask changed: {name} (was {recorded.name})", None
     try:
-        now = MaskId.of(path, name)
-        if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
-            return None, None
-        if now.size == recorded.size and recorded.sha256 is not None:
-            now = MaskId.of(path, name, with_hash=True)
-            if now.sha256 == recorded.sha256:
-                return None, now
+        same, touched = _same_bytes(recorded, MaskId.of(path, name), lambda: MaskId.of(path, name, with_hash=True))
+        if same:
+            return None, touched
     except (OSError, ImageError) as e:  # gone or unreadable since it was found: the run says why the scan fails
         return f"mask unreadable: {name} ({reason_of(e)})", None
     return f"mask changed: {name}", None
