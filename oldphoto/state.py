@@ -586,9 +586,31 @@ class RunState:
             redo, touched = _mask_change(rec.mask, mask, masks)
             if touched is not None:
                 refreshed = replace(refreshed or rec, mask=touched)
+        action, redo, edited, moved = self._outputs_now(rec, redo)
+        if action is None:
+            why, touched = _sidecar_change(rec.sidecar, sidecar)
+            if why:
+                # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
+                # beside the restoration is to be written or removed (planning checks the restoration can be described)
+                action, redo = "sidecar", why
+            elif touched is not None:
+                refreshed = replace(refreshed or rec, sidecar=touched)
+        if action is None:  # up to date: an edited output stays as it is, its record as oldphoto wrote it (noted)
+            return Decision("skip", "up to date", refreshed, kept=tuple(edited),
+                            unvouched=tuple(o.path for o, _ in moved))
+        if action == "run" and touches is not None:  # those left where they are (the record's `former` then)
+            edited = [e for e in edited if e.path in touches]
+            moved = [(o, st) for o, st in moved if o.path in touches]
+        return self._replacing(rec, src, now, action, redo, refreshed, edited, moved)
+
+    def _outputs_now(self, rec: Record, redo: str | None,
+                     ) -> tuple[str | None, str | None, list[EditedOutput], list[tuple[OutputRecord, os.stat_result]]]:
+        """(the action, "run" or "sidecar", and its reason, None: the outputs are there as recorded, `redo` None; the
+        outputs changed since oldphoto wrote them (another size); those at their size but another mtime, with a digest
+        to tell an edit by, and their stat) for the record `rec` of a file to be redone for `redo` (None: not so far).
+        One stat per output, nothing read."""
         # the restoration and its mask first: the sidecar alone is rewritten only beside them as they were made
         images = [o for o in rec.outputs if not is_sidecar_name(o.path)]
-        vouched: dict[str, OutputRecord] = {}  # path -> the output read at a new mtime, its digest still true
         edited: list[EditedOutput] = []  # outputs another hand changed since they were written: kept
         moved: list[tuple[OutputRecord, os.stat_result]] = []  # same size, another mtime, a digest to tell by
         action = None if redo is None else "run"
@@ -604,24 +626,20 @@ class RunState:
                 # run killed before recording their replacement). A skip reads nothing: the digest is not given, but
                 # stays recorded, as written, for a redo to tell an edit from a touch by
                 moved.append((o, st))
-        if action is None:
-            why, touched = _sidecar_change(rec.sidecar, sidecar)
-            if why:
-                # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
-                # beside the restoration is to be written or removed (planning checks the restoration can be described)
-                action, redo = "sidecar", why
-            elif touched is not None:
-                refreshed = replace(refreshed or rec, sidecar=touched)
-        if action is None:  # up to date: an edited output stays as it is, its record as oldphoto wrote it (noted)
-            return Decision("skip", "up to date", refreshed, kept=tuple(edited),
-                            unvouched=tuple(o.path for o, _ in moved))
-        if action == "run" and touches is not None:  # those left where they are (the record's `former` then)
-            edited = [e for e in edited if e.path in touches]
-            moved = [(o, st) for o, st in moved if o.path in touches]
+        return action, redo, edited, moved
+
+    def _replacing(self, rec: Record, src: Path, now: SourceId, action: str, redo: str, refreshed: Record | None,
+                   edited: list[EditedOutput], moved: list[tuple[OutputRecord, os.stat_result]]) -> Decision:
+        """The decision for the file `src` (its record `rec`, `refreshed` so far) whose outputs are to be replaced
+        (`action` "run") or described anew by the sidecar beside them ("sidecar") for the reason `redo`, those
+        `edited` changed since oldphoto wrote them and those `moved` at another mtime (_outputs_now, kept to those
+        it touches): a "conflict" when any of them is an edit. ImageError: one of `moved` cannot be read."""
         if action == "run" and not edited and not moved:
             return Decision("run", redo, source=now)
         # About to be replaced (or described anew): an output at another mtime is read, only now, to tell a touch
         # (redone as ever) from an edit at the same size (kept: the file fails)
+        edited = list(edited)
+        vouched: dict[str, OutputRecord] = {}  # path -> the output read at a new mtime, its digest still true
         for o, st in moved:
             if self._sha256_of(src, o) != o.sha256:
                 edited.append(EditedOutput(o.path, st.st_size, o.size))
