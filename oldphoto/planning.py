@@ -173,47 +173,10 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                 raise planned
             rel = found.rel.as_posix()
             mask = curated_mask(cfg, found.rel)
-            base: Record | None = None
             if cfg.overwrite:
-                decision = Decision("run", "overwrite")
+                decision, base, restoration = Decision("run", "overwrite"), None, None
             else:
-                wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None,
-                                        _touched(planned, out, cfg))
-                made: dict[Path, Provenance] = {}
-                if decision.kept:  # changed since oldphoto wrote them, unless their XMP says it made them since
-                    decision, base, made = _made_since(state, rel, found.src, planned, wanted, earlier, decision,
-                                                       sidecar, mask)
-                if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
-                    raise ImageError(found.src, decision.reason)
-                # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
-                # that oldphoto made them from this very file are its own (all there and made with these settings:
-                # up to date, or only the sidecar beside them to write; else redone, as with their record).
-                foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
-                if decision.action in ("run", "sidecar") and foreign:
-                    known = decision.source if decision.source is not None else SourceId.of(found.src)
-                    theirs, sha = state.made_from(found.src, [p for p in foreign if p not in made], rel, known.sha256)
-                    made.update(theirs)
-                    for p in foreign:
-                        if p not in made:
-                            raise ImageError(found.src, f"{p} already exists and was not made from this file "
-                                                        f"by oldphoto; use --overwrite to replace it")
-                    # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither
-                    # recognising nor the run reads them again
-                    decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
-                if decision.action == "run" and foreign:
-                    decision, base = _recognised(state, rel, found.src, planned, wanted, decision, earlier, made,
-                                                 sidecar, mask)
-                    if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
-                        missing = next((p for p in planned if not p.exists()), None)
-                        why = (f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
-                               else "settings changed")
-                        decision = dataclasses.replace(decision, reason=why)
-                elif decision.action == "sidecar" and base is None:
-                    # its images stay, with their digests (one found at another mtime was read: the same bytes)
-                    base = decision.refreshed or state.records[rel]
-            if decision.action == "sidecar":
-                decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
+                decision, base, restoration = _decision(state, rel, found.src, planned, out, cfg, fps, sidecar, mask)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
                 result.mask_source = mask_source(cfg, state.records[rel].mask)
@@ -243,6 +206,52 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                          error=problem.reason))
         progress.error(problem.path, problem.reason)
     return jobs
+
+
+def _decision(state: RunState, rel: str, src: Path, planned: list[Path], out: Path, cfg: RestoreConfig,
+              fps: Fingerprints, sidecar: Path | None, mask: tuple[Path, str] | None,
+              ) -> tuple[Decision, Record | None, Provenance | None]:
+    """(what the run does to the source `src`, known as `rel`, whose outputs are `planned`, without --overwrite: the
+    state's decision, its outputs changed since recognised as made since (_made_since), or as its own after a lost
+    state file (_recognised); for a "sidecar" one: the record it goes on from, the restoration's provenance).
+    ImageError: a conflict (outputs of another file, edited since, or not oldphoto's), saying why; OSError."""
+    base: Record | None = None
+    wanted, earlier = fps.current(src), fps.former(src)
+    touched = _touched(planned, out, cfg)
+    decision = state.decide(rel, src, wanted, earlier, sidecar, mask, cfg.masks is not None, touched)
+    made: dict[Path, Provenance] = {}
+    if decision.kept:  # changed since oldphoto wrote them, unless their XMP says it made them since
+        decision, base, made = _made_since(state, rel, src, planned, wanted, earlier, decision, sidecar, mask)
+    if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
+        raise ImageError(src, decision.reason)
+    # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows that oldphoto
+    # made them from this very file are its own (all there and made with these settings: up to date, or only the
+    # sidecar beside them to write; else redone, as with their record).
+    foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
+    if decision.action in ("run", "sidecar") and foreign:
+        known = decision.source if decision.source is not None else SourceId.of(src)
+        theirs, sha = state.made_from(src, [p for p in foreign if p not in made], rel, known.sha256)
+        made.update(theirs)
+        for p in foreign:
+            if p not in made:
+                raise ImageError(src, f"{p} already exists and was not made from this file by oldphoto; use "
+                                      f"--overwrite to replace it")
+        # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither recognising nor the
+        # run reads them again
+        decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
+    if decision.action == "run" and foreign:
+        decision, base = _recognised(state, rel, src, planned, wanted, decision, earlier, made, sidecar, mask)
+        if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
+            missing = next((p for p in planned if not p.exists()), None)
+            why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing else "settings changed"
+            decision = dataclasses.replace(decision, reason=why)
+    elif decision.action == "sidecar" and base is None:
+        # its images stay, with their digests (one found at another mtime was read: the same bytes)
+        base = decision.refreshed or state.records[rel]
+    restoration = None
+    if decision.action == "sidecar":
+        decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
+    return decision, base, restoration
 
 
 def _touched(planned: list[Path], out: Path, cfg: RestoreConfig) -> frozenset[str]:
