@@ -229,8 +229,7 @@ def _decision(state: RunState, rel: str, src: Path, planned: list[Path], out: Pa
     # sidecar beside them to write; else redone, as with their record).
     foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
     if decision.action in ("run", "sidecar") and foreign:
-        known = decision.source if decision.source is not None else SourceId.of(src)
-        theirs, sha = state.made_from(src, [p for p in foreign if p not in made], rel, known.sha256)
+        theirs, known = _made_from(state, src, [p for p in foreign if p not in made], rel, decision)
         made.update(theirs)
         for p in foreign:
             if p not in made:
@@ -238,7 +237,7 @@ def _decision(state: RunState, rel: str, src: Path, planned: list[Path], out: Pa
                                       f"--overwrite to replace it")
         # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither recognising nor the
         # run reads them again
-        decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
+        decision = dataclasses.replace(decision, source=known)
     if decision.action == "run" and foreign:
         decision, base = _recognised(state, rel, src, planned, wanted, decision, earlier, made, sidecar, mask)
         if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
@@ -365,14 +364,12 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
             read[p] = prov
     if not read:
         return decision, None, {}
-    known = decision.source if decision.source is not None else SourceId.of(src)
-    made, sha = state.made_from(src, list(read), rel, known.sha256, read)
+    made, known = _made_from(state, src, list(read), rel, decision, read)
     curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
     ours = {Path(os.path.relpath(p, state.out_dir)).as_posix() for p, prov in made.items()
             if prov.mask_sha256 == curated}
     if not ours:
         return decision, None, made
-    known = dataclasses.replace(known, sha256=sha)
     edited = [e for e in decision.kept if e.path not in ours]
     if not edited:
         then, base = _recognised(state, rel, src, planned, fp, Decision("run", "", source=known), also, made,
@@ -386,6 +383,16 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
         return dataclasses.replace(decision, reason=state.edited_reason(edited, action, why), kept=tuple(edited),
                                    source=known), None, made
     return Decision("run", why, source=known), None, made
+
+
+def _made_from(state: RunState, src: Path, outputs: list[Path], rel: str, decision: Decision,
+               read: dict[Path, Provenance] | None = None) -> tuple[dict[Path, Provenance], SourceId]:
+    """(RunState.made_from's provenances of those of `outputs` oldphoto made from `src`, read: as there; the source as
+    `decision` read it, stat'ed here when it did not, with its sha256 when it was read for them), so that neither
+    planning nor the run reads it again. OSError, ImageError: the source cannot be read."""
+    known = decision.source if decision.source is not None else SourceId.of(src)
+    made, sha = state.made_from(src, outputs, rel, known.sha256, read)
+    return made, dataclasses.replace(known, sha256=sha)
 
 
 def _describable(decision: Decision, base: Record, restoration: Path, fps: tuple[str, ...],
@@ -438,10 +445,9 @@ def _stale_sidecars(state: RunState, rel: str, src: Path, planned: list[Path], d
     stale = [p for p in there if state.owner_of(p) == rel]
     unknown = [p for p in there if state.owner_of(p) is None]
     if unknown:
-        known = decision.source if decision.source is not None else SourceId.of(src)
-        made, sha = state.made_from(src, unknown, rel, known.sha256)
+        made, known = _made_from(state, src, unknown, rel, decision)
         stale += [p for p in unknown if p in made]
-        decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
+        decision = dataclasses.replace(decision, source=known)
     claims.claim(src, stale)  # no other source of this run may write there meanwhile
     return tuple(stale), decision
 
