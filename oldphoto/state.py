@@ -152,24 +152,9 @@ class Record:
         # absent in state files written before they existed, and (notes) when none
         d["former"] = tuple(_text(p, "former") for p in _list(d.get("former", []), "former"))
         d["notes"] = tuple(_text(n, "notes") for n in _list(d.get("notes", []), "notes"))
-        sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
-        if sidecar is not None:
-            sidecar = _object(sidecar, "sidecar")
-            ctime = sidecar.get("ctime_ns")  # absent but for an unreadable one
-            unreadable = sidecar.get("unreadable", False)
-            if not isinstance(unreadable, bool):
-                raise TypeError(f"sidecar unreadable is {unreadable!r}, not true or false")
-            sidecar = SidecarId(_text(sidecar["name"], "sidecar name"), _count(sidecar["size"], "sidecar size"),
-                                _integer(sidecar["mtime_ns"], "sidecar mtime_ns"),
-                                _maybe_text(sidecar.get("sha256"), "sidecar sha256"),
-                                None if ctime is None else _integer(ctime, "sidecar ctime_ns"), unreadable)
-        d["sidecar"] = sidecar
-        mask = d.get("mask")  # absent without a curated mask, and before --masks existed
-        if mask is not None:
-            mask = _object(mask, "mask")
-            mask = MaskId(_text(mask["name"], "mask name"), _count(mask["size"], "mask size"),
-                          _integer(mask["mtime_ns"], "mask mtime_ns"), _hex_digest(mask.get("sha256")))
-        d["mask"] = mask
+        # absent when none, and before sidecars were carried (or --masks existed)
+        d["sidecar"] = None if d.get("sidecar") is None else _sidecar_id(d["sidecar"])
+        d["mask"] = None if d.get("mask") is None else _mask_id(d["mask"])
         return cls(**d)
 
 
@@ -179,6 +164,25 @@ def _output(o) -> OutputRecord:
     mtime = o.get("mtime_ns")
     return OutputRecord(_text(o["path"], "output path"), _count(o["size"], "output size"),
                         _hex_digest(o.get("sha256")), None if mtime is None else _integer(mtime, "output mtime_ns"))
+
+
+def _sidecar_id(s) -> SidecarId:
+    """A record's `sidecar`; its ctime_ns and unreadable are there for an unreadable one only (Record.to_json)."""
+    s = _object(s, "sidecar")
+    ctime = s.get("ctime_ns")
+    unreadable = s.get("unreadable", False)
+    if not isinstance(unreadable, bool):
+        raise TypeError(f"sidecar unreadable is {unreadable!r}, not true or false")
+    return SidecarId(_text(s["name"], "sidecar name"), _count(s["size"], "sidecar size"),
+                     _integer(s["mtime_ns"], "sidecar mtime_ns"), _maybe_text(s.get("sha256"), "sidecar sha256"),
+                     None if ctime is None else _integer(ctime, "sidecar ctime_ns"), unreadable)
+
+
+def _mask_id(m) -> MaskId:
+    """A record's `mask` (the curated mask the restoration was made with)."""
+    m = _object(m, "mask")
+    return MaskId(_text(m["name"], "mask name"), _count(m["size"], "mask size"),
+                  _integer(m["mtime_ns"], "mask mtime_ns"), _hex_digest(m.get("sha256")))
 
 
 def _object(value, what: str) -> dict:
