@@ -462,6 +462,9 @@ _RECOGNISED_NOTES = {
 
 
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
+    """The report entry `result` of the file `rel` skipped by `decision`, from its record (as refreshed, which the
+    state then keeps): the skip's own notes (what was touched but unchanged, recognised, kept, not vouched for), then
+    the record's; the outputs' sha256 as recorded, but None for those changed, or perhaps changed, since."""
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
         before = state.records[rel]
