@@ -173,47 +173,10 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                 raise planned
             rel = found.rel.as_posix()
             mask = curated_mask(cfg, found.rel)
-            base: Record | None = None
             if cfg.overwrite:
-                decision = Decision("run", "overwrite")
+                decision, base, restoration = Decision("run", "overwrite"), None, None
             else:
-                wanted, earlier = fps.current(found.src), fps.former(found.src)
-                decision = state.decide(rel, found.src, wanted, earlier, sidecar, mask, cfg.masks is not None,
-                                        _touched(planned, out, cfg))
-                made: dict[Path, Provenance] = {}
-                if decision.kept:  # changed since oldphoto wrote them, unless their XMP says it made them since
-                    decision, base, made = _made_since(state, rel, found.src, planned, wanted, earlier, decision,
-                                                       sidecar, mask)
-                if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
-                    raise ImageError(found.src, decision.reason)
-                # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows
-                # that oldphoto made them from this very file are its own (all there and made with these settings:
-                # up to date, or only the sidecar beside them to write; else redone, as with their record).
-                foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
-                if decision.action in ("run", "sidecar") and foreign:
-                    known = decision.source if decision.source is not None else SourceId.of(found.src)
-                    theirs, sha = state.made_from(found.src, [p for p in foreign if p not in made], rel, known.sha256)
-                    made.update(theirs)
-                    for p in foreign:
-                        if p not in made:
-                            raise ImageError(found.src, f"{p} already exists and was not made from this file "
-                                                        f"by oldphoto; use --overwrite to replace it")
-                    # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither
-                    # recognising nor the run reads them again
-                    decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
-                if decision.action == "run" and foreign:
-                    decision, base = _recognised(state, rel, found.src, planned, wanted, decision, earlier, made,
-                                                 sidecar, mask)
-                    if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
-                        missing = next((p for p in planned if not p.exists()), None)
-                        why = (f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing
-                               else "settings changed")
-                        decision = dataclasses.replace(decision, reason=why)
-                elif decision.action == "sidecar" and base is None:
-                    # its images stay, with their digests (one found at another mtime was read: the same bytes)
-                    base = decision.refreshed or state.records[rel]
-            if decision.action == "sidecar":
-                decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
+                decision, base, restoration = _decision(state, rel, found.src, planned, out, cfg, fps, sidecar, mask)
             if decision.action == "skip":
                 _fill_skipped(result, state, rel, decision)
                 result.mask_source = mask_source(cfg, state.records[rel].mask)
@@ -243,6 +206,51 @@ def plan(inputs: Sequence[Path], out: Path, cfg: RestoreConfig, fps: Fingerprint
                                          error=problem.reason))
         progress.error(problem.path, problem.reason)
     return jobs
+
+
+def _decision(state: RunState, rel: str, src: Path, planned: list[Path], out: Path, cfg: RestoreConfig,
+              fps: Fingerprints, sidecar: Path | None, mask: tuple[Path, str] | None,
+              ) -> tuple[Decision, Record | None, Provenance | None]:
+    """(what the run does to the source `src`, known as `rel`, whose outputs are `planned`, without --overwrite: the
+    state's decision, its outputs changed since recognised as made since (_made_since), or as its own after a lost
+    state file (_recognised); for a "sidecar" one: the record it goes on from, the restoration's provenance).
+    ImageError: a conflict (outputs of another file, edited since, or not oldphoto's), saying why; OSError."""
+    base: Record | None = None
+    wanted, earlier = fps.current(src), fps.former(src)
+    touched = _touched(planned, out, cfg)
+    decision = state.decide(rel, src, wanted, earlier, sidecar, mask, cfg.masks is not None, touched)
+    made: dict[Path, Provenance] = {}
+    if decision.kept:  # changed since oldphoto wrote them, unless their XMP says it made them since
+        decision, base, made = _made_since(state, rel, src, planned, wanted, earlier, decision, sidecar, mask)
+    if decision.action == "conflict":  # outputs of another file, or edited since: its reason says so
+        raise ImageError(src, decision.reason)
+    # Outputs the state does not know as this file's (the state file was lost): those whose XMP shows that oldphoto
+    # made them from this very file are its own (all there and made with these settings: up to date, or only the
+    # sidecar beside them to write; else redone, as with their record).
+    foreign = [p for p in planned if p.exists() and state.owner_of(p) != rel]
+    if decision.action in ("run", "sidecar") and foreign:
+        theirs, known = _made_from(state, src, [p for p in foreign if p not in made], rel, decision)
+        made.update(theirs)
+        for p in foreign:
+            if p not in made:
+                raise ImageError(src, f"{p} already exists and was not made from this file by oldphoto; use "
+                                      f"--overwrite to replace it")
+        # the source was stat'ed and read for its sha256 here, those outputs' XMP too: neither recognising nor the
+        # run reads them again
+        decision = dataclasses.replace(decision, source=known)
+    if decision.action == "run" and foreign:
+        decision, base = _recognised(state, rel, src, planned, wanted, decision, earlier, made, sidecar, mask)
+        if decision.reason == "new":  # its own outputs are replaced: say why, as their record would
+            missing = next((p for p in planned if not p.exists()), None)
+            why = f"output missing: {Path(os.path.relpath(missing, out)).as_posix()}" if missing else "settings changed"
+            decision = dataclasses.replace(decision, reason=why)
+    elif decision.action == "sidecar" and base is None:
+        # its images stay, with their digests (one found at another mtime was read: the same bytes)
+        base = decision.refreshed or state.records[rel]
+    restoration = None
+    if decision.action == "sidecar":
+        decision, restoration = _describable(decision, base, planned[0], (wanted, *earlier), made)
+    return decision, base, restoration
 
 
 def _touched(planned: list[Path], out: Path, cfg: RestoreConfig) -> frozenset[str]:
@@ -356,14 +364,12 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
             read[p] = prov
     if not read:
         return decision, None, {}
-    known = decision.source if decision.source is not None else SourceId.of(src)
-    made, sha = state.made_from(src, list(read), rel, known.sha256, read)
+    made, known = _made_from(state, src, list(read), rel, decision, read)
     curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
     ours = {Path(os.path.relpath(p, state.out_dir)).as_posix() for p, prov in made.items()
             if prov.mask_sha256 == curated}
     if not ours:
         return decision, None, made
-    known = dataclasses.replace(known, sha256=sha)
     edited = [e for e in decision.kept if e.path not in ours]
     if not edited:
         then, base = _recognised(state, rel, src, planned, fp, Decision("run", "", source=known), also, made,
@@ -377,6 +383,16 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
         return dataclasses.replace(decision, reason=state.edited_reason(edited, action, why), kept=tuple(edited),
                                    source=known), None, made
     return Decision("run", why, source=known), None, made
+
+
+def _made_from(state: RunState, src: Path, outputs: list[Path], rel: str, decision: Decision,
+               read: dict[Path, Provenance] | None = None) -> tuple[dict[Path, Provenance], SourceId]:
+    """(RunState.made_from's provenances of those of `outputs` oldphoto made from `src`, read: as there; the source as
+    `decision` read it, stat'ed here when it did not, with its sha256 when it was read for them), so that neither
+    planning nor the run reads it again. OSError, ImageError: the source cannot be read."""
+    known = decision.source if decision.source is not None else SourceId.of(src)
+    made, sha = state.made_from(src, outputs, rel, known.sha256, read)
+    return made, dataclasses.replace(known, sha256=sha)
 
 
 def _describable(decision: Decision, base: Record, restoration: Path, fps: tuple[str, ...],
@@ -429,10 +445,9 @@ def _stale_sidecars(state: RunState, rel: str, src: Path, planned: list[Path], d
     stale = [p for p in there if state.owner_of(p) == rel]
     unknown = [p for p in there if state.owner_of(p) is None]
     if unknown:
-        known = decision.source if decision.source is not None else SourceId.of(src)
-        made, sha = state.made_from(src, unknown, rel, known.sha256)
+        made, known = _made_from(state, src, unknown, rel, decision)
         stale += [p for p in unknown if p in made]
-        decision = dataclasses.replace(decision, source=dataclasses.replace(known, sha256=sha))
+        decision = dataclasses.replace(decision, source=known)
     claims.claim(src, stale)  # no other source of this run may write there meanwhile
     return tuple(stale), decision
 
@@ -447,6 +462,9 @@ _RECOGNISED_NOTES = {
 
 
 def _fill_skipped(result: FileResult, state: RunState, rel: str, decision: Decision) -> None:
+    """The report entry `result` of the file `rel` skipped by `decision`, from its record (as refreshed, which the
+    state then keeps): the skip's own notes (what was touched but unchanged, recognised, kept, not vouched for), then
+    the record's; the outputs' sha256 as recorded, but None for those changed, or perhaps changed, since."""
     rec = decision.refreshed or state.records[rel]
     if decision.refreshed is not None:
         before = state.records[rel]

@@ -40,7 +40,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Iterable, Mapping
+from typing import IO, Callable, Iterable, Mapping, TypeVar
 
 from .errors import ImageError, OldPhotoError, reason_of
 from .io import Provenance, read_provenance, read_source_sha256
@@ -53,6 +53,7 @@ STATE_NAME = ".oldphoto-state.jsonl"
 STATE_FORMAT = 1
 # the errors of a stat that Path.is_file takes for "no file there" (nothing at the path, a broken or looping link)
 _NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+_Id = TypeVar("_Id", SidecarId, MaskId)
 
 
 class StateError(OldPhotoError):
@@ -151,24 +152,9 @@ class Record:
         # absent in state files written before they existed, and (notes) when none
         d["former"] = tuple(_text(p, "former") for p in _list(d.get("former", []), "former"))
         d["notes"] = tuple(_text(n, "notes") for n in _list(d.get("notes", []), "notes"))
-        sidecar = d.get("sidecar")  # absent when none, and before sidecars were carried
-        if sidecar is not None:
-            sidecar = _object(sidecar, "sidecar")
-            ctime = sidecar.get("ctime_ns")  # absent but for an unreadable one
-            unreadable = sidecar.get("unreadable", False)
-            if not isinstance(unreadable, bool):
-                raise TypeError(f"sidecar unreadable is {unreadable!r}, not true or false")
-            sidecar = SidecarId(_text(sidecar["name"], "sidecar name"), _count(sidecar["size"], "sidecar size"),
-                                _integer(sidecar["mtime_ns"], "sidecar mtime_ns"),
-                                _maybe_text(sidecar.get("sha256"), "sidecar sha256"),
-                                None if ctime is None else _integer(ctime, "sidecar ctime_ns"), unreadable)
-        d["sidecar"] = sidecar
-        mask = d.get("mask")  # absent without a curated mask, and before --masks existed
-        if mask is not None:
-            mask = _object(mask, "mask")
-            mask = MaskId(_text(mask["name"], "mask name"), _count(mask["size"], "mask size"),
-                          _integer(mask["mtime_ns"], "mask mtime_ns"), _hex_digest(mask.get("sha256")))
-        d["mask"] = mask
+        # absent when none, and before sidecars were carried (or --masks existed)
+        d["sidecar"] = None if d.get("sidecar") is None else _sidecar_id(d["sidecar"])
+        d["mask"] = None if d.get("mask") is None else _mask_id(d["mask"])
         return cls(**d)
 
 
@@ -178,6 +164,25 @@ def _output(o) -> OutputRecord:
     mtime = o.get("mtime_ns")
     return OutputRecord(_text(o["path"], "output path"), _count(o["size"], "output size"),
                         _hex_digest(o.get("sha256")), None if mtime is None else _integer(mtime, "output mtime_ns"))
+
+
+def _sidecar_id(s) -> SidecarId:
+    """A record's `sidecar`; its ctime_ns and unreadable are there for an unreadable one only (Record.to_json)."""
+    s = _object(s, "sidecar")
+    ctime = s.get("ctime_ns")
+    unreadable = s.get("unreadable", False)
+    if not isinstance(unreadable, bool):
+        raise TypeError(f"sidecar unreadable is {unreadable!r}, not true or false")
+    return SidecarId(_text(s["name"], "sidecar name"), _count(s["size"], "sidecar size"),
+                     _integer(s["mtime_ns"], "sidecar mtime_ns"), _maybe_text(s.get("sha256"), "sidecar sha256"),
+                     None if ctime is None else _integer(ctime, "sidecar ctime_ns"), unreadable)
+
+
+def _mask_id(m) -> MaskId:
+    """A record's `mask` (the curated mask the restoration was made with)."""
+    m = _object(m, "mask")
+    return MaskId(_text(m["name"], "mask name"), _count(m["size"], "mask size"),
+                  _integer(m["mtime_ns"], "mask mtime_ns"), _hex_digest(m.get("sha256")))
 
 
 def _object(value, what: str) -> dict:
@@ -585,9 +590,31 @@ class RunState:
             redo, touched = _mask_change(rec.mask, mask, masks)
             if touched is not None:
                 refreshed = replace(refreshed or rec, mask=touched)
+        action, redo, edited, moved = self._outputs_now(rec, redo)
+        if action is None:
+            why, touched = _sidecar_change(rec.sidecar, sidecar)
+            if why:
+                # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
+                # beside the restoration is to be written or removed (planning checks the restoration can be described)
+                action, redo = "sidecar", why
+            elif touched is not None:
+                refreshed = replace(refreshed or rec, sidecar=touched)
+        if action is None:  # up to date: an edited output stays as it is, its record as oldphoto wrote it (noted)
+            return Decision("skip", "up to date", refreshed, kept=tuple(edited),
+                            unvouched=tuple(o.path for o, _ in moved))
+        if action == "run" and touches is not None:  # those left where they are (the record's `former` then)
+            edited = [e for e in edited if e.path in touches]
+            moved = [(o, st) for o, st in moved if o.path in touches]
+        return self._replacing(rec, src, now, action, redo, refreshed, edited, moved)
+
+    def _outputs_now(self, rec: Record, redo: str | None,
+                     ) -> tuple[str | None, str | None, list[EditedOutput], list[tuple[OutputRecord, os.stat_result]]]:
+        """(the action, "run" or "sidecar", and its reason, None: the outputs are there as recorded, `redo` None; the
+        outputs changed since oldphoto wrote them (another size); those at their size but another mtime, with a digest
+        to tell an edit by, and their stat) for the record `rec` of a file to be redone for `redo` (None: not so far).
+        One stat per output, nothing read."""
         # the restoration and its mask first: the sidecar alone is rewritten only beside them as they were made
         images = [o for o in rec.outputs if not is_sidecar_name(o.path)]
-        vouched: dict[str, OutputRecord] = {}  # path -> the output read at a new mtime, its digest still true
         edited: list[EditedOutput] = []  # outputs another hand changed since they were written: kept
         moved: list[tuple[OutputRecord, os.stat_result]] = []  # same size, another mtime, a digest to tell by
         action = None if redo is None else "run"
@@ -603,24 +630,20 @@ class RunState:
                 # run killed before recording their replacement). A skip reads nothing: the digest is not given, but
                 # stays recorded, as written, for a redo to tell an edit from a touch by
                 moved.append((o, st))
-        if action is None:
-            why, touched = _sidecar_change(rec.sidecar, sidecar)
-            if why:
-                # the scan, settings and models are those of the outputs, which are there as made: only the sidecar
-                # beside the restoration is to be written or removed (planning checks the restoration can be described)
-                action, redo = "sidecar", why
-            elif touched is not None:
-                refreshed = replace(refreshed or rec, sidecar=touched)
-        if action is None:  # up to date: an edited output stays as it is, its record as oldphoto wrote it (noted)
-            return Decision("skip", "up to date", refreshed, kept=tuple(edited),
-                            unvouched=tuple(o.path for o, _ in moved))
-        if action == "run" and touches is not None:  # those left where they are (the record's `former` then)
-            edited = [e for e in edited if e.path in touches]
-            moved = [(o, st) for o, st in moved if o.path in touches]
+        return action, redo, edited, moved
+
+    def _replacing(self, rec: Record, src: Path, now: SourceId, action: str, redo: str, refreshed: Record | None,
+                   edited: list[EditedOutput], moved: list[tuple[OutputRecord, os.stat_result]]) -> Decision:
+        """The decision for the file `src` (its record `rec`, `refreshed` so far) whose outputs are to be replaced
+        (`action` "run") or described anew by the sidecar beside them ("sidecar") for the reason `redo`, those
+        `edited` changed since oldphoto wrote them and those `moved` at another mtime (_outputs_now, kept to those
+        it touches): a "conflict" when any of them is an edit. ImageError: one of `moved` cannot be read."""
         if action == "run" and not edited and not moved:
             return Decision("run", redo, source=now)
         # About to be replaced (or described anew): an output at another mtime is read, only now, to tell a touch
         # (redone as ever) from an edit at the same size (kept: the file fails)
+        edited = list(edited)
+        vouched: dict[str, OutputRecord] = {}  # path -> the output read at a new mtime, its digest still true
         for o, st in moved:
             if self._sha256_of(src, o) != o.sha256:
                 edited.append(EditedOutput(o.path, st.st_size, o.size))
@@ -703,21 +726,31 @@ def _sidecar_change(recorded: SidecarId | None, sidecar: Path | None) -> tuple[s
             return _unreadable(sidecar) or f"sidecar added: {now.name}", None
         if now.name != recorded.name:
             return _unreadable(sidecar) or f"sidecar changed: {now.name} (was {recorded.name})", None
-        if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
-            return None, None
-        if now.size == recorded.size and recorded.sha256 is not None:
-            now = SidecarId.of(sidecar, with_hash=True)
-            if now.sha256 == recorded.sha256:
-                return None, now
+        same, touched = _same_bytes(recorded, now, lambda: SidecarId.of(sidecar, with_hash=True))
+        if same:
+            return None, touched
     except (OSError, ImageError) as e:  # gone or unreadable since the walk: the run says why (not carried)
         return f"sidecar unreadable: {sidecar.name} ({reason_of(e)})", None
     return _unreadable(sidecar) or f"sidecar changed: {now.name}", None
 
 
+def _same_bytes(recorded, now, hashed: Callable[[], _Id]) -> tuple[bool, _Id | None]:
+    """(whether the file `now` (a SidecarId or MaskId without its sha256) holds the bytes `recorded` was made from, the
+    id to record instead of `recorded` when only its mtime moved, else None): the same size and mtime, or the same size
+    and sha256 (`hashed()`: `now` with it, read only then) where `recorded` has one. OSError, ImageError from hashed."""
+    if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
+        return True, None
+    if now.size == recorded.size and recorded.sha256 is not None:
+        now = hashed()
+        if now.sha256 == recorded.sha256:
+            return True, now
+    return False, None
+
+
 def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None, masks: bool = True,
                  ) -> tuple[str | None, MaskId | None]:
     """(why a source is redone for its curated mask, or None; the mask to record instead of `recorded` when only its
-    mtime moved, or None), as _sidecar_change: the same name, and size + mtime, sha256 when the mtime alone moved.
+    mtime moved, or None), as _sidecar_change: the same name, and the same bytes (_same_bytes).
     recorded: as its record has it; mask: (its path, its name) now; masks: whether --masks is in use."""
     if mask is None:
         if recorded is None:
@@ -730,13 +763,9 @@ def _mask_change(recorded: MaskId | None, mask: tuple[Path, str] | None, masks: 
     if name != recorded.name:
         return f"mask changed: {name} (was {recorded.name})", None
     try:
-        now = MaskId.of(path, name)
-        if (now.size, now.mtime_ns) == (recorded.size, recorded.mtime_ns):
-            return None, None
-        if now.size == recorded.size and recorded.sha256 is not None:
-            now = MaskId.of(path, name, with_hash=True)
-            if now.sha256 == recorded.sha256:
-                return None, now
+        same, touched = _same_bytes(recorded, MaskId.of(path, name), lambda: MaskId.of(path, name, with_hash=True))
+        if same:
+            return None, touched
     except (OSError, ImageError) as e:  # gone or unreadable since it was found: the run says why the scan fails
         return f"mask unreadable: {name} ({reason_of(e)})", None
     return f"mask changed: {name}", None
