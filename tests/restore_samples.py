@@ -83,6 +83,14 @@ class WhiteDetector:
         return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
 
 
+# an XMP sidecar with a caption: CAPTION_SIDECAR.format("the caption")
+CAPTION_SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+                   '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                   '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description>'
+                   '<rdf:Alt><rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description>'
+                   '</rdf:RDF></x:xmpmeta>')
+
+
 def stand_in_models(monkeypatch) -> None:
     """The real pipeline, with WhiteDetector and IdentityRestorer for the models, for the rest of the test."""
     def load(cfg, device):

@@ -10,14 +10,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from restore_samples import real_scans, report_of, run
+from restore_samples import CAPTION_SIDECAR, real_scans, report_of, run
 from restore_samples import stand_in_models as use_stand_in_models
 
 OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1)
-SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-           '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
-           '<rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
-           '</x:xmpmeta>')
 
 
 @pytest.fixture
@@ -144,7 +140,7 @@ def test_captions_written_into_the_restorations_sidecar_are_kept(scans, tmp_path
     """A cataloguing tool wrote into the sidecar carried beside the restoration: kept; the scan's sidecar corrected
     since, the file fails rather than rewrite it; --overwrite writes it anew."""
     root, _ = scans
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street"))
     out = tmp_path / "out"
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
     carried = out / "street.png.xmp"
@@ -155,7 +151,7 @@ def test_captions_written_into_the_restorations_sidecar_are_kept(scans, tmp_path
     assert r.exit_code == 0 and kept(carried, carried.stat().st_size, written) in entry(out, "street.png")["notes"]
     assert entry(out, "street.png")["output_sha256"][-1] is None
 
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))
     r = run("restore", root, "--out", out, *OPTS, "--dry-run")
     assert r.exit_code == 1 and refused(carried, "sidecar changed: street.png.xmp") in r.output
     assert run("restore", root, "--out", out, *OPTS).exit_code == 1
@@ -221,10 +217,10 @@ def test_a_sidecar_rewritten_alone_but_not_recorded_for_a_full_disk_is_recognise
     from oldphoto.state import RunState
 
     root, _ = scans
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street"))
     out = tmp_path / "out"
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))
     real = RunState.record
 
     def full(self, rel, record):

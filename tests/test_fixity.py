@@ -12,14 +12,10 @@ from click.testing import CliRunner
 from oldphoto.cli import cli
 from oldphoto.io import atomic
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import real_scans, report_of, run
+from restore_samples import CAPTION_SIDECAR, real_scans, report_of, run
 from restore_samples import stand_in_models as use_stand_in_models
 
 OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1, "-q")
-SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-           '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
-           '<rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
-           '</x:xmpmeta>')
 
 
 @pytest.fixture
@@ -49,7 +45,7 @@ def scans(tmp_path):
     """real_scans without the torn JPEG, the street scan with an XMP sidecar: (root, out)."""
     root, _, _ = real_scans(tmp_path)
     (root / "torn.jpg").unlink()
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1932"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1932"))
     return root, tmp_path / "out"
 
 
@@ -167,7 +163,7 @@ def test_a_sidecar_rewritten_alone_gets_its_new_digest_and_the_restoration_keeps
     root, out = scans(tmp_path)
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     before = digests_of(out)["street.png"]
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))  # the caption corrected
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     street = report_of(out)["files"][1]
     assert street["sidecar_only"] and street["status"] == "done", street
@@ -181,7 +177,7 @@ def test_a_sidecar_rewritten_alone_gets_its_new_digest_and_the_restoration_keeps
     for record in records:
         record["outputs"] = [{"path": o["path"], "size": o["size"]} for o in record["outputs"]]
     (out / STATE_NAME).write_text("\n".join([lines[0], *map(json.dumps, records)]) + "\n")
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1934"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1934"))
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     assert report_of(out)["files"][1]["sidecar_only"]
     assert digests_of(out)["street.png"] == [(before[0][0], None), (before[1][0], None),
@@ -316,7 +312,7 @@ def test_outputs_a_killed_run_replaced_are_kept_from_a_sidecar_only_job_until_ov
     assert run("restore", root, "--out", tmp_path / "other", *OPTS, "--save-mask").exit_code == 0
     replace_in_place(out, tmp_path / "other", ["street.png", "street.png.xmp"])
     kept = {p: p.read_bytes() for p in out.glob("street*")}
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))  # the caption corrected
 
     r = run("restore", root, "--out", out, *OPTS, "--save-mask")
     street = report_of(out)["files"][1]
@@ -385,7 +381,7 @@ def test_a_restoration_touched_while_its_sidecar_alone_is_rewritten_loses_its_di
         return outcome
 
     monkeypatch.setattr(pipeline, "update_sidecar", then_touched)
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
     assert report_of(out)["files"][1]["sidecar_only"]
     assert digests_of(out)["street.png"][0] == (str(restoration), sha(restoration))  # as recorded
@@ -405,7 +401,7 @@ def test_a_sidecar_only_job_says_nothing_of_outputs_merely_touched(tmp_path, sta
     before = digests_of(out)["street.png"]
     for name in ("street.png", "street.png.xmp"):
         os.utime(out / name, ns=(10**18, 10**18))
-    (root / "street.png.xmp").write_text(SIDECAR.format("Main street, 1933"))  # the caption corrected
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))  # the caption corrected
 
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
     street = report_of(out)["files"][1]

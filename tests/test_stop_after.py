@@ -12,13 +12,9 @@ import pytest
 from oldphoto import cli, planning, runner
 from oldphoto.config import RestoreConfig
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import (FakePipeline, fake_pipeline, put, real_scans, report_of, run, scans, stand_in_models,
-                             tree)
+from restore_samples import (CAPTION_SIDECAR, FakePipeline, fake_pipeline, put, real_scans, report_of, run, scans,
+                             stand_in_models, tree)
 
-_SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
-            '<rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF>'
-            '</x:xmpmeta>')  # an XMP sidecar with a caption
 
 FILES = ["a.jpg", "album 1/b.PNG", "album 1/deep/c.tif"]  # scans()' images, in the order a run takes them
 
@@ -280,10 +276,10 @@ def test_a_sidecar_only_file_the_budget_left_describes_no_restoration(tmp_path, 
     stand_in_models(monkeypatch)
     root, _, _ = real_scans(tmp_path)
     (root / "torn.jpg").unlink()
-    (root / "street.png.xmp").write_text(_SIDECAR.format("Main street, 1932"))
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1932"))
     out, opts = tmp_path / "out", ("--tile", 128, "--overlap", 16, "--jobs", 1)
     assert run("restore", root, "--out", out, *opts).exit_code == 0
-    (root / "street.png.xmp").write_text(_SIDECAR.format("Main street, 1933"))  # a sidecar-only job now
+    (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))  # a sidecar-only job now
 
     planned = threading.Event()
     real_plan = planning.plan
