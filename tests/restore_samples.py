@@ -83,6 +83,28 @@ class WhiteDetector:
         return (tiles.min(dim=1, keepdim=True).values > 0.98).float()
 
 
+class SilentProgress:
+    """A Progress (oldphoto.progress) that is told everything and keeps nothing: tests subclass what they watch."""
+
+    def note(self, msg):
+        pass
+
+    def error(self, path, reason):
+        pass
+
+    def start(self, report, todo, skipped):
+        pass
+
+    def event(self, ev):
+        pass
+
+    def file_done(self, result):
+        pass
+
+    def close(self):
+        pass
+
+
 # an XMP sidecar with a caption: CAPTION_SIDECAR.format("the caption")
 CAPTION_SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">'
                    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'

@@ -20,6 +20,7 @@ from oldphoto import pipeline, planning, runner
 from oldphoto.config import RestoreConfig, TileConfig
 from oldphoto.errors import ImageError, NoMemory
 from oldphoto.state import STATE_NAME
+from restore_samples import SilentProgress
 from restore_samples import stand_in_models as use_stand_in_models
 
 CHANGED = "changed while it was being read (still being written?); it will be retried next run"
@@ -29,29 +30,14 @@ PACKET = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3
           '</rdf:Description></rdf:RDF></x:xmpmeta>')
 
 
-class Quiet:
+class Quiet(SilentProgress):
     """A Progress that keeps the error lines."""
 
     def __init__(self):
         self.errors: list[tuple[str, str]] = []
 
-    def note(self, msg):
-        pass
-
     def error(self, path, reason):
         self.errors.append((Path(path).name, reason))
-
-    def start(self, report, todo, skipped):
-        pass
-
-    def event(self, ev):
-        pass
-
-    def file_done(self, result):
-        pass
-
-    def close(self):
-        pass
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from oldphoto import cli, planning, runner
 from oldphoto.config import RestoreConfig
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import (CAPTION_SIDECAR, FakePipeline, fake_pipeline, put, real_scans, report_of, run, scans,
-                             stand_in_models, tree)
+from restore_samples import (CAPTION_SIDECAR, FakePipeline, SilentProgress, fake_pipeline, put, real_scans, report_of,
+                             run, scans, stand_in_models, tree)
 
 
 FILES = ["a.jpg", "album 1/b.PNG", "album 1/deep/c.tif"]  # scans()' images, in the order a run takes them
@@ -178,7 +178,7 @@ def test_a_dry_run_ignores_the_budget_and_says_so(tmp_path, fake):
     assert r.exit_code == 0 and r.stderr == ""
 
 
-class Noted:
+class Noted(SilentProgress):
     """A Progress that keeps the notes and sets `said` on the budget's."""
 
     def __init__(self):
@@ -189,21 +189,6 @@ class Noted:
         self.notes.append(msg)
         if "--stop-after" in msg:
             self.said.set()
-
-    def error(self, path, reason):
-        pass
-
-    def start(self, report, todo, skipped):
-        pass
-
-    def event(self, ev):
-        pass
-
-    def file_done(self, result):
-        pass
-
-    def close(self):
-        pass
 
 
 def test_a_signal_after_the_budget_abandons_the_files_in_flight_and_keeps_the_rest_not_started(tmp_path, fake):
