@@ -19,7 +19,6 @@ it opens and closes) voids the audit (CannotVerify), whose results might mix byt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -30,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from . import __version__
 from .errors import OldPhotoError
-from .io.atomic import TempFiles, closing_temps, write_bytes
+from .io.atomic import TempFiles, closing_temps, sha256_of, write_bytes
 from .lock import held_by
 from .state import STATE_NAME, OutputRecord, Record, RunState, StateError, now_iso
 
@@ -38,7 +37,6 @@ OK, CHANGED, MISSING, UNREADABLE, UNVERIFIABLE = "ok", "changed", "missing", "un
 STATUSES = (OK, CHANGED, MISSING, UNREADABLE, UNVERIFIABLE)
 PROBLEMS = (CHANGED, MISSING, UNREADABLE)  # what fails an audit; an unverifiable file does not
 
-_CHUNK = 1 << 20
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC
 # O_NONBLOCK: a FIFO put in a file's place since its lstat must not block the open (it is refused after the fstat)
@@ -297,18 +295,15 @@ def _nameable(path: str) -> bool:
 
 
 def _sha256(name: str, dir_fd: int | None, follow: bool) -> tuple[str | None, os.stat_result]:
-    """(hex sha256 of the regular file `name`, read in chunks, or None when it is not one; the fstat of what was
-    opened). follow: a link as the last component is followed (else ELOOP: see _open). OSError."""
+    """(hex sha256 of the regular file `name`, read in chunks (io.atomic.sha256_of), or None when it is not one; the
+    fstat of what was opened). follow: a link as the last component is followed (else ELOOP: see _open). OSError."""
     fd = _open(name, dir_fd, _FILE if follow else _FILE | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, st
         os.set_blocking(fd, True)
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, _CHUNK):
-            digest.update(chunk)
-        return digest.hexdigest(), st
+        return sha256_of(fd), st
     finally:
         os.close(fd)
 

@@ -25,15 +25,15 @@ def stand_in_models(monkeypatch):
 
 @pytest.fixture
 def hashed(monkeypatch) -> list[int]:
-    """The staged files read back for their sha256 (one entry each), counted through atomic._sha256_of."""
+    """The staged files read back for their sha256 (one entry each), counted through atomic.sha256_of."""
     calls: list[int] = []
-    real = atomic._sha256_of
+    real = atomic.sha256_of
 
     def counting(fd: int) -> str:
         calls.append(fd)
         return real(fd)
 
-    monkeypatch.setattr(atomic, "_sha256_of", counting)
+    monkeypatch.setattr(atomic, "sha256_of", counting)
     return calls
 
 

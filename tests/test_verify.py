@@ -121,8 +121,8 @@ def test_files_are_read_in_chunks(tmp_path, monkeypatch):
     data = os.urandom(3 * (1 << 20) + 5)
     write_state(out, {"big.tif": record(master(tmp_path / "big.tif", data), output(out, "big.tif", data))})
     sizes = []
-    real = os.read
-    monkeypatch.setattr(os, "read", lambda fd, n: (sizes.append(n), real(fd, n))[1])
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: (sizes.append(n), real(fd, n, offset))[1])
     result = verify.audit(out, sources=True)
     assert statuses(result.outputs + result.masters) == {"big.tif": "ok", str(tmp_path / "big.tif"): "ok"}
     assert len(sizes) >= 8 and max(sizes) == 1 << 20
@@ -131,14 +131,14 @@ def test_files_are_read_in_chunks(tmp_path, monkeypatch):
 def test_an_unreadable_output_fails_the_audit_with_the_systems_reason(tmp_path, monkeypatch):
     """A read error (a failing disk) is a problem, not a pass, and the audit goes on."""
     out, _ = folder(tmp_path)
-    real = os.read
+    real = os.pread
 
-    def failing(fd, n):
+    def failing(fd, n, offset):
         if os.readlink(f"/proc/self/fd/{fd}").endswith("a.png"):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real(fd, n)
+        return real(fd, n, offset)
 
-    monkeypatch.setattr(os, "read", failing)
+    monkeypatch.setattr(os, "pread", failing)
     result = verify.audit(out)
     assert [(c.status, c.reason) for c in result.outputs] == [
         ("unreadable", "Input/output error"), ("ok", ""), ("ok", "")]

@@ -382,7 +382,7 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
         yield FdStream(fd)
         os.fsync(fd)
         # read back through the descriptor it was written by: the temp file itself, whatever its name meets meanwhile
-        digest = _sha256_of(fd) if staging is not None and staging.hashed else None
+        digest = sha256_of(fd) if staging is not None and staging.hashed else None
         os.close(fd)
         fd = -1
         if staging is not None:
@@ -408,9 +408,9 @@ def atomic_output(path: str | Path, staging: Staging | None = None) -> Iterator[
 _HASH_CHUNK = 1 << 20
 
 
-def _sha256_of(fd: int) -> str:
+def sha256_of(fd: int) -> str:
     """Hex sha256 of the whole file open on `fd`, read from its first byte in 1 MiB chunks (pread: the descriptor's
-    offset is not moved). OSError."""
+    offset is not moved; a file of GBs is never held whole). OSError."""
     digest = hashlib.sha256()
     offset = 0
     while chunk := os.pread(fd, _HASH_CHUNK, offset):
