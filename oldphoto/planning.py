@@ -286,7 +286,8 @@ def _claim_outputs(found: Sequence[Found], out: Path, cfg: RestoreConfig, claims
 
 def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: str, decision: Decision,
                 also: tuple[str, ...], made: dict[Path, Provenance], sidecar: Path | None,
-                mask: tuple[Path, str] | None, skip: str = "") -> tuple[Decision, Record | None]:
+                mask: tuple[Path, str] | None, skip: str = "", curated: MaskId | None = None,
+                ) -> tuple[Decision, Record | None]:
     """Outputs this state has no record of that their XMP shows oldphoto made from this very source with these
     settings and models (the state file was lost). With the sidecar beside the restoration that goes with the source's
     XMP sidecar `sidecar` as it is now (none: none), they are recorded again and skipped, instead of refused; the
@@ -294,13 +295,15 @@ def _recognised(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     with the record recognised (kept to the job: recorded once the sidecar is settled); else `decision` as it was.
     decision.source: the source as planning read it, with its sha256; made: the provenance already read from some of
     the outputs (RunState.made_from). mask: the source's curated mask (path, name), which the outputs must say they
-    were made with (None: the detector's). skip: the reason of the skip (_RECOGNISED_REASON when not given)."""
+    were made with (None: the detector's). skip: the reason of the skip (_RECOGNISED_REASON when not given).
+    curated: that mask as already read, with its sha256 (None: read here)."""
     skip = skip or _RECOGNISED_REASON
     known = decision.source
     try:
         info = oio.probe(src)
         carried = None if sidecar is None else SidecarId.of(sidecar, with_hash=True)
-        curated = None if mask is None else MaskId.of(*mask, with_hash=True)
+        if curated is None and mask is not None:
+            curated = MaskId.of(*mask, with_hash=True)
     except (ImageError, OSError):
         return decision, None  # the source, its sidecar or its mask cannot be read now: the run will say why
     size = (info.width, info.height)
@@ -365,15 +368,15 @@ def _made_since(state: RunState, rel: str, src: Path, planned: list[Path], fp: s
     if not read:
         return decision, None, {}
     made, known = _made_from(state, src, list(read), rel, decision, read)
-    curated = None if mask is None else MaskId.of(*mask, with_hash=True).sha256
+    curated = None if mask is None else MaskId.of(*mask, with_hash=True)
     ours = {Path(os.path.relpath(p, state.out_dir)).as_posix() for p, prov in made.items()
-            if prov.mask_sha256 == curated}
+            if prov.mask_sha256 == (None if curated is None else curated.sha256)}
     if not ours:
         return decision, None, made
     edited = [e for e in decision.kept if e.path not in ours]
     if not edited:
         then, base = _recognised(state, rel, src, planned, fp, Decision("run", "", source=known), also, made,
-                                 sidecar, mask, _UNRECORDED_REASON)
+                                 sidecar, mask, _UNRECORDED_REASON, curated)
         if then.action != "run":
             return then, base, made
     if decision.then is None:  # a skip: its outputs as they are, each noted
