@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import threading
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import oldphoto.pipeline as pipeline
 from oldphoto.cli import cli
 from oldphoto.errors import ImageError
 from oldphoto.io.sidecar import SidecarId, is_sidecar_name, style_of
+from oldphoto.state import RunState
 
 
 class FakeModels:
@@ -111,6 +114,21 @@ CAPTION_SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">'
                    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description>'
                    '<rdf:Alt><rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt></dc:description></rdf:Description>'
                    '</rdf:RDF></x:xmpmeta>')
+
+
+@contextlib.contextmanager
+def full_disk_recording(rel: str):
+    """Within the block, the state's record of `rel` fails as on a full disk (ENOSPC); every other file's goes in."""
+    real = RunState.record
+
+    def full(self, rel_, record):
+        if rel_ == rel:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rel_, record)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunState, "record", full)
+        yield
 
 
 def stand_in_models(monkeypatch) -> None:

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from restore_samples import CAPTION_SIDECAR, real_scans, report_of, run
+from restore_samples import CAPTION_SIDECAR, full_disk_recording, real_scans, report_of, run
 from restore_samples import stand_in_models as use_stand_in_models
 
 OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1)
@@ -207,32 +207,19 @@ def test_outputs_a_run_put_in_place_but_could_not_record_are_its_own_not_edits(s
     assert kept(photo, len(made[photo]) + 5, len(made[photo])) in entry(out, "street.png")["notes"]
 
 
-def test_a_sidecar_rewritten_alone_but_not_recorded_for_a_full_disk_is_recognised(scans, tmp_path, stand_in_models,
-                                                                                  monkeypatch):
+def test_a_sidecar_rewritten_alone_but_not_recorded_for_a_full_disk_is_recognised(scans, tmp_path, stand_in_models):
     """The scan's sidecar corrected: only the sidecar beside the restoration is rewritten, and its record fails (a
     full disk). The next run finds that sidecar at another size than recorded, carrying the scan's sidecar as it is
     now: oldphoto's own, recognised, not "would be replaced (sidecar changed)"."""
-    import errno
-
-    from oldphoto.state import RunState
-
     root, _ = scans
     (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street"))
     out = tmp_path / "out"
     assert run("restore", root, "--out", out, *OPTS).exit_code == 0
     (root / "street.png.xmp").write_text(CAPTION_SIDECAR.format("Main street, 1933"))
-    real = RunState.record
-
-    def full(self, rel, record):
-        if rel == "street.png":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, rel, record)
-
-    monkeypatch.setattr(RunState, "record", full)
-    assert run("restore", root, "--out", out, *OPTS).exit_code == 1
+    with full_disk_recording("street.png"):
+        assert run("restore", root, "--out", out, *OPTS).exit_code == 1
     assert "cannot be recorded" in entry(out, "street.png")["error"]
     assert "Main street, 1933" in (out / "street.png.xmp").read_text()
-    monkeypatch.setattr(RunState, "record", real)
     made = files_of(out)
     r = run("restore", root, "--out", out, *OPTS)
     assert r.exit_code == 0, r.output

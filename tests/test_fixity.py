@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from oldphoto.cli import cli
 from oldphoto.io import atomic
 from oldphoto.state import STATE_NAME, RunState
-from restore_samples import CAPTION_SIDECAR, real_scans, report_of, run
+from restore_samples import CAPTION_SIDECAR, full_disk_recording, real_scans, report_of, run
 from restore_samples import stand_in_models as use_stand_in_models
 
 OPTS = ("--tile", 128, "--overlap", 16, "--jobs", 1, "-q")
@@ -186,30 +186,19 @@ def test_a_sidecar_rewritten_alone_gets_its_new_digest_and_the_restoration_keeps
 
 
 def test_outputs_written_but_not_recorded_lose_the_recorded_digests_of_the_bytes_they_replaced(tmp_path,
-                                                                                             stand_in_models,
-                                                                                             monkeypatch):
+                                                                                             stand_in_models):
     """The outputs went in, their record could not (a full disk): the record kept lists the same paths at the same
     sizes, so a rerun skips the file, and must not give the sha256 of the bytes those outputs replaced."""
-    import errno
-
     root, out = scans(tmp_path)
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     before = digests_of(out)["street.png"]
     (out / "street.mask.png").unlink()
-    real = RunState.record
-
-    def full(self, rel, record):
-        if rel == "street.png":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, rel, record)
-
-    monkeypatch.setattr(RunState, "record", full)
-    run("restore", root, "--out", out, *OPTS, "--save-mask")
+    with full_disk_recording("street.png"):
+        run("restore", root, "--out", out, *OPTS, "--save-mask")
     street = report_of(out)["files"][1]
     assert street["status"] == "failed" and "cannot be recorded" in street["error"], street
     assert [d for _, d in digests_of(out)["street.png"]] == [sha(Path(p)) for p, _ in before]  # as written
     assert all(d != sha(Path(p)) for p, d in before)  # every output was replaced (ids and time in their XMP)
-    monkeypatch.setattr(RunState, "record", real)
     assert run("restore", root, "--out", out, *OPTS, "--save-mask").exit_code == 0
     street = report_of(out)["files"][1]
     assert street["status"] == "skipped" and digests_of(out)["street.png"] == [(p, None) for p, _ in before]
