@@ -326,7 +326,7 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
         if p.colormap is None:
             raise tifffile.TiffFileError("damaged image directory (a palette image without its ColorMap)")
         notes.append("palette converted to RGB")
-        eight = p.colormap is not None and _colormap8(p.colormap) is not None
+        eight = _colormap8(p.colormap) is not None
         return 3, np.dtype(np.uint8 if eight else np.uint16), False, "P"
     if bits not in (8, 16):
         raise UnsupportedTiff(f"unsupported bit depth: {bits} bits per sample")
