@@ -16,6 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -74,13 +75,9 @@ def read_mask(path: Path, name: str, size: tuple[int, int], max_pixels: int) -> 
     # a named temp file: tifffile takes the name of the file it is handed
     with tempfile.NamedTemporaryFile(prefix="oldphoto-mask-") as copy:
         identity = _copied(path, name, copy, 8 * size[0] * size[1] + _SLACK)
+        check_header(path, size, max_pixels, source=copy)
         try:
-            info = reader.probe(path, max_pixels, source=copy)
-            _check_format(path, info.format)
-            _check_size(path, (info.width, info.height), size)
             pic = reader.read(path, max_pixels, source=copy)  # its notes are on the mask, not the scan: not kept
-        except MaskError:
-            raise
         except ImageError as e:  # damaged, unsupported, over --max-pixels, too large for the memory available
             raise MaskError(path, f"cannot be used: {e.reason}") from e
     return _defects(path, pic.pixels, pic.alpha), identity
@@ -112,11 +109,12 @@ def _copied(path: Path, name: str, copy, limit: int) -> MaskId:
     return MaskId(name, n, st.st_mtime_ns, digest.hexdigest())
 
 
-def check_header(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+def check_header(path: Path, size: tuple[int, int], max_pixels: int, source: BinaryIO | None = None) -> None:
     """MaskError when the mask file at `path` would be refused from its header alone (not a PNG or TIFF, damaged,
-    not `size` = (width, height) upright): what a dry run tells without decoding it."""
+    not `size` = (width, height) upright): what a dry run tells without decoding it, and read_mask before it decodes
+    its copy (`source`, as reader.probe's)."""
     try:
-        info = reader.probe(path, max_pixels)
+        info = reader.probe(path, max_pixels, source=source)
     except ImageError as e:
         raise MaskError(path, f"cannot be used: {e.reason}") from e
     _check_format(path, info.format)
