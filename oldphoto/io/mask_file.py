@@ -22,13 +22,12 @@ import numpy as np
 
 from ..errors import ImageError
 from . import reader
-from .buffers import allocate
+from .buffers import allocate, bands
 from .provenance import read_source_sha256
 
 # the names a curated mask may have beside OUT-style base names, in the order they are looked for: the one
 # `--only-mask` writes, then TIFF (an editor's other lossless choice)
 MASK_SUFFIXES = (".mask.png", ".mask.tif", ".mask.tiff")
-_BAND_PIXELS = 1 << 20  # pixels per band when the decoded mask is checked and thresholded
 _COPY_BYTES = 1 << 20  # bytes read at a time as the mask file is hashed and copied
 _SLACK = 16 << 20  # bytes a mask file may hold beyond 8 a pixel (16-bit RGBA, uncompressed): headers, metadata
 
@@ -139,22 +138,22 @@ def _defects(path: Path, pixels: np.ndarray, alpha: np.ndarray | None) -> np.nda
     h, w, c = pixels.shape
     top = int(np.iinfo(pixels.dtype).max)
     out = allocate((h, w), np.bool_)
-    rows = max(1, _BAND_PIXELS // w)
-    for a in range(0, h, rows):
-        band = pixels[a: a + rows].astype(np.uint64)
+    for rows in bands(h, w * c * 8):  # uint64 scratch
+        band = pixels[rows].astype(np.uint64)
         full = top
         if alpha is not None:  # over black, scaled by full scale once more: v x alpha against top x top
-            band *= alpha[a: a + rows, :, None]
+            band *= alpha[rows, :, None]
             full = top * top
         if c > 1:
             odd = (band != band[..., :1]).any(axis=2)
             if odd.any():
                 y, x = (int(v) for v in np.argwhere(odd)[0])
-                value = tuple(int(v) for v in pixels[a + y, x])
+                y += rows.start
+                value = tuple(int(v) for v in pixels[y, x])
                 if alpha is not None:
-                    value += (int(alpha[a + y, x]),)
-                raise MaskError(path, f"is not gray: pixel ({x}, {a + y}) is {value}; a mask is black (intact) and "
+                    value += (int(alpha[y, x]),)
+                raise MaskError(path, f"is not gray: pixel ({x}, {y}) is {value}; a mask is black (intact) and "
                                        f"white (defect), saved as gray or with equal colour channels")
         # at least half of full scale: 2 v >= top (128 of 255, 32768 of 65535)
-        out[a: a + band.shape[0]] = band[..., 0] * 2 >= full
+        out[rows] = band[..., 0] * 2 >= full
     return out
