@@ -356,8 +356,8 @@ def _data_end(p: tifffile.TiffPage) -> int:
 
 
 def _check_data_in_file(p: tifffile.TiffPage, size: int) -> None:
-    if _data_end(p) > size:
-        raise ValueError(f"truncated: image data runs to byte {_data_end(p)} but the file has {size} bytes")
+    if (end := _data_end(p)) > size:
+        raise ValueError(f"truncated: image data runs to byte {end} but the file has {size} bytes")
 
 
 def _read_page(p: tifffile.TiffPage, out: np.ndarray, fh) -> None:
