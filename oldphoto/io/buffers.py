@@ -307,9 +307,14 @@ def file_buffers(path: str | Path) -> Iterator[list[str]]:
         _NOTES.reset(token)
 
 
+def band_rows(row_bytes: int) -> int:
+    """Rows in each of bands()' slices where a row takes `row_bytes` of scratch: about _BAND_BYTES of them."""
+    return max(1, _BAND_BYTES // max(1, row_bytes))
+
+
 def bands(height: int, row_bytes: int) -> Iterator[slice]:
-    """Slices of `height` rows, each about _BAND_BYTES of scratch where a row takes `row_bytes`."""
-    step = max(1, _BAND_BYTES // max(1, row_bytes))
+    """Slices of `height` rows, each about _BAND_BYTES of scratch where a row takes `row_bytes` (band_rows)."""
+    step = band_rows(row_bytes)
     for y0 in range(0, height, step):
         yield slice(y0, min(height, y0 + step))
 

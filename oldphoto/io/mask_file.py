@@ -16,18 +16,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import ImageError
 from . import reader
-from .buffers import allocate
+from .buffers import allocate, bands
 from .provenance import read_source_sha256
 
 # the names a curated mask may have beside OUT-style base names, in the order they are looked for: the one
 # `--only-mask` writes, then TIFF (an editor's other lossless choice)
 MASK_SUFFIXES = (".mask.png", ".mask.tif", ".mask.tiff")
-_BAND_PIXELS = 1 << 20  # pixels per band when the decoded mask is checked and thresholded
 _COPY_BYTES = 1 << 20  # bytes read at a time as the mask file is hashed and copied
 _SLACK = 16 << 20  # bytes a mask file may hold beyond 8 a pixel (16-bit RGBA, uncompressed): headers, metadata
 
@@ -74,13 +74,9 @@ def read_mask(path: Path, name: str, size: tuple[int, int], max_pixels: int) -> 
     # a named temp file: tifffile takes the name of the file it is handed
     with tempfile.NamedTemporaryFile(prefix="oldphoto-mask-") as copy:
         identity = _copied(path, name, copy, 8 * size[0] * size[1] + _SLACK)
+        check_header(path, size, max_pixels, source=copy)
         try:
-            info = reader.probe(path, max_pixels, source=copy)
-            _check_format(path, info.format)
-            _check_size(path, (info.width, info.height), size)
             pic = reader.read(path, max_pixels, source=copy)  # its notes are on the mask, not the scan: not kept
-        except MaskError:
-            raise
         except ImageError as e:  # damaged, unsupported, over --max-pixels, too large for the memory available
             raise MaskError(path, f"cannot be used: {e.reason}") from e
     return _defects(path, pic.pixels, pic.alpha), identity
@@ -112,11 +108,12 @@ def _copied(path: Path, name: str, copy, limit: int) -> MaskId:
     return MaskId(name, n, st.st_mtime_ns, digest.hexdigest())
 
 
-def check_header(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+def check_header(path: Path, size: tuple[int, int], max_pixels: int, source: BinaryIO | None = None) -> None:
     """MaskError when the mask file at `path` would be refused from its header alone (not a PNG or TIFF, damaged,
-    not `size` = (width, height) upright): what a dry run tells without decoding it."""
+    not `size` = (width, height) upright): what a dry run tells without decoding it, and read_mask before it decodes
+    its copy (`source`, as reader.probe's)."""
     try:
-        info = reader.probe(path, max_pixels)
+        info = reader.probe(path, max_pixels, source=source)
     except ImageError as e:
         raise MaskError(path, f"cannot be used: {e.reason}") from e
     _check_format(path, info.format)
@@ -141,22 +138,22 @@ def _defects(path: Path, pixels: np.ndarray, alpha: np.ndarray | None) -> np.nda
     h, w, c = pixels.shape
     top = int(np.iinfo(pixels.dtype).max)
     out = allocate((h, w), np.bool_)
-    rows = max(1, _BAND_PIXELS // w)
-    for a in range(0, h, rows):
-        band = pixels[a: a + rows].astype(np.uint64)
+    for rows in bands(h, w * c * 8):  # uint64 scratch
+        band = pixels[rows].astype(np.uint64)
         full = top
         if alpha is not None:  # over black, scaled by full scale once more: v x alpha against top x top
-            band *= alpha[a: a + rows, :, None]
+            band *= alpha[rows, :, None]
             full = top * top
         if c > 1:
             odd = (band != band[..., :1]).any(axis=2)
             if odd.any():
                 y, x = (int(v) for v in np.argwhere(odd)[0])
-                value = tuple(int(v) for v in pixels[a + y, x])
+                y += rows.start
+                value = tuple(int(v) for v in pixels[y, x])
                 if alpha is not None:
-                    value += (int(alpha[a + y, x]),)
-                raise MaskError(path, f"is not gray: pixel ({x}, {a + y}) is {value}; a mask is black (intact) and "
+                    value += (int(alpha[y, x]),)
+                raise MaskError(path, f"is not gray: pixel ({x}, {y}) is {value}; a mask is black (intact) and "
                                        f"white (defect), saved as gray or with equal colour channels")
         # at least half of full scale: 2 v >= top (128 of 255, 32768 of 65535)
-        out[a: a + band.shape[0]] = band[..., 0] * 2 >= full
+        out[rows] = band[..., 0] * 2 >= full
     return out

@@ -19,7 +19,7 @@ from ..errors import XmpError
 from . import png
 from . import tiff_ifd as T
 from . import xmp_tree
-from .buffers import allocate, in_ram
+from .buffers import allocate, band_rows, bands, in_ram
 from .cmyk import CmykConverter
 from .iptc import (PHOTOSHOP_HEADER, PNG_8BIM_KEY, PNG_IPTC_KEY, iptc_from_profile, iptc_of, merged_resources,
                    pack_resources, raw_profile, readable_block)
@@ -81,7 +81,6 @@ _MODES = {
 }
 _TRANSPARENT = {"L": "LA", "RGB": "RGBA", "P": "RGBA", "1": "LA"}  # modes whose tRNS colour key means alpha
 _PNG16 = {0: (1, False, "I;16"), 2: (3, False, "RGB;16"), 4: (1, True, "LA;16"), 6: (3, True, "RGBA;16")}
-_BAND_BYTES = 16 << 20
 _PILLOW_ONE_BYTE = ("1", "L", "P")  # Pillow modes it stores in a byte a pixel; "I;16" in 2, the others here in 4
 
 
@@ -123,7 +122,8 @@ class RasterPlan:
         area = self.width * self.height
         ours = in_ram(area * self.channels * self.dtype.itemsize)
         ours += in_ram(area * self.dtype.itemsize) if self.alpha else 0
-        band = min(self.height, _band_rows(self.width, self.dtype)) * self.width * 4 * self.dtype.itemsize
+        row = _band_row_bytes(self.width, self.dtype)
+        band = min(self.height, band_rows(row)) * row
         ours += band * (16 if im.mode == "CMYK" else 3)
         if self.format == "WEBP":
             ours += 8 * area
@@ -150,10 +150,8 @@ class RasterPlan:
         pixels = allocate((h, w, self.channels), self.dtype, tmp_dir)
         alpha = allocate((h, w), self.dtype, tmp_dir) if self.alpha else None
         cmyk = CmykConverter(self.meta.icc, np.uint8) if im.mode == "CMYK" else None
-        step = _band_rows(w, self.dtype)
-        for y0 in range(0, h, step):
-            y1 = min(h, y0 + step)
-            part = im.crop((0, y0, w, y1))
+        for rows in bands(h, _band_row_bytes(w, self.dtype)):
+            part = im.crop((0, rows.start, w, rows.stop))
             if self.convert_to is not None:
                 part = part.convert(self.convert_to)
             arr = np.asarray(part)
@@ -161,9 +159,9 @@ class RasterPlan:
                 arr = cmyk(arr)
             if arr.ndim == 2:
                 arr = arr[:, :, None]
-            pixels[y0:y1] = arr[:, :, : self.channels]
+            pixels[rows] = arr[:, :, : self.channels]
             if alpha is not None:
-                alpha[y0:y1] = arr[:, :, self.channels]
+                alpha[rows] = arr[:, :, self.channels]
         im.close()  # free Pillow's copy before the caller makes its own (e.g. for orientation)
         if cmyk is not None:
             notes.extend(cmyk.notes)
@@ -171,9 +169,9 @@ class RasterPlan:
         return pixels, alpha
 
 
-def _band_rows(width: int, dtype: np.dtype) -> int:
-    """Rows _decode_pillow converts at a time: _BAND_BYTES of them in 4 samples a pixel."""
-    return max(1, _BAND_BYTES // (width * 4 * dtype.itemsize))
+def _band_row_bytes(width: int, dtype: np.dtype) -> int:
+    """The scratch of a row as _decode_pillow converts it, in bands (buffers.bands): 4 samples a pixel."""
+    return width * 4 * dtype.itemsize
 
 
 def _coefficient_bytes(im: Image.Image) -> int:

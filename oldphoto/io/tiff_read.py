@@ -326,7 +326,7 @@ def _layout(p: tifffile.TiffPage, notes: list[str]) -> tuple[int, np.dtype, bool
         if p.colormap is None:
             raise tifffile.TiffFileError("damaged image directory (a palette image without its ColorMap)")
         notes.append("palette converted to RGB")
-        eight = p.colormap is not None and _colormap8(p.colormap) is not None
+        eight = _colormap8(p.colormap) is not None
         return 3, np.dtype(np.uint8 if eight else np.uint16), False, "P"
     if bits not in (8, 16):
         raise UnsupportedTiff(f"unsupported bit depth: {bits} bits per sample")
@@ -356,8 +356,8 @@ def _data_end(p: tifffile.TiffPage) -> int:
 
 
 def _check_data_in_file(p: tifffile.TiffPage, size: int) -> None:
-    if _data_end(p) > size:
-        raise ValueError(f"truncated: image data runs to byte {_data_end(p)} but the file has {size} bytes")
+    if (end := _data_end(p)) > size:
+        raise ValueError(f"truncated: image data runs to byte {end} but the file has {size} bytes")
 
 
 def _read_page(p: tifffile.TiffPage, out: np.ndarray, fh) -> None:
